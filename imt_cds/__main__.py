@@ -1,0 +1,7 @@
+"""``python -m imt_cds``: the same command line as the ``imt-cds`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

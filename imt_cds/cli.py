@@ -1,0 +1,185 @@
+"""The ``imt-cds`` command line (also ``python -m imt_cds``).
+
+Exit codes: 0 success; 1 internal error (reported in one line, never a bare traceback; set IMT_CDS_DEBUG=1 to see
+it); 2 invalid input (every problem on stderr) or invalid usage; 3 ``batch`` finished but some lines were invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from .errors import ImtCdsError, InputProblem, InvalidInputError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_INVALID_INPUT = 2
+EXIT_SOME_LINES_INVALID = 3
+
+_EPILOG = """\
+exit codes: 0 success, 1 internal error, 2 invalid input or usage, 3 batch finished with invalid lines.
+imt-cds is decision support for a multidisciplinary team, never a prescription."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imt-cds",
+        description="Clinical decision support for inflammatory myofibroblastic tumor (IMT): validated patient "
+        "facts in, explained and evidence-linked recommendations and risk flags out.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"imt-cds {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate one patient (a JSON file, or - for standard input)",
+        description="Evaluate one patient given as a JSON document (SPEC §2) and print the assessment: as a short "
+        "consult note (default) or as the JSON document of SPEC §3.",
+        epilog="example: imt-cds evaluate examples/02_alk_positive_unresectable.json --format json\n" + _EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("path", metavar="PATH", help="patient JSON file, or - to read standard input")
+    evaluate.add_argument("--format", choices=("text", "json"), default="text",
+                          help="text: a consult note (default); json: the assessment document")
+    _rules_option(evaluate)
+    evaluate.set_defaults(run=_run_evaluate)
+
+    batch = commands.add_parser(
+        "batch",
+        help="evaluate one patient per line of an NDJSON file",
+        description="Evaluate one patient per line (NDJSON) and write one JSON assessment per line, in input "
+        'order. An invalid line yields {"line": N, "errors": [...]} and the run goes on.',
+        epilog="example: imt-cds batch patients.ndjson -o assessments.ndjson --jobs 2\n" + _EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("input", metavar="IN", help="NDJSON file with one patient per line, or - for standard input")
+    batch.add_argument("-o", "--output", metavar="OUT", help="write assessments here (default: standard output)")
+    batch.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                       help="worker processes (default 1; 0 = one per CPU core)")
+    batch.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                       help="progress bar on standard error (auto: only when it is a terminal)")
+    _rules_option(batch)
+    batch.set_defaults(run=_run_batch)
+    return parser
+
+
+def _rules_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", metavar="DIR", type=Path,
+                        help="rulebook directory to use instead of the shipped one (e.g. a working copy)")
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--jobs needs a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("--jobs must be 0 (all cores) or more")
+    return value or (os.cpu_count() or 1)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("imt-cds")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("imt-cds: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours, and nothing more can be written.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except ImtCdsError as exc:
+        print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # noqa: BLE001 - the one place that turns an unexpected failure into exit code 1
+        if os.environ.get("IMT_CDS_DEBUG"):
+            traceback.print_exc()
+        print(f"imt-cds: internal error: {type(exc).__name__}: {exc} (set IMT_CDS_DEBUG=1 for details)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _engine(rules: Path | None):  # type: ignore[no-untyped-def]
+    from .engine import Engine, default_engine
+
+    return default_engine() if rules is None else Engine(rules)
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError([InputProblem("", f"cannot read {path}: {exc.strerror}", path)]) from None
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .consult_note import render_consult_note
+    from .validation import parse_facts_json
+
+    try:
+        facts = parse_facts_json(_read_input(args.path))
+    except InvalidInputError as exc:
+        _report_invalid(exc, sys.stderr, source=args.path)
+        if args.format == "json":
+            sys.stdout.write(orjson.dumps(exc.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_INVALID_INPUT
+    assessment = _engine(args.rules).evaluate(facts)
+    if args.format == "json":
+        sys.stdout.write(assessment.to_json(indent=True) + "\n")
+    else:
+        sys.stdout.write(render_consult_note(assessment))
+    return EXIT_OK
+
+
+def _report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:
+    where = "standard input" if source == "-" else source
+    count = len(exc.problems)
+    print(f"imt-cds: invalid patient facts in {where} ({count} problem{'s' if count != 1 else ''}); "
+          "nothing was evaluated:", file=stream)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=stream)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    summary = run_batch(
+        source=args.input,
+        destination=args.output,
+        jobs=args.jobs,
+        rules=args.rules,
+        progress=args.progress,
+    )
+    print(f"imt-cds batch: {summary.total} line(s): {summary.evaluated} evaluated, {summary.invalid} invalid"
+          + (f", {summary.failed} failed" if summary.failed else ""), file=sys.stderr)
+    if summary.failed:
+        return EXIT_INTERNAL
+    return EXIT_SOME_LINES_INVALID if summary.invalid else EXIT_OK
+

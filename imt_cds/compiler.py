@@ -1,0 +1,344 @@
+"""Compile a checked rulebook into durable-rules' JSON ruleset, plus the table that says what each engine rule means.
+
+This module produces data only; it never imports ``durable`` (that is ``engine``'s job alone). How each rulebook
+construct becomes engine rules, and which engine defect (engineering/durable-rules.md) each choice avoids:
+
+- **One patient fact** per evaluation, flat, every field present with an explicit ``null`` (a missing key never
+  matches anything) and one JSON type per field (the engine coerces ``false == 0 == 'false'``). Gene symbols are
+  sent upper-cased and sets as a canonical sorted string, so both compare by plain equality.
+- **One engine rule per disjunct** of a rule's condition (``conditions.to_dnf``). Disjuncts may overlap; each firing
+  then tells exactly which branch held, which is what the rationale (``because``) reports. Inside one pattern the
+  only ``$or``s are between values of the same field (or null versus not null), which cannot both match, so no
+  pattern fires twice for one fact (a ``$or`` fires once per matching branch).
+- **Derived facts are engine facts** asserted by the actions of their rules and matched by other rules: forward
+  chaining happens in the engine. Asserting one twice would raise inside the action, so the engine module asserts
+  each distinct derived fact once per evaluation.
+- **Negation of derived facts is stratified.** durable-rules has no truth maintenance: a ``$not`` is decided when
+  the rule is evaluated, so it depends on assertion order. Each rule gets a stratum: one more than the strata of
+  the facts it negates. Rules of stratum k > 0 also match a marker fact ``{t: stratum, n: k}`` that the engine
+  module asserts only after everything below k has run to completion, so every negated fact is final when tested.
+  A negation cycle is a rulebook error.
+- **Suppression is done by rules:** a suppressible rule's action also asserts a *candidate* fact; the suppression
+  rule joins candidates with its derived fact (two facts, no property compared between them: no cross-fact join
+  condition, which the engine can crash on) and its firing marks the candidate suppressed.
+- Every pattern has a positive type test (a pattern of negative tests only loops forever), and some rule matches
+  every patient fact, so every evaluation starts an action (deleting a session where none started can segfault).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from .conditions import Atom, Conjunction, DerivedTest, to_dnf
+from .errors import RulebookError, RulebookProblem
+from .fact_fields import FactField, fact_fields
+from .facts import PatientFacts
+from .rulebook import FindingSpec, Rule, Rulebook
+
+__all__ = ["EngineRule", "Program", "ReasonTemplate", "compile_rulebook"]
+
+PATIENT = "patient"
+DERIVED = "derived"
+CANDIDATE = "candidate"
+STRATUM = "stratum"
+ANCHOR = "$anchor"  # internal rule matching every patient, added when no 'always' rule does it
+_MAX_SLOTS = 30  # the engine allows 32 expression slots per pattern (error 113); keep a margin
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonTemplate:
+    """One item of a rationale, known at compile time except for the patient's actual value."""
+
+    literal: Atom | DerivedTest
+    expected: str | None  # for atoms: the test as text ("= positive", "> 3.9")
+    parameter: str | None  # for atoms compared with a rulebook parameter
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRule:
+    """One rule of the compiled engine ruleset and what its firing means."""
+
+    name: str
+    rule: Rule | None  # None for the internal anchor
+    stratum: int
+    conjunction: Conjunction
+    reasons: tuple[ReasonTemplate, ...]
+    produces: tuple[FindingSpec, ...] = ()
+    derives: tuple[str, str | None] | None = None  # (derived fact name, reason text)
+    asserts: tuple[str, ...] = ()  # facts the action asserts, as JSON with a "%s" placeholder for the session id
+    candidate_for: str | None = None  # the suppression rule whose candidate fact this rule's action asserts
+    suppression: Rule | None = None  # set on a suppression's engine rule: its firing suppresses a candidate
+    definition: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled rulebook: the engine's ruleset and the meaning of each of its rules."""
+
+    rulebook: Rulebook
+    ruleset: Mapping[str, Any]
+    rules: Mapping[str, EngineRule]
+    strata: int  # number of strata; markers 1..strata-1 are asserted in turn
+    encode_patient: Callable[[PatientFacts, str], bytes]
+
+    def ruleset_json(self) -> str:
+        return orjson.dumps({name: dict(rule) for name, rule in self.ruleset.items()}).decode()
+
+
+def compile_rulebook(rulebook: Rulebook) -> Program:
+    fields = fact_fields()
+    parameters = rulebook.parameter_values
+    strata = _strata(rulebook)
+    suppressed_by = {target: rule.id for rule in rulebook.rules for target in rule.suppresses}
+    engine_rules: list[EngineRule] = []
+    problems: list[RulebookProblem] = []
+
+    for rule in rulebook.rules:
+        if rule.reasons:  # a grouping rule (D04): its reason rules carry the conditions
+            continue
+        if rule.suppresses:
+            engine_rules.append(_suppression_rule(rule, strata))
+            continue
+        if rule.when is None:
+            continue
+        stratum = strata[rule.id]
+        groups: list[tuple[tuple[FindingSpec, ...], Any]] = []
+        if rule.findings:
+            plain = tuple(f for f in rule.findings if f.when is None)
+            if plain:
+                groups.append((plain, None))
+            groups.extend(((f,), f.when) for f in rule.findings if f.when is not None)
+        else:
+            groups.append(((), None))
+        index = 0
+        for findings, extra in groups:
+            for disjunct in to_dnf(rule.when):
+                for extra_disjunct in to_dnf(extra) if extra is not None else ((),):
+                    conjunction = tuple(dict.fromkeys(disjunct + extra_disjunct))
+                    name = f"{rule.id}.{index}"
+                    index += 1
+                    engine_rules.append(
+                        _engine_rule(name, rule, stratum, conjunction, findings, suppressed_by.get(rule.id),
+                                     fields, parameters, problems)
+                    )
+    if not any(r.rule is not None and not r.conjunction and not r.suppression for r in engine_rules):
+        engine_rules.append(EngineRule(ANCHOR, None, 0, (), (), definition={"all": [_pattern("p", PATIENT, [])]}))
+    if problems:
+        raise RulebookError(problems)
+
+    ruleset = {r.name: dict(r.definition or {}) for r in engine_rules}
+    return Program(
+        rulebook=rulebook,
+        ruleset=MappingProxyType(ruleset),
+        rules=MappingProxyType({r.name: r for r in engine_rules}),
+        strata=max(strata.values(), default=0) + 1,
+        encode_patient=_patient_encoder(fields),
+    )
+
+
+# --- strata -------------------------------------------------------------------------------------------------------
+
+
+def _strata(rulebook: Rulebook) -> dict[str, int]:
+    """Stratum of every rule: 0, or one more than the strata of the rules deriving a fact it negates."""
+    producers: dict[str, list[Rule]] = {}
+    for rule in rulebook.rules:
+        if rule.derives and not rule.reasons:
+            producers.setdefault(rule.derives, []).append(rule)
+
+    def deps(rule: Rule) -> list[tuple[str, bool]]:
+        conditions = [rule.when] + [f.when for f in rule.findings]
+        found: list[tuple[str, bool]] = []
+        for condition in conditions:
+            if condition is None:
+                continue
+            for conjunction in to_dnf(condition):
+                found.extend((lit.name, lit.present) for lit in conjunction if isinstance(lit, DerivedTest))
+        return found
+
+    strata = {rule.id: 0 for rule in rulebook.rules}
+    limit = len(strata) + 1
+    changed = True
+    while changed:
+        changed = False
+        for rule in rulebook.rules:
+            needed = 0
+            for name, present in deps(rule):
+                for producer in producers.get(name, []):
+                    needed = max(needed, strata[producer.id] + (0 if present else 1))
+            for target in rule.suppresses:  # a suppression runs with (or after) the rules it suppresses
+                needed = max(needed, strata[target])
+            if needed > strata[rule.id]:
+                if needed > limit:
+                    raise RulebookError([RulebookProblem(rule.file, "the rulebook negates a derived fact that "
+                                                                    "depends on its own negation", rule.id, "when")])
+                strata[rule.id] = needed
+                changed = True
+    for rule in rulebook.rules:  # a grouping rule sits with its reasons
+        if rule.reasons:
+            strata[rule.id] = max(strata[r] for r in rule.reasons)
+    return strata
+
+
+# --- engine rules -------------------------------------------------------------------------------------------------
+
+
+def _engine_rule(name: str, rule: Rule, stratum: int, conjunction: Conjunction, findings: tuple[FindingSpec, ...],
+                 candidate_for: str | None, fields: Mapping[str, FactField], parameters: Mapping[str, float],
+                 problems: list[RulebookProblem]) -> EngineRule:
+    atoms = [lit for lit in conjunction if isinstance(lit, Atom)]
+    present = [lit for lit in conjunction if isinstance(lit, DerivedTest) and lit.present]
+    absent = [lit for lit in conjunction if isinstance(lit, DerivedTest) and not lit.present]
+    patterns: list[dict[str, Any]] = []
+    if stratum > 0:
+        patterns.append({"s": {"$and": [{"t": STRATUM}, {"n": stratum}]}})
+    if atoms or not (present or absent):
+        tests = [_compile_atom(atom, fields[atom.path], parameters) for atom in atoms]
+        slots = 1 + sum(_slots(t) for t in tests)
+        if slots > _MAX_SLOTS:
+            problems.append(RulebookProblem(rule.file, f"condition branch {name} needs {slots} engine expression "
+                                                       f"slots (limit {_MAX_SLOTS}); split the rule", rule.id, "when"))
+        patterns.append(_pattern("p", PATIENT, tests))
+    for i, lit in enumerate(present):
+        patterns.append(_pattern(f"d{i}", DERIVED, [{"name": lit.name}]))
+    for i, lit in enumerate(absent):
+        if stratum == 0:  # cannot happen: negation forces stratum >= 1; guard the invariant the engine relies on
+            raise AssertionError(f"{name}: negation in stratum 0")
+        patterns.append({f"n{i}$not": {"$and": [{"t": DERIVED}, {"name": lit.name}]}})
+
+    asserts: list[str] = []
+    derives = None
+    if rule.derives:
+        fact: dict[str, Any] = {"t": DERIVED, "name": rule.derives}
+        if rule.reason:
+            fact["reason"] = rule.id
+        derives = (rule.derives, rule.reason)
+        asserts.append(_template(fact))
+    if candidate_for and findings:
+        asserts.append(_template({"t": CANDIDATE, "by": candidate_for, "rule": rule.id}))
+    reasons = tuple(_reason(lit, fields, parameters) for lit in conjunction)
+    return EngineRule(name, rule, stratum, conjunction, reasons, findings, derives, tuple(asserts),
+                      candidate_for if findings else None, None, {"all": patterns})
+
+
+def _suppression_rule(rule: Rule, strata: Mapping[str, int]) -> EngineRule:
+    assert isinstance(rule.when, DerivedTest)  # enforced by the loader
+    patterns = [
+        _pattern("c", CANDIDATE, [{"by": rule.id}]),
+        _pattern("d", DERIVED, [{"name": rule.when.name}]),
+    ]
+    reasons = (ReasonTemplate(rule.when, None, None),)
+    return EngineRule(f"{rule.id}.0", rule, strata[rule.id], (rule.when,), reasons, suppression=rule,
+                      definition={"all": patterns})
+
+
+def _pattern(alias: str, fact_type: str, tests: list[dict[str, Any]]) -> dict[str, Any]:
+    if not tests:
+        return {alias: {"t": fact_type}}
+    return {alias: {"$and": [{"t": fact_type}, *tests]}}
+
+
+def _template(fact: Mapping[str, Any]) -> str:
+    # '%' in a value would break the %-template; derived names and rule ids cannot contain one (checked at load).
+    body = orjson.dumps(fact).decode()
+    return '{"sid":"%s",' + body[1:]
+
+
+def _slots(test: Mapping[str, Any]) -> int:
+    (key, value), = test.items()
+    if key in ("$or", "$and"):
+        return 1 + sum(_slots(t) for t in value)
+    return 1
+
+
+def _reason(literal: Atom | DerivedTest, fields: Mapping[str, FactField],
+            parameters: Mapping[str, float]) -> ReasonTemplate:
+    if isinstance(literal, DerivedTest):
+        return ReasonTemplate(literal, None, None)
+    parameter = getattr(literal.operand, "name", None)
+    return ReasonTemplate(literal, literal.expected_text(parameters, fields[literal.path]), parameter)
+
+
+# --- atoms --------------------------------------------------------------------------------------------------------
+
+
+def _domain(field: FactField) -> tuple[Any, ...] | None:
+    """The finite set of engine values a field can take, or None when it is not finite (numbers, genes, sets)."""
+    nulls: tuple[Any, ...] = (None,) if field.nullable else ()
+    if field.kind == "enum":
+        return field.values + nulls
+    if field.kind in ("boolean", "tristate"):
+        return (True, False) + nulls
+    return None
+
+
+def encode_value(field: FactField, value: Any) -> Any:
+    """A fact value as the engine sees it (see ``_patient_encoder``)."""
+    if value is None:
+        return None
+    if field.kind == "gene":
+        return value.upper()
+    if field.kind == "set":
+        return "+".join(sorted(value))
+    return value
+
+
+def _compile_atom(atom: Atom, field: FactField, parameters: Mapping[str, float]) -> dict[str, Any]:
+    path = atom.path
+    value = atom.resolved(parameters)
+    if atom.op in ("gt", "gte", "lt", "lte"):
+        return {f"${atom.op}": {path: value}}
+    if atom.op in ("is", "is_not"):
+        values: tuple[Any, ...] = (value,)
+        negate = atom.op == "is_not"
+    else:
+        values = tuple(value)
+        negate = atom.op == "not_in"
+    encoded = tuple(encode_value(field, v) for v in values)
+    domain = _domain(field)
+    if negate and domain is not None:
+        # Plain logical negation over a finite domain is membership in the complement: equality tests only,
+        # which behave the same for null as for any other value (a $neq is false on null).
+        encoded = tuple(v for v in domain if v not in encoded)
+        negate = False
+    if not negate:
+        tests = [{path: v} for v in encoded]
+        return tests[0] if len(tests) == 1 else {"$or": tests}
+    # Infinite domain (gene symbol, set, number-null): "not any of these values", and null counts as "not".
+    non_null = [{"$neq": {path: v}} for v in encoded if v is not None]
+    if None in encoded:
+        tests = [{"$neq": {path: None}}, *non_null]
+        return tests[0] if len(tests) == 1 else {"$and": tests}
+    inner = non_null[0] if len(non_null) == 1 else {"$and": non_null}
+    if not field.nullable:
+        return inner
+    return {"$or": [{path: None}, inner]}
+
+
+def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[PatientFacts, str], bytes]:
+    """Build the function turning validated facts into the engine's flat patient fact (JSON bytes)."""
+    accessors = []
+    for path, field in fields.items():
+        if not field.usable_by_rules:
+            continue  # e.g. patient_id: never used by rules, so never sent to the engine
+        get = operator.attrgetter(path)
+        if field.kind == "gene":
+            accessors.append((path, lambda f, g=get: (v.upper() if (v := g(f)) is not None else None)))
+        elif field.kind == "set":
+            accessors.append((path, lambda f, g=get: "+".join(sorted(g(f)))))
+        else:
+            accessors.append((path, get))
+
+    def encode(facts: PatientFacts, sid: str) -> bytes:
+        fact: dict[str, Any] = {"sid": sid, "t": PATIENT}
+        for path, get in accessors:
+            fact[path] = get(facts)
+        return orjson.dumps(fact)
+
+    return encode

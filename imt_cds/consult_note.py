@@ -1,0 +1,196 @@
+"""Render an assessment as a short consult note (plain text) that a clinician can read top to bottom.
+
+Findings are grouped by kind; each shows what is suggested, why (the input facts it matched, and for each derived
+fact, the facts that derived it, recursively), and the evidence with its verbatim quote. Suppressed findings,
+derived facts and the provenance follow. This is a renderer: it reads an ``Assessment`` and decides nothing.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+from typing import Any
+
+from .assessment import Assessment, DerivedFact, Finding, Reason
+
+__all__ = ["render_consult_note"]
+
+WIDTH = 100
+_SECTIONS = (
+    ("recommendation", "RECOMMENDATIONS FOR THE TEAM TO CONSIDER"),
+    ("data_request", "DATA REQUESTS (missing or doubtful data)"),
+    ("risk_flag", "RISK FLAGS"),
+    ("flag", "SAFETY AND SCOPE FLAGS"),
+)
+DISCLAIMER = (
+    "Decision support for a multidisciplinary team, not a prescription. Every suggestion must be weighed by the "
+    "treating team against the full clinical picture."
+)
+
+
+def render_consult_note(assessment: Assessment) -> str:
+    lines: list[str] = []
+    patient = assessment.patient_id or "(no patient id)"
+    lines.append(f"IMT decision support - assessment of {patient}")
+    lines.extend(_wrap(DISCLAIMER, ""))
+    lines.append("")
+    lines.extend(_wrap("Facts: " + _facts_summary(assessment), ""))
+
+    derived = {d.name: [] for d in assessment.derived_facts}  # type: dict[str, list[DerivedFact]]
+    for fact in assessment.derived_facts:
+        derived[fact.name].append(fact)
+
+    for kind, heading in _SECTIONS:
+        findings = [f for f in assessment.findings if f.kind == kind]
+        if not findings:
+            continue
+        lines.append("")
+        lines.append(heading)
+        for number, finding in enumerate(findings, 1):
+            lines.extend(_finding(number, finding, derived))
+
+    if assessment.suppressed:
+        lines.append("")
+        lines.append("WITHHELD (a rule applied, but its suggestion is suppressed until the record is reconciled)")
+        for item in assessment.suppressed:
+            f = item.finding
+            reasons = "; ".join(item.reasons) or item.fact
+            lines.extend(_wrap(f"- {f.title} [{f.code}, rule {f.rule.id}]: withheld because {item.fact} "
+                               f"({item.by.id}) holds: {reasons}", "  ", "    "))
+
+    if assessment.derived_facts:
+        lines.append("")
+        lines.append("DERIVED FACTS")
+        for fact in assessment.derived_facts:
+            label = fact.name + (f" ({fact.reason_text})" if fact.reason_text else "")
+            lines.extend(_wrap(f"- {label} [rule {fact.rule.id} v{fact.rule.version}], because: "
+                               + "; ".join(_reason_text(r) for r in fact.because), "  ", "    "))
+
+    sources = _sources(assessment.findings)
+    if sources:
+        lines.append("")
+        lines.append("SOURCES QUOTED")
+        for key, citation in sources:
+            lines.extend(_wrap(f"- {key}: {citation}", "  ", "    "))
+
+    p = assessment.provenance
+    lines.append("")
+    lines.append("PROVENANCE")
+    lines.append(f"  rulebook {p.rulebook_name} {p.rulebook_version}, sha256 {p.rulebook_sha256}")
+    lines.extend(_wrap("parameters: " + ", ".join(f"{k}={_value(v)}" for k, v in p.parameters.items()), "  ",
+                       "    "))
+    lines.append(f"  input sha256 {p.input_sha256}")
+    lines.extend(_wrap("engine: " + ", ".join(f"{k} {v}" for k, v in p.engine.items())
+                       + f"; evaluated {p.evaluated_at}", "  ", "    "))
+    return "\n".join(lines) + "\n"
+
+
+def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]]) -> list[str]:
+    lines = _wrap(f"{number}. {finding.title}", "  ", "     ")
+    lines.extend(_wrap(finding.summary, "     "))
+    rules = ", ".join([f"{finding.rule.id} v{finding.rule.version}"]
+                      + [f"{a.rule.id} v{a.rule.version}" for a in finding.also_from])
+    lines.append(f"     [{finding.code}; rule {rules}; strength: {finding.strength}]")
+    if finding.because:
+        lines.append("     Why:")
+        for reason in finding.because:
+            lines.extend(_reason_tree(reason, derived, depth=0, seen=set()))
+    else:
+        lines.append("     Why: applies to every patient.")
+    if finding.evidence:
+        lines.append("     Evidence:")
+        for entry in finding.evidence:
+            if entry.quote is not None:
+                level = f" (level of evidence {entry.level})" if entry.level else ""
+                lines.extend(_wrap(f'[{entry.id}] "{entry.quote}"{level}', "       ", "         "))
+            else:
+                lines.extend(_wrap(f"[{entry.id}] {entry.citation}. {entry.claim} (citation {entry.verification})",
+                                   "       ", "         "))
+    else:
+        lines.append("     Evidence: none cited - a safety or data-quality choice of this library.")
+    return lines
+
+
+def _reason_tree(reason: Reason, derived: dict[str, list[DerivedFact]], depth: int, seen: set[str]) -> list[str]:
+    indent = "       " + "    " * depth
+    text = _reason_text(reason)
+    if reason.derived and reason.holds and derived.get(reason.derived):
+        rule = derived[reason.derived][0].rule
+        text += f" [derived by rule {rule.id}]" + (", because:" if reason.derived not in seen else "")
+    lines = _wrap(f"- {text}", indent, indent + "  ")
+    if reason.derived and reason.holds and reason.derived not in seen:
+        for fact in derived.get(reason.derived, []):
+            if fact.reason_text and len(derived[reason.derived]) > 1:
+                lines.extend(_wrap(f"{fact.reason_text}:", indent + "    "))
+            for sub in fact.because:
+                lines.extend(_reason_tree(sub, derived, depth + 1, seen | {reason.derived}))
+    return lines
+
+
+def _reason_text(reason: Reason) -> str:
+    if reason.fact is not None:
+        parameter = f", parameter {reason.parameter}" if reason.parameter else ""
+        return f"{reason.fact} is {_value(reason.actual)} (rule needs {reason.expected}{parameter})"
+    if reason.holds:
+        why = f": {', '.join(reason.reasons)}" if reason.reasons else ""
+        return f"{reason.derived} holds{why}"
+    return f"{reason.derived} does not hold (required to be absent)"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null (not recorded)"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return "{" + ", ".join(value) + "}" if value else "{} (none recorded)"
+    return str(value)
+
+
+def _facts_summary(assessment: Assessment) -> str:
+    f = assessment.facts
+    t, m, h = f.tumor, f.molecular, f.history
+    parts = [f"age {_value(f.age_years)} years" if f.age_years is not None else "age not recorded"]
+    size = f"{_value(t.size_cm)} cm" if t.size_cm is not None else "size not recorded"
+    distant = {True: "distant disease", False: "no distant disease", None: "distant disease not staged"}
+    parts.append(f"{t.site} tumor, {size}, {t.resectability}, {distant[t.distant_disease]}")
+    if t.epithelioid_morphology:
+        parts.append("epithelioid morphology")
+    resp = {True: "respiratory symptoms", False: "no respiratory symptoms", None: "respiratory symptoms not recorded"}
+    parts.append(resp[f.symptoms.respiratory])
+    genes = []
+    for name in ("alk", "ros1", "ntrk", "ret", "pdgfrb"):
+        result = getattr(m, name)
+        text = f"{name.upper()} {result.status}"
+        if result.methods:
+            text += f" ({'+'.join(sorted(result.methods))})"
+        if result.fusion_partner:
+            text += f" partner {result.fusion_partner}"
+        genes.append(text)
+    parts.append(", ".join(genes) + ("; RNA fusion panel done" if m.rna_fusion_panel_done else "; no RNA fusion panel"))
+    history = ["surgery done" + (f" ({h.margin_status})" if h.margin_status else "") if h.surgery_done
+               else "no surgery" + (f" (margin {h.margin_status} recorded)" if h.margin_status else "")]
+    for flag, text in ((h.recurrence, "recurrence"), (h.progressed_on_alk_inhibitor, "progressed on ALK inhibitor"),
+                       (h.progressed_on_prior_systemic, "progressed on prior systemic therapy")):
+        if flag:
+            history.append(text)
+    parts.append(", ".join(history))
+    return "; ".join(parts) + "."
+
+
+def _sources(findings: Iterable[Finding]) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for finding in findings:
+        for entry in finding.evidence:
+            if entry.source and entry.id.split(":")[0] not in seen:
+                seen[entry.id.split(":")[0]] = f"{entry.citation} (file seeds/{entry.source})"
+    return sorted(seen.items())
+
+
+def _wrap(text: str, indent: str, subsequent: str | None = None) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=subsequent or indent,
+                         break_on_hyphens=False) or [indent]

@@ -1,0 +1,210 @@
+"""The rules engine: evaluates validated patient facts with the compiled rulebook on durable-rules.
+
+This is the only module that imports ``durable`` (engineering/durable-rules.md explains every precaution below).
+It drives durable-rules' C entry points directly instead of through ``durable.engine.Host``:
+
+- **No dispatcher threads.** ``Host`` starts self-re-arming timer threads that run actions concurrently with the
+  caller (error 307, segfaults). Without a ``Host`` there are none; every action runs in the caller's thread,
+  synchronously, inside ``evaluate``. (``durable.lang`` is never imported: it registers into a global host.)
+- **One live session per engine, a fresh session id per evaluation, ``delete_state`` in ``finally``.** Sessions
+  are looked up by a 32-bit hash of their id, so two live sessions could share state and one patient's facts
+  join another's. A lock makes evaluations on one engine strictly sequential, so at most one session exists.
+- **Every evaluation starts an action** (the compiler guarantees a rule matching every patient), and all pending
+  actions are drained before ``delete_state``, also after an error: deleting a session in which no action started
+  can segfault.
+- **Facts only** (``assert_fact``; events would be consumed by the first rule), never an empty batch call.
+- **Actions are ours and fail closed.** durable swallows exceptions raised in actions into the session state; here
+  an action is a few lines of this module, any error is recorded, the session drained and deleted, and the
+  evaluation raises ``EngineError``. No partial result ever leaves this module.
+- **A loop guard** bounds the number of firings per evaluation.
+- **Derived facts are asserted once each** (asserting an identical fact twice raises inside the action and
+  silently skips the rest of it).
+
+Above the engine, ``Engine`` is the public entry point: validate, run, build the assessment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+import threading
+import weakref
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import durable_rules_engine as _dre
+
+from .assessment import Assessment, Firing, build_assessment
+from .compiler import STRATUM, Program, compile_rulebook
+from .errors import EngineError
+from .facts import PatientFacts
+from .rulebook import Rulebook, load_rulebook
+from .validation import input_sha256, parse_facts
+
+__all__ = ["DEFAULT_MAX_FIRINGS", "Engine", "default_engine", "evaluate"]
+
+DEFAULT_MAX_FIRINGS = 10_000
+_NOT_HANDLED = 1  # assert_fact result: no rule matched the fact (it is not stored); not an error for us
+
+
+class _DurableRuleset:
+    """A compiled program loaded into durable-rules, run one patient session at a time."""
+
+    def __init__(self, program: Program, max_firings: int):
+        self._program = program
+        self._max_firings = max_firings
+        self._lock = threading.Lock()
+        self._session_ids = itertools.count(1)
+        # What each engine rule's action does, flattened for the hot loop: (facts to assert, keep the message?)
+        self._actions = {
+            name: (rule.asserts, rule.suppression is not None) for name, rule in program.rules.items()
+        }
+        self._markers = tuple('{"sid":"%s","t":"' + STRATUM + f'","n":{k}}}' for k in range(1, program.strata))
+        try:
+            self._handle = _dre.create_ruleset(program.rulebook.name, program.ruleset_json())
+        except _dre.error as exc:
+            raise EngineError(f"durable-rules rejected the compiled rulebook: {exc}") from exc
+        # Free the C ruleset when this object goes away (there are at most 131072 handles per process).
+        self._finalizer = weakref.finalize(self, _dre.delete_ruleset, self._handle)
+
+    def run(self, facts: PatientFacts) -> list[Firing]:
+        """Evaluate one patient in a fresh session; return the firings in order (rule name, message or None)."""
+        with self._lock:
+            sid = str(next(self._session_ids))
+            state = _Run(self._handle, self._actions, sid, self._max_firings)
+            try:
+                state.assert_and_drain(self._program.encode_patient(facts, sid).decode())
+                for marker in self._markers:  # stratum k starts only once everything below it has run
+                    if state.failure is not None:
+                        break
+                    state.assert_and_drain(marker % sid)
+            finally:
+                try:
+                    _dre.delete_state(self._handle, sid)
+                except _dre.error as exc:
+                    state.fail(exc)
+            if state.failure is not None:
+                raise EngineError(f"rules engine failed; no result was produced: {state.failure}") from (
+                    state.failure if isinstance(state.failure, BaseException) else None
+                )
+            return state.firings
+
+
+class _Run:
+    """The state of one evaluation's session (its firings, asserted facts and first failure)."""
+
+    __slots__ = ("handle", "actions", "sid", "max_firings", "firings", "asserted", "failure")
+
+    def __init__(self, handle: int, actions: Mapping[str, tuple[tuple[str, ...], bool]], sid: str,
+                 max_firings: int):
+        self.handle = handle
+        self.actions = actions
+        self.sid = sid
+        self.max_firings = max_firings
+        self.firings: list[Firing] = []
+        self.asserted: set[str] = set()
+        self.failure: BaseException | str | None = None
+
+    def fail(self, reason: BaseException | str) -> None:
+        if self.failure is None:
+            self.failure = reason
+
+    def assert_and_drain(self, fact: str) -> None:
+        try:
+            result, state = _dre.assert_fact(self.handle, fact)
+        except _dre.error as exc:
+            self.fail(exc)
+            return
+        if result == _NOT_HANDLED:
+            return
+        try:
+            started = _dre.start_action_for_state(self.handle, state)
+            message = started[1] if started else None
+            while message is not None:
+                if self.failure is None:
+                    self._act(message)
+                # Keep completing actions even after a failure: the session must be drained before deletion.
+                message = _dre.complete_and_start_action(self.handle, state)
+        except _dre.error as exc:
+            self.fail(exc)
+
+    def _act(self, message: str) -> None:
+        try:
+            # Messages start with {"<rule name>": ... ; reading the name is enough for all but suppressions.
+            name = message[2 : message.index('"', 2)]
+            asserts, keep_message = self.actions[name]
+            self.firings.append((name, message if keep_message else None))
+            if len(self.firings) > self.max_firings:
+                self.fail(f"loop guard: more than {self.max_firings} rule firings in one evaluation")
+                return
+            for template in asserts:
+                if template not in self.asserted:
+                    self.asserted.add(template)
+                    _dre.assert_fact(self.handle, template % self.sid)
+        except Exception as exc:  # noqa: BLE001 - recorded and re-raised as EngineError after draining
+            self.fail(exc)
+
+
+def _versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "imt_cds": version("imt-cds"),
+        "durable_rules": version("durable-rules"),
+        "python": platform.python_version(),
+    }
+
+
+class Engine:
+    """An independent evaluator for one rulebook. Safe to share between threads; evaluations never depend on what
+    was evaluated before.
+
+    ``Engine()`` uses the shipped rulebook; ``Engine(rulebook)`` takes a loaded ``Rulebook`` or a rulebook
+    directory (an institution's copy with its own parameters, or a rule author's working copy).
+    """
+
+    def __init__(self, rulebook: Rulebook | str | Path | None = None, *, max_firings: int = DEFAULT_MAX_FIRINGS):
+        if not isinstance(rulebook, Rulebook):
+            rulebook = load_rulebook(rulebook)
+        self.rulebook = rulebook
+        self.program = compile_rulebook(rulebook)
+        self.versions = _versions()
+        self._ruleset = _DurableRuleset(self.program, max_firings)
+
+    def evaluate(self, facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None) -> Assessment:
+        """Evaluate one patient. Raises ``InvalidInputError`` (bad input, nothing evaluated) or ``EngineError``."""
+        patient = parse_facts(facts)
+        firings = self._ruleset.run(patient)
+        when = evaluated_at or datetime.now(timezone.utc)
+        return build_assessment(self.program, patient, firings, input_sha256(patient), self.versions, when)
+
+    def __repr__(self) -> str:
+        rb = self.rulebook
+        return f"<Engine rulebook={rb.name} {rb.version} sha256={rb.sha256[:12]} rules={len(self.program.rules)}>"
+
+
+_default_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _build_default_engine() -> Engine:
+    return Engine()
+
+
+def default_engine() -> Engine:
+    """The process-wide engine for the shipped rulebook, built on first use (and only once, even from threads)."""
+    with _default_lock:
+        return _build_default_engine()
+
+
+def evaluate(facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None) -> Assessment:
+    """Evaluate one patient with the shipped rulebook (see ``Engine`` for another rulebook)."""
+    return default_engine().evaluate(facts, evaluated_at=evaluated_at)

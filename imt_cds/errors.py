@@ -1,0 +1,147 @@
+"""Errors raised by imt-cds.
+
+Every error the library raises on purpose is an ``ImtCdsError``; each carries a stable ``code`` that callers
+(and the CLI's JSON output) can rely on, and typed context instead of information buried in a message::
+
+    ImtCdsError                      code
+    ├── InvalidInputError            "invalid_input"     patient facts failed validation; .problems lists each one
+    ├── RulebookError                "invalid_rulebook"  rule files / parameters are malformed; .problems lists each one
+    ├── EvidenceError                "invalid_evidence"  evidence registry malformed or a seed quote not in its document
+    └── EngineError                  "engine_failure"    the rules engine failed while evaluating (fail closed: no result)
+
+Validation errors collect *every* problem before raising, so a user fixes a file once rather than once per error.
+This module must never import anything else from the package: every other module imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "EngineError",
+    "EvidenceError",
+    "ImtCdsError",
+    "InputProblem",
+    "InvalidInputError",
+    "RulebookError",
+    "RulebookProblem",
+]
+
+
+class ImtCdsError(Exception):
+    """Base class of every error imt-cds raises on purpose."""
+
+    code = "imt_cds_error"
+
+
+@dataclass(frozen=True, slots=True)
+class InputProblem:
+    """One thing wrong with a patient's facts.
+
+    ``path`` is the dotted field path (``molecular.alk.status``; list items as ``methods[1]``; ``""`` is the whole
+    document), ``value`` the offending value as given, ``message`` what is wrong and what is allowed.
+    """
+
+    path: str
+    message: str
+    value: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "message": self.message, "value": _jsonable(self.value)}
+
+    def __str__(self) -> str:
+        where = self.path or "(document)"
+        return f"{where}: {self.message}"
+
+
+class InvalidInputError(ImtCdsError, ValueError):
+    """Patient facts were rejected. Nothing was evaluated; ``problems`` lists every problem found."""
+
+    code = "invalid_input"
+
+    def __init__(self, problems: list[InputProblem] | tuple[InputProblem, ...]):
+        self.problems: tuple[InputProblem, ...] = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid patient facts ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"errors": [p.to_dict() for p in self.problems]}
+
+
+@dataclass(frozen=True, slots=True)
+class RulebookProblem:
+    """One thing wrong with the rulebook: where it is (file, line, rule, path inside the rule) and what to do."""
+
+    file: str
+    message: str
+    rule: str | None = None
+    path: str | None = None
+    line: int | None = None
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        parts = [where]
+        if self.rule:
+            parts.append(f"rule {self.rule}")
+        if self.path:
+            parts.append(self.path)
+        text = ": ".join([", ".join(parts), self.message])
+        if self.suggestion:
+            text += f" (did you mean {self.suggestion!r}?)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "rule": self.rule,
+            "path": self.path,
+            "message": self.message,
+            "suggestion": self.suggestion,
+        }
+
+
+class RulebookError(ImtCdsError):
+    """The rulebook (rules, parameters or manifest) is malformed; ``problems`` lists every problem found."""
+
+    code = "invalid_rulebook"
+
+    def __init__(self, problems: list[RulebookProblem] | tuple[RulebookProblem, ...]):
+        self.problems: tuple[RulebookProblem, ...] = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid rulebook ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+
+
+class EvidenceError(ImtCdsError):
+    """The evidence registry is malformed, or a seed quote is not found verbatim in its source document."""
+
+    code = "invalid_evidence"
+
+    def __init__(self, problems: list[str] | tuple[str, ...]):
+        self.problems: tuple[str, ...] = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid evidence registry ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class EngineError(ImtCdsError, RuntimeError):
+    """The rules engine failed during an evaluation. No partial result is ever returned (fail closed)."""
+
+    code = "engine_failure"
+
+
+def _jsonable(value: Any) -> Any:
+    """Make an offending input value safe to put in a JSON error report (it may be anything)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        # NaN and infinities are not JSON; report them as text rather than producing invalid JSON.
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
