@@ -289,11 +289,26 @@ def encode_value(field: FactField, value: Any) -> Any:
     return value
 
 
+def engine_number(value: float) -> str:
+    """A number as JSON text that durable-rules' parser reads correctly.
+
+    Its parser accepts an exponent only after a fraction: ``1.0e-07`` is read correctly but ``1e-07`` (how Python
+    and orjson write some valid values, e.g. an age of 5e-324 years) is a parse error that would fail the
+    evaluation. So numbers are written as the shortest round-trip text with ``.0`` added to a bare mantissa.
+    """
+    text = repr(float(value))
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        if "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"
+    return text
+
+
 def _compile_atom(atom: Atom, field: FactField, parameters: Mapping[str, float]) -> dict[str, Any]:
     path = atom.path
     value = atom.resolved(parameters)
     if atom.op in ("gt", "gte", "lt", "lte"):
-        return {f"${atom.op}": {path: value}}
+        return {f"${atom.op}": {path: orjson.Fragment(engine_number(value).encode())}}
     if atom.op in ("is", "is_not"):
         values: tuple[Any, ...] = (value,)
         negate = atom.op == "is_not"
@@ -322,23 +337,45 @@ def _compile_atom(atom: Atom, field: FactField, parameters: Mapping[str, float])
 
 
 def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[PatientFacts, str], bytes]:
-    """Build the function turning validated facts into the engine's flat patient fact (JSON bytes)."""
-    accessors = []
+    """Build the function writing validated facts as the engine's flat patient fact (JSON text).
+
+    The text is assembled from per-field lookup tables rather than by a JSON library: every enum and boolean value
+    maps to its precomputed JSON (a value outside the field's domain is a KeyError, so nothing unvalidated reaches
+    the engine), numbers go through ``engine_number``, and gene symbols are upper-cased and JSON-escaped.
+    """
+    writers: list[tuple[Callable[[PatientFacts], Any], Callable[[Any], str]]] = []
     for path, field in fields.items():
         if not field.usable_by_rules:
             continue  # e.g. patient_id: never used by rules, so never sent to the engine
         get = operator.attrgetter(path)
-        if field.kind == "gene":
-            accessors.append((path, lambda f, g=get: (v.upper() if (v := g(f)) is not None else None)))
+        if field.kind in ("enum", "boolean", "tristate"):
+            domain = _domain(field) or ()
+            table = {value: orjson.dumps(value).decode() for value in domain}
+            writers.append((get, table.__getitem__))
+        elif field.kind == "number":
+            writers.append((get, lambda v: "null" if v is None else engine_number(v)))
+        elif field.kind == "gene":
+            writers.append((get, lambda v: "null" if v is None else orjson.dumps(v.upper()).decode()))
         elif field.kind == "set":
-            accessors.append((path, lambda f, g=get: "+".join(sorted(g(f)))))
-        else:
-            accessors.append((path, get))
+            allowed = frozenset(field.values)
+            writers.append((get, lambda v, ok=allowed: _set_text(v, ok)))
+        else:  # pragma: no cover - fact_fields has no other kind usable by rules
+            raise TypeError(f"cannot encode {path} ({field.kind})")
+    keys = [orjson.dumps(path).decode() + ":" for path, field in fields.items() if field.usable_by_rules]
+    pairs = list(zip(keys, writers))
+    head = '{"sid":"%s","t":"' + PATIENT + '"'
 
     def encode(facts: PatientFacts, sid: str) -> bytes:
-        fact: dict[str, Any] = {"sid": sid, "t": PATIENT}
-        for path, get in accessors:
-            fact[path] = get(facts)
-        return orjson.dumps(fact)
+        parts = [head % sid]
+        for key, (get, write) in pairs:
+            parts.append("," + key + write(get(facts)))
+        parts.append("}")
+        return "".join(parts).encode()
 
     return encode
+
+
+def _set_text(values: frozenset[str], allowed: frozenset[str]) -> str:
+    if not values <= allowed:
+        raise ValueError(f"not a valid set of test methods: {sorted(values)}")
+    return '"' + "+".join(sorted(values)) + '"'

@@ -1,0 +1,37 @@
+"""Small helpers shared by tests: how an assessment compares with the reference evaluator's result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imt_cds import Assessment
+
+TARGETED = {
+    "REC_CRIZOTINIB_ALK": "alk",
+    "REC_ALK_INHIBITOR_OFF_LABEL_AGE_REVIEW": "alk",
+    "REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER": "alk",
+    "REC_ROS1_INHIBITOR_CONSIDER": "ros1",
+    "REC_TRK_INHIBITOR": "ntrk",
+    "REC_SELPERCATINIB_RET": "ret",
+    "REC_RET_INHIBITOR_OFF_LABEL_AGE_REVIEW": "ret",
+}
+ALK_INHIBITORS = {code for code, gene in TARGETED.items() if gene == "alk"}
+
+
+def derived_labels(assessment: Assessment) -> frozenset[str]:
+    """Derived facts as the reference and vignettes name them ("CONTRADICTION:C1" per reason)."""
+    return frozenset(f"{d.name}:{d.reason.id}" if d.reason else d.name for d in assessment.derived_facts)
+
+
+def outcome(assessment: Assessment) -> dict[str, Any]:
+    return {
+        "findings": sorted(assessment.codes),
+        "derived": sorted(derived_labels(assessment)),
+        "suppressed": sorted(assessment.suppressed_codes),
+    }
+
+
+def without_time(assessment: Assessment) -> dict[str, Any]:
+    data = assessment.to_dict()
+    data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "evaluated_at"}
+    return data

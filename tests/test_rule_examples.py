@@ -1,0 +1,27 @@
+"""The examples written in every rule file behave as written (generated from the rulebook itself)."""
+
+from __future__ import annotations
+
+import pytest
+
+from imt_cds import load_rulebook
+from imt_cds.rule_examples import run_example
+
+_RULEBOOK = load_rulebook()
+_CASES = [(rule.id, i) for rule in _RULEBOOK.rules for i, _ in enumerate(rule.examples)]
+
+
+@pytest.mark.parametrize(("rule_id", "index"), _CASES, ids=[f"{r}-{i}" for r, i in _CASES])
+def test_rule_example_behaves_as_written(engine, rule_id, index):
+    rule = engine.rulebook.rule(rule_id)
+    example = rule.examples[index]
+    outcome = run_example(engine, rule, example)
+    assert outcome.passed, f"{rule_id} example {example.name!r}: " + "; ".join(outcome.failures)
+
+
+def test_every_rule_has_an_example_that_fires_and_one_that_stays_silent(rulebook):
+    for rule in rulebook.rules:
+        assert any(e.fires for e in rule.examples), rule.id
+        if rule.when is not None and rule.when.__class__.__name__ == "Always":
+            continue  # a rule that always applies cannot stay silent (R01)
+        assert any(not e.fires for e in rule.examples), rule.id
