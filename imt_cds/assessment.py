@@ -279,6 +279,7 @@ class _Collector:
         # candidate rule id -> suppression rule id -> {reason rule id or None}
         self.suppressed: dict[str, dict[str, dict[str | None, None]]] = {}
         self.trace_items: list[tuple[int, EngineRule, str | None]] = []
+        self.position = {rule.id: i for i, rule in enumerate(program.rulebook.rules)}  # catalogue order
 
     def collect(self, firings: Iterable[Firing]) -> None:
         for seq, (name, message) in enumerate(firings, 1):
@@ -304,7 +305,8 @@ class _Collector:
 
     def reasons_of(self, name: str) -> tuple[str, ...]:
         """The reason rules (C1...) that derived a multi-reason fact, in catalogue order."""
-        return tuple(reason for (fact, reason) in self.derived if fact == name and reason is not None)
+        found = [reason for (fact, reason) in self.derived if fact == name and reason is not None]
+        return tuple(sorted(found, key=self.position.__getitem__))
 
     def reason(self, template: ReasonTemplate) -> Reason:
         literal = template.literal
@@ -316,7 +318,8 @@ class _Collector:
                       reasons=self.reasons_of(literal.name) if literal.present else ())
 
     def because(self, templates: Mapping[Any, ReasonTemplate]) -> tuple[Reason, ...]:
-        return tuple(self.reason(t) for t in templates.values())
+        # In the order of the rule's condition, not the order the engine happened to fire its branches in.
+        return tuple(self.reason(t) for t in sorted(templates.values(), key=lambda t: t.order))
 
 
 def _suppression_match(message: str | None) -> tuple[str, str | None]:
@@ -362,7 +365,8 @@ def build_assessment(program: Program, facts: PatientFacts, firings: list[Firing
                     assert isinstance(suppression_rule.when, DerivedTest)
                     fact = suppression_rule.when.name
                     by = _deriving_rule(rulebook.rules, fact)
-                    texts = tuple(rulebook.rule(r).reason or r for r in reasons if r is not None)
+                    held = sorted((r for r in reasons if r is not None), key=collector.position.__getitem__)
+                    texts = tuple(rulebook.rule(r).reason or r for r in held)
                     suppressions.append(Suppression(item, RuleRef.of(by), fact, texts, RuleRef.of(suppression_rule)))
                 continue
             if spec.code in emitted:
@@ -382,7 +386,7 @@ def build_assessment(program: Program, facts: PatientFacts, firings: list[Firing
             reason_text=rule.reason if rule.part_of else None,
         )
         for (name, _), (rule, templates) in sorted(
-            collector.derived.items(), key=lambda item: _catalogue_index(rulebook.rules, item[1][0])
+            collector.derived.items(), key=lambda item: collector.position[item[1][0].id]
         )
     )
     return Assessment(
@@ -412,10 +416,6 @@ def _fields(finding: Finding) -> dict[str, Any]:
 def _deriving_rule(rules: tuple[Rule, ...], fact: str) -> Rule:
     """The catalogue entry that derives a fact (for a multi-reason fact, the grouping rule, e.g. D04)."""
     return next(r for r in rules if r.derives == fact and r.part_of is None)
-
-
-def _catalogue_index(rules: tuple[Rule, ...], rule: Rule) -> int:
-    return rules.index(rule)
 
 
 def _trace(collector: _Collector) -> Iterable[TraceEntry]:

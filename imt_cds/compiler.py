@@ -27,6 +27,7 @@ construct becomes engine rules, and which engine defect (engineering/durable-rul
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from .conditions import Atom, Conjunction, DerivedTest, to_dnf
+from .conditions import Atom, Conjunction, DerivedTest, literals, to_dnf
 from .errors import RulebookError, RulebookProblem
 from .fact_fields import FactField, fact_fields
 from .facts import PatientFacts
@@ -58,6 +59,8 @@ class ReasonTemplate:
     literal: Atom | DerivedTest
     expected: str | None  # for atoms: the test as text ("= positive", "> 3.9")
     parameter: str | None  # for atoms compared with a rulebook parameter
+    order: int = 0  # position of the literal in its rule's condition: rationales list reasons in this order,
+    # whatever order the engine fired the rule's branches in
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +225,8 @@ def _engine_rule(name: str, rule: Rule, stratum: int, conjunction: Conjunction, 
         asserts.append(_template(fact))
     if candidate_for and findings:
         asserts.append(_template({"t": CANDIDATE, "by": candidate_for, "rule": rule.id}))
-    reasons = tuple(_reason(lit, fields, parameters) for lit in conjunction)
+    order = _literal_order(rule)
+    reasons = tuple(_reason(lit, fields, parameters, order[lit]) for lit in conjunction)
     return EngineRule(name, rule, stratum, conjunction, reasons, findings, derives, tuple(asserts),
                       candidate_for if findings else None, None, {"all": patterns})
 
@@ -257,12 +261,18 @@ def _slots(test: Mapping[str, Any]) -> int:
     return 1
 
 
-def _reason(literal: Atom | DerivedTest, fields: Mapping[str, FactField],
-            parameters: Mapping[str, float]) -> ReasonTemplate:
+def _literal_order(rule: Rule) -> dict[Atom | DerivedTest, int]:
+    conditions = [rule.when] + [f.when for f in rule.findings]
+    ordered = itertools.chain.from_iterable(literals(c) for c in conditions if c is not None)
+    return {lit: i for i, lit in enumerate(dict.fromkeys(ordered))}
+
+
+def _reason(literal: Atom | DerivedTest, fields: Mapping[str, FactField], parameters: Mapping[str, float],
+            order: int) -> ReasonTemplate:
     if isinstance(literal, DerivedTest):
-        return ReasonTemplate(literal, None, None)
+        return ReasonTemplate(literal, None, None, order)
     parameter = getattr(literal.operand, "name", None)
-    return ReasonTemplate(literal, literal.expected_text(parameters, fields[literal.path]), parameter)
+    return ReasonTemplate(literal, literal.expected_text(parameters, fields[literal.path]), parameter, order)
 
 
 # --- atoms --------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ This module validates shape and type only. Clinically inconsistent data is *vali
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_serializer
@@ -41,12 +42,19 @@ MarginStatus = Literal["R0", "R1", "R2", "unknown"]
 GENE_SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
 
 
+_METHODS = frozenset(typing.get_args(TestMethod))
+
+
 def _method_set(value: Any) -> Any:
-    # Strict mode would only accept a frozenset, which JSON cannot express: accept any list-like collection and
-    # let the element type (a Literal) check each method.
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return frozenset(value) if all(isinstance(v, str) for v in value) else value
-    raise PydanticCustomError("method_set", "must be a list of test methods")
+    # Strict mode would only accept a frozenset, which JSON cannot express: accept a list (or any collection) and
+    # check each item here, so that an error names the item's position in the input, not in an unordered set.
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise PydanticCustomError("method_set", "must be a list of test methods")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or item not in _METHODS:
+            raise PydanticCustomError("method_item", "item {index} is not a test method", {"index": index,
+                                                                                        "item": item})
+    return frozenset(value)
 
 
 MethodSet = Annotated[frozenset[TestMethod], BeforeValidator(_method_set)]

@@ -63,6 +63,8 @@ _VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 _DERIVED_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 
+_UNREADABLE = object()  # what _Loader.read returns for a file it could not read or parse (already reported)
+
 _RULE_KEYS = (
     "id", "version", "title", "kind", "strength", "evidence", "description", "when", "then", "derives",
     "reasons", "suppresses", "examples",
@@ -232,6 +234,7 @@ class _Loader:
         self.problems: list[RulebookProblem] = []
         self.texts: dict[str, str] = {}
         self.fields = fact_fields()
+        self.unparsed_files = False  # when a file cannot be read, references to its rules are not reported
 
     # problems carry the line of the offending node, found lazily from the file's text
     def report(self, file: str, message: str, rule: str | None = None, path: str | None = None,
@@ -248,18 +251,20 @@ class _Loader:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
+            self.unparsed_files = True
             self.report(name, f"cannot read: {exc}")
-            return None
+            return _UNREADABLE
         self.texts[name] = text
         try:
             return load_yaml(text)
         except YAMLError as exc:
+            self.unparsed_files = True
             mark = getattr(exc, "problem_mark", None)
             self.problems.append(
                 RulebookProblem(name, f"not valid YAML: {getattr(exc, 'problem', exc)}", line=mark.line + 1
                                 if mark else None)
             )
-            return None
+            return _UNREADABLE
 
     def load(self) -> Rulebook:
         manifest = self._manifest()
@@ -315,6 +320,8 @@ class _Loader:
             self.report(MANIFEST_FILE, "missing: the rulebook needs a manifest with its name and version")
             return {"name": "?", "version": "0.0.0"}
         data = self.read(path)
+        if data is _UNREADABLE:
+            return {"name": "?", "version": "0.0.0"}
         if not isinstance(data, dict):
             self.report(MANIFEST_FILE, "must be a mapping with name and version")
             return {"name": "?", "version": "0.0.0"}
@@ -332,6 +339,8 @@ class _Loader:
             self.report(PARAMETERS_FILE, "missing: the rulebook's parameters file")
             return {}, {}
         data = self.read(path)
+        if data is _UNREADABLE:
+            return {}, {}
         raw = data.get("parameters") if isinstance(data, dict) else None
         if not isinstance(raw, dict):
             self.report(PARAMETERS_FILE, "must be a mapping with a 'parameters' mapping")
@@ -357,9 +366,10 @@ class _Loader:
     def _rule_documents(self, path: Path) -> Iterator[tuple[str, int | None, dict[str, Any]]]:
         name = path.relative_to(self.directory).as_posix()
         data = self.read(path)
+        if data is _UNREADABLE:
+            return
         if data is None:
-            if name in self.texts:
-                self.report(name, "empty rule file")
+            self.report(name, "empty rule file")
             return
         if isinstance(data, dict) and set(data) == {"rules"} and isinstance(data["rules"], list):
             for index, item in enumerate(data["rules"]):
@@ -638,7 +648,12 @@ class _Loader:
         return ordered
 
     def _cross_checks(self, rules: list[Rule], positions: Mapping[str, int | None]) -> None:
-        """Checks that need the whole rulebook: references between rules, and examples' expectations."""
+        """Checks that need the whole rulebook: references between rules, and examples' expectations.
+
+        Skipped when a rule file could not be parsed: every reference to its rules would be reported too, burying
+        the one real problem under consequences of it."""
+        if self.unparsed_files:
+            return
         derived = {r.derives for r in rules if r.derives}
         codes = {c for r in rules for c in r.codes}
         ids = {r.id for r in rules}

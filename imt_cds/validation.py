@@ -145,6 +145,9 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
         return InputProblem(_path(loc[:-1]), f"object keys must be strings, got {loc[-1]!r}", loc[-1])
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return InputProblem(_path(loc), f"expected an object, got {_json_type(value)}", _preview(value))
+    if kind == "method_item":
+        index, value = error["ctx"]["index"], error["ctx"]["item"]
+        loc = (*loc, index)
     # A leaf (or an element of the methods list): name what is allowed for that field.
     field_loc = tuple(p for p in loc if isinstance(p, str))
     field = fact_fields().get(".".join(field_loc))

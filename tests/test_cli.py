@@ -1,0 +1,158 @@
+"""The command line, run through the installed console script (and python -m imt_cds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+SCRIPT = Path(sys.executable).with_name("imt-cds")
+
+
+def run(*args, stdin=None, cwd=ROOT):
+    return subprocess.run([str(SCRIPT), *map(str, args)], input=stdin, capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_help_lists_the_commands_and_exit_codes():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "evaluate" in result.stdout and "batch" in result.stdout and "exit codes" in result.stdout
+    assert run("evaluate", "--help").returncode == 0
+
+
+def test_python_dash_m_is_the_same_command_line():
+    result = subprocess.run([sys.executable, "-m", "imt_cds", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("imt-cds ")
+
+
+def test_there_are_at_least_six_realistic_example_patients():
+    assert len(EXAMPLES) >= 6
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_evaluates_to_a_consult_note(path):
+    result = run("evaluate", path)
+    assert result.returncode == 0, result.stderr
+    note = result.stdout
+    assert note.startswith("IMT decision support - assessment of EX-")
+    assert "not a prescription" in note and "Multidisciplinary team review" in note
+    assert "Why:" in note and "Evidence:" in note and "PROVENANCE" in note
+
+
+def test_the_consult_note_follows_a_finding_back_to_facts_and_quotes():
+    note = run("evaluate", ROOT / "examples/02_alk_positive_unresectable.json").stdout
+    crizotinib = note[note.index("Consider crizotinib"):note.index("DATA REQUESTS")]
+    assert "ALK_INHIBITOR_ELIGIBLE holds [derived by rule D06], because:" in crizotinib
+    assert "tumor.resectability is unresectable" in crizotinib
+    assert '"The U.S. Food and Drug Administration (FDA) approved crizotinib' in crizotinib
+
+
+def test_json_output_is_the_assessment_document():
+    result = run("evaluate", ROOT / "examples/05_contradictory_record.json", "--format", "json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["schema"] == "imt-cds/assessment/1"
+    assert [s["finding"]["code"] for s in data["suppressed"]] == ["REC_UPFRONT_SURGICAL_RESECTION"]
+
+
+def test_standard_input_is_read_with_a_dash():
+    result = run("evaluate", "-", "--format", "json", stdin='{"age_years": 4}')
+    assert result.returncode == 0 and json.loads(result.stdout)["patient_id"] is None
+
+
+def test_invalid_input_exits_2_with_every_problem_on_stderr():
+    bad = '{"age_years": 200, "molecular": {"alk": {"staus": "positive"}}}'
+    result = run("evaluate", "-", stdin=bad)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "age_years" in result.stderr and "molecular.alk.staus" in result.stderr
+    assert "did you mean 'status'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_invalid_input_in_json_mode_also_prints_the_errors_document():
+    result = run("evaluate", "-", "--format", "json", stdin='{"tumor": {"site": "lung"}}')
+    assert result.returncode == 2
+    (error,) = json.loads(result.stdout)["errors"]
+    assert error["path"] == "tumor.site" and error["value"] == "lung" and "thoracic" in error["message"]
+
+
+@pytest.mark.parametrize("args", [("evaluate", "no-such-file.json"), ("evaluate", "-")])
+def test_unreadable_or_malformed_input_exits_2(args):
+    result = run(*args, stdin="{not json")
+    assert result.returncode == 2 and ("cannot read" in result.stderr or "malformed JSON" in result.stderr)
+
+
+def test_a_broken_rulebook_is_an_internal_error_without_a_traceback(tmp_path):
+    (tmp_path / "rulebook.yaml").write_text("name: x\n")
+    result = run("evaluate", ROOT / "examples/01_surgery_first_lung.json", "--rules", tmp_path)
+    assert result.returncode == 1
+    assert "invalid_rulebook" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_working_copy_of_the_rulebook_can_be_used(tmp_path):
+    from rulebook_copies import copy_rulebook, set_parameters
+
+    directory = copy_rulebook(tmp_path)
+    set_parameters(directory, {"size_risk_threshold_cm": 20})
+    example = ROOT / "examples/02_alk_positive_unresectable.json"
+    shipped = json.loads(run("evaluate", example, "--format", "json").stdout)
+    local = json.loads(run("evaluate", example, "--format", "json", "--rules", directory).stdout)
+    assert any(f["code"] == "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN" for f in shipped["risk_flags"])
+    assert not any(f["code"] == "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN" for f in local["risk_flags"])
+
+
+def _batch_input(tmp_path):
+    lines = [json.dumps(json.loads(p.read_text())) for p in EXAMPLES]
+    lines[2:2] = ['{"age_years": -4}', "", "not json"]
+    path = tmp_path / "in.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    return path, len(lines)
+
+
+def test_batch_keeps_order_reports_invalid_lines_by_number_and_exits_3(tmp_path):
+    source, count = _batch_input(tmp_path)
+    out = tmp_path / "out.ndjson"
+    result = run("batch", source, "-o", out)
+    assert result.returncode == 3, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == count
+    assert [r["line"] for r in records if "errors" in r] == [3, 4, 5]
+    assert records[2]["errors"][0]["path"] == "age_years"
+    ids = [r.get("patient_id") for r in records if "schema" in r]
+    assert ids == [json.loads(p.read_text())["patient_id"] for p in EXAMPLES]
+    assert f"{count} line(s): {len(EXAMPLES)} evaluated, 3 invalid" in result.stderr
+
+
+def test_batch_with_two_processes_gives_the_same_output(tmp_path):
+    source, _ = _batch_input(tmp_path)
+    one = run("batch", source)
+    two = run("batch", source, "--jobs", "2")
+    assert one.returncode == two.returncode == 3
+
+    def strip(text):
+        records = [json.loads(line) for line in text.splitlines()]
+        for record in records:
+            record.get("provenance", {}).pop("evaluated_at", None)
+        return records
+
+    assert strip(one.stdout) == strip(two.stdout)
+
+
+def test_batch_of_valid_lines_exits_0_and_can_show_progress(tmp_path):
+    source = tmp_path / "ok.ndjson"
+    source.write_text('{"age_years": 3}\n{"age_years": 4}\n')
+    result = run("batch", source, "--progress", "always")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2
+    assert "2/2 lines" in result.stderr
+
+
+def test_bad_usage_is_explained():
+    result = run("batch")
+    assert result.returncode == 2 and "usage:" in result.stderr
+    assert run("batch", "x", "--jobs", "-1").returncode == 2

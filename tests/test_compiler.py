@@ -1,0 +1,115 @@
+"""The compiled ruleset keeps every invariant the engine's defects require (engineering/durable-rules.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import orjson
+from types import MappingProxyType
+
+from helpers import without_time
+from strategies import random_patient
+
+from imt_cds import Engine
+from imt_cds.compiler import ANCHOR, compile_rulebook, engine_number
+from imt_cds.engine import DEFAULT_MAX_FIRINGS, _DurableRuleset
+
+
+def _patterns(definition):
+    for pattern in definition["all"]:
+        ((alias, body),) = pattern.items()
+        yield alias, body
+
+
+def _leaves(test):
+    ((key, value),) = test.items()
+    if key in ("$and", "$or"):
+        for item in value:
+            yield from _leaves(item)
+    elif key.startswith("$"):
+        ((field, operand),) = value.items()
+        yield key, field, operand
+    else:
+        yield "$eq", key, value
+
+
+def test_every_pattern_starts_with_a_positive_type_test_and_no_pattern_is_negative_only(engine):
+    for name, rule in engine.program.ruleset.items():
+        for alias, body in _patterns(rule):
+            tests = body["$and"] if "$and" in body else [body]
+            assert "t" in tests[0], (name, alias)
+            assert not any(op == "$nex" for t in tests for op, _, _ in _leaves(t)), name
+
+
+def test_no_pattern_compares_one_fact_with_another(engine):
+    # A cross-fact join condition reads like {"$lt": {"x": {"m": "y"}}}: an operand that is an object.
+    for name, rule in engine.program.ruleset.items():
+        for _, body in _patterns(rule):
+            for _, _, operand in _leaves(body):
+                assert not isinstance(operand, (dict, list)), name
+
+
+def test_negated_derived_facts_only_appear_in_later_strata_behind_a_marker(engine):
+    negating = 0
+    for name, engine_rule in engine.program.rules.items():
+        patterns = dict(_patterns(engine.program.ruleset[name]))
+        if any(alias.endswith("$not") for alias in patterns):
+            negating += 1
+            assert engine_rule.stratum >= 1
+            assert patterns["s"] == {"$and": [{"t": "stratum"}, {"n": engine_rule.stratum}]}
+    assert negating == 9  # D06, R32a, R32b, R33, R34, R35 (two engine rules), R36a, R36b: the DATA_BLOCK gates
+    assert engine.program.strata == 2
+
+
+def test_some_rule_matches_every_patient(engine):
+    always = [r for r in engine.program.rules.values() if r.rule is not None and not r.conjunction]
+    assert [r.rule.id for r in always] == ["R01"]
+
+
+def test_an_internal_anchor_is_added_when_no_rule_matches_every_patient(rulebook):
+    without_r01 = dataclasses.replace(rulebook, rules=tuple(r for r in rulebook.rules if r.id != "R01"))
+    program = compile_rulebook(without_r01)
+    assert ANCHOR in program.rules
+    engine = Engine(without_r01)
+    assert "REC_MULTIDISCIPLINARY_REVIEW" not in engine.evaluate({}).codes  # and no crash on an empty patient
+
+
+def test_or_branches_in_one_pattern_are_mutually_exclusive(engine):
+    # A pattern with $or fires once per matching branch; branches on one field with different values (or null
+    # versus not null) can never both match.
+    for name, rule in engine.program.ruleset.items():
+        for _, body in _patterns(rule):
+            for test in body.get("$and", [body]):
+                if "$or" in test:
+                    fields = set()
+                    for branch in test["$or"]:
+                        fields |= {f for _, f, _ in _leaves(branch)}
+                    assert len(fields) == 1, (name, test)
+
+
+def test_the_result_does_not_depend_on_the_order_rules_are_defined_or_fire(rulebook, engine):
+    # durable-rules fires in rule-definition order; define the engine rules in another order and the firing order
+    # changes, but findings, rationales, derived facts and suppressions must not (only the trace's order may).
+    names = list(engine.program.ruleset)
+    random.Random(3).shuffle(names)
+    program = dataclasses.replace(engine.program, ruleset=MappingProxyType({n: engine.program.ruleset[n] for n in names}))
+    shuffled = Engine(rulebook)
+    shuffled._ruleset = _DurableRuleset(program, DEFAULT_MAX_FIRINGS)
+    rng = random.Random(5)
+    reordered_traces = 0
+    for _ in range(1_000):
+        patient = random_patient(rng)
+        a, b = without_time(engine.evaluate(patient)), without_time(shuffled.evaluate(patient))
+        reordered_traces += a.pop("trace") != b.pop("trace")
+        assert a == b
+    assert reordered_traces > 500  # the firing order really was different
+
+
+def test_engine_numbers_are_written_so_durable_can_parse_them():
+    assert engine_number(5e-324) == "5.0e-324"
+    assert engine_number(1e20) == "1.0e+20"
+    assert engine_number(3.9) == "3.9"
+    assert engine_number(8) == "8.0"
+    for value in (5e-324, 1e-7, 1e20, 3.9, 120.0, 0.0):
+        assert orjson.loads(engine_number(value)) == value
