@@ -17,7 +17,8 @@ from .assessment import Assessment, DerivedFact, Finding, Reason, Suppression, T
 from .engine import Engine, evaluate
 from .errors import EngineError, EvidenceError, ImtCdsError, InputProblem, InvalidInputError, RulebookError
 from .facts import PatientFacts
-from .rulebook import Rulebook, load_rulebook
+from .rule_loader import load_rulebook
+from .rulebook import Rulebook
 from .validation import parse_facts, parse_facts_json
 
 __all__ = [

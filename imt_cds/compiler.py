@@ -372,7 +372,7 @@ def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[PatientFacts,
         else:  # pragma: no cover - fact_fields has no other kind usable by rules
             raise TypeError(f"cannot encode {path} ({field.kind})")
     keys = [orjson.dumps(path).decode() + ":" for path, field in fields.items() if field.usable_by_rules]
-    pairs = list(zip(keys, writers))
+    pairs = list(zip(keys, writers, strict=True))
     head = '{"sid":"%s","t":"' + PATIENT + '"'
 
     def encode(facts: PatientFacts, sid: str) -> bytes:

@@ -365,5 +365,5 @@ def describe(condition: Condition) -> str:
         return f"at least {condition.count} of (" + "; ".join(describe(i) for i in condition.items) + ")"
     joiner = " and " if isinstance(condition, All) else " or "
     parts = [describe(item) for item in condition.items]
-    parts = [f"({p})" if isinstance(item, (All, Any_, AtLeast)) else p for p, item in zip(parts, condition.items)]
+    parts = [f"({p})" if isinstance(item, (All, Any_, AtLeast)) else p for p, item in zip(parts, condition.items, strict=True)]
     return joiner.join(parts)

@@ -42,7 +42,8 @@ from .assessment import Assessment, Firing, build_assessment
 from .compiler import STRATUM, Program, compile_rulebook
 from .errors import EngineError
 from .facts import PatientFacts
-from .rulebook import Rulebook, load_rulebook
+from .rule_loader import load_rulebook
+from .rulebook import Rulebook
 from .validation import input_sha256, parse_facts
 
 __all__ = ["DEFAULT_MAX_FIRINGS", "Engine", "default_engine", "evaluate"]

@@ -15,7 +15,7 @@ This module must never import anything else from the package: every other module
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
-
-import orjson
 from types import MappingProxyType
 
+import orjson
 from helpers import without_time
 from strategies import random_patient
 

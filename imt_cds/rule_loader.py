@@ -1,0 +1,546 @@
+"""Load a rulebook directory and check it completely before anything uses it.
+
+A rulebook directory holds ``rulebook.yaml`` (name, version), ``parameters.yaml`` and any number of rule files
+(``**/*.yaml``; one rule per file, or a small group under ``rules:``). See ``rules/README.md`` for the format.
+
+Loading reports *every* problem at once, each naming the file, line, rule and path, with a did-you-mean where one
+helps: unknown keys, unknown fact paths, values outside a field's enum, unknown parameters, evidence ids not in the
+registry, duplicate rule ids, malformed versions, finding codes with the wrong prefix, summaries of 140 characters
+or more, derived facts nobody derives, examples that are not valid patients, rules without a firing and a silent
+example. A rulebook that loads is safe to compile; one that does not never reaches the engine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from . import _resources
+from ._yaml import YAMLError, line_of, load_yaml
+from .conditions import ConditionContext, DerivedTest, literals, parse_condition
+from .errors import InvalidInputError, RulebookError, RulebookProblem
+from .evidence import EvidenceRegistry, load_evidence
+from .fact_fields import fact_fields
+from .rulebook import (
+    FINDING_PREFIXES,
+    RULE_KINDS,
+    STRENGTH_LABELS,
+    SUMMARY_LIMIT,
+    Example,
+    FindingSpec,
+    Parameter,
+    Rule,
+    Rulebook,
+    natural_key,
+    strength_labels,
+)
+from .validation import parse_facts
+
+__all__ = ["load_rulebook"]
+
+MANIFEST_FILE = "rulebook.yaml"
+PARAMETERS_FILE = "parameters.yaml"
+_RULE_ID = re.compile(r"^[A-Z][0-9]{2}[a-z]?$")
+_REASON_ID = re.compile(r"^[A-Z][0-9]+$")
+_VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+_CODE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
+_DERIVED_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
+_UNREADABLE = object()  # what _Loader.read returns for a file it could not read or parse (already reported)
+_RULE_KEYS = (
+    "id", "version", "title", "kind", "strength", "evidence", "description", "when", "then", "derives",
+    "reasons", "suppresses", "examples",
+)  # fmt: skip
+_REASON_KEYS = ("id", "version", "title", "text", "when", "examples", "strength", "evidence", "description")
+_FINDING_KEYS = ("finding", "title", "summary", "when")
+_EXAMPLE_KEYS = ("name", "facts", "fires", "expect", "expect_not", "expect_suppressed")
+
+
+def load_rulebook(rules_dir: Path | str | None = None, seeds_dir: Path | str | None = None) -> Rulebook:
+    """Load and check a rulebook directory (default: the shipped one) with its evidence registry (default: the
+    shipped ``seeds/``). Raises ``RulebookError`` listing every problem, or ``EvidenceError``."""
+    rules_path = Path(rules_dir) if rules_dir is not None else _resources.rules_dir()
+    seeds_path = Path(seeds_dir) if seeds_dir is not None else _resources.seeds_dir()
+    if not rules_path.is_dir():
+        raise RulebookError([RulebookProblem(str(rules_path), "rulebook directory not found")])
+    evidence = load_evidence(seeds_path)
+    loader = _Loader(rules_path, evidence)
+    return loader.load()
+
+
+class _Loader:
+    def __init__(self, directory: Path, evidence: EvidenceRegistry):
+        self.directory = directory
+        self.evidence = evidence
+        self.problems: list[RulebookProblem] = []
+        self.texts: dict[str, str] = {}
+        self.fields = fact_fields()
+        self.unparsed_files = False  # when a file cannot be read, references to its rules are not reported
+
+    # problems carry the line of the offending node, found lazily from the file's text
+    def report(self, file: str, message: str, rule: str | None = None, path: str | None = None,
+               suggestion: str | None = None, rule_index: int | None = None) -> None:
+        text = self.texts.get(file)
+        node_path = path
+        if rule_index is not None:
+            node_path = f"rules[{rule_index}]" + (f".{path}" if path else "")
+        line = line_of(text, node_path) if text is not None else None
+        self.problems.append(RulebookProblem(file, message, rule, path, line, suggestion))
+
+    def read(self, path: Path) -> Any:
+        name = path.relative_to(self.directory).as_posix()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.unparsed_files = True
+            self.report(name, f"cannot read: {exc}")
+            return _UNREADABLE
+        self.texts[name] = text
+        try:
+            return load_yaml(text)
+        except YAMLError as exc:
+            self.unparsed_files = True
+            mark = getattr(exc, "problem_mark", None)
+            self.problems.append(
+                RulebookProblem(name, f"not valid YAML: {getattr(exc, 'problem', exc)}", line=mark.line + 1
+                                if mark else None)
+            )
+            return _UNREADABLE
+
+    def load(self) -> Rulebook:
+        manifest = self._manifest()
+        parameters, raw_parameters = self._parameters()
+        raw_rules: list[tuple[str, int | None, dict[str, Any]]] = []
+        files = sorted(p for p in self.directory.rglob("*.yaml") if p.name not in (MANIFEST_FILE, PARAMETERS_FILE))
+        if not files:
+            self.report(".", "no rule files (*.yaml) found")
+        for path in files:
+            raw_rules.extend(self._rule_documents(path))
+
+        rules: list[Rule] = []
+        seen: dict[str, str] = {}
+        positions: dict[str, int | None] = {}  # rule id -> index inside a multi-rule file, for line numbers
+        for file, index, data in raw_rules:
+            for rule in self._rule(file, index, data, parameters):
+                if rule.id in seen:
+                    self.report(file, f"duplicate rule id {rule.id} (also in {seen[rule.id]})", rule.id, "id",
+                                rule_index=index)
+                    continue
+                seen[rule.id] = file
+                positions[rule.id] = index
+                rules.append(rule)
+        rules = self._catalogue_order(rules)
+        self._cross_checks(rules, positions)
+        if self.problems:
+            raise RulebookError(_sorted_problems(self.problems))
+
+        source = {
+            "manifest": manifest,
+            "parameters": raw_parameters,
+            "rules": sorted((data for _, _, data in raw_rules), key=lambda d: natural_key(str(d.get("id")))),
+            "evidence_sha256": self.evidence.sha256,
+        }
+        digest = hashlib.sha256(orjson.dumps(source, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return Rulebook(
+            name=str(manifest["name"]),
+            version=str(manifest["version"]),
+            title=str(manifest.get("title", "")),
+            parameters=MappingProxyType(parameters),
+            rules=tuple(rules),
+            evidence=self.evidence,
+            sha256=digest,
+            source=MappingProxyType(source),
+            directory=self.directory,
+        )
+
+    # -- manifest and parameters --
+
+    def _manifest(self) -> dict[str, Any]:
+        path = self.directory / MANIFEST_FILE
+        if not path.is_file():
+            self.report(MANIFEST_FILE, "missing: the rulebook needs a manifest with its name and version")
+            return {"name": "?", "version": "0.0.0"}
+        data = self.read(path)
+        if data is _UNREADABLE:
+            return {"name": "?", "version": "0.0.0"}
+        if not isinstance(data, dict):
+            self.report(MANIFEST_FILE, "must be a mapping with name and version")
+            return {"name": "?", "version": "0.0.0"}
+        for key in ("name", "version"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                self.report(MANIFEST_FILE, f"'{key}' must be a non-empty string", path=key)
+        if isinstance(data.get("version"), str) and not _VERSION.match(data["version"]):
+            self.report(MANIFEST_FILE, f"version {data['version']!r} is not MAJOR.MINOR.PATCH", path="version")
+        self._unknown_keys(MANIFEST_FILE, None, data, ("name", "version", "title", "description", "catalogue"), "")
+        return data
+
+    def _parameters(self) -> tuple[dict[str, Parameter], dict[str, Any]]:
+        path = self.directory / PARAMETERS_FILE
+        if not path.is_file():
+            self.report(PARAMETERS_FILE, "missing: the rulebook's parameters file")
+            return {}, {}
+        data = self.read(path)
+        if data is _UNREADABLE:
+            return {}, {}
+        raw = data.get("parameters") if isinstance(data, dict) else None
+        if not isinstance(raw, dict):
+            self.report(PARAMETERS_FILE, "must be a mapping with a 'parameters' mapping")
+            return {}, {}
+        result: dict[str, Parameter] = {}
+        for name, spec in raw.items():
+            where = f"parameters.{name}"
+            if not isinstance(spec, dict):
+                self.report(PARAMETERS_FILE, "must be a mapping with value, unit, meaning", path=where)
+                continue
+            self._unknown_keys(PARAMETERS_FILE, None, spec, ("value", "unit", "meaning", "evidence"), where)
+            value = spec.get("value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                self.report(PARAMETERS_FILE, f"value must be a number, got {value!r}", path=f"{where}.value")
+                continue
+            evidence = tuple(spec.get("evidence") or ())
+            self._check_evidence(PARAMETERS_FILE, None, evidence, f"{where}.evidence")
+            result[name] = Parameter(name, float(value), spec.get("unit"), str(spec.get("meaning", "")), evidence)
+        return result, raw
+
+    # -- rules --
+
+    def _rule_documents(self, path: Path) -> Iterator[tuple[str, int | None, dict[str, Any]]]:
+        name = path.relative_to(self.directory).as_posix()
+        data = self.read(path)
+        if data is _UNREADABLE:
+            return
+        if data is None:
+            self.report(name, "empty rule file")
+            return
+        if isinstance(data, dict) and set(data) == {"rules"} and isinstance(data["rules"], list):
+            for index, item in enumerate(data["rules"]):
+                if isinstance(item, dict):
+                    yield name, index, item
+                else:
+                    self.report(name, "each item of 'rules' must be a rule mapping", path=f"rules[{index}]")
+        elif isinstance(data, dict):
+            yield name, None, data
+        else:
+            self.report(name, "a rule file holds one rule (a mapping) or a list under 'rules:'")
+
+    def _rule(self, file: str, index: int | None, data: dict[str, Any],
+              parameters: Mapping[str, Parameter]) -> list[Rule]:
+        rule_id = data.get("id")
+        if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+            self.report(file, f"'id' must look like R01, R19a, D04, S01; got {rule_id!r}", None, "id",
+                        rule_index=index)
+            return []
+
+        def report(path: str | None, message: str, suggestion: str | None = None) -> None:
+            self.report(file, message, rule_id, path, suggestion, rule_index=index)
+
+        self._unknown_keys(file, rule_id, data, _RULE_KEYS, "", index)
+        version = self._version(data, report)
+        title = self._text(data, "title", report)
+        kind = data.get("kind")
+        if kind not in RULE_KINDS:
+            close = difflib.get_close_matches(str(kind), RULE_KINDS, n=1)
+            report("kind", f"kind must be one of {', '.join(RULE_KINDS)}; got {kind!r}", close[0] if close else None)
+        strength = self._strength(data.get("strength"), report)
+        evidence = self._evidence_list(data.get("evidence"), report)
+        if strength and "DESIGN" not in strength_labels(strength) and not evidence:
+            report("evidence", "a rule that is not a DESIGN choice must cite at least one evidence id")
+        ctx = ConditionContext(self.fields, parameters, lambda p, m, s=None: report(p, m, s))
+        description = data.get("description")
+        # A rule that always applies cannot have a silent example; every other rule needs one.
+        examples = self._examples(data.get("examples"), report, needs_silent=data.get("when") != "always")
+
+        shapes = [k for k in ("then", "derives", "suppresses") if k in data]
+        if len(shapes) != 1:
+            report(None, "a rule needs exactly one of 'then' (findings), 'derives' (a derived fact) or "
+                         f"'suppresses' (rules whose findings it suppresses); got {shapes or 'none'}")
+            return []
+        shape = shapes[0]
+        expected_kind = {"derives": "derived_fact", "suppresses": "suppression"}
+        if shape in expected_kind and kind != expected_kind[shape]:
+            report("kind", f"a rule with '{shape}' must have kind {expected_kind[shape]}")
+        if shape == "then" and kind in ("derived_fact", "suppression"):
+            report("kind", f"a rule with findings ('then') cannot have kind {kind}")
+        if "reasons" in data and shape != "derives":
+            report("reasons", "only a rule that derives a fact can list reasons")
+
+        common = dict(id=rule_id, version=version, title=title, kind=str(kind), strength=strength,
+                      evidence=evidence, file=file, examples=examples,
+                      description=description if isinstance(description, str) else None)
+        if shape == "derives":
+            name = data["derives"]
+            if not isinstance(name, str) or not _DERIVED_NAME.match(name):
+                report("derives", f"must be a derived fact name in UPPER_SNAKE_CASE; got {name!r}")
+                return []
+            if "reasons" in data:
+                if "when" in data:
+                    report("when", "a rule with reasons has no condition of its own: it holds when a reason holds")
+                return self._reason_rules(file, index, data["reasons"], name, common, parameters, report)
+        when = parse_condition(data.get("when"), ctx) if "when" in data else None
+        if "when" not in data:
+            report("when", "missing condition ('when'); use 'when: always' for a rule that always applies")
+        if shape == "then":
+            findings = self._findings(data["then"], ctx, report)
+            return [Rule(**common, when=when, findings=findings)]  # type: ignore[arg-type]
+        if shape == "derives":
+            return [Rule(**common, when=when, derives=data["derives"])]  # type: ignore[arg-type]
+        suppresses = data["suppresses"]
+        if not isinstance(suppresses, list) or not all(isinstance(s, str) for s in suppresses) or not suppresses:
+            report("suppresses", "must be a non-empty list of rule ids")
+            return []
+        if when is not None and not (isinstance(when, DerivedTest) and when.present):
+            report("when", "a suppression's condition must be one derived fact ({derived: NAME})")
+        return [Rule(**common, when=when, suppresses=tuple(suppresses))]  # type: ignore[arg-type]
+
+    def _reason_rules(self, file: str, index: int | None, raw_reasons: Any, fact: str, common: dict[str, Any],
+                      parameters: Mapping[str, Parameter], report: Any) -> list[Rule]:
+        """A derived fact with several independent reasons (D04: C1-C4): one reason rule each, each asserting
+        its own instance of the fact, so that the trace and every suppression can name the reasons that held."""
+        if not isinstance(raw_reasons, list) or not raw_reasons:
+            report("reasons", "must be a non-empty list of reason rules")
+            return []
+        rules: list[Rule] = []
+        for i, raw in enumerate(raw_reasons):
+            where = f"reasons[{i}]"
+            if not isinstance(raw, dict):
+                report(where, "each reason must be a mapping")
+                continue
+            reason_id = raw.get("id")
+            if not isinstance(reason_id, str) or not (_RULE_ID.match(reason_id) or _REASON_ID.match(reason_id)):
+                report(f"{where}.id", f"a reason's id must look like C1; got {reason_id!r}")
+                continue
+
+            def reason_report(path: str | None, message: str, suggestion: str | None = None,
+                              _where: str = where, _rid: str = reason_id) -> None:
+                self.report(file, message, _rid, f"{_where}.{path}" if path else _where, suggestion,
+                            rule_index=index)
+
+            self._unknown_keys(file, reason_id, raw, _REASON_KEYS, where, index)
+            reason_ctx = ConditionContext(self.fields, parameters, lambda p, m, s=None, r=reason_report: r(p, m, s))
+            text = self._text(raw, "text", reason_report)
+            if "when" not in raw:
+                reason_report("when", "missing condition ('when')")
+            when = parse_condition(raw.get("when"), reason_ctx) if "when" in raw else None
+            rules.append(
+                Rule(
+                    id=reason_id,
+                    version=self._version(raw, reason_report),
+                    title=self._text(raw, "title", reason_report),
+                    kind="derived_fact",
+                    strength=self._strength(raw.get("strength", common["strength"]), reason_report),
+                    evidence=self._evidence_list(raw.get("evidence", list(common["evidence"])), reason_report),
+                    file=file,
+                    when=when,
+                    derives=fact,
+                    reason=f"{reason_id}: {text}",
+                    part_of=common["id"],
+                    examples=self._examples(raw.get("examples"), reason_report),
+                    description=raw.get("description") if isinstance(raw.get("description"), str) else None,
+                )
+            )
+        parent = Rule(**common, when=None, derives=fact, reasons=tuple(r.id for r in rules))
+        return [parent, *rules]
+
+    def _findings(self, raw: Any, ctx: ConditionContext, report: Any) -> tuple[FindingSpec, ...]:
+        if not isinstance(raw, list) or not raw:
+            report("then", "must be a non-empty list of findings ({finding: CODE, title: ..., summary: ...})")
+            return ()
+        findings: list[FindingSpec] = []
+        for i, item in enumerate(raw):
+            where = f"then[{i}]"
+            if not isinstance(item, dict):
+                report(where, "each finding must be a mapping with finding, title, summary")
+                continue
+            for key in item:
+                if key not in _FINDING_KEYS:
+                    close = difflib.get_close_matches(str(key), _FINDING_KEYS, n=1)
+                    report(f"{where}.{key}", f"unknown key {key!r}", close[0] if close else None)
+            code = item.get("finding")
+            if not isinstance(code, str) or not _CODE.match(code) or not code.startswith(tuple(FINDING_PREFIXES)):
+                report(f"{where}.finding", f"a finding code is UPPER_SNAKE_CASE starting with "
+                                          f"{', '.join(FINDING_PREFIXES)}; got {code!r}")
+                continue
+            def item_report(p: str | None, m: str, s: str | None = None, _where: str = where) -> None:
+                report(f"{_where}.{p}", m, s)
+
+            title = self._text(item, "title", item_report)
+            summary = self._text(item, "summary", item_report)
+            if len(summary) >= SUMMARY_LIMIT:
+                report(f"{where}.summary", f"summary of {code} is {len(summary)} characters; it must be shorter "
+                                           f"than {SUMMARY_LIMIT}")
+            when = parse_condition(item["when"], ctx, f"{where}.when") if "when" in item else None
+            findings.append(FindingSpec(code, title, summary, when))
+        codes = [f.code for f in findings]
+        if len(set(codes)) != len(codes):
+            report("then", "lists a finding code twice")
+        return tuple(findings)
+
+    def _examples(self, raw: Any, report: Any, needs_silent: bool = True) -> tuple[Example, ...]:
+        if not isinstance(raw, list) or not raw:
+            report("examples", "every rule needs examples: at least one that fires and one that stays silent")
+            return ()
+        examples: list[Example] = []
+        for i, item in enumerate(raw):
+            where = f"examples[{i}]"
+            if not isinstance(item, dict):
+                report(where, "each example must be a mapping with name, facts, fires")
+                continue
+            for key in item:
+                if key not in _EXAMPLE_KEYS:
+                    close = difflib.get_close_matches(str(key), _EXAMPLE_KEYS, n=1)
+                    report(f"{where}.{key}", f"unknown key {key!r}", close[0] if close else None)
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                report(f"{where}.name", "each example needs a name saying what it shows")
+                name = f"example {i + 1}"
+            fires = item.get("fires")
+            if not isinstance(fires, bool):
+                report(f"{where}.fires", "must be true (the rule fires) or false (it stays silent)")
+                continue
+            facts = item.get("facts", {})
+            try:
+                patient = parse_facts(facts if isinstance(facts, dict) else {"": facts})
+            except InvalidInputError as exc:
+                for problem in exc.problems:
+                    report(f"{where}.facts" + (f".{problem.path}" if problem.path else ""),
+                           f"example is not a valid patient: {problem.message}")
+                continue
+            lists = {}
+            for key in ("expect", "expect_not", "expect_suppressed"):
+                value = item.get(key, [])
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    report(f"{where}.{key}", "must be a list of finding codes or derived fact names")
+                    value = []
+                lists[key] = tuple(value)
+            examples.append(Example(name, MappingProxyType(dict(facts)), patient, fires, **lists))
+        if examples and not any(e.fires for e in examples):
+            report("examples", "needs at least one example that fires (fires: true)")
+        if examples and needs_silent and all(e.fires for e in examples):
+            report("examples", "needs at least one example that stays silent (fires: false)")
+        return tuple(examples)
+
+    # -- small checks --
+
+    def _unknown_keys(self, file: str, rule: str | None, data: dict[str, Any], allowed: tuple[str, ...],
+                      where: str, index: int | None = None) -> None:
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                path = f"{where}.{key}" if where else str(key)
+                self.report(file, f"unknown key {key!r}; allowed: {', '.join(allowed)}", rule, path,
+                            close[0] if close else None, rule_index=index)
+
+    @staticmethod
+    def _version(data: dict[str, Any], report: Any) -> str:
+        version = data.get("version")
+        if not isinstance(version, str) or not _VERSION.match(version):
+            report("version", f"version must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'; got {version!r}")
+            return "0.0.0"
+        return version
+
+    @staticmethod
+    def _text(data: dict[str, Any], key: str, report: Any) -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            report(key, f"'{key}' must be non-empty text")
+            return ""
+        return value.strip()
+
+    @staticmethod
+    def _strength(value: Any, report: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            report("strength", f"strength must be text such as 'REG + SA-TRIAL'; labels: {', '.join(STRENGTH_LABELS)}")
+            return ""
+        for label in strength_labels(value):
+            if label not in STRENGTH_LABELS:
+                close = difflib.get_close_matches(label, STRENGTH_LABELS, n=1)
+                report("strength", f"unknown strength label {label!r}; labels: {', '.join(STRENGTH_LABELS)}",
+                       close[0] if close else None)
+        return value.strip()
+
+    def _evidence_list(self, value: Any, report: Any) -> tuple[str, ...]:
+        if value is None:
+            value = []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            report("evidence", "must be a list of evidence ids")
+            return ()
+        for i, evidence_id in enumerate(value):
+            if evidence_id not in self.evidence:
+                close = difflib.get_close_matches(evidence_id, list(self.evidence.entries), n=1, cutoff=0.6)
+                report(f"evidence[{i}]", f"unknown evidence id {evidence_id!r}: not in the evidence registry",
+                       close[0] if close else None)
+        if len(set(value)) != len(value):
+            report("evidence", "cites an evidence id twice")
+        return tuple(value)
+
+    def _check_evidence(self, file: str, rule: str | None, ids: tuple[str, ...], where: str) -> None:
+        for evidence_id in ids:
+            if evidence_id not in self.evidence:
+                close = difflib.get_close_matches(evidence_id, list(self.evidence.entries), n=1, cutoff=0.6)
+                self.report(file, f"unknown evidence id {evidence_id!r}", rule, where, close[0] if close else None)
+
+    @staticmethod
+    def _catalogue_order(rules: list[Rule]) -> list[Rule]:
+        top = sorted((r for r in rules if r.part_of is None), key=lambda r: natural_key(r.id))
+        children = {r.id: r for r in rules if r.part_of is not None}
+        ordered: list[Rule] = []
+        for rule in top:
+            ordered.append(rule)
+            ordered.extend(children.pop(c) for c in rule.reasons if c in children)
+        ordered.extend(children.values())
+        return ordered
+
+    def _cross_checks(self, rules: list[Rule], positions: Mapping[str, int | None]) -> None:
+        """Checks that need the whole rulebook: references between rules, and examples' expectations.
+
+        Skipped when a rule file could not be parsed: every reference to its rules would be reported too, burying
+        the one real problem under consequences of it."""
+        if self.unparsed_files:
+            return
+        derived = {r.derives for r in rules if r.derives}
+        codes = {c for r in rules for c in r.codes}
+        ids = {r.id for r in rules}
+        for rule in rules:
+            index = positions.get(rule.id)
+
+            def report(path: str | None, message: str, suggestion: str | None = None, _rule: Rule = rule,
+                       _index: int | None = index) -> None:
+                self.report(_rule.file, message, _rule.id, path, suggestion, rule_index=_index)
+
+            conditions = [rule.when] + [f.when for f in rule.findings]
+            for condition in conditions:
+                if condition is None:
+                    continue
+                for literal in literals(condition):
+                    if isinstance(literal, DerivedTest) and literal.name not in derived:
+                        close = difflib.get_close_matches(literal.name, sorted(derived), n=1)
+                        report("when", f"derived fact {literal.name} is not derived by any rule",
+                               close[0] if close else None)
+            for target in rule.suppresses:
+                if target not in ids:
+                    close = difflib.get_close_matches(target, sorted(ids), n=1)
+                    report("suppresses", f"suppresses unknown rule {target}", close[0] if close else None)
+                elif not self._rule_by_id(rules, target).findings:
+                    report("suppresses", f"{target} produces no findings to suppress")
+            for i, example in enumerate(rule.examples):
+                for key in ("expect", "expect_not", "expect_suppressed"):
+                    for name in getattr(example, key):
+                        if name not in codes and name not in derived:
+                            close = difflib.get_close_matches(name, sorted(codes | derived), n=1)
+                            report(f"examples[{i}].{key}", f"{name} is neither a finding code nor a derived fact",
+                                   close[0] if close else None)
+
+    @staticmethod
+    def _rule_by_id(rules: list[Rule], rule_id: str) -> Rule:
+        return next(r for r in rules if r.id == rule_id)
+
+
+
+def _sorted_problems(problems: list[RulebookProblem]) -> list[RulebookProblem]:
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.rule or "", p.path or ""))

@@ -1,0 +1,176 @@
+"""Benchmark of imt-cds against the targets of SPEC §6 (a script, never a timed unit test).
+
+    python tests/benchmarks/bench.py            # full run: the figures the targets are defined on (~15 min)
+    python tests/benchmarks/bench.py --quick    # smaller counts, same measurements (~2 min)
+
+It prints every figure next to its target and the ratio to tests/reference.py (an independent plain-Python
+evaluator of the same catalogue) measured on the same inputs in the same run, so that figures from noisy machines
+stay comparable. It first checks correctness: the engine must agree with the reference on every generated patient.
+Exit status: 0 when every target is met, 1 when one is missed, 2 when the correctness preamble fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from reference import evaluate_reference  # noqa: E402
+from strategies import random_patient  # noqa: E402
+
+from imt_cds import Engine, parse_facts  # noqa: E402
+
+EXAMPLES = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE / 2**20
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def time_calls(function, inputs: list, repeats: int) -> list[float]:
+    """Per-call wall time in microseconds, cycling through the inputs."""
+    clock = time.perf_counter_ns
+    samples = []
+    count = len(inputs)
+    for i in range(repeats):
+        item = inputs[i % count]
+        start = clock()
+        function(item)
+        samples.append((clock() - start) / 1000)
+    return samples
+
+
+def differential(engine: Engine, count: int) -> int:
+    rng = random.Random(2026)
+    disagreements = 0
+    for _ in range(count):
+        facts = parse_facts(random_patient(rng))
+        assessment = engine.evaluate(facts)
+        reference = evaluate_reference(facts.model_dump(mode="json"))
+        if assessment.codes != reference.findings or assessment.suppressed_codes != reference.suppressed:
+            disagreements += 1
+    return disagreements
+
+
+def cold_start(runs: int) -> float:
+    code = (
+        "import time; t = time.perf_counter(); from imt_cds import Engine; Engine(); "
+        "print(time.perf_counter() - t)"
+    )
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+             for _ in range(runs)]
+    return statistics.median(times) * 1000
+
+
+def batch_throughput(patients: int, jobs: int, directory: Path) -> float:
+    source = directory / "patients.ndjson"
+    if not source.exists():
+        rng = random.Random(99)
+        with source.open("w") as out:
+            for _ in range(patients):
+                out.write(json.dumps(random_patient(rng)) + "\n")
+    script = Path(sys.executable).with_name("imt-cds")
+    start = time.perf_counter()
+    subprocess.run([str(script), "batch", str(source), "-o", str(directory / f"out{jobs}.ndjson"),
+                    "--jobs", str(jobs), "--progress", "never"], check=True, capture_output=True)
+    return patients / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts for a fast look")
+    parser.add_argument("--skip-batch", action="store_true", help="skip the multi-process batch measurement")
+    args = parser.parse_args()
+    n_latency = 20_000 if args.quick else 200_000
+    n_rss = 100_000 if args.quick else 1_000_000
+    n_batch = 10_000 if args.quick else 100_000
+    n_diff = 10_000 if args.quick else 100_000
+
+    print(f"imt-cds benchmark ({'quick' if args.quick else 'full'}), Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPU(s)")
+    engine = Engine()
+    print(f"rulebook {engine.rulebook.name} {engine.rulebook.version}: {len(engine.rulebook.rules)} rules, "
+          f"{len(engine.program.rules)} engine rules, {engine.program.strata} strata")
+
+    print(f"\ncorrectness preamble: engine vs tests/reference.py on {n_diff:,} generated patients ...", flush=True)
+    bad = differential(engine, n_diff)
+    print(f"  disagreements: {bad}")
+    if bad:
+        return 2
+
+    # Inputs as an EHR would pass them (mappings), cycling through the shipped example patients.
+    inputs = EXAMPLES
+    canonical = [parse_facts(p).model_dump(mode="json") for p in inputs]
+    for item in inputs * 200:  # warm-up
+        engine.evaluate(item)
+    gc.collect()
+
+    evaluate_us = sorted(time_calls(engine.evaluate, inputs, n_latency))
+    with_json_us = sorted(time_calls(lambda p: engine.evaluate(p).to_json(), inputs, n_latency // 4))
+    reference_us = sorted(time_calls(evaluate_reference, canonical, n_latency))
+    median = statistics.median(evaluate_us)
+    p99 = percentile(evaluate_us, 0.99)
+    reference_median = statistics.median(reference_us)
+    throughput = n_latency / (sum(evaluate_us) / 1e6)
+
+    gc.collect()
+    for item in inputs * 500:
+        engine.evaluate(item)
+    gc.collect()
+    before = rss_mib()
+    for i in range(n_rss):
+        engine.evaluate(inputs[i % len(inputs)])
+    gc.collect()
+    growth = rss_mib() - before
+    cold = cold_start(5)
+
+    rows = [
+        ("evaluate() median", f"{median:.1f} µs", "<= 150 µs", median <= 150),
+        ("evaluate() p99", f"{p99:.1f} µs", "<= 500 µs", p99 <= 500),
+        ("throughput, one process", f"{throughput:,.0f} patients/s", ">= 6,000/s", throughput >= 6000),
+        (f"RSS growth over {n_rss:,} evaluations", f"{growth:.2f} MiB", "<= 2 MiB", growth <= 2),
+        ("cold start (import + load + compile)", f"{cold:.0f} ms", "<= 400 ms", cold <= 400),
+    ]
+    batch_rows = []
+    if not args.skip_batch:
+        with tempfile.TemporaryDirectory() as directory:
+            one = batch_throughput(n_batch, 1, Path(directory))
+            two = batch_throughput(n_batch, 2, Path(directory))
+        batch_rows = [
+            (f"batch --jobs 1 ({n_batch:,} patients)", f"{one:,.0f} patients/s", "(reference for --jobs 2)", True),
+            ("batch --jobs 2 speed-up", f"{two / one:.2f}x ({two:,.0f}/s)", ">= 1.7x", two / one >= 1.7),
+        ]
+
+    print("\n| measure | value | target | met |\n|---|---|---|---|")
+    for name, value, target, met in rows + batch_rows:
+        print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
+    print("\nextra figures (no target):")
+    print(f"  evaluate() + to_json(): median {statistics.median(with_json_us):.1f} µs, "
+          f"p99 {percentile(with_json_us, 0.99):.1f} µs")
+    print(f"  tests/reference.py (plain Python, same inputs): median {reference_median:.2f} µs, "
+          f"p99 {percentile(reference_us, 0.99):.2f} µs")
+    print(f"  ratio evaluate() / reference (medians): {median / reference_median:.0f}x")
+    missed = [name for name, _, _, met in rows + batch_rows if not met]
+    print("\nall targets met" if not missed else f"\ntargets missed: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
