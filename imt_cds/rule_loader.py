@@ -357,15 +357,13 @@ class _Loader:
             if not isinstance(item, dict):
                 report(where, "each finding must be a mapping with finding, title, summary")
                 continue
-            for key in item:
-                if key not in _FINDING_KEYS:
-                    close = difflib.get_close_matches(str(key), _FINDING_KEYS, n=1)
-                    report(f"{where}.{key}", f"unknown key {key!r}", close[0] if close else None)
+            _check_keys(item, _FINDING_KEYS, where, report)
             code = item.get("finding")
             if not isinstance(code, str) or not _CODE.match(code) or not code.startswith(tuple(FINDING_PREFIXES)):
                 report(f"{where}.finding", f"a finding code is UPPER_SNAKE_CASE starting with "
                                           f"{', '.join(FINDING_PREFIXES)}; got {code!r}")
                 continue
+
             def item_report(p: str | None, m: str, s: str | None = None, _where: str = where) -> None:
                 report(f"{_where}.{p}", m, s)
 
@@ -391,10 +389,7 @@ class _Loader:
             if not isinstance(item, dict):
                 report(where, "each example must be a mapping with name, facts, fires")
                 continue
-            for key in item:
-                if key not in _EXAMPLE_KEYS:
-                    close = difflib.get_close_matches(str(key), _EXAMPLE_KEYS, n=1)
-                    report(f"{where}.{key}", f"unknown key {key!r}", close[0] if close else None)
+            _check_keys(item, _EXAMPLE_KEYS, where, report)
             name = item.get("name")
             if not isinstance(name, str) or not name:
                 report(f"{where}.name", "each example needs a name saying what it shows")
@@ -429,12 +424,9 @@ class _Loader:
 
     def _unknown_keys(self, file: str, rule: str | None, data: dict[str, Any], allowed: tuple[str, ...],
                       where: str, index: int | None = None) -> None:
-        for key in data:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                path = f"{where}.{key}" if where else str(key)
-                self.report(file, f"unknown key {key!r}; allowed: {', '.join(allowed)}", rule, path,
-                            close[0] if close else None, rule_index=index)
+        _check_keys(data, allowed, where,
+                    lambda path, message, suggestion: self.report(file, message, rule, path, suggestion,
+                                                                  rule_index=index))
 
     @staticmethod
     def _version(data: dict[str, Any], report: Any) -> str:
@@ -540,6 +532,15 @@ class _Loader:
     def _rule_by_id(rules: list[Rule], rule_id: str) -> Rule:
         return next(r for r in rules if r.id == rule_id)
 
+
+
+def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, report: Any) -> None:
+    """Report every key of ``data`` that is not ``allowed``, with the closest allowed key as a suggestion."""
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            path = f"{where}.{key}" if where else str(key)
+            report(path, f"unknown key {key!r}; allowed: {', '.join(allowed)}", close[0] if close else None)
 
 
 def _sorted_problems(problems: list[RulebookProblem]) -> list[RulebookProblem]:
