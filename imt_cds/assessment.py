@@ -6,31 +6,42 @@ engine's job. This module only assembles the engine's verdicts into an explanati
 finding -> the rule (and version) that produced it -> the input facts and derived facts it matched -> the rules
 that derived those -> their input facts, and the evidence (with verbatim quotes) each rule rests on.
 
+The parts of an assessment are immutable named tuples (cheaper to build than frozen dataclasses, which matters on
+this path). Evaluation speed matters (an EHR evaluates on every chart open), so the work is split:
+- at ``Engine`` construction, ``OutputTemplates`` precomputes everything static per rule and finding (titles,
+  evidence, rule references, and their JSON);
+- per evaluation, one pass over the firings records which rules fired and what was suppressed (enough for
+  ``codes``);
+- findings, rationales, derived facts, the trace and the JSON are materialized on first access and cached. The
+  object is immutable, so this is invisible to callers: the document is the same either way.
+
 Everything in an assessment except ``provenance.evaluated_at`` is a pure function of (input, rulebook): collections
-are ordered by catalogue order or by code, never by dict or set iteration order.
+are ordered by catalogue order, by the order of a rule's condition, or by code, never by firing order (except the
+trace, whose order *is* the firing order, which is itself fixed for a given rulebook).
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import FrozenInstanceError
 from datetime import datetime, timezone
-from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from .assessment_json import JsonTemplates
 from .compiler import EngineRule, Program, ReasonTemplate
 from .conditions import Atom, DerivedTest
 from .evidence import EvidenceEntry
+from .fact_fields import fact_fields
 from .facts import PatientFacts
-from .rulebook import FindingSpec, Rule, finding_kind
+from .rulebook import Rule, finding_kind
 
 __all__ = [
     "Assessment",
     "DerivedFact",
     "Finding",
+    "OutputTemplates",
     "Provenance",
     "Reason",
     "RuleRef",
@@ -44,8 +55,7 @@ Firing = tuple[str, "str | None"]
 _RECOMMENDATION_KINDS = ("recommendation", "data_request")
 
 
-@dataclass(frozen=True, slots=True)
-class RuleRef:
+class RuleRef(NamedTuple):
     id: str
     version: str
 
@@ -57,8 +67,7 @@ class RuleRef:
         return {"id": self.id, "version": self.version}
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
+class Reason(NamedTuple):
     """One reason a rule applied: an input fact and the test it passed, or a derived fact that held (or had to be
     absent). ``reasons`` lists, for a multi-reason fact (CONTRADICTION), the reasons that held."""
 
@@ -82,8 +91,7 @@ class Reason:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class AlsoFrom:
+class AlsoFrom(NamedTuple):
     """Another rule that produced the same finding (the finding appears once, under its first rule)."""
 
     rule: RuleRef
@@ -94,8 +102,7 @@ class AlsoFrom:
         return {**self.rule.to_dict(), "evidence": list(self.evidence), "because": [r.to_dict() for r in self.because]}
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     code: str
     kind: str  # recommendation | data_request | risk_flag | flag
     title: str
@@ -122,8 +129,7 @@ class Finding:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class DerivedFact:
+class DerivedFact(NamedTuple):
     """A fact the rules derived, with the rule that derived it and why. For a fact with several reasons
     (CONTRADICTION), one per reason that held: ``reason`` names the reason rule (C1...) and its text."""
 
@@ -141,8 +147,7 @@ class DerivedFact:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class Suppression:
+class Suppression(NamedTuple):
     """A finding whose rule fired but which a suppression rule withheld, and why."""
 
     finding: Finding
@@ -161,8 +166,7 @@ class Suppression:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class TraceEntry:
+class TraceEntry(NamedTuple):
     """One rule firing, in the order the engine fired them."""
 
     seq: int
@@ -178,15 +182,14 @@ class TraceEntry:
         if self.part_of:
             data["part_of"] = self.part_of
         data["engine_rule"] = self.engine_rule
-        data["matched"] = dict(self.matched)
+        data["matched"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.matched.items()}
         data["produced"] = list(self.produced)
         if self.suppressed:
             data["suppressed"] = list(self.suppressed)
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class Provenance:
+class Provenance(NamedTuple):
     rulebook_name: str
     rulebook_version: str
     rulebook_sha256: str
@@ -205,121 +208,364 @@ class Provenance:
         }
 
 
-@dataclass(frozen=True)
-class Assessment:
-    """The immutable result of evaluating one patient. ``to_json()`` gives the SPEC §3 document."""
+class _lazy:  # noqa: N801 - used as a decorator, like functools.cached_property
+    """Like ``functools.cached_property`` without its per-access lock (Python 3.11): values here are immutable and
+    deterministic, so two threads computing one at the same time is harmless, and the lock is measurable."""
 
-    patient_id: str | None
-    facts: PatientFacts
-    recommendations: tuple[Finding, ...]
-    risk_flags: tuple[Finding, ...]
-    derived_facts: tuple[DerivedFact, ...]
-    suppressed: tuple[Suppression, ...]
-    trace: tuple[TraceEntry, ...]
-    provenance: Provenance
+    def __init__(self, function: Any):
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
 
-    @property
-    def findings(self) -> tuple[Finding, ...]:
-        return self.recommendations + self.risk_flags
-
-    @cached_property
-    def codes(self) -> frozenset[str]:
-        """Every emitted finding code."""
-        return frozenset(f.code for f in self.findings)
-
-    @property
-    def derived_names(self) -> frozenset[str]:
-        return frozenset(d.name for d in self.derived_facts)
-
-    @property
-    def suppressed_codes(self) -> frozenset[str]:
-        return frozenset(s.finding.code for s in self.suppressed)
-
-    def finding(self, code: str) -> Finding | None:
-        return next((f for f in self.findings if f.code == code), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "patient_id": self.patient_id,
-            "recommendations": [f.to_dict() for f in self.recommendations],
-            "risk_flags": [f.to_dict() for f in self.risk_flags],
-            "derived_facts": [d.to_dict() for d in self.derived_facts],
-            "suppressed": [s.to_dict() for s in self.suppressed],
-            "trace": [t.to_dict() for t in self.trace],
-            "provenance": self.provenance.to_dict(),
-        }
-
-    def to_json(self, *, indent: bool = False) -> str:
-        """The assessment as JSON text: the same bytes for the same input and rulebook, but for evaluated_at."""
-        option = orjson.OPT_INDENT_2 if indent else 0
-        return orjson.dumps(self.to_dict(), option=option).decode()
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = self.function(instance)
+        instance.__dict__[self.name] = value
+        return value
 
 
-# --- building -----------------------------------------------------------------------------------------------------
+# --- per-program templates ----------------------------------------------------------------------------------------
 
 
-def _actual(facts: PatientFacts, path: str) -> Any:
-    value = operator.attrgetter(path)(facts)
-    if isinstance(value, frozenset):
-        return sorted(value)
-    return value
+class _FindingTemplate(NamedTuple):
+    rule: Rule
+    kind: str
+    title: str
+    summary: str
+    ref: RuleRef
+    evidence: tuple[EvidenceEntry, ...]
 
 
-class _Collector:
-    """Walks the firings once and gathers, per rule, what fired and with which reasons."""
+class OutputTemplates:
+    """Everything about a program's output that does not depend on the patient, computed once per engine."""
 
-    def __init__(self, program: Program, facts: PatientFacts):
+    def __init__(self, program: Program, versions: Mapping[str, str]):
+        rulebook = program.rulebook
         self.program = program
-        self.facts = facts
-        # (derived name, reason rule id or None) -> [deriving rule, ordered reason templates]
-        self.derived: dict[tuple[str, str | None], tuple[Rule, dict[Any, ReasonTemplate]]] = {}
-        # rule id -> code -> ordered reason templates
-        self.produced: dict[str, dict[str, dict[Any, ReasonTemplate]]] = {}
-        # candidate rule id -> suppression rule id -> {reason rule id or None}
-        self.suppressed: dict[str, dict[str, dict[str | None, None]]] = {}
-        self.trace_items: list[tuple[int, EngineRule, str | None]] = []
-        self.position = {rule.id: i for i, rule in enumerate(program.rulebook.rules)}  # catalogue order
+        self.rules = program.rules
+        self.position = {rule.id: i for i, rule in enumerate(rulebook.rules)}  # catalogue order
+        self.refs = {rule.id: RuleRef.of(rule) for rule in rulebook.rules}
+        self.findings = {
+            (rule.id, spec.code): _FindingTemplate(rule, finding_kind(spec.code), spec.title, spec.summary,
+                                                   self.refs[rule.id],
+                                                   tuple(rulebook.evidence[e] for e in rule.evidence))
+            for rule in rulebook.rules
+            for spec in rule.findings
+        }
+        self.rule_codes = {rule.id: tuple(spec.code for spec in rule.findings) for rule in rulebook.rules}
+        self.deriving_rule = {rule.derives: rule for rule in rulebook.rules if rule.derives and not rule.part_of}
+        self.leaf_index = {path: i for i, path in enumerate(fact_fields())}
+        # Per engine rule: its reasons in condition order, and the codes it produces.
+        self.plan = {name: tuple(sorted(er.reasons, key=_order)) for name, er in program.rules.items()}
+        self.codes = {name: tuple(spec.code for spec in er.produces) for name, er in program.rules.items()}
+        self.provenance_static = {
+            "rulebook_name": rulebook.name,
+            "rulebook_version": rulebook.version,
+            "rulebook_sha256": rulebook.sha256,
+            "parameters": rulebook.parameter_values,
+            "engine": dict(versions),
+        }
+        self.json = JsonTemplates(program, versions, self.leaf_index)
 
-    def collect(self, firings: Iterable[Firing]) -> None:
-        for seq, (name, message) in enumerate(firings, 1):
-            engine_rule = self.program.rules[name]
+
+# --- the assessment -----------------------------------------------------------------------------------------------
+
+
+class Assessment:
+    """The immutable result of evaluating one patient. ``to_json()`` gives the SPEC §3 document.
+
+    Attributes: ``patient_id``, ``facts`` (the validated input), ``recommendations`` and ``risk_flags`` (findings,
+    sorted by code), ``derived_facts``, ``suppressed``, ``trace``, ``provenance``; shortcuts ``codes``,
+    ``findings``, ``finding(code)``, ``derived_names``, ``suppressed_codes``.
+    """
+
+    def __init__(self, templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
+                 input_sha256: str, evaluated_at: str):
+        fired: dict[str, list[EngineRule]] = {}
+        produced: dict[str, set[str]] = {}
+        suppressed: dict[str, dict[str, dict[str | None, None]]] = {}
+        rules = templates.rules
+        codes = templates.codes
+        for name, message in firings:
+            engine_rule = rules[name]
             rule = engine_rule.rule
             if rule is None:  # the internal anchor rule has no clinical meaning
                 continue
             if engine_rule.suppression is not None:
                 candidate, reason = _suppression_match(message)
-                self.suppressed.setdefault(candidate, {}).setdefault(rule.id, {})[reason] = None
-                self.trace_items.append((seq, engine_rule, candidate))
+                suppressed.setdefault(candidate, {}).setdefault(rule.id, {})[reason] = None
                 continue
-            self.trace_items.append((seq, engine_rule, None))
-            templates = {t.literal: t for t in engine_rule.reasons}
-            if engine_rule.derives is not None:
-                key = (engine_rule.derives[0], rule.id if rule.part_of else None)
-                _, reasons = self.derived.setdefault(key, (rule, {}))
-                reasons.update(templates)
-            for spec in engine_rule.produces:
-                self.produced.setdefault(rule.id, {}).setdefault(spec.code, {}).update(templates)
+            if rule.id in fired:
+                fired[rule.id].append(engine_rule)
+            else:
+                fired[rule.id] = [engine_rule]
+            if codes[name]:
+                produced.setdefault(rule.id, set()).update(codes[name])
+        state = self.__dict__  # (__setattr__ refuses every assignment: the object is immutable once built)
+        state["_templates"] = templates
+        state["_leaves"] = leaves
+        state["_firings"] = firings
+        state["_fired"] = fired
+        state["_produced_sets"] = produced
+        state["_suppressed_by"] = suppressed
+        state["facts"] = facts
+        state["patient_id"] = facts.patient_id
+        state["input_sha256"] = input_sha256
+        state["evaluated_at"] = evaluated_at
 
-    # -- rationale --
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"an Assessment is immutable (cannot set {name!r})")
 
-    def reasons_of(self, name: str) -> tuple[str, ...]:
-        """The reason rules (C1...) that derived a multi-reason fact, in catalogue order."""
-        found = [reason for (fact, reason) in self.derived if fact == name and reason is not None]
-        return tuple(sorted(found, key=self.position.__getitem__))
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"an Assessment is immutable (cannot delete {name!r})")
 
-    def reason(self, template: ReasonTemplate) -> Reason:
-        literal = template.literal
-        if isinstance(literal, Atom):
-            return Reason(fact=literal.path, expected=template.expected, actual=_actual(self.facts, literal.path),
-                          parameter=template.parameter)
-        assert isinstance(literal, DerivedTest)
-        return Reason(derived=literal.name, holds=literal.present,
-                      reasons=self.reasons_of(literal.name) if literal.present else ())
+    def __repr__(self) -> str:
+        return f"<Assessment patient_id={self.patient_id!r} codes={sorted(self.codes)}>"
 
-    def because(self, templates: Mapping[Any, ReasonTemplate]) -> tuple[Reason, ...]:
-        # In the order of the rule's condition, not the order the engine happened to fire its branches in.
-        return tuple(self.reason(t) for t in sorted(templates.values(), key=lambda t: t.order))
+    # -- what fired: the plan both the objects and the JSON are written from --
+
+    @_lazy
+    def _produced(self) -> dict[str, tuple[str, ...]]:
+        """rule id -> the codes its fired branches produced, in the rule's order."""
+        rule_codes = self._templates.rule_codes
+        return {rule_id: (tuple(c for c in rule_codes[rule_id] if c in codes) if len(codes) > 1 else tuple(codes))
+                for rule_id, codes in self._produced_sets.items()}
+
+    @_lazy
+    def _emitted(self) -> dict[str, tuple[str, ...]]:
+        """code -> ids of the unsuppressed rules that produced it (catalogue order), codes in sorted order."""
+        position = self._templates.position
+        emitted: dict[str, list[str]] = {}
+        for rule_id in sorted(self._produced, key=position.__getitem__):
+            if rule_id not in self._suppressed_by:
+                for code in self._produced[rule_id]:
+                    emitted.setdefault(code, []).append(rule_id)
+        return {code: tuple(emitted[code]) for code in sorted(emitted)}
+
+    def _branches(self, rule_id: str, code: str | None) -> tuple[str, ...]:
+        """The fired branches (engine rules) of a rule that produced ``code`` (None: all of them)."""
+        fired = self._fired[rule_id]
+        if len(fired) == 1:  # the usual case: one branch of the condition fired
+            return (fired[0].name,)
+        codes = self._templates.codes
+        return tuple(dict.fromkeys(er.name for er in fired if code is None or code in codes[er.name]))
+
+    def _reason_plan(self, rule_id: str, code: str | None) -> tuple[ReasonTemplate, ...]:
+        """The reasons behind one rule's finding (or, with code None, its derived fact), in condition order: the
+        union over the rule's fired branches that produced it."""
+        branches = self._branches(rule_id, code)
+        plan = self._templates.plan
+        if len(branches) == 1:
+            return plan[branches[0]]
+        merged = {t.order: t for name in branches for t in plan[name]}
+        return tuple(merged[order] for order in sorted(merged))
+
+    @_lazy
+    def _deriving_rules(self) -> tuple[str, ...]:
+        """Ids of the rules that derived a fact, in catalogue order."""
+        return tuple(sorted((rule_id for rule_id, ers in self._fired.items() if ers[0].derives is not None),
+                            key=self._templates.position.__getitem__))
+
+    @_lazy
+    def _derived_reasons(self) -> dict[str, tuple[str, ...]]:
+        """For multi-reason facts (CONTRADICTION): the reason rules that derived them, in catalogue order."""
+        found: dict[str, list[str]] = {}
+        for rule_id in self._deriving_rules:
+            engine_rule = self._fired[rule_id][0]
+            if engine_rule.rule.part_of:  # type: ignore[union-attr]
+                found.setdefault(engine_rule.derives[0], []).append(rule_id)  # type: ignore[index]
+        return {name: tuple(ids) for name, ids in found.items()}
+
+    def _reasons_of(self, name: str) -> tuple[str, ...]:
+        return self._derived_reasons.get(name, ())
+
+    # -- cheap views --
+
+    @_lazy
+    def codes(self) -> frozenset[str]:
+        """Every emitted finding code."""
+        if not self._suppressed_by:
+            return frozenset().union(*self._produced_sets.values())
+        return frozenset(self._emitted)
+
+    @_lazy
+    def suppressed_codes(self) -> frozenset[str]:
+        return frozenset(code for rule_id in self._suppressed_by for code in self._produced.get(rule_id, ()))
+
+    @_lazy
+    def derived_names(self) -> frozenset[str]:
+        return frozenset(self._fired[r][0].derives[0] for r in self._deriving_rules)  # type: ignore[index]
+
+    # -- objects, materialized on first access --
+
+    def _finding(self, rule_id: str, code: str) -> Finding:
+        t = self._templates.findings[(rule_id, code)]
+        return Finding(code, t.kind, t.title, t.summary, t.rule.strength, t.ref, t.evidence,
+                       self._because(self._reason_plan(rule_id, code)))
+
+    @_lazy
+    def _findings(self) -> tuple[Finding, ...]:
+        findings = []
+        for code, (first, *others) in self._emitted.items():
+            finding = self._finding(first, code)
+            if others:
+                extra = tuple(AlsoFrom(self._templates.refs[r], self._templates.findings[(r, code)].rule.evidence,
+                                       self._because(self._reason_plan(r, code))) for r in others)
+                finding = finding._replace(also_from=extra)
+            findings.append(finding)
+        return tuple(findings)
+
+    @_lazy
+    def recommendations(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self._findings if f.kind in _RECOMMENDATION_KINDS)
+
+    @_lazy
+    def risk_flags(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self._findings if f.kind not in _RECOMMENDATION_KINDS)
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return self.recommendations + self.risk_flags
+
+    def finding(self, code: str) -> Finding | None:
+        return next((f for f in self._findings if f.code == code), None)
+
+    @_lazy
+    def derived_facts(self) -> tuple[DerivedFact, ...]:
+        refs = self._templates.refs
+        facts = []
+        for rule_id in self._deriving_rules:
+            engine_rule = self._fired[rule_id][0]
+            rule = engine_rule.rule
+            assert rule is not None and engine_rule.derives is not None
+            facts.append(DerivedFact(
+                name=engine_rule.derives[0],
+                rule=refs[rule.part_of] if rule.part_of else refs[rule_id],
+                because=self._because(self._reason_plan(rule_id, None)),
+                reason=refs[rule_id] if rule.part_of else None,
+                reason_text=rule.reason if rule.part_of else None,
+            ))
+        return tuple(facts)
+
+    @_lazy
+    def suppressed(self) -> tuple[Suppression, ...]:
+        templates = self._templates
+        rulebook = templates.program.rulebook
+        items = []
+        for rule_id, by_rule in self._suppressed_by.items():
+            for code in self._produced.get(rule_id, ()):
+                finding = self._finding(rule_id, code)
+                for suppression_id, reasons in by_rule.items():
+                    suppression_rule = rulebook.rule(suppression_id)
+                    assert isinstance(suppression_rule.when, DerivedTest)
+                    fact = suppression_rule.when.name
+                    held = sorted((r for r in reasons if r is not None), key=templates.position.__getitem__)
+                    texts = tuple(rulebook.rule(r).reason or r for r in held)
+                    items.append(Suppression(finding, RuleRef.of(templates.deriving_rule[fact]), fact, texts,
+                                             templates.refs[suppression_id]))
+        return tuple(sorted(items, key=lambda s: (s.finding.code, s.finding.rule.id)))
+
+    @_lazy
+    def trace(self) -> tuple[TraceEntry, ...]:
+        templates = self._templates
+        entries = []
+        for seq, (name, message) in enumerate(self._firings, 1):
+            engine_rule = templates.rules[name]
+            rule = engine_rule.rule
+            if rule is None:
+                continue
+            if engine_rule.suppression is not None:
+                entries.append(self._suppression_entry(seq, engine_rule, message))
+                continue
+            facts = {lit.path: self._actual(lit.path) for lit in engine_rule.conjunction if isinstance(lit, Atom)}
+            derived = tuple(lit.name for lit in engine_rule.conjunction if isinstance(lit, DerivedTest) and lit.present)
+            absent = tuple(lit.name for lit in engine_rule.conjunction
+                           if isinstance(lit, DerivedTest) and not lit.present)
+            produced = ((engine_rule.derives[0],) if engine_rule.derives is not None
+                        else tuple(spec.code for spec in engine_rule.produces))
+            entries.append(TraceEntry(seq, templates.refs[rule.id], name,
+                                      {"facts": facts, "derived": derived, "absent": absent},
+                                      produced, part_of=rule.part_of))
+        return tuple(entries)
+
+    def _suppression_entry(self, seq: int, engine_rule: EngineRule, message: str | None) -> TraceEntry:
+        candidate, _ = _suppression_match(message)
+        literal = engine_rule.conjunction[0]
+        assert isinstance(literal, DerivedTest) and engine_rule.rule is not None
+        return TraceEntry(seq, self._templates.refs[engine_rule.rule.id], engine_rule.name,
+                          {"derived": (literal.name,), "candidate": candidate}, (),
+                          self._templates.rule_codes[candidate])
+
+    @_lazy
+    def provenance(self) -> Provenance:
+        return Provenance(**self._templates.provenance_static, input_sha256=self.input_sha256,
+                          evaluated_at=self.evaluated_at)
+
+    def _actual(self, path: str) -> Any:
+        # The value as the JSON document shows it (sets as sorted lists), decoded from the rendered leaf.
+        return orjson.loads(self._leaves[self._templates.leaf_index[path]])
+
+    def _because(self, plan: tuple[ReasonTemplate, ...]) -> tuple[Reason, ...]:
+        reasons = []
+        for template in plan:
+            literal = template.literal
+            if isinstance(literal, Atom):
+                reasons.append(Reason(fact=literal.path, expected=template.expected, actual=self._actual(literal.path),
+                                      parameter=template.parameter))
+            else:
+                reasons.append(Reason(derived=literal.name, holds=literal.present,
+                                      reasons=self._reasons_of(literal.name) if literal.present else ()))
+        return tuple(reasons)
+
+    # -- the document --
+
+    def to_json(self, *, indent: bool = False) -> str:
+        """The assessment as JSON text: the same bytes for the same input and rulebook, but for evaluated_at."""
+        if indent:
+            return orjson.dumps(orjson.loads(self._json), option=orjson.OPT_INDENT_2).decode()
+        return self._json
+
+    def to_dict(self) -> dict[str, Any]:
+        """The assessment document as plain Python data (a fresh copy each call)."""
+        return orjson.loads(self._json)  # type: ignore[no-any-return]
+
+    @_lazy
+    def _json(self) -> str:
+        writer = self._templates.json
+        leaves = self._leaves
+        recommendations, risk_flags = [], []
+        for code, (first, *others) in self._emitted.items():
+            text = writer.finding_head[(first, code)] + writer.because(self._branches(first, code), leaves,
+                                                                       self._reasons_of)
+            if others:
+                extra = [writer.rule_ref[r][:-1] + ',"evidence":' + writer.evidence_ids[r] + ',"because":'
+                         + writer.because(self._branches(r, code), leaves, self._reasons_of) + "}"
+                         for r in others]
+                text += ',"also_from":[' + ",".join(extra) + "]"
+            text += "}"
+            kind = self._templates.findings[(first, code)].kind
+            (recommendations if kind in _RECOMMENDATION_KINDS else risk_flags).append(text)
+        derived = [writer.derived_head[r] + writer.because(self._branches(r, None), leaves, self._reasons_of) + "}"
+                   for r in self._deriving_rules]
+        suppressed = [orjson.dumps(s.to_dict()).decode() for s in self.suppressed] if self._suppressed_by else []
+        trace = []
+        rules = self._templates.rules
+        for seq, (name, message) in enumerate(self._firings, 1):
+            engine_rule = rules[name]
+            if engine_rule.rule is None:
+                continue
+            if engine_rule.suppression is not None:
+                trace.append(orjson.dumps(self._suppression_entry(seq, engine_rule, message).to_dict()).decode())
+            else:
+                trace.append(writer.trace_entry(seq, name, leaves))
+        return writer.document(self.patient_id, recommendations, risk_flags, derived, suppressed, trace,
+                               self.input_sha256, self.evaluated_at)
+
+
+
+def _order(template: ReasonTemplate) -> int:
+    return template.order
 
 
 def _suppression_match(message: str | None) -> tuple[str, str | None]:
@@ -329,136 +575,12 @@ def _suppression_match(message: str | None) -> tuple[str, str | None]:
     return matched["c"]["rule"], matched["d"].get("reason")
 
 
-def build_assessment(program: Program, facts: PatientFacts, firings: list[Firing], input_sha256: str,
-                     versions: Mapping[str, str], evaluated_at: datetime) -> Assessment:
-    rulebook = program.rulebook
-    collector = _Collector(program, facts)
-    collector.collect(firings)
-
-    def finding(rule: Rule, spec: FindingSpec) -> Finding:
-        templates = collector.produced[rule.id][spec.code]
-        return Finding(
-            code=spec.code,
-            kind=finding_kind(spec.code),
-            title=spec.title,
-            summary=spec.summary,
-            strength=rule.strength,
-            rule=RuleRef.of(rule),
-            evidence=tuple(rulebook.evidence[e] for e in rule.evidence),
-            because=collector.because(templates),
-        )
-
-    emitted: dict[str, Finding] = {}
-    suppressions: list[Suppression] = []
-    for rule in rulebook.rules:  # catalogue order: the first rule producing a code owns its finding
-        produced = collector.produced.get(rule.id)
-        if not produced:
-            continue
-        for spec in rule.findings:
-            if spec.code not in produced:
-                continue
-            item = finding(rule, spec)
-            suppressed_by = collector.suppressed.get(rule.id)
-            if suppressed_by:
-                for suppression_id, reasons in suppressed_by.items():
-                    suppression_rule = rulebook.rule(suppression_id)
-                    assert isinstance(suppression_rule.when, DerivedTest)
-                    fact = suppression_rule.when.name
-                    by = _deriving_rule(rulebook.rules, fact)
-                    held = sorted((r for r in reasons if r is not None), key=collector.position.__getitem__)
-                    texts = tuple(rulebook.rule(r).reason or r for r in held)
-                    suppressions.append(Suppression(item, RuleRef.of(by), fact, texts, RuleRef.of(suppression_rule)))
-                continue
-            if spec.code in emitted:
-                first = emitted[spec.code]
-                extra = AlsoFrom(item.rule, rule.evidence, item.because)
-                emitted[spec.code] = Finding(**{**_fields(first), "also_from": first.also_from + (extra,)})
-            else:
-                emitted[spec.code] = item
-
-    findings = sorted(emitted.values(), key=lambda f: f.code)
-    derived = tuple(
-        DerivedFact(
-            name=name,
-            rule=RuleRef.of(rulebook.rule(rule.part_of) if rule.part_of else rule),
-            because=collector.because(templates),
-            reason=RuleRef.of(rule) if rule.part_of else None,
-            reason_text=rule.reason if rule.part_of else None,
-        )
-        for (name, _), (rule, templates) in sorted(
-            collector.derived.items(), key=lambda item: collector.position[item[1][0].id]
-        )
-    )
-    return Assessment(
-        patient_id=facts.patient_id,
-        facts=facts,
-        recommendations=tuple(f for f in findings if f.kind in _RECOMMENDATION_KINDS),
-        risk_flags=tuple(f for f in findings if f.kind not in _RECOMMENDATION_KINDS),
-        derived_facts=derived,
-        suppressed=tuple(sorted(suppressions, key=lambda s: (s.finding.code, s.finding.rule.id))),
-        trace=tuple(_trace(collector)),
-        provenance=Provenance(
-            rulebook_name=rulebook.name,
-            rulebook_version=rulebook.version,
-            rulebook_sha256=rulebook.sha256,
-            parameters=rulebook.parameter_values,
-            engine=versions,
-            input_sha256=input_sha256,
-            evaluated_at=_rfc3339(evaluated_at),
-        ),
-    )
+def build_assessment(templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
+                     input_sha256: str, evaluated_at: datetime) -> Assessment:
+    return Assessment(templates, facts, leaves, firings, input_sha256, rfc3339(evaluated_at))
 
 
-def _fields(finding: Finding) -> dict[str, Any]:
-    return {name: getattr(finding, name) for name in Finding.__slots__}
-
-
-def _deriving_rule(rules: tuple[Rule, ...], fact: str) -> Rule:
-    """The catalogue entry that derives a fact (for a multi-reason fact, the grouping rule, e.g. D04)."""
-    return next(r for r in rules if r.derives == fact and r.part_of is None)
-
-
-def _trace(collector: _Collector) -> Iterable[TraceEntry]:
-    for seq, engine_rule, candidate in collector.trace_items:
-        rule = engine_rule.rule
-        assert rule is not None
-        if engine_rule.suppression is not None:
-            candidate_rule = collector.program.rulebook.rule(candidate or "")
-            literal = engine_rule.conjunction[0]
-            assert isinstance(literal, DerivedTest)
-            yield TraceEntry(
-                seq=seq,
-                rule=RuleRef.of(rule),
-                engine_rule=engine_rule.name,
-                matched={"derived": [literal.name], "candidate": candidate},
-                produced=(),
-                suppressed=candidate_rule.codes,
-            )
-            continue
-        facts: dict[str, Any] = {}
-        derived: list[str] = []
-        absent: list[str] = []
-        for literal in engine_rule.conjunction:
-            if isinstance(literal, Atom):
-                facts[literal.path] = _actual(collector.facts, literal.path)
-            elif literal.present:
-                derived.append(literal.name)
-            else:
-                absent.append(literal.name)
-        produced: tuple[str, ...] = tuple(spec.code for spec in engine_rule.produces)
-        if engine_rule.derives is not None:
-            produced = (engine_rule.derives[0],)
-        yield TraceEntry(
-            seq=seq,
-            rule=RuleRef.of(rule),
-            engine_rule=engine_rule.name,
-            matched={"facts": facts, "derived": derived, "absent": absent},
-            produced=produced,
-            part_of=rule.part_of,
-        )
-
-
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("evaluated_at must be timezone-aware")
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -2,20 +2,28 @@
 
 A bad line never stops the run: it yields ``{"line": N, "errors": [...]}`` (invalid input) or
 ``{"line": N, "error": {...}}`` (the engine failed on it) in its place, so output line N always answers input line N.
-With ``jobs > 1`` lines are evaluated by worker processes (the engine's C calls hold the GIL, so threads would not
-help); input is read in bounded windows so memory stays flat however long the file is.
+
+With ``jobs > 1`` the work is split by *byte ranges* of the input file: each worker process reads its own range
+(cut at line boundaries), evaluates it and writes its own part file; the parent only splits the file, counts lines
+and concatenates the parts in order. The parent doing almost nothing matters: on a 2-core machine two workers and a
+busy parent (pickling every line and every assessment through pipes) would share two cores three ways. Standard
+input is first spooled to a temporary file. Each process evaluates with its own engine and memo cache (an EHR export
+often repeats charts), and memory stays flat however long the input is.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -24,8 +32,8 @@ from .errors import EngineError, InvalidInputError
 __all__ = ["BatchSummary", "evaluate_line", "run_batch"]
 
 OK, INVALID, FAILED = 0, 1, 2
-_WINDOW_PER_JOB = 2000
-_CHUNK = 200
+CACHE_SIZE = 4096  # assessments memoized per process (a few kB each: input and firings, nothing materialized)
+_CHUNK_BYTES = 1 << 18  # ~250 patients per work unit: workers finish within a fraction of a second of each other
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,16 @@ class BatchSummary:
 
 @lru_cache(maxsize=4)
 def _engine(rules: str | None):  # type: ignore[no-untyped-def]
-    # One engine per (process, rulebook): worker processes build theirs on first use.
-    from .engine import Engine, default_engine
+    # One engine per (process, rulebook). Worker processes forked after the parent built it inherit it.
+    from .engine import Engine
 
-    return default_engine() if rules is None else Engine(rules)
+    return Engine(rules, cache_size=CACHE_SIZE)
 
 
-def evaluate_line(item: tuple[int, bytes], rules: str | None = None) -> tuple[bytes, int]:
+def evaluate_line(number: int, text: bytes, rules: str | None = None) -> tuple[bytes, int]:
     """Evaluate one NDJSON line; return the output line (JSON bytes, no newline) and its status."""
     from .validation import parse_facts_json
 
-    number, text = item
     if not text.strip():
         error = {"path": "", "message": "empty line: expected a JSON object with patient facts", "value": None}
         return orjson.dumps({"line": number, "errors": [error]}), INVALID
@@ -63,14 +70,50 @@ def evaluate_line(item: tuple[int, bytes], rules: str | None = None) -> tuple[by
     return assessment.to_json().encode(), OK
 
 
-def _evaluate_for_pool(args: tuple[tuple[int, bytes], str | None]) -> tuple[bytes, int]:
-    item, rules = args
-    return evaluate_line(item, rules)
+def _evaluate_lines(lines: Iterable[tuple[int, bytes]], output: IO[bytes], rules: str | None) -> list[int]:
+    counts = [0, 0, 0]
+    for number, text in lines:
+        result, status = evaluate_line(number, text, rules)
+        output.write(result + b"\n")
+        counts[status] += 1
+    return counts
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(stream, 1):
+def _numbered_lines(stream: IO[bytes], first_number: int, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
+    number = first_number
+    remaining = limit
+    while remaining is None or remaining > 0:
+        line = stream.readline(remaining if remaining is not None else -1)
+        if not line:
+            return
+        if remaining is not None:
+            remaining -= len(line)
         yield number, line.rstrip(b"\r\n")
+        number += 1
+
+
+def _work_unit(args: tuple[str, int, int, int, str, str | None]) -> list[int]:
+    """Worker: evaluate the lines in bytes [start, end) of the input, numbered from first_line, into part_path."""
+    source, start, end, first_line, part_path, rules = args
+    with open(source, "rb") as stream, open(part_path, "wb") as output:
+        stream.seek(start)
+        return _evaluate_lines(_numbered_lines(stream, first_line, end - start), output, rules)
+
+
+def _split(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
+    """Cut a file into (start, end, first line number) ranges that end at line boundaries."""
+    size = os.path.getsize(path)
+    ranges = []
+    with open(path, "rb") as stream:
+        start, line = 0, 1
+        while start < size:
+            stream.seek(min(start + chunk_bytes, size))
+            stream.readline()  # move to the end of the line the cut falls in
+            end = min(stream.tell(), size) if start + chunk_bytes < size else size
+            stream.seek(start)
+            ranges.append((start, end, line))
+            start, line = end, line + stream.read(end - start).count(b"\n")
+    return ranges
 
 
 class _Progress:
@@ -100,53 +143,79 @@ class _Progress:
 
 
 def run_batch(source: str, destination: str | None, jobs: int = 1, rules: Path | str | None = None,
-              progress: str = "auto") -> BatchSummary:
+              progress: str = "auto", chunk_bytes: int = _CHUNK_BYTES) -> BatchSummary:
     rules_key = str(Path(rules).resolve()) if rules is not None else None
     _engine(rules_key)  # load and check the rulebook before reading any input: a bad rulebook fails fast
-    total = None
-    if source != "-":
+    show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
+    with tempfile.TemporaryDirectory(prefix="imt-cds-batch-") as scratch:
+        if source == "-":
+            spooled = os.path.join(scratch, "stdin.ndjson")
+            with open(spooled, "wb") as spool:
+                shutil.copyfileobj(sys.stdin.buffer, spool)
+            source = spooled
         with open(source, "rb") as counting:
             total = sum(1 for _ in counting)
-    show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
-    bar = _Progress(total, show)
-    counts = [0, 0, 0]
-    input_stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115 - closed below
-    output_stream = sys.stdout.buffer if destination is None else open(destination, "wb")  # noqa: SIM115
-    pool = None
-    try:
-        lines = _lines(input_stream)
-        if jobs > 1:
-            pool = multiprocessing.get_context().Pool(jobs)
-            results = _windowed(pool, lines, rules_key, jobs)
-        else:
-            results = (evaluate_line(item, rules_key) for item in lines)
-        for output, status in results:
-            output_stream.write(output + b"\n")
-            counts[status] += 1
-            bar.advance()
-        output_stream.flush()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
-        if source != "-":
-            input_stream.close()
-        if destination is not None:
-            output_stream.close()
+        bar = _Progress(total, show)
+        output = sys.stdout.buffer if destination is None else open(destination, "wb")  # noqa: SIM115
+        try:
+            if jobs > 1:
+                counts = _run_parallel(source, output, jobs, rules_key, scratch, bar, chunk_bytes)
+            else:
+                counts = _run_serial(source, output, rules_key, bar)
+            output.flush()
+        finally:
+            bar.close()
+            if destination is not None:
+                output.close()
     return BatchSummary(sum(counts), counts[OK], counts[INVALID], counts[FAILED])
 
 
-def _windowed(pool, lines: Iterator[tuple[int, bytes]], rules: str | None,  # type: ignore[no-untyped-def]
-              jobs: int) -> Iterator[tuple[bytes, int]]:
-    """Feed the pool a bounded window of lines at a time (Pool.imap would read the whole input ahead)."""
-    window = _WINDOW_PER_JOB * jobs
-    while True:
-        items = []
-        for item in lines:
-            items.append((item, rules))
-            if len(items) >= window:
-                break
-        if not items:
-            return
-        yield from pool.imap(_evaluate_for_pool, items, chunksize=_CHUNK)
+class _CountingWriter:
+    """Passes writes through and advances the progress bar once per line."""
+
+    def __init__(self, output: IO[bytes], bar: _Progress):
+        self.output, self.bar = output, bar
+
+    def write(self, data: bytes) -> Any:
+        self.bar.advance()
+        return self.output.write(data)
+
+
+def _run_serial(source: str, output: IO[bytes], rules: str | None, bar: _Progress) -> list[int]:
+    with open(source, "rb") as stream:
+        return _evaluate_lines(_numbered_lines(stream, 1), _CountingWriter(output, bar), rules)  # type: ignore[arg-type]
+
+
+def _run_parallel(source: str, output: IO[bytes], jobs: int, rules: str | None, scratch: str,
+                  bar: _Progress, chunk_bytes: int) -> list[int]:
+    ranges = _split(source, chunk_bytes)
+    units = [(source, start, end, line, os.path.join(scratch, f"part-{i:06d}"), rules)
+             for i, (start, end, line) in enumerate(ranges)]
+    counts = [0, 0, 0]
+    with multiprocessing.get_context().Pool(jobs) as pool:
+        # imap yields in submission order, so parts are appended in input order as soon as each is done.
+        for unit, unit_counts in zip(units, pool.imap(_work_unit, units), strict=True):
+            _append(unit[4], output)
+            os.unlink(unit[4])
+            counts = [a + b for a, b in zip(counts, unit_counts, strict=True)]
+            bar.advance(sum(unit_counts))
+    return counts
+
+
+def _append(path: str, output: IO[bytes]) -> None:
+    """Append a part file to the output with a kernel copy where possible (the parts are hundreds of MB in all)."""
+    output.flush()  # sendfile writes at the descriptor's position: nothing may wait in Python's buffer
+    with open(path, "rb") as part:
+        size = os.fstat(part.fileno()).st_size
+        offset = 0
+        try:
+            while offset < size:
+                sent = os.sendfile(output.fileno(), part.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        except (OSError, AttributeError, ValueError):  # an output without a descriptor or without sendfile
+            pass
+        if offset < size:
+            part.seek(offset)
+            shutil.copyfileobj(part, output)

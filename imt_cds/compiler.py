@@ -28,7 +28,6 @@ construct becomes engine rules, and which engine defect (engineering/durable-rul
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -39,7 +38,6 @@ import orjson
 from .conditions import Atom, Conjunction, DerivedTest, literals, to_dnf
 from .errors import RulebookError, RulebookProblem
 from .fact_fields import FactField, fact_fields
-from .facts import PatientFacts
 from .rulebook import FindingSpec, Rule, Rulebook
 
 __all__ = ["EngineRule", "Program", "ReasonTemplate", "compile_rulebook"]
@@ -88,7 +86,7 @@ class Program:
     ruleset: Mapping[str, Any]
     rules: Mapping[str, EngineRule]
     strata: int  # number of strata; markers 1..strata-1 are asserted in turn
-    encode_patient: Callable[[PatientFacts, str], bytes]
+    encode_patient: Callable[[tuple[Any, ...], str], str]  # (leaf_values(facts), session id) -> JSON text
 
     def ruleset_json(self) -> str:
         return orjson.dumps({name: dict(rule) for name, rule in self.ruleset.items()}).decode()
@@ -346,43 +344,47 @@ def _compile_atom(atom: Atom, field: FactField, parameters: Mapping[str, float])
     return {"$or": [{path: None}, inner]}
 
 
-def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[PatientFacts, str], bytes]:
-    """Build the function writing validated facts as the engine's flat patient fact (JSON text).
+def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[tuple[Any, ...], str], str]:
+    """Build the function writing validated facts (their ``leaf_values``) as the engine's flat patient fact.
 
-    The text is assembled from per-field lookup tables rather than by a JSON library: every enum and boolean value
-    maps to its precomputed JSON (a value outside the field's domain is a KeyError, so nothing unvalidated reaches
-    the engine), numbers go through ``engine_number``, and gene symbols are upper-cased and JSON-escaped.
+    The text is assembled from a template and per-field lookup tables rather than by a JSON library: every enum
+    and boolean value maps to its precomputed JSON (a value outside the field's domain is a KeyError, so nothing
+    unvalidated reaches the engine), numbers go through ``engine_number``, gene symbols are upper-cased and
+    JSON-escaped, sets become their canonical string. Fields no rule may use (patient_id) are not sent.
     """
-    writers: list[tuple[Callable[[PatientFacts], Any], Callable[[Any], str]]] = []
-    for path, field in fields.items():
+    writers: list[tuple[int, Callable[[Any], str]]] = []
+    keys: list[str] = []
+    for index, (path, field) in enumerate(fields.items()):
         if not field.usable_by_rules:
-            continue  # e.g. patient_id: never used by rules, so never sent to the engine
-        get = operator.attrgetter(path)
+            continue
+        keys.append(path)
         if field.kind in ("enum", "boolean", "tristate"):
-            domain = _domain(field) or ()
-            table = {value: orjson.dumps(value).decode() for value in domain}
-            writers.append((get, table.__getitem__))
+            table = {value: orjson.dumps(value).decode() for value in _domain(field) or ()}
+            writers.append((index, table.__getitem__))
         elif field.kind == "number":
-            writers.append((get, lambda v: "null" if v is None else engine_number(v)))
+            writers.append((index, _number_text))
         elif field.kind == "gene":
-            writers.append((get, lambda v: "null" if v is None else orjson.dumps(v.upper()).decode()))
+            writers.append((index, _gene_text))
         elif field.kind == "set":
             allowed = frozenset(field.values)
-            writers.append((get, lambda v, ok=allowed: _set_text(v, ok)))
+            writers.append((index, lambda v, ok=allowed: _set_text(v, ok)))
         else:  # pragma: no cover - fact_fields has no other kind usable by rules
             raise TypeError(f"cannot encode {path} ({field.kind})")
-    keys = [orjson.dumps(path).decode() + ":" for path, field in fields.items() if field.usable_by_rules]
-    pairs = list(zip(keys, writers, strict=True))
-    head = '{"sid":"%s","t":"' + PATIENT + '"'
+    # '%' cannot occur in a field path, so the only placeholders are ours.
+    template = '{"sid":"%s","t":"' + PATIENT + '"' + "".join(f",{orjson.dumps(k).decode()}:%s" for k in keys) + "}"
 
-    def encode(facts: PatientFacts, sid: str) -> bytes:
-        parts = [head % sid]
-        for key, (get, write) in pairs:
-            parts.append("," + key + write(get(facts)))
-        parts.append("}")
-        return "".join(parts).encode()
+    def encode(values: tuple[Any, ...], sid: str) -> str:
+        return template % (sid, *[write(values[i]) for i, write in writers])
 
     return encode
+
+
+def _number_text(value: float | None) -> str:
+    return "null" if value is None else engine_number(value)
+
+
+def _gene_text(value: str | None) -> str:
+    return "null" if value is None else orjson.dumps(value.upper()).decode()
 
 
 def _set_text(values: frozenset[str], allowed: frozenset[str]) -> str:

@@ -38,13 +38,15 @@ from typing import Any
 
 import durable_rules_engine as _dre
 
-from .assessment import Assessment, Firing, build_assessment
+from .assessment import Assessment, Firing, OutputTemplates, build_assessment
 from .compiler import STRATUM, Program, compile_rulebook
 from .errors import EngineError
+from .fact_fields import leaf_values
 from .facts import PatientFacts
+from .memo import CacheStats, MemoCache
 from .rule_loader import load_rulebook
 from .rulebook import Rulebook
-from .validation import input_sha256, parse_facts
+from .validation import input_sha256, parse_facts, render_leaves
 
 __all__ = ["DEFAULT_MAX_FIRINGS", "Engine", "default_engine", "evaluate"]
 
@@ -72,13 +74,15 @@ class _DurableRuleset:
         # Free the C ruleset when this object goes away (there are at most 131072 handles per process).
         self._finalizer = weakref.finalize(self, _dre.delete_ruleset, self._handle)
 
-    def run(self, facts: PatientFacts) -> list[Firing]:
+    def run(self, facts: PatientFacts, values: tuple[Any, ...] | None = None) -> list[Firing]:
         """Evaluate one patient in a fresh session; return the firings in order (rule name, message or None)."""
+        if values is None:
+            values = leaf_values(facts)
         with self._lock:
             sid = str(next(self._session_ids))
             state = _Run(self._handle, self._actions, sid, self._max_firings)
             try:
-                state.assert_and_drain(self._program.encode_patient(facts, sid).decode())
+                state.assert_and_drain(self._program.encode_patient(values, sid))
                 for marker in self._markers:  # stratum k starts only once everything below it has run
                     if state.failure is not None:
                         break
@@ -172,20 +176,40 @@ class Engine:
     directory (an institution's copy with its own parameters, or a rule author's working copy).
     """
 
-    def __init__(self, rulebook: Rulebook | str | Path | None = None, *, max_firings: int = DEFAULT_MAX_FIRINGS):
+    def __init__(self, rulebook: Rulebook | str | Path | None = None, *, max_firings: int = DEFAULT_MAX_FIRINGS,
+                 cache_size: int = 0):
         if not isinstance(rulebook, Rulebook):
             rulebook = load_rulebook(rulebook)
         self.rulebook = rulebook
         self.program = compile_rulebook(rulebook)
         self.versions = _versions()
+        self._templates = OutputTemplates(self.program, self.versions)
         self._ruleset = _DurableRuleset(self.program, max_firings)
+        # Optional memo of assessments by (canonical input, rulebook): see memo.py. Off unless asked for.
+        self._cache: MemoCache[tuple[Firing, ...]] | None = MemoCache(cache_size) if cache_size else None
 
     def evaluate(self, facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None) -> Assessment:
         """Evaluate one patient. Raises ``InvalidInputError`` (bad input, nothing evaluated) or ``EngineError``."""
         patient = parse_facts(facts)
-        firings = self._ruleset.run(patient)
+        values = leaf_values(patient)
+        leaves = render_leaves(values)
+        digest = input_sha256(patient, leaves)
         when = evaluated_at or datetime.now(timezone.utc)
-        return build_assessment(self.program, patient, firings, input_sha256(patient), self.versions, when)
+        if self._cache is None:
+            firings = self._ruleset.run(patient, values)
+        else:
+            # An assessment is a pure function of (facts, firings); the facts are in hand (they gave the key), so
+            # the engine's firings are all a cache entry needs: small, and (a tuple of strings) ignored by the GC.
+            key = (digest, self.rulebook.sha256)
+            firings = self._cache.get(key)
+            if firings is None:
+                firings = tuple(self._ruleset.run(patient, values))
+                self._cache.put(key, firings)
+        return build_assessment(self._templates, patient, leaves, firings, digest, when)
+
+    def cache_stats(self) -> CacheStats | None:
+        """Hits, misses and size of the memo cache (None when the engine has none)."""
+        return self._cache.stats() if self._cache is not None else None
 
     def __repr__(self) -> str:
         rb = self.rulebook

@@ -50,6 +50,12 @@ def _method_set(value: Any) -> Any:
     # check each item here, so that an error names the item's position in the input, not in an unordered set.
     if not isinstance(value, (list, tuple, set, frozenset)):
         raise PydanticCustomError("method_set", "must be a list of test methods")
+    try:
+        methods = frozenset(value)
+    except TypeError:  # an unhashable item (a list, an object): found and named below
+        methods = None
+    if methods is not None and methods <= _METHODS:
+        return methods
     for index, item in enumerate(value):
         if not isinstance(item, str) or item not in _METHODS:
             raise PydanticCustomError("method_item", "item {index} is not a test method", {"index": index,

@@ -13,16 +13,17 @@ import difflib
 import hashlib
 import json
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from .errors import InputProblem, InvalidInputError
-from .fact_fields import fact_fields, keys_at
+from .fact_fields import fact_fields, keys_at, leaf_values
 from .facts import PatientFacts
 
-__all__ = ["canonical_json", "input_sha256", "parse_facts", "parse_facts_json"]
+__all__ = ["canonical_json", "input_sha256", "parse_facts", "parse_facts_json", "render_leaves"]
 
 _MAX_INPUT_BYTES = 1_000_000  # a patient is ~1 kB; refuse anything absurd before parsing it
 
@@ -104,13 +105,69 @@ def _no_constants(name: str) -> Any:
     raise _ForbiddenConstant(name)
 
 
-def canonical_json(facts: PatientFacts) -> bytes:
-    """The canonical bytes of validated facts: every default filled in, keys sorted, methods sorted, compact UTF-8."""
-    return orjson.dumps(facts.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+def render_leaves(values: tuple[Any, ...]) -> list[str]:
+    """Each leaf value (``leaf_values(facts)``) as its canonical JSON text, in ``fact_fields()`` order."""
+    _, _, writers = _canonical_template()
+    return [write(value) for write, value in zip(writers, values, strict=True)]
 
 
-def input_sha256(facts: PatientFacts) -> str:
-    return hashlib.sha256(canonical_json(facts)).hexdigest()
+def canonical_json(facts: PatientFacts, leaves: list[str] | None = None) -> bytes:
+    """The canonical bytes of validated facts: every default filled in, keys sorted at every level, methods sorted,
+    compact UTF-8 JSON (numbers as orjson writes them). ``leaves`` may pass ``render_leaves(...)`` if already done.
+
+    It is the same document as ``orjson.dumps(facts.model_dump(mode="json"), option=OPT_SORT_KEYS)`` (a test holds
+    them equal), written from a template because this runs on every evaluation.
+    """
+    template, order, _ = _canonical_template()
+    if leaves is None:
+        leaves = render_leaves(leaf_values(facts))
+    return (template % tuple([leaves[i] for i in order])).encode()
+
+
+def input_sha256(facts: PatientFacts, leaves: list[str] | None = None) -> str:
+    return hashlib.sha256(canonical_json(facts, leaves)).hexdigest()
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@cache
+def _canonical_template() -> tuple[str, tuple[int, ...], tuple[Any, ...]]:
+    """A %-template of the canonical document, the leaf index for each slot (sorted-key order), and per leaf a
+    function writing its value as JSON text."""
+    fields = list(fact_fields().values())
+    tree: dict[str, Any] = {}
+    for index, field in enumerate(fields):
+        node = tree
+        *parents, leaf = field.path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = index
+    order: list[int] = []
+
+    def render(node: dict[str, Any]) -> str:
+        parts = []
+        for key in sorted(node):
+            value = node[key]
+            if isinstance(value, dict):
+                parts.append(f"{_json_text(key)}:{render(value)}")
+            else:
+                order.append(value)
+                parts.append(f"{_json_text(key)}:%s")
+        return "{" + ",".join(parts) + "}"
+
+    template = render(tree)
+    writers: list[Any] = []
+    for field in fields:
+        if field.kind in ("enum", "boolean", "tristate"):
+            domain = list(field.values) + ([True, False] if field.kind != "enum" else []) + [None]
+            writers.append({value: _json_text(value) for value in domain}.__getitem__)
+        elif field.kind == "set":
+            writers.append(lambda value: _json_text(sorted(value)))
+        else:
+            writers.append(_json_text)
+    return template, tuple(order), tuple(writers)
 
 
 # --- error translation -------------------------------------------------------------------------------------------

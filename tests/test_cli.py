@@ -156,3 +156,26 @@ def test_bad_usage_is_explained():
     result = run("batch")
     assert result.returncode == 2 and "usage:" in result.stderr
     assert run("batch", "x", "--jobs", "-1").returncode == 2
+
+
+def test_batch_with_several_processes_writes_to_standard_output_in_order(tmp_path):
+    import random
+
+    from strategies import random_patient
+
+    rng = random.Random(5)
+    patients = [random_patient(rng) for _ in range(700)]  # > 256 kB of input: several work units
+    source = tmp_path / "many.ndjson"
+    source.write_text("".join(json.dumps(p) + "\n" for p in patients))
+    two = run("batch", source, "--jobs", "2", "--progress", "never")
+    one = run("batch", source, "--progress", "never")
+    assert two.returncode == one.returncode == 0, two.stderr
+
+    def documents(text):
+        records = [json.loads(line) for line in text.splitlines()]
+        for record in records:
+            del record["provenance"]["evaluated_at"]
+        return records
+
+    assert len(documents(two.stdout)) == 700
+    assert documents(two.stdout) == documents(one.stdout)

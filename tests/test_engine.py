@@ -102,3 +102,42 @@ def test_the_default_engine_is_built_once(engine):
 
     assert default_engine() is default_engine()
     assert imt_cds.evaluate(ALK_ADVANCED).codes == engine.evaluate(ALK_ADVANCED).codes
+
+
+def test_a_cached_result_is_identical_to_a_fresh_one(rulebook, engine):
+    import json
+    import random
+
+    from helpers import without_time
+    from strategies import random_patient
+
+    cached = Engine(rulebook, cache_size=64)
+    rng = random.Random(12)
+    patients = [random_patient(rng) for _ in range(40)]
+    for patient in patients + patients[::-1] + patients:
+        hit_or_miss = cached.evaluate(patient)
+        fresh = engine.evaluate(patient)
+        assert json.dumps(without_time(hit_or_miss)) == json.dumps(without_time(fresh))
+        assert [f.to_dict() for f in hit_or_miss.findings] == [f.to_dict() for f in fresh.findings]
+    stats = cached.cache_stats()
+    assert stats.misses == 40 and stats.hits == 80 and stats.size == 40
+    assert engine.cache_stats() is None
+
+
+def test_a_cache_hit_carries_its_own_evaluation_time(rulebook):
+    from datetime import datetime, timezone
+
+    cached = Engine(rulebook, cache_size=4)
+    first = cached.evaluate(ALK_ADVANCED, evaluated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    second = cached.evaluate(ALK_ADVANCED, evaluated_at=datetime(2026, 6, 1, tzinfo=timezone.utc))
+    assert cached.cache_stats().hits == 1
+    assert first.provenance.evaluated_at.startswith("2026-01-01")
+    assert second.provenance.evaluated_at.startswith("2026-06-01")
+    assert '"evaluated_at":"2026-06-01' in second.to_json()
+
+
+def test_the_cache_is_bounded(rulebook):
+    cached = Engine(rulebook, cache_size=5)
+    for age in range(50):
+        cached.evaluate({"age_years": age})
+    assert cached.cache_stats().size == 5
