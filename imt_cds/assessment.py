@@ -281,7 +281,7 @@ class Assessment:
     """
 
     def __init__(self, templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
-                 input_sha256: str, evaluated_at: str):
+                 input_sha256: str, evaluated_at: datetime):
         fired: dict[str, list[EngineRule]] = {}
         produced: dict[str, set[str]] = {}
         suppressed: dict[str, dict[str, dict[str | None, None]]] = {}
@@ -312,7 +312,7 @@ class Assessment:
         state["facts"] = facts
         state["patient_id"] = facts.patient_id
         state["input_sha256"] = input_sha256
-        state["evaluated_at"] = evaluated_at
+        state["_moment"] = evaluated_at
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise FrozenInstanceError(f"an Assessment is immutable (cannot set {name!r})")
@@ -322,6 +322,11 @@ class Assessment:
 
     def __repr__(self) -> str:
         return f"<Assessment patient_id={self.patient_id!r} codes={sorted(self.codes)}>"
+
+    @_lazy
+    def evaluated_at(self) -> str:
+        """When the evaluation ran, as RFC 3339 UTC (formatted on first use: most callers never look)."""
+        return rfc3339(self._moment)
 
     # -- what fired: the plan both the objects and the JSON are written from --
 
@@ -577,7 +582,9 @@ def _suppression_match(message: str | None) -> tuple[str, str | None]:
 
 def build_assessment(templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
                      input_sha256: str, evaluated_at: datetime) -> Assessment:
-    return Assessment(templates, facts, leaves, firings, input_sha256, rfc3339(evaluated_at))
+    if evaluated_at.tzinfo is None:
+        raise ValueError("evaluated_at must be timezone-aware")
+    return Assessment(templates, facts, leaves, firings, input_sha256, evaluated_at)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -86,7 +86,7 @@ class Program:
     ruleset: Mapping[str, Any]
     rules: Mapping[str, EngineRule]
     strata: int  # number of strata; markers 1..strata-1 are asserted in turn
-    encode_patient: Callable[[tuple[Any, ...], str], str]  # (leaf_values(facts), session id) -> JSON text
+    encode_patient: Callable[[tuple[Any, ...], list[str], str], str]  # (leaf values, their JSON, session id)
 
     def ruleset_json(self) -> str:
         return orjson.dumps({name: dict(rule) for name, rule in self.ruleset.items()}).decode()
@@ -344,37 +344,41 @@ def _compile_atom(atom: Atom, field: FactField, parameters: Mapping[str, float])
     return {"$or": [{path: None}, inner]}
 
 
-def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[tuple[Any, ...], str], str]:
-    """Build the function writing validated facts (their ``leaf_values``) as the engine's flat patient fact.
+def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[tuple[Any, ...], list[str], str], str]:
+    """Build the function writing validated facts as the engine's flat patient fact.
 
-    The text is assembled from a template and per-field lookup tables rather than by a JSON library: every enum
-    and boolean value maps to its precomputed JSON (a value outside the field's domain is a KeyError, so nothing
-    unvalidated reaches the engine), numbers go through ``engine_number``, gene symbols are upper-cased and
-    JSON-escaped, sets become their canonical string. Fields no rule may use (patient_id) are not sent.
+    Its inputs are the facts' ``leaf_values`` and their canonical JSON texts (``validation.render_leaves``, computed
+    once per evaluation for the input hash). Enum and boolean values are sent exactly as in the canonical JSON;
+    the other kinds have an engine form: numbers through ``engine_number``, gene symbols upper-cased, sets as their
+    canonical string. Fields no rule may use (patient_id) are not sent. The text comes from a template, not a JSON
+    library, because this runs on every evaluation; a value outside its field's domain cannot occur (the facts are
+    validated, and the canonical writer rejects it).
     """
-    writers: list[tuple[int, Callable[[Any], str]]] = []
+    same_as_canonical: list[int] = []
+    engine_form: list[tuple[int, Callable[[Any], str]]] = []
     keys: list[str] = []
     for index, (path, field) in enumerate(fields.items()):
         if not field.usable_by_rules:
             continue
         keys.append(path)
         if field.kind in ("enum", "boolean", "tristate"):
-            table = {value: orjson.dumps(value).decode() for value in _domain(field) or ()}
-            writers.append((index, table.__getitem__))
+            same_as_canonical.append(index)
+            engine_form.append((index, None))  # type: ignore[arg-type]
         elif field.kind == "number":
-            writers.append((index, _number_text))
+            engine_form.append((index, _number_text))
         elif field.kind == "gene":
-            writers.append((index, _gene_text))
+            engine_form.append((index, _gene_text))
         elif field.kind == "set":
             allowed = frozenset(field.values)
-            writers.append((index, lambda v, ok=allowed: _set_text(v, ok)))
+            engine_form.append((index, lambda v, ok=allowed: _set_text(v, ok)))
         else:  # pragma: no cover - fact_fields has no other kind usable by rules
             raise TypeError(f"cannot encode {path} ({field.kind})")
     # '%' cannot occur in a field path, so the only placeholders are ours.
     template = '{"sid":"%s","t":"' + PATIENT + '"' + "".join(f",{orjson.dumps(k).decode()}:%s" for k in keys) + "}"
+    plan = tuple(engine_form)
 
-    def encode(values: tuple[Any, ...], sid: str) -> str:
-        return template % (sid, *[write(values[i]) for i, write in writers])
+    def encode(values: tuple[Any, ...], leaves: list[str], sid: str) -> str:
+        return template % (sid, *[leaves[i] if write is None else write(values[i]) for i, write in plan])
 
     return encode
 

@@ -74,15 +74,18 @@ class _DurableRuleset:
         # Free the C ruleset when this object goes away (there are at most 131072 handles per process).
         self._finalizer = weakref.finalize(self, _dre.delete_ruleset, self._handle)
 
-    def run(self, facts: PatientFacts, values: tuple[Any, ...] | None = None) -> list[Firing]:
+    def run(self, facts: PatientFacts, values: tuple[Any, ...] | None = None,
+            leaves: list[str] | None = None) -> list[Firing]:
         """Evaluate one patient in a fresh session; return the firings in order (rule name, message or None)."""
         if values is None:
             values = leaf_values(facts)
+        if leaves is None:
+            leaves = render_leaves(values)
         with self._lock:
             sid = str(next(self._session_ids))
             state = _Run(self._handle, self._actions, sid, self._max_firings)
             try:
-                state.assert_and_drain(self._program.encode_patient(values, sid))
+                state.assert_and_drain(self._program.encode_patient(values, leaves, sid))
                 for marker in self._markers:  # stratum k starts only once everything below it has run
                     if state.failure is not None:
                         break
@@ -196,14 +199,14 @@ class Engine:
         digest = input_sha256(patient, leaves)
         when = evaluated_at or datetime.now(timezone.utc)
         if self._cache is None:
-            firings = self._ruleset.run(patient, values)
+            firings = self._ruleset.run(patient, values, leaves)
         else:
             # An assessment is a pure function of (facts, firings); the facts are in hand (they gave the key), so
             # the engine's firings are all a cache entry needs: small, and (a tuple of strings) ignored by the GC.
             key = (digest, self.rulebook.sha256)
             firings = self._cache.get(key)
             if firings is None:
-                firings = tuple(self._ruleset.run(patient, values))
+                firings = tuple(self._ruleset.run(patient, values, leaves))
                 self._cache.put(key, firings)
         return build_assessment(self._templates, patient, leaves, firings, digest, when)
 

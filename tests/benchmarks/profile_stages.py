@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import durable_rules_engine as dre
@@ -46,13 +47,14 @@ def c_engine_split(engine: Engine, facts: list, rounds: int = 5, calls: int = 20
     actions = engine._ruleset._actions
     markers = engine._ruleset._markers
     values = [leaf_values(f) for f in facts]
+    leaves = [render_leaves(v) for v in values]
     clock = time.perf_counter_ns
     best_c, best_py = float("inf"), float("inf")
     for round_ in range(rounds):
         c_total = py_total = 0
         for i in range(calls):
             sid = f"p{round_}-{i}"
-            text = program.encode_patient(values[i % len(values)], sid)
+            text = program.encode_patient(values[i % len(values)], leaves[i % len(values)], sid)
             asserted: set[str] = set()
             for fact in [text, *(m % sid for m in markers)]:
                 t = clock()
@@ -96,15 +98,17 @@ def main() -> int:
     for i in range(3000):
         engine.evaluate(EXAMPLES[i % n]).to_json()
 
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
     def assessment(i):
-        return Assessment(templates, facts[i % n], leaves[i % n], firings[i % n], "0" * 64, "2026-01-01T00:00:00Z")
+        return Assessment(templates, facts[i % n], leaves[i % n], firings[i % n], "0" * 64, moment)
 
     c_time, py_time = c_engine_split(engine, facts)
     rows = [
         ("validation (pydantic)", best_median(lambda i: parse_facts(EXAMPLES[i % n]))),
         ("read facts + render as JSON", best_median(lambda i: render_leaves(leaf_values(facts[i % n])))),
         ("canonical input sha256", best_median(lambda i: input_sha256(facts[i % n], leaves[i % n]))),
-        ("engine fact encoding", best_median(lambda i: engine.program.encode_patient(values[i % n], "s"))),
+        ("engine fact encoding", best_median(lambda i: engine.program.encode_patient(values[i % n], leaves[i % n], "s"))),
         ("durable-rules C calls", c_time),
         ("action dispatch (Python)", py_time),
         ("collect firings (Assessment)", best_median(assessment)),
