@@ -35,7 +35,8 @@ from .conditions import Atom, DerivedTest
 from .evidence import EvidenceEntry
 from .fact_fields import fact_fields
 from .facts import PatientFacts
-from .rulebook import Rule, finding_kind
+from .rulebook import Rule, Rulebook, finding_kind
+from .validation import canonical_json
 
 __all__ = [
     "Assessment",
@@ -322,6 +323,15 @@ class Assessment:
 
     def __repr__(self) -> str:
         return f"<Assessment patient_id={self.patient_id!r} codes={sorted(self.codes)}>"
+
+    @property
+    def rulebook(self) -> Rulebook:
+        """The rulebook this assessment was made with."""
+        return self._templates.program.rulebook  # type: ignore[no-any-return]
+
+    def canonical_input_json(self) -> bytes:
+        """The canonical JSON of the validated input (what ``provenance.input_sha256`` is the hash of)."""
+        return canonical_json(self.facts, self._leaves)
 
     @_lazy
     def evaluated_at(self) -> str:

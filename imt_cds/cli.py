@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -72,7 +72,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="progress bar on standard error (auto: only when it is a terminal)")
     _rules_option(batch)
     batch.set_defaults(run=_run_batch)
+    for register in _command_groups():
+        register(commands)
     return parser
+
+
+def _command_groups() -> list[Callable[[Any], None]]:
+    """Further command groups, each in its own module with a ``register(subparsers)`` function."""
+    from . import cli_rules
+
+    return [cli_rules.register]
 
 
 def _rules_option(parser: argparse.ArgumentParser) -> None:

@@ -40,7 +40,7 @@ from .errors import RulebookError, RulebookProblem
 from .fact_fields import FactField, fact_fields
 from .rulebook import FindingSpec, Rule, Rulebook
 
-__all__ = ["EngineRule", "Program", "ReasonTemplate", "compile_rulebook"]
+__all__ = ["EngineRule", "Program", "ReasonTemplate", "compile_probe", "compile_rulebook"]
 
 PATIENT = "patient"
 DERIVED = "derived"
@@ -141,6 +141,36 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
         strata=max(strata.values(), default=0) + 1,
         encode_patient=_patient_encoder(fields),
     )
+
+
+def compile_probe(rulebook: Rulebook) -> tuple[Program, dict[str, Atom]]:
+    """A program with one engine rule per distinct fact test of the rulebook, and which test each rule is.
+
+    Evaluating a patient with it tells which tests hold, *according to the engine*: explanations ("why not?") need
+    the truth of single conditions, and must not get it from a second evaluator of conditions written in Python.
+    """
+    fields = fact_fields()
+    parameters = rulebook.parameter_values
+    atoms: dict[Atom, None] = {}
+    for rule in rulebook.rules:
+        for condition in [rule.when] + [f.when for f in rule.findings]:
+            if condition is not None:
+                atoms.update((lit, None) for lit in literals(condition) if isinstance(lit, Atom))
+    names = {f"a{i}": atom for i, atom in enumerate(atoms)}
+    rules = {
+        name: EngineRule(name, None, 0, (atom,), (), definition={
+            "all": [_pattern("p", PATIENT, [_compile_atom(atom, fields[atom.path], parameters)])]})
+        for name, atom in names.items()
+    }
+    rules[ANCHOR] = EngineRule(ANCHOR, None, 0, (), (), definition={"all": [_pattern("p", PATIENT, [])]})
+    program = Program(
+        rulebook=rulebook,
+        ruleset=MappingProxyType({name: dict(r.definition or {}) for name, r in rules.items()}),
+        rules=MappingProxyType(rules),
+        strata=1,
+        encode_patient=_patient_encoder(fields),
+    )
+    return program, names
 
 
 # --- strata -------------------------------------------------------------------------------------------------------

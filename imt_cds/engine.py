@@ -34,12 +34,13 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import durable_rules_engine as _dre
 
 from .assessment import Assessment, Firing, OutputTemplates, build_assessment
-from .compiler import STRATUM, Program, compile_rulebook
+from .compiler import STRATUM, Program, compile_probe, compile_rulebook
+from .conditions import Atom
 from .errors import EngineError
 from .fact_fields import leaf_values
 from .facts import PatientFacts
@@ -48,7 +49,7 @@ from .rule_loader import load_rulebook
 from .rulebook import Rulebook
 from .validation import input_sha256, parse_facts, render_leaves
 
-__all__ = ["DEFAULT_MAX_FIRINGS", "Engine", "default_engine", "evaluate"]
+__all__ = ["DEFAULT_MAX_FIRINGS", "AuditSink", "Engine", "default_engine", "evaluate"]
 
 DEFAULT_MAX_FIRINGS = 10_000
 _NOT_HANDLED = 1  # assert_fact result: no rule matched the fact (it is not stored); not an error for us
@@ -171,6 +172,13 @@ def _versions() -> dict[str, str]:
     }
 
 
+class AuditSink(Protocol):
+    """Where an engine records every assessment it makes (see the ``audit`` package). ``append`` must raise when it
+    cannot record durably; the engine then raises too, so no unrecorded assessment is ever returned."""
+
+    def append(self, assessment: Assessment) -> str: ...
+
+
 class Engine:
     """An independent evaluator for one rulebook. Safe to share between threads; evaluations never depend on what
     was evaluated before.
@@ -180,7 +188,7 @@ class Engine:
     """
 
     def __init__(self, rulebook: Rulebook | str | Path | None = None, *, max_firings: int = DEFAULT_MAX_FIRINGS,
-                 cache_size: int = 0):
+                 cache_size: int = 0, audit: AuditSink | None = None):
         if not isinstance(rulebook, Rulebook):
             rulebook = load_rulebook(rulebook)
         self.rulebook = rulebook
@@ -190,6 +198,9 @@ class Engine:
         self._ruleset = _DurableRuleset(self.program, max_firings)
         # Optional memo of assessments by (canonical input, rulebook): see memo.py. Off unless asked for.
         self._cache: MemoCache[tuple[Firing, ...]] | None = MemoCache(cache_size) if cache_size else None
+        self.audit = audit
+        self._probe: tuple[_DurableRuleset, dict[str, Atom]] | None = None  # built on first explanation
+        self._probe_lock = threading.Lock()
 
     def evaluate(self, facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None) -> Assessment:
         """Evaluate one patient. Raises ``InvalidInputError`` (bad input, nothing evaluated) or ``EngineError``."""
@@ -208,7 +219,20 @@ class Engine:
             if firings is None:
                 firings = tuple(self._ruleset.run(patient, values, leaves))
                 self._cache.put(key, firings)
-        return build_assessment(self._templates, patient, leaves, firings, digest, when)
+        assessment = build_assessment(self._templates, patient, leaves, firings, digest, when)
+        if self.audit is not None:
+            # Fail closed: an assessment that could not be recorded is not returned (the sink raises).
+            self.audit.append(assessment)
+        return assessment
+
+    def true_conditions(self, facts: PatientFacts | Mapping[str, Any]) -> frozenset[Atom]:
+        """The rulebook's fact tests that hold for a patient, decided by the engine (for explanations)."""
+        with self._probe_lock:
+            if self._probe is None:
+                program, atoms = compile_probe(self.rulebook)
+                self._probe = (_DurableRuleset(program, DEFAULT_MAX_FIRINGS), atoms)
+        ruleset, atoms = self._probe
+        return frozenset(atoms[name] for name, _ in ruleset.run(parse_facts(facts)) if name in atoms)
 
     def cache_stats(self) -> CacheStats | None:
         """Hits, misses and size of the memo cache (None when the engine has none)."""

@@ -80,6 +80,7 @@ class EvidenceRegistry:
     sources: Mapping[str, EvidenceSource]
     entries: Mapping[str, EvidenceEntry]
     sha256: str  # over the registry data and the bytes of every source document
+    directory: Path | None = None  # where it was loaded from (to archive it with a rulebook)
 
     def __contains__(self, evidence_id: object) -> bool:
         return evidence_id in self.entries
@@ -138,6 +139,7 @@ def load_evidence(seeds_dir: Path) -> EvidenceRegistry:
         sources=MappingProxyType(sources),
         entries=MappingProxyType(entries),
         sha256=digest.hexdigest(),
+        directory=seeds_dir,
     )
 
 

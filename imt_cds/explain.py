@@ -1,0 +1,247 @@
+"""Why a finding is in an assessment, and why one is not.
+
+- *Why*: the finding's derivation tree, from the rule (and version) that produced it through the derived facts it
+  used, each with the rule that derived it, down to the input facts and the tests they passed.
+- *Why not*: for a finding code that did not appear, every rule that can produce it and, for each, either the
+  suppression that withheld it, or, for each branch of its condition, the first condition that failed with the
+  patient's actual value ("molecular.alk.status is unknown; needs = positive"). A derived fact that did not hold is
+  explained the same way, recursively; a derived fact that had to be absent is shown with why it held.
+
+Nothing here evaluates a condition: which fact tests hold comes from the engine (``Engine.true_conditions``) and
+which derived facts hold from the assessment. This module only reads those verdicts in the order of the conditions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .assessment import Assessment, DerivedFact, Reason
+from .conditions import Atom, Conjunction, DerivedTest, to_dnf
+from .engine import Engine
+from .errors import InvalidInputError, InputProblem
+from .fact_fields import fact_fields
+from .facts import PatientFacts
+from .rulebook import Rule, Rulebook
+
+__all__ = ["Explanation", "explain"]
+
+_MAX_DEPTH = 6  # derived facts nest three deep in v0.1; the bound only guards against a malformed rulebook
+
+
+@dataclass(frozen=True)
+class Explanation:
+    patient_id: str | None
+    why: tuple[dict[str, Any], ...]  # one tree per finding explained
+    why_not: tuple[dict[str, Any], ...]  # for a requested code that is absent: one entry per producing rule
+    code: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patient_id": self.patient_id, "code": self.code, "why": list(self.why),
+                "why_not": list(self.why_not)}
+
+    def to_text(self) -> str:
+        lines: list[str] = []
+        for tree in self.why:
+            lines.append(f"Why {tree['code']} ({tree['title']}): rule {tree['rule']['id']} v{tree['rule']['version']}")
+            if tree.get("also_from"):
+                lines.append(f"  (also produced by {', '.join(r['id'] for r in tree['also_from'])})")
+            lines.extend(_render_reasons(tree["because"], 1) or ["  - applies to every patient"])
+        if self.code is not None and not self.why:
+            lines.append(f"Why not {self.code}:")
+            for entry in self.why_not:
+                lines.extend(_render_why_not(entry, 1))
+        return "\n".join(lines) + "\n"
+
+
+def explain(engine: Engine, facts: PatientFacts | Mapping[str, Any], code: str | None = None) -> Explanation:
+    """Explain every finding of a patient's assessment, or one code (why if present, why not if absent)."""
+    rulebook = engine.rulebook
+    if code is not None and code not in rulebook.finding_codes:
+        close = difflib.get_close_matches(code, rulebook.finding_codes, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise InvalidInputError([InputProblem("code", f"{code!r} is not a finding code of rulebook "
+                                                      f"{rulebook.name} {rulebook.version}{hint}", code)])
+    assessment = engine.evaluate(facts)
+    builder = _Builder(engine, assessment)
+    if code is None:
+        return Explanation(assessment.patient_id, tuple(builder.why(f.code) for f in assessment.findings), (), None)
+    if code in assessment.codes:
+        return Explanation(assessment.patient_id, (builder.why(code),), (), code)
+    return Explanation(assessment.patient_id, (), tuple(builder.why_not(code)), code)
+
+
+class _Builder:
+    def __init__(self, engine: Engine, assessment: Assessment):
+        self.rulebook: Rulebook = engine.rulebook
+        self.assessment = assessment
+        self.engine = engine
+        self.derived: dict[str, list[DerivedFact]] = {}
+        for fact in assessment.derived_facts:
+            self.derived.setdefault(fact.name, []).append(fact)
+        self._true: frozenset[Atom] | None = None
+
+    @property
+    def true_conditions(self) -> frozenset[Atom]:
+        if self._true is None:
+            self._true = self.engine.true_conditions(self.assessment.facts)
+        return self._true
+
+    # -- why --
+
+    def why(self, code: str) -> dict[str, Any]:
+        finding = self.assessment.finding(code)
+        assert finding is not None
+        tree: dict[str, Any] = {"code": code, "title": finding.title, "rule": finding.rule._asdict(),
+                                "because": [self._reason(r, set()) for r in finding.because]}
+        if finding.also_from:
+            tree["also_from"] = [a.rule._asdict() for a in finding.also_from]
+        return tree
+
+    def _reason(self, reason: Reason, seen: set[str]) -> dict[str, Any]:
+        if reason.fact is not None:
+            return {"fact": reason.fact, "expected": reason.expected, "actual": reason.actual, "holds": True}
+        node: dict[str, Any] = {"derived": reason.derived, "holds": reason.holds}
+        if reason.holds and reason.derived not in seen and len(seen) < _MAX_DEPTH:
+            node["derived_by"] = [self._derivation(f, seen | {reason.derived}) for f in self.derived.get(
+                reason.derived or "", [])]
+        return node
+
+    def _derivation(self, fact: DerivedFact, seen: set[str]) -> dict[str, Any]:
+        node: dict[str, Any] = {"rule": fact.rule._asdict(), "because": [self._reason(r, seen) for r in fact.because]}
+        if fact.reason is not None:
+            node["reason"] = {**fact.reason._asdict(), "text": fact.reason_text}
+        return node
+
+    # -- why not --
+
+    def why_not(self, code: str) -> list[dict[str, Any]]:
+        entries = []
+        suppressed = {s.finding.rule.id: s for s in self.assessment.suppressed if s.finding.code == code}
+        for rule in self.rulebook.producers(code):
+            spec = next(f for f in rule.findings if f.code == code)
+            entry: dict[str, Any] = {"rule": {"id": rule.id, "version": rule.version}, "title": rule.title}
+            if rule.id in suppressed:
+                item = suppressed[rule.id]
+                entry["outcome"] = "suppressed"
+                entry["suppressed_by"] = {"rule": item.suppression_rule._asdict(), "fact": item.fact,
+                                          "derived_by": item.by._asdict(), "reasons": list(item.reasons)}
+            else:
+                condition_branches = to_dnf(rule.when) if rule.when is not None else ((),)
+                extra = to_dnf(spec.when) if spec.when is not None else ((),)
+                entry["outcome"] = "did not apply"
+                entry["branches"] = [self._first_failure(branch + more, set())
+                                     for branch in condition_branches for more in extra]
+            entries.append(entry)
+        return entries
+
+    def _first_failure(self, branch: Conjunction, seen: set[str]) -> dict[str, Any]:
+        """The first condition of a branch that failed, with the patient's actual value (or the derived fact)."""
+        for literal in branch:
+            if isinstance(literal, Atom):
+                if literal in self.true_conditions:
+                    continue
+                field = fact_fields()[literal.path]
+                actual = operator.attrgetter(literal.path)(self.assessment.facts)
+                if isinstance(actual, frozenset):
+                    actual = sorted(actual)
+                return {"fact": literal.path, "actual": actual,
+                        "expected": literal.expected_text(self.rulebook.parameter_values, field), "holds": False}
+            assert isinstance(literal, DerivedTest)
+            holds = literal.name in self.assessment.derived_names
+            if holds == literal.present:
+                continue
+            node: dict[str, Any] = {"derived": literal.name, "holds": holds, "required": literal.present}
+            if len(seen) < _MAX_DEPTH and literal.name not in seen:
+                if literal.present:  # needed but absent: why was it not derived?
+                    node["why_not"] = [self._why_not_derived(rule, seen | {literal.name})
+                                       for rule in self._deriving(literal.name)]
+                else:  # had to be absent but held: how it was derived
+                    node["derived_by"] = [self._derivation(f, seen | {literal.name})
+                                          for f in self.derived.get(literal.name, [])]
+            return node
+        return {"note": "every condition of this branch holds"}  # pragma: no cover - then the rule would have fired
+
+    def _deriving(self, name: str) -> list[Rule]:
+        return [r for r in self.rulebook.rules if r.derives == name and not r.reasons]
+
+    def _why_not_derived(self, rule: Rule, seen: set[str]) -> dict[str, Any]:
+        branches = to_dnf(rule.when) if rule.when is not None else ((),)
+        return {"rule": {"id": rule.id, "version": rule.version}, "title": rule.title,
+                "branches": [self._first_failure(branch, seen) for branch in branches]}
+
+
+# --- text -----------------------------------------------------------------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return "{" + ", ".join(value) + "}"
+    return str(value)
+
+
+def _line(text: str, depth: int) -> list[str]:
+    indent = "  " * depth
+    return textwrap.wrap(text, 110, initial_indent=f"{indent}- ", subsequent_indent=f"{indent}  ")
+
+
+def _render_reasons(reasons: list[dict[str, Any]], depth: int) -> list[str]:
+    lines: list[str] = []
+    for node in reasons:
+        if "fact" in node:
+            lines += _line(f"`{node['fact']}` is `{_value(node['actual'])}` (needs {node['expected']})", depth)
+        elif node["holds"]:
+            lines += _line(f"{node['derived']} holds", depth)
+            for derivation in node.get("derived_by", []):
+                reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
+                lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth + 1)
+                lines += _render_reasons(derivation["because"], depth + 2)
+        else:
+            lines += _line(f"{node['derived']} does not hold (as required)", depth)
+    return lines
+
+
+def _render_failure(node: dict[str, Any], depth: int) -> list[str]:
+    if "fact" in node:
+        return _line(f"`{node['fact']}` is `{_value(node['actual'])}`; needs {node['expected']}", depth)
+    if "derived" not in node:
+        return _line(node.get("note", ""), depth)
+    if node["required"]:
+        lines = _line(f"{node['derived']} does not hold; it is required", depth)
+        for entry in node.get("why_not", []):
+            lines += _line(f"{entry['rule']['id']} did not derive it:", depth + 1)
+            for branch in entry["branches"]:
+                lines += _render_failure(branch, depth + 2)
+        return lines
+    lines = _line(f"{node['derived']} holds; it must be absent", depth)
+    for derivation in node.get("derived_by", []):
+        reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
+        lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth + 1)
+        lines += _render_reasons(derivation["because"], depth + 2)
+    return lines
+
+
+def _render_why_not(entry: dict[str, Any], depth: int) -> list[str]:
+    rule = entry["rule"]
+    if entry["outcome"] == "suppressed":
+        by = entry["suppressed_by"]
+        reasons = "; ".join(by["reasons"]) or by["fact"]
+        return _line(f"rule {rule['id']} v{rule['version']} ({entry['title']}) applied, but its finding was "
+                     f"suppressed by {by['rule']['id']} because {by['fact']} holds ({reasons})", depth - 1)
+    lines = _line(f"rule {rule['id']} v{rule['version']} ({entry['title']}) did not apply:", depth - 1)
+    several = len(entry["branches"]) > 1
+    for index, branch in enumerate(entry["branches"], 1):
+        if several:
+            lines += _line(f"branch {index}:", depth)
+        lines += _render_failure(branch, depth + (1 if several else 0))
+    return lines

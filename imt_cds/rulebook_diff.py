@@ -1,0 +1,290 @@
+"""``imt-cds rules diff OLD NEW``: what changed between two rulebooks, and for which patients it matters.
+
+Structure: rules added, removed and changed (a change to what a rule does — its condition, findings, texts,
+evidence, strength or kind — without a version bump is an error; a change to examples or description alone is
+not), changed parameters, changed evidence, and whether the rulebook's own version was bumped.
+
+Outcome: over the whole input space, which patients get a different assessment (any finding emitted or suppressed
+differently). The input space is finite once every field is split into *classes* on which all tests of both
+rulebooks are constant (each enum value; for numbers the intervals between the thresholds the rules use; ...).
+The number of classes of the fields involved whose outcome changes is counted exactly, by splitting on fields and
+asking z3 whether a sub-space is all-changed, all-unchanged or mixed; a few example patients are evaluated with both
+real engines. When the count would take too many solver calls it is reported as a lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import z3
+from z3.z3util import get_vars
+
+from .conditions import Atom, literals
+from .engine import Engine
+from .fact_fields import fact_fields
+from .rulebook import Rulebook
+from .symbolic import Encoding, SymbolicPatient, gene_symbols, real
+
+__all__ = ["RulebookDiff", "diff_rulebooks"]
+
+_UNVERSIONED_KEYS = ("version", "examples", "description")  # changes to these alone need no version bump
+_COUNT_BUDGET = 20_000  # solver calls for the exact count before settling for a lower bound
+
+
+@dataclass
+class RuleChange:
+    rule: str
+    change: str  # added | removed | changed | documentation
+    old_version: str | None = None
+    new_version: str | None = None
+    fields: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass
+class RulebookDiff:
+    old: str
+    new: str
+    rules: list[RuleChange] = field(default_factory=list)
+    parameters: list[tuple[str, Any, Any]] = field(default_factory=list)
+    evidence: list[tuple[str, str]] = field(default_factory=list)  # (evidence id, added | removed | changed)
+    errors: list[str] = field(default_factory=list)
+    changed_classes: int = 0
+    count_is_exact: bool = True
+    class_fields: tuple[str, ...] = ()
+    total_classes: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not any(c.error for c in self.rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "old": self.old, "new": self.new, "ok": self.ok, "errors": self.errors,
+            "rules": [c.__dict__ | {"fields": list(c.fields)} for c in self.rules],
+            "parameters": [{"name": n, "old": o, "new": v} for n, o, v in self.parameters],
+            "evidence": [{"id": i, "change": c} for i, c in self.evidence],
+            "outcome": {"changed_classes": self.changed_classes, "exact": self.count_is_exact,
+                        "over_fields": list(self.class_fields), "classes_of_these_fields": self.total_classes,
+                        "examples": self.examples},
+        }
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in (version or "0.0.0").split("."))
+
+
+def _raw_rules(rulebook: Rulebook) -> dict[str, dict[str, Any]]:
+    """Each rule's data as written, reasons (C1...) as rules of their own."""
+    rules: dict[str, dict[str, Any]] = {}
+    for raw in rulebook.source["rules"]:
+        rules[raw["id"]] = {k: v for k, v in raw.items() if k != "reasons"}
+        for reason in raw.get("reasons", []):
+            rules[reason["id"]] = dict(reason)
+    return rules
+
+
+def diff_rulebooks(old: Rulebook, new: Rulebook, examples: int = 3) -> RulebookDiff:
+    result = RulebookDiff(f"{old.name} {old.version}", f"{new.name} {new.version}")
+    _structure(old, new, result)
+    _outcome(old, new, result, examples)
+    return result
+
+
+def _structure(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
+    before, after = _raw_rules(old), _raw_rules(new)
+    for rule_id in sorted(before.keys() | after.keys()):
+        a, b = before.get(rule_id), after.get(rule_id)
+        if a is None:
+            result.rules.append(RuleChange(rule_id, "added", None, b["version"]))  # type: ignore[index]
+            continue
+        if b is None:
+            result.rules.append(RuleChange(rule_id, "removed", a["version"], None))
+            continue
+        changed = tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k != "version"))
+        if not changed:
+            continue
+        behavioural = tuple(k for k in changed if k not in _UNVERSIONED_KEYS)
+        change = RuleChange(rule_id, "changed" if behavioural else "documentation", a["version"], b["version"],
+                            changed)
+        if behavioural and _version_tuple(b["version"]) <= _version_tuple(a["version"]):
+            change.error = (f"{rule_id} changed ({', '.join(behavioural)}) but its version was not bumped "
+                            f"(still {b['version']})")
+        result.rules.append(change)
+    for name in sorted(old.parameters.keys() | new.parameters.keys()):
+        a_value = old.parameters[name].value if name in old.parameters else None
+        b_value = new.parameters[name].value if name in new.parameters else None
+        if a_value != b_value:
+            result.parameters.append((name, a_value, b_value))
+    if old.evidence.sha256 != new.evidence.sha256:
+        for evidence_id in sorted(old.evidence.entries.keys() | new.evidence.entries.keys()):
+            a_entry, b_entry = old.evidence.entries.get(evidence_id), new.evidence.entries.get(evidence_id)
+            if a_entry != b_entry:
+                kind = "added" if a_entry is None else "removed" if b_entry is None else "changed"
+                result.evidence.append((evidence_id, kind))
+        if not result.evidence:
+            result.evidence.append(("(source documents)", "changed"))
+    content_changed = (any(c.change != "documentation" for c in result.rules) or result.parameters
+                       or result.evidence)
+    if content_changed and _version_tuple(new.version) <= _version_tuple(old.version):
+        result.errors.append(f"the rulebook changed but its version in rulebook.yaml was not bumped (still "
+                             f"{new.version})")
+
+
+# --- outcome over the input space ---------------------------------------------------------------------------------
+
+
+def _classes(path: str, p: SymbolicPatient, rulebooks: Iterable[Rulebook]) -> list[Any]:
+    """Constraints splitting one field into classes on which every test of the rulebooks is constant."""
+    field_ = fact_fields()[path]
+    var = p.vars[path]
+    if field_.kind in ("enum", "tristate"):
+        size = len(field_.values) + (1 if field_.nullable else 0) if field_.kind == "enum" else 3
+        return [var == i for i in range(size)]
+    if field_.kind == "boolean":
+        return [var, z3.Not(var)]
+    if field_.kind == "gene":
+        return [var == i for i in range(len(p.symbols) + 2)]
+    atoms = [lit for rb in rulebooks for rule in rb.rules for cond in [rule.when] + [f.when for f in rule.findings]
+             if cond is not None for lit in literals(cond) if isinstance(lit, Atom) and lit.path == path]
+    if field_.kind == "set":
+        mentioned: list[frozenset[str]] = []
+        for atom in atoms:
+            values = atom.operand if isinstance(atom.operand, tuple) else (atom.operand,)
+            mentioned.extend(v for v in values if isinstance(v, frozenset) and v not in mentioned)
+        exact = [p.equals(path, s) for s in mentioned]
+        return [*exact, z3.And([z3.Not(e) for e in exact]) if exact else z3.BoolVal(True)]
+    known, number = var
+    thresholds = sorted({float(a.resolved(rb.parameter_values)) for rb in rulebooks for a in atoms
+                         if a.op in ("gt", "gte", "lt", "lte")})
+    classes = [z3.Not(known)]
+    bounds = [None, *thresholds, None]
+    for low, high in zip(bounds, bounds[1:], strict=False):
+        parts = [known]
+        if low is not None:
+            parts.append(number > real(low))
+        if high is not None:
+            parts.append(number < real(high))
+        classes.append(z3.And(parts))
+        if high is not None:
+            classes.append(z3.And(known, number == real(high)))
+    return classes
+
+
+def _outcome(old: Rulebook, new: Rulebook, result: RulebookDiff, examples: int) -> None:
+    symbols = gene_symbols([old, new])
+    before, after = Encoding(old, symbols), Encoding(new, symbols)
+    p = SymbolicPatient("p", symbols)
+    codes = sorted(set(old.finding_codes) | set(new.finding_codes))
+    # A finding whose formula is the same in both rulebooks (z3 shares identical terms) cannot differ: leave it out,
+    # so that only the fields the change involves are split into classes.
+    parts = [a != b for c in codes for a, b in ((before.emitted(p, c), after.emitted(p, c)),
+                                                (before.withheld(p, c), after.withheld(p, c))) if not a.eq(b)]
+    differs = z3.Or(parts) if parts else z3.BoolVal(False)
+    # the fields the difference mentions (z3 variables are named "<patient>.<path>[.<part>]") ...
+    names = {str(v)[len(p.name) + 1:] for v in get_vars(differs)}
+    mentioned = [path for path in p.vars if any(n == path or n.startswith(path + ".") for n in names)]
+    # ... and those it really depends on: a field matters if two patients differing only in it can disagree
+    paths = _support(differs, mentioned, old, new, symbols)
+    result.class_fields = tuple(paths)
+    classes = {path: _classes(path, p, [old, new]) for path in paths}
+    feasible: dict[str, list[Any]] = {}
+    for path, options in classes.items():
+        solver = z3.Solver()
+        solver.add(p.domain_constraints)
+        feasible[path] = [c for c in options if solver.check(_indicator(solver, c)) == z3.sat]
+    result.total_classes = math.prod(len(v) for v in feasible.values()) if paths else 1
+    result.changed_classes, result.count_is_exact = _count(differs, p, [feasible[path] for path in paths])
+    if result.changed_classes:
+        result.examples = _examples(differs, p, old, new, feasible, examples)
+
+
+def _support(differs: Any, mentioned: list[str], old: Rulebook, new: Rulebook, symbols: tuple[str, ...]) -> list[str]:
+    """The fields whose value can change whether the outcome differs (the others do not matter at all)."""
+    q = SymbolicPatient("q", symbols)
+    before, after = Encoding(old, symbols), Encoding(new, symbols)
+    codes = sorted(set(old.finding_codes) | set(new.finding_codes))
+    parts = [a != b for c in codes for a, b in ((before.emitted(q, c), after.emitted(q, c)),
+                                                (before.withheld(q, c), after.withheld(q, c))) if not a.eq(b)]
+    differs_q = z3.Or(parts) if parts else z3.BoolVal(False)
+    p_vars = SymbolicPatient("p", symbols).vars
+    support = []
+    for path in mentioned:
+        same = []
+        for other, var in p_vars.items():
+            if other == path:
+                continue
+            twin = q.vars[other]
+            if isinstance(var, tuple):
+                same += [var[0] == twin[0], var[1] == twin[1]]
+            elif isinstance(var, dict):
+                same += [bit == twin[m] for m, bit in var.items()]
+            else:
+                same.append(var == twin)
+        solver = z3.Solver()
+        solver.add(*SymbolicPatient("p", symbols).domain_constraints, *q.domain_constraints, *same, differs != differs_q)
+        if solver.check() == z3.sat:
+            support.append(path)
+    return support
+
+
+def _indicator(solver: Any, constraint: Any) -> Any:
+    flag = z3.FreshBool()
+    solver.add(z3.Implies(flag, constraint))
+    return flag
+
+
+def _count(formula: Any, p: SymbolicPatient, fields: list[list[Any]]) -> tuple[int, bool]:
+    """How many combinations of classes (one per field) satisfy the formula everywhere in them.
+
+    Classes are chosen so that every test is constant on each, so a combination either satisfies the formula
+    throughout or nowhere; sub-spaces where the formula is valid or unsatisfiable are counted without splitting.
+    """
+    positive, negative = z3.Solver(), z3.Solver()
+    for solver, goal in ((positive, formula), (negative, z3.Not(formula))):
+        solver.add(p.domain_constraints)
+        solver.add(goal)
+    flags = [[(_indicator(positive, c), _indicator(negative, c)) for c in options] for options in fields]
+    budget = [_COUNT_BUDGET]
+    exact = [True]
+
+    def count(level: int, chosen_pos: list[Any], chosen_neg: list[Any]) -> int:
+        if budget[0] <= 0:
+            exact[0] = False
+            return 0
+        budget[0] -= 2
+        if positive.check(*chosen_pos) == z3.unsat:
+            return 0
+        if negative.check(*chosen_neg) == z3.unsat:
+            return math.prod(len(options) for options in fields[level:])
+        if level == len(fields):
+            return 1  # pragma: no cover - with classes on which all tests are constant, one of the above holds
+        return sum(count(level + 1, chosen_pos + [fp], chosen_neg + [fn]) for fp, fn in flags[level])
+
+    return count(0, [], []), exact[0]
+
+
+def _examples(formula: Any, p: SymbolicPatient, old: Rulebook, new: Rulebook, feasible: dict[str, list[Any]],
+              limit: int) -> list[dict[str, Any]]:
+    optimizer = z3.Optimize()
+    optimizer.add(p.domain_constraints)
+    optimizer.add(formula)
+    for soft in p.defaults():
+        optimizer.add_soft(soft)
+    engines = (Engine(old), Engine(new))
+    found = []
+    while len(found) < limit and optimizer.check() == z3.sat:
+        model = optimizer.model()
+        patient = p.read(model)
+        a, b = (engine.evaluate(patient) for engine in engines)
+        found.append({"patient": patient, "old": sorted(a.codes), "new": sorted(b.codes),
+                      "old_suppressed": sorted(a.suppressed_codes), "new_suppressed": sorted(b.suppressed_codes)})
+        # block this example's classes so that the next one differs in some field that matters
+        in_class = [next(c for c in options if z3.is_true(model.eval(c, model_completion=True)))
+                    for options in feasible.values()]
+        optimizer.add(z3.Not(z3.And(in_class)) if in_class else z3.BoolVal(False))
+    return found
