@@ -1,0 +1,180 @@
+"""FHIR R4 (mCODE, Genomics Reporting) resources -> patient facts: what is read, from where, and what is refused."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from imt_cds import InvalidInputError, evaluate
+from imt_cds.fhir import facts_from_bundle, facts_from_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+EXAMPLE = json.loads((ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json").read_text())
+ON = date(2026, 11, 21)
+
+
+def resources(bundle=EXAMPLE):
+    return [copy.deepcopy(entry["resource"]) for entry in bundle["entry"]]
+
+
+def by_id(items, resource_id):
+    return next(r for r in items if r.get("id") == resource_id)
+
+
+def test_the_example_bundle_gives_the_expected_facts_each_with_its_source():
+    result = facts_from_bundle(EXAMPLE, ON)
+    assert result.ok and result.problems == ()
+    facts = result.facts.model_dump(mode="json")
+    assert facts["patient_id"] == "imt-example-1"
+    assert facts["age_years"] == pytest.approx(10.6904, abs=1e-4)
+    assert facts["tumor"] == {"site": "thoracic", "size_cm": 6.0, "resectability": "unresectable",
+                                   "distant_disease": True, "epithelioid_morphology": False}
+    assert facts["molecular"]["alk"] == {"status": "positive", "methods": ["FISH"], "fusion_partner": "TPM3",
+                                         "ihc_pattern": None}
+    assert facts["molecular"]["ros1"]["status"] == "unknown"  # no result is unknown, never negative
+    assert result.sources["tumor.size_cm"] == ("Observation/imt-size",)
+    assert result.sources["tumor.distant_disease"] == ("Condition/imt-distant",)
+    assert result.sources["molecular.alk.fusion_partner"] == ("Observation/imt-alk-fusion",)
+    assert "REC_CRIZOTINIB_ALK" in evaluate(result.facts).codes
+
+
+def test_age_is_in_calendar_years_at_the_evaluation_date():
+    items = resources()
+    by_id(items, "imt-example-1")["birthDate"] = "2025-11-21"
+    assert facts_from_resources(items, ON).facts.age_years == 1.0  # the first birthday is exactly 1
+    assert facts_from_resources(items, date(2026, 11, 20)).facts.age_years < 1
+
+
+@pytest.mark.parametrize("birth", ["2016", "2016-03"])
+def test_a_partial_birth_date_leaves_the_age_unknown(birth):
+    items = resources()
+    by_id(items, "imt-example-1")["birthDate"] = birth
+    result = facts_from_resources(items, ON)
+    assert result.facts.age_years is None
+    assert any(p.path == "age_years" and "not a full date" in p.message for p in result.problems)
+
+
+def test_sizes_in_mm_and_cm_are_read_and_other_units_refused():
+    items = resources()
+    size = by_id(items, "imt-size")["component"][0]["valueQuantity"]
+    size.update(value=4.2, unit="cm", code="cm")
+    assert facts_from_resources(items, ON).facts.tumor.size_cm == 4.2
+    size.update(value=2, unit="[in_i]", code="[in_i]")
+    result = facts_from_resources(items, ON)
+    assert result.facts.tumor.size_cm is None
+    assert any("only cm and mm" in p.message for p in result.problems)
+
+
+def test_an_unmapped_body_site_is_other_and_no_primary_condition_is_unknown():
+    items = resources()
+    by_id(items, "imt-primary")["bodySite"][0]["coding"][0]["code"] = "76752008"  # breast: not an IMT site class
+    assert facts_from_resources(items, ON).facts.tumor.site == "other"
+    without = [r for r in items if r.get("id") != "imt-primary"]
+    assert facts_from_resources(without, ON).facts.tumor.site == "unknown"
+
+
+def test_a_tested_absent_fusion_is_negative():
+    items = resources()
+    fusion = by_id(items, "imt-alk-fusion")
+    fusion["valueCodeableConcept"]["coding"][0].update(code="LA9634-2", display="Absent")
+    facts = facts_from_resources(items, ON).facts
+    assert facts.molecular.alk.status == "negative" and facts.molecular.alk.fusion_partner is None
+
+
+def test_genes_are_matched_by_hgnc_code_not_by_name():
+    items = resources()
+    gene = by_id(items, "imt-alk-fusion")["component"][0]["valueCodeableConcept"]["coding"][0]
+    gene.update(code="HGNC:10261", display="ALK")  # a ROS1 code wrongly displayed as ALK: the code decides
+    facts = facts_from_resources(items, ON).facts
+    assert facts.molecular.ros1.status == "positive" and facts.molecular.alk.status == "unknown"
+
+
+def test_conflicting_resources_are_reported_and_the_fact_left_unknown():
+    items = resources()
+    second = copy.deepcopy(by_id(items, "imt-size"))
+    second["id"] = "imt-size-2"
+    second["component"][0]["valueQuantity"]["value"] = 45
+    absent = copy.deepcopy(by_id(items, "imt-alk-fusion"))
+    absent["id"] = "imt-alk-absent"
+    absent["valueCodeableConcept"]["coding"][0].update(code="LA9634-2", display="Absent")
+    result = facts_from_resources([*items, second, absent], ON)
+    assert result.facts.tumor.size_cm is None and result.facts.molecular.alk.status == "unknown"
+    messages = " ".join(p.message for p in result.problems)
+    assert "conflicting values for tumor.size_cm" in messages and "conflicting values for molecular.alk.status" in messages
+
+
+def test_a_conflict_about_a_yes_no_fact_stops_evaluation():
+    items = resources()
+    items.append({"resourceType": "Procedure", "id": "resection", "status": "completed", "subject": {
+        "reference": "Patient/imt-example-1"}, "code": {"text": "resection"}, "meta": {"profile": [
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-related-surgical-procedure"]}})
+    items.append({"resourceType": "Observation", "id": "no-surgery", "status": "final", "code": {"coding": [
+        {"system": "urn:imt-cds:fact", "code": "history.surgery_done"}]}, "valueBoolean": False,
+        "subject": {"reference": "Patient/imt-example-1"}})
+    result = facts_from_resources(items, ON)
+    assert result.facts is None and not result.ok
+    (error,) = [p for p in result.problems if p.severity == "error"]
+    assert error.path == "history.surgery_done" and "nothing is evaluated" in error.message
+
+
+def test_a_malformed_resource_is_reported_and_skipped():
+    items = resources()
+    by_id(items, "imt-size")["effectiveDateTime"] = "last tuesday"
+    result = facts_from_resources(items, ON)
+    assert result.ok and result.facts.tumor.size_cm is None
+    assert any(p.where == "Observation/imt-size" and "malformed Observation" in p.message for p in result.problems)
+    assert facts_from_resources([*items, "not a resource", {"no": "type"}], ON).ok
+
+
+def test_resources_about_another_patient_are_not_used():
+    items = resources()
+    by_id(items, "imt-size")["subject"]["reference"] = "Patient/someone-else"
+    result = facts_from_resources(items, ON)
+    assert result.facts.tumor.size_cm is None
+    assert any("about Patient/someone-else" in p.message for p in result.problems)
+
+
+def test_the_project_code_system_is_checked():
+    items = resources()
+    by_id(items, "imt-resectability")["code"]["coding"][0]["code"] = "tumor.resectabilty"
+    by_id(items, "imt-respiratory")["valueBoolean"] = None
+    by_id(items, "imt-respiratory")["valueString"] = "sometimes"
+    result = facts_from_resources(items, ON)
+    assert result.facts.tumor.resectability == "unknown" and result.facts.symptoms.respiratory is None
+    messages = " ".join(p.message for p in result.problems)
+    assert "did you mean 'tumor.resectability'" in messages and "value not allowed for symptoms.respiratory" in messages
+
+
+def test_only_final_results_are_used():
+    items = resources()
+    by_id(items, "imt-alk-fusion")["status"] = "preliminary"
+    result = facts_from_resources(items, ON)
+    assert result.facts.molecular.alk.status == "unknown"
+
+
+def test_anything_but_a_bundle_is_refused():
+    with pytest.raises(InvalidInputError, match="expected a FHIR Bundle"):
+        facts_from_bundle({"resourceType": "Patient"}, ON)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared fixtures are not beside this checkout")
+def test_published_mcode_and_genomics_reporting_examples_are_read():
+    jenny = facts_from_bundle(json.loads((SHARED / "mcode-4.0.0-examples/Bundle-mcode-patient-bundle-jenny-m.json")
+                                         .read_text()), ON)
+    assert jenny.ok
+    assert (jenny.facts.tumor.size_cm, jenny.facts.history.surgery_done, jenny.facts.tumor.distant_disease) == (
+        2.5, True, False)
+    met_alk = json.loads((SHARED / "mcode-4.0.0-examples/Observation-gx-genomic-variant-fusion-met-alk.json")
+                         .read_text())
+    alk = facts_from_resources([met_alk], ON).facts.molecular.alk
+    assert (alk.status, alk.fusion_partner) == ("positive", "MET")
+    ros1 = json.loads((SHARED / "genomics-reporting-3.0.0-examples/Observation-ROS1-Fusion-var.json").read_text())
+    assert facts_from_resources([ros1], ON).facts.molecular.ros1.status == "positive"
+    negative = json.loads((SHARED / "mcode-4.0.0-examples/"
+                                    "Observation-gx-genomic-variant-pertinent-negative-nras-kit-braf.json").read_text())
+    assert facts_from_resources([negative], ON).facts.molecular.alk.status == "unknown"  # NRAS/KIT/BRAF: not ours
