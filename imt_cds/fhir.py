@@ -143,7 +143,11 @@ def facts_from_bundle(bundle: Any, on: date | None = None) -> FhirFacts:
 
 def facts_from_resources(resources: Iterable[Any], on: date | None = None) -> FhirFacts:
     """Facts from FHIR resources (parsed JSON), e.g. a CDS Hooks prefetch or a Bundle's entries."""
-    reader = _Reader(on or datetime.now(timezone.utc).date())
+    try:
+        from fhir.resources.R4B import get_fhir_model_class
+    except ImportError as exc:  # never let a missing library look like malformed resources
+        raise ImportError("reading FHIR needs the fhir.resources package: pip install 'imt-cds[fhir]'") from exc
+    reader = _Reader(on or datetime.now(timezone.utc).date(), get_fhir_model_class)
     for index, resource in enumerate(resources):
         reader.read(index, resource)
     return reader.result()
@@ -161,6 +165,7 @@ class _Candidate:
 @dataclass
 class _Reader:
     on: date
+    model_class: Any  # fhir.resources.R4B.get_fhir_model_class
     candidates: dict[str, list[_Candidate]] = field(default_factory=dict)
     problems: list[FhirProblem] = field(default_factory=list)
     methods: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # gene -> (method, source)
@@ -186,9 +191,7 @@ class _Reader:
         if handler is None:
             return  # other resource types carry nothing the rules use
         try:
-            from fhir.resources.R4B import get_fhir_model_class
-
-            resource = get_fhir_model_class(kind).model_validate(dict(raw))
+            resource = self.model_class(kind).model_validate(dict(raw))
         except Exception as exc:  # noqa: BLE001 - any parse failure of one resource: report it and go on
             first = str(exc).splitlines()
             detail = first[1].strip() + ": " + first[2].strip() if len(first) > 2 else str(exc)[:200]
