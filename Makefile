@@ -1,6 +1,7 @@
 # The two commands of the README. Each creates .venv and installs what is missing on first use.
 #   make demo   - evaluate the shipped example patients (the main job)
-#   make test   - run the whole test suite (what CI runs: .ci/run calls `make test`)
+#   make test   - run the whole test suite (what CI runs: .ci/run calls `make test`); it first installs the
+#                 system packages the tests need when missing (PostgreSQL, Chromium: tests/system_setup.sh)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,6 +23,7 @@ demo: $(STAMP)
 	done
 
 test: $(STAMP)
+	bash tests/system_setup.sh
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest
 
 bench: $(STAMP)

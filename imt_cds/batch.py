@@ -46,14 +46,21 @@ class BatchSummary:
 
 
 @lru_cache(maxsize=4)
-def _engine(rules: str | None):  # type: ignore[no-untyped-def]
-    # One engine per (process, rulebook). Worker processes forked after the parent built it inherit it.
+def _engine(rules: str | None, audit: tuple[str, bool] | None = None):  # type: ignore[no-untyped-def]
+    # One engine per (process, rulebook, audit store). Worker processes forked after the parent built it inherit it
+    # (an inherited audit store opens its own connection in the child). An audit failure is not a bad line: it
+    # propagates and stops the run, since no assessment may be output unrecorded.
     from .engine import Engine
 
-    return Engine(rules, cache_size=CACHE_SIZE)
+    if audit is None:
+        return Engine(rules, cache_size=CACHE_SIZE)
+    from .audit import open_store
+
+    return Engine(rules, cache_size=CACHE_SIZE, audit=open_store(audit[0], store_input=audit[1]))
 
 
-def evaluate_line(number: int, text: bytes, rules: str | None = None) -> tuple[bytes, int]:
+def evaluate_line(number: int, text: bytes, rules: str | None = None,
+                  audit: tuple[str, bool] | None = None) -> tuple[bytes, int]:
     """Evaluate one NDJSON line; return the output line (JSON bytes, no newline) and its status."""
     from .validation import parse_facts_json
 
@@ -65,16 +72,17 @@ def evaluate_line(number: int, text: bytes, rules: str | None = None) -> tuple[b
     except InvalidInputError as exc:
         return orjson.dumps({"line": number, **exc.to_dict()}), INVALID
     try:
-        assessment = _engine(rules).evaluate(facts)
+        assessment = _engine(rules, audit).evaluate(facts)
     except EngineError as exc:
         return orjson.dumps({"line": number, "error": {"code": exc.code, "message": str(exc)}}), FAILED
     return assessment.to_json().encode(), OK
 
 
-def _evaluate_lines(lines: Iterable[tuple[int, bytes]], output: IO[bytes], rules: str | None) -> list[int]:
+def _evaluate_lines(lines: Iterable[tuple[int, bytes]], output: IO[bytes], rules: str | None,
+                    audit: tuple[str, bool] | None = None) -> list[int]:
     counts = [0, 0, 0]
     for number, text in lines:
-        result, status = evaluate_line(number, text, rules)
+        result, status = evaluate_line(number, text, rules, audit)
         output.write(result + b"\n")
         counts[status] += 1
     return counts
@@ -93,12 +101,12 @@ def _numbered_lines(stream: IO[bytes], first_number: int, limit: int | None = No
         number += 1
 
 
-def _work_unit(args: tuple[str, int, int, int, str, str | None]) -> list[int]:
+def _work_unit(args: tuple[str, int, int, int, str, str | None, tuple[str, bool] | None]) -> list[int]:
     """Worker: evaluate the lines in bytes [start, end) of the input, numbered from first_line, into part_path."""
-    source, start, end, first_line, part_path, rules = args
+    source, start, end, first_line, part_path, rules, audit = args
     with open(source, "rb") as stream, open(part_path, "wb", buffering=_WRITE_BUFFER) as output:
         stream.seek(start)
-        return _evaluate_lines(_numbered_lines(stream, first_line, end - start), output, rules)
+        return _evaluate_lines(_numbered_lines(stream, first_line, end - start), output, rules, audit)
 
 
 def _split(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
@@ -144,9 +152,13 @@ class _Progress:
 
 
 def run_batch(source: str, destination: str | None, jobs: int = 1, rules: Path | str | None = None,
-              progress: str = "auto", chunk_bytes: int = _CHUNK_BYTES) -> BatchSummary:
+              progress: str = "auto", chunk_bytes: int = _CHUNK_BYTES, audit: str | Path | None = None,
+              audit_input: bool = True) -> BatchSummary:
+    """``audit``: record every assessment in this audit store (see ``imt_cds.audit.open_store``); ``audit_input``
+    False keeps only each input's sha256 there."""
     rules_key = str(Path(rules).resolve()) if rules is not None else None
-    _engine(rules_key)  # load and check the rulebook before reading any input: a bad rulebook fails fast
+    audit_key = (str(audit), audit_input) if audit is not None else None
+    _engine(rules_key, audit_key)  # load and check the rulebook (and open the store) before reading any input
     show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
     with tempfile.TemporaryDirectory(prefix="imt-cds-batch-") as scratch:
         if source == "-":
@@ -160,9 +172,9 @@ def run_batch(source: str, destination: str | None, jobs: int = 1, rules: Path |
         output = sys.stdout.buffer if destination is None else open(destination, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
         try:
             if jobs > 1:
-                counts = _run_parallel(source, output, jobs, rules_key, scratch, bar, chunk_bytes)
+                counts = _run_parallel(source, output, jobs, rules_key, scratch, bar, chunk_bytes, audit_key)
             else:
-                counts = _run_serial(source, output, rules_key, bar)
+                counts = _run_serial(source, output, rules_key, bar, audit_key)
             output.flush()
         finally:
             bar.close()
@@ -182,15 +194,17 @@ class _CountingWriter:
         return self.output.write(data)
 
 
-def _run_serial(source: str, output: IO[bytes], rules: str | None, bar: _Progress) -> list[int]:
+def _run_serial(source: str, output: IO[bytes], rules: str | None, bar: _Progress,
+                audit: tuple[str, bool] | None = None) -> list[int]:
     with open(source, "rb") as stream:
-        return _evaluate_lines(_numbered_lines(stream, 1), _CountingWriter(output, bar), rules)  # type: ignore[arg-type]
+        lines = _numbered_lines(stream, 1)
+        return _evaluate_lines(lines, _CountingWriter(output, bar), rules, audit)  # type: ignore[arg-type]
 
 
 def _run_parallel(source: str, output: IO[bytes], jobs: int, rules: str | None, scratch: str,
-                  bar: _Progress, chunk_bytes: int) -> list[int]:
+                  bar: _Progress, chunk_bytes: int, audit: tuple[str, bool] | None = None) -> list[int]:
     ranges = _split(source, chunk_bytes)
-    units = [(source, start, end, line, os.path.join(scratch, f"part-{i:06d}"), rules)
+    units = [(source, start, end, line, os.path.join(scratch, f"part-{i:06d}"), rules, audit)
              for i, (start, end, line) in enumerate(ranges)]
     counts = [0, 0, 0]
     with multiprocessing.get_context().Pool(jobs) as pool:

@@ -51,9 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument("path", metavar="PATH", help="patient JSON file, or - to read standard input")
+    evaluate.add_argument("--fhir", action="store_true",
+                          help="PATH is a FHIR R4 Bundle (mCODE, Genomics Reporting): read the facts from it, "
+                          "print what could not be used on stderr (exit 2 when conflicts prevent evaluation)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text",
                           help="text: a consult note (default); json: the assessment document")
     _rules_option(evaluate)
+    _audit_options(evaluate)
     evaluate.set_defaults(run=_run_evaluate)
 
     batch = commands.add_parser(
@@ -71,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar on standard error (auto: only when it is a terminal)")
     _rules_option(batch)
+    _audit_options(batch)
     batch.set_defaults(run=_run_batch)
     for register in _command_groups():
         register(commands)
@@ -79,9 +84,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _command_groups() -> list[Callable[[Any], None]]:
     """Further command groups, each in its own module with a ``register(subparsers)`` function."""
-    from . import cli_rules
+    from . import cli_audit, cli_rules, cli_serve
 
-    return [cli_rules.register]
+    return [cli_rules.register, cli_audit.register, cli_serve.register]
+
+
+def _audit_options(parser: argparse.ArgumentParser) -> None:
+    from .cli_audit import add_audit_options
+
+    add_audit_options(parser)
 
 
 def _rules_option(parser: argparse.ArgumentParser) -> None:
@@ -153,18 +164,45 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .validation import parse_facts_json
 
     try:
-        facts = parse_facts_json(_read_input(args.path))
+        facts = _facts_from_fhir(args.path) if args.fhir else parse_facts_json(_read_input(args.path))
     except InvalidInputError as exc:
         _report_invalid(exc, sys.stderr, source=args.path)
         if args.format == "json":
             sys.stdout.write(orjson.dumps(exc.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_INVALID_INPUT
-    assessment = _engine(args.rules).evaluate(facts)
+    if facts is None:
+        return EXIT_INVALID_INPUT
+    if args.audit:
+        from .cli_audit import audited_engine
+
+        assessment = audited_engine(args, lambda engine: engine.evaluate(facts))
+    else:
+        assessment = _engine(args.rules).evaluate(facts)
     if args.format == "json":
         sys.stdout.write(assessment.to_json(indent=True) + "\n")
     else:
         sys.stdout.write(render_consult_note(assessment))
     return EXIT_OK
+
+
+def _facts_from_fhir(path: str):  # type: ignore[no-untyped-def]
+    """Facts from a FHIR Bundle file; what could not be used goes to stderr. None when nothing can be evaluated."""
+    try:
+        bundle = orjson.loads(_read_input(path))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError([InputProblem("", f"malformed JSON: {exc}", None)]) from None
+    try:
+        from .fhir import facts_from_bundle
+
+        read = facts_from_bundle(bundle)
+    except ImportError as exc:
+        print(f"imt-cds: error: {exc}", file=sys.stderr)
+        return None
+    for problem in read.problems:
+        print(f"imt-cds: FHIR {problem.severity}: {problem}", file=sys.stderr)
+    if read.facts is None:
+        print(f"imt-cds: conflicting FHIR resources in {path}; nothing was evaluated", file=sys.stderr)
+    return read.facts
 
 
 def _report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:
@@ -178,13 +216,17 @@ def _report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None
 
 def _run_batch(args: argparse.Namespace) -> int:
     from .batch import run_batch
+    from .cli_audit import check_audit_target
 
+    check_audit_target(args)
     summary = run_batch(
         source=args.input,
         destination=args.output,
         jobs=args.jobs,
         rules=args.rules,
         progress=args.progress,
+        audit=args.audit,
+        audit_input=not args.audit_no_input,
     )
     print(f"imt-cds batch: {summary.total} line(s): {summary.evaluated} evaluated, {summary.invalid} invalid"
           + (f", {summary.failed} failed" if summary.failed else ""), file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Findings are grouped by kind; each shows what is suggested, why (the input facts it matched, and for each derived
 fact, the facts that derived it, recursively), and the evidence with its verbatim quote. Suppressed findings,
-derived facts and the provenance follow. This is a renderer: it reads an ``Assessment`` and decides nothing.
+derived facts and the provenance follow. This is a renderer: it reads an ``Assessment`` (or a recorded one, see
+``audit/recorded.py``) and decides nothing.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ def _value(value: Any) -> str:
 
 def _facts_summary(assessment: Assessment) -> str:
     f = assessment.facts
+    if f is None:  # an audit record made with store_input=False
+        return f"not stored (the audit record keeps only the input's sha256, {assessment.provenance.input_sha256})"
     t, m, h = f.tumor, f.molecular, f.history
     parts = [f"age {_value(f.age_years)} years" if f.age_years is not None else "age not recorded"]
     size = f"{_value(t.size_cm)} cm" if t.size_cm is not None else "size not recorded"

@@ -7,7 +7,27 @@ Every error the library raises on purpose is an ``ImtCdsError``; each carries a 
     ├── InvalidInputError            "invalid_input"     patient facts failed validation; .problems lists each one
     ├── RulebookError                "invalid_rulebook"  rule files / parameters are malformed; .problems lists each one
     ├── EvidenceError                "invalid_evidence"  evidence registry malformed or a seed quote not in its document
-    └── EngineError                  "engine_failure"    the rules engine failed while evaluating (fail closed: no result)
+    ├── EngineError                  "engine_failure"    the rules engine failed while evaluating (fail closed: no result)
+    └── AuditError                   "audit_error"       the audit trail could not record, read or replay
+        ├── AuditStoreError          "audit_store"       the store failed to read or write (I/O, lock, corrupt page)
+        ├── NotAnAuditStoreError     "audit_store_invalid"  no audit database there (missing, not a database, no tables)
+        ├── RecordNotFoundError      "audit_record_not_found"  no record with that id in the store
+        ├── ArchiveMissingError      "audit_archive_missing"   the rulebook a record names is not in the archive
+        └── ReplayError              "audit_replay_impossible"  a record cannot be replayed (input not stored, ...)
+
+The CDS Hooks service adds its own branch, defined in ``imt_cds.service.errors`` (each maps to an HTTP status)::
+
+    ImtCdsError
+    └── ServiceError                 "cds_service_error"
+        ├── ServiceConfigError       "cds_config"             the server cannot start with this configuration
+        ├── BadRequestError          "cds_bad_request"        400: the hook request is malformed
+        ├── UnauthorizedError        "cds_unauthorized"       401: the bearer JWT is missing or not acceptable
+        ├── NotFoundError            "cds_not_found"          404: no such service
+        ├── PayloadTooLargeError     "cds_payload_too_large"  413: the body is over the size limit
+        ├── PrefetchUnavailableError "cds_data_unavailable"   412: neither prefetch nor the FHIR server gave the data
+        ├── WorkerCrashedError       "cds_worker_crashed"     500: the worker evaluating the request died
+        ├── WorkerTimeoutError       "cds_worker_timeout"     503: the evaluation took too long
+        └── EvaluationFailedError    "cds_evaluation_failed"  500: the engine failed (fail closed)
 
 Validation errors collect *every* problem before raising, so a user fixes a file once rather than once per error.
 This module must never import anything else from the package: every other module imports it.
@@ -19,11 +39,17 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ArchiveMissingError",
+    "AuditError",
+    "AuditStoreError",
     "EngineError",
     "EvidenceError",
     "ImtCdsError",
     "InputProblem",
     "InvalidInputError",
+    "NotAnAuditStoreError",
+    "RecordNotFoundError",
+    "ReplayError",
     "RulebookError",
     "RulebookProblem",
 ]
@@ -131,6 +157,46 @@ class EngineError(ImtCdsError, RuntimeError):
     """The rules engine failed during an evaluation. No partial result is ever returned (fail closed)."""
 
     code = "engine_failure"
+
+
+class AuditError(ImtCdsError):
+    """The audit trail could not record, read or replay. An evaluation whose record could not be written raises
+    this instead of returning (fail closed). Messages are one line; the only argument is the message (so the error
+    crosses process boundaries intact, e.g. out of a ``batch`` worker)."""
+
+    code = "audit_error"
+
+
+class AuditStoreError(AuditError):
+    """The audit store failed to read or write (I/O error, lock not obtained in time, corrupt data)."""
+
+    code = "audit_store"
+
+
+class NotAnAuditStoreError(AuditError):
+    """There is no audit database where one was expected: the file is missing, is not a database, or has no audit
+    tables."""
+
+    code = "audit_store_invalid"
+
+
+class RecordNotFoundError(AuditError):
+    """No audit record has the given id (or the id prefix is ambiguous)."""
+
+    code = "audit_record_not_found"
+
+
+class ArchiveMissingError(AuditError):
+    """The rulebook an audit record names is not in the store's rulebook archive."""
+
+    code = "audit_archive_missing"
+
+
+class ReplayError(AuditError):
+    """An audit record cannot be replayed: its input was not stored, or its archived rulebook does not load or does
+    not hash to the recorded sha256."""
+
+    code = "audit_replay_impossible"
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 from .assessment import Assessment, DerivedFact, Reason
 from .conditions import Atom, Conjunction, DerivedTest, to_dnf
 from .engine import Engine
-from .errors import InvalidInputError, InputProblem
+from .errors import InputProblem, InvalidInputError
 from .fact_fields import fact_fields
 from .facts import PatientFacts
 from .rulebook import Rule, Rulebook

@@ -1,0 +1,52 @@
+"""The audit trail: a tamper-evident record of every evaluation, replayable with the exact rulebook that made it.
+
+Typical use::
+
+    from imt_cds import Engine
+    from imt_cds.audit import open_store, replay
+
+    with open_store("audit.db") as store:                # SQLite file, created on first use
+        engine = Engine(audit=store)                     # every evaluate() is recorded before it returns
+        assessment = engine.evaluate({"age_years": 8})
+        report = store.verify()                          # recompute every hash and link
+        assert report.ok, report.first_break
+        result = replay(store, "last")                   # re-evaluate with the archived rulebook
+        assert result.identical
+
+``open_store("postgresql://user@host/db")`` gives the same interface on PostgreSQL (several service instances on
+one trail). ``record.py`` says what a record holds and how the chain is hashed; ``archive.py`` how rulebooks are
+kept; ``replay.py`` how a record is re-evaluated. This package never imports the rules engine's internals: it
+records ``Assessment`` objects and, to replay, builds an ``Engine`` like any caller.
+"""
+
+from ..errors import (
+    ArchiveMissingError,
+    AuditError,
+    AuditStoreError,
+    NotAnAuditStoreError,
+    RecordNotFoundError,
+    ReplayError,
+)
+from .archive import RulebookArchive
+from .record import GENESIS_HASH, AuditRecord, ChainBreak, ChainReport
+from .replay import Difference, ReplayResult, replay
+from .store import AuditStore, open_store
+
+__all__ = [
+    "GENESIS_HASH",
+    "ArchiveMissingError",
+    "AuditError",
+    "AuditRecord",
+    "AuditStore",
+    "AuditStoreError",
+    "ChainBreak",
+    "ChainReport",
+    "Difference",
+    "NotAnAuditStoreError",
+    "RecordNotFoundError",
+    "ReplayError",
+    "ReplayResult",
+    "RulebookArchive",
+    "open_store",
+    "replay",
+]

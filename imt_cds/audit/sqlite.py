@@ -1,0 +1,253 @@
+"""The embedded audit store: one SQLite file, no set-up, safe for many threads and processes at once.
+
+- **WAL mode with a busy timeout**: readers never block the writer; writers wait their turn (up to ``timeout``).
+- **Appends are serialized by ``BEGIN IMMEDIATE``**: the write lock is taken *before* the head is read, so two
+  processes can never both append after the same head; the chain stays one line.
+- **``synchronous=FULL``**: a commit is on disk before ``append`` returns, so an acknowledged record survives a
+  crash of the process (and of the machine).
+- **Append-only**: no update or delete in the API, and triggers refuse them in SQL as well (a tamperer with the
+  file can drop them, which is what the hash chain is for).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..assessment import rfc3339
+from ..errors import AuditStoreError, NotAnAuditStoreError
+from .archive import RulebookArchive
+from .record import GENESIS_HASH, StoredRow, seal
+from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
+
+__all__ = ["SQLiteAuditStore"]
+
+_COLUMNS = "seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, hash, body"
+_SCHEMA = (
+    """CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE audit_records (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        recorded_at TEXT NOT NULL,
+        patient_id TEXT,
+        rulebook_sha256 TEXT NOT NULL,
+        prev_hash TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL)""",
+    """CREATE INDEX audit_records_patient ON audit_records (patient_id)""",
+    """CREATE TABLE audit_blobs (sha256 TEXT PRIMARY KEY, content BLOB NOT NULL)""",
+    """CREATE TABLE audit_rulebooks (
+        sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, archived_at TEXT NOT NULL)""",
+    """CREATE TABLE audit_rulebook_files (
+        rulebook_sha256 TEXT NOT NULL REFERENCES audit_rulebooks (sha256),
+        part TEXT NOT NULL,
+        path TEXT NOT NULL,
+        blob_sha256 TEXT NOT NULL REFERENCES audit_blobs (sha256),
+        PRIMARY KEY (rulebook_sha256, part, path))""",
+    *(
+        f"""CREATE TRIGGER {table}_no_{verb} BEFORE {verb.upper()} ON {table}
+            BEGIN SELECT RAISE(ABORT, 'imt-cds audit tables are append-only'); END"""
+        for table in ("audit_records", "audit_blobs", "audit_rulebooks", "audit_rulebook_files")
+        for verb in ("update", "delete")
+    ),
+)
+
+
+class SQLiteAuditStore(AuditStore):
+    """An audit store in one SQLite file (created with its tables on first use unless ``create=False``)."""
+
+    def __init__(self, path: str | Path, *, store_input: bool = True, create: bool = True, timeout: float = 60.0):
+        super().__init__(store_input=store_input)
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._timeout = timeout
+        self._create = create
+        if not create and not self.path.is_file():
+            raise NotAnAuditStoreError(f"no audit database at {self.path}")
+        self._db = ForkSafeConnection(self._connect)
+        with self._lock:
+            self._db.get()  # open now: a bad path or a file that is not an audit database fails here, at once
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- connection and schema --
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise NotAnAuditStoreError(f"cannot open the audit database {self.path}: {exc}") from exc
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "audit_records" not in tables:
+                if not self._create:
+                    raise NotAnAuditStoreError(f"{self.path} is an SQLite database without imt-cds audit tables")
+                if tables:
+                    raise NotAnAuditStoreError(f"{self.path} is an SQLite database of something else (tables "
+                                               f"{', '.join(sorted(tables))}); refusing to add audit tables to it")
+            if self._create:
+                # WAL: readers do not block the writer. The setting is persistent, so readers need not set it.
+                connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            if "audit_records" not in tables:
+                self._create_schema(connection)
+            self._check_schema(connection)
+        except sqlite3.OperationalError as exc:  # locked for longer than the timeout, disk I/O, read-only file...
+            connection.close()
+            raise AuditStoreError(f"cannot open the audit database {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            connection.close()
+            raise NotAnAuditStoreError(f"{self.path} is not a usable audit database: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once: one creates
+        try:
+            exists = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_records'").fetchone()
+            if not exists:
+                for statement in _SCHEMA:
+                    connection.execute(statement)
+                connection.execute("INSERT INTO audit_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def _check_schema(self, connection: sqlite3.Connection) -> None:
+        row = connection.execute("SELECT value FROM audit_meta WHERE key = 'schema'").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise NotAnAuditStoreError(f"{self.path} has audit schema {row[0] if row else 'unknown'}; this version "
+                                       f"of imt-cds reads schema {SCHEMA_VERSION}")
+
+    def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.get().execute(sql, parameters)  # type: ignore[no-any-return]
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
+
+    # -- writing --
+
+    def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
+        connection = self._db.get()
+        try:
+            connection.execute("BEGIN IMMEDIATE")  # the write lock, before reading the head
+            try:
+                if archive is not None:
+                    self._insert_archive(connection, archive)
+                head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+                sealed, body, digest = seal(content, seq=seq, prev_hash=prev_hash)
+                connection.execute(
+                    f"INSERT INTO audit_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, sealed["id"], sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
+                     prev_hash, digest, body.decode()),
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot append to the audit database {self.path}: {exc}") from exc
+        return str(sealed["id"])
+
+    def _add_archive(self, archive: RulebookArchive) -> None:
+        connection = self._db.get()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_archive(connection, archive)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot archive the rulebook in {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _insert_archive(connection: sqlite3.Connection, archive: RulebookArchive) -> None:
+        if connection.execute("SELECT 1 FROM audit_rulebooks WHERE sha256 = ?", (archive.sha256,)).fetchone():
+            return
+        digests = archive.file_digests()
+        connection.executemany("INSERT OR IGNORE INTO audit_blobs (sha256, content) VALUES (?, ?)",
+                               [(digests[key], content) for key, content in archive.files.items()])
+        connection.execute("INSERT INTO audit_rulebooks (sha256, name, version, archived_at) VALUES (?, ?, ?, ?)",
+                           (archive.sha256, archive.name, archive.version, rfc3339(datetime.now(timezone.utc))))
+        connection.executemany(
+            "INSERT INTO audit_rulebook_files (rulebook_sha256, part, path, blob_sha256) VALUES (?, ?, ?, ?)",
+            [(archive.sha256, part, path, digests[(part, path)]) for part, path in archive.files])
+
+    # -- reading --
+
+    def _has_archive(self, sha256: str) -> bool:
+        return self._execute("SELECT 1 FROM audit_rulebooks WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def _load_archive(self, sha256: str) -> RulebookArchive | None:
+        head = self._execute("SELECT name, version FROM audit_rulebooks WHERE sha256 = ?", (sha256,)).fetchone()
+        if head is None:
+            return None
+        files = self._execute(
+            "SELECT f.part, f.path, b.content FROM audit_rulebook_files f "
+            "LEFT JOIN audit_blobs b ON b.sha256 = f.blob_sha256 WHERE f.rulebook_sha256 = ?", (sha256,)).fetchall()
+        # (str only if someone stored text in the table: read it as bytes, and let the rebuild judge the archive)
+        return RulebookArchive(sha256, head[0], head[1], {
+            (p, path): c.encode() if isinstance(c, str) else bytes(c or b"") for p, path, c in files})
+
+    def _last_row(self) -> StoredRow | None:
+        return _row(self._execute(f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone())
+
+    def _row_at(self, seq: int) -> StoredRow | None:
+        return _row(self._execute(f"SELECT {_COLUMNS} FROM audit_records WHERE seq = ?", (seq,)).fetchone())
+
+    def _rows_with_id_prefix(self, prefix: str) -> list[StoredRow]:
+        exact = self._execute(f"SELECT {_COLUMNS} FROM audit_records WHERE id = ?", (prefix,)).fetchone()
+        if exact is not None:
+            return [_row(exact)]  # type: ignore[list-item]
+        # Range instead of LIKE: ids are lowercase hex and hyphens, and the range uses the unique index on id.
+        rows = self._execute(f"SELECT {_COLUMNS} FROM audit_records WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                             (prefix, prefix + "\U0010ffff")).fetchall()
+        return [_row(r) for r in rows]  # type: ignore[misc]
+
+    def _select_rows(self, *, patient_id: str | None, last: int | None) -> list[StoredRow]:
+        where, parameters = ("WHERE patient_id = ?", (patient_id,)) if patient_id is not None else ("", ())
+        if last is not None:
+            rows = self._execute(f"SELECT {_COLUMNS} FROM audit_records {where} ORDER BY seq DESC LIMIT ?",
+                                 (*parameters, last)).fetchall()
+            rows.reverse()
+        else:
+            rows = self._execute(f"SELECT {_COLUMNS} FROM audit_records {where} ORDER BY seq", parameters).fetchall()
+        return [_row(r) for r in rows]  # type: ignore[misc]
+
+    def _iter_all_rows(self) -> Iterator[StoredRow]:
+        cursor = self._execute(f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq")
+        try:
+            while True:
+                batch = cursor.fetchmany(500)
+                if not batch:
+                    return
+                for row in batch:
+                    yield _row(row)  # type: ignore[misc]
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
+
+
+def _row(row: tuple[Any, ...] | None) -> StoredRow | None:
+    if row is None:
+        return None
+    seq, record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest, body = row
+    return StoredRow(seq, record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest,
+                     body.encode() if isinstance(body, str) else bytes(body))

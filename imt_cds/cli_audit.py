@@ -1,0 +1,374 @@
+"""``imt-cds audit ...`` and ``imt-cds report``: the audit trail and the rationale report on the command line.
+
+``--audit DB`` on ``evaluate`` and ``batch`` (added here, wired in ``cli.py``) records every assessment; ``audit``
+lists, shows, verifies, replays and exports records (each takes ``--db DB``: a SQLite file, or a PostgreSQL
+connection string ``postgresql://user@host/db``); ``report`` writes the self-contained HTML rationale report for a
+patient file or a record.
+
+Exit codes: 0 success (chain intact, replay identical); 1 the chain is broken, a replay differs, or an internal
+error (a store that cannot be read or written, a missing archive); 2 invalid usage or input (no audit database at
+that path, an unknown record id, an invalid patient file). Errors are one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .errors import AuditError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
+
+if TYPE_CHECKING:
+    from .assessment import Assessment
+    from .audit import AuditStore
+    from .engine import Engine
+
+__all__ = ["add_audit_options", "audited_engine", "check_audit_target", "register"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_DB_HELP = "the audit store: a SQLite file, or a PostgreSQL connection string postgresql://user@host:port/dbname"
+_ID_HELP = "record id (or a unique prefix of 8+ characters), its number in the chain, or 'last'"
+
+
+def register(commands: Any) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="list, show, verify, replay and export the audit trail of recorded evaluations",
+        description="The audit trail written by `evaluate --audit DB` and `batch --audit DB`: every evaluation, "
+        "hash-chained, with the rulebook that made it archived. Each command takes --db DB.",
+        epilog="exit codes: 0 success (intact, identical), 1 broken chain, replay difference or internal error, "
+        "2 invalid usage (no audit database there, unknown record id).",
+    )
+    sub = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    listing = sub.add_parser("list", help="one line per record: number, time, id, patient, rulebook, findings")
+    _db_option(listing)
+    listing.add_argument("--patient", metavar="ID", help="only this patient's records")
+    listing.add_argument("--last", metavar="N", type=_positive, help="only the newest N records")
+    listing.add_argument("--format", choices=("text", "json"), default="text")
+    listing.set_defaults(run=_run_list)
+
+    show = sub.add_parser("show", help="one record's rationale, as `evaluate` printed it (or the record as JSON)")
+    show.add_argument("record", metavar="ID", help=_ID_HELP)
+    _db_option(show)
+    show.add_argument("--format", choices=("text", "json"), default="text",
+                      help="text: the consult note and the record's place in the chain; json: the whole record")
+    show.set_defaults(run=_run_show)
+
+    verify = sub.add_parser(
+        "verify", help="recompute every hash and link; name the first bad record (exit 1)",
+        description="Recompute every record's hash and its link to the record before it, in chain order, and "
+        "check that every rulebook the records name is archived and rebuilds to its sha256. Exit 0 when intact; "
+        "1 when any record was modified, deleted, reordered or inserted (the first bad one is named).")
+    _db_option(verify)
+    verify.add_argument("--anchor", metavar="HASH",
+                        help="a head hash printed earlier by `audit head`: it must still be in the chain")
+    verify.add_argument("--skip-archive", action="store_true", help="do not rebuild the archived rulebooks")
+    verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.set_defaults(run=_run_verify)
+
+    head = sub.add_parser("head", help="print the latest chain hash (to anchor it elsewhere)")
+    _db_option(head)
+    head.add_argument("--format", choices=("text", "json"), default="text")
+    head.set_defaults(run=_run_head)
+
+    replay = sub.add_parser(
+        "replay", help="re-evaluate a record with its archived rulebook; exit 1 and show what differs",
+        description="Re-evaluate the recorded input with the archived rulebook the record names and compare "
+        "findings, suppressions, derived facts and trace. With --with-current, use the current rulebook (the "
+        "shipped one, or --rules DIR) to see what it would say differently.")
+    replay.add_argument("record", metavar="ID", help=_ID_HELP)
+    _db_option(replay)
+    replay.add_argument("--with-current", action="store_true", help="compare with the current rulebook instead")
+    replay.add_argument("--rules", metavar="DIR", type=Path, help="with --with-current: this rulebook directory")
+    replay.add_argument("--format", choices=("text", "json"), default="text")
+    replay.set_defaults(run=_run_replay)
+
+    export = sub.add_parser("export", help="export a record as a FHIR R4 Bundle (GuidanceResponse, RequestGroup, "
+                            "DetectedIssue, Provenance)")
+    export.add_argument("record", metavar="ID", help=_ID_HELP)
+    _db_option(export)
+    export.add_argument("--format", choices=("fhir",), required=True, help="fhir: a FHIR R4 Bundle (JSON)")
+    export.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here (default: standard output)")
+    export.set_defaults(run=_run_export)
+
+    report = commands.add_parser(
+        "report", help="write the self-contained HTML rationale report for a patient or an audit record",
+        description="Write one self-contained HTML page (opens offline): the patient's facts, each finding with "
+        "its reasons and quoted evidence, what was withheld, the provenance and a picture of the derivation graph "
+        "(input facts -> derived facts -> findings). Give a patient file, or --audit-id ID --db DB.",
+        epilog="examples: imt-cds report examples/02_alk_positive_unresectable.json --html report.html\n"
+        "          imt-cds report --audit-id last --db audit.db --html report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("patient", metavar="PATIENT", nargs="?", help="patient JSON file (or - for standard input)")
+    report.add_argument("--audit-id", metavar="ID", help="report on this audit record instead (" + _ID_HELP + ")")
+    report.add_argument("--db", metavar="DB", help=_DB_HELP + " (with --audit-id)")
+    report.add_argument("--html", metavar="OUT", type=Path, required=True, help="the HTML file to write")
+    report.add_argument("--rules", metavar="DIR", type=Path, help="rulebook directory to evaluate PATIENT with")
+    report.set_defaults(run=_run_report)
+
+
+def add_audit_options(parser: argparse.ArgumentParser) -> None:
+    """``--audit DB`` and ``--audit-no-input``, for the commands that evaluate (``evaluate``, ``batch``)."""
+    parser.add_argument("--audit", metavar="DB",
+                        help="record every assessment in this audit store (a SQLite file, created on first use, or "
+                        "postgresql://...); an assessment that cannot be recorded is not output")
+    parser.add_argument("--audit-no-input", action="store_true",
+                        help="keep only the sha256 of each input in the audit records (such records cannot be "
+                        "replayed)")
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="DB", required=True, help=_DB_HELP)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+def _fail(exc: AuditError) -> int:
+    print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(exc, (NotAnAuditStoreError, RecordNotFoundError)) else EXIT_FAILED
+
+
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except AuditError as exc:
+            return _fail(exc)
+
+    return wrapper
+
+
+def _open(target: str, *, create: bool = False) -> AuditStore:
+    from .audit import open_store
+
+    return open_store(target, create=create)
+
+
+# --- evaluate --audit / batch --audit -----------------------------------------------------------------------------
+
+
+class _Recorder:
+    """An audit sink that passes appends to the store and remembers the last record id (to tell the user)."""
+
+    def __init__(self, store: AuditStore):
+        self.store = store
+        self.last_id: str | None = None
+
+    def append(self, assessment: Assessment) -> str:
+        self.last_id = self.store.append(assessment)
+        return self.last_id
+
+
+def check_audit_target(args: argparse.Namespace) -> None:
+    """Open (and create if need be) the ``--audit`` store once, before any work: a bad target is invalid usage."""
+    if not getattr(args, "audit", None):
+        return
+    try:
+        _open(args.audit, create=True).close()
+    except AuditError as exc:
+        raise SystemExit(_fail(exc)) from None
+
+
+def audited_engine(args: argparse.Namespace, evaluate: Callable[[Engine], Assessment]) -> Assessment:
+    """Evaluate with an engine that records in ``args.audit``; tell the user the record id on standard error."""
+    from .audit import open_store
+    from .engine import Engine
+
+    try:
+        store = open_store(args.audit, store_input=not args.audit_no_input)
+    except AuditError as exc:
+        raise SystemExit(_fail(exc)) from None
+    with store:
+        recorder = _Recorder(store)
+        assessment = evaluate(Engine(args.rules, audit=recorder))
+        print(f"imt-cds: recorded as audit record {recorder.last_id} in {store.location}", file=sys.stderr)
+    return assessment
+
+
+# --- audit commands -----------------------------------------------------------------------------------------------
+
+
+@_guarded
+def _run_list(args: argparse.Namespace) -> int:
+    with _open(args.db) as store:
+        records = store.records(patient_id=args.patient, last=args.last)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps([r.summary() for r in records], option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK
+    if not records:
+        print("(no audit records)")
+        return EXIT_OK
+    print(f"{'#':>5}  {'recorded at (UTC)':<27}  {'id':<36}  {'patient':<20}  {'rulebook':<12}  findings")
+    for record in records:
+        rec, flags, withheld = (len(record.codes(p)) for p in ("recommendations", "risk_flags", "suppressed"))
+        rulebook = f"{record.rulebook['name']} {record.rulebook['version']}"
+        note = "" if record.canonical_input_json() is not None else "  [input: sha256 only]"
+        print(f"{record.seq:>5}  {record.recorded_at:<27}  {record.id:<36}  {record.patient_id or '-'!s:<20}  "
+              f"{rulebook:<12}  {rec} recommendations/requests, {flags} flags, {withheld} withheld{note}")
+    return EXIT_OK
+
+
+@_guarded
+def _run_show(args: argparse.Namespace) -> int:
+    from .audit.recorded import recorded_assessment
+    from .consult_note import render_consult_note
+
+    with _open(args.db) as store:
+        record = store.record(args.record)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(record.to_dict(expand=True), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK
+    view = recorded_assessment(record.assessment, record.canonical_input_json())
+    sys.stdout.write(render_consult_note(view))  # type: ignore[arg-type]
+    sys.stdout.write(f"\nAUDIT RECORD\n  #{record.seq}, id {record.id}, recorded {record.recorded_at}\n"
+                     f"  hash {record.hash}\n  previous record's hash {record.prev_hash}\n")
+    return EXIT_OK
+
+
+@_guarded
+def _run_verify(args: argparse.Namespace) -> int:
+    with _open(args.db) as store:
+        report = store.verify(anchor=args.anchor, check_archive=not args.skip_archive)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK if report.ok else EXIT_FAILED
+    if report.first_break is not None:
+        print(f"audit trail BROKEN at {report.first_break}")
+        print(f"  the {report.records} record(s) before it verify; the last intact hash is {report.head}")
+    for problem in report.problems:
+        print(f"audit trail problem: {problem}")
+    if report.ok:
+        archive = "" if args.skip_archive else "; every archived rulebook rebuilds to its sha256"
+        anchored = ", including the anchored hash" if args.anchor else ""
+        print(f"audit trail intact: {report.records} record(s){anchored}{archive}")
+        print(f"head {report.head}")
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+@_guarded
+def _run_head(args: argparse.Namespace) -> int:
+    with _open(args.db) as store:
+        head = store.head()
+    from .audit import GENESIS_HASH
+
+    if args.format == "json":
+        data = ({"seq": 0, "id": None, "recorded_at": None, "hash": GENESIS_HASH} if head is None
+                else {"seq": head.seq, "id": head.id, "recorded_at": head.recorded_at, "hash": head.hash})
+        sys.stdout.write(orjson.dumps(data).decode() + "\n")
+    else:
+        if head is None:
+            print("imt-cds: the audit trail is empty; its head is the genesis hash", file=sys.stderr)
+        print(GENESIS_HASH if head is None else head.hash)
+    return EXIT_OK
+
+
+@_guarded
+def _run_replay(args: argparse.Namespace) -> int:
+    from .audit import replay
+
+    if args.rules is not None and not args.with_current:
+        print("imt-cds: error: --rules needs --with-current (a replay otherwise uses the archived rulebook)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    with _open(args.db) as store:
+        result = replay(store, args.record, with_current=args.with_current, rulebook=args.rules)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK if result.identical else EXIT_FAILED
+    record, used = result.record, result.rulebook
+    recorded = f"{record.rulebook['name']} {record.rulebook['version']} ({record.rulebook['sha256'][:12]})"
+    current = f"{used['name']} {used['version']} ({used['sha256'][:12]})"
+    if args.with_current:
+        print(f"record #{record.seq} (id {record.id}), made with rulebook {recorded}, evaluated again with the "
+              f"current rulebook {current}:")
+        for item in result.context:
+            print(f"  context: {item.describe('current')}")
+        now = "current"
+    else:
+        print(f"record #{record.seq} (id {record.id}) replayed with its archived rulebook {recorded}:")
+        now = "replayed"
+    if result.identical:
+        print("  identical: the same findings, suppressions, derived facts and trace")
+        return EXIT_OK
+    print(f"  {len(result.differences)} difference(s):")
+    for difference in result.differences:
+        print(f"  - {difference.describe(now)}")
+    return EXIT_FAILED
+
+
+@_guarded
+def _run_export(args: argparse.Namespace) -> int:
+    from .fhir_output import assessment_bundle
+
+    with _open(args.db) as store:
+        record = store.record(args.record)
+    bundle = assessment_bundle(record.assessment, audit_record={
+        "id": record.id, "seq": record.seq, "hash": record.hash, "recorded_at": record.recorded_at})
+    text = orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode() + "\n"
+    return _write(args.output, text)
+
+
+@_guarded
+def _run_report(args: argparse.Namespace) -> int:
+    from .report_html import render_report_html
+
+    if (args.patient is None) == (args.audit_id is None):
+        print("imt-cds: error: give a patient file or --audit-id ID (with --db DB), not both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.audit_id is not None:
+        if not args.db:
+            print("imt-cds: error: --audit-id needs --db DB", file=sys.stderr)
+            return EXIT_USAGE
+        with _open(args.db) as store:
+            record = store.record(args.audit_id)
+        page = render_report_html(record.assessment, input_facts=record.input, audit_record={
+            "id": record.id, "seq": record.seq, "hash": record.hash, "prev_hash": record.prev_hash,
+            "recorded_at": record.recorded_at})
+    else:
+        from .cli import _engine, _read_input, _report_invalid
+        from .validation import parse_facts_json
+
+        try:
+            facts = parse_facts_json(_read_input(args.patient))
+        except InvalidInputError as exc:
+            _report_invalid(exc, sys.stderr, source=args.patient)
+            return EXIT_USAGE
+        assessment = _engine(args.rules).evaluate(facts)
+        page = render_report_html(assessment.to_dict(), input_facts=orjson.loads(assessment.canonical_input_json()))
+    status = _write(args.html, page)
+    if status == EXIT_OK:
+        print(f"imt-cds: wrote {args.html}", file=sys.stderr)
+    return status
+
+
+def _write(path: Path | None, text: str) -> int:
+    if path is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"imt-cds: error: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK

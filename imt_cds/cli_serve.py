@@ -1,0 +1,119 @@
+"""``imt-cds serve``: the CDS Hooks 2.0.1 service on uvicorn (registered by ``cli.py``; see ``imt_cds.service``).
+
+The server refuses to start without authentication (at least one ``--trust ISS JWKS``) unless
+``--allow-unauthenticated`` is given, which prints a warning: anyone who can reach the port could then read
+decision support for any patient record they send. Exit codes: 0 after a clean shutdown; 2 for a configuration it
+refuses (no authentication, an unreadable JWK Set, a bad URL); 1 for an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+UNAUTHENTICATED_WARNING = (
+    "imt-cds: WARNING: serving WITHOUT authentication (--allow-unauthenticated): any client that can reach this "
+    "port gets decision support for any record it sends, and can make the service call any FHIR server. Use it "
+    "only on a closed test network; trust your EHR's JWT issuer with --trust ISS JWKS instead.")
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the CDS Hooks 2.0.1 service (an EHR calls it on patient-view and order-sign)",
+        description="Serve CDS Hooks 2.0.1: discovery at /cds-services, the services imt-patient-view "
+        "(patient-view) and imt-order-sign (order-sign), card feedback. Evaluations run in supervised worker "
+        "processes. Every call must carry a bearer JWT from a trusted issuer (--trust).",
+        epilog="example: imt-cds serve --port 8080 --public-url https://cds.example.org "
+        "--trust https://ehr.example.org/ ehr-jwks.json --audit audit.db\n"
+        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="the base URL clients call (behind a proxy: its URL); JWT aud must be this plus the "
+                       "endpoint path (default http://HOST:PORT)")
+    serve.add_argument("--trust", nargs=2, action="append", default=[], metavar=("ISS", "JWKS"),
+                       help="trust JWTs from issuer ISS, verified with the JWK Set JWKS: a file, or an https URL "
+                       "(repeat for several issuers)")
+    serve.add_argument("--jwt-leeway", type=int, default=60, metavar="SECONDS",
+                       help="clock skew allowed on exp and iat (default 60)")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="serve without authentication (prints a warning; for a closed test network only)")
+    serve.add_argument("--audit", metavar="DB",
+                       help="record every evaluation in this audit store (SQLite file or postgresql://...); card "
+                       "feedback is kept there too")
+    serve.add_argument("--audit-no-input", action="store_true", help="keep only each input's sha256 in the records")
+    serve.add_argument("--feedback-log", metavar="FILE", type=Path,
+                       help="without --audit: append card feedback to this NDJSON file (default: the server log)")
+    serve.add_argument("--rules", metavar="DIR", type=Path, help="rulebook directory (default: the shipped one)")
+    serve.add_argument("--workers", type=int, default=2, metavar="N", help="evaluation processes (default 2)")
+    serve.add_argument("--cache-size", type=int, default=4096, metavar="N",
+                       help="memo cache entries per worker (default 4096; 0 = off)")
+    serve.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="an evaluation taking longer is stopped and its process replaced (default 30)")
+    serve.add_argument("--max-body", type=int, default=None, metavar="BYTES",
+                       help="largest request body accepted (default 8 MiB)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser-based CDS clients from this origin (repeatable; default: none)")
+    serve.add_argument("--fhir-server", action="append", default=[], metavar="URL",
+                       help="only fetch from fhirServer URLs under this prefix (repeatable; default: any)")
+    serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
+    serve.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .errors import EvidenceError, RulebookError
+    from .service.auth import AuthSettings, TrustedIssuer
+    from .service.config import DEFAULT_MAX_BODY_BYTES, ServiceConfig
+    from .service.errors import ServiceConfigError
+
+    try:
+        import uvicorn
+
+        from .service import create_app
+    except ImportError as exc:
+        print(f"imt-cds: error: the service needs its extra dependencies ({exc.name} is missing): "
+              "pip install 'imt-cds[service]'", file=sys.stderr)
+        return EXIT_USAGE
+    auth = None
+    if args.trust:
+        auth = AuthSettings(tuple(TrustedIssuer(iss, jwks) for iss, jwks in args.trust),
+                            leeway_seconds=args.jwt_leeway)
+    elif args.allow_unauthenticated:
+        print(UNAUTHENTICATED_WARNING, file=sys.stderr)
+    config = ServiceConfig(
+        public_url=args.public_url or f"http://{args.host}:{args.port}",
+        auth=auth,
+        allow_unauthenticated=args.allow_unauthenticated,
+        rules=args.rules,
+        audit=args.audit,
+        audit_input=not args.audit_no_input,
+        feedback_log=args.feedback_log,
+        workers=args.workers,
+        cache_size=args.cache_size,
+        request_timeout=args.request_timeout,
+        max_body_bytes=args.max_body or DEFAULT_MAX_BODY_BYTES,
+        cors_origins=tuple(args.cors_origin),
+        fhir_servers=tuple(args.fhir_server),
+    )
+    try:
+        app = create_app(config)
+    except ServiceConfigError as exc:
+        print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RulebookError, EvidenceError) as exc:
+        print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
+          f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
+          f"{config.workers} evaluation worker(s))", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
+                proxy_headers=False)
+    return EXIT_OK

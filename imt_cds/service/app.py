@@ -1,0 +1,258 @@
+"""The HTTP face of the CDS Hooks service: ``create_app(config)`` builds a FastAPI application (nothing at import).
+
+Routes (CDS Hooks 2.0.1):
+
+- ``GET  /cds-services``                      discovery (authenticated like every CDS Hooks call)
+- ``POST /cds-services/{id}``                 a hook call -> ``{"cards": [...]}``
+- ``POST /cds-services/{id}/feedback``        card feedback, stored (``feedback.py``)
+- ``GET  /rules/{rule_id}``                   a rule's page (what a card's ``source.url`` opens; public content)
+- ``GET  /healthz``                           liveness: worker count and rulebook (no patient data)
+
+Every error is answered as JSON ``{"error": {"code", "status", "message"[, "details"]}}``, a 401 with a
+``WWW-Authenticate: Bearer`` header. Request bodies over the configured size are refused with a 413 before they are
+read whole. CORS headers are sent only for the configured origins. Building the app reads and checks the rulebook
+and the JWK Set files, so a bad configuration fails before the server listens; the worker pool starts with the
+server (its lifespan) and stops with it.
+"""
+
+import html
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from ..rule_loader import load_rulebook
+from ..rulebook import Rulebook
+from .auth import Authenticator
+from .cards import citation_links
+from .config import ServiceConfig
+from .errors import BadRequestError, NotFoundError, PayloadTooLargeError, ServiceError, UnauthorizedError
+from .feedback import CardIndex, open_feedback_sink, parse_feedback, stored_row
+from .hooks import SERVICES, HookRunner, check_request, find_service
+from .workers import WorkerPool, WorkerSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("imt_cds.service")
+JSON = "application/json"
+
+
+def create_app(config: ServiceConfig) -> Any:
+    """A FastAPI application serving ``config``; raises ``ServiceConfigError`` for a configuration it refuses."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import HTMLResponse, Response
+        from starlette.exceptions import HTTPException
+    except ImportError as exc:
+        raise ImportError("the CDS Hooks service needs FastAPI and uvicorn: pip install 'imt-cds[service]'") from exc
+
+    config.check()
+    rulebook = load_rulebook(config.rules)
+    authenticator = Authenticator(config.auth) if config.auth is not None else None
+    cards = CardIndex()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        if config.audit is not None:
+            from ..audit import open_store
+
+            open_store(config.audit, store_input=config.audit_input).close()  # tables exist before feedback's
+        sink = open_feedback_sink(config.audit, config.feedback_log)
+        pool = WorkerPool(WorkerSettings(rules=str(config.rules) if config.rules else None,
+                                         cache_size=config.cache_size, audit=config.audit,
+                                         audit_input=config.audit_input),
+                          config.workers, timeout=config.request_timeout)
+        await pool.start()
+        app.state.pool = pool
+        app.state.sink = sink
+        app.state.runner = HookRunner(config, pool, rulebook, cards)
+        try:
+            yield
+        finally:
+            await pool.close()
+            sink.close()
+
+    app = FastAPI(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+        return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
+
+    async def authenticate(request: Any, audiences: Iterable[str]) -> dict[str, Any] | None:
+        if authenticator is None:
+            return None
+        return await authenticator.authenticate(request.headers.get("authorization"), audiences)
+
+    async def json_body(request: Any) -> Any:
+        body = await request.body()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequestError(f"the request body is not valid JSON ({exc})") from None
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Any, exc: ServiceError) -> Any:
+        headers = None
+        if isinstance(exc, UnauthorizedError):
+            # The reason may quote the token (iss, aud): keep the header to printable ASCII, without quotes.
+            reason = re.sub(r"[^\x20-\x7e]", "?", exc.message.replace('"', "'"))[:300]
+            headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'}
+        if exc.status >= 500:
+            log.error("imt-cds: %s %s: [%s] %s", request.method, request.url.path, exc.code, exc.message)
+        return json_response(exc.to_dict(), exc.status, headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Any, exc: Any) -> Any:
+        code = {404: "cds_not_found", 405: "cds_method_not_allowed"}.get(exc.status_code, "cds_http_error")
+        return json_response({"error": {"code": code, "status": exc.status_code, "message": str(exc.detail)}},
+                             exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Any, exc: Any) -> Any:
+        return json_response(BadRequestError(f"invalid request: {exc.errors()}").to_dict(), 400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Any, exc: Exception) -> Any:
+        log.exception("imt-cds: internal error answering %s %s", request.method, request.url.path)
+        return json_response({"error": {"code": "cds_internal_error", "status": 500,
+                                        "message": f"internal error ({type(exc).__name__}); see the server log"}},
+                             500)
+
+    @app.get("/cds-services")
+    async def discovery(request: Request) -> Any:
+        await authenticate(request, [config.service_url("/cds-services")])
+        return json_response({"services": [s.discovery() for s in SERVICES]})
+
+    @app.post("/cds-services/{service_id}")
+    async def hook(service_id: str, request: Request) -> Any:
+        await authenticate(request, [config.service_url(f"/cds-services/{service_id}")])
+        service = find_service(service_id)
+        call = check_request(await json_body(request), service)
+        return json_response(await request.app.state.runner.answer(service, call))
+
+    @app.post("/cds-services/{service_id}/feedback")
+    async def feedback(service_id: str, request: Request) -> Any:
+        url = config.service_url(f"/cds-services/{service_id}")
+        claims = await authenticate(request, [url + "/feedback", url])
+        service = find_service(service_id)
+        items = parse_feedback(await json_body(request))
+        client = {k: claims[k] for k in ("iss", "sub", "tenant") if claims and k in claims}
+        rows = [stored_row(service.id, item, cards.get(item["card"]), client) for item in items]
+        stored = request.app.state.sink.record(rows)
+        return json_response({"stored": stored})
+
+    @app.get("/rules/{rule_id}")
+    async def rule_page(rule_id: str) -> Any:
+        rule = rulebook.get(rule_id)
+        if rule is None:
+            raise NotFoundError(f"no rule {rule_id!r} in rulebook {rulebook.name} {rulebook.version}")
+        return HTMLResponse(_rule_html(rulebook, rule_id))
+
+    @app.get("/healthz")
+    async def health(request: Request) -> Any:
+        pool = request.app.state.pool
+        return json_response({"status": "ok" if pool.live_workers else "degraded", "workers": pool.live_workers,
+                              "rulebook": {"name": rulebook.name, "version": rulebook.version,
+                                           "sha256": rulebook.sha256}})
+
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    return app
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (413), by Content-Length at once, or while the body streams in."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.limit
+            except ValueError:
+                await _send_error(send, BadRequestError("Content-Length is not a number"))
+                return
+            if too_large:
+                await _send_error(send, self._error())
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def watched_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, self._error())
+
+    def _error(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"the request body is larger than this service accepts ({self.limit} bytes)")
+
+
+async def _send_error(send: Any, error: ServiceError) -> None:
+    body = orjson.dumps(error.to_dict())
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _rule_html(rulebook: Rulebook, rule_id: str) -> str:
+    rule = rulebook.rule(rule_id)
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(rule.id)}: {e(rule.title)}"
+             "</title></head><body>",
+             f"<h1>{e(rule.id)} v{e(rule.version)}: {e(rule.title)}</h1>",
+             f"<p>Rulebook {e(rulebook.name)} {e(rulebook.version)} (sha256 {e(rulebook.sha256)}). Kind: "
+             f"{e(rule.kind)}. Strength of evidence: {e(rule.strength)}.</p>"]
+    if rule.description:
+        parts.append(f"<p>{e(rule.description)}</p>")
+    if rule.findings:
+        parts.append("<h2>Findings</h2><ul>")
+        parts += [f"<li><code>{e(f.code)}</code>: {e(f.summary)}</li>" for f in rule.findings]
+        parts.append("</ul>")
+    entries = [rulebook.evidence[i].to_dict() for i in rule.evidence if i in rulebook.evidence]
+    if entries:
+        parts.append("<h2>Evidence</h2><ul>")
+        for entry in entries:
+            text = f"&ldquo;{e(entry['quote'])}&rdquo;" if entry.get("quote") else e(entry["claim"])
+            parts.append(f"<li>{text}<br><small>{e(entry['citation'])} [{e(entry['id'])}]</small></li>")
+        parts.append("</ul>")
+    links = citation_links(entries)
+    if links:
+        parts.append("<h2>Literature</h2><ul>")
+        parts += [f"<li><a href='{e(link['url'])}'>{e(link['label'])}</a></li>" for link in links]
+        parts.append("</ul>")
+    parts.append("<p><em>Decision support for a multidisciplinary team, not a prescription.</em></p></body></html>")
+    return "\n".join(parts)

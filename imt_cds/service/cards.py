@@ -1,0 +1,293 @@
+"""CDS Hooks cards from an assessment document: one card per finding, plus cards about the FHIR record itself.
+
+A card carries what the consult note says about a finding, in the shape an EHR shows: ``summary`` (the finding's
+summary, under 140 characters by the rulebook's own check), ``indicator`` (below), ``detail`` in Markdown (the
+reasons, each input fact with the FHIR resources it was read from, each derived fact with its own reasons, and the
+evidence with verbatim quotes), ``source`` (the rule, a link to its page on this service, and the finding code as
+``topic`` in ``urn:imt-cds:finding-code``), ``links`` to the cited literature (PubMed, PMC and DOI links made from
+the identifiers in the evidence citations), override reasons for feedback, and a ``uuid`` that is a uuid5 of the
+evaluation id, the rule id and the finding code (the code too: one rule may produce two findings), so feedback
+about a card can be traced to its evaluation and rule.
+
+Indicator by finding (one closed mapping, also applied to the FHIR export of the same assessment):
+
+- ``critical``: the findings that say acting on a suggestion as it stands could harm: the record contradicts itself
+  or reports more than one kinase fusion (treatment suggestions are withheld or doubtful until it is reconciled),
+  or the patient is below, or at the edge of, a targeted drug's labelled age (``CRITICAL_FINDINGS``);
+- ``warning``: every other risk flag and safety/scope flag (RISK_*, FLAG_*);
+- ``info``: recommendations (REC_*) and data requests (REQUEST_*): things for the team to consider or complete,
+  never alarms (as in ``imt_cds.fhir_output``, whose priorities routine/urgent/stat this mapping keeps).
+
+This module is a renderer: it reads documents and decides nothing clinical.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from ..fhir_output import CRITICAL_FINDINGS, Indicator, System, finding_indicator
+
+__all__ = [
+    "CARD_NAMESPACE",
+    "CRITICAL_FINDINGS",
+    "OVERRIDE_REASONS",
+    "ServiceCard",
+    "assessment_cards",
+    "card_uuid",
+    "conflict_card",
+    "display_value",
+    "escape_markdown",
+    "finding_indicator",
+    "problems_card",
+    "sort_cards",
+]
+
+CARD_NAMESPACE = uuid.UUID("6b1f0d3e-7c2a-4f5e-9d8b-2a4c6e8f0b1d")  # uuid5 namespace of card ids
+SERVICE_CARD_SYSTEM = "urn:imt-cds:service-card"
+OVERRIDE_REASON_SYSTEM = "urn:imt-cds:override-reason"
+LABEL = "imt-cds (IMT decision support)"
+DISCLAIMER = ("*Decision support for a multidisciplinary team, not a prescription: weigh it against the full "
+              "clinical picture.*")
+
+OVERRIDE_REASONS = (
+    {"system": OVERRIDE_REASON_SYSTEM, "code": "not-applicable", "display": "Not applicable to this patient"},
+    {"system": OVERRIDE_REASON_SYSTEM, "code": "record-incorrect", "display": "The record it relies on is wrong"},
+    {"system": OVERRIDE_REASON_SYSTEM, "code": "already-addressed", "display": "Already addressed"},
+    {"system": OVERRIDE_REASON_SYSTEM, "code": "disagree", "display": "Clinical judgment differs"},
+)
+
+_SEVERITY = {Indicator.CRITICAL: 0, Indicator.WARNING: 1, Indicator.INFO: 2}
+_PMID = re.compile(r"\bPMID:?\s*(\d{5,9})\b")
+_PMC = re.compile(r"\b(PMC\d{4,9})\b")
+_DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/\S+)", re.IGNORECASE)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<#|~])")  # every line starts with our own text, so > is safe
+
+
+class ServiceCard(StrEnum):
+    """Topic codes (system ``urn:imt-cds:service-card``) of the cards that are not findings of the rulebook."""
+
+    FHIR_INPUT_PROBLEMS = "FHIR_INPUT_PROBLEMS"
+    FHIR_INPUT_CONFLICT = "FHIR_INPUT_CONFLICT"
+    ORDER_TARGET_NOT_POSITIVE = "ORDER_TARGET_NOT_POSITIVE"
+    ORDER_BELOW_LABELLED_AGE = "ORDER_BELOW_LABELLED_AGE"
+    ORDER_AGE_UNKNOWN = "ORDER_AGE_UNKNOWN"
+    ORDER_NOT_CHECKED = "ORDER_NOT_CHECKED"
+
+
+def card_uuid(evaluation_id: str, rule_id: str, code: str) -> str:
+    return str(uuid.uuid5(CARD_NAMESPACE, f"{evaluation_id}|{rule_id}|{code}"))
+
+
+def sort_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most severe first; otherwise in the order given (stable)."""
+    return sorted(cards, key=lambda card: _SEVERITY[Indicator(card["indicator"])])
+
+
+# --- findings -----------------------------------------------------------------------------------------------------
+
+
+def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources: Mapping[str, Sequence[str]],
+                     public_url: str) -> list[dict[str, Any]]:
+    """One card per finding of an assessment document (SPEC §3), in document order."""
+    derived: dict[str, list[Mapping[str, Any]]] = {}
+    for fact in document["derived_facts"]:
+        derived.setdefault(fact["name"], []).append(fact)
+    rulebook = document["provenance"]["rulebook"]
+    cards = []
+    for finding in [*document["recommendations"], *document["risk_flags"]]:
+        rule = finding["rule"]
+        detail = [f"**{_md(finding['title'])}** (strength of evidence: {_md(finding['strength'])})", ""]
+        detail += _why(finding["because"], derived, sources)
+        detail += _withheld(finding, document["suppressed"])
+        detail += _evidence(finding["evidence"])
+        if detail[-1]:
+            detail.append("")
+        detail.append(f"{DISCLAIMER} Rule {rule['id']} v{rule['version']}, rulebook {rulebook['name']} "
+                      f"{rulebook['version']} (sha256 {rulebook['sha256'][:12]}); evaluation {evaluation_id}.")
+        cards.append({
+            "uuid": card_uuid(evaluation_id, rule["id"], finding["code"]),
+            "summary": finding["summary"],
+            "indicator": finding_indicator(finding["code"], finding["kind"]).value,
+            "detail": "\n".join(detail),
+            "source": {
+                "label": f"{LABEL}, rule {rule['id']}",
+                "url": f"{public_url}/rules/{rule['id']}",
+                "topic": {"system": System.FINDING.value, "code": finding["code"], "display": finding["title"]},
+            },
+            "links": citation_links(finding["evidence"]),
+            "overrideReasons": list(OVERRIDE_REASONS),
+        })
+    return cards
+
+
+def _why(because: Sequence[Mapping[str, Any]], derived: Mapping[str, list[Mapping[str, Any]]],
+         sources: Mapping[str, Sequence[str]]) -> list[str]:
+    if not because:
+        return ["**Why:** applies to every patient."]
+    lines = ["**Why:**"]
+    for reason in because:
+        lines += _reason_lines(reason, derived, sources, depth=0, seen=frozenset())
+    return lines
+
+
+def _reason_lines(reason: Mapping[str, Any], derived: Mapping[str, list[Mapping[str, Any]]],
+                  sources: Mapping[str, Sequence[str]], depth: int, seen: frozenset[str]) -> list[str]:
+    indent = "  " * depth
+    if "fact" in reason:
+        path = reason["fact"]
+        parameter = f", parameter `{reason['parameter']}`" if reason.get("parameter") else ""
+        origin = sources.get(path)
+        where = f" — from {', '.join(_md(s) for s in origin)}" if origin else " — no FHIR resource recorded it"
+        return [f"{indent}- `{path}` is **{_md(_value(reason['actual']))}** (rule needs {_md(reason['expected'])}"
+                f"{parameter}){where}"]
+    name = reason["derived"]
+    if not reason.get("holds"):
+        return [f"{indent}- {name} does not hold (required to be absent)"]
+    extra = f": {_md('; '.join(reason['reasons']))}" if reason.get("reasons") else ""
+    entries = derived.get(name, [])
+    rule = f" (rule {entries[0]['rule']['id']})" if entries else ""
+    lines = [f"{indent}- {name} holds{rule}{extra}" + (", because:" if entries and name not in seen else "")]
+    if name in seen:
+        return lines
+    for entry in entries:
+        if entry.get("reason") and len(entries) > 1:
+            lines.append(f"{indent}  - {_md(entry['reason'].get('text') or entry['reason']['id'])}:")
+            sub_depth = depth + 2
+        else:
+            sub_depth = depth + 1
+        for sub in entry["because"]:
+            lines += _reason_lines(sub, derived, sources, sub_depth, seen | {name})
+    return lines
+
+
+def _withheld(finding: Mapping[str, Any], suppressed: Sequence[Mapping[str, Any]]) -> list[str]:
+    facts = {r["derived"] for r in finding["because"] if "derived" in r and r.get("holds")}
+    held = [s for s in suppressed if s["by"].get("fact") in facts]
+    if not held:
+        return []
+    lines = ["", "**Withheld until the record is reconciled:**"]
+    lines += [f"- {s['finding']['code']}: {_md(s['finding']['summary'])}" for s in held]
+    return lines
+
+
+def _evidence(evidence: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not evidence:
+        return ["", "**Evidence:** none cited (a safety or data-quality choice of this library)."]
+    lines = ["", "**Evidence:**"]
+    for entry in evidence:
+        if entry.get("quote"):
+            level = f" (level of evidence {_md(entry['level'])})" if entry.get("level") else ""
+            lines.append(f"> \"{_md(entry['quote'])}\"{level}  ")
+            lines.append(f"> — {_md(entry['citation'])} [{entry['id']}]")
+            lines.append("")
+        else:
+            lines.append(f"- {_md(entry['claim'])} — {_md(entry['citation'])} [{entry['id']}; citation "
+                         f"{_md(entry['verification'])}]")
+    return lines
+
+
+def citation_links(evidence: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """PubMed, PMC and DOI links for the identifiers found in the evidence citations (each URL once)."""
+    links: dict[str, dict[str, str]] = {}
+    for entry in evidence:
+        citation = entry.get("citation") or ""
+        short = _short(citation)
+        for pmid in _PMID.findall(citation):
+            links.setdefault(f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/",
+                             {"label": f"PubMed {pmid}: {short}", "type": "absolute"})
+        for pmc in _PMC.findall(citation):
+            links.setdefault(f"https://pmc.ncbi.nlm.nih.gov/articles/{pmc}/",
+                             {"label": f"{pmc}: {short}", "type": "absolute"})
+        for doi in _DOI.findall(citation):
+            doi = doi.rstrip(".,;)")
+            links.setdefault(f"https://doi.org/{doi}", {"label": f"DOI {doi}: {short}", "type": "absolute"})
+    return [{"label": link["label"], "url": url, "type": link["type"]} for url, link in links.items()]
+
+
+def _short(citation: str, limit: int = 80) -> str:
+    text = citation.split(". ", 1)[0] if len(citation) > limit else citation
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- cards about the FHIR record ----------------------------------------------------------------------------------
+
+
+def problems_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str,
+                  paths: Iterable[str] | None = None) -> dict[str, Any] | None:
+    """One card listing what was skipped or left unknown while reading the FHIR record (None when nothing was).
+    ``paths``: only problems about these facts (and problems about no fact in particular)."""
+    wanted = None if paths is None else set(paths)
+    shown = [p for p in problems if wanted is None or p.get("path") is None or p.get("path") in wanted]
+    if not shown:
+        return None
+    conflicts = [p for p in shown if "conflicting" in p["message"]]
+    facts = sorted({p["path"] for p in shown if p.get("path")})
+    if conflicts:
+        summary = (f"FHIR record: {len(conflicts)} conflict(s) left facts unknown; {len(shown)} issue(s) in all. "
+                   "Reconcile the record.")
+    else:
+        summary = f"FHIR record: {len(shown)} resource(s) or value(s) not used; see why before relying on the cards."
+    detail = ["**What could not be used from the FHIR record** (nothing is ever guessed: a fact without a usable "
+              "resource is *unknown* to the rules):", ""]
+    detail += [f"- {_md(p['where'])}: {_md(p['message'])}" for p in shown]
+    if facts:
+        detail += ["", "Facts affected: " + ", ".join(f"`{f}`" for f in facts)]
+    return {
+        "uuid": card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_PROBLEMS),
+        "summary": summary[:139],
+        "indicator": (Indicator.WARNING if conflicts or facts else Indicator.INFO).value,
+        "detail": "\n".join(detail),
+        "source": _service_source(ServiceCard.FHIR_INPUT_PROBLEMS, "Problems reading the FHIR record"),
+        "overrideReasons": list(OVERRIDE_REASONS),
+    }
+
+
+def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) -> dict[str, Any]:
+    """The card returned instead of findings when conflicting resources prevent any evaluation."""
+    errors = [p for p in problems if p.get("severity") == "error"]
+    others = [p for p in problems if p.get("severity") != "error"]
+    detail = ["**Nothing was evaluated.** The FHIR record disagrees with itself about facts that cannot be left "
+              "unknown, and imt-cds never evaluates a guess:", ""]
+    detail += [f"- {_md(p['where'])}: {_md(p['message'])}" for p in errors]
+    if others:
+        detail += ["", "Also not used:"] + [f"- {_md(p['where'])}: {_md(p['message'])}" for p in others]
+    detail += ["", "Correct or retire the conflicting resources, then open the chart again."]
+    return {
+        "uuid": card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_CONFLICT),
+        "summary": "Conflicting records: no IMT decision support until they are reconciled.",
+        "indicator": Indicator.CRITICAL.value,
+        "detail": "\n".join(detail),
+        "source": _service_source(ServiceCard.FHIR_INPUT_CONFLICT, "Conflicting FHIR resources"),
+        "overrideReasons": list(OVERRIDE_REASONS),
+    }
+
+
+def _service_source(code: ServiceCard, display: str) -> dict[str, Any]:
+    return {"label": LABEL, "topic": {"system": SERVICE_CARD_SYSTEM, "code": code.value, "display": display}}
+
+
+# --- text -------------------------------------------------------------------------------------------------------
+
+
+def escape_markdown(text: Any) -> str:
+    """Escape Markdown in text that comes from data (resource ids, messages, values), so it shows as written."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def display_value(value: Any) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return "{" + ", ".join(map(str, value)) + "}" if value else "{} (none recorded)"
+    return str(value)
+
+
+_md, _value = escape_markdown, display_value  # short names for the templates above

@@ -1,0 +1,72 @@
+"""The service's configuration: one immutable value, built by ``imt-cds serve`` (or a test) and passed in.
+
+Nothing here reads the environment or the disk at import; ``ServiceConfig.check`` validates a configuration once,
+before the server starts, and refuses one that would run without authentication unless that was asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .auth import AuthSettings
+from .errors import ServiceConfigError
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServiceConfig"]
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a prefetch of a long chart is large; 8 MiB holds thousands of resources
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the service needs to know. ``public_url`` is the base URL clients call (scheme, host, port and any
+    path prefix, no trailing slash): JWT ``aud`` values and card links are built from it."""
+
+    public_url: str
+    auth: AuthSettings | None = None
+    allow_unauthenticated: bool = False
+    rules: Path | None = None  # rulebook directory (default: the shipped one)
+    audit: str | None = None  # audit store: SQLite path or postgresql:// URL; also where feedback is kept
+    audit_input: bool = True  # keep each input in the audit records (False: only its sha256)
+    feedback_log: Path | None = None  # NDJSON file for feedback when there is no audit store
+    workers: int = 2  # evaluation processes
+    cache_size: int = 4096  # memo cache entries per worker (an EHR re-evaluates the same chart on every open)
+    request_timeout: float = 30.0  # seconds an evaluation may take before its process is killed and replaced
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cors_origins: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()  # allowed fhirServer URL prefixes; empty: any http(s) URL
+    fhir_timeout: float = 10.0  # seconds per FHIR request to fhirServer
+    fhir_max_pages: int = 20  # searchset pages followed per prefetch query
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+
+    def check(self) -> None:
+        """Refuse a configuration the service must not run with."""
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ServiceConfigError(f"public URL {self.public_url!r} must be an absolute http(s) URL without query "
+                                     "or fragment, e.g. https://cds.example.org")
+        if self.auth is None and not self.allow_unauthenticated:
+            raise ServiceConfigError("no authentication configured: trust at least one JWT issuer (--trust ISS=JWKS) "
+                                     "or, for a local test only, pass --allow-unauthenticated")
+        if self.auth is not None and not self.auth.issuers:
+            raise ServiceConfigError("authentication configured without any trusted issuer")
+        if self.workers < 1:
+            raise ServiceConfigError("at least one evaluation worker is needed")
+        if self.max_body_bytes < 1024:
+            raise ServiceConfigError("the body size limit must be at least 1024 bytes")
+        for origin in self.cors_origins:
+            if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+                raise ServiceConfigError(f"CORS origin {origin!r} must be an http(s) origin or *")
+        for prefix in self.fhir_servers:
+            if urlsplit(prefix).scheme not in ("http", "https"):
+                raise ServiceConfigError(f"allowed FHIR server {prefix!r} must be an http(s) URL")
+        if self.feedback_log is not None and self.audit is not None:
+            raise ServiceConfigError("feedback goes to the audit store when there is one: give --audit or "
+                                     "--feedback-log, not both")
+
+    def service_url(self, path: str) -> str:
+        """The public URL of one of the service's paths (``/cds-services/imt-patient-view``)."""
+        return self.public_url + path

@@ -1,0 +1,255 @@
+"""Card feedback (``POST /cds-services/{id}/feedback``): checked, then kept where the deployment keeps records.
+
+Where feedback goes:
+- with an audit store (``--audit DB``), into a table of its own, ``cds_feedback``, in the same database (SQLite
+  file or PostgreSQL), append-only like the audit tables (triggers refuse UPDATE and DELETE). It is *beside* the
+  hash-chained audit records, not in the chain: the chain holds evaluations, and the audit package is untouched;
+- otherwise, with ``--feedback-log FILE``, one JSON line per feedback item appended to that file;
+- otherwise, one JSON line per item on the server's log (logger ``imt_cds.service.feedback``, standard error).
+
+Each stored item is the client's feedback object as sent, with the service id, the time it was received, the JWT
+issuer and tenant when authenticated, and, when the card was issued by this server process recently, the evaluation
+id and finding code the card's uuid stands for (the uuid is a uuid5 of those, so they can also be found later by
+recomputing it from the audit records).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..assessment import rfc3339
+from .errors import BadRequestError, ServiceConfigError
+
+__all__ = ["CardIndex", "FeedbackSink", "open_feedback_sink", "parse_feedback"]
+
+log = logging.getLogger("imt_cds.service.feedback")
+
+_OUTCOMES = ("accepted", "overridden")
+_SQLITE_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS cds_feedback (
+        seq INTEGER PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        service TEXT NOT NULL,
+        card TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        evaluation_id TEXT,
+        finding_code TEXT,
+        body TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS cds_feedback_card ON cds_feedback (card)",
+    *(f"""CREATE TRIGGER IF NOT EXISTS cds_feedback_no_{verb} BEFORE {verb.upper()} ON cds_feedback
+          BEGIN SELECT RAISE(ABORT, 'imt-cds feedback is append-only'); END""" for verb in ("update", "delete")),
+)
+_POSTGRES_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS cds_feedback (
+        seq BIGSERIAL PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        service TEXT NOT NULL,
+        card TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        evaluation_id TEXT,
+        finding_code TEXT,
+        body TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS cds_feedback_card ON cds_feedback (card)",
+    """CREATE OR REPLACE FUNCTION imt_cds_feedback_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'imt-cds feedback is append-only'; END $$""",
+    "DROP TRIGGER IF EXISTS cds_feedback_append_only ON cds_feedback",
+    """CREATE TRIGGER cds_feedback_append_only BEFORE UPDATE OR DELETE ON cds_feedback
+        FOR EACH ROW EXECUTE FUNCTION imt_cds_feedback_append_only()""",
+)
+
+
+def parse_feedback(body: Any) -> list[dict[str, Any]]:
+    """The feedback items of a request body, or ``BadRequestError`` naming what is wrong (CDS Hooks 2.0.1)."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
+        raise BadRequestError('feedback must be an object {"feedback": [...]} with at least one item')
+    items = []
+    for index, item in enumerate(body["feedback"]):
+        where = f"feedback[{index}]"
+        if not isinstance(item, Mapping):
+            raise BadRequestError(f"{where} must be an object")
+        if not isinstance(item.get("card"), str) or not item["card"]:
+            raise BadRequestError(f"{where}.card (the card's uuid) is required")
+        if item.get("outcome") not in _OUTCOMES:
+            raise BadRequestError(f"{where}.outcome must be accepted or overridden, not {item.get('outcome')!r}")
+        if not isinstance(item.get("outcomeTimestamp"), str):
+            raise BadRequestError(f"{where}.outcomeTimestamp is required (RFC 3339, UTC)")
+        try:
+            datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequestError(f"{where}.outcomeTimestamp {item['outcomeTimestamp']!r} is not an RFC 3339 "
+                                  "date-time") from None
+        accepted = item.get("acceptedSuggestions")
+        if accepted is not None and (not isinstance(accepted, list) or not all(
+                isinstance(a, Mapping) and isinstance(a.get("id"), str) for a in accepted)):
+            raise BadRequestError(f"{where}.acceptedSuggestions must be a list of {{\"id\": ...}}")
+        reason = item.get("overrideReason")
+        if reason is not None:
+            if not isinstance(reason, Mapping):
+                raise BadRequestError(f"{where}.overrideReason must be an object")
+            coding = reason.get("reason")
+            if coding is not None and not (isinstance(coding, Mapping) and isinstance(coding.get("code"), str)
+                                           and isinstance(coding.get("system"), str)):
+                raise BadRequestError(f"{where}.overrideReason.reason must be a Coding with code and system")
+            if reason.get("userComment") is not None and not isinstance(reason["userComment"], str):
+                raise BadRequestError(f"{where}.overrideReason.userComment must be text")
+        items.append(dict(item))
+    return items
+
+
+class CardIndex:
+    """The cards this process issued recently: card uuid -> (service, evaluation id, code). Bounded, oldest out."""
+
+    def __init__(self, max_entries: int = 50_000):
+        self.max_entries = max_entries
+        self._cards: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, service: str, evaluation_id: str, cards: Sequence[Mapping[str, Any]]) -> None:
+        with self._lock:
+            for card in cards:
+                self._cards[card["uuid"]] = (service, evaluation_id, card["source"]["topic"]["code"])
+            while len(self._cards) > self.max_entries:
+                self._cards.popitem(last=False)
+
+    def get(self, card: str) -> tuple[str, str, str] | None:
+        with self._lock:
+            return self._cards.get(card)
+
+
+class FeedbackSink(Protocol):
+    location: str
+
+    def record(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_feedback_sink(audit: str | None, feedback_log: Path | None) -> FeedbackSink:
+    if audit is not None:
+        if audit.startswith(("postgresql://", "postgres://")):
+            return _PostgresFeedback(audit)
+        return _SQLiteFeedback(Path(audit))
+    if feedback_log is not None:
+        return _NdjsonFeedback(feedback_log)
+    return _LogFeedback()
+
+
+def stored_row(service: str, item: Mapping[str, Any], issued: tuple[str, str, str] | None,
+               client: Mapping[str, Any]) -> dict[str, Any]:
+    """What is kept of one feedback item."""
+    return {
+        "received_at": rfc3339(datetime.now(timezone.utc)),
+        "service": service,
+        "card": item["card"],
+        "outcome": item["outcome"],
+        "evaluation_id": issued[1] if issued else None,
+        "finding_code": issued[2] if issued else None,
+        "client": dict(client),
+        "feedback": dict(item),
+    }
+
+
+class _SQLiteFeedback:
+    def __init__(self, path: Path):
+        self.location = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 60000")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in _SQLITE_SCHEMA:
+                self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ServiceConfigError(f"cannot keep feedback in {path}: {exc}") from exc
+
+    def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
+                    "body) VALUES (?, ?, ?, ?, ?, ?, ?)", [_values(row) for row in rows])
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _PostgresFeedback:
+    def __init__(self, conninfo: str):
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ServiceConfigError("feedback in PostgreSQL needs psycopg 3: pip install 'imt-cds[postgres]'") from exc
+        self.location = "PostgreSQL audit database"
+        self._lock = threading.Lock()
+        try:
+            self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+            with self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(7308604897068083554)")  # one creator at a time
+                for statement in _POSTGRES_SCHEMA:
+                    self._db.execute(statement)
+        except psycopg.Error as exc:
+            raise ServiceConfigError(f"cannot keep feedback in the PostgreSQL audit database: {exc}") from exc
+
+    def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        with self._lock, self._db.transaction():
+            with self._db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
+                    "body) VALUES (%s, %s, %s, %s, %s, %s, %s)", [_values(row) for row in rows])
+        return len(rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _NdjsonFeedback:
+    def __init__(self, path: Path):
+        self.location = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._file = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise ServiceConfigError(f"cannot append feedback to {path}: {exc.strerror}") from exc
+
+    def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        with self._lock:
+            self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            self._file.flush()
+        return len(rows)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _LogFeedback:
+    location = "the server log"
+
+    def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        for row in rows:
+            log.warning("cds-feedback %s", json.dumps(row, ensure_ascii=False))
+        return len(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (row["received_at"], row["service"], row["card"], row["outcome"], row["evaluation_id"],
+            row["finding_code"], json.dumps(row, ensure_ascii=False, sort_keys=True))

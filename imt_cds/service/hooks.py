@@ -1,0 +1,208 @@
+"""The two CDS services and what answering a hook call means, independent of the HTTP framework.
+
+``imt-patient-view`` (hook ``patient-view``): the patient's FHIR record -> facts -> assessment -> one card per
+finding, plus a card about what could not be read from the record (or, when conflicting resources prevent any
+evaluation, one card saying so instead of findings). ``imt-order-sign`` (hook ``order-sign``): the targeted-drug
+orders among ``context.draftOrders`` checked against the same record (``order_sign.py``).
+
+A request is checked before anything is fetched or evaluated (``check_request``): a call this service cannot answer
+is refused with a 400 naming what is wrong. Reading FHIR and evaluating happen in a worker process (``workers.py``);
+fetching from ``fhirServer`` in ``prefetch.py``; cards are rendered by ``cards.py`` and ``order_sign.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..fhir_output import assessment_bundle
+from ..rulebook import Rulebook
+from .cards import (
+    assessment_cards,
+    conflict_card,
+    problems_card,
+    sort_cards,
+)
+from .config import ServiceConfig
+from .errors import BadRequestError, NotFoundError
+from .feedback import CardIndex
+from .order_sign import check_id_for, check_orders, targeted_orders
+from .prefetch import Template, collect_resources
+from .workers import WorkerPool
+
+__all__ = [
+    "FHIR_GUIDANCE_EXTENSION",
+    "SERVICES",
+    "CdsService",
+    "HookRunner",
+    "check_request",
+    "find_service",
+]
+
+FHIR_GUIDANCE_EXTENSION = "urn:imt-cds:fhir-guidance"  # request it with {"extension": {<this>: true}}
+
+PATIENT = Template("patient", "Patient/{{context.patientId}}", single=True)
+CONDITIONS = Template("conditions", "Condition?patient={{context.patientId}}", single=False)
+# Only the Observations imt_cds.fhir reads: tumor size, genomic variants, the mCODE cM category (SNOMED 399387003),
+# and any fact of the project's own code system ("system|" matches every code of that system).
+OBSERVATIONS = Template(
+    "observations",
+    "Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1,http://loinc.org|69548-6,"
+    "http://snomed.info/sct|399387003,urn:imt-cds:fact|",
+    single=False)
+PROCEDURES = Template("procedures", "Procedure?patient={{context.patientId}}", single=False)
+
+
+@dataclass(frozen=True)
+class CdsService:
+    id: str
+    hook: str
+    title: str
+    description: str
+    prefetch: tuple[Template, ...]
+    usage: str
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "prefetch": {t.key: t.query for t in self.prefetch},
+            "usageRequirements": self.usage,
+        }
+
+
+SERVICES: tuple[CdsService, ...] = (
+    CdsService(
+        "imt-patient-view", "patient-view",
+        "IMT decision support (inflammatory myofibroblastic tumor)",
+        "Explained, evidence-linked recommendations, data requests and risk flags for a patient with an "
+        "inflammatory myofibroblastic tumor, from the mCODE / Genomics Reporting record. Decision support for a "
+        "multidisciplinary team, never a prescription.",
+        (PATIENT, CONDITIONS, OBSERVATIONS, PROCEDURES),
+        "Reads FHIR R4 mCODE and Genomics Reporting resources; facts without a standard element come from "
+        "Observations coded urn:imt-cds:fact. Prefetch, or a fhirServer with a token, is required."),
+    CdsService(
+        "imt-order-sign", "order-sign",
+        "IMT targeted-drug order check",
+        "Checks draft orders of ALK, ROS1, TRK and RET inhibitors against the patient's documented alterations "
+        "and the drugs' labelled ages, and warns with the reason when they do not fit.",
+        (PATIENT, OBSERVATIONS),
+        "Reads context.draftOrders (MedicationRequest) and the patient's age and genomic results; prefetch, or "
+        "a fhirServer with a token, is needed only when a targeted drug is ordered."),
+)
+
+
+def find_service(service_id: str) -> CdsService:
+    for service in SERVICES:
+        if service.id == service_id:
+            return service
+    raise NotFoundError(f"no CDS service {service_id!r} here; the services are "
+                        f"{', '.join(s.id for s in SERVICES)} (see /cds-services)")
+
+
+def check_request(body: Any, service: CdsService) -> dict[str, Any]:
+    """The request if it is a CDS Hooks call this service can answer; ``BadRequestError`` saying why otherwise."""
+    if not isinstance(body, Mapping):
+        raise BadRequestError("the request body must be a JSON object (a CDS Hooks request)")
+    for name in ("hook", "hookInstance"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise BadRequestError(f"{name} is required (a CDS Hooks request has hook, hookInstance and context)")
+    if body["hook"] != service.hook:
+        raise BadRequestError(f"service {service.id} answers the {service.hook} hook, not {body['hook']!r}")
+    context = body.get("context")
+    if not isinstance(context, Mapping):
+        raise BadRequestError("context is required and must be an object")
+    if not isinstance(context.get("patientId"), str) or not context["patientId"]:
+        raise BadRequestError(f"context.patientId is required by the {service.hook} hook")
+    if service.hook == "order-sign":
+        orders = context.get("draftOrders")
+        if not isinstance(orders, Mapping) or orders.get("resourceType") != "Bundle":
+            raise BadRequestError("context.draftOrders is required by the order-sign hook and must be a FHIR Bundle")
+    for name in ("prefetch", "extension", "fhirAuthorization"):
+        if body.get(name) is not None and not isinstance(body[name], Mapping):
+            raise BadRequestError(f"{name} must be an object")
+    if body.get("fhirServer") is not None and not isinstance(body["fhirServer"], str):
+        raise BadRequestError("fhirServer must be a URL")
+    return dict(body)
+
+
+class HookRunner:
+    """Answers hook calls: gathers the FHIR data, runs the worker job, renders the cards."""
+
+    def __init__(self, config: ServiceConfig, pool: WorkerPool, rulebook: Rulebook, cards: CardIndex):
+        self.config = config
+        self.pool = pool
+        self.rulebook = rulebook
+        self.cards = cards
+
+    async def answer(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+        if service.hook == "order-sign":
+            return await self._order_sign(service, request)
+        return await self._patient_view(service, request)
+
+    async def _resources(self, service: CdsService, request: Mapping[str, Any]) -> list[Any]:
+        resources, _origin = await collect_resources(
+            service.prefetch, request, allowed_servers=self.config.fhir_servers, timeout=self.config.fhir_timeout,
+            max_pages=self.config.fhir_max_pages, max_bytes=self.config.max_body_bytes)
+        patient_id = request["context"]["patientId"]
+        for resource in resources:
+            if isinstance(resource, Mapping) and resource.get("resourceType") == "Patient" and resource.get(
+                    "id") not in (None, patient_id):
+                raise BadRequestError(f"the prefetched Patient/{resource.get('id')} is not the patient in "
+                                      f"context ({patient_id}): nothing is evaluated on another patient's record")
+        return resources
+
+    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+        resources = await self._resources(service, request)
+        result = await self.pool.run({"op": "assess", "resources": resources, "on": _today()})
+        read = result["fhir"]
+        document = result["assessment"]
+        if document is None:
+            evaluation_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:imt-cds:hook:{request['hookInstance']}"))
+            cards = [conflict_card(read["problems"], evaluation_id=evaluation_id)]
+        else:
+            evaluation_id = result["evaluation_id"]
+            cards = assessment_cards(document, evaluation_id=evaluation_id, sources=read["sources"],
+                                     public_url=self.config.public_url)
+            problems = problems_card(read["problems"], evaluation_id=evaluation_id)
+            if problems is not None:
+                cards.insert(0, problems)
+        cards = sort_cards(cards)
+        self.cards.add(service.id, evaluation_id, cards)
+        response: dict[str, Any] = {"cards": cards}
+        extension = request.get("extension") or {}
+        if document is not None and extension.get(FHIR_GUIDANCE_EXTENSION) is True:
+            bundle = assessment_bundle(document, request_id=str(request["hookInstance"]),
+                                       service_endpoint=self.config.service_url(f"/cds-services/{service.id}"))
+            response["extension"] = {FHIR_GUIDANCE_EXTENSION: bundle}
+        return response
+
+    async def _order_sign(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+        orders = targeted_orders(request["context"]["draftOrders"])
+        if not orders:
+            return {"cards": []}  # nothing to check: no need to read the record at all
+        resources = await self._resources(service, request)
+        result = await self.pool.run({"op": "facts", "resources": resources, "on": _today()})
+        read = result["fhir"]
+        check_id = check_id_for(str(request["hookInstance"]))
+        if read["facts"] is None:
+            cards = [conflict_card(read["problems"], evaluation_id=check_id)]
+        else:
+            cards = check_orders(orders, read["facts"], read["sources"], self.rulebook, check_id=check_id)
+            paths = {"age_years"} | {f"molecular.{g}.status" for o in orders for g in o.drug.targets}
+            problems = problems_card(read["problems"], evaluation_id=check_id, paths=paths)
+            if problems is not None and cards:
+                cards.insert(0, problems)
+        cards = sort_cards(cards)
+        self.cards.add(service.id, check_id, cards)
+        return {"cards": cards}
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
+

@@ -1,0 +1,198 @@
+"""``imt-order-sign``: targeted-drug orders checked against the patient's alterations and the labelled ages.
+
+For each draft MedicationRequest (or DSTU2 MedicationOrder) in ``context.draftOrders`` that names a drug of
+``drugs.TARGETED_DRUGS``, the check reads the patient's facts (from the same FHIR record as ``imt-patient-view``)
+and warns, with the reason, when:
+
+- none of the drug's target alterations is documented positive: ``critical`` when every target was tested
+  *negative* (the drug's target is documented absent), ``warning`` when some are *unknown* (no result on record);
+- the patient is below the drug's labelled minimum age for the positive target (``critical``, as the engine's
+  FLAG_OFF_LABEL_AGE), or the age is not recorded while the label has a minimum age (``warning``).
+
+An order consistent with the record gets no card (a silent check is the right answer to a sound order). Orders
+that name no targeted drug are ignored. Nothing here evaluates the rulebook: the alterations and age are facts, and
+the labelled ages are the rulebook's own parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..fhir_output import Indicator
+from ..rulebook import Rulebook
+from .cards import (
+    LABEL,
+    OVERRIDE_REASONS,
+    SERVICE_CARD_SYSTEM,
+    ServiceCard,
+    card_uuid,
+    citation_links,
+)
+from .cards import display_value as _value
+from .cards import escape_markdown as _md
+from .drugs import GENE_LABELS, TargetedDrug, find_drug
+
+__all__ = ["TargetedOrder", "check_orders", "targeted_orders"]
+
+_MEDICATION_ORDERS = ("MedicationRequest", "MedicationOrder")  # MedicationOrder: DSTU2's name for it
+
+
+@dataclass(frozen=True)
+class TargetedOrder:
+    where: str  # "MedicationRequest/draft-1"
+    text: str  # how the order names the medication
+    drug: TargetedDrug
+
+
+def targeted_orders(draft_orders: Any) -> list[TargetedOrder]:
+    """The draft orders that name a targeted drug (read leniently from JSON: orders are not validated)."""
+    found = []
+    for index, resource in enumerate(_resources(draft_orders)):
+        if resource.get("resourceType") not in _MEDICATION_ORDERS:
+            continue
+        texts = _medication_texts(resource)
+        drug = find_drug(texts)
+        if drug is not None:
+            where = f"{resource['resourceType']}/{resource.get('id', f'entry[{index}]')}"
+            found.append(TargetedOrder(where, texts[0] if texts else drug.ingredient, drug))
+    return found
+
+
+def _resources(bundle: Any) -> list[Mapping[str, Any]]:
+    if not isinstance(bundle, Mapping):
+        return []
+    if bundle.get("resourceType") != "Bundle":
+        return [bundle]
+    entries = bundle.get("entry") or []
+    return [e["resource"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)]
+
+
+def _medication_texts(order: Mapping[str, Any]) -> list[str]:
+    texts: list[str] = []
+
+    def concept(value: Any) -> None:
+        if isinstance(value, Mapping):
+            if isinstance(value.get("text"), str):
+                texts.append(value["text"])
+            for coding in value.get("coding") or []:
+                if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
+                    texts.append(coding["display"])
+
+    concept(order.get("medicationCodeableConcept"))
+    reference = order.get("medicationReference")
+    if isinstance(reference, Mapping):
+        if isinstance(reference.get("display"), str):
+            texts.append(reference["display"])
+        ref = reference.get("reference")
+        for contained in order.get("contained") or []:
+            if isinstance(contained, Mapping) and isinstance(ref, str) and ref == f"#{contained.get('id')}":
+                concept(contained.get("code"))
+    return texts
+
+
+def check_orders(orders: Sequence[TargetedOrder], facts: Mapping[str, Any], sources: Mapping[str, Sequence[str]],
+                 rulebook: Rulebook, *, check_id: str) -> list[dict[str, Any]]:
+    """Cards for the targeted orders that the patient's facts do not support (none when every order fits)."""
+    cards = []
+    for order in orders:
+        drug = order.drug
+        statuses = {gene: facts["molecular"][gene]["status"] for gene in drug.targets}
+        positive = [gene for gene, status in statuses.items() if status == "positive"]
+        if not positive:
+            cards.append(_not_positive(order, statuses, sources, rulebook, check_id))
+            continue
+        for gene in positive:
+            parameter = drug.label_age.get(gene)
+            if parameter is None:
+                continue
+            minimum = rulebook.parameters[parameter].value
+            age = facts.get("age_years")
+            if age is None:
+                cards.append(_age_card(order, gene, None, parameter, minimum, sources, rulebook, check_id))
+            elif age < minimum:
+                cards.append(_age_card(order, gene, age, parameter, minimum, sources, rulebook, check_id))
+            break  # the labelled use that applies is checked once
+    return cards
+
+
+def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Mapping[str, Sequence[str]],
+                  rulebook: Rulebook, check_id: str) -> dict[str, Any]:
+    drug = order.drug
+    all_negative = all(status == "negative" for status in statuses.values())
+    genes = " or ".join(GENE_LABELS[g] for g in drug.targets)
+    found = ", ".join(f"{GENE_LABELS[g]} {s}" for g, s in statuses.items())
+    name = drug.ingredient.capitalize()
+    if all_negative:
+        summary = f"{name} ordered, but {genes} was tested negative: its target is absent."
+    else:
+        summary = f"{name} ordered, but no {genes} alteration is documented positive ({found})."
+    why = [f"**{_md(order.text)}** ({order.where}) is {_article(drug.inhibitor_class)} {drug.inhibitor_class}: "
+           f"its use rests on {genes} being positive.", "", "**On record:**"]
+    for gene, status in statuses.items():
+        why.append(_fact_line(f"molecular.{gene}.status", status, sources))
+    why += ["", "Confirm the molecular result (a fusion panel, FISH) before signing, or record why the drug is "
+            "ordered without it."]
+    return _card(order, ServiceCard.ORDER_TARGET_NOT_POSITIVE, "Target alteration not documented positive", summary,
+                 Indicator.CRITICAL if all_negative else Indicator.WARNING, why, rulebook, check_id)
+
+
+def _age_card(order: TargetedOrder, gene: str, age: float | None, parameter: str, minimum: float,
+              sources: Mapping[str, Sequence[str]], rulebook: Rulebook, check_id: str) -> dict[str, Any]:
+    name = order.drug.ingredient.capitalize()
+    label = f"labelled from age {_value(minimum)} years"
+    if age is None:
+        code, indicator = ServiceCard.ORDER_AGE_UNKNOWN, Indicator.WARNING
+        summary = f"{name} is {label} for {GENE_LABELS[gene]}-positive disease; the patient's age is not recorded."
+        display = "Age not recorded for an age-labelled drug"
+    else:
+        code, indicator = ServiceCard.ORDER_BELOW_LABELLED_AGE, Indicator.CRITICAL
+        summary = f"{name} ordered below its labelled age: {label}; the patient is {_value(round(age, 2))}."
+        display = "Ordered below the labelled age"
+    why = [f"**{_md(order.text)}** ({order.where}): {name} is {label} for {GENE_LABELS[gene]}-positive disease "
+           f"(rulebook parameter `{parameter}` = {_value(minimum)}).", "", "**On record:**",
+           _fact_line("age_years", age, sources), _fact_line(f"molecular.{gene}.status", "positive", sources), "",
+           "Use below the labelled age is off-label: review dosing and the evidence with the team."]
+    return _card(order, code, display, summary, indicator, why, rulebook, check_id)
+
+
+def _card(order: TargetedOrder, code: ServiceCard, display: str, summary: str, indicator: Indicator,
+          why: list[str], rulebook: Rulebook, check_id: str) -> dict[str, Any]:
+    evidence = [rulebook.evidence[e].to_dict() for e in order.drug.evidence if e in rulebook.evidence]
+    detail = list(why)
+    if evidence:
+        detail += ["", "**Evidence about the drug:**"]
+        for entry in evidence:
+            if entry.get("quote"):
+                detail.append(f"> \"{_md(entry['quote'])}\"  ")
+                detail.append(f"> — {_md(entry['citation'])} [{entry['id']}]")
+                detail.append("")
+            else:
+                detail.append(f"- {_md(entry['claim'])} — {_md(entry['citation'])} [{entry['id']}]")
+    detail += ["", f"*Decision support, not a prescription.* Order check {check_id}."]
+    return {
+        "uuid": card_uuid(check_id, f"ORDER:{order.where}", code.value),
+        "summary": summary if len(summary) < 140 else summary[:138] + "…",
+        "indicator": indicator.value,
+        "detail": "\n".join(detail),
+        "source": {"label": LABEL, "topic": {"system": SERVICE_CARD_SYSTEM, "code": code.value, "display": display}},
+        "links": citation_links(evidence),
+        "overrideReasons": list(OVERRIDE_REASONS),
+    }
+
+
+def _fact_line(path: str, value: Any, sources: Mapping[str, Sequence[str]]) -> str:
+    origin = sources.get(path)
+    where = f" — from {', '.join(_md(s) for s in origin)}" if origin else " — no FHIR resource recorded it"
+    return f"- `{path}` is **{_md(_value(value))}**{where}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"
+
+
+def check_id_for(hook_instance: str) -> str:
+    """The id of one order check (cards' uuids derive from it): stable for a hook instance."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:imt-cds:order-sign:{hook_instance}"))

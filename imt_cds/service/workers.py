@@ -1,0 +1,371 @@
+"""Crash containment: evaluations run in a supervised pool of worker processes, never in the server process.
+
+The rules engine is native code (durable-rules, in C); a defect there can kill the process running it. So the
+server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache, and
+the audit store when one is configured), reads the FHIR resources into facts and evaluates. The server sends one
+job at a time to an idle worker over a pipe and waits for the answer in a thread.
+
+Supervision:
+- a worker that dies while serving a job (SIGKILL, a segfault, the OOM killer) fails *that* request only, with
+  ``WorkerCrashedError`` (a 500 with a JSON body); it is replaced at once, and every other request goes on;
+- a job that takes longer than ``timeout`` gets its worker killed and replaced (``WorkerTimeoutError``, 503);
+- a job is never sent to a second worker once the first received it (a request that crashes workers kills one,
+  not the pool); a job that could not even be handed over (a worker found dead on sending) goes to another one;
+- a worker that dies while idle is noticed by a watch task and replaced before anyone sends it a job.
+
+Workers are started by a fork server (``multiprocessing`` "forkserver", with the engine and FHIR modules preloaded),
+so a replacement starts in a fraction of a second and never inherits the server's threads. Each worker names itself
+``imt-cds-worker`` (Linux ``comm``, shown by ``ps``) and ignores SIGINT: the server shuts the pool down itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+
+from .errors import EvaluationFailedError, ServiceConfigError, WorkerCrashedError, WorkerTimeoutError
+
+__all__ = ["WorkerPool", "WorkerSettings"]
+
+log = logging.getLogger("imt_cds.service")
+
+START_TIMEOUT = 120.0  # seconds for a new worker to load and compile the rulebook
+WORKER_NAME = b"imt-cds-worker"
+_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "fhir.resources.R4B.patient",
+            "fhir.resources.R4B.observation", "fhir.resources.R4B.condition", "fhir.resources.R4B.procedure"]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs to build its engine (sent to each worker process; must pickle)."""
+
+    rules: str | None = None
+    cache_size: int = 4096
+    audit: str | None = None
+    audit_input: bool = True
+
+
+class _SendFailed(Exception):
+    """The job never reached the worker."""
+
+
+class _Died(Exception):
+    """The worker died after receiving the job."""
+
+
+class _TimedOut(Exception):
+    """The worker was killed for taking too long."""
+
+
+class _Worker:
+    """The server's handle on one worker process."""
+
+    def __init__(self, process: Any, connection: Any):
+        self.process = process
+        self.connection = connection
+        self.retired = False
+        self.busy = False
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    def alive(self) -> bool:
+        return bool(self.process.is_alive())
+
+    def exit_code(self, wait: float = 2.0) -> int | None:
+        """How the process ended (negative: the signal that killed it), once it has (None if it has not)."""
+        self.process.join(wait)
+        return self.process.exitcode  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+        except (OSError, ValueError):
+            pass
+
+    def call(self, payload: bytes, timeout: float) -> bytes:
+        """Send one job and wait for its answer (in a thread). A watchdog kills the worker after ``timeout``, which
+        also ends a send blocked on a frozen worker."""
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            self.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        sent = False
+        try:
+            self.connection.send_bytes(payload)
+            sent = True
+            answer: bytes = self.connection.recv_bytes()
+        except (EOFError, OSError) as exc:
+            if fired.is_set():
+                raise _TimedOut from exc
+            raise (_Died if sent else _SendFailed) from exc
+        finally:
+            timer.cancel()
+        if fired.is_set():
+            raise _TimedOut
+        return answer
+
+    def stop(self, wait: float = 5.0) -> None:
+        try:
+            self.connection.close()  # the worker reads end-of-file and exits
+        except OSError:
+            pass
+        self.process.join(wait)
+        if self.process.is_alive():
+            self.kill()
+            self.process.join(wait)
+
+
+class WorkerPool:
+    """``size`` supervised worker processes. ``await start()``, then ``await run(job)`` from any request."""
+
+    def __init__(self, settings: WorkerSettings, size: int, *, timeout: float = 30.0):
+        self.settings = settings
+        self.size = size
+        self.timeout = timeout
+        self._context = multiprocessing.get_context("forkserver")
+        self._workers: set[_Worker] = set()
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.crashes = 0  # workers lost while serving a job (for the health endpoint and logs)
+
+    # -- life cycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker and wait until each has built its engine (a broken rulebook fails here, at once)."""
+        self._context.set_forkserver_preload(_PRELOAD)
+        self._idle = asyncio.Queue()
+        started = await asyncio.gather(*(asyncio.to_thread(self._spawn) for _ in range(self.size)),
+                                       return_exceptions=True)
+        failures = [s for s in started if isinstance(s, BaseException)]
+        for worker in started:
+            if isinstance(worker, _Worker):
+                self._workers.add(worker)
+                self._idle.put_nowait(worker)
+        if failures:
+            await self.close()
+            raise failures[0]
+        self._spawn_task(self._watch())
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        workers, self._workers = list(self._workers), set()
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+
+    @property
+    def live_workers(self) -> int:
+        return sum(1 for w in self._workers if not w.retired and w.alive())
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(target=_worker_main, args=(child, self.settings), name="imt-cds-worker",
+                                        daemon=True)
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        if not parent.poll(START_TIMEOUT):
+            worker.kill()
+            raise ServiceConfigError(f"an evaluation worker did not start within {START_TIMEOUT:.0f} s")
+        try:
+            message = orjson.loads(parent.recv_bytes())
+        except (EOFError, OSError):
+            worker.stop(1.0)
+            raise ServiceConfigError(f"an evaluation worker died while starting (exit code "
+                                     f"{process.exitcode})") from None
+        if "error" in message:
+            worker.stop(1.0)
+            raise ServiceConfigError(f"an evaluation worker could not start: {message['error']}")
+        return worker
+
+    def _spawn_task(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Take a worker out of service (killing it if need be) and start its replacement."""
+        if worker.retired:
+            return
+        worker.retired = True
+        self._workers.discard(worker)
+        self._spawn_task(self._replace(worker))
+
+    async def _replace(self, worker: _Worker) -> None:
+        await asyncio.to_thread(worker.stop, 1.0)
+        delay = 0.5
+        while not self._closed:
+            try:
+                new = await asyncio.to_thread(self._spawn)
+            except ServiceConfigError as exc:
+                log.error("imt-cds: cannot replace an evaluation worker (retrying in %.0f s): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self._closed:
+                await asyncio.to_thread(new.stop, 1.0)
+                return
+            self._workers.add(new)
+            if self._idle is not None:
+                self._idle.put_nowait(new)
+            log.warning("imt-cds: evaluation worker %d replaced by %d", worker.pid, new.pid)
+            return
+
+    async def _watch(self) -> None:
+        """Replace workers that died while idle, so that no request is ever sent to a dead one."""
+        while not self._closed:
+            await asyncio.sleep(0.5)
+            for worker in list(self._workers):
+                if not worker.busy and not worker.alive():
+                    log.warning("imt-cds: evaluation worker %d died while idle (exit code %s)", worker.pid,
+                                worker.process.exitcode)
+                    self._retire(worker)
+
+    # -- running a job ----------------------------------------------------------------------------------------------
+
+    async def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Run one job in a worker; the worker's answer, or a ``ServiceError`` (crash, timeout, failure)."""
+        if self._idle is None or self._closed:
+            raise WorkerTimeoutError("the evaluation workers are not running")
+        payload = orjson.dumps(job)
+        for _attempt in range(self.size + 2):
+            try:
+                worker = await asyncio.wait_for(self._idle.get(), self.timeout)
+            except TimeoutError:
+                raise WorkerTimeoutError(f"no evaluation worker became free within {self.timeout:.0f} s") from None
+            if worker.retired or not worker.alive():
+                self._retire(worker)
+                continue
+            worker.busy = True
+            call = asyncio.ensure_future(asyncio.to_thread(worker.call, payload, self.timeout))
+            try:
+                answer = await asyncio.shield(call)
+            except asyncio.CancelledError:
+                # The request went away; the worker finishes the job, then goes back to the pool (or is replaced).
+                call.add_done_callback(lambda done, w=worker: self._after(w, done))
+                raise
+            except _SendFailed:
+                worker.busy = False
+                self._retire(worker)
+                continue
+            except _Died:
+                self.crashes += 1
+                code = await asyncio.to_thread(worker.exit_code)
+                self._retire(worker)
+                log.error("imt-cds: evaluation worker %d died serving a request (exit code %s); replacing it",
+                          worker.pid, code)
+                raise WorkerCrashedError(
+                    "the evaluation process died while serving this request; it has been replaced and the "
+                    "service goes on: retry the request", {"exit_code": code}) from None
+            except _TimedOut:
+                self._retire(worker)
+                raise WorkerTimeoutError(f"the evaluation took longer than {self.timeout:.0f} s; its process was "
+                                         "replaced") from None
+            worker.busy = False
+            self._idle.put_nowait(worker)
+            result: dict[str, Any] = orjson.loads(answer)
+            if not result.get("ok"):
+                error = result.get("error") or {}
+                raise EvaluationFailedError(f"the evaluation failed: {error.get('message', 'unknown error')}",
+                                            {"code": error.get("code")})
+            return result
+        raise WorkerTimeoutError("no live evaluation worker could take the request")
+
+    def _after(self, worker: _Worker, done: asyncio.Future[Any]) -> None:
+        worker.busy = False
+        if done.cancelled() or done.exception() is not None:
+            self._retire(worker)
+        elif self._idle is not None and not self._closed:
+            self._idle.put_nowait(worker)
+
+
+# --- the worker process -------------------------------------------------------------------------------------------
+
+
+def _worker_main(connection: Any, settings: WorkerSettings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server stops us
+    _name_process()
+    try:
+        handler = _Handler(settings)
+    except BaseException as exc:  # noqa: BLE001 - report why the worker cannot start, then exit
+        connection.send_bytes(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return
+    connection.send_bytes(orjson.dumps({"ready": os.getpid()}))
+    while True:
+        try:
+            job = connection.recv_bytes()
+        except (EOFError, OSError):
+            return  # the server closed the pipe (or went away): nothing more to do
+        try:
+            answer = handler.handle(orjson.loads(job))
+        except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
+            code = getattr(exc, "code", type(exc).__name__)
+            answer = {"ok": False, "error": {"code": code, "message": f"{type(exc).__name__}: {exc}"}}
+        connection.send_bytes(orjson.dumps(answer))
+
+
+def _name_process() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, WORKER_NAME, 0, 0, 0)  # PR_SET_NAME: "imt-cds-worker" in ps and /proc/PID/comm
+    except (OSError, AttributeError):
+        pass
+
+
+class _Recorder:
+    """The audit sink of a worker's engine: passes appends to the store and keeps the last record id."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.last_id: str | None = None
+
+    def append(self, assessment: Any) -> str:
+        self.last_id = str(self.store.append(assessment))
+        return self.last_id
+
+
+class _Handler:
+    """What a worker does: FHIR resources -> facts (with sources and problems) -> assessment."""
+
+    def __init__(self, settings: WorkerSettings):
+        from ..engine import Engine
+        from ..fhir import facts_from_resources
+
+        self._facts_from_resources = facts_from_resources
+        self._recorder: _Recorder | None = None
+        if settings.audit:
+            from ..audit import open_store
+
+            self._recorder = _Recorder(open_store(settings.audit, store_input=settings.audit_input))
+        self.engine = Engine(settings.rules, cache_size=settings.cache_size, audit=self._recorder)
+
+    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]))
+        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(), "assessment": None, "evaluation_id": None}
+        if job.get("op") == "assess" and read.facts is not None:
+            if self._recorder is not None:
+                self._recorder.last_id = None
+            assessment = self.engine.evaluate(read.facts)
+            answer["assessment"] = orjson.Fragment(assessment.to_json())
+            answer["evaluation_id"] = (self._recorder.last_id if self._recorder else None) or str(uuid.uuid4())
+            answer["audited"] = self._recorder is not None
+        return answer

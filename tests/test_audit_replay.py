@@ -1,0 +1,133 @@
+"""Replaying audit records: with the archived rulebook (identical, even when the rulebook's files are long gone), and
+with the current rulebook (what would differ). Also what cannot be replayed, and why."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from audit_support import disable_append_only, raw_sql
+from rulebook_copies import copy_rulebook, set_parameters
+
+from imt_cds import Engine, load_rulebook
+from imt_cds.audit import ArchiveMissingError, ReplayError, open_store, replay
+from imt_cds.audit.replay import MISSING, compare_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+PATIENTS = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))}
+ALK = PATIENTS["02_alk_positive_unresectable"]  # an 11.5 cm tumor: above the 3.9 cm cohort median
+
+
+@pytest.fixture
+def store(tmp_path):
+    with open_store(tmp_path / "audit.db") as opened:
+        yield opened
+
+
+def test_every_record_replays_identically_with_its_archived_rulebook(store, rulebook):
+    engine = Engine(rulebook, audit=store)
+    for patient in PATIENTS.values():
+        engine.evaluate(patient)
+    for record in store.records():
+        result = replay(store, record.id)
+        assert result.identical, [d.describe() for d in result.differences]
+        assert result.rulebook["sha256"] == record.rulebook["sha256"]
+        # Only the evaluation time and the engine versions are set aside; everything else is byte for byte.
+        assert {k: v for k, v in result.document.items() if k != "provenance"} == \
+            {k: v for k, v in record.assessment.items() if k != "provenance"}
+
+
+def test_a_record_replays_with_its_own_rulebook_after_the_files_are_gone(store, tmp_path):
+    directory = copy_rulebook(tmp_path / "working-copy")
+    set_parameters(directory, {"size_risk_threshold_cm": 20})
+    institution = load_rulebook(directory)
+    Engine(institution, audit=store).evaluate(ALK)
+    shutil.rmtree(directory)  # the working copy is deleted (or edited) afterwards
+
+    result = replay(store, "last")
+    assert result.identical
+    assert result.rulebook["sha256"] == institution.sha256
+    assert "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN" not in {f["code"] for f in result.document["risk_flags"]}
+
+
+def test_with_the_current_rulebook_a_replay_shows_what_would_differ(store, tmp_path):
+    old = copy_rulebook(tmp_path / "old")
+    set_parameters(old, {"size_risk_threshold_cm": 20})
+    Engine(load_rulebook(old), audit=store).evaluate(ALK)
+
+    result = replay(store, "last", with_current=True)  # the shipped rulebook: threshold 3.9 cm
+    assert not result.identical
+    added = [d for d in result.differences if d.recorded is MISSING]
+    assert [d.path for d in added] == ["risk_flags[RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN]", "trace[R16.0]"]
+    assert [d.path for d in result.differences if d not in added] == []
+    assert "only now: RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN" in added[0].describe()
+    context = {d.path: (d.recorded, d.replayed) for d in result.context}
+    assert context["provenance.parameters.size_risk_threshold_cm"] == (20, 3.9)
+    assert "provenance.rulebook.sha256" in context
+    # With the archived rulebook the same record is still reproduced exactly.
+    assert replay(store, "last").identical
+
+
+def test_with_an_unchanged_current_rulebook_nothing_differs(store, rulebook):
+    Engine(rulebook, audit=store).evaluate(PATIENTS["05_contradictory_record"])
+    result = replay(store, "1", with_current=True, rulebook=rulebook)
+    assert result.identical and result.context == ()
+
+
+def test_a_record_that_the_rules_no_longer_reproduce_shows_the_difference(store, rulebook, tmp_path):
+    Engine(rulebook, audit=store).evaluate(ALK)
+    disable_append_only(store.location)
+    raw_sql(store.location, "UPDATE audit_records SET body = replace(body, 'RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN', "
+                            "'RISK_TUMOR_SIZE_HUGE')")
+    result = replay(store, "1")
+    paths = {d.path for d in result.differences}
+    assert {"risk_flags[RISK_TUMOR_SIZE_HUGE]", "risk_flags[RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN]"} <= paths
+
+
+def test_a_record_without_its_input_cannot_be_replayed(tmp_path, rulebook):
+    with open_store(tmp_path / "audit.db", store_input=False) as store:
+        Engine(rulebook, audit=store).evaluate(ALK)
+        with pytest.raises(ReplayError, match="store_input=False"):
+            replay(store, "last")
+
+
+def test_a_missing_archive_is_a_clear_error(store, rulebook):
+    Engine(rulebook, audit=store).evaluate(ALK)
+    disable_append_only(store.location)
+    raw_sql(store.location, "DELETE FROM audit_rulebook_files", "DELETE FROM audit_rulebooks")
+    with pytest.raises(ArchiveMissingError, match=rulebook.sha256):
+        replay(store, "last")
+
+
+def test_an_altered_archive_is_refused_rather_than_replayed(store, rulebook):
+    Engine(rulebook, audit=store).evaluate(ALK)
+    disable_append_only(store.location)
+    # Change a parameter in the archived parameters.yaml: it still loads, but hashes to something else.
+    ((blob,),) = raw_sql(store.location, "SELECT b.sha256 FROM audit_blobs b JOIN audit_rulebook_files f ON "
+                                         "f.blob_sha256 = b.sha256 WHERE f.path = 'parameters.yaml'")[0]
+    raw_sql(store.location, f"UPDATE audit_blobs SET content = CAST(replace(CAST(content AS TEXT), 'value: 3.9', "
+                            f"'value: 2.9') AS BLOB) WHERE sha256 = '{blob}'")
+    with pytest.raises(ReplayError, match="the archive was altered"):
+        replay(store, "last")
+
+
+def test_compare_documents_keys_findings_and_firings_and_reports_changed_fields():
+    base = {"schema": "x", "recommendations": [{"code": "REC_A", "summary": "a"}, {"code": "REC_B", "summary": "b"}],
+            "risk_flags": [], "suppressed": [], "derived_facts": [],
+            "trace": [{"seq": 1, "engine_rule": "R01.0"}, {"seq": 2, "engine_rule": "R02.0"}],
+            "provenance": {"evaluated_at": "t1", "engine": {"imt_cds": "1"}, "input_sha256": "i"}}
+    other = json.loads(json.dumps(base))
+    other["recommendations"] = [{"code": "REC_B", "summary": "b, reworded"}]
+    other["provenance"].update(evaluated_at="t2", engine={"imt_cds": "2"})  # set aside: not differences
+    other["trace"] = [{"seq": 1, "engine_rule": "R02.0"}, {"seq": 2, "engine_rule": "R01.0"},
+                      {"seq": 3, "engine_rule": "R03.0"}]
+    differences, context = compare_documents(base, other)
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [
+        ("recommendations[REC_A]", {"code": "REC_A", "summary": "a"}, MISSING),
+        ("recommendations[REC_B].summary", "b", "b, reworded"),
+        ("trace[R03.0]", MISSING, {"engine_rule": "R03.0"}),
+        ("trace (order)", ["R01.0", "R02.0"], ["R02.0", "R01.0"]),
+    ]
+    assert context == ()

@@ -1,0 +1,293 @@
+"""The audit stores, SQLite and PostgreSQL alike: recording through the engine, reading back, the rulebook archive,
+lookup by id, append-only, fail closed. The PostgreSQL variant runs against a real private server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+from audit_support import new_database, raw_sql, running_postgres
+from rulebook_copies import copy_rulebook, set_parameters
+
+from imt_cds import Engine, InvalidInputError, load_rulebook
+from imt_cds.audit import (
+    GENESIS_HASH,
+    AuditError,
+    AuditStoreError,
+    NotAnAuditStoreError,
+    RecordNotFoundError,
+    open_store,
+)
+from imt_cds.audit.record import canonical_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+PATIENTS = [json.loads(p.read_text()) for p in EXAMPLES]
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    if request.param == "sqlite":
+        return str(tmp_path / "audit.db")
+    return new_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def store(target):
+    with open_store(target) as opened:
+        yield opened
+
+
+def test_every_evaluation_is_recorded_with_its_input_rulebook_and_whole_assessment(store, rulebook):
+    engine = Engine(rulebook, audit=store)
+    assessments = [engine.evaluate(p) for p in PATIENTS]
+    records = store.records()
+    assert [r.seq for r in records] == list(range(1, len(PATIENTS) + 1))
+    for assessment, record in zip(assessments, records, strict=True):
+        assert record.assessment == assessment.to_dict()
+        assert record.content["assessment_json"] == assessment.to_json()  # the very bytes the caller got
+        assert record.canonical_input_json() == assessment.canonical_input_json()
+        assert hashlib.sha256(record.canonical_input_json()).hexdigest() == record.input_sha256
+        assert record.patient_id == assessment.patient_id
+        assert dict(record.rulebook) == {"name": rulebook.name, "version": rulebook.version,
+                                         "sha256": rulebook.sha256}
+        assert record.parameters == rulebook.parameter_values
+        assert set(record.engine) == {"imt_cds", "durable_rules", "python"}
+        assert record.evaluated_at == assessment.evaluated_at
+        assert record.codes("suppressed") == sorted(assessment.suppressed_codes)
+
+
+def test_each_record_hash_covers_its_content_and_the_previous_hash(store, engine):
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[1])
+    first, second = store.records()
+    assert first.prev_hash == GENESIS_HASH and second.prev_hash == first.hash
+    for record in (first, second):
+        assert hashlib.sha256(canonical_bytes(record.content)).hexdigest() == record.hash
+    assert store.head_hash() == second.hash == store.head().hash
+
+
+def test_an_empty_trail_verifies_and_its_head_is_the_genesis_hash(store):
+    report = store.verify()
+    assert report.ok and report.records == 0 and report.head == GENESIS_HASH == store.head_hash()
+    assert store.head() is None
+
+
+def test_the_memo_cache_does_not_skip_the_audit(store, rulebook):
+    engine = Engine(rulebook, cache_size=16, audit=store)
+    for _ in range(3):
+        engine.evaluate(PATIENTS[0])
+    assert engine.cache_stats().hits == 2
+    assert len(store.records()) == 3 and store.verify().ok
+
+
+def test_the_rulebook_is_archived_once_and_rebuilds_to_its_sha256(store, target, rulebook):
+    engine = Engine(rulebook, audit=store)
+    for patient in PATIENTS:
+        engine.evaluate(patient)
+    assert raw_sql(target, "SELECT count(*) FROM audit_rulebooks")[0][0][0] == 1
+    archive = store.rulebook_archive(rulebook.sha256)
+    assert ("rules", "rulebook.yaml") in archive.files and ("seeds", "evidence.yaml") in archive.files
+    assert archive.load().sha256 == rulebook.sha256
+
+
+def test_a_second_rulebook_version_is_archived_beside_the_first(store, target, rulebook, tmp_path):
+    directory = copy_rulebook(tmp_path)
+    set_parameters(directory, {"size_risk_threshold_cm": 5.0})
+    other = load_rulebook(directory)
+    Engine(rulebook, audit=store).evaluate(PATIENTS[1])
+    Engine(other, audit=store).evaluate(PATIENTS[1])
+    assert {r.rulebook["sha256"] for r in store.records()} == {rulebook.sha256, other.sha256}
+    assert store.rulebook_archive(other.sha256).load().parameter_values["size_risk_threshold_cm"] == 5.0
+    # The source documents are the same bytes in both versions: they are stored once.
+    blobs = raw_sql(target, "SELECT count(*) FROM audit_blobs")[0][0][0]
+    assert blobs < len(store.rulebook_archive(rulebook.sha256).files) + len(store.rulebook_archive(other.sha256).files)
+    assert store.verify().ok
+
+
+def test_a_rulebook_whose_files_changed_after_loading_is_refused_and_nothing_is_returned(store, tmp_path):
+    directory = copy_rulebook(tmp_path)
+    loaded = load_rulebook(directory)
+    set_parameters(directory, {"size_risk_threshold_cm": 7.0})  # a rule author edits the working copy
+    engine = Engine(loaded, audit=store)
+    with pytest.raises(AuditError, match="changed after the rulebook was loaded"):
+        engine.evaluate(PATIENTS[1])
+    assert store.records() == []
+
+
+def test_store_input_false_keeps_only_the_inputs_sha256(target, rulebook):
+    with open_store(target, store_input=False) as store:
+        assessment = Engine(rulebook, audit=store).evaluate(PATIENTS[0])
+        (record,) = store.records()
+        assert record.input is None and record.canonical_input_json() is None
+        assert record.content["input_json"] is None
+        assert record.input_sha256 == assessment.provenance.input_sha256
+        assert assessment.canonical_input_json().decode() not in json.dumps(record.content)
+        assert store.verify().ok
+
+
+def test_records_are_found_by_id_prefix_number_and_last(store, engine):
+    audited = Engine(engine.rulebook, audit=store)
+    for patient in PATIENTS[:3]:
+        audited.evaluate(patient)
+    records = store.records()
+    second = records[1]
+    assert store.record(second.id).seq == 2
+    assert store.record(second.id[:8]).id == second.id
+    assert store.record(second.id.upper()).id == second.id
+    assert store.record("2").id == second.id
+    assert store.record("last").id == records[-1].id
+    assert [r.seq for r in store.records(last=2)] == [2, 3]
+    assert [r.patient_id for r in store.records(patient_id=PATIENTS[0]["patient_id"])] == [PATIENTS[0]["patient_id"]]
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("7", "no audit record #7"),
+    ("ffffffff-0000", "no audit record with id"),
+    ("abc", "too short"),
+])
+def test_an_unknown_record_is_a_clear_error(store, engine, ref, message):
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    with pytest.raises(RecordNotFoundError, match=message):
+        store.record(ref)
+
+
+def test_last_in_an_empty_trail_is_a_clear_error(store):
+    with pytest.raises(RecordNotFoundError, match="empty"):
+        store.record("last")
+
+
+def test_the_tables_refuse_update_and_delete(store, target, engine):
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    for statement in ("UPDATE audit_records SET patient_id = 'someone else'", "DELETE FROM audit_records",
+                      "DELETE FROM audit_rulebook_files"):
+        with pytest.raises(Exception, match="append-only"):
+            raw_sql(target, statement)
+    assert store.verify().ok
+
+
+def test_the_api_offers_no_way_to_change_or_remove_a_record(store):
+    public = {name for name in dir(store) if not name.startswith("_")}
+    assert not {n for n in public if any(w in n for w in ("update", "delete", "remove", "truncate", "set_"))}
+
+
+def test_an_invalid_patient_is_not_recorded(store, engine):
+    with pytest.raises(InvalidInputError):
+        Engine(engine.rulebook, audit=store).evaluate({"age_years": -1})
+    assert store.records() == []
+
+
+def test_several_threads_sharing_one_engine_keep_one_chain(store, rulebook):
+    engine = Engine(rulebook, audit=store)
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(6):
+                engine.evaluate(PATIENTS[(offset + i) % len(PATIENTS)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    report = store.verify()
+    assert report.ok and report.records == 36
+
+
+# --- SQLite specifics ---------------------------------------------------------------------------------------------
+
+
+def test_the_sqlite_store_needs_no_set_up_and_uses_wal(tmp_path, engine):
+    path = tmp_path / "new" / "audit.db"
+    path.parent.mkdir()
+    with open_store(path) as store:
+        Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    assert raw_sql(path, "PRAGMA journal_mode")[0][0][0] == "wal"
+
+
+def test_a_writer_that_cannot_get_the_lock_in_time_fails_closed(tmp_path, engine):
+    from imt_cds.audit.sqlite import SQLiteAuditStore
+
+    path = tmp_path / "audit.db"
+    store = SQLiteAuditStore(path, timeout=0.2)
+    audited = Engine(engine.rulebook, audit=store)
+    audited.evaluate(PATIENTS[0])
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(AuditStoreError, match="cannot append"):
+            audited.evaluate(PATIENTS[1])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    audited.evaluate(PATIENTS[2])
+    assert [r.patient_id for r in store.records()] == [PATIENTS[0]["patient_id"], PATIENTS[2]["patient_id"]]
+    assert store.verify().ok
+    store.close()
+
+
+def test_readers_do_not_create_a_database(tmp_path):
+    missing = tmp_path / "missing.db"
+    with pytest.raises(NotAnAuditStoreError, match="no audit database"):
+        open_store(missing, create=False)
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100, b"SQLite format 3\x00" + b"\x01" * 300])
+def test_a_file_that_is_not_an_audit_database_is_refused(tmp_path, content):
+    path = tmp_path / "audit.db"
+    path.write_bytes(content)
+    with pytest.raises(NotAnAuditStoreError, match="not a usable audit database"):
+        open_store(path)
+
+
+def test_another_applications_database_is_left_alone(tmp_path):
+    path = tmp_path / "app.db"
+    raw_sql(path, "CREATE TABLE patients (id TEXT)")
+    with pytest.raises(NotAnAuditStoreError, match="database of something else"):
+        open_store(path)
+    with pytest.raises(NotAnAuditStoreError, match="without imt-cds audit tables"):
+        open_store(path, create=False)
+    assert raw_sql(path, "SELECT name FROM sqlite_master WHERE type = 'table'")[0] == [("patients",)]
+
+
+def test_a_record_is_one_canonical_json_document(tmp_path, engine):
+    path = tmp_path / "audit.db"
+    with open_store(path) as store:
+        Engine(engine.rulebook, audit=store).evaluate(PATIENTS[4])
+    ((body, digest),) = raw_sql(path, "SELECT body, hash FROM audit_records")[0]
+    assert hashlib.sha256(body.encode()).hexdigest() == digest  # an auditor needs nothing but sha256
+    assert orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS).decode() == body
+
+
+# --- PostgreSQL specifics -----------------------------------------------------------------------------------------
+
+
+def test_postgres_readers_do_not_create_tables(postgres_server):
+    target = new_database(postgres_server)
+    with pytest.raises(NotAnAuditStoreError, match="no imt-cds audit tables"):
+        open_store(target, create=False)
+    assert raw_sql(target, "SELECT to_regclass('audit_records')")[0] == [(None,)]
+
+
+def test_an_unreachable_postgres_server_is_a_one_line_error():
+    from audit_support import _free_port
+
+    with pytest.raises(AuditStoreError, match="cannot connect") as caught:
+        open_store(f"postgresql://imt:secret@127.0.0.1:{_free_port()}/nowhere")
+    assert "\n" not in str(caught.value) and "secret" not in str(caught.value)

@@ -1,0 +1,76 @@
+"""``imt-cds evaluate --fhir BUNDLE``: the same assessment as the facts read from the Bundle, through the console
+script; what could not be used is printed on stderr, and a conflict that prevents evaluation exits 2."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from imt_cds.fhir import facts_from_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json"
+SCRIPT = Path(sys.executable).with_name("imt-cds")
+
+
+def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), "evaluate", *args], capture_output=True, text=True, timeout=120,
+                          input=input)
+
+
+def without_time(document: dict) -> dict:
+    document["provenance"].pop("evaluated_at")
+    return document
+
+
+def test_a_bundle_gives_the_assessment_of_the_facts_read_from_it(tmp_path):
+    facts = facts_from_bundle(json.loads(BUNDLE.read_text())).facts
+    (tmp_path / "facts.json").write_text(facts.model_dump_json())
+    from_bundle = run("--fhir", str(BUNDLE), "--format", "json")
+    from_facts = run(str(tmp_path / "facts.json"), "--format", "json")
+    assert from_bundle.returncode == 0 and from_bundle.stderr == ""
+    assert without_time(json.loads(from_bundle.stdout)) == without_time(json.loads(from_facts.stdout))
+    note = run("--fhir", str(BUNDLE))
+    assert note.returncode == 0 and "IMT decision support - assessment of imt-example-1" in note.stdout
+
+
+def test_what_could_not_be_used_is_printed_on_stderr(tmp_path):
+    bundle = json.loads(BUNDLE.read_text())
+    broken = {"resource": {"resourceType": "Observation", "id": "broken", "status": "final",
+                           "code": {"coding": [{"system": "http://loinc.org", "code": "21889-1"}]},
+                           "valueQuantity": "not a quantity"}}
+    bundle["entry"].append(broken)
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path))
+    assert result.returncode == 0
+    assert "imt-cds: FHIR warning: Observation/broken: malformed Observation" in result.stderr
+
+
+def test_a_conflict_that_prevents_evaluation_exits_2_with_the_reason(tmp_path):
+    bundle = json.loads(BUNDLE.read_text())
+    patient = bundle["entry"][0]["resource"]["id"]
+    for resource_id, value in (("recurred", True), ("not-recurred", False)):
+        bundle["entry"].append({"resource": {
+            "resourceType": "Observation", "id": resource_id, "status": "final", "valueBoolean": value,
+            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "history.recurrence"}]},
+            "subject": {"reference": f"Patient/{patient}"}}})
+    path = tmp_path / "conflict.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path), "--format", "json")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "FHIR error" in result.stderr and "history.recurrence" in result.stderr
+    assert "nothing was evaluated" in result.stderr
+
+
+def test_anything_but_a_bundle_is_invalid_input(tmp_path):
+    patient = copy.deepcopy(json.loads(BUNDLE.read_text())["entry"][0]["resource"])
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(patient))
+    result = run("--fhir", str(path))
+    assert result.returncode == 2 and "expected a FHIR Bundle" in result.stderr
+    malformed = run("--fhir", "-", input="{not json")
+    assert malformed.returncode == 2 and "malformed JSON" in malformed.stderr

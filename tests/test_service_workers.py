@@ -1,0 +1,103 @@
+"""Crash containment: a worker process killed while it serves a request fails that request only, and the service
+goes on. The workers are found from outside, as an operator would (the server's descendants in /proc named
+imt-cds-worker), and stopped and killed with signals: the service has no endpoint for any of this.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from service_support import example_resources, hook_request, prefetch_for, running_service, worker_pids
+
+VIEW = "/cds-services/imt-patient-view"
+
+
+@pytest.fixture(scope="module")
+def service():
+    with running_service("--allow-unauthenticated", "--workers", "2", "--request-timeout", "8") as running:
+        yield running
+
+
+def call(service):
+    request = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+    return httpx.post(service.url + VIEW, json=request, timeout=60)
+
+
+def wait_for_workers(service, count: int, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = worker_pids(service)
+        if len(pids) == count or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)
+
+
+def test_each_worker_is_a_separate_named_process_of_the_server(service):
+    pids = wait_for_workers(service, 2)
+    assert len(pids) == 2 and service.process.pid not in pids
+    assert call(service).status_code == 200
+
+
+def test_a_worker_killed_while_serving_fails_only_its_request_and_is_replaced(service):
+    first, second = wait_for_workers(service, 2)
+    os.kill(first, signal.SIGSTOP)  # freeze one worker: the request it is given waits there
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(call, service) for _ in range(4)]
+            deadline = time.monotonic() + 20
+            while sum(f.done() for f in futures) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            served = [f.result() for f in futures if f.done()]
+            assert len(served) == 3 and all(r.status_code == 200 for r in served)  # the other worker served them
+            (stuck,) = [f for f in futures if not f.done()]  # the one given to the frozen worker
+            os.kill(first, signal.SIGKILL)  # a native crash of the worker serving it
+            failed = stuck.result(timeout=20)
+    finally:
+        try:
+            os.kill(first, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert error["code"] == "cds_worker_crashed" and "has been replaced" in error["message"]
+    assert error["details"]["exit_code"] == -signal.SIGKILL
+    replaced = wait_for_workers(service, 2)
+    assert len(replaced) == 2 and first not in replaced and second in replaced
+    for _ in range(4):  # and the service goes on
+        assert call(service).status_code == 200
+    health = httpx.get(service.url + "/healthz").json()
+    assert health == {**health, "status": "ok", "workers": 2}
+
+
+def test_a_worker_that_dies_while_idle_is_replaced_before_it_is_given_work(service):
+    victim = wait_for_workers(service, 2)[0]
+    os.kill(victim, signal.SIGKILL)
+    results = [call(service) for _ in range(4)]
+    assert all(r.status_code == 200 for r in results)
+    pids = wait_for_workers(service, 2)
+    assert victim not in pids and len(pids) == 2
+
+
+def test_an_evaluation_that_takes_too_long_is_stopped_and_its_worker_replaced(service):
+    frozen = wait_for_workers(service, 2)[0]
+    os.kill(frozen, signal.SIGSTOP)  # a worker that never answers (the timeout is 8 s here)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: call(service), range(2)))
+    finally:
+        try:
+            os.kill(frozen, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 503], [r.text for r in results]
+    timed_out = next(r for r in results if r.status_code == 503)
+    assert timed_out.json()["error"]["code"] == "cds_worker_timeout"
+    pids = wait_for_workers(service, 2)
+    assert frozen not in pids and len(pids) == 2
+    assert call(service).status_code == 200
