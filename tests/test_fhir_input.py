@@ -13,7 +13,7 @@ from imt_cds import InvalidInputError, evaluate
 from imt_cds.fhir import facts_from_bundle, facts_from_resources
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # unmodified copies of published examples (_index.json)
 EXAMPLE = json.loads((ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json").read_text())
 ON = date(2026, 11, 21)
 
@@ -162,19 +162,18 @@ def test_anything_but_a_bundle_is_refused():
         facts_from_bundle({"resourceType": "Patient"}, ON)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared fixtures are not beside this checkout")
 def test_published_mcode_and_genomics_reporting_examples_are_read():
-    jenny = facts_from_bundle(json.loads((SHARED / "mcode-4.0.0-examples/Bundle-mcode-patient-bundle-jenny-m.json")
+    jenny = facts_from_bundle(json.loads((FIXTURES / "mcode-4.0.0/Bundle-mcode-patient-bundle-jenny-m.json")
                                          .read_text()), ON)
     assert jenny.ok
     assert (jenny.facts.tumor.size_cm, jenny.facts.history.surgery_done, jenny.facts.tumor.distant_disease) == (
         2.5, True, False)
-    met_alk = json.loads((SHARED / "mcode-4.0.0-examples/Observation-gx-genomic-variant-fusion-met-alk.json")
+    met_alk = json.loads((FIXTURES / "mcode-4.0.0/Observation-gx-genomic-variant-fusion-met-alk.json")
                          .read_text())
     alk = facts_from_resources([met_alk], ON).facts.molecular.alk
     assert (alk.status, alk.fusion_partner) == ("positive", "MET")
-    ros1 = json.loads((SHARED / "genomics-reporting-3.0.0-examples/Observation-ROS1-Fusion-var.json").read_text())
+    ros1 = json.loads((FIXTURES / "genomics-reporting-3.0.0/Observation-ROS1-Fusion-var.json").read_text())
     assert facts_from_resources([ros1], ON).facts.molecular.ros1.status == "positive"
-    negative = json.loads((SHARED / "mcode-4.0.0-examples/"
+    negative = json.loads((FIXTURES / "mcode-4.0.0/"
                                     "Observation-gx-genomic-variant-pertinent-negative-nras-kit-braf.json").read_text())
     assert facts_from_resources([negative], ON).facts.molecular.alk.status == "unknown"  # NRAS/KIT/BRAF: not ours
