@@ -163,8 +163,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .consult_note import render_consult_note
     from .validation import parse_facts_json
 
+    fhir_input = None
     try:
-        facts = _facts_from_fhir(args.path) if args.fhir else parse_facts_json(_read_input(args.path))
+        if args.fhir:
+            fhir_input = _facts_from_fhir(args.path)
+            facts = fhir_input.facts if fhir_input is not None else None
+        else:
+            facts = parse_facts_json(_read_input(args.path))
     except InvalidInputError as exc:
         _report_invalid(exc, sys.stderr, source=args.path)
         if args.format == "json":
@@ -178,15 +183,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         assessment = audited_engine(args, lambda engine: engine.evaluate(facts))
     else:
         assessment = _engine(args.rules).evaluate(facts)
+    sources = fhir_input.sources if fhir_input is not None else None
     if args.format == "json":
-        sys.stdout.write(assessment.to_json(indent=True) + "\n")
+        document = assessment.to_dict()
+        if fhir_input is not None:  # where each fact came from, and what could not be used (an added member)
+            document["fhir_input"] = {key: value for key, value in fhir_input.to_dict().items() if key != "facts"}
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(render_consult_note(assessment))
+        sys.stdout.write(render_consult_note(assessment, sources))
     return EXIT_OK
 
 
 def _facts_from_fhir(path: str):  # type: ignore[no-untyped-def]
-    """Facts from a FHIR Bundle file; what could not be used goes to stderr. None when nothing can be evaluated."""
+    """Facts from a FHIR Bundle file (``FhirFacts``); what could not be used goes to stderr. None when the library
+    is missing; ``.facts`` is None when conflicts prevent evaluation."""
     try:
         bundle = orjson.loads(_read_input(path))
     except orjson.JSONDecodeError as exc:
@@ -202,7 +212,7 @@ def _facts_from_fhir(path: str):  # type: ignore[no-untyped-def]
         print(f"imt-cds: FHIR {problem.severity}: {problem}", file=sys.stderr)
     if read.facts is None:
         print(f"imt-cds: conflicting FHIR resources in {path}; nothing was evaluated", file=sys.stderr)
-    return read.facts
+    return read
 
 
 def _report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:

@@ -9,7 +9,7 @@ derived facts and the provenance follow. This is a renderer: it reads an ``Asses
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .assessment import Assessment, DerivedFact, Finding, Reason
@@ -29,7 +29,9 @@ DISCLAIMER = (
 )
 
 
-def render_consult_note(assessment: Assessment) -> str:
+def render_consult_note(assessment: Assessment, sources: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The consult note. ``sources`` (fact path -> FHIR resources, from ``imt_cds.fhir``) adds, to each input fact a
+    rationale cites, the resources it was read from."""
     lines: list[str] = []
     patient = assessment.patient_id or "(no patient id)"
     lines.append(f"IMT decision support - assessment of {patient}")
@@ -48,7 +50,7 @@ def render_consult_note(assessment: Assessment) -> str:
         lines.append("")
         lines.append(heading)
         for number, finding in enumerate(findings, 1):
-            lines.extend(_finding(number, finding, derived))
+            lines.extend(_finding(number, finding, derived, sources or {}))
 
     if assessment.suppressed:
         lines.append("")
@@ -86,7 +88,8 @@ def render_consult_note(assessment: Assessment) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]]) -> list[str]:
+def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]],
+             sources: Mapping[str, Sequence[str]]) -> list[str]:
     lines = _wrap(f"{number}. {finding.title}", "  ", "     ")
     lines.extend(_wrap(finding.summary, "     "))
     rules = ", ".join([f"{finding.rule.id} v{finding.rule.version}"]
@@ -95,7 +98,7 @@ def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]
     if finding.because:
         lines.append("     Why:")
         for reason in finding.because:
-            lines.extend(_reason_tree(reason, derived, depth=0, seen=set()))
+            lines.extend(_reason_tree(reason, derived, depth=0, seen=set(), sources=sources))
     else:
         lines.append("     Why: applies to every patient.")
     if finding.evidence:
@@ -112,9 +115,12 @@ def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]
     return lines
 
 
-def _reason_tree(reason: Reason, derived: dict[str, list[DerivedFact]], depth: int, seen: set[str]) -> list[str]:
+def _reason_tree(reason: Reason, derived: dict[str, list[DerivedFact]], depth: int, seen: set[str],
+                 sources: Mapping[str, Sequence[str]]) -> list[str]:
     indent = "       " + "    " * depth
     text = _reason_text(reason)
+    if reason.fact is not None and sources.get(reason.fact):
+        text += f" [from {', '.join(sources[reason.fact])}]"
     if reason.derived and reason.holds and derived.get(reason.derived):
         rule = derived[reason.derived][0].rule
         text += f" [derived by rule {rule.id}]" + (", because:" if reason.derived not in seen else "")
@@ -124,7 +130,7 @@ def _reason_tree(reason: Reason, derived: dict[str, list[DerivedFact]], depth: i
             if fact.reason_text and len(derived[reason.derived]) > 1:
                 lines.extend(_wrap(f"{fact.reason_text}:", indent + "    "))
             for sub in fact.because:
-                lines.extend(_reason_tree(sub, derived, depth + 1, seen | {reason.derived}))
+                lines.extend(_reason_tree(sub, derived, depth + 1, seen | {reason.derived}, sources))
     return lines
 
 
@@ -157,7 +163,7 @@ def _facts_summary(assessment: Assessment) -> str:
     if f is None:  # an audit record made with store_input=False
         return f"not stored (the audit record keeps only the input's sha256, {assessment.provenance.input_sha256})"
     t, m, h = f.tumor, f.molecular, f.history
-    parts = [f"age {_value(f.age_years)} years" if f.age_years is not None else "age not recorded"]
+    parts = [_age_text(f.age_years)]
     size = f"{_value(t.size_cm)} cm" if t.size_cm is not None else "size not recorded"
     distant = {True: "distant disease", False: "no distant disease", None: "distant disease not staged"}
     parts.append(f"{t.site} tumor, {size}, {t.resectability}, {distant[t.distant_disease]}")
@@ -183,6 +189,14 @@ def _facts_summary(assessment: Assessment) -> str:
             history.append(text)
     parts.append(", ".join(history))
     return "; ".join(parts) + "."
+
+
+def _age_text(age: float | None) -> str:
+    if age is None:
+        return "age not recorded"
+    if age < 2:
+        return f"age {round(age, 2):g} years (about {round(age * 12)} months)"
+    return f"age {round(age, 1):g} years"
 
 
 def _sources(findings: Iterable[Finding]) -> list[tuple[str, str]]:

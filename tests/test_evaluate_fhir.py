@@ -32,9 +32,14 @@ def test_a_bundle_gives_the_assessment_of_the_facts_read_from_it(tmp_path):
     from_bundle = run("--fhir", str(BUNDLE), "--format", "json")
     from_facts = run(str(tmp_path / "facts.json"), "--format", "json")
     assert from_bundle.returncode == 0 and from_bundle.stderr == ""
-    assert without_time(json.loads(from_bundle.stdout)) == without_time(json.loads(from_facts.stdout))
+    document = json.loads(from_bundle.stdout)
+    fhir_input = document.pop("fhir_input")  # the one added member: where each fact came from
+    assert without_time(document) == without_time(json.loads(from_facts.stdout))
+    assert fhir_input["problems"] == []
+    assert "Observation/imt-size" in fhir_input["sources"]["tumor.size_cm"]
     note = run("--fhir", str(BUNDLE))
     assert note.returncode == 0 and "IMT decision support - assessment of imt-example-1" in note.stdout
+    assert "[from Condition/imt-distant]" in note.stdout  # the rationale names the resource a fact was read from
 
 
 def test_what_could_not_be_used_is_printed_on_stderr(tmp_path):
