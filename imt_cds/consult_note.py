@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from .assessment import Assessment, DerivedFact, Finding, Reason
+from .wording import display_value as _value
+from .wording import reason_text
 
 __all__ = ["render_consult_note"]
 
@@ -67,7 +68,7 @@ def render_consult_note(assessment: Assessment, sources: Mapping[str, Sequence[s
         for fact in assessment.derived_facts:
             label = fact.name + (f" ({fact.reason_text})" if fact.reason_text else "")
             lines.extend(_wrap(f"- {label} [rule {fact.rule.id} v{fact.rule.version}], because: "
-                               + "; ".join(_reason_text(r) for r in fact.because), "  ", "    "))
+                               + "; ".join(reason_text(r.to_dict()) for r in fact.because), "  ", "    "))
 
     sources = _sources(assessment.findings)
     if sources:
@@ -118,7 +119,7 @@ def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]
 def _reason_tree(reason: Reason, derived: dict[str, list[DerivedFact]], depth: int, seen: set[str],
                  sources: Mapping[str, Sequence[str]]) -> list[str]:
     indent = "       " + "    " * depth
-    text = _reason_text(reason)
+    text = reason_text(reason.to_dict())
     if reason.fact is not None and sources.get(reason.fact):
         text += f" [from {', '.join(sources[reason.fact])}]"
     if reason.derived and reason.holds and derived.get(reason.derived):
@@ -132,30 +133,6 @@ def _reason_tree(reason: Reason, derived: dict[str, list[DerivedFact]], depth: i
             for sub in fact.because:
                 lines.extend(_reason_tree(sub, derived, depth + 1, seen | {reason.derived}, sources))
     return lines
-
-
-def _reason_text(reason: Reason) -> str:
-    if reason.fact is not None:
-        parameter = f", parameter {reason.parameter}" if reason.parameter else ""
-        return f"{reason.fact} is {_value(reason.actual)} (rule needs {reason.expected}{parameter})"
-    if reason.holds:
-        why = f": {', '.join(reason.reasons)}" if reason.reasons else ""
-        return f"{reason.derived} holds{why}"
-    return f"{reason.derived} does not hold (required to be absent)"
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "null (not recorded)"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(value) + "}" if value else "{} (none recorded)"
-    return str(value)
 
 
 def _facts_summary(assessment: Assessment) -> str:

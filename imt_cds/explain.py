@@ -27,6 +27,7 @@ from .errors import InputProblem, InvalidInputError
 from .fact_fields import fact_fields
 from .facts import PatientFacts
 from .rulebook import Rule, Rulebook
+from .wording import display_value as _value
 
 __all__ = ["Explanation", "explain"]
 
@@ -176,18 +177,6 @@ class _Builder:
 
 
 # --- text -----------------------------------------------------------------------------------------------------------
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(value) + "}"
-    return str(value)
 
 
 def _line(text: str, depth: int) -> list[str]:

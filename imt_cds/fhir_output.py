@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from .wording import reason_text
+
 __all__ = [
     "CRITICAL_FINDINGS",
     "GUIDANCE_RESPONSE_PROFILE",
@@ -324,27 +326,6 @@ def _device(ids: _Ids, provenance: Mapping[str, Any]) -> dict[str, Any]:
 
 def rationale_text(finding: Mapping[str, Any]) -> str:
     """A finding's reasons as one paragraph of text."""
-    reasons = [_reason(r) for r in finding["because"]]
+    reasons = [reason_text(r) for r in finding["because"]]
     why = "; ".join(reasons) if reasons else "applies to every patient"
     return f"{finding['title']}. Why: {why}. Rule {finding['rule']['id']} v{finding['rule']['version']}."
-
-
-def _reason(reason: Mapping[str, Any]) -> str:
-    if "fact" in reason:
-        return f"{reason['fact']} is {_value(reason['actual'])} (rule needs {reason['expected']})"
-    if reason.get("holds"):
-        extra = f" ({', '.join(reason['reasons'])})" if reason.get("reasons") else ""
-        return f"{reason['derived']} holds{extra}"
-    return f"{reason['derived']} does not hold"
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "not recorded"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(map(str, value)) + "}"
-    return str(value)

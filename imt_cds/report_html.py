@@ -18,6 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .wording import display_value as _value
+from .wording import reason_text
+
 __all__ = ["GRAPH_COLORS", "render_report_html"]
 
 # Node fills of the derivation graph, used nowhere else on the page (a test finds the picture by these colors).
@@ -183,7 +186,7 @@ def _reasons_html(reasons: Iterable[Mapping[str, Any]], derived: Mapping[str, li
                   seen: set[str]) -> str:
     items = []
     for reason in reasons:
-        text = _e(_reason_text(reason))
+        text = _e(reason_text(reason))
         name = reason.get("derived")
         if name and reason.get("holds") and name in derived and name not in seen:
             rule = derived[name][0]["rule"]
@@ -205,7 +208,7 @@ def _derived_section(document: Mapping[str, Any]) -> str:
     rows = []
     for fact in document["derived_facts"]:
         reason = f" ({fact['reason']['text']})" if fact.get("reason") else ""
-        why = "; ".join(_reason_text(r) for r in fact["because"])
+        why = "; ".join(reason_text(r) for r in fact["because"])
         rows.append(f"<tr><td class=\"mono\">{_e(fact['name'])}{_e(reason)}</td><td>{_e(fact['rule']['id'])} "
                     f"v{_e(fact['rule']['version'])}</td><td>{_e(why)}</td></tr>")
     return ("<section><h2>Derived facts</h2><table><thead><tr><th>fact</th><th>rule</th><th>because</th></tr>"
@@ -439,28 +442,6 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
         else:
             items.append((path, value))
     return items
-
-
-def _reason_text(reason: Mapping[str, Any]) -> str:
-    if "fact" in reason:
-        parameter = f", parameter {reason['parameter']}" if reason.get("parameter") else ""
-        return f"{reason['fact']} is {_value(reason['actual'])} (rule needs {reason['expected']}{parameter})"
-    if reason.get("holds"):
-        why = f": {', '.join(reason['reasons'])}" if reason.get("reasons") else ""
-        return f"{reason['derived']} holds{why}"
-    return f"{reason['derived']} does not hold (required to be absent)"
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "null (not recorded)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(map(str, value)) + "}" if value else "{} (none recorded)"
-    return str(value)
 
 
 def _e(value: Any) -> str:

@@ -27,6 +27,25 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 IS_CI_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 
 
+@pytest.fixture(scope="module")
+def postgres_server():
+    """A real PostgreSQL server for the module's tests (skipped where PostgreSQL cannot be installed)."""
+    from audit_support import running_postgres
+
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    """An audit store location: once a new SQLite file, once a new database on the module's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "audit.db")
+    from audit_support import new_database
+
+    return new_database(request.getfixturevalue("postgres_server"))
+
+
 @pytest.fixture(scope="session")
 def rulebook():
     return load_rulebook()

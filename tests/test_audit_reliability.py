@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audit_support import TESTS, disable_append_only, new_database, raw_sql, running_postgres
+from audit_support import TESTS, disable_append_only, raw_sql
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
@@ -24,19 +24,6 @@ from imt_cds.audit.record import seal
 ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]
 WRITER = TESTS / "audit_writer.py"
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    with running_postgres() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "audit.db")
-    return new_database(request.getfixturevalue("postgres_server"))
 
 
 def _writer(target: str, count: int, seed: int, wait: bool = False) -> subprocess.Popen:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from audit_support import new_database, raw_sql, running_postgres
+from audit_support import new_database, raw_sql
 from rulebook_copies import copy_rulebook, set_parameters
 
 from imt_cds import Engine, InvalidInputError, load_rulebook
@@ -28,19 +28,6 @@ from imt_cds.audit.record import canonical_bytes
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 PATIENTS = [json.loads(p.read_text()) for p in EXAMPLES]
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    with running_postgres() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "audit.db")
-    return new_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture

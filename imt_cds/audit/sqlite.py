@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .archive import RulebookArchive
 from .record import GENESIS_HASH, StoredRow, seal
 from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
 
-__all__ = ["SQLiteAuditStore"]
+__all__ = ["SQLiteAuditStore", "write_transaction"]
 
 _COLUMNS = "seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, hash, body"
 _SCHEMA = (
@@ -54,6 +55,20 @@ _SCHEMA = (
         for verb in ("update", "delete")
     ),
 )
+
+
+@contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A transaction that holds SQLite's write lock from its first statement (``BEGIN IMMEDIATE``), so what it reads
+    cannot change before it writes; committed on success, rolled back on any exception (which is re-raised)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 class SQLiteAuditStore(AuditStore):
@@ -112,19 +127,13 @@ class SQLiteAuditStore(AuditStore):
         return connection
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
-        connection.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once: one creates
-        try:
+        with write_transaction(connection):  # several processes may open a new file at once: one creates
             exists = connection.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_records'").fetchone()
             if not exists:
                 for statement in _SCHEMA:
                     connection.execute(statement)
                 connection.execute("INSERT INTO audit_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
 
     def _check_schema(self, connection: sqlite3.Connection) -> None:
         row = connection.execute("SELECT value FROM audit_meta WHERE key = 'schema'").fetchone()
@@ -143,8 +152,7 @@ class SQLiteAuditStore(AuditStore):
     def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
         connection = self._db.get()
         try:
-            connection.execute("BEGIN IMMEDIATE")  # the write lock, before reading the head
-            try:
+            with write_transaction(connection):  # the write lock, before reading the head
                 if archive is not None:
                     self._insert_archive(connection, archive)
                 head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -155,11 +163,6 @@ class SQLiteAuditStore(AuditStore):
                     (seq, sealed["id"], sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
                      prev_hash, digest, body.decode()),
                 )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot append to the audit database {self.path}: {exc}") from exc
         return str(sealed["id"])
@@ -167,14 +170,8 @@ class SQLiteAuditStore(AuditStore):
     def _add_archive(self, archive: RulebookArchive) -> None:
         connection = self._db.get()
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(connection):
                 self._insert_archive(connection, archive)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot archive the rulebook in {self.path}: {exc}") from exc
 

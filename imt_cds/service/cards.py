@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..fhir_output import CRITICAL_FINDINGS, Indicator, System, finding_indicator
+from ..wording import display_value
 
 __all__ = [
     "CARD_NAMESPACE",
@@ -39,7 +40,6 @@ __all__ = [
     "assessment_cards",
     "card_uuid",
     "conflict_card",
-    "display_value",
     "escape_markdown",
     "finding_indicator",
     "problems_card",
@@ -276,18 +276,6 @@ def _service_source(code: ServiceCard, display: str) -> dict[str, Any]:
 def escape_markdown(text: Any) -> str:
     """Escape Markdown in text that comes from data (resource ids, messages, values), so it shows as written."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
-
-
-def display_value(value: Any) -> str:
-    if value is None:
-        return "not recorded"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(map(str, value)) + "}" if value else "{} (none recorded)"
-    return str(value)
 
 
 _md, _value = escape_markdown, display_value  # short names for the templates above

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..assessment import rfc3339
+from ..audit.sqlite import write_transaction
 from .errors import BadRequestError, ServiceConfigError
 
 __all__ = ["CardIndex", "FeedbackSink", "open_feedback_sink", "parse_feedback"]
@@ -165,25 +166,18 @@ class _SQLiteFeedback:
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 60000")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("BEGIN IMMEDIATE")
-            for statement in _SQLITE_SCHEMA:
-                self._db.execute(statement)
-            self._db.execute("COMMIT")
+            with write_transaction(self._db):
+                for statement in _SQLITE_SCHEMA:
+                    self._db.execute(statement)
         except sqlite3.Error as exc:
             raise ServiceConfigError(f"cannot keep feedback in {path}: {exc}") from exc
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with write_transaction(self._db):
                 self._db.executemany(
                     "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
                     "body) VALUES (?, ?, ?, ?, ?, ?, ?)", [_values(row) for row in rows])
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
         return len(rows)
 
     def close(self) -> None:

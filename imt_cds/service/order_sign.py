@@ -31,7 +31,7 @@ from .cards import (
     card_uuid,
     citation_links,
 )
-from .cards import display_value as _value
+from ..wording import display_value as _value
 from .cards import escape_markdown as _md
 from .drugs import GENE_LABELS, TargetedDrug, find_drug
 
