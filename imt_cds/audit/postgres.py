@@ -13,19 +13,17 @@ Needs psycopg 3 (``pip install 'imt-cds[postgres]'``); it is imported only when 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
-from ..assessment import rfc3339
 from ..errors import AuditStoreError, NotAnAuditStoreError
 from .archive import RulebookArchive
-from .record import GENESIS_HASH, StoredRow, seal
-from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
+from .record import StoredRow
+from .sql import COLUMNS, SQLAuditStore, stored_row
+from .store import SCHEMA_VERSION, ForkSafeConnection
 
 __all__ = ["PostgresAuditStore"]
 
 _LOCK_KEY = 0x696D742D636473  # "imt-cds": the advisory lock every writer of the trail takes
-_COLUMNS = "seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, hash, body"
 _TABLES = ("audit_records", "audit_blobs", "audit_rulebooks", "audit_rulebook_files")
 _SCHEMA = (
     "CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -66,9 +64,11 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgresAuditStore(AuditStore):
+class PostgresAuditStore(SQLAuditStore):
     """An audit store in a PostgreSQL database (``postgresql://user@host:port/dbname``); creates its tables on
     first use unless ``create=False``. The database itself must exist."""
+
+    placeholder = "%s"
 
     def __init__(self, conninfo: str, *, store_input: bool = True, create: bool = True, connect_timeout: int = 10):
         super().__init__(store_input=store_input)
@@ -130,19 +130,9 @@ class PostgresAuditStore(AuditStore):
         try:
             with connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # before reading the head
-                if archive is not None:
-                    self._insert_archive(connection, archive)
-                head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-                sealed, body, digest = seal(content, seq=seq, prev_hash=prev_hash)
-                connection.execute(
-                    f"INSERT INTO audit_records ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (seq, sealed["id"], sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
-                     prev_hash, digest, body.decode()),
-                )
+                return self._write_record(connection, content, archive)
         except self._psycopg.Error as exc:
             raise AuditStoreError(f"cannot append to the audit database {self.location}: {_one_line(exc)}") from exc
-        return str(sealed["id"])
 
     def _add_archive(self, archive: RulebookArchive) -> None:
         connection = self._db.get()
@@ -153,61 +143,16 @@ class PostgresAuditStore(AuditStore):
         except self._psycopg.Error as exc:
             raise AuditStoreError(f"cannot archive the rulebook in {self.location}: {_one_line(exc)}") from exc
 
-    @staticmethod
-    def _insert_archive(connection: Any, archive: RulebookArchive) -> None:
-        if connection.execute("SELECT 1 FROM audit_rulebooks WHERE sha256 = %s", (archive.sha256,)).fetchone():
-            return
-        digests = archive.file_digests()
-        with connection.cursor() as cursor:
-            cursor.executemany("INSERT INTO audit_blobs (sha256, content) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                               [(digests[key], content) for key, content in archive.files.items()])
-            cursor.execute("INSERT INTO audit_rulebooks (sha256, name, version, archived_at) VALUES (%s, %s, %s, %s)",
-                           (archive.sha256, archive.name, archive.version, rfc3339(datetime.now(timezone.utc))))
-            cursor.executemany(
-                "INSERT INTO audit_rulebook_files (rulebook_sha256, part, path, blob_sha256) VALUES (%s, %s, %s, %s)",
-                [(archive.sha256, part, path, digests[(part, path)]) for part, path in archive.files])
-
     # -- reading --
 
-    def _has_archive(self, sha256: str) -> bool:
-        return bool(self._query("SELECT 1 FROM audit_rulebooks WHERE sha256 = %s", (sha256,)))
-
-    def _load_archive(self, sha256: str) -> RulebookArchive | None:
-        head = self._query("SELECT name, version FROM audit_rulebooks WHERE sha256 = %s", (sha256,))
-        if not head:
-            return None
-        files = self._query(
-            "SELECT f.part, f.path, b.content FROM audit_rulebook_files f "
-            "LEFT JOIN audit_blobs b ON b.sha256 = f.blob_sha256 WHERE f.rulebook_sha256 = %s", (sha256,))
-        return RulebookArchive(sha256, head[0][0], head[0][1],
-                               {(p, path): bytes(c or b"") for p, path, c in files})
-
-    def _last_row(self) -> StoredRow | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq DESC LIMIT 1")
-        return _row(rows[0]) if rows else None
-
-    def _row_at(self, seq: int) -> StoredRow | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM audit_records WHERE seq = %s", (seq,))
-        return _row(rows[0]) if rows else None
-
     def _rows_with_id_prefix(self, prefix: str) -> list[StoredRow]:
-        exact = self._query(f"SELECT {_COLUMNS} FROM audit_records WHERE id = %s", (prefix,))
+        exact = self._query(f"SELECT {COLUMNS} FROM audit_records WHERE id = %s", (prefix,))
         if exact:
-            return [_row(exact[0])]
+            return [stored_row(exact[0])]
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._query(f"SELECT {_COLUMNS} FROM audit_records WHERE id LIKE %s ORDER BY id LIMIT 2",
+        rows = self._query(f"SELECT {COLUMNS} FROM audit_records WHERE id LIKE %s ORDER BY id LIMIT 2",
                            (escaped + "%",))
-        return [_row(r) for r in rows]
-
-    def _select_rows(self, *, patient_id: str | None, last: int | None) -> list[StoredRow]:
-        where, parameters = ("WHERE patient_id = %s", (patient_id,)) if patient_id is not None else ("", ())
-        if last is not None:
-            rows = self._query(f"SELECT {_COLUMNS} FROM audit_records {where} ORDER BY seq DESC LIMIT %s",
-                               (*parameters, last))
-            rows.reverse()
-        else:
-            rows = self._query(f"SELECT {_COLUMNS} FROM audit_records {where} ORDER BY seq", parameters)
-        return [_row(r) for r in rows]
+        return [stored_row(r) for r in rows]
 
     def _iter_all_rows(self) -> Iterator[StoredRow]:
         connection = self._db.get()
@@ -215,16 +160,11 @@ class PostgresAuditStore(AuditStore):
             # A named (server-side) cursor streams the rows in one snapshot, however long the trail is.
             with connection.transaction(), connection.cursor(name="imt_cds_audit_rows") as cursor:
                 cursor.itersize = 500
-                cursor.execute(f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq")
+                cursor.execute(f"SELECT {COLUMNS} FROM audit_records ORDER BY seq")
                 for row in cursor:
-                    yield _row(row)
+                    yield stored_row(row)
         except self._psycopg.Error as exc:
             raise AuditStoreError(f"cannot read the audit database {self.location}: {_one_line(exc)}") from exc
-
-
-def _row(row: tuple[Any, ...]) -> StoredRow:
-    seq, record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest, body = row
-    return StoredRow(int(seq), record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest, body.encode())
 
 
 def _describe(psycopg: Any, conninfo: str) -> str:

@@ -14,19 +14,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..assessment import rfc3339
 from ..errors import AuditStoreError, NotAnAuditStoreError
 from .archive import RulebookArchive
-from .record import GENESIS_HASH, StoredRow, seal
-from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
+from .record import StoredRow
+from .sql import COLUMNS, SQLAuditStore, stored_row
+from .store import SCHEMA_VERSION, ForkSafeConnection
 
 __all__ = ["SQLiteAuditStore", "write_transaction"]
 
-_COLUMNS = "seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, hash, body"
 _SCHEMA = (
     """CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE audit_records (
@@ -71,7 +69,7 @@ def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connec
         raise
 
 
-class SQLiteAuditStore(AuditStore):
+class SQLiteAuditStore(SQLAuditStore):
     """An audit store in one SQLite file (created with its tables on first use unless ``create=False``)."""
 
     def __init__(self, path: str | Path, *, store_input: bool = True, create: bool = True, timeout: float = 60.0):
@@ -147,25 +145,21 @@ class SQLiteAuditStore(AuditStore):
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
 
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
+
     # -- writing --
 
     def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
         connection = self._db.get()
         try:
             with write_transaction(connection):  # the write lock, before reading the head
-                if archive is not None:
-                    self._insert_archive(connection, archive)
-                head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
-                sealed, body, digest = seal(content, seq=seq, prev_hash=prev_hash)
-                connection.execute(
-                    f"INSERT INTO audit_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, sealed["id"], sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
-                     prev_hash, digest, body.decode()),
-                )
+                return self._write_record(connection, content, archive)
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot append to the audit database {self.path}: {exc}") from exc
-        return str(sealed["id"])
 
     def _add_archive(self, archive: RulebookArchive) -> None:
         connection = self._db.get()
@@ -175,76 +169,25 @@ class SQLiteAuditStore(AuditStore):
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot archive the rulebook in {self.path}: {exc}") from exc
 
-    @staticmethod
-    def _insert_archive(connection: sqlite3.Connection, archive: RulebookArchive) -> None:
-        if connection.execute("SELECT 1 FROM audit_rulebooks WHERE sha256 = ?", (archive.sha256,)).fetchone():
-            return
-        digests = archive.file_digests()
-        connection.executemany("INSERT OR IGNORE INTO audit_blobs (sha256, content) VALUES (?, ?)",
-                               [(digests[key], content) for key, content in archive.files.items()])
-        connection.execute("INSERT INTO audit_rulebooks (sha256, name, version, archived_at) VALUES (?, ?, ?, ?)",
-                           (archive.sha256, archive.name, archive.version, rfc3339(datetime.now(timezone.utc))))
-        connection.executemany(
-            "INSERT INTO audit_rulebook_files (rulebook_sha256, part, path, blob_sha256) VALUES (?, ?, ?, ?)",
-            [(archive.sha256, part, path, digests[(part, path)]) for part, path in archive.files])
-
     # -- reading --
 
-    def _has_archive(self, sha256: str) -> bool:
-        return self._execute("SELECT 1 FROM audit_rulebooks WHERE sha256 = ?", (sha256,)).fetchone() is not None
-
-    def _load_archive(self, sha256: str) -> RulebookArchive | None:
-        head = self._execute("SELECT name, version FROM audit_rulebooks WHERE sha256 = ?", (sha256,)).fetchone()
-        if head is None:
-            return None
-        files = self._execute(
-            "SELECT f.part, f.path, b.content FROM audit_rulebook_files f "
-            "LEFT JOIN audit_blobs b ON b.sha256 = f.blob_sha256 WHERE f.rulebook_sha256 = ?", (sha256,)).fetchall()
-        # (str only if someone stored text in the table: read it as bytes, and let the rebuild judge the archive)
-        return RulebookArchive(sha256, head[0], head[1], {
-            (p, path): c.encode() if isinstance(c, str) else bytes(c or b"") for p, path, c in files})
-
-    def _last_row(self) -> StoredRow | None:
-        return _row(self._execute(f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone())
-
-    def _row_at(self, seq: int) -> StoredRow | None:
-        return _row(self._execute(f"SELECT {_COLUMNS} FROM audit_records WHERE seq = ?", (seq,)).fetchone())
-
     def _rows_with_id_prefix(self, prefix: str) -> list[StoredRow]:
-        exact = self._execute(f"SELECT {_COLUMNS} FROM audit_records WHERE id = ?", (prefix,)).fetchone()
+        exact = self._execute(f"SELECT {COLUMNS} FROM audit_records WHERE id = ?", (prefix,)).fetchone()
         if exact is not None:
-            return [_row(exact)]  # type: ignore[list-item]
+            return [stored_row(exact)]
         # Range instead of LIKE: ids are lowercase hex and hyphens, and the range uses the unique index on id.
-        rows = self._execute(f"SELECT {_COLUMNS} FROM audit_records WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+        rows = self._execute(f"SELECT {COLUMNS} FROM audit_records WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                              (prefix, prefix + "\U0010ffff")).fetchall()
-        return [_row(r) for r in rows]  # type: ignore[misc]
-
-    def _select_rows(self, *, patient_id: str | None, last: int | None) -> list[StoredRow]:
-        where, parameters = ("WHERE patient_id = ?", (patient_id,)) if patient_id is not None else ("", ())
-        if last is not None:
-            rows = self._execute(f"SELECT {_COLUMNS} FROM audit_records {where} ORDER BY seq DESC LIMIT ?",
-                                 (*parameters, last)).fetchall()
-            rows.reverse()
-        else:
-            rows = self._execute(f"SELECT {_COLUMNS} FROM audit_records {where} ORDER BY seq", parameters).fetchall()
-        return [_row(r) for r in rows]  # type: ignore[misc]
+        return [stored_row(r) for r in rows]
 
     def _iter_all_rows(self) -> Iterator[StoredRow]:
-        cursor = self._execute(f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq")
+        cursor = self._execute(f"SELECT {COLUMNS} FROM audit_records ORDER BY seq")
         try:
             while True:
                 batch = cursor.fetchmany(500)
                 if not batch:
                     return
                 for row in batch:
-                    yield _row(row)  # type: ignore[misc]
+                    yield stored_row(row)
         except sqlite3.Error as exc:
             raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
-
-
-def _row(row: tuple[Any, ...] | None) -> StoredRow | None:
-    if row is None:
-        return None
-    seq, record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest, body = row
-    return StoredRow(seq, record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest,
-                     body.encode() if isinstance(body, str) else bytes(body))
