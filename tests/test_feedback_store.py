@@ -1,0 +1,40 @@
+"""CDS Hooks feedback kept beside the audit trail, on SQLite and on a real PostgreSQL server: what is stored, in
+order, and that the table refuses UPDATE and DELETE like the audit tables do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from audit_support import raw_sql
+
+from imt_cds.audit import open_store
+from imt_cds.service.feedback import open_feedback_sink, stored_row
+
+
+def feedback_rows() -> list[dict]:
+    items = [{"card": "card-1", "outcome": "accepted", "outcomeTimestamp": "2026-01-02T03:04:05Z"},
+             {"card": "card-2", "outcome": "overridden", "outcomeTimestamp": "2026-01-02T03:04:06Z",
+              "overrideReason": {"reason": {"code": "not-applicable"}}}]
+    issued = [("imt-patient-view", "evaluation-1", "REC_CRIZOTINIB_ALK"), None]
+    return [stored_row("imt-patient-view", item, card, {"iss": "https://ehr.example", "tenant": "t"})
+            for item, card in zip(items, issued, strict=True)]
+
+
+def test_feedback_is_stored_in_the_audit_database_and_cannot_be_changed(target):
+    open_store(target).close()  # the audit trail exists first, as when the service runs with --audit
+    sink = open_feedback_sink(target, None)
+    try:
+        assert sink.record(feedback_rows()) == 2
+    finally:
+        sink.close()
+    stored = raw_sql(target, "SELECT card, outcome, evaluation_id, finding_code, body FROM cds_feedback ORDER BY seq")[0]
+    assert [row[:4] for row in stored] == [("card-1", "accepted", "evaluation-1", "REC_CRIZOTINIB_ALK"),
+                                           ("card-2", "overridden", None, None)]
+    body = json.loads(stored[1][4])
+    assert body["feedback"]["overrideReason"] == {"reason": {"code": "not-applicable"}}
+    assert body["client"] == {"iss": "https://ehr.example", "tenant": "t"}
+    for statement in ("DELETE FROM cds_feedback", "UPDATE cds_feedback SET outcome = 'accepted'"):
+        with pytest.raises(Exception, match="append-only"):
+            raw_sql(target, statement)
+    assert len(raw_sql(target, "SELECT seq FROM cds_feedback")[0]) == 2
