@@ -28,7 +28,8 @@ def test_feedback_is_stored_in_the_audit_database_and_cannot_be_changed(target):
         assert sink.record(feedback_rows()) == 2
     finally:
         sink.close()
-    stored = raw_sql(target, "SELECT card, outcome, evaluation_id, finding_code, body FROM cds_feedback ORDER BY seq")[0]
+    stored = raw_sql(target, "SELECT card, outcome, evaluation_id, finding_code, body FROM cds_feedback "
+                             "ORDER BY seq")[0]
     assert [row[:4] for row in stored] == [("card-1", "accepted", "evaluation-1", "REC_CRIZOTINIB_ALK"),
                                            ("card-2", "overridden", None, None)]
     body = json.loads(stored[1][4])
