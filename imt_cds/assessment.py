@@ -29,13 +29,13 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .assessment_json import JsonTemplates
+from .assessment_json import JsonTemplates, trace_shape, union_of_branches
 from .compiler import EngineRule, Program, ReasonTemplate
 from .conditions import Atom, DerivedTest
 from .evidence import EvidenceEntry
 from .fact_fields import fact_fields
 from .facts import PatientFacts
-from .rulebook import Rule, Rulebook, finding_kind
+from .rulebook import Rule, Rulebook
 from .validation import canonical_json
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "build_assessment",
 ]
 
-SCHEMA = "imt-cds/assessment/1"
 Firing = tuple[str, "str | None"]
 _RECOMMENDATION_KINDS = ("recommendation", "data_request")
 
@@ -248,8 +247,7 @@ class OutputTemplates:
         self.position = {rule.id: i for i, rule in enumerate(rulebook.rules)}  # catalogue order
         self.refs = {rule.id: RuleRef.of(rule) for rule in rulebook.rules}
         self.findings = {
-            (rule.id, spec.code): _FindingTemplate(rule, finding_kind(spec.code), spec.title, spec.summary,
-                                                   self.refs[rule.id],
+            (rule.id, spec.code): _FindingTemplate(rule, spec.kind, spec.title, spec.summary, self.refs[rule.id],
                                                    tuple(rulebook.evidence[e] for e in rule.evidence))
             for rule in rulebook.rules
             for spec in rule.findings
@@ -257,9 +255,11 @@ class OutputTemplates:
         self.rule_codes = {rule.id: tuple(spec.code for spec in rule.findings) for rule in rulebook.rules}
         self.deriving_rule = {rule.derives: rule for rule in rulebook.rules if rule.derives and not rule.part_of}
         self.leaf_index = {path: i for i, path in enumerate(fact_fields())}
-        # Per engine rule: its reasons in condition order, and the codes it produces.
-        self.plan = {name: tuple(sorted(er.reasons, key=_order)) for name, er in program.rules.items()}
+        # Per engine rule: the codes it produces, and the static part of its trace entry (for a clinical rule that
+        # is not a suppression). Its reasons (``EngineRule.reasons``) are in condition order already.
         self.codes = {name: tuple(spec.code for spec in er.produces) for name, er in program.rules.items()}
+        self.trace_shapes = {name: trace_shape(er) for name, er in program.rules.items()
+                             if er.rule is not None and er.suppression is None}
         self.provenance_static = {
             "rulebook_name": rulebook.name,
             "rulebook_version": rulebook.version,
@@ -267,7 +267,7 @@ class OutputTemplates:
             "parameters": rulebook.parameter_values,
             "engine": dict(versions),
         }
-        self.json = JsonTemplates(program, versions, self.leaf_index)
+        self.json = JsonTemplates(program, versions, self.leaf_index, self.trace_shapes)
 
 
 # --- the assessment -----------------------------------------------------------------------------------------------
@@ -370,11 +370,10 @@ class Assessment:
         """The reasons behind one rule's finding (or, with code None, its derived fact), in condition order: the
         union over the rule's fired branches that produced it."""
         branches = self._branches(rule_id, code)
-        plan = self._templates.plan
+        rules = self._templates.rules
         if len(branches) == 1:
-            return plan[branches[0]]
-        merged = {t.order: t for name in branches for t in plan[name]}
-        return tuple(merged[order] for order in sorted(merged))
+            return rules[branches[0]].reasons
+        return union_of_branches(rules[name].reasons for name in branches)
 
     @_lazy
     def _deriving_rules(self) -> tuple[str, ...]:
@@ -389,7 +388,7 @@ class Assessment:
         for rule_id in self._deriving_rules:
             engine_rule = self._fired[rule_id][0]
             if engine_rule.rule.part_of:  # type: ignore[union-attr]
-                found.setdefault(engine_rule.derives[0], []).append(rule_id)  # type: ignore[index]
+                found.setdefault(engine_rule.derives, []).append(rule_id)  # type: ignore[arg-type]
         return {name: tuple(ids) for name, ids in found.items()}
 
     def _reasons_of(self, name: str) -> tuple[str, ...]:
@@ -410,7 +409,7 @@ class Assessment:
 
     @_lazy
     def derived_names(self) -> frozenset[str]:
-        return frozenset(self._fired[r][0].derives[0] for r in self._deriving_rules)  # type: ignore[index]
+        return frozenset(self._fired[r][0].derives for r in self._deriving_rules)  # type: ignore[misc]
 
     # -- objects, materialized on first access --
 
@@ -455,7 +454,7 @@ class Assessment:
             rule = engine_rule.rule
             assert rule is not None and engine_rule.derives is not None
             facts.append(DerivedFact(
-                name=engine_rule.derives[0],
+                name=engine_rule.derives,
                 rule=refs[rule.part_of] if rule.part_of else refs[rule_id],
                 because=self._because(self._reason_plan(rule_id, None)),
                 reason=refs[rule_id] if rule.part_of else None,
@@ -493,15 +492,11 @@ class Assessment:
             if engine_rule.suppression is not None:
                 entries.append(self._suppression_entry(seq, engine_rule, message))
                 continue
-            facts = {lit.path: self._actual(lit.path) for lit in engine_rule.conjunction if isinstance(lit, Atom)}
-            derived = tuple(lit.name for lit in engine_rule.conjunction if isinstance(lit, DerivedTest) and lit.present)
-            absent = tuple(lit.name for lit in engine_rule.conjunction
-                           if isinstance(lit, DerivedTest) and not lit.present)
-            produced = ((engine_rule.derives[0],) if engine_rule.derives is not None
-                        else tuple(spec.code for spec in engine_rule.produces))
+            shape = templates.trace_shapes[name]
+            facts = {path: self._actual(path) for path in shape.paths}
             entries.append(TraceEntry(seq, templates.refs[rule.id], name,
-                                      {"facts": facts, "derived": derived, "absent": absent},
-                                      produced, part_of=rule.part_of))
+                                      {"facts": facts, "derived": shape.derived, "absent": shape.absent},
+                                      shape.produced, part_of=rule.part_of))
         return tuple(entries)
 
     def _suppression_entry(self, seq: int, engine_rule: EngineRule, message: str | None) -> TraceEntry:
@@ -577,10 +572,6 @@ class Assessment:
         return writer.document(self.patient_id, recommendations, risk_flags, derived, suppressed, trace,
                                self.input_sha256, self.evaluated_at)
 
-
-
-def _order(template: ReasonTemplate) -> int:
-    return template.order
 
 
 def _suppression_match(message: str | None) -> tuple[str, str | None]:

@@ -12,15 +12,14 @@ This module never decides anything and knows nothing about the engine: it format
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
 from .compiler import EngineRule, Program, ReasonTemplate
 from .conditions import Atom, DerivedTest
-from .rulebook import finding_kind
 
-__all__ = ["JsonTemplates"]
+__all__ = ["JsonTemplates", "TraceShape", "trace_shape", "union_of_branches"]
 
 SCHEMA = "imt-cds/assessment/1"
 
@@ -29,20 +28,66 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+class TraceShape(NamedTuple):
+    """The static part of the trace entry of one engine rule's firing (both the objects and the JSON use it)."""
+
+    paths: tuple[str, ...]  # the input facts its conjunction tests, once each, in condition order
+    derived: tuple[str, ...]  # the derived facts it needs
+    absent: tuple[str, ...]  # the derived facts that must be absent
+    produced: tuple[str, ...]  # the derived fact it asserts, or the codes of the findings it produces
+
+
+def trace_shape(engine_rule: EngineRule) -> TraceShape:
+    conjunction = engine_rule.conjunction
+    return TraceShape(
+        tuple(dict.fromkeys(lit.path for lit in conjunction if isinstance(lit, Atom))),
+        tuple(lit.name for lit in conjunction if isinstance(lit, DerivedTest) and lit.present),
+        tuple(lit.name for lit in conjunction if isinstance(lit, DerivedTest) and not lit.present),
+        ((engine_rule.derives,) if engine_rule.derives is not None
+         else tuple(spec.code for spec in engine_rule.produces)),
+    )
+
+
+class _Ordered(Protocol):
+    @property
+    def order(self) -> int: ...
+
+
+_Reason = TypeVar("_Reason", bound=_Ordered)
+
+
+def union_of_branches(plans: Iterable[Sequence[_Reason]]) -> tuple[_Reason, ...]:
+    """The union of the reasons of several fired branches of one rule, in the order of the rule's condition.
+    Each plan lists one branch's reasons; ``order`` is a reason's literal's position in the rule's condition."""
+    merged = {item.order: item for plan in plans for item in plan}
+    return tuple(merged[order] for order in sorted(merged))
+
+
+class _ReasonItem(NamedTuple):
+    """One reason of a rationale as JSON pieces: head + (the fact's value | its reasons) + tail."""
+
+    order: int
+    head: str
+    leaf: int  # the input fact's leaf index, or -1 for a derived fact
+    tail: str
+    derived: str | None  # the derived fact that must hold (its reasons, if several, are listed)
+
+
 class JsonTemplates:
     """Pre-serialized pieces of every document a program can produce."""
 
-    def __init__(self, program: Program, versions: Mapping[str, str], leaf_index: Mapping[str, int]):
+    def __init__(self, program: Program, versions: Mapping[str, str], leaf_index: Mapping[str, int],
+                 trace_shapes: Mapping[str, TraceShape]):
         rulebook = program.rulebook
         self.leaf_index = leaf_index
-        refs = {rule.id: _json({"id": rule.id, "version": rule.version}) for rule in rulebook.rules}
+        refs = {rule.id: _json(rule.ref) for rule in rulebook.rules}
         self.rule_ref = refs
         # Per (rule, code): the finding's static head, up to and including '"because":'.
         self.finding_head: dict[tuple[str, str], str] = {}
         for rule in rulebook.rules:
             evidence = _json([rulebook.evidence[e].to_dict() for e in rule.evidence])
             for spec in rule.findings:
-                head = _json({"code": spec.code, "kind": finding_kind(spec.code), "title": spec.title,
+                head = _json({"code": spec.code, "kind": spec.kind, "title": spec.title,
                               "summary": spec.summary, "strength": rule.strength})[:-1]
                 self.finding_head[(rule.id, spec.code)] = (
                     f'{head},"rule":{refs[rule.id]},"evidence":{evidence},"because":'
@@ -60,15 +105,11 @@ class JsonTemplates:
                                               f'"reason":{reason},"because":')
             else:
                 self.derived_head[rule.id] = f'{{"name":{_json(rule.derives)},"rule":{refs[rule.id]},"because":'
-        # Per engine rule: its rationale as (order, head, leaf index or -1, tail, derived name or None) items, in
-        # condition order; and its trace entry's pieces.
-        self.because_plan: dict[str, tuple[tuple[int, str, int, str, str | None], ...]] = {}
-        self.trace_parts: dict[str, tuple[str, tuple[tuple[str, int], ...], str]] = {}
-        for name, engine_rule in program.rules.items():
-            ordered = sorted(engine_rule.reasons, key=lambda t: t.order)
-            self.because_plan[name] = tuple(self._reason_item(t) for t in ordered)
-            if engine_rule.rule is not None and engine_rule.suppression is None:
-                self.trace_parts[name] = self._trace_parts(name, engine_rule, refs)
+        # Per engine rule: its rationale's items, in condition order; and its trace entry's pieces.
+        self.because_plan = {name: tuple(self._reason_item(t) for t in engine_rule.reasons)
+                             for name, engine_rule in program.rules.items()}
+        self.trace_parts = {name: self._trace_parts(name, program.rules[name], shape, refs)
+                            for name, shape in trace_shapes.items()}
         static = {
             "rulebook": {"name": rulebook.name, "version": rulebook.version, "sha256": rulebook.sha256},
             "parameters": rulebook.parameter_values,
@@ -76,29 +117,25 @@ class JsonTemplates:
         }
         self.provenance_head = _json(static)[:-1] + ',"input_sha256":'
 
-    def _reason_item(self, template: ReasonTemplate) -> tuple[int, str, int, str, str | None]:
+    def _reason_item(self, template: ReasonTemplate) -> _ReasonItem:
         literal = template.literal
         if isinstance(literal, Atom):
             head = f'{{"fact":{_json(literal.path)},"expected":{_json(template.expected)},"actual":'
             tail = f',"parameter":{_json(template.parameter)}}}' if template.parameter else "}"
-            return template.order, head, self.leaf_index[literal.path], tail, None
+            return _ReasonItem(template.order, head, self.leaf_index[literal.path], tail, None)
         assert isinstance(literal, DerivedTest)
         head = f'{{"derived":{_json(literal.name)},"holds":{_json(literal.present)}'
-        return template.order, head, -1, "}", literal.name if literal.present else None
+        return _ReasonItem(template.order, head, -1, "}", literal.name if literal.present else None)
 
-    def _trace_parts(self, name: str, engine_rule: EngineRule,
+    def _trace_parts(self, name: str, engine_rule: EngineRule, shape: TraceShape,
                      refs: Mapping[str, str]) -> tuple[str, tuple[tuple[str, int], ...], str]:
         rule = engine_rule.rule
         assert rule is not None
         part_of = f',"part_of":{_json(rule.part_of)}' if rule.part_of else ""
         head = f',"rule":{refs[rule.id]}{part_of},"engine_rule":{_json(name)},"matched":{{"facts":{{'
-        atoms = [lit for lit in engine_rule.conjunction if isinstance(lit, Atom)]
-        paths = tuple((_json(lit.path) + ":", self.leaf_index[lit.path]) for lit in dict.fromkeys(atoms))
-        derived = [lit.name for lit in engine_rule.conjunction if isinstance(lit, DerivedTest) and lit.present]
-        absent = [lit.name for lit in engine_rule.conjunction if isinstance(lit, DerivedTest) and not lit.present]
-        produced = ([engine_rule.derives[0]] if engine_rule.derives is not None
-                    else [spec.code for spec in engine_rule.produces])
-        tail = f'}},"derived":{_json(derived)},"absent":{_json(absent)}}},"produced":{_json(produced)}}}'
+        paths = tuple((_json(path) + ":", self.leaf_index[path]) for path in shape.paths)
+        tail = (f'}},"derived":{_json(shape.derived)},"absent":{_json(shape.absent)}}},'
+                f'"produced":{_json(shape.produced)}}}')
         return head, paths, tail
 
     # -- writing --
@@ -107,11 +144,8 @@ class JsonTemplates:
                 reasons_of: Callable[[str], tuple[str, ...]]) -> str:
         """The rationale of one rule's finding or derived fact: the union of the reasons of the branches (engine
         rules) of it that fired, in the order of the rule's condition."""
-        if len(branches) == 1:
-            items: Iterable[tuple[int, str, int, str, str | None]] = self.because_plan[branches[0]]
-        else:
-            merged = {item[0]: item for name in branches for item in self.because_plan[name]}
-            items = [merged[order] for order in sorted(merged)]
+        plan = self.because_plan
+        items = plan[branches[0]] if len(branches) == 1 else union_of_branches(plan[name] for name in branches)
         parts = []
         for _, head, index, tail, derived in items:
             if index >= 0:

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import EngineError, InvalidInputError
+from .errors import EngineError, InputProblem, InvalidInputError
 
 __all__ = ["BatchSummary", "evaluate_line", "run_batch"]
 
@@ -65,8 +65,8 @@ def evaluate_line(number: int, text: bytes, rules: str | None = None,
     from .validation import parse_facts_json
 
     if not text.strip():
-        error = {"path": "", "message": "empty line: expected a JSON object with patient facts", "value": None}
-        return orjson.dumps({"line": number, "errors": [error]}), INVALID
+        empty = InvalidInputError([InputProblem("", "empty line: expected a JSON object with patient facts")])
+        return orjson.dumps({"line": number, **empty.to_dict()}), INVALID
     try:
         facts = parse_facts_json(text)
     except InvalidInputError as exc:
@@ -109,20 +109,28 @@ def _work_unit(args: tuple[str, int, int, int, str, str | None, tuple[str, bool]
         return _evaluate_lines(_numbered_lines(stream, first_line, end - start), output, rules, audit)
 
 
-def _split(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
-    """Cut a file into (start, end, first line number) ranges that end at line boundaries."""
+def _split(path: str, chunk_bytes: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Cut a file into (start, end, first line number) ranges that end at line boundaries; also count its lines."""
     size = os.path.getsize(path)
     ranges = []
     with open(path, "rb") as stream:
         start, line = 0, 1
+        last = b""
         while start < size:
             stream.seek(min(start + chunk_bytes, size))
             stream.readline()  # move to the end of the line the cut falls in
             end = min(stream.tell(), size) if start + chunk_bytes < size else size
             stream.seek(start)
             ranges.append((start, end, line))
-            start, line = end, line + stream.read(end - start).count(b"\n")
-    return ranges
+            chunk = stream.read(end - start)
+            start, line, last = end, line + chunk.count(b"\n"), chunk[-1:]
+    # a last line without a newline is still a line
+    return ranges, line - 1 + (1 if last not in (b"", b"\n") else 0)
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as stream:
+        return sum(1 for _ in stream)
 
 
 class _Progress:
@@ -166,13 +174,14 @@ def run_batch(source: str, destination: str | None, jobs: int = 1, rules: Path |
             with open(spooled, "wb") as spool:
                 shutil.copyfileobj(sys.stdin.buffer, spool)
             source = spooled
-        with open(source, "rb") as counting:
-            total = sum(1 for _ in counting)
+        ranges, total = _split(source, chunk_bytes) if jobs > 1 else ([], None)
+        if show and total is None:
+            total = _count_lines(source)  # only the progress bar needs the count up front
         bar = _Progress(total, show)
         output = sys.stdout.buffer if destination is None else open(destination, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
         try:
             if jobs > 1:
-                counts = _run_parallel(source, output, jobs, rules_key, scratch, bar, chunk_bytes, audit_key)
+                counts = _run_parallel(source, ranges, output, jobs, rules_key, scratch, bar, audit_key)
             else:
                 counts = _run_serial(source, output, rules_key, bar, audit_key)
             output.flush()
@@ -201,9 +210,8 @@ def _run_serial(source: str, output: IO[bytes], rules: str | None, bar: _Progres
         return _evaluate_lines(lines, _CountingWriter(output, bar), rules, audit)  # type: ignore[arg-type]
 
 
-def _run_parallel(source: str, output: IO[bytes], jobs: int, rules: str | None, scratch: str,
-                  bar: _Progress, chunk_bytes: int, audit: tuple[str, bool] | None = None) -> list[int]:
-    ranges = _split(source, chunk_bytes)
+def _run_parallel(source: str, ranges: list[tuple[int, int, int]], output: IO[bytes], jobs: int, rules: str | None,
+                  scratch: str, bar: _Progress, audit: tuple[str, bool] | None = None) -> list[int]:
     units = [(source, start, end, line, os.path.join(scratch, f"part-{i:06d}"), rules, audit)
              for i, (start, end, line) in enumerate(ranges)]
     counts = [0, 0, 0]

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                           "print what could not be used on stderr (exit 2 when conflicts prevent evaluation)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text",
                           help="text: a consult note (default); json: the assessment document")
-    _rules_option(evaluate)
+    rules_option(evaluate)
     _audit_options(evaluate)
     evaluate.set_defaults(run=_run_evaluate)
 
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes (default 1; 0 = one per CPU core)")
     batch.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar on standard error (auto: only when it is a terminal)")
-    _rules_option(batch)
+    rules_option(batch)
     _audit_options(batch)
     batch.set_defaults(run=_run_batch)
     for register in _command_groups():
@@ -95,9 +95,13 @@ def _audit_options(parser: argparse.ArgumentParser) -> None:
     add_audit_options(parser)
 
 
-def _rules_option(parser: argparse.ArgumentParser) -> None:
+def rules_option(parser: argparse.ArgumentParser, seeds: bool = False) -> None:
+    """``--rules DIR`` (and with ``seeds``, ``--seeds DIR``): a rulebook (and evidence) instead of the shipped one."""
     parser.add_argument("--rules", metavar="DIR", type=Path,
                         help="rulebook directory to use instead of the shipped one (e.g. a working copy)")
+    if seeds:
+        parser.add_argument("--seeds", metavar="DIR", type=Path,
+                            help="evidence directory with evidence.yaml and its documents (default: the shipped one)")
 
 
 def _jobs(text: str) -> int:
@@ -111,12 +115,9 @@ def _jobs(text: str) -> int:
 
 
 def _version() -> str:
-    from importlib import metadata
+    from .engine import installed_version
 
-    try:
-        return metadata.version("imt-cds")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return installed_version("imt-cds")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,9 +179,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if facts is None:
         return EXIT_INVALID_INPUT
     if args.audit:
-        from .cli_audit import audited_engine
+        from .cli_audit import audited_evaluate
 
-        assessment = audited_engine(args, lambda engine: engine.evaluate(facts))
+        assessment = audited_evaluate(args, facts)
     else:
         assessment = _engine(args.rules).evaluate(facts)
     sources = fhir_input.sources if fhir_input is not None else None

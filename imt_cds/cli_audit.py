@@ -26,9 +26,9 @@ from .errors import AuditError, InvalidInputError, NotAnAuditStoreError, RecordN
 if TYPE_CHECKING:
     from .assessment import Assessment
     from .audit import AuditStore
-    from .engine import Engine
+    from .facts import PatientFacts
 
-__all__ = ["add_audit_options", "audited_engine", "check_audit_target", "register"]
+__all__ = ["add_audit_options", "audited_evaluate", "check_audit_target", "register"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DB_HELP = "the audit store: a SQLite file, or a PostgreSQL connection string postgresql://user@host:port/dbname"
@@ -167,18 +167,6 @@ def _open(target: str, *, create: bool = False) -> AuditStore:
 # --- evaluate --audit / batch --audit -----------------------------------------------------------------------------
 
 
-class _Recorder:
-    """An audit sink that passes appends to the store and remembers the last record id (to tell the user)."""
-
-    def __init__(self, store: AuditStore):
-        self.store = store
-        self.last_id: str | None = None
-
-    def append(self, assessment: Assessment) -> str:
-        self.last_id = self.store.append(assessment)
-        return self.last_id
-
-
 def check_audit_target(args: argparse.Namespace) -> None:
     """Open (and create if need be) the ``--audit`` store once, before any work: a bad target is invalid usage."""
     if not getattr(args, "audit", None):
@@ -189,8 +177,10 @@ def check_audit_target(args: argparse.Namespace) -> None:
         raise SystemExit(_fail(exc)) from None
 
 
-def audited_engine(args: argparse.Namespace, evaluate: Callable[[Engine], Assessment]) -> Assessment:
-    """Evaluate with an engine that records in ``args.audit``; tell the user the record id on standard error."""
+def audited_evaluate(args: argparse.Namespace, facts: PatientFacts) -> Assessment:
+    """Evaluate ``facts`` with ``args.rules`` and record the assessment in ``args.audit`` before returning it (as
+    ``Engine(audit=store)`` does: one that cannot be recorded raises, and is never output); tell the user the
+    record id on standard error."""
     from .audit import open_store
     from .engine import Engine
 
@@ -199,9 +189,9 @@ def audited_engine(args: argparse.Namespace, evaluate: Callable[[Engine], Assess
     except AuditError as exc:
         raise SystemExit(_fail(exc)) from None
     with store:
-        recorder = _Recorder(store)
-        assessment = evaluate(Engine(args.rules, audit=recorder))
-        print(f"imt-cds: recorded as audit record {recorder.last_id} in {store.location}", file=sys.stderr)
+        assessment = Engine(args.rules).evaluate(facts)
+        record_id = store.append(assessment)
+        print(f"imt-cds: recorded as audit record {record_id} in {store.location}", file=sys.stderr)
     return assessment
 
 
@@ -236,7 +226,7 @@ def _run_show(args: argparse.Namespace) -> int:
     with _open(args.db) as store:
         record = store.record(args.record)
     if args.format == "json":
-        sys.stdout.write(orjson.dumps(record.to_dict(expand=True), option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(record.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK
     view = recorded_assessment(record.assessment, record.canonical_input_json())
     sys.stdout.write(render_consult_note(view))  # type: ignore[arg-type]
@@ -323,8 +313,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
     with _open(args.db) as store:
         record = store.record(args.record)
-    bundle = assessment_bundle(record.assessment, audit_record={
-        "id": record.id, "seq": record.seq, "hash": record.hash, "recorded_at": record.recorded_at})
+    bundle = assessment_bundle(record.assessment, audit_record=record.chain_ref())
     text = orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode() + "\n"
     return _write(args.output, text)
 
@@ -342,9 +331,7 @@ def _run_report(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         with _open(args.db) as store:
             record = store.record(args.audit_id)
-        page = render_report_html(record.assessment, input_facts=record.input, audit_record={
-            "id": record.id, "seq": record.seq, "hash": record.hash, "prev_hash": record.prev_hash,
-            "recorded_at": record.recorded_at})
+        page = render_report_html(record.assessment, input_facts=record.input, audit_record=record.chain_ref())
     else:
         from .cli import _engine, _read_input, _report_invalid
         from .validation import parse_facts_json

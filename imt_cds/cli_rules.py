@@ -103,9 +103,9 @@ def register(commands: Any) -> None:
 
 
 def _rules_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rules", metavar="DIR", type=Path, help="rulebook directory (default: the shipped one)")
-    parser.add_argument("--seeds", metavar="DIR", type=Path,
-                        help="evidence directory with evidence.yaml and its documents (default: the shipped one)")
+    from .cli import rules_option
+
+    rules_option(parser, seeds=True)
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -242,46 +242,47 @@ def _engine_for(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _run_test(args: argparse.Namespace) -> int:
-    from .explain import explain
     from .rule_examples import run_rule_examples
 
     engine = _engine_for(args)
     outcomes = run_rule_examples(engine)
     failed = [o for o in outcomes if not o.passed]
     for outcome in failed:
-        rule, example = outcome.rule, outcome.example
+        rule, example, assessment = outcome.rule, outcome.example, outcome.assessment
         print(f"FAIL {rule.id} ({rule.file}) example {example.name!r}")
         for failure in outcome.failures:
             print(f"  - {failure}")
-        fired = outcome.rule.id in _fired(outcome.assessment)
-        if example.fires and not fired:
-            codes = rule.codes or ()
-            if codes:
+        explained: set[str] = set()
+        if example.fires and not outcome.fired:
+            if rule.codes:
                 print("    why not:")
-                text = explain(engine, example.patient, codes[0]).to_text()
-                print("\n".join("      " + line for line in text.splitlines()[1:]))
+                print(_why_not(engine, assessment, rule.codes[0]))
+                explained.add(rule.codes[0])
             else:
                 print(f"    {rule.id} derives {rule.derives}; see `imt-cds explain` on this patient")
-        if not example.fires and fired:
-            for entry in outcome.assessment.trace:
+        if not example.fires and outcome.fired:
+            for entry in assessment.trace:
                 if entry.rule.id == rule.id or entry.part_of == rule.id:
-                    print(f"    it fired on branch {entry.engine_rule}, matching {_compact(entry.to_dict()['matched'])}")
-        missing = [c for c in example.expect if c not in outcome.assessment.codes | outcome.assessment.derived_names]
-        for code in missing:
-            if code in outcome.assessment.rulebook.finding_codes:
-                text = explain(engine, example.patient, code).to_text()
+                    matched = _compact(entry.to_dict()["matched"])
+                    print(f"    it fired on branch {entry.engine_rule}, matching {matched}")
+        for code in example.expect:
+            if (code not in assessment.codes | assessment.derived_names and code not in explained
+                    and code in assessment.rulebook.finding_codes):
                 print(f"    why not {code}:")
-                print("\n".join("      " + line for line in text.splitlines()[1:]))
+                print(_why_not(engine, assessment, code))
     if args.junit is not None:
         _write_junit(args.junit, outcomes)
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} examples pass" + (f"; {len(failed)} fail" if failed else ""))
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} examples pass"
+          + (f"; {len(failed)} fail" if failed else ""))
     return 1 if failed else 0
 
 
-def _fired(assessment) -> frozenset[str]:  # type: ignore[no-untyped-def]
-    from .rule_examples import fired_rules
+def _why_not(engine, assessment, code: str) -> str:  # type: ignore[no-untyped-def]
+    """Why an assessment lacks a finding code, indented under a failing example."""
+    from .explain import explain
 
-    return fired_rules(assessment)
+    text = explain(engine, assessment.facts, code, assessment=assessment).to_text()
+    return "\n".join("      " + line for line in text.splitlines()[1:])
 
 
 def _write_junit(path: Path, outcomes) -> None:  # type: ignore[no-untyped-def]
@@ -422,19 +423,20 @@ def _run_diff(args: argparse.Namespace) -> int:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
+    from .cli import EXIT_INVALID_INPUT, _read_input, _report_invalid
     from .errors import InvalidInputError
     from .explain import explain
     from .validation import parse_facts_json
 
     try:
-        raw = sys.stdin.buffer.read() if args.path == "-" else Path(args.path).read_bytes()
-    except OSError as exc:
-        print(f"imt-cds: cannot read {args.path}: {exc.strerror}", file=sys.stderr)
-        return 2
+        facts = parse_facts_json(_read_input(args.path))
+    except InvalidInputError as exc:
+        _report_invalid(exc, sys.stderr, source=args.path)
+        return EXIT_INVALID_INPUT
     engine = _engine_for(args)
     try:
-        result = explain(engine, parse_facts_json(raw), args.code)
-    except InvalidInputError as exc:
+        result = explain(engine, facts, args.code)
+    except InvalidInputError as exc:  # an unknown finding code
         print("imt-cds: invalid input; nothing was explained:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)

@@ -3,7 +3,8 @@
 The server refuses to start without authentication (at least one ``--trust ISS JWKS``) unless
 ``--allow-unauthenticated`` is given, which prints a warning: anyone who can reach the port could then read
 decision support for any patient record they send. Exit codes: 0 after a clean shutdown; 2 for a configuration it
-refuses (no authentication, an unreadable JWK Set, a bad URL); 1 for an internal error.
+refuses (no authentication, an unreadable JWK Set, a bad URL); 1 for an internal error (as every command: see
+``cli.main``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USAGE = 0, 2  # an internal error exits 1 through cli.main
 UNAUTHENTICATED_WARNING = (
     "imt-cds: WARNING: serving WITHOUT authentication (--allow-unauthenticated): any client that can reach this "
     "port gets decision support for any record it sends, and can make the service call any FHIR server. Use it "
@@ -105,10 +106,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     )
     try:
         app = create_app(config)
-    except ServiceConfigError as exc:
-        print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (RulebookError, EvidenceError) as exc:
+    except (ServiceConfigError, RulebookError, EvidenceError) as exc:
         print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "

@@ -27,6 +27,8 @@ construct becomes engine rules, and which engine defect (engineering/durable-rul
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from .conditions import Atom, Conjunction, DerivedTest, literals, to_dnf
+from .conditions import Atom, Conjunction, DerivedTest, to_dnf
 from .errors import RulebookError, RulebookProblem
 from .fact_fields import FactField, fact_fields
 from .rulebook import FindingSpec, Rule, Rulebook
@@ -69,13 +71,12 @@ class EngineRule:
     rule: Rule | None  # None for the internal anchor
     stratum: int
     conjunction: Conjunction
-    reasons: tuple[ReasonTemplate, ...]
+    reasons: tuple[ReasonTemplate, ...]  # one per literal of the conjunction, in the order of the rule's condition
     produces: tuple[FindingSpec, ...] = ()
-    derives: tuple[str, str | None] | None = None  # (derived fact name, reason text)
+    derives: str | None = None  # the derived fact its action asserts
     asserts: tuple[str, ...] = ()  # facts the action asserts, as JSON with a "%s" placeholder for the session id
-    candidate_for: str | None = None  # the suppression rule whose candidate fact this rule's action asserts
     suppression: Rule | None = None  # set on a suppression's engine rule: its firing suppresses a candidate
-    definition: Mapping[str, Any] | None = None
+    definition: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the engine rule (durable-rules JSON)
 
 
 @dataclass(frozen=True)
@@ -88,15 +89,30 @@ class Program:
     strata: int  # number of strata; markers 1..strata-1 are asserted in turn
     encode_patient: Callable[[tuple[Any, ...], list[str], str], str]  # (leaf values, their JSON, session id)
 
+    def __post_init__(self) -> None:
+        by_rule: dict[str, list[EngineRule]] = {}
+        for engine_rule in self.rules.values():
+            if engine_rule.rule is not None:
+                by_rule.setdefault(engine_rule.rule.id, []).append(engine_rule)
+        object.__setattr__(self, "_by_rule", {rule_id: tuple(ers) for rule_id, ers in by_rule.items()})
+
     def ruleset_json(self) -> str:
         return orjson.dumps({name: dict(rule) for name, rule in self.ruleset.items()}).decode()
+
+    def branches(self, rule: Rule | str, spec: FindingSpec | None = None) -> tuple[EngineRule, ...]:
+        """The engine rules of a rule (one per branch of its condition), in order; with ``spec``, only those
+        producing that finding (for a finding with its own condition: the rule's branches times the finding's)."""
+        rule_id = rule if isinstance(rule, str) else rule.id
+        found: tuple[EngineRule, ...] = self._by_rule.get(rule_id, ())  # type: ignore[attr-defined]
+        if spec is None:
+            return found
+        return tuple(er for er in found if any(f.code == spec.code for f in er.produces))
 
 
 def compile_rulebook(rulebook: Rulebook) -> Program:
     fields = fact_fields()
     parameters = rulebook.parameter_values
     strata = _strata(rulebook)
-    suppressed_by = {target: rule.id for rule in rulebook.rules for target in rule.suppresses}
     engine_rules: list[EngineRule] = []
     problems: list[RulebookProblem] = []
 
@@ -109,6 +125,10 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
         if rule.when is None:
             continue
         stratum = strata[rule.id]
+        order = _literal_order(rule)
+        # the suppression whose candidate fact this rule's findings assert (the last one, if several name it)
+        suppressors = rulebook.suppressors(rule.id)
+        candidate_for = suppressors[-1].id if suppressors else None
         groups: list[tuple[tuple[FindingSpec, ...], Any]] = []
         if rule.findings:
             plain = tuple(f for f in rule.findings if f.when is None)
@@ -125,22 +145,14 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
                     name = f"{rule.id}.{index}"
                     index += 1
                     engine_rules.append(
-                        _engine_rule(name, rule, stratum, conjunction, findings, suppressed_by.get(rule.id),
-                                     fields, parameters, problems)
+                        _engine_rule(name, rule, stratum, conjunction, findings, candidate_for, order, fields,
+                                     parameters, problems)
                     )
     if not any(r.rule is not None and not r.conjunction and not r.suppression for r in engine_rules):
-        engine_rules.append(EngineRule(ANCHOR, None, 0, (), (), definition={"all": [_pattern("p", PATIENT, [])]}))
+        engine_rules.append(_anchor())
     if problems:
         raise RulebookError(problems)
-
-    ruleset = {r.name: dict(r.definition or {}) for r in engine_rules}
-    return Program(
-        rulebook=rulebook,
-        ruleset=MappingProxyType(ruleset),
-        rules=MappingProxyType({r.name: r for r in engine_rules}),
-        strata=max(strata.values(), default=0) + 1,
-        encode_patient=_patient_encoder(fields),
-    )
+    return _program(rulebook, engine_rules, max(strata.values(), default=0) + 1, fields)
 
 
 def compile_probe(rulebook: Rulebook) -> tuple[Program, dict[str, Atom]]:
@@ -151,26 +163,30 @@ def compile_probe(rulebook: Rulebook) -> tuple[Program, dict[str, Atom]]:
     """
     fields = fact_fields()
     parameters = rulebook.parameter_values
-    atoms: dict[Atom, None] = {}
-    for rule in rulebook.rules:
-        for condition in [rule.when] + [f.when for f in rule.findings]:
-            if condition is not None:
-                atoms.update((lit, None) for lit in literals(condition) if isinstance(lit, Atom))
+    atoms = dict.fromkeys(lit for rule in rulebook.rules for lit in rule.literals if isinstance(lit, Atom))
     names = {f"a{i}": atom for i, atom in enumerate(atoms)}
-    rules = {
-        name: EngineRule(name, None, 0, (atom,), (), definition={
+    rules = [
+        EngineRule(name, None, 0, (atom,), (), definition={
             "all": [_pattern("p", PATIENT, [_compile_atom(atom, fields[atom.path], parameters)])]})
         for name, atom in names.items()
-    }
-    rules[ANCHOR] = EngineRule(ANCHOR, None, 0, (), (), definition={"all": [_pattern("p", PATIENT, [])]})
-    program = Program(
+    ]
+    return _program(rulebook, [*rules, _anchor()], 1, fields), names
+
+
+def _anchor() -> EngineRule:
+    """The internal rule matching every patient fact (so that every evaluation starts an action)."""
+    return EngineRule(ANCHOR, None, 0, (), (), definition={"all": [_pattern("p", PATIENT, [])]})
+
+
+def _program(rulebook: Rulebook, engine_rules: list[EngineRule], strata: int,
+             fields: Mapping[str, FactField]) -> Program:
+    return Program(
         rulebook=rulebook,
-        ruleset=MappingProxyType({name: dict(r.definition or {}) for name, r in rules.items()}),
-        rules=MappingProxyType(rules),
-        strata=1,
+        ruleset=MappingProxyType({r.name: dict(r.definition) for r in engine_rules}),
+        rules=MappingProxyType({r.name: r for r in engine_rules}),
+        strata=strata,
         encode_patient=_patient_encoder(fields),
     )
-    return program, names
 
 
 # --- strata -------------------------------------------------------------------------------------------------------
@@ -178,21 +194,7 @@ def compile_probe(rulebook: Rulebook) -> tuple[Program, dict[str, Atom]]:
 
 def _strata(rulebook: Rulebook) -> dict[str, int]:
     """Stratum of every rule: 0, or one more than the strata of the rules deriving a fact it negates."""
-    producers: dict[str, list[Rule]] = {}
-    for rule in rulebook.rules:
-        if rule.derives and not rule.reasons:
-            producers.setdefault(rule.derives, []).append(rule)
-
-    def deps(rule: Rule) -> list[tuple[str, bool]]:
-        conditions = [rule.when] + [f.when for f in rule.findings]
-        found: list[tuple[str, bool]] = []
-        for condition in conditions:
-            if condition is None:
-                continue
-            for conjunction in to_dnf(condition):
-                found.extend((lit.name, lit.present) for lit in conjunction if isinstance(lit, DerivedTest))
-        return found
-
+    deps = {rule.id: [lit for lit in rule.literals if isinstance(lit, DerivedTest)] for rule in rulebook.rules}
     strata = {rule.id: 0 for rule in rulebook.rules}
     limit = len(strata) + 1
     changed = True
@@ -200,9 +202,9 @@ def _strata(rulebook: Rulebook) -> dict[str, int]:
         changed = False
         for rule in rulebook.rules:
             needed = 0
-            for name, present in deps(rule):
-                for producer in producers.get(name, []):
-                    needed = max(needed, strata[producer.id] + (0 if present else 1))
+            for test in deps[rule.id]:
+                for producer in rulebook.deriving(test.name):
+                    needed = max(needed, strata[producer.id] + (0 if test.present else 1))
             for target in rule.suppresses:  # a suppression runs with (or after) the rules it suppresses
                 needed = max(needed, strata[target])
             if needed > strata[rule.id]:
@@ -221,8 +223,8 @@ def _strata(rulebook: Rulebook) -> dict[str, int]:
 
 
 def _engine_rule(name: str, rule: Rule, stratum: int, conjunction: Conjunction, findings: tuple[FindingSpec, ...],
-                 candidate_for: str | None, fields: Mapping[str, FactField], parameters: Mapping[str, float],
-                 problems: list[RulebookProblem]) -> EngineRule:
+                 candidate_for: str | None, order: Mapping[Atom | DerivedTest, int], fields: Mapping[str, FactField],
+                 parameters: Mapping[str, float], problems: list[RulebookProblem]) -> EngineRule:
     atoms = [lit for lit in conjunction if isinstance(lit, Atom)]
     present = [lit for lit in conjunction if isinstance(lit, DerivedTest) and lit.present]
     absent = [lit for lit in conjunction if isinstance(lit, DerivedTest) and not lit.present]
@@ -244,19 +246,16 @@ def _engine_rule(name: str, rule: Rule, stratum: int, conjunction: Conjunction, 
         patterns.append({f"n{i}$not": {"$and": [{"t": DERIVED}, {"name": lit.name}]}})
 
     asserts: list[str] = []
-    derives = None
     if rule.derives:
         fact: dict[str, Any] = {"t": DERIVED, "name": rule.derives}
         if rule.reason:
             fact["reason"] = rule.id
-        derives = (rule.derives, rule.reason)
         asserts.append(_template(fact))
     if candidate_for and findings:
         asserts.append(_template({"t": CANDIDATE, "by": candidate_for, "rule": rule.id}))
-    order = _literal_order(rule)
-    reasons = tuple(_reason(lit, fields, parameters, order[lit]) for lit in conjunction)
-    return EngineRule(name, rule, stratum, conjunction, reasons, findings, derives, tuple(asserts),
-                      candidate_for if findings else None, None, {"all": patterns})
+    reasons = sorted((_reason(lit, fields, parameters, order[lit]) for lit in conjunction), key=_by_order)
+    return EngineRule(name, rule, stratum, conjunction, tuple(reasons), produces=findings, derives=rule.derives,
+                      asserts=tuple(asserts), definition={"all": patterns})
 
 
 def _suppression_rule(rule: Rule, strata: Mapping[str, int]) -> EngineRule:
@@ -290,9 +289,11 @@ def _slots(test: Mapping[str, Any]) -> int:
 
 
 def _literal_order(rule: Rule) -> dict[Atom | DerivedTest, int]:
-    conditions = [rule.when] + [f.when for f in rule.findings]
-    ordered = itertools.chain.from_iterable(literals(c) for c in conditions if c is not None)
-    return {lit: i for i, lit in enumerate(dict.fromkeys(ordered))}
+    return {lit: i for i, lit in enumerate(rule.literals)}
+
+
+def _by_order(template: ReasonTemplate) -> int:
+    return template.order
 
 
 def _reason(literal: Atom | DerivedTest, fields: Mapping[str, FactField], parameters: Mapping[str, float],
@@ -306,18 +307,9 @@ def _reason(literal: Atom | DerivedTest, fields: Mapping[str, FactField], parame
 # --- atoms --------------------------------------------------------------------------------------------------------
 
 
-def _domain(field: FactField) -> tuple[Any, ...] | None:
-    """The finite set of engine values a field can take, or None when it is not finite (numbers, genes, sets)."""
-    nulls: tuple[Any, ...] = (None,) if field.nullable else ()
-    if field.kind == "enum":
-        return field.values + nulls
-    if field.kind in ("boolean", "tristate"):
-        return (True, False) + nulls
-    return None
-
-
 def encode_value(field: FactField, value: Any) -> Any:
-    """A fact value as the engine sees it (see ``_patient_encoder``)."""
+    """A fact value as the engine sees it: in rule tests (``_compile_atom``) and in the patient fact
+    (``_patient_encoder``) alike, so that the two cannot disagree."""
     if value is None:
         return None
     if field.kind == "gene":
@@ -354,7 +346,7 @@ def _compile_atom(atom: Atom, field: FactField, parameters: Mapping[str, float])
         values = tuple(value)
         negate = atom.op == "not_in"
     encoded = tuple(encode_value(field, v) for v in values)
-    domain = _domain(field)
+    domain = field.domain
     if negate and domain is not None:
         # Plain logical negation over a finite domain is membership in the complement: equality tests only,
         # which behave the same for null as for any other value (a $neq is false on null).
@@ -379,30 +371,18 @@ def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[tuple[Any, ..
 
     Its inputs are the facts' ``leaf_values`` and their canonical JSON texts (``validation.render_leaves``, computed
     once per evaluation for the input hash). Enum and boolean values are sent exactly as in the canonical JSON;
-    the other kinds have an engine form: numbers through ``engine_number``, gene symbols upper-cased, sets as their
-    canonical string. Fields no rule may use (patient_id) are not sent. The text comes from a template, not a JSON
-    library, because this runs on every evaluation; a value outside its field's domain cannot occur (the facts are
-    validated, and the canonical writer rejects it).
+    the other kinds have an engine form, the one rule tests compare with (``encode_value``): numbers through
+    ``engine_number``, gene symbols upper-cased, sets as their canonical string. Fields no rule may use
+    (patient_id) are not sent. The text comes from a template, not a JSON library, because this runs on every
+    evaluation; a value outside its field's domain cannot occur (the facts are validated, and the canonical writer
+    rejects it).
     """
-    same_as_canonical: list[int] = []
-    engine_form: list[tuple[int, Callable[[Any], str]]] = []
+    engine_form: list[tuple[int, Callable[[Any], str] | None]] = []
     keys: list[str] = []
     for index, (path, field) in enumerate(fields.items()):
-        if not field.usable_by_rules:
-            continue
-        keys.append(path)
-        if field.kind in ("enum", "boolean", "tristate"):
-            same_as_canonical.append(index)
-            engine_form.append((index, None))  # type: ignore[arg-type]
-        elif field.kind == "number":
-            engine_form.append((index, _number_text))
-        elif field.kind == "gene":
-            engine_form.append((index, _gene_text))
-        elif field.kind == "set":
-            allowed = frozenset(field.values)
-            engine_form.append((index, lambda v, ok=allowed: _set_text(v, ok)))
-        else:  # pragma: no cover - fact_fields has no other kind usable by rules
-            raise TypeError(f"cannot encode {path} ({field.kind})")
+        if field.usable_by_rules:
+            keys.append(path)
+            engine_form.append((index, _engine_text(field)))
     # '%' cannot occur in a field path, so the only placeholders are ours.
     template = '{"sid":"%s","t":"' + PATIENT + '"' + "".join(f",{orjson.dumps(k).decode()}:%s" for k in keys) + "}"
     plan = tuple(engine_form)
@@ -413,15 +393,34 @@ def _patient_encoder(fields: Mapping[str, FactField]) -> Callable[[tuple[Any, ..
     return encode
 
 
+def _engine_text(field: FactField) -> Callable[[Any], str] | None:
+    """The function writing a value of the field as JSON text of its engine form (``encode_value``); None for the
+    kinds whose engine form is the value itself, which the patient fact takes from the canonical JSON."""
+    if field.kind in ("enum", "boolean", "tristate"):
+        return None
+    if field.kind == "number":
+        return _number_text
+    if field.kind == "gene":
+        return functools.partial(_gene_text, field)
+    if field.kind == "set":
+        # A set field has few possible members (test methods: 16 subsets): every subset's text, written once.
+        subsets = itertools.chain.from_iterable(itertools.combinations(field.values, n)
+                                                for n in range(len(field.values) + 1))
+        texts = {frozenset(s): orjson.dumps(encode_value(field, frozenset(s))).decode() for s in subsets}
+        return functools.partial(_set_text, texts)
+    raise TypeError(f"cannot encode {field.path} ({field.kind})")  # pragma: no cover - no other kind usable by rules
+
+
 def _number_text(value: float | None) -> str:
     return "null" if value is None else engine_number(value)
 
 
-def _gene_text(value: str | None) -> str:
-    return "null" if value is None else orjson.dumps(value.upper()).decode()
+def _gene_text(field: FactField, value: str | None) -> str:
+    return "null" if value is None else orjson.dumps(encode_value(field, value)).decode()
 
 
-def _set_text(values: frozenset[str], allowed: frozenset[str]) -> str:
-    if not values <= allowed:
-        raise ValueError(f"not a valid set of test methods: {sorted(values)}")
-    return '"' + "+".join(sorted(values)) + '"'
+def _set_text(texts: Mapping[frozenset[str], str], values: frozenset[str]) -> str:
+    try:
+        return texts[values]
+    except KeyError:
+        raise ValueError(f"not a valid set of test methods: {sorted(values)}") from None

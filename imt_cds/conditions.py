@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 from .fact_fields import FactField
+from .facts import GENE_SYMBOL_PATTERN
 
 __all__ = [
     "All",
@@ -54,6 +56,7 @@ __all__ = [
 
 OPERATORS = ("is", "is_not", "in", "not_in", "gt", "gte", "lt", "lte")
 NUMERIC_OPERATORS = ("gt", "gte", "lt", "lte")
+_GENE_SYMBOL = re.compile(GENE_SYMBOL_PATTERN)
 _SYMBOL = {"is": "=", "is_not": "!=", "in": "in", "not_in": "not in", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
@@ -296,11 +299,7 @@ def _parse_value(field: FactField, raw: Any, ctx: ConditionContext, where: str) 
                           f"{', '.join(field.values)}; got {raw!r}", None)
         return _INVALID
     if field.kind == "gene":
-        import re
-
-        from .facts import GENE_SYMBOL_PATTERN
-
-        if isinstance(raw, str) and re.match(GENE_SYMBOL_PATTERN, raw):
+        if isinstance(raw, str) and _GENE_SYMBOL.match(raw):
             return raw
         ctx.report(where, f"{raw!r} is not a gene symbol", None)
         return _INVALID
@@ -365,5 +364,6 @@ def describe(condition: Condition) -> str:
         return f"at least {condition.count} of (" + "; ".join(describe(i) for i in condition.items) + ")"
     joiner = " and " if isinstance(condition, All) else " or "
     parts = [describe(item) for item in condition.items]
-    parts = [f"({p})" if isinstance(item, (All, Any_, AtLeast)) else p for p, item in zip(parts, condition.items, strict=True)]
+    parts = [f"({p})" if isinstance(item, (All, Any_, AtLeast)) else p
+             for p, item in zip(parts, condition.items, strict=True)]
     return joiner.join(parts)

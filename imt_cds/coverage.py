@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Engine
+from .rule_examples import fired_rules
 
 __all__ = ["Coverage", "default_vignettes", "measure_coverage", "vignette_patients"]
 
@@ -79,25 +80,21 @@ def measure_coverage(engine: Engine, extra: Iterable[tuple[str, Any]] = (), sour
     fired_count: dict[str, int] = {}
     for _, patient in patients:
         assessment = engine.evaluate(patient)
-        rules_here: set[str] = set()
         for entry in assessment.trace:
             fired_branches.setdefault(entry.rule.id, set()).add(entry.engine_rule)
-            rules_here.add(entry.rule.id)
-            if entry.part_of:
-                rules_here.add(entry.part_of)
-        for rule_id in rules_here:
+        for rule_id in fired_rules(assessment):
             fired_count[rule_id] = fired_count.get(rule_id, 0) + 1
-    branches: dict[str, list[str]] = {}
-    for name, engine_rule in engine.program.rules.items():
-        if engine_rule.rule is not None:
-            branches.setdefault(engine_rule.rule.id, []).append(name)
+
+    def branches(rule_id: str) -> tuple[str, ...]:
+        return tuple(er.name for er in engine.program.branches(rule_id))
+
     result = []
     for rule in rulebook.rules:
         if rule.reasons:  # a grouping rule (D04) is covered through its reason rules
-            own = tuple(b for r in rule.reasons for b in branches.get(r, []))
+            own = tuple(b for r in rule.reasons for b in branches(r))
             done = tuple(b for r in rule.reasons for b in sorted(fired_branches.get(r, set())))
         else:
-            own = tuple(branches.get(rule.id, []))
+            own = branches(rule.id)
             done = tuple(b for b in own if b in fired_branches.get(rule.id, set()))
         result.append(RuleCoverage(rule.id, own, done, fired_count.get(rule.id, 0)))
     return Coverage(tuple(result), len(patients), ("rule examples", *sources))

@@ -158,16 +158,18 @@ class _Run:
             self.fail(exc)
 
 
-def _versions() -> dict[str, str]:
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "unknown"
+def installed_version(distribution: str) -> str:
+    """The installed version of a distribution (``imt-cds``, ``durable-rules``), or "unknown"."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
+
+def _versions() -> dict[str, str]:
     return {
-        "imt_cds": version("imt-cds"),
-        "durable_rules": version("durable-rules"),
+        "imt_cds": installed_version("imt-cds"),
+        "durable_rules": installed_version("durable-rules"),
         "python": platform.python_version(),
     }
 

@@ -7,7 +7,7 @@ Every error the library raises on purpose is an ``ImtCdsError``; each carries a 
     ├── InvalidInputError            "invalid_input"     patient facts failed validation; .problems lists each one
     ├── RulebookError                "invalid_rulebook"  rule files / parameters are malformed; .problems lists each one
     ├── EvidenceError                "invalid_evidence"  evidence registry malformed or a seed quote not in its document
-    ├── EngineError                  "engine_failure"    the rules engine failed while evaluating (fail closed: no result)
+    ├── EngineError                  "engine_failure"    the engine failed while evaluating (fail closed: no result)
     └── AuditError                   "audit_error"       the audit trail could not record, read or replay
         ├── AuditStoreError          "audit_store"       the store failed to read or write (I/O, lock, corrupt page)
         ├── NotAnAuditStoreError     "audit_store_invalid"  no audit database there (missing, not a database, no tables)
@@ -61,6 +61,21 @@ class ImtCdsError(Exception):
     code = "imt_cds_error"
 
 
+class _ProblemsError(ImtCdsError):
+    """An error listing every problem found (``problems``), one per line of its message after a heading."""
+
+    heading = "invalid"
+
+    def __init__(self, problems: Any):
+        self.problems: tuple[Any, ...] = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{self.heading} ({self._count()}):\n{lines}")
+
+    def _count(self) -> str:
+        count = len(self.problems)
+        return f"{count} problem{'s' if count != 1 else ''}"
+
+
 @dataclass(frozen=True, slots=True)
 class InputProblem:
     """One thing wrong with a patient's facts.
@@ -81,16 +96,15 @@ class InputProblem:
         return f"{where}: {self.message}"
 
 
-class InvalidInputError(ImtCdsError, ValueError):
+class InvalidInputError(_ProblemsError, ValueError):
     """Patient facts were rejected. Nothing was evaluated; ``problems`` lists every problem found."""
 
     code = "invalid_input"
+    heading = "invalid patient facts"
+    problems: tuple[InputProblem, ...]
 
     def __init__(self, problems: list[InputProblem] | tuple[InputProblem, ...]):
-        self.problems: tuple[InputProblem, ...] = tuple(problems)
-        count = len(self.problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid patient facts ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+        super().__init__(problems)
 
     def to_dict(self) -> dict[str, Any]:
         return {"errors": [p.to_dict() for p in self.problems]}
@@ -130,27 +144,29 @@ class RulebookProblem:
         }
 
 
-class RulebookError(ImtCdsError):
+class RulebookError(_ProblemsError):
     """The rulebook (rules, parameters or manifest) is malformed; ``problems`` lists every problem found."""
 
     code = "invalid_rulebook"
+    heading = "invalid rulebook"
+    problems: tuple[RulebookProblem, ...]
 
     def __init__(self, problems: list[RulebookProblem] | tuple[RulebookProblem, ...]):
-        self.problems: tuple[RulebookProblem, ...] = tuple(problems)
-        count = len(self.problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid rulebook ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+        super().__init__(problems)
 
 
-class EvidenceError(ImtCdsError):
+class EvidenceError(_ProblemsError):
     """The evidence registry is malformed, or a seed quote is not found verbatim in its source document."""
 
     code = "invalid_evidence"
+    heading = "invalid evidence registry"
+    problems: tuple[str, ...]
 
     def __init__(self, problems: list[str] | tuple[str, ...]):
-        self.problems: tuple[str, ...] = tuple(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid evidence registry ({len(self.problems)} problem(s)):\n{lines}")
+        super().__init__(problems)
+
+    def _count(self) -> str:
+        return f"{len(self.problems)} problem(s)"
 
 
 class EngineError(ImtCdsError, RuntimeError):

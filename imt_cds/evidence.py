@@ -20,8 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
+from ._yaml import YAMLError, load_yaml
 from .errors import EvidenceError
 
 __all__ = ["EvidenceEntry", "EvidenceRegistry", "EvidenceSource", "load_evidence"]
@@ -105,10 +104,10 @@ def load_evidence(seeds_dir: Path) -> EvidenceRegistry:
     registry_path = seeds_dir / REGISTRY_FILE
     try:
         raw_bytes = registry_path.read_bytes()
-        data = yaml.safe_load(raw_bytes)
+        data = load_yaml(raw_bytes)
     except OSError as exc:
         raise EvidenceError([f"{registry_path.name}: cannot read the evidence registry: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise EvidenceError([f"{registry_path.name}: not valid YAML: {exc}"]) from None
     problems: list[str] = []
     if not isinstance(data, dict):
@@ -164,7 +163,13 @@ def _load_sources(
         except OSError:
             problems.append(f"{REGISTRY_FILE}: source {key}: document {spec['file']} not found in seeds/")
             continue
-        documents[key] = squash(content.decode("utf-8"))
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{REGISTRY_FILE}: source {key}: document {spec['file']} is not UTF-8 text "
+                            f"({exc.reason} at byte {exc.start})")
+            continue
+        documents[key] = squash(text)
         sources[key] = EvidenceSource(
             key=key,
             file=spec["file"],
@@ -194,8 +199,7 @@ def _load_entry(
     if "quote" in raw:  # a seed entry
         source_key = raw.get("source")
         if source_key not in sources:
-            if source_key not in documents:
-                problems.append(f"{where}: unknown source {source_key!r}; known: {', '.join(sorted(sources))}")
+            problems.append(f"{where}: unknown source {source_key!r}; known: {', '.join(sorted(sources))}")
             return None
         if not entry_id.startswith(f"{source_key}:"):
             problems.append(f"{where}: a seed entry's id must start with its source key {source_key}:")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .assessment import Assessment, DerivedFact, Reason
-from .conditions import Atom, Conjunction, DerivedTest, to_dnf
+from .conditions import Atom, Conjunction, DerivedTest
 from .engine import Engine
 from .errors import InputProblem, InvalidInputError
 from .fact_fields import fact_fields
@@ -59,15 +59,22 @@ class Explanation:
         return "\n".join(lines) + "\n"
 
 
-def explain(engine: Engine, facts: PatientFacts | Mapping[str, Any], code: str | None = None) -> Explanation:
-    """Explain every finding of a patient's assessment, or one code (why if present, why not if absent)."""
+def explain(engine: Engine, facts: PatientFacts | Mapping[str, Any], code: str | None = None, *,
+            assessment: Assessment | None = None) -> Explanation:
+    """Explain every finding of a patient's assessment, or one code (why if present, why not if absent).
+
+    ``assessment``: the patient's assessment by this engine, when the caller has it already (it is not made again).
+    """
     rulebook = engine.rulebook
     if code is not None and code not in rulebook.finding_codes:
         close = difflib.get_close_matches(code, rulebook.finding_codes, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InvalidInputError([InputProblem("code", f"{code!r} is not a finding code of rulebook "
                                                       f"{rulebook.name} {rulebook.version}{hint}", code)])
-    assessment = engine.evaluate(facts)
+    if assessment is None:
+        assessment = engine.evaluate(facts)
+    elif assessment.rulebook.sha256 != rulebook.sha256:
+        raise ValueError("the assessment was made with another rulebook than the engine's")
     builder = _Builder(engine, assessment)
     if code is None:
         return Explanation(assessment.patient_id, tuple(builder.why(f.code) for f in assessment.findings), (), None)
@@ -125,18 +132,16 @@ class _Builder:
         suppressed = {s.finding.rule.id: s for s in self.assessment.suppressed if s.finding.code == code}
         for rule in self.rulebook.producers(code):
             spec = next(f for f in rule.findings if f.code == code)
-            entry: dict[str, Any] = {"rule": {"id": rule.id, "version": rule.version}, "title": rule.title}
+            entry: dict[str, Any] = {"rule": rule.ref, "title": rule.title}
             if rule.id in suppressed:
                 item = suppressed[rule.id]
                 entry["outcome"] = "suppressed"
                 entry["suppressed_by"] = {"rule": item.suppression_rule._asdict(), "fact": item.fact,
                                           "derived_by": item.by._asdict(), "reasons": list(item.reasons)}
             else:
-                condition_branches = to_dnf(rule.when) if rule.when is not None else ((),)
-                extra = to_dnf(spec.when) if spec.when is not None else ((),)
                 entry["outcome"] = "did not apply"
-                entry["branches"] = [self._first_failure(branch + more, set())
-                                     for branch in condition_branches for more in extra]
+                entry["branches"] = [self._first_failure(branch.conjunction, set())
+                                     for branch in self.engine.program.branches(rule, spec)]
             entries.append(entry)
         return entries
 
@@ -160,20 +165,17 @@ class _Builder:
             if len(seen) < _MAX_DEPTH and literal.name not in seen:
                 if literal.present:  # needed but absent: why was it not derived?
                     node["why_not"] = [self._why_not_derived(rule, seen | {literal.name})
-                                       for rule in self._deriving(literal.name)]
+                                       for rule in self.rulebook.deriving(literal.name)]
                 else:  # had to be absent but held: how it was derived
                     node["derived_by"] = [self._derivation(f, seen | {literal.name})
                                           for f in self.derived.get(literal.name, [])]
             return node
         return {"note": "every condition of this branch holds"}  # pragma: no cover - then the rule would have fired
 
-    def _deriving(self, name: str) -> list[Rule]:
-        return [r for r in self.rulebook.rules if r.derives == name and not r.reasons]
-
     def _why_not_derived(self, rule: Rule, seen: set[str]) -> dict[str, Any]:
-        branches = to_dnf(rule.when) if rule.when is not None else ((),)
-        return {"rule": {"id": rule.id, "version": rule.version}, "title": rule.title,
-                "branches": [self._first_failure(branch, seen) for branch in branches]}
+        return {"rule": rule.ref, "title": rule.title,
+                "branches": [self._first_failure(branch.conjunction, seen)
+                             for branch in self.engine.program.branches(rule)]}
 
 
 # --- text -----------------------------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel
 
-from .facts import GENE_SYMBOL_PATTERN, PatientFacts
+from .facts import GENE_SYMBOL_PATTERN, FusionResult, Molecular, PatientFacts
 
-__all__ = ["FactField", "FieldKind", "fact_fields", "keys_at", "leaf_values", "model_at"]
+__all__ = ["FactField", "FieldKind", "fact_fields", "fusion_genes", "keys_at", "leaf_values", "model_at", "set_path"]
 
 FieldKind = Literal["enum", "boolean", "tristate", "number", "set", "gene", "text"]
 
@@ -46,6 +46,17 @@ class FactField:
     @property
     def usable_by_rules(self) -> bool:
         return self.kind != "text"
+
+    @property
+    def domain(self) -> tuple[Any, ...] | None:
+        """The finite set of values the field can take (null last, when nullable), or None when it is not finite
+        (numbers, gene symbols, sets, text)."""
+        nulls: tuple[Any, ...] = (None,) if self.nullable else ()
+        if self.kind == "enum":
+            return self.values + nulls
+        if self.kind in ("boolean", "tristate"):
+            return (True, False) + nulls
+        return None
 
     def allowed(self) -> str:
         """What the field accepts, as a short sentence for error messages."""
@@ -137,6 +148,21 @@ def leaf_values(facts: PatientFacts) -> tuple[Any, ...]:
     """Every leaf value of ``facts``, in ``fact_fields()`` order, read in one call (the hot path of an evaluation
     reads the facts once and renders them twice: canonical JSON for the hash, and the engine's patient fact)."""
     return _leaf_getter()(facts)  # type: ignore[no-any-return]
+
+
+@cache
+def fusion_genes() -> tuple[str, ...]:
+    """The genes with a fusion result in ``molecular`` (``alk``, ``ros1``, ...), in model order."""
+    return tuple(name for name, info in Molecular.model_fields.items()
+                 if isinstance(info.annotation, type) and issubclass(info.annotation, FusionResult))
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at a dotted path (``molecular.alk.status``) in nested dicts, creating the missing levels."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
 
 
 def model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:

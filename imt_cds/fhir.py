@@ -43,7 +43,17 @@ from .fact_fields import fact_fields
 from .facts import PatientFacts
 from .validation import parse_facts
 
-__all__ = ["FACT_SYSTEM", "METHOD_SYSTEM", "FhirFacts", "FhirProblem", "facts_from_bundle", "facts_from_resources"]
+__all__ = [
+    "FACT_SYSTEM",
+    "METHOD_SYSTEM",
+    "OBSERVATION_CODES",
+    "FhirFacts",
+    "FhirProblem",
+    "bundle_resources",
+    "facts_from_bundle",
+    "facts_from_resources",
+    "resource_label",
+]
 
 FACT_SYSTEM = "urn:imt-cds:fact"
 METHOD_SYSTEM = "urn:imt-cds:test-method"
@@ -60,15 +70,19 @@ VARIANT = "69548-6"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
+TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
 CM0 = "1229901006"
 
-# HGNC identifiers of the genes the rules look at (NTRK1/2/3 all count as NTRK).
+# The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the cM category,
+# and every code of the project's own system (an empty code: any code of that system, as a FHIR token "system|").
+OBSERVATION_CODES = ((LOINC, TUMOR_SIZE), (LOINC, VARIANT), (SNOMED, TNM_M_CATEGORY), (FACT_SYSTEM, ""))
+
+# HGNC identifiers of the genes the rules look at -> (the facts' gene, the gene's symbol); NTRK1/2/3 all count as NTRK.
 GENE_BY_HGNC = {
-    "HGNC:427": "alk", "HGNC:10261": "ros1", "HGNC:8031": "ntrk", "HGNC:8032": "ntrk", "HGNC:8033": "ntrk",
-    "HGNC:9967": "ret", "HGNC:8804": "pdgfrb",
+    "HGNC:427": ("alk", "ALK"), "HGNC:10261": ("ros1", "ROS1"), "HGNC:8031": ("ntrk", "NTRK1"),
+    "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
+    "HGNC:8804": ("pdgfrb", "PDGFRB"),
 }
-SYMBOL_BY_HGNC = {"HGNC:427": "ALK", "HGNC:10261": "ROS1", "HGNC:8031": "NTRK1", "HGNC:8032": "NTRK2",
-                  "HGNC:8033": "NTRK3", "HGNC:9967": "RET", "HGNC:8804": "PDGFRB"}
 
 # SNOMED CT body structures -> tumor.site. Codes as used by mCODE's examples and DICOM's "Common Anatomic Region"
 # value set (CID 4031); a code not listed here maps to "other" (never to a guess).
@@ -95,15 +109,20 @@ _FINAL = ("final", "amended", "corrected")
 
 @dataclass(frozen=True)
 class FhirProblem:
-    """A resource skipped or a fact left unknown, and why. ``severity`` "error" means no facts were produced."""
+    """A resource skipped or a fact left unknown, and why. ``severity`` "error" means no facts were produced.
+
+    ``kind``: "skipped" (a resource, or what it says, is not used), "conflict" (resources disagree about a fact) or
+    "not_allowed" (a value the facts contract does not allow)."""
 
     where: str  # "Observation/size-1", or "entry[3]" for a resource without type and id
     message: str
     severity: str = "warning"
     path: str | None = None  # the fact concerned, if any
+    kind: str = "skipped"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "message": self.message, "severity": self.severity, "path": self.path}
+        return {"where": self.where, "message": self.message, "severity": self.severity, "path": self.path,
+                "kind": self.kind}
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
@@ -121,33 +140,78 @@ class FhirFacts:
     def ok(self) -> bool:
         return self.facts is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "facts": self.facts.model_dump(mode="json") if self.facts is not None else None,
-            "sources": {path: list(refs) for path, refs in self.sources.items()},
-            "problems": [p.to_dict() for p in self.problems],
-        }
+    def to_dict(self, *, facts: bool = True) -> dict[str, Any]:
+        """The JSON form; ``facts=False`` leaves the facts out (for a reader of the sources and problems only)."""
+        data: dict[str, Any] = {}
+        if facts:
+            data["facts"] = self.facts.model_dump(mode="json") if self.facts is not None else None
+        data["sources"] = {path: list(refs) for path, refs in self.sources.items()}
+        data["problems"] = [p.to_dict() for p in self.problems]
+        return data
 
 
 def facts_from_bundle(bundle: Any, on: date | None = None) -> FhirFacts:
-    """Facts from a FHIR Bundle (as parsed JSON). ``on`` is the evaluation date for the age (default: today, UTC)."""
+    """Facts from a FHIR Bundle (as parsed JSON). ``on`` is the evaluation date for the age (default: today, UTC).
+
+    An entry's ``fullUrl`` is another name of its resource: a subject given as ``urn:uuid:...`` (transaction and
+    collection Bundles) is the Patient entry with that ``fullUrl``."""
     if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
         kind = bundle.get("resourceType") if isinstance(bundle, Mapping) else type(bundle).__name__
         raise InvalidInputError([InputProblem("resourceType", f"expected a FHIR Bundle, got {kind!r}", kind)])
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise InvalidInputError([InputProblem("entry", "Bundle.entry must be a list", None)])
-    resources = [entry.get("resource") if isinstance(entry, Mapping) else entry for entry in entries]
-    return facts_from_resources(resources, on)
+    aliases: dict[str, str] = {}
+    for entry in entries:
+        if isinstance(entry, Mapping) and isinstance(entry.get("fullUrl"), str):
+            resource = entry.get("resource")
+            if isinstance(resource, Mapping) and isinstance(resource.get("resourceType"), str) and \
+                    resource.get("id") is not None:
+                aliases[entry["fullUrl"]] = resource_label(resource, 0)
+    return _read(bundle_resources(bundle), on, aliases)
 
 
 def facts_from_resources(resources: Iterable[Any], on: date | None = None) -> FhirFacts:
     """Facts from FHIR resources (parsed JSON), e.g. a CDS Hooks prefetch or a Bundle's entries."""
+    return _read(resources, on, {})
+
+
+def bundle_resources(value: Any) -> list[Any]:
+    """The resources of a FHIR Bundle (parsed JSON), one per entry in entry order; a resource that is not a Bundle is
+    its own only resource, and what is not a JSON object has none.
+
+    An entry of a search's outcome (``search.mode`` "outcome": the server's OperationOutcome about the search, not
+    patient data) is left out. Anything else is kept as found (an entry that is not an object, or the ``None`` of an
+    entry without a resource), for the reader to report. Pure JSON: needs no FHIR library."""
+    if not isinstance(value, Mapping):
+        return []
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    entries = value.get("entry") or []
+    found: list[Any] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            found.append(entry)
+            continue
+        search = entry.get("search")
+        if isinstance(search, Mapping) and search.get("mode") == "outcome":
+            continue
+        found.append(entry.get("resource"))
+    return found
+
+
+def resource_label(resource: Mapping[str, Any], index: int) -> str:
+    """How a resource is named in messages and sources: ``Type/id``, or ``Type/entry[i]`` for one without an id
+    (``index``: its place among the resources read)."""
+    return f"{resource.get('resourceType')}/{resource.get('id', f'entry[{index}]')}"
+
+
+def _read(resources: Iterable[Any], on: date | None, aliases: Mapping[str, str]) -> FhirFacts:
     try:
         from fhir.resources.R4B import get_fhir_model_class
     except ImportError as exc:  # never let a missing library look like malformed resources
         raise ImportError("reading FHIR needs the fhir.resources package: pip install 'imt-cds[fhir]'") from exc
-    reader = _Reader(on or datetime.now(timezone.utc).date(), get_fhir_model_class)
+    reader = _Reader(on or datetime.now(timezone.utc).date(), get_fhir_model_class, aliases=dict(aliases))
     for index, resource in enumerate(resources):
         reader.read(index, resource)
     return reader.result()
@@ -171,19 +235,20 @@ class _Reader:
     methods: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # gene -> (method, source)
     symbols: dict[str, str] = field(default_factory=dict)  # HGNC id -> gene symbol, as the resources display it
     subjects: dict[str, str] = field(default_factory=dict)  # resource -> the Patient reference it is about
+    aliases: dict[str, str] = field(default_factory=dict)  # a Bundle entry's fullUrl -> "Type/id" of its resource
 
     def offer(self, path: str, value: Any, source: str) -> None:
         self.candidates.setdefault(path, []).append(_Candidate(value, source))
 
     def skip(self, where: str, message: str, path: str | None = None) -> None:
-        self.problems.append(FhirProblem(where, message, "warning", path))
+        self.problems.append(FhirProblem(where, message, "warning", path, "skipped"))
 
     def read(self, index: int, raw: Any) -> None:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("resourceType"), str):
             self.skip(f"entry[{index}]", "not a FHIR resource (no resourceType); skipped")
             return
         kind = raw["resourceType"]
-        where = f"{kind}/{raw.get('id', f'entry[{index}]')}"
+        where = resource_label(raw, index)
         subject = raw.get("subject")
         if isinstance(subject, Mapping) and isinstance(subject.get("reference"), str):
             self.subjects[where] = subject["reference"]
@@ -216,13 +281,13 @@ class _Reader:
         self.offer("age_years", _age_in_years(birth, self.on), where)
 
     def _condition(self, condition: Any, where: str) -> None:
-        profiles = " ".join(str(p) for p in (condition.meta.profile or [])) if condition.meta else ""
+        profiles = _profiles(condition)
         if _coded(condition.verificationStatus, ("refuted", "entered-in-error")):
             self.skip(where, "verification status refuted or entered-in-error; not used")
             return
         if PRIMARY_PROFILE in profiles:
             for body_site in condition.bodySite or []:
-                codes = [c.code for c in body_site.coding or [] if c.system == SNOMED]
+                codes = _codes(body_site, SNOMED)
                 site = next((SITE_BY_SNOMED[c] for c in codes if c in SITE_BY_SNOMED), "other" if codes else None)
                 if site is not None:
                     self.offer("tumor.site", site, where)
@@ -233,8 +298,7 @@ class _Reader:
             self.offer("tumor.distant_disease", True, where)
 
     def _procedure(self, procedure: Any, where: str) -> None:
-        profiles = " ".join(str(p) for p in (procedure.meta.profile or [])) if procedure.meta else ""
-        if SURGERY_PROFILE in profiles:
+        if SURGERY_PROFILE in _profiles(procedure):
             if procedure.status == "completed":
                 self.offer("history.surgery_done", True, where)
             else:
@@ -246,15 +310,12 @@ class _Reader:
             self.skip(where, f"status {observation.status!r}; only final, amended or corrected results are used")
             return
         codes = {(c.system, c.code) for c in observation.code.coding or []}
-        profiles = " ".join(str(p) for p in (observation.meta.profile or [])) if observation.meta else ""
         if (LOINC, VARIANT) in codes:
             self._variant(observation, where)
         elif (LOINC, TUMOR_SIZE) in codes:
             self._tumor_size(observation, where)
-        elif TNM_M_PROFILE in profiles:
-            values = {c.code for c in (observation.valueCodeableConcept.coding or [])} if \
-                observation.valueCodeableConcept else set()
-            if CM0 in values:
+        elif TNM_M_PROFILE in _profiles(observation):
+            if CM0 in _codes(observation.valueCodeableConcept):
                 self.offer("tumor.distant_disease", False, where)
             else:
                 self.skip(where, "distant metastasis category other than cM0 is not interpreted; not used",
@@ -264,8 +325,7 @@ class _Reader:
                 self._project_fact(code, observation, where)
 
     def _variant(self, observation: Any, where: str) -> None:
-        value = {c.code for c in (observation.valueCodeableConcept.coding or [])} if \
-            observation.valueCodeableConcept else set()
+        value = _codes(observation.valueCodeableConcept)
         genes: list[str] = []  # HGNC ids studied
         for component in observation.component or []:
             if any(c.code == GENE_STUDIED for c in component.code.coding or []) and component.valueCodeableConcept:
@@ -285,17 +345,17 @@ class _Reader:
         else:
             self.skip(where, "variant Observation is neither clearly Present nor Absent; not used")
             return
-        methods = [c.code for c in (observation.method.coding or []) if c.system == METHOD_SYSTEM] if \
-            observation.method else []
+        methods = _codes(observation.method, METHOD_SYSTEM)
         for hgnc in ours:
-            gene = GENE_BY_HGNC[hgnc]
+            gene = GENE_BY_HGNC[hgnc][0]
             self.offer(f"molecular.{gene}.status", status, where)
             for method in methods:
                 self.methods.setdefault(gene, []).append((str(method), where))
             if status == "positive":
-                partners = [g for g in genes if g != hgnc and GENE_BY_HGNC.get(g) != gene]
+                partners = [g for g in genes if g != hgnc and GENE_BY_HGNC.get(g, (None,))[0] != gene]
                 if len(partners) == 1:
-                    symbol = self.symbols.get(partners[0]) or SYMBOL_BY_HGNC.get(partners[0])
+                    known = GENE_BY_HGNC.get(partners[0])
+                    symbol = self.symbols.get(partners[0]) or (known[1] if known else None)
                     if symbol:
                         self.offer(f"molecular.{gene}.fusion_partner", symbol, where)
                 elif len(partners) > 1:
@@ -332,7 +392,7 @@ class _Reader:
         elif observation.valueString is not None:
             value = observation.valueString
         elif observation.valueCodeableConcept is not None:
-            codes = [c.code for c in observation.valueCodeableConcept.coding or [] if c.code]
+            codes = _codes(observation.valueCodeableConcept)
             value = codes if kind == "set" else (codes[0] if len(codes) == 1 else None)
         else:
             value = None
@@ -353,13 +413,17 @@ class _Reader:
             kept = []
             for candidate in self.candidates[path]:
                 subject = self.subjects.get(candidate.source)
-                if subject is not None and not (subject == patient or subject.endswith("/" + patient)):
+                if subject is not None and not self._refers_to(subject, patient):
                     self.skip(candidate.source, f"about {subject}, not {patient}; not used", path)
                 else:
                     kept.append(candidate)
             self.candidates[path] = kept
             if not kept:
                 del self.candidates[path]
+
+    def _refers_to(self, reference: str, label: str) -> bool:
+        """Whether a reference names the resource ``label`` ("Patient/p1"): relative, absolute, or a fullUrl alias."""
+        return reference == label or reference.endswith("/" + label) or self.aliases.get(reference) == label
 
     def result(self) -> FhirFacts:
         self._other_patients()
@@ -376,10 +440,10 @@ class _Reader:
                 shown = ", ".join(f"{c.value!r} ({c.source})" for c in offered)
                 if fields[path].nullable or fields[path].kind in ("enum", "set", "text"):
                     self.problems.append(FhirProblem(", ".join(refs), f"conflicting values for {path}: {shown}; "
-                                                     "left unknown", "warning", path))
+                                                     "left unknown", "warning", path, "conflict"))
                 else:
                     errors.append(FhirProblem(", ".join(refs), f"conflicting values for {path}: {shown}; it cannot "
-                                              "be left unknown, so nothing is evaluated", "error", path))
+                                              "be left unknown, so nothing is evaluated", "error", path, "conflict"))
                 continue
             _set(data, path, offered[0].value)
             sources[path] = refs
@@ -392,14 +456,14 @@ class _Reader:
             for problem in exc.problems:
                 self.problems.append(FhirProblem(", ".join(sources.get(problem.path, ("?",))),
                                                  f"value not allowed for {problem.path}: {problem.message}; not used",
-                                                 "warning", problem.path))
+                                                 "warning", problem.path, "not_allowed"))
                 _unset(data, problem.path)
                 sources.pop(problem.path, None)
             try:
                 facts = parse_facts(data)
             except InvalidInputError as again:
                 return FhirFacts(None, sources, tuple(self.problems) + tuple(
-                    FhirProblem("(facts)", str(p), "error", p.path) for p in again.problems))
+                    FhirProblem("(facts)", str(p), "error", p.path, "not_allowed") for p in again.problems))
         return FhirFacts(facts, sources, tuple(self.problems))
 
 
@@ -420,12 +484,25 @@ def _anniversary(birth: date, years: int) -> date:
         return birth.replace(year=birth.year + years, day=28)
 
 
+def _profiles(resource: Any) -> str:
+    """The resource's meta.profile URLs, in one string (profiles are recognised by name)."""
+    return " ".join(str(p) for p in (resource.meta.profile or [])) if resource.meta else ""
+
+
+def _codes(concept: Any, system: str | None = None) -> list[str]:
+    """The codes of a CodeableConcept (of one system, when given), in coding order; none for no concept."""
+    if not concept:
+        return []
+    return [str(c.code) for c in concept.coding or [] if c.code and (system is None or c.system == system)]
+
+
 def _coded(concept: Any, codes: tuple[str, ...]) -> bool:
-    return bool(concept) and any(c.code in codes for c in concept.coding or [])
+    return any(code in codes for code in _codes(concept))
 
 
 def _key(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else (type(value).__name__, value)
+    """What makes two offered values the same: a set fact's list in any order is one value."""
+    return frozenset(value) if isinstance(value, list) else (type(value).__name__, value)
 
 
 def _set(data: dict[str, Any], path: str, value: Any) -> None:

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .consult_note import DISCLAIMER
+from .wording import derived_index, reason_text
 from .wording import display_value as _value
-from .wording import reason_text
 
 __all__ = ["GRAPH_COLORS", "render_report_html"]
 
@@ -38,8 +39,6 @@ _KIND_SECTIONS = (
     ("risk_flag", "Risk flags"),
     ("flag", "Safety and scope flags"),
 )
-DISCLAIMER = ("Decision support for a multidisciplinary team, not a prescription. Every suggestion must be weighed "
-              "by the treating team against the full clinical picture.")
 _CSS = """
 :root { color-scheme: light; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1b1f24;
@@ -105,17 +104,17 @@ def render_report_html(document: Mapping[str, Any], *, input_facts: Mapping[str,
         f'<div class="graph">{derivation_svg(document)}</div></section>',
         _facts_section(input_facts, used, document),
     ]
-    derived_index = _derived_index(document)
+    derived = derived_index(document)
     for kind, heading in _KIND_SECTIONS:
         of_kind = [f for f in findings if f["kind"] == kind]
         if of_kind:
             parts.append(f'<section><h2>{_e(heading)}</h2>')
-            parts.extend(_finding_html(f, derived_index) for f in of_kind)
+            parts.extend(_finding_html(f, derived) for f in of_kind)
             parts.append("</section>")
     if document["suppressed"]:
         parts.append("<section><h2>Withheld (a rule applied, but its suggestion is suppressed)</h2>")
         for item in document["suppressed"]:
-            parts.append(_finding_html(item["finding"], derived_index, withheld=item))
+            parts.append(_finding_html(item["finding"], derived, withheld=item))
         parts.append("</section>")
     parts.append(_derived_section(document))
     parts.append(_provenance_section(document, audit_record))
@@ -289,13 +288,13 @@ def derivation_svg(document: Mapping[str, Any]) -> str:
         tip = f"{fact['name']} (rule {fact['rule']['id']})"
         nodes.setdefault(key, _Node(key, fact["name"], "derived", tip))
         connect(fact["because"], key)
-    for finding in [*document["recommendations"], *document["risk_flags"]]:
-        key = f"finding:{finding['code']}"
-        style = "recommendation" if finding["kind"] in ("recommendation", "data_request") else "risk"
-        nodes[key] = _Node(key, finding["code"], style, f"{finding['title']} (rule {finding['rule']['id']})")
-        connect(finding["because"], key)
-        for other in finding.get("also_from", ()):
-            connect(other["because"], key)
+    for part, style in (("recommendations", "recommendation"), ("risk_flags", "risk")):
+        for finding in document[part]:
+            key = f"finding:{finding['code']}"
+            nodes[key] = _Node(key, finding["code"], style, f"{finding['title']} (rule {finding['rule']['id']})")
+            connect(finding["because"], key)
+            for other in finding.get("also_from", ()):
+                connect(other["because"], key)
     for item in document["suppressed"]:
         finding = item["finding"]
         key = f"withheld:{finding['code']}"
@@ -424,13 +423,6 @@ def _used_facts(document: Mapping[str, Any]) -> dict[str, Any]:
     for fact in document["derived_facts"]:
         take(fact["because"])
     return used
-
-
-def _derived_index(document: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
-    index: dict[str, list[Mapping[str, Any]]] = {}
-    for fact in document["derived_facts"]:
-        index.setdefault(fact["name"], []).append(fact)
-    return index
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

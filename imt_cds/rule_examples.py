@@ -22,6 +22,7 @@ class ExampleOutcome:
     example: Example
     assessment: Assessment
     failures: tuple[str, ...]
+    fired: bool  # the rule (or, for a grouping rule, one of its reasons) fired
 
     @property
     def passed(self) -> bool:
@@ -60,7 +61,7 @@ def run_example(engine: Engine, rule: Rule, example: Example) -> ExampleOutcome:
     for code in example.expect_suppressed:
         if code not in assessment.suppressed_codes:
             failures.append(f"expected {code} to be suppressed; it is not")
-    return ExampleOutcome(rule, example, assessment, tuple(failures))
+    return ExampleOutcome(rule, example, assessment, tuple(failures), fired)
 
 
 def run_rule_examples(engine: Engine) -> list[ExampleOutcome]:

@@ -24,7 +24,7 @@ import orjson
 
 from . import _resources
 from ._yaml import YAMLError, line_of, load_yaml
-from .conditions import ConditionContext, DerivedTest, literals, parse_condition
+from .conditions import ConditionContext, DerivedTest, parse_condition
 from .errors import InvalidInputError, RulebookError, RulebookProblem
 from .evidence import EvidenceRegistry, load_evidence
 from .fact_fields import fact_fields
@@ -203,8 +203,11 @@ class _Loader:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 self.report(PARAMETERS_FILE, f"value must be a number, got {value!r}", path=f"{where}.value")
                 continue
-            evidence = tuple(spec.get("evidence") or ())
-            self._check_evidence(PARAMETERS_FILE, None, evidence, f"{where}.evidence")
+
+            def report(path: str | None, message: str, suggestion: str | None = None, _where: str = where) -> None:
+                self.report(PARAMETERS_FILE, message, None, f"{_where}.{path}" if path else _where, suggestion)
+
+            evidence = self._evidence_list(spec.get("evidence"), report)
             result[name] = Parameter(name, float(value), spec.get("unit"), str(spec.get("meaning", "")), evidence)
         return result, raw
 
@@ -251,7 +254,7 @@ class _Loader:
         evidence = self._evidence_list(data.get("evidence"), report)
         if strength and "DESIGN" not in strength_labels(strength) and not evidence:
             report("evidence", "a rule that is not a DESIGN choice must cite at least one evidence id")
-        ctx = ConditionContext(self.fields, parameters, lambda p, m, s=None: report(p, m, s))
+        ctx = ConditionContext(self.fields, parameters, report)
         description = data.get("description")
         # A rule that always applies cannot have a silent example; every other rule needs one.
         examples = self._examples(data.get("examples"), report, needs_silent=data.get("when") != "always")
@@ -322,7 +325,7 @@ class _Loader:
                             rule_index=index)
 
             self._unknown_keys(file, reason_id, raw, _REASON_KEYS, where, index)
-            reason_ctx = ConditionContext(self.fields, parameters, lambda p, m, s=None, r=reason_report: r(p, m, s))
+            reason_ctx = ConditionContext(self.fields, parameters, reason_report)
             text = self._text(raw, "text", reason_report)
             if "when" not in raw:
                 reason_report("when", "missing condition ('when')")
@@ -471,12 +474,6 @@ class _Loader:
             report("evidence", "cites an evidence id twice")
         return tuple(value)
 
-    def _check_evidence(self, file: str, rule: str | None, ids: tuple[str, ...], where: str) -> None:
-        for evidence_id in ids:
-            if evidence_id not in self.evidence:
-                close = difflib.get_close_matches(evidence_id, list(self.evidence.entries), n=1, cutoff=0.6)
-                self.report(file, f"unknown evidence id {evidence_id!r}", rule, where, close[0] if close else None)
-
     @staticmethod
     def _catalogue_order(rules: list[Rule]) -> list[Rule]:
         top = sorted((r for r in rules if r.part_of is None), key=lambda r: natural_key(r.id))
@@ -497,7 +494,7 @@ class _Loader:
             return
         derived = {r.derives for r in rules if r.derives}
         codes = {c for r in rules for c in r.codes}
-        ids = {r.id for r in rules}
+        by_id = {r.id: r for r in rules}
         for rule in rules:
             index = positions.get(rule.id)
 
@@ -505,20 +502,16 @@ class _Loader:
                        _index: int | None = index) -> None:
                 self.report(_rule.file, message, _rule.id, path, suggestion, rule_index=_index)
 
-            conditions = [rule.when] + [f.when for f in rule.findings]
-            for condition in conditions:
-                if condition is None:
-                    continue
-                for literal in literals(condition):
-                    if isinstance(literal, DerivedTest) and literal.name not in derived:
-                        close = difflib.get_close_matches(literal.name, sorted(derived), n=1)
-                        report("when", f"derived fact {literal.name} is not derived by any rule",
-                               close[0] if close else None)
+            for literal in rule.literals:
+                if isinstance(literal, DerivedTest) and literal.name not in derived:
+                    close = difflib.get_close_matches(literal.name, sorted(derived), n=1)
+                    report("when", f"derived fact {literal.name} is not derived by any rule",
+                           close[0] if close else None)
             for target in rule.suppresses:
-                if target not in ids:
-                    close = difflib.get_close_matches(target, sorted(ids), n=1)
+                if target not in by_id:
+                    close = difflib.get_close_matches(target, sorted(by_id), n=1)
                     report("suppresses", f"suppresses unknown rule {target}", close[0] if close else None)
-                elif not self._rule_by_id(rules, target).findings:
+                elif not by_id[target].findings:
                     report("suppresses", f"{target} produces no findings to suppress")
             for i, example in enumerate(rule.examples):
                 for key in ("expect", "expect_not", "expect_suppressed"):
@@ -527,11 +520,6 @@ class _Loader:
                             close = difflib.get_close_matches(name, sorted(codes | derived), n=1)
                             report(f"examples[{i}].{key}", f"{name} is neither a finding code nor a derived fact",
                                    close[0] if close else None)
-
-    @staticmethod
-    def _rule_by_id(rules: list[Rule], rule_id: str) -> Rule:
-        return next(r for r in rules if r.id == rule_id)
-
 
 
 def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, report: Any) -> None:

@@ -6,6 +6,7 @@ with it. Its rules are in catalogue order. Nothing here keeps module-level mutab
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .conditions import Condition
+from .conditions import Condition, Literal_, literals
 from .evidence import EvidenceRegistry
 from .facts import PatientFacts
 
@@ -132,6 +133,16 @@ class Rule:
     def codes(self) -> tuple[str, ...]:
         return tuple(f.code for f in self.findings)
 
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The rule's conditions that are set: its ``when``, then each finding's own ``when``."""
+        return tuple(c for c in (self.when, *(f.when for f in self.findings)) if c is not None)
+
+    @property
+    def literals(self) -> tuple[Literal_, ...]:
+        """Every literal (fact test or derived-fact test) of the rule's conditions, once each, in source order."""
+        return tuple(dict.fromkeys(itertools.chain.from_iterable(literals(c) for c in self.conditions)))
+
 
 @dataclass(frozen=True)
 class Rulebook:
@@ -149,6 +160,15 @@ class Rulebook:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", MappingProxyType({r.id: r for r in self.rules}))
+        deriving: dict[str, list[Rule]] = {}
+        suppressors: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            if rule.derives and not rule.reasons:
+                deriving.setdefault(rule.derives, []).append(rule)
+            for target in rule.suppresses:
+                suppressors.setdefault(target, []).append(rule)
+        object.__setattr__(self, "_deriving", {name: tuple(rules) for name, rules in deriving.items()})
+        object.__setattr__(self, "_suppressors", {rule_id: tuple(rules) for rule_id, rules in suppressors.items()})
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -166,6 +186,15 @@ class Rulebook:
     def producers(self, code: str) -> tuple[Rule, ...]:
         """Rules that can produce a finding code, in catalogue order."""
         return tuple(r for r in self.rules if code in r.codes)
+
+    def deriving(self, name: str) -> tuple[Rule, ...]:
+        """Rules whose own condition derives a fact, in catalogue order (for a multi-reason fact like CONTRADICTION:
+        its reason rules C1..., not the grouping rule D04)."""
+        return self._deriving.get(name, ())  # type: ignore[attr-defined, no-any-return]
+
+    def suppressors(self, rule_id: str) -> tuple[Rule, ...]:
+        """Suppression rules that suppress the findings of a rule, in catalogue order."""
+        return self._suppressors.get(rule_id, ())  # type: ignore[attr-defined, no-any-return]
 
     @property
     def finding_codes(self) -> tuple[str, ...]:

@@ -22,11 +22,11 @@ from typing import Any
 import z3
 from z3.z3util import get_vars
 
-from .conditions import Atom, literals
+from .conditions import Atom
 from .engine import Engine
 from .fact_fields import fact_fields
 from .rulebook import Rulebook
-from .symbolic import Encoding, SymbolicPatient, gene_symbols, real
+from .symbolic import Encoding, SymbolicPatient, gene_symbols, real, solver_for
 
 __all__ = ["RulebookDiff", "diff_rulebooks"]
 
@@ -143,14 +143,13 @@ def _classes(path: str, p: SymbolicPatient, rulebooks: Iterable[Rulebook]) -> li
     field_ = fact_fields()[path]
     var = p.vars[path]
     if field_.kind in ("enum", "tristate"):
-        size = len(field_.values) + (1 if field_.nullable else 0) if field_.kind == "enum" else 3
-        return [var == i for i in range(size)]
+        return [var == i for i in range(len(field_.domain or ()))]
     if field_.kind == "boolean":
         return [var, z3.Not(var)]
     if field_.kind == "gene":
         return [var == i for i in range(len(p.symbols) + 2)]
-    atoms = [lit for rb in rulebooks for rule in rb.rules for cond in [rule.when] + [f.when for f in rule.findings]
-             if cond is not None for lit in literals(cond) if isinstance(lit, Atom) and lit.path == path]
+    atoms = [lit for rb in rulebooks for rule in rb.rules for lit in rule.literals
+             if isinstance(lit, Atom) and lit.path == path]
     if field_.kind == "set":
         mentioned: list[frozenset[str]] = []
         for atom in atoms:
@@ -179,17 +178,12 @@ def _outcome(old: Rulebook, new: Rulebook, result: RulebookDiff, examples: int) 
     symbols = gene_symbols([old, new])
     before, after = Encoding(old, symbols), Encoding(new, symbols)
     p = SymbolicPatient("p", symbols)
-    codes = sorted(set(old.finding_codes) | set(new.finding_codes))
-    # A finding whose formula is the same in both rulebooks (z3 shares identical terms) cannot differ: leave it out,
-    # so that only the fields the change involves are split into classes.
-    parts = [a != b for c in codes for a, b in ((before.emitted(p, c), after.emitted(p, c)),
-                                                (before.withheld(p, c), after.withheld(p, c))) if not a.eq(b)]
-    differs = z3.Or(parts) if parts else z3.BoolVal(False)
+    differs = _differs(before, after, p)
     # the fields the difference mentions (z3 variables are named "<patient>.<path>[.<part>]") ...
     names = {str(v)[len(p.name) + 1:] for v in get_vars(differs)}
     mentioned = [path for path in p.vars if any(n == path or n.startswith(path + ".") for n in names)]
     # ... and those it really depends on: a field matters if two patients differing only in it can disagree
-    paths = _support(differs, mentioned, old, new, symbols)
+    paths = _support(differs, mentioned, before, after, p)
     result.class_fields = tuple(paths)
     classes = {path: _classes(path, p, [old, new]) for path in paths}
     feasible: dict[str, list[Any]] = {}
@@ -203,30 +197,24 @@ def _outcome(old: Rulebook, new: Rulebook, result: RulebookDiff, examples: int) 
         result.examples = _examples(differs, p, old, new, feasible, examples)
 
 
-def _support(differs: Any, mentioned: list[str], old: Rulebook, new: Rulebook, symbols: tuple[str, ...]) -> list[str]:
+def _differs(before: Encoding, after: Encoding, p: SymbolicPatient) -> Any:
+    """The patient's assessment differs between the rulebooks: some finding emitted or withheld differently."""
+    codes = sorted(set(before.rulebook.finding_codes) | set(after.rulebook.finding_codes))
+    # A finding whose formula is the same in both rulebooks (z3 shares identical terms) cannot differ: leave it out,
+    # so that only the fields the change involves are split into classes.
+    parts = [a != b for c in codes for a, b in ((before.emitted(p, c), after.emitted(p, c)),
+                                                (before.withheld(p, c), after.withheld(p, c))) if not a.eq(b)]
+    return z3.Or(parts) if parts else z3.BoolVal(False)
+
+
+def _support(differs: Any, mentioned: list[str], before: Encoding, after: Encoding, p: SymbolicPatient) -> list[str]:
     """The fields whose value can change whether the outcome differs (the others do not matter at all)."""
-    q = SymbolicPatient("q", symbols)
-    before, after = Encoding(old, symbols), Encoding(new, symbols)
-    codes = sorted(set(old.finding_codes) | set(new.finding_codes))
-    parts = [a != b for c in codes for a, b in ((before.emitted(q, c), after.emitted(q, c)),
-                                                (before.withheld(q, c), after.withheld(q, c))) if not a.eq(b)]
-    differs_q = z3.Or(parts) if parts else z3.BoolVal(False)
-    p_vars = SymbolicPatient("p", symbols).vars
+    q = SymbolicPatient("q", p.symbols)
+    differs_q = _differs(before, after, q)
     support = []
     for path in mentioned:
-        same = []
-        for other, var in p_vars.items():
-            if other == path:
-                continue
-            twin = q.vars[other]
-            if isinstance(var, tuple):
-                same += [var[0] == twin[0], var[1] == twin[1]]
-            elif isinstance(var, dict):
-                same += [bit == twin[m] for m, bit in var.items()]
-            else:
-                same.append(var == twin)
         solver = z3.Solver()
-        solver.add(*SymbolicPatient("p", symbols).domain_constraints, *q.domain_constraints, *same, differs != differs_q)
+        solver.add(*p.domain_constraints, *q.domain_constraints, p.same_as(q, except_=(path,)), differs != differs_q)
         if solver.check() == z3.sat:
             support.append(path)
     return support
@@ -270,11 +258,7 @@ def _count(formula: Any, p: SymbolicPatient, fields: list[list[Any]]) -> tuple[i
 
 def _examples(formula: Any, p: SymbolicPatient, old: Rulebook, new: Rulebook, feasible: dict[str, list[Any]],
               limit: int) -> list[dict[str, Any]]:
-    optimizer = z3.Optimize()
-    optimizer.add(p.domain_constraints)
-    optimizer.add(formula)
-    for soft in p.defaults():
-        optimizer.add_soft(soft)
+    optimizer = solver_for(formula, p)
     engines = (Engine(old), Engine(new))
     found = []
     while len(found) < limit and optimizer.check() == z3.sat:

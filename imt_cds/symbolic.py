@@ -23,12 +23,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the authoring extra
     raise ImportError("the rule verification tools need z3: pip install 'imt-cds[authoring]'") from exc
 
-from .conditions import All, Always, Any_, AtLeast, Atom, Condition, DerivedTest, literals
-from .fact_fields import FactField, fact_fields
+from .conditions import All, Always, Any_, AtLeast, Atom, Condition, DerivedTest
+from .fact_fields import FactField, fact_fields, set_path
 from .facts import PatientFacts
 from .rulebook import FindingSpec, Rule, Rulebook
 
-__all__ = ["Encoding", "SymbolicPatient", "gene_symbols", "real"]
+__all__ = ["Encoding", "SymbolicPatient", "gene_symbols", "real", "solver_for"]
 
 _OTHER_SYMBOLS = ("EML4", "TPM3", "ETV6", "FN1", "CLTC", "X-OTHER")
 
@@ -38,24 +38,22 @@ def gene_symbols(rulebooks: Iterable[Rulebook]) -> tuple[str, ...]:
     found: dict[str, None] = {}
     for rulebook in rulebooks:
         for rule in rulebook.rules:
-            for condition in [rule.when] + [f.when for f in rule.findings]:
-                for literal in literals(condition) if condition is not None else ():
-                    if isinstance(literal, Atom) and fact_fields()[literal.path].kind == "gene":
-                        operand = literal.operand
-                        values = operand if isinstance(operand, tuple) else (operand,)
-                        for value in values:
-                            if isinstance(value, str):
-                                found[value.upper()] = None
+            for literal in rule.literals:
+                if isinstance(literal, Atom) and fact_fields()[literal.path].kind == "gene":
+                    operand = literal.operand
+                    values = operand if isinstance(operand, tuple) else (operand,)
+                    for value in values:
+                        if isinstance(value, str):
+                            found[value.upper()] = None
     return tuple(found)
 
 
 def _domain(field: FactField) -> tuple[Any, ...]:
-    nulls: tuple[Any, ...] = (None,) if field.nullable else ()
-    if field.kind == "enum":
-        return field.values + nulls
-    if field.kind == "tristate":
-        return (True, False, None)
-    raise TypeError(field.kind)
+    """The values of an enum or tristate field, which a symbolic patient holds as an index into them."""
+    domain = field.domain
+    if field.kind not in ("enum", "tristate") or domain is None:
+        raise TypeError(field.kind)
+    return domain
 
 
 class SymbolicPatient:
@@ -170,13 +168,8 @@ class SymbolicPatient:
                 index = model.eval(var, model_completion=True).as_long()
                 value = None if index == 0 else (self.symbols[index - 1] if index <= len(self.symbols)
                                                  else next(s for s in _OTHER_SYMBOLS if s not in self.symbols))
-            default = [] if field.kind == "set" else field.default
-            if value != default:
-                node = patient
-                *parents, leaf = path.split(".")
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = value
+            if value != field.default:
+                set_path(patient, path, value)
         return patient
 
     def defaults(self) -> list[Any]:
@@ -194,6 +187,36 @@ class SymbolicPatient:
                 soft.append(self.equals(path, field.default))
         return soft
 
+    def same_as(self, other: SymbolicPatient, except_: Iterable[str] = ()) -> Any:
+        """The two patients have the same value in every field but those of ``except_``."""
+        skip = set(except_)
+        equal = []
+        for path, var in self.vars.items():
+            if path in skip:
+                continue
+            twin = other.vars[path]
+            if isinstance(var, tuple):
+                equal.extend([var[0] == twin[0], var[1] == twin[1]])
+            elif isinstance(var, dict):
+                equal.extend(bit == twin[m] for m, bit in var.items())
+            else:
+                equal.append(var == twin)
+        return z3.And(equal)
+
+
+def solver_for(formula: Any, *patients: SymbolicPatient, minimize: bool = True) -> Any:
+    """A solver asserting the formula over valid patients (each field within its domain). With ``minimize``, an
+    optimizer preferring the models where the first patient differs least from the defaults (its ``model()`` is
+    then a minimal counterexample)."""
+    solver = z3.Optimize() if minimize else z3.Solver()
+    for patient in patients:
+        solver.add(patient.domain_constraints)
+    solver.add(formula)
+    if minimize:
+        for soft in patients[0].defaults():
+            solver.add_soft(soft)
+    return solver
+
 
 def real(value: float) -> Any:
     """A number as an exact z3 rational (thresholds and patient values compare exactly)."""
@@ -210,15 +233,7 @@ class Encoding:
 
     def __post_init__(self) -> None:
         self.parameters = self.rulebook.parameter_values
-        self.producers: dict[str, list[Rule]] = {}
-        for rule in self.rulebook.rules:
-            if rule.derives and not rule.reasons:
-                self.producers.setdefault(rule.derives, []).append(rule)
-        self.suppressors: dict[str, list[Rule]] = {}
-        for rule in self.rulebook.rules:
-            for target in rule.suppresses:
-                self.suppressors.setdefault(target, []).append(rule)
-        self._memo: dict[tuple[str, str], Any] = {}
+        self._memo: dict[tuple[str, ...], Any] = {}
 
     def patient(self, name: str = "p") -> SymbolicPatient:
         return SymbolicPatient(name, self.symbols)
@@ -244,7 +259,7 @@ class Encoding:
     def derived(self, p: SymbolicPatient, name: str) -> Any:
         key = (p.name, f"derived:{name}")
         if key not in self._memo:
-            self._memo[key] = z3.Or([self.condition(p, rule.when) for rule in self.producers.get(name, [])])
+            self._memo[key] = z3.Or([self.condition(p, rule.when) for rule in self.rulebook.deriving(name)])
         return self._memo[key]
 
     def fires(self, p: SymbolicPatient, rule: Rule, finding: FindingSpec | None = None) -> Any:
@@ -255,16 +270,28 @@ class Encoding:
         return z3.And(base, self.condition(p, finding.when)) if finding is not None and finding.when else base
 
     def suppressed(self, p: SymbolicPatient, rule: Rule) -> Any:
-        return z3.Or([self.condition(p, s.when) for s in self.suppressors.get(rule.id, [])])
+        return z3.Or([self.condition(p, s.when) for s in self.rulebook.suppressors(rule.id)])
+
+    def emission(self, p: SymbolicPatient, rule: Rule, spec: FindingSpec) -> Any:
+        """The rule produces the finding and is not suppressed."""
+        key = (p.name, "emission", rule.id, spec.code)
+        if key not in self._memo:
+            self._memo[key] = z3.And(self.fires(p, rule, spec), z3.Not(self.suppressed(p, rule)))
+        return self._memo[key]
+
+    def emits(self, p: SymbolicPatient, rule: Rule, code: str) -> Any:
+        """The rule puts the finding code in the assessment (produces it and is not suppressed)."""
+        key = (p.name, "emits", rule.id, code)
+        if key not in self._memo:
+            self._memo[key] = z3.Or([self.emission(p, rule, spec) for spec in rule.findings if spec.code == code])
+        return self._memo[key]
 
     def emitted(self, p: SymbolicPatient, code: str) -> Any:
         """The finding code is in the assessment (produced by some rule and not suppressed)."""
         key = (p.name, f"code:{code}")
         if key not in self._memo:
-            self._memo[key] = z3.Or([
-                z3.And(self.fires(p, rule, spec), z3.Not(self.suppressed(p, rule)))
-                for rule in self.rulebook.rules for spec in rule.findings if spec.code == code
-            ])
+            self._memo[key] = z3.Or([self.emission(p, rule, spec) for rule in self.rulebook.producers(code)
+                                     for spec in rule.findings if spec.code == code])
         return self._memo[key]
 
     def withheld(self, p: SymbolicPatient, code: str) -> Any:

@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from .errors import InputProblem, InvalidInputError
-from .fact_fields import fact_fields, keys_at, leaf_values
+from .fact_fields import fact_fields, keys_at, leaf_values, set_path
 from .facts import PatientFacts
 
 __all__ = ["canonical_json", "input_sha256", "parse_facts", "parse_facts_json", "render_leaves"]
@@ -139,11 +139,7 @@ def _canonical_template() -> tuple[str, tuple[int, ...], tuple[Any, ...]]:
     fields = list(fact_fields().values())
     tree: dict[str, Any] = {}
     for index, field in enumerate(fields):
-        node = tree
-        *parents, leaf = field.path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = index
+        set_path(tree, field.path, index)
     order: list[int] = []
 
     def render(node: dict[str, Any]) -> str:

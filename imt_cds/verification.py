@@ -15,7 +15,6 @@ confirm the violation concretely; a counterexample the engine does not confirm i
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,11 @@ from typing import Any
 import z3
 
 from .assessment import Assessment
+from .conditions import to_dnf
 from .engine import Engine
-from .rulebook import Rule, Rulebook
-from .symbolic import Encoding, SymbolicPatient, gene_symbols
+from .fact_fields import fusion_genes
+from .rulebook import Rulebook
+from .symbolic import Encoding, SymbolicPatient, gene_symbols, solver_for
 
 __all__ = ["Check", "EXCLUSIVE_PAIRS", "SAFETY_PROPERTIES", "verify"]
 
@@ -38,9 +39,9 @@ TARGETED = {
     "REC_SELPERCATINIB_RET": "ret",
     "REC_RET_INHIBITOR_OFF_LABEL_AGE_REVIEW": "ret",
 }
-ALK_INHIBITORS = ("REC_CRIZOTINIB_ALK", "REC_ALK_INHIBITOR_OFF_LABEL_AGE_REVIEW", "REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER")
+ALK_INHIBITORS = tuple(code for code, gene in TARGETED.items() if gene == "alk")
 RECURRENCE_PREDICTORS = ("RISK_RESPIRATORY_SYMPTOMS", "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN", "RISK_DISTANT_DISEASE")
-GENES = ("alk", "ros1", "ntrk", "ret", "pdgfrb")
+GENES = fusion_genes()  # alk, ros1, ntrk, ret, pdgfrb
 
 # Findings the catalogue says must never appear together, and where it says so.
 EXCLUSIVE_PAIRS = (
@@ -105,13 +106,9 @@ def _any(enc: Encoding, p: SymbolicPatient, codes: Any) -> Any:
     return z3.Or([enc.emitted(p, c) for c in codes])
 
 
-def _facts(a: Assessment) -> Any:
-    return a.facts
-
-
 SAFETY_PROPERTIES: tuple[_Property, ...] = (
     _Property(1, "Every emitted finding carries resolvable evidence or comes from a DESIGN rule.",
-              lambda e, p, q: z3.Or([z3.And(e.fires(p, r, s), z3.Not(e.suppressed(p, r)))
+              lambda e, p, q: z3.Or([e.emission(p, r, s)
                                      for r in e.rulebook.rules for s in r.findings
                                      if not r.is_design and not (r.evidence and all(x in e.rulebook.evidence
                                                                                    for x in r.evidence))]),
@@ -204,16 +201,19 @@ SAFETY_PROPERTIES: tuple[_Property, ...] = (
 
 @dataclass
 class _Context:
-    rulebook: Rulebook
     encoding: Encoding
     engine: Engine
     checks: list[Check] = field(default_factory=list)
 
+    @property
+    def rulebook(self) -> Rulebook:
+        return self.encoding.rulebook
 
-def verify(rulebook: Rulebook, engine: Engine | None = None) -> list[Check]:
+
+def verify(rulebook: Rulebook) -> list[Check]:
     """Run every check; the result lists them all, holding or not."""
     encoding = Encoding(rulebook, gene_symbols([rulebook]))
-    context = _Context(rulebook, encoding, engine or Engine(rulebook))
+    context = _Context(encoding, Engine(rulebook))
     _reachability(context)
     _redundancy(context)
     _exclusive_pairs(context)
@@ -227,37 +227,14 @@ def verify(rulebook: Rulebook, engine: Engine | None = None) -> list[Check]:
 
 def _satisfy(formula: Any, *patients: SymbolicPatient, minimize: bool = True) -> Any | None:
     """A model of the formula over valid patients (fewest fields away from their defaults), or None."""
-    solver = z3.Optimize() if minimize else z3.Solver()
-    for patient in patients:
-        solver.add(patient.domain_constraints)
-    solver.add(formula)
-    if minimize:
-        for soft in patients[0].defaults():
-            solver.add_soft(soft)
+    solver = solver_for(formula, *patients, minimize=minimize)
     return solver.model() if solver.check() == z3.sat else None
-
-
-def _same_except(p: SymbolicPatient, q: SymbolicPatient, varies: tuple[str, ...]) -> Any:
-    equal = []
-    for path, var in p.vars.items():
-        if path in varies:
-            continue
-        other = q.vars[path]
-        if isinstance(var, tuple):
-            equal.extend([var[0] == other[0], var[1] == other[1]])
-        elif isinstance(var, dict):
-            equal.extend(bit == other[m] for m, bit in var.items())
-        else:
-            equal.append(var == other)
-    return z3.And(equal)
 
 
 # --- the checks ---------------------------------------------------------------------------------------------------
 
 
 def _reachability(context: _Context) -> None:
-    from .conditions import to_dnf
-
     encoding = context.encoding
     p = encoding.patient()
     for rule in context.rulebook.rules:
@@ -288,25 +265,24 @@ def _reachability(context: _Context) -> None:
                                                 f"this branch of {rule.id} can never match: {readable}"))
 
 
-def _emits(encoding: Encoding, p: SymbolicPatient, rule: Rule, code: str) -> Any:
-    return z3.Or([z3.And(encoding.fires(p, rule, spec), z3.Not(encoding.suppressed(p, rule)))
-                  for spec in rule.findings if spec.code == code])
-
-
 def _redundancy(context: _Context) -> None:
     encoding = context.encoding
     p = encoding.patient()
     for code in context.rulebook.finding_codes:
         producers = context.rulebook.producers(code)
-        for a, b in itertools.permutations(producers, 2):
-            # a is redundant when it can emit the code, and whenever it does, b does too
-            a_emits, b_emits = _emits(encoding, p, a, code), _emits(encoding, p, b, code)
+        for a in producers:
+            # a is redundant when it can emit the code, and whenever it does, another rule b does too
+            others = [b for b in producers if b is not a]
+            if not others:
+                continue
+            a_emits = encoding.emits(p, a, code)
             if _satisfy(a_emits, p, minimize=False) is None:
                 continue
-            if _satisfy(z3.And(a_emits, z3.Not(b_emits)), p, minimize=False) is None:
-                context.checks.append(Check(f"rule {a.id} is not redundant", f"{a.id} adds {code} on its own",
-                                            "violated", f"whenever {a.id} produces {code}, {b.id} does too: "
-                                                        f"{a.id} is redundant"))
+            for b in others:
+                if _satisfy(z3.And(a_emits, z3.Not(encoding.emits(p, b, code))), p, minimize=False) is None:
+                    context.checks.append(Check(f"rule {a.id} is not redundant", f"{a.id} adds {code} on its own",
+                                                "violated", f"whenever {a.id} produces {code}, {b.id} does too: "
+                                                            f"{a.id} is redundant"))
     context.checks.append(Check("no redundant rules", "no rule is always accompanied by another with the same "
                                 "finding", "violated" if any(c.name.endswith("is not redundant")
                                                              for c in context.checks) else "holds"))
@@ -344,7 +320,7 @@ def _safety(context: _Context, prop: _Property) -> Check:
         return Check(name, prop.text, "violated", _violation_detail(assessment, None), patient, None, confirmed)
     q = encoding.patient("q")
     assert prop.relation is not None
-    formula = z3.And(_same_except(p, q, prop.varies), prop.relation(p, q), prop.violation(encoding, p, q))
+    formula = z3.And(p.same_as(q, except_=prop.varies), prop.relation(p, q), prop.violation(encoding, p, q))
     model = _satisfy(formula, p, q)
     if model is None:
         return Check(name, prop.text, "holds")

@@ -7,10 +7,10 @@ Renderers that add markup (Markdown, HTML) escape these strings themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["display_value", "reason_text"]
+__all__ = ["derived_index", "display_value", "reason_text"]
 
 
 def display_value(value: Any) -> str:
@@ -27,12 +27,27 @@ def display_value(value: Any) -> str:
     return str(value)
 
 
-def reason_text(reason: Mapping[str, Any]) -> str:
-    """One reason of a finding or derived fact, in its JSON form (``Reason.to_dict()``), as a sentence."""
+def derived_index(document: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
+    """An assessment document's derived facts by name (a name derived for several reasons has several), in document
+    order: how a renderer unfolds a reason ``X holds`` into the facts that derived X."""
+    index: dict[str, list[Mapping[str, Any]]] = {}
+    for fact in document["derived_facts"]:
+        index.setdefault(fact["name"], []).append(fact)
+    return index
+
+
+def reason_text(reason: Mapping[str, Any], *, fact: Callable[[str], str] = str,
+                value: Callable[[Any], str] = display_value, text: Callable[[str], str] = str) -> str:
+    """One reason of a finding or derived fact, in its JSON form (``Reason.to_dict()``), as a sentence.
+
+    A renderer that adds markup passes formatters, so that the sentence stays the same words: ``fact`` for the
+    identifiers (a fact's path, a parameter's name), ``value`` for the fact's value (given the raw value; the default
+    is ``display_value``), ``text`` for the rest that comes from data (the rule's test, a derived fact's reasons)."""
     if "fact" in reason:
-        parameter = f", parameter {reason['parameter']}" if reason.get("parameter") else ""
-        return f"{reason['fact']} is {display_value(reason['actual'])} (rule needs {reason['expected']}{parameter})"
+        parameter = f", parameter {fact(reason['parameter'])}" if reason.get("parameter") else ""
+        return (f"{fact(reason['fact'])} is {value(reason['actual'])} (rule needs {text(reason['expected'])}"
+                f"{parameter})")
     if reason.get("holds"):
-        why = f": {', '.join(reason['reasons'])}" if reason.get("reasons") else ""
+        why = f": {', '.join(text(r) for r in reason['reasons'])}" if reason.get("reasons") else ""
         return f"{reason['derived']} holds{why}"
     return f"{reason['derived']} does not hold (required to be absent)"

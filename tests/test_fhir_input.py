@@ -177,3 +177,63 @@ def test_published_mcode_and_genomics_reporting_examples_are_read():
     negative = json.loads((FIXTURES / "mcode-4.0.0/"
                                     "Observation-gx-genomic-variant-pertinent-negative-nras-kit-braf.json").read_text())
     assert facts_from_resources([negative], ON).facts.molecular.alk.status == "unknown"  # NRAS/KIT/BRAF: not ours
+
+
+def _fact_observation(resource_id, subject, path="tumor.resectability", **value):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final",
+            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": path}]},
+            "subject": {"reference": subject}, **(value or {"valueString": "unresectable"})}
+
+
+def test_a_transaction_bundle_naming_the_patient_by_its_full_url_is_read():
+    patient = {"resourceType": "Patient", "id": "p1"}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:1111", "resource": patient},
+        {"fullUrl": "urn:uuid:2222", "resource": _fact_observation("res", "urn:uuid:1111")}]}
+    result = facts_from_bundle(bundle, ON)
+    assert result.facts.tumor.resectability == "unresectable" and result.problems == ()
+    assert result.sources["tumor.resectability"] == ("Observation/res",)
+    # The relative and absolute forms of the reference still name the patient; another fullUrl does not.
+    for subject, used in [("Patient/p1", True), ("https://x.example/fhir/Patient/p1", True),
+                          ("urn:uuid:2222", False), ("urn:uuid:9999", False)]:
+        bundle["entry"][1]["resource"] = _fact_observation("res", subject)
+        result = facts_from_bundle(bundle, ON)
+        assert (result.facts.tumor.resectability == "unresectable") is used, subject
+        if not used:
+            assert any(f"about {subject}, not Patient/p1" in p.message for p in result.problems)
+
+
+def test_the_same_test_methods_in_another_order_are_not_a_conflict():
+    def methods(resource_id, *codes):
+        return {"resourceType": "Observation", "id": resource_id, "status": "final",
+                "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "molecular.alk.methods"}]},
+                "valueCodeableConcept": {"coding": [{"system": "urn:imt-cds:test-method", "code": c}
+                                                    for c in codes]}}
+
+    result = facts_from_resources([methods("m1", "IHC", "FISH"), methods("m2", "FISH", "IHC")], ON)
+    assert set(result.facts.molecular.alk.methods) == {"IHC", "FISH"} and result.problems == ()
+    # Also when one list comes from a variant's method (read sorted) and the other from the project's code system.
+    items = resources()
+    fusion = by_id(items, "imt-alk-fusion")
+    fusion["method"] = {"coding": [{"system": "urn:imt-cds:test-method", "code": c} for c in ("IHC", "FISH")]}
+    result = facts_from_resources([*items, methods("m1", "IHC", "FISH")], ON)
+    assert set(result.facts.molecular.alk.methods) == {"IHC", "FISH"}
+    assert not any(p.kind == "conflict" for p in result.problems)
+    # A different set is still a conflict, and says so in its kind.
+    result = facts_from_resources([*items, methods("m1", "IHC")], ON)
+    assert not result.facts.molecular.alk.methods
+    assert [p.kind for p in result.problems if p.path == "molecular.alk.methods"] == ["conflict"]
+
+
+def test_each_problem_says_what_kind_of_problem_it_is():
+    items = resources()
+    second = copy.deepcopy(by_id(items, "imt-size"))
+    second["id"] = "imt-size-2"
+    second["component"][0]["valueQuantity"]["value"] = 45
+    by_id(items, "imt-respiratory")["valueBoolean"] = None
+    by_id(items, "imt-respiratory")["valueString"] = "sometimes"
+    result = facts_from_resources([*items, second, "not a resource"], ON)
+    kinds = {p.path: p.kind for p in result.problems}
+    assert kinds["tumor.size_cm"] == "conflict" and kinds["symptoms.respiratory"] == "not_allowed"
+    assert kinds[None] == "skipped"
+    assert all(p.to_dict()["kind"] == p.kind for p in result.problems)

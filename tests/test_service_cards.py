@@ -155,3 +155,119 @@ def test_only_the_worker_process_code_touches_the_engine():
         everywhere = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         if path.name != "workers.py":  # the worker process builds its Engine; nothing else may
             assert not any(name.endswith("engine") for name in everywhere), path.name
+
+
+# --- one wording, one card shape (review refactors) ---------------------------------------------------------------
+
+
+def test_a_card_words_each_reason_as_every_other_renderer_does():
+    from imt_cds.service.cards import escape_markdown
+    from imt_cds.wording import reason_text
+
+    document = evaluate(json.loads((ROOT / "examples" / "05_contradictory_record.json").read_text())).to_dict()
+    cards = assessment_cards(document, evaluation_id="e", sources={}, public_url="https://cds.example.org")
+    detail = "\n".join(card["detail"] for card in cards)
+    several = [r for f in document["recommendations"] + document["risk_flags"] for r in f["because"]
+               if r.get("derived") and len(r.get("reasons") or []) > 1]
+    assert several, "the contradictory example should have a derived fact with several reasons"
+    for reason in several:
+        sentence = reason_text(reason, text=escape_markdown)  # the note's sentence (its data escaped)
+        assert f"- {sentence} (rule " in detail  # and then the rule and its own reasons
+    assert "CONTRADICTION holds: C1, C3 (rule D04), because:" in detail
+
+
+def test_the_fhir_record_card_counts_conflicts_by_kind_not_by_the_words_of_a_message():
+    quoted = {"where": "Observation/x", "message": "valueString 'conflicting' is not allowed", "severity": "warning",
+              "path": "tumor.resectability", "kind": "not_allowed"}
+    card = problems_card([quoted], evaluation_id="e")
+    assert "conflict" not in card["summary"]
+    conflict = {**quoted, "message": "conflicting values for tumor.size_cm", "kind": "conflict"}
+    card = problems_card([quoted, conflict], evaluation_id="e")
+    assert card["summary"].startswith("FHIR record: 1 conflict(s) left facts unknown; 2 issue(s)")
+
+
+def test_every_card_has_one_shape_and_summaries_are_cut_the_same_way():
+    from imt_cds.fhir_output import Indicator
+    from imt_cds.service.cards import ServiceCard, card_summary, make_card, service_source
+
+    assert card_summary("x" * 139) == "x" * 139
+    assert card_summary("x" * 300) == "x" * 138 + "…" and len(card_summary("x" * 140)) == 139
+    card = make_card(card_id="u", summary="s" * 200, indicator=Indicator.WARNING, detail=["a", "b"],
+                     source=service_source(ServiceCard.ORDER_NOT_CHECKED, "Not checked"), links=[])
+    assert list(card) == ["uuid", "summary", "indicator", "detail", "source", "links", "overrideReasons"]
+    assert len(card["summary"]) < 140 and card["detail"] == "a\nb" and card["indicator"] == "warning"
+    assert card["source"]["topic"] == {"system": "urn:imt-cds:service-card", "code": "ORDER_NOT_CHECKED",
+                                       "display": "Not checked"}
+    assert "links" not in make_card(card_id="u", summary="s", indicator=Indicator.INFO, detail=[],
+                                    source=card["source"])
+
+
+def test_order_cards_show_the_drugs_evidence_as_finding_cards_do(rulebook):
+    from datetime import date
+
+    from imt_cds.fhir import facts_from_resources
+    from imt_cds.service.cards import evidence_lines
+    from imt_cds.service.order_sign import check_orders
+
+    bundle = json.loads((ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json").read_text())
+    resources = [entry["resource"] for entry in bundle["entry"]]
+    read = facts_from_resources(resources, date(2026, 11, 21)).to_dict()
+    orders = targeted_orders({"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "MedicationRequest", "id": "d1", "medicationCodeableConcept": {"text": "Larotrectinib"}}}]})
+    (card,) = check_orders(orders, read["facts"], read["sources"], rulebook, check_id="c")
+    evidence = [rulebook.evidence["EXT-FDA-LARO-2018"].to_dict()]
+    assert "\n".join(["**Evidence about the drug:**", *evidence_lines(evidence)]) in card["detail"]
+    assert "[EXT-FDA-LARO-2018; citation verified" in card["detail"]
+    assert "`molecular.ntrk.status` is **unknown** — no FHIR resource recorded it" in card["detail"]
+    assert "no NTRK alteration is documented positive" in card["summary"]
+
+
+def test_ids_made_from_a_hook_instance_are_unchanged():
+    import uuid
+
+    from imt_cds.service.cards import hook_instance_id
+
+    # Cards issued before this helper existed must still be traceable: the ids are the same uuid5 as before.
+    assert hook_instance_id("hook", "abc") == str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:imt-cds:hook:abc"))
+    assert hook_instance_id("order-sign", "abc") == str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                                   "urn:imt-cds:order-sign:abc"))
+
+
+OBSERVATION_QUERY = ("Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1,http://loinc.org|69548-6,"
+                     "http://snomed.info/sct|399387003,urn:imt-cds:fact|")
+DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation query was built from imt_cds.fhir
+    {
+        "description": "Explained, evidence-linked recommendations, data requests and risk flags for a patient with "
+                       "an inflammatory myofibroblastic tumor, from the mCODE / Genomics Reporting record. Decision "
+                       "support for a multidisciplinary team, never a prescription.",
+        "hook": "patient-view",
+        "id": "imt-patient-view",
+        "prefetch": {
+            "patient": "Patient/{{context.patientId}}",
+            "conditions": "Condition?patient={{context.patientId}}",
+            "observations": OBSERVATION_QUERY,
+            "procedures": "Procedure?patient={{context.patientId}}",
+        },
+        "title": "IMT decision support (inflammatory myofibroblastic tumor)",
+        "usageRequirements": "Reads FHIR R4 mCODE and Genomics Reporting resources; facts without a standard element "
+                             "come from Observations coded urn:imt-cds:fact. Prefetch, or a fhirServer with a token, "
+                             "is required.",
+    },
+    {
+        "description": "Checks draft orders of ALK, ROS1, TRK and RET inhibitors against the patient's documented "
+                       "alterations and the drugs' labelled ages, and warns with the reason when they do not fit.",
+        "hook": "order-sign",
+        "id": "imt-order-sign",
+        "prefetch": {"patient": "Patient/{{context.patientId}}", "observations": OBSERVATION_QUERY},
+        "title": "IMT targeted-drug order check",
+        "usageRequirements": "Reads context.draftOrders (MedicationRequest) and the patient's age and genomic "
+                             "results; prefetch, or a fhirServer with a token, is needed only when a targeted drug "
+                             "is ordered.",
+    },
+]
+
+
+def test_the_discovery_document_is_the_one_served_before_the_query_was_built_from_the_fhir_codes():
+    from imt_cds.service.hooks import SERVICES
+
+    assert [service.discovery() for service in SERVICES] == DISCOVERY_BEFORE_REVIEW

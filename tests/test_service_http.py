@@ -611,3 +611,23 @@ def test_a_prefetch_search_bundle_with_outcome_entries_is_read_without_them(clie
         {"severity": "warning", "code": "informational"}]}, "search": {"mode": "outcome"}})
     assert post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch)).status_code == 200
 
+
+
+def test_every_error_body_has_one_shape(client):
+    wrong_method = client.get(PATIENT_VIEW)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"error": {"code": "cds_method_not_allowed", "status": 405,
+                                             "message": "Method Not Allowed"}}
+    missing = client.get("/rules/R99").json()["error"]
+    assert set(missing) == {"code", "status", "message"} and missing["status"] == 404
+
+
+def test_a_rules_page_is_the_same_page_every_time(client):
+    first, again = client.get("/rules/R32a"), client.get("/rules/R32a")
+    assert first.status_code == again.status_code == 200 and first.text == again.text
+    assert client.get("/rules/R99").status_code == 404 and client.get("/rules/R99").status_code == 404
+
+
+def test_health_reports_the_workers_and_the_crashes_since_start(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["workers"] == 2 and health["worker_crashes"] == 0

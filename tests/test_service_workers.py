@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -44,6 +45,7 @@ def test_each_worker_is_a_separate_named_process_of_the_server(service):
 
 
 def test_a_worker_killed_while_serving_fails_only_its_request_and_is_replaced(service):
+    crashes = httpx.get(service.url + "/healthz").json()["worker_crashes"]
     first, second = wait_for_workers(service, 2)
     os.kill(first, signal.SIGSTOP)  # freeze one worker: the request it is given waits there
     try:
@@ -72,6 +74,7 @@ def test_a_worker_killed_while_serving_fails_only_its_request_and_is_replaced(se
         assert call(service).status_code == 200
     health = httpx.get(service.url + "/healthz").json()
     assert health == {**health, "status": "ok", "workers": 2}
+    assert health["worker_crashes"] == crashes + 1  # the one lost serving a request (not the ones replaced idle)
 
 
 def test_a_worker_that_dies_while_idle_is_replaced_before_it_is_given_work(service):
@@ -101,3 +104,34 @@ def test_an_evaluation_that_takes_too_long_is_stopped_and_its_worker_replaced(se
     pids = wait_for_workers(service, 2)
     assert frozen not in pids and len(pids) == 2
     assert call(service).status_code == 200
+
+
+# --- what a worker does with one job (in this process, without a server) ------------------------------------------
+
+
+def test_a_worker_records_every_evaluation_and_answers_with_its_audit_record_id(tmp_path):
+    from datetime import date
+
+    from imt_cds.audit import open_store
+    from imt_cds.service.workers import WorkerSettings, _Handler
+
+    audit = str(tmp_path / "audit.db")
+    handler = _Handler(WorkerSettings(cache_size=16, audit=audit))
+    job = {"op": "assess", "resources": example_resources(), "on": date(2026, 11, 21).isoformat()}
+    first, again = handler.handle(job), handler.handle(job)  # the second is a memo-cache hit: recorded all the same
+    assert handler.engine.cache_stats().hits == 1
+    with open_store(audit) as store:
+        ids = [record.id for record in store.records()]
+    assert ids == [first["evaluation_id"], again["evaluation_id"]]
+    assert set(first["fhir"]) == {"sources", "problems"}  # the facts are not sent back for an assessment
+    facts = handler.handle({**job, "op": "facts"})
+    assert facts["fhir"]["facts"]["patient_id"] == "imt-example-1" and facts["assessment"] is None
+
+    def refuse(assessment):
+        raise OSError("disk full")
+
+    handler._store.append = refuse  # fail closed: an assessment that cannot be recorded is not returned
+    with pytest.raises(OSError, match="disk full"):
+        handler.handle(job)
+    unaudited = _Handler(WorkerSettings(cache_size=0)).handle(job)
+    assert str(uuid.UUID(unaudited["evaluation_id"])) == unaudited["evaluation_id"]

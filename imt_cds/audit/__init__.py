@@ -15,8 +15,9 @@ Typical use::
 
 ``open_store("postgresql://user@host/db")`` gives the same interface on PostgreSQL (several service instances on
 one trail). ``record.py`` says what a record holds and how the chain is hashed; ``archive.py`` how rulebooks are
-kept; ``store.py`` is the interface and ``sql.py`` the statements both databases share; ``replay.py`` how a record is re-evaluated. This package never imports the rules engine's internals: it
-records ``Assessment`` objects and, to replay, builds an ``Engine`` like any caller.
+kept; ``store.py`` is the interface and ``sql.py`` what both databases share; ``replay.py`` how a record is
+re-evaluated. This package never imports the rules engine's internals: it records ``Assessment`` objects and, to
+replay, builds an ``Engine`` like any caller.
 """
 
 from ..errors import (

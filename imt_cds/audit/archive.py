@@ -1,12 +1,13 @@
 """The rulebook archive: the files that rebuild a rulebook exactly, kept once per rulebook sha256.
 
 A rulebook's sha256 covers its parsed rules, parameters and evidence registry (with the source documents' bytes),
-not its file layout. To replay a record years later, the store keeps the files the loader reads: every ``*.yaml``
-under the rulebook directory (part ``rules``) and every file under the evidence directory (part ``seeds``). An
-archive is accepted only if those files, copied to a fresh directory, load into a rulebook with the very same
-sha256: a rule author editing the working copy after the engine loaded it must not leave an archive that replays
-something else. Loading an archive goes the same way (materialize in a temporary directory, ``load_rulebook``,
-compare the sha256), so an altered archive is refused rather than replayed.
+not its file layout. To replay a record years later, the store keeps the files the loaded rulebook was built from:
+the manifest, the parameters and every file that held a rule (part ``rules``), and the evidence registry with
+every source document it names (part ``seeds``), exactly the files that sha256 covers. An archive is accepted only
+if those files, copied to a fresh directory, load into a rulebook with the very same sha256: a rule author editing
+the working copy after the engine loaded it must not leave an archive that replays something else. Loading an
+archive goes the same way (materialize in a temporary directory, ``load_rulebook``, compare the sha256), so an
+altered archive is refused rather than replayed.
 
 This module reads and writes files only in directories it is given or creates; it never touches a database.
 """
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import AuditError, EvidenceError, ReplayError, RulebookError
-from ..rule_loader import load_rulebook
+from ..evidence import REGISTRY_FILE
+from ..rule_loader import MANIFEST_FILE, PARAMETERS_FILE, load_rulebook
 from ..rulebook import Rulebook
 
 __all__ = ["PARTS", "RulebookArchive"]
@@ -40,17 +42,19 @@ class RulebookArchive:
     @classmethod
     def collect(cls, rulebook: Rulebook) -> RulebookArchive:
         """Read the files of a loaded rulebook and check that they rebuild it (raises ``AuditError`` if not)."""
-        directories = {"rules": rulebook.directory, "seeds": rulebook.evidence.directory}
+        evidence = rulebook.evidence
+        parts = {  # part -> (its directory, the files in it that the rulebook was built from)
+            "rules": (rulebook.directory, [MANIFEST_FILE, PARAMETERS_FILE, *(rule.file for rule in rulebook.rules)]),
+            "seeds": (evidence.directory, [REGISTRY_FILE, *(source.file for source in evidence.sources.values())]),
+        }
         files: dict[tuple[str, str], bytes] = {}
-        for part, directory in directories.items():
+        for part, (directory, names) in parts.items():
             if directory is None:
                 raise AuditError(f"rulebook {rulebook.name} {rulebook.version} was not loaded from files, so it "
                                  "cannot be archived; load it with load_rulebook(rules_dir, seeds_dir)")
-            pattern = "*.yaml" if part == "rules" else "*"
             try:
-                for path in sorted(Path(directory).rglob(pattern)):
-                    if path.is_file():
-                        files[(part, path.relative_to(directory).as_posix())] = path.read_bytes()
+                for name in sorted(set(names)):
+                    files[(part, name)] = Path(directory).joinpath(*PurePosixPath(name).parts).read_bytes()
             except OSError as exc:
                 raise AuditError(f"cannot read the rulebook files in {directory} to archive them: {exc}") from exc
         archive = cls(rulebook.sha256, rulebook.name, rulebook.version, files)
@@ -75,11 +79,15 @@ class RulebookArchive:
             root.mkdir(parents=True, exist_ok=True)
         for (part, relative), content in self.files.items():
             pure = PurePosixPath(relative)
-            if part not in roots or pure.is_absolute() or ".." in pure.parts:
+            if part not in roots or pure.is_absolute() or ".." in pure.parts or not pure.parts:
                 raise ReplayError(f"archived rulebook {self.sha256[:12]} holds an unsafe file name {part}/{relative}")
             target = roots[part].joinpath(*pure.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            except (OSError, ValueError) as exc:  # a name that is also a directory, a NUL byte: an altered archive
+                raise ReplayError(f"archived rulebook {self.sha256[:12]} cannot be written out: {part}/{relative}: "
+                                  f"{exc}") from exc
         return roots["rules"], roots["seeds"]
 
     def load(self) -> Rulebook:

@@ -13,13 +13,13 @@ Needs psycopg 3 (``pip install 'imt-cds[postgres]'``); it is imported only when 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import AuditStoreError, NotAnAuditStoreError
-from .archive import RulebookArchive
 from .record import StoredRow
 from .sql import COLUMNS, SQLAuditStore, stored_row
-from .store import SCHEMA_VERSION, ForkSafeConnection
+from .store import SCHEMA_VERSION
 
 __all__ = ["PostgresAuditStore"]
 
@@ -73,17 +73,12 @@ class PostgresAuditStore(SQLAuditStore):
     def __init__(self, conninfo: str, *, store_input: bool = True, create: bool = True, connect_timeout: int = 10):
         super().__init__(store_input=store_input)
         self._psycopg = _psycopg()
+        self._driver_error = self._psycopg.Error
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout
         self._create = create
         self.location = _describe(self._psycopg, conninfo)
-        self._db = ForkSafeConnection(self._connect)
-        with self._lock:
-            self._db.get()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._open()
 
     # -- connection and schema --
 
@@ -105,10 +100,7 @@ class PostgresAuditStore(SQLAuditStore):
                         for statement in _SCHEMA:
                             connection.execute(statement)
                         connection.execute("INSERT INTO audit_meta VALUES ('schema', %s)", (SCHEMA_VERSION,))
-                row = connection.execute("SELECT value FROM audit_meta WHERE key = 'schema'").fetchone()
-            if row is None or row[0] != SCHEMA_VERSION:
-                raise NotAnAuditStoreError(f"{self.location} has audit schema {row[0] if row else 'unknown'}; this "
-                                           f"version of imt-cds reads schema {SCHEMA_VERSION}")
+            self._check_schema(connection)
         except psycopg.Error as exc:
             connection.close()
             raise AuditStoreError(f"cannot open the audit database {self.location}: {_one_line(exc)}") from exc
@@ -117,42 +109,20 @@ class PostgresAuditStore(SQLAuditStore):
             raise
         return connection
 
-    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.get().execute(sql, parameters).fetchall()  # type: ignore[no-any-return]
-        except self._psycopg.Error as exc:
-            raise AuditStoreError(f"cannot read the audit database {self.location}: {_one_line(exc)}") from exc
+    # -- the shared store's hooks --
 
-    # -- writing --
+    @contextmanager
+    def _write_transaction(self, connection: Any) -> Iterator[Any]:
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # before reading the head
+            yield connection
 
-    def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
-        connection = self._db.get()
-        try:
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # before reading the head
-                return self._write_record(connection, content, archive)
-        except self._psycopg.Error as exc:
-            raise AuditStoreError(f"cannot append to the audit database {self.location}: {_one_line(exc)}") from exc
+    def _error_text(self, exc: Exception) -> str:
+        return _one_line(exc)
 
-    def _add_archive(self, archive: RulebookArchive) -> None:
-        connection = self._db.get()
-        try:
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                self._insert_archive(connection, archive)
-        except self._psycopg.Error as exc:
-            raise AuditStoreError(f"cannot archive the rulebook in {self.location}: {_one_line(exc)}") from exc
-
-    # -- reading --
-
-    def _rows_with_id_prefix(self, prefix: str) -> list[StoredRow]:
-        exact = self._query(f"SELECT {COLUMNS} FROM audit_records WHERE id = %s", (prefix,))
-        if exact:
-            return [stored_row(exact[0])]
+    def _id_prefix_condition(self, prefix: str) -> tuple[str, tuple[Any, ...]]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._query(f"SELECT {COLUMNS} FROM audit_records WHERE id LIKE %s ORDER BY id LIMIT 2",
-                           (escaped + "%",))
-        return [stored_row(r) for r in rows]
+        return "id LIKE ?", (escaped + "%",)
 
     def _iter_all_rows(self) -> Iterator[StoredRow]:
         connection = self._db.get()
@@ -164,7 +134,7 @@ class PostgresAuditStore(SQLAuditStore):
                 for row in cursor:
                     yield stored_row(row)
         except self._psycopg.Error as exc:
-            raise AuditStoreError(f"cannot read the audit database {self.location}: {_one_line(exc)}") from exc
+            raise self._read_error(exc) from exc
 
 
 def _describe(psycopg: Any, conninfo: str) -> str:

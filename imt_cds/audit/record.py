@@ -79,11 +79,9 @@ def new_record_content(assessment: Assessment, *, store_input: bool = True) -> d
     }
 
 
-def seal(content: Mapping[str, Any], *, seq: int, prev_hash: str, recorded_at: datetime | None = None
-         ) -> tuple[dict[str, Any], bytes, str]:
-    """Give a record its place after the chain's head: returns (content, body, hash)."""
-    sealed = {**content, "seq": seq, "prev_hash": prev_hash,
-              "recorded_at": rfc3339(recorded_at or datetime.now(timezone.utc))}
+def seal(content: Mapping[str, Any], *, seq: int, prev_hash: str) -> tuple[dict[str, Any], bytes, str]:
+    """Give a record its place after the chain's head, recorded now: returns (content, body, hash)."""
+    sealed = {**content, "seq": seq, "prev_hash": prev_hash, "recorded_at": rfc3339(datetime.now(timezone.utc))}
     body = canonical_bytes(sealed)
     return sealed, body, hashlib.sha256(body).hexdigest()
 
@@ -145,8 +143,13 @@ class AuditRecord:
 
     def canonical_input_json(self) -> bytes | None:
         """The canonical input's bytes (their sha256 is ``input_sha256``), or None when the input was not stored."""
-        text = self.content["input_json"]
+        text = self.content.get("input_json")
         return None if text is None else str(text).encode()
+
+    def input_intact(self) -> bool:
+        """Whether the stored input still hashes to ``input_sha256`` (True when only the sha256 was stored)."""
+        source = self.canonical_input_json()
+        return source is None or hashlib.sha256(source).hexdigest() == self.content.get("input_sha256")
 
     @property
     def rulebook(self) -> Mapping[str, str]:
@@ -192,13 +195,17 @@ class AuditRecord:
             "hash": self.hash,
         }
 
-    def to_dict(self, *, expand: bool = False) -> dict[str, Any]:
-        """The record's content and its hash (``expand``: the input and the assessment as JSON, not as text)."""
+    def chain_ref(self) -> dict[str, Any]:
+        """The record's place in the chain, as reports and exports cite it."""
+        return {"id": self.id, "seq": self.seq, "hash": self.hash, "prev_hash": self.prev_hash,
+                "recorded_at": self.recorded_at}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's content and its hash, with the input and the assessment as JSON (not as text)."""
         data = {**self.content, "hash": self.hash}
-        if expand:
-            data["input"] = self.input
-            data["assessment"] = self.assessment
-            del data["input_json"], data["assessment_json"]
+        data["input"] = self.input
+        data["assessment"] = self.assessment
+        del data["input_json"], data["assessment_json"]
         return data
 
 
@@ -285,11 +292,12 @@ def _check_row(row: StoredRow, previous_seq: int, previous_hash: str) -> str | N
                         ("prev_hash", "prev_hash")):
         if getattr(row, column) != content.get(key):
             return f"its {column} column differs from its content (modified)"
-    if row.rulebook_sha256 != content.get("rulebook", {}).get("sha256"):
+    # (a forger may have rewritten the content and its hash: nothing in it is assumed to have the right shape)
+    rulebook = content.get("rulebook")
+    if (not isinstance(rulebook, dict) or not isinstance(row.rulebook_sha256, str)
+            or row.rulebook_sha256 != rulebook.get("sha256")):
         return "its rulebook_sha256 column differs from its content (modified)"
-    stored_input = content.get("input_json")
-    if stored_input is not None and hashlib.sha256(str(stored_input).encode()).hexdigest() != content.get(
-            "input_sha256"):
+    if not AuditRecord(row.hash, content).input_intact():
         return "its stored input does not match its input_sha256"
     return None
 

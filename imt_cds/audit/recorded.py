@@ -18,8 +18,6 @@ from ..validation import parse_facts_json
 
 __all__ = ["RecordedAssessment", "recorded_assessment"]
 
-_RECOMMENDATION_KINDS = ("recommendation", "data_request")
-
 
 @dataclass(frozen=True)
 class RecordedAssessment:
@@ -32,18 +30,10 @@ class RecordedAssessment:
     derived_facts: tuple[DerivedFact, ...]
     suppressed: tuple[Suppression, ...]
     provenance: Provenance
-    document: Mapping[str, Any]
 
     @property
     def findings(self) -> tuple[Finding, ...]:
         return self.recommendations + self.risk_flags
-
-    @property
-    def codes(self) -> frozenset[str]:
-        return frozenset(f.code for f in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.document)
 
 
 def recorded_assessment(document: Mapping[str, Any], canonical_input: bytes | None = None) -> RecordedAssessment:
@@ -58,7 +48,6 @@ def recorded_assessment(document: Mapping[str, Any], canonical_input: bytes | No
         suppressed=tuple(_suppression(s) for s in document["suppressed"]),
         provenance=Provenance(p["rulebook"]["name"], p["rulebook"]["version"], p["rulebook"]["sha256"],
                               p["parameters"], p["engine"], p["input_sha256"], p["evaluated_at"]),
-        document=document,
     )
 
 

@@ -12,7 +12,6 @@ not as differences. Findings, suppressions, derived facts and the trace must be 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,26 +97,30 @@ def replay(store: AuditStore, ref: str, *, with_current: bool = False,
     rulebook, or with ``with_current`` the current one (``rulebook``: a loaded rulebook or directory; default the
     shipped one). Raises ``ReplayError`` when the record cannot be replayed and ``ArchiveMissingError``."""
     from ..engine import Engine  # the engine module imports durable-rules: only when a replay is asked for
-    from ..rule_loader import load_rulebook
     from ..validation import parse_facts_json
 
     record = store.record(ref)
-    source = record.canonical_input_json()
+    try:  # what the replay needs of the record (a forger may have rewritten it with its hash: see verify)
+        record_id, recorded_rulebook = record.id, str(record.rulebook["sha256"])
+        evaluated_at = datetime.fromisoformat(record.evaluated_at)
+        source = record.canonical_input_json()
+        intact = record.input_intact()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReplayError(f"audit record {ref} is not a well-formed imt-cds audit record ({type(exc).__name__}: "
+                          f"{exc}); run `imt-cds audit verify`") from exc
     if source is None:
-        raise ReplayError(f"record {record.id} was made with store_input=False: only the input's sha256 was kept, "
+        raise ReplayError(f"record {record_id} was made with store_input=False: only the input's sha256 was kept, "
                           "so it cannot be replayed")
-    if hashlib.sha256(source).hexdigest() != record.input_sha256:
-        raise ReplayError(f"record {record.id}: its stored input does not match its input_sha256 (altered)")
-    if with_current:
-        used = rulebook if isinstance(rulebook, Rulebook) else load_rulebook(rulebook)
-    else:
-        used = store.rulebook_archive(record.rulebook["sha256"]).load()
+    if not intact:
+        raise ReplayError(f"record {record_id}: its stored input does not match its input_sha256 (altered)")
+    engine = Engine(rulebook if with_current else store.rulebook_archive(recorded_rulebook).load())
+    used = engine.rulebook
     try:
         facts = parse_facts_json(source)
     except InvalidInputError as exc:
-        raise ReplayError(f"record {record.id}: the recorded input is no longer valid input for this version of "
+        raise ReplayError(f"record {record_id}: the recorded input is no longer valid input for this version of "
                           f"imt-cds ({exc.problems[0] if exc.problems else exc})") from exc
-    assessment = Engine(used).evaluate(facts, evaluated_at=datetime.fromisoformat(record.evaluated_at))
+    assessment = engine.evaluate(facts, evaluated_at=evaluated_at)
     document = assessment.to_dict()
     differences, context = compare_documents(record.assessment, document, with_current=with_current)
     return ReplayResult(record, with_current, {"name": used.name, "version": used.version, "sha256": used.sha256},
@@ -132,17 +135,23 @@ def compare_documents(recorded: Mapping[str, Any], replayed: Mapping[str, Any], 
     context: list[Difference] = []
     if with_current:
         for key in _CONTEXT:
-            context.extend(_diff(left["provenance"].pop(key, MISSING), right["provenance"].pop(key, MISSING),
+            context.extend(_diff(_provenance(left).pop(key, MISSING), _provenance(right).pop(key, MISSING),
                                  f"provenance.{key}"))
     return tuple(_diff(left, right, "")), tuple(context)
 
 
-def _comparable(document: Mapping[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(orjson.dumps(document))  # a deep copy
-    provenance = data.get("provenance", {})
+def _comparable(document: Mapping[str, Any]) -> Any:
+    data = orjson.loads(orjson.dumps(document))  # a deep copy
+    provenance = _provenance(data)
     for key in _IGNORED:
         provenance.pop(key, None)
     return data
+
+
+def _provenance(document: Any) -> dict[str, Any]:
+    """A document's provenance, to take keys out of (a new empty one when a recorded document has none)."""
+    provenance = document.get("provenance") if isinstance(document, dict) else None
+    return provenance if isinstance(provenance, dict) else {}
 
 
 def _finding_key(item: Any) -> str:
@@ -150,8 +159,10 @@ def _finding_key(item: Any) -> str:
 
 
 def _suppression_key(item: Any) -> str:
-    finding = item.get("finding", {}) if isinstance(item, dict) else {}
-    return f"{finding.get('code')}/{finding.get('rule', {}).get('id')}"
+    finding = item.get("finding") if isinstance(item, dict) else None
+    finding = finding if isinstance(finding, dict) else {}
+    rule = finding.get("rule")
+    return f"{finding.get('code')}/{rule.get('id') if isinstance(rule, dict) else None}"
 
 
 def _derived_key(item: Any) -> str:

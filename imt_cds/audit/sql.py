@@ -1,23 +1,27 @@
 """What the two SQL backends share: every statement that appends a record, archives a rulebook or reads them back,
 written once so that SQLite and PostgreSQL cannot drift apart.
 
-A backend (``SQLiteAuditStore``, ``PostgresAuditStore``) keeps what really differs: connecting, creating the schema,
-the exclusive write transaction (``BEGIN IMMEDIATE`` / an advisory lock) and the error type of its driver, and it
-runs the statements below inside that transaction. Statements are written with ``?`` placeholders; ``_sql`` turns
-them into the driver's (none of them contains a literal ``?``).
+So is the code around them: opening the one connection per process, running a read, appending inside the
+exclusive write transaction, turning a driver error into an ``AuditStoreError``, checking the schema version.
+A backend (``SQLiteAuditStore``, ``PostgresAuditStore``) keeps what really differs: connecting and creating the
+schema (``_connect``), the exclusive write transaction (``_write_transaction``: ``BEGIN IMMEDIATE`` / an advisory
+lock), its driver's error type (``_driver_error``) and how its messages read (``_error_text``), the condition that
+finds ids by prefix and streaming every row. Statements are written with ``?`` placeholders; ``_sql`` turns them
+into the driver's (none of them contains a literal ``?``).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..assessment import rfc3339
+from ..errors import AuditStoreError, NotAnAuditStoreError
 from .archive import RulebookArchive
 from .record import GENESIS_HASH, StoredRow, seal
-from .store import AuditStore
+from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
 
 __all__ = ["COLUMNS", "SQLAuditStore", "stored_row"]
 
@@ -29,15 +33,72 @@ class SQLAuditStore(AuditStore):
 
     #: the driver's parameter placeholder
     placeholder: ClassVar[str] = "?"
+    #: the base class of the driver's errors (what ``_append_row`` and the reads turn into ``AuditStoreError``)
+    _driver_error: type[Exception]
+    _db: ForkSafeConnection
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
 
+    # -- the backend's hooks --
+
     @abstractmethod
+    def _connect(self) -> Any:
+        """A new connection, the schema created (when allowed) and checked (``_check_schema``)."""
+
+    @abstractmethod
+    def _write_transaction(self, connection: Any) -> AbstractContextManager[Any]:
+        """A transaction that excludes every other writer of the trail from its first statement; committed on
+        success, rolled back on any exception (which is re-raised)."""
+
+    @abstractmethod
+    def _id_prefix_condition(self, prefix: str) -> tuple[str, tuple[Any, ...]]:
+        """The WHERE condition (``?`` placeholders) and parameters that select the ids starting with ``prefix``."""
+
+    def _error_text(self, exc: Exception) -> str:
+        """A driver error, as the one line a message quotes."""
+        return str(exc)
+
+    # -- connection life cycle --
+
+    def _open(self) -> None:
+        """Open the connection now (the end of a backend's ``__init__``): a bad target fails here, at once."""
+        self._db = ForkSafeConnection(self._connect)
+        with self._lock:
+            self._db.get()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _check_schema(self, connection: Any) -> None:
+        row = connection.execute("SELECT value FROM audit_meta WHERE key = 'schema'").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise NotAnAuditStoreError(f"{self.location} has audit schema {row[0] if row else 'unknown'}; this "
+                                       f"version of imt-cds reads schema {SCHEMA_VERSION}")
+
+    def _read_error(self, exc: Exception) -> AuditStoreError:
+        return AuditStoreError(f"cannot read the audit database {self.location}: {self._error_text(exc)}")
+
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Every row of a read statement (already in the driver's placeholders); raises ``AuditStoreError``."""
+        try:
+            return self._db.get().execute(sql, parameters).fetchall()  # type: ignore[no-any-return]
+        except self._driver_error as exc:
+            raise self._read_error(exc) from exc
 
-    # -- writing, inside the backend's exclusive write transaction --
+    # -- writing --
+
+    def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
+        connection = self._db.get()
+        try:
+            with self._write_transaction(connection):  # excludes the other writers before the head is read
+                return self._write_record(connection, content, archive)
+        except self._driver_error as exc:
+            raise AuditStoreError(f"cannot append to the audit database {self.location}: "
+                                  f"{self._error_text(exc)}") from exc
+
+    # (inside the backend's exclusive write transaction)
 
     def _write_record(self, connection: Any, content: dict[str, Any], archive: RulebookArchive | None) -> str:
         """Archive the rulebook if it is new, read the head and append the record after it; the record's id."""
@@ -80,9 +141,9 @@ class SQLAuditStore(AuditStore):
         files = self._query(self._sql(
             "SELECT f.part, f.path, b.content FROM audit_rulebook_files f "
             "LEFT JOIN audit_blobs b ON b.sha256 = f.blob_sha256 WHERE f.rulebook_sha256 = ?"), (sha256,))
-        # (str only if someone stored text in the table: read it as bytes, and let the rebuild judge the archive)
-        return RulebookArchive(sha256, head[0][0], head[0][1], {
-            (p, path): c.encode() if isinstance(c, str) else bytes(c or b"") for p, path, c in files})
+        # (whatever a tamperer stored in these columns is read as names and bytes: the rebuild judges the archive)
+        return RulebookArchive(sha256, str(head[0][0]), str(head[0][1]), {
+            (str(p), str(path)): _as_bytes(c) for p, path, c in files})
 
     def _last_row(self) -> StoredRow | None:
         rows = self._query(f"SELECT {COLUMNS} FROM audit_records ORDER BY seq DESC LIMIT 1")
@@ -91,6 +152,13 @@ class SQLAuditStore(AuditStore):
     def _row_at(self, seq: int) -> StoredRow | None:
         rows = self._query(self._sql(f"SELECT {COLUMNS} FROM audit_records WHERE seq = ?"), (seq,))
         return stored_row(rows[0]) if rows else None
+
+    def _rows_with_id_prefix(self, prefix: str) -> list[StoredRow]:
+        # In id order, an id that is the whole prefix comes before every longer id that starts with it.
+        condition, parameters = self._id_prefix_condition(prefix)
+        rows = self._query(self._sql(f"SELECT {COLUMNS} FROM audit_records WHERE {condition} ORDER BY id LIMIT 2"),
+                           parameters)
+        return [stored_row(r) for r in rows]
 
     def _select_rows(self, *, patient_id: str | None, last: int | None) -> list[StoredRow]:
         where, parameters = ("WHERE patient_id = ?", (patient_id,)) if patient_id is not None else ("", ())
@@ -107,4 +175,12 @@ def stored_row(row: tuple[Any, ...]) -> StoredRow:
     """A row of ``COLUMNS`` as a ``StoredRow`` (the body as the exact bytes that were hashed)."""
     seq, record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest, body = row
     return StoredRow(int(seq), record_id, recorded_at, patient_id, rulebook_sha256, prev_hash, digest,
-                     body.encode() if isinstance(body, str) else bytes(body))
+                     _as_bytes(body))
+
+
+def _as_bytes(value: Any) -> bytes:
+    """A text or binary column as bytes. SQLite keeps any type in any column: a number a tamperer stored there is
+    read as its text (and then fails the hash or the rebuild), never as an error of this library."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return b"" if value is None else str(value).encode()

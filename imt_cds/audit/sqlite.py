@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import AuditStoreError, NotAnAuditStoreError
-from .archive import RulebookArchive
 from .record import StoredRow
 from .sql import COLUMNS, SQLAuditStore, stored_row
-from .store import SCHEMA_VERSION, ForkSafeConnection
+from .store import SCHEMA_VERSION
 
 __all__ = ["SQLiteAuditStore", "write_transaction"]
 
@@ -72,6 +71,8 @@ def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connec
 class SQLiteAuditStore(SQLAuditStore):
     """An audit store in one SQLite file (created with its tables on first use unless ``create=False``)."""
 
+    _driver_error = sqlite3.Error
+
     def __init__(self, path: str | Path, *, store_input: bool = True, create: bool = True, timeout: float = 60.0):
         super().__init__(store_input=store_input)
         self.path = Path(path)
@@ -80,13 +81,7 @@ class SQLiteAuditStore(SQLAuditStore):
         self._create = create
         if not create and not self.path.is_file():
             raise NotAnAuditStoreError(f"no audit database at {self.path}")
-        self._db = ForkSafeConnection(self._connect)
-        with self._lock:
-            self._db.get()  # open now: a bad path or a file that is not an audit database fails here, at once
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._open()  # a bad path or a file that is not an audit database fails here, at once
 
     # -- connection and schema --
 
@@ -133,56 +128,18 @@ class SQLiteAuditStore(SQLAuditStore):
                     connection.execute(statement)
                 connection.execute("INSERT INTO audit_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
-    def _check_schema(self, connection: sqlite3.Connection) -> None:
-        row = connection.execute("SELECT value FROM audit_meta WHERE key = 'schema'").fetchone()
-        if row is None or row[0] != SCHEMA_VERSION:
-            raise NotAnAuditStoreError(f"{self.path} has audit schema {row[0] if row else 'unknown'}; this version "
-                                       f"of imt-cds reads schema {SCHEMA_VERSION}")
+    # -- the shared store's hooks --
 
-    def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.get().execute(sql, parameters)  # type: ignore[no-any-return]
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
+    def _write_transaction(self, connection: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(connection)  # the write lock, before reading the head
 
-    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._execute(sql, parameters).fetchall()
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
-
-    # -- writing --
-
-    def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
-        connection = self._db.get()
-        try:
-            with write_transaction(connection):  # the write lock, before reading the head
-                return self._write_record(connection, content, archive)
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot append to the audit database {self.path}: {exc}") from exc
-
-    def _add_archive(self, archive: RulebookArchive) -> None:
-        connection = self._db.get()
-        try:
-            with write_transaction(connection):
-                self._insert_archive(connection, archive)
-        except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot archive the rulebook in {self.path}: {exc}") from exc
-
-    # -- reading --
-
-    def _rows_with_id_prefix(self, prefix: str) -> list[StoredRow]:
-        exact = self._execute(f"SELECT {COLUMNS} FROM audit_records WHERE id = ?", (prefix,)).fetchone()
-        if exact is not None:
-            return [stored_row(exact)]
+    def _id_prefix_condition(self, prefix: str) -> tuple[str, tuple[Any, ...]]:
         # Range instead of LIKE: ids are lowercase hex and hyphens, and the range uses the unique index on id.
-        rows = self._execute(f"SELECT {COLUMNS} FROM audit_records WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-                             (prefix, prefix + "\U0010ffff")).fetchall()
-        return [stored_row(r) for r in rows]
+        return "id >= ? AND id < ?", (prefix, prefix + "\U0010ffff")
 
     def _iter_all_rows(self) -> Iterator[StoredRow]:
-        cursor = self._execute(f"SELECT {COLUMNS} FROM audit_records ORDER BY seq")
         try:
+            cursor = self._db.get().execute(f"SELECT {COLUMNS} FROM audit_records ORDER BY seq")
             while True:
                 batch = cursor.fetchmany(500)
                 if not batch:
@@ -190,4 +147,4 @@ class SQLiteAuditStore(SQLAuditStore):
                 for row in batch:
                     yield stored_row(row)
         except sqlite3.Error as exc:
-            raise AuditStoreError(f"cannot read the audit database {self.path}: {exc}") from exc
+            raise self._read_error(exc) from exc

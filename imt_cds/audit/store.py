@@ -63,14 +63,6 @@ class AuditStore(ABC):
         self._archived.add(assessment.rulebook.sha256)
         return record_id
 
-    def archive_rulebook(self, rulebook: Rulebook) -> None:
-        """Put a rulebook in the archive now (``append`` does it on first use anyway). Idempotent."""
-        archive = self._archive_to_add(rulebook)
-        if archive is not None:
-            with self._lock:
-                self._add_archive(archive)
-            self._archived.add(rulebook.sha256)
-
     def _archive_to_add(self, rulebook: Rulebook) -> RulebookArchive | None:
         if rulebook.sha256 in self._archived:
             return None
@@ -187,9 +179,6 @@ class AuditStore(ABC):
     def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
         """In one write transaction that excludes all other writers: add ``archive`` if given (unless present),
         read the head, ``seal`` the content after it, insert it, commit durably; return the record id."""
-
-    @abstractmethod
-    def _add_archive(self, archive: RulebookArchive) -> None: ...
 
     @abstractmethod
     def _has_archive(self, sha256: str) -> bool: ...

@@ -6,7 +6,8 @@ Routes (CDS Hooks 2.0.1):
 - ``POST /cds-services/{id}``                 a hook call -> ``{"cards": [...]}``
 - ``POST /cds-services/{id}/feedback``        card feedback, stored (``feedback.py``)
 - ``GET  /rules/{rule_id}``                   a rule's page (what a card's ``source.url`` opens; public content)
-- ``GET  /healthz``                           liveness: worker count and rulebook (no patient data)
+- ``GET  /healthz``                           liveness: live workers, workers lost to crashes while serving a
+                                              request (since start), and the rulebook (no patient data)
 
 Every error is answered as JSON ``{"error": {"code", "status", "message"[, "details"]}}``, a 401 with a
 ``WWW-Authenticate: Bearer`` header. Request bodies over the configured size are refused with a 413 before they are
@@ -29,7 +30,14 @@ from ..rulebook import Rulebook
 from .auth import Authenticator
 from .cards import citation_links
 from .config import ServiceConfig
-from .errors import BadRequestError, NotFoundError, PayloadTooLargeError, ServiceError, UnauthorizedError
+from .errors import (
+    BadRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnauthorizedError,
+    error_body,
+)
 from .feedback import CardIndex, open_feedback_sink, parse_feedback, stored_row
 from .hooks import SERVICES, HookRunner, check_request, find_service
 from .workers import WorkerPool, WorkerSettings
@@ -78,6 +86,7 @@ def create_app(config: ServiceConfig) -> Any:
 
     app = FastAPI(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.state.rule_pages = {}  # rule id -> its page (HTML), made on first request
 
     def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
         return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
@@ -108,19 +117,18 @@ def create_app(config: ServiceConfig) -> Any:
     @app.exception_handler(HTTPException)
     async def http_error(request: Any, exc: Any) -> Any:
         code = {404: "cds_not_found", 405: "cds_method_not_allowed"}.get(exc.status_code, "cds_http_error")
-        return json_response({"error": {"code": code, "status": exc.status_code, "message": str(exc.detail)}},
-                             exc.status_code)
+        return json_response(error_body(code, exc.status_code, str(exc.detail)), exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Any, exc: Any) -> Any:
-        return json_response(BadRequestError(f"invalid request: {exc.errors()}").to_dict(), 400)
+        error = BadRequestError(f"invalid request: {exc.errors()}")
+        return json_response(error.to_dict(), error.status)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Any, exc: Exception) -> Any:
         log.exception("imt-cds: internal error answering %s %s", request.method, request.url.path)
-        return json_response({"error": {"code": "cds_internal_error", "status": 500,
-                                        "message": f"internal error ({type(exc).__name__}); see the server log"}},
-                             500)
+        return json_response(error_body("cds_internal_error", 500,
+                                        f"internal error ({type(exc).__name__}); see the server log"), 500)
 
     @app.get("/cds-services")
     async def discovery(request: Request) -> Any:
@@ -146,16 +154,20 @@ def create_app(config: ServiceConfig) -> Any:
         return json_response({"stored": stored})
 
     @app.get("/rules/{rule_id}")
-    async def rule_page(rule_id: str) -> Any:
-        rule = rulebook.get(rule_id)
-        if rule is None:
-            raise NotFoundError(f"no rule {rule_id!r} in rulebook {rulebook.name} {rulebook.version}")
-        return HTMLResponse(_rule_html(rulebook, rule_id))
+    async def rule_page(rule_id: str, request: Request) -> Any:
+        pages: dict[str, str] = request.app.state.rule_pages  # the rulebook never changes: each page made once
+        page = pages.get(rule_id)
+        if page is None:
+            if rulebook.get(rule_id) is None:
+                raise NotFoundError(f"no rule {rule_id!r} in rulebook {rulebook.name} {rulebook.version}")
+            page = pages[rule_id] = _rule_html(rulebook, rule_id)
+        return HTMLResponse(page)
 
     @app.get("/healthz")
     async def health(request: Request) -> Any:
         pool = request.app.state.pool
         return json_response({"status": "ok" if pool.live_workers else "degraded", "workers": pool.live_workers,
+                              "worker_crashes": pool.crashes,
                               "rulebook": {"name": rulebook.name, "version": rulebook.version,
                                            "sha256": rulebook.sha256}})
 

@@ -28,7 +28,7 @@ import heapq
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -104,7 +104,7 @@ class _KeySet:
 class Authenticator:
     """Checks bearer JWTs against the trusted issuers. Build it once (key files are read and checked here)."""
 
-    def __init__(self, settings: AuthSettings, *, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: AuthSettings):
         try:
             import jwt
         except ImportError as exc:  # never let a missing library look like a bad token
@@ -112,7 +112,6 @@ class Authenticator:
                                      "pip install 'imt-cds[service]'") from exc
         self._jwt = jwt
         self.settings = settings
-        self._clock = clock
         self._issuers: dict[str, TrustedIssuer] = {}
         self._pinned: dict[str, _KeySet] = {}
         self._fetched: dict[str, _KeySet] = {}
@@ -138,7 +137,7 @@ class Authenticator:
         except ValueError as exc:
             raise ServiceConfigError(f"the JWK Set of {issuer.iss} at {path} is not JSON: {exc}") from exc
         try:
-            return _KeySet(self._keys(data), self._clock())
+            return _KeySet(self._keys(data), time.time())
         except ValueError as exc:
             raise ServiceConfigError(f"the JWK Set of {issuer.iss} at {path}: {exc}") from exc
 
@@ -209,7 +208,7 @@ class Authenticator:
             raise UnauthorizedError("the JWT signature does not verify with the issuer's key") from None
         except self._jwt.PyJWTError as exc:
             raise UnauthorizedError(f"the JWT is not acceptable: {exc}") from None
-        now = self._clock()
+        now = time.time()
         iat = claims.get("iat")
         if not isinstance(iat, (int, float)) or iat > now + leeway:
             raise UnauthorizedError("the JWT is not valid yet (iat is in the future)")
@@ -230,7 +229,7 @@ class Authenticator:
         lock = self._locks.setdefault(url, asyncio.Lock())
         async with lock:
             cached = self._fetched.get(url)
-            now = self._clock()
+            now = time.time()
             stale = cached is None or now - cached.fetched_at > JWKS_TTL_SECONDS
             found = None if cached is None else _pick(cached, kid)
             if stale or (found is None and now - cached.fetched_at > JWKS_MIN_REFRESH_SECONDS):  # type: ignore[union-attr]

@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..fhir_output import CRITICAL_FINDINGS, Indicator, System, finding_indicator
-from ..wording import display_value
+from ..wording import derived_index, display_value, reason_text
 
 __all__ = [
     "CARD_NAMESPACE",
@@ -38,11 +38,17 @@ __all__ = [
     "OVERRIDE_REASONS",
     "ServiceCard",
     "assessment_cards",
+    "card_summary",
     "card_uuid",
     "conflict_card",
     "escape_markdown",
+    "evidence_lines",
+    "fact_line",
     "finding_indicator",
+    "hook_instance_id",
+    "make_card",
     "problems_card",
+    "service_source",
     "sort_cards",
 ]
 
@@ -82,9 +88,41 @@ def card_uuid(evaluation_id: str, rule_id: str, code: str) -> str:
     return str(uuid.uuid5(CARD_NAMESPACE, f"{evaluation_id}|{rule_id}|{code}"))
 
 
+def hook_instance_id(kind: str, hook_instance: str) -> str:
+    """An id that stands for one hook call (``kind`` "hook": an evaluation that could not be made; "order-sign": an
+    order check), stable for its ``hookInstance``: the cards' uuids derive from it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:imt-cds:{kind}:{hook_instance}"))
+
+
 def sort_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Most severe first; otherwise in the order given (stable)."""
     return sorted(cards, key=lambda card: _SEVERITY[Indicator(card["indicator"])])
+
+
+def card_summary(text: str, limit: int = 140) -> str:
+    """A card's summary, shorter than ``limit`` characters (CDS Hooks: "<140 characters"), cut with an ellipsis."""
+    return text if len(text) < limit else text[: limit - 2] + "…"
+
+
+def make_card(*, card_id: str, summary: str, indicator: Indicator, detail: Sequence[str], source: Mapping[str, Any],
+              links: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """A CDS Hooks card: ``detail`` lines joined as Markdown, the summary kept short, the override reasons offered."""
+    card: dict[str, Any] = {
+        "uuid": card_id,
+        "summary": card_summary(summary),
+        "indicator": indicator.value,
+        "detail": "\n".join(detail),
+        "source": dict(source),
+    }
+    if links is not None:
+        card["links"] = links
+    card["overrideReasons"] = list(OVERRIDE_REASONS)
+    return card
+
+
+def service_source(code: ServiceCard, display: str) -> dict[str, Any]:
+    """The ``source`` of a card that is not a finding of the rulebook (its topic in ``urn:imt-cds:service-card``)."""
+    return {"label": LABEL, "topic": {"system": SERVICE_CARD_SYSTEM, "code": code.value, "display": display}}
 
 
 # --- findings -----------------------------------------------------------------------------------------------------
@@ -93,9 +131,7 @@ def sort_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources: Mapping[str, Sequence[str]],
                      public_url: str) -> list[dict[str, Any]]:
     """One card per finding of an assessment document (SPEC §3), in document order."""
-    derived: dict[str, list[Mapping[str, Any]]] = {}
-    for fact in document["derived_facts"]:
-        derived.setdefault(fact["name"], []).append(fact)
+    derived = derived_index(document)
     rulebook = document["provenance"]["rulebook"]
     cards = []
     for finding in [*document["recommendations"], *document["risk_flags"]]:
@@ -108,19 +144,18 @@ def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources
             detail.append("")
         detail.append(f"{DISCLAIMER} Rule {rule['id']} v{rule['version']}, rulebook {rulebook['name']} "
                       f"{rulebook['version']} (sha256 {rulebook['sha256'][:12]}); evaluation {evaluation_id}.")
-        cards.append({
-            "uuid": card_uuid(evaluation_id, rule["id"], finding["code"]),
-            "summary": finding["summary"],
-            "indicator": finding_indicator(finding["code"], finding["kind"]).value,
-            "detail": "\n".join(detail),
-            "source": {
+        cards.append(make_card(
+            card_id=card_uuid(evaluation_id, rule["id"], finding["code"]),
+            summary=finding["summary"],
+            indicator=finding_indicator(finding["code"], finding["kind"]),
+            detail=detail,
+            source={
                 "label": f"{LABEL}, rule {rule['id']}",
                 "url": f"{public_url}/rules/{rule['id']}",
                 "topic": {"system": System.FINDING.value, "code": finding["code"], "display": finding["title"]},
             },
-            "links": citation_links(finding["evidence"]),
-            "overrideReasons": list(OVERRIDE_REASONS),
-        })
+            links=citation_links(finding["evidence"]),
+        ))
     return cards
 
 
@@ -137,20 +172,15 @@ def _why(because: Sequence[Mapping[str, Any]], derived: Mapping[str, list[Mappin
 def _reason_lines(reason: Mapping[str, Any], derived: Mapping[str, list[Mapping[str, Any]]],
                   sources: Mapping[str, Sequence[str]], depth: int, seen: frozenset[str]) -> list[str]:
     indent = "  " * depth
+    sentence = reason_text(reason, fact=_code, value=_bold_value, text=_md)  # the same words as every renderer
     if "fact" in reason:
-        path = reason["fact"]
-        parameter = f", parameter `{reason['parameter']}`" if reason.get("parameter") else ""
-        origin = sources.get(path)
-        where = f" — from {', '.join(_md(s) for s in origin)}" if origin else " — no FHIR resource recorded it"
-        return [f"{indent}- `{path}` is **{_md(_value(reason['actual']))}** (rule needs {_md(reason['expected'])}"
-                f"{parameter}){where}"]
+        return [f"{indent}- {sentence}{_origin(reason['fact'], sources)}"]
     name = reason["derived"]
     if not reason.get("holds"):
-        return [f"{indent}- {name} does not hold (required to be absent)"]
-    extra = f": {_md('; '.join(reason['reasons']))}" if reason.get("reasons") else ""
+        return [f"{indent}- {sentence}"]
     entries = derived.get(name, [])
     rule = f" (rule {entries[0]['rule']['id']})" if entries else ""
-    lines = [f"{indent}- {name} holds{rule}{extra}" + (", because:" if entries and name not in seen else "")]
+    lines = [f"{indent}- {sentence}{rule}" + (", because:" if entries and name not in seen else "")]
     if name in seen:
         return lines
     for entry in entries:
@@ -174,10 +204,26 @@ def _withheld(finding: Mapping[str, Any], suppressed: Sequence[Mapping[str, Any]
     return lines
 
 
+def fact_line(path: str, value: Any, sources: Mapping[str, Sequence[str]]) -> str:
+    """One input fact as a Markdown list item: its value and the FHIR resources it was read from."""
+    return f"- {_code(path)} is {_bold_value(value)}{_origin(path, sources)}"
+
+
+def _origin(path: str, sources: Mapping[str, Sequence[str]]) -> str:
+    origin = sources.get(path)
+    return f" — from {', '.join(_md(s) for s in origin)}" if origin else " — no FHIR resource recorded it"
+
+
 def _evidence(evidence: Sequence[Mapping[str, Any]]) -> list[str]:
     if not evidence:
         return ["", "**Evidence:** none cited (a safety or data-quality choice of this library)."]
-    lines = ["", "**Evidence:**"]
+    return ["", "**Evidence:**", *evidence_lines(evidence)]
+
+
+def evidence_lines(evidence: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Evidence entries (``EvidenceEntry.to_dict()``) in Markdown: a quote as a block quote with its level of
+    evidence and citation, a claim without a quote as a list item with the state of its citation."""
+    lines = []
     for entry in evidence:
         if entry.get("quote"):
             level = f" (level of evidence {_md(entry['level'])})" if entry.get("level") else ""
@@ -224,7 +270,7 @@ def problems_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str,
     shown = [p for p in problems if wanted is None or p.get("path") is None or p.get("path") in wanted]
     if not shown:
         return None
-    conflicts = [p for p in shown if "conflicting" in p["message"]]
+    conflicts = [p for p in shown if p.get("kind") == "conflict"]
     facts = sorted({p["path"] for p in shown if p.get("path")})
     if conflicts:
         summary = (f"FHIR record: {len(conflicts)} conflict(s) left facts unknown; {len(shown)} issue(s) in all. "
@@ -235,15 +281,10 @@ def problems_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str,
               "resource is *unknown* to the rules):", ""]
     detail += [f"- {_md(p['where'])}: {_md(p['message'])}" for p in shown]
     if facts:
-        detail += ["", "Facts affected: " + ", ".join(f"`{f}`" for f in facts)]
-    return {
-        "uuid": card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_PROBLEMS),
-        "summary": summary[:139],
-        "indicator": (Indicator.WARNING if conflicts or facts else Indicator.INFO).value,
-        "detail": "\n".join(detail),
-        "source": _service_source(ServiceCard.FHIR_INPUT_PROBLEMS, "Problems reading the FHIR record"),
-        "overrideReasons": list(OVERRIDE_REASONS),
-    }
+        detail += ["", "Facts affected: " + ", ".join(_code(f) for f in facts)]
+    return make_card(card_id=card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_PROBLEMS), summary=summary,
+                     indicator=Indicator.WARNING if conflicts or facts else Indicator.INFO, detail=detail,
+                     source=service_source(ServiceCard.FHIR_INPUT_PROBLEMS, "Problems reading the FHIR record"))
 
 
 def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) -> dict[str, Any]:
@@ -256,18 +297,10 @@ def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) 
     if others:
         detail += ["", "Also not used:"] + [f"- {_md(p['where'])}: {_md(p['message'])}" for p in others]
     detail += ["", "Correct or retire the conflicting resources, then open the chart again."]
-    return {
-        "uuid": card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_CONFLICT),
-        "summary": "Conflicting records: no IMT decision support until they are reconciled.",
-        "indicator": Indicator.CRITICAL.value,
-        "detail": "\n".join(detail),
-        "source": _service_source(ServiceCard.FHIR_INPUT_CONFLICT, "Conflicting FHIR resources"),
-        "overrideReasons": list(OVERRIDE_REASONS),
-    }
-
-
-def _service_source(code: ServiceCard, display: str) -> dict[str, Any]:
-    return {"label": LABEL, "topic": {"system": SERVICE_CARD_SYSTEM, "code": code.value, "display": display}}
+    return make_card(card_id=card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_CONFLICT),
+                     summary="Conflicting records: no IMT decision support until they are reconciled.",
+                     indicator=Indicator.CRITICAL, detail=detail,
+                     source=service_source(ServiceCard.FHIR_INPUT_CONFLICT, "Conflicting FHIR resources"))
 
 
 # --- text -------------------------------------------------------------------------------------------------------
@@ -278,4 +311,12 @@ def escape_markdown(text: Any) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
-_md, _value = escape_markdown, display_value  # short names for the templates above
+def _code(name: str) -> str:
+    return f"`{name}`"
+
+
+def _bold_value(value: Any) -> str:
+    return f"**{escape_markdown(display_value(value))}**"
+
+
+_md = escape_markdown  # a short name for the templates above

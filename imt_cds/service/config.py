@@ -49,7 +49,7 @@ class ServiceConfig:
             raise ServiceConfigError(f"public URL {self.public_url!r} must be an absolute http(s) URL without query "
                                      "or fragment, e.g. https://cds.example.org")
         if self.auth is None and not self.allow_unauthenticated:
-            raise ServiceConfigError("no authentication configured: trust at least one JWT issuer (--trust ISS=JWKS) "
+            raise ServiceConfigError("no authentication configured: trust at least one JWT issuer (--trust ISS JWKS) "
                                      "or, for a local test only, pass --allow-unauthenticated")
         if self.auth is not None and not self.auth.issuers:
             raise ServiceConfigError("authentication configured without any trusted issuer")

@@ -25,14 +25,12 @@ from dataclasses import dataclass, field
 
 __all__ = ["TARGETED_DRUGS", "TargetedDrug", "find_drug"]
 
-GENE_LABELS = {"alk": "ALK", "ros1": "ROS1", "ntrk": "NTRK", "ret": "RET"}
-
 
 @dataclass(frozen=True)
 class TargetedDrug:
     ingredient: str
     brands: tuple[str, ...]
-    targets: tuple[str, ...]  # molecular.<gene> of the facts: alk, ros1, ntrk, ret
+    targets: tuple[str, ...]  # molecular.<gene> of the facts: alk, ros1, ntrk, ret (shown upper-cased)
     inhibitor_class: str
     label_age: Mapping[str, str] = field(default_factory=dict)  # target -> rulebook parameter (minimum age, years)
     evidence: tuple[str, ...] = ()  # ids in the rulebook's evidence registry

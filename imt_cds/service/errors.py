@@ -35,7 +35,16 @@ __all__ = [
     "UnauthorizedError",
     "WorkerCrashedError",
     "WorkerTimeoutError",
+    "error_body",
 ]
+
+
+def error_body(code: str, status: int, message: str, details: Any = None) -> dict[str, Any]:
+    """The JSON body every error is answered with: ``{"error": {"code", "status", "message"[, "details"]}}``."""
+    error: dict[str, Any] = {"code": code, "status": status, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
 
 
 class ServiceError(ImtCdsError):
@@ -50,10 +59,7 @@ class ServiceError(ImtCdsError):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "status": self.status, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return {"error": error}
+        return error_body(self.code, self.status, self.message, self.details)
 
 
 class ServiceConfigError(ServiceError):

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ..assessment import rfc3339
 from ..audit.sqlite import write_transaction
+from ..audit.store import is_postgres_target
 from .errors import BadRequestError, ServiceConfigError
 
 __all__ = ["CardIndex", "FeedbackSink", "open_feedback_sink", "parse_feedback"]
@@ -126,8 +127,6 @@ class CardIndex:
 
 
 class FeedbackSink(Protocol):
-    location: str
-
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
     def close(self) -> None: ...
@@ -135,7 +134,7 @@ class FeedbackSink(Protocol):
 
 def open_feedback_sink(audit: str | None, feedback_log: Path | None) -> FeedbackSink:
     if audit is not None:
-        if audit.startswith(("postgresql://", "postgres://")):
+        if is_postgres_target(audit):
             return _PostgresFeedback(audit)
         return _SQLiteFeedback(Path(audit))
     if feedback_log is not None:
@@ -160,7 +159,6 @@ def stored_row(service: str, item: Mapping[str, Any], issued: tuple[str, str, st
 
 class _SQLiteFeedback:
     def __init__(self, path: Path):
-        self.location = str(path)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -190,7 +188,6 @@ class _PostgresFeedback:
             import psycopg
         except ImportError as exc:
             raise ServiceConfigError("feedback in PostgreSQL needs psycopg 3: pip install 'imt-cds[postgres]'") from exc
-        self.location = "PostgreSQL audit database"
         self._lock = threading.Lock()
         try:
             self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
@@ -215,7 +212,6 @@ class _PostgresFeedback:
 
 class _NdjsonFeedback:
     def __init__(self, path: Path):
-        self.location = str(path)
         self._lock = threading.Lock()
         try:
             self._file = path.open("a", encoding="utf-8")
@@ -233,8 +229,6 @@ class _NdjsonFeedback:
 
 
 class _LogFeedback:
-    location = "the server log"
-
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
         for row in rows:
             log.warning("cds-feedback %s", json.dumps(row, ensure_ascii=False))

@@ -12,24 +12,25 @@ fetching from ``fhirServer`` in ``prefetch.py``; cards are rendered by ``cards.p
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ..fhir import OBSERVATION_CODES
 from ..fhir_output import assessment_bundle
 from ..rulebook import Rulebook
 from .cards import (
     assessment_cards,
     conflict_card,
+    hook_instance_id,
     problems_card,
     sort_cards,
 )
 from .config import ServiceConfig
 from .errors import BadRequestError, NotFoundError
 from .feedback import CardIndex
-from .order_sign import check_id_for, check_orders, targeted_orders
+from .order_sign import check_orders, targeted_orders
 from .prefetch import Template, collect_resources
 from .workers import WorkerPool
 
@@ -46,12 +47,11 @@ FHIR_GUIDANCE_EXTENSION = "urn:imt-cds:fhir-guidance"  # request it with {"exten
 
 PATIENT = Template("patient", "Patient/{{context.patientId}}", single=True)
 CONDITIONS = Template("conditions", "Condition?patient={{context.patientId}}", single=False)
-# Only the Observations imt_cds.fhir reads: tumor size, genomic variants, the mCODE cM category (SNOMED 399387003),
-# and any fact of the project's own code system ("system|" matches every code of that system).
+# Only the Observations imt_cds.fhir reads (its OBSERVATION_CODES: tumor size, genomic variants, the mCODE cM
+# category, and any fact of the project's own code system, "system|" matching every code of that system).
 OBSERVATIONS = Template(
     "observations",
-    "Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1,http://loinc.org|69548-6,"
-    "http://snomed.info/sct|399387003,urn:imt-cds:fact|",
+    "Observation?patient={{context.patientId}}&code=" + ",".join(f"{s}|{c}" for s, c in OBSERVATION_CODES),
     single=False)
 PROCEDURES = Template("procedures", "Procedure?patient={{context.patientId}}", single=False)
 
@@ -146,7 +146,7 @@ class HookRunner:
         return await self._patient_view(service, request)
 
     async def _resources(self, service: CdsService, request: Mapping[str, Any]) -> list[Any]:
-        resources, _origin = await collect_resources(
+        resources = await collect_resources(
             service.prefetch, request, allowed_servers=self.config.fhir_servers, timeout=self.config.fhir_timeout,
             max_pages=self.config.fhir_max_pages, max_bytes=self.config.max_body_bytes)
         patient_id = request["context"]["patientId"]
@@ -163,7 +163,7 @@ class HookRunner:
         read = result["fhir"]
         document = result["assessment"]
         if document is None:
-            evaluation_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:imt-cds:hook:{request['hookInstance']}"))
+            evaluation_id = hook_instance_id("hook", str(request["hookInstance"]))
             cards = [conflict_card(read["problems"], evaluation_id=evaluation_id)]
         else:
             evaluation_id = result["evaluation_id"]
@@ -189,7 +189,7 @@ class HookRunner:
         resources = await self._resources(service, request)
         result = await self.pool.run({"op": "facts", "resources": resources, "on": _today()})
         read = result["fhir"]
-        check_id = check_id_for(str(request["hookInstance"]))
+        check_id = hook_instance_id("order-sign", str(request["hookInstance"]))
         if read["facts"] is None:
             cards = [conflict_card(read["problems"], evaluation_id=check_id)]
         else:

@@ -16,24 +16,25 @@ the labelled ages are the rulebook's own parameters.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..fhir import bundle_resources, resource_label
 from ..fhir_output import Indicator
 from ..rulebook import Rulebook
+from ..wording import display_value as _value
 from .cards import (
-    LABEL,
-    OVERRIDE_REASONS,
-    SERVICE_CARD_SYSTEM,
     ServiceCard,
     card_uuid,
     citation_links,
+    evidence_lines,
+    fact_line,
+    make_card,
+    service_source,
 )
-from ..wording import display_value as _value
 from .cards import escape_markdown as _md
-from .drugs import GENE_LABELS, TargetedDrug, find_drug
+from .drugs import TargetedDrug, find_drug
 
 __all__ = ["TargetedOrder", "check_orders", "targeted_orders"]
 
@@ -50,24 +51,14 @@ class TargetedOrder:
 def targeted_orders(draft_orders: Any) -> list[TargetedOrder]:
     """The draft orders that name a targeted drug (read leniently from JSON: orders are not validated)."""
     found = []
-    for index, resource in enumerate(_resources(draft_orders)):
-        if resource.get("resourceType") not in _MEDICATION_ORDERS:
+    for index, resource in enumerate(bundle_resources(draft_orders)):
+        if not isinstance(resource, Mapping) or resource.get("resourceType") not in _MEDICATION_ORDERS:
             continue
         texts = _medication_texts(resource)
         drug = find_drug(texts)
         if drug is not None:
-            where = f"{resource['resourceType']}/{resource.get('id', f'entry[{index}]')}"
-            found.append(TargetedOrder(where, texts[0] if texts else drug.ingredient, drug))
+            found.append(TargetedOrder(resource_label(resource, index), texts[0] if texts else drug.ingredient, drug))
     return found
-
-
-def _resources(bundle: Any) -> list[Mapping[str, Any]]:
-    if not isinstance(bundle, Mapping):
-        return []
-    if bundle.get("resourceType") != "Bundle":
-        return [bundle]
-    entries = bundle.get("entry") or []
-    return [e["resource"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)]
 
 
 def _medication_texts(order: Mapping[str, Any]) -> list[str]:
@@ -122,8 +113,8 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
                   rulebook: Rulebook, check_id: str) -> dict[str, Any]:
     drug = order.drug
     all_negative = all(status == "negative" for status in statuses.values())
-    genes = " or ".join(GENE_LABELS[g] for g in drug.targets)
-    found = ", ".join(f"{GENE_LABELS[g]} {s}" for g, s in statuses.items())
+    genes = " or ".join(g.upper() for g in drug.targets)
+    found = ", ".join(f"{g.upper()} {s}" for g, s in statuses.items())
     name = drug.ingredient.capitalize()
     if all_negative:
         summary = f"{name} ordered, but {genes} was tested negative: its target is absent."
@@ -132,7 +123,7 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
     why = [f"**{_md(order.text)}** ({order.where}) is {_article(drug.inhibitor_class)} {drug.inhibitor_class}: "
            f"its use rests on {genes} being positive.", "", "**On record:**"]
     for gene, status in statuses.items():
-        why.append(_fact_line(f"molecular.{gene}.status", status, sources))
+        why.append(fact_line(f"molecular.{gene}.status", status, sources))
     why += ["", "Confirm the molecular result (a fusion panel, FISH) before signing, or record why the drug is "
             "ordered without it."]
     return _card(order, ServiceCard.ORDER_TARGET_NOT_POSITIVE, "Target alteration not documented positive", summary,
@@ -145,15 +136,15 @@ def _age_card(order: TargetedOrder, gene: str, age: float | None, parameter: str
     label = f"labelled from age {_value(minimum)} years"
     if age is None:
         code, indicator = ServiceCard.ORDER_AGE_UNKNOWN, Indicator.WARNING
-        summary = f"{name} is {label} for {GENE_LABELS[gene]}-positive disease; the patient's age is not recorded."
+        summary = f"{name} is {label} for {gene.upper()}-positive disease; the patient's age is not recorded."
         display = "Age not recorded for an age-labelled drug"
     else:
         code, indicator = ServiceCard.ORDER_BELOW_LABELLED_AGE, Indicator.CRITICAL
         summary = f"{name} ordered below its labelled age: {label}; the patient is {_value(round(age, 2))}."
         display = "Ordered below the labelled age"
-    why = [f"**{_md(order.text)}** ({order.where}): {name} is {label} for {GENE_LABELS[gene]}-positive disease "
+    why = [f"**{_md(order.text)}** ({order.where}): {name} is {label} for {gene.upper()}-positive disease "
            f"(rulebook parameter `{parameter}` = {_value(minimum)}).", "", "**On record:**",
-           _fact_line("age_years", age, sources), _fact_line(f"molecular.{gene}.status", "positive", sources), "",
+           fact_line("age_years", age, sources), fact_line(f"molecular.{gene}.status", "positive", sources), "",
            "Use below the labelled age is off-label: review dosing and the evidence with the team."]
     return _card(order, code, display, summary, indicator, why, rulebook, check_id)
 
@@ -163,36 +154,12 @@ def _card(order: TargetedOrder, code: ServiceCard, display: str, summary: str, i
     evidence = [rulebook.evidence[e].to_dict() for e in order.drug.evidence if e in rulebook.evidence]
     detail = list(why)
     if evidence:
-        detail += ["", "**Evidence about the drug:**"]
-        for entry in evidence:
-            if entry.get("quote"):
-                detail.append(f"> \"{_md(entry['quote'])}\"  ")
-                detail.append(f"> — {_md(entry['citation'])} [{entry['id']}]")
-                detail.append("")
-            else:
-                detail.append(f"- {_md(entry['claim'])} — {_md(entry['citation'])} [{entry['id']}]")
+        detail += ["", "**Evidence about the drug:**", *evidence_lines(evidence)]
     detail += ["", f"*Decision support, not a prescription.* Order check {check_id}."]
-    return {
-        "uuid": card_uuid(check_id, f"ORDER:{order.where}", code.value),
-        "summary": summary if len(summary) < 140 else summary[:138] + "…",
-        "indicator": indicator.value,
-        "detail": "\n".join(detail),
-        "source": {"label": LABEL, "topic": {"system": SERVICE_CARD_SYSTEM, "code": code.value, "display": display}},
-        "links": citation_links(evidence),
-        "overrideReasons": list(OVERRIDE_REASONS),
-    }
-
-
-def _fact_line(path: str, value: Any, sources: Mapping[str, Sequence[str]]) -> str:
-    origin = sources.get(path)
-    where = f" — from {', '.join(_md(s) for s in origin)}" if origin else " — no FHIR resource recorded it"
-    return f"- `{path}` is **{_md(_value(value))}**{where}"
+    return make_card(card_id=card_uuid(check_id, f"ORDER:{order.where}", code.value), summary=summary,
+                     indicator=indicator, detail=detail, source=service_source(code, display),
+                     links=citation_links(evidence))
 
 
 def _article(word: str) -> str:
     return "an" if word[:1].upper() in "AEIOU" else "a"
-
-
-def check_id_for(hook_instance: str) -> str:
-    """The id of one order check (cards' uuids derive from it): stable for a hook instance."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:imt-cds:order-sign:{hook_instance}"))

@@ -11,7 +11,8 @@ Safety rules of this module:
   one of them (otherwise nothing is requested at all);
 - pagination is followed up to a bound, and a truncated search is an error, never a silent partial chart.
 
-This module never interprets resources (``imt_cds.fhir`` does, in a worker process).
+This module never interprets resources (``imt_cds.fhir`` does, in a worker process; here only its pure-JSON
+``bundle_resources`` takes the resources out of a Bundle).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..fhir import bundle_resources
 from .errors import BadRequestError, PrefetchUnavailableError
 
 __all__ = ["Template", "collect_resources", "render_template"]
@@ -50,15 +52,13 @@ def render_template(template: Template, context: Mapping[str, Any]) -> str:
 
 async def collect_resources(templates: Sequence[Template], request: Mapping[str, Any], *,
                             allowed_servers: Sequence[str], timeout: float, max_pages: int,
-                            max_bytes: int) -> tuple[list[Any], dict[str, str]]:
-    """Every resource of the service's prefetch keys: from the request's prefetch, else from its fhirServer.
-
-    Returns the resources (parsed JSON, in key order) and, per key, where they came from ("prefetch" or the URL)."""
+                            max_bytes: int) -> list[Any]:
+    """Every resource of the service's prefetch keys (parsed JSON, in key order): from the request's prefetch, else
+    from its fhirServer."""
     prefetch = request.get("prefetch") or {}
     if not isinstance(prefetch, Mapping):
         raise BadRequestError("prefetch must be an object keyed by prefetch key")
     resources: list[Any] = []
-    origin: dict[str, str] = {}
     missing: dict[str, str] = {}
     for template in templates:
         if template.key not in prefetch:
@@ -66,43 +66,23 @@ async def collect_resources(templates: Sequence[Template], request: Mapping[str,
             continue
         value = prefetch[template.key]
         if value is None:  # the client has no such data: an empty search, or no resource
-            origin[template.key] = "prefetch (null: no data)"
             continue
         if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
             raise BadRequestError(f"prefetch.{template.key} must be a FHIR resource, a Bundle or null")
         if value["resourceType"] == "OperationOutcome":
             missing[template.key] = "the client could not prefetch it (OperationOutcome)"
             continue
-        resources.extend(_resources_of(value))
-        origin[template.key] = "prefetch"
+        resources.extend(bundle_resources(value))
     if missing:
         fetched = await _fetch(templates, missing, request, allowed_servers, timeout, max_pages, max_bytes)
         for template in templates:
-            if template.key in fetched:
-                url, found = fetched[template.key]
-                resources.extend(found)
-                origin[template.key] = url
-    return resources, origin
-
-
-def _resources_of(value: Mapping[str, Any]) -> list[Any]:
-    if value.get("resourceType") != "Bundle":
-        return [value]
-    found = []
-    for entry in value.get("entry") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        search = entry.get("search")
-        if isinstance(search, Mapping) and search.get("mode") == "outcome":
-            continue  # a server's warning about the search, not patient data
-        if entry.get("resource") is not None:
-            found.append(entry["resource"])
-    return found
+            resources.extend(fetched.get(template.key, []))
+    return resources
 
 
 async def _fetch(templates: Sequence[Template], missing: Mapping[str, str], request: Mapping[str, Any],
                  allowed_servers: Sequence[str], timeout: float, max_pages: int,
-                 max_bytes: int) -> dict[str, tuple[str, list[Any]]]:
+                 max_bytes: int) -> dict[str, list[Any]]:
     keys = ", ".join(missing)
     server = request.get("fhirServer")
     if not server:
@@ -126,13 +106,13 @@ async def _fetch(templates: Sequence[Template], missing: Mapping[str, str], requ
         headers["Authorization"] = f"Bearer {authorization['access_token']}"
     import httpx
 
-    fetched: dict[str, tuple[str, list[Any]]] = {}
+    fetched: dict[str, list[Any]] = {}
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers=headers) as client:
         for template in templates:
             if template.key not in missing:
                 continue
             url = f"{base}/{render_template(template, request['context'])}"
-            fetched[template.key] = (url, await _get_all(client, base, url, template, max_pages, max_bytes))
+            fetched[template.key] = await _get_all(client, base, url, template, max_pages, max_bytes)
     return fetched
 
 
@@ -172,7 +152,7 @@ async def _get_all(client: Any, base: str, url: str, template: Template, max_pag
             raise PrefetchUnavailableError(f"{next_url} did not answer with a FHIR resource", {"url": next_url})
         if body["resourceType"] == "OperationOutcome":
             raise PrefetchUnavailableError(f"{next_url} answered with an OperationOutcome", {"url": next_url})
-        found.extend(_resources_of(body))
+        found.extend(bundle_resources(body))
         next_url = None
         if body["resourceType"] == "Bundle":
             for link in body.get("link") or []:

@@ -1,9 +1,9 @@
 """Crash containment: evaluations run in a supervised pool of worker processes, never in the server process.
 
 The rules engine is native code (durable-rules, in C); a defect there can kill the process running it. So the
-server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache, and
-the audit store when one is configured), reads the FHIR resources into facts and evaluates. The server sends one
-job at a time to an idle worker over a pipe and waits for the answer in a thread.
+server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache) and
+opens the audit store when one is configured, reads the FHIR resources into facts, evaluates and records. The
+server sends one job at a time to an idle worker over a pipe and waits for the answer in a thread.
 
 Supervision:
 - a worker that dies while serving a job (SIGKILL, a segfault, the OOM killer) fails *that* request only, with
@@ -144,7 +144,7 @@ class WorkerPool:
         self._idle: asyncio.Queue[_Worker] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self.crashes = 0  # workers lost while serving a job (for the health endpoint and logs)
+        self.crashes = 0  # workers lost while serving a job (reported by /healthz)
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
@@ -331,41 +331,34 @@ def _name_process() -> None:
         pass
 
 
-class _Recorder:
-    """The audit sink of a worker's engine: passes appends to the store and keeps the last record id."""
-
-    def __init__(self, store: Any):
-        self.store = store
-        self.last_id: str | None = None
-
-    def append(self, assessment: Any) -> str:
-        self.last_id = str(self.store.append(assessment))
-        return self.last_id
-
-
 class _Handler:
-    """What a worker does: FHIR resources -> facts (with sources and problems) -> assessment."""
+    """What a worker does: FHIR resources -> facts (with sources and problems) -> assessment.
+
+    Jobs: ``{"op": "assess" | "facts", "resources": [...], "on": "YYYY-MM-DD"}``. The answer's ``fhir`` holds the
+    sources and problems of the reading, and, for "facts", the facts themselves (None when a conflict prevented
+    them); "assess" adds the assessment document and its evaluation id (the audit record id when audited)."""
 
     def __init__(self, settings: WorkerSettings):
         from ..engine import Engine
         from ..fhir import facts_from_resources
 
         self._facts_from_resources = facts_from_resources
-        self._recorder: _Recorder | None = None
+        self._store: Any = None
         if settings.audit:
             from ..audit import open_store
 
-            self._recorder = _Recorder(open_store(settings.audit, store_input=settings.audit_input))
-        self.engine = Engine(settings.rules, cache_size=settings.cache_size, audit=self._recorder)
+            self._store = open_store(settings.audit, store_input=settings.audit_input)
+        # The store is not the engine's audit sink: the worker appends each assessment itself, to keep its record id.
+        self.engine = Engine(settings.rules, cache_size=settings.cache_size)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]))
-        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(), "assessment": None, "evaluation_id": None}
+        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(facts=job.get("op") == "facts"),
+                                  "assessment": None, "evaluation_id": None}
         if job.get("op") == "assess" and read.facts is not None:
-            if self._recorder is not None:
-                self._recorder.last_id = None
             assessment = self.engine.evaluate(read.facts)
+            # Fail closed: an assessment that could not be recorded is not returned (append raises; the job fails).
+            evaluation_id = self._store.append(assessment) if self._store is not None else uuid.uuid4()
             answer["assessment"] = orjson.Fragment(assessment.to_json())
-            answer["evaluation_id"] = (self._recorder.last_id if self._recorder else None) or str(uuid.uuid4())
-            answer["audited"] = self._recorder is not None
+            answer["evaluation_id"] = str(evaluation_id)
         return answer
