@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import FrozenInstanceError
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
@@ -197,15 +198,19 @@ class Provenance(NamedTuple):
     engine: Mapping[str, str]
     input_sha256: str
     evaluated_at: str
+    diagnosis: Mapping[str, Any] | None = None  # what established the IMT diagnosis (charts read from FHIR)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "rulebook": {"name": self.rulebook_name, "version": self.rulebook_version, "sha256": self.rulebook_sha256},
             "parameters": dict(self.parameters),
             "engine": dict(self.engine),
             "input_sha256": self.input_sha256,
             "evaluated_at": self.evaluated_at,
         }
+        if self.diagnosis is not None:
+            data["diagnosis"] = dict(self.diagnosis)
+        return data
 
 
 class _lazy:  # noqa: N801 - used as a decorator, like functools.cached_property
@@ -282,7 +287,7 @@ class Assessment:
     """
 
     def __init__(self, templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
-                 input_sha256: str, evaluated_at: datetime):
+                 input_sha256: str, evaluated_at: datetime, diagnosis: Mapping[str, Any] | None = None):
         fired: dict[str, list[EngineRule]] = {}
         produced: dict[str, set[str]] = {}
         suppressed: dict[str, dict[str, dict[str | None, None]]] = {}
@@ -314,6 +319,7 @@ class Assessment:
         state["patient_id"] = facts.patient_id
         state["input_sha256"] = input_sha256
         state["_moment"] = evaluated_at
+        state["diagnosis"] = MappingProxyType(dict(diagnosis)) if diagnosis is not None else None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise FrozenInstanceError(f"an Assessment is immutable (cannot set {name!r})")
@@ -510,7 +516,7 @@ class Assessment:
     @_lazy
     def provenance(self) -> Provenance:
         return Provenance(**self._templates.provenance_static, input_sha256=self.input_sha256,
-                          evaluated_at=self.evaluated_at)
+                          evaluated_at=self.evaluated_at, diagnosis=self.diagnosis)
 
     def _actual(self, path: str) -> Any:
         # The value as the JSON document shows it (sets as sorted lists), decoded from the rendered leaf.
@@ -570,7 +576,7 @@ class Assessment:
             else:
                 trace.append(writer.trace_entry(seq, name, leaves))
         return writer.document(self.patient_id, recommendations, risk_flags, derived, suppressed, trace,
-                               self.input_sha256, self.evaluated_at)
+                               self.input_sha256, self.evaluated_at, self.diagnosis)
 
 
 
@@ -582,10 +588,11 @@ def _suppression_match(message: str | None) -> tuple[str, str | None]:
 
 
 def build_assessment(templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
-                     input_sha256: str, evaluated_at: datetime) -> Assessment:
+                     input_sha256: str, evaluated_at: datetime,
+                     diagnosis: Mapping[str, Any] | None = None) -> Assessment:
     if evaluated_at.tzinfo is None:
         raise ValueError("evaluated_at must be timezone-aware")
-    return Assessment(templates, facts, leaves, firings, input_sha256, evaluated_at)
+    return Assessment(templates, facts, leaves, firings, input_sha256, evaluated_at, diagnosis)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -163,11 +163,12 @@ class JsonTemplates:
 
     def document(self, patient_id: str | None, recommendations: list[str], risk_flags: list[str],
                  derived: list[str], suppressed: list[str], trace: list[str], input_sha256: str,
-                 evaluated_at: str) -> str:
+                 evaluated_at: str, diagnosis: Mapping[str, Any] | None = None) -> str:
+        extra = f',"diagnosis":{_json(dict(diagnosis))}' if diagnosis is not None else ""
         return (
             f'{{"schema":"{SCHEMA}","patient_id":{_json(patient_id)},'
             f'"recommendations":[{",".join(recommendations)}],"risk_flags":[{",".join(risk_flags)}],'
             f'"derived_facts":[{",".join(derived)}],"suppressed":[{",".join(suppressed)}],'
             f'"trace":[{",".join(trace)}],'
-            f'"provenance":{self.provenance_head}"{input_sha256}","evaluated_at":"{evaluated_at}"}}}}'
+            f'"provenance":{self.provenance_head}"{input_sha256}","evaluated_at":"{evaluated_at}"{extra}}}}}'
         )

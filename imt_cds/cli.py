@@ -1,7 +1,8 @@
 """The ``imt-cds`` command line (also ``python -m imt_cds``).
 
 Exit codes: 0 success; 1 internal error (reported in one line, never a bare traceback; set IMT_CDS_DEBUG=1 to see
-it); 2 invalid input (every problem on stderr) or invalid usage; 3 ``batch`` finished but some lines were invalid.
+it); 2 invalid input (every problem on stderr) or invalid usage; 3 ``batch`` finished but some lines were invalid;
+4 ``evaluate --fhir``: the chart was read but is not evaluated (no IMT diagnosis, or the patient is deceased).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from .errors import ImtCdsError, InputProblem, InvalidInputError
+from .errors import ChartRefusedError, ImtCdsError, InputProblem, InvalidInputError
 
 __all__ = ["main"]
 
@@ -24,9 +25,11 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_INVALID_INPUT = 2
 EXIT_SOME_LINES_INVALID = 3
+EXIT_NOT_ELIGIBLE = 4
 
 _EPILOG = """\
-exit codes: 0 success, 1 internal error, 2 invalid input or usage, 3 batch finished with invalid lines.
+exit codes: 0 success, 1 internal error, 2 invalid input or usage, 3 batch finished with invalid lines,
+4 a FHIR chart not evaluated (no IMT diagnosis in it, or the patient is deceased).
 imt-cds is decision support for a multidisciplinary team, never a prescription."""
 
 
@@ -52,8 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("path", metavar="PATH", help="patient JSON file, or - to read standard input")
     evaluate.add_argument("--fhir", action="store_true",
-                          help="PATH is a FHIR R4 Bundle (mCODE, Genomics Reporting): read the facts from it, "
-                          "print what could not be used on stderr (exit 2 when conflicts prevent evaluation)")
+                          help="PATH is a FHIR R4 chart, a Bundle (mCODE, Genomics Reporting) or one resource: read the facts from it, "
+                          "print what could not be used on stderr. Evaluated only for one living patient with an "
+                          "IMT diagnosis in the chart (exit 4 otherwise; exit 2 when it holds several patients or "
+                          "conflicts prevent evaluation)")
+    evaluate.add_argument("--attest-imt-diagnosis", action="store_true",
+                          help="with --fhir: the IMT diagnosis was established outside this chart; evaluate it "
+                          "even without an IMT Condition (recorded in the assessment's provenance)")
     evaluate.add_argument("--format", choices=("text", "json"), default="text",
                           help="text: a consult note (default); json: the assessment document")
     rules_option(evaluate)
@@ -164,11 +172,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .consult_note import render_consult_note
     from .validation import parse_facts_json
 
+    if args.attest_imt_diagnosis and not args.fhir:
+        print("imt-cds: error: --attest-imt-diagnosis goes with --fhir (patient facts are IMT facts already)",
+              file=sys.stderr)
+        return EXIT_INVALID_INPUT
     fhir_input = None
     try:
         if args.fhir:
-            fhir_input = _facts_from_fhir(args.path)
-            facts = fhir_input.facts if fhir_input is not None else None
+            fhir_input = _facts_from_fhir(args)
+            if fhir_input is None:
+                return EXIT_INVALID_INPUT
+            if not fhir_input.eligibility.eligible:
+                print(f"imt-cds: not evaluated: {fhir_input.eligibility.message}", file=sys.stderr)
+                if args.format == "json":
+                    sys.stdout.write(orjson.dumps({"not_evaluated": fhir_input.to_dict(facts=False)},
+                                                  option=orjson.OPT_INDENT_2).decode() + "\n")
+                return EXIT_NOT_ELIGIBLE
+            if fhir_input.facts is None:
+                print(f"imt-cds: conflicting FHIR resources in {args.path}; nothing was evaluated", file=sys.stderr)
+                return EXIT_INVALID_INPUT
+            facts = fhir_input.facts
         else:
             facts = parse_facts_json(_read_input(args.path))
     except InvalidInputError as exc:
@@ -176,48 +199,46 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         if args.format == "json":
             sys.stdout.write(orjson.dumps(exc.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_INVALID_INPUT
-    if facts is None:
-        return EXIT_INVALID_INPUT
+    diagnosis = fhir_input.eligibility.diagnosis.to_dict() if fhir_input and fhir_input.eligibility.diagnosis else None
     if args.audit:
         from .cli_audit import audited_evaluate
 
-        assessment = audited_evaluate(args, facts)
+        assessment = audited_evaluate(args, facts, diagnosis)
     else:
-        assessment = _engine(args.rules).evaluate(facts)
+        assessment = _engine(args.rules).evaluate(facts, diagnosis=diagnosis)
     sources = fhir_input.sources if fhir_input is not None else None
     if args.format == "json":
         document = assessment.to_dict()
         if fhir_input is not None:  # where each fact came from, and what could not be used (an added member)
-            document["fhir_input"] = {key: value for key, value in fhir_input.to_dict().items() if key != "facts"}
+            document["fhir_input"] = fhir_input.to_dict(facts=False)
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(render_consult_note(assessment, sources))
     return EXIT_OK
 
 
-def _facts_from_fhir(path: str):  # type: ignore[no-untyped-def]
-    """Facts from a FHIR Bundle file (``FhirFacts``); what could not be used goes to stderr. None when the library
-    is missing; ``.facts`` is None when conflicts prevent evaluation."""
-    try:
-        bundle = orjson.loads(_read_input(path))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError([InputProblem("", f"malformed JSON: {exc}", None)]) from None
-    try:
-        from .fhir import facts_from_bundle
+def _facts_from_fhir(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Facts from a FHIR Bundle file (``FhirFacts``), read with the rulebook's value sets; what could not be used goes
+    to stderr. ``ChartRefusedError`` (an ``InvalidInputError``) when whose data it is cannot be established."""
+    from .fhir import MAX_CHART_BYTES, facts_from_bundle, facts_from_resources
+    from .validation import load_json_object
 
-        read = facts_from_bundle(bundle)
-    except ImportError as exc:
-        print(f"imt-cds: error: {exc}", file=sys.stderr)
-        return None
+    chart = load_json_object(_read_input(args.path), max_bytes=MAX_CHART_BYTES)
+    options = {"terminology": _engine(args.rules).rulebook.terminology, "diagnosis_attested": args.attest_imt_diagnosis}
+    if isinstance(chart, dict) and isinstance(chart.get("resourceType"), str) and chart["resourceType"] != "Bundle":
+        read = facts_from_resources([chart], **options)  # one resource is a chart of one resource
+    else:
+        read = facts_from_bundle(chart, **options)
     for problem in read.problems:
         print(f"imt-cds: FHIR {problem.severity}: {problem}", file=sys.stderr)
-    if read.facts is None:
-        print(f"imt-cds: conflicting FHIR resources in {path}; nothing was evaluated", file=sys.stderr)
     return read
 
 
 def _report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:
     where = "standard input" if source == "-" else source
+    if isinstance(exc, ChartRefusedError):
+        print(f"imt-cds: FHIR chart {where} refused, nothing was evaluated: {exc.problems[0].message}", file=stream)
+        return
     count = len(exc.problems)
     print(f"imt-cds: invalid patient facts in {where} ({count} problem{'s' if count != 1 else ''}); "
           "nothing was evaluated:", file=stream)

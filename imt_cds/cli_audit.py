@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +177,8 @@ def check_audit_target(args: argparse.Namespace) -> None:
         raise SystemExit(_fail(exc)) from None
 
 
-def audited_evaluate(args: argparse.Namespace, facts: PatientFacts) -> Assessment:
+def audited_evaluate(args: argparse.Namespace, facts: PatientFacts,
+                     diagnosis: Mapping[str, Any] | None = None) -> Assessment:
     """Evaluate ``facts`` with ``args.rules`` and record the assessment in ``args.audit`` before returning it (as
     ``Engine(audit=store)`` does: one that cannot be recorded raises, and is never output); tell the user the
     record id on standard error."""
@@ -189,7 +190,7 @@ def audited_evaluate(args: argparse.Namespace, facts: PatientFacts) -> Assessmen
     except AuditError as exc:
         raise SystemExit(_fail(exc)) from None
     with store:
-        assessment = Engine(args.rules).evaluate(facts)
+        assessment = Engine(args.rules).evaluate(facts, diagnosis=diagnosis)
         record_id = store.append(assessment)
         print(f"imt-cds: recorded as audit record {record_id} in {store.location}", file=sys.stderr)
     return assessment

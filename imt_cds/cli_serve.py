@@ -65,6 +65,9 @@ def register(commands: Any) -> None:
                        help="allow browser-based CDS clients from this origin (repeatable; default: none)")
     serve.add_argument("--fhir-server", action="append", default=[], metavar="URL",
                        help="only fetch from fhirServer URLs under this prefix (repeatable; default: any)")
+    serve.add_argument("--not-eligible-card", action="store_true",
+                       help="answer a chart without an IMT diagnosis (or of a deceased patient) with one info card "
+                       "saying it was not evaluated (default: no card at all)")
     serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     serve.set_defaults(run=_run_serve)
 
@@ -102,6 +105,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         max_body_bytes=args.max_body or DEFAULT_MAX_BODY_BYTES,
         cors_origins=tuple(args.cors_origin),
+        not_eligible_card=args.not_eligible_card,
         fhir_servers=tuple(args.fhir_server),
     )
     try:

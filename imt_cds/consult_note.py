@@ -29,6 +29,12 @@ DISCLAIMER = (
     "treating team against the full clinical picture."
 )
 
+_DIAGNOSIS = {
+    "coded": "IMT coded in the chart",
+    "text": "IMT recognised from the chart's text only, not from a code: CONFIRM THE DIAGNOSIS before using this",
+    "attested": "IMT attested by the caller (established outside the chart)",
+}
+
 
 def render_consult_note(assessment: Assessment, sources: Mapping[str, Sequence[str]] | None = None) -> str:
     """The consult note. ``sources`` (fact path -> FHIR resources, from ``imt_cds.fhir``) adds, to each input fact a
@@ -39,6 +45,10 @@ def render_consult_note(assessment: Assessment, sources: Mapping[str, Sequence[s
     lines.extend(_wrap(DISCLAIMER, ""))
     lines.append("")
     lines.extend(_wrap("Facts: " + _facts_summary(assessment), ""))
+    diagnosis = getattr(assessment.provenance, "diagnosis", None)  # set when the facts were read from a chart
+    if diagnosis:
+        lines.extend(_wrap("Diagnosis: " + _DIAGNOSIS.get(diagnosis.get("basis"), "?")
+                           + (f" ({', '.join(diagnosis['sources'])})" if diagnosis.get("sources") else ""), ""))
 
     derived = {d.name: [] for d in assessment.derived_facts}  # type: dict[str, list[DerivedFact]]
     for fact in assessment.derived_facts:

@@ -204,8 +204,12 @@ class Engine:
         self._probe: tuple[_DurableRuleset, dict[str, Atom]] | None = None  # built on first explanation
         self._probe_lock = threading.Lock()
 
-    def evaluate(self, facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None) -> Assessment:
-        """Evaluate one patient. Raises ``InvalidInputError`` (bad input, nothing evaluated) or ``EngineError``."""
+    def evaluate(self, facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None,
+                 diagnosis: Mapping[str, Any] | None = None) -> Assessment:
+        """Evaluate one patient. Raises ``InvalidInputError`` (bad input, nothing evaluated) or ``EngineError``.
+
+        ``diagnosis``: what established the IMT diagnosis, when the facts were read from a chart (``imt_cds.fhir``'s
+        ``Diagnosis.to_dict()``); it is kept in ``provenance.diagnosis`` (and so in the audit record)."""
         patient = parse_facts(facts)
         values = leaf_values(patient)
         leaves = render_leaves(values)
@@ -221,7 +225,7 @@ class Engine:
             if firings is None:
                 firings = tuple(self._ruleset.run(patient, values, leaves))
                 self._cache.put(key, firings)
-        assessment = build_assessment(self._templates, patient, leaves, firings, digest, when)
+        assessment = build_assessment(self._templates, patient, leaves, firings, digest, when, diagnosis)
         if self.audit is not None:
             # Fail closed: an assessment that could not be recorded is not returned (the sink raises).
             self.audit.append(assessment)
@@ -259,6 +263,7 @@ def default_engine() -> Engine:
         return _build_default_engine()
 
 
-def evaluate(facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None) -> Assessment:
+def evaluate(facts: PatientFacts | Mapping[str, Any], *, evaluated_at: datetime | None = None,
+             diagnosis: Mapping[str, Any] | None = None) -> Assessment:
     """Evaluate one patient with the shipped rulebook (see ``Engine`` for another rulebook)."""
-    return default_engine().evaluate(facts, evaluated_at=evaluated_at)
+    return default_engine().evaluate(facts, evaluated_at=evaluated_at, diagnosis=diagnosis)

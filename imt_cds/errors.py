@@ -5,6 +5,8 @@ Every error the library raises on purpose is an ``ImtCdsError``; each carries a 
 
     ImtCdsError                      code
     ├── InvalidInputError            "invalid_input"     patient facts failed validation; .problems lists each one
+    │   └── ChartRefusedError        "chart_refused"     a FHIR chart whose patient cannot be established (several
+    │                                                    patients, none, no id, another than the context's)
     ├── RulebookError                "invalid_rulebook"  rule files / parameters are malformed; .problems lists each one
     ├── EvidenceError                "invalid_evidence"  evidence registry malformed or a seed quote not in its document
     ├── EngineError                  "engine_failure"    the engine failed while evaluating (fail closed: no result)
@@ -44,6 +46,7 @@ __all__ = [
     "AuditStoreError",
     "EngineError",
     "EvidenceError",
+    "ChartRefusedError",
     "ImtCdsError",
     "InputProblem",
     "InvalidInputError",
@@ -108,6 +111,19 @@ class InvalidInputError(_ProblemsError, ValueError):
 
     def to_dict(self) -> dict[str, Any]:
         return {"errors": [p.to_dict() for p in self.problems]}
+
+
+class ChartRefusedError(InvalidInputError):
+    """A FHIR chart that is not evaluated because whose data it is cannot be established: more than one patient,
+    no Patient, a Patient without an id, or a Patient other than the one the caller named. ``reason`` is one of
+    ``several_patients``, ``no_patient``, ``patient_without_id``, ``other_patient``."""
+
+    code = "chart_refused"
+    heading = "FHIR chart refused; nothing was evaluated"
+
+    def __init__(self, reason: str, message: str, value: Any = None):
+        self.reason = reason
+        super().__init__([InputProblem("", message, value)])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,52 +1,53 @@
-"""FHIR R4 (mCODE STU4, Genomics Reporting) resources -> ``PatientFacts``, each fact traced to its resources.
+"""A FHIR R4 chart (a Bundle, or CDS Hooks prefetch resources) -> ``PatientFacts``, only when it is safe to.
 
-Lenient where it must be: every resource is parsed on its own with the ``fhir.resources`` R4B models, and one that
-does not parse is reported and skipped, never fatal. Strict where it matters: nothing is ever guessed. A fact with no
-resource behind it stays unknown (as the rules read "unknown"), and when resources disagree (two different tumor
-sizes; Present and Absent for one gene) the conflict is reported and the fact left unknown. A conflict about a fact
-that cannot be unknown (a yes/no such as ``history.surgery_done``) is an *error*: no facts are produced, so nothing
-is evaluated on a guess.
+Real charts are about other diseases, other patients and other times, so reading one is three decisions before any
+fact is taken from it, in this order:
 
-Where the facts come from:
+1. **Whose data.** The chart must hold exactly one patient (one Patient resource, by id or, without an id, by its
+   Bundle ``fullUrl``), and, when the caller names one (CDS Hooks ``context.patientId``), that very patient.
+   Otherwise ``ChartRefusedError`` (nothing is read). Every other resource is used only when its ``subject`` (or
+   ``patient``) reference resolves to that Patient: relative (``Patient/p1``), absolute (``https://x/Patient/p1``),
+   versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else, or about
+   no one, is listed as skipped.
+2. **Alive.** A Patient with ``deceasedBoolean`` true or a ``deceasedDateTime`` is not evaluated.
+3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error nor resolved, whose code
+   (or mCODE histology-morphology-behavior extension) is in the rulebook's value set ``imt-diagnosis``; or whose
+   text names the tumour (then the diagnosis is *text only*, and the assessment says so). Without one, nothing is
+   evaluated, unless the caller attests the diagnosis was established elsewhere (recorded in the provenance).
 
-====================================  ===========================================================================
-``patient_id``, ``age_years``         Patient.id; Patient.birthDate, in calendar years at the evaluation date (a
-                                      partial birth date leaves the age unknown: thresholds at 1 and 2 years matter)
-``tumor.site``                        bodySite (SNOMED) of the mCODE primary cancer Condition, mapped below;
-                                      unmapped -> ``other``; no primary Condition or no bodySite -> ``unknown``
-``tumor.size_cm``                     tumor-size Observation (LOINC 21889-1), component 33728-7 (longest
-                                      dimension), in cm or mm
-``molecular.<gene>.status``           variant Observations (LOINC 69548-6) valued LA9633-4 Present / LA9634-2
-``molecular.<gene>.fusion_partner``   Absent, genes from components 48018-6 by HGNC code (never by Sequence
-                                      Ontology); in a Present fusion, the other gene is the partner
-``tumor.distant_disease``             an mCODE secondary cancer Condition -> true; an mCODE TNM distant-metastases
-                                      category of cM0 (SNOMED 1229901006) -> false
-``history.surgery_done``              a completed mCODE cancer-related surgical Procedure -> true
-everything else                       Observations coded ``urn:imt-cds:fact`` (the code is the fact's path, e.g.
-                                      ``tumor.resectability``), valued with valueBoolean, valueString or a coding
-====================================  ===========================================================================
+When the chart passes, the facts are read, each traced to the resources it came from. Nothing is guessed: a fact
+with no resource behind it stays unknown, and when resources disagree the fact is left unknown and the conflict
+reported (a yes/no fact that cannot be unknown makes it an error: nothing is evaluated). Findings that have a date
+are ordered by it (a later distant metastasis outranks an earlier cM0); only findings of the same time conflict.
 
-Test methods may be given on a variant Observation's ``method`` as codings of ``urn:imt-cds:test-method`` (IHC,
-FISH, NGS_RNA, NGS_DNA).
+The reader works on the JSON as sent (no FHIR model library): each element it uses is checked for its FHIR shape,
+a resource with a malformed element is reported and skipped, and FHIR it does not need (primitive extensions such
+as ``_birthDate``, unknown elements, other resource types) is left alone. The codes it recognises are the
+rulebook's value sets (``rules/terminology/``); where the facts come from is the table in the README.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .errors import InputProblem, InvalidInputError
+from .errors import ChartRefusedError, InputProblem, InvalidInputError
 from .fact_fields import fact_fields
 from .facts import PatientFacts
+from .terminology import Coding, Terminology
 from .validation import parse_facts
 
 __all__ = [
     "FACT_SYSTEM",
+    "MAX_CHART_BYTES",
     "METHOD_SYSTEM",
     "OBSERVATION_CODES",
+    "Diagnosis",
+    "Eligibility",
     "FhirFacts",
     "FhirProblem",
     "bundle_resources",
@@ -60,18 +61,21 @@ METHOD_SYSTEM = "urn:imt-cds:test-method"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 HGNC_SYSTEMS = ("http://www.genenames.org", "http://www.genenames.org/geneId", "https://www.genenames.org")
+CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 PRIMARY_PROFILE = "mcode-primary-cancer-condition"
 SECONDARY_PROFILE = "mcode-secondary-cancer-condition"
 SURGERY_PROFILE = "mcode-cancer-related-surgical-procedure"
 TNM_M_PROFILE = "mcode-tnm-distant-metastases-category"
+RELATED_EXTENSION = "http://hl7.org/fhir/StructureDefinition/condition-related"
+MORPHOLOGY_EXTENSION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior"
 
 VARIANT = "69548-6"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
 TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
-CM0 = "1229901006"
 
 # The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the cM category,
 # and every code of the project's own system (an empty code: any code of that system, as a FHIR token "system|").
@@ -83,6 +87,7 @@ GENE_BY_HGNC = {
     "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
     "HGNC:8804": ("pdgfrb", "PDGFRB"),
 }
+HGNC_BY_SYMBOL = {symbol: hgnc for hgnc, (_, symbol) in GENE_BY_HGNC.items()}
 
 # SNOMED CT body structures -> tumor.site. Codes as used by mCODE's examples and DICOM's "Common Anatomic Region"
 # value set (CID 4031); a code not listed here maps to "other" (never to a guess).
@@ -103,16 +108,29 @@ SITE_BY_SNOMED = {
     # head, neck, head and neck, larynx, orbit, paranasal sinus, parotid, mandible, maxilla, eye region, jaw region,
     # submandibular gland
 }
+MAX_CHART_BYTES = 64 * 1024 * 1024  # a FHIR chart file read by the CLI (a patient's facts are limited to 1 MB)
 _STANDARD_PATHS = ("patient_id", "age_years", "tumor.site", "tumor.size_cm")  # not settable through FACT_SYSTEM
 _FINAL = ("final", "amended", "corrected")
+_READ_TYPES = ("Condition", "Observation", "Procedure", "MedicationStatement", "MedicationRequest",
+               "MedicationAdministration")
+_MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
+    "MedicationStatement": ("active", "completed", "stopped", "on-hold"),
+    "MedicationRequest": ("active", "completed", "stopped", "on-hold"),
+    "MedicationAdministration": ("completed", "in-progress", "stopped", "on-hold"),
+}
+_HISTORY = re.compile(r"/_history/[^/]*$")
+
+
+# --- results ------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FhirProblem:
     """A resource skipped or a fact left unknown, and why. ``severity`` "error" means no facts were produced.
 
-    ``kind``: "skipped" (a resource, or what it says, is not used), "conflict" (resources disagree about a fact) or
-    "not_allowed" (a value the facts contract does not allow)."""
+    ``kind``: "skipped" (a resource, or what it says, is not used), "conflict" (resources disagree about a fact),
+    "not_allowed" (a value the facts contract does not allow), "superseded" (an earlier finding outranked by a later
+    one) or "weak" (used, but recognised by text only)."""
 
     where: str  # "Observation/size-1", or "entry[3]" for a resource without type and id
     message: str
@@ -129,12 +147,47 @@ class FhirProblem:
 
 
 @dataclass(frozen=True)
-class FhirFacts:
-    """Facts read from FHIR resources, the resources behind each fact, and what was skipped or left unknown."""
+class Diagnosis:
+    """What establishes the IMT diagnosis an assessment was made for (``provenance.diagnosis``).
 
-    facts: PatientFacts | None  # None when an error-level conflict prevents producing facts
+    ``basis``: "coded" (a Condition coded from the value set), "text" (a Condition whose text only names the tumour:
+    weaker, flagged) or "attested" (the caller said the diagnosis was established elsewhere)."""
+
+    basis: str
+    sources: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()  # "system|code" of the codes that matched
+    attested: bool = False  # the caller attested the diagnosis (whatever the chart held)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"basis": self.basis, "sources": list(self.sources), "codes": list(self.codes),
+                "attested": self.attested}
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Whether a chart may be evaluated: ``reason`` is "imt_diagnosis", "diagnosis_attested", "no_imt_diagnosis" or
+    "deceased"; ``message`` says it in a sentence."""
+
+    eligible: bool
+    reason: str
+    message: str
+    diagnosis: Diagnosis | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eligible": self.eligible, "reason": self.reason, "message": self.message,
+                "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None}
+
+
+@dataclass(frozen=True)
+class FhirFacts:
+    """Facts read from a FHIR chart, the resources behind each fact, what was skipped, and whether the chart may be
+    evaluated at all. ``facts`` is None when it may not (not eligible) or when a conflict prevents facts."""
+
+    facts: PatientFacts | None
     sources: Mapping[str, tuple[str, ...]]  # fact path -> "ResourceType/id" of the resources it came from
     problems: tuple[FhirProblem, ...]
+    eligibility: Eligibility = field(default_factory=lambda: Eligibility(True, "imt_diagnosis", ""))
+    patient: str | None = None  # "Patient/<id>" of the chart's patient
 
     @property
     def ok(self) -> bool:
@@ -147,194 +200,529 @@ class FhirFacts:
             data["facts"] = self.facts.model_dump(mode="json") if self.facts is not None else None
         data["sources"] = {path: list(refs) for path, refs in self.sources.items()}
         data["problems"] = [p.to_dict() for p in self.problems]
+        data["eligibility"] = self.eligibility.to_dict()
+        data["patient"] = self.patient
         return data
 
 
-def facts_from_bundle(bundle: Any, on: date | None = None) -> FhirFacts:
-    """Facts from a FHIR Bundle (as parsed JSON). ``on`` is the evaluation date for the age (default: today, UTC).
+# --- entry points -------------------------------------------------------------------------------------------------
 
-    An entry's ``fullUrl`` is another name of its resource: a subject given as ``urn:uuid:...`` (transaction and
-    collection Bundles) is the Patient entry with that ``fullUrl``."""
+
+def facts_from_bundle(bundle: Any, on: date | None = None, *, terminology: Terminology | None = None,
+                      patient_id: str | None = None, diagnosis_attested: bool = False) -> FhirFacts:
+    """Facts from a FHIR Bundle (as parsed JSON). ``on`` is the evaluation date for the age (default: today, UTC);
+    ``terminology`` the rulebook's value sets (default: the shipped rulebook's); ``patient_id`` the patient the
+    caller expects (refused if the chart is about another); ``diagnosis_attested`` that the caller established the
+    IMT diagnosis elsewhere (recorded; a chart with no IMT Condition is then evaluated)."""
     if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
         kind = bundle.get("resourceType") if isinstance(bundle, Mapping) else type(bundle).__name__
-        raise InvalidInputError([InputProblem("resourceType", f"expected a FHIR Bundle, got {kind!r}", kind)])
-    entries = bundle.get("entry") or []
-    if not isinstance(entries, list):
-        raise InvalidInputError([InputProblem("entry", "Bundle.entry must be a list", None)])
-    aliases: dict[str, str] = {}
-    for entry in entries:
-        if isinstance(entry, Mapping) and isinstance(entry.get("fullUrl"), str):
-            resource = entry.get("resource")
-            if isinstance(resource, Mapping) and isinstance(resource.get("resourceType"), str) and \
-                    resource.get("id") is not None:
-                aliases[entry["fullUrl"]] = resource_label(resource, 0)
-    return _read(bundle_resources(bundle), on, aliases)
+        raise InvalidInputError([InputProblem("resourceType", f"expected a FHIR Bundle, got {kind!r}", _short(kind))])
+    if "entry" in bundle and not isinstance(bundle["entry"], list | type(None)):
+        raise InvalidInputError([InputProblem("entry", "Bundle.entry must be a list of entries",
+                                              type(bundle["entry"]).__name__)])
+    return facts_from_resources([bundle], on, terminology=terminology, patient_id=patient_id,
+                                diagnosis_attested=diagnosis_attested)
 
 
-def facts_from_resources(resources: Iterable[Any], on: date | None = None) -> FhirFacts:
-    """Facts from FHIR resources (parsed JSON), e.g. a CDS Hooks prefetch or a Bundle's entries."""
-    return _read(resources, on, {})
+def facts_from_resources(resources: Iterable[Any], on: date | None = None, *, terminology: Terminology | None = None,
+                         patient_id: str | None = None, diagnosis_attested: bool = False) -> FhirFacts:
+    """Facts from FHIR resources (parsed JSON), e.g. a CDS Hooks prefetch: each item a resource or a Bundle of them
+    (whose entries' ``fullUrl`` resolve references). See ``facts_from_bundle`` for the options."""
+    if terminology is None:
+        from .rule_loader import load_rulebook  # the shipped rulebook's value sets
+
+        terminology = load_rulebook().terminology
+    missing = terminology.missing()
+    if missing:
+        raise ValueError(f"this rulebook cannot read FHIR: it lacks the value sets {', '.join(missing)}")
+    chart = _Chart.gather(resources)
+    reader = _Reader(on or datetime.now(timezone.utc).date(), terminology, chart)
+    return reader.read(patient_id, diagnosis_attested)
 
 
 def bundle_resources(value: Any) -> list[Any]:
     """The resources of a FHIR Bundle (parsed JSON), one per entry in entry order; a resource that is not a Bundle is
-    its own only resource, and what is not a JSON object has none.
-
-    An entry of a search's outcome (``search.mode`` "outcome": the server's OperationOutcome about the search, not
-    patient data) is left out. Anything else is kept as found (an entry that is not an object, or the ``None`` of an
-    entry without a resource), for the reader to report. Pure JSON: needs no FHIR library."""
-    if not isinstance(value, Mapping):
-        return []
-    if value.get("resourceType") != "Bundle":
-        return [value]
-    entries = value.get("entry") or []
-    found: list[Any] = []
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, Mapping):
-            found.append(entry)
-            continue
-        search = entry.get("search")
-        if isinstance(search, Mapping) and search.get("mode") == "outcome":
-            continue
-        found.append(entry.get("resource"))
-    return found
+    its own only resource, and what is not a JSON object has none. Entries of a search's outcome (``search.mode``
+    "outcome") are left out. Pure JSON."""
+    return [item.resource for item in _Chart.gather([value]).items if item.resource is not None]
 
 
 def resource_label(resource: Mapping[str, Any], index: int) -> str:
     """How a resource is named in messages and sources: ``Type/id``, or ``Type/entry[i]`` for one without an id
     (``index``: its place among the resources read)."""
-    return f"{resource.get('resourceType')}/{resource.get('id', f'entry[{index}]')}"
+    rid = resource.get("id")
+    return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) and rid else f'entry[{index}]'}"
 
 
-def _read(resources: Iterable[Any], on: date | None, aliases: Mapping[str, str]) -> FhirFacts:
-    try:
-        from fhir.resources.R4B import get_fhir_model_class
-    except ImportError as exc:  # never let a missing library look like malformed resources
-        raise ImportError("reading FHIR needs the fhir.resources package: pip install 'imt-cds[fhir]'") from exc
-    reader = _Reader(on or datetime.now(timezone.utc).date(), get_fhir_model_class, aliases=dict(aliases))
-    for index, resource in enumerate(resources):
-        reader.read(index, resource)
-    return reader.result()
+# --- the chart: resources with their names -------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    resource: Mapping[str, Any] | None
+    label: str
+    full_url: str | None = None
+    problem: str | None = None  # why it cannot be read at all
+
+
+@dataclass
+class _Chart:
+    items: list[_Item]
+    aliases: dict[str, str]  # fullUrl -> label
+
+    @classmethod
+    def gather(cls, values: Iterable[Any]) -> _Chart:
+        items: list[_Item] = []
+        aliases: dict[str, str] = {}
+
+        def add(resource: Any, where: str, full_url: Any = None) -> None:
+            index = len(items)
+            if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+                items.append(_Item(None, where, None, "not a FHIR resource (no resourceType); skipped"))
+                return
+            label = resource_label(resource, index)
+            url = full_url if isinstance(full_url, str) and full_url else None
+            items.append(_Item(resource, label, url))
+            if url is not None:
+                aliases.setdefault(url, label)
+
+        for number, value in enumerate(values if isinstance(values, Iterable) else []):
+            if isinstance(value, Mapping) and value.get("resourceType") == "Bundle":
+                entries = value.get("entry")
+                if entries is None:
+                    continue
+                if not isinstance(entries, list):
+                    items.append(_Item(None, f"Bundle/{value.get('id', number)}", None,
+                                       "Bundle.entry is not a list; the Bundle is not read"))
+                    continue
+                for position, entry in enumerate(entries):
+                    where = f"Bundle/{value.get('id', number)}.entry[{position}]"
+                    if not isinstance(entry, Mapping):
+                        items.append(_Item(None, where, None, "a Bundle entry that is not an object; skipped"))
+                        continue
+                    search = entry.get("search")
+                    if isinstance(search, Mapping) and search.get("mode") == "outcome":
+                        continue  # the server's OperationOutcome about the search, not patient data
+                    request = entry.get("request")
+                    if isinstance(request, Mapping) and request.get("method") == "DELETE":
+                        continue  # a transaction's deletion carries no data
+                    if entry.get("resource") is None:
+                        if "response" in entry:
+                            continue  # a transaction or batch response's entry: what the server did, no data
+                        items.append(_Item(None, where, None, "a Bundle entry without a resource; skipped"))
+                        continue
+                    if isinstance(entry["resource"], Mapping) and entry["resource"].get("resourceType") == "Bundle":
+                        items.append(_Item(None, where, None, "a Bundle inside a Bundle is not read; skipped"))
+                        continue
+                    add(entry["resource"], where, entry.get("fullUrl"))
+            else:
+                add(value, f"entry[{number}]")
+        return cls(items, aliases)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """An element of a resource does not have its FHIR shape: the resource is skipped."""
+
+
+@dataclass(frozen=True)
+class _Period:
+    """When a finding holds, as the interval its (possibly partial) FHIR date covers."""
+
+    start: date
+    end: date
+
+    def before(self, other: _Period) -> bool:
+        return self.end < other.start
+
+    def __str__(self) -> str:
+        return self.start.isoformat() if self.start == self.end else f"{self.start.isoformat()}..{self.end.isoformat()}"
 
 
 @dataclass
 class _Candidate:
     value: Any
     source: str
+    when: _Period | None = None
+    note: str = ""  # what was found, in words (for messages)
 
 
 @dataclass
 class _Reader:
     on: date
-    model_class: Any  # fhir.resources.R4B.get_fhir_model_class
+    terminology: Terminology
+    chart: _Chart
     candidates: dict[str, list[_Candidate]] = field(default_factory=dict)
     problems: list[FhirProblem] = field(default_factory=list)
     methods: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # gene -> (method, source)
     symbols: dict[str, str] = field(default_factory=dict)  # HGNC id -> gene symbol, as the resources display it
-    subjects: dict[str, str] = field(default_factory=dict)  # resource -> the Patient reference it is about
-    aliases: dict[str, str] = field(default_factory=dict)  # a Bundle entry's fullUrl -> "Type/id" of its resource
+    patient_label: str = ""
+    patient_keys: set[str] = field(default_factory=set)  # every name the patient goes by (labels, fullUrl)
+    imt_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> matched codes (or "text")
+    other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
+    alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
+    progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
 
-    def offer(self, path: str, value: Any, source: str) -> None:
-        self.candidates.setdefault(path, []).append(_Candidate(value, source))
+    def offer(self, path: str, value: Any, source: str, when: _Period | None = None, note: str = "") -> None:
+        self.candidates.setdefault(path, []).append(_Candidate(value, source, when, note))
 
-    def skip(self, where: str, message: str, path: str | None = None) -> None:
-        self.problems.append(FhirProblem(where, message, "warning", path, "skipped"))
+    def skip(self, where: str, message: str, path: str | None = None, kind: str = "skipped") -> None:
+        self.problems.append(FhirProblem(where, message, "warning", path, kind))
 
-    def read(self, index: int, raw: Any) -> None:
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("resourceType"), str):
-            self.skip(f"entry[{index}]", "not a FHIR resource (no resourceType); skipped")
-            return
-        kind = raw["resourceType"]
-        where = resource_label(raw, index)
-        subject = raw.get("subject")
-        if isinstance(subject, Mapping) and isinstance(subject.get("reference"), str):
-            self.subjects[where] = subject["reference"]
-        handler = getattr(self, f"_{kind.lower()}", None)
-        if handler is None:
-            return  # other resource types carry nothing the rules use
+    # -- the three decisions --
+
+    def read(self, expected_patient: str | None, diagnosis_attested: bool) -> FhirFacts:
+        patient = self._whose(expected_patient)
+        resources: list[tuple[str, Mapping[str, Any]]] = []
+        for item in self.chart.items:
+            if item.resource is None:
+                self.skip(item.label, item.problem or "not readable; skipped")
+                continue
+            kind = item.resource["resourceType"]
+            if kind not in _READ_TYPES:
+                continue  # other resource types carry nothing the rules use
+            about = self._subject(item.resource)
+            if about is None:
+                self.skip(item.label, "says about whom it is in no subject reference this reader can resolve; "
+                                      "not used")
+                continue
+            if about[0] not in self.patient_keys:
+                self.skip(item.label, f"about {_short(about[1])}, not {self.patient_label}; not used")
+                continue
+            resources.append((item.label, item.resource))
+        deceased = self._deceased(patient)
+        if deceased is not None:
+            return self._not_eligible("deceased", deceased)
+        # Conditions first: which of them are the IMT (the surgery and disease-status readers ask); secondary tumours
+        # last, so that the primary each names is known by then.
+        conditions = [(label, r) for label, r in resources if r["resourceType"] == "Condition"]
+        for label, resource in sorted(conditions, key=lambda pair: SECONDARY_PROFILE in _profiles(pair[1])):
+            self._guarded(label, resource, self._condition)
+        diagnosis = self._diagnosis(diagnosis_attested)
+        if diagnosis is None:
+            found = (f"; it holds {len(self.other_conditions)} other Condition(s)" if self.other_conditions else "")
+            return self._not_eligible(
+                "no_imt_diagnosis", f"the chart of {self.patient_label} holds no IMT diagnosis (no Condition coded "
+                f"from value set imt-diagnosis or naming the tumour){found}; nothing is evaluated")
+        self._guarded(self.patient_label, patient, self._patient)
+        for label, resource in resources:
+            kind = resource["resourceType"]
+            if kind == "Observation":
+                self._guarded(label, resource, self._observation)
+            elif kind == "Procedure":
+                self._guarded(label, resource, self._procedure)
+            elif kind.startswith("Medication"):
+                self._guarded(label, resource, self._medication)
+        self._progression()
+        reason = "diagnosis_attested" if diagnosis.basis == "attested" else "imt_diagnosis"
+        message = {"coded": "IMT diagnosis coded in the chart", "text": "IMT diagnosis recognised from text only "
+                   "(no code from value set imt-diagnosis): confirm it", "attested": "IMT diagnosis attested by the "
+                   "caller (established outside this chart)"}[diagnosis.basis]
+        return self._result(Eligibility(True, reason, message, diagnosis))
+
+    def _whose(self, expected: str | None) -> Mapping[str, Any]:
+        patients: dict[str, _Item] = {}
+        for item in self.chart.items:
+            if item.resource is not None and item.resource["resourceType"] == "Patient":
+                rid = item.resource.get("id")
+                if rid is not None and (not isinstance(rid, str) or not rid):
+                    raise ChartRefusedError("patient_without_id", f"{item.label}: Patient.id must be text; the "
+                                            "chart's patient cannot be established", _short(rid))
+                key = f"Patient/{rid}" if rid else item.full_url
+                if key is None:
+                    raise ChartRefusedError("patient_without_id", "the chart's Patient has no id (and no fullUrl): "
+                                            "whose data it is cannot be established")
+                patients.setdefault(key, item)
+        if len(patients) > 1:
+            raise ChartRefusedError("several_patients", f"the chart holds {len(patients)} different patients "
+                                    f"({', '.join(sorted(patients))}); a chart is evaluated only for one patient",
+                                    sorted(patients))
+        if not patients:
+            raise ChartRefusedError("no_patient", "the chart holds no Patient resource: whose data it is cannot be "
+                                    "established" + (f" (expected Patient/{expected})" if expected else ""))
+        ((key, item),) = patients.items()
+        assert item.resource is not None
+        rid = item.resource.get("id")
+        if expected is not None and rid != expected:
+            raise ChartRefusedError("other_patient", f"the chart's patient is {key}, not the patient in context "
+                                    f"(Patient/{expected}): nothing is evaluated on another patient's record", key)
+        self.patient_label = key
+        self.patient_keys = {key} | ({item.full_url} if item.full_url else set())
+        return item.resource
+
+    def _subject(self, resource: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Whom a resource is about: (the resource its subject reference resolves to, e.g. "Patient/p1"; the
+        reference as written). None when it has no reference this reader can resolve."""
+        reference = resource.get("subject", resource.get("patient"))
+        if not isinstance(reference, Mapping) or not isinstance(reference.get("reference"), str):
+            return None
+        text = reference["reference"]
+        return self._resolve(text), text
+
+    def _deceased(self, patient: Mapping[str, Any]) -> str | None:
+        if patient.get("deceasedBoolean") is True:
+            return f"{self.patient_label} is recorded as deceased (deceasedBoolean); nothing is evaluated"
+        if isinstance(patient.get("deceasedDateTime"), str):
+            return (f"{self.patient_label} is recorded as deceased on {patient['deceasedDateTime']}; nothing is "
+                    "evaluated")
+        return None
+
+    def _diagnosis(self, attested: bool) -> Diagnosis | None:
+        coded = {label: codes for label, codes in self.imt_conditions.items() if codes != ("text",)}
+        if coded:
+            codes = tuple(dict.fromkeys(c for matched in coded.values() for c in matched))
+            return Diagnosis("coded", tuple(coded), codes, attested)
+        if self.imt_conditions:
+            for label in self.imt_conditions:
+                self.skip(label, "IMT diagnosis recognised from the Condition's text only, not from a code of value "
+                                 "set imt-diagnosis: confirm the diagnosis", kind="weak")
+            return Diagnosis("text", tuple(self.imt_conditions), (), attested)
+        if attested:
+            return Diagnosis("attested", (), (), True)
+        return None
+
+    def _not_eligible(self, reason: str, message: str) -> FhirFacts:
+        return FhirFacts(None, {}, tuple(self.problems), Eligibility(False, reason, message), self.patient_label)
+
+    def _guarded(self, label: str, resource: Mapping[str, Any], reader: Any) -> None:
         try:
-            resource = self.model_class(kind).model_validate(dict(raw))
-        except Exception as exc:  # noqa: BLE001 - any parse failure of one resource: report it and go on
-            first = str(exc).splitlines()
-            detail = first[1].strip() + ": " + first[2].strip() if len(first) > 2 else str(exc)[:200]
-            self.skip(where, f"malformed {kind}, skipped ({detail})")
-            return
-        handler(resource, where)
+            reader(resource, label)
+        except _Malformed as exc:
+            self.skip(label, f"malformed {resource['resourceType']} ({exc}); skipped")
 
     # -- resource types --
 
-    def _patient(self, patient: Any, where: str) -> None:
-        if patient.id:
-            self.offer("patient_id", patient.id, where)
-        birth = patient.birthDate
+    def _patient(self, patient: Mapping[str, Any], where: str) -> None:
+        rid = patient.get("id")
+        if isinstance(rid, str) and rid:
+            self.offer("patient_id", rid, where)
+        birth = patient.get("birthDate")
         if birth is None:
             return
-        if not isinstance(birth, date) or isinstance(birth, datetime):
-            self.skip(where, f"birthDate {birth} is not a full date; the age is left unknown", "age_years")
+        if not isinstance(birth, str):
+            raise _Malformed(f"birthDate must be a date, found {_kind(birth)}")
+        parsed = _full_date(birth)
+        if parsed is None:
+            self.skip(where, f"birthDate {birth!r} is not a full date; the age is left unknown", "age_years")
             return
-        if birth > self.on:
+        if parsed > self.on:
             self.skip(where, f"birthDate {birth} is after the evaluation date {self.on}", "age_years")
             return
-        self.offer("age_years", _age_in_years(birth, self.on), where)
+        self.offer("age_years", _age_in_years(parsed, self.on), where)
 
-    def _condition(self, condition: Any, where: str) -> None:
+    def _condition(self, condition: Mapping[str, Any], where: str) -> None:
+        verification = _status(condition, "verificationStatus")
+        clinical = _status(condition, "clinicalStatus")
+        code = _concept(condition, "code")
+        morphology = _morphology(condition)
         profiles = _profiles(condition)
-        if _coded(condition.verificationStatus, ("refuted", "entered-in-error")):
-            self.skip(where, "verification status refuted or entered-in-error; not used")
+        imt = self.terminology["imt-diagnosis"]
+        matched = imt.matching(_codings(code) + _codings(morphology))
+        named = not matched and (imt.names_in_text(_text_of(code)) or imt.names_in_text(_text_of(morphology)))
+        secondary = SECONDARY_PROFILE in profiles
+        if not matched and not named and not secondary:
+            self.other_conditions.add(where)  # another disease: nothing of it is read
             return
-        if PRIMARY_PROFILE in profiles:
-            for body_site in condition.bodySite or []:
-                codes = _codes(body_site, SNOMED)
-                site = next((SITE_BY_SNOMED[c] for c in codes if c in SITE_BY_SNOMED), "other" if codes else None)
-                if site is not None:
-                    self.offer("tumor.site", site, where)
-        elif SECONDARY_PROFILE in profiles:
-            if _coded(condition.clinicalStatus, ("inactive", "remission", "resolved")):
-                self.skip(where, "secondary cancer condition is not active; not used", "tumor.distant_disease")
-                return
-            self.offer("tumor.distant_disease", True, where)
-
-    def _procedure(self, procedure: Any, where: str) -> None:
-        if SURGERY_PROFILE in _profiles(procedure):
-            if procedure.status == "completed":
-                self.offer("history.surgery_done", True, where)
-            else:
-                self.skip(where, f"surgical procedure with status {procedure.status!r}; only completed ones count",
-                          "history.surgery_done")
-
-    def _observation(self, observation: Any, where: str) -> None:
-        if observation.status not in _FINAL:
-            self.skip(where, f"status {observation.status!r}; only final, amended or corrected results are used")
+        if {"refuted", "entered-in-error"} & set(verification):
+            self.skip(where, f"verification status {'/'.join(verification)}; not used")
             return
-        codes = {(c.system, c.code) for c in observation.code.coding or []}
+        if "resolved" in clinical:
+            self.skip(where, "clinical status resolved; not used")
+            return
+        if not matched and not named:
+            self.other_conditions.add(where)
+            self._secondary(condition, where, clinical, verification)
+            return
+        self.imt_conditions[where] = tuple(f"{c.system}|{c.code}" for c in matched) if matched else ("text",)
+        if secondary:
+            self._secondary(condition, where, clinical, verification)
+            return
+        if set(clinical) & {"recurrence", "relapse"}:
+            self.offer("history.recurrence", True, where, note=f"clinical status {'/'.join(clinical)}")
+        epithelioid = self.terminology["epithelioid-imt"]
+        if epithelioid.matching(_codings(code) + _codings(morphology)):
+            self.offer("tumor.epithelioid_morphology", True, where)
+        elif epithelioid.names_in_text(_text_of(code)) or epithelioid.names_in_text(_text_of(morphology)):
+            self.offer("tumor.epithelioid_morphology", True, where)
+            self.skip(where, "epithelioid morphology recognised from the Condition's text only (no verified code "
+                             "exists): confirm it", "tumor.epithelioid_morphology", kind="weak")
+        for body_site in _concepts(condition, "bodySite"):
+            codes = [c.code for c in _codings(body_site) if c.system == SNOMED]
+            site = next((SITE_BY_SNOMED[c] for c in codes if c in SITE_BY_SNOMED), "other" if codes else None)
+            if site is not None:
+                self.offer("tumor.site", site, where)
+
+    def _secondary(self, condition: Mapping[str, Any], where: str, clinical: list[str],
+                   verification: list[str]) -> None:
+        path = "tumor.distant_disease"
+        related = [self._resolve(r) for r in _related(condition)]
+        if related and not any(r in self.imt_conditions for r in related):
+            self.skip(where, f"secondary tumour of {', '.join(related)}, not of the IMT; not used for staging", path)
+            return
+        if {"provisional", "differential", "unconfirmed"} & set(verification):
+            self.skip(where, f"secondary tumour not confirmed (verification status {'/'.join(verification)}); not "
+                             "used for staging", path)
+            return
+        if set(clinical) & {"inactive", "remission", "resolved"}:
+            self.skip(where, f"secondary tumour with clinical status {'/'.join(clinical)}; not used for staging", path)
+            return
+        regional = self.terminology["regional-lymph-node-sites"]
+        sites = [coding for site in _concepts(condition, "bodySite") for coding in _codings(site)]
+        if sites and regional.matching(sites):
+            self.skip(where, "secondary tumour in a lymph node, which may be regional: not counted as distant "
+                             "disease (stage the patient explicitly)", path)
+            return
+        self.offer(path, True, where, _when(condition, "onset", "recordedDate"), "a secondary (metastatic) tumour")
+
+    def _procedure(self, procedure: Mapping[str, Any], where: str) -> None:
+        code = _concept(procedure, "code")
+        profiled = SURGERY_PROFILE in _profiles(procedure)
+        coded = self.terminology["tumor-resection-procedures"].matching(_codings(code))
+        if not profiled and not coded:
+            return
+        status = procedure.get("status")
+        if status != "completed":
+            self.skip(where, f"surgical procedure with status {status!r}; only completed ones count",
+                      "history.surgery_done")
+            return
+        reasons = [self._resolve(r) for r in _references(procedure, "reasonReference")]
+        if reasons and not any(r in self.imt_conditions for r in reasons):
+            self.skip(where, f"surgery for {', '.join(str(r) for r in reasons)}, not for the IMT; not used",
+                      "history.surgery_done")
+            return
+        self.offer("history.surgery_done", True, where)
+
+    def _medication(self, resource: Mapping[str, Any], where: str) -> None:
+        concept = _concept(resource, "medicationCodeableConcept")
+        if concept is None:
+            reference = resource.get("medicationReference")
+            if isinstance(reference, Mapping) and isinstance(reference.get("reference"), str):
+                concept = self._medication_code(str(reference["reference"]), resource)
+        if not self.terminology["alk-inhibitors"].matching(_codings(concept)):
+            return
+        status = resource.get("status")
+        if status not in _MEDICATION_TAKEN[resource["resourceType"]]:
+            self.skip(where, f"ALK inhibitor with status {status!r}; not counted as given")
+            return
+        self.alk_inhibitors.append((_when(resource, "effective", "authoredOn"), where))
+
+    def _medication_code(self, reference: str, resource: Mapping[str, Any]) -> Any:
+        """The code of a referenced Medication: contained ("#m1") or in the chart."""
+        if reference.startswith("#"):
+            for contained in resource.get("contained") or []:
+                if isinstance(contained, Mapping) and contained.get("id") == reference[1:]:
+                    return _concept(contained, "code")
+            return None
+        label = self._resolve(reference)
+        for item in self.chart.items:
+            if item.label == label and item.resource is not None and item.resource["resourceType"] == "Medication":
+                return _concept(item.resource, "code")
+        return None
+
+    def _resolve(self, reference: str) -> str:
+        """The resource a reference names, as "Type/id": through a Bundle entry's fullUrl, else the last two
+        segments of a relative, absolute or versioned reference; a reference it cannot read is returned as is."""
+        if reference in self.chart.aliases:
+            return self.chart.aliases[reference]
+        bare = _HISTORY.sub("", reference)
+        if bare in self.chart.aliases:
+            return self.chart.aliases[bare]
+        parts = bare.rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1] and not bare.startswith("urn:"):
+            return "/".join(parts[-2:])
+        return bare
+
+    def _observation(self, observation: Mapping[str, Any], where: str) -> None:
+        status = observation.get("status")
+        if status not in _FINAL:
+            self.skip(where, f"status {status!r}; only final, amended or corrected results are used")
+            return
+        code = _concept(observation, "code")
+        if code is None:
+            raise _Malformed("Observation.code is required")
+        codings = _codings(code)
+        codes = {(c.system, c.code) for c in codings}
+        terms = self.terminology
         if (LOINC, VARIANT) in codes:
             self._variant(observation, where)
         elif (LOINC, TUMOR_SIZE) in codes:
             self._tumor_size(observation, where)
-        elif TNM_M_PROFILE in _profiles(observation):
-            if CM0 in _codes(observation.valueCodeableConcept):
-                self.offer("tumor.distant_disease", False, where)
-            else:
-                self.skip(where, "distant metastasis category other than cM0 is not interpreted; not used",
-                          "tumor.distant_disease")
-        for system, code in codes:
+        elif terms["tnm-distant-metastases-observation"].matching(codings) or TNM_M_PROFILE in _profiles(observation):
+            self._m_category(observation, where)
+        elif terms["history-of-metastatic-cancer"].matching(codings):
+            self._metastatic_history(observation, where)
+        elif terms["cancer-disease-status"].matching(codings):
+            self._disease_status(observation, where)
+        for system, value in codes:
             if system == FACT_SYSTEM:
-                self._project_fact(code, observation, where)
+                self._project_fact(value, observation, where)
 
-    def _variant(self, observation: Any, where: str) -> None:
-        value = _codes(observation.valueCodeableConcept)
+    def _m_category(self, observation: Mapping[str, Any], where: str) -> None:
+        path = "tumor.distant_disease"
+        values = _codings(_concept(observation, "valueCodeableConcept"))
+        when = _when(observation, "effective", "issued")
+        shown = ", ".join(f"{c.code}" for c in values) or "no value"
+        if self.terminology["distant-metastasis-present"].matching(values):
+            self.offer(path, True, where, when, f"M category {shown}")
+        elif self.terminology["distant-metastasis-absent"].matching(values):
+            self.offer(path, False, where, when, f"M category {shown}")
+        else:
+            self.skip(where, f"distant-metastasis category {shown} is not one this reader recognises (value sets "
+                             "distant-metastasis-absent / -present); not used", path)
+
+    def _metastatic_history(self, observation: Mapping[str, Any], where: str) -> None:
+        """mCODE's history of metastatic cancer: its code says the history (e.g. "history of cancer metastatic to
+        liver"); ``valueBoolean`` false says there is none, and no value or true that there is."""
+        value = observation.get("valueBoolean")
+        if value is not None and not isinstance(value, bool):
+            raise _Malformed(f"valueBoolean must be true or false, found {_kind(value)}")
+        present = value is not False
+        self.offer("tumor.distant_disease", present, where, _when(observation, "effective", "issued"),
+                   "history of metastatic cancer: " + ("yes" if present else "no"))
+
+    def _disease_status(self, observation: Mapping[str, Any], where: str) -> None:
+        focus = [self._resolve(r) for r in _references(observation, "focus")]
+        if focus and not any(f in self.imt_conditions for f in focus):
+            self.skip(where, f"disease status of {', '.join(focus)}, not of the IMT; not used")
+            return
+        values = _codings(_concept(observation, "valueCodeableConcept"))
+        if self.terminology["disease-worsened"].matching(values):
+            self.progressions.append((_when(observation, "effective", "issued"), where))
+
+    def _progression(self) -> None:
+        """Progression on an ALK inhibitor: a disease status "worse" no earlier than an ALK inhibitor was given."""
+        for when, where in self.progressions:
+            given = [source for started, source in self.alk_inhibitors
+                     if started is None or when is None or not when.before(started)]
+            if given:
+                for path in ("history.progressed_on_alk_inhibitor", "history.progressed_on_prior_systemic"):
+                    self.offer(path, True, where, note=f"progression after {', '.join(given)}")
+            else:
+                self.skip(where, "disease progression recorded, but no ALK inhibitor given before it was found; "
+                                 "progression on prior therapy is not set from it", "history.progressed_on_alk_inhibitor")
+
+    def _variant(self, observation: Mapping[str, Any], where: str) -> None:
+        value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
         genes: list[str] = []  # HGNC ids studied
-        for component in observation.component or []:
-            if any(c.code == GENE_STUDIED for c in component.code.coding or []) and component.valueCodeableConcept:
-                for coding in component.valueCodeableConcept.coding or []:
-                    if coding.system in HGNC_SYSTEMS and coding.code:
-                        genes.append(coding.code if str(coding.code).startswith("HGNC:") else f"HGNC:{coding.code}")
-                        symbol = coding.display
-                        if symbol:
-                            self.symbols[genes[-1]] = str(symbol)
+        by_text: list[str] = []
+        for component in _objects(observation, "component"):
+            if not any(c.code == GENE_STUDIED for c in _codings(_concept(component, "code"))):
+                continue
+            concept = _concept(component, "valueCodeableConcept")
+            hgnc = [c for c in _codings(concept) if c.system in HGNC_SYSTEMS]
+            for coding in hgnc:
+                gene = coding.code if coding.code.startswith("HGNC:") else f"HGNC:{coding.code}"
+                genes.append(gene)
+                display = _display(concept, coding)
+                if display:
+                    self.symbols[gene] = display
+            if not hgnc:  # a gene named by its symbol only: weaker than a code, used and reported
+                symbol = (_text_of(concept) or "").strip().upper()
+                if symbol in HGNC_BY_SYMBOL:
+                    genes.append(HGNC_BY_SYMBOL[symbol])
+                    by_text.append(symbol)
         ours = [g for g in genes if g in GENE_BY_HGNC]
         if not ours:
             return
@@ -345,12 +733,15 @@ class _Reader:
         else:
             self.skip(where, "variant Observation is neither clearly Present nor Absent; not used")
             return
-        methods = _codes(observation.method, METHOD_SYSTEM)
+        for symbol in by_text:
+            self.skip(where, f"gene {symbol} recognised by its symbol text only (no HGNC code); used, but check "
+                             "the result", kind="weak")
+        methods = [c.code for c in _codings(_concept(observation, "method")) if c.system == METHOD_SYSTEM]
         for hgnc in ours:
             gene = GENE_BY_HGNC[hgnc][0]
             self.offer(f"molecular.{gene}.status", status, where)
             for method in methods:
-                self.methods.setdefault(gene, []).append((str(method), where))
+                self.methods.setdefault(gene, []).append((method, where))
             if status == "positive":
                 partners = [g for g in genes if g != hgnc and GENE_BY_HGNC.get(g, (None,))[0] != gene]
                 if len(partners) == 1:
@@ -362,37 +753,45 @@ class _Reader:
                     self.skip(where, f"several partner genes for {gene.upper()}; the partner is left unknown",
                               f"molecular.{gene}.fusion_partner")
 
-    def _tumor_size(self, observation: Any, where: str) -> None:
-        for component in observation.component or []:
-            if not any(c.code == LONGEST_DIMENSION for c in component.code.coding or []):
+    def _tumor_size(self, observation: Mapping[str, Any], where: str) -> None:
+        for component in _objects(observation, "component"):
+            if not any(c.code == LONGEST_DIMENSION for c in _codings(_concept(component, "code"))):
                 continue
-            quantity = component.valueQuantity
-            if quantity is None or quantity.value is None:
+            quantity = component.get("valueQuantity")
+            if not isinstance(quantity, Mapping) or quantity.get("value") is None:
                 self.skip(where, "tumor size without a value; not used", "tumor.size_cm")
                 return
-            unit = quantity.code or quantity.unit
+            value = quantity["value"]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _Malformed(f"valueQuantity.value must be a number, found {_kind(value)}")
+            unit = quantity.get("code") or quantity.get("unit")
             factor = {"cm": 1.0, "mm": 0.1}.get(str(unit))
             if factor is None:
-                self.skip(where, f"tumor size in unit {unit!r}; only cm and mm are understood", "tumor.size_cm")
+                self.skip(where, f"tumor size in unit {_short(unit)!r}; only cm and mm are understood",
+                          "tumor.size_cm")
                 return
-            self.offer("tumor.size_cm", round(float(quantity.value) * factor, 6), where)
+            try:
+                self.offer("tumor.size_cm", round(float(value) * factor, 6), where)
+            except OverflowError:
+                raise _Malformed("valueQuantity.value is out of range") from None
             return
 
-    def _project_fact(self, path: str, observation: Any, where: str) -> None:
+    def _project_fact(self, path: str, observation: Mapping[str, Any], where: str) -> None:
         fields = fact_fields()
         if path not in fields or path in _STANDARD_PATHS:
             usable = [p for p in fields if p not in _STANDARD_PATHS]
             close = difflib.get_close_matches(path, usable, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.skip(where, f"{FACT_SYSTEM} code {path!r} is not a fact this code system can carry{hint}")
+            self.skip(where, f"{FACT_SYSTEM} code {_short(path)!r} is not a fact this code system can carry{hint}")
             return
         kind = fields[path].kind
-        if observation.valueBoolean is not None:
-            value: Any = bool(observation.valueBoolean)
-        elif observation.valueString is not None:
-            value = observation.valueString
-        elif observation.valueCodeableConcept is not None:
-            codes = _codes(observation.valueCodeableConcept)
+        value: Any
+        if isinstance(observation.get("valueBoolean"), bool):
+            value = observation["valueBoolean"]
+        elif isinstance(observation.get("valueString"), str):
+            value = observation["valueString"]
+        elif _concept(observation, "valueCodeableConcept") is not None:
+            codes = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
             value = codes if kind == "set" else (codes[0] if len(codes) == 1 else None)
         else:
             value = None
@@ -403,30 +802,24 @@ class _Reader:
 
     # -- result --
 
-    def _other_patients(self) -> None:
-        """Drop what resources about another patient said: with one Patient, every subject must be that patient."""
-        patients = {c.source for c in self.candidates.get("patient_id", [])}
-        if len(patients) != 1:
-            return
-        (patient,) = patients
-        for path in list(self.candidates):
-            kept = []
-            for candidate in self.candidates[path]:
-                subject = self.subjects.get(candidate.source)
-                if subject is not None and not self._refers_to(subject, patient):
-                    self.skip(candidate.source, f"about {subject}, not {patient}; not used", path)
-                else:
-                    kept.append(candidate)
-            self.candidates[path] = kept
-            if not kept:
-                del self.candidates[path]
+    def _settle(self, path: str, offered: list[_Candidate]) -> list[_Candidate] | None:
+        """The candidates that stand for a fact: all of them when they agree; when they do not, the latest-dated
+        ones (earlier ones are reported as superseded), or None when findings of the same time disagree."""
+        if len({_key(c.value) for c in offered}) == 1:
+            return offered
+        dated = [c for c in offered if c.when is not None]
+        latest = [c for c in dated if not any(c.when.before(other.when) for other in dated)]  # type: ignore[union-attr]
+        standing = latest + [c for c in offered if c.when is None]
+        if len({_key(c.value) for c in standing}) == 1:
+            for candidate in offered:
+                if candidate not in standing:
+                    self.problems.append(FhirProblem(
+                        candidate.source, f"{_said(candidate)} is superseded by the later "
+                        f"{'; '.join(_said(c) for c in standing)}", "warning", path, "superseded"))
+            return standing
+        return None
 
-    def _refers_to(self, reference: str, label: str) -> bool:
-        """Whether a reference names the resource ``label`` ("Patient/p1"): relative, absolute, or a fullUrl alias."""
-        return reference == label or reference.endswith("/" + label) or self.aliases.get(reference) == label
-
-    def result(self) -> FhirFacts:
-        self._other_patients()
+    def result_data(self) -> tuple[dict[str, Any], dict[str, tuple[str, ...]], list[FhirProblem]]:
         data: dict[str, Any] = {}
         sources: dict[str, tuple[str, ...]] = {}
         errors = []
@@ -434,10 +827,10 @@ class _Reader:
         for gene, found in self.methods.items():
             self.offer(f"molecular.{gene}.methods", sorted({m for m, _ in found}), found[0][1])
         for path, offered in self.candidates.items():
-            values = {_key(c.value) for c in offered}
-            refs = tuple(dict.fromkeys(c.source for c in offered))
-            if len(values) > 1:
-                shown = ", ".join(f"{c.value!r} ({c.source})" for c in offered)
+            standing = self._settle(path, offered)
+            if standing is None:
+                refs = tuple(dict.fromkeys(c.source for c in offered))
+                shown = "; ".join(_said(c) for c in offered)
                 if fields[path].nullable or fields[path].kind in ("enum", "set", "text"):
                     self.problems.append(FhirProblem(", ".join(refs), f"conflicting values for {path}: {shown}; "
                                                      "left unknown", "warning", path, "conflict"))
@@ -445,14 +838,19 @@ class _Reader:
                     errors.append(FhirProblem(", ".join(refs), f"conflicting values for {path}: {shown}; it cannot "
                                               "be left unknown, so nothing is evaluated", "error", path, "conflict"))
                 continue
-            _set(data, path, offered[0].value)
-            sources[path] = refs
+            _set(data, path, standing[0].value)
+            sources[path] = tuple(dict.fromkeys(c.source for c in standing))
+        return data, sources, errors
+
+    def _result(self, eligibility: Eligibility) -> FhirFacts:
+        data, sources, errors = self.result_data()
         if errors:
-            return FhirFacts(None, sources, tuple(self.problems + errors))
+            return FhirFacts(None, sources, tuple(self.problems + errors), eligibility, self.patient_label)
         try:
             facts = parse_facts(data)
         except InvalidInputError as exc:
-            # A value of the project's code system that the contract does not allow: report it, drop it, retry.
+            # A value the contract does not allow (the project's code system, a size out of range): report it, drop
+            # it, read the rest.
             for problem in exc.problems:
                 self.problems.append(FhirProblem(", ".join(sources.get(problem.path, ("?",))),
                                                  f"value not allowed for {problem.path}: {problem.message}; not used",
@@ -463,8 +861,154 @@ class _Reader:
                 facts = parse_facts(data)
             except InvalidInputError as again:
                 return FhirFacts(None, sources, tuple(self.problems) + tuple(
-                    FhirProblem("(facts)", str(p), "error", p.path, "not_allowed") for p in again.problems))
-        return FhirFacts(facts, sources, tuple(self.problems))
+                    FhirProblem("(facts)", str(p), "error", p.path, "not_allowed") for p in again.problems),
+                    eligibility, self.patient_label)
+        return FhirFacts(facts, sources, tuple(self.problems), eligibility, self.patient_label)
+
+
+# --- FHIR shapes, checked -----------------------------------------------------------------------------------------
+
+
+def _concept(resource: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = resource.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Malformed(f"{key} must be a CodeableConcept (an object), found {_kind(value)}")
+    return value
+
+
+def _concepts(resource: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    return _objects(resource, key)
+
+
+def _objects(resource: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = resource.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise _Malformed(f"{key} must be a list of objects, found {_kind(value)}")
+    return value
+
+
+def _codings(concept: Mapping[str, Any] | None) -> tuple[Coding, ...]:
+    """The (system, code) pairs of a CodeableConcept; codings without both are left out."""
+    if concept is None:
+        return ()
+    codings = concept.get("coding")
+    if codings is None:
+        return ()
+    if not isinstance(codings, list) or not all(isinstance(c, Mapping) for c in codings):
+        raise _Malformed(f"coding must be a list of objects, found {_kind(codings)}")
+    found = []
+    for coding in codings:
+        system, code = coding.get("system"), coding.get("code")
+        for name, value in (("system", system), ("code", code)):
+            if value is not None and not isinstance(value, str):
+                raise _Malformed(f"coding.{name} must be text, found {_kind(value)}")
+        if system and code:
+            found.append(Coding(system, code))
+    return tuple(found)
+
+
+def _status(resource: Mapping[str, Any], key: str) -> list[str]:
+    """The codes of a status element (clinicalStatus, verificationStatus), with or without their system: a
+    "refuted" must not count as confirmed because its coding forgot the system."""
+    concept = _concept(resource, key)
+    _codings(concept)  # (checks the shape)
+    return [c["code"] for c in (concept or {}).get("coding") or [] if isinstance(c.get("code"), str)]
+
+
+def _display(concept: Mapping[str, Any] | None, coding: Coding) -> str | None:
+    for raw in (concept or {}).get("coding") or []:
+        if raw.get("system") == coding.system and raw.get("code") == coding.code and isinstance(raw.get("display"), str):
+            return str(raw["display"])
+    return None
+
+
+def _text_of(concept: Mapping[str, Any] | None) -> str | None:
+    """A concept's text, else its codings' displays (what a clinician reading it would see)."""
+    if concept is None:
+        return None
+    text = concept.get("text")
+    if isinstance(text, str) and text:
+        return text
+    displays = [c.get("display") for c in concept.get("coding") or [] if isinstance(c, Mapping)]
+    return " / ".join(d for d in displays if isinstance(d, str)) or None
+
+
+def _morphology(condition: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for extension in _objects(condition, "extension"):
+        if extension.get("url") == MORPHOLOGY_EXTENSION:
+            return _concept(extension, "valueCodeableConcept")
+    return None
+
+
+def _related(condition: Mapping[str, Any]) -> list[str]:
+    """The Conditions a Condition names as related (mCODE: a secondary tumour's primary)."""
+    return [ext["valueReference"]["reference"] for ext in _objects(condition, "extension")
+            if ext.get("url") == RELATED_EXTENSION and isinstance(ext.get("valueReference"), Mapping)
+            and isinstance(ext["valueReference"].get("reference"), str)]
+
+
+def _profiles(resource: Mapping[str, Any]) -> str:
+    """The resource's meta.profile URLs, in one string (profiles are recognised by name)."""
+    meta = resource.get("meta")
+    if not isinstance(meta, Mapping):
+        return ""
+    profiles = meta.get("profile")
+    return " ".join(p for p in profiles if isinstance(p, str)) if isinstance(profiles, list) else ""
+
+
+def _references(resource: Mapping[str, Any], key: str) -> list[str]:
+    return [r["reference"] for r in _objects(resource, key) if isinstance(r.get("reference"), str)]
+
+
+def _when(resource: Mapping[str, Any], choice: str, *others: str) -> _Period | None:
+    """When a finding holds: ``<choice>DateTime``, ``<choice>Period.start`` or ``<choice>Instant``, else the first of
+    ``others`` (plain dateTime elements)."""
+    period = resource.get(f"{choice}Period")
+    candidates = [resource.get(f"{choice}DateTime"), period.get("start") if isinstance(period, Mapping) else None,
+                  resource.get(f"{choice}Instant"), *(resource.get(name) for name in others)]
+    for value in candidates:
+        if isinstance(value, str):
+            parsed = _period(value)
+            if parsed is not None:
+                return parsed
+    return None
+
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def _period(text: str) -> _Period | None:
+    """The days a FHIR date or dateTime covers: "2019" is the whole year, "2019-05" the month, a day or a time the
+    day (time zones are within a day either way, which is as fine as staging needs)."""
+    match = _DATE.match(text)
+    if not match:
+        return None
+    try:
+        year = int(match.group(1))
+        if match.group(3):
+            day = date(year, int(match.group(2)), int(match.group(3)))
+            return _Period(day, day)
+        if match.group(2):
+            month = int(match.group(2))
+            first = date(year, month, 1)
+            last = (date(year + (month == 12), month % 12 + 1, 1)) - timedelta(days=1)
+            return _Period(first, last)
+        return _Period(date(year, 1, 1), date(year, 12, 31))
+    except ValueError:
+        return None
+
+
+def _full_date(text: str) -> date | None:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _age_in_years(birth: date, on: date) -> float:
@@ -484,20 +1028,23 @@ def _anniversary(birth: date, years: int) -> date:
         return birth.replace(year=birth.year + years, day=28)
 
 
-def _profiles(resource: Any) -> str:
-    """The resource's meta.profile URLs, in one string (profiles are recognised by name)."""
-    return " ".join(str(p) for p in (resource.meta.profile or [])) if resource.meta else ""
+def _said(candidate: _Candidate) -> str:
+    """A finding as a message shows it: what was found, where, and when."""
+    what = candidate.note or repr(candidate.value)
+    when = f" on {candidate.when}" if candidate.when else " (undated)"
+    return f"{what} ({candidate.source}{when})"
 
 
-def _codes(concept: Any, system: str | None = None) -> list[str]:
-    """The codes of a CodeableConcept (of one system, when given), in coding order; none for no concept."""
-    if not concept:
-        return []
-    return [str(c.code) for c in concept.coding or [] if c.code and (system is None or c.system == system)]
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "a boolean", int: "a number", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _coded(concept: Any, codes: tuple[str, ...]) -> bool:
-    return any(code in codes for code in _codes(concept))
+def _short(value: Any, limit: int = 80) -> Any:
+    """A value as a message may quote it: long text cut (never a whole hostile payload in an error)."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "..."
+    return value
 
 
 def _key(value: Any) -> Any:
@@ -515,8 +1062,9 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
 
 def _unset(data: dict[str, Any], path: str) -> None:
     *parents, leaf = path.split(".")
-    node = data
+    node: Any = data
     for part in parents:
-        node = node.get(part, {})
+        node = node.get(part, {}) if isinstance(node, dict) else {}
     if isinstance(node, dict):
         node.pop(leaf.split("[")[0], None)
+

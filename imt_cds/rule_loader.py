@@ -28,6 +28,7 @@ from .conditions import ConditionContext, DerivedTest, parse_condition
 from .errors import InvalidInputError, RulebookError, RulebookProblem
 from .evidence import EvidenceRegistry, load_evidence
 from .fact_fields import fact_fields
+from .terminology import REQUIRED_VALUE_SETS, TERMINOLOGY_DIR, Terminology, ValueSet, parse_value_set
 from .rulebook import (
     FINDING_PREFIXES,
     RULE_KINDS,
@@ -117,7 +118,9 @@ class _Loader:
         manifest = self._manifest()
         parameters, raw_parameters = self._parameters()
         raw_rules: list[tuple[str, int | None, dict[str, Any]]] = []
-        files = sorted(p for p in self.directory.rglob("*.yaml") if p.name not in (MANIFEST_FILE, PARAMETERS_FILE))
+        terminology, raw_value_sets = self._terminology()
+        files = sorted(p for p in self.directory.rglob("*.yaml") if p.name not in (MANIFEST_FILE, PARAMETERS_FILE)
+                       and p.relative_to(self.directory).parts[0] != TERMINOLOGY_DIR)
         if not files:
             self.report(".", "no rule files (*.yaml) found")
         for path in files:
@@ -146,6 +149,8 @@ class _Loader:
             "rules": sorted((data for _, _, data in raw_rules), key=lambda d: natural_key(str(d.get("id")))),
             "evidence_sha256": self.evidence.sha256,
         }
+        if raw_value_sets:  # (a rulebook without value sets keeps the hash it always had)
+            source["terminology"] = raw_value_sets
         digest = hashlib.sha256(orjson.dumps(source, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return Rulebook(
             name=str(manifest["name"]),
@@ -157,7 +162,32 @@ class _Loader:
             sha256=digest,
             source=MappingProxyType(source),
             directory=self.directory,
+            terminology=terminology,
         )
+
+    # -- value sets --
+
+    def _terminology(self) -> tuple[Terminology, dict[str, Any]]:
+        """The value sets of ``terminology/*.yaml`` (and their raw data, which the hash covers)."""
+        found: dict[str, ValueSet] = {}
+        raw: dict[str, Any] = {}
+        folder = self.directory / TERMINOLOGY_DIR
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            name = path.relative_to(self.directory).as_posix()
+            data = self.read(path)
+            if data is _UNREADABLE:
+                continue
+            value_set, problems = parse_value_set(data, name)
+            for message, where in problems:
+                self.report(name, message, path=where)
+            if value_set is not None:
+                found[value_set.name] = value_set
+                raw[value_set.name] = data
+        if found:  # a rulebook that reads FHIR needs them all; one without any value set is a rules-only copy
+            for missing in (n for n in REQUIRED_VALUE_SETS if n not in found):
+                self.report(f"{TERMINOLOGY_DIR}/{missing}.yaml",
+                            f"missing: the FHIR reader needs value set {missing!r} ({REQUIRED_VALUE_SETS[missing]})")
+        return Terminology(MappingProxyType(found)), raw
 
     # -- manifest and parameters --
 

@@ -17,6 +17,7 @@ from typing import Any
 from .conditions import Condition, Literal_, literals
 from .evidence import EvidenceRegistry
 from .facts import PatientFacts
+from .terminology import Terminology
 
 __all__ = [
     "Example",
@@ -157,6 +158,7 @@ class Rulebook:
     sha256: str
     source: Mapping[str, Any] = field(repr=False)  # the canonical data the hash is over (for archiving)
     directory: Path | None = None
+    terminology: Terminology = field(default_factory=lambda: Terminology(MappingProxyType({})))  # value sets
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", MappingProxyType({r.id: r for r in self.rules}))

@@ -51,17 +51,19 @@ def parse_facts_json(text: str | bytes) -> PatientFacts:
     return parse_facts(load_json_object(text))
 
 
-def load_json_object(text: str | bytes) -> Any:
-    """Strict JSON parsing for patient documents (the value is not yet validated)."""
+def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
+    """Strict JSON parsing for patient documents (the value is not yet validated). ``max_bytes``: the size limit
+    (default 1 MB, a patient's facts; a FHIR chart may be larger)."""
+    limit = max_bytes or _MAX_INPUT_BYTES
     if isinstance(text, (bytes, bytearray)):
-        if len(text) > _MAX_INPUT_BYTES:
-            raise InvalidInputError([InputProblem("", f"input is larger than {_MAX_INPUT_BYTES} bytes", None)])
+        if len(text) > limit:
+            raise InvalidInputError([InputProblem("", f"input is larger than {limit} bytes", None)])
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInputError([InputProblem("", f"input is not UTF-8 text ({exc.reason})", None)]) from None
-    if len(text) > _MAX_INPUT_BYTES:
-        raise InvalidInputError([InputProblem("", f"input is larger than {_MAX_INPUT_BYTES} characters", None)])
+    if len(text) > limit:
+        raise InvalidInputError([InputProblem("", f"input is larger than {limit} characters", None)])
     try:
         # The stdlib parser, not a faster one, because only it lets us refuse duplicate keys ({"age_years": 5,
         # "age_years": 50} must not silently keep one) and the non-JSON constants NaN/Infinity.

@@ -34,7 +34,12 @@ def test_a_bundle_gives_the_assessment_of_the_facts_read_from_it(tmp_path):
     assert from_bundle.returncode == 0 and from_bundle.stderr == ""
     document = json.loads(from_bundle.stdout)
     fhir_input = document.pop("fhir_input")  # the one added member: where each fact came from
+    # ... and the provenance says what established the diagnosis (patient facts given directly are IMT facts)
+    assert document["provenance"].pop("diagnosis") == {"basis": "coded", "sources": ["Condition/imt-primary"],
+                                                       "codes": ["http://terminology.hl7.org/CodeSystem/icd-o-3|8825/1"],
+                                                       "attested": False}
     assert without_time(document) == without_time(json.loads(from_facts.stdout))
+    assert fhir_input["eligibility"]["eligible"] is True
     assert fhir_input["problems"] == []
     assert "Observation/imt-size" in fhir_input["sources"]["tumor.size_cm"]
     note = run("--fhir", str(BUNDLE))
@@ -46,7 +51,7 @@ def test_what_could_not_be_used_is_printed_on_stderr(tmp_path):
     bundle = json.loads(BUNDLE.read_text())
     broken = {"resource": {"resourceType": "Observation", "id": "broken", "status": "final",
                            "code": {"coding": [{"system": "http://loinc.org", "code": "21889-1"}]},
-                           "valueQuantity": "not a quantity"}}
+                           "subject": {"reference": "Patient/imt-example-1"}, "component": "not a list"}}
     bundle["entry"].append(broken)
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
@@ -71,11 +76,41 @@ def test_a_conflict_that_prevents_evaluation_exits_2_with_the_reason(tmp_path):
     assert "nothing was evaluated" in result.stderr
 
 
-def test_anything_but_a_bundle_is_invalid_input(tmp_path):
+def test_a_single_resource_is_a_chart_and_anything_else_is_invalid_input(tmp_path):
     patient = copy.deepcopy(json.loads(BUNDLE.read_text())["entry"][0]["resource"])
     path = tmp_path / "patient.json"
     path.write_text(json.dumps(patient))
+    result = run("--fhir", str(path))  # a Patient alone: no IMT diagnosis in it, so not evaluated
+    assert result.returncode == 4 and result.stdout == ""
+    assert "imt-cds: not evaluated:" in result.stderr and "no IMT diagnosis" in result.stderr
+    path.write_text(json.dumps({"no": "resourceType"}))
     result = run("--fhir", str(path))
     assert result.returncode == 2 and "expected a FHIR Bundle" in result.stderr
     malformed = run("--fhir", "-", input="{not json")
     assert malformed.returncode == 2 and "malformed JSON" in malformed.stderr
+
+
+def test_not_evaluated_charts_say_why_in_json_too(tmp_path):
+    bundle = json.loads(BUNDLE.read_text())
+    bundle["entry"][0]["resource"]["deceasedDateTime"] = "2025-06-01"
+    path = tmp_path / "deceased.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path), "--format", "json")
+    assert result.returncode == 4
+    data = json.loads(result.stdout)
+    assert set(data) == {"not_evaluated"}
+    assert data["not_evaluated"]["eligibility"]["reason"] == "deceased"
+    assert "recommendations" not in result.stdout
+
+
+def test_an_attested_diagnosis_is_evaluated_and_recorded(tmp_path):
+    bundle = json.loads(BUNDLE.read_text())
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Condition"]
+    path = tmp_path / "no-condition.json"
+    path.write_text(json.dumps(bundle))
+    assert run("--fhir", str(path)).returncode == 4
+    result = run("--fhir", str(path), "--attest-imt-diagnosis", "--format", "json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["provenance"]["diagnosis"]["basis"] == "attested"
+    alone = run(str(path), "--attest-imt-diagnosis")
+    assert alone.returncode == 2 and "goes with --fhir" in alone.stderr

@@ -124,7 +124,7 @@ def test_a_conflict_about_a_yes_no_fact_stops_evaluation():
 
 def test_a_malformed_resource_is_reported_and_skipped():
     items = resources()
-    by_id(items, "imt-size")["effectiveDateTime"] = "last tuesday"
+    by_id(items, "imt-size")["component"] = 5  # FHIR: a list of components
     result = facts_from_resources(items, ON)
     assert result.ok and result.facts.tumor.size_cm is None
     assert any(p.where == "Observation/imt-size" and "malformed Observation" in p.message for p in result.problems)
@@ -162,21 +162,38 @@ def test_anything_but_a_bundle_is_refused():
         facts_from_bundle({"resourceType": "Patient"}, ON)
 
 
+def imt_condition(patient_id):
+    """An IMT Condition for a published example's patient (the examples are other cancers: without one, or an
+    attestation, nothing of them is read)."""
+    return {"resourceType": "Condition", "id": "imt", "subject": {"reference": f"Patient/{patient_id}"},
+            "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
+
+
 def test_published_mcode_and_genomics_reporting_examples_are_read():
-    jenny = facts_from_bundle(json.loads((FIXTURES / "mcode-4.0.0/Bundle-mcode-patient-bundle-jenny-m.json")
-                                         .read_text()), ON)
-    assert jenny.ok
-    assert (jenny.facts.tumor.size_cm, jenny.facts.history.surgery_done, jenny.facts.tumor.distant_disease) == (
-        2.5, True, False)
+    jenny = json.loads((FIXTURES / "mcode-4.0.0/Bundle-mcode-patient-bundle-jenny-m.json").read_text())
+    assert not facts_from_bundle(jenny, ON).eligibility.eligible  # breast cancer: not an IMT chart
+    read = facts_from_resources([jenny, imt_condition("cancer-patient-jenny-m")], ON)
+    assert read.ok
+    # The tumor size is read (mCODE does not tie it to a diagnosis); the breast surgery is not the IMT's, and the
+    # breast cancer's cM0 is the patient's.
+    assert (read.facts.tumor.size_cm, read.facts.history.surgery_done, read.facts.tumor.distant_disease) == (
+        2.5, False, False)
+    assert any("not for the IMT" in p.message for p in read.problems)
     met_alk = json.loads((FIXTURES / "mcode-4.0.0/Observation-gx-genomic-variant-fusion-met-alk.json")
                          .read_text())
-    alk = facts_from_resources([met_alk], ON).facts.molecular.alk
+    subject = met_alk["subject"]["reference"].split("/")[1]
+    patient = {"resourceType": "Patient", "id": subject}
+    alk = facts_from_resources([patient, imt_condition(subject), met_alk], ON).facts.molecular.alk
     assert (alk.status, alk.fusion_partner) == ("positive", "MET")
     ros1 = json.loads((FIXTURES / "genomics-reporting-3.0.0/Observation-ROS1-Fusion-var.json").read_text())
-    assert facts_from_resources([ros1], ON).facts.molecular.ros1.status == "positive"
+    subject = ros1["subject"]["reference"].split("/")[1]
+    read = facts_from_resources([{"resourceType": "Patient", "id": subject}, imt_condition(subject), ros1], ON)
+    assert read.facts.molecular.ros1.status == "positive"
     negative = json.loads((FIXTURES / "mcode-4.0.0/"
                                     "Observation-gx-genomic-variant-pertinent-negative-nras-kit-braf.json").read_text())
-    assert facts_from_resources([negative], ON).facts.molecular.alk.status == "unknown"  # NRAS/KIT/BRAF: not ours
+    subject = negative["subject"]["reference"].split("/")[1]
+    read = facts_from_resources([{"resourceType": "Patient", "id": subject}, imt_condition(subject), negative], ON)
+    assert read.facts.molecular.alk.status == "unknown"  # NRAS/KIT/BRAF: not ours
 
 
 def _fact_observation(resource_id, subject, path="tumor.resectability", **value):
@@ -189,7 +206,8 @@ def test_a_transaction_bundle_naming_the_patient_by_its_full_url_is_read():
     patient = {"resourceType": "Patient", "id": "p1"}
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:1111", "resource": patient},
-        {"fullUrl": "urn:uuid:2222", "resource": _fact_observation("res", "urn:uuid:1111")}]}
+        {"fullUrl": "urn:uuid:2222", "resource": _fact_observation("res", "urn:uuid:1111")},
+        {"fullUrl": "urn:uuid:3333", "resource": {**imt_condition("p1"), "subject": {"reference": "urn:uuid:1111"}}}]}
     result = facts_from_bundle(bundle, ON)
     assert result.facts.tumor.resectability == "unresectable" and result.problems == ()
     assert result.sources["tumor.resectability"] == ("Observation/res",)
@@ -207,10 +225,12 @@ def test_the_same_test_methods_in_another_order_are_not_a_conflict():
     def methods(resource_id, *codes):
         return {"resourceType": "Observation", "id": resource_id, "status": "final",
                 "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "molecular.alk.methods"}]},
+                "subject": {"reference": "Patient/imt-example-1"},
                 "valueCodeableConcept": {"coding": [{"system": "urn:imt-cds:test-method", "code": c}
                                                     for c in codes]}}
 
-    result = facts_from_resources([methods("m1", "IHC", "FISH"), methods("m2", "FISH", "IHC")], ON)
+    patient = [{"resourceType": "Patient", "id": "imt-example-1"}, imt_condition("imt-example-1")]
+    result = facts_from_resources([*patient, methods("m1", "IHC", "FISH"), methods("m2", "FISH", "IHC")], ON)
     assert set(result.facts.molecular.alk.methods) == {"IHC", "FISH"} and result.problems == ()
     # Also when one list comes from a variant's method (read sorted) and the other from the project's code system.
     items = resources()

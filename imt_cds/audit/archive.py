@@ -44,7 +44,8 @@ class RulebookArchive:
         """Read the files of a loaded rulebook and check that they rebuild it (raises ``AuditError`` if not)."""
         evidence = rulebook.evidence
         parts = {  # part -> (its directory, the files in it that the rulebook was built from)
-            "rules": (rulebook.directory, [MANIFEST_FILE, PARAMETERS_FILE, *(rule.file for rule in rulebook.rules)]),
+            "rules": (rulebook.directory, [MANIFEST_FILE, PARAMETERS_FILE, *(rule.file for rule in rulebook.rules),
+                                           *(value_set.file for value_set in rulebook.terminology.value_sets.values())]),
             "seeds": (evidence.directory, [REGISTRY_FILE, *(source.file for source in evidence.sources.values())]),
         }
         files: dict[tuple[str, str], bytes] = {}

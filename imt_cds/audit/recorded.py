@@ -47,7 +47,8 @@ def recorded_assessment(document: Mapping[str, Any], canonical_input: bytes | No
         derived_facts=tuple(_derived(d) for d in document["derived_facts"]),
         suppressed=tuple(_suppression(s) for s in document["suppressed"]),
         provenance=Provenance(p["rulebook"]["name"], p["rulebook"]["version"], p["rulebook"]["sha256"],
-                              p["parameters"], p["engine"], p["input_sha256"], p["evaluated_at"]),
+                              p["parameters"], p["engine"], p["input_sha256"], p["evaluated_at"],
+                              p.get("diagnosis")),
     )
 
 

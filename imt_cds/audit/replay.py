@@ -120,7 +120,11 @@ def replay(store: AuditStore, ref: str, *, with_current: bool = False,
     except InvalidInputError as exc:
         raise ReplayError(f"record {record_id}: the recorded input is no longer valid input for this version of "
                           f"imt-cds ({exc.problems[0] if exc.problems else exc})") from exc
-    assessment = engine.evaluate(facts, evaluated_at=evaluated_at)
+    # What established the diagnosis (a chart read from FHIR) is part of what was decided: replay states it again.
+    recorded = record.assessment.get("provenance") if isinstance(record.assessment, dict) else None
+    diagnosis = recorded.get("diagnosis") if isinstance(recorded, dict) else None
+    assessment = engine.evaluate(facts, evaluated_at=evaluated_at,
+                                 diagnosis=diagnosis if isinstance(diagnosis, dict) else None)
     document = assessment.to_dict()
     differences, context = compare_documents(record.assessment, document, with_current=with_current)
     return ReplayResult(record, with_current, {"name": used.name, "version": used.version, "sha256": used.sha256},

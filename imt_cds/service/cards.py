@@ -82,6 +82,7 @@ class ServiceCard(StrEnum):
     ORDER_BELOW_LABELLED_AGE = "ORDER_BELOW_LABELLED_AGE"
     ORDER_AGE_UNKNOWN = "ORDER_AGE_UNKNOWN"
     ORDER_NOT_CHECKED = "ORDER_NOT_CHECKED"
+    NOT_ELIGIBLE = "NOT_ELIGIBLE"
 
 
 def card_uuid(evaluation_id: str, rule_id: str, code: str) -> str:
@@ -301,6 +302,17 @@ def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) 
                      summary="Conflicting records: no IMT decision support until they are reconciled.",
                      indicator=Indicator.CRITICAL, detail=detail,
                      source=service_source(ServiceCard.FHIR_INPUT_CONFLICT, "Conflicting FHIR resources"))
+
+
+def not_eligible_card(message: str, *, evaluation_id: str) -> dict[str, Any]:
+    """The one info card (only when the service is configured for it) for a chart imt-cds does not evaluate."""
+    detail = [f"imt-cds did not evaluate this chart: {_md(message)}.", "",
+              "imt-cds gives decision support only for a living patient with a documented inflammatory "
+              "myofibroblastic tumor (IMT). If the diagnosis was established elsewhere, record it as a Condition."]
+    return make_card(card_id=card_uuid(evaluation_id, "FHIR", ServiceCard.NOT_ELIGIBLE),
+                     summary="No IMT decision support for this chart (no IMT diagnosis recorded).",
+                     indicator=Indicator.INFO, detail=detail,
+                     source=service_source(ServiceCard.NOT_ELIGIBLE, "Chart not evaluated"))
 
 
 # --- text -------------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class ServiceConfig:
     fhir_servers: tuple[str, ...] = ()  # allowed fhirServer URL prefixes; empty: any http(s) URL
     fhir_timeout: float = 10.0  # seconds per FHIR request to fhirServer
     fhir_max_pages: int = 20  # searchset pages followed per prefetch query
+    not_eligible_card: bool = False  # one info card for a chart without an IMT diagnosis (default: no card at all)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))

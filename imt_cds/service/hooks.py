@@ -24,17 +24,19 @@ from .cards import (
     assessment_cards,
     conflict_card,
     hook_instance_id,
+    not_eligible_card,
     problems_card,
     sort_cards,
 )
 from .config import ServiceConfig
-from .errors import BadRequestError, NotFoundError
+from .errors import BadRequestError, NotFoundError, PrefetchUnavailableError
 from .feedback import CardIndex
 from .order_sign import check_orders, targeted_orders
 from .prefetch import Template, collect_resources
 from .workers import WorkerPool
 
 __all__ = [
+    "DIAGNOSIS_ATTESTED_EXTENSION",
     "FHIR_GUIDANCE_EXTENSION",
     "SERVICES",
     "CdsService",
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 FHIR_GUIDANCE_EXTENSION = "urn:imt-cds:fhir-guidance"  # request it with {"extension": {<this>: true}}
+# {"extension": {<this>: true}}: the caller established the IMT diagnosis outside the chart (recorded in provenance)
+DIAGNOSIS_ATTESTED_EXTENSION = "urn:imt-cds:imt-diagnosis-attested"
 
 PATIENT = Template("patient", "Patient/{{context.patientId}}", single=True)
 CONDITIONS = Template("conditions", "Condition?patient={{context.patientId}}", single=False)
@@ -157,10 +161,35 @@ class HookRunner:
                                       f"context ({patient_id}): nothing is evaluated on another patient's record")
         return resources
 
-    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def _read(self, service: CdsService, request: Mapping[str, Any], op: str) -> dict[str, Any]:
+        """The worker's reading of the chart (and, for "assess", the assessment); a chart whose patient cannot be
+        established is refused here: 412 when the client sent no Patient, 400 otherwise."""
         resources = await self._resources(service, request)
-        result = await self.pool.run({"op": "assess", "resources": resources, "on": _today()})
+        extension = request.get("extension") or {}
+        result = await self.pool.run({"op": op, "resources": resources, "on": _today(),
+                                      "patient_id": request["context"]["patientId"],
+                                      "attested": extension.get(DIAGNOSIS_ATTESTED_EXTENSION) is True})
+        refused = result.get("refused")
+        if refused is not None:
+            if refused["reason"] == "no_patient":
+                raise PrefetchUnavailableError(refused["message"], {"missing": {"patient": "no Patient resource"}})
+            raise BadRequestError(refused["message"])
+        return result
+
+    def _not_eligible_cards(self, service: CdsService, request: Mapping[str, Any],
+                            read: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """No cards for a chart that may not be evaluated (no IMT diagnosis, deceased): a service called on every
+        chart opened must stay silent about patients it is not for. One info card only when configured."""
+        if not self.config.not_eligible_card:
+            return []
+        card_id = hook_instance_id("not-eligible", str(request["hookInstance"]))
+        return [not_eligible_card(read["eligibility"]["message"], evaluation_id=card_id)]
+
+    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+        result = await self._read(service, request, "assess")
         read = result["fhir"]
+        if not read["eligibility"]["eligible"]:
+            return {"cards": self._not_eligible_cards(service, request, read)}
         document = result["assessment"]
         if document is None:
             evaluation_id = hook_instance_id("hook", str(request["hookInstance"]))
@@ -186,9 +215,10 @@ class HookRunner:
         orders = targeted_orders(request["context"]["draftOrders"])
         if not orders:
             return {"cards": []}  # nothing to check: no need to read the record at all
-        resources = await self._resources(service, request)
-        result = await self.pool.run({"op": "facts", "resources": resources, "on": _today()})
+        result = await self._read(service, request, "facts")
         read = result["fhir"]
+        if not read["eligibility"]["eligible"]:  # the checks are IMT knowledge: not for other patients
+            return {"cards": self._not_eligible_cards(service, request, read)}
         check_id = hook_instance_id("order-sign", str(request["hookInstance"]))
         if read["facts"] is None:
             cards = [conflict_card(read["problems"], evaluation_id=check_id)]

@@ -11,8 +11,7 @@ Safety rules of this module:
   one of them (otherwise nothing is requested at all);
 - pagination is followed up to a bound, and a truncated search is an error, never a silent partial chart.
 
-This module never interprets resources (``imt_cds.fhir`` does, in a worker process; here only its pure-JSON
-``bundle_resources`` takes the resources out of a Bundle).
+This module never interprets resources (``imt_cds.fhir`` does, in a worker process): Bundles are passed on whole.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ..fhir import bundle_resources
 from .errors import BadRequestError, PrefetchUnavailableError
 
 __all__ = ["Template", "collect_resources", "render_template"]
@@ -72,7 +70,7 @@ async def collect_resources(templates: Sequence[Template], request: Mapping[str,
         if value["resourceType"] == "OperationOutcome":
             missing[template.key] = "the client could not prefetch it (OperationOutcome)"
             continue
-        resources.extend(bundle_resources(value))
+        resources.append(value)  # a Bundle stays whole: the reader resolves references through its fullUrls
     if missing:
         fetched = await _fetch(templates, missing, request, allowed_servers, timeout, max_pages, max_bytes)
         for template in templates:
@@ -152,7 +150,7 @@ async def _get_all(client: Any, base: str, url: str, template: Template, max_pag
             raise PrefetchUnavailableError(f"{next_url} did not answer with a FHIR resource", {"url": next_url})
         if body["resourceType"] == "OperationOutcome":
             raise PrefetchUnavailableError(f"{next_url} answered with an OperationOutcome", {"url": next_url})
-        found.extend(bundle_resources(body))
+        found.append(body)
         next_url = None
         if body["resourceType"] == "Bundle":
             for link in body.get("link") or []:

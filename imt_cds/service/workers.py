@@ -334,9 +334,11 @@ def _name_process() -> None:
 class _Handler:
     """What a worker does: FHIR resources -> facts (with sources and problems) -> assessment.
 
-    Jobs: ``{"op": "assess" | "facts", "resources": [...], "on": "YYYY-MM-DD"}``. The answer's ``fhir`` holds the
-    sources and problems of the reading, and, for "facts", the facts themselves (None when a conflict prevented
-    them); "assess" adds the assessment document and its evaluation id (the audit record id when audited)."""
+    Jobs: ``{"op": "assess" | "facts", "resources": [...], "on": "YYYY-MM-DD", "patient_id": "...",
+    "attested": false}``. The answer's ``fhir`` holds the sources, problems and eligibility of the reading, and, for
+    "facts", the facts themselves (None when the chart may not be evaluated or a conflict prevented them); "assess"
+    adds the assessment document and its evaluation id (the audit record id when audited). A chart whose patient
+    cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is read from it."""
 
     def __init__(self, settings: WorkerSettings):
         from ..engine import Engine
@@ -352,11 +354,20 @@ class _Handler:
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
-        read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]))
+        from ..errors import ChartRefusedError
+
+        try:
+            read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]),
+                                              terminology=self.engine.rulebook.terminology,
+                                              patient_id=job.get("patient_id"),
+                                              diagnosis_attested=bool(job.get("attested")))
+        except ChartRefusedError as exc:
+            return {"ok": True, "refused": {"reason": exc.reason, "message": exc.problems[0].message}}
         answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(facts=job.get("op") == "facts"),
                                   "assessment": None, "evaluation_id": None}
         if job.get("op") == "assess" and read.facts is not None:
-            assessment = self.engine.evaluate(read.facts)
+            diagnosis = read.eligibility.diagnosis
+            assessment = self.engine.evaluate(read.facts, diagnosis=diagnosis.to_dict() if diagnosis else None)
             # Fail closed: an assessment that could not be recorded is not returned (append raises; the job fails).
             evaluation_id = self._store.append(assessment) if self._store is not None else uuid.uuid4()
             answer["assessment"] = orjson.Fragment(assessment.to_json())

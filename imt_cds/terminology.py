@@ -1,0 +1,197 @@
+"""Value sets: the codes by which the FHIR reader recognises clinical things (an IMT diagnosis, a distant-metastasis
+category, an ALK inhibitor...), kept as data in the rulebook's ``terminology/`` folder.
+
+They are clinical knowledge like the rules: an institution extends them (a local code for IMT), a rule author can
+read them, ``rules diff`` shows their changes, and the rulebook's sha256 covers them, so every assessment names the
+exact value sets that decided what its facts were. Every code carries the public source it was verified in: a code
+that no one could verify is never shipped.
+
+A value set file (``terminology/<name>.yaml``)::
+
+    value_set: imt-diagnosis
+    title: ...
+    description: ...
+    codes:
+      - {system: "http://terminology.hl7.org/CodeSystem/icd-o-3", code: "8825/1", display: "...",
+         source: "where this code was verified"}
+    text_patterns: ["inflammatory myofibroblastic tumou?r"]   # optional: regular expressions, matched case-blind
+    text_exclusions: ["rule out", ...]                          # optional: text that must not be read as a match
+
+Nothing here reads FHIR; ``imt_cds.fhir`` asks a ``Terminology`` whether a coding or a text is in a value set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "Coding",
+    "REQUIRED_VALUE_SETS",
+    "Terminology",
+    "ValueSet",
+    "ValueSetCode",
+    "parse_value_set",
+]
+
+TERMINOLOGY_DIR = "terminology"
+_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_KEYS = ("value_set", "title", "description", "codes", "text_patterns", "text_exclusions")
+_CODE_KEYS = ("system", "code", "display", "source")
+
+# The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
+REQUIRED_VALUE_SETS = MappingProxyType({
+    "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
+    "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
+    "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
+    "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",
+    "distant-metastasis-present": "M-category values that say distant metastasis (cM1, pM1 and their subgroups)",
+    "history-of-metastatic-cancer": "Observation codes of mCODE's history of metastatic cancer",
+    "regional-lymph-node-sites": "body sites of a secondary tumour that may be regional, never counted as distant",
+    "cancer-disease-status": "Observation codes of a cancer disease status",
+    "disease-worsened": "cancer disease status values that say the disease progressed",
+    "alk-inhibitors": "medication codes of ALK tyrosine kinase inhibitors",
+    "tumor-resection-procedures": "procedure codes of a surgical resection of a tumour",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Coding:
+    system: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSetCode:
+    system: str
+    code: str
+    display: str
+    source: str  # where the code was verified (a public document, repository file or package)
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    name: str
+    title: str
+    description: str
+    codes: tuple[ValueSetCode, ...]
+    text_patterns: tuple[str, ...] = ()
+    text_exclusions: tuple[str, ...] = ()
+    file: str = ""  # the file it was loaded from, relative to the rulebook directory
+    _index: frozenset[Coding] = field(init=False, repr=False, compare=False)
+    _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _exclusions: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", frozenset(Coding(c.system, c.code) for c in self.codes))
+        object.__setattr__(self, "_patterns", tuple(re.compile(p, re.IGNORECASE) for p in self.text_patterns))
+        object.__setattr__(self, "_exclusions", tuple(re.compile(p, re.IGNORECASE) for p in self.text_exclusions))
+
+    def has(self, system: Any, code: Any) -> bool:
+        return isinstance(system, str) and isinstance(code, str) and Coding(system, code) in self._index
+
+    def matching(self, codings: Iterable[Coding]) -> tuple[Coding, ...]:
+        """The codings (system, code) that are in this value set, in the order given."""
+        return tuple(c for c in codings if c in self._index)
+
+    def names_in_text(self, text: Any) -> bool:
+        """Whether a free text names this value set's concept (and says nothing that negates or doubts it)."""
+        if not isinstance(text, str) or not self._patterns:
+            return False
+        return any(p.search(text) for p in self._patterns) and not any(x.search(text) for x in self._exclusions)
+
+    def display(self, system: str, code: str) -> str | None:
+        return next((c.display for c in self.codes if c.system == system and c.code == code), None)
+
+
+@dataclass(frozen=True)
+class Terminology:
+    """The rulebook's value sets by name."""
+
+    value_sets: Mapping[str, ValueSet]
+
+    def __getitem__(self, name: str) -> ValueSet:
+        try:
+            return self.value_sets[name]
+        except KeyError:
+            raise KeyError(f"the rulebook has no value set {name!r} (terminology/{name}.yaml)") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.value_sets
+
+    def missing(self) -> tuple[str, ...]:
+        """Required value sets this terminology lacks."""
+        return tuple(name for name in REQUIRED_VALUE_SETS if name not in self.value_sets)
+
+
+def parse_value_set(data: Any, file: str) -> tuple[ValueSet | None, list[tuple[str, str | None]]]:
+    """A value set from one parsed YAML document, or None and the problems as (message, path) pairs."""
+    problems: list[tuple[str, str | None]] = []
+    if not isinstance(data, Mapping):
+        return None, [("a value set file must be a mapping with value_set, title and codes", None)]
+    for key in data:
+        if key not in _KEYS:
+            problems.append((f"unknown key {key!r}; allowed: {', '.join(_KEYS)}", str(key)))
+    name = data.get("value_set")
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(("value_set must be a lower-case name with hyphens (e.g. imt-diagnosis)", "value_set"))
+    elif file.rsplit("/", 1)[-1] != f"{name}.yaml":
+        problems.append((f"value set {name!r} must be in a file named {name}.yaml", "value_set"))
+    for key in ("title", "description"):
+        if key in data and not isinstance(data[key], str):
+            problems.append((f"{key} must be text", key))
+    if not isinstance(data.get("title"), str) or not data["title"].strip():
+        problems.append(("title is required", "title"))
+    codes: list[ValueSetCode] = []
+    raw_codes = data.get("codes", [])
+    if not isinstance(raw_codes, list):
+        problems.append(("codes must be a list of {system, code, display, source}", "codes"))
+        raw_codes = []
+    seen: set[tuple[str, str]] = set()
+    for index, entry in enumerate(raw_codes):
+        where = f"codes[{index}]"
+        if not isinstance(entry, Mapping):
+            problems.append(("each code must be a mapping with system, code, display and source", where))
+            continue
+        for key in entry:
+            if key not in _CODE_KEYS:
+                problems.append((f"unknown key {key!r}; allowed: {', '.join(_CODE_KEYS)}", f"{where}.{key}"))
+        values = {}
+        for key in _CODE_KEYS:
+            value = entry.get(key)
+            if not isinstance(value, str) or not value.strip():
+                hint = " (write codes in quotes: YAML reads 1229901006 as a number)" if key == "code" and \
+                    isinstance(value, int | float) else ""
+                problems.append((f"{key} must be non-empty text{hint}", f"{where}.{key}"))
+            values[key] = value
+        if all(isinstance(values[k], str) and values[k].strip() for k in _CODE_KEYS):
+            if not re.match(r"^(https?://|urn:)", values["system"]):
+                problems.append((f"system {values['system']!r} must be a URI (http(s):// or urn:)", f"{where}.system"))
+            if (values["system"], values["code"]) in seen:
+                problems.append((f"code {values['system']}|{values['code']} is listed twice", f"{where}.code"))
+            seen.add((values["system"], values["code"]))
+            codes.append(ValueSetCode(values["system"], values["code"], values["display"], values["source"]))
+    patterns = _patterns(data, "text_patterns", problems)
+    exclusions = _patterns(data, "text_exclusions", problems)
+    if not codes and not patterns:
+        problems.append(("a value set needs at least one code or text pattern", "codes"))
+    if problems:
+        return None, problems
+    return ValueSet(str(name), str(data["title"]), str(data.get("description", "")), tuple(codes), patterns,
+                    exclusions, file), []
+
+
+def _patterns(data: Mapping[str, Any], key: str, problems: list[tuple[str, str | None]]) -> tuple[str, ...]:
+    raw = data.get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        problems.append((f"{key} must be a list of regular expressions", key))
+        return ()
+    for index, pattern in enumerate(raw):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append((f"not a regular expression: {exc}", f"{key}[{index}]"))
+    return tuple(raw)

@@ -1,0 +1,105 @@
+"""Real, published FHIR R4 charts that are not IMT patients never get IMT advice (tests/fixtures/fhir-charts/).
+
+The corpus is 42 unmodified charts (HL7 FHIR R4 core, mCODE STU4 and Genomics Reporting STU3 examples, Synthea
+patients, MITRE mCODE test data; sources, licences and sha256 in its ``_index.json``). What each must come out as
+is derived from the facts ``_index.json`` records about it (computed by a script when the corpus was gathered, not
+by the code under test): several patients or none -> refused; one deceased patient -> not evaluated; otherwise ->
+not evaluated for want of an IMT diagnosis. By the library, by ``imt-cds evaluate --fhir`` and by the service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from imt_cds.errors import ChartRefusedError
+from imt_cds.fhir import facts_from_bundle, facts_from_resources
+
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "fhir-charts"
+INDEX = json.loads((CORPUS / "_index.json").read_text())
+ON = date(2026, 12, 1)
+
+
+def expected(entry: dict) -> tuple[str, str]:
+    """("refused" | "not_eligible", reason) from the facts the index records about a chart."""
+    facts = entry["facts"]
+    top_level = {key: n for key, n in facts["patient_resources_by_location"].items() if key != "contained"}
+    distinct = len(set(facts["patient_ids"])) if top_level else 0
+    if distinct > 1:
+        return "refused", "several_patients"
+    if distinct == 0:
+        return "refused", "no_patient"
+    if facts["deceased"]:
+        return "not_eligible", "deceased"
+    return "not_eligible", "no_imt_diagnosis"
+
+
+def read(chart: dict):
+    if chart.get("resourceType") == "Bundle":
+        return facts_from_bundle(chart, ON)
+    return facts_from_resources([chart], ON)
+
+
+def test_the_corpus_is_as_published_and_large_enough():
+    assert len(INDEX) >= 40
+    for entry in INDEX:
+        data = (CORPUS / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["file"]
+        assert entry["facts"]["imt"] is False and entry["source"] and entry["license"]
+    outcomes = {expected(e) for e in INDEX}
+    assert outcomes == {("refused", "several_patients"), ("refused", "no_patient"), ("not_eligible", "deceased"),
+                        ("not_eligible", "no_imt_diagnosis")}  # every path of the gate is exercised
+
+
+@pytest.mark.parametrize("entry", INDEX, ids=[e["file"] for e in INDEX])
+def test_no_published_non_imt_chart_is_evaluated(entry):
+    chart = json.loads((CORPUS / entry["file"]).read_text())
+    outcome, reason = expected(entry)
+    if outcome == "refused":
+        with pytest.raises(ChartRefusedError) as raised:
+            read(chart)
+        assert raised.value.reason == reason
+        return
+    result = read(chart)
+    assert result.facts is None and not result.ok
+    assert not result.eligibility.eligible
+    assert result.eligibility.reason == reason, result.eligibility.message
+    assert result.eligibility.diagnosis is None
+
+
+def test_attesting_the_diagnosis_is_what_makes_a_non_imt_chart_evaluable_and_it_is_recorded():
+    """The one way around the gate is explicit: the caller says the diagnosis was established elsewhere."""
+    entry = next(e for e in INDEX if expected(e) == ("not_eligible", "no_imt_diagnosis")
+                 and e["file"].startswith("mcode-4.0.0__Bundle-mcode-patient-bundle-jenny-m"))
+    chart = json.loads((CORPUS / entry["file"]).read_text())
+    result = facts_from_bundle(chart, ON, diagnosis_attested=True)
+    assert result.ok and result.eligibility.reason == "diagnosis_attested"
+    assert result.eligibility.diagnosis.to_dict() == {"basis": "attested", "sources": [], "codes": [],
+                                                      "attested": True}
+    # The breast cancer's site, surgery and stage are not taken as the IMT's: only IMT Conditions give a site.
+    assert result.facts.tumor.site == "unknown"
+
+
+@pytest.mark.parametrize("entry", [e for e in INDEX if e["file"].endswith((
+    "Darin_Skiles_31c343e9-5d7f-444e-9be4-56b1a6ec6146.json", "mcode-patient-bundle-jenny-m.json",
+    "Patient-pat4.json", "Bundle-bundle-transaction.json", "Condition-primary-cancer-condition-nsclc.json"))],
+    ids=lambda e: e["file"])
+def test_the_command_line_says_why_in_one_line_with_its_exit_code(entry):
+    outcome, reason = expected(entry)
+    run = subprocess.run([sys.executable, "-m", "imt_cds", "evaluate", "--fhir", str(CORPUS / entry["file"])],
+                         capture_output=True, text=True, timeout=120)
+    assert run.stdout == ""  # no note, no finding
+    if outcome == "refused":
+        assert run.returncode == 2
+        assert "refused, nothing was evaluated" in run.stderr
+    else:
+        assert run.returncode == 4
+        word = {"deceased": "deceased", "no_imt_diagnosis": "no IMT diagnosis"}[reason]
+        assert f"imt-cds: not evaluated: " in run.stderr and word in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,0 +1,341 @@
+"""The FHIR path fails safe: right patient, right disease, right stage, alive, before any advice.
+
+Each test here is named by a mitigation of the hazard log (docs/safety/hazard-log.md). The charts are small
+hand-made ones around one question each; the published charts are tested in test_fhir_corpus.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imt_cds import Engine, load_rulebook
+from imt_cds.errors import ChartRefusedError, InvalidInputError, RulebookError
+from imt_cds.fhir import facts_from_bundle, facts_from_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+ON = date(2026, 11, 21)
+SNOMED = "http://snomed.info/sct"
+AJCC = "http://cancerstaging.org"
+ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
+PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "2016-02-03"}
+IMT = {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
+       "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                      "code": "active"}]},
+       "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                          "code": "confirmed"}]},
+       "code": {"coding": [{"system": ICDO3, "code": "8825/1"}]}}
+LUNG_CANCER = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": "Patient/p1"},
+               "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
+               "code": {"coding": [{"system": SNOMED, "code": "254637007",
+                                    "display": "Non-small cell lung cancer (disorder)"}]},
+               "bodySite": [{"coding": [{"system": SNOMED, "code": "39607008"}]}]}
+
+
+def chart(*resources, patient=PATIENT, imt=IMT):
+    return [copy.deepcopy(r) for r in (patient, imt, *resources) if r is not None]
+
+
+def fact(resource_id, path, **value):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": path}]}, **value}
+
+
+def m_category(resource_id, system, code, when="2026-01-10"):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SNOMED, "code": "399387003"}]}, "effectiveDateTime": when,
+            "valueCodeableConcept": {"coding": [{"system": system, "code": code}]}}
+
+
+def secondary(resource_id, site="10200004", when="2026-01-10", **extra):
+    return {"resourceType": "Condition", "id": resource_id, "subject": {"reference": "Patient/p1"},
+            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"]},
+            "code": {"text": "metastasis"}, "bodySite": [{"coding": [{"system": SNOMED, "code": site}]}],
+            "onsetDateTime": when, **extra}
+
+
+def read(resources, **options):
+    return facts_from_resources(resources, ON, **options)
+
+
+# --- wrong patient ------------------------------------------------------------------------------------------------
+
+
+def test_wrong_patient_a_chart_with_two_patients_is_refused():
+    twin = {"resourceType": "Patient", "id": "p2", "birthDate": "2016-02-03"}
+    with pytest.raises(ChartRefusedError, match="2 different patients") as raised:
+        read(chart(twin))
+    assert raised.value.reason == "several_patients"
+    # The same Patient twice is one patient.
+    assert read(chart(copy.deepcopy(PATIENT))).ok
+
+
+@pytest.mark.parametrize("patient, reason", [(None, "no_patient"), ({"resourceType": "Patient"}, "patient_without_id")])
+def test_wrong_patient_a_chart_without_an_identified_patient_is_refused(patient, reason):
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient=patient))
+    assert raised.value.reason == reason
+
+
+def test_wrong_patient_the_patient_in_context_must_be_the_charts():
+    assert read(chart(), patient_id="p1").ok
+    with pytest.raises(ChartRefusedError, match="not the patient in context") as raised:
+        read(chart(), patient_id="p9")
+    assert raised.value.reason == "other_patient"
+
+
+def test_wrong_patient_resources_about_anyone_else_or_no_one_are_skipped():
+    other = fact("alk", "molecular.alk.status", valueString="positive")
+    other["subject"]["reference"] = "Patient/someone-else"
+    nobody = fact("resect", "tumor.resectability", valueString="unresectable")
+    del nobody["subject"]
+    result = read(chart(other, nobody))
+    assert result.facts.molecular.alk.status == "unknown" and result.facts.tumor.resectability == "unknown"
+    messages = {p.where: p.message for p in result.problems}
+    assert "about Patient/someone-else, not Patient/p1" in messages["Observation/alk"]
+    assert "subject reference" in messages["Observation/resect"]
+
+
+def test_wrong_patient_an_imt_diagnosis_of_another_patient_does_not_make_a_chart_eligible():
+    imt = copy.deepcopy(IMT)
+    imt["subject"]["reference"] = "Patient/p2"
+    result = read(chart(imt=imt))
+    assert not result.eligibility.eligible and result.facts is None
+
+
+def test_wrong_patient_urn_uuid_references_resolve_through_full_urls():
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:aaaa", "resource": {"resourceType": "Patient", "id": "p1"}},
+        {"fullUrl": "urn:uuid:bbbb", "resource": {**copy.deepcopy(IMT), "subject": {"reference": "urn:uuid:aaaa"}}},
+        {"fullUrl": "urn:uuid:cccc", "resource": {**fact("r", "tumor.resectability", valueString="unresectable"),
+                                                   "subject": {"reference": "urn:uuid:aaaa"}}}]}
+    result = facts_from_bundle(bundle, ON)
+    assert result.ok and result.facts.tumor.resectability == "unresectable"
+    assert result.eligibility.diagnosis.sources == ("Condition/imt",)
+
+
+# --- wrong diagnosis ----------------------------------------------------------------------------------------------
+
+
+def test_wrong_diagnosis_a_chart_without_an_imt_condition_is_not_evaluated():
+    result = read(chart(LUNG_CANCER, imt=None))
+    assert (result.eligibility.eligible, result.eligibility.reason, result.facts) == (False, "no_imt_diagnosis", None)
+    assert "no IMT diagnosis" in result.eligibility.message
+
+
+@pytest.mark.parametrize("element, code", [("verificationStatus", "refuted"),
+                                           ("verificationStatus", "entered-in-error"),
+                                           ("clinicalStatus", "resolved")])
+def test_wrong_diagnosis_a_refuted_erroneous_or_resolved_imt_condition_does_not_count(element, code):
+    imt = copy.deepcopy(IMT)
+    imt[element]["coding"][0]["code"] = code
+    result = read(chart(imt=imt))
+    assert not result.eligibility.eligible and result.facts is None
+
+
+def test_wrong_diagnosis_the_imt_code_may_come_from_the_mcode_morphology_extension():
+    imt = copy.deepcopy(IMT)
+    imt["code"] = {"coding": [{"system": SNOMED, "code": "363346000", "display": "Malignant neoplastic disease"}]}
+    imt["extension"] = [{"url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior",
+                         "valueCodeableConcept": {"coding": [{"system": ICDO3, "code": "8825/1"}]}}]
+    result = read(chart(imt=imt))
+    assert result.eligibility.eligible and result.eligibility.diagnosis.basis == "coded"
+    assert result.eligibility.diagnosis.codes == (f"{ICDO3}|8825/1",)
+
+
+def test_wrong_diagnosis_a_text_only_diagnosis_counts_but_is_flagged_and_a_negated_one_does_not():
+    imt = copy.deepcopy(IMT)
+    imt["code"] = {"text": "Inflammatory myofibroblastic tumour of the lung"}
+    result = read(chart(imt=imt))
+    assert result.eligibility.eligible and result.eligibility.diagnosis.basis == "text"
+    assert any(p.kind == "weak" and "text only" in p.message for p in result.problems)
+    assert "text only" in result.eligibility.message
+    for doubtful in ("Rule out inflammatory myofibroblastic tumor", "No evidence of inflammatory myofibroblastic "
+                     "tumor", "Inflammatory myofibroblastic tumor excluded"):
+        imt["code"] = {"text": doubtful}
+        assert not read(chart(imt=imt)).eligibility.eligible, doubtful
+
+
+def test_wrong_diagnosis_the_value_set_is_the_rulebooks_and_an_institution_can_extend_it(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    local = {"system": "urn:oid:2.16.840.1.113883.3.999.1", "code": "IMT-LOCAL"}
+    imt = copy.deepcopy(IMT)
+    imt["code"] = {"coding": [local]}
+    shipped = load_rulebook()
+    assert not read(chart(imt=imt), terminology=shipped.terminology).eligibility.eligible
+    path = rules / "terminology" / "imt-diagnosis.yaml"
+    path.write_text(path.read_text().replace("codes:\n", "codes:\n  - system: \"urn:oid:2.16.840.1.113883.3.999.1\"\n"
+                                             "    code: \"IMT-LOCAL\"\n    display: \"IMT (local code)\"\n"
+                                             "    source: \"the institution's terminology service\"\n", 1))
+    extended = load_rulebook(rules)
+    assert extended.sha256 != shipped.sha256  # the hash covers the value sets
+    result = read(chart(imt=imt), terminology=extended.terminology)
+    assert result.eligibility.eligible and result.eligibility.diagnosis.codes == ("urn:oid:2.16.840.1.113883.3.999.1|IMT-LOCAL",)
+
+
+def test_wrong_diagnosis_a_value_set_code_without_its_source_is_refused_at_load(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    path = rules / "terminology" / "imt-diagnosis.yaml"
+    data = yaml.safe_load(path.read_text())
+    del data["codes"][0]["source"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RulebookError, match=r"imt-diagnosis.yaml.*codes\[0\]\.source|source must be non-empty text"):
+        load_rulebook(rules)
+
+
+def test_wrong_diagnosis_the_other_cancer_of_a_patient_is_not_taken_as_the_imt():
+    result = read(chart(LUNG_CANCER))
+    assert result.ok and result.facts.tumor.site == "unknown"  # the lung cancer's site is not the IMT's
+
+
+def test_wrong_diagnosis_an_attested_diagnosis_is_evaluated_and_recorded_in_the_provenance():
+    result = read(chart(LUNG_CANCER, imt=None), diagnosis_attested=True)
+    assert result.ok and result.eligibility.reason == "diagnosis_attested"
+    document = Engine().evaluate(result.facts, diagnosis=result.eligibility.diagnosis.to_dict()).to_dict()
+    assert document["provenance"]["diagnosis"] == {"basis": "attested", "sources": [], "codes": [], "attested": True}
+    plain = Engine().evaluate(result.facts).to_dict()
+    assert "diagnosis" not in plain["provenance"]
+
+
+# --- deceased -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("death", [{"deceasedBoolean": True}, {"deceasedDateTime": "2020-05-01"}])
+def test_deceased_a_deceased_patient_is_not_evaluated_even_when_attested(death):
+    patient = {**PATIENT, **death}
+    for attested in (False, True):
+        result = read(chart(patient=patient), diagnosis_attested=attested)
+        assert (result.eligibility.eligible, result.eligibility.reason, result.facts) == (False, "deceased", None)
+        assert "deceased" in result.eligibility.message
+    assert read(chart(patient={**PATIENT, "deceasedBoolean": False})).ok
+
+
+# --- wrong or stale stage -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system, code, distant", [
+    (SNOMED, "1229901006", False), (AJCC, "cM0", False), (AJCC, "pM0", False), (SNOMED, "1229903009", True),
+    (SNOMED, "1229916009", True)])
+def test_stage_the_m_category_is_read_in_snomed_and_ajcc_codings(system, code, distant):
+    result = read(chart(m_category("m", system, code)))
+    assert result.facts.tumor.distant_disease is distant
+    assert result.sources["tumor.distant_disease"] == ("Observation/m",)
+
+
+def test_stage_a_later_metastasis_outranks_an_earlier_m0_and_the_message_says_what_was_found():
+    result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-01-10"), secondary("brain", "12738006",
+                                                                                      "2026-02-12")))
+    assert result.facts.tumor.distant_disease is True
+    assert result.sources["tumor.distant_disease"] == ("Condition/brain",)
+    (superseded,) = [p for p in result.problems if p.kind == "superseded"]
+    assert superseded.where == "Observation/m0" and "2026-01-10" in superseded.message
+    assert "2026-02-12" in superseded.message
+    # And the other way round: a later M0 outranks an earlier finding.
+    result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-03-01"), secondary("brain", "12738006",
+                                                                                      "2026-02-12")))
+    assert result.facts.tumor.distant_disease is False
+
+
+def test_stage_findings_of_the_same_time_that_disagree_are_a_conflict_that_names_them():
+    result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-02"), secondary("brain", "12738006",
+                                                                                   "2026-02-12")))
+    assert result.facts.tumor.distant_disease is None
+    (conflict,) = [p for p in result.problems if p.kind == "conflict"]
+    assert "M category 1229901006" in conflict.message and "a secondary (metastatic) tumour" in conflict.message
+    assert "Observation/m0" in conflict.message and "Condition/brain" in conflict.message
+
+
+def test_stage_a_regional_lymph_node_secondary_is_not_distant_disease():
+    result = read(chart(secondary("node", "59441001")))
+    assert result.facts.tumor.distant_disease is None
+    assert any("lymph node" in p.message for p in result.problems)
+
+
+@pytest.mark.parametrize("status", [
+    {"verificationStatus": {"coding": [{"code": "refuted"}]}},
+    {"verificationStatus": {"coding": [{"code": "provisional"}]}},
+    {"clinicalStatus": {"coding": [{"code": "resolved"}]}}])
+def test_stage_a_refuted_provisional_or_resolved_metastasis_does_not_set_distant_disease(status):
+    result = read(chart(secondary("brain", "12738006", **status)))
+    assert result.facts.tumor.distant_disease is None
+
+
+def test_stage_a_metastasis_of_another_cancer_is_not_the_imts():
+    brain = secondary("brain", "12738006", extension=[{
+        "url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+        "valueReference": {"reference": "Condition/nsclc"}}])
+    result = read(chart(brain, LUNG_CANCER))
+    assert result.facts.tumor.distant_disease is None
+    brain["extension"][0]["valueReference"]["reference"] = "Condition/imt"
+    assert read(chart(brain, LUNG_CANCER)).facts.tumor.distant_disease is True
+
+
+def test_stage_mcodes_history_of_metastatic_cancer_is_read():
+    mcode = ROOT / "tests" / "fixtures" / "mcode-4.0.0"
+    history = json.loads((mcode / "Observation-history-of-cancer-metastatic-to-liver.json")
+                         .read_text())
+    history["subject"]["reference"] = "Patient/p1"
+    assert read(chart(history)).facts.tumor.distant_disease is True
+    none = {**history, "id": "none", "valueBoolean": False}
+    assert read(chart(none)).facts.tumor.distant_disease is False
+
+
+# --- facts from standard codes ------------------------------------------------------------------------------------
+
+
+def test_recurrence_comes_from_the_imt_conditions_clinical_status():
+    imt = copy.deepcopy(IMT)
+    imt["clinicalStatus"]["coding"][0]["code"] = "recurrence"
+    assert read(chart(imt=imt)).facts.history.recurrence is True
+    assert read(chart()).facts.history.recurrence is False
+
+
+# --- never a 500 --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda r: r.update(code=None), lambda r: r.update(code=5), lambda r: r.update(code={"coding": "ALK"}),
+    lambda r: r.update(component=[{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                                   "valueCodeableConcept": {"coding": [{"system": 7, "code": ["x"]}]}}]),
+    lambda r: r.update(valueCodeableConcept=[]), lambda r: r.update(status={"deep": [[[[[]]]]]})])
+def test_never_500_a_malformed_observation_is_reported_and_skipped(break_it):
+    variant = {"resourceType": "Observation", "id": "v", "status": "final", "subject": {"reference": "Patient/p1"},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+               "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]}}
+    break_it(variant)
+    result = read(chart(variant))
+    assert result.ok
+    assert result.facts.molecular.alk.status == "unknown"
+
+
+def test_never_500_valid_fhir_with_primitive_extensions_is_read():
+    """``_birthDate`` and a ``_valueString`` inside an extension are valid FHIR that a model library may reject."""
+    patient = {**PATIENT, "_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/"
+                                                        "patient-birthTime", "valueDateTime": "2016-02-03T10:00:00Z"}]},
+               "extension": [{"url": "urn:x", "_valueString": {"extension": [{
+                   "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "masked"}]}}]}
+    result = read(chart(patient=patient))
+    assert result.ok and result.facts.age_years == pytest.approx(10.8, abs=0.01)
+
+
+@pytest.mark.parametrize("bundle", [{"resourceType": "Bundle", "entry": 5}, {"resourceType": "Bundle", "entry": "x"},
+                                    {"resourceType": "Bundle", "entry": {"resource": {}}}])
+def test_never_500_a_malformed_bundle_is_refused_with_the_reason(bundle):
+    with pytest.raises(InvalidInputError, match="Bundle.entry must be a list"):
+        facts_from_bundle(bundle, ON)
+
+
+def test_never_500_odd_entries_are_reported_and_the_rest_read():
+    result = facts_from_resources([{"resourceType": "Bundle", "entry": [
+        5, {"fullUrl": "x"}, {"resource": "text"}, {"resource": {"resourceType": "Bundle"}},
+        {"resource": copy.deepcopy(PATIENT)}, {"resource": copy.deepcopy(IMT)}]}], ON)
+    assert result.ok
+    assert len([p for p in result.problems if p.kind == "skipped"]) == 4

@@ -1,0 +1,151 @@
+"""The CDS Hooks service fails safe on real charts: no card for a chart that is not an IMT patient's, a refusal for a
+chart whose patient cannot be established, and never a 500 for malformed FHIR (a real uvicorn server on loopback).
+
+patient-view fires on every chart opened in an EHR, so "no IMT diagnosis" must mean silence, not a card."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from service_support import EXAMPLE_PATIENT, example_resources, hook_request, prefetch_for, running_service
+
+from imt_cds.service.hooks import DIAGNOSIS_ATTESTED_EXTENSION
+
+PATIENT_VIEW = "/cds-services/imt-patient-view"
+ORDER_SIGN = "/cds-services/imt-order-sign"
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "fhir-charts"
+INDEX = json.loads((CORPUS / "_index.json").read_text())
+
+
+def single_patient_charts():
+    """Published charts with exactly one top-level Patient, as (name, patient id, resources)."""
+    found = []
+    for entry in INDEX:
+        facts = entry["facts"]
+        if set(facts["patient_resources_by_location"]) - {"contained"} and len(set(facts["patient_ids"])) == 1:
+            chart = json.loads((CORPUS / entry["file"]).read_text())
+            resources = ([e["resource"] for e in chart.get("entry", []) if isinstance(e.get("resource"), dict)]
+                         if chart["resourceType"] == "Bundle" else [chart])
+            patient = next(r for r in resources if r["resourceType"] == "Patient")
+            if "id" in patient:
+                found.append((entry["file"], patient["id"], resources))
+    return found
+
+
+CHARTS = single_patient_charts()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with running_service("--allow-unauthenticated", "--workers", "1") as service, \
+            httpx.Client(base_url=service.url, timeout=60) as http:
+        yield http
+
+
+def test_there_are_enough_published_single_patient_charts():
+    assert len(CHARTS) >= 15
+
+
+@pytest.mark.parametrize("name, patient_id, resources", CHARTS, ids=[c[0] for c in CHARTS])
+def test_a_chart_without_an_imt_diagnosis_gets_no_card(client, name, patient_id, resources):
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", patient_id,
+                                                           prefetch=prefetch_for(resources)))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cards": []}
+
+
+def test_order_sign_for_a_patient_without_an_imt_diagnosis_gets_no_card(client):
+    name, patient_id, resources = next(c for c in CHARTS if "jenny-m" in c[0])
+    orders = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
+        "resourceType": "MedicationRequest", "id": "o1", "status": "draft", "intent": "order",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "medicationCodeableConcept": {"text": "crizotinib"}}}]}
+    request = hook_request("order-sign", patient_id, prefetch=prefetch_for(resources))
+    request["context"]["draftOrders"] = orders
+    response = client.post(ORDER_SIGN, json=request)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cards": []}
+
+
+def test_the_imt_example_still_gets_its_cards_and_a_deceased_imt_patient_none(client):
+    resources = example_resources()
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for(resources)))
+    assert response.status_code == 200 and len(response.json()["cards"]) > 3
+    for resource in resources:
+        if resource["resourceType"] == "Patient":
+            resource["deceasedDateTime"] = "2025-01-01"
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for(resources)))
+    assert response.json() == {"cards": []}
+
+
+def test_an_attested_diagnosis_is_evaluated(client):
+    name, patient_id, resources = next(c for c in CHARTS if "jenny-m" in c[0])
+    request = hook_request("patient-view", patient_id, prefetch=prefetch_for(resources),
+                           extension={DIAGNOSIS_ATTESTED_EXTENSION: True})
+    response = client.post(PATIENT_VIEW, json=request)
+    assert response.status_code == 200 and response.json()["cards"]
+
+
+def test_a_prefetch_without_the_patient_is_412_and_two_patients_400(client):
+    resources = example_resources()
+    prefetch = prefetch_for(resources)
+    prefetch["patient"] = None
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch))
+    assert response.status_code == 412 and "no Patient" in response.json()["error"]["message"]
+    twin = copy.deepcopy(next(r for r in resources if r["resourceType"] == "Patient"))
+    twin["id"] = "twin"
+    prefetch = prefetch_for(resources)
+    prefetch["conditions"]["entry"].append({"resource": twin})
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch))
+    assert response.status_code == 400 and "2 different patients" in response.json()["error"]["message"]
+    nameless = prefetch_for(resources)
+    del nameless["patient"]["id"]
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=nameless))
+    assert response.status_code == 400
+
+
+def _observation_code_null(prefetch):
+    prefetch["observations"]["entry"][0]["resource"]["code"] = None
+
+
+def _entry_a_number(prefetch):
+    prefetch["observations"]["entry"] = 5
+
+
+def _deep(prefetch):
+    value: object = "x"
+    for _ in range(200):
+        value = [value]
+    prefetch["observations"]["entry"][0]["resource"]["valueCodeableConcept"] = {"coding": value}
+
+
+def _primitive_extension(prefetch):
+    prefetch["patient"]["_birthDate"] = {"extension": [{"url": "urn:x", "_valueString": {"id": "a"}}]}
+
+
+def _wrong_types(prefetch):
+    prefetch["conditions"]["entry"][0]["resource"].update(subject=7, code={"coding": {"code": 1}})
+
+
+@pytest.mark.parametrize("damage", [_observation_code_null, _entry_a_number, _deep, _primitive_extension,
+                                    _wrong_types])
+def test_malformed_prefetch_never_gives_500(client, damage):
+    prefetch = prefetch_for(example_resources())
+    damage(prefetch)
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", EXAMPLE_PATIENT, prefetch=prefetch))
+    assert response.status_code in (200, 400, 412), response.text
+    assert "Traceback" not in response.text
+
+
+def test_the_not_eligible_info_card_is_off_by_default_and_one_card_when_asked():
+    name, patient_id, resources = CHARTS[0]
+    with running_service("--allow-unauthenticated", "--workers", "1", "--not-eligible-card") as service, \
+            httpx.Client(base_url=service.url, timeout=60) as http:
+        response = http.post(PATIENT_VIEW, json=hook_request("patient-view", patient_id,
+                                                             prefetch=prefetch_for(resources)))
+    (card,) = response.json()["cards"]
+    assert card["indicator"] == "info" and "No IMT decision support" in card["summary"]
