@@ -50,6 +50,7 @@ class AuditStore(ABC):
         self.store_input = store_input
         self._lock = threading.RLock()
         self._archived: set[str] = set()  # rulebook sha256s known to be in the archive
+        self._files_sha256: dict[str, str] = {}  # rulebook sha256 -> the digest of its archived files
 
     # -- writing ------------------------------------------------------------------------------------------------
 
@@ -149,9 +150,11 @@ class AuditStore(ABC):
                 rows.close()  # type: ignore[attr-defined]  # ends the read transaction when verification stops early
         problems: list[str] = []
         if check_archive:
-            for sha256 in sorted(rulebooks):
+            for sha256, recorded in sorted(rulebooks.items()):
                 try:
-                    self.rulebook_archive(sha256).load()
+                    archive = self.rulebook_archive(sha256)
+                    problems.extend(archive.problems(recorded))  # byte for byte (the rebuild cannot see comments)
+                    archive.load()
                 except AuditError as exc:
                     problems.append(f"rulebook archive: {exc}")
         if anchor is not None and anchor.strip().lower() not in seen:
