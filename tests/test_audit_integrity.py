@@ -102,8 +102,9 @@ def test_editing_any_column_of_a_record_fails_verify_naming_that_record(trail, c
 
 
 def _blob_of(target: str, part: str, path: str) -> tuple[str, bytes]:
-    ((digest, content),) = raw_sql(target, "SELECT b.sha256, b.content FROM audit_rulebook_files f JOIN audit_blobs b "
-                                           f"ON b.sha256 = f.blob_sha256 WHERE f.part = '{part}' AND f.path = '{path}'")[0]
+    ((digest, content),) = raw_sql(
+        target, "SELECT b.sha256, b.content FROM audit_rulebook_files f JOIN audit_blobs b ON b.sha256 = "
+                f"f.blob_sha256 WHERE f.part = '{part}' AND f.path = '{path}'")[0]
     return digest, bytes(content)
 
 
