@@ -5,15 +5,18 @@ lists, shows, verifies, replays and exports records (each takes ``--db DB``: a S
 connection string ``postgresql://user@host/db``); ``report`` writes the self-contained HTML rationale report for a
 patient file or a record.
 
-Exit codes: 0 success (chain intact, replay identical); 1 the chain is broken, a replay differs, or an internal
-error (a store that cannot be read or written, a missing archive); 2 invalid usage or input (no audit database at
-that path, an unknown record id, an invalid patient file). Errors are one line, never a traceback.
+Exit codes: 0 success (chain intact, replay identical); 1 the chain is broken, a replay differs, a checkpoint's
+signature does not verify, or an internal error (a store that cannot be read or written, a missing archive); 2
+invalid usage or input (no audit database at that path, an unknown record id, an invalid patient file, an anchor that
+is not a whole hash, a file that is not a checkpoint or an Ed25519 key). Errors are one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .errors import AuditError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
+from .errors import AuditError, CheckpointError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
 
 if TYPE_CHECKING:
     from .assessment import Assessment
@@ -58,25 +61,51 @@ def register(commands: Any) -> None:
     show.add_argument("record", metavar="ID", help=_ID_HELP)
     _db_option(show)
     show.add_argument("--format", choices=("text", "json"), default="text",
-                      help="text: the consult note and the record's place in the chain; json: the whole record")
+                      help="text: the consult note exactly as evaluate printed it (the record's place in the chain "
+                      "goes to standard error); json: the whole record")
     show.set_defaults(run=_run_show)
 
     verify = sub.add_parser(
         "verify", help="recompute every hash and link; name the first bad record (exit 1)",
         description="Recompute every record's hash and its link to the record before it, in chain order, and "
-        "check that every rulebook the records name is archived and rebuilds to its sha256. Exit 0 when intact; "
-        "1 when any record was modified, deleted, reordered or inserted (the first bad one is named).")
+        "check that every rulebook the records name is archived, byte for byte, and rebuilds to its sha256. Exit 0 "
+        "when intact; 1 when any record was modified, deleted, reordered or inserted (the first bad one is named), "
+        "an archived file was altered (named), or a checkpoint does not hold.")
     _db_option(verify)
-    verify.add_argument("--anchor", metavar="HASH",
-                        help="a head hash printed earlier by `audit head`: it must still be in the chain")
+    verify.add_argument("--anchor", metavar="HASH", type=_full_hash,
+                        help="a head hash printed earlier by `audit head` (all 64 hex digits): it must still be in "
+                        "the chain")
+    verify.add_argument("--checkpoint", metavar="FILE", type=Path, action="append", default=[],
+                        help="a checkpoint signed by `audit head --sign` (repeatable): its signature must verify "
+                        "with --public-key, and the record it ends at must still have the signed hash")
+    verify.add_argument("--public-key", metavar="PEM", type=Path,
+                        help="the Ed25519 public key (PEM) that the checkpoints were signed with")
     verify.add_argument("--skip-archive", action="store_true", help="do not rebuild the archived rulebooks")
     verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(run=_run_verify)
 
-    head = sub.add_parser("head", help="print the latest chain hash (to anchor it elsewhere)")
+    head = sub.add_parser(
+        "head", help="print the latest chain hash (to anchor it elsewhere), or write a signed checkpoint",
+        description="Print the latest chain hash. With --sign KEY, verify the whole trail first, then write a "
+        "checkpoint (records, head hash, time, key id) signed with the Ed25519 private key; keep the public key "
+        "and the checkpoint away from the database, and check them with `audit verify --checkpoint FILE "
+        "--public-key PEM`.")
     _db_option(head)
     head.add_argument("--format", choices=("text", "json"), default="text")
+    head.add_argument("--sign", metavar="KEY", type=Path,
+                      help="write a checkpoint signed with this Ed25519 private key (PEM; see `audit keygen`)")
+    head.add_argument("-o", "--output", metavar="FILE", type=Path,
+                      help="with --sign: write the checkpoint here (default: standard output)")
     head.set_defaults(run=_run_head)
+
+    keygen = sub.add_parser("keygen", help="create an Ed25519 key pair (PEM) to sign checkpoints with",
+                            description="Write a new Ed25519 private key (PKCS#8 PEM, unencrypted, readable by its "
+                            "owner only) and its public key (PEM). Existing files are never overwritten.")
+    keygen.add_argument("--private-key", metavar="FILE", type=Path, required=True,
+                        help="where to write the private key")
+    keygen.add_argument("--public-key", metavar="FILE", type=Path, required=True,
+                        help="where to write the public key")
+    keygen.set_defaults(run=_run_keygen)
 
     replay = sub.add_parser(
         "replay", help="re-evaluate a record with its archived rulebook; exit 1 and show what differs",
@@ -129,6 +158,14 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="DB", required=True, help=_DB_HELP)
 
 
+def _full_hash(text: str) -> str:
+    value = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise argparse.ArgumentTypeError(f"must be the full 64-hex-digit hash printed by `audit head`, got {text!r} "
+                                         f"({len(value)} characters)")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -144,7 +181,7 @@ def _positive(text: str) -> int:
 
 def _fail(exc: AuditError) -> int:
     print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
-    return EXIT_USAGE if isinstance(exc, (NotAnAuditStoreError, RecordNotFoundError)) else EXIT_FAILED
+    return EXIT_USAGE if isinstance(exc, (NotAnAuditStoreError, RecordNotFoundError, CheckpointError)) else EXIT_FAILED
 
 
 def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -209,13 +246,19 @@ def _run_list(args: argparse.Namespace) -> int:
     if not records:
         print("(no audit records)")
         return EXIT_OK
-    print(f"{'#':>5}  {'recorded at (UTC)':<27}  {'id':<36}  {'patient':<20}  {'rulebook':<12}  findings")
+    header = ("#", "recorded at (UTC)", "id", "patient", "rulebook", "findings")
+    rows = []
     for record in records:
         rec, flags, withheld = (len(record.codes(p)) for p in ("recommendations", "risk_flags", "suppressed"))
-        rulebook = f"{record.rulebook['name']} {record.rulebook['version']}"
         note = "" if record.canonical_input_json() is not None else "  [input: sha256 only]"
-        print(f"{record.seq:>5}  {record.recorded_at:<27}  {record.id:<36}  {record.patient_id or '-'!s:<20}  "
-              f"{rulebook:<12}  {rec} recommendations/requests, {flags} flags, {withheld} withheld{note}")
+        rows.append((str(record.seq), record.recorded_at, record.id, str(record.patient_id or "-"),
+                     f"{record.rulebook['name']} {record.rulebook['version']}",
+                     f"{rec} recommendations/requests, {flags} flags, {withheld} withheld{note}"))
+    # Each column as wide as its widest cell, so that columns line up whatever the ids and versions are.
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        cells = [row[0].rjust(widths[0]), *(cell.ljust(width) for cell, width in zip(row[1:-1], widths[1:]))]
+        print("  ".join((*cells, row[-1])))
     return EXIT_OK
 
 
@@ -231,15 +274,39 @@ def _run_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     view = recorded_assessment(record.assessment, record.canonical_input_json())
     sys.stdout.write(render_consult_note(view))  # type: ignore[arg-type]
-    sys.stdout.write(f"\nAUDIT RECORD\n  #{record.seq}, id {record.id}, recorded {record.recorded_at}\n"
-                     f"  hash {record.hash}\n  previous record's hash {record.prev_hash}\n")
+    # (standard output is the note exactly as evaluate printed it; where the record sits goes beside it, as
+    # evaluate --audit says where it recorded)
+    print(f"imt-cds: audit record #{record.seq}, id {record.id}, recorded {record.recorded_at}, hash {record.hash}",
+          file=sys.stderr)
     return EXIT_OK
 
 
 @_guarded
 def _run_verify(args: argparse.Namespace) -> int:
+    from .audit.checkpoint import read_checkpoint
+    from .errors import CheckpointSignatureError
+
+    if args.checkpoint and args.public_key is None:
+        print("imt-cds: error: --checkpoint needs --public-key PEM (the key it was signed with)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.public_key is not None and not args.checkpoint:
+        print("imt-cds: error: --public-key is used only with --checkpoint FILE", file=sys.stderr)
+        return EXIT_USAGE
+    checkpoints, forged = [], []
+    if args.checkpoint:
+        public_key = _read_file(args.public_key, "public key")
+        for path in args.checkpoint:
+            try:
+                checkpoints.append(read_checkpoint(_read_file(path, "checkpoint"), public_key, source=str(path),
+                                                   key_source=str(args.public_key)))
+            except CheckpointSignatureError as exc:
+                forged.append(f"checkpoint: {exc}")
     with _open(args.db) as store:
-        report = store.verify(anchor=args.anchor, check_archive=not args.skip_archive)
+        report = store.verify(anchor=args.anchor, check_archive=not args.skip_archive, checkpoints=checkpoints)
+    if forged:
+        from dataclasses import replace
+
+        report = replace(report, problems=(*forged, *report.problems))
     if args.format == "json":
         sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK if report.ok else EXIT_FAILED
@@ -251,7 +318,10 @@ def _run_verify(args: argparse.Namespace) -> int:
     if report.ok:
         archive = "" if args.skip_archive else "; every archived rulebook rebuilds to its sha256"
         anchored = ", including the anchored hash" if args.anchor else ""
-        print(f"audit trail intact: {report.records} record(s){anchored}{archive}")
+        uncovered = report.records - max((c.records for c in checkpoints), default=report.records)
+        signed = (f", matching {len(checkpoints)} signed checkpoint(s) ({uncovered} record(s) after the last "
+                  "checkpoint, covered by no signature)" if checkpoints else "")
+        print(f"audit trail intact: {report.records} record(s){anchored}{signed}{archive}")
         print(f"head {report.head}")
         return EXIT_OK
     return EXIT_FAILED
@@ -259,6 +329,11 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_head(args: argparse.Namespace) -> int:
+    if args.sign is not None:
+        return _sign_head(args)
+    if args.output is not None:
+        print("imt-cds: error: -o/--output is used only with --sign KEY", file=sys.stderr)
+        return EXIT_USAGE
     with _open(args.db) as store:
         head = store.head()
     from .audit import GENESIS_HASH
@@ -272,6 +347,56 @@ def _run_head(args: argparse.Namespace) -> int:
             print("imt-cds: the audit trail is empty; its head is the genesis hash", file=sys.stderr)
         print(GENESIS_HASH if head is None else head.hash)
     return EXIT_OK
+
+
+def _sign_head(args: argparse.Namespace) -> int:
+    from .audit.checkpoint import sign_checkpoint
+
+    private_key = _read_file(args.sign, "private key")
+    with _open(args.db) as store:
+        report = store.verify()  # a checkpoint certifies the trail: never sign one that does not verify
+    if not report.ok:
+        problem = report.first_break or report.problems[0]
+        print(f"imt-cds: error: not signing: the audit trail does not verify ({problem}); run `imt-cds audit verify`",
+              file=sys.stderr)
+        return EXIT_FAILED
+    checkpoint = sign_checkpoint(report.records, report.head, private_key, source=str(args.sign))
+    status = _write(args.output, checkpoint.to_json())
+    if status == EXIT_OK and args.output is not None:
+        print(f"imt-cds: wrote a {checkpoint.describe()} (head {checkpoint.head}) to {args.output}", file=sys.stderr)
+    return status
+
+
+@_guarded
+def _run_keygen(args: argparse.Namespace) -> int:
+    from .audit.checkpoint import generate_key_pair, public_key_id
+
+    private_pem, public_pem = generate_key_pair()
+    if args.private_key.resolve() == args.public_key.resolve():
+        print("imt-cds: error: --private-key and --public-key must be two different files", file=sys.stderr)
+        return EXIT_USAGE
+    for path in (args.private_key, args.public_key):
+        if path.exists():
+            print(f"imt-cds: error: {path} already exists; keygen never overwrites a key", file=sys.stderr)
+            return EXIT_USAGE
+    for path, pem, mode in ((args.private_key, private_pem, 0o600), (args.public_key, public_pem, 0o644)):
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(pem)
+        except OSError as exc:
+            print(f"imt-cds: error: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"imt-cds: wrote the private key {args.private_key} (keep it away from the audit database) and the public "
+          f"key {args.public_key} (key id {public_key_id(public_pem)})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the {what} {path}: {exc.strerror}") from exc
 
 
 @_guarded

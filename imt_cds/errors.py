@@ -15,7 +15,9 @@ Every error the library raises on purpose is an ``ImtCdsError``; each carries a 
         ├── NotAnAuditStoreError     "audit_store_invalid"  no audit database there (missing, not a database, no tables)
         ├── RecordNotFoundError      "audit_record_not_found"  no record with that id in the store
         ├── ArchiveMissingError      "audit_archive_missing"   the rulebook a record names is not in the archive
-        └── ReplayError              "audit_replay_impossible"  a record cannot be replayed (input not stored, ...)
+        ├── ReplayError              "audit_replay_impossible"  a record cannot be replayed (input not stored, ...)
+        ├── CheckpointError          "audit_checkpoint_invalid"  a checkpoint or key file is not one (malformed)
+        └── CheckpointSignatureError "audit_checkpoint_forged"   a checkpoint's signature does not verify with the key
 
 The CDS Hooks service adds its own branch, defined in ``imt_cds.service.errors`` (each maps to an HTTP status)::
 
@@ -44,6 +46,8 @@ __all__ = [
     "ArchiveMissingError",
     "AuditError",
     "AuditStoreError",
+    "CheckpointError",
+    "CheckpointSignatureError",
     "EngineError",
     "EvidenceError",
     "ChartRefusedError",
@@ -229,6 +233,19 @@ class ReplayError(AuditError):
     not hash to the recorded sha256."""
 
     code = "audit_replay_impossible"
+
+
+class CheckpointError(AuditError):
+    """A signed checkpoint or a key file cannot be used: not JSON, not a checkpoint, not an Ed25519 PEM key."""
+
+    code = "audit_checkpoint_invalid"
+
+
+class CheckpointSignatureError(AuditError):
+    """A checkpoint's signature does not verify with the public key given: it was altered, forged, or signed with
+    another key. Nothing it claims about the trail can be trusted."""
+
+    code = "audit_checkpoint_forged"
 
 
 def _jsonable(value: Any) -> Any:

@@ -84,12 +84,33 @@ def test_audit_show_prints_the_consult_note_that_evaluate_printed(tmp_path):
     path = tmp_path / "audit.db"
     for example in (EXAMPLES[1], EXAMPLES[4], EXAMPLES[5]):  # with a withheld finding, with many data requests
         note = ok("evaluate", example, "--audit", path).stdout
-        shown = ok("audit", "show", "last", "--db", path).stdout
-        assert shown.startswith(note), example.name
-        assert "AUDIT RECORD" in shown[len(note):]
+        shown = ok("audit", "show", "last", "--db", path)
+        assert shown.stdout == note, example.name  # exactly, as the README promises: nothing added
+        (record_id,) = re.findall(r"audit record #\d+, id ([0-9a-f-]{36}), recorded .*, hash [0-9a-f]{64}$",
+                                  shown.stderr.strip())
+        assert record_id == json.loads(ok("audit", "list", "--db", path, "--format", "json", "--last", "1")
+                                       .stdout)[0]["id"]
     record = json.loads(ok("audit", "show", "1", "--db", path, "--format", "json").stdout)
     assert record["seq"] == 1 and record["input"]["patient_id"] == record["patient_id"]
     assert record["assessment"]["schema"] == "imt-cds/assessment/1"
+
+
+def test_audit_list_columns_line_up_whatever_the_cells_hold(tmp_path):
+    path = tmp_path / "audit.db"
+    long_id = json.loads(ALK.read_text()) | {"patient_id": "P-" + "9" * 40}
+    for source in (EXAMPLES[0], ALK, json.dumps(long_id), json.dumps({"age_years": 8})):
+        if isinstance(source, Path):
+            ok("evaluate", source, "--audit", path, "--audit-no-input")
+        else:
+            ok("evaluate", "-", "--audit", path, stdin=source)
+    header, *rows = ok("audit", "list", "--db", path).stdout.splitlines()
+    assert len(rows) == 4
+    starts = [header.index(title) for title in ("recorded at", " id ", "patient", "rulebook", "findings")]
+    starts[1] += 1
+    for row in rows:
+        for start in starts:  # every cell starts where its title does, after the two spaces between columns
+            assert row[start - 2:start] == "  " and row[start] != " ", (start, row)
+    assert "P-" + "9" * 40 in rows[2] and rows[3].split()[3] == "-"  # a record without a patient id
 
 
 def test_audit_list_shows_one_line_per_record_and_filters(db):

@@ -48,7 +48,8 @@ def test_every_evaluation_is_recorded_with_its_input_rulebook_and_whole_assessme
         assert hashlib.sha256(record.canonical_input_json()).hexdigest() == record.input_sha256
         assert record.patient_id == assessment.patient_id
         assert dict(record.rulebook) == {"name": rulebook.name, "version": rulebook.version,
-                                         "sha256": rulebook.sha256}
+                                         "sha256": rulebook.sha256,
+                                         "files_sha256": store.rulebook_archive(rulebook.sha256).files_sha256()}
         assert record.parameters == rulebook.parameter_values
         assert set(record.engine) == {"imt_cds", "durable_rules", "python"}
         assert record.evaluated_at == assessment.evaluated_at

@@ -16,19 +16,22 @@ Typical use::
 ``open_store("postgresql://user@host/db")`` gives the same interface on PostgreSQL (several service instances on
 one trail). ``record.py`` says what a record holds and how the chain is hashed; ``archive.py`` how rulebooks are
 kept; ``store.py`` is the interface and ``sql.py`` what both databases share; ``replay.py`` how a record is
-re-evaluated. This package never imports the rules engine's internals: it records ``Assessment`` objects and, to
-replay, builds an ``Engine`` like any caller.
+re-evaluated; ``checkpoint.py`` how a head is signed (Ed25519) and checked. This package never imports the rules
+engine's internals: it records ``Assessment`` objects and, to replay, builds an ``Engine`` like any caller.
 """
 
 from ..errors import (
     ArchiveMissingError,
     AuditError,
     AuditStoreError,
+    CheckpointError,
+    CheckpointSignatureError,
     NotAnAuditStoreError,
     RecordNotFoundError,
     ReplayError,
 )
 from .archive import RulebookArchive
+from .checkpoint import Checkpoint, generate_key_pair, read_checkpoint, sign_checkpoint
 from .record import GENESIS_HASH, AuditRecord, ChainBreak, ChainReport
 from .replay import Difference, ReplayResult, replay
 from .store import AuditStore, open_store
@@ -42,12 +45,18 @@ __all__ = [
     "AuditStoreError",
     "ChainBreak",
     "ChainReport",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointSignatureError",
     "Difference",
     "NotAnAuditStoreError",
     "RecordNotFoundError",
     "ReplayError",
     "ReplayResult",
     "RulebookArchive",
+    "generate_key_pair",
     "open_store",
+    "read_checkpoint",
     "replay",
+    "sign_checkpoint",
 ]

@@ -9,6 +9,11 @@ the working copy after the engine loaded it must not leave an archive that repla
 archive goes the same way (materialize in a temporary directory, ``load_rulebook``, compare the sha256), so an
 altered archive is refused rather than replayed.
 
+The rulebook sha256 does not cover comments or layout, so the rebuild alone would let a comment be rewritten.
+The bytes are held too: each file is stored under the sha256 of its bytes (``stored_digests``), and every record
+carries ``files_sha256``, the digest of the archive's whole file list (``files_sha256()``: part, path and the sha256
+of each file's bytes), which the record's hash and thus the chain cover. ``problems`` compares both, naming the file.
+
 This module reads and writes files only in directories it is given or creates; it never touches a database.
 """
 
@@ -16,28 +21,32 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+import orjson
 
 from ..errors import AuditError, EvidenceError, ReplayError, RulebookError
 from ..evidence import REGISTRY_FILE
 from ..rule_loader import MANIFEST_FILE, PARAMETERS_FILE, load_rulebook
 from ..rulebook import Rulebook
 
-__all__ = ["PARTS", "RulebookArchive"]
+__all__ = ["PARTS", "RulebookArchive", "listing_sha256"]
 
 PARTS = ("rules", "seeds")  # the rulebook directory and the evidence (seeds) directory
 
 
 @dataclass(frozen=True)
 class RulebookArchive:
-    """The files of one rulebook version: ``files[(part, relative posix path)] = bytes``."""
+    """The files of one rulebook version: ``files[(part, relative posix path)] = bytes``. Read from a store,
+    ``stored_digests`` holds the sha256 each file was stored under (None: the files were just read from disk)."""
 
     sha256: str
     name: str
     version: str
     files: Mapping[tuple[str, str], bytes] = field(repr=False)
+    stored_digests: Mapping[tuple[str, str], str] | None = field(default=None, repr=False)
 
     @classmethod
     def collect(cls, rulebook: Rulebook) -> RulebookArchive:
@@ -73,6 +82,26 @@ class RulebookArchive:
     def file_digests(self) -> dict[tuple[str, str], str]:
         return {key: hashlib.sha256(content).hexdigest() for key, content in self.files.items()}
 
+    def files_sha256(self) -> str:
+        """The digest of the file list as the bytes are now (what a record's ``rulebook.files_sha256`` holds)."""
+        return listing_sha256((part, path, digest) for (part, path), digest in self.file_digests().items())
+
+    def problems(self, recorded: Mapping[str, int]) -> list[str]:
+        """What differs from the bytes that were archived, one line each, naming the file: a file whose bytes no
+        longer hash to the sha256 it was stored under, and (``recorded``: files_sha256 -> the first record that
+        carries it) a file list that is not the one those records recorded. Empty when the files are intact."""
+        label = f"{self.name} {self.version} ({self.sha256[:12]})"
+        found = [f"rulebook archive: {label}: file {part}/{path} was altered (its bytes no longer hash to the sha256 "
+                 "it was archived under)"
+                 for (part, path), digest in sorted(self.file_digests().items())
+                 if self.stored_digests is not None and self.stored_digests.get((part, path)) != digest]
+        actual = self.files_sha256()
+        for digest, seq in sorted(recorded.items(), key=lambda item: item[1]):
+            if digest != actual:
+                found.append(f"rulebook archive: {label}: its files are not the ones record #{seq} recorded (a file "
+                             "was altered, added, removed or renamed since it was archived)")
+        return found
+
     def materialize(self, directory: Path) -> tuple[Path, Path]:
         """Write the files under ``directory``; return the (rules, seeds) directories to load."""
         roots = {part: directory / part for part in PARTS}
@@ -101,12 +130,20 @@ class RulebookArchive:
         if rulebook.sha256 != self.sha256:
             raise ReplayError(f"archived rulebook {self.name} {self.version} rebuilds to sha256 {rulebook.sha256}, "
                               f"not {self.sha256}: the archive was altered")
+        if (rulebook.name, rulebook.version) != (self.name, self.version):
+            raise ReplayError(f"archived rulebook {self.sha256[:12]} is listed as {self.name} {self.version} but "
+                              f"rebuilds as {rulebook.name} {rulebook.version}: the archive was altered")
         return rulebook
 
     def _rebuild(self) -> Rulebook:
         with tempfile.TemporaryDirectory(prefix="imt-cds-rulebook-") as scratch:
             rules, seeds = self.materialize(Path(scratch))
             return load_rulebook(rules, seeds)
+
+
+def listing_sha256(entries: Iterable[tuple[str, str, str]]) -> str:
+    """sha256 of the canonical JSON of the sorted ``[part, path, sha256 of the bytes]`` triples of an archive."""
+    return hashlib.sha256(orjson.dumps(sorted([part, path, digest] for part, path, digest in entries))).hexdigest()
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,7 +8,8 @@ A record's *content* is a JSON object::
      "recorded_at": "RFC 3339 UTC",            # when the store appended it
      "patient_id": ..., "input_sha256": "...", # from the assessment
      "input_json": "{...}" | null,             # the canonical input's text (null when store_input=False)
-     "rulebook": {"name", "version", "sha256"},
+     "rulebook": {"name", "version", "sha256",
+                  "files_sha256"},             # the digest of the archived files' bytes (see archive.py)
      "assessment_json": "{...}",               # the SPEC §3 document's text exactly as the engine wrote it:
                                                # findings, suppressed, derived facts, trace, provenance
                                                # (parameters, engine versions, evaluated_at)
@@ -250,26 +251,39 @@ class ChainReport:
         }
 
 
-def verify_chain(rows: Iterable[StoredRow]) -> tuple[ChainReport, set[str]]:
+def verify_chain(rows: Iterable[StoredRow]) -> tuple[ChainReport, dict[str, dict[str, int]]]:
     """Recompute every hash and link of rows given in ``seq`` order; stop at the first bad record. Returns the report
-    and the rulebook sha256s the intact records name (for the archive check)."""
+    and, for the archive check, the rulebooks the intact records name: ``{rulebook sha256: {files_sha256: the first
+    record that carries it}}`` (records made before files_sha256 existed add only the rulebook)."""
     previous_hash = GENESIS_HASH
     previous_seq = 0
     count = 0
-    rulebooks: set[str] = set()
+    rulebooks: dict[str, dict[str, int]] = {}
     for position, row in enumerate(rows, 1):
-        problem = _check_row(row, previous_seq, previous_hash)
+        content = _parsed(row.body)
+        problem = _check_row(row, content, previous_seq, previous_hash)
         if problem is not None:
             return ChainReport(count, previous_hash, ChainBreak(position, row.seq, row.id, problem)), rulebooks
-        rulebooks.add(row.rulebook_sha256)
+        files_sha256 = content["rulebook"].get("files_sha256")
+        recorded = rulebooks.setdefault(row.rulebook_sha256, {})
+        if files_sha256 is not None:
+            recorded.setdefault(files_sha256, row.seq)
         previous_hash, previous_seq, count = row.hash, row.seq, count + 1
     return ChainReport(count, previous_hash), rulebooks
 
 
-def _check_row(row: StoredRow, previous_seq: int, previous_hash: str) -> str | None:
+def _parsed(body: bytes) -> Any:
     try:
-        content = orjson.loads(row.body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
+        return _NOT_JSON
+
+
+_NOT_JSON = object()  # the content of a body that does not parse
+
+
+def _check_row(row: StoredRow, content: Any, previous_seq: int, previous_hash: str) -> str | None:
+    if content is _NOT_JSON:
         return "its body is not valid JSON (modified)"
     if not isinstance(content, dict) or content.get("schema") != RECORD_SCHEMA:
         return "its body is not an imt-cds audit record (modified)"
@@ -297,6 +311,8 @@ def _check_row(row: StoredRow, previous_seq: int, previous_hash: str) -> str | N
     if (not isinstance(rulebook, dict) or not isinstance(row.rulebook_sha256, str)
             or row.rulebook_sha256 != rulebook.get("sha256")):
         return "its rulebook_sha256 column differs from its content (modified)"
+    if not isinstance(rulebook.get("files_sha256", ""), str):
+        return "its rulebook files_sha256 is not a sha256 (modified)"
     if not AuditRecord(row.hash, content).input_intact():
         return "its stored input does not match its input_sha256"
     return None

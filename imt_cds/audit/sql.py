@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ..assessment import rfc3339
 from ..errors import AuditStoreError, NotAnAuditStoreError
-from .archive import RulebookArchive
+from .archive import RulebookArchive, listing_sha256
 from .record import GENESIS_HASH, StoredRow, seal
 from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
 
@@ -104,9 +104,20 @@ class SQLAuditStore(AuditStore):
         """Archive the rulebook if it is new, read the head and append the record after it; the record's id."""
         if archive is not None:
             self._insert_archive(connection, archive)
+        rulebook = content["rulebook"]
+        # The digest of the files archived under this rulebook sha256 (perhaps by another process, from a working
+        # copy that differs only in comments): the record commits the chain to those very bytes.
+        files_sha256 = self._files_sha256.get(rulebook["sha256"])
+        if files_sha256 is None:
+            listing = connection.execute(self._sql(
+                "SELECT part, path, blob_sha256 FROM audit_rulebook_files WHERE rulebook_sha256 = ?"),
+                (rulebook["sha256"],)).fetchall()
+            files_sha256 = listing_sha256((str(part), str(path), str(blob)) for part, path, blob in listing)
+        content = {**content, "rulebook": {**rulebook, "files_sha256": files_sha256}}
         head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
         sealed, body, digest = seal(content, seq=seq, prev_hash=prev_hash)
+        self._files_sha256[rulebook["sha256"]] = files_sha256  # (archives are append-only: it never changes)
         connection.execute(
             self._sql(f"INSERT INTO audit_records ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             (seq, sealed["id"], sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
@@ -139,11 +150,13 @@ class SQLAuditStore(AuditStore):
         if not head:
             return None
         files = self._query(self._sql(
-            "SELECT f.part, f.path, b.content FROM audit_rulebook_files f "
+            "SELECT f.part, f.path, b.content, f.blob_sha256 FROM audit_rulebook_files f "
             "LEFT JOIN audit_blobs b ON b.sha256 = f.blob_sha256 WHERE f.rulebook_sha256 = ?"), (sha256,))
-        # (whatever a tamperer stored in these columns is read as names and bytes: the rebuild judges the archive)
-        return RulebookArchive(sha256, str(head[0][0]), str(head[0][1]), {
-            (str(p), str(path)): _as_bytes(c) for p, path, c in files})
+        # (whatever a tamperer stored in these columns is read as names and bytes: the digests and the rebuild judge
+        # the archive)
+        return RulebookArchive(sha256, str(head[0][0]), str(head[0][1]),
+                               {(str(p), str(path)): _as_bytes(c) for p, path, c, _ in files},
+                               stored_digests={(str(p), str(path)): str(d) for p, path, _, d in files})
 
     def _last_row(self) -> StoredRow | None:
         rows = self._query(f"SELECT {COLUMNS} FROM audit_records ORDER BY seq DESC LIMIT 1")

@@ -16,6 +16,7 @@ process opens its own connection and never touches its parent's.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -28,12 +29,14 @@ from .record import GENESIS_HASH, AuditRecord, ChainReport, StoredRow, new_recor
 
 if TYPE_CHECKING:
     from ..assessment import Assessment
+    from .checkpoint import Checkpoint
     from ..rulebook import Rulebook
 
 __all__ = ["MIN_ID_PREFIX", "AuditStore", "open_store"]
 
 MIN_ID_PREFIX = 8  # shortest record-id prefix accepted in place of the whole id
 SCHEMA_VERSION = "1"
+_FULL_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class AuditStore(ABC):
@@ -50,6 +53,7 @@ class AuditStore(ABC):
         self.store_input = store_input
         self._lock = threading.RLock()
         self._archived: set[str] = set()  # rulebook sha256s known to be in the archive
+        self._files_sha256: dict[str, str] = {}  # rulebook sha256 -> the digest of its archived files
 
     # -- writing ------------------------------------------------------------------------------------------------
 
@@ -130,15 +134,25 @@ class AuditStore(ABC):
 
     # -- verifying ----------------------------------------------------------------------------------------------
 
-    def verify(self, *, anchor: str | None = None, check_archive: bool = True) -> ChainReport:
+    def verify(self, *, anchor: str | None = None, check_archive: bool = True,
+               checkpoints: Iterable[Checkpoint] = ()) -> ChainReport:
         """Recompute every record's hash and link, in chain order, naming the first bad record; then check that
-        every rulebook the records name is archived and rebuilds to its sha256, and (``anchor``) that a hash
-        anchored earlier is still in the chain."""
+        every rulebook the records name is archived with the very bytes the records committed to and rebuilds to
+        its sha256; (``anchor``, the full 64-hex hash) that a hash anchored earlier is still in the chain; and
+        (``checkpoints``, read with ``read_checkpoint``, which checks their signatures) that the record at each
+        checkpoint's length is still there with the hash that was signed."""
+        if anchor is not None and not _FULL_HASH.fullmatch(anchor.strip().lower()):
+            raise ValueError(f"anchor must be the full 64-hex-digit hash printed by `audit head`, got {anchor!r}")
+        checkpoints = tuple(checkpoints)
         seen: set[str] = {GENESIS_HASH}
+        at_length: dict[int, str] = {0: GENESIS_HASH}  # seq -> hash, for the records the checkpoints name
+        wanted = {c.records for c in checkpoints}
 
         def watched(rows: Iterable[StoredRow]) -> Iterator[StoredRow]:
             for row in rows:
                 seen.add(row.hash)
+                if row.seq in wanted:
+                    at_length.setdefault(row.seq, row.hash)
                 yield row
 
         with self._lock:
@@ -149,14 +163,26 @@ class AuditStore(ABC):
                 rows.close()  # type: ignore[attr-defined]  # ends the read transaction when verification stops early
         problems: list[str] = []
         if check_archive:
-            for sha256 in sorted(rulebooks):
+            for sha256, recorded in sorted(rulebooks.items()):
                 try:
-                    self.rulebook_archive(sha256).load()
+                    archive = self.rulebook_archive(sha256)
+                    problems.extend(archive.problems(recorded))  # byte for byte (the rebuild cannot see comments)
+                    archive.load()
                 except AuditError as exc:
                     problems.append(f"rulebook archive: {exc}")
         if anchor is not None and anchor.strip().lower() not in seen:
             problems.append(f"anchored hash {anchor.strip()} is not in the chain: records were removed or the "
                             "chain was rewritten since it was anchored")
+        for checkpoint in checkpoints:
+            # Only the intact records count: past the first break, a hash proves nothing.
+            if checkpoint.records > report.records:
+                intact = "intact records before its first break" if report.first_break else "records"
+                problems.append(f"{checkpoint.describe()}: the trail holds only {report.records} {intact} (records "
+                                "were removed, or the chain broken, since it was signed)")
+            elif at_length.get(checkpoint.records) != checkpoint.head:
+                problems.append(f"{checkpoint.describe()}: record #{checkpoint.records} has hash "
+                                f"{at_length.get(checkpoint.records)}, not the signed {checkpoint.head} (records "
+                                "up to it were changed, removed, inserted or forged since it was signed)")
         return ChainReport(report.records, report.head, report.first_break, tuple(problems))
 
     # -- life cycle ---------------------------------------------------------------------------------------------
