@@ -243,8 +243,8 @@ def _run_batch(args: argparse.Namespace) -> int:
     from .cli_audit import check_audit_target
 
     try:
-        check_paths(args.input, args.output)  # before the audit store is created
         check_audit_target(args)
+        check_paths(args.input, args.output)  # before the output is created (or the input overwritten)
         summary = run_batch(
             source=args.input,
             destination=args.output,

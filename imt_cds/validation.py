@@ -30,6 +30,7 @@ _MAX_INPUT_BYTES = 1_000_000  # a patient is ~1 kB; refuse anything absurd befor
 _BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors and exports write at the start of a file
 # What a YAML document (rather than JSON) typically starts with: a "---" marker, a directive, or "key: value".
 _LOOKS_LIKE_YAML = re.compile(r"\A\s*(?:---|%YAML|[A-Za-z_][\w.-]*\s*:(?:\s|\Z))")
+_MAX_DEPTH = 32  # levels of objects and arrays; a patient document has 4
 _INT64 = range(-(2**63), 2**64)  # the integers a JSON error report (written with orjson) can hold
 
 
@@ -53,7 +54,29 @@ def _validate(data: Mapping[str, Any]) -> PatientFacts:
     try:
         return PatientFacts.model_validate(data)
     except ValidationError as exc:
+        # Checked only once validation has failed, so valid patients pay nothing: pydantic's error report recurses
+        # through the offending value (and prints, rather than raises, what fails on a deep one).
+        deep = _too_deep(data)
+        if deep is not None:
+            raise InvalidInputError([InputProblem(
+                deep, f"input is nested too deeply: more than {_MAX_DEPTH} levels (a patient has at most 4)", None,
+            )]) from None
         raise InvalidInputError(_problems(exc, data)) from None
+
+
+def _too_deep(data: Any) -> str | None:
+    """The path of the first object or array deeper than ``_MAX_DEPTH`` levels, or None (walked without recursion:
+    the value may be nested deeper than Python's stack)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if len(loc) > _MAX_DEPTH:
+            return _printable(_path(loc[:_MAX_DEPTH])) + " …"
+        if isinstance(value, Mapping):
+            stack.extend((item, (*loc, key if isinstance(key, str) else _shown(key))) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, (*loc, index)) for index, item in enumerate(value))
+    return None
 
 
 def parse_facts_json(text: str | bytes) -> PatientFacts:
@@ -218,7 +241,9 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
         message += " Allowed keys here: " + ", ".join(allowed)
         return InputProblem(_path(loc), message, value)
     if kind == "string_unicode":  # a lone surrogate (\\ud800-\\udfff): JSON allows the escape, Unicode text does not
-        what = f"{_shown(value)} is" if loc else f"a key ({_shown(value)}) is"
+        # At a leaf field it is the value; anywhere else (an object) pydantic is reporting one of its keys.
+        is_key = ".".join(p for p in loc if isinstance(p, str)) not in fact_fields()
+        what = f"a key ({_shown(value)}) is" if is_key else f"{_shown(value)} is"
         return InputProblem(_path(loc), f"{what} not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)",
                             value)
     if kind == "invalid_key":
