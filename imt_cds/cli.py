@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="""\
 what each line holds (--detail):
   full     the whole assessment document (default); about 14 KB per line: 50,000 patients give ~700 MB
-  summary  {"line", "patient_id", "codes", "kinds", "rulebook", "input_sha256"}; ~0.3 KB per line
-  codes    {"line", "patient_id", "codes"}; ~0.1 KB per line
+  summary  {"line", "patient_id", "codes", "kinds", "rulebook", "input_sha256"}; ~0.7 KB per line
+  codes    {"line", "patient_id", "codes"}; ~0.2 KB per line
   codes are in document order (recommendations, then risk flags, each sorted by code); kinds maps each code to its
   kind; rulebook is {"name", "version", "sha256"}; line is the input line number.
 example: imt-cds batch patients.ndjson -o assessments.ndjson --jobs 2 --detail summary
@@ -81,8 +81,8 @@ example: imt-cds batch patients.ndjson -o assessments.ndjson --jobs 2 --detail s
     batch.add_argument("-o", "--output", metavar="OUT",
                        help="write the records here (default: standard output); never the input file itself")
     batch.add_argument("--detail", choices=("full", "summary", "codes"), default="full",
-                       help="what each output line holds: full (default; ~14 KB per line), summary (~0.3 KB) or "
-                       "codes (~0.1 KB); see below")
+                       help="what each output line holds: full (default; ~14 KB per line), summary (~0.7 KB) or "
+                       "codes (~0.2 KB); see below")
     batch.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                        help="worker processes (default 1; 0 = one per CPU core)")
     batch.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
