@@ -387,8 +387,9 @@ class _Writer:
     def __init__(self, destination: str | None, store: Any, rulebook: Any):
         self.store, self.rulebook, self.written = store, rulebook, 0
         self.to_file = destination is not None
-        self.output: IO[bytes] = (open(destination, "wb", buffering=_WRITE_BUFFER) if destination is not None  # noqa: SIM115
-                                  else sys.stdout.buffer)
+        self.output: IO[bytes] = sys.stdout.buffer
+        if destination is not None:
+            self.output = open(destination, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115 - closed in close()
 
     def append(self, unit: _Unit, result: _UnitResult) -> None:
         base = self.written
