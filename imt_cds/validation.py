@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -26,6 +27,11 @@ from .facts import PatientFacts
 __all__ = ["canonical_json", "input_sha256", "parse_facts", "parse_facts_json", "render_leaves"]
 
 _MAX_INPUT_BYTES = 1_000_000  # a patient is ~1 kB; refuse anything absurd before parsing it
+_BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors and exports write at the start of a file
+# What a YAML document (rather than JSON) typically starts with: a "---" marker, a directive, or "key: value".
+_LOOKS_LIKE_YAML = re.compile(r"\A\s*(?:---|%YAML|[A-Za-z_][\w.-]*\s*:(?:\s|\Z))")
+_MAX_DEPTH = 32  # levels of objects and arrays; a patient document has 4
+_INT64 = range(-(2**63), 2**64)  # the integers a JSON error report (written with orjson) can hold
 
 
 def parse_facts(data: PatientFacts | Mapping[str, Any]) -> PatientFacts:
@@ -36,14 +42,41 @@ def parse_facts(data: PatientFacts | Mapping[str, Any]) -> PatientFacts:
         raise InvalidInputError(
             [InputProblem("", f"expected an object with patient facts, got {_json_type(data)}", _preview(data))]
         )
+    try:
+        return _validate(data)
+    except RecursionError:
+        raise InvalidInputError([InputProblem("", "input is nested too deeply", None)]) from None
+
+
+def _validate(data: Mapping[str, Any]) -> PatientFacts:
     if not isinstance(data, dict):
         data = dict(data)
     try:
         return PatientFacts.model_validate(data)
     except ValidationError as exc:
+        # Checked only once validation has failed, so valid patients pay nothing: pydantic's error report recurses
+        # through the offending value (and prints, rather than raises, what fails on a deep one).
+        deep = _too_deep(data)
+        if deep is not None:
+            raise InvalidInputError([InputProblem(
+                deep, f"input is nested too deeply: more than {_MAX_DEPTH} levels (a patient has at most 4)", None,
+            )]) from None
         raise InvalidInputError(_problems(exc, data)) from None
-    except RecursionError:
-        raise InvalidInputError([InputProblem("", "input is nested too deeply", None)]) from None
+
+
+def _too_deep(data: Any) -> str | None:
+    """The path of the first object or array deeper than ``_MAX_DEPTH`` levels, or None (walked without recursion:
+    the value may be nested deeper than Python's stack)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if len(loc) > _MAX_DEPTH:
+            return _printable(_path(loc[:_MAX_DEPTH])) + " …"
+        if isinstance(value, Mapping):
+            stack.extend((item, (*loc, key if isinstance(key, str) else _shown(key))) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, (*loc, index)) for index, item in enumerate(value))
+    return None
 
 
 def parse_facts_json(text: str | bytes) -> PatientFacts:
@@ -52,10 +85,10 @@ def parse_facts_json(text: str | bytes) -> PatientFacts:
 
 
 def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
-    """Strict JSON parsing for patient documents (the value is not yet validated). ``max_bytes``: the size limit
-    (default 1 MB, a patient's facts; a FHIR chart may be larger)."""
+    """Strict JSON parsing for patient documents (the value is not yet validated). A leading UTF-8 byte order mark
+    is skipped. ``max_bytes``: the size limit (default 1 MB, a patient's facts; a FHIR chart may be larger)."""
     limit = max_bytes or _MAX_INPUT_BYTES
-    if isinstance(text, (bytes, bytearray)):
+    if isinstance(text, (bytes, bytearray, memoryview)):
         if len(text) > limit:
             raise InvalidInputError([InputProblem("", f"input is larger than {limit} bytes", None)])
         try:
@@ -64,20 +97,32 @@ def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
             raise InvalidInputError([InputProblem("", f"input is not UTF-8 text ({exc.reason})", None)]) from None
     if len(text) > limit:
         raise InvalidInputError([InputProblem("", f"input is larger than {limit} characters", None)])
+    if text.startswith(_BOM):
+        text = text[1:]
     try:
         # The stdlib parser, not a faster one, because only it lets us refuse duplicate keys ({"age_years": 5,
         # "age_years": 50} must not silently keep one) and the non-JSON constants NaN/Infinity.
         return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     except _DuplicateKey as exc:
-        raise InvalidInputError([InputProblem("", f"duplicate key {exc.key!r} in a JSON object", exc.key)]) from None
+        raise InvalidInputError(
+            [InputProblem("", f"duplicate key {exc.key!r} in a JSON object", _preview(exc.key))]
+        ) from None
     except _ForbiddenConstant as exc:
         raise InvalidInputError(
             [InputProblem("", f"{exc.name} is not allowed: numbers must be finite JSON numbers", exc.name)]
         ) from None
     except json.JSONDecodeError as exc:
+        if _LOOKS_LIKE_YAML.match(text):
+            raise InvalidInputError([InputProblem("", "this looks like YAML, not JSON: give the patient facts as "
+                                                      "one JSON object, e.g. {\"age_years\": 8}", None)]) from None
         raise InvalidInputError(
             [InputProblem("", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", None)]
         ) from None
+    except ValueError as exc:  # Python refuses to convert integers of more than 4300 digits (a denial-of-service guard)
+        reason = str(exc).split(";")[0]
+        message = (f"a number in the input has too many digits ({reason})" if "integer string conversion" in reason
+                   else f"malformed JSON: {reason}")
+        raise InvalidInputError([InputProblem("", message, None)]) from None
     except RecursionError:
         raise InvalidInputError([InputProblem("", "JSON is nested too deeply", None)]) from None
 
@@ -176,7 +221,7 @@ def _problems(exc: ValidationError, data: Any) -> list[InputProblem]:
     seen: set[tuple[str, str]] = set()
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        problem = _problem(error, loc, data)
+        problem = _reportable(_problem(error, loc, data))
         key = (problem.path, problem.message)
         if key not in seen:  # a union type can report one bad value twice
             seen.add(key)
@@ -196,8 +241,14 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
             message += f"; did you mean {close[0]!r}?"
         message += " Allowed keys here: " + ", ".join(allowed)
         return InputProblem(_path(loc), message, value)
+    if kind == "string_unicode":  # a lone surrogate (\\ud800-\\udfff): JSON allows the escape, Unicode text does not
+        # At a leaf field it is the value; anywhere else (an object) pydantic is reporting one of its keys.
+        is_key = ".".join(p for p in loc if isinstance(p, str)) not in fact_fields()
+        what = f"a key ({_shown(value)}) is" if is_key else f"{_shown(value)} is"
+        return InputProblem(_path(loc), f"{what} not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)",
+                            value)
     if kind == "invalid_key":
-        return InputProblem(_path(loc[:-1]), f"object keys must be strings, got {loc[-1]!r}", loc[-1])
+        return InputProblem(_path(loc[:-1]), f"object keys must be strings, got {_shown(loc[-1])}", loc[-1])
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return InputProblem(_path(loc), f"expected an object, got {_json_type(value)}", _preview(value))
     if kind == "method_item":
@@ -211,7 +262,8 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
     if len(loc) > len(field_loc):  # an element of a list, e.g. methods[1]
         close = difflib.get_close_matches(str(value), field.values, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close and isinstance(value, str) else "."
-        return InputProblem(_path(loc), f"{value!r} is not a test method{hint} Allowed: {field.allowed()}", value)
+        return InputProblem(_path(loc), f"{_shown(value)} is not a test method{hint} Allowed: {field.allowed()}",
+                            value)
     if value is None and not field.nullable:
         return InputProblem(_path(loc), f"null is not allowed here; expected {field.allowed()}", None)
     if kind == "literal_error" and isinstance(value, str):
@@ -226,13 +278,32 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
     return InputProblem(_path(loc), f"{detail}; expected {field.allowed()}", _preview(value))
 
 
+def _reportable(problem: InputProblem) -> InputProblem:
+    """The problem with a path, message and value that any JSON writer can write: no lone surrogates, no integer
+    beyond 64 bits, no deep nesting (a report of bad input must never fail on the bad input)."""
+    return InputProblem(_printable(problem.path), _printable(problem.message), _preview(problem.value))
+
+
+def _printable(text: str) -> str:
+    """Text with any lone surrogate (not valid Unicode, so not writable as UTF-8) shown as its escape, e.g. \\ud800."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(value: Any) -> str:
+    """A value as Python shows it, for messages, made safe like ``_preview`` (repr already escapes lone
+    surrogates)."""
+    if isinstance(value, str):
+        return repr(value[:200] + "…" if len(value) > 200 else value)
+    return repr(_preview(value))
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += ("." if text else "") + str(part)
+            text += ("." if text else "") + (part if isinstance(part, str) else _shown(part))
     return text
 
 
@@ -253,11 +324,19 @@ def _json_type(value: Any) -> str:
 
 
 def _preview(value: Any) -> Any:
-    """Echo small offending values in full; summarise big ones so an error report stays readable."""
+    """Echo small offending values in full; summarise big or unwritable ones so an error report stays readable and
+    can always be written as JSON."""
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        # Beyond 64 bits orjson cannot write it, and beyond 4300 digits Python refuses to convert it to text.
+        return value if value in _INT64 else f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, str):
+        return _printable(value[:200] + "…" if len(value) > 200 else value)
     if isinstance(value, Mapping):
         return f"<object with {len(value)} key(s)>"
-    if isinstance(value, (list, tuple)) and len(value) > 10:
-        return f"<array of {len(value)} items>"
-    if isinstance(value, str) and len(value) > 200:
-        return value[:200] + "…"
-    return value
+    if isinstance(value, (list, tuple)):
+        if len(value) > 10 or any(isinstance(item, (list, tuple, Mapping)) for item in value):
+            return f"<array of {len(value)} items>"
+        return [_preview(item) for item in value]
+    return f"<{type(value).__name__}>"

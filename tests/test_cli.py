@@ -121,12 +121,12 @@ def test_batch_keeps_order_reports_invalid_lines_by_number_and_exits_3(tmp_path)
     result = run("batch", source, "-o", out)
     assert result.returncode == 3, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == count
-    assert [r["line"] for r in records if "errors" in r] == [3, 4, 5]
+    assert len(records) == count - 1  # the blank line is skipped
+    assert [r["line"] for r in records if "errors" in r] == [3, 5]
     assert records[2]["errors"][0]["path"] == "age_years"
     ids = [r.get("patient_id") for r in records if "schema" in r]
     assert ids == [json.loads(p.read_text())["patient_id"] for p in EXAMPLES]
-    assert f"{count} line(s): {len(EXAMPLES)} evaluated, 3 invalid" in result.stderr
+    assert f"{count - 1} line(s): {len(EXAMPLES)} evaluated, 2 invalid" in result.stderr
 
 
 def test_batch_with_two_processes_gives_the_same_output(tmp_path):
