@@ -96,3 +96,116 @@ def without_defaults(patient: dict[str, Any], rng: random.Random) -> dict[str, A
         elif rng.random() < 0.7:
             result[key] = value
     return result
+
+
+# --- strategies built around one property's premise -----------------------------------------------------------------
+# The general strategy above rarely produces some premises (an upfront resection needs four facts to line up and no
+# contradiction, which independent draws give about once in a hundred patients). Each strategy below starts from a
+# general patient and pushes groups of facts towards a premise, each group with probability 9/10, so most examples
+# meet the premise and the rest miss it by one group: the near misses are where a rule firing too often shows.
+
+_LEAN = st.integers(0, 9).map(lambda n: n > 0)  # True 9 times in 10
+
+
+def _put(patient: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = patient
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def _without_contradiction(draw: st.DrawFn, patient: dict[str, Any]) -> None:
+    """Clear the causes of a CONTRADICTION (C1-C4), so that group-T findings are not suppressed."""
+    alk = patient["molecular"]["alk"]
+    if alk["status"] == "negative":
+        alk["fusion_partner"] = None
+        alk["ihc_pattern"] = draw(st.sampled_from((None, "unknown")))
+    if not patient["history"]["surgery_done"]:
+        patient["history"]["margin_status"] = draw(st.sampled_from((None, "unknown")))
+    patient["history"]["progressed_on_alk_inhibitor"] = False
+
+
+@st.composite
+def targeted_candidates(draw: st.DrawFn, genes: tuple[str, ...] = GENES) -> dict[str, Any]:
+    """Patients for whom a targeted recommendation is possible: one driver fusion, advanced disease, a known age
+    (drawn from the thresholds and around them), no contradiction."""
+    patient = draw(patients())
+    if draw(_LEAN):
+        driver = draw(st.sampled_from(genes))
+        for gene in GENES:
+            patient["molecular"][gene]["status"] = "positive" if gene == driver else draw(
+                st.sampled_from(("negative", "unknown")))
+    if draw(_LEAN):
+        if draw(st.booleans()):
+            patient["tumor"]["resectability"] = draw(st.sampled_from(("unresectable",
+                                                                      "resectable_only_with_mutilation")))
+        else:
+            _put(patient, draw(st.sampled_from(("tumor.distant_disease", "history.recurrence",
+                                                "history.progressed_on_prior_systemic"))), True)
+    if draw(_LEAN):
+        patient["age_years"] = draw(st.sampled_from(AGES[1:]))
+    if draw(_LEAN):
+        _without_contradiction(draw, patient)
+    return patient
+
+
+@st.composite
+def contradictory_patients(draw: st.DrawFn) -> dict[str, Any]:
+    """Patients with one or more of the contradictions C1-C4 (RULES.md D04)."""
+    patient = draw(patients())
+    alk, history = patient["molecular"]["alk"], patient["history"]
+    for reason in draw(st.lists(st.sampled_from(("C1", "C2", "C3", "C4")), min_size=1, max_size=2, unique=True)):
+        if not draw(_LEAN):
+            continue
+        if reason in ("C1", "C2"):
+            alk["status"] = "negative"
+            if reason == "C1":
+                alk["fusion_partner"] = draw(st.sampled_from(PARTNERS[2:]))
+            else:
+                alk["ihc_pattern"] = draw(st.sampled_from(IHC_PATTERNS[1:3]))
+        elif reason == "C3":
+            history["surgery_done"] = False
+            history["margin_status"] = draw(st.sampled_from(("R0", "R1", "R2")))
+        else:
+            history["progressed_on_alk_inhibitor"] = True
+            if alk["status"] == "positive":
+                alk["status"] = draw(st.sampled_from(("negative", "unknown")))
+    return patient
+
+
+@st.composite
+def upfront_resection_candidates(draw: st.DrawFn) -> dict[str, Any]:
+    """Patients near the premise of an upfront resection: untreated, no recurrence, resectable, no distant disease."""
+    patient = draw(patients())
+    for path, value in (("history.surgery_done", False), ("history.recurrence", False),
+                        ("tumor.resectability", "resectable"), ("tumor.distant_disease", False)):
+        if draw(_LEAN):
+            _put(patient, path, value)
+    if draw(_LEAN):
+        _without_contradiction(draw, patient)
+    return patient
+
+
+@st.composite
+def progressed_on_alk_inhibitor(draw: st.DrawFn) -> dict[str, Any]:
+    """ALK-positive patients (else crizotinib is out anyway) who progressed on an ALK inhibitor."""
+    patient = draw(targeted_candidates(genes=("alk",)))
+    if draw(_LEAN):
+        patient["history"]["progressed_on_alk_inhibitor"] = True
+    return patient
+
+
+@st.composite
+def missing_data_patients(draw: st.DrawFn) -> dict[str, Any]:
+    """Patients with the age or the tumor size missing (each about half the time)."""
+    patient = draw(patients())
+    if draw(st.booleans()):
+        patient["age_years"] = None
+    if draw(st.booleans()):
+        patient["tumor"]["size_cm"] = None
+    return patient
+
+
+# Tumor sizes: the thresholds and the values around them as often as uniform draws.
+tumor_sizes = st.one_of(st.sampled_from(SIZES[1:]), st.floats(min_value=0.01, max_value=100))

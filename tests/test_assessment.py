@@ -12,10 +12,19 @@ import pytest
 from helpers import without_time
 
 from imt_cds import Engine, evaluate
-from imt_cds.validation import canonical_json
 
 ALK_ADVANCED = {"patient_id": "P-7", "age_years": 8, "tumor": {"resectability": "unresectable", "size_cm": 6.2},
                 "molecular": {"alk": {"status": "positive", "methods": ["IHC"]}}}
+# ALK_ADVANCED in canonical form (SPEC §2), written out by hand: defaults filled in, keys sorted, no spaces.
+_UNTESTED = '{"fusion_partner":null,"methods":[],"status":"unknown"}'
+ALK_ADVANCED_CANONICAL = (
+    '{"age_years":8.0,"history":{"margin_status":null,"progressed_on_alk_inhibitor":false,'
+    '"progressed_on_prior_systemic":false,"recurrence":false,"surgery_done":false},'
+    '"molecular":{"alk":{"fusion_partner":null,"ihc_pattern":null,"methods":["IHC"],"status":"positive"},'
+    f'"ntrk":{_UNTESTED},"pdgfrb":{_UNTESTED},"ret":{_UNTESTED},"rna_fusion_panel_done":false,"ros1":{_UNTESTED}}},'
+    '"patient_id":"P-7","symptoms":{"respiratory":null},"tumor":{"distant_disease":null,'
+    '"epithelioid_morphology":false,"resectability":"unresectable","site":"unknown","size_cm":6.2}}'
+).encode()
 CONTRADICTORY = {"tumor": {"resectability": "resectable", "distant_disease": False},
                  "history": {"margin_status": "R0"},
                  "molecular": {"alk": {"status": "negative", "fusion_partner": "EML4"}}}
@@ -99,7 +108,8 @@ def test_provenance_names_rulebook_parameters_versions_and_input_hash(engine):
     assert provenance["parameters"]["crizotinib_min_age_years"] == 1
     assert provenance["engine"]["durable_rules"] == "2.0.28"
     assert set(provenance["engine"]) == {"imt_cds", "durable_rules", "python"}
-    assert provenance["input_sha256"] == hashlib.sha256(canonical_json(assessment.facts)).hexdigest()
+    assert provenance["input_sha256"] == hashlib.sha256(ALK_ADVANCED_CANONICAL).hexdigest()
+    assert assessment.canonical_input_json() == ALK_ADVANCED_CANONICAL
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", provenance["evaluated_at"])
 
 
@@ -173,3 +183,128 @@ def test_a_pretty_printed_document_is_the_same_document(engine):
     assessment = engine.evaluate(CONTRADICTORY)
     assert json.loads(assessment.to_json(indent=True)) == json.loads(assessment.to_json()) == assessment.to_dict()
     assert assessment.to_json(indent=True).startswith('{\n  "schema"')
+
+
+# --- a rationale names exactly the tests that held --------------------------------------------------------------------
+
+
+def _value(text):
+    return {"null": None, "true": True, "false": False}.get(text, _number_or_text(text))
+
+
+def _number_or_text(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _test_holds(expected, actual):
+    """Read a rationale's ``expected`` text ("= positive", "in {R1, R2}", "> 3.9", ...) independently of the
+    library and decide it against the value the rationale reports."""
+    folded = expected.endswith(" (case-insensitive)")
+    if folded:
+        expected = expected.removesuffix(" (case-insensitive)")
+    for symbol in ("not in", "in", "!=", ">=", "<=", "=", ">", "<"):
+        if expected.startswith(symbol + " "):
+            operand = expected[len(symbol) + 1:]
+            break
+    else:
+        raise AssertionError(f"unreadable test {expected!r}")
+    if isinstance(actual, list):  # a set field: the whole set is compared
+        value = set(operand.strip("{}").split(", ")) - {""}
+        actual = set(actual)
+    elif symbol in ("in", "not in"):
+        value = [_value(v) for v in operand.strip("{}").split(", ")]
+    else:
+        value = _value(operand)
+    if folded and actual is not None:
+        actual, value = actual.upper(), value.upper()
+    if symbol in (">", ">=", "<", "<=") and actual is None:
+        return False
+    checks = {"=": lambda: actual == value, "!=": lambda: actual != value, "in": lambda: actual in value,
+              "not in": lambda: actual not in value, ">": lambda: actual > value, ">=": lambda: actual >= value,
+              "<": lambda: actual < value, "<=": lambda: actual <= value}
+    return checks[symbol]()
+
+
+def _check_rationale(because, facts, derived, contradictions, rule):
+    assert bool(because) == (rule != "R01"), rule  # only R01 (always) applies for no reason
+    for reason in because:
+        if "fact" in reason:
+            node = facts
+            for part in reason["fact"].split("."):
+                node = node[part]
+            assert reason["actual"] == node, reason  # the value reported is the patient's
+            assert _test_holds(reason["expected"], node), reason
+        else:
+            assert (reason["derived"] in derived) == reason["holds"], reason
+            assert reason.get("reasons", []) == (contradictions if reason["derived"] == "CONTRADICTION" and
+                                                 reason["holds"] else []), reason
+
+
+def test_every_reason_in_every_rationale_holds_for_the_patient(engine):
+    # A reason copied from a branch of the rule that did not fire (or from another rule) would be a test the patient
+    # fails: every fact test listed must hold on the patient's own value, and every derived fact must (not) hold.
+    import random
+
+    from strategies import random_patient
+
+    rng = random.Random(31)
+    for _ in range(400):
+        assessment = engine.evaluate(random_patient(rng))
+        document = assessment.to_dict()
+        facts = assessment.facts.model_dump(mode="json")
+        derived = {d["name"] for d in document["derived_facts"]}
+        contradictions = [d["reason"]["id"] for d in document["derived_facts"] if d["name"] == "CONTRADICTION"]
+        findings = document["recommendations"] + document["risk_flags"] + [s["finding"] for s in document["suppressed"]]
+        for item in findings + document["derived_facts"]:
+            _check_rationale(item["because"], facts, derived, contradictions, item["rule"]["id"])
+            for other in item.get("also_from", []):
+                _check_rationale(other["because"], facts, derived, contradictions, other["id"])
+
+
+def test_the_rationale_reader_refuses_tests_that_do_not_hold():
+    assert _test_holds("= positive", "positive") and not _test_holds("= positive", "unknown")
+    assert _test_holds("!= positive", None) and not _test_holds("!= R2", "R2")
+    assert _test_holds("in {R1, R2}", "R2") and not _test_holds("in {R1, R2}", None)
+    assert _test_holds("not in {R1, R2}", None) and not _test_holds("not in {R1, R2}", "R1")
+    assert _test_holds("> 3.9", 3.91) and not _test_holds("> 3.9", 3.9) and not _test_holds("> 3.9", None)
+    assert _test_holds(">= 1", 1.0) and not _test_holds(">= 1", 0.99)
+    assert _test_holds("< 2", 1.99) and not _test_holds("< 2", 2.0) and _test_holds("<= 2", 2.0)
+    assert _test_holds("= false", False) and not _test_holds("= false", None) and _test_holds("= null", None)
+    assert _test_holds("= RANBP2 (case-insensitive)", "RanBP2") and not _test_holds("= RANBP2", "RanBP2")
+    assert _test_holds("= {IHC}", ["IHC"]) and not _test_holds("= {IHC}", ["FISH", "IHC"])
+
+
+R08_CODE = "REQUEST_RESECTABILITY_ASSESSMENT"
+RESECTABILITY_UNKNOWN = {"fact": "tumor.resectability", "expected": "= unknown", "actual": "unknown"}
+NO_SURGERY = {"fact": "history.surgery_done", "expected": "= false", "actual": False}
+RECURRENCE = {"fact": "history.recurrence", "expected": "= true", "actual": True}
+
+
+def test_a_finding_lists_the_tests_of_the_branch_that_fired_and_no_other(engine):
+    # R08: resectability unknown and (no surgery yet or recurrence). After surgery, only the recurrence branch fires.
+    after_surgery = engine.evaluate({"tumor": {"resectability": "unknown"},
+                                     "history": {"surgery_done": True, "recurrence": True, "margin_status": "R0"}})
+    assert after_surgery.finding(R08_CODE).to_dict()["because"] == [RESECTABILITY_UNKNOWN, RECURRENCE]
+    no_recurrence = engine.evaluate({"tumor": {"resectability": "unknown"}})
+    assert no_recurrence.finding(R08_CODE).to_dict()["because"] == [RESECTABILITY_UNKNOWN, NO_SURGERY]
+
+
+def test_when_two_branches_fire_the_rationale_is_their_union_in_condition_order(engine):
+    both = engine.evaluate({"tumor": {"resectability": "unknown"}, "history": {"recurrence": True}})
+    assert both.finding(R08_CODE).to_dict()["because"] == [RESECTABILITY_UNKNOWN, NO_SURGERY, RECURRENCE]
+    assert json.loads(both.to_json())["recommendations"] == both.to_dict()["recommendations"]
+    # D02 (any of five): three hold, listed in the order the rule states them, the two that fail left out.
+    advanced = engine.evaluate({"tumor": {"resectability": "unresectable", "distant_disease": True},
+                                "history": {"progressed_on_prior_systemic": True}})
+    (fact,) = [d for d in advanced.to_dict()["derived_facts"] if d["name"] == "ADVANCED_DISEASE"]
+    assert fact["because"] == [
+        {"fact": "tumor.resectability", "expected": "in {unresectable, resectable_only_with_mutilation}",
+         "actual": "unresectable"},
+        {"fact": "tumor.distant_disease", "expected": "= true", "actual": True},
+        {"fact": "history.progressed_on_prior_systemic", "expected": "= true", "actual": True},
+    ]
+    (objects,) = [d for d in advanced.derived_facts if d.name == "ADVANCED_DISEASE"]
+    assert [r.to_dict() for r in objects.because] == fact["because"]

@@ -112,3 +112,34 @@ def test_engine_numbers_are_written_so_durable_can_parse_them():
     assert engine_number(8) == "8.0"
     for value in (5e-324, 1e-7, 1e20, 3.9, 120.0, 0.0):
         assert orjson.loads(engine_number(value)) == value
+
+
+def _parse(condition):
+    from imt_cds.conditions import ConditionContext, parse_condition
+    from imt_cds.fact_fields import fact_fields
+
+    problems = []
+    context = ConditionContext(fact_fields(), {"size_risk_threshold_cm": 3.9},
+                               lambda where, message, hint: problems.append((where, message)))
+    return parse_condition(condition, context), problems
+
+
+def test_every_operator_is_accepted_on_a_field_it_fits_and_reads_as_written():
+    from imt_cds.fact_fields import fact_fields
+
+    fields = fact_fields()
+    cases = [  # written out by hand: the operator, its operand, and how a rationale shows the test
+        ("molecular.alk.status", "is", "positive", "= positive"),
+        ("molecular.alk.status", "is_not", "positive", "!= positive"),
+        ("history.margin_status", "in", ["R1", "R2"], "in {R1, R2}"),
+        ("history.margin_status", "not_in", ["R1", "R2"], "not in {R1, R2}"),
+        ("tumor.size_cm", "gt", {"param": "size_risk_threshold_cm"}, "> 3.9"),
+        ("tumor.size_cm", "gte", 4, ">= 4"),
+        ("age_years", "lt", 1.5, "< 1.5"),
+        ("age_years", "lte", 2, "<= 2"),
+        ("molecular.alk.fusion_partner", "is", "RANBP2", "= RANBP2 (case-insensitive)"),
+    ]
+    for path, op, operand, shown in cases:
+        atom, problems = _parse({"fact": path, op: operand})
+        assert problems == [] and atom.op == op, (op, problems)
+        assert atom.expected_text({"size_risk_threshold_cm": 3.9}, fields[path]) == shown

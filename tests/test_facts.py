@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
+import orjson
 import pytest
 
 from imt_cds import InvalidInputError, PatientFacts, parse_facts, parse_facts_json
@@ -160,3 +163,106 @@ def test_clinically_inconsistent_but_well_typed_data_is_valid():
     facts = parse_facts({"history": {"surgery_done": False, "margin_status": "R0"},
                          "molecular": {"alk": {"status": "negative", "fusion_partner": "EML4"}}})
     assert facts.history.margin_status == "R0"
+
+
+# --- the canonical form (what provenance and the audit trail hash) -------------------------------------------------
+
+# Written out by hand from SPEC §2: every default filled in, keys sorted at every level, methods sorted and without
+# repeats, numbers as JSON floats (8 -> 8.0, 1e-07 -> 1e-7), text as raw UTF-8, no spaces.
+CANONICAL_EMPTY_FUSION = '{"fusion_partner":null,"methods":[],"status":"unknown"}'
+CANONICAL_PATIENT = (
+    '{"age_years":8.0,'
+    '"history":{"margin_status":"R1","progressed_on_alk_inhibitor":false,"progressed_on_prior_systemic":false,'
+    '"recurrence":false,"surgery_done":true},'
+    '"molecular":{"alk":{"fusion_partner":"EML4","ihc_pattern":null,"methods":["FISH","IHC","NGS_RNA"],'
+    '"status":"positive"},'
+    f'"ntrk":{CANONICAL_EMPTY_FUSION},"pdgfrb":{CANONICAL_EMPTY_FUSION},"ret":{CANONICAL_EMPTY_FUSION},'
+    f'"rna_fusion_panel_done":false,"ros1":{CANONICAL_EMPTY_FUSION}}},'
+    '"patient_id":"patient ü","symptoms":{"respiratory":null},'
+    '"tumor":{"distant_disease":false,"epithelioid_morphology":false,"resectability":"resectable",'
+    '"site":"unknown","size_cm":1e-7}}'
+).encode()
+
+
+def test_the_canonical_form_is_written_exactly_as_specified():
+    facts = parse_facts_json(
+        '{"tumor": {"size_cm": 1e-7, "distant_disease": false, "resectability": "resectable"},'
+        ' "patient_id": "patient \\u00fc", "age_years": 8,'
+        ' "molecular": {"alk": {"methods": ["NGS_RNA", "IHC", "FISH", "IHC"], "status": "positive",'
+        ' "fusion_partner": "EML4"}}, "history": {"surgery_done": true, "margin_status": "R1"}}'
+    )
+    assert canonical_json(facts) == CANONICAL_PATIENT
+    assert input_sha256(facts) == hashlib.sha256(CANONICAL_PATIENT).hexdigest()
+
+
+def test_equal_inputs_give_the_same_canonical_bytes_and_different_ones_do_not():
+    import random
+
+    from strategies import random_patient
+
+    rng = random.Random(21)
+    seen: dict[bytes, PatientFacts] = {}
+    for _ in range(1_000):
+        patient = random_patient(rng)
+        facts = parse_facts(patient)
+        shuffled = json.loads(json.dumps(patient, sort_keys=True))  # another key order; ints stay ints
+        for fusion in shuffled["molecular"].values():
+            if isinstance(fusion, dict):
+                fusion["methods"] = fusion["methods"][::-1] * 2  # another order, with repeats
+        assert canonical_json(parse_facts(shuffled)) == canonical_json(facts)
+        # The template writer is the same document as the plain sorted-keys dump (what validation's docstring says).
+        assert canonical_json(facts) == orjson.dumps(facts.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        assert seen.setdefault(canonical_json(facts), facts) == facts  # one canonical form per distinct input
+
+
+# --- the input size limit ------------------------------------------------------------------------------------------
+
+LIMIT = 1_000_000
+SMALL = '{"age_years": 5}'
+
+
+def _padded(length: int) -> str:
+    return SMALL + " " * (length - len(SMALL))  # trailing whitespace is valid JSON
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["text", "bytes"])
+def test_an_input_just_under_the_size_limit_is_parsed_and_one_just_over_is_refused(as_bytes):
+    def convert(text):
+        return text.encode() if as_bytes else text
+
+    assert parse_facts_json(convert(_padded(LIMIT))).age_years == 5
+    assert parse_facts_json(convert(_padded(LIMIT - 1))).age_years == 5
+    with pytest.raises(InvalidInputError) as info:
+        parse_facts_json(convert(_padded(LIMIT + 1)))
+    (problem,) = info.value.problems
+    unit = "bytes" if as_bytes else "characters"
+    assert problem.message == f"input is larger than {LIMIT} {unit}"
+
+
+def test_the_size_limit_counts_bytes_of_bytes_input_not_characters():
+    text = SMALL[:-1] + ', "patient_id": "' + "ü" * 10 + '"}'
+    padding = LIMIT - len(text.encode())
+    assert parse_facts_json((text + " " * padding).encode()).patient_id == "ü" * 10
+    with pytest.raises(InvalidInputError, match="larger than 1000000 bytes"):
+        parse_facts_json((text + " " * (padding + 1)).encode())
+
+
+def test_the_command_line_applies_the_size_limit_at_the_boundary(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("imt-cds")
+    at_limit, over_limit = tmp_path / "at.json", tmp_path / "over.json"
+    at_limit.write_text(_padded(LIMIT))
+    over_limit.write_text(_padded(LIMIT + 1))
+    accepted = subprocess.run([str(script), "evaluate", str(at_limit), "--format", "json"], capture_output=True,
+                              text=True, timeout=300)
+    assert accepted.returncode == 0, accepted.stderr
+    assert json.loads(accepted.stdout)["schema"] == "imt-cds/assessment/1"
+    refused = subprocess.run([str(script), "evaluate", str(over_limit)], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"input is larger than {LIMIT} bytes" in refused.stderr and "Traceback" not in refused.stderr
+    piped = subprocess.run([str(script), "evaluate", "-"], input=_padded(LIMIT + 1), capture_output=True,
+                           text=True, timeout=300)
+    assert piped.returncode == 2 and f"input is larger than {LIMIT} bytes" in piped.stderr

@@ -192,3 +192,27 @@ def test_comments_and_layout_do_not_change_the_hash(tmp_path, rulebook):
     path.write_text("# a comment that changes nothing\n" + path.read_text())
     (directory / CRIZOTINIB).rename(directory / "R32a-moved.yaml")
     assert load_rulebook(directory).sha256 == rulebook.sha256
+
+
+@pytest.mark.parametrize("operator", ["gt", "gte", "lt", "lte"])
+@pytest.mark.parametrize(
+    ("file", "before", "path", "allowed"),
+    [
+        ("data_requests/R03-request-alk-testing.yaml", "{fact: molecular.alk.status, is: unknown}",
+         "molecular.alk.status", "positive, negative, unknown"),
+        ("treatment/R23-upfront-surgical-resection.yaml", "{fact: history.surgery_done, is: false}",
+         "history.surgery_done", "true or false"),
+        ("treatment/R23-upfront-surgical-resection.yaml", "{fact: tumor.distant_disease, is: false}",
+         "tumor.distant_disease", "true, false, or null"),
+    ],
+    ids=["enum", "boolean", "tristate"],
+)
+def test_an_ordering_operator_on_an_enum_or_boolean_field_is_refused_at_load(tmp_path, operator, file, before,
+                                                                               path, allowed):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, before, before.replace("is:", f"{operator}:").replace("unknown}", "1}")
+         .replace("false}", "1}"))
+    problem = only(load_problems(directory))
+    assert problem.file == file and problem.path.endswith(f".{operator}")
+    assert f"{operator} compares numbers, but {path} is" in problem.message
+    assert allowed in problem.message
