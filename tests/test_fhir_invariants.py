@@ -257,6 +257,8 @@ def test_the_generated_patients_vary(bundles):
     ("an extension with no value", "ext-1"),
     ("a reference to a contained resource that is not there", "ref-1"),
     ("two entries with one fullUrl", "bdl-7"),
+    ("an empty element", "ele-1"),
+    ("a sub-action with neither resource nor sub-actions", "rqg-1"),
 ])
 def test_the_checker_catches_a_broken_bundle(bundles, mutation, expected):
     bundle = json.loads(json.dumps(bundles[1]))  # the ALK-positive example: actions, flags, subject
@@ -280,6 +282,12 @@ def test_the_checker_catches_a_broken_bundle(bundles, mutation, expected):
         group["author"] = {"reference": "#nowhere"}
     elif mutation == "two entries with one fullUrl":
         bundle["entry"][1]["fullUrl"] = bundle["entry"][0]["fullUrl"]
+    elif mutation == "an empty element":
+        group["note"][0] = {}
+    elif mutation == "a sub-action with neither resource nor sub-actions":
+        action = group["action"][0]
+        action["action"] = [{"id": "sub", "title": "a sub-action", "action": [{"title": "proposes nothing"}]}]
+        del action["resource"]
     checker = InvariantChecker()
     checker.resource(bundle)
     assert any(expected in violation for violation in checker.violations), checker.violations
