@@ -187,15 +187,15 @@ def assessment_bundle(document: Mapping[str, Any], *, request_id: str | None = N
         **({"action": actions} if actions else {}),
     }
     has_data_requests = data_requests > 0
-    status_text = ("evaluated; more data could make the evaluation more complete" if has_data_requests
-                   else "evaluated")
     guidance: dict[str, Any] = {
         "resourceType": "GuidanceResponse",
         "id": ids.id("guidance-response"),
         "meta": {"profile": [GUIDANCE_RESPONSE_PROFILE]},
         "text": narrative(
-            f"imt-cds decision support about {about}, {status_text} on {when} with {source}: {counts}.",
+            f"imt-cds decision support about {about}, evaluated on {when} with {source}: {counts}.",
             ["The proposals and flags are listed in the RequestGroup this response points at."]
+            + (["More data could make the evaluation more complete: see the requests for missing data."]
+               if has_data_requests else [])
             + (["Withheld findings are listed in the evaluation message."] if outcome else []),
             DISCLAIMER),
         "extension": [{"url": CDS_HOOKS_ENDPOINT_EXTENSION, "valueUri": service_endpoint}],

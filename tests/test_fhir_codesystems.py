@@ -25,7 +25,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 
 def _write(output: Path, *options: str) -> dict[str, dict]:
     result = subprocess.run([str(SCRIPT), "rules", "codesystems", "-o", str(output), *options],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     written = {path.name: json.loads(path.read_text()) for path in output.glob("CodeSystem-*.json")}
     assert len(result.stdout.splitlines()) == len(written)
@@ -88,6 +88,6 @@ def test_an_output_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = subprocess.run([str(SCRIPT), "rules", "codesystems", "-o", str(blocker / "out")],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--output" in result.stderr and "Traceback" not in result.stderr

@@ -40,13 +40,12 @@ from fhirpathpy import apply_parsed_path
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 from fhirpathpy.parser import parse
+from strategies import random_patient
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
 from imt_cds.fhir_codesystems import code_systems
 from imt_cds.fhir_output import assessment_bundle
-
-from strategies import random_patient
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
