@@ -88,6 +88,16 @@ def register(commands: Any) -> None:
     diff.add_argument("--format", choices=("text", "json"), default="text")
     diff.set_defaults(run=_run_diff)
 
+    codesystems = sub.add_parser(
+        "codesystems", help="write the project's code systems (urn:imt-cds:*) as FHIR CodeSystem JSON files",
+        description="Write one FHIR R4 CodeSystem per code system of the project (finding codes from the rulebook, "
+        "fact paths, test methods, service card topics, override reasons) as DIR/CodeSystem-<id>.json, for a "
+        "terminology server to load. Existing files of the same name are replaced.")
+    codesystems.add_argument("-o", "--output", metavar="DIR", type=Path, required=True,
+                             help="directory to write to (created if missing)")
+    _rules_option(codesystems)
+    codesystems.set_defaults(run=_run_codesystems)
+
     explain = commands.add_parser(
         "explain",
         help="why a patient gets each finding, or why not a given code",
@@ -205,6 +215,25 @@ def _run_copy(args: argparse.Namespace) -> int:
     if args.seeds_to is not None:
         shutil.copytree(seeds, args.seeds_to)
         print(f"copied evidence {seeds} -> {args.seeds_to}")
+    return 0
+
+
+def _run_codesystems(args: argparse.Namespace) -> int:
+    import json
+
+    from .fhir_codesystems import code_systems
+
+    systems = code_systems(_load(args))
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        for system in systems:
+            target = args.output / f"CodeSystem-{system['id']}.json"
+            target.write_text(json.dumps(system, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"{target}  {system['url']} {system['version']} ({system['count']} codes)")
+    except OSError as exc:
+        print(f"imt-cds: cannot write code systems to --output {args.output}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

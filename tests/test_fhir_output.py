@@ -1,6 +1,8 @@
 """The FHIR export of an assessment: an R4 Bundle that the ``fhir.resources`` R4B models accept, shaped as the HL7 CDS
 Hooks clinical-reasoning guide asks (profiles and indicator ConceptMap copied into tests/fixtures/ from the guide),
-with every reference resolving inside the Bundle and a Provenance naming the rulebook and the input."""
+every action pointing at the resource that carries its finding, every resource with narrative, the patient referenced
+by id and identifier, every other reference resolving inside the Bundle, and a Provenance naming the rulebook and
+the input. The R4 invariants themselves are evaluated in test_fhir_invariants.py."""
 
 from __future__ import annotations
 
@@ -78,6 +80,63 @@ def test_risk_flags_are_detected_issues_and_recommendations_are_request_group_ac
             assert actions[issue["code"]["coding"][0]["code"]]["resource"]["reference"].endswith(issue["id"])
 
 
+def test_every_action_points_at_the_resource_that_carries_its_finding(exported):
+    for record, bundle in exported:
+        by_url = {entry["fullUrl"]: entry["resource"] for entry in bundle["entry"]}
+        (group,) = _resources(bundle, "RequestGroup")
+        document = record.assessment
+        actions = group.get("action", [])
+        assert len(actions) == len(document["recommendations"]) + len(document["risk_flags"])
+        kinds = {f["code"]: ("CommunicationRequest" if f in document["recommendations"] else "DetectedIssue")
+                 for f in [*document["recommendations"], *document["risk_flags"]]}
+        for action in actions:
+            assert "action" not in action  # rqg-1: a resource or sub-actions, not both
+            carrier = by_url[action["resource"]["reference"]]
+            assert carrier["resourceType"] == kinds[action["id"]]
+            coded = carrier["reasonCode"][0] if carrier["resourceType"] == "CommunicationRequest" else carrier["code"]
+            assert coded["coding"][0]["code"] == action["id"]
+            if carrier["resourceType"] == "CommunicationRequest":
+                assert carrier["payload"][0]["contentString"].split(": ", 1)[1].startswith(action["title"])
+                assert carrier["priority"] == action["priority"]
+
+
+def test_every_resource_has_generated_narrative_saying_what_it_holds(exported):
+    for record, bundle in exported:
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            text = resource["text"]
+            assert text["status"] == "generated"
+            div = ET.fromstring(text["div"])
+            assert div.tag == "{http://www.w3.org/1999/xhtml}div"
+            words = " ".join(div.itertext())
+            assert words.strip()
+            if resource["resourceType"] in ("CommunicationRequest", "DetectedIssue"):
+                (finding,) = [f for f in [*record.assessment["recommendations"], *record.assessment["risk_flags"]]
+                              if f["code"] == (resource.get("reasonCode") or [resource.get("code")])[0]
+                              ["coding"][0]["code"]]
+                assert finding["summary"] in words and ("consider" in words or "review" in words)
+            if resource["resourceType"] == "GuidanceResponse" and record.patient_id:
+                assert record.patient_id in words and "not a prescription" in words
+
+
+def test_the_patient_is_referenced_by_id_and_by_identifier(engine):
+    facts = json.loads(EXAMPLES[1].read_text())
+    for patient_id, reference in (("P-0042", "Patient/P-0042"), ("patient/with spaces ü", None), (None, None)):
+        document = engine.evaluate({**facts, "patient_id": patient_id}).to_dict()
+        bundle = assessment_bundle(document, request_id="hook-1")
+        subjects = [r.get("subject", r.get("patient")) for r in (e["resource"] for e in bundle["entry"])
+                    if r["resourceType"] in ("GuidanceResponse", "RequestGroup", "CommunicationRequest",
+                                             "DetectedIssue")]
+        assert len(subjects) > 2
+        for subject in subjects:
+            if patient_id is None:
+                assert subject is None
+                continue
+            assert subject["identifier"] == {"system": System.PATIENT, "value": patient_id}
+            assert subject.get("reference") == reference  # a non-FHIR id (spaces) is never made into a reference
+        Bundle.model_validate(bundle)
+
+
 def test_the_profiles_required_elements_are_present(exported):
     required = {}
     for name, kind in (("cdshooksguidanceresponse", "GuidanceResponse"), ("cdshooksrequestgroup", "RequestGroup")):
@@ -118,10 +177,13 @@ def test_every_reference_resolves_inside_the_bundle(exported):
             for value in node:
                 yield from references(value)
 
-    for _, bundle in exported:
+    for record, bundle in exported:
         urls = {entry["fullUrl"] for entry in bundle["entry"]}
         found = set(references(bundle))
-        assert found and found <= urls
+        # the patient is the one reference to outside the Bundle: the EHR's Patient the facts came from
+        patient = {f"Patient/{record.patient_id}"} if record.patient_id else set()
+        assert found and found - patient <= urls
+        assert patient <= found
 
 
 def test_the_provenance_links_the_guidance_to_the_rulebook_version_and_the_input(exported):
@@ -130,7 +192,8 @@ def test_the_provenance_links_the_guidance_to_the_rulebook_version_and_the_input
         (guidance,) = _resources(bundle, "GuidanceResponse")
         targets = {t["reference"] for t in provenance["target"]}
         generated = [e for e in bundle["entry"] if e["resource"]["resourceType"] in
-                     ("GuidanceResponse", "RequestGroup", "DetectedIssue", "OperationOutcome")]
+                     ("GuidanceResponse", "RequestGroup", "CommunicationRequest", "DetectedIssue",
+                                                          "OperationOutcome")]
         assert targets == {e["fullUrl"] for e in generated}
         identifiers = {e["what"]["identifier"]["system"]: e["what"]["identifier"]["value"]
                        for e in provenance["entity"]}
@@ -140,6 +203,7 @@ def test_the_provenance_links_the_guidance_to_the_rulebook_version_and_the_input
         assert provenance["recorded"] == record.recorded_at == bundle["timestamp"]
         assert guidance["identifier"][0] == {"system": System.AUDIT_RECORD, "value": record.id}
         assert guidance["subject"]["identifier"]["value"] == record.patient_id
+        assert guidance["subject"]["reference"] == f"Patient/{record.patient_id}"
 
 
 def test_withheld_findings_are_reported_in_the_evaluation_message(exported):
