@@ -3,20 +3,26 @@
 The server refuses to start without authentication (at least one ``--trust ISS JWKS``) unless
 ``--allow-unauthenticated`` is given, which prints a warning: anyone who can reach the port could then read
 decision support for any patient record they send. Exit codes: 0 after a clean shutdown; 2 for a configuration it
-refuses (no authentication, an unreadable JWK Set, a bad URL); 1 for an internal error (as every command: see
-``cli.main``).
+refuses (no authentication, an unreadable JWK Set, a bad URL, limits that do not fit); 3 when it cannot start
+where it was told to (the audit store cannot be opened, the address cannot be listened on); 1 for an internal error
+(as every command: see ``cli.main``). Each is one line on standard error, never a traceback.
+
+The server runs with the limits of ``service.connections``: a connection cap under the open-file limit, header,
+body and keep-alive timeouts, and repeated diagnostics rate-limited in the log.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_USAGE = 0, 2  # an internal error exits 1 through cli.main
+EXIT_OK, EXIT_USAGE, EXIT_CANNOT_START = 0, 2, 3  # an internal error exits 1 through cli.main
 UNAUTHENTICATED_WARNING = (
     "imt-cds: WARNING: serving WITHOUT authentication (--allow-unauthenticated): any client that can reach this "
     "port gets decision support for any record it sends, and can make the service call any FHIR server. Use it "
@@ -32,7 +38,8 @@ def register(commands: Any) -> None:
         "processes. Every call must carry a bearer JWT from a trusted issuer (--trust).",
         epilog="example: imt-cds serve --port 8080 --public-url https://cds.example.org "
         "--trust https://ehr.example.org/ ehr-jwks.json --audit audit.db\n"
-        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused.",
+        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused, 3 cannot start (audit store "
+        "cannot be opened, address in use).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -68,6 +75,19 @@ def register(commands: Any) -> None:
     serve.add_argument("--not-eligible-card", action="store_true",
                        help="answer a chart without an IMT diagnosis (or of a deceased patient) with one info card "
                        "saying it was not evaluated (default: no card at all)")
+    limits = serve.add_argument_group("connection limits (see the README's deployment notes)")
+    limits.add_argument("--max-connections", type=int, default=None, metavar="N",
+                        help="client connections open at once; at the limit a new one closes the oldest without a "
+                        "request in progress (default: 1000, or what the open-file limit allows)")
+    limits.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="a connection must send its complete request headers within this time (default 10)")
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="a request body must arrive within this time after its headers (default 30)")
+    limits.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="an idle kept-alive connection is closed after this time (default 5)")
+    limits.add_argument("--store-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="a feedback write waits at most this long for the store's write lock, then gets a 503 "
+                        "(default 5)")
     serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     serve.set_defaults(run=_run_serve)
 
@@ -75,13 +95,20 @@ def register(commands: Any) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     from .errors import EvidenceError, RulebookError
     from .service.auth import AuthSettings, TrustedIssuer
-    from .service.config import DEFAULT_MAX_BODY_BYTES, ServiceConfig
+    from .service.config import DEFAULT_MAX_BODY_BYTES, AuditStoreUnavailableError, ServiceConfig
     from .service.errors import ServiceConfigError
 
     try:
         import uvicorn
 
         from .service import create_app
+        from .service.connections import (
+            ConnectionLimits,
+            RepeatedLogFilter,
+            guarded_protocol,
+            install_log_filter,
+            open_file_budget,
+        )
     except ImportError as exc:
         print(f"imt-cds: error: the service needs its extra dependencies ({exc.name} is missing): "
               "pip install 'imt-cds[service]'", file=sys.stderr)
@@ -90,8 +117,6 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.trust:
         auth = AuthSettings(tuple(TrustedIssuer(iss, jwks) for iss, jwks in args.trust),
                             leeway_seconds=args.jwt_leeway)
-    elif args.allow_unauthenticated:
-        print(UNAUTHENTICATED_WARNING, file=sys.stderr)
     config = ServiceConfig(
         public_url=args.public_url or f"http://{args.host}:{args.port}",
         auth=auth,
@@ -107,15 +132,56 @@ def _run_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
         not_eligible_card=args.not_eligible_card,
         fhir_servers=tuple(args.fhir_server),
+        store_timeout=args.store_timeout,
     )
+    limits = ConnectionLimits(max_connections=args.max_connections, header_timeout=args.header_timeout,
+                              body_timeout=args.body_timeout, keep_alive_timeout=args.keep_alive_timeout)
     try:
+        limits.check()
+        max_connections = open_file_budget(limits, args.workers)
         app = create_app(config)
+    except AuditStoreUnavailableError as exc:
+        print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     except (ServiceConfigError, RulebookError, EvidenceError) as exc:
         print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        listener = _listen(args.host, args.port)
+    except OSError as exc:
+        print(f"imt-cds: error [cds_cannot_listen]: cannot listen on {args.host} port {args.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    if auth is None:
+        print(UNAUTHENTICATED_WARNING, file=sys.stderr)
     print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
           f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
-          f"{config.workers} evaluation worker(s))", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
-                proxy_headers=False)
+          f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
+    server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
+                                   http=guarded_protocol(limits, max_connections),
+                                   timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
+    # uvicorn.Config set up its log handlers just now; the root handler carries the service's own loggers and
+    # asyncio's ("socket.accept() out of system resource").
+    root_handler = logging.StreamHandler(sys.stderr)
+    root_handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logging.getLogger().addHandler(root_handler)
+    install_log_filter(RepeatedLogFilter(exempt=("imt_cds.service.feedback",)), ("uvicorn", "uvicorn.error"))
+    with listener:
+        uvicorn.Server(server_config).run(sockets=[listener])
     return EXIT_OK
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), before anything starts: an address in use is one line, not a traceback."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                        flags=socket.AI_PASSIVE)[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
+        if family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        listener.bind(address)
+    except OSError:
+        listener.close()
+        raise
+    return listener

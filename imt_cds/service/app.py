@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,7 +30,7 @@ from ..rule_loader import load_rulebook
 from ..rulebook import Rulebook
 from .auth import Authenticator
 from .cards import citation_links
-from .config import ServiceConfig
+from .config import AuditStoreUnavailableError, ServiceConfig
 from .errors import (
     BadRequestError,
     NotFoundError,
@@ -38,7 +39,7 @@ from .errors import (
     UnauthorizedError,
     error_body,
 )
-from .feedback import CardIndex, open_feedback_sink, parse_feedback, stored_row
+from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
 from .hooks import SERVICES, HookRunner, check_request, find_service
 from .workers import WorkerPool, WorkerSettings
 
@@ -62,14 +63,15 @@ def create_app(config: ServiceConfig) -> Any:
     rulebook = load_rulebook(config.rules)
     authenticator = Authenticator(config.auth) if config.auth is not None else None
     cards = CardIndex()
+    # Open the audit store (creating its tables before feedback's) and the feedback sink once now, so a store that
+    # cannot be used stops the start with one clear line instead of a failed lifespan under a listening server.
+    _open_audit_store(config)
+    open_feedback_sink(config.audit, config.feedback_log, config.store_timeout).close()
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        if config.audit is not None:
-            from ..audit import open_store
-
-            open_store(config.audit, store_input=config.audit_input).close()  # tables exist before feedback's
-        sink = open_feedback_sink(config.audit, config.feedback_log)
+        sink = FeedbackWriter(open_feedback_sink(config.audit, config.feedback_log, config.store_timeout),
+                              timeout=config.store_timeout)
         pool = WorkerPool(WorkerSettings(rules=str(config.rules) if config.rules else None,
                                          cache_size=config.cache_size, audit=config.audit,
                                          audit_input=config.audit_input),
@@ -150,7 +152,7 @@ def create_app(config: ServiceConfig) -> Any:
         items = parse_feedback(await json_body(request))
         client = {k: claims[k] for k in ("iss", "sub", "tenant") if claims and k in claims}
         rows = [stored_row(service.id, item, cards.get(item["card"]), client) for item in items]
-        stored = request.app.state.sink.record(rows)
+        stored = await request.app.state.sink.record(rows)  # in a thread: a locked store never stalls the loop
         return json_response({"stored": stored})
 
     @app.get("/rules/{rule_id}")
@@ -178,6 +180,24 @@ def create_app(config: ServiceConfig) -> Any:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     return app
+
+
+def _open_audit_store(config: ServiceConfig) -> None:
+    if config.audit is None:
+        return
+    from ..audit import open_store
+    from ..audit.store import is_postgres_target
+    from ..errors import AuditError
+
+    if not is_postgres_target(config.audit):
+        folder = Path(config.audit).expanduser().absolute().parent
+        if not folder.is_dir():
+            raise AuditStoreUnavailableError(f"cannot open the audit store {config.audit}: its folder {folder} does "
+                                             "not exist (create it, or give another --audit path)")
+    try:
+        open_store(config.audit, store_input=config.audit_input).close()
+    except AuditError as exc:
+        raise AuditStoreUnavailableError(str(exc)) from exc
 
 
 class _TooLarge(Exception):

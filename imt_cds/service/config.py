@@ -13,9 +13,16 @@ from urllib.parse import urlsplit
 from .auth import AuthSettings
 from .errors import ServiceConfigError
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServiceConfig"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "AuditStoreUnavailableError", "ServiceConfig"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a prefetch of a long chart is large; 8 MiB holds thousands of resources
+
+
+class AuditStoreUnavailableError(ServiceConfigError):
+    """The audit store (where feedback goes too) cannot be opened: a folder that does not exist, a file that is not
+    a database, a PostgreSQL server that does not answer. Found before the server listens."""
+
+    code = "cds_audit_store_unavailable"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class ServiceConfig:
     fhir_timeout: float = 10.0  # seconds per FHIR request to fhirServer
     fhir_max_pages: int = 20  # searchset pages followed per prefetch query
     not_eligible_card: bool = False  # one info card for a chart without an IMT diagnosis (default: no card at all)
+    store_timeout: float = 5.0  # seconds a feedback write may wait for the store's write lock before a 503
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
@@ -56,6 +64,9 @@ class ServiceConfig:
             raise ServiceConfigError("authentication configured without any trusted issuer")
         if self.workers < 1:
             raise ServiceConfigError("at least one evaluation worker is needed")
+        if not 0 < self.store_timeout <= 300:
+            raise ServiceConfigError(f"--store-timeout {self.store_timeout:g} must be more than 0 and at most 300 "
+                                     "seconds")
         if self.max_body_bytes < 1024:
             raise ServiceConfigError("the body size limit must be at least 1024 bytes")
         for origin in self.cors_origins:

@@ -11,16 +11,23 @@ Each stored item is the client's feedback object as sent, with the service id, t
 issuer and tenant when authenticated, and, when the card was issued by this server process recently, the evaluation
 id and finding code the card's uuid stands for (the uuid is a uuid5 of those, so they can also be found later by
 recomputing it from the audit records).
+
+Writing never runs on the event loop: ``FeedbackWriter`` hands each write to a thread of its own and waits at most
+the configured store timeout; a store whose write lock another process holds (an audit writer, a backup) gets a
+503 ``cds_feedback_unavailable`` then, instead of freezing every other request for the lock's duration.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,13 +35,15 @@ from typing import Any, Protocol
 from ..assessment import rfc3339
 from ..audit.sqlite import write_transaction
 from ..audit.store import is_postgres_target
-from .errors import BadRequestError, ServiceConfigError
+from .errors import BadRequestError, ServiceConfigError, ServiceError
 
-__all__ = ["CardIndex", "FeedbackSink", "open_feedback_sink", "parse_feedback"]
+__all__ = ["CardIndex", "FeedbackSink", "FeedbackUnavailableError", "FeedbackWriter", "open_feedback_sink",
+           "parse_feedback"]
 
 log = logging.getLogger("imt_cds.service.feedback")
 
 _OUTCOMES = ("accepted", "overridden")
+_REPORT_GRACE_SECONDS = 2.0
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS cds_feedback (
         seq INTEGER PRIMARY KEY,
@@ -126,17 +135,71 @@ class CardIndex:
             return self._cards.get(card)
 
 
+class FeedbackUnavailableError(ServiceError):
+    """The feedback store did not take the write in time (its write lock is held elsewhere) or failed: nothing was
+    stored, and the client may send the feedback again."""
+
+    code = "cds_feedback_unavailable"
+    status = 503
+
+
+class FeedbackWriter:
+    """Runs ``sink.record`` in threads of its own, never on the event loop, waiting at most ``timeout`` seconds.
+
+    At most ``max_waiting`` writes are queued or running at once; past that a write is refused at once (503), so a
+    stuck store cannot pile up threads or requests. A write the caller stopped waiting for still finishes (or fails)
+    in its thread, bounded by the sink's own lock timeout, which the sinks set to the same ``timeout``.
+    """
+
+    def __init__(self, sink: FeedbackSink, timeout: float, max_waiting: int = 16):
+        self.sink = sink
+        self.timeout = timeout
+        self.max_waiting = max_waiting
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imt-cds-feedback")
+        self._waiting = 0
+        self._lock = threading.Lock()  # _waiting is decremented in the executor's threads
+
+    async def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                raise FeedbackUnavailableError(f"{self._waiting} feedback writes are already waiting for the store: "
+                                               "nothing was stored, try again later")
+            self._waiting += 1
+        try:
+            future = self._executor.submit(self.sink.record, rows)
+        except BaseException:
+            self._done(None)
+            raise
+        future.add_done_callback(self._done)
+        try:
+            # The sink gives up by itself after ``timeout`` (and says nothing was stored); the grace lets it say so.
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout + _REPORT_GRACE_SECONDS)
+        except TimeoutError:
+            raise FeedbackUnavailableError(f"the feedback store did not answer within {self.timeout:g} s; the write "
+                                           "may still complete: check before sending it again") from None
+
+    def _done(self, future: object) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.sink.close()
+
+
 class FeedbackSink(Protocol):
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
     def close(self) -> None: ...
 
 
-def open_feedback_sink(audit: str | None, feedback_log: Path | None) -> FeedbackSink:
+def open_feedback_sink(audit: str | None, feedback_log: Path | None, lock_timeout: float = 5.0) -> FeedbackSink:
+    """Where feedback goes (see the module docstring); a write waits at most ``lock_timeout`` seconds for the
+    database's write lock, then raises ``FeedbackUnavailableError``."""
     if audit is not None:
         if is_postgres_target(audit):
-            return _PostgresFeedback(audit)
-        return _SQLiteFeedback(Path(audit))
+            return _PostgresFeedback(audit, lock_timeout)
+        return _SQLiteFeedback(Path(audit), lock_timeout)
     if feedback_log is not None:
         return _NdjsonFeedback(feedback_log)
     return _LogFeedback()
@@ -158,11 +221,12 @@ def stored_row(service: str, item: Mapping[str, Any], issued: tuple[str, str, st
 
 
 class _SQLiteFeedback:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, lock_timeout: float):
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 60000")
+            self._lock_timeout = lock_timeout
+            self._db = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
             self._db.execute("PRAGMA synchronous = FULL")
             with write_transaction(self._db):
                 for statement in _SQLITE_SCHEMA:
@@ -171,11 +235,19 @@ class _SQLiteFeedback:
             raise ServiceConfigError(f"cannot keep feedback in {path}: {exc}") from exc
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        with self._lock:
+        deadline = time.monotonic() + self._lock_timeout  # one bound for both waits: this process's and SQLite's
+        if not self._lock.acquire(timeout=self._lock_timeout):
+            raise _busy(f"other feedback writes held it for {self._lock_timeout:g} s")
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {max(1, int((deadline - time.monotonic()) * 1000))}")
             with write_transaction(self._db):
                 self._db.executemany(
                     "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
                     "body) VALUES (?, ?, ?, ?, ?, ?, ?)", [_values(row) for row in rows])
+        except sqlite3.OperationalError as exc:
+            raise _busy(str(exc)) from exc
+        finally:
+            self._lock.release()
         return len(rows)
 
     def close(self) -> None:
@@ -183,13 +255,15 @@ class _SQLiteFeedback:
 
 
 class _PostgresFeedback:
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, lock_timeout: float):
         try:
             import psycopg
         except ImportError as exc:
             raise ServiceConfigError("feedback in PostgreSQL needs psycopg 3: pip install 'imt-cds[postgres]'") from exc
         self._lock = threading.Lock()
         try:
+            self._lock_timeout = lock_timeout
+            self._error = psycopg.Error
             self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(7308604897068083554)")  # one creator at a time
@@ -199,11 +273,21 @@ class _PostgresFeedback:
             raise ServiceConfigError(f"cannot keep feedback in the PostgreSQL audit database: {exc}") from exc
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        with self._lock, self._db.transaction():
-            with self._db.cursor() as cursor:
+        deadline = time.monotonic() + self._lock_timeout
+        if not self._lock.acquire(timeout=self._lock_timeout):
+            raise _busy(f"other feedback writes held it for {self._lock_timeout:g} s")
+        try:
+            remaining = max(1, int((deadline - time.monotonic()) * 1000))
+            self._db.execute(f"SET lock_timeout = {remaining}")
+            self._db.execute(f"SET statement_timeout = {remaining}")
+            with self._db.transaction(), self._db.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
                     "body) VALUES (%s, %s, %s, %s, %s, %s, %s)", [_values(row) for row in rows])
+        except self._error as exc:
+            raise _busy(str(exc).strip()) from exc
+        finally:
+            self._lock.release()
         return len(rows)
 
     def close(self) -> None:
@@ -236,6 +320,11 @@ class _LogFeedback:
 
     def close(self) -> None:
         pass
+
+
+def _busy(reason: str) -> FeedbackUnavailableError:
+    return FeedbackUnavailableError(f"the feedback store cannot take the write now ({reason}): nothing was stored, "
+                                    "try again later")
 
 
 def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -1,0 +1,234 @@
+"""What one client can hold of the server: connection limits, read timeouts and log-flood protection for ``serve``.
+
+uvicorn alone bounds none of this. Its keep-alive timeout only starts after a first response, and its
+``limit_concurrency`` answers 503 to *complete* requests once too many connections are open, so a client that opens
+connections and never finishes its headers holds them forever and, past the process's open-file limit, stops
+``accept()`` for everyone (the event loop then logs "Too many open files" over and over). Here:
+
+- ``ConnectionLimits``: at most ``max_connections`` open at once; request headers must be complete within
+  ``header_timeout`` seconds of the connection opening (or of the first byte of a later request on a kept-alive
+  connection), and a body within ``body_timeout`` seconds of its headers; idle kept-alive connections close after
+  ``keep_alive_timeout``.
+- ``guarded_protocol(limits)``: uvicorn's h11 protocol with those deadlines. At the cap, a new connection closes the
+  oldest connection that has no request in progress (a half-open one, or an idle kept-alive one), so a flood of
+  half-open connections costs legitimate clients nothing; only when every connection is busy with a request is
+  the new one refused.
+- ``open_file_budget``: raises the process's soft RLIMIT_NOFILE so the cap fits under it, or refuses a cap that
+  cannot fit.
+- ``RepeatedLogFilter``: the same diagnostic (same logger, level and message template) at most ``burst`` times per
+  ``window`` seconds; the next one let through says how many were suppressed.
+
+Nothing here runs at import; each server builds its own protocol class and filter (no state shared between servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .errors import ServiceConfigError
+
+__all__ = ["ConnectionLimits", "RepeatedLogFilter", "guarded_protocol", "open_file_budget"]
+
+log = logging.getLogger("imt_cds.service.connections")
+
+DEFAULT_MAX_CONNECTIONS = 1000
+# Descriptors the server needs besides client connections: its listening socket, worker pipes and process
+# handles (a few per worker), the audit store, log files, outgoing FHIR connections while prefetching.
+_RESERVED_FILES = 256
+_RESERVED_FILES_PER_WORKER = 8
+_TIMEOUT_BODY = b"the request did not arrive in time"
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How much of the server one client can hold (see the module docstring); ``max_connections`` None: as many as
+    the open-file limit allows, at most ``DEFAULT_MAX_CONNECTIONS``."""
+
+    max_connections: int | None = None
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+
+    def check(self) -> None:
+        if self.max_connections is not None and self.max_connections < 16:
+            raise ServiceConfigError(f"--max-connections {self.max_connections} is too small: at least 16")
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 3600:
+                option = "--" + name.replace("_", "-")
+                raise ServiceConfigError(f"{option} {value:g} must be more than 0 and at most 3600 seconds")
+
+
+def open_file_budget(limits: ConnectionLimits, workers: int) -> int:
+    """The connection cap to use, after raising the soft open-file limit as far as the cap needs (never above the
+    hard limit); ``ServiceConfigError`` when an explicit cap cannot fit."""
+    import resource
+
+    reserved = _RESERVED_FILES + _RESERVED_FILES_PER_WORKER * workers
+    wanted = limits.max_connections or DEFAULT_MAX_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard if hard != resource.RLIM_INFINITY else max(soft, wanted + reserved)
+    target = min(ceiling, wanted + reserved)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    available = (wanted + reserved if soft == resource.RLIM_INFINITY else soft) - reserved
+    if limits.max_connections is None:
+        if available < 16:
+            raise ServiceConfigError(f"the open-file limit ({soft}, hard {hard}: ulimit -n) leaves no room for "
+                                     f"client connections beside the {reserved} the server reserves: raise it")
+        return min(wanted, available)
+    if available < wanted:
+        raise ServiceConfigError(f"--max-connections {wanted} needs {wanted + reserved} open files but this process "
+                                 f"may open only {soft} (hard limit {hard}: ulimit -Hn): lower --max-connections "
+                                 f"to {max(available, 0)} or raise the limit")
+    return wanted
+
+
+def guarded_protocol(limits: ConnectionLimits, max_connections: int) -> Callable[..., asyncio.Protocol]:
+    """A uvicorn ``http`` protocol class (pass as ``uvicorn.Config(http=...)``) enforcing ``limits``."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _awaiting: str = ""  # what the running deadline waits for ("" none)
+        _opened_at: float = 0.0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._opened_at = self.loop.time()
+            self._arm(limits.header_timeout, "headers")
+            if len(self.connections) > max_connections:
+                self._make_room()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._follow_request()
+
+        def _follow_request(self) -> None:
+            if self.transport.is_closing():
+                self._disarm()
+                return
+            state = self.conn.their_state
+            if state is h11.IDLE:
+                if self._deadline is None:  # a later request on a kept-alive connection has begun
+                    self._arm(limits.header_timeout, "headers")
+            elif state is h11.SEND_BODY:
+                if self._awaiting != "body":
+                    self._arm(limits.body_timeout, "body")
+            else:  # the request is read (or the connection is failing): the worker timeout bounds the rest
+                self._disarm()
+
+        def _arm(self, seconds: float, awaiting: str) -> None:
+            self._disarm()
+            self._awaiting = awaiting
+            self._deadline = self.loop.call_later(seconds, self._time_out)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = None
+            self._awaiting = ""
+
+        def _time_out(self) -> None:
+            what = self._awaiting
+            self._deadline = None
+            self._awaiting = ""
+            if self.transport.is_closing():
+                return
+            log.warning("imt-cds: closed a connection whose request %s did not arrive within %g s",
+                        what, limits.header_timeout if what == "headers" else limits.body_timeout)
+            if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+                self.transport.write(_TIMEOUT_RESPONSE)  # nothing of a response sent yet: say why it ends
+            self.transport.close()
+
+        def _idle(self) -> bool:
+            """No request in progress: nothing is lost by closing it (a client that has not finished its headers,
+            or a kept-alive connection between requests)."""
+            return (self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+                    and not self.transport.is_closing())
+
+        def _make_room(self) -> None:
+            open_now = [c for c in self.connections if not c.transport.is_closing()]
+            if len(open_now) <= max_connections:
+                return  # the excess are closing already
+            idle = [c for c in open_now if c is not self and isinstance(c, GuardedH11Protocol) and c._idle()]
+            if idle:
+                oldest = min(idle, key=lambda c: c._opened_at)
+                log.warning("imt-cds: %d connections open (the limit): closed the oldest one without a request in "
+                            "progress", max_connections)
+                oldest.transport.abort()
+            else:
+                log.warning("imt-cds: %d connections open (the limit), each with a request in progress: refused a "
+                            "new one", max_connections)
+                self.transport.abort()
+
+    return GuardedH11Protocol
+
+
+@dataclass
+class _Seen:
+    window_start: float
+    passed: int
+    suppressed: int
+
+
+class RepeatedLogFilter(logging.Filter):
+    """Let the same diagnostic through at most ``burst`` times per ``window`` seconds (records at WARNING and above;
+    keyed by logger, level and the first line of the message template, so a message that quotes a socket or a
+    client address still counts as one). The first record let through after a suppression says how many were
+    dropped. Loggers in ``exempt`` (records that are data, such as feedback written to the log) always pass."""
+
+    def __init__(self, burst: int = 5, window: float = 60.0, exempt: Iterable[str] = (),
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 1024):
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self.exempt = tuple(exempt)
+        self._clock = clock
+        self._max_keys = max_keys
+        self._seen: OrderedDict[tuple[str, int, str], _Seen] = OrderedDict()
+        self._lock = threading.Lock()  # handlers may be called from executor threads as well as the loop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.name.startswith(self.exempt):
+            return True
+        key = (record.name, record.levelno, str(record.msg).split("\n", 1)[0][:200])
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or now - seen.window_start >= self.window:
+                dropped = seen.suppressed if seen is not None else 0
+                self._seen[key] = _Seen(now, 1, 0)
+                self._seen.move_to_end(key)
+                while len(self._seen) > self._max_keys:
+                    self._seen.popitem(last=False)
+                if dropped:
+                    note = f" [{dropped} more like this were suppressed in the previous {self.window:g} s]"
+                    record.msg = str(record.msg) + note.replace("%", "%%")
+                return True
+            if seen.passed < self.burst:
+                seen.passed += 1
+                return True
+            seen.suppressed += 1
+            return False
+
+
+def install_log_filter(log_filter: logging.Filter, logger_names: Iterable[str]) -> None:
+    """Put ``log_filter`` on every handler of the named loggers (and of the root logger)."""
+    for name in ("", *logger_names):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(log_filter)
