@@ -30,7 +30,8 @@ from service_support import (
     unsigned_token,
 )
 
-from imt_cds.service.auth import ReplayCache
+from imt_cds.service.errors import UNAUTHORIZED_MESSAGE
+from imt_cds.service.replay_cache import MemoryReplayCache as ReplayCache
 
 SPEC = SHARED / "spec-2.0.1-examples"
 PUBLIC = "https://cds.example.org"
@@ -71,11 +72,19 @@ def client(service):
         yield http
 
 
-def unauthorized(response, says):
-    assert response.status_code == 401, response.text
-    error = response.json()["error"]
-    assert error["code"] == "cds_unauthorized" and says in error["message"], error["message"]
-    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+@pytest.fixture
+def unauthorized(service):
+    """Check a refusal: a 401 with the one generic body, and the reason (``says``) in the server log only."""
+
+    def check(response, says):
+        assert response.status_code == 401, response.text
+        assert response.json() == {"error": {"code": "cds_unauthorized", "status": 401,
+                                             "message": UNAUTHORIZED_MESSAGE}}
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        refusals = [line for line in service.log_text().splitlines() if "refused (401)" in line]
+        assert refusals and says in refusals[-1], refusals[-1:]
+
+    return check
 
 
 def view_request():
@@ -85,7 +94,7 @@ def view_request():
 # --- the spec's example ---------------------------------------------------------------------------------------------
 
 
-def test_the_spec_example_token_is_refused_because_it_has_expired(client):
+def test_the_spec_example_token_is_refused_because_it_has_expired(client, unauthorized):
     token = (SPEC / "jwt-example.txt").read_text().strip()
     # Its aud is https://cds.example.org/cds-services/some-service: called there, only its age is wrong.
     unauthorized(client.post("/cds-services/some-service", json={}, headers=bearer(token)),
@@ -107,7 +116,7 @@ def test_a_fresh_token_signed_with_the_spec_example_key_is_accepted(client):
 # --- tokens signed here ---------------------------------------------------------------------------------------------
 
 
-def test_a_call_without_a_token_is_refused(client):
+def test_a_call_without_a_token_is_refused(client, unauthorized):
     unauthorized(client.get("/cds-services"), "no Authorization header")
     unauthorized(client.get("/cds-services", headers={"Authorization": "Basic abc"}), "must be 'Bearer <JWT>'")
 
@@ -121,7 +130,7 @@ def test_valid_es384_and_rs384_tokens_are_accepted_on_every_endpoint(client, iss
     assert response.json()["cards"]
 
 
-def test_keys_can_come_from_an_allow_listed_url(client, issuers, jwks_server):
+def test_keys_can_come_from_an_allow_listed_url(client, issuers, jwks_server, unauthorized):
     signer = issuers["url"]
     jwks_server.requests.clear()
     headers = {"jku": jwks_server.origin + "/jwks.json"}
@@ -151,7 +160,7 @@ def _now() -> int:
     ("not a JWT", "not a well-formed JWT"),
     ("wrong typ", "typ must be JWT"),
 ])
-def test_unacceptable_tokens_are_refused_with_the_reason(client, issuers, case, says):
+def test_unacceptable_tokens_are_refused_with_the_reason(client, issuers, case, says, unauthorized):
     signer = issuers["es"]
     claims = signer.claims(DISCOVERY)
     tokens = {
@@ -172,14 +181,14 @@ def test_unacceptable_tokens_are_refused_with_the_reason(client, issuers, case, 
     unauthorized(client.get("/cds-services", headers=bearer(tokens[case]())), says)
 
 
-def test_a_token_cannot_inject_headers_through_the_reason_it_is_refused(client):
+def test_a_token_cannot_inject_headers_through_the_reason_it_is_refused(client, unauthorized):
     token = Signer("https://evil.example/\r\nX-Injected: yes").token(DISCOVERY)
     response = client.get("/cds-services", headers=bearer(token))
     unauthorized(response, "is not trusted")
     assert "x-injected" not in response.headers and "\n" not in response.headers["www-authenticate"]
 
 
-def test_a_replayed_token_is_refused(client, issuers):
+def test_a_replayed_token_is_refused(client, issuers, unauthorized):
     token = issuers["es"].token(DISCOVERY)
     assert client.get("/cds-services", headers=bearer(token)).status_code == 200
     unauthorized(client.get("/cds-services", headers=bearer(token)), "was already used")

@@ -81,7 +81,8 @@ def test_citation_links_are_made_from_pmids_pmc_ids_and_dois_only():
 def test_text_from_the_record_cannot_inject_markdown_into_a_card():
     card = problems_card([{"where": "Observation/[x](https://evil.example)", "message": "**bold** `code`",
                            "severity": "warning", "path": None}], evaluation_id="e")
-    assert "\\[x\\](https://evil.example)" in card["detail"] and "\\*\\*bold\\*\\* \\`code\\`" in card["detail"]
+    assert "\\[x\\]\\(https\\[:\\]//evil.example\\)" in card["detail"]
+    assert "\\*\\*bold\\*\\* \\`code\\`" in card["detail"]
 
 
 def test_the_drug_table_cites_real_evidence_and_parameters(rulebook):

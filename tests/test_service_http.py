@@ -29,7 +29,7 @@ from service_support import (
     running_service,
 )
 
-from imt_cds.service.cards import CARD_NAMESPACE, CRITICAL_FINDINGS
+from imt_cds.service.cards import CARD_NAMESPACE, CRITICAL_FINDINGS, escape_markdown
 
 PATIENT_VIEW = "/cds-services/imt-patient-view"
 ORDER_SIGN = "/cds-services/imt-order-sign"
@@ -141,7 +141,7 @@ def test_the_example_bundle_gives_the_cards_and_reasons_imt_cds_evaluate_gives(c
         for entry in finding["evidence"]:
             assert f"[{entry['id']}" in shown["detail"]
             if entry["quote"]:
-                assert entry["quote"] in shown["detail"]
+                assert escape_markdown(entry["quote"]) in shown["detail"]
     crizotinib = card(response, "REC_CRIZOTINIB_ALK")["detail"]
     assert "`molecular.alk.status` is **positive**" in crizotinib
     assert "from Observation/imt-alk-fusion" in crizotinib  # the FHIR resource the fact was read from
@@ -312,10 +312,10 @@ def test_412_without_any_request_when_the_fhir_server_is_not_allowed(client, fhi
 @pytest.mark.parametrize(("change", "message"), [
     ({"status": ("Condition", 500)}, "answered HTTP 500"),
     ({"status": ("Observation", 401)}, "answered HTTP 401"),
-    ({"patient": "nobody"}, "not on the FHIR server"),
+    ({"patient": "nobody"}, "answered HTTP 404"),
     ({"next": "http://127.0.0.1:9/elsewhere"}, "outside fhirServer; not followed"),
 ])
-def test_412_when_the_fhir_server_cannot_supply_the_data(client, fhir, change, message):
+def test_412_when_the_fhir_server_cannot_supply_the_data(client, fhir, service, change, message):
     if "status" in change:
         kind, status = change["status"]
         fhir.status_override[kind] = status
@@ -328,7 +328,11 @@ def test_412_when_the_fhir_server_cannot_supply_the_data(client, fhir, change, m
         fhir.status_override.clear()
         fhir.next_link_base = None
     assert response.status_code == 412, response.text
-    assert message in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["message"].endswith("fetching from fhirServer failed")  # what went wrong is for the log only
+    assert all("could not be fetched from fhirServer" in why for why in error["details"]["missing"].values())
+    assert "127.0.0.1" not in response.text
+    assert message in service.log_text()
     if "next" in change:
         assert not any(path.startswith("/elsewhere") for path, _ in fhir.requests)
 
@@ -594,7 +598,7 @@ def test_without_authentication_configured_the_server_refuses_to_start():
     assert "no authentication configured" in result.stderr and "--allow-unauthenticated" in result.stderr
 
 
-def test_many_searchset_pages_are_refused_rather_than_evaluating_part_of_a_chart(client, fhir):
+def test_many_searchset_pages_are_refused_rather_than_evaluating_part_of_a_chart(client, fhir, service):
     extra = [{"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
               "code": {"text": "other"}} for i in range(50)]
     fhir.resources.extend(extra)
@@ -602,7 +606,7 @@ def test_many_searchset_pages_are_refused_rather_than_evaluating_part_of_a_chart
         response = post(client, PATIENT_VIEW, hook_request("patient-view", fhirServer=fhir.base))
     finally:
         del fhir.resources[-len(extra):]
-    assert response.status_code == 412 and "more than 20 pages" in response.json()["error"]["message"]
+    assert response.status_code == 412 and "more than 20 pages" in service.log_text()
 
 
 def test_a_prefetch_search_bundle_with_outcome_entries_is_read_without_them(client):

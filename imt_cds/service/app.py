@@ -18,7 +18,6 @@ server (its lifespan) and stops with it.
 
 import html
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,14 +31,18 @@ from .auth import Authenticator
 from .cards import citation_links
 from .config import AuditStoreUnavailableError, ServiceConfig
 from .errors import (
+    INTERNAL_MESSAGE,
     BadRequestError,
     NotFoundError,
     PayloadTooLargeError,
     ServiceError,
     UnauthorizedError,
     error_body,
+    http_reason,
+    public_body,
 )
 from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
+from .request_json import parse_request_json
 from .hooks import SERVICES, HookRunner, check_request, find_service
 from .workers import WorkerPool, WorkerSettings
 
@@ -61,7 +64,7 @@ def create_app(config: ServiceConfig) -> Any:
 
     config.check()
     rulebook = load_rulebook(config.rules)
-    authenticator = Authenticator(config.auth) if config.auth is not None else None
+    authenticator = Authenticator(config.auth, replay_store=config.audit) if config.auth is not None else None
     cards = CardIndex()
     # Open the audit store (creating its tables before feedback's) and the feedback sink once now, so a store that
     # cannot be used stops the start with one clear line instead of a failed lifespan under a listening server.
@@ -99,38 +102,35 @@ def create_app(config: ServiceConfig) -> Any:
         return await authenticator.authenticate(request.headers.get("authorization"), audiences)
 
     async def json_body(request: Any) -> Any:
-        body = await request.body()
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequestError(f"the request body is not valid JSON ({exc})") from None
+        return parse_request_json(await request.body())  # duplicate keys refused, as in patient facts
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Any, exc: ServiceError) -> Any:
+        # The body says only what public_body allows; what really went wrong (which token check failed, a path,
+        # an exception's text) goes to the log, for the operator.
         headers = None
         if isinstance(exc, UnauthorizedError):
-            # The reason may quote the token (iss, aud): keep the header to printable ASCII, without quotes.
-            reason = re.sub(r"[^\x20-\x7e]", "?", exc.message.replace('"', "'"))[:300]
-            headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'}
-        if exc.status >= 500:
+            log.warning("imt-cds: %s %s refused (401): %s", request.method, request.url.path, exc.message)
+            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        elif exc.status >= 500:
             log.error("imt-cds: %s %s: [%s] %s", request.method, request.url.path, exc.code, exc.message)
-        return json_response(exc.to_dict(), exc.status, headers)
+        return json_response(public_body(exc), exc.status, headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Any, exc: Any) -> Any:
         code = {404: "cds_not_found", 405: "cds_method_not_allowed"}.get(exc.status_code, "cds_http_error")
-        return json_response(error_body(code, exc.status_code, str(exc.detail)), exc.status_code)
+        return json_response(error_body(code, exc.status_code, http_reason(exc.status_code)), exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Any, exc: Any) -> Any:
-        error = BadRequestError(f"invalid request: {exc.errors()}")
+        log.warning("imt-cds: %s %s: invalid request: %s", request.method, request.url.path, exc.errors())
+        error = BadRequestError("invalid request: the path or parameters are not what this endpoint takes")
         return json_response(error.to_dict(), error.status)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Any, exc: Exception) -> Any:
         log.exception("imt-cds: internal error answering %s %s", request.method, request.url.path)
-        return json_response(error_body("cds_internal_error", 500,
-                                        f"internal error ({type(exc).__name__}); see the server log"), 500)
+        return json_response(error_body("cds_internal_error", 500, INTERNAL_MESSAGE), 500)
 
     @app.get("/cds-services")
     async def discovery(request: Request) -> Any:

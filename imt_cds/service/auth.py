@@ -13,9 +13,18 @@ one failed (``UnauthorizedError``; the answer is a 401 naming the reason):
 - the key is the one ``kid`` names (``kid`` may be left out only when the set holds one key), its type fits the
   algorithm (EC P-384 for ES384, RSA for RS384), and the signature verifies;
 - ``aud`` (a string or a list) contains the URL of the endpoint called, built from the configured public URL;
-- ``exp`` is in the future and ``iat`` not in the future, each with a small clock skew (``leeway_seconds``);
-- ``jti`` is present and was not seen before from that issuer while the token is valid. The replay cache is bounded
-  (``replay_cache_size``): when full, the entries closest to expiry are dropped first.
+- ``exp`` and ``iat`` are numbers (a string or a boolean is refused, not converted), ``exp`` is in the future,
+  ``iat`` is neither in the future nor older than the longest lifetime, each with a small clock skew
+  (``leeway_seconds``), and the token's lifetime ``exp - iat`` is at most ``max_lifetime_seconds`` (default 5
+  minutes: CDS Hooks 2.0.1 recommends tokens that expire within minutes, so a stolen one is soon worthless);
+- the token is at most ``max_token_bytes`` long (8 KiB by default; a CDS client's token is well under 2 KiB);
+- ``jti`` is present and was not seen before from that issuer while the token is valid (``replay_cache.py``: in the
+  audit store's database when there is one, shared by replicas and kept across restarts; else in memory).
+
+Every refusal is an ``UnauthorizedError`` (a 401), whatever is wrong with the token or with the keys: malformed
+JSON, claims or header values of the wrong type, a key of the wrong type in the JWK Set. Its message names the
+check that failed; it goes to the server log, and the client gets one generic 401 body (``errors.public_body``), so
+the answer does not tell an attacker which check to work on or which issuers are trusted.
 
 Keys fetched from a URL are cached for an hour and fetched again (at most every 30 seconds) when a token names a key
 id the cached set lacks, so a client can rotate keys. This module never logs a token.
@@ -24,9 +33,7 @@ id the cached set lacks, so a client can rotate keys. This module never logs a t
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,9 +42,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ServiceConfigError, UnauthorizedError
+from .errors import ServiceConfigError, ServiceError, UnauthorizedError
+from .replay_cache import ReplayCache, open_replay_cache
 
-__all__ = ["ALLOWED_ALGORITHMS", "AuthSettings", "Authenticator", "ReplayCache", "TrustedIssuer"]
+__all__ = ["ALLOWED_ALGORITHMS", "AuthSettings", "Authenticator", "TrustedIssuer"]
 
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 _KEY_TYPES = {"ES384": ("EC", "P-384"), "RS384": ("RSA", None)}
@@ -62,37 +70,9 @@ class TrustedIssuer:
 class AuthSettings:
     issuers: tuple[TrustedIssuer, ...]
     leeway_seconds: int = 60
-    replay_cache_size: int = 100_000
-
-
-class ReplayCache:
-    """Seen ``(iss, jti)`` pairs until their token expires; bounded, dropping the soonest-expiring when full."""
-
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._expiry: dict[tuple[str, str], float] = {}
-        self._heap: list[tuple[float, tuple[str, str]]] = []
-        self._lock = threading.Lock()
-
-    def add(self, key: tuple[str, str], expires_at: float, now: float) -> bool:
-        """Record a token id; False when it was already recorded and has not expired (a replay)."""
-        with self._lock:
-            while self._heap and self._heap[0][0] < now:
-                expiry, old = heapq.heappop(self._heap)
-                if self._expiry.get(old) == expiry:
-                    del self._expiry[old]
-            if key in self._expiry:
-                return False
-            while len(self._expiry) >= self.max_entries and self._heap:
-                expiry, old = heapq.heappop(self._heap)
-                if self._expiry.get(old) == expiry:
-                    del self._expiry[old]
-            self._expiry[key] = expires_at
-            heapq.heappush(self._heap, (expires_at, key))
-            return True
-
-    def __len__(self) -> int:
-        return len(self._expiry)
+    replay_cache_size: int = 100_000  # in-memory replay cache entries (without an audit store)
+    max_lifetime_seconds: int = 300  # longest exp - iat accepted (CDS Hooks: tokens live for minutes)
+    max_token_bytes: int = 8192  # longest bearer token accepted
 
 
 @dataclass
@@ -104,7 +84,9 @@ class _KeySet:
 class Authenticator:
     """Checks bearer JWTs against the trusted issuers. Build it once (key files are read and checked here)."""
 
-    def __init__(self, settings: AuthSettings):
+    def __init__(self, settings: AuthSettings, replay_store: str | None = None):
+        """``replay_store``: the audit store's target (SQLite path or ``postgresql://``) to keep token ids in, so
+        that replicas share them and a restart forgets none; None keeps them in this process's memory."""
         try:
             import jwt
         except ImportError as exc:  # never let a missing library look like a bad token
@@ -116,7 +98,8 @@ class Authenticator:
         self._pinned: dict[str, _KeySet] = {}
         self._fetched: dict[str, _KeySet] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self.replays = ReplayCache(settings.replay_cache_size)
+        self.replays: ReplayCache = open_replay_cache(replay_store, settings.replay_cache_size)
+        self._replay_blocks = replay_store is not None
         for issuer in settings.issuers:
             if issuer.iss in self._issuers:
                 raise ServiceConfigError(f"issuer {issuer.iss} is configured twice")
@@ -164,17 +147,37 @@ class Authenticator:
     async def authenticate(self, authorization: str | None, audiences: Iterable[str]) -> dict[str, Any]:
         """The verified claims of the request's bearer JWT, or ``UnauthorizedError`` saying what is wrong."""
         token = _bearer(authorization)
+        if len(token) > self.settings.max_token_bytes:
+            raise UnauthorizedError(f"the bearer token is {len(token)} bytes long; at most "
+                                    f"{self.settings.max_token_bytes} are accepted")
+        try:
+            return await self._check(token, audiences)
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a hostile token makes a library raise, it is refused
+            raise UnauthorizedError(f"the JWT could not be checked ({type(exc).__name__}: {exc})") from None
+
+    async def _check(self, token: str, audiences: Iterable[str]) -> dict[str, Any]:
         try:
             header = self._jwt.get_unverified_header(token)
             unverified = self._jwt.decode(token, options={"verify_signature": False})
         except self._jwt.PyJWTError as exc:
             raise UnauthorizedError(f"the bearer token is not a well-formed JWT ({exc})") from None
+        if not isinstance(header, Mapping) or not isinstance(unverified, Mapping):
+            raise UnauthorizedError("the JWT header and payload must be JSON objects")
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise UnauthorizedError(f"JWT algorithm {alg!r} is not accepted: CDS Hooks forbids unsigned and symmetric "
                                     f"(HMAC) tokens; this service accepts {' and '.join(ALLOWED_ALGORITHMS)}")
         if header.get("typ") not in (None, "JWT"):
             raise UnauthorizedError(f"JWT header typ must be JWT, not {header.get('typ')!r}")
+        for name in ("kid", "jku"):
+            if header.get(name) is not None and not isinstance(header[name], str):
+                raise UnauthorizedError(f"JWT header {name} must be a string")
+        for name in ("exp", "iat", "nbf"):
+            value = unverified.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UnauthorizedError(f"JWT claim {name} must be a number of seconds, not {type(value).__name__}")
         iss = unverified.get("iss")
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
@@ -209,13 +212,26 @@ class Authenticator:
         except self._jwt.PyJWTError as exc:
             raise UnauthorizedError(f"the JWT is not acceptable: {exc}") from None
         now = time.time()
-        iat = claims.get("iat")
-        if not isinstance(iat, (int, float)) or iat > now + leeway:
+        exp, iat = claims["exp"], claims["iat"]
+        for name, value in (("exp", exp), ("iat", iat)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise UnauthorizedError(f"JWT claim {name} must be a number of seconds")
+        if iat > now + leeway:
             raise UnauthorizedError("the JWT is not valid yet (iat is in the future)")
+        lifetime = self.settings.max_lifetime_seconds
+        if exp - iat > lifetime:
+            raise UnauthorizedError(f"the JWT lives {exp - iat:.0f} s (exp - iat); at most {lifetime} s are accepted")
+        if now - iat > lifetime + leeway:
+            raise UnauthorizedError(f"the JWT was issued {now - iat:.0f} s ago (iat); tokens older than "
+                                    f"{lifetime} s are refused")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise UnauthorizedError("the JWT jti must be a non-empty string")
-        if not self.replays.add((iss, jti), float(claims["exp"]) + leeway, now):
+        if self._replay_blocks:  # a database round trip: off the event loop
+            fresh = await asyncio.to_thread(self.replays.add, (iss, jti), float(exp) + leeway, now)
+        else:
+            fresh = self.replays.add((iss, jti), float(exp) + leeway, now)
+        if not fresh:
             raise UnauthorizedError(f"JWT jti {jti!r} was already used: a replayed token is refused")
         return claims  # type: ignore[no-any-return]
 

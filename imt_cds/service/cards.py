@@ -70,7 +70,13 @@ _SEVERITY = {Indicator.CRITICAL: 0, Indicator.WARNING: 1, Indicator.INFO: 2}
 _PMID = re.compile(r"\bPMID:?\s*(\d{5,9})\b")
 _PMC = re.compile(r"\b(PMC\d{4,9})\b")
 _DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/\S+)", re.IGNORECASE)
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<#|~])")  # every line starts with our own text, so > is safe
+# Every character with a meaning in CommonMark or GitHub-flavoured Markdown inline text, or in inline HTML and entity
+# references (& < >): escaped with a backslash, which CommonMark allows before any ASCII punctuation.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")  # data never starts a line: it could open a block
+# Renderers with "autolinking" turn bare URLs into links without any markup; data from a request never becomes a
+# clickable link, so the URL is shown defanged (the usual security convention: hxxp, [.]).
+_AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
 
 
 class ServiceCard(StrEnum):
@@ -319,12 +325,15 @@ def not_eligible_card(message: str, *, evaluation_id: str) -> dict[str, Any]:
 
 
 def escape_markdown(text: Any) -> str:
-    """Escape Markdown in text that comes from data (resource ids, messages, values), so it shows as written."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    """Text that comes from data (resource ids, messages, values, order texts), made inert in a card's Markdown: it
+    shows as written (line breaks as spaces, URLs defanged) and can open no link, image, HTML or block."""
+    flat = _LINE_BREAKS.sub(" ", str(text))
+    defanged = _AUTOLINK.sub(lambda m: "[:]//" if m.group(1) == "://" else m.group(1)[:-1] + "[.]", flat)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", defanged)
 
 
 def _code(name: str) -> str:
-    return f"`{name}`"
+    return f"`{name.replace('`', '')}`"  # fact paths are the rulebook's; a backtick would end the code span
 
 
 def _bold_value(value: Any) -> str:

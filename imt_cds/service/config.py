@@ -42,11 +42,13 @@ class ServiceConfig:
     request_timeout: float = 30.0  # seconds an evaluation may take before its process is killed and replaced
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cors_origins: tuple[str, ...] = ()
-    fhir_servers: tuple[str, ...] = ()  # allowed fhirServer URL prefixes; empty: any http(s) URL
+    fhir_servers: tuple[str, ...] = ()  # allowed fhirServer URL prefixes; empty: nothing is ever fetched
     fhir_timeout: float = 10.0  # seconds per FHIR request to fhirServer
     fhir_max_pages: int = 20  # searchset pages followed per prefetch query
     not_eligible_card: bool = False  # one info card for a chart without an IMT diagnosis (default: no card at all)
     store_timeout: float = 5.0  # seconds a feedback write may wait for the store's write lock before a 503
+    fhir_deadline: float = 20.0  # seconds for all fetches from fhirServer of one request together
+    fhir_private_networks: tuple[str, ...] = ()  # CIDR networks an allowed FHIR server may resolve into
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))

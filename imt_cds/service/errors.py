@@ -12,19 +12,27 @@ They extend the library's hierarchy (``imt_cds.errors``) under one branch::
         ├── PrefetchUnavailableError   "cds_data_unavailable"   412  neither prefetch nor fhirServer gave the data
         ├── WorkerCrashedError         "cds_worker_crashed"     500  the evaluation process died serving the request
         ├── WorkerTimeoutError         "cds_worker_timeout"     503  no evaluation process answered in time
+        ├── ServiceUnavailableError    "cds_unavailable"        503  a store the service needs cannot be reached
         └── EvaluationFailedError      "cds_evaluation_failed"  500  the evaluation raised (engine failure, ...)
 
 Every error is answered as ``{"error": {"code", "message", "status"}}`` (plus ``details`` where there are some).
+What a body may say is decided here, not by whoever raised the error: ``public_body`` gives a 401 one fixed message
+whatever the reason (the reason goes to the log: a client must not learn which check failed or which issuers are
+trusted), and a 5xx a fixed message per code (its message may hold paths or exception text: log only). The 4xx
+messages of the other errors are written for the client and name only what the client sent.
 This module imports nothing but the library's errors.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from ..errors import ImtCdsError
 
 __all__ = [
+    "INTERNAL_MESSAGE",
+    "UNAUTHORIZED_MESSAGE",
     "BadRequestError",
     "EvaluationFailedError",
     "NotFoundError",
@@ -32,11 +40,23 @@ __all__ = [
     "PrefetchUnavailableError",
     "ServiceConfigError",
     "ServiceError",
+    "ServiceUnavailableError",
     "UnauthorizedError",
     "WorkerCrashedError",
     "WorkerTimeoutError",
     "error_body",
+    "http_reason",
+    "public_body",
 ]
+
+UNAUTHORIZED_MESSAGE = "the bearer token was not accepted (CDS Hooks 2.0.1 JWT required)"
+_SERVER_MESSAGES = {
+    "cds_worker_crashed": "the evaluation process stopped while serving this request; it has been replaced",
+    "cds_worker_timeout": "no evaluation process answered in time; try again",
+    "cds_unavailable": "a store this service needs is unavailable; try again",
+    "cds_evaluation_failed": "the evaluation failed; see the server log",
+}
+INTERNAL_MESSAGE = "internal error; see the server log"
 
 
 def error_body(code: str, status: int, message: str, details: Any = None) -> dict[str, Any]:
@@ -45,6 +65,23 @@ def error_body(code: str, status: int, message: str, details: Any = None) -> dic
     if details is not None:
         error["details"] = details
     return {"error": error}
+
+
+def http_reason(status: int) -> str:
+    """The standard reason phrase of an HTTP status (what a framework error says, without its own detail)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTP error"
+
+
+def public_body(error: ServiceError) -> dict[str, Any]:
+    """The body ``error`` is answered with: only a code and a message that is safe to show (see the docstring)."""
+    if isinstance(error, UnauthorizedError):
+        return error_body(error.code, error.status, UNAUTHORIZED_MESSAGE)
+    if error.status >= 500:
+        return error_body(error.code, error.status, _SERVER_MESSAGES.get(error.code, INTERNAL_MESSAGE))
+    return error.to_dict()
 
 
 class ServiceError(ImtCdsError):
@@ -113,6 +150,13 @@ class WorkerTimeoutError(ServiceError):
     """No evaluation process answered in time (the one that was working is killed and replaced)."""
 
     code = "cds_worker_timeout"
+    status = 503
+
+
+class ServiceUnavailableError(ServiceError):
+    """A store the service needs for this call (the shared token replay cache) cannot be reached."""
+
+    code = "cds_unavailable"
     status = 503
 
 

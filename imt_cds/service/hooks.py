@@ -152,7 +152,8 @@ class HookRunner:
     async def _resources(self, service: CdsService, request: Mapping[str, Any]) -> list[Any]:
         resources = await collect_resources(
             service.prefetch, request, allowed_servers=self.config.fhir_servers, timeout=self.config.fhir_timeout,
-            max_pages=self.config.fhir_max_pages, max_bytes=self.config.max_body_bytes)
+            max_pages=self.config.fhir_max_pages, max_bytes=self.config.max_body_bytes,
+            deadline=self.config.fhir_deadline, private_networks=self.config.fhir_private_networks)
         patient_id = request["context"]["patientId"]
         for resource in resources:
             if isinstance(resource, Mapping) and resource.get("resourceType") == "Patient" and resource.get(

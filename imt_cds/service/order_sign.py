@@ -120,7 +120,7 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
         summary = f"{name} ordered, but {genes} was tested negative: its target is absent."
     else:
         summary = f"{name} ordered, but no {genes} alteration is documented positive ({found})."
-    why = [f"**{_md(order.text)}** ({order.where}) is {_article(drug.inhibitor_class)} {drug.inhibitor_class}: "
+    why = [f"**{_md(order.text)}** ({_md(order.where)}) is {_article(drug.inhibitor_class)} {drug.inhibitor_class}: "
            f"its use rests on {genes} being positive.", "", "**On record:**"]
     for gene, status in statuses.items():
         why.append(fact_line(f"molecular.{gene}.status", status, sources))
@@ -142,7 +142,7 @@ def _age_card(order: TargetedOrder, gene: str, age: float | None, parameter: str
         code, indicator = ServiceCard.ORDER_BELOW_LABELLED_AGE, Indicator.CRITICAL
         summary = f"{name} ordered below its labelled age: {label}; the patient is {_value(round(age, 2))}."
         display = "Ordered below the labelled age"
-    why = [f"**{_md(order.text)}** ({order.where}): {name} is {label} for {gene.upper()}-positive disease "
+    why = [f"**{_md(order.text)}** ({_md(order.where)}): {name} is {label} for {gene.upper()}-positive disease "
            f"(rulebook parameter `{parameter}` = {_value(minimum)}).", "", "**On record:**",
            fact_line("age_years", age, sources), fact_line(f"molecular.{gene}.status", "positive", sources), "",
            "Use below the labelled age is off-label: review dosing and the evidence with the team."]

@@ -1,0 +1,51 @@
+"""Reading a request body as JSON the way the library reads patient facts: strictly.
+
+A JSON object with the same key twice (``{"fhirServer": "https://a", "fhirServer": "https://b"}``) means different
+things to different parsers (first wins, last wins), so a proxy or an audit reader may see another request than the
+service; such a body is refused (400 naming the key), as ``imt_cds.validation`` refuses it for patient facts. So
+are NaN and Infinity, which are not JSON. The stdlib parser is used because only it reports every object's pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import BadRequestError
+
+__all__ = ["parse_request_json"]
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_request_json(body: bytes) -> Any:
+    """The parsed body, or ``BadRequestError`` (malformed JSON, not UTF-8, a duplicate key, NaN/Infinity)."""
+    try:
+        return json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except _DuplicateKey as exc:
+        shown = exc.key if len(exc.key) <= 80 else exc.key[:80] + "..."
+        raise BadRequestError(f"the request body has the key {shown!r} twice in one JSON object") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                              f"{exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, NaN/Infinity, nested too deeply
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split("\n")[0][:120]
+        raise BadRequestError(f"the request body is not valid JSON ({reason})") from None

@@ -1,0 +1,130 @@
+"""Attacks through what the service writes back, each a test: Markdown and HTML smuggled into cards through request
+data, error bodies that leak paths or exception text, and JSON with duplicate keys.
+
+The service is real (``imt-cds serve`` through its console script, with an audit store).
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from audit_support import raw_sql
+from service_support import example_resources, hook_request, prefetch_for, running_service
+
+from imt_cds.service.cards import escape_markdown, problems_card
+
+PATIENT_VIEW = "/cds-services/imt-patient-view"
+ORDER_SIGN = "/cds-services/imt-order-sign"
+PAYLOAD = "x)[click me](https://evil.example/steal) <img src=x onerror=alert(1)> www.evil.example\n# Heading"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    audit = tmp_path_factory.mktemp("audit") / "audit.db"
+    with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit)) as running:
+        running.audit = audit  # type: ignore[attr-defined]
+        yield running
+
+
+def post(service, path, body):
+    return httpx.post(service.url + path, json=body, timeout=60)
+
+
+def assert_inert(markdown: str) -> None:
+    """Nothing in the text can render as a link, an image, HTML or a new block."""
+    assert not re.search(r"(?<!\\)\]\(|(?<!\\)<img|(?<!\\)\[click", markdown), markdown
+    assert "https://evil" not in markdown
+    assert "www.evil" not in markdown and "\n# Heading" not in markdown
+
+
+def order_sign_request(order_id: str, text: str) -> dict:
+    prefetch = prefetch_for(example_resources())
+    request = hook_request("order-sign", prefetch={"patient": prefetch["patient"],
+                                                   "observations": prefetch["observations"]})
+    request["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
+        "resourceType": "MedicationRequest", "id": order_id, "status": "draft", "intent": "order",
+        "medicationCodeableConcept": {"text": text}}}]}
+    return request
+
+
+# --- cards ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_draft_order_id_and_text_cannot_inject_markdown_or_html_into_a_card(service):
+    # ALK is positive in the example; selpercatinib targets RET, which is not: the order gets a card.
+    response = post(service, ORDER_SIGN, order_sign_request(PAYLOAD, f"selpercatinib {PAYLOAD}"))
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert_inert(card["detail"])
+    assert escape_markdown(PAYLOAD) in card["detail"]  # shown, as written, not dropped
+    assert "\\[click me\\]" in card["detail"] and "\\<img" in card["detail"]
+
+
+def test_text_from_the_fhir_record_cannot_inject_markdown_or_html_into_a_card():
+    card = problems_card([{"where": f"Observation/{PAYLOAD}", "message": PAYLOAD, "severity": "warning",
+                           "path": None}], evaluation_id="e")
+    assert card is not None
+    assert_inert(card["detail"])
+
+
+@pytest.mark.parametrize("text", ["a & b", "**bold**", "`code`", "<b>", "[x]", "![i](u)", "1) x", "~~s~~", "a\r\nb",
+                                  "line\u2028break", "a|b"])
+def test_escaped_text_reads_as_written(text):
+    escaped = escape_markdown(text)
+    assert "\n" not in escaped and "\r" not in escaped and "\u2028" not in escaped
+    unescaped = re.sub(r"\\(.)", r"\1", escaped)
+    assert unescaped == re.sub(r"[\r\n\u2028]+", " ", text)
+    assert not re.search(r"(?<!\\)[\[\]<>*`&!~|()]", escaped)
+
+
+# --- error bodies --------------------------------------------------------------------------------------------------
+
+
+def test_an_evaluation_that_fails_does_not_leak_the_audit_path_or_the_exception(service):
+    raw_sql(service.audit, "DROP TABLE audit_records")  # the audit store can no longer record
+    response = post(service, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(example_resources())))
+    assert response.status_code == 500, response.text
+    assert response.json() == {"error": {"code": "cds_evaluation_failed", "status": 500,
+                                         "message": "the evaluation failed; see the server log"}}
+    assert str(service.audit) not in response.text and "audit_records" not in response.text
+    assert "audit_records" in service.log_text()  # the operator sees what happened
+
+
+def test_a_malformed_body_is_refused_without_echoing_internals(service):
+    response = httpx.post(service.url + PATIENT_VIEW, content=b"{\"hook\": ", timeout=60,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"code", "status", "message"}
+    assert "Traceback" not in response.text and "orjson" not in response.text
+
+
+def test_unknown_paths_and_methods_get_a_code_and_the_standard_reason_only(service):
+    response = httpx.delete(service.url + PATIENT_VIEW, timeout=60)
+    assert response.json() == {"error": {"code": "cds_method_not_allowed", "status": 405,
+                                         "message": "Method Not Allowed"}}
+
+
+# --- duplicate keys ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    (b'{"hook": "patient-view", "hook": "order-sign", "hookInstance": "1", "context": {"patientId": "p"}}', "hook"),
+    (b'{"hook": "patient-view", "hookInstance": "1", "context": {"patientId": "a", "patientId": "b"}}', "patientId"),
+    (b'{"hook": "patient-view", "hookInstance": "1", "fhirServer": "https://a", "fhirServer": "https://b", '
+     b'"context": {"patientId": "p"}}', "fhirServer"),
+])
+def test_a_request_with_a_duplicate_key_is_refused_naming_the_key(service, body, key):
+    response = httpx.post(service.url + PATIENT_VIEW, content=body, timeout=60,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert f"the key {key!r} twice" in response.json()["error"]["message"]
+
+
+def test_feedback_with_a_duplicate_key_is_refused(service):
+    body = (b'{"feedback": [{"card": "c", "outcome": "accepted", "outcome": "overridden", '
+            b'"outcomeTimestamp": "2024-01-01T00:00:00Z"}]}')
+    response = httpx.post(service.url + PATIENT_VIEW + "/feedback", content=body, timeout=60,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "'outcome' twice" in response.json()["error"]["message"]

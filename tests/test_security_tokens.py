@@ -1,0 +1,189 @@
+"""Attacks with bearer tokens, each a test: long-lived and stale tokens, non-numeric time claims, oversized tokens,
+hostile headers and key sets, replays across a restart and across replicas (SQLite and a real PostgreSQL server),
+and what a refusal tells the caller.
+
+Every server here is real: ``imt-cds serve`` through its console script, PostgreSQL started privately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+from audit_support import new_database, running_postgres
+from service_support import Signer, bearer, running_service
+
+from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
+from imt_cds.service.errors import UNAUTHORIZED_MESSAGE, UnauthorizedError
+
+PUBLIC = "https://cds.example.org"
+DISCOVERY = PUBLIC + "/cds-services"
+YEAR = 365 * 24 * 3600
+GENERIC_401 = {"error": {"code": "cds_unauthorized", "status": 401, "message": UNAUTHORIZED_MESSAGE}}
+
+
+@pytest.fixture(scope="module")
+def signer():
+    return Signer("https://ehr.example.org/")
+
+
+@pytest.fixture(scope="module")
+def jwks(signer, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("jwks")
+    path = directory / "jwks.json"
+    # Entries of the wrong types beside the real key: they are skipped, never a crash.
+    path.write_text(json.dumps({"keys": [{"kty": 5}, {"kty": "EC", "crv": ["P-384"], "kid": 7}, "text", None,
+                                         *signer.jwks["keys"]]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(signer, jwks, tmp_path_factory):
+    audit = tmp_path_factory.mktemp("audit") / "audit.db"
+    with running_service("--trust", signer.iss, str(jwks), "--audit", str(audit), "--workers", "1",
+                         public_url=PUBLIC) as running:
+        running.audit = audit  # type: ignore[attr-defined]
+        yield running
+
+
+def discover(service, token):
+    return httpx.get(service.url + "/cds-services", headers=bearer(token), timeout=60)
+
+
+def refused(service, response, reason):
+    """A 401 with the one generic body and header; the reason is in the server log, not in the answer."""
+    assert response.status_code == 401, response.text
+    assert response.json() == GENERIC_401
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    lines = [line for line in service.log_text().splitlines() if "refused (401)" in line]
+    assert lines and reason in lines[-1], lines[-1:]
+
+
+def forged(signer, claims, header=None):
+    """A token signed with the real key whose claims or header hold whatever an attacker likes."""
+    return jwt.encode(claims, signer.key, algorithm="ES384", headers={"kid": signer.kid, **(header or {})})
+
+
+# --- lifetime and age ----------------------------------------------------------------------------------------------
+
+
+def test_a_fresh_short_lived_token_is_accepted(service, signer):
+    assert discover(service, signer.token(DISCOVERY)).status_code == 200
+
+
+def test_a_token_valid_for_ten_years_is_refused(service, signer):
+    now = int(time.time())
+    refused(service, discover(service, signer.token(DISCOVERY, iat=now, exp=now + 10 * YEAR)), "at most 300 s")
+
+
+def test_a_token_issued_a_year_ago_is_refused_even_if_it_has_not_expired(service, signer):
+    now = int(time.time())
+    refused(service, discover(service, signer.token(DISCOVERY, iat=now - YEAR, exp=now + 120)), "lives")
+
+
+def test_a_token_that_lives_just_over_the_limit_is_refused_and_one_at_the_limit_accepted(service, signer):
+    now = int(time.time())
+    refused(service, discover(service, signer.token(DISCOVERY, iat=now, exp=now + 301)), "at most 300 s")
+    assert discover(service, signer.token(DISCOVERY, iat=now, exp=now + 300)).status_code == 200
+
+
+def test_the_lifetime_limit_is_a_setting(tmp_path):
+    signer = Signer("https://ehr.example.org/")
+    path = signer.write_jwks(tmp_path)
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(path)),), max_lifetime_seconds=60))
+    now = int(time.time())
+    assert asyncio.run(checker.authenticate(f"Bearer {signer.token(DISCOVERY, exp=now + 60)}", [DISCOVERY]))
+    with pytest.raises(UnauthorizedError, match="at most 60 s"):
+        asyncio.run(checker.authenticate(f"Bearer {signer.token(DISCOVERY, exp=now + 61)}", [DISCOVERY]))
+
+
+@pytest.mark.parametrize(("claim", "value"), [("exp", "9999999999"), ("iat", "0"), ("exp", True), ("iat", [1]),
+                                              ("nbf", "0")])
+def test_time_claims_must_be_numbers(service, signer, claim, value):
+    now = int(time.time())
+    claims = {"iss": signer.iss, "aud": DISCOVERY, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4()),
+              claim: value}
+    refused(service, discover(service, forged(signer, claims)), f"{claim} must be a number")
+
+
+def test_a_64_kb_token_is_refused(service, signer):
+    token = signer.token(DISCOVERY, padding="x" * 64 * 1024)
+    refused(service, discover(service, token), "bytes long")
+
+
+@pytest.mark.parametrize("header", [{"kid": ["test-kid"]}, {"kid": {"a": 1}}, {"jku": 5}, {"alg": ["ES384"]},
+                                    {"typ": ["JWT"]}])
+def test_header_values_of_the_wrong_type_are_a_401_never_a_500(service, signer, header):
+    now = int(time.time())
+    claims = {"iss": signer.iss, "aud": DISCOVERY, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}
+    token = _with_header(signer, claims, header)
+    response = discover(service, token)
+    assert response.status_code == 401 and response.json() == GENERIC_401, response.text
+
+
+def _with_header(signer, claims, header):
+    import base64
+
+    def b64(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    token = forged(signer, claims)
+    return ".".join([b64({"kid": signer.kid, "typ": "JWT", **header}), *token.split(".")[1:]])
+
+
+@pytest.mark.parametrize("aud", [{"a": 1}, [["x"]], 5])
+def test_claims_of_the_wrong_type_are_a_401_never_a_500(service, signer, aud):
+    now = int(time.time())
+    claims = {"iss": signer.iss, "aud": aud, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}
+    response = discover(service, forged(signer, claims))
+    assert response.status_code == 401 and response.json() == GENERIC_401, response.text
+
+
+def test_trusted_and_untrusted_issuers_get_the_same_refusal(service, signer):
+    untrusted = Signer("https://attacker.example.net/")
+    trusted_but_expired = signer.token(DISCOVERY, iat=int(time.time()) - 200, exp=int(time.time()) - 100)
+    first = discover(service, untrusted.token(DISCOVERY))
+    second = discover(service, trusted_but_expired)
+    assert first.status_code == second.status_code == 401
+    assert first.content == second.content and first.headers["www-authenticate"] == second.headers["www-authenticate"]
+
+
+# --- replays across processes --------------------------------------------------------------------------------------
+
+
+def test_a_token_used_once_is_refused_by_a_second_server_sharing_the_store_and_after_a_restart(service, signer, jwks):
+    token = signer.token(DISCOVERY)
+    assert discover(service, token).status_code == 200
+    with running_service("--trust", signer.iss, str(jwks), "--audit", str(service.audit), "--workers", "1",
+                         public_url=PUBLIC) as replica:
+        refused(replica, discover(replica, token), "already used")
+        other = signer.token(DISCOVERY)
+        assert discover(replica, other).status_code == 200
+    refused(service, discover(service, other), "already used")  # and the other way round
+    with running_service("--trust", signer.iss, str(jwks), "--audit", str(service.audit), "--workers", "1",
+                         public_url=PUBLIC) as restarted:
+        refused(restarted, discover(restarted, token), "already used")
+
+
+def test_on_postgresql_replicas_share_the_replay_cache(signer, jwks):
+    with running_postgres() as server:
+        database = new_database(server)
+        arguments = ("--trust", signer.iss, str(jwks), "--audit", database, "--workers", "1")
+        with running_service(*arguments, public_url=PUBLIC) as first, \
+                running_service(*arguments, public_url=PUBLIC) as second:
+            token = signer.token(DISCOVERY)
+            assert discover(first, token).status_code == 200
+            refused(second, discover(second, token), "already used")
+            refused(first, discover(first, token), "already used")
+        with running_service(*arguments, public_url=PUBLIC) as restarted:
+            refused(restarted, discover(restarted, token), "already used")
+        import psycopg
+
+        with psycopg.connect(database) as connection:
+            rows = connection.execute("SELECT iss, jti FROM cds_jti").fetchall()
+        assert (signer.iss, jwt.decode(token, options={"verify_signature": False})["jti"]) in rows
