@@ -194,6 +194,29 @@ def test_wrong_diagnosis_a_value_set_code_without_its_source_is_refused_at_load(
 def test_wrong_diagnosis_the_other_cancer_of_a_patient_is_not_taken_as_the_imt():
     result = read(chart(LUNG_CANCER))
     assert result.ok and result.facts.tumor.site == "unknown"  # the lung cancer's site is not the IMT's
+    assert result.facts.tumor.distant_disease is None  # nor is it a metastasis
+    surgery = {"resourceType": "Procedure", "id": "lobectomy", "status": "completed", "subject": {"reference":
+               "Patient/p1"}, "code": {"coding": [{"system": SNOMED, "code": "359615001"}]},
+               "reasonReference": [{"reference": "Condition/nsclc"}]}
+    result = read(chart(LUNG_CANCER, surgery))
+    assert result.facts.history.surgery_done is False  # the lung cancer's lobectomy is not IMT surgery
+    assert any("not for the IMT" in p.message for p in result.problems)
+    surgery["reasonReference"] = [{"reference": "Condition/imt"}]
+    assert read(chart(LUNG_CANCER, surgery)).facts.history.surgery_done is True
+
+
+def test_wrong_diagnosis_references_between_resources_resolve_through_full_urls_too():
+    """A transaction Bundle names the IMT Condition a surgery was for by its urn:uuid fullUrl."""
+    surgery = {"resourceType": "Procedure", "id": "resection", "status": "completed",
+               "subject": {"reference": "urn:uuid:p"}, "code": {"coding": [{"system": SNOMED, "code": "359615001"}]},
+               "reasonReference": [{"reference": "urn:uuid:c"}]}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:p", "resource": copy.deepcopy(PATIENT)},
+        {"fullUrl": "urn:uuid:c", "resource": {**copy.deepcopy(IMT), "subject": {"reference": "urn:uuid:p"}}},
+        {"fullUrl": "urn:uuid:s", "resource": surgery}]}
+    result = facts_from_bundle(bundle, ON)
+    assert result.facts.history.surgery_done is True
+    assert result.sources["history.surgery_done"] == ("Procedure/resection",)
 
 
 def test_wrong_diagnosis_an_attested_diagnosis_is_evaluated_and_recorded_in_the_provenance():
@@ -298,6 +321,65 @@ def test_recurrence_comes_from_the_imt_conditions_clinical_status():
     assert read(chart()).facts.history.recurrence is False
 
 
+def variant(resource_id, gene_coding, present=True):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+            "valueCodeableConcept": {"coding": [{"system": "http://loinc.org",
+                                                 "code": "LA9633-4" if present else "LA9634-2"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                           "valueCodeableConcept": gene_coding}]}
+
+
+def test_fusion_genes_by_hgnc_code_with_or_without_prefix_and_by_symbol_text_as_weaker():
+    prefixed = variant("a", {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:427"}]})
+    bare = variant("b", {"coding": [{"system": "http://www.genenames.org", "code": "427"}]})
+    for resource in (prefixed, bare):
+        result = read(chart(resource))
+        assert result.facts.molecular.alk.status == "positive" and not any(p.kind == "weak" for p in result.problems)
+    symbol = variant("c", {"text": "ALK"})
+    result = read(chart(symbol))
+    assert result.facts.molecular.alk.status == "positive"
+    assert any(p.kind == "weak" and "symbol text only" in p.message for p in result.problems)
+    unknown = variant("d", {"text": "ALKX"})
+    assert read(chart(unknown)).facts.molecular.alk.status == "unknown"
+
+
+def medication(resource_id, kind="MedicationStatement", code="1148495", status=None, when="2025-03-01"):
+    status = status or ("completed" if kind == "MedicationAdministration" else "active")
+    return {"resourceType": kind, "id": resource_id, "status": status, "subject": {"reference": "Patient/p1"},
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                      "code": code}]},
+            "effectiveDateTime" if kind != "MedicationRequest" else "authoredOn": when}
+
+
+def worse(resource_id, when="2026-01-05", focus="Condition/imt"):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]}, "effectiveDateTime": when,
+            "focus": [{"reference": focus}],
+            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "271299001"}]}}
+
+
+@pytest.mark.parametrize("kind", ["MedicationStatement", "MedicationRequest", "MedicationAdministration"])
+def test_progression_on_an_alk_inhibitor_comes_from_disease_status_and_rxnorm_coded_medication(kind):
+    history = read(chart(medication("crizotinib", kind), worse("worse"))).facts.history
+    assert history.progressed_on_alk_inhibitor is True and history.progressed_on_prior_systemic is True
+    # Progression before the drug was started, a drug not given, another drug, another tumour: not progression on it.
+    for resources in ([medication("crizotinib", kind, when="2026-06-01"), worse("worse")],
+                      [medication("crizotinib", kind, status="entered-in-error"), worse("worse")],
+                      [medication("imatinib", kind, code="282388"), worse("worse")],
+                      [medication("crizotinib", kind), worse("worse", focus="Condition/nsclc"), LUNG_CANCER]):
+        assert read(chart(*resources)).facts.history.progressed_on_alk_inhibitor is False
+
+
+def test_epithelioid_morphology_from_the_conditions_text_is_used_and_flagged():
+    imt = copy.deepcopy(IMT)
+    imt["code"] = {"text": "Epithelioid inflammatory myofibroblastic sarcoma"}
+    result = read(chart(imt=imt))
+    assert result.eligibility.eligible and result.facts.tumor.epithelioid_morphology is True
+    assert any(p.path == "tumor.epithelioid_morphology" and p.kind == "weak" for p in result.problems)
+    assert read(chart()).facts.tumor.epithelioid_morphology is False
+
+
 # --- never a 500 --------------------------------------------------------------------------------------------------
 
 
@@ -314,6 +396,13 @@ def test_never_500_a_malformed_observation_is_reported_and_skipped(break_it):
     result = read(chart(variant))
     assert result.ok
     assert result.facts.molecular.alk.status == "unknown"
+
+
+def test_never_500_a_condition_with_codings_of_the_wrong_types_is_skipped_and_the_rest_read():
+    odd = {**copy.deepcopy(IMT), "id": "odd", "code": {"coding": [{"system": 7, "code": ["8825/1"]}]}}
+    result = read(chart(odd))
+    assert result.ok and result.eligibility.diagnosis.sources == ("Condition/imt",)
+    assert any(p.where == "Condition/odd" and "malformed Condition" in p.message for p in result.problems)
 
 
 def test_never_500_valid_fhir_with_primitive_extensions_is_read():
