@@ -42,6 +42,7 @@ def assert_inert(markdown: str) -> None:
 def order_sign_request(order_id: str, text: str) -> dict:
     prefetch = prefetch_for(example_resources())
     request = hook_request("order-sign", prefetch={"patient": prefetch["patient"],
+                                                   "conditions": prefetch["conditions"],
                                                    "observations": prefetch["observations"]})
     request["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
         "resourceType": "MedicationRequest", "id": order_id, "status": "draft", "intent": "order",

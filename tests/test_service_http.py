@@ -112,7 +112,7 @@ def test_discovery_lists_both_services_with_their_prefetch_templates(client):
     assert view["patient"] == "Patient/{{context.patientId}}"
     assert set(view) == {"patient", "conditions", "observations", "procedures"}
     assert all("{{context.patientId}}" in template for template in view.values())
-    assert set(services["imt-order-sign"]["prefetch"]) == {"patient", "observations"}
+    assert set(services["imt-order-sign"]["prefetch"]) == {"patient", "conditions", "observations"}
     assert all(s["title"] and s["description"] for s in services.values())
 
 
@@ -224,7 +224,8 @@ def test_resources_that_could_not_be_used_are_shown_on_a_card(client):
     second_size["id"] = "imt-size-2"
     second_size["component"][0]["valueQuantity"]["value"] = 45
     broken = {"resourceType": "Observation", "id": "broken", "status": "final", "code": {"coding": [
-        {"system": "http://loinc.org", "code": "21889-1"}]}, "valueQuantity": "not a quantity"}
+        {"system": "http://loinc.org", "code": "21889-1"}]}, "subject": {"reference": "Patient/imt-example-1"},
+        "component": "not a list"}
     response = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(
         [*resources, second_size, broken])))
     problems = card(response, "FHIR_INPUT_PROBLEMS")
@@ -428,6 +429,7 @@ def order_request(medication: dict, resources=None, **extra) -> dict:
         "resourceType": "MedicationRequest", "id": "draft-1", "status": "draft", "intent": "order",
         "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"}, **medication}}]}
     request = hook_request("order-sign", prefetch={"patient": prefetch["patient"],
+                                                   "conditions": prefetch["conditions"],
                                                    "observations": prefetch["observations"]}, **extra)
     request["context"]["draftOrders"] = orders
     return request

@@ -37,6 +37,7 @@ def crizotinib_order() -> dict:
     """An order-sign call that runs in a worker (it reads the facts) but records nothing in the audit store."""
     prefetch = prefetch_for(example_resources())
     request = hook_request("order-sign", prefetch={"patient": prefetch["patient"],
+                                                   "conditions": prefetch["conditions"],
                                                    "observations": prefetch["observations"]})
     request["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
         "resourceType": "MedicationRequest", "id": "draft-1", "status": "draft", "intent": "order",

@@ -124,7 +124,7 @@ def test_a_worker_records_every_evaluation_and_answers_with_its_audit_record_id(
     with open_store(audit) as store:
         ids = [record.id for record in store.records()]
     assert ids == [first["evaluation_id"], again["evaluation_id"]]
-    assert set(first["fhir"]) == {"sources", "problems"}  # the facts are not sent back for an assessment
+    assert set(first["fhir"]) == {"sources", "problems", "eligibility", "patient"}  # no facts for an assessment
     facts = handler.handle({**job, "op": "facts"})
     assert facts["fhir"]["facts"]["patient_id"] == "imt-example-1" and facts["assessment"] is None
 

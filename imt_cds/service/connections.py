@@ -188,8 +188,8 @@ class _Seen:
 
 class RepeatedLogFilter(logging.Filter):
     """Let the same diagnostic through at most ``burst`` times per ``window`` seconds (records at WARNING and above;
-    keyed by logger, level and the first line of the message template, so a message that quotes a socket or a
-    client address still counts as one). The first record let through after a suppression says how many were
+    keyed by logger, level and the first line of the message as written, so the many lines a flood repeats count as
+    one, while different messages (two refusals for different reasons) are counted apart). The first record let through after a suppression says how many were
     dropped. Loggers in ``exempt`` (records that are data, such as feedback written to the log) always pass."""
 
     def __init__(self, burst: int = 5, window: float = 60.0, exempt: Iterable[str] = (),
@@ -206,7 +206,11 @@ class RepeatedLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.name.startswith(self.exempt):
             return True
-        key = (record.name, record.levelno, str(record.msg).split("\n", 1)[0][:200])
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record whose arguments do not fit its template: key on the template
+            text = str(record.msg)
+        key = (record.name, record.levelno, text.split("\n", 1)[0][:200])
         now = self._clock()
         with self._lock:
             seen = self._seen.get(key)

@@ -80,7 +80,8 @@ def public_body(error: ServiceError) -> dict[str, Any]:
     if isinstance(error, UnauthorizedError):
         return error_body(error.code, error.status, UNAUTHORIZED_MESSAGE)
     if error.status >= 500:
-        return error_body(error.code, error.status, _SERVER_MESSAGES.get(error.code, INTERNAL_MESSAGE))
+        message = error.public_message or _SERVER_MESSAGES.get(error.code, INTERNAL_MESSAGE)
+        return error_body(error.code, error.status, message)
     return error.to_dict()
 
 
@@ -90,10 +91,12 @@ class ServiceError(ImtCdsError):
     code = "cds_service_error"
     status = 500
 
-    def __init__(self, message: str, details: Any = None):
+    def __init__(self, message: str, details: Any = None, *, public_message: str | None = None):
         super().__init__(message)
         self.message = message
         self.details = details
+        # For a 5xx: a message made of fixed text only, safe to answer with (``message`` goes to the log).
+        self.public_message = public_message
 
     def to_dict(self) -> dict[str, Any]:
         return error_body(self.code, self.status, self.message, self.details)

@@ -43,6 +43,8 @@ __all__ = ["CardIndex", "FeedbackSink", "FeedbackUnavailableError", "FeedbackWri
 log = logging.getLogger("imt_cds.service.feedback")
 
 _OUTCOMES = ("accepted", "overridden")
+_NOT_STORED = "the feedback store is busy: nothing was stored, try again later"
+_MAY_COMPLETE = "the feedback store did not answer in time; the write may still complete: check before sending it again"
 _REPORT_GRACE_SECONDS = 2.0
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS cds_feedback (
@@ -163,7 +165,8 @@ class FeedbackWriter:
         with self._lock:
             if self._waiting >= self.max_waiting:
                 raise FeedbackUnavailableError(f"{self._waiting} feedback writes are already waiting for the store: "
-                                               "nothing was stored, try again later")
+                                               "nothing was stored, try again later",
+                                               public_message=_NOT_STORED)
             self._waiting += 1
         try:
             future = self._executor.submit(self.sink.record, rows)
@@ -176,7 +179,8 @@ class FeedbackWriter:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout + _REPORT_GRACE_SECONDS)
         except TimeoutError:
             raise FeedbackUnavailableError(f"the feedback store did not answer within {self.timeout:g} s; the write "
-                                           "may still complete: check before sending it again") from None
+                                           "may still complete: check before sending it again",
+                                           public_message=_MAY_COMPLETE) from None
 
     def _done(self, future: object) -> None:
         with self._lock:
@@ -324,7 +328,7 @@ class _LogFeedback:
 
 def _busy(reason: str) -> FeedbackUnavailableError:
     return FeedbackUnavailableError(f"the feedback store cannot take the write now ({reason}): nothing was stored, "
-                                    "try again later")
+                                    "try again later", public_message=_NOT_STORED)
 
 
 def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:

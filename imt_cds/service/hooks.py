@@ -95,7 +95,7 @@ SERVICES: tuple[CdsService, ...] = (
         "IMT targeted-drug order check",
         "Checks draft orders of ALK, ROS1, TRK and RET inhibitors against the patient's documented alterations "
         "and the drugs' labelled ages, and warns with the reason when they do not fit.",
-        (PATIENT, OBSERVATIONS),
+        (PATIENT, CONDITIONS, OBSERVATIONS),
         "Reads context.draftOrders (MedicationRequest) and the patient's age and genomic results; prefetch, or "
         "a fhirServer with a token, is needed only when a targeted drug is ordered."),
 )
