@@ -255,7 +255,7 @@ def _run_lint(args: argparse.Namespace) -> int:
     except EvidenceError as exc:
         for problem in exc.problems:
             print(problem)
-        print(f"{len(exc.problems)} evidence problem(s) found", file=sys.stderr)
+        print(f"{len(exc.problems)} evidence problem{'s' if len(exc.problems) != 1 else ''} found", file=sys.stderr)
         return 1
     print(f"rulebook {rulebook.name} {rulebook.version}: {len(rulebook.rules)} rules, no problems")
     return 0
@@ -345,11 +345,12 @@ def _run_coverage(args: argparse.Namespace) -> int:
         directory = args.vignettes or default_vignettes()
         if directory is not None:
             if not directory.is_dir():
-                print(f"imt-cds: vignette directory not found: {directory}", file=sys.stderr)
+                print(f"imt-cds: error: --vignettes {directory}: no such directory", file=sys.stderr)
                 return 2
             extra = vignette_patients(directory)
             sources = (f"{len(extra)} vignettes in {directory}",)
     report = measure_coverage(engine, extra, sources)
+    from .wording import plural
     if args.format == "json":
         print(_compact(report.to_dict()))
     else:
@@ -358,7 +359,7 @@ def _run_coverage(args: argparse.Namespace) -> int:
         for rule in report.rules:
             mark = "ok " if rule.fired else "-- "
             branches = f"{len(rule.exercised)}/{len(rule.branches)} branches"
-            print(f"  {mark}{rule.rule:<5} {branches:<14} fired for {rule.patients} patient(s)")
+            print(f"  {mark}{rule.rule:<5} {branches:<14} fired for {plural(rule.patients, 'patient')}")
         if report.unexercised_branches:
             print("branches never exercised:")
             for rule_id, branch in report.unexercised_branches:
@@ -374,11 +375,8 @@ def _run_coverage(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    try:
-        from .verification import verify
-    except ImportError as exc:
-        print(f"imt-cds: {exc}", file=sys.stderr)
-        return 1
+    from .verification import verify  # without z3: an ImportError that cli.main names the extra for (exit 2)
+
     rulebook = _load(args)
     checks = verify(rulebook)
     failed = [c for c in checks if c.status == "violated"]
@@ -403,9 +401,27 @@ def _run_verify(args: argparse.Namespace) -> int:
             confirmation = ("confirmed on the engine" if check.confirmed_by_engine
                             else "NOT confirmed on the engine: the checker and the engine disagree (internal error)")
             print(f"  ({confirmation})")
-    held = sum(1 for c in checks if c.status == "holds")
-    print(f"{held} of {len(checks)} checks hold" + (f"; {len(failed)} violated" if failed else ""))
+    print(_verify_summary(checks))
     return 1 if failed else 0
+
+
+def _verify_summary(checks) -> str:  # type: ignore[no-untyped-def]
+    """"N of M checks hold", counting only the checks that could be decided here, and saying how many could not."""
+    from .wording import plural
+
+    checkable = [c for c in checks if c.status != "not_checked"]
+    held = sum(1 for c in checkable if c.status == "holds")
+    parts = [f"{held} of {plural(len(checkable), 'checkable check')} hold"]
+    violated = sum(1 for c in checkable if c.status == "violated")
+    if violated:
+        parts.append(f"{violated} violated")
+    warnings = sum(1 for c in checkable if c.status == "warning")
+    if warnings:
+        parts.append(plural(warnings, "warning"))
+    unchecked = len(checks) - len(checkable)
+    if unchecked:
+        parts.append(f"{unchecked} not checkable here (listed above)")
+    return "; ".join(parts)
 
 
 # --- diff ---------------------------------------------------------------------------------------------------------
@@ -415,6 +431,10 @@ def _run_diff(args: argparse.Namespace) -> int:
     from .rule_loader import load_rulebook
     from .rulebook_diff import diff_rulebooks
 
+    for name, directory in (("OLD_DIR", args.old), ("NEW_DIR", args.new)):
+        if not directory.is_dir():
+            print(f"imt-cds: error: {name} {directory}: no such directory", file=sys.stderr)
+            return 2
     result = diff_rulebooks(load_rulebook(args.old, args.seeds), load_rulebook(args.new, args.seeds), args.examples)
     if args.format == "json":
         print(_compact(result.to_dict()))

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .assessment import Assessment, DerivedFact, Finding, Reason
 from .wording import display_value as _value
+from .wording import enum_words
 from .wording import reason_text
 
 __all__ = ["render_consult_note"]
@@ -149,11 +150,15 @@ def _facts_summary(assessment: Assessment) -> str:
     f = assessment.facts
     if f is None:  # an audit record made with store_input=False
         return f"not stored (the audit record keeps only the input's sha256, {assessment.provenance.input_sha256})"
+    # Facts the input did not give read as "not recorded" (or "unknown"), never as a clinical negative: a yes/no
+    # fact of the contract that was left out is false to the rules, and the note must not turn that into "no".
     t, m, h = f.tumor, f.molecular, f.history
     parts = [_age_text(f.age_years)]
+    site = "tumor site unknown" if t.site == "unknown" else f"{enum_words(t.site)} tumor"
     size = f"{_value(t.size_cm)} cm" if t.size_cm is not None else "size not recorded"
+    resectability = "resectability unknown" if t.resectability == "unknown" else enum_words(t.resectability)
     distant = {True: "distant disease", False: "no distant disease", None: "distant disease not staged"}
-    parts.append(f"{t.site} tumor, {size}, {t.resectability}, {distant[t.distant_disease]}")
+    parts.append(f"{site}, {size}, {resectability}, {distant[t.distant_disease]}")
     if t.epithelioid_morphology:
         parts.append("epithelioid morphology")
     resp = {True: "respiratory symptoms", False: "no respiratory symptoms", None: "respiratory symptoms not recorded"}
@@ -161,15 +166,19 @@ def _facts_summary(assessment: Assessment) -> str:
     genes = []
     for name in ("alk", "ros1", "ntrk", "ret", "pdgfrb"):
         result = getattr(m, name)
-        text = f"{name.upper()} {result.status}"
+        text = f"{name.upper()} " + ("status unknown" if result.status == "unknown" else result.status)
         if result.methods:
             text += f" ({'+'.join(sorted(result.methods))})"
         if result.fusion_partner:
             text += f" partner {result.fusion_partner}"
         genes.append(text)
-    parts.append(", ".join(genes) + ("; RNA fusion panel done" if m.rna_fusion_panel_done else "; no RNA fusion panel"))
-    history = ["surgery done" + (f" ({h.margin_status})" if h.margin_status else "") if h.surgery_done
-               else "no surgery" + (f" (margin {h.margin_status} recorded)" if h.margin_status else "")]
+    panel = "RNA fusion panel done" if m.rna_fusion_panel_done else "RNA fusion panel not recorded as done"
+    parts.append(", ".join(genes) + f"; {panel}")
+    margin = f"margin {h.margin_status}" if h.margin_status and h.margin_status != "unknown" else None
+    if h.surgery_done:
+        history = ["surgery done" + (f" ({margin})" if margin else "")]
+    else:
+        history = ["surgery not recorded as done" + (f" ({margin} recorded)" if margin else "")]
     for flag, text in ((h.recurrence, "recurrence"), (h.progressed_on_alk_inhibitor, "progressed on ALK inhibitor"),
                        (h.progressed_on_prior_systemic, "progressed on prior systemic therapy")):
         if flag:

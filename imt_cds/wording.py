@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["derived_index", "display_value", "reason_text"]
+__all__ = ["derived_index", "display_value", "enum_words", "plural", "reason_text"]
 
 
 def display_value(value: Any) -> str:
@@ -51,3 +51,18 @@ def reason_text(reason: Mapping[str, Any], *, fact: Callable[[str], str] = str,
         why = f": {', '.join(text(r) for r in reason['reasons'])}" if reason.get("reasons") else ""
         return f"{reason['derived']} holds{why}"
     return f"{reason['derived']} does not hold (required to be absent)"
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """``1 flag``, ``2 flags``, ``0 flags`` (``plural_noun`` for irregular plurals)."""
+    return f"{count} {noun if count == 1 else plural_noun or noun + 's'}"
+
+
+# Enum values whose words are not the value with spaces for underscores.
+_ENUM_WORDS = {"abdominal_pelvic": "abdominal/pelvic", "head_neck": "head and neck"}
+
+
+def enum_words(value: str) -> str:
+    """An enum value of the input contract as words in a sentence (``resectable_only_with_mutilation`` ->
+    ``resectable only with mutilation``). Reasons keep the raw value, which is what the rule tests name."""
+    return _ENUM_WORDS.get(value, value.replace("_", " "))

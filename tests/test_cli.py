@@ -154,7 +154,8 @@ def test_batch_of_valid_lines_exits_0_and_can_show_progress(tmp_path):
 
 def test_bad_usage_is_explained():
     result = run("batch")
-    assert result.returncode == 2 and "usage:" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "required: IN" in result.stderr and "see: imt-cds batch --help" in result.stderr
     assert run("batch", "x", "--jobs", "-1").returncode == 2
 
 

@@ -1,0 +1,186 @@
+"""Every command-line error is one line on stderr, with the exit code the README documents, and no traceback.
+
+The table crosses the commands with what goes wrong most often: a file or folder that does not exist, a ``--rules``
+folder that does not exist, and an optional extra that is not installed. A missing extra is played honestly: the
+command runs in a fresh interpreter whose import system refuses the extra's module (a blocker on ``sys.meta_path``),
+exactly as if it had never been installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).with_name("imt-cds")
+EXAMPLE = str(ROOT / "examples" / "02_alk_positive_unresectable.json")
+BUNDLE = str(ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json")
+RULES = str(ROOT / "rules")
+
+EXIT_USAGE = 2
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+# (command, what goes wrong, arguments, words the one line must hold). Run in an empty directory: "missing" exists
+# nowhere.
+MISSING = [
+    ("evaluate", "file", ["evaluate", "missing.json"], "cannot read missing.json"),
+    ("evaluate --fhir", "file", ["evaluate", "--fhir", "missing.json"], "cannot read missing.json"),
+    ("evaluate", "--rules folder", ["evaluate", EXAMPLE, "--rules", "missing"], "--rules missing: no such directory"),
+    ("evaluate", "--audit folder", ["evaluate", EXAMPLE, "--audit", "missing/audit.db"], "missing/audit.db"),
+    ("batch", "file", ["batch", "missing.ndjson"], "missing.ndjson"),
+    ("batch", "--rules folder", ["batch", "missing.ndjson", "--rules", "missing"], "--rules missing: no such"),
+    ("explain", "file", ["explain", "missing.json"], "cannot read missing.json"),
+    ("explain", "--rules folder", ["explain", EXAMPLE, "--rules", "missing"], "--rules missing: no such directory"),
+    ("rules list", "--rules folder", ["rules", "list", "--rules", "missing"], "--rules missing: no such directory"),
+    ("rules show", "--rules folder", ["rules", "show", "R1", "--rules", "missing"], "--rules missing: no such"),
+    ("rules lint", "--rules folder", ["rules", "lint", "--rules", "missing"], "--rules missing: no such directory"),
+    ("rules lint", "--seeds folder", ["rules", "lint", "--seeds", "missing"], "--seeds missing: no such directory"),
+    ("rules test", "--rules folder", ["rules", "test", "--rules", "missing"], "--rules missing: no such directory"),
+    ("rules test", "--junit folder", ["rules", "test", "--junit", "missing/junit.xml"], "missing/junit.xml"),
+    ("rules coverage", "--rules folder", ["rules", "coverage", "--rules", "missing"], "--rules missing: no such"),
+    ("rules coverage", "--vignettes folder", ["rules", "coverage", "--vignettes", "missing"], "--vignettes missing"),
+    ("rules verify", "--rules folder", ["rules", "verify", "--rules", "missing"], "--rules missing: no such"),
+    ("rules copy", "--rules folder", ["rules", "copy", "new", "--rules", "missing"], "--rules missing: no such"),
+    ("rules diff", "OLD_DIR folder", ["rules", "diff", "missing", RULES], "OLD_DIR missing: no such directory"),
+    ("rules diff", "NEW_DIR folder", ["rules", "diff", RULES, "missing"], "NEW_DIR missing: no such directory"),
+    ("audit list", "database", ["audit", "list", "--db", "missing.db"], "missing.db"),
+    ("audit replay", "--rules folder", ["audit", "replay", "last", "--db", "missing.db", "--with-current", "--rules",
+                                        "missing"], "--rules missing: no such directory"),
+    ("report", "file", ["report", "missing.json", "--html", "out.html"], "cannot read missing.json"),
+    ("report", "output folder", ["report", EXAMPLE, "--html", "missing/out.html"], "missing/out.html"),
+    ("serve", "--rules folder", ["serve", "--allow-unauthenticated", "--rules", "missing"], "--rules missing: no such"),
+]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, words: str) -> None:
+    lines = result.stderr.splitlines()
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0] and lines[0].startswith("imt-cds"), lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(("command", "missing", "args", "words"), MISSING,
+                         ids=[f"{command} / missing {missing}" for command, missing, _, _ in MISSING])
+def test_a_missing_file_or_folder_is_a_one_line_usage_error(command, missing, args, words, tmp_path):
+    assert_one_line_error(run(*args, cwd=tmp_path), EXIT_USAGE, words)
+
+
+def test_the_table_covers_every_command():
+    from imt_cds.cli import _parser
+
+    def choices(parser):  # type: ignore[no-untyped-def]
+        return parser._subparsers._group_actions[0].choices
+
+    top = choices(_parser())
+    names = {name for name in top if name not in ("rules", "audit")} | {f"rules {name}" for name in choices(top["rules"])}
+    covered = {command.removesuffix(" --fhir") for command, *_ in MISSING}
+    assert names <= covered, names - covered
+
+
+# --- an optional extra that is not installed ----------------------------------------------------------------------
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = sys.argv[1].split(",")
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == blocked or name.startswith(blocked + ".") for blocked in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, NotInstalled())
+from imt_cds.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+EXTRAS = [
+    ("rules verify", "z3", ["rules", "verify"], "authoring", EXIT_USAGE),
+    ("rules diff", "z3", ["rules", "diff", RULES, RULES], "authoring", EXIT_USAGE),
+    ("evaluate --fhir", "fhir.resources", ["evaluate", "--fhir", BUNDLE], "fhir", EXIT_USAGE),
+    ("serve", "fastapi,uvicorn", ["serve", "--allow-unauthenticated", "--port", "1"], "service", EXIT_USAGE),
+    # The audit commands keep their own exit codes (README, Audit trail): a store that cannot be opened is 1.
+    ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", "postgresql://imt@127.0.0.1:9/none"],
+     "postgres", 1),
+]
+
+
+def run_without(modules: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", BLOCKER, modules, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.mark.parametrize(("command", "modules", "args", "extra", "code"), EXTRAS, ids=[e[0] for e in EXTRAS])
+def test_a_missing_extra_is_named_with_the_command_that_installs_it(command, modules, args, extra, code, tmp_path):
+    result = run_without(modules, *args, cwd=tmp_path)
+    assert_one_line_error(result, code, f"pip install 'imt-cds[{extra}]'")
+
+
+def test_the_blocker_really_hides_the_module(tmp_path):
+    # The same blocker, running "import z3" instead of the command line: it must fail as a missing package does.
+    only_import = BLOCKER.replace("from imt_cds.cli import main\nsys.exit(main(sys.argv[2:]))", "import z3")
+    result = subprocess.run([sys.executable, "-c", only_import, "z3"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "ModuleNotFoundError: No module named 'z3'" in result.stderr
+
+
+# --- mistyped words -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "suggestion"), [
+    (["evalute", EXAMPLE], "did you mean 'evaluate'?"),
+    (["rules", "lnt"], "did you mean 'lint'?"),
+    (["audit", "verfy"], "did you mean 'verify'?"),
+    (["evaluate", EXAMPLE, "--format", "jsn"], "did you mean 'json'?"),
+])
+def test_a_mistyped_command_or_choice_gets_a_did_you_mean(args, suggestion, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert_one_line_error(result, EXIT_USAGE, suggestion)
+
+
+def test_a_word_like_no_command_gets_no_guess(tmp_path):
+    result = run("xyzzy", cwd=tmp_path)
+    assert_one_line_error(result, EXIT_USAGE, "invalid choice: 'xyzzy'")
+    assert "did you mean" not in result.stderr
+
+
+# --- help texts -----------------------------------------------------------------------------------------------------
+
+
+def _every_help_text() -> dict[str, str]:
+    from imt_cds.cli import _parser
+
+    texts: dict[str, str] = {}
+
+    def walk(parser, name: str) -> None:  # type: ignore[no-untyped-def]
+        texts[name] = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+
+    walk(_parser(), "imt-cds")
+    return texts
+
+
+def test_help_texts_point_only_at_documents_in_the_repository():
+    texts = _every_help_text()
+    assert len(texts) > 15  # every command and sub-command
+    for name, text in texts.items():
+        flat = " ".join(text.split())
+        assert not re.search(r"SPEC|§|clinical/", flat), (name, flat)
+        for path in re.findall(r"\b[\w./-]+\.(?:md|py|yaml)\b", flat):
+            if not path.startswith(("patients.", "examples/")):
+                assert any((ROOT / folder / path).exists() for folder in ("", "imt_cds", "rules", "seeds")), (name, path)
+
+
+def test_the_rule_authoring_guide_points_only_at_documents_in_the_repository():
+    guide = (ROOT / "rules" / "README.md").read_text(encoding="utf-8")
+    assert not re.search(r"clinical/|RULES\.md|SPEC", guide)
