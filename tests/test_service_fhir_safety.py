@@ -149,3 +149,25 @@ def test_the_not_eligible_info_card_is_off_by_default_and_one_card_when_asked():
                                                              prefetch=prefetch_for(resources)))
     (card,) = response.json()["cards"]
     assert card["indicator"] == "info" and "No IMT decision support" in card["summary"]
+
+
+def test_a_card_never_says_no_resource_recorded_a_fact_that_conflicting_resources_left_unknown():
+    from datetime import date
+
+    from imt_cds import evaluate
+    from imt_cds.fhir import facts_from_resources
+    from imt_cds.service.cards import assessment_cards
+
+    resources = example_resources()
+    m0 = {"resourceType": "Observation", "id": "m0", "status": "final", "subject": {"reference":
+          f"Patient/{EXAMPLE_PATIENT}"}, "code": {"coding": [{"system": "http://snomed.info/sct", "code": "399387003"}]},
+          "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "1229901006"}]}}
+    read = facts_from_resources([*resources, m0], date(2026, 11, 21))  # undated cM0 against the metastasis
+    assert read.facts.tumor.distant_disease is None
+    document = evaluate(read.facts).to_dict()
+    cards = assessment_cards(document, evaluation_id="e", sources=read.sources, public_url="https://x",
+                             problems=[p.to_dict() for p in read.problems])
+    lines = [line for card in cards for line in card["detail"].splitlines() if "`tumor.distant_disease` is" in line]
+    assert lines and all("left unknown: the FHIR resources disagree (Condition/imt-distant, Observation/m0" in line
+                         for line in lines)
+    assert not any("no FHIR resource recorded it" in line for line in lines)

@@ -23,6 +23,7 @@ from ..rulebook import Rulebook
 from .cards import (
     assessment_cards,
     conflict_card,
+    fact_origins,
     hook_instance_id,
     not_eligible_card,
     problems_card,
@@ -198,7 +199,7 @@ class HookRunner:
         else:
             evaluation_id = result["evaluation_id"]
             cards = assessment_cards(document, evaluation_id=evaluation_id, sources=read["sources"],
-                                     public_url=self.config.public_url)
+                                     public_url=self.config.public_url, problems=read["problems"])
             problems = problems_card(read["problems"], evaluation_id=evaluation_id)
             if problems is not None:
                 cards.insert(0, problems)
@@ -224,7 +225,8 @@ class HookRunner:
         if read["facts"] is None:
             cards = [conflict_card(read["problems"], evaluation_id=check_id)]
         else:
-            cards = check_orders(orders, read["facts"], read["sources"], self.rulebook, check_id=check_id)
+            cards = check_orders(orders, read["facts"], fact_origins(read["sources"], read["problems"]),
+                                 self.rulebook, check_id=check_id)
             paths = {"age_years"} | {f"molecular.{g}.status" for o in orders for g in o.drug.targets}
             problems = problems_card(read["problems"], evaluation_id=check_id, paths=paths)
             if problems is not None and cards:
