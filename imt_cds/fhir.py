@@ -77,9 +77,15 @@ GENE_STUDIED = "48018-6"
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
 TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
 
-# The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the cM category,
-# and every code of the project's own system (an empty code: any code of that system, as a FHIR token "system|").
-OBSERVATION_CODES = ((LOINC, TUMOR_SIZE), (LOINC, VARIANT), (SNOMED, TNM_M_CATEGORY), (FACT_SYSTEM, ""))
+# The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the M category,
+# mCODE's history of metastatic cancer and cancer disease status (the codes of the shipped value sets
+# tnm-distant-metastases-observation, history-of-metastatic-cancer and cancer-disease-status: a test keeps them
+# equal), and every code of the project's own system (an empty code: any code of that system, a FHIR token "system|").
+OBSERVATION_CODES = (
+    (LOINC, TUMOR_SIZE), (LOINC, VARIANT), (SNOMED, TNM_M_CATEGORY), (SNOMED, "371497001"), (SNOMED, "277208005"),
+    (LOINC, "21907-1"), (LOINC, "21901-4"), (LOINC, "21913-9"), (SNOMED, "1287652008"), (SNOMED, "1098951000119108"),
+    (LOINC, "97509-4"), (FACT_SYSTEM, ""),
+)
 
 # HGNC identifiers of the genes the rules look at -> (the facts' gene, the gene's symbol); NTRK1/2/3 all count as NTRK.
 GENE_BY_HGNC = {

@@ -235,7 +235,10 @@ def test_ids_made_from_a_hook_instance_are_unchanged():
 
 
 OBSERVATION_QUERY = ("Observation?patient={{context.patientId}}&code=http://loinc.org|21889-1,http://loinc.org|69548-6,"
-                     "http://snomed.info/sct|399387003,urn:imt-cds:fact|")
+                     "http://snomed.info/sct|399387003,http://snomed.info/sct|371497001,"
+                     "http://snomed.info/sct|277208005,http://loinc.org|21907-1,http://loinc.org|21901-4,"
+                     "http://loinc.org|21913-9,http://snomed.info/sct|1287652008,"
+                     "http://snomed.info/sct|1098951000119108,http://loinc.org|97509-4,urn:imt-cds:fact|")
 DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation query was built from imt_cds.fhir
     {
         "description": "Explained, evidence-linked recommendations, data requests and risk flags for a patient with "
@@ -259,7 +262,8 @@ DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation 
                        "alterations and the drugs' labelled ages, and warns with the reason when they do not fit.",
         "hook": "order-sign",
         "id": "imt-order-sign",
-        "prefetch": {"patient": "Patient/{{context.patientId}}", "observations": OBSERVATION_QUERY},
+        "prefetch": {"patient": "Patient/{{context.patientId}}", "conditions": "Condition?patient={{context.patientId}}",
+                     "observations": OBSERVATION_QUERY},
         "title": "IMT targeted-drug order check",
         "usageRequirements": "Reads context.draftOrders (MedicationRequest) and the patient's age and genomic "
                              "results; prefetch, or a fhirServer with a token, is needed only when a targeted drug "
@@ -272,3 +276,13 @@ def test_the_discovery_document_is_the_one_served_before_the_query_was_built_fro
     from imt_cds.service.hooks import SERVICES
 
     assert [service.discovery() for service in SERVICES] == DISCOVERY_BEFORE_REVIEW
+
+
+def test_the_observation_query_asks_for_every_observation_code_the_value_sets_recognise():
+    from imt_cds import load_rulebook
+    from imt_cds.fhir import OBSERVATION_CODES
+
+    terminology = load_rulebook().terminology
+    wanted = {(c.system, c.code) for name in ("tnm-distant-metastases-observation", "history-of-metastatic-cancer",
+                                              "cancer-disease-status") for c in terminology[name].codes}
+    assert wanted <= set(OBSERVATION_CODES)

@@ -44,6 +44,7 @@ __all__ = [
     "escape_markdown",
     "evidence_lines",
     "fact_line",
+    "fact_origins",
     "finding_indicator",
     "hook_instance_id",
     "make_card",
@@ -136,9 +137,11 @@ def service_source(code: ServiceCard, display: str) -> dict[str, Any]:
 
 
 def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources: Mapping[str, Sequence[str]],
-                     public_url: str) -> list[dict[str, Any]]:
-    """One card per finding of an assessment document (SPEC §3), in document order."""
+                     public_url: str, problems: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """One card per finding of an assessment document, in document order. ``problems`` (the FHIR reader's) say why
+    a fact that no resource gave is unknown, when a resource was there but could not be used."""
     derived = derived_index(document)
+    sources = fact_origins(sources, problems)
     rulebook = document["provenance"]["rulebook"]
     cards = []
     for finding in [*document["recommendations"], *document["risk_flags"]]:
@@ -216,9 +219,34 @@ def fact_line(path: str, value: Any, sources: Mapping[str, Sequence[str]]) -> st
     return f"- {_code(path)} is {_bold_value(value)}{_origin(path, sources)}"
 
 
+class _Origins(dict):  # type: ignore[type-arg]
+    """The resources each fact was read from, and why a fact no resource gave is unknown when resources about it
+    were there (conflicting, malformed...): a card must never say no resource recorded it then."""
+
+    def __init__(self, sources: Mapping[str, Sequence[str]], problems: Sequence[Mapping[str, Any]]):
+        super().__init__(sources)
+        self.unused: dict[str, list[Mapping[str, Any]]] = {}
+        for problem in problems:
+            if problem.get("path") and problem.get("kind") != "superseded":
+                self.unused.setdefault(str(problem["path"]), []).append(problem)
+
+
+def fact_origins(sources: Mapping[str, Sequence[str]], problems: Sequence[Mapping[str, Any]]) -> _Origins:
+    """What the cards say of where each fact came from (``sources``), and why one is unknown (``problems``)."""
+    return _Origins(sources, problems)
+
+
 def _origin(path: str, sources: Mapping[str, Sequence[str]]) -> str:
     origin = sources.get(path)
-    return f" — from {', '.join(_md(s) for s in origin)}" if origin else " — no FHIR resource recorded it"
+    if origin:
+        return f" — from {', '.join(_md(s) for s in origin)}"
+    unused = getattr(sources, "unused", {}).get(path)
+    if unused:
+        kind = "the FHIR resources disagree" if any(p.get("kind") == "conflict" for p in unused) else \
+            "FHIR resources about it could not be used"
+        return f" — left unknown: {kind} ({', '.join(_md(p['where']) for p in unused)}; see the card on what " \
+               "could not be used)"
+    return " — no FHIR resource recorded it"
 
 
 def _evidence(evidence: Sequence[Mapping[str, Any]]) -> list[str]:
