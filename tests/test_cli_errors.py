@@ -52,6 +52,8 @@ MISSING = [
     ("rules copy", "--rules folder", ["rules", "copy", "new", "--rules", "missing"], "--rules missing: no such"),
     ("rules diff", "OLD_DIR folder", ["rules", "diff", "missing", RULES], "OLD_DIR missing: no such directory"),
     ("rules diff", "NEW_DIR folder", ["rules", "diff", RULES, "missing"], "NEW_DIR missing: no such directory"),
+    ("rules codesystems", "--rules folder", ["rules", "codesystems", "-o", "out", "--rules", "missing"],
+     "--rules missing: no such directory"),
     ("audit list", "database", ["audit", "list", "--db", "missing.db"], "missing.db"),
     ("audit replay", "--rules folder", ["audit", "replay", "last", "--db", "missing.db", "--with-current", "--rules",
                                         "missing"], "--rules missing: no such directory"),
@@ -105,12 +107,18 @@ sys.exit(main(sys.argv[2:]))
 EXTRAS = [
     ("rules verify", "z3", ["rules", "verify"], "authoring", EXIT_USAGE),
     ("rules diff", "z3", ["rules", "diff", RULES, RULES], "authoring", EXIT_USAGE),
-    ("evaluate --fhir", "fhir.resources", ["evaluate", "--fhir", BUNDLE], "fhir", EXIT_USAGE),
     ("serve", "fastapi,uvicorn", ["serve", "--allow-unauthenticated", "--port", "1"], "service", EXIT_USAGE),
     # The audit commands keep their own exit codes (README, Audit trail): a store that cannot be opened is 1.
     ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", "postgresql://imt@127.0.0.1:9/none"],
      "postgres", 1),
 ]
+
+
+def test_reading_a_fhir_chart_needs_no_fhir_model_library(tmp_path):
+    """The chart reader works on the JSON itself: without the fhir.resources models, evaluate --fhir still works."""
+    result = run_without("fhir.resources", "evaluate", "--fhir", BUNDLE, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "IMT decision support - assessment of imt-example-1" in result.stdout
 
 
 def run_without(modules: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

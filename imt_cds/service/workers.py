@@ -41,8 +41,7 @@ log = logging.getLogger("imt_cds.service")
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load and compile the rulebook
 WORKER_NAME = b"imt-cds-worker"
-_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "fhir.resources.R4B.patient",
-            "fhir.resources.R4B.observation", "fhir.resources.R4B.condition", "fhir.resources.R4B.procedure"]
+_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir"]
 
 
 @dataclass(frozen=True)
