@@ -593,7 +593,7 @@ class _Loader:
             if name not in self.drugs:
                 close = difflib.get_close_matches(name, list(self.drugs), n=1)
                 report(f"drugs[{i}]", f"unknown drug {name!r}: not in {DRUGS_FILE}", close[0] if close else None)
-            elif gene is not None and gene not in self.drugs[name].targets:
+            elif gene in genes and gene not in self.drugs[name].targets:
                 report(f"drugs[{i}]", f"{name} does not target {gene} ({DRUGS_FILE} lists "
                                       f"{', '.join(self.drugs[name].targets)})")
         return str(indicator), gene if isinstance(gene, str) else None, tuple(drugs)
