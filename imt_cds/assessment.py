@@ -108,6 +108,7 @@ class Finding(NamedTuple):
     kind: str  # recommendation | data_request | risk_flag | flag
     title: str
     summary: str
+    indicator: str  # info | warning | critical: the card indicator the rule file declares for the finding
     strength: str
     rule: RuleRef
     evidence: tuple[EvidenceEntry, ...]
@@ -120,6 +121,7 @@ class Finding(NamedTuple):
             "kind": self.kind,
             "title": self.title,
             "summary": self.summary,
+            "indicator": self.indicator,
             "strength": self.strength,
             "rule": self.rule.to_dict(),
             "evidence": [e.to_dict() for e in self.evidence],
@@ -238,6 +240,7 @@ class _FindingTemplate(NamedTuple):
     kind: str
     title: str
     summary: str
+    indicator: str
     ref: RuleRef
     evidence: tuple[EvidenceEntry, ...]
 
@@ -252,7 +255,8 @@ class OutputTemplates:
         self.position = {rule.id: i for i, rule in enumerate(rulebook.rules)}  # catalogue order
         self.refs = {rule.id: RuleRef.of(rule) for rule in rulebook.rules}
         self.findings = {
-            (rule.id, spec.code): _FindingTemplate(rule, spec.kind, spec.title, spec.summary, self.refs[rule.id],
+            (rule.id, spec.code): _FindingTemplate(rule, spec.kind, spec.title, spec.summary, spec.indicator,
+                                                   self.refs[rule.id],
                                                    tuple(rulebook.evidence[e] for e in rule.evidence))
             for rule in rulebook.rules
             for spec in rule.findings
@@ -421,7 +425,7 @@ class Assessment:
 
     def _finding(self, rule_id: str, code: str) -> Finding:
         t = self._templates.findings[(rule_id, code)]
-        return Finding(code, t.kind, t.title, t.summary, t.rule.strength, t.ref, t.evidence,
+        return Finding(code, t.kind, t.title, t.summary, t.indicator, t.rule.strength, t.ref, t.evidence,
                        self._because(self._reason_plan(rule_id, code)))
 
     @_lazy

@@ -88,7 +88,8 @@ class JsonTemplates:
             evidence = _json([rulebook.evidence[e].to_dict() for e in rule.evidence])
             for spec in rule.findings:
                 head = _json({"code": spec.code, "kind": spec.kind, "title": spec.title,
-                              "summary": spec.summary, "strength": rule.strength})[:-1]
+                              "summary": spec.summary, "indicator": spec.indicator,
+                              "strength": rule.strength})[:-1]
                 self.finding_head[(rule.id, spec.code)] = (
                     f'{head},"rule":{refs[rule.id]},"evidence":{evidence},"because":'
                 )

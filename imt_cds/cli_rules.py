@@ -168,8 +168,16 @@ def _run_show(args: argparse.Namespace) -> int:
         lines.append(f"  derives: {rule.derives}")
     for finding in rule.findings:
         extra = f"  (only when {describe(finding.when)})" if finding.when is not None else ""
-        lines.append(f"  produces {finding.code} [{finding.kind}]{extra}")
+        lines.append(f"  produces {finding.code} [{finding.kind}, indicator {finding.indicator}]{extra}")
         lines.append(f"    {finding.title}: {finding.summary}")
+        if finding.gene or finding.drugs:
+            about = [f"gene {finding.gene.upper()}"] if finding.gene else []
+            for name in finding.drugs:
+                drug = rulebook.drugs[name]
+                code = f"RxNorm {drug.rxnorm}" if drug.rxnorm else "no verified RxNorm code: matched by name"
+                ages = ", ".join(f"labelled from {p} for {t.upper()}" for t, p in drug.label_min_age.items())
+                about.append(f"{name} ({drug.inhibitor_class}; {code}" + (f"; {ages}" if ages else "") + ")")
+            lines.append(f"    about: {'; '.join(about)}")
     if rule.suppresses:
         lines.append(f"  suppresses the findings of: {', '.join(rule.suppresses)}")
     lines.append("  evidence:" if rule.evidence else "  evidence: none (a DESIGN choice of this library)")
@@ -440,8 +448,8 @@ def _run_diff(args: argparse.Namespace) -> int:
         print(_compact(result.to_dict()))
         return 0 if result.ok else 1
     print(f"rulebook {result.old} -> {result.new}")
-    if not (result.rules or result.parameters or result.evidence):
-        print("  no rule, parameter or evidence changes")
+    if not (result.rules or result.parameters or result.evidence or result.drugs):
+        print("  no rule, parameter, evidence or drug changes")
     for change in result.rules:
         versions = {"added": f"new, v{change.new_version}", "removed": f"was v{change.old_version}"}.get(
             change.change, f"v{change.old_version} -> v{change.new_version}")
@@ -453,6 +461,10 @@ def _run_diff(args: argparse.Namespace) -> int:
         print(f"  parameter     {name}: {old} -> {new}")
     for evidence_id, change in result.evidence:
         print(f"  evidence      {evidence_id}: {change}")
+    for line in result.metadata:
+        print(f"  metadata      {line}")
+    for name, change in result.drugs:
+        print(f"  drug          {name}: {change}")
     for error in result.errors:
         print(f"  ERROR: {error}")
     if result.changed_classes == 0:

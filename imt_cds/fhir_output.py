@@ -50,10 +50,8 @@ from typing import Any
 from .wording import reason_text
 
 __all__ = [
-    "CRITICAL_FINDINGS",
     "GUIDANCE_RESPONSE_PROFILE",
     "INDICATOR_PRIORITY",
-    "KIND_INDICATOR",
     "REQUEST_GROUP_PROFILE",
     "Indicator",
     "System",
@@ -96,25 +94,10 @@ class System(StrEnum):
     PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 
-KIND_INDICATOR: Mapping[str, Indicator] = {
-    "recommendation": Indicator.INFO,
-    "data_request": Indicator.INFO,
-    "risk_flag": Indicator.WARNING,
-    "flag": Indicator.WARNING,
-}
-# Findings that say acting on a suggestion as it stands could harm: raised above their kind's indicator, the same
-# way on CDS Hooks cards and in this export (one mapping, so the service and ``audit export`` agree).
-CRITICAL_FINDINGS = frozenset({
-    "FLAG_CONTRADICTORY_INPUT",  # the record contradicts itself; treatment suggestions are withheld
-    "FLAG_MULTIPLE_KINASE_FUSIONS_VERIFY",  # more than one fusion reported: which target is real is unknown
-    "FLAG_OFF_LABEL_AGE",  # a targeted drug is suggested below its labelled age
-    "FLAG_VERIFY_INFANT_LABELING",  # a TRK inhibitor is suggested for an infant: check the labelled age
-})
-
-
-def finding_indicator(code: str, kind: str) -> Indicator:
-    """The CDS Hooks indicator of a finding: by its kind, raised to critical for ``CRITICAL_FINDINGS``."""
-    return Indicator.CRITICAL if code in CRITICAL_FINDINGS else KIND_INDICATOR[kind]
+def finding_indicator(finding: Mapping[str, Any]) -> Indicator:
+    """The CDS Hooks indicator of a finding of an assessment document: the one its rule file declares
+    (``indicator:``), carried in the document, so the service's cards and ``audit export`` agree."""
+    return Indicator(finding["indicator"])
 
 # ConceptMap http://cds-hooks.hl7.org/ConceptMap/indicator-to-request-priority
 INDICATOR_PRIORITY: Mapping[Indicator, str] = {
@@ -297,7 +280,7 @@ def _coding(finding: Mapping[str, Any], version: str) -> dict[str, Any]:
 
 def _action(finding: Mapping[str, Any], rulebook: Mapping[str, str], resource: dict[str, str],
             version: str) -> dict[str, Any]:
-    indicator = finding_indicator(finding["code"], finding["kind"])
+    indicator = finding_indicator(finding)
     rule = finding["rule"]
     source = {
         "type": "documentation",
@@ -349,7 +332,7 @@ def _communication_request(made: _Made, finding: Mapping[str, Any]) -> dict[str,
         # R4's CommunicationRequest has no ``intent`` (R5 adds it): that it is a proposal is said by the
         # RequestGroup (intent "proposal") that points at it, and by its narrative.
         "status": "active",
-        "priority": INDICATOR_PRIORITY[finding_indicator(finding["code"], finding["kind"])],
+        "priority": INDICATOR_PRIORITY[finding_indicator(finding)],
         **({"subject": made.subject} if made.subject else {}),
         "payload": [{"contentString": f"{heading}: {finding['summary']}\n\n{rationale_text(finding)}"
                                       + (f"\n\nEvidence: {evidence}" if evidence else "")}],
@@ -368,7 +351,7 @@ def _detected_issue(made: _Made, finding: Mapping[str, Any]) -> dict[str, Any]:
         "text": _finding_narrative("Risk flag for the team to review", finding),
         "status": "final",
         "code": _coding(finding, made.version),
-        "severity": INDICATOR_SEVERITY[finding_indicator(finding["code"], finding["kind"])],
+        "severity": INDICATOR_SEVERITY[finding_indicator(finding)],
         **({"patient": made.subject} if made.subject else {}),
         "identifiedDateTime": made.when,
         "author": made.device,

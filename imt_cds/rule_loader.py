@@ -8,6 +8,15 @@ helps: unknown keys, unknown fact paths, values outside a field's enum, unknown 
 registry, duplicate rule ids, malformed versions, finding codes with the wrong prefix, summaries of 140 characters
 or more, derived facts nobody derives, examples that are not valid patients, rules without a firing and a silent
 example. A rulebook that loads is safe to compile; one that does not never reaches the engine.
+
+Titles and summaries may name parameters (``{crizotinib_min_age_years}``): they are rendered here with the
+rulebook's values and units ("1 year"), so a text can never disagree with the parameter a condition uses, and the
+length check applies to the rendered text. A number in a title or summary that equals a parameter's value but is
+not written as that parameter is an error: it would go stale when an institution changes the parameter.
+
+Rule metadata is checked too: each finding's card indicator, the gene it is about and the drugs it names (which
+must be in ``drugs.yaml``, the rulebook's table of targeted drugs, itself checked against the parameters, the
+evidence registry and the ``alk-inhibitors`` value set).
 """
 
 from __future__ import annotations
@@ -27,13 +36,16 @@ from ._yaml import YAMLError, line_of, load_yaml
 from .conditions import ConditionContext, DerivedTest, parse_condition
 from .errors import InvalidInputError, RulebookError, RulebookProblem
 from .evidence import EvidenceRegistry, load_evidence
-from .fact_fields import fact_fields
+from .fact_fields import fact_fields, fusion_genes
 from .terminology import REQUIRED_VALUE_SETS, TERMINOLOGY_DIR, Terminology, ValueSet, parse_value_set
 from .rulebook import (
     FINDING_PREFIXES,
+    INDICATORS,
+    RXNORM_SYSTEM,
     RULE_KINDS,
     STRENGTH_LABELS,
     SUMMARY_LIMIT,
+    Drug,
     Example,
     FindingSpec,
     Parameter,
@@ -43,11 +55,13 @@ from .rulebook import (
     strength_labels,
 )
 from .validation import parse_facts
+from .wording import display_value
 
 __all__ = ["load_rulebook"]
 
 MANIFEST_FILE = "rulebook.yaml"
 PARAMETERS_FILE = "parameters.yaml"
+DRUGS_FILE = "drugs.yaml"
 _RULE_ID = re.compile(r"^[A-Z][0-9]{2}[a-z]?$")
 _REASON_ID = re.compile(r"^[A-Z][0-9]+$")
 _VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
@@ -59,7 +73,11 @@ _RULE_KEYS = (
     "reasons", "suppresses", "examples",
 )  # fmt: skip
 _REASON_KEYS = ("id", "version", "title", "text", "when", "examples", "strength", "evidence", "description")
-_FINDING_KEYS = ("finding", "title", "summary", "when")
+_FINDING_KEYS = ("finding", "title", "summary", "indicator", "gene", "drugs", "when")
+_DRUG_KEYS = ("name", "brands", "class", "targets", "label_min_age", "evidence", "rxnorm")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# A number standing on its own ("under 2 years", "3.9 cm"), not part of a name such as R1, ROS1 or RANBP2-ALK.
+_NUMBER = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)?(?![\w])")
 _EXAMPLE_KEYS = ("name", "facts", "fires", "expect", "expect_not", "expect_suppressed")
 
 
@@ -83,6 +101,8 @@ class _Loader:
         self.texts: dict[str, str] = {}
         self.fields = fact_fields()
         self.unparsed_files = False  # when a file cannot be read, references to its rules are not reported
+        self.parameters: Mapping[str, Parameter] = {}
+        self.drugs: Mapping[str, Drug] = {}
 
     # problems carry the line of the offending node, found lazily from the file's text
     def report(self, file: str, message: str, rule: str | None = None, path: str | None = None,
@@ -117,9 +137,13 @@ class _Loader:
     def load(self) -> Rulebook:
         manifest = self._manifest()
         parameters, raw_parameters = self._parameters()
+        self.parameters = parameters
         raw_rules: list[tuple[str, int | None, dict[str, Any]]] = []
         terminology, raw_value_sets = self._terminology()
-        files = sorted(p for p in self.directory.rglob("*.yaml") if p.name not in (MANIFEST_FILE, PARAMETERS_FILE)
+        drugs, raw_drugs = self._drugs(parameters, terminology)
+        self.drugs = drugs
+        files = sorted(p for p in self.directory.rglob("*.yaml")
+                       if p.relative_to(self.directory).as_posix() not in (MANIFEST_FILE, PARAMETERS_FILE, DRUGS_FILE)
                        and p.relative_to(self.directory).parts[0] != TERMINOLOGY_DIR)
         if not files:
             self.report(".", "no rule files (*.yaml) found")
@@ -151,6 +175,8 @@ class _Loader:
         }
         if raw_value_sets:  # (a rulebook without value sets keeps the hash it always had)
             source["terminology"] = raw_value_sets
+        if raw_drugs is not None:  # (likewise a rulebook without a drug table)
+            source["drugs"] = raw_drugs
         digest = hashlib.sha256(orjson.dumps(source, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return Rulebook(
             name=str(manifest["name"]),
@@ -163,6 +189,7 @@ class _Loader:
             source=MappingProxyType(source),
             directory=self.directory,
             terminology=terminology,
+            drugs=MappingProxyType(dict(drugs)),
         )
 
     # -- value sets --
@@ -188,6 +215,138 @@ class _Loader:
                 self.report(f"{TERMINOLOGY_DIR}/{missing}.yaml",
                             f"missing: the FHIR reader needs value set {missing!r} ({REQUIRED_VALUE_SETS[missing]})")
         return Terminology(MappingProxyType(found)), raw
+
+    # -- the drug table --
+
+    def _drugs(self, parameters: Mapping[str, Parameter], terminology: Terminology
+               ) -> tuple[dict[str, Drug], Any]:
+        """The targeted drugs of ``drugs.yaml`` (and its raw data, which the hash covers); none without the file."""
+        path = self.directory / DRUGS_FILE
+        if not path.is_file():
+            return {}, None
+        data = self.read(path)
+        if data is _UNREADABLE:
+            return {}, None
+        raw = data.get("drugs") if isinstance(data, dict) else None
+        if not isinstance(raw, list):
+            self.report(DRUGS_FILE, "must be a mapping with a 'drugs' list")
+            return {}, data
+        self._unknown_keys(DRUGS_FILE, None, data, ("drugs",), "")
+        genes = fusion_genes()
+        drugs: dict[str, Drug] = {}
+        names_seen: dict[str, str] = {}
+        codes_seen: dict[str, str] = {}
+        for index, spec in enumerate(raw):
+            where = f"drugs[{index}]"
+
+            def report(p: str | None, message: str, suggestion: str | None = None, _where: str = where) -> None:
+                self.report(DRUGS_FILE, message, None, f"{_where}.{p}" if p else _where, suggestion)
+
+            if not isinstance(spec, dict):
+                report(None, "each drug must be a mapping with name, brands, class, targets")
+                continue
+            self._unknown_keys(DRUGS_FILE, None, spec, _DRUG_KEYS, where)
+            name = spec.get("name")
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+                report("name", f"name must be the ingredient in lower case (e.g. crizotinib); got {name!r}")
+                continue
+            brands = spec.get("brands", [])
+            if not isinstance(brands, list) or not all(isinstance(b, str) and b.strip() for b in brands):
+                report("brands", "brands must be a list of brand names")
+                brands = []
+            for label in (name, *brands):
+                if label.lower() in names_seen:
+                    report("name", f"{label!r} already names drug {names_seen[label.lower()]}")
+                names_seen[label.lower()] = name
+            inhibitor_class = spec.get("class")
+            if not isinstance(inhibitor_class, str) or not inhibitor_class.strip():
+                report("class", "class must be text such as 'ALK inhibitor'")
+                inhibitor_class = ""
+            targets = spec.get("targets")
+            if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+                report("targets", f"targets must be a non-empty list of genes ({', '.join(genes)})")
+                targets = []
+            for i, target in enumerate(targets):
+                if target not in genes:
+                    close = difflib.get_close_matches(target, genes, n=1)
+                    report(f"targets[{i}]", f"unknown gene {target!r}; genes: {', '.join(genes)}",
+                           close[0] if close else None)
+            ages = spec.get("label_min_age", {})
+            if not isinstance(ages, dict):
+                report("label_min_age", "label_min_age must map a target to a parameter (alk: crizotinib_min_age_years)")
+                ages = {}
+            for target, parameter in ages.items():
+                if target not in targets:
+                    report(f"label_min_age.{target}", f"{target!r} is not one of the drug's targets ({', '.join(targets)})")
+                if parameter not in parameters:
+                    close = difflib.get_close_matches(str(parameter), list(parameters), n=1)
+                    report(f"label_min_age.{target}", f"unknown parameter {parameter!r}", close[0] if close else None)
+            evidence = self._evidence_list(spec.get("evidence"), report)
+            rxnorm, rxnorm_source = None, None
+            if "rxnorm" in spec:
+                entry = spec["rxnorm"]
+                if not isinstance(entry, dict) or set(entry) != {"code", "source"}:
+                    report("rxnorm", "rxnorm must be {code: \"...\", source: where the code was verified}; leave it out "
+                                     "when no code could be verified (the drug is then matched by name only)")
+                elif not isinstance(entry["code"], str) or not entry["code"].isdigit():
+                    report("rxnorm.code", f"an RxNorm code is digits written in quotes; got {entry['code']!r}")
+                elif not isinstance(entry["source"], str) or not entry["source"].strip():
+                    report("rxnorm.source", "say where the RxNorm code was verified (a public source)")
+                else:
+                    rxnorm, rxnorm_source = entry["code"], entry["source"].strip()
+                    if rxnorm in codes_seen:
+                        report("rxnorm.code", f"RxNorm code {rxnorm} is also drug {codes_seen[rxnorm]}'s")
+                    codes_seen[rxnorm] = name
+            drugs[name] = Drug(name, tuple(brands), tuple(targets), inhibitor_class, MappingProxyType(dict(ages)),
+                               evidence, rxnorm, rxnorm_source)
+        self._drugs_match_value_set(drugs, terminology, raw)
+        return drugs, data
+
+    def _drugs_match_value_set(self, drugs: Mapping[str, Drug], terminology: Terminology, raw: list[Any]) -> None:
+        """The FHIR reader knows ALK inhibitors by the ``alk-inhibitors`` value set, order-sign by this table: both
+        must name the same drugs with the same codes, or the two would disagree about one medication."""
+        if "alk-inhibitors" not in terminology:
+            return
+        value_set = terminology["alk-inhibitors"]
+        listed = {c.code: c.display for c in value_set.codes if c.system == RXNORM_SYSTEM}
+        position = {d.get("name"): i for i, d in enumerate(raw) if isinstance(d, dict)}
+        for drug in drugs.values():
+            where = f"drugs[{position.get(drug.name)}]"
+            if drug.rxnorm is not None and "alk" in drug.targets and listed.get(drug.rxnorm) != drug.name:
+                self.report(DRUGS_FILE, f"{drug.name}'s RxNorm code {drug.rxnorm} is not in {value_set.file} as "
+                                        f"{drug.name}: the FHIR reader and order-sign must know ALK inhibitors by the "
+                                        "same codes", path=f"{where}.rxnorm.code")
+        by_code = {d.rxnorm: d for d in drugs.values() if d.rxnorm is not None}
+        for code, display in listed.items():
+            drug = by_code.get(code)
+            if drug is None or drug.name != display or "alk" not in drug.targets:
+                self.report(value_set.file, f"RxNorm {code} ({display}) is an ALK inhibitor here but not in "
+                                            f"{DRUGS_FILE} with that code and target alk", path="codes")
+
+    # -- texts that name parameters --
+
+    def _template(self, data: dict[str, Any], key: str, report: Any) -> str:
+        """A title or summary with its parameters rendered (``{name}`` -> "1 year"); reports unknown parameters
+        and numbers that equal a parameter's value without naming it."""
+        text = self._text(data, key, report)
+        for number in _NUMBER.findall(_PLACEHOLDER.sub(" ", text)):
+            for parameter in self.parameters.values():
+                if float(number) == parameter.value:
+                    report(key, f"{number} in the {key} equals parameter {parameter.name}: write "
+                                f"{{{parameter.name}}} so the text follows the parameter when it changes")
+                    break
+
+        def render(match: re.Match[str]) -> str:
+            name = match.group(1)
+            parameter = self.parameters.get(name)
+            if parameter is None:
+                close = difflib.get_close_matches(name, list(self.parameters), n=1)
+                report(key, f"{{{name}}} in the {key} names no parameter; parameters: "
+                            f"{', '.join(self.parameters) or 'none'}", close[0] if close else None)
+                return match.group(0)
+            return parameter_text(parameter)
+
+        return _PLACEHOLDER.sub(render, text)
 
     # -- manifest and parameters --
 
@@ -275,7 +434,7 @@ class _Loader:
 
         self._unknown_keys(file, rule_id, data, _RULE_KEYS, "", index)
         version = self._version(data, report)
-        title = self._text(data, "title", report)
+        title = self._template(data, "title", report)
         kind = data.get("kind")
         if kind not in RULE_KINDS:
             close = difflib.get_close_matches(str(kind), RULE_KINDS, n=1)
@@ -364,7 +523,7 @@ class _Loader:
                 Rule(
                     id=reason_id,
                     version=self._version(raw, reason_report),
-                    title=self._text(raw, "title", reason_report),
+                    title=self._template(raw, "title", reason_report),
                     kind="derived_fact",
                     strength=self._strength(raw.get("strength", common["strength"]), reason_report),
                     evidence=self._evidence_list(raw.get("evidence", list(common["evidence"])), reason_report),
@@ -400,17 +559,44 @@ class _Loader:
             def item_report(p: str | None, m: str, s: str | None = None, _where: str = where) -> None:
                 report(f"{_where}.{p}", m, s)
 
-            title = self._text(item, "title", item_report)
-            summary = self._text(item, "summary", item_report)
+            title = self._template(item, "title", item_report)
+            summary = self._template(item, "summary", item_report)
             if len(summary) >= SUMMARY_LIMIT:
-                report(f"{where}.summary", f"summary of {code} is {len(summary)} characters; it must be shorter "
-                                           f"than {SUMMARY_LIMIT}")
+                report(f"{where}.summary", f"summary of {code} is {len(summary)} characters once its parameters are "
+                                           f"rendered; it must be shorter than {SUMMARY_LIMIT}")
             when = parse_condition(item["when"], ctx, f"{where}.when") if "when" in item else None
-            findings.append(FindingSpec(code, title, summary, when))
+            indicator, gene, drugs = self._finding_metadata(item, item_report)
+            findings.append(FindingSpec(code, title, summary, when, indicator, gene, drugs))
         codes = [f.code for f in findings]
         if len(set(codes)) != len(codes):
             report("then", "lists a finding code twice")
         return tuple(findings)
+
+    def _finding_metadata(self, item: dict[str, Any], report: Any) -> tuple[str, str | None, tuple[str, ...]]:
+        """A finding's card indicator (required), the gene it is about and the drugs it names (optional)."""
+        indicator = item.get("indicator")
+        if indicator not in INDICATORS:
+            close = difflib.get_close_matches(str(indicator), INDICATORS, n=1)
+            report("indicator", f"indicator must be one of {', '.join(INDICATORS)} (the card's severity); got "
+                                f"{indicator!r}", close[0] if close else None)
+            indicator = "info"
+        gene = item.get("gene")
+        genes = fusion_genes()
+        if gene is not None and gene not in genes:
+            close = difflib.get_close_matches(str(gene), genes, n=1)
+            report("gene", f"unknown gene {gene!r}; genes: {', '.join(genes)}", close[0] if close else None)
+        drugs = item.get("drugs", [])
+        if not isinstance(drugs, list) or not all(isinstance(d, str) for d in drugs):
+            report("drugs", f"drugs must be a list of drug names of {DRUGS_FILE}")
+            drugs = []
+        for i, name in enumerate(drugs):
+            if name not in self.drugs:
+                close = difflib.get_close_matches(name, list(self.drugs), n=1)
+                report(f"drugs[{i}]", f"unknown drug {name!r}: not in {DRUGS_FILE}", close[0] if close else None)
+            elif gene in genes and gene not in self.drugs[name].targets:
+                report(f"drugs[{i}]", f"{name} does not target {gene} ({DRUGS_FILE} lists "
+                                      f"{', '.join(self.drugs[name].targets)})")
+        return str(indicator), gene if isinstance(gene, str) else None, tuple(drugs)
 
     def _examples(self, raw: Any, report: Any, needs_silent: bool = True) -> tuple[Example, ...]:
         if not isinstance(raw, list) or not raw:
@@ -550,6 +736,15 @@ class _Loader:
                             close = difflib.get_close_matches(name, sorted(codes | derived), n=1)
                             report(f"examples[{i}].{key}", f"{name} is neither a finding code nor a derived fact",
                                    close[0] if close else None)
+
+
+def parameter_text(parameter: Parameter) -> str:
+    """A parameter as a title or summary shows it: its value with its unit ("1 year", "2 years", "3.9 cm")."""
+    value = display_value(parameter.value)
+    if not parameter.unit:
+        return value
+    unit = parameter.unit[:-1] if parameter.value == 1 and parameter.unit.endswith("s") else parameter.unit
+    return f"{value} {unit}"
 
 
 def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, report: Any) -> None:

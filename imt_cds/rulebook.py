@@ -20,8 +20,10 @@ from .facts import PatientFacts
 from .terminology import Terminology
 
 __all__ = [
+    "Drug",
     "Example",
     "FindingSpec",
+    "INDICATORS",
     "Parameter",
     "Rule",
     "Rulebook",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 SUMMARY_LIMIT = 140  # CDS Hooks card summaries must be shorter than this
+INDICATORS = ("info", "warning", "critical")  # CDS Hooks card indicators a finding can declare
+RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 RULE_KINDS = ("derived_fact", "recommendation", "data_request", "risk_flag", "suppression")
 FINDING_PREFIXES = {"REC_": "recommendation", "REQUEST_": "data_request", "RISK_": "risk_flag", "FLAG_": "flag"}
 # Strength labels of clinical/RULES.md §3, plus the two free readings the catalogue uses.
@@ -66,16 +70,40 @@ class Parameter:
 
 @dataclass(frozen=True, slots=True)
 class FindingSpec:
-    """A finding a rule produces: its code, texts, and an optional extra condition (R35's infant flag)."""
+    """A finding a rule produces: its code, texts (parameters already rendered), its card indicator, the gene and
+    drugs it is about (rule metadata, from the rule file), and an optional extra condition (R35's infant flag)."""
 
     code: str
     title: str
     summary: str
     when: Condition | None = None
+    indicator: str = "info"  # one of INDICATORS; the loader requires every finding to declare it
+    gene: str | None = None  # molecular.<gene> of the facts (alk, ros1, ntrk, ret) a targeted finding is about
+    drugs: tuple[str, ...] = ()  # names of the rulebook's drug table (drugs.yaml)
 
     @property
     def kind(self) -> str:
         return finding_kind(self.code)
+
+
+@dataclass(frozen=True, slots=True)
+class Drug:
+    """A targeted drug of the rulebook's drug table (``drugs.yaml``): what an order is recognised by (its RxNorm
+    ingredient code where one was verified, else only its names), the alterations its use rests on, and the
+    parameter holding its lowest labelled age for a target."""
+
+    name: str  # the ingredient, lower case
+    brands: tuple[str, ...]
+    targets: tuple[str, ...]  # molecular.<gene> of the facts
+    inhibitor_class: str
+    label_min_age: Mapping[str, str]  # target -> rulebook parameter (minimum age, years)
+    evidence: tuple[str, ...]
+    rxnorm: str | None = None  # RxNorm ingredient code (system RXNORM_SYSTEM); None: matched by name only
+    rxnorm_source: str | None = None  # where the code was verified
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.brands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +187,7 @@ class Rulebook:
     source: Mapping[str, Any] = field(repr=False)  # the canonical data the hash is over (for archiving)
     directory: Path | None = None
     terminology: Terminology = field(default_factory=lambda: Terminology(MappingProxyType({})))  # value sets
+    drugs: Mapping[str, Drug] = field(default_factory=lambda: MappingProxyType({}))  # drugs.yaml, by name
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", MappingProxyType({r.id: r for r in self.rules}))
@@ -197,6 +226,14 @@ class Rulebook:
     def suppressors(self, rule_id: str) -> tuple[Rule, ...]:
         """Suppression rules that suppress the findings of a rule, in catalogue order."""
         return self._suppressors.get(rule_id, ())  # type: ignore[attr-defined, no-any-return]
+
+    def finding(self, code: str) -> FindingSpec:
+        """The specification of a finding code (the first rule producing it, in catalogue order)."""
+        for rule in self.rules:
+            for spec in rule.findings:
+                if spec.code == code:
+                    return spec
+        raise KeyError(f"rulebook {self.name} has no finding {code}")
 
     @property
     def finding_codes(self) -> tuple[str, ...]:

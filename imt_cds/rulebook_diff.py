@@ -2,7 +2,8 @@
 
 Structure: rules added, removed and changed (a change to what a rule does — its condition, findings, texts,
 evidence, strength or kind — without a version bump is an error; a change to examples or description alone is
-not), changed parameters, changed evidence, and whether the rulebook's own version was bumped.
+not), each changed finding metadata (card indicator, gene, drugs), changed parameters, changed evidence, changed
+drugs of the drug table (``drugs.yaml``), and whether the rulebook's own version was bumped.
 
 Outcome: over the whole input space, which patients get a different assessment (any finding emitted or suppressed
 differently). The input space is finite once every field is split into *classes* on which all tests of both
@@ -51,6 +52,8 @@ class RulebookDiff:
     rules: list[RuleChange] = field(default_factory=list)
     parameters: list[tuple[str, Any, Any]] = field(default_factory=list)
     evidence: list[tuple[str, str]] = field(default_factory=list)  # (evidence id, added | removed | changed)
+    metadata: list[str] = field(default_factory=list)  # "R32b FLAG_OFF_LABEL_AGE indicator: critical -> warning"
+    drugs: list[tuple[str, str]] = field(default_factory=list)  # (drug, added | removed | what changed)
     errors: list[str] = field(default_factory=list)
     changed_classes: int = 0
     count_is_exact: bool = True
@@ -68,6 +71,8 @@ class RulebookDiff:
             "rules": [c.__dict__ | {"fields": list(c.fields)} for c in self.rules],
             "parameters": [{"name": n, "old": o, "new": v} for n, o, v in self.parameters],
             "evidence": [{"id": i, "change": c} for i, c in self.evidence],
+            "metadata": list(self.metadata),
+            "drugs": [{"name": n, "change": c} for n, c in self.drugs],
             "outcome": {"changed_classes": self.changed_classes, "exact": self.count_is_exact,
                         "over_fields": list(self.class_fields), "classes_of_these_fields": self.total_classes,
                         "examples": self.examples},
@@ -128,11 +133,37 @@ def _structure(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
                 result.evidence.append((evidence_id, kind))
         if not result.evidence:
             result.evidence.append(("(source documents)", "changed"))
+    _metadata(old, new, result)
     content_changed = (any(c.change != "documentation" for c in result.rules) or result.parameters
-                       or result.evidence)
+                       or result.evidence or result.drugs)
     if content_changed and _version_tuple(new.version) <= _version_tuple(old.version):
         result.errors.append(f"the rulebook changed but its version in rulebook.yaml was not bumped (still "
                              f"{new.version})")
+
+
+def _metadata(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
+    """Finding metadata (indicator, gene, drugs) that changed in a rule of both, and the drug table's changes."""
+    for rule in new.rules:
+        before = old.get(rule.id)
+        if before is None:
+            continue
+        specs = {spec.code: spec for spec in before.findings}
+        for spec in rule.findings:
+            was = specs.get(spec.code)
+            for key in ("indicator", "gene", "drugs") if was is not None else ():
+                a, b = getattr(was, key), getattr(spec, key)
+                if a != b:
+                    show = (lambda v: ", ".join(v) or "none") if key == "drugs" else (lambda v: v or "none")
+                    result.metadata.append(f"{rule.id} {spec.code} {key}: {show(a)} -> {show(b)}")
+    for name in sorted(old.drugs.keys() | new.drugs.keys()):
+        a, b = old.drugs.get(name), new.drugs.get(name)
+        if a is None or b is None:
+            result.drugs.append((name, "added" if a is None else "removed"))
+            continue
+        changed = [key for key in ("brands", "targets", "inhibitor_class", "label_min_age", "evidence", "rxnorm",
+                                   "rxnorm_source") if getattr(a, key) != getattr(b, key)]
+        if changed:
+            result.drugs.append((name, "changed " + ", ".join(changed)))
 
 
 # --- outcome over the input space ---------------------------------------------------------------------------------

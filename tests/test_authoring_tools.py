@@ -33,7 +33,7 @@ when:
     - {fact: age_years, gt: 50}
     - {fact: age_years, lt: 10}
 then:
-  - {finding: FLAG_NEVER, title: Never, summary: This can never be produced.}
+  - {finding: FLAG_NEVER, title: Never, summary: This can never be produced., indicator: warning}
 examples:
   - {name: looks like it fires, facts: {age_years: 60}, fires: true}
   - {name: silent, facts: {}, fires: false}
@@ -179,8 +179,8 @@ def test_verify_finds_a_two_patient_counterexample_to_monotonicity(tmp_path):
 def test_verify_reports_a_redundant_rule(tmp_path):
     directory = copy_rulebook(tmp_path)
     (directory / "flags" / "R40-redundant.yaml").write_text(
-        UNREACHABLE.replace("FLAG_NEVER, title: Never, summary: This can never be produced.",
-                            "RISK_DISTANT_DISEASE, title: Distant, summary: Distant disease.")
+        UNREACHABLE.replace("FLAG_NEVER, title: Never, summary: This can never be produced., indicator: warning",
+                            "RISK_DISTANT_DISEASE, title: Distant, summary: Distant disease., indicator: warning")
         .replace("    - {fact: age_years, gt: 50}\n    - {fact: age_years, lt: 10}",
                  "    - {fact: tumor.distant_disease, is: true}\n    - {fact: age_years, gt: 10}")
         .replace("facts: {age_years: 60}", "facts: {age_years: 60, tumor: {distant_disease: true}}"))

@@ -72,7 +72,7 @@ def test_risk_flags_are_detected_issues_and_recommendations_are_request_group_ac
         for finding in [*document["recommendations"], *document["risk_flags"]]:
             action = actions[finding["code"]]
             assert action["title"] == finding["summary"] and len(action["title"]) < 140  # card.summary
-            assert action["priority"] == INDICATOR_PRIORITY[finding_indicator(finding["code"], finding["kind"])]
+            assert action["priority"] == INDICATOR_PRIORITY[finding_indicator(finding)]
             quotes = [e["quote"] for e in finding["evidence"] if e["quote"]]
             assert all(any(q in d.get("citation", "") for d in action["documentation"]) for q in quotes)
             assert finding["rule"]["id"] in action["documentation"][0]["display"]

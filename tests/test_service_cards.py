@@ -11,16 +11,13 @@ from pathlib import Path
 import pytest
 
 from imt_cds import evaluate
-from imt_cds.rulebook import finding_kind
 from imt_cds.service.cards import (
-    CRITICAL_FINDINGS,
     assessment_cards,
     card_uuid,
     citation_links,
-    finding_indicator,
     problems_card,
 )
-from imt_cds.service.drugs import TARGETED_DRUGS, find_drug
+from imt_cds.service.drugs import find_drug
 from imt_cds.service.order_sign import targeted_orders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +28,14 @@ def all_codes(rulebook):
     return {f.code for rule in rulebook for f in rule.findings}
 
 
-def test_every_finding_of_the_rulebook_has_an_indicator_and_the_critical_ones_exist(rulebook):
-    codes = all_codes(rulebook)
-    assert CRITICAL_FINDINGS <= codes
-    for code in codes:
-        assert finding_indicator(code, finding_kind(code)).value in ("info", "warning", "critical")
-    assert finding_indicator("REC_CRIZOTINIB_ALK", "recommendation").value == "info"
-    assert finding_indicator("REQUEST_AGE", "data_request").value == "info"
-    assert finding_indicator("RISK_DISTANT_DISEASE", "risk_flag").value == "warning"
-    assert finding_indicator("FLAG_OFF_LABEL_INDICATION", "flag").value == "warning"
-    assert finding_indicator("FLAG_CONTRADICTORY_INPUT", "flag").value == "critical"
+def test_the_shipped_rule_files_keep_the_documented_indicators(rulebook):
+    critical = {"FLAG_CONTRADICTORY_INPUT", "FLAG_MULTIPLE_KINASE_FUSIONS_VERIFY", "FLAG_OFF_LABEL_AGE",
+                "FLAG_VERIFY_INFANT_LABELING"}
+    for rule in rulebook:
+        for spec in rule.findings:
+            expected = ("critical" if spec.code in critical else
+                        "info" if spec.code.startswith(("REC_", "REQUEST_")) else "warning")
+            assert spec.indicator == expected, (rule.id, spec.code)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -86,16 +81,24 @@ def test_text_from_the_record_cannot_inject_markdown_into_a_card():
 
 
 def test_the_drug_table_cites_real_evidence_and_parameters(rulebook):
-    names = [name.lower() for drug in TARGETED_DRUGS for name in drug.names]
+    names = [name.lower() for drug in rulebook.drugs.values() for name in drug.names]
     assert len(names) == len(set(names))
-    for drug in TARGETED_DRUGS:
+    for drug in rulebook.drugs.values():
         assert set(drug.targets) <= {"alk", "ros1", "ntrk", "ret"} and drug.targets
         for evidence in drug.evidence:
-            assert evidence in rulebook.evidence, (drug.ingredient, evidence)
-        for target, parameter in drug.label_age.items():
+            assert evidence in rulebook.evidence, (drug.name, evidence)
+        for target, parameter in drug.label_min_age.items():
             assert target in drug.targets and parameter in rulebook.parameters
-    covered = {target for drug in TARGETED_DRUGS for target in drug.targets}
+    covered = {target for drug in rulebook.drugs.values() for target in drug.targets}
     assert covered == {"alk", "ros1", "ntrk", "ret"}
+
+
+def test_only_verified_rxnorm_codes_are_in_the_drug_table(rulebook):
+    # The codes verified in public sources (each drug's rxnorm.source says where); every other drug has none.
+    verified = {"crizotinib": "1148495", "alectinib": "1727455", "ceritinib": "1535457", "brigatinib": "1921217",
+                "lorlatinib": "2103164"}
+    assert {d.name: d.rxnorm for d in rulebook.drugs.values() if d.rxnorm} == verified
+    assert all(d.rxnorm_source for d in rulebook.drugs.values() if d.rxnorm)
 
 
 @pytest.mark.parametrize(("text", "ingredient"), [
@@ -107,12 +110,12 @@ def test_the_drug_table_cites_real_evidence_and_parameters(rulebook):
     ("amoxicillin", None),
     ("crizotinibum-like compound", None),  # whole words only
 ])
-def test_targeted_drugs_are_recognised_by_name_case_insensitively(text, ingredient):
-    drug = find_drug([text])
-    assert (drug.ingredient if drug else None) == ingredient
+def test_targeted_drugs_are_recognised_by_name_case_insensitively(rulebook, text, ingredient):
+    drug = find_drug(rulebook.drugs, [text])
+    assert (drug.name if drug else None) == ingredient
 
 
-def test_orders_are_read_from_text_displays_and_contained_medications():
+def test_orders_are_read_from_text_displays_and_contained_medications(rulebook):
     bundle = {"resourceType": "Bundle", "entry": [
         {"resource": {"resourceType": "MedicationRequest", "id": "a", "medicationCodeableConcept": {
             "coding": [{"system": "http://example.org/formulary", "code": "0", "display": "Alecensa"}]}}},
@@ -122,7 +125,7 @@ def test_orders_are_read_from_text_displays_and_contained_medications():
             "text": "Larotrectinib"}}},
         {"resource": {"resourceType": "NutritionOrder", "id": "d"}},
     ]}
-    found = {(o.where, o.drug.ingredient) for o in targeted_orders(bundle)}
+    found = {(o.where, o.drug.name) for o in targeted_orders(bundle, rulebook.drugs)}
     assert found == {("MedicationRequest/a", "alectinib"), ("MedicationRequest/b", "selpercatinib"),
                      ("MedicationOrder/c", "larotrectinib")}
 
@@ -214,7 +217,8 @@ def test_order_cards_show_the_drugs_evidence_as_finding_cards_do(rulebook):
     resources = [entry["resource"] for entry in bundle["entry"]]
     read = facts_from_resources(resources, date(2026, 11, 21)).to_dict()
     orders = targeted_orders({"resourceType": "Bundle", "entry": [{"resource": {
-        "resourceType": "MedicationRequest", "id": "d1", "medicationCodeableConcept": {"text": "Larotrectinib"}}}]})
+        "resourceType": "MedicationRequest", "id": "d1", "medicationCodeableConcept": {"text": "Larotrectinib"}}}]},
+        rulebook.drugs)
     (card,) = check_orders(orders, read["facts"], read["sources"], rulebook, check_id="c")
     evidence = [rulebook.evidence["EXT-FDA-LARO-2018"].to_dict()]
     assert "\n".join(["**Evidence about the drug:**", *evidence_lines(evidence)]) in card["detail"]

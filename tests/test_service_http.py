@@ -29,7 +29,11 @@ from service_support import (
     running_service,
 )
 
-from imt_cds.service.cards import CARD_NAMESPACE, CRITICAL_FINDINGS, escape_markdown
+from imt_cds.rule_loader import load_rulebook
+from imt_cds.service.cards import CARD_NAMESPACE, escape_markdown
+
+# The findings the shipped rule files declare critical (``indicator: critical``).
+CRITICAL_FINDINGS = {spec.code for rule in load_rulebook() for spec in rule.findings if spec.indicator == "critical"}
 
 PATIENT_VIEW = "/cds-services/imt-patient-view"
 ORDER_SIGN = "/cds-services/imt-order-sign"

@@ -29,7 +29,7 @@ import orjson
 
 from ..errors import AuditError, EvidenceError, ReplayError, RulebookError
 from ..evidence import REGISTRY_FILE
-from ..rule_loader import MANIFEST_FILE, PARAMETERS_FILE, load_rulebook
+from ..rule_loader import DRUGS_FILE, MANIFEST_FILE, PARAMETERS_FILE, load_rulebook
 from ..rulebook import Rulebook
 
 __all__ = ["PARTS", "RulebookArchive", "listing_sha256"]
@@ -54,7 +54,8 @@ class RulebookArchive:
         evidence = rulebook.evidence
         parts = {  # part -> (its directory, the files in it that the rulebook was built from)
             "rules": (rulebook.directory, [MANIFEST_FILE, PARAMETERS_FILE, *(rule.file for rule in rulebook.rules),
-                                           *(value_set.file for value_set in rulebook.terminology.value_sets.values())]),
+                                           *(value_set.file for value_set in rulebook.terminology.value_sets.values()),
+                                           *((DRUGS_FILE,) if "drugs" in rulebook.source else ())]),
             "seeds": (evidence.directory, [REGISTRY_FILE, *(source.file for source in evidence.sources.values())]),
         }
         files: dict[tuple[str, str], bytes] = {}

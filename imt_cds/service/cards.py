@@ -9,14 +9,11 @@ the identifiers in the evidence citations), override reasons for feedback, and a
 evaluation id, the rule id and the finding code (the code too: one rule may produce two findings), so feedback
 about a card can be traced to its evaluation and rule.
 
-Indicator by finding (one closed mapping, also applied to the FHIR export of the same assessment):
-
-- ``critical``: the findings that say acting on a suggestion as it stands could harm: the record contradicts itself
-  or reports more than one kinase fusion (treatment suggestions are withheld or doubtful until it is reconciled),
-  or the patient is below, or at the edge of, a targeted drug's labelled age (``CRITICAL_FINDINGS``);
-- ``warning``: every other risk flag and safety/scope flag (RISK_*, FLAG_*);
-- ``info``: recommendations (REC_*) and data requests (REQUEST_*): things for the team to consider or complete,
-  never alarms (as in ``imt_cds.fhir_output``, whose priorities routine/urgent/stat this mapping keeps).
+Indicator by finding: the one each finding declares in its rule file (``indicator: info|warning|critical``),
+carried in the assessment document, so the FHIR export of the same assessment shows the same severity. The shipped
+rulebook makes ``critical`` the findings that say acting on a suggestion as it stands could harm (a contradictory
+record, more than one kinase fusion, a targeted drug below or at the edge of its labelled age), ``warning`` every
+other risk and safety flag, and ``info`` recommendations and data requests.
 
 This module is a renderer: it reads documents and decides nothing clinical.
 """
@@ -29,12 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from ..fhir_output import CRITICAL_FINDINGS, Indicator, System, finding_indicator
+from ..fhir_output import Indicator, System, finding_indicator
 from ..wording import derived_index, display_value, reason_text
 
 __all__ = [
     "CARD_NAMESPACE",
-    "CRITICAL_FINDINGS",
     "OVERRIDE_REASONS",
     "ServiceCard",
     "assessment_cards",
@@ -157,7 +153,7 @@ def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources
         cards.append(make_card(
             card_id=card_uuid(evaluation_id, rule["id"], finding["code"]),
             summary=finding["summary"],
-            indicator=finding_indicator(finding["code"], finding["kind"]),
+            indicator=finding_indicator(finding),
             detail=detail,
             source={
                 "label": f"{LABEL}, rule {rule['id']}",

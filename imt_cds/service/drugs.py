@@ -1,71 +1,34 @@
-"""The targeted drugs that ``imt-order-sign`` checks: ALK, ROS1, TRK and RET inhibitors, as documented data.
+"""Recognising a targeted drug in a draft order, with the rulebook's drug table (``drugs.yaml``).
 
-Each entry names the ingredient (and brand names) an order is recognised by, the alterations its use rests on,
-the rulebook parameter holding its labelled minimum age where the rulebook has one, and the evidence entries of the
-registry that concern it. An order is recognised by a case-insensitive whole-word match of these names in the
-order's medication text and coding displays; codes are not used.
+The table itself is clinical knowledge and lives in the rulebook (each drug's names, brands, targets, labelled
+minimum age parameter, evidence and, where verified, its RxNorm ingredient code): a rule author reads and changes
+it there, ``rules diff`` shows its changes and the rulebook's sha256 covers it. This module only matches.
 
-Why no RxNorm codes: a code in this table would be trusted blindly by the matcher, and none of the RxNorm codes of
-these ingredients could be verified against an authoritative public source while writing it (the sources found
-disagreed). Names are unambiguous for these drugs; an institution that codes its orders can add its RxNorm codes
-here after checking them against RxNav.
-
-``targets`` are the alterations of the drug's labelled indications (US FDA), plus, for entrectinib, ALK, on which
-the PDQ summary reports responses in IMT (PDQ-PULM-IMT:s14). An order is consistent with the record when at least
-one target is documented positive. ``label_age`` maps a target to the rulebook parameter with the drug's lowest
-labelled age for that use (crizotinib for ALK-positive IMT, selpercatinib for RET-fusion solid tumors); the other
-drugs have no labelled age in the rulebook, so their age is not checked.
+An order is recognised first by an RxNorm coding (system ``http://www.nlm.nih.gov/research/umls/rxnorm``) whose code
+is a drug's verified ingredient code, then by a case-insensitive whole-word match of a drug's name or brand in the
+order's medication text and coding displays. A drug whose RxNorm code could not be verified has none in the table
+and is matched by name only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["TARGETED_DRUGS", "TargetedDrug", "find_drug"]
+from ..rulebook import RXNORM_SYSTEM, Drug
 
-
-@dataclass(frozen=True)
-class TargetedDrug:
-    ingredient: str
-    brands: tuple[str, ...]
-    targets: tuple[str, ...]  # molecular.<gene> of the facts: alk, ros1, ntrk, ret (shown upper-cased)
-    inhibitor_class: str
-    label_age: Mapping[str, str] = field(default_factory=dict)  # target -> rulebook parameter (minimum age, years)
-    evidence: tuple[str, ...] = ()  # ids in the rulebook's evidence registry
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.ingredient, *self.brands)
+__all__ = ["find_drug"]
 
 
-TARGETED_DRUGS: tuple[TargetedDrug, ...] = (
-    TargetedDrug("crizotinib", ("Xalkori",), ("alk", "ros1"), "ALK/ROS1 inhibitor",
-                 {"alk": "crizotinib_min_age_years"}, ("EXT-FDA-CRIZ-IMT-2022", "EXT-FDA-ROS1-NSCLC")),
-    TargetedDrug("ceritinib", ("Zykadia",), ("alk",), "ALK inhibitor", evidence=("PDQ-PULM-IMT:s13",)),
-    TargetedDrug("alectinib", ("Alecensa",), ("alk",), "ALK inhibitor", evidence=("PDQ-PULM-IMT:s15",)),
-    TargetedDrug("brigatinib", ("Alunbrig",), ("alk",), "ALK inhibitor"),
-    TargetedDrug("lorlatinib", ("Lorbrena", "Lorviqua"), ("alk",), "ALK inhibitor"),
-    TargetedDrug("ensartinib", ("Ensacove",), ("alk",), "ALK inhibitor"),
-    TargetedDrug("entrectinib", ("Rozlytrek",), ("ntrk", "ros1", "alk"), "TRK/ROS1 inhibitor",
-                 evidence=("EXT-FDA-ENTR-PED-2023", "PDQ-PULM-IMT:s14", "EXT-FDA-ROS1-NSCLC")),
-    TargetedDrug("repotrectinib", ("Augtyro",), ("ros1", "ntrk"), "ROS1/TRK inhibitor",
-                 evidence=("EXT-FDA-ROS1-NSCLC",)),
-    TargetedDrug("taletrectinib", ("Ibtrozi",), ("ros1",), "ROS1 inhibitor"),
-    TargetedDrug("larotrectinib", ("Vitrakvi",), ("ntrk",), "TRK inhibitor", evidence=("EXT-FDA-LARO-2018",)),
-    TargetedDrug("selpercatinib", ("Retevmo", "Retsevmo"), ("ret",), "RET inhibitor",
-                 {"ret": "selpercatinib_min_age_years"}, ("EXT-FDA-SELP-2022", "EXT-FDA-SELP-PED-2024")),
-    TargetedDrug("pralsetinib", ("Gavreto",), ("ret",), "RET inhibitor"),
-)
-
-_PATTERNS = tuple((drug, re.compile(r"\b(?:" + "|".join(map(re.escape, drug.names)) + r")\b", re.IGNORECASE))
-                  for drug in TARGETED_DRUGS)
-
-
-def find_drug(texts: list[str]) -> TargetedDrug | None:
-    """The targeted drug named in any of these texts (medication text, coding displays), if any."""
-    for drug, pattern in _PATTERNS:
+def find_drug(drugs: Mapping[str, Drug], texts: Sequence[str],
+              codings: Iterable[tuple[str, str]] = ()) -> Drug | None:
+    """The drug of the table that these codings (system, code) or texts (medication text, coding displays) name."""
+    by_code = {drug.rxnorm: drug for drug in drugs.values() if drug.rxnorm is not None}
+    for system, code in codings:
+        if system == RXNORM_SYSTEM and code in by_code:
+            return by_code[code]
+    for drug in drugs.values():
+        pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, drug.names)) + r")\b", re.IGNORECASE)
         if any(pattern.search(text) for text in texts):
             return drug
     return None

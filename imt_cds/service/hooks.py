@@ -214,7 +214,7 @@ class HookRunner:
         return response
 
     async def _order_sign(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
-        orders = targeted_orders(request["context"]["draftOrders"])
+        orders = targeted_orders(request["context"]["draftOrders"], self.rulebook.drugs)
         if not orders:
             return {"cards": []}  # nothing to check: no need to read the record at all
         result = await self._read(service, request, "facts")

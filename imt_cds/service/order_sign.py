@@ -1,7 +1,7 @@
 """``imt-order-sign``: targeted-drug orders checked against the patient's alterations and the labelled ages.
 
-For each draft MedicationRequest (or DSTU2 MedicationOrder) in ``context.draftOrders`` that names a drug of
-``drugs.TARGETED_DRUGS``, the check reads the patient's facts (from the same FHIR record as ``imt-patient-view``)
+For each draft MedicationRequest (or DSTU2 MedicationOrder) in ``context.draftOrders`` that names a drug of the
+rulebook's drug table (``drugs.yaml``: by RxNorm code first, then by name; see ``drugs``), the check reads the patient's facts (from the same FHIR record as ``imt-patient-view``)
 and warns, with the reason, when:
 
 - none of the drug's target alterations is documented positive: ``critical`` when every target was tested
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..fhir import bundle_resources, resource_label
 from ..fhir_output import Indicator
-from ..rulebook import Rulebook
+from ..rulebook import Drug, Rulebook
 from ..wording import display_value as _value
 from .cards import (
     ServiceCard,
@@ -34,7 +34,7 @@ from .cards import (
     service_source,
 )
 from .cards import escape_markdown as _md
-from .drugs import TargetedDrug, find_drug
+from .drugs import find_drug
 
 __all__ = ["TargetedOrder", "check_orders", "targeted_orders"]
 
@@ -45,24 +45,27 @@ _MEDICATION_ORDERS = ("MedicationRequest", "MedicationOrder")  # MedicationOrder
 class TargetedOrder:
     where: str  # "MedicationRequest/draft-1"
     text: str  # how the order names the medication
-    drug: TargetedDrug
+    drug: Drug
 
 
-def targeted_orders(draft_orders: Any) -> list[TargetedOrder]:
-    """The draft orders that name a targeted drug (read leniently from JSON: orders are not validated)."""
+def targeted_orders(draft_orders: Any, drugs: Mapping[str, Drug]) -> list[TargetedOrder]:
+    """The draft orders that name a drug of ``drugs`` (the rulebook's drug table), read leniently from JSON:
+    orders are not validated."""
     found = []
     for index, resource in enumerate(bundle_resources(draft_orders)):
         if not isinstance(resource, Mapping) or resource.get("resourceType") not in _MEDICATION_ORDERS:
             continue
-        texts = _medication_texts(resource)
-        drug = find_drug(texts)
+        texts, codings = _medication_texts(resource)
+        drug = find_drug(drugs, texts, codings)
         if drug is not None:
-            found.append(TargetedOrder(resource_label(resource, index), texts[0] if texts else drug.ingredient, drug))
+            found.append(TargetedOrder(resource_label(resource, index), texts[0] if texts else drug.name, drug))
     return found
 
 
-def _medication_texts(order: Mapping[str, Any]) -> list[str]:
+def _medication_texts(order: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The order's medication texts (text, coding displays) and codings (system, code), in the order found."""
     texts: list[str] = []
+    codings: list[tuple[str, str]] = []
 
     def concept(value: Any) -> None:
         if isinstance(value, Mapping):
@@ -71,6 +74,9 @@ def _medication_texts(order: Mapping[str, Any]) -> list[str]:
             for coding in value.get("coding") or []:
                 if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
                     texts.append(coding["display"])
+                if isinstance(coding, Mapping) and isinstance(coding.get("system"), str) \
+                        and isinstance(coding.get("code"), str):
+                    codings.append((coding["system"], coding["code"]))
 
     concept(order.get("medicationCodeableConcept"))
     reference = order.get("medicationReference")
@@ -81,7 +87,7 @@ def _medication_texts(order: Mapping[str, Any]) -> list[str]:
         for contained in order.get("contained") or []:
             if isinstance(contained, Mapping) and isinstance(ref, str) and ref == f"#{contained.get('id')}":
                 concept(contained.get("code"))
-    return texts
+    return texts, codings
 
 
 def check_orders(orders: Sequence[TargetedOrder], facts: Mapping[str, Any], sources: Mapping[str, Sequence[str]],
@@ -96,7 +102,7 @@ def check_orders(orders: Sequence[TargetedOrder], facts: Mapping[str, Any], sour
             cards.append(_not_positive(order, statuses, sources, rulebook, check_id))
             continue
         for gene in positive:
-            parameter = drug.label_age.get(gene)
+            parameter = drug.label_min_age.get(gene)
             if parameter is None:
                 continue
             minimum = rulebook.parameters[parameter].value
@@ -115,7 +121,7 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
     all_negative = all(status == "negative" for status in statuses.values())
     genes = " or ".join(g.upper() for g in drug.targets)
     found = ", ".join(f"{g.upper()} {s}" for g, s in statuses.items())
-    name = drug.ingredient.capitalize()
+    name = drug.name.capitalize()
     if all_negative:
         summary = f"{name} ordered, but {genes} was tested negative: its target is absent."
     else:
@@ -132,7 +138,7 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
 
 def _age_card(order: TargetedOrder, gene: str, age: float | None, parameter: str, minimum: float,
               sources: Mapping[str, Sequence[str]], rulebook: Rulebook, check_id: str) -> dict[str, Any]:
-    name = order.drug.ingredient.capitalize()
+    name = order.drug.name.capitalize()
     label = f"labelled from age {_value(minimum)} years"
     if age is None:
         code, indicator = ServiceCard.ORDER_AGE_UNKNOWN, Indicator.WARNING
