@@ -45,6 +45,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from .wording import reason_text
@@ -96,12 +97,12 @@ class System(StrEnum):
     PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 
-KIND_INDICATOR: Mapping[str, Indicator] = {
+KIND_INDICATOR: Mapping[str, Indicator] = MappingProxyType({
     "recommendation": Indicator.INFO,
     "data_request": Indicator.INFO,
     "risk_flag": Indicator.WARNING,
     "flag": Indicator.WARNING,
-}
+})
 # Findings that say acting on a suggestion as it stands could harm: raised above their kind's indicator, the same
 # way on CDS Hooks cards and in this export (one mapping, so the service and ``audit export`` agree).
 CRITICAL_FINDINGS = frozenset({
@@ -117,16 +118,16 @@ def finding_indicator(code: str, kind: str) -> Indicator:
     return Indicator.CRITICAL if code in CRITICAL_FINDINGS else KIND_INDICATOR[kind]
 
 # ConceptMap http://cds-hooks.hl7.org/ConceptMap/indicator-to-request-priority
-INDICATOR_PRIORITY: Mapping[Indicator, str] = {
+INDICATOR_PRIORITY: Mapping[Indicator, str] = MappingProxyType({
     Indicator.INFO: "routine",
     Indicator.WARNING: "urgent",
     Indicator.CRITICAL: "stat",
-}
-INDICATOR_SEVERITY: Mapping[Indicator, str] = {  # DetectedIssue.severity
+})
+INDICATOR_SEVERITY: Mapping[Indicator, str] = MappingProxyType({  # DetectedIssue.severity
     Indicator.INFO: "low",
     Indicator.WARNING: "moderate",
     Indicator.CRITICAL: "high",
-}
+})
 _PRIORITY_ORDER = ("routine", "urgent", "asap", "stat")
 
 
