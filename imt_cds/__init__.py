@@ -11,15 +11,24 @@ Decision *support* for a multidisciplinary team, never a prescription. Typical u
 
 ``Engine(rulebook)`` evaluates with another rulebook (e.g. an institution's parameters); ``load_rulebook`` loads
 and checks one. Every error is an ``ImtCdsError``; invalid input raises ``InvalidInputError`` with every problem.
+
+The public names are imported on first use (module ``__getattr__``), not when the package is: every submodule
+(the audit package, the renderers, the CDS Hooks service's server process) imports ``imt_cds`` first, and only
+``engine.py`` loads durable-rules, which must stay out of processes that never evaluate.
 """
 
-from .assessment import Assessment, DerivedFact, Finding, Reason, Suppression, TraceEntry
-from .engine import Engine, evaluate
-from .errors import EngineError, EvidenceError, ImtCdsError, InputProblem, InvalidInputError, RulebookError
-from .facts import PatientFacts
-from .rule_loader import load_rulebook
-from .rulebook import Rulebook
-from .validation import parse_facts, parse_facts_json
+# Only underscored names are bound here besides the public ones: ``vars(imt_cds)`` is the public surface.
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from .assessment import Assessment, DerivedFact, Finding, Reason, Suppression, TraceEntry
+    from .engine import Engine, evaluate
+    from .errors import EngineError, EvidenceError, ImtCdsError, InputProblem, InvalidInputError, RulebookError
+    from .facts import PatientFacts
+    from .rule_loader import load_rulebook
+    from .rulebook import Rulebook
+    from .validation import parse_facts, parse_facts_json
 
 __all__ = [
     "Assessment",
@@ -42,3 +51,39 @@ __all__ = [
     "parse_facts",
     "parse_facts_json",
 ]
+
+# public name -> the submodule defining it (only "engine" loads durable-rules)
+_HOMES = {
+    "Assessment": "assessment",
+    "DerivedFact": "assessment",
+    "Finding": "assessment",
+    "Reason": "assessment",
+    "Suppression": "assessment",
+    "TraceEntry": "assessment",
+    "Engine": "engine",
+    "evaluate": "engine",
+    "EngineError": "errors",
+    "EvidenceError": "errors",
+    "ImtCdsError": "errors",
+    "InputProblem": "errors",
+    "InvalidInputError": "errors",
+    "RulebookError": "errors",
+    "PatientFacts": "facts",
+    "load_rulebook": "rule_loader",
+    "Rulebook": "rulebook",
+    "parse_facts": "validation",
+    "parse_facts_json": "validation",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

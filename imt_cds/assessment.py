@@ -33,6 +33,7 @@ import orjson
 from .assessment_json import JsonTemplates, trace_shape, union_of_branches
 from .compiler import EngineRule, Program, ReasonTemplate
 from .conditions import Atom, DerivedTest
+from .errors import NaiveDateTimeError
 from .evidence import EvidenceEntry
 from .fact_fields import fact_fields
 from .facts import PatientFacts
@@ -595,11 +596,11 @@ def build_assessment(templates: OutputTemplates, facts: PatientFacts, leaves: li
                      input_sha256: str, evaluated_at: datetime,
                      diagnosis: Mapping[str, Any] | None = None) -> Assessment:
     if evaluated_at.tzinfo is None:
-        raise ValueError("evaluated_at must be timezone-aware")
+        raise NaiveDateTimeError("evaluated_at", evaluated_at)
     return Assessment(templates, facts, leaves, firings, input_sha256, evaluated_at, diagnosis)
 
 
 def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
-        raise ValueError("evaluated_at must be timezone-aware")
+        raise NaiveDateTimeError("evaluated_at", moment)
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")

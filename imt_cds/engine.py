@@ -41,7 +41,7 @@ import durable_rules_engine as _dre
 from .assessment import Assessment, Firing, OutputTemplates, build_assessment
 from .compiler import STRATUM, Program, compile_probe, compile_rulebook
 from .conditions import Atom
-from .errors import EngineError
+from .errors import EngineError, InvalidSettingError
 from .fact_fields import leaf_values
 from .facts import PatientFacts
 from .memo import CacheStats, MemoCache
@@ -191,6 +191,9 @@ class Engine:
 
     def __init__(self, rulebook: Rulebook | str | Path | None = None, *, max_firings: int = DEFAULT_MAX_FIRINGS,
                  cache_size: int = 0, audit: AuditSink | None = None):
+        # Checked before the rulebook is loaded and compiled: a wrong argument is said at once, not after seconds.
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise InvalidSettingError("cache_size", cache_size, "a whole number of assessments, 0 (no cache) or more")
         if not isinstance(rulebook, Rulebook):
             rulebook = load_rulebook(rulebook)
         self.rulebook = rulebook

@@ -10,6 +10,12 @@ Every error the library raises on purpose is an ``ImtCdsError``; each carries a 
     ├── RulebookError                "invalid_rulebook"  rule files / parameters are malformed; .problems lists each one
     ├── EvidenceError                "invalid_evidence"  evidence registry malformed or a seed quote not in its document
     ├── EngineError                  "engine_failure"    the engine failed while evaluating (fail closed: no result)
+    ├── NaiveDateTimeError           "naive_datetime"    evaluated_at (or another moment) has no time zone; also a
+    │                                                    ValueError
+    ├── InvalidSettingError          "invalid_setting"   an argument outside what is allowed (a negative
+    │                                                    cache_size ...); .name, .value; also a ValueError
+    ├── UnknownRuleError             "unknown_rule"      Rulebook.rule(id) for an id the rulebook lacks; .rule_id,
+    │                                                    .suggestion; also a KeyError
     └── AuditError                   "audit_error"       the audit trail could not record, read or replay
         ├── AuditStoreError          "audit_store"       the store failed to read or write (I/O, lock, corrupt page)
         ├── NotAnAuditStoreError     "audit_store_invalid"  no audit database there (missing, not a database, no tables)
@@ -54,11 +60,14 @@ __all__ = [
     "ImtCdsError",
     "InputProblem",
     "InvalidInputError",
+    "InvalidSettingError",
+    "NaiveDateTimeError",
     "NotAnAuditStoreError",
     "RecordNotFoundError",
     "ReplayError",
     "RulebookError",
     "RulebookProblem",
+    "UnknownRuleError",
 ]
 
 
@@ -193,6 +202,47 @@ class EngineError(ImtCdsError, RuntimeError):
     """The rules engine failed during an evaluation. No partial result is ever returned (fail closed)."""
 
     code = "engine_failure"
+
+
+class NaiveDateTimeError(ImtCdsError, ValueError):
+    """A moment without a time zone was given where an instant is needed (``evaluated_at``): a naive datetime
+    means a different instant on every server, so it is refused rather than guessed. ``name`` is the argument."""
+
+    code = "naive_datetime"
+
+    def __init__(self, name: str, value: Any):
+        self.name = name
+        self.value = value
+        super().__init__(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)), not the naive "
+                         f"{value!r}")
+
+
+class InvalidSettingError(ImtCdsError, ValueError):
+    """An argument outside what is allowed (``Engine(cache_size=-1)``): ``name`` is the argument, ``value`` what
+    was given, and the message says what is allowed."""
+
+    code = "invalid_setting"
+
+    def __init__(self, name: str, value: Any, allowed: str):
+        self.name = name
+        self.value = value
+        super().__init__(f"{name} must be {allowed}, not {value!r}")
+
+
+class UnknownRuleError(ImtCdsError, KeyError):
+    """``Rulebook.rule(rule_id)`` for an id the rulebook has no rule with. A ``KeyError`` too, as it was before
+    it had a code; ``suggestion`` is the closest existing id, if any."""
+
+    code = "unknown_rule"
+
+    def __init__(self, rule_id: str, suggestion: str | None = None):
+        self.rule_id = rule_id
+        self.suggestion = suggestion
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        super().__init__(f"the rulebook has no rule {rule_id!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would show the message's repr, quotes and all
+        return str(self.args[0])
 
 
 class AuditError(ImtCdsError):

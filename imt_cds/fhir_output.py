@@ -45,6 +45,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from .wording import reason_text
@@ -100,16 +101,16 @@ def finding_indicator(finding: Mapping[str, Any]) -> Indicator:
     return Indicator(finding["indicator"])
 
 # ConceptMap http://cds-hooks.hl7.org/ConceptMap/indicator-to-request-priority
-INDICATOR_PRIORITY: Mapping[Indicator, str] = {
+INDICATOR_PRIORITY: Mapping[Indicator, str] = MappingProxyType({
     Indicator.INFO: "routine",
     Indicator.WARNING: "urgent",
     Indicator.CRITICAL: "stat",
-}
-INDICATOR_SEVERITY: Mapping[Indicator, str] = {  # DetectedIssue.severity
+})
+INDICATOR_SEVERITY: Mapping[Indicator, str] = MappingProxyType({  # DetectedIssue.severity
     Indicator.INFO: "low",
     Indicator.WARNING: "moderate",
     Indicator.CRITICAL: "high",
-}
+})
 _PRIORITY_ORDER = ("routine", "urgent", "asap", "stat")
 
 

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .errors import InvalidSettingError
+
 __all__ = ["CacheStats", "MemoCache"]
 
 V = TypeVar("V")
@@ -28,8 +30,8 @@ class CacheStats:
 
 class MemoCache(Generic[V]):
     def __init__(self, capacity: int):
-        if capacity < 1:
-            raise ValueError("a memo cache needs a capacity of at least 1")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidSettingError("capacity", capacity, "a whole number of entries, 1 or more")
         self._capacity = capacity
         self._entries: OrderedDict[tuple[str, str], V] = OrderedDict()
         self._lock = threading.Lock()

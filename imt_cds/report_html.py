@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .consult_note import DISCLAIMER
@@ -25,14 +26,14 @@ from .wording import display_value as _value
 __all__ = ["GRAPH_COLORS", "render_report_html"]
 
 # Node fills of the derivation graph, used nowhere else on the page (a test finds the picture by these colors).
-GRAPH_COLORS = {
+GRAPH_COLORS = MappingProxyType({
     "fact": "#cfe3ff",
     "derived": "#ffe7a8",
     "absent": "#fff8e6",
     "recommendation": "#c9f2d4",
     "risk": "#ffd2d2",
     "withheld": "#e2e2e2",
-}
+})
 _KIND_SECTIONS = (
     ("recommendation", "Recommendations for the team to consider"),
     ("data_request", "Data requests (missing or doubtful data)"),

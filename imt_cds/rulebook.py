@@ -6,6 +6,7 @@ with it. Its rules are in catalogue order. Nothing here keeps module-level mutab
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .conditions import Condition, Literal_, literals
+from .errors import UnknownRuleError
 from .evidence import EvidenceRegistry
 from .facts import PatientFacts
 from .terminology import Terminology
@@ -36,7 +38,8 @@ SUMMARY_LIMIT = 140  # CDS Hooks card summaries must be shorter than this
 INDICATORS = ("info", "warning", "critical")  # CDS Hooks card indicators a finding can declare
 RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 RULE_KINDS = ("derived_fact", "recommendation", "data_request", "risk_flag", "suppression")
-FINDING_PREFIXES = {"REC_": "recommendation", "REQUEST_": "data_request", "RISK_": "risk_flag", "FLAG_": "flag"}
+FINDING_PREFIXES = MappingProxyType(
+    {"REC_": "recommendation", "REQUEST_": "data_request", "RISK_": "risk_flag", "FLAG_": "flag"})
 # Strength labels of clinical/RULES.md §3, plus the two free readings the catalogue uses.
 STRENGTH_LABELS = (
     "REG", "SA-TRIAL", "PROSP-REG", "OBS-MC", "OBS", "SR", "CASE", "NARR", "DESIGN",
@@ -205,7 +208,12 @@ class Rulebook:
         return iter(self.rules)
 
     def rule(self, rule_id: str) -> Rule:
-        return self._by_id[rule_id]  # type: ignore[attr-defined, no-any-return]
+        """The rule with this id; ``UnknownRuleError`` (a ``KeyError``) naming the closest id when there is none."""
+        try:
+            return self._by_id[rule_id]  # type: ignore[attr-defined, no-any-return]
+        except (KeyError, TypeError):
+            close = difflib.get_close_matches(str(rule_id), [r.id for r in self.rules], n=1)
+            raise UnknownRuleError(rule_id, close[0] if close else None) from None
 
     def get(self, rule_id: str) -> Rule | None:
         return self._by_id.get(rule_id)  # type: ignore[attr-defined, no-any-return]

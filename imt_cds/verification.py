@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import z3
@@ -30,7 +31,7 @@ from .symbolic import Encoding, SymbolicPatient, gene_symbols, solver_for
 
 __all__ = ["Check", "EXCLUSIVE_PAIRS", "SAFETY_PROPERTIES", "verify"]
 
-TARGETED = {
+TARGETED = MappingProxyType({
     "REC_CRIZOTINIB_ALK": "alk",
     "REC_ALK_INHIBITOR_OFF_LABEL_AGE_REVIEW": "alk",
     "REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER": "alk",
@@ -38,7 +39,7 @@ TARGETED = {
     "REC_TRK_INHIBITOR": "ntrk",
     "REC_SELPERCATINIB_RET": "ret",
     "REC_RET_INHIBITOR_OFF_LABEL_AGE_REVIEW": "ret",
-}
+})
 ALK_INHIBITORS = tuple(code for code, gene in TARGETED.items() if gene == "alk")
 RECURRENCE_PREDICTORS = ("RISK_RESPIRATORY_SYMPTOMS", "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN", "RISK_DISTANT_DISEASE")
 GENES = fusion_genes()  # alk, ros1, ntrk, ret, pdgfrb

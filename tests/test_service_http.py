@@ -539,8 +539,11 @@ def test_feedback_about_an_issued_card_is_stored_with_its_evaluation_and_finding
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "feedback must be an object"),
-    ({"feedback": [{"card": "x", "outcome": "maybe", "outcomeTimestamp": "2020-12-11T00:00:00Z"}]}, "outcome"),
+    ({}, "feedback is required: a list of at least one feedback item"),
+    ({"feedback": []}, "feedback must be a list of at least one feedback item (the body is {\"feedback\": [...]}), "
+                       "not an empty list"),
+    ({"feedback": [{"card": "x", "outcome": "maybe", "outcomeTimestamp": "2020-12-11T00:00:00Z"}]},
+     "feedback[0].outcome must be \"accepted\" or \"overridden\", not 'maybe'"),
     ({"feedback": [{"card": "x", "outcome": "accepted"}]}, "outcomeTimestamp is required"),
     ({"feedback": [{"card": "x", "outcome": "accepted", "outcomeTimestamp": "yesterday"}]}, "RFC 3339"),
 ])

@@ -35,14 +35,14 @@ from typing import Any, Protocol
 from ..assessment import rfc3339
 from ..audit.sqlite import write_transaction
 from ..audit.store import is_postgres_target
-from .errors import BadRequestError, ServiceConfigError, ServiceError
+from .errors import ServiceConfigError, ServiceError
+from .models import feedback_problems, refuse
 
 __all__ = ["CardIndex", "FeedbackSink", "FeedbackUnavailableError", "FeedbackWriter", "open_feedback_sink",
            "parse_feedback"]
 
 log = logging.getLogger("imt_cds.service.feedback")
 
-_OUTCOMES = ("accepted", "overridden")
 _NOT_STORED = "the feedback store is busy: nothing was stored, try again later"
 _MAY_COMPLETE = "the feedback store did not answer in time; the write may still complete: check before sending it again"
 _REPORT_GRACE_SECONDS = 2.0
@@ -80,41 +80,12 @@ _POSTGRES_SCHEMA = (
 
 
 def parse_feedback(body: Any) -> list[dict[str, Any]]:
-    """The feedback items of a request body, or ``BadRequestError`` naming what is wrong (CDS Hooks 2.0.1)."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
-        raise BadRequestError('feedback must be an object {"feedback": [...]} with at least one item')
-    items = []
-    for index, item in enumerate(body["feedback"]):
-        where = f"feedback[{index}]"
-        if not isinstance(item, Mapping):
-            raise BadRequestError(f"{where} must be an object")
-        if not isinstance(item.get("card"), str) or not item["card"]:
-            raise BadRequestError(f"{where}.card (the card's uuid) is required")
-        if item.get("outcome") not in _OUTCOMES:
-            raise BadRequestError(f"{where}.outcome must be accepted or overridden, not {item.get('outcome')!r}")
-        if not isinstance(item.get("outcomeTimestamp"), str):
-            raise BadRequestError(f"{where}.outcomeTimestamp is required (RFC 3339, UTC)")
-        try:
-            datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequestError(f"{where}.outcomeTimestamp {item['outcomeTimestamp']!r} is not an RFC 3339 "
-                                  "date-time") from None
-        accepted = item.get("acceptedSuggestions")
-        if accepted is not None and (not isinstance(accepted, list) or not all(
-                isinstance(a, Mapping) and isinstance(a.get("id"), str) for a in accepted)):
-            raise BadRequestError(f"{where}.acceptedSuggestions must be a list of {{\"id\": ...}}")
-        reason = item.get("overrideReason")
-        if reason is not None:
-            if not isinstance(reason, Mapping):
-                raise BadRequestError(f"{where}.overrideReason must be an object")
-            coding = reason.get("reason")
-            if coding is not None and not (isinstance(coding, Mapping) and isinstance(coding.get("code"), str)
-                                           and isinstance(coding.get("system"), str)):
-                raise BadRequestError(f"{where}.overrideReason.reason must be a Coding with code and system")
-            if reason.get("userComment") is not None and not isinstance(reason["userComment"], str):
-                raise BadRequestError(f"{where}.overrideReason.userComment must be text")
-        items.append(dict(item))
-    return items
+    """The feedback items of a request body, as sent, or ``BadRequestError`` naming every field path that is wrong
+    (CDS Hooks 2.0.1; the models are in ``models.py``)."""
+    problems = feedback_problems(body)
+    if problems:
+        raise refuse(problems)
+    return [dict(item) for item in body["feedback"]]
 
 
 class CardIndex:

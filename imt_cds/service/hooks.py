@@ -32,6 +32,7 @@ from .cards import (
 from .config import ServiceConfig
 from .errors import BadRequestError, NotFoundError, PrefetchUnavailableError
 from .feedback import CardIndex
+from .models import refuse, request_problems
 from .order_sign import check_orders, targeted_orders
 from .prefetch import Template, collect_resources
 from .workers import WorkerPool
@@ -111,28 +112,11 @@ def find_service(service_id: str) -> CdsService:
 
 
 def check_request(body: Any, service: CdsService) -> dict[str, Any]:
-    """The request if it is a CDS Hooks call this service can answer; ``BadRequestError`` saying why otherwise."""
-    if not isinstance(body, Mapping):
-        raise BadRequestError("the request body must be a JSON object (a CDS Hooks request)")
-    for name in ("hook", "hookInstance"):
-        if not isinstance(body.get(name), str) or not body[name]:
-            raise BadRequestError(f"{name} is required (a CDS Hooks request has hook, hookInstance and context)")
-    if body["hook"] != service.hook:
-        raise BadRequestError(f"service {service.id} answers the {service.hook} hook, not {body['hook']!r}")
-    context = body.get("context")
-    if not isinstance(context, Mapping):
-        raise BadRequestError("context is required and must be an object")
-    if not isinstance(context.get("patientId"), str) or not context["patientId"]:
-        raise BadRequestError(f"context.patientId is required by the {service.hook} hook")
-    if service.hook == "order-sign":
-        orders = context.get("draftOrders")
-        if not isinstance(orders, Mapping) or orders.get("resourceType") != "Bundle":
-            raise BadRequestError("context.draftOrders is required by the order-sign hook and must be a FHIR Bundle")
-    for name in ("prefetch", "extension", "fhirAuthorization"):
-        if body.get(name) is not None and not isinstance(body[name], Mapping):
-            raise BadRequestError(f"{name} must be an object")
-    if body.get("fhirServer") is not None and not isinstance(body["fhirServer"], str):
-        raise BadRequestError("fhirServer must be a URL")
+    """The request if it is a CDS Hooks call this service can answer; ``BadRequestError`` naming every field path
+    that is wrong and what it allows otherwise (the models are in ``models.py``)."""
+    problems = request_problems(body, service.hook, service.id)
+    if problems:
+        raise refuse(problems)
     return dict(body)
 
 

@@ -1,0 +1,225 @@
+"""What a CDS Hooks 2.0.1 request and a feedback body may hold, as pydantic models, and the 400 that names every
+field path that is wrong.
+
+The models check shape and types only (strictly: ``"1"`` is not a number, ``1`` is not text); they never coerce,
+and the service goes on with the body as sent (a stored feedback item is the client's object, byte for byte in
+meaning). Each field's ``description`` says what is allowed: it is the second half of every message, so a refusal
+reads ``context.patientId is required by the patient-view hook: non-empty text (the FHIR id ...)`` or
+``feedback[0].outcome must be "accepted" or "overridden", not 'maybe'``; the 400's ``details.problems`` lists each
+``{"path", "message"}``. Whether a ``fhirServer`` may be called and
+whether ``fhirAuthorization`` is usable for it is decided later, where the data is fetched (``prefetch.py``).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import BadRequestError
+
+__all__ = [
+    "CONTEXTS",
+    "FeedbackBody",
+    "HookRequest",
+    "OrderSignContext",
+    "PatientViewContext",
+    "feedback_problems",
+    "refuse",
+    "request_problems",
+]
+
+_Text = Annotated[str, Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    # Other fields are allowed (CDS Hooks lets clients add their own); given ones must have the right type.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class FhirAuthorization(_Model):
+    access_token: _Text = Field(description="non-empty text (the OAuth 2.0 access token for fhirServer)")
+    token_type: str | None = Field(None, description='text ("Bearer")')
+    expires_in: int | None = Field(None, description="a whole number of seconds")
+    scope: str | None = Field(None, description="text (the granted OAuth scopes)")
+    subject: str | None = Field(None, description="text (the OAuth client id of this service)")
+    patient: str | None = Field(None, description="text (the FHIR id of the patient in context)")
+
+
+class HookRequest(_Model):
+    """The envelope of every hook call: the same for every hook; ``context`` is checked per hook (``CONTEXTS``)."""
+
+    hook: _Text = Field(description="non-empty text (a CDS Hooks request has hook, hookInstance and context)")
+    hookInstance: _Text = Field(description="non-empty text (a CDS Hooks request has hook, hookInstance and "
+                                                        "context)")
+    context: dict[str, Any] = Field(description="an object (what the hook's context holds)")
+    fhirServer: str | None = Field(None, description="a URL (the base URL of the client's FHIR server)")
+    fhirAuthorization: FhirAuthorization | None = Field(
+        None, description="an object with an access_token (CDS Hooks 2.0.1 FHIR resource access)")
+    prefetch: dict[str, Any] | None = Field(None, description="an object (prefetch key -> FHIR resource or null)")
+    extension: dict[str, Any] | None = Field(None, description="an object (extension URL -> value)")
+
+
+class PatientViewContext(_Model):
+    patientId: _Text = Field(description="non-empty text (the FHIR id of the patient whose chart is open)")
+    userId: str | None = Field(None, description="text (a FHIR reference to the user)")
+    encounterId: str | None = Field(None, description="text (the FHIR id of the encounter)")
+
+
+class DraftOrders(_Model):
+    resourceType: Literal["Bundle"] = Field(description='"Bundle" (draftOrders is a FHIR Bundle)')
+
+
+class OrderSignContext(_Model):
+    patientId: _Text = Field(description="non-empty text (the FHIR id of the patient the orders are for)")
+    draftOrders: DraftOrders = Field(description="a FHIR Bundle (of the orders to sign)")
+    userId: str | None = Field(None, description="text (a FHIR reference to the user)")
+    encounterId: str | None = Field(None, description="text (the FHIR id of the encounter)")
+
+
+CONTEXTS: Mapping[str, type[_Model]] = types.MappingProxyType({
+    "patient-view": PatientViewContext,
+    "order-sign": OrderSignContext,
+})
+
+
+class Coding(_Model):
+    code: str = Field(description="text (a Coding has a code and a system)")
+    system: str = Field(description="text (a Coding has a code and a system)")
+    display: str | None = Field(None, description="text")
+
+
+class OverrideReason(_Model):
+    reason: Coding | None = Field(None, description="a Coding with code and system (one of the card's "
+                                                    "overrideReasons)")
+    userComment: str | None = Field(None, description="text")
+
+
+class AcceptedSuggestion(_Model):
+    id: str = Field(description="text (the id of a suggestion of the card)")
+
+
+class FeedbackItem(_Model):
+    card: _Text = Field(description="the card's uuid, non-empty text")
+    outcome: Literal["accepted", "overridden"] = Field(description='"accepted" or "overridden"')
+    outcomeTimestamp: str = Field(description="an RFC 3339 date-time, UTC")
+    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(None, description='a list of {"id": ...}')
+    overrideReason: OverrideReason | None = Field(None, description="an object")
+
+    @field_validator("outcomeTimestamp")
+    @classmethod
+    def _rfc3339(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{_shown(value)} is not an RFC 3339 date-time") from None
+        return value
+
+
+class FeedbackBody(_Model):
+    feedback: list[FeedbackItem] = Field(min_length=1, description="a list of at least one feedback item (the "
+                                                                   'body is {"feedback": [...]})')
+
+
+# --- turning pydantic's errors into one-line, path-level messages -----------------------------------------------------
+
+
+def request_problems(body: Any, service_hook: str, service_id: str) -> list[dict[str, str]]:
+    """Every problem of a hook request for a service answering ``service_hook``: ``[{"path", "message"}]``."""
+    if not isinstance(body, Mapping):
+        return [{"path": "", "message": "the request body must be a JSON object (a CDS Hooks request)"}]
+    hook = body.get("hook")
+    if isinstance(hook, str) and hook and hook != service_hook:  # the rest is judged by the hook's own rules
+        return [{"path": "hook", "message": f"service {service_id} answers the {service_hook} hook, not {hook!r}"}]
+    problems = _problems(HookRequest, body)
+    context = body.get("context")
+    if isinstance(context, Mapping):
+        problems += _problems(CONTEXTS[service_hook], context, prefix=("context",), required_by=service_hook)
+    return problems
+
+
+def feedback_problems(body: Any) -> list[dict[str, str]]:
+    """Every problem of a feedback body (CDS Hooks 2.0.1): ``[{"path", "message"}]``."""
+    if not isinstance(body, Mapping):
+        return [{"path": "", "message": 'feedback must be an object {"feedback": [...]} with at least one item'}]
+    return _problems(FeedbackBody, body)
+
+
+def refuse(problems: list[dict[str, str]]) -> BadRequestError:
+    """The 400 for ``problems``: every message on one line, and each path in ``details``."""
+    return BadRequestError("; ".join(p["message"] for p in problems), {"problems": problems})
+
+
+def _problems(model: type[BaseModel], data: Any, prefix: tuple[str | int, ...] = (),
+              required_by: str | None = None) -> list[dict[str, str]]:
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return [_problem(model, prefix, error, required_by) for error in exc.errors(include_url=False)]
+    return []
+
+
+def _problem(model: type[BaseModel], prefix: tuple[str | int, ...], error: Any,
+             required_by: str | None) -> dict[str, str]:
+    loc = tuple(error["loc"])
+    path = _path(prefix + loc)
+    allowed = _description(model, loc)
+    kind = error["type"]
+    if kind == "missing":
+        by = f" by the {required_by} hook" if required_by else ""
+        message = f"{path} is required{by}" + (f": {allowed}" if allowed else "")
+    elif kind == "value_error":  # a validator's own sentence, e.g. "... is not an RFC 3339 date-time"
+        message = f"{path} {str(error['ctx']['error'])}"
+    else:
+        message = f"{path} must be {allowed or 'something else'}, not {_shown(error.get('input'))}"
+    return {"path": path, "message": message}
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _description(model: type[BaseModel], loc: tuple[str | int, ...]) -> str | None:
+    """The description of the field at ``loc`` (list indexes skipped), or None where there is no such field."""
+    current: Any = model
+    description = None
+    for part in loc:
+        if isinstance(part, int):  # an item of a list: of a model's objects, or of anything
+            description = "an object" if current is not None else None
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not isinstance(part, str) or fields is None or part not in fields:
+            return None
+        field = fields[part]
+        description = field.description
+        current = _model_in(field.annotation)
+    return description
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside an annotation (``X | None``, ``list[X]``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _shown(value: Any) -> str:
+    """An offending value as a message shows it: short scalars as written, anything else by its JSON type."""
+    if isinstance(value, (dict, Mapping)):
+        return "an object"
+    if isinstance(value, list):
+        return "an empty list" if not value else "a list"
+    if isinstance(value, str) and len(value) > 60:
+        return repr(value[:60] + "...")
+    return "null" if value is None else repr(value)

@@ -1,0 +1,148 @@
+"""CDS Hooks requests and feedback bodies are checked against typed models: every field path that is wrong is named,
+with what it allows, in one 400 (``details.problems`` lists them); what is accepted goes on exactly as sent."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from service_support import hook_request, running_service
+
+from imt_cds.service.errors import BadRequestError
+from imt_cds.service.feedback import parse_feedback
+from imt_cds.service.hooks import check_request, find_service
+
+PATIENT_VIEW = find_service("imt-patient-view")
+ORDER_SIGN = find_service("imt-order-sign")
+BUNDLE = {"resourceType": "Bundle", "entry": []}
+
+
+def refusal(body, service=PATIENT_VIEW) -> BadRequestError:
+    with pytest.raises(BadRequestError) as raised:
+        check_request(body, service)
+    return raised.value
+
+
+def paths(error: BadRequestError) -> list[str]:
+    return [problem["path"] for problem in error.details["problems"]]
+
+
+def test_a_valid_request_goes_on_as_sent_with_fields_the_models_do_not_know():
+    body = hook_request("patient-view", prefetch={"patient": None}, extension={"urn:x": True}, fhirServer="https://f",
+                        fhirAuthorization={"access_token": "t", "token_type": "Bearer", "expires_in": 300},
+                        somethingElse=[1])
+    assert check_request(body, PATIENT_VIEW) == body
+    signing = hook_request("order-sign")
+    signing["context"]["draftOrders"] = BUNDLE
+    assert check_request(signing, ORDER_SIGN) == signing
+
+
+def test_every_wrong_field_of_a_request_is_named_by_its_path_in_one_refusal():
+    body = {"hook": "patient-view", "hookInstance": "", "context": {"patientId": 7, "userId": ["x"]},
+            "fhirServer": 3, "prefetch": [], "extension": "on", "fhirAuthorization": {"token_type": "Bearer"}}
+    error = refusal(body)
+    assert sorted(paths(error)) == sorted(["hookInstance", "fhirServer", "fhirAuthorization.access_token", "prefetch",
+                                           "extension", "context.patientId", "context.userId"])
+    problems = {p["path"]: p["message"] for p in error.details["problems"]}
+    assert problems["fhirServer"] == "fhirServer must be a URL (the base URL of the client's FHIR server), not 3"
+    assert problems["prefetch"].startswith("prefetch must be an object") and problems["prefetch"].endswith(
+        "not an empty list")
+    assert problems["fhirAuthorization.access_token"].startswith("fhirAuthorization.access_token is required")
+    assert problems["context.patientId"] == ("context.patientId must be non-empty text (the FHIR id of the patient "
+                                             "whose chart is open), not 7")
+    assert error.message == "; ".join(problems.values())
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ([], "the request body must be a JSON object (a CDS Hooks request)"),
+    ({"hookInstance": "1", "context": {"patientId": "p"}}, "hook is required: non-empty text"),
+    ({"hook": "patient-view", "hookInstance": "1"}, "context is required: an object"),
+    ({"hook": "patient-view", "hookInstance": "1", "context": "p"}, "context must be an object"),
+    ({"hook": "patient-view", "hookInstance": "1", "context": {}},
+     "context.patientId is required by the patient-view hook: non-empty text"),
+    ({"hook": "order-select", "hookInstance": "1", "context": {}},
+     "service imt-patient-view answers the patient-view hook, not 'order-select'"),
+    ({"hook": "patient-view", "hookInstance": True, "context": {"patientId": "p"}},
+     "hookInstance must be non-empty text (a CDS Hooks request has hook, hookInstance and context), not True"),
+])
+def test_a_request_that_is_not_a_call_this_service_answers_is_refused_with_the_reason(body, message):
+    assert refusal(body).message.startswith(message)
+
+
+@pytest.mark.parametrize(("orders", "path", "message"), [
+    (None, "context.draftOrders", "context.draftOrders is required by the order-sign hook: a FHIR Bundle (of the orders to sign)"),
+    ({"resourceType": "MedicationRequest"}, "context.draftOrders.resourceType",
+     "context.draftOrders.resourceType must be \"Bundle\" (draftOrders is a FHIR Bundle), not 'MedicationRequest'"),
+    ([BUNDLE], "context.draftOrders", "context.draftOrders must be a FHIR Bundle (of the orders to sign), not a list"),
+])
+def test_order_sign_requires_its_draft_orders_as_a_bundle(orders, path, message):
+    body = hook_request("order-sign")
+    if orders is not None:
+        body["context"]["draftOrders"] = orders
+    error = refusal(body, ORDER_SIGN)
+    assert paths(error) == [path] and error.message == message
+
+
+def test_patient_view_does_not_require_draft_orders():
+    assert check_request(hook_request("patient-view"), PATIENT_VIEW)["context"]["patientId"]
+
+
+def test_types_are_never_coerced():
+    body = hook_request("patient-view", fhirAuthorization={"access_token": "t", "expires_in": "300"})
+    assert paths(refusal(body)) == ["fhirAuthorization.expires_in"]
+
+
+# --- feedback -----------------------------------------------------------------------------------------------------
+
+ITEM = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2024-01-01T00:00:00Z"}
+
+
+def test_valid_feedback_items_are_returned_as_sent():
+    items = [dict(ITEM, extra={"kept": True}),
+             dict(ITEM, outcome="overridden", acceptedSuggestions=[{"id": "s"}],
+                  overrideReason={"reason": {"code": "x", "system": "urn:s", "display": "X"}, "userComment": "ok"})]
+    assert parse_feedback({"feedback": items}) == items
+
+
+@pytest.mark.parametrize(("item", "path", "message"), [
+    ({"outcome": "accepted", "outcomeTimestamp": "2024-01-01T00:00:00Z"}, "feedback[0].card",
+     "feedback[0].card is required: the card's uuid, non-empty text"),
+    (dict(ITEM, outcome="maybe"), "feedback[0].outcome",
+     "feedback[0].outcome must be \"accepted\" or \"overridden\", not 'maybe'"),
+    (dict(ITEM, outcomeTimestamp="yesterday"), "feedback[0].outcomeTimestamp",
+     "feedback[0].outcomeTimestamp 'yesterday' is not an RFC 3339 date-time"),
+    (dict(ITEM, acceptedSuggestions=[{"id": 1}]), "feedback[0].acceptedSuggestions[0].id",
+     "feedback[0].acceptedSuggestions[0].id must be text (the id of a suggestion of the card), not 1"),
+    (dict(ITEM, overrideReason={"reason": {"code": "x"}}), "feedback[0].overrideReason.reason.system",
+     "feedback[0].overrideReason.reason.system is required: text (a Coding has a code and a system)"),
+    (dict(ITEM, overrideReason={"userComment": 5}), "feedback[0].overrideReason.userComment",
+     "feedback[0].overrideReason.userComment must be text, not 5"),
+    ("c", "feedback[0]", "feedback[0] must be an object, not 'c'"),
+])
+def test_each_wrong_feedback_field_is_named_by_its_path(item, path, message):
+    with pytest.raises(BadRequestError) as raised:
+        parse_feedback({"feedback": [ITEM, item][1:]})
+    assert paths(raised.value) == [path] and raised.value.message == message
+
+
+# --- over HTTP ----------------------------------------------------------------------------------------------------
+
+
+def test_the_400_body_lists_every_problem_with_its_path():
+    with running_service("--allow-unauthenticated", "--workers", "1") as service:
+        response = httpx.post(service.url + "/cds-services/imt-patient-view",
+                              json={"hook": "patient-view", "hookInstance": 1, "context": {}}, timeout=60)
+        feedback = httpx.post(service.url + "/cds-services/imt-patient-view/feedback",
+                              json={"feedback": [dict(ITEM, outcome="maybe")]}, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "cds_bad_request"
+    assert [p["path"] for p in error["details"]["problems"]] == ["hookInstance", "context.patientId"]
+    assert "context.patientId is required by the patient-view hook" in error["message"]
+    assert feedback.status_code == 400
+    assert feedback.json()["error"]["details"]["problems"][0]["path"] == "feedback[0].outcome"
+
+
+@pytest.mark.parametrize("body", [{}, {"feedback": []}, {"feedback": {}}, ["feedback"]])
+def test_feedback_without_a_list_of_at_least_one_item_is_refused(body):
+    with pytest.raises(BadRequestError, match="feedback"):
+        parse_feedback(body)
