@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ChartRefusedError, InputProblem, InvalidInputError
@@ -88,16 +89,16 @@ OBSERVATION_CODES = (
 )
 
 # HGNC identifiers of the genes the rules look at -> (the facts' gene, the gene's symbol); NTRK1/2/3 all count as NTRK.
-GENE_BY_HGNC = {
+GENE_BY_HGNC = MappingProxyType({
     "HGNC:427": ("alk", "ALK"), "HGNC:10261": ("ros1", "ROS1"), "HGNC:8031": ("ntrk", "NTRK1"),
     "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
     "HGNC:8804": ("pdgfrb", "PDGFRB"),
-}
-HGNC_BY_SYMBOL = {symbol: hgnc for hgnc, (_, symbol) in GENE_BY_HGNC.items()}
+})
+HGNC_BY_SYMBOL = MappingProxyType({symbol: hgnc for hgnc, (_, symbol) in GENE_BY_HGNC.items()})
 
 # SNOMED CT body structures -> tumor.site. Codes as used by mCODE's examples and DICOM's "Common Anatomic Region"
 # value set (CID 4031); a code not listed here maps to "other" (never to a guess).
-SITE_BY_SNOMED = {
+SITE_BY_SNOMED = MappingProxyType({
     **dict.fromkeys(("39607008", "31094006", "86598002", "955009", "44567001", "72410000", "816094009", "113197003",
                      "56873002", "80891009"), "thoracic"),
     # lung, lobe of lung, apex of lung, bronchus, trachea, mediastinum, chest, rib, sternum, heart
@@ -113,7 +114,7 @@ SITE_BY_SNOMED = {
                      "70925003", "371398005", "661005", "54019009"), "head_neck"),
     # head, neck, head and neck, larynx, orbit, paranasal sinus, parotid, mandible, maxilla, eye region, jaw region,
     # submandibular gland
-}
+})
 MAX_CHART_BYTES = 64 * 1024 * 1024  # a FHIR chart file read by the CLI (a patient's facts are limited to 1 MB)
 _STANDARD_PATHS = ("patient_id", "age_years", "tumor.site", "tumor.size_cm")  # not settable through FACT_SYSTEM
 _FINAL = ("final", "amended", "corrected")

@@ -154,12 +154,7 @@ def test_an_unknown_rule_id_is_refused_with_a_code_and_a_suggestion_and_stays_a_
 # --- immutable public tables -------------------------------------------------------------------------------------
 
 # Public module-level attributes allowed to be a mutable dict/list/set, and why.
-MUTABLE_ALLOWED = {
-    # The FHIR reader's code tables are being reworked on another branch; they are frozen when that lands.
-    ("imt_cds.fhir", "GENE_BY_HGNC"),
-    ("imt_cds.fhir", "HGNC_BY_SYMBOL"),
-    ("imt_cds.fhir", "SITE_BY_SNOMED"),
-}
+MUTABLE_ALLOWED: set[tuple[str, str]] = set()
 
 
 def test_no_public_module_level_table_can_be_changed_by_a_caller():
@@ -173,10 +168,13 @@ def test_no_public_module_level_table_can_be_changed_by_a_caller():
 
 
 def test_the_frozen_tables_still_read_as_before():
-    from imt_cds.fhir_output import INDICATOR_PRIORITY, KIND_INDICATOR
+    from imt_cds.fhir import GENE_BY_HGNC
+    from imt_cds.fhir_output import INDICATOR_PRIORITY
     from imt_cds.rulebook import FINDING_PREFIXES
 
     assert FINDING_PREFIXES["REC_"] == "recommendation"
-    assert KIND_INDICATOR["risk_flag"] == "warning" and len(INDICATOR_PRIORITY) == 3
+    assert len(INDICATOR_PRIORITY) == 3 and GENE_BY_HGNC["HGNC:427"] == ("alk", "ALK")
+    with pytest.raises(TypeError):
+        GENE_BY_HGNC["HGNC:1"] = ("x", "X")  # type: ignore[index]
     with pytest.raises(TypeError):
         FINDING_PREFIXES["X_"] = "anything"  # type: ignore[index]
