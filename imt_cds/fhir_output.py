@@ -98,7 +98,11 @@ class System(StrEnum):
 def finding_indicator(finding: Mapping[str, Any]) -> Indicator:
     """The CDS Hooks indicator of a finding of an assessment document: the one its rule file declares
     (``indicator:``), carried in the document, so the service's cards and ``audit export`` agree."""
-    return Indicator(finding["indicator"])
+    if "indicator" in finding:
+        return Indicator(finding["indicator"])
+    # A document recorded before findings carried their indicator (rulebook 0.1.0 audit records): the least its kind
+    # ever had, so an export of an old record never fails (the critical ones of those days then read as warnings).
+    return Indicator.INFO if finding.get("kind") in ("recommendation", "data_request") else Indicator.WARNING
 
 # ConceptMap http://cds-hooks.hl7.org/ConceptMap/indicator-to-request-priority
 INDICATOR_PRIORITY: Mapping[Indicator, str] = MappingProxyType({

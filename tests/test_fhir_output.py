@@ -228,3 +228,13 @@ def test_exporting_twice_gives_the_same_bundle(engine):
     document = engine.evaluate(json.loads(EXAMPLES[1].read_text())).to_dict()
     assert assessment_bundle(document, request_id="hook-1") == assessment_bundle(document, request_id="hook-1")
     assert Bundle.model_validate(assessment_bundle(document))  # a live assessment, without an audit record
+
+
+def test_a_finding_recorded_before_findings_carried_their_indicator_is_still_exported():
+    """Audit records made with rulebook 0.1.0 have no ``indicator`` on their findings: export falls back to the
+    finding's kind (never fails on an old record)."""
+    from imt_cds.fhir_output import finding_indicator
+
+    assert finding_indicator({"kind": "recommendation"}) == "info"
+    assert finding_indicator({"kind": "risk_flag"}) == "warning"
+    assert finding_indicator({"kind": "flag", "indicator": "critical"}) == "critical"
