@@ -52,6 +52,11 @@ def register(commands: Any) -> None:
                        "(repeat for several issuers)")
     serve.add_argument("--jwt-leeway", type=int, default=60, metavar="SECONDS",
                        help="clock skew allowed on exp and iat (default 60)")
+    serve.add_argument("--jwt-max-lifetime", type=int, default=None, metavar="SECONDS",
+                       help="longest token lifetime exp - iat accepted, and the oldest iat (default 300; at most "
+                       "3600)")
+    serve.add_argument("--jwt-max-bytes", type=int, default=None, metavar="BYTES",
+                       help="longest bearer token accepted (default 8192; from 1024 to 65536)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve without authentication (prints a warning; for a closed test network only)")
     serve.add_argument("--audit", metavar="DB",
@@ -71,7 +76,13 @@ def register(commands: Any) -> None:
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser-based CDS clients from this origin (repeatable; default: none)")
     serve.add_argument("--fhir-server", action="append", default=[], metavar="URL",
-                       help="only fetch from fhirServer URLs under this prefix (repeatable; default: any)")
+                       help="allow fetching from fhirServer URLs under this prefix (repeatable; default: none, "
+                       "nothing is fetched and a missing prefetch key is a 412)")
+    serve.add_argument("--fhir-deadline", type=float, default=None, metavar="SECONDS",
+                       help="time for all fetches from fhirServer of one request together (default 20; at most 300)")
+    serve.add_argument("--fhir-private-network", action="append", default=[], metavar="CIDR",
+                       help="a private network an allowed FHIR server may resolve into, e.g. 10.20.0.0/16 "
+                       "(repeatable; default: none, only public addresses or an IP named in --fhir-server)")
     serve.add_argument("--not-eligible-card", action="store_true",
                        help="answer a chart without an IMT diagnosis (or of a deceased patient) with one info card "
                        "saying it was not evaluated (default: no card at all)")
@@ -86,8 +97,8 @@ def register(commands: Any) -> None:
     limits.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="an idle kept-alive connection is closed after this time (default 5)")
     limits.add_argument("--store-timeout", type=float, default=5.0, metavar="SECONDS",
-                        help="a feedback write waits at most this long for the store's write lock, then gets a 503 "
-                        "(default 5)")
+                        help="a feedback write or an evaluation's audit record waits at most this long for the "
+                        "store's write lock, then gets a 503 (default 5)")
     serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     serve.set_defaults(run=_run_serve)
 
@@ -116,7 +127,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     auth = None
     if args.trust:
         auth = AuthSettings(tuple(TrustedIssuer(iss, jwks) for iss, jwks in args.trust),
-                            leeway_seconds=args.jwt_leeway)
+                            leeway_seconds=args.jwt_leeway, **_given(max_lifetime_seconds=args.jwt_max_lifetime,
+                                                                     max_token_bytes=args.jwt_max_bytes))
     config = ServiceConfig(
         public_url=args.public_url or f"http://{args.host}:{args.port}",
         auth=auth,
@@ -133,6 +145,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         not_eligible_card=args.not_eligible_card,
         fhir_servers=tuple(args.fhir_server),
         store_timeout=args.store_timeout,
+        fhir_private_networks=tuple(args.fhir_private_network),
+        **_given(fhir_deadline=args.fhir_deadline),
     )
     limits = ConnectionLimits(max_connections=args.max_connections, header_timeout=args.header_timeout,
                               body_timeout=args.body_timeout, keep_alive_timeout=args.keep_alive_timeout)
@@ -169,6 +183,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     with listener:
         uvicorn.Server(server_config).run(sockets=[listener])
     return EXIT_OK
+
+
+def _given(**settings: Any) -> dict[str, Any]:
+    """The options given on the command line; the others keep the defaults of the settings' own classes (one place
+    for each default)."""
+    return {name: value for name, value in settings.items() if value is not None}
 
 
 def _listen(host: str, port: int) -> socket.socket:

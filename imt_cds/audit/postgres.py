@@ -70,8 +70,12 @@ class PostgresAuditStore(SQLAuditStore):
 
     placeholder = "%s"
 
-    def __init__(self, conninfo: str, *, store_input: bool = True, create: bool = True, connect_timeout: int = 10):
+    def __init__(self, conninfo: str, *, store_input: bool = True, create: bool = True, connect_timeout: int = 10,
+                 lock_timeout: float | None = None):
+        """``lock_timeout``: seconds a write may wait for the other writers (the chain's lock), then it fails
+        (``AuditStoreError``); None waits as long as it takes."""
         super().__init__(store_input=store_input)
+        self._lock_timeout_ms = None if lock_timeout is None else max(1, int(lock_timeout * 1000))
         self._psycopg = _psycopg()
         self._driver_error = self._psycopg.Error
         self._conninfo = conninfo
@@ -89,6 +93,8 @@ class PostgresAuditStore(SQLAuditStore):
         except psycopg.Error as exc:
             raise AuditStoreError(f"cannot connect to the audit database {self.location}: {_one_line(exc)}") from exc
         try:
+            if self._lock_timeout_ms is not None:  # bounds the wait for the advisory lock that serializes appends
+                connection.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
             with connection.transaction():
                 exists = connection.execute("SELECT to_regclass('audit_records') IS NOT NULL").fetchone()[0]
                 if not exists:

@@ -64,7 +64,8 @@ def create_app(config: ServiceConfig) -> Any:
 
     config.check()
     rulebook = load_rulebook(config.rules)
-    authenticator = Authenticator(config.auth, replay_store=config.audit) if config.auth is not None else None
+    authenticator = (Authenticator(config.auth, replay_store=config.audit, replay_timeout=config.store_timeout)
+                     if config.auth is not None else None)
     cards = CardIndex()
     # Open the audit store (creating its tables before feedback's) and the feedback sink once now, so a store that
     # cannot be used stops the start with one clear line instead of a failed lifespan under a listening server.
@@ -77,7 +78,7 @@ def create_app(config: ServiceConfig) -> Any:
                               timeout=config.store_timeout)
         pool = WorkerPool(WorkerSettings(rules=str(config.rules) if config.rules else None,
                                          cache_size=config.cache_size, audit=config.audit,
-                                         audit_input=config.audit_input),
+                                         audit_input=config.audit_input, store_timeout=config.store_timeout),
                           config.workers, timeout=config.request_timeout)
         await pool.start()
         app.state.pool = pool
@@ -88,6 +89,8 @@ def create_app(config: ServiceConfig) -> Any:
         finally:
             await pool.close()
             sink.close()
+            if authenticator is not None:
+                authenticator.replays.close()  # the replay cache's database connection, when it has one
 
     app = FastAPI(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)

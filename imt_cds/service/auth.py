@@ -84,7 +84,7 @@ class _KeySet:
 class Authenticator:
     """Checks bearer JWTs against the trusted issuers. Build it once (key files are read and checked here)."""
 
-    def __init__(self, settings: AuthSettings, replay_store: str | None = None):
+    def __init__(self, settings: AuthSettings, replay_store: str | None = None, replay_timeout: float = 30.0):
         """``replay_store``: the audit store's target (SQLite path or ``postgresql://``) to keep token ids in, so
         that replicas share them and a restart forgets none; None keeps them in this process's memory."""
         try:
@@ -98,7 +98,7 @@ class Authenticator:
         self._pinned: dict[str, _KeySet] = {}
         self._fetched: dict[str, _KeySet] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self.replays: ReplayCache = open_replay_cache(replay_store, settings.replay_cache_size)
+        self.replays: ReplayCache = open_replay_cache(replay_store, settings.replay_cache_size, replay_timeout)
         self._replay_blocks = replay_store is not None
         for issuer in settings.issuers:
             if issuer.iss in self._issuers:

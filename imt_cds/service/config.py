@@ -7,6 +7,7 @@ before the server starts, and refuses one that would run without authentication 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,12 @@ from .errors import ServiceConfigError
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "AuditStoreUnavailableError", "ServiceConfig"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a prefetch of a long chart is large; 8 MiB holds thousands of resources
+# Bounds of the settings an operator may change. A token lifetime over an hour would defeat the point of short-lived
+# tokens (CDS Hooks 2.0.1: minutes); a token cap under 1 KiB refuses ordinary tokens, one over 64 KiB lets a header
+# cost more to check than a request; a fetch deadline over 5 minutes holds a request longer than any EHR waits.
+MAX_TOKEN_LIFETIME_SECONDS = 3600
+TOKEN_BYTES_RANGE = (1024, 65536)
+MAX_FHIR_DEADLINE_SECONDS = 300.0
 
 
 class AuditStoreUnavailableError(ServiceConfigError):
@@ -46,7 +53,7 @@ class ServiceConfig:
     fhir_timeout: float = 10.0  # seconds per FHIR request to fhirServer
     fhir_max_pages: int = 20  # searchset pages followed per prefetch query
     not_eligible_card: bool = False  # one info card for a chart without an IMT diagnosis (default: no card at all)
-    store_timeout: float = 5.0  # seconds a feedback write may wait for the store's write lock before a 503
+    store_timeout: float = 5.0  # seconds a store write (feedback, audit record, token id) may wait before a 503
     fhir_deadline: float = 20.0  # seconds for all fetches from fhirServer of one request together
     fhir_private_networks: tuple[str, ...] = ()  # CIDR networks an allowed FHIR server may resolve into
 
@@ -69,6 +76,18 @@ class ServiceConfig:
         if not 0 < self.store_timeout <= 300:
             raise ServiceConfigError(f"--store-timeout {self.store_timeout:g} must be more than 0 and at most 300 "
                                      "seconds")
+        if self.store_timeout >= self.request_timeout:
+            # The audit record is written inside the evaluation: past --request-timeout the worker is killed
+            # instead of answering that the store is busy.
+            raise ServiceConfigError(f"--store-timeout {self.store_timeout:g} must be less than --request-timeout "
+                                     f"{self.request_timeout:g}")
+        if self.auth is not None:
+            _check_auth_limits(self.auth)
+        if not 0 < self.fhir_deadline <= MAX_FHIR_DEADLINE_SECONDS:
+            raise ServiceConfigError(f"--fhir-deadline {self.fhir_deadline:g} must be more than 0 and at most "
+                                     f"{MAX_FHIR_DEADLINE_SECONDS:g} seconds")
+        for network in self.fhir_private_networks:
+            _check_private_network(network)
         if self.max_body_bytes < 1024:
             raise ServiceConfigError("the body size limit must be at least 1024 bytes")
         for origin in self.cors_origins:
@@ -84,3 +103,31 @@ class ServiceConfig:
     def service_url(self, path: str) -> str:
         """The public URL of one of the service's paths (``/cds-services/imt-patient-view``)."""
         return self.public_url + path
+
+
+def _check_auth_limits(auth: AuthSettings) -> None:
+    if not 0 < auth.max_lifetime_seconds <= MAX_TOKEN_LIFETIME_SECONDS:
+        raise ServiceConfigError(f"--jwt-max-lifetime {auth.max_lifetime_seconds} must be more than 0 and at most "
+                                 f"{MAX_TOKEN_LIFETIME_SECONDS} seconds (CDS Hooks tokens live for minutes)")
+    low, high = TOKEN_BYTES_RANGE
+    if not low <= auth.max_token_bytes <= high:
+        raise ServiceConfigError(f"--jwt-max-bytes {auth.max_token_bytes} must be from {low} to {high} bytes")
+
+
+def _check_private_network(network: str) -> None:
+    """A network in CIDR form with no host bits set: ``10.0.0.5/8`` is refused rather than read as ``10.0.0.0/8``
+    (the deployer may have meant the one host), and a default route (``0.0.0.0/0``, ``::/0``) would switch the
+    address check off altogether."""
+    try:
+        parsed = ip_network(network, strict=True)
+    except ValueError as exc:
+        hint = ""
+        try:
+            hint = f" (did you mean {ip_network(network, strict=False)}?)"
+        except ValueError:
+            pass
+        raise ServiceConfigError(f"--fhir-private-network {network!r} is not a network in CIDR form such as "
+                                 f"10.20.0.0/16 or fd00::/8: {exc}{hint}") from exc
+    if parsed.prefixlen == 0:
+        raise ServiceConfigError(f"--fhir-private-network {network!r} allows every address; name the network your "
+                                 "FHIR server is in (e.g. 10.20.0.0/16)")

@@ -45,11 +45,12 @@ class ReplayCache(Protocol):
     def close(self) -> None: ...
 
 
-def open_replay_cache(store: str | None, max_entries: int) -> ReplayCache:
-    """The replay cache of a service: in the audit store's database when there is one, else in memory."""
+def open_replay_cache(store: str | None, max_entries: int, lock_timeout: float = 30.0) -> ReplayCache:
+    """The replay cache of a service: in the audit store's database when there is one, else in memory.
+    ``lock_timeout``: seconds a check may wait for the database's write lock before the call is refused (503)."""
     if store is None:
         return MemoryReplayCache(max_entries)
-    return SqlReplayCache(store)
+    return SqlReplayCache(store, lock_timeout)
 
 
 class MemoryReplayCache:
@@ -89,8 +90,9 @@ class SqlReplayCache:
     is opened on first use (the audit store creates its file and tables at start-up) and re-opened after an error.
     A database that cannot be reached refuses the call (503): a token is never accepted unchecked."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, lock_timeout: float = 30.0):
         self.target = target
+        self.lock_timeout = lock_timeout
         self._postgres = is_postgres_target(target)
         self._placeholder = "%s" if self._postgres else "?"
         self._connection: Any = None
@@ -118,14 +120,19 @@ class SqlReplayCache:
             import psycopg
 
             connection = psycopg.connect(self.target, autocommit=True, connect_timeout=10)
+            connection.execute(f"SET lock_timeout = {max(1, int(self.lock_timeout * 1000))}")
             with connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(7308604897068083555)")  # one creator at a time
                 for statement in _SCHEMA:
                     connection.execute(statement)
         else:
-            connection = sqlite3.connect(self.target, timeout=30, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA busy_timeout = 30000")
+            connection = sqlite3.connect(self.target, timeout=self.lock_timeout, isolation_level=None,
+                                         check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout = {max(1, int(self.lock_timeout * 1000))}")
             connection.execute("PRAGMA journal_mode = WAL")
+            # As the audit store: a token id is on disk before its call is answered. With WAL's default (NORMAL) a
+            # power loss could drop the last ids recorded, and a token captured just before could be replayed.
+            connection.execute("PRAGMA synchronous = FULL")
             for statement in _SCHEMA:
                 connection.execute(statement.replace("DOUBLE PRECISION", "REAL"))
         self._connection = connection

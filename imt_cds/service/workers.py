@@ -33,12 +33,21 @@ from typing import Any
 
 import orjson
 
-from .errors import EvaluationFailedError, ServiceConfigError, WorkerCrashedError, WorkerTimeoutError
+from .errors import (
+    EvaluationFailedError,
+    ServiceConfigError,
+    ServiceUnavailableError,
+    WorkerCrashedError,
+    WorkerTimeoutError,
+)
 
-__all__ = ["WorkerPool", "WorkerSettings"]
+__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings"]
 
 log = logging.getLogger("imt_cds.service")
 
+# What a client reads when its evaluation could not be recorded (fixed text; the store's error goes to the log).
+AUDIT_UNAVAILABLE_MESSAGE = ("the audit trail cannot record this evaluation now: no cards are returned without a "
+                             "record; try again")
 START_TIMEOUT = 120.0  # seconds for a new worker to load and compile the rulebook
 WORKER_NAME = b"imt-cds-worker"
 _PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir"]
@@ -52,6 +61,14 @@ class WorkerSettings:
     cache_size: int = 4096
     audit: str | None = None
     audit_input: bool = True
+    store_timeout: float = 5.0  # seconds an audit append may wait for the store's write lock
+
+
+class AuditUnavailableError(ServiceUnavailableError):
+    """The audit store could not record the evaluation (its write lock held past the store timeout, or a failing
+    database): the cards are withheld, since none may be shown without a record (fail closed)."""
+
+    code = "cds_audit_unavailable"
 
 
 class _SendFailed(Exception):
@@ -283,6 +300,9 @@ class WorkerPool:
             result: dict[str, Any] = orjson.loads(answer)
             if not result.get("ok"):
                 error = result.get("error") or {}
+                if error.get("code") == AuditUnavailableError.code:
+                    raise AuditUnavailableError(f"the evaluation was not recorded: {error.get('message')}",
+                                                public_message=AUDIT_UNAVAILABLE_MESSAGE)
                 raise EvaluationFailedError(f"the evaluation failed: {error.get('message', 'unknown error')}",
                                             {"code": error.get("code")})
             return result
@@ -312,7 +332,8 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
         try:
             job = connection.recv_bytes()
         except (EOFError, OSError):
-            return  # the server closed the pipe (or went away): nothing more to do
+            handler.close()  # the server closed the pipe (or went away): nothing more to do
+            return
         try:
             answer = handler.handle(orjson.loads(job))
         except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
@@ -346,9 +367,7 @@ class _Handler:
         self._facts_from_resources = facts_from_resources
         self._store: Any = None
         if settings.audit:
-            from ..audit import open_store
-
-            self._store = open_store(settings.audit, store_input=settings.audit_input)
+            self._store = _open_audit_store(settings)
         # The store is not the engine's audit sink: the worker appends each assessment itself, to keep its record id.
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
 
@@ -368,7 +387,40 @@ class _Handler:
             diagnosis = read.eligibility.diagnosis
             assessment = self.engine.evaluate(read.facts, diagnosis=diagnosis.to_dict() if diagnosis else None)
             # Fail closed: an assessment that could not be recorded is not returned (append raises; the job fails).
-            evaluation_id = self._store.append(assessment) if self._store is not None else uuid.uuid4()
+            evaluation_id = self._record(assessment) if self._store is not None else uuid.uuid4()
             answer["assessment"] = orjson.Fragment(assessment.to_json())
             answer["evaluation_id"] = str(evaluation_id)
         return answer
+
+    def _record(self, assessment: Any) -> Any:
+        from ..errors import AuditError
+
+        try:
+            return self._store.append(assessment)
+        except AuditError as exc:  # busy past the store timeout, or failing: the server answers 503, no cards
+            raise _NotRecorded(str(exc)) from exc
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+class _NotRecorded(Exception):
+    """The audit store did not take the record; the job's answer carries ``AuditUnavailableError``'s code."""
+
+    code = AuditUnavailableError.code
+
+
+def _open_audit_store(settings: WorkerSettings) -> Any:
+    """The worker's audit store, whose appends wait at most ``store_timeout`` for the write lock (the audit
+    store's own default, 60 s, is for batch runs; a hook call must answer sooner than ``--request-timeout``)."""
+    from ..audit.store import is_postgres_target
+
+    if is_postgres_target(settings.audit):
+        from ..audit.postgres import PostgresAuditStore
+
+        return PostgresAuditStore(settings.audit, store_input=settings.audit_input,
+                                  lock_timeout=settings.store_timeout)
+    from ..audit.sqlite import SQLiteAuditStore
+
+    return SQLiteAuditStore(settings.audit, store_input=settings.audit_input, timeout=settings.store_timeout)

@@ -1,0 +1,138 @@
+"""The ``imt-cds serve`` options for the token and outbound limits: each is refused with one line (exit 2) when out
+of range, shown in ``--help``, and, when given, reaches the check it sets (the defaults are tested where the checks
+are: ``test_security_tokens.py``, ``test_security_outbound.py``).
+
+One real server runs with every option changed from its default: tokens may live 10 minutes but be at most 2 KiB,
+a FHIR server named ``localhost`` is allowed by its network, and all fetches of a request share a 1 s deadline.
+Every target is a loopback address.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+from service_support import (
+    EXAMPLE_PATIENT,
+    SCRIPT,
+    FhirServer,
+    Signer,
+    bearer,
+    example_resources,
+    free_port,
+    hook_request,
+    running_service,
+)
+
+PUBLIC = "https://cds.example.org"
+DISCOVERY = PUBLIC + "/cds-services"
+PATIENT_VIEW = "/cds-services/imt-patient-view"
+
+REFUSED = {
+    # name: (arguments, text the one line holds)
+    "token lifetime zero": (["--jwt-max-lifetime", "0"], "--jwt-max-lifetime 0 must be more than 0 and at most 3600"),
+    "token lifetime of a day": (["--jwt-max-lifetime", "86400"], "--jwt-max-lifetime 86400 must be more than 0"),
+    "token cap too small": (["--jwt-max-bytes", "100"], "--jwt-max-bytes 100 must be from 1024 to 65536"),
+    "token cap too large": (["--jwt-max-bytes", "1048576"], "--jwt-max-bytes 1048576 must be from 1024 to 65536"),
+    "fetch deadline zero": (["--fhir-deadline", "0"], "--fhir-deadline 0 must be more than 0 and at most 300"),
+    "fetch deadline of an hour": (["--fhir-deadline", "3600"], "--fhir-deadline 3600 must be more than 0"),
+    "network that is not one": (["--fhir-private-network", "intranet"], "'intranet' is not a network in CIDR form"),
+    "network with host bits": (["--fhir-private-network", "10.1.2.3/8"], "did you mean 10.0.0.0/8?"),
+    "network of every address": (["--fhir-private-network", "::/0"], "'::/0' allows every address"),
+    "store timeout past the request timeout": (["--store-timeout", "30"], "--store-timeout 30 must be less than "
+                                               "--request-timeout 30"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_an_out_of_range_limit_is_refused_with_one_line_and_exit_2(tmp_path, name):
+    arguments, text = REFUSED[name]
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    result = subprocess.run([str(SCRIPT), "serve", "--trust", "https://ehr.example.org/", "jwks.json", "--port",
+                             str(free_port()), *arguments], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("imt-cds: error [cds_config]: "), result.stderr
+    assert text in lines[0]
+
+
+def test_help_shows_the_options_and_the_fhir_server_default():
+    result = subprocess.run([str(SCRIPT), "serve", "--help"], capture_output=True, text=True, timeout=120)
+    text = " ".join(result.stdout.split())
+    for option in ("--jwt-max-lifetime SECONDS", "--jwt-max-bytes BYTES", "--fhir-deadline SECONDS",
+                   "--fhir-private-network CIDR"):
+        assert option in text
+    assert "default: any" not in text
+    assert "default: none, nothing is fetched" in text
+
+
+@pytest.fixture(scope="module")
+def signer():
+    return Signer("https://ehr.example.org/")
+
+
+@pytest.fixture(scope="module")
+def fhir():
+    with FhirServer(example_resources()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def silent():
+    """A FHIR server that accepts connections and never answers (the kernel completes the handshake)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield f"http://localhost:{listener.getsockname()[1]}/fhir"
+
+
+@pytest.fixture(scope="module")
+def service(signer, fhir, silent, tmp_path_factory):
+    jwks = signer.write_jwks(tmp_path_factory.mktemp("jwks"))
+    by_name = fhir.base.replace("127.0.0.1", "localhost")
+    with running_service("--trust", signer.iss, str(jwks), "--workers", "1", "--jwt-max-lifetime", "600",
+                         "--jwt-max-bytes", "2048", "--fhir-server", by_name, "--fhir-server", silent,
+                         "--fhir-private-network", "127.0.0.0/8", "--fhir-private-network", "::1/128",
+                         "--fhir-deadline", "1", public_url=PUBLIC) as running:
+        running.by_name = by_name  # type: ignore[attr-defined]
+        yield running
+
+
+def discover(service, token):
+    return httpx.get(service.url + "/cds-services", headers=bearer(token), timeout=60)
+
+
+def view(service, signer, fhir_server, *, timeout=60.0):
+    request = hook_request("patient-view", EXAMPLE_PATIENT, fhirServer=fhir_server)
+    return httpx.post(service.url + PATIENT_VIEW, json=request, timeout=timeout,
+                      headers=bearer(signer.token(PUBLIC + PATIENT_VIEW)))
+
+
+def test_a_token_living_longer_than_the_default_is_accepted_up_to_the_lifetime_given(service, signer):
+    now = int(time.time())
+    assert discover(service, signer.token(DISCOVERY, iat=now, exp=now + 540)).status_code == 200  # 9 minutes
+    assert discover(service, signer.token(DISCOVERY, iat=now, exp=now + 660)).status_code == 401  # 11 minutes
+
+
+def test_a_token_over_the_size_given_is_refused(service, signer):
+    small = signer.token(DISCOVERY)
+    large = signer.token(DISCOVERY, padding="x" * 2400)
+    assert len(small) < 2048 < len(large) < 8192  # the default cap would take it
+    assert discover(service, small).status_code == 200
+    assert discover(service, large).status_code == 401
+    assert "at most 2048 are accepted" in service.log_text()
+
+
+def test_a_fhir_server_in_a_network_given_is_read(service, signer, fhir):
+    fhir.requests.clear()
+    response = view(service, signer, service.by_name)
+    assert response.status_code == 200, response.text
+    assert any(path.startswith("/fhir/Patient/") for path, _ in fhir.requests)
+
+
+def test_the_fetch_deadline_given_bounds_a_server_that_never_answers(service, signer, silent):
+    # The per-request timeout (10 s) and the default deadline (20 s) are both longer than this client waits.
+    response = view(service, signer, silent, timeout=8.0)
+    assert response.status_code == 412, response.text
+    assert "took longer than the 1.0 s deadline" in service.log_text()
