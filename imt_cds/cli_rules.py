@@ -448,8 +448,8 @@ def _run_diff(args: argparse.Namespace) -> int:
         print(_compact(result.to_dict()))
         return 0 if result.ok else 1
     print(f"rulebook {result.old} -> {result.new}")
-    if not (result.rules or result.parameters or result.evidence or result.drugs):
-        print("  no rule, parameter, evidence or drug changes")
+    if not (result.rules or result.parameters or result.evidence or result.drugs or result.value_sets):
+        print("  no rule, parameter, evidence, drug or value set changes")
     for change in result.rules:
         versions = {"added": f"new, v{change.new_version}", "removed": f"was v{change.old_version}"}.get(
             change.change, f"v{change.old_version} -> v{change.new_version}")
@@ -465,6 +465,8 @@ def _run_diff(args: argparse.Namespace) -> int:
         print(f"  metadata      {line}")
     for name, change in result.drugs:
         print(f"  drug          {name}: {change}")
+    for name, change in result.value_sets:
+        print(f"  value set     {name}: {change}")
     for error in result.errors:
         print(f"  ERROR: {error}")
     if result.changed_classes == 0:

@@ -54,6 +54,7 @@ class RulebookDiff:
     evidence: list[tuple[str, str]] = field(default_factory=list)  # (evidence id, added | removed | changed)
     metadata: list[str] = field(default_factory=list)  # "R32b FLAG_OFF_LABEL_AGE indicator: critical -> warning"
     drugs: list[tuple[str, str]] = field(default_factory=list)  # (drug, added | removed | what changed)
+    value_sets: list[tuple[str, str]] = field(default_factory=list)  # (value set, added | removed | what changed)
     errors: list[str] = field(default_factory=list)
     changed_classes: int = 0
     count_is_exact: bool = True
@@ -73,6 +74,7 @@ class RulebookDiff:
             "evidence": [{"id": i, "change": c} for i, c in self.evidence],
             "metadata": list(self.metadata),
             "drugs": [{"name": n, "change": c} for n, c in self.drugs],
+            "value_sets": [{"name": n, "change": c} for n, c in self.value_sets],
             "outcome": {"changed_classes": self.changed_classes, "exact": self.count_is_exact,
                         "over_fields": list(self.class_fields), "classes_of_these_fields": self.total_classes,
                         "examples": self.examples},
@@ -134,8 +136,9 @@ def _structure(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
         if not result.evidence:
             result.evidence.append(("(source documents)", "changed"))
     _metadata(old, new, result)
+    _value_sets(old, new, result)
     content_changed = (any(c.change != "documentation" for c in result.rules) or result.parameters
-                       or result.evidence or result.drugs)
+                       or result.evidence or result.drugs or result.value_sets)
     if content_changed and _version_tuple(new.version) <= _version_tuple(old.version):
         result.errors.append(f"the rulebook changed but its version in rulebook.yaml was not bumped (still "
                              f"{new.version})")
@@ -164,6 +167,25 @@ def _metadata(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
                                    "rxnorm_source") if getattr(a, key) != getattr(b, key)]
         if changed:
             result.drugs.append((name, "changed " + ", ".join(changed)))
+
+
+def _value_sets(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
+    """The value sets (rules/terminology/) added, removed, or whose codes or text patterns changed: they decide what
+    the FHIR reader takes as an IMT diagnosis, a metastasis, an ALK inhibitor..."""
+    before, after = old.terminology.value_sets, new.terminology.value_sets
+    for name in sorted(before.keys() | after.keys()):
+        a, b = before.get(name), after.get(name)
+        if a is None or b is None:
+            result.value_sets.append((name, "added" if a is None else "removed"))
+            continue
+        a_codes = {(c.system, c.code) for c in a.codes}
+        b_codes = {(c.system, c.code) for c in b.codes}
+        changes = [f"+{system}|{code}" for system, code in sorted(b_codes - a_codes)]
+        changes += [f"-{system}|{code}" for system, code in sorted(a_codes - b_codes)]
+        if (a.text_patterns, a.text_exclusions) != (b.text_patterns, b.text_exclusions):
+            changes.append("text patterns changed")
+        if changes:
+            result.value_sets.append((name, "changed " + ", ".join(changes)))
 
 
 # --- outcome over the input space ---------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_findings_are_grouped_by_prefix_and_sorted_by_code(engine):
 def test_a_finding_explains_itself_down_to_input_facts(engine):
     assessment = engine.evaluate(ALK_ADVANCED)
     crizotinib = assessment.finding("REC_CRIZOTINIB_ALK").to_dict()
-    assert crizotinib["rule"] == {"id": "R32a", "version": "1.0.0"}
+    assert crizotinib["rule"] == {"id": "R32a", "version": "1.1.0"}
     assert {"derived": "ALK_INHIBITOR_ELIGIBLE", "holds": True} in crizotinib["because"]
     assert {"derived": "DATA_BLOCK", "holds": False} in crizotinib["because"]
     assert {"fact": "age_years", "expected": ">= 1", "actual": 8.0,
@@ -104,7 +104,7 @@ def test_the_trace_lists_every_firing_in_order(engine):
 def test_provenance_names_rulebook_parameters_versions_and_input_hash(engine):
     assessment = engine.evaluate(ALK_ADVANCED)
     provenance = assessment.to_dict()["provenance"]
-    assert provenance["rulebook"] == {"name": "imt", "version": "0.1.0", "sha256": engine.rulebook.sha256}
+    assert provenance["rulebook"] == {"name": "imt", "version": "0.2.0", "sha256": engine.rulebook.sha256}
     assert provenance["parameters"]["crizotinib_min_age_years"] == 1
     assert provenance["engine"]["durable_rules"] == "2.0.28"
     assert set(provenance["engine"]) == {"imt_cds", "durable_rules", "python"}

@@ -219,7 +219,19 @@ def test_diff_of_identical_rulebooks_finds_nothing(tmp_path):
     directory = copy_rulebook(tmp_path)
     result = run("rules", "diff", ROOT / "rules", directory)
     assert result.returncode == 0
-    assert "no rule, parameter or evidence changes" in result.stdout and "no patient's assessment changes" in result.stdout
+    assert "no rule, parameter, evidence, drug or value set changes" in result.stdout
+    assert "no patient's assessment changes" in result.stdout
+
+
+def test_diff_shows_a_value_set_change_and_asks_for_a_rulebook_version_bump(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "terminology/imt-diagnosis.yaml", "codes:\n", "codes:\n  - system: \"urn:oid:1.2.3\"\n"
+         "    code: \"IMT-LOCAL\"\n    display: \"IMT (local code)\"\n    source: \"the institution\"\n")
+    result = run("rules", "diff", ROOT / "rules", directory)
+    assert "value set     imt-diagnosis: changed +urn:oid:1.2.3|IMT-LOCAL" in result.stdout
+    assert result.returncode == 1 and "the rulebook changed but its version in rulebook.yaml was not bumped" in result.stdout
+    edit(directory, "rulebook.yaml", "version: 0.2.0", "version: 0.2.1")
+    assert run("rules", "diff", ROOT / "rules", directory).returncode == 0
 
 
 def test_diff_refuses_a_changed_rule_without_a_version_bump(tmp_path):
@@ -236,7 +248,7 @@ def test_diff_refuses_a_changed_rule_without_a_version_bump(tmp_path):
 def test_diff_counts_the_patient_classes_a_threshold_change_affects(tmp_path):
     directory = copy_rulebook(tmp_path)
     set_parameters(directory, {"size_risk_threshold_cm": 4.5})
-    edit(directory, "rulebook.yaml", "version: 0.1.0", "version: 0.1.1")
+    edit(directory, "rulebook.yaml", "version: 0.2.0", "version: 0.2.1")
     result = run("rules", "diff", ROOT / "rules", directory, "--format", "json")
     assert result.returncode == 0
     report = json.loads(result.stdout)
@@ -263,7 +275,7 @@ def test_explain_why_goes_down_to_input_facts(engine):
     result = explain(engine, json.loads((ROOT / "examples/02_alk_positive_unresectable.json").read_text()),
                      "REC_CRIZOTINIB_ALK").to_dict()
     (tree,) = result["why"]
-    assert tree["rule"] == {"id": "R32a", "version": "1.0.0"}
+    assert tree["rule"] == {"id": "R32a", "version": "1.1.0"}
     eligible = next(node for node in tree["because"] if node.get("derived") == "ALK_INHIBITOR_ELIGIBLE")
     (d06,) = eligible["derived_by"]
     assert d06["rule"]["id"] == "D06"

@@ -110,7 +110,7 @@ def test_yaml_yes_and_no_are_not_booleans(tmp_path):
 
 def test_a_version_must_be_a_quoted_semantic_version(tmp_path):
     directory = copy_rulebook(tmp_path)
-    edit(directory, CRIZOTINIB, "version: 1.0.0", "version: 1.0")
+    edit(directory, CRIZOTINIB, "version: 1.1.0", "version: 1.1")
     assert "MAJOR.MINOR.PATCH" in only(load_problems(directory)).message
 
 
