@@ -24,7 +24,8 @@ from .errors import InputProblem, InvalidInputError
 from .fact_fields import fact_fields, keys_at, leaf_values, set_path
 from .facts import PatientFacts
 
-__all__ = ["canonical_json", "input_sha256", "parse_facts", "parse_facts_json", "render_leaves"]
+__all__ = ["DuplicateKeyError", "NonFiniteNumberError", "canonical_json", "input_sha256", "loads_strict", "parse_facts",
+           "parse_facts_json", "render_leaves"]
 
 _MAX_INPUT_BYTES = 1_000_000  # a patient is ~1 kB; refuse anything absurd before parsing it
 _BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors and exports write at the start of a file
@@ -102,12 +103,12 @@ def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
     try:
         # The stdlib parser, not a faster one, because only it lets us refuse duplicate keys ({"age_years": 5,
         # "age_years": 50} must not silently keep one) and the non-JSON constants NaN/Infinity.
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-    except _DuplicateKey as exc:
+        return loads_strict(text)
+    except DuplicateKeyError as exc:
         raise InvalidInputError(
             [InputProblem("", f"duplicate key {exc.key!r} in a JSON object", _preview(exc.key))]
         ) from None
-    except _ForbiddenConstant as exc:
+    except NonFiniteNumberError as exc:
         raise InvalidInputError(
             [InputProblem("", f"{exc.name} is not allowed: numbers must be finite JSON numbers", exc.name)]
         ) from None
@@ -127,14 +128,27 @@ def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
         raise InvalidInputError([InputProblem("", "JSON is nested too deeply", None)]) from None
 
 
-class _DuplicateKey(ValueError):
+class DuplicateKeyError(ValueError):
+    """A JSON object has the same key twice (``key``): parsers disagree on which value wins, so none is taken."""
+
     def __init__(self, key: str):
+        super().__init__(f"duplicate key {key!r}")
         self.key = key
 
 
-class _ForbiddenConstant(ValueError):
+class NonFiniteNumberError(ValueError):
+    """NaN or Infinity (``name``), which are not JSON numbers."""
+
     def __init__(self, name: str):
+        super().__init__(f"{name} is not a JSON number")
         self.name = name
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` refusing duplicate keys (``DuplicateKeyError``) and NaN/Infinity (``NonFiniteNumberError``);
+    malformed JSON raises ``json.JSONDecodeError`` as usual. Shared by patient facts, FHIR charts and service
+    requests, which must all mean one thing to every reader."""
+    return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -143,13 +157,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _DuplicateKey(key)
+                raise DuplicateKeyError(key)
             seen.add(key)
     return result
 
 
 def _no_constants(name: str) -> Any:
-    raise _ForbiddenConstant(name)
+    raise NonFiniteNumberError(name)
 
 
 def render_leaves(values: tuple[Any, ...]) -> list[str]:

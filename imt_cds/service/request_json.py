@@ -11,36 +11,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..validation import DuplicateKeyError, loads_strict
 from .errors import BadRequestError
 
 __all__ = ["parse_request_json"]
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str):
-        self.key = key
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_request_json(body: bytes) -> Any:
     """The parsed body, or ``BadRequestError`` (malformed JSON, not UTF-8, a duplicate key, NaN/Infinity)."""
     try:
-        return json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
-    except _DuplicateKey as exc:
+        return loads_strict(body)
+    except DuplicateKeyError as exc:
         shown = exc.key if len(exc.key) <= 80 else exc.key[:80] + "..."
         raise BadRequestError(f"the request body has the key {shown!r} twice in one JSON object") from None
     except json.JSONDecodeError as exc:
