@@ -188,6 +188,7 @@ def test_the_archive_keeps_the_files_the_rulebook_was_built_from_and_nothing_els
         expected = ({("rules", "rulebook.yaml"), ("rules", "parameters.yaml")}
                     | {("rules", rule.file) for rule in rulebook.rules}
                     | {("rules", value_set.file) for value_set in rulebook.terminology.value_sets.values()}
+                    | {("rules", "drugs.yaml")}
                     | {("seeds", "evidence.yaml")}
                     | {("seeds", source.file) for source in rulebook.evidence.sources.values()})
         assert set(archive.files) == expected
