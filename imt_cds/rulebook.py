@@ -33,7 +33,7 @@ __all__ = [
 SUMMARY_LIMIT = 140  # CDS Hooks card summaries must be shorter than this
 RULE_KINDS = ("derived_fact", "recommendation", "data_request", "risk_flag", "suppression")
 FINDING_PREFIXES = {"REC_": "recommendation", "REQUEST_": "data_request", "RISK_": "risk_flag", "FLAG_": "flag"}
-# Strength labels of clinical/RULES.md §3, plus the two free readings the catalogue uses.
+# Strength labels (listed in rules/README.md, A rule file), plus the two free readings the catalogue uses.
 STRENGTH_LABELS = (
     "REG", "SA-TRIAL", "PROSP-REG", "OBS-MC", "OBS", "SR", "CASE", "NARR", "DESIGN",
     "conflicting", "absence of evidence",
