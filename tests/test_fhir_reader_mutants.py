@@ -1,0 +1,464 @@
+"""The FHIR chart reader, element by element: tests written against the mutants that survived the other FHIR tests.
+
+Each test pins one outcome the reader promises (a JSON key, a status that counts or not, a unit, a date's reach)
+on a small hand-made chart, so that a one-token change to ``imt_cds/fhir.py`` shows up as a failure. The mutants
+that no chart can tell apart are listed, with the reason, in tests/mutation-survivors.md.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+
+import pytest
+
+from imt_cds.errors import ChartRefusedError, InvalidInputError
+from imt_cds.fhir import (
+    Diagnosis,
+    Eligibility,
+    FhirFacts,
+    FhirProblem,
+    bundle_resources,
+    facts_from_bundle,
+    facts_from_resources,
+    resource_label,
+)
+
+ON = date(2026, 11, 21)
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+FACT = "urn:imt-cds:fact"
+ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
+IMT_CODE = f"{ICDO3}|8825/1"
+PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "2016-02-03"}
+IMT = {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
+       "code": {"coding": [{"system": ICDO3, "code": "8825/1"}]}}
+
+
+def chart(*resources, patient=PATIENT, imt=IMT):
+    return [copy.deepcopy(r) for r in (patient, imt, *resources) if r is not None]
+
+
+def read(resources, **options):
+    return facts_from_resources(resources, ON, **options)
+
+
+def observation(resource_id, system, code, **elements):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final",
+            "subject": {"reference": "Patient/p1"}, "code": {"coding": [{"system": system, "code": code}]},
+            **elements}
+
+
+def fact(resource_id, path, **value):
+    return observation(resource_id, FACT, path, **value)
+
+
+def problems_of(result, where):
+    return [p for p in result.problems if p.where == where]
+
+
+# --- the result's JSON form ---------------------------------------------------------------------------------------
+
+
+def test_the_json_form_has_every_part_and_leaves_out_the_facts_only_when_asked():
+    result = read(chart(fact("o1", "tumor.resectability",
+                             valueCodeableConcept={"coding": [{"system": FACT, "code": "unresectable"}]})))
+    data = result.to_dict()
+    assert list(data) == ["facts", "sources", "problems", "eligibility", "patient"]
+    assert data["facts"]["tumor"]["resectability"] == "unresectable"
+    assert data["sources"] == {"patient_id": ["Patient/p1"], "age_years": ["Patient/p1"],
+                               "tumor.resectability": ["Observation/o1"]}
+    assert data["problems"] == []
+    assert data["eligibility"] == {
+        "eligible": True, "reason": "imt_diagnosis", "message": "IMT diagnosis coded in the chart",
+        "diagnosis": {"basis": "coded", "sources": ["Condition/imt"], "codes": [IMT_CODE], "attested": False}}
+    assert data["patient"] == "Patient/p1"
+    assert list(result.to_dict(facts=False)) == ["sources", "problems", "eligibility", "patient"]
+
+
+def test_a_chart_that_may_not_be_evaluated_says_so_in_its_json_form():
+    result = read(chart(imt=None))
+    assert not result.ok and result.facts is None
+    data = result.to_dict()
+    assert data["facts"] is None and data["sources"] == {}
+    assert data["eligibility"]["eligible"] is False and data["eligibility"]["reason"] == "no_imt_diagnosis"
+    assert data["eligibility"]["diagnosis"] is None
+
+
+def test_a_problem_reads_as_where_and_message_and_has_every_field_in_its_json_form():
+    problem = FhirProblem("Observation/o1", "not used", "error", "tumor.size_cm", "conflict")
+    assert str(problem) == "Observation/o1: not used"
+    assert problem.to_dict() == {"where": "Observation/o1", "message": "not used", "severity": "error",
+                                 "path": "tumor.size_cm", "kind": "conflict"}
+    assert (FhirProblem("x", "y").severity, FhirProblem("x", "y").kind) == ("warning", "skipped")
+
+
+def test_diagnosis_and_eligibility_defaults():
+    assert Diagnosis("attested").to_dict() == {"basis": "attested", "sources": [], "codes": [], "attested": False}
+    default = FhirFacts(None, {}, ()).eligibility
+    assert default == Eligibility(True, "imt_diagnosis", "")
+    assert FhirFacts(None, {}, ()).patient is None
+
+
+# --- the chart: which entries are resources, and how they are named ------------------------------------------------
+
+
+def bundle(*entries, bundle_id="b1"):
+    return {"resourceType": "Bundle", "id": bundle_id, "type": "collection", "entry": list(entries)}
+
+
+def test_what_is_not_a_bundle_is_refused_naming_what_it_is():
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle({"resourceType": "Patient", "id": "p1"}, ON)
+    (problem,) = raised.value.problems
+    assert (problem.path, problem.value) == ("resourceType", "Patient")
+    assert "expected a FHIR Bundle, got 'Patient'" in problem.message
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle(["not", "a", "bundle"], ON)
+    assert raised.value.problems[0].value == "list"
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle({"resourceType": "Bundle", "entry": {"resource": PATIENT}}, ON)
+    (problem,) = raised.value.problems
+    assert (problem.path, problem.value) == ("entry", "dict")
+    with pytest.raises(ChartRefusedError, match="no Patient"):  # "entry": null is an empty Bundle, not an error
+        facts_from_bundle({"resourceType": "Bundle", "entry": None}, ON)
+
+
+def test_entries_that_carry_no_patient_data_are_left_out_and_the_unreadable_ones_reported():
+    outcome = {"resourceType": "OperationOutcome", "id": "oo"}
+    entries = [
+        {"fullUrl": "urn:uuid:pat", "resource": PATIENT},
+        {"resource": outcome, "search": {"mode": "outcome"}},
+        {"resource": {"resourceType": "Observation", "id": "gone"}, "request": {"method": "DELETE"}},
+        {"response": {"status": "201 Created"}},
+        {"resource": IMT, "search": {"mode": "match"}, "request": {"method": "PUT"}},
+        "not an entry",
+        {"fullUrl": "urn:uuid:nothing"},
+        {"resource": bundle()},
+        {"resource": {"id": "no-type"}},
+    ]
+    resources = bundle_resources(bundle(*entries))
+    assert [r.get("id") for r in resources] == ["p1", "imt"]
+    result = facts_from_bundle(bundle(*entries), ON)
+    assert result.ok
+    skipped = {p.where: p.message for p in result.problems}
+    assert skipped == {
+        "Bundle/b1.entry[5]": "a Bundle entry that is not an object; skipped",
+        "Bundle/b1.entry[6]": "a Bundle entry without a resource; skipped",
+        "Bundle/b1.entry[7]": "a Bundle inside a Bundle is not read; skipped",
+        "Bundle/b1.entry[8]": "not a FHIR resource (no resourceType); skipped",
+    }
+    assert all(p.severity == "warning" and p.kind == "skipped" and p.path is None for p in result.problems)
+
+
+def test_a_bundle_whose_entry_is_not_a_list_is_reported_among_other_resources():
+    result = read([*chart(), {"resourceType": "Bundle", "id": "odd", "entry": "x"}, {"resourceType": "Bundle"}])
+    assert result.ok
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Bundle/odd", "Bundle.entry is not a list; the Bundle is not read")]
+    unnamed = read([*chart(), {"resourceType": "Bundle", "entry": 5}])
+    assert [p.where for p in unnamed.problems] == ["Bundle/2"]  # its place among the values read
+
+
+def test_a_resource_without_an_id_is_named_by_its_place():
+    assert resource_label({"resourceType": "Observation", "id": "o1"}, 3) == "Observation/o1"
+    assert resource_label({"resourceType": "Observation"}, 3) == "Observation/entry[3]"
+    assert resource_label({"resourceType": "Observation", "id": ""}, 0) == "Observation/entry[0]"
+    assert resource_label({"resourceType": "Observation", "id": 7}, 1) == "Observation/entry[1]"
+    assert bundle_resources("text") == [] and bundle_resources({"resourceType": "Patient"}) == [
+        {"resourceType": "Patient"}]
+    other = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p2"},
+             "code": {"coding": [{"system": LOINC, "code": "21889-1"}]}}
+    result = read(chart(other))
+    assert [p.where for p in result.problems] == ["Observation/entry[2]"]
+
+
+# --- whose data ---------------------------------------------------------------------------------------------------
+
+
+def test_the_patient_is_named_by_id_else_by_full_url_and_refusals_say_why():
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient={"resourceType": "Patient", "id": 12}))
+    assert raised.value.reason == "patient_without_id" and "Patient.id must be text" in str(raised.value)
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient={"resourceType": "Patient", "id": ""}))
+    assert raised.value.reason == "patient_without_id"
+    with pytest.raises(ChartRefusedError) as raised:
+        read([], patient_id="p9")
+    assert raised.value.reason == "no_patient" and "(expected Patient/p9)" in str(raised.value)
+    with pytest.raises(ChartRefusedError) as raised:
+        read([])
+    assert "expected" not in str(raised.value)
+    twins = [{"resourceType": "Patient", "id": "b"}, {"resourceType": "Patient", "id": "a"}]
+    with pytest.raises(ChartRefusedError, match=r"2 different patients \(Patient/a, Patient/b\)"):
+        read(twins)
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(), patient_id="p2")
+    assert raised.value.reason == "other_patient" and "is Patient/p1, not the patient in context (Patient/p2)" in \
+        str(raised.value)
+    assert read(chart(), patient_id="p1").ok
+
+
+@pytest.mark.xfail(strict=True, reason="known bug in the reader: a Patient without an id is accepted by its fullUrl, "
+                   "but references to that fullUrl resolve to its label Patient/entry[i], which is not among the "
+                   "patient's keys, so every resource is skipped as about someone else (fix: add the Patient's label "
+                   "to patient_keys in _Reader._whose); remove this marker with the fix")
+def test_a_patient_without_an_id_goes_by_its_full_url_and_resources_naming_it_are_read():
+    anonymous = {k: v for k, v in PATIENT.items() if k != "id"}
+    imt = copy.deepcopy(IMT) | {"subject": {"reference": "urn:uuid:pat"}}
+    size = observation("size", LOINC, "21889-1", subject={"reference": "urn:uuid:pat"}, component=[
+        {"code": {"coding": [{"system": LOINC, "code": "33728-7"}]}, "valueQuantity": {"value": 3, "unit": "cm"}}])
+    result = facts_from_bundle(bundle({"fullUrl": "urn:uuid:pat", "resource": anonymous}, {"resource": imt},
+                                      {"resource": size}), ON)
+    assert result.ok and result.patient == "urn:uuid:pat"
+    assert result.facts.tumor.size_cm == 3 and result.facts.patient_id is None
+    assert result.sources["age_years"] == ("urn:uuid:pat",)
+
+
+def test_resources_of_other_types_are_ignored_and_the_others_need_a_resolvable_subject():
+    encounter = {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p2"}}
+    nobody = observation("nobody", LOINC, "21889-1")
+    del nobody["subject"]
+    text_subject = observation("odd", LOINC, "21889-1", subject={"display": "John"})
+    by_patient = {"resourceType": "MedicationStatement", "id": "m1", "patient": {"reference": "Patient/p2"}}
+    result = read(chart(encounter, nobody, text_subject, by_patient))
+    assert result.ok
+    messages = {p.where: p.message for p in result.problems}
+    assert "Encounter/e1" not in messages  # not a type the reader uses: not even mentioned
+    assert messages["Observation/nobody"] == messages["Observation/odd"] == (
+        "says about whom it is in no subject reference this reader can resolve; not used")
+    assert messages["MedicationStatement/m1"] == "about Patient/p2, not Patient/p1; not used"
+
+
+@pytest.mark.parametrize("death, says", [
+    ({"deceasedBoolean": True}, "Patient/p1 is recorded as deceased (deceasedBoolean); nothing is evaluated"),
+    ({"deceasedDateTime": "2025-01-02"}, "Patient/p1 is recorded as deceased on 2025-01-02; nothing is evaluated"),
+])
+def test_a_deceased_patient_is_not_evaluated_and_the_message_says_how_it_is_recorded(death, says):
+    result = read(chart(patient=PATIENT | death))
+    assert not result.ok
+    assert (result.eligibility.eligible, result.eligibility.reason, result.eligibility.message) == (
+        False, "deceased", says)
+    assert result.patient == "Patient/p1"
+
+
+def test_a_living_patient_may_say_so():
+    assert read(chart(patient=PATIENT | {"deceasedBoolean": False})).ok
+    assert read(chart(patient=PATIENT | {"deceasedDateTime": None})).ok
+
+
+# --- the diagnosis ------------------------------------------------------------------------------------------------
+
+
+def test_without_an_imt_diagnosis_the_message_counts_the_other_conditions():
+    asthma = {"resourceType": "Condition", "id": "asthma", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": SNOMED, "code": "195967001"}]}}
+    none = read(chart(imt=None))
+    assert none.eligibility.message == ("the chart of Patient/p1 holds no IMT diagnosis (no Condition coded from value "
+                                        "set imt-diagnosis or naming the tumour); nothing is evaluated")
+    some = read(chart(asthma, imt=None))
+    assert "; it holds 1 other Condition(s); nothing is evaluated" in some.eligibility.message
+
+
+def test_how_the_diagnosis_was_established_is_said_in_the_eligibility():
+    coded = read(chart()).eligibility
+    assert (coded.reason, coded.message, coded.diagnosis.basis) == (
+        "imt_diagnosis", "IMT diagnosis coded in the chart", "coded")
+    assert coded.diagnosis.codes == (IMT_CODE,) and coded.diagnosis.sources == ("Condition/imt",)
+    text = {"resourceType": "Condition", "id": "t", "subject": {"reference": "Patient/p1"},
+            "code": {"text": "Inflammatory myofibroblastic tumour of the lung"}}
+    by_text = read(chart(text, imt=None))
+    assert (by_text.eligibility.reason, by_text.eligibility.diagnosis.basis) == ("imt_diagnosis", "text")
+    assert by_text.eligibility.message == ("IMT diagnosis recognised from text only (no code from value set "
+                                           "imt-diagnosis): confirm it")
+    assert [(p.where, p.kind) for p in by_text.problems] == [("Condition/t", "weak")]
+    attested = read(chart(imt=None), diagnosis_attested=True).eligibility
+    assert (attested.reason, attested.diagnosis) == ("diagnosis_attested", Diagnosis("attested", (), (), True))
+    assert attested.message == "IMT diagnosis attested by the caller (established outside this chart)"
+    both = read(chart(), diagnosis_attested=True).eligibility
+    assert (both.reason, both.diagnosis.basis, both.diagnosis.attested) == ("imt_diagnosis", "coded", True)
+
+
+# --- dates, ages and the small helpers ----------------------------------------------------------------------------
+
+from imt_cds.fhir import (  # noqa: E402  (the private helpers, pinned directly: each is one promise)
+    _age_in_years,
+    _Candidate,
+    _full_date,
+    _key,
+    _kind,
+    _period,
+    _Period,
+    _said,
+    _set,
+    _short,
+    _unset,
+)
+
+
+@pytest.mark.parametrize("text, first, last", [
+    ("2019", date(2019, 1, 1), date(2019, 12, 31)),
+    ("2019-02", date(2019, 2, 1), date(2019, 2, 28)),
+    ("2020-02", date(2020, 2, 1), date(2020, 2, 29)),
+    ("2019-11", date(2019, 11, 1), date(2019, 11, 30)),
+    ("2019-12", date(2019, 12, 1), date(2019, 12, 31)),
+    ("2019-12-31T23:59:00+14:00", date(2019, 12, 31), date(2019, 12, 31)),
+])
+def test_a_fhir_date_covers_the_days_it_names(text, first, last):
+    assert _period(text) == _Period(first, last)
+
+
+@pytest.mark.parametrize("text", ["", "19", "May 2019", "2019-13", "2019-02-30", "2019-00"])
+def test_what_is_not_a_date_covers_no_days(text):
+    assert _period(text) is None
+
+
+def test_periods_are_ordered_only_when_they_do_not_overlap_and_read_as_dates():
+    may, june, year = _period("2019-05"), _period("2019-06-01"), _period("2019")
+    assert may.before(june) and not june.before(may)
+    assert not may.before(year) and not year.before(may)  # the year holds May: neither is earlier
+    assert not june.before(june)
+    assert str(june) == "2019-06-01" and str(may) == "2019-05-01..2019-05-31"
+
+
+def test_only_a_full_valid_date_is_a_birth_date():
+    assert _full_date("2016-02-03") == date(2016, 2, 3)
+    for text in ("2016-2-3", "2016-02", "2016-02-30", "2016-02-03T10:00:00Z", " 2016-02-03"):
+        assert _full_date(text) is None, text
+
+
+def test_age_counts_whole_years_and_the_fraction_of_the_current_one():
+    assert _age_in_years(date(2016, 2, 3), date(2026, 2, 3)) == 10.0
+    assert _age_in_years(date(2016, 2, 3), date(2026, 2, 2)) == pytest.approx(9.9973, abs=1e-4)
+    assert _age_in_years(date(2025, 1, 1), date(2025, 7, 2)) == round(182 / 365, 4)
+    # Born on 29 February: the birthday is 28 February in other years.
+    assert _age_in_years(date(2016, 2, 29), date(2017, 2, 28)) == 1.0
+    assert _age_in_years(date(2016, 2, 29), date(2017, 2, 27)) < 1.0
+    assert _age_in_years(date(2016, 2, 29), date(2020, 2, 29)) == 4.0
+
+
+def test_a_birth_date_after_the_evaluation_date_leaves_the_age_unknown():
+    result = read(chart(patient=PATIENT | {"birthDate": "2026-11-22"}))
+    assert result.facts.age_years is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Patient/p1", "birthDate 2026-11-22 is after the evaluation date 2026-11-21", "age_years")]
+    assert read(chart(patient=PATIENT | {"birthDate": "2026-11-21"})).facts.age_years == 0.0
+    no_birth = read(chart(patient={"resourceType": "Patient", "id": "p1"}))
+    assert no_birth.facts.age_years is None and no_birth.problems == ()
+    wrong = read(chart(patient=PATIENT | {"birthDate": 20160203}))
+    assert wrong.facts.age_years is None and wrong.facts.patient_id == "p1"  # the id was read before the error
+    assert [p.message for p in wrong.problems] == [
+        "malformed Patient (birthDate must be a date, found a number); skipped"]
+
+
+def test_values_are_quoted_short_and_named_by_their_json_kind():
+    assert _short("x" * 80) == "x" * 80 and _short("x" * 81) == "x" * 80 + "..."
+    assert _short("y" * 10, limit=4) == "yyyy..." and _short(12345) == 12345
+    assert [_kind(v) for v in ({}, [], "", True, 1, 1.5, None, (1,))] == [
+        "an object", "a list", "text", "a boolean", "a number", "a number", "null", "tuple"]
+
+
+def test_values_are_the_same_when_equal_in_kind_and_value_and_sets_in_any_order():
+    assert _key(["FISH", "IHC"]) == _key(["IHC", "FISH"]) and _key(["IHC"]) != _key(["IHC", "FISH"])
+    assert _key(True) != _key(1) and _key(1) == _key(1) and _key("a") != _key("b")
+
+
+def test_a_finding_is_said_with_what_where_and_when():
+    assert _said(_Candidate(True, "Condition/m1", _period("2026-01-10"), "a metastasis")) == (
+        "a metastasis (Condition/m1 on 2026-01-10)")
+    assert _said(_Candidate(False, "Observation/o1")) == "False (Observation/o1 (undated))"
+
+
+def test_facts_are_set_and_unset_by_their_dotted_path():
+    data: dict = {}
+    _set(data, "molecular.alk.status", "positive")
+    _set(data, "molecular.alk.methods", ["FISH"])
+    _set(data, "age_years", 3)
+    assert data == {"molecular": {"alk": {"status": "positive", "methods": ["FISH"]}}, "age_years": 3}
+    _unset(data, "molecular.alk.methods[0]")  # a problem's path may name an item: the whole field goes
+    _unset(data, "tumor.size_cm")  # not there: nothing happens
+    _unset(data, "age_years")
+    assert data == {"molecular": {"alk": {"status": "positive"}}}
+    _unset({"molecular": "text"}, "molecular.alk.status")  # no object on the way: nothing to unset
+
+
+# --- tumour size --------------------------------------------------------------------------------------------------
+
+
+def size(resource_id, quantity, *others, dimension="33728-7"):
+    return observation(resource_id, LOINC, "21889-1", component=[
+        *others, {"code": {"coding": [{"system": LOINC, "code": dimension}]}, "valueQuantity": quantity}])
+
+
+@pytest.mark.parametrize("quantity, cm", [
+    ({"value": 42, "code": "mm", "unit": "millimetre"}, 4.2),  # the UCUM code wins over the free-text unit
+    ({"value": 4.2, "unit": "cm"}, 4.2),
+    ({"value": 7, "code": "cm"}, 7.0),
+    ({"value": 1, "unit": "mm"}, 0.1),
+])
+def test_the_longest_dimension_is_read_in_cm_or_mm(quantity, cm):
+    other = {"code": {"coding": [{"system": LOINC, "code": "33729-5"}]}, "valueQuantity": {"value": 99, "unit": "cm"}}
+    result = read(chart(size("s", quantity, other)))
+    assert result.facts.tumor.size_cm == cm and result.sources["tumor.size_cm"] == ("Observation/s",)
+    assert result.problems == ()
+
+
+@pytest.mark.parametrize("quantity, message", [
+    (None, "tumor size without a value; not used"),
+    ({"unit": "cm"}, "tumor size without a value; not used"),
+    ({"value": 3, "unit": "in"}, "tumor size in unit 'in'; only cm and mm are understood"),
+    ({"value": 3}, "tumor size in unit None; only cm and mm are understood"),
+    ({"value": True, "unit": "cm"}, "malformed Observation (valueQuantity.value must be a number, found a boolean); "
+                                    "skipped"),
+    ({"value": "3", "unit": "cm"}, "malformed Observation (valueQuantity.value must be a number, found text); skipped"),
+    ({"value": 10 ** 400, "unit": "cm"}, "malformed Observation (valueQuantity.value is out of range); skipped"),
+])
+def test_a_size_that_cannot_be_read_is_not_used_and_says_why(quantity, message):
+    result = read(chart(size("s", quantity)))
+    assert result.facts.tumor.size_cm is None
+    assert [(p.where, p.message) for p in result.problems] == [("Observation/s", message)]
+
+
+def test_a_size_observation_without_the_longest_dimension_says_nothing():
+    result = read(chart(size("s", {"value": 3, "unit": "cm"}, dimension="33729-5")))
+    assert result.facts.tumor.size_cm is None and result.problems == ()
+
+
+# --- the project's own code system --------------------------------------------------------------------------------
+
+
+def test_a_project_fact_takes_a_boolean_text_or_coded_value():
+    result = read(chart(
+        fact("b", "symptoms.respiratory", valueBoolean=True),
+        fact("t", "molecular.alk.fusion_partner", valueString="EML4"),
+        fact("c", "history.margin_status", valueCodeableConcept={"coding": [{"system": FACT, "code": "R1"}]}),
+        fact("m", "molecular.ros1.methods", valueCodeableConcept={"coding": [
+            {"system": FACT, "code": "FISH"}, {"system": FACT, "code": "IHC"}]}),
+    ))
+    facts = result.facts
+    assert facts.symptoms.respiratory is True and facts.molecular.alk.fusion_partner == "EML4"
+    assert facts.history.margin_status == "R1" and set(facts.molecular.ros1.methods) == {"FISH", "IHC"}
+    assert result.problems == ()
+
+
+def test_a_project_fact_with_no_single_value_is_not_used():
+    two = fact("two", "history.margin_status", valueCodeableConcept={"coding": [
+        {"system": FACT, "code": "R1"}, {"system": FACT, "code": "R2"}]})
+    none = fact("none", "history.margin_status")
+    result = read(chart(two, none))
+    assert result.facts.history.margin_status is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Observation/two", "no usable value for history.margin_status", "history.margin_status"),
+        ("Observation/none", "no usable value for history.margin_status", "history.margin_status")]
+    assert read(chart(fact("f", "symptoms.respiratory", valueBoolean=False))).facts.symptoms.respiratory is False
+
+
+@pytest.mark.parametrize("path, message", [
+    ("tumor.size_cm", "urn:imt-cds:fact code 'tumor.size_cm' is not a fact this code system can carry"),
+    ("age_years", "urn:imt-cds:fact code 'age_years' is not a fact this code system can carry"),
+    ("history.recurence", "urn:imt-cds:fact code 'history.recurence' is not a fact this code system can carry; did "
+                          "you mean 'history.recurrence'?"),
+])
+def test_the_standard_facts_and_unknown_paths_are_refused_with_a_suggestion(path, message):
+    result = read(chart(fact("x", path, valueString="1")))
+    assert [(p.where, p.message) for p in result.problems] == [("Observation/x", message)]
