@@ -188,7 +188,8 @@ def test_the_patient_is_named_by_id_else_by_full_url_and_refusals_say_why():
     assert raised.value.reason == "no_patient" and "(expected Patient/p9)" in str(raised.value)
     with pytest.raises(ChartRefusedError) as raised:
         read([])
-    assert "expected" not in str(raised.value)
+    assert [p.message for p in raised.value.problems] == [
+        "the chart holds no Patient resource: whose data it is cannot be established"]
     twins = [{"resourceType": "Patient", "id": "b"}, {"resourceType": "Patient", "id": "a"}]
     with pytest.raises(ChartRefusedError, match=r"2 different patients \(Patient/a, Patient/b\)"):
         read(twins)
@@ -462,3 +463,144 @@ def test_a_project_fact_with_no_single_value_is_not_used():
 def test_the_standard_facts_and_unknown_paths_are_refused_with_a_suggestion(path, message):
     result = read(chart(fact("x", path, valueString="1")))
     assert [(p.where, p.message) for p in result.problems] == [("Observation/x", message)]
+
+
+# --- the IMT Condition, surgery, medication, progression ---------------------------------------------------------
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SURGERY_PROFILE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-related-surgical-procedure"
+
+
+def imt_with(**elements):
+    return copy.deepcopy(IMT) | elements
+
+
+@pytest.mark.parametrize("body_sites, site", [
+    ([{"coding": [{"system": SNOMED, "code": "39607008"}]}], "thoracic"),
+    ([{"coding": [{"system": SNOMED, "code": "12345"}, {"system": SNOMED, "code": "71854001"}]}], "abdominal_pelvic"),
+    ([{"coding": [{"system": SNOMED, "code": "12345"}]}], "other"),  # a SNOMED code not mapped: other, not a guess
+    ([{"coding": [{"system": "http://example.org/sites", "code": "39607008"}]}], "unknown"),  # not SNOMED: no site
+    ([{"text": "lung"}], "unknown"),
+])
+def test_the_site_comes_from_the_imt_conditions_snomed_body_site(body_sites, site):
+    result = read(chart(imt=imt_with(bodySite=body_sites)))
+    assert result.facts.tumor.site == site
+    assert ("tumor.site" in result.sources) is (site != "unknown")
+
+
+@pytest.mark.parametrize("status, recurrence", [("recurrence", True), ("relapse", True), ("active", False)])
+def test_recurrence_is_the_imt_conditions_clinical_status(status, recurrence):
+    imt = imt_with(clinicalStatus={"coding": [{"code": status}]})
+    result = read(chart(imt=imt))
+    assert result.facts.history.recurrence is recurrence
+    assert ("history.recurrence" in result.sources) is recurrence
+
+
+@pytest.mark.parametrize("element, code, message", [
+    ("verificationStatus", "refuted", "verification status refuted; not used"),
+    ("verificationStatus", "entered-in-error", "verification status entered-in-error; not used"),
+    ("clinicalStatus", "resolved", "clinical status resolved; not used"),
+])
+def test_an_imt_condition_that_does_not_stand_is_reported(element, code, message):
+    result = read(chart(imt_with(id="old", **{element: {"coding": [{"code": code}]}})))
+    assert [(p.where, p.message) for p in result.problems] == [("Condition/old", message)]
+    assert result.eligibility.diagnosis.sources == ("Condition/imt",)
+
+
+def procedure(resource_id, status="completed", code="359615001", **elements):
+    return {"resourceType": "Procedure", "id": resource_id, "status": status, "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SNOMED, "code": code}]}, **elements}
+
+
+def test_a_completed_resection_for_the_imt_is_surgery_done():
+    assert read(chart(procedure("s"))).facts.history.surgery_done is True
+    assert read(chart(procedure("s", reasonReference=[{"reference": "Condition/imt"}]))).facts.history.surgery_done
+    profiled = procedure("s", code="0000", meta={"profile": [SURGERY_PROFILE]})
+    assert read(chart(profiled)).sources["history.surgery_done"] == ("Procedure/s",)
+    assert read(chart(procedure("s", code="0000"))).facts.history.surgery_done is False  # not a resection
+
+
+@pytest.mark.parametrize("resource, message", [
+    (procedure("s", status="in-progress"), "surgical procedure with status 'in-progress'; only completed ones count"),
+    (procedure("s", status=None), "surgical procedure with status None; only completed ones count"),
+    (procedure("s", reasonReference=[{"reference": "Condition/other"}]),
+     "surgery for Condition/other, not for the IMT; not used"),
+])
+def test_surgery_that_is_not_done_or_not_for_the_imt_does_not_count(resource, message):
+    result = read(chart(resource))
+    assert result.facts.history.surgery_done is False
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Procedure/s", message, "history.surgery_done")]
+
+
+def medication(resource_id, kind="MedicationStatement", status="active", when="2025-03-01", **elements):
+    concept = {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1148495"}]}}
+    return {"resourceType": kind, "id": resource_id, "status": status, "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": when, **(elements or concept)}
+
+
+def worse(resource_id="worse", when="2026-01-05", **elements):
+    return observation(resource_id, LOINC, "97509-4", effectiveDateTime=when,
+                       valueCodeableConcept={"coding": [{"system": SNOMED, "code": "271299001"}]}, **elements)
+
+
+@pytest.mark.parametrize("kind, status, given", [
+    ("MedicationStatement", "on-hold", True), ("MedicationStatement", "stopped", True),
+    ("MedicationStatement", "completed", True), ("MedicationStatement", "not-taken", False),
+    ("MedicationRequest", "on-hold", True), ("MedicationRequest", "draft", False),
+    ("MedicationAdministration", "in-progress", True), ("MedicationAdministration", "stopped", True),
+    ("MedicationAdministration", "on-hold", True), ("MedicationAdministration", "active", False),
+    ("MedicationAdministration", "not-done", False),
+])
+def test_a_drug_counts_as_given_by_its_resources_status(kind, status, given):
+    result = read(chart(medication("m", kind, status), worse()))
+    assert result.facts.history.progressed_on_alk_inhibitor is given
+    if not given:
+        assert (f"{kind}/m", f"ALK inhibitor with status {status!r}; not counted as given") in [
+            (p.where, p.message) for p in result.problems]
+
+
+def test_a_drug_named_through_a_medication_resource_or_a_contained_one_is_recognised():
+    drug = {"resourceType": "Medication", "id": "criz", "code": {"coding": [{"system": RXNORM, "code": "1148495"}]}}
+    referenced = medication("m", medicationReference={"reference": "Medication/criz"})
+    assert read(chart(drug, referenced, worse())).facts.history.progressed_on_alk_inhibitor is True
+    assert read(chart(referenced, worse())).facts.history.progressed_on_alk_inhibitor is False  # not in the chart
+    contained = medication("m", medicationReference={"reference": "#c1"}, contained=[
+        {"resourceType": "Medication", "id": "other"}, dict(drug, id="c1")])
+    assert read(chart(contained, worse())).facts.history.progressed_on_alk_inhibitor is True
+    missing = medication("m", medicationReference={"reference": "#c2"}, contained=[dict(drug, id="c1")])
+    assert read(chart(missing, worse())).facts.history.progressed_on_alk_inhibitor is False
+    observation_named = {"resourceType": "Observation", "id": "criz"}
+    wrong_type = medication("m", medicationReference={"reference": "Observation/criz"})
+    assert read(chart(observation_named, wrong_type, worse())).facts.history.progressed_on_alk_inhibitor is False
+
+
+def test_progression_counts_only_from_a_drug_given_no_later_than_it_was_found():
+    same_day = read(chart(medication("m", when="2026-01-05"), worse(when="2026-01-05")))
+    assert same_day.facts.history.progressed_on_alk_inhibitor is True
+    assert same_day.sources["history.progressed_on_alk_inhibitor"] == ("Observation/worse",)
+    assert same_day.sources["history.progressed_on_prior_systemic"] == ("Observation/worse",)
+    later = read(chart(medication("m", when="2026-01-06"), worse(when="2026-01-05")))
+    assert later.facts.history.progressed_on_alk_inhibitor is False
+    assert [(p.where, p.path) for p in later.problems] == [("Observation/worse", "history.progressed_on_alk_inhibitor")]
+    assert later.problems[0].message == ("disease progression recorded, but no ALK inhibitor given before it was "
+                                         "found; progression on prior therapy is not set from it")
+    undated = read(chart(medication("m", when=None), worse(when="2026-01-05")))
+    assert undated.facts.history.progressed_on_alk_inhibitor is True
+    unknown_when = read(chart(medication("m", when="2026-02-01"), worse(when=None)))
+    assert unknown_when.facts.history.progressed_on_alk_inhibitor is True
+    requested = medication("m", "MedicationRequest", when=None, authoredOn="2026-02-01")
+    requested["medicationCodeableConcept"] = {"coding": [{"system": RXNORM, "code": "1148495"}]}
+    assert read(chart(requested, worse())).facts.history.progressed_on_alk_inhibitor is False  # authored after
+
+
+def test_a_disease_status_about_another_condition_or_not_worse_is_not_progression():
+    other = read(chart(medication("m"), worse(focus=[{"reference": "Condition/other"}])))
+    assert other.facts.history.progressed_on_alk_inhibitor is False
+    assert [(p.where, p.message) for p in other.problems] == [
+        ("Observation/worse", "disease status of Condition/other, not of the IMT; not used")]
+    stable = worse()
+    stable["valueCodeableConcept"] = {"coding": [{"system": SNOMED, "code": "359746009"}]}
+    assert read(chart(medication("m"), stable)).facts.history.progressed_on_alk_inhibitor is False
+    focused = worse(focus=[{"reference": "Condition/other"}, {"reference": "Condition/imt"}])
+    assert read(chart(medication("m"), focused)).facts.history.progressed_on_alk_inhibitor is True
