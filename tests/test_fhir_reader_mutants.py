@@ -604,3 +604,104 @@ def test_a_disease_status_about_another_condition_or_not_worse_is_not_progressio
     assert read(chart(medication("m"), stable)).facts.history.progressed_on_alk_inhibitor is False
     focused = worse(focus=[{"reference": "Condition/other"}, {"reference": "Condition/imt"}])
     assert read(chart(medication("m"), focused)).facts.history.progressed_on_alk_inhibitor is True
+
+
+# --- staging ------------------------------------------------------------------------------------------------------
+
+SECONDARY_PROFILE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"
+RELATED = "http://hl7.org/fhir/StructureDefinition/condition-related"
+
+
+def secondary(resource_id, site="12738006", **elements):
+    return {"resourceType": "Condition", "id": resource_id, "subject": {"reference": "Patient/p1"},
+            "meta": {"profile": [SECONDARY_PROFILE]}, "code": {"text": "metastasis"},
+            "bodySite": [{"coding": [{"system": SNOMED, "code": site}]}], **elements}
+
+
+def m_category(resource_id, code, **elements):
+    return observation(resource_id, SNOMED, "399387003",
+                       valueCodeableConcept={"coding": [{"system": SNOMED, "code": code}]}, **elements)
+
+
+@pytest.mark.parametrize("elements, message", [
+    ({"verificationStatus": {"coding": [{"code": "provisional"}]}},
+     "secondary tumour not confirmed (verification status provisional); not used for staging"),
+    ({"verificationStatus": {"coding": [{"code": "differential"}]}},
+     "secondary tumour not confirmed (verification status differential); not used for staging"),
+    ({"verificationStatus": {"coding": [{"code": "unconfirmed"}]}},
+     "secondary tumour not confirmed (verification status unconfirmed); not used for staging"),
+    ({"clinicalStatus": {"coding": [{"code": "inactive"}]}},
+     "secondary tumour with clinical status inactive; not used for staging"),
+    ({"clinicalStatus": {"coding": [{"code": "remission"}]}},
+     "secondary tumour with clinical status remission; not used for staging"),
+    ({"extension": [{"url": RELATED, "valueReference": {"reference": "Condition/lung"}}]},
+     "secondary tumour of Condition/lung, not of the IMT; not used for staging"),
+])
+def test_a_secondary_tumour_that_does_not_stage_the_imt_says_why(elements, message):
+    result = read(chart(secondary("met", **elements)))
+    assert result.facts.tumor.distant_disease is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [("Condition/met", message,
+                                                                          "tumor.distant_disease")]
+
+
+def test_a_secondary_tumour_in_a_lymph_node_is_not_counted_and_one_without_a_site_is():
+    node = read(chart(secondary("node", "59441001")))
+    assert [p.message for p in node.problems] == [
+        "secondary tumour in a lymph node, which may be regional: not counted as distant disease (stage the patient "
+        "explicitly)"]
+    no_site = secondary("met")
+    del no_site["bodySite"]
+    assert read(chart(no_site)).facts.tumor.distant_disease is True
+    related = secondary("met", extension=[{"url": RELATED, "valueReference": {"reference": "Condition/imt"}},
+                                          {"url": RELATED, "valueReference": {"display": "lung"}}])
+    assert read(chart(related)).facts.tumor.distant_disease is True
+
+
+def test_a_secondary_tumour_is_dated_by_its_onset_else_its_recorded_date():
+    for dated in ({"onsetDateTime": "2026-03-01"}, {"onsetPeriod": {"start": "2026-03-01"}},
+                  {"recordedDate": "2026-03-01"}):
+        result = read(chart(m_category("m0", "1229901006", effectiveDateTime="2026-02-01"), secondary("met", **dated)))
+        assert result.facts.tumor.distant_disease is True, dated
+        (superseded,) = result.problems
+        assert superseded.message == ("M category 1229901006 (Observation/m0 on 2026-02-01) is superseded by the later "
+                                      "a secondary (metastatic) tumour (Condition/met on 2026-03-01)")
+        assert (superseded.where, superseded.path, superseded.kind) == (
+            "Observation/m0", "tumor.distant_disease", "superseded")
+
+
+def test_the_m_category_is_dated_by_effective_else_issued_and_an_unknown_one_is_reported():
+    for dated in ({"effectiveInstant": "2026-03-01T10:00:00Z"}, {"issued": "2026-03-01T10:00:00Z"},
+                  {"effectivePeriod": {"start": "2026-03"}}):
+        result = read(chart(m_category("m1", "1229903009", **dated), secondary("met", onsetDateTime="2026-01-01",
+                      verificationStatus={"coding": [{"code": "confirmed"}]})))
+        assert result.facts.tumor.distant_disease is True and result.problems == ()
+        later_m0 = read(chart(m_category("m0", "1229901006", **dated), secondary("met", onsetDateTime="2026-01-01")))
+        assert later_m0.facts.tumor.distant_disease is False, dated
+    odd = read(chart(m_category("mx", "1229999999")))
+    assert odd.facts.tumor.distant_disease is None
+    assert [(p.message, p.path) for p in odd.problems] == [
+        ("distant-metastasis category 1229999999 is not one this reader recognises (value sets "
+         "distant-metastasis-absent / -present); not used", "tumor.distant_disease")]
+    empty = read(chart(observation("mx", SNOMED, "399387003")))
+    assert empty.problems[0].message.startswith("distant-metastasis category no value is not one")
+
+
+def test_the_m_category_is_recognised_by_its_mcode_profile_too():
+    profiled = observation("m", LOINC, "00000-0", meta={"profile": [
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-tnm-distant-metastases-category"]},
+        valueCodeableConcept={"coding": [{"system": SNOMED, "code": "1229903009"}]})
+    assert read(chart(profiled)).facts.tumor.distant_disease is True
+
+
+def test_findings_that_agree_all_stand_and_undated_ones_always_stand():
+    agree = read(chart(m_category("a", "1229903009", effectiveDateTime="2026-01-01"),
+                       m_category("b", "1229903009", effectiveDateTime="2026-02-01")))
+    assert agree.sources["tumor.distant_disease"] == ("Observation/a", "Observation/b") and agree.problems == ()
+    undated = read(chart(m_category("m0", "1229901006"), secondary("met", onsetDateTime="2026-03-01")))
+    assert undated.facts.tumor.distant_disease is None  # an undated M0 is never outranked: a conflict
+    (conflict,) = undated.problems
+    assert conflict.kind == "conflict" and conflict.severity == "warning" and conflict.path == "tumor.distant_disease"
+    assert conflict.where == "Condition/met, Observation/m0"  # Conditions are read first
+    assert conflict.message == (
+        "conflicting values for tumor.distant_disease: a secondary (metastatic) tumour (Condition/met on 2026-03-01); "
+        "M category 1229901006 (Observation/m0 (undated)); left unknown")
