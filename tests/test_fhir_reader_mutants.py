@@ -705,3 +705,136 @@ def test_findings_that_agree_all_stand_and_undated_ones_always_stand():
     assert conflict.message == (
         "conflicting values for tumor.distant_disease: a secondary (metastatic) tumour (Condition/met on 2026-03-01); "
         "M category 1229901006 (Observation/m0 (undated)); left unknown")
+
+
+# --- results: status, conflicts that stop, values the facts do not allow ------------------------------------------
+
+
+@pytest.mark.parametrize("status, used", [("final", True), ("amended", True), ("corrected", True),
+                                          ("preliminary", False), ("registered", False), (None, False)])
+def test_only_final_amended_or_corrected_results_are_used(status, used):
+    result = read(chart(fact("o", "symptoms.respiratory", valueBoolean=True, status=status)))
+    assert (result.facts.symptoms.respiratory is True) is used
+    if not used:
+        assert [(p.where, p.message) for p in result.problems] == [
+            ("Observation/o", f"status {status!r}; only final, amended or corrected results are used")]
+
+
+def test_an_observation_without_a_code_is_malformed():
+    coded = fact("o", "symptoms.respiratory", valueBoolean=True)
+    del coded["code"]
+    result = read(chart(coded))
+    assert [p.message for p in result.problems] == ["malformed Observation (Observation.code is required); skipped"]
+
+
+def test_a_yes_no_conflict_stops_evaluation_and_says_which_resources_disagree():
+    result = read(chart(procedure("s"), fact("no", "history.surgery_done", valueBoolean=False)))
+    assert result.facts is None and not result.ok and result.eligibility.eligible
+    (error,) = result.problems
+    assert (error.where, error.severity, error.path, error.kind) == (
+        "Procedure/s, Observation/no", "error", "history.surgery_done", "conflict")
+    assert error.message == ("conflicting values for history.surgery_done: True (Procedure/s (undated)); False "
+                             "(Observation/no (undated)); it cannot be left unknown, so nothing is evaluated")
+    assert result.sources == {"patient_id": ("Patient/p1",), "age_years": ("Patient/p1",)}
+    assert result.patient == "Patient/p1"
+
+
+def test_a_conflict_about_a_fact_that_may_be_unknown_leaves_it_unknown_and_the_rest_is_read():
+    result = read(chart(fact("a", "symptoms.respiratory", valueBoolean=True),
+                        fact("b", "symptoms.respiratory", valueBoolean=False),
+                        fact("r1", "history.margin_status", valueCodeableConcept={"coding": [{"system": FACT,
+                                                                                              "code": "R1"}]}),
+                        fact("r2", "history.margin_status", valueCodeableConcept={"coding": [{"system": FACT,
+                                                                                              "code": "R2"}]}),
+                        fact("e", "tumor.resectability", valueCodeableConcept={"coding": [{"system": FACT,
+                                                                                           "code": "unresectable"}]})))
+    assert result.ok and result.facts.symptoms.respiratory is None and result.facts.history.margin_status is None
+    assert result.facts.tumor.resectability == "unresectable"
+    assert [(p.path, p.severity, p.kind) for p in result.problems] == [
+        ("symptoms.respiratory", "warning", "conflict"), ("history.margin_status", "warning", "conflict")]
+    assert "symptoms.respiratory" not in result.sources
+
+
+def test_a_value_the_facts_do_not_allow_is_dropped_and_the_rest_read():
+    result = read(chart(fact("bad", "tumor.resectability", valueString="maybe"),
+                        fact("ok", "symptoms.respiratory", valueBoolean=True)))
+    assert result.ok and result.facts.tumor.resectability == "unknown" and result.facts.symptoms.respiratory is True
+    (problem,) = result.problems
+    assert (problem.where, problem.severity, problem.path, problem.kind) == (
+        "Observation/bad", "warning", "tumor.resectability", "not_allowed")
+    assert problem.message.startswith("value not allowed for tumor.resectability: ") and problem.message.endswith(
+        "; not used")
+    assert "tumor.resectability" not in result.sources and result.sources["symptoms.respiratory"] == ("Observation/ok",)
+
+
+def test_methods_are_gathered_per_gene_from_every_variant_and_sourced_to_the_first():
+    method = {"coding": [{"system": "urn:imt-cds:test-method", "code": "FISH"},
+                         {"system": "http://example.org", "code": "NGS_RNA"}]}
+    first = variant("v1", "HGNC:427", method=method)
+    second = variant("v2", "HGNC:427", method={"coding": [{"system": "urn:imt-cds:test-method", "code": "IHC"}]})
+    result = read(chart(first, second))
+    assert result.facts.molecular.alk.methods == frozenset({"FISH", "IHC"})  # NGS_RNA: not the method system
+    assert result.sources["molecular.alk.methods"] == ("Observation/v1",)
+    assert result.sources["molecular.alk.status"] == ("Observation/v1", "Observation/v2")
+
+
+# --- genomic variants ---------------------------------------------------------------------------------------------
+
+HGNC = "http://www.genenames.org"
+
+
+def gene(code=None, display=None, text=None, system=HGNC):
+    concept: dict = {}
+    if code is not None:
+        concept["coding"] = [{"system": system, "code": code, **({"display": display} if display else {})}]
+    if text is not None:
+        concept["text"] = text
+    return {"code": {"coding": [{"system": LOINC, "code": "48018-6"}]}, "valueCodeableConcept": concept}
+
+
+def variant(resource_id, *genes, value=("LA9633-4",), **elements):
+    components = [g if isinstance(g, dict) else gene(g) for g in genes]
+    return observation(resource_id, LOINC, "69548-6", component=components,
+                       valueCodeableConcept={"coding": [{"system": LOINC, "code": c} for c in value]}, **elements)
+
+
+def test_a_fusion_names_its_partner_by_the_symbol_the_chart_displays_or_the_known_one():
+    shown = read(chart(variant("v", "HGNC:427", gene("HGNC:12012", display="TPM3"))))
+    assert shown.facts.molecular.alk.status == "positive" and shown.facts.molecular.alk.fusion_partner == "TPM3"
+    known = read(chart(variant("v", "HGNC:427", gene("HGNC:10261"))))
+    assert known.facts.molecular.alk.fusion_partner == "ROS1" and known.facts.molecular.ros1.fusion_partner == "ALK"
+    unnamed = read(chart(variant("v", "HGNC:427", gene("HGNC:12012"))))
+    assert unnamed.facts.molecular.alk.fusion_partner is None and unnamed.facts.molecular.alk.status == "positive"
+    ntrk = read(chart(variant("v", "HGNC:8031", "HGNC:8033")))  # NTRK1 with NTRK3: one gene here, no partner
+    assert ntrk.facts.molecular.ntrk.status == "positive" and ntrk.facts.molecular.ntrk.fusion_partner is None
+    three = read(chart(variant("v", "HGNC:427", gene("HGNC:1", display="A"), gene("HGNC:2", display="B"))))
+    assert three.facts.molecular.alk.fusion_partner is None
+    assert [(p.message, p.path) for p in three.problems] == [
+        ("several partner genes for ALK; the partner is left unknown", "molecular.alk.fusion_partner")]
+
+
+def test_a_negative_variant_names_no_partner_and_an_unclear_one_is_not_used():
+    negative = read(chart(variant("v", "HGNC:427", gene("HGNC:12012", display="TPM3"), value=("LA9634-2",))))
+    assert negative.facts.molecular.alk.status == "negative" and negative.facts.molecular.alk.fusion_partner is None
+    for value in (("LA9633-4", "LA9634-2"), ()):
+        unclear = read(chart(variant("v", "HGNC:427", value=value)))
+        assert unclear.facts.molecular.alk.status == "unknown"
+        assert [p.message for p in unclear.problems] == [
+            "variant Observation is neither clearly Present nor Absent; not used"]
+    other_gene = read(chart(variant("v", "HGNC:1100")))  # BRCA1: not a gene of the rules, nothing said
+    assert other_gene.problems == () and other_gene.facts.molecular.alk.status == "unknown"
+
+
+def test_genes_by_symbol_text_are_used_and_flagged_and_other_systems_are_not_hgnc():
+    by_text = read(chart(variant("v", gene(text=" ros1 "))))
+    assert by_text.facts.molecular.ros1.status == "positive"
+    assert [(p.message, p.kind) for p in by_text.problems] == [
+        ("gene ROS1 recognised by its symbol text only (no HGNC code); used, but check the result", "weak")]
+    by_display = read(chart(variant("v", {"code": gene()["code"], "valueCodeableConcept": {
+        "coding": [{"system": "http://example.org/genes", "code": "x", "display": "RET"}]}})))
+    assert by_display.facts.molecular.ret.status == "positive"
+    for system in ("http://www.genenames.org/geneId", "https://www.genenames.org"):
+        assert read(chart(variant("v", gene("HGNC:9967", system=system)))).facts.molecular.ret.status == "positive"
+    not_a_gene = gene("HGNC:427")
+    not_a_gene["code"] = {"coding": [{"system": LOINC, "code": "48002-0"}]}
+    assert read(chart(variant("v", not_a_gene))).facts.molecular.alk.status == "unknown"
