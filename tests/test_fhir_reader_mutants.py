@@ -838,3 +838,92 @@ def test_genes_by_symbol_text_are_used_and_flagged_and_other_systems_are_not_hgn
     not_a_gene = gene("HGNC:427")
     not_a_gene["code"] = {"coding": [{"system": LOINC, "code": "48002-0"}]}
     assert read(chart(variant("v", not_a_gene))).facts.molecular.alk.status == "unknown"
+
+
+# --- FHIR shapes --------------------------------------------------------------------------------------------------
+
+MORPHOLOGY = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior"
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda c: c.update(code="8825/1"), "code must be a CodeableConcept (an object), found text"),
+    (lambda c: c.update(bodySite={"coding": []}), "bodySite must be a list of objects, found an object"),
+    (lambda c: c.update(bodySite=["lung"]), "bodySite must be a list of objects, found a list"),
+    (lambda c: c["code"].update(coding={"system": ICDO3}), "coding must be a list of objects, found an object"),
+    (lambda c: c["code"].update(coding=[{"system": 1, "code": "8825/1"}]), "coding.system must be text, found a "
+                                                                           "number"),
+    (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": 8825}]), "coding.code must be text, found a number"),
+    (lambda c: c.update(extension={"url": MORPHOLOGY}), "extension must be a list of objects, found an object"),
+])
+def test_a_malformed_imt_condition_is_skipped_naming_the_element(break_it, message):
+    imt = copy.deepcopy(IMT)
+    break_it(imt)
+    result = read(chart(imt=imt), diagnosis_attested=True)
+    assert result.ok and result.facts.tumor.site == "unknown"
+    assert [(p.where, p.message) for p in result.problems] == [("Condition/imt", f"malformed Condition ({message}); "
+                                                                                 "skipped")]
+
+
+def test_codings_without_a_system_or_a_code_are_left_out_and_a_status_without_a_system_still_counts():
+    half = imt_with(code={"coding": [{"code": "8825/1"}, {"system": ICDO3}, {"system": ICDO3, "code": ""}]})
+    assert read(chart(imt=half)).eligibility.reason == "no_imt_diagnosis"
+    empty = imt_with(code={"text": ""})
+    assert read(chart(imt=empty)).eligibility.reason == "no_imt_diagnosis"
+    no_codings = imt_with(code={"coding": None, "text": "inflammatory myofibroblastic tumour"})
+    assert read(chart(imt=no_codings)).eligibility.diagnosis.basis == "text"
+    refuted = imt_with(verificationStatus={"coding": [{"code": "refuted"}, {"system": "x"}, {"code": 5}]})
+    assert read(chart(imt=refuted)).eligibility.reason == "no_imt_diagnosis"
+
+
+def test_the_imt_may_be_named_in_the_morphology_extension_by_code_or_text():
+    def with_morphology(concept, url=MORPHOLOGY):
+        return imt_with(code={"text": "tumour of the lung"}, extension=[
+            {"url": "http://example.org/other", "valueCodeableConcept": {"text": "x"}},
+            {"url": url, "valueCodeableConcept": concept}])
+
+    coded = read(chart(imt=with_morphology({"coding": [{"system": ICDO3, "code": "8825/1"}]})))
+    assert coded.eligibility.diagnosis.basis == "coded" and coded.eligibility.diagnosis.codes == (IMT_CODE,)
+    by_display = read(chart(imt=with_morphology({"coding": [{"system": "http://example.org", "code": "1",
+                                                             "display": "Inflammatory myofibroblastic tumor"}]})))
+    assert by_display.eligibility.diagnosis.basis == "text"
+    elsewhere = read(chart(imt=with_morphology({"coding": [{"system": ICDO3, "code": "8825/1"}]},
+                                               url="http://example.org/not-morphology")))
+    assert elsewhere.eligibility.reason == "no_imt_diagnosis"
+
+
+def test_epithelioid_morphology_from_the_morphology_text_is_used_and_flagged():
+    imt = imt_with(extension=[{"url": MORPHOLOGY, "valueCodeableConcept": {
+        "text": "Epithelioid inflammatory myofibroblastic sarcoma"}}])
+    result = read(chart(imt=imt))
+    assert result.facts.tumor.epithelioid_morphology is True
+    assert [(p.where, p.path, p.kind) for p in result.problems] == [
+        ("Condition/imt", "tumor.epithelioid_morphology", "weak")]
+    assert result.problems[0].message == ("epithelioid morphology recognised from the Condition's text only (no "
+                                          "verified code exists): confirm it")
+    assert read(chart()).facts.tumor.epithelioid_morphology is False
+
+
+def test_mcodes_history_of_metastatic_cancer_reads_its_boolean():
+    def history(**value):
+        return observation("h", SNOMED, "1287652008", effectiveDateTime="2026-01-01", **value)
+
+    assert read(chart(history())).facts.tumor.distant_disease is True
+    assert read(chart(history(valueBoolean=True))).facts.tumor.distant_disease is True
+    assert read(chart(history(valueBoolean=False))).facts.tumor.distant_disease is False
+    odd = read(chart(history(valueBoolean="no")))
+    assert odd.facts.tumor.distant_disease is None
+    assert [p.message for p in odd.problems] == [
+        "malformed Observation (valueBoolean must be true or false, found text); skipped"]
+    both = read(chart(history(valueBoolean=False), m_category("m1", "1229903009", effectiveDateTime="2026-02-01")))
+    (superseded,) = both.problems
+    assert superseded.message.startswith("history of metastatic cancer: no (Observation/h on 2026-01-01) is "
+                                         "superseded")
+
+
+def test_profiles_are_read_only_from_a_list_of_texts():
+    for meta in ({"profile": SECONDARY_PROFILE}, "x", {"profile": [5]}):
+        met = secondary("met", meta=meta)
+        result = read(chart(met))
+        assert result.facts.tumor.distant_disease is None, meta  # not known as secondary: another Condition
+    mixed = secondary("met", meta={"profile": [5, "http://example.org/x", SECONDARY_PROFILE]})
+    assert read(chart(mixed)).facts.tumor.distant_disease is True
