@@ -927,3 +927,18 @@ def test_profiles_are_read_only_from_a_list_of_texts():
         assert result.facts.tumor.distant_disease is None, meta  # not known as secondary: another Condition
     mixed = secondary("met", meta={"profile": [5, "http://example.org/x", SECONDARY_PROFILE]})
     assert read(chart(mixed)).facts.tumor.distant_disease is True
+
+
+@pytest.mark.parametrize("hgnc, gene", [("HGNC:427", "alk"), ("HGNC:10261", "ros1"), ("HGNC:8031", "ntrk"),
+                                        ("HGNC:8032", "ntrk"), ("HGNC:8033", "ntrk"), ("HGNC:9967", "ret"),
+                                        ("HGNC:8804", "pdgfrb")])
+def test_every_gene_of_the_rules_is_known_by_its_hgnc_code(hgnc, gene):
+    result = read(chart(variant("v", hgnc)))
+    assert getattr(result.facts.molecular, gene).status == "positive"
+    assert result.sources[f"molecular.{gene}.status"] == ("Observation/v",)
+
+
+def test_a_concepts_text_must_be_text_else_its_displays_are_read():
+    imt = imt_with(code={"text": 5, "coding": [{"system": "http://example.org", "code": "1",
+                                                "display": "Inflammatory myofibroblastic tumour"}, {"display": 7}]})
+    assert read(chart(imt=imt)).eligibility.diagnosis.basis == "text"
