@@ -23,6 +23,19 @@ from imt_cds.fhir import (
     facts_from_resources,
     resource_label,
 )
+from imt_cds.fhir import (  # the private helpers, pinned directly: each is one promise
+    _age_in_years,
+    _Candidate,
+    _full_date,
+    _key,
+    _kind,
+    _Period,
+    _period,
+    _said,
+    _set,
+    _short,
+    _unset,
+)
 
 ON = date(2026, 11, 21)
 SNOMED = "http://snomed.info/sct"
@@ -281,21 +294,6 @@ def test_how_the_diagnosis_was_established_is_said_in_the_eligibility():
 
 
 # --- dates, ages and the small helpers ----------------------------------------------------------------------------
-
-from imt_cds.fhir import (  # noqa: E402  (the private helpers, pinned directly: each is one promise)
-    _age_in_years,
-    _Candidate,
-    _full_date,
-    _key,
-    _kind,
-    _period,
-    _Period,
-    _said,
-    _set,
-    _short,
-    _unset,
-)
-
 
 @pytest.mark.parametrize("text, first, last", [
     ("2019", date(2019, 1, 1), date(2019, 12, 31)),
