@@ -476,6 +476,8 @@ def imt_with(**elements):
 @pytest.mark.parametrize("body_sites, site", [
     ([{"coding": [{"system": SNOMED, "code": "39607008"}]}], "thoracic"),
     ([{"coding": [{"system": SNOMED, "code": "12345"}, {"system": SNOMED, "code": "71854001"}]}], "abdominal_pelvic"),
+    ([{"coding": [{"system": SNOMED, "code": "64033007"}]}], "genitourinary"),
+    ([{"coding": [{"system": SNOMED, "code": "45048000"}]}], "head_neck"),
     ([{"coding": [{"system": SNOMED, "code": "12345"}]}], "other"),  # a SNOMED code not mapped: other, not a guess
     ([{"coding": [{"system": "http://example.org/sites", "code": "39607008"}]}], "unknown"),  # not SNOMED: no site
     ([{"text": "lung"}], "unknown"),
@@ -545,7 +547,9 @@ def worse(resource_id="worse", when="2026-01-05", **elements):
 @pytest.mark.parametrize("kind, status, given", [
     ("MedicationStatement", "on-hold", True), ("MedicationStatement", "stopped", True),
     ("MedicationStatement", "completed", True), ("MedicationStatement", "not-taken", False),
-    ("MedicationRequest", "on-hold", True), ("MedicationRequest", "draft", False),
+    ("MedicationRequest", "on-hold", True), ("MedicationRequest", "completed", True),
+    ("MedicationRequest", "active", True), ("MedicationRequest", "stopped", True), ("MedicationRequest", "draft", False),
+    ("MedicationStatement", "active", True), ("MedicationAdministration", "completed", True),
     ("MedicationAdministration", "in-progress", True), ("MedicationAdministration", "stopped", True),
     ("MedicationAdministration", "on-hold", True), ("MedicationAdministration", "active", False),
     ("MedicationAdministration", "not-done", False),
@@ -940,3 +944,14 @@ def test_a_concepts_text_must_be_text_else_its_displays_are_read():
     imt = imt_with(code={"text": 5, "coding": [{"system": "http://example.org", "code": "1",
                                                 "display": "Inflammatory myofibroblastic tumour"}, {"display": 7}]})
     assert read(chart(imt=imt)).eligibility.diagnosis.basis == "text"
+
+
+def test_a_rulebook_without_the_value_sets_the_reader_needs_cannot_read_fhir():
+    from imt_cds import load_rulebook
+    from imt_cds.terminology import Terminology
+
+    full = load_rulebook().terminology
+    partial = Terminology({name: vs for name, vs in full.value_sets.items() if name != "imt-diagnosis"})
+    with pytest.raises(ValueError, match="this rulebook cannot read FHIR: it lacks the value sets imt-diagnosis"):
+        read(chart(), terminology=partial)
+    assert read(chart(), terminology=full).ok
