@@ -1,4 +1,5 @@
-"""The result of an evaluation (SPEC §3): findings with their rationale, derived facts, suppressions, trace, provenance.
+"""The result of an evaluation (README, section Output): findings with their rationale, derived facts, suppressions,
+trace, provenance.
 
 An ``Assessment`` is built from what the engine reported — which engine rules fired, in which order — and the
 compiled program that says what each engine rule means. Nothing here decides whether a rule applies: that was the
@@ -105,6 +106,15 @@ class AlsoFrom(NamedTuple):
 
 
 class Finding(NamedTuple):
+    """One thing the rules say about the patient, with what it rests on.
+
+    ``code`` is the stable finding code (``REC_CRIZOTINIB_ALK``); ``kind`` is "recommendation" or "data_request"
+    (listed under ``Assessment.recommendations``), "risk_flag" or "flag" (under ``risk_flags``); ``title`` and
+    ``summary`` say it in words; ``strength`` is the strength of the evidence as the rule labels it. ``rule`` names
+    the rule (id and version) that produced it, ``evidence`` the registry entries it cites, ``because`` the facts and
+    derived facts that made the rule fire, and ``also_from`` any other rule that produced the same code (a finding
+    appears once, under the first rule)."""
+
     code: str
     kind: str  # recommendation | data_request | risk_flag | flag
     title: str
@@ -284,7 +294,7 @@ class OutputTemplates:
 
 
 class Assessment:
-    """The immutable result of evaluating one patient. ``to_json()`` gives the SPEC §3 document.
+    """The immutable result of evaluating one patient. ``to_json()`` gives its JSON document (README, Output).
 
     Attributes: ``patient_id``, ``facts`` (the validated input), ``recommendations`` and ``risk_flags`` (findings,
     sorted by code), ``derived_facts``, ``suppressed``, ``trace``, ``provenance``; shortcuts ``codes``,

@@ -1,4 +1,4 @@
-"""Write an assessment's JSON document (SPEC §3) fast, from fragments serialized once per engine.
+"""Write an assessment's JSON document (README, section Output) fast, from fragments serialized once per engine.
 
 Most of an assessment's text is static per rule: titles, summaries, evidence with its quotes, rule references,
 the tests a rule makes. ``JsonTemplates`` serializes all of it when the engine is built; writing a document then

@@ -6,7 +6,7 @@ including an unexpected error or the death of the worker process evaluating it) 
 it. Blank lines (only whitespace, e.g. the newline at the end of a file) are skipped: no output, not counted. So
 output record k answers the k-th non-blank input line; every record but a ``full`` document also names its line.
 
-**What is written per line** (``detail``): ``full``, the whole assessment document (SPEC §3, about 14 kB);
+**What is written per line** (``detail``): ``full``, the whole assessment document (README, Output; about 14 kB);
 ``summary``, ``{"line", "patient_id", "codes", "kinds", "rulebook", "input_sha256"}`` (codes in document order:
 recommendations then risk flags, each sorted by code; kinds maps each code to its kind; rulebook is
 ``{"name", "version", "sha256"}``); ``codes``, ``{"line", "patient_id", "codes"}``.

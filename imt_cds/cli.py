@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TextIO
 import orjson
 
 from .errors import ChartRefusedError, ImtCdsError, InputProblem, InvalidInputError
+from .wording import plural
 
 __all__ = ["main"]
 
@@ -358,7 +359,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     except BatchPathError as exc:
         print(f"imt-cds batch: error: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
-    print(f"imt-cds batch: {summary.total} line(s): {summary.evaluated} evaluated, {summary.invalid} invalid"
+    print(f"imt-cds batch: {plural(summary.total, 'line')}: {summary.evaluated} evaluated, {summary.invalid} invalid"
           + (f", {summary.failed} failed" if summary.failed else ""), file=sys.stderr)
     if args.detail == "full" and summary.output_bytes > _LARGE_BATCH_OUTPUT:
         print(f"imt-cds batch: note: wrote {summary.output_bytes / 2**20:,.0f} MiB of full assessments; "

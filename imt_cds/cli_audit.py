@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import AuditError, CheckpointError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
+from .wording import plural
 
 if TYPE_CHECKING:
     from .assessment import Assessment
@@ -253,7 +254,8 @@ def _run_list(args: argparse.Namespace) -> int:
         note = "" if record.canonical_input_json() is not None else "  [input: sha256 only]"
         rows.append((str(record.seq), record.recorded_at, record.id, str(record.patient_id or "-"),
                      f"{record.rulebook['name']} {record.rulebook['version']}",
-                     f"{rec} recommendations/requests, {flags} flags, {withheld} withheld{note}"))
+                     f"{plural(rec, 'recommendation/request', 'recommendations/requests')}, "
+                     f"{plural(flags, 'flag')}, {withheld} withheld{note}"))
     # Each column as wide as its widest cell, so that columns line up whatever the ids and versions are.
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
     for row in (header, *rows):
@@ -312,16 +314,16 @@ def _run_verify(args: argparse.Namespace) -> int:
         return EXIT_OK if report.ok else EXIT_FAILED
     if report.first_break is not None:
         print(f"audit trail BROKEN at {report.first_break}")
-        print(f"  the {report.records} record(s) before it verify; the last intact hash is {report.head}")
+        print(f"  the {plural(report.records, 'record')} before it verify; the last intact hash is {report.head}")
     for problem in report.problems:
         print(f"audit trail problem: {problem}")
     if report.ok:
         archive = "" if args.skip_archive else "; every archived rulebook rebuilds to its sha256"
         anchored = ", including the anchored hash" if args.anchor else ""
         uncovered = report.records - max((c.records for c in checkpoints), default=report.records)
-        signed = (f", matching {len(checkpoints)} signed checkpoint(s) ({uncovered} record(s) after the last "
-                  "checkpoint, covered by no signature)" if checkpoints else "")
-        print(f"audit trail intact: {report.records} record(s){anchored}{signed}{archive}")
+        signed = (f", matching {plural(len(checkpoints), 'signed checkpoint')} ({plural(uncovered, 'record')} after "
+                  "the last checkpoint, covered by no signature)" if checkpoints else "")
+        print(f"audit trail intact: {plural(report.records, 'record')}{anchored}{signed}{archive}")
         print(f"head {report.head}")
         return EXIT_OK
     return EXIT_FAILED
@@ -427,7 +429,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     if result.identical:
         print("  identical: the same findings, suppressions, derived facts and trace")
         return EXIT_OK
-    print(f"  {len(result.differences)} difference(s):")
+    print(f"  {plural(len(result.differences), 'difference')}:")
     for difference in result.differences:
         print(f"  - {difference.describe(now)}")
     return EXIT_FAILED

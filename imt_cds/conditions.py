@@ -17,11 +17,11 @@ In a rule file (YAML)::
 
 Atoms test one input fact (by dotted path) with one operator: ``is``, ``is_not``, ``in``, ``not_in`` (any field;
 ``null`` allowed where the field is nullable), ``gt``, ``gte``, ``lt``, ``lte`` (numbers; the operand may be a
-``{param: name}`` of the rulebook). The readings are those of clinical/RULES.md: a positive test needs the known
-value (``null`` and ``unknown`` never satisfy it); ``is_not``/``not_in`` are plain negation and so hold for ``null``;
-a numeric comparison never holds for ``null``; ``derived``/``not_derived`` test whether a derived fact holds.
-There is deliberately no general ``not`` over a subtree: negation of derived facts needs stratification (see the
-compiler), and negated atoms say exactly what they mean.
+``{param: name}`` of the rulebook). The readings are those of rules/README.md (Conditions): a positive test needs
+the known value (``null`` and ``unknown`` never satisfy it); ``is_not``/``not_in`` are plain negation and so hold
+for ``null``; a numeric comparison never holds for ``null``; ``derived``/``not_derived`` test whether a derived
+fact holds. There is deliberately no general ``not`` over a subtree: negation of derived facts needs stratification
+(see the compiler), and negated atoms say exactly what they mean.
 
 This module knows the *meaning* of a condition only as structure: it never evaluates one against a patient.
 Evaluation is the engine's job, so there is one implementation of the rules' logic.

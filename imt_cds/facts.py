@@ -1,4 +1,4 @@
-"""Patient facts: the validated, immutable input of an evaluation (SPEC §2).
+"""Patient facts: the validated, immutable input of an evaluation (README, section Input).
 
 The models here *are* the input contract. Everything else that needs to know which facts exist (the rulebook loader
 checking fact paths, the compiler encoding facts for the engine, the error messages) reads it from these models
@@ -119,7 +119,7 @@ class History(_Facts):
 
 
 class PatientFacts(_Facts):
-    """Everything imt-cds knows about one patient. Every key is optional; see SPEC §2 for the defaults."""
+    """Everything imt-cds knows about one patient. Every key is optional; the defaults are the fields' own."""
 
     patient_id: str | None = Field(default=None, min_length=1, max_length=256)
     age_years: float | None = Field(default=None, ge=0, le=120, description="age in years; 0.5 = six months")

@@ -456,7 +456,9 @@ class _Reader:
             raise ChartRefusedError("other_patient", f"the chart's patient is {key}, not the patient in context "
                                     f"(Patient/{expected}): nothing is evaluated on another patient's record", key)
         self.patient_label = key
-        self.patient_keys = {key} | ({item.full_url} if item.full_url else set())
+        # Every name the chart may use for its patient: "Patient/<id>", its fullUrl, and (without an id) the label
+        # a fullUrl reference resolves to.
+        self.patient_keys = {key, item.label} | ({item.full_url} if item.full_url else set())
         return item.resource
 
     def _subject(self, resource: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -529,6 +531,11 @@ class _Reader:
         matched = imt.matching(_codings(code) + _codings(morphology))
         named = not matched and (imt.names_in_text(_text_of(code)) or imt.names_in_text(_text_of(morphology)))
         secondary = SECONDARY_PROFILE in profiles
+        # The shape of every element used below, checked before anything is recorded: a malformed Condition is
+        # skipped whole, never half-read.
+        site_concepts = _concepts(condition, "bodySite")
+        site_codings = [coding for site in site_concepts for coding in _codings(site)]
+        related = _related(condition)
         if not matched and not named and not secondary:
             self.other_conditions.add(where)  # another disease: nothing of it is read
             return
@@ -540,11 +547,11 @@ class _Reader:
             return
         if not matched and not named:
             self.other_conditions.add(where)
-            self._secondary(condition, where, clinical, verification)
+            self._secondary(condition, where, clinical, verification, site_codings, related)
             return
         self.imt_conditions[where] = tuple(f"{c.system}|{c.code}" for c in matched) if matched else ("text",)
         if secondary:
-            self._secondary(condition, where, clinical, verification)
+            self._secondary(condition, where, clinical, verification, site_codings, related)
             return
         if set(clinical) & {"recurrence", "relapse"}:
             self.offer("history.recurrence", True, where, note=f"clinical status {'/'.join(clinical)}")
@@ -555,16 +562,16 @@ class _Reader:
             self.offer("tumor.epithelioid_morphology", True, where)
             self.skip(where, "epithelioid morphology recognised from the Condition's text only (no verified code "
                              "exists): confirm it", "tumor.epithelioid_morphology", kind="weak")
-        for body_site in _concepts(condition, "bodySite"):
+        for body_site in site_concepts:
             codes = [c.code for c in _codings(body_site) if c.system == SNOMED]
             site = next((SITE_BY_SNOMED[c] for c in codes if c in SITE_BY_SNOMED), "other" if codes else None)
             if site is not None:
                 self.offer("tumor.site", site, where)
 
-    def _secondary(self, condition: Mapping[str, Any], where: str, clinical: list[str],
-                   verification: list[str]) -> None:
+    def _secondary(self, condition: Mapping[str, Any], where: str, clinical: list[str], verification: list[str],
+                   sites: list[Coding], references: list[str]) -> None:
         path = "tumor.distant_disease"
-        related = [self._resolve(r) for r in _related(condition)]
+        related = [self._resolve(r) for r in references]
         if related and not any(r in self.imt_conditions for r in related):
             self.skip(where, f"secondary tumour of {', '.join(related)}, not of the IMT; not used for staging", path)
             return
@@ -576,7 +583,6 @@ class _Reader:
             self.skip(where, f"secondary tumour with clinical status {'/'.join(clinical)}; not used for staging", path)
             return
         regional = self.terminology["regional-lymph-node-sites"]
-        sites = [coding for site in _concepts(condition, "bodySite") for coding in _codings(site)]
         if sites and regional.matching(sites):
             self.skip(where, "secondary tumour in a lymph node, which may be regional: not counted as distant "
                              "disease (stage the patient explicitly)", path)

@@ -33,8 +33,8 @@ Codings use the project's own code systems (``urn:imt-cds:finding-code``, ...) b
 CodeSystem resources are published once (``imt_cds.fhir_codesystems``, ``imt-cds rules codesystems``), not copied
 into every Bundle, and finding codings name the rulebook version as the code system's version.
 
-The input is the assessment *document* (SPEC §3), from a live ``Assessment`` or an audit record, so a later CDS
-Hooks service and ``audit export`` share this module. Resource ids are derived from the request id, so exporting
+The input is the assessment *document* (README, section Output), from a live ``Assessment`` or an audit record, so
+the CDS Hooks service and ``audit export`` share this module. Resource ids are derived from the request id, so exporting
 the same record twice gives the same Bundle. This is a renderer: it decides nothing and reads nothing else.
 """
 

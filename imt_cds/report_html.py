@@ -7,8 +7,8 @@ when there is one), and a picture of the derivation graph: input facts -> derive
 inline SVG. Everything is inline (CSS, SVG; no script, font, image or link to fetch), so the file opens offline
 and can be archived or mailed as it is.
 
-Like the other renderers it reads an assessment *document* (SPEC §3, from a live assessment or an audit record)
-and decides nothing.
+Like the other renderers it reads an assessment *document* (README, section Output; from a live assessment or an
+audit record) and decides nothing.
 """
 
 from __future__ import annotations

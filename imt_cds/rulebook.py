@@ -40,7 +40,7 @@ RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 RULE_KINDS = ("derived_fact", "recommendation", "data_request", "risk_flag", "suppression")
 FINDING_PREFIXES = MappingProxyType(
     {"REC_": "recommendation", "REQUEST_": "data_request", "RISK_": "risk_flag", "FLAG_": "flag"})
-# Strength labels of clinical/RULES.md §3, plus the two free readings the catalogue uses.
+# Strength labels (listed in rules/README.md, A rule file), plus the two free readings the catalogue uses.
 STRENGTH_LABELS = (
     "REG", "SA-TRIAL", "PROSP-REG", "OBS-MC", "OBS", "SR", "CASE", "NARR", "DESIGN",
     "conflicting", "absence of evidence",

@@ -7,8 +7,9 @@ and compares every finding, and every counterexample the tools print is re-check
 
 A symbolic patient has one z3 variable per input field (per field kind: an integer index into the field's finite
 domain, a boolean, a known-flag plus a real number, one boolean per possible set member, or an index over the gene
-symbols the rules mention plus "any other symbol"). Readings follow clinical/RULES.md exactly as the compiler does:
-a positive test needs the known value, a negated test is plain negation, numeric tests never hold for null.
+symbols the rules mention plus "any other symbol"). Readings follow rules/README.md (Conditions) exactly as the
+compiler does: a positive test needs the known value, a negated test is plain negation, numeric tests never hold for
+null.
 """
 
 from __future__ import annotations

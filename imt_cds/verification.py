@@ -5,7 +5,7 @@ For a rulebook, with the formulas of ``symbolic``:
 - every branch of a rule's condition can match (an unmatchable branch is reported as a warning);
 - no rule is redundant, i.e. always accompanied by another rule producing the same finding;
 - no pair of findings that the catalogue says must never co-occur can appear together;
-- every safety property of clinical/RULES.md §5 holds.
+- every safety property (``SAFETY_PROPERTIES`` below, numbered as `rules verify` reports them) holds.
 
 The safety properties are fixed clinical facts written here, not derived from the rulebook's parameters: a copy of
 the rulebook with ``crizotinib_min_age_years: 0`` must fail property 6. A violated check comes with a minimal
@@ -44,12 +44,12 @@ ALK_INHIBITORS = tuple(code for code, gene in TARGETED.items() if gene == "alk")
 RECURRENCE_PREDICTORS = ("RISK_RESPIRATORY_SYMPTOMS", "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN", "RISK_DISTANT_DISEASE")
 GENES = fusion_genes()  # alk, ros1, ntrk, ret, pdgfrb
 
-# Findings the catalogue says must never appear together, and where it says so.
+# Findings that must never appear together, and why (the safety property that says so, or the reason).
 EXCLUSIVE_PAIRS = (
-    ("REC_UPFRONT_SURGICAL_RESECTION", "REC_AVOID_MUTILATING_SURGERY", "RULES §5.12"),
+    ("REC_UPFRONT_SURGICAL_RESECTION", "REC_AVOID_MUTILATING_SURGERY", "safety property 12"),
     ("REC_CRIZOTINIB_ALK", "REC_ALK_INHIBITOR_OFF_LABEL_AGE_REVIEW", "R32a/R32b split on the label age"),
     ("REC_SELPERCATINIB_RET", "REC_RET_INHIBITOR_OFF_LABEL_AGE_REVIEW", "R36a/R36b split on the label age"),
-    ("REC_CRIZOTINIB_ALK", "REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER", "RULES §5.15: no crizotinib after progression"),
+    ("REC_CRIZOTINIB_ALK", "REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER", "safety property 15"),
     ("REC_UPFRONT_SURGICAL_RESECTION", "REC_POSTTREATMENT_SURVEILLANCE", "upfront surgery is before any surgery"),
 )
 

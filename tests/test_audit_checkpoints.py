@@ -195,7 +195,7 @@ def test_keygen_sign_and_verify_on_the_command_line(target, tmp_path):
     assert data["head"] == run("audit", "head", "--db", target).stdout.strip()
     verified = run("audit", "verify", "--db", target, "--checkpoint", checkpoint, "--public-key", public)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "matching 1 signed checkpoint(s) (0 record(s) after the last checkpoint" in verified.stdout
+    assert "matching 1 signed checkpoint (0 records after the last checkpoint" in verified.stdout
 
     disable_append_only(target)
     raw_sql(target, "DELETE FROM audit_records WHERE seq = 2")

@@ -127,7 +127,7 @@ def test_verify_and_head_agree_and_an_anchor_is_checked(db):
     head = ok("audit", "head", "--db", db).stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", head)
     verified = ok("audit", "verify", "--db", db, "--anchor", head).stdout
-    assert f"intact: {len(EXAMPLES)} record(s)" in verified and head in verified
+    assert f"intact: {len(EXAMPLES)} records" in verified and head in verified
     report = json.loads(ok("audit", "verify", "--db", db, "--format", "json").stdout)
     assert report["ok"] and report["head"] == head and report["first_bad_record"] is None
     assert json.loads(ok("audit", "head", "--db", db, "--format", "json").stdout)["seq"] == len(EXAMPLES)
@@ -273,7 +273,7 @@ def test_the_same_commands_work_on_a_postgresql_store():
         target = new_database(server)
         for example in EXAMPLES[:3]:
             ok("evaluate", example, "--audit", target)
-        assert "intact: 3 record(s)" in ok("audit", "verify", "--db", target).stdout
+        assert "intact: 3 records" in ok("audit", "verify", "--db", target).stdout
         assert "identical" in ok("audit", "replay", "2", "--db", target).stdout
         shown = ok("audit", "show", "last", "--db", target).stdout
         assert shown.startswith("IMT decision support - assessment of EX-03")

@@ -106,7 +106,7 @@ def test_every_line_that_once_aborted_the_run_becomes_its_own_error_record(tmp_p
     assert [r["line"] for r in errors] == list(range(2, 2 + len(HOSTILE_LINES)))
     for (name, (_, word)), record in zip(HOSTILE_LINES.items(), errors, strict=True):
         assert any(word in e["message"] or word == e["path"] for e in record["errors"]), (name, record)
-    assert f"{3 + len(HOSTILE_LINES)} line(s): 3 evaluated, {len(HOSTILE_LINES)} invalid" in stderr
+    assert f"{3 + len(HOSTILE_LINES)} lines: 3 evaluated, {len(HOSTILE_LINES)} invalid" in stderr
 
 
 def test_blank_lines_are_skipped_and_a_byte_order_mark_is_accepted(tmp_path):
@@ -115,7 +115,7 @@ def test_blank_lines_are_skipped_and_a_byte_order_mark_is_accepted(tmp_path):
     result = run("batch", source, "--detail", "codes")
     assert result.returncode == 0, result.stderr.decode()
     assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [1, 3]
-    assert "2 line(s): 2 evaluated, 0 invalid" in result.stderr.decode()
+    assert "2 lines: 2 evaluated, 0 invalid" in result.stderr.decode()
 
 
 @pytest.mark.parametrize("marker", [KILL_MARKER, EXIT_MARKER])

@@ -23,7 +23,9 @@ def test_help_lists_the_commands_and_exit_codes():
     result = run("--help")
     assert result.returncode == 0
     assert "evaluate" in result.stdout and "batch" in result.stdout and "exit codes" in result.stdout
-    assert run("evaluate", "--help").returncode == 0
+    evaluate = run("evaluate", "--help")
+    assert evaluate.returncode == 0 and evaluate.stdout.startswith("usage: imt-cds evaluate ")
+    assert all(option in evaluate.stdout for option in ("--fhir", "--format {text,json}", "--rules DIR", "--audit DB"))
 
 
 def test_python_dash_m_is_the_same_command_line():
@@ -126,11 +128,11 @@ def test_batch_keeps_order_reports_invalid_lines_by_number_and_exits_3(tmp_path)
     assert records[2]["errors"][0]["path"] == "age_years"
     ids = [r.get("patient_id") for r in records if "schema" in r]
     assert ids == [json.loads(p.read_text())["patient_id"] for p in EXAMPLES]
-    assert f"{count - 1} line(s): {len(EXAMPLES)} evaluated, 2 invalid" in result.stderr
+    assert f"{count - 1} lines: {len(EXAMPLES)} evaluated, 2 invalid" in result.stderr
 
 
 def test_batch_with_two_processes_gives_the_same_output(tmp_path):
-    source, _ = _batch_input(tmp_path)
+    source, count = _batch_input(tmp_path)
     one = run("batch", source)
     two = run("batch", source, "--jobs", "2")
     assert one.returncode == two.returncode == 3
@@ -141,6 +143,7 @@ def test_batch_with_two_processes_gives_the_same_output(tmp_path):
             record.get("provenance", {}).pop("evaluated_at", None)
         return records
 
+    assert len(strip(one.stdout)) == count - 1  # every line but the blank one: equal, and not equally empty
     assert strip(one.stdout) == strip(two.stdout)
 
 
@@ -156,7 +159,9 @@ def test_bad_usage_is_explained():
     result = run("batch")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "required: IN" in result.stderr and "see: imt-cds batch --help" in result.stderr
-    assert run("batch", "x", "--jobs", "-1").returncode == 2
+    negative = run("batch", "x", "--jobs", "-1")
+    assert negative.returncode == 2 and negative.stdout == ""
+    assert "argument --jobs: --jobs must be 0 (all cores) or more" in negative.stderr
 
 
 def test_batch_with_several_processes_writes_to_standard_output_in_order(tmp_path):

@@ -428,3 +428,11 @@ def test_never_500_odd_entries_are_reported_and_the_rest_read():
         {"resource": copy.deepcopy(PATIENT)}, {"resource": copy.deepcopy(IMT)}]}], ON)
     assert result.ok
     assert len([p for p in result.problems if p.kind == "skipped"]) == 4
+
+
+def test_never_500_a_malformed_imt_condition_is_skipped_whole_never_half_read():
+    """A Condition whose bodySite is malformed is reported and skipped: it does not count as the diagnosis either."""
+    imt = {**copy.deepcopy(IMT), "bodySite": "lung"}
+    result = read(chart(imt=imt))
+    assert not result.eligibility.eligible and result.eligibility.reason == "no_imt_diagnosis"
+    assert any(p.where == "Condition/imt" and "malformed Condition" in p.message for p in result.problems)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -20,10 +21,41 @@ PUBLIC = {
 }
 
 
+def written_docstring(obj: object) -> str:
+    """``obj``'s docstring as its author wrote it: empty when there is none, or when Python made it up.
+
+    ``NamedTuple`` and ``@dataclass`` give a class without a docstring its signature as one (``Finding(code, kind,
+    ...)``); that documents nothing, so it does not count."""
+    doc = (obj.__doc__ or "").strip()
+    name = getattr(obj, "__name__", "")
+    return "" if re.fullmatch(rf"{re.escape(name)}\(.*\)", doc, re.DOTALL) else doc
+
+
+def test_generated_docstrings_do_not_count_as_written_ones():
+    from typing import NamedTuple
+    from dataclasses import dataclass
+
+    class Bare(NamedTuple):
+        code: str
+
+    @dataclass
+    class Plain:
+        code: str
+
+    class Told(NamedTuple):
+        """One code, told."""
+
+        code: str
+
+    assert Bare.__doc__ and Plain.__doc__  # Python does make one up ...
+    assert written_docstring(Bare) == written_docstring(Plain) == ""  # ... and it is not taken for a written one
+    assert written_docstring(Told) == "One code, told."
+
+
 def test_the_public_names_are_exactly_the_documented_ones():
     assert set(imt_cds.__all__) == PUBLIC
-    for name in PUBLIC:
-        assert getattr(imt_cds, name).__doc__, name
+    undocumented = sorted(name for name in PUBLIC if not written_docstring(getattr(imt_cds, name)))
+    assert undocumented == []
     leaked = {n for n in vars(imt_cds) if not n.startswith("_") and n not in PUBLIC}
     modules = {n for n in leaked if type(getattr(imt_cds, n)).__name__ == "module"}
     assert leaked == modules  # only submodules, which Python attaches on import

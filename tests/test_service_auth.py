@@ -137,6 +137,10 @@ def test_keys_can_come_from_an_allow_listed_url(client, issuers, jwks_server, un
     assert client.get("/cds-services", headers=bearer(signer.token(DISCOVERY, headers=headers))).status_code == 200
     assert client.get("/cds-services", headers=bearer(signer.token(DISCOVERY))).status_code == 200
     assert [path for path, _ in jwks_server.requests] == ["/jwks.json"]  # fetched once, then cached
+    # A kid the cached set lacks is refused; the set is fetched again only after a pause (not on every such token).
+    unauthorized(client.get("/cds-services", headers=bearer(signer.token(DISCOVERY, headers={"kid": "rotated-kid"}))),
+                 "no key with kid")
+    assert [path for path, _ in jwks_server.requests] == ["/jwks.json"]
     unauthorized(client.get("/cds-services", headers=bearer(signer.token(
         DISCOVERY, headers={"jku": "https://attacker.example.net/jwks.json"}))), "is not the JWK Set URL allow-listed")
 

@@ -10,7 +10,7 @@ A record's *content* is a JSON object::
      "input_json": "{...}" | null,             # the canonical input's text (null when store_input=False)
      "rulebook": {"name", "version", "sha256",
                   "files_sha256"},             # the digest of the archived files' bytes (see archive.py)
-     "assessment_json": "{...}",               # the SPEC §3 document's text exactly as the engine wrote it:
+     "assessment_json": "{...}",               # the assessment document's text exactly as the engine wrote it:
                                                # findings, suppressed, derived facts, trace, provenance
                                                # (parameters, engine versions, evaluated_at)
      "prev_hash": "..."}                       # the previous record's hash ("0" * 64 for the first)
@@ -159,7 +159,7 @@ class AuditRecord:
 
     @cached_property
     def assessment(self) -> Mapping[str, Any]:
-        """The assessment document (SPEC §3) exactly as the engine produced it (``assessment_json`` is its text)."""
+        """The assessment document (README, Output) as the engine produced it (``assessment_json`` is its text)."""
         return orjson.loads(self.content["assessment_json"])  # type: ignore[no-any-return]
 
     @property

@@ -1,7 +1,7 @@
 """A recorded assessment document read back as objects, so the text renderers show a record exactly as they showed
 the live assessment (``audit show`` prints the very consult note ``evaluate`` printed).
 
-The objects are the assessment module's own immutable parts (``Finding``, ``Reason``...), rebuilt from the SPEC §3
+The objects are the assessment module's own immutable parts (``Finding``, ``Reason``...), rebuilt from the assessment
 document kept in the record; nothing is re-evaluated. ``facts`` is None when only the input's sha256 was stored.
 """
 
