@@ -56,6 +56,8 @@ clean:
 #   make mutation                               every core module below, one after the other (hours on 2 cores)
 #   make mutation MUTATE=imt_cds/conditions.py  one module
 # Then `cd $(MUTATION_DIR) && mutmut results` / `mutmut show ID`. Equivalent survivors: tests/mutation-survivors.md.
+# Each module names the tests that guard it (whatever their tier); PYTHONPATH makes subprocesses the tests start
+# (the imt-cds command, the service) import the mutated copy, not the checkout.
 .PHONY: mutation
 MUTATION_DIR ?= /tmp/imt-cds-mutation
 MUTATION_TESTS_imt_cds/validation.py  := tests/test_facts.py tests/test_untrusted_input.py
@@ -67,7 +69,7 @@ MUTATION_TESTS_imt_cds/rule_loader.py := tests/test_rulebook_loading.py
 # Being rewritten elsewhere at the time of writing; configured, run them by name with MUTATE=...
 MUTATION_TESTS_imt_cds/audit          := tests/test_audit_store.py tests/test_audit_replay.py
 MUTATION_TESTS_imt_cds/service        := tests/test_service_auth.py tests/test_service_http.py
-MUTATION_TESTS_imt_cds/fhir.py        := tests/test_fhir_input.py
+MUTATION_TESTS_imt_cds/fhir.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
 MUTATION_TESTS_imt_cds/fhir_output.py := tests/test_fhir_output.py
 MUTATE ?= imt_cds/validation.py imt_cds/conditions.py imt_cds/compiler.py imt_cds/assessment.py \
           imt_cds/assessment_json.py imt_cds/rule_loader.py
@@ -77,7 +79,8 @@ define mutate_one
 	rm -rf $(MUTATION_DIR)/$(notdir $(1)) && mkdir -p $(MUTATION_DIR)/$(notdir $(1))
 	git archive HEAD | tar -x -C $(MUTATION_DIR)/$(notdir $(1))
 	cd $(MUTATION_DIR)/$(notdir $(1)) && { $(abspath $(VENV))/bin/mutmut run --paths-to-mutate $(1) --tests-dir tests \
-	    --runner "$(abspath $(PY)) -m pytest -x -q -p no:cacheprovider -m 'not slow' $(MUTATION_TESTS_$(1))" || true; \
+	    --runner "env PYTHONPATH=$(MUTATION_DIR)/$(notdir $(1)) $(abspath $(PY)) -m pytest -x -q -p no:cacheprovider \
+	    $(MUTATION_TESTS_$(1))" || true; \
 	    $(abspath $(VENV))/bin/mutmut results; }
 
 endef
