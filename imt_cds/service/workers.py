@@ -41,8 +41,8 @@ log = logging.getLogger("imt_cds.service")
 
 START_TIMEOUT = 120.0  # seconds for a new worker to load and compile the rulebook
 WORKER_NAME = b"imt-cds-worker"
-_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "fhir.resources.R4B.patient",
-            "fhir.resources.R4B.observation", "fhir.resources.R4B.condition", "fhir.resources.R4B.procedure"]
+# The FHIR reader works on the JSON itself (no FHIR model library): nothing more to preload.
+_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "imt_cds.audit"]
 
 
 @dataclass(frozen=True)
@@ -94,18 +94,10 @@ class _Worker:
         except (OSError, ValueError):
             pass
 
-    def call(self, payload: bytes, timeout: float) -> bytes:
-        """Send one job and wait for its answer (in a thread). A watchdog kills the worker after ``timeout``, which
-        also ends a send blocked on a frozen worker."""
-        fired = threading.Event()
-
-        def expire() -> None:
-            fired.set()
-            self.kill()
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
+    def call(self, payload: bytes, fired: threading.Event) -> bytes:
+        """Send one job and wait for its answer (in a thread). The pool's watchdog (a timer on the event loop, not
+        a thread per job) sets ``fired`` and kills the worker after the timeout, which also ends a send blocked on
+        a frozen worker."""
         sent = False
         try:
             self.connection.send_bytes(payload)
@@ -115,11 +107,13 @@ class _Worker:
             if fired.is_set():
                 raise _TimedOut from exc
             raise (_Died if sent else _SendFailed) from exc
-        finally:
-            timer.cancel()
         if fired.is_set():
             raise _TimedOut
         return answer
+
+    def expire(self, fired: threading.Event) -> None:
+        fired.set()
+        self.kill()
 
     def stop(self, wait: float = 5.0) -> None:
         try:
@@ -255,7 +249,10 @@ class WorkerPool:
                 self._retire(worker)
                 continue
             worker.busy = True
-            call = asyncio.ensure_future(asyncio.to_thread(worker.call, payload, self.timeout))
+            fired = threading.Event()
+            watchdog = asyncio.get_running_loop().call_later(self.timeout, worker.expire, fired)
+            call = asyncio.ensure_future(asyncio.to_thread(worker.call, payload, fired))
+            call.add_done_callback(lambda _done, timer=watchdog: timer.cancel())
             try:
                 answer = await asyncio.shield(call)
             except asyncio.CancelledError:
