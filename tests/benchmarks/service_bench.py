@@ -248,6 +248,33 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
     return stages
 
 
+def hand_off_cpu_us(calls: int = 2000) -> float:
+    """Server-side CPU of one round trip to a worker with a job that does nothing (a chart with no Patient):
+    the cost of the hand-off itself (framing, pipe, event loop), without reading or evaluating anything."""
+    from imt_cds.service.workers import WorkerPool, WorkerSettings
+
+    job = {"op": "facts", "resources": [], "on": "2026-01-01", "patient_id": PATIENT, "attested": False}
+
+    async def run() -> float:
+        pool = WorkerPool(WorkerSettings(cache_size=0), 2, timeout=30)
+        await pool.start()
+        try:
+            for _ in range(200):
+                await pool.run(job)
+            start = time.process_time()
+
+            async def client(count: int) -> None:
+                for _ in range(count):
+                    await pool.run(job)
+
+            await asyncio.gather(*(client(calls // 16) for _ in range(16)))
+            return (time.process_time() - start) / (calls // 16 * 16) * 1e6
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
 # --- the PostgreSQL audit append rate -----------------------------------------------------------------------------
 
 WRITER = """
@@ -394,6 +421,7 @@ def main() -> int:
         folder = Path(directory)
         stage_bodies = [request_body(chart(i, unique=100_000 + i)) for i in range(300 * scale)]
         stages = in_process(stage_bodies, folder)
+        stages["hand-off round trip, server CPU (empty job, 16 at once)"] = (hand_off_cpu_us(), float("nan"))
         print("\nin-process stages, one core (best round's median and p99, µs)\n| stage | median | p99 |\n|---|---|---|")
         for name, (median, p99) in stages.items():
             print(f"| {name} | {median:.0f} | {p99:.0f} |")
