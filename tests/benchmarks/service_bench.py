@@ -300,11 +300,14 @@ print(time.perf_counter() - start, flush=True)
 def audit_appends(count: int) -> int:
     from audit_support import new_database, running_postgres
 
+    from imt_cds.audit import open_store
+
     print("audit appends on PostgreSQL (one chain; each writer its own process and connection)")
     print("| writers | appends | appends/s | chain |\n|---|---|---|---|")
     with running_postgres() as server:
         for writers in (1, 2, 4):
             target = new_database(server)
+            open_store(target).close()  # the tables first: writers racing to create them on an empty database fail
             script = WRITER.format(tests=str(ROOT / "tests"))
             processes = [subprocess.Popen([sys.executable, "-c", script, target, str(count // writers), str(seed)],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -319,8 +322,6 @@ def audit_appends(count: int) -> int:
             for p in processes:
                 p.wait(600)
             elapsed = time.perf_counter() - start
-            from imt_cds.audit import open_store
-
             store = open_store(target, create=False)
             report = store.verify()
             store.close()
@@ -469,7 +470,7 @@ def main() -> int:
     print("\nservice CPU per request, by stage (16 clients, misses; µs)")
     print(f"  server process: {base16['server_cpu_us']:,.0f} (request JSON + hand-off serialisation + cards + "
           f"response JSON {server_known:,.0f} measured in process; the rest, "
-          f"{base16['server_cpu_us'] - server_known:,.0f}, is HTTP, routing and the hand-off's thread and pipe)")
+          f"{base16['server_cpu_us'] - server_known:,.0f}, is HTTP (h11), the ASGI stack and the event loop)")
     print(f"  worker processes: {base16['worker_cpu_us']:,.0f} (the worker job measured in process: "
           f"{stages['worker job, whole (bytes in -> bytes out)'][0]:,.0f})")
     print(f"  JWT check (extra server CPU with authentication on): {jwt_us:,.0f}")
