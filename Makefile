@@ -87,3 +87,9 @@ endef
 
 mutation: $(STAMP)
 	$(foreach module,$(MUTATE),$(call mutate_one,$(module)))
+
+# The CDS Hooks service under load (real server, 1/16/64 clients, with and without JWT and audit) next to the
+# in-process path; exits 1 when a target of the README's "Performance: the service" is missed (~3 min).
+.PHONY: service-bench
+service-bench: $(STAMP)
+	$(PY) tests/benchmarks/service_bench.py

@@ -3,7 +3,8 @@
 The rules engine is native code (durable-rules, in C); a defect there can kill the process running it. So the
 server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache) and
 opens the audit store when one is configured, reads the FHIR resources into facts, evaluates and records. The
-server sends one job at a time to an idle worker over a pipe and waits for the answer in a thread.
+server sends one job at a time to an idle worker over a pipe and waits for the answer on its event loop (the pipe
+is read as an asyncio stream: no thread hop per request; the timeout is an event-loop timer).
 
 Supervision:
 - a worker that dies while serving a job (SIGKILL, a segfault, the OOM killer) fails *that* request only, with
@@ -25,7 +26,8 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
+import socket
+import struct
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -50,7 +52,11 @@ AUDIT_UNAVAILABLE_MESSAGE = ("the audit trail cannot record this evaluation now:
                              "record; try again")
 START_TIMEOUT = 120.0  # seconds for a new worker to load and compile the rulebook
 WORKER_NAME = b"imt-cds-worker"
-_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir"]
+# multiprocessing.Connection's framing: a signed 4-byte big-endian length, or -1 and an 8-byte one past 2 GiB.
+_SIZE = struct.Struct("!i")
+_LARGE_SIZE = struct.Struct("!Q")
+# The FHIR reader works on the JSON itself (no FHIR model library): nothing more to preload.
+_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "imt_cds.audit"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class _Worker:
         self.connection = connection
         self.retired = False
         self.busy = False
+        self.expired = False  # killed by the watchdog
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     @property
     def pid(self) -> int:
@@ -110,32 +119,41 @@ class _Worker:
         except (OSError, ValueError):
             pass
 
-    def call(self, payload: bytes, timeout: float) -> bytes:
-        """Send one job and wait for its answer (in a thread). A watchdog kills the worker after ``timeout``, which
-        also ends a send blocked on a frozen worker."""
-        fired = threading.Event()
+    async def open_stream(self) -> None:
+        """Talk to the worker through the event loop (no thread per job): a stream on a duplicate of the pipe's
+        socket, framed as ``multiprocessing.Connection`` frames its messages (the worker uses a Connection)."""
+        sock = socket.socket(fileno=os.dup(self.connection.fileno()))
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=sock)
 
-        def expire() -> None:
-            fired.set()
-            self.kill()
+    def close_stream(self) -> None:
+        """Close the stream (in the event loop, before ``stop``: the worker sees end-of-file once both are shut)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        sent = False
+    async def call(self, payload: bytes) -> bytes:
+        """Send one job and wait for its answer. The pool's watchdog (``expire``, an event-loop timer) kills the
+        worker after the timeout, which also ends a send blocked on a frozen worker."""
+        assert self.reader is not None and self.writer is not None
         try:
-            self.connection.send_bytes(payload)
-            sent = True
-            answer: bytes = self.connection.recv_bytes()
-        except (EOFError, OSError) as exc:
-            if fired.is_set():
-                raise _TimedOut from exc
-            raise (_Died if sent else _SendFailed) from exc
-        finally:
-            timer.cancel()
-        if fired.is_set():
+            self.writer.write(_frame(payload))
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise (_TimedOut if self.expired else _SendFailed) from exc
+        try:
+            (size,) = _SIZE.unpack(await self.reader.readexactly(_SIZE.size))
+            if size == -1:
+                (size,) = _LARGE_SIZE.unpack(await self.reader.readexactly(_LARGE_SIZE.size))
+            answer = await self.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            raise (_TimedOut if self.expired else _Died) from exc
+        if self.expired:
             raise _TimedOut
         return answer
+
+    def expire(self) -> None:
+        self.expired = True
+        self.kill()
 
     def stop(self, wait: float = 5.0) -> None:
         try:
@@ -185,6 +203,8 @@ class WorkerPool:
         for task in list(self._tasks):
             task.cancel()
         workers, self._workers = list(self._workers), set()
+        for worker in workers:
+            worker.close_stream()
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
 
     @property
@@ -226,6 +246,7 @@ class WorkerPool:
         self._spawn_task(self._replace(worker))
 
     async def _replace(self, worker: _Worker) -> None:
+        worker.close_stream()
         await asyncio.to_thread(worker.stop, 1.0)
         delay = 0.5
         while not self._closed:
@@ -271,7 +292,11 @@ class WorkerPool:
                 self._retire(worker)
                 continue
             worker.busy = True
-            call = asyncio.ensure_future(asyncio.to_thread(worker.call, payload, self.timeout))
+            if worker.writer is None:
+                await worker.open_stream()
+            watchdog = asyncio.get_running_loop().call_later(self.timeout, worker.expire)
+            call = asyncio.ensure_future(worker.call(payload))
+            call.add_done_callback(lambda _done, timer=watchdog: timer.cancel())
             try:
                 answer = await asyncio.shield(call)
             except asyncio.CancelledError:
@@ -314,6 +339,12 @@ class WorkerPool:
             self._retire(worker)
         elif self._idle is not None and not self._closed:
             self._idle.put_nowait(worker)
+
+
+def _frame(payload: bytes) -> bytes:
+    if len(payload) > 0x7FFFFFFF:
+        return _SIZE.pack(-1) + _LARGE_SIZE.pack(len(payload)) + payload
+    return _SIZE.pack(len(payload)) + payload
 
 
 # --- the worker process -------------------------------------------------------------------------------------------
