@@ -323,15 +323,15 @@ def test_explain_from_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("command, says", [
     (("rules", "list"), "Respiratory symptoms when first seen"),
-    (("rules", "lint"), "rulebook imt 0.1.1: 55 rules, no problems"),
+    (("rules", "lint"), "rulebook imt 0.2.1: 55 rules, no problems"),
     (("rules", "test"), "154 of 154 examples pass"),
-    (("rules", "verify"), "verifying rulebook imt 0.1.1"),
+    (("rules", "verify"), "verifying rulebook imt 0.2.1"),
 ])
 def test_every_rules_command_accepts_a_working_copy(tmp_path, command, says):
     # The copy differs from the shipped rulebook in what each command shows (version, a title, one more example),
     # so the output proves the command read the copy, not the shipped rules.
     directory = copy_rulebook(tmp_path)
-    edit(directory, "rulebook.yaml", "version: 0.1.0", "version: 0.1.1")
+    edit(directory, "rulebook.yaml", "version: 0.2.0", "version: 0.2.1")
     edit(directory, "flags/R15-respiratory-symptoms.yaml", "title: Respiratory symptoms at presentation",
          "title: Respiratory symptoms when first seen")
     edit(directory, "flags/R15-respiratory-symptoms.yaml", "  - name: not recorded\n",
