@@ -148,3 +148,27 @@ def chromium_screenshot(html: Path, png: Path, width: int, height: int) -> None:
             capture_output=True, text=True, timeout=120)
     if result.returncode != 0 or not png.exists():
         raise AssertionError(f"Chromium failed ({result.returncode}): {result.stderr[-2000:]}")
+
+
+def recorded_trail(target: str | Path, rulebook, patients) -> list:  # type: ignore[no-untyped-def]
+    """Record the evaluations of ``patients`` in the store at ``target``, check the chain, then drop the append-only
+    triggers so that a test can tamper with it; return the records as recorded."""
+    from imt_cds import Engine
+    from imt_cds.audit import open_store
+
+    with open_store(target) as store:
+        engine = Engine(rulebook, audit=store)
+        for patient in patients:
+            engine.evaluate(patient)
+        records = store.records()
+        assert store.verify().ok
+    disable_append_only(target)
+    return records
+
+
+def verify_store(target: str | Path, **options):  # type: ignore[no-untyped-def]
+    """``verify`` of the existing store at ``target`` (never creating one)."""
+    from imt_cds.audit import open_store
+
+    with open_store(target, create=False) as store:
+        return store.verify(**options)

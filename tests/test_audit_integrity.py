@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_support import disable_append_only, raw_sql
+from audit_support import raw_sql, recorded_trail, verify_store
 from rulebook_copies import copy_rulebook
 
 from imt_cds import Engine, load_rulebook
@@ -28,19 +28,7 @@ RULE_FILE = "treatment/R23-upfront-surgical-resection.yaml"
 @pytest.fixture
 def trail(target, rulebook):
     """Three recorded evaluations, the append-only triggers gone; returns (target, records as recorded)."""
-    with open_store(target) as store:
-        engine = Engine(rulebook, audit=store)
-        for patient in PATIENTS[:3]:
-            engine.evaluate(patient)
-        records = store.records()
-        assert store.verify().ok
-    disable_append_only(target)
-    return target, records
-
-
-def _verify(target: str, **options):
-    with open_store(target, create=False) as store:
-        return store.verify(**options)
+    return target, recorded_trail(target, rulebook, PATIENTS[:3])
 
 
 def _is_postgres(target: str) -> bool:
@@ -86,7 +74,7 @@ def test_editing_any_column_of_a_record_fails_verify_naming_that_record(trail, c
     target, records = trail
     value, reported_seq = EDITS[column]
     raw_sql(target, f"UPDATE audit_records SET {column} = {value.format(victim=victim)} WHERE seq = {victim}")
-    report = _verify(target)
+    report = verify_store(target)
     assert not report.ok and report.first_break is not None
     bad = report.first_break
     assert bad.seq == reported_seq(victim), bad
@@ -113,20 +101,20 @@ def test_a_comment_edited_in_an_archived_rule_file_fails_verify_naming_the_file(
     digest, content = _blob_of(target, "rules", RULE_FILE)
     edited = content + b"# reviewed and approved by nobody in particular\n"
     raw_sql(target, f"UPDATE audit_blobs SET content = {_bytes_literal(target, edited)} WHERE sha256 = '{digest}'")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break is None and not report.ok
     assert any(f"file rules/{RULE_FILE} was altered" in problem for problem in report.problems), report.problems
     assert all(problem.startswith("rulebook archive: ") for problem in report.problems)
     assert rulebook.sha256[:12] in report.problems[0]
 
 
-def test_a_comment_edited_in_the_archived_manifest_fails_verify(trail):
+def test_a_comment_edited_in_the_archived_manifest_failsverify_store(trail):
     target, _ = trail
     digest, content = _blob_of(target, "rules", "rulebook.yaml")
     assert content.startswith(b"# The IMT rulebook")
     edited = content.replace(b"# The IMT rulebook", b"# An IMT rulebook", 1)
     raw_sql(target, f"UPDATE audit_blobs SET content = {_bytes_literal(target, edited)} WHERE sha256 = '{digest}'")
-    report = _verify(target)
+    report = verify_store(target)
     assert any("file rules/rulebook.yaml was altered" in problem for problem in report.problems), report.problems
 
 
@@ -141,30 +129,30 @@ def test_an_edited_file_stored_under_its_new_digest_fails_against_the_records(tr
                     f"{_bytes_literal(target, edited)})",
             f"UPDATE audit_rulebook_files SET blob_sha256 = '{new_digest}' WHERE part = 'rules' "
             f"AND path = '{RULE_FILE}'")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break is None and not report.ok
     assert any("its files are not the ones record #1 recorded" in p for p in report.problems), report.problems
     assert not any("was altered (its bytes" in p for p in report.problems)  # each file matches its listed digest
 
 
-def test_a_renamed_archived_file_fails_verify(trail):
+def test_a_renamed_archived_file_failsverify_store(trail):
     target, _ = trail
     renamed = RULE_FILE.replace("R23-", "R23-renamed-")
     raw_sql(target, f"UPDATE audit_rulebook_files SET path = '{renamed}' WHERE path = '{RULE_FILE}'")
-    report = _verify(target)
+    report = verify_store(target)
     assert any("its files are not the ones record #1 recorded" in p for p in report.problems), report.problems
 
 
 @pytest.mark.parametrize("column", ["name", "version"])
-def test_an_archive_listed_under_another_name_or_version_fails_verify(trail, column):
+def test_an_archive_listed_under_another_name_or_version_failsverify_store(trail, column):
     target, _ = trail
     raw_sql(target, f"UPDATE audit_rulebooks SET {column} = 'other'")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break is None and not report.ok
     assert any("is listed as" in p and "the archive was altered" in p for p in report.problems), report.problems
 
 
-def test_working_copies_that_differ_only_in_comments_share_one_archive_and_verify(target, tmp_path):
+def test_working_copies_that_differ_only_in_comments_share_one_archive_andverify_store(target, tmp_path):
     # Two processes load "the same" rulebook (same sha256) from copies whose comments differ: the first archives
     # its bytes, and the second's records commit to those archived bytes, not to its own copy.
     first, second = copy_rulebook(tmp_path / "a"), copy_rulebook(tmp_path / "b")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audit_support import TESTS, disable_append_only, raw_sql
+from audit_support import TESTS, raw_sql, recorded_trail, verify_store
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
@@ -109,20 +109,8 @@ def test_several_processes_writing_at_once_keep_one_unbroken_chain(target):
 
 @pytest.fixture
 def trail(target, rulebook):
-    """Eight recorded evaluations; returns (target, records as recorded)."""
-    with open_store(target) as store:
-        engine = Engine(rulebook, audit=store)
-        for patient in PATIENTS:
-            engine.evaluate(patient)
-        records = store.records()
-        assert store.verify().ok
-    disable_append_only(target)
-    return target, records
-
-
-def _verify(target: str, **options):
-    with open_store(target, create=False) as store:
-        return store.verify(**options)
+    """Eight recorded evaluations, the append-only triggers gone; returns (target, records as recorded)."""
+    return target, recorded_trail(target, rulebook, PATIENTS)
 
 
 def test_a_finding_edited_in_place_is_found_at_that_record(trail):
@@ -131,7 +119,7 @@ def test_a_finding_edited_in_place_is_found_at_that_record(trail):
     assert "REC_MULTIDISCIPLINARY_REVIEW" in victim.codes("recommendations")
     raw_sql(target, "UPDATE audit_records SET body = replace(body, 'Multidisciplinary team review', "
                     "'No review needed') WHERE seq = 5")
-    report = _verify(target)
+    report = verify_store(target)
     assert not report.ok
     assert (report.first_break.seq, report.first_break.id) == (5, victim.id)
     assert "modified" in report.first_break.reason
@@ -148,7 +136,7 @@ def test_an_edit_with_its_hash_recomputed_is_found_by_the_next_records_link(trai
     escaped = body.decode().replace("'", "''")
     raw_sql(target, f"UPDATE audit_records SET body = '{escaped}', hash = '{digest}', "
                     f"patient_id = 'SOMEONE-ELSE', recorded_at = '{forged['recorded_at']}' WHERE seq = 3")
-    report = _verify(target)
+    report = verify_store(target)
     assert (report.first_break.seq, report.first_break.id) == (4, records[3].id)
     assert "previous-record hash" in report.first_break.reason
 
@@ -156,7 +144,7 @@ def test_an_edit_with_its_hash_recomputed_is_found_by_the_next_records_link(trai
 def test_a_deleted_record_is_found(trail):
     target, records = trail
     raw_sql(target, "DELETE FROM audit_records WHERE seq = 4")
-    report = _verify(target)
+    report = verify_store(target)
     assert (report.first_break.seq, report.first_break.id) == (5, records[4].id)
     assert "record #4 is missing (deleted)" in report.first_break.reason
 
@@ -166,7 +154,7 @@ def test_reordered_records_are_found(trail):
     raw_sql(target, "UPDATE audit_records SET seq = 100 WHERE seq = 2",
             "UPDATE audit_records SET seq = 2 WHERE seq = 3",
             "UPDATE audit_records SET seq = 3 WHERE seq = 100")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break.seq == 2 and report.first_break.id == records[2].id
     assert "reordered" in report.first_break.reason
 
@@ -186,7 +174,7 @@ def test_an_inserted_record_is_found_even_when_forged_with_care(trail, rulebook)
     raw_sql(target, "INSERT INTO audit_records (seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, hash, "
                     f"body) VALUES (4, '{sealed['id']}', '{sealed['recorded_at']}', '{sealed['patient_id']}', "
                     f"'{rulebook.sha256}', '{records[2].hash}', '{digest}', '{escaped}')")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break.seq == 5 and report.first_break.id == records[3].id
     assert report.records == 4  # the forged record itself is well-formed: the break is right after it
 
@@ -194,10 +182,10 @@ def test_an_inserted_record_is_found_even_when_forged_with_care(trail, rulebook)
 def test_removing_the_newest_records_is_found_with_an_anchored_head(trail):
     target, records = trail
     anchor = records[-1].hash  # printed by `audit head` and kept elsewhere
-    assert _verify(target, anchor=anchor).ok
+    assert verify_store(target, anchor=anchor).ok
     raw_sql(target, "DELETE FROM audit_records WHERE seq >= 7")
-    assert _verify(target).ok  # the remaining chain is consistent in itself...
-    report = _verify(target, anchor=anchor)
+    assert verify_store(target).ok  # the remaining chain is consistent in itself...
+    report = verify_store(target, anchor=anchor)
     assert not report.ok and "anchored hash" in report.problems[0]  # ...but the anchor is gone
 
 
@@ -206,7 +194,7 @@ def test_a_tampered_rulebook_archive_is_found(trail, rulebook):
     raw_sql(target, "UPDATE audit_blobs SET content = content || '\n# tampered' "
             if not str(target).startswith("postgresql://") else
             "UPDATE audit_blobs SET content = content || convert_to(E'\\n# tampered', 'UTF8')")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break is None and not report.ok
     assert "rulebook archive" in report.problems[0]
 
@@ -214,5 +202,5 @@ def test_a_tampered_rulebook_archive_is_found(trail, rulebook):
 def test_a_missing_rulebook_archive_is_found(trail, rulebook):
     target, _ = trail
     raw_sql(target, "DELETE FROM audit_rulebook_files", "DELETE FROM audit_rulebooks")
-    report = _verify(target)
+    report = verify_store(target)
     assert not report.ok and "not in the archive" in report.problems[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from audit_support import disable_append_only, raw_sql
+from audit_support import disable_append_only, raw_sql, recorded_trail, verify_store
 from rulebook_copies import copy_rulebook
 
 from imt_cds import Engine, load_rulebook
@@ -27,13 +27,7 @@ PATIENTS = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("
 @pytest.fixture
 def trail(target, rulebook):
     """Three recorded evaluations, the append-only triggers gone; returns (target, records as recorded)."""
-    with open_store(target) as store:
-        engine = Engine(rulebook, audit=store)
-        for patient in PATIENTS[:3]:
-            engine.evaluate(patient)
-        records = store.records()
-    disable_append_only(target)
-    return target, records
+    return target, recorded_trail(target, rulebook, PATIENTS[:3])
 
 
 def _quoted(text: str) -> str:
@@ -49,11 +43,6 @@ def _forge(target: str, seq: int, content: object) -> None:
 
 def _content(target: str, seq: int) -> dict:
     return orjson.loads(raw_sql(target, f"SELECT body FROM audit_records WHERE seq = {seq}")[0][0][0])
-
-
-def _verify(target: str, **options):
-    with open_store(target, create=False) as store:
-        return store.verify(**options)
 
 
 # --- B1: verify names the record, whatever shape a forger gave its content -----------------------------------------
@@ -73,7 +62,7 @@ def test_a_forged_record_of_any_shape_is_named_not_crashed_on(trail, change, rea
     content = _content(target, 2)
     change(content)
     _forge(target, 2, content)
-    report = _verify(target)
+    report = verify_store(target)
     assert not report.ok
     assert (report.first_break.seq, report.first_break.id) == (2, records[1].id)
     assert reason in report.first_break.reason
@@ -83,7 +72,7 @@ def test_a_forged_record_of_any_shape_is_named_not_crashed_on(trail, change, rea
 def test_a_record_whose_content_is_not_an_object_is_named(trail):
     target, records = trail
     _forge(target, 2, [_content(target, 2)])
-    report = _verify(target)
+    report = verify_store(target)
     assert (report.first_break.seq, report.first_break.id) == (2, records[1].id)
     assert "not an imt-cds audit record" in report.first_break.reason
 
@@ -93,7 +82,7 @@ def test_a_record_without_its_input_field_is_not_a_crash(trail):
     content = _content(target, 2)
     del content["input_json"]
     _forge(target, 2, content)
-    report = _verify(target)  # record 2 is consistent in itself; the link of record 3 is what breaks
+    report = verify_store(target)  # record 2 is consistent in itself; the link of record 3 is what breaks
     assert (report.first_break.seq, report.first_break.id) == (3, records[2].id)
 
 
@@ -134,7 +123,7 @@ def test_archived_file_names_that_cannot_be_written_out_are_reported(trail):
     target, _ = trail
     raw_sql(target, "UPDATE audit_rulebook_files SET path = 'rulebook.yaml/parameters.yaml' "
                     "WHERE part = 'rules' AND path = 'parameters.yaml'")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break is None and not report.ok
     assert report.problems[0].startswith("rulebook archive: ")
 
@@ -148,7 +137,7 @@ def test_sqlite_values_of_the_wrong_type_in_the_archive_are_reported(tmp_path, r
     raw_sql(path, "UPDATE audit_blobs SET content = 1.5 WHERE sha256 IN (SELECT blob_sha256 FROM "
                   "audit_rulebook_files WHERE path = 'parameters.yaml')",
             "UPDATE audit_rulebook_files SET part = CAST('rules' AS BLOB) WHERE path = 'rulebook.yaml'")
-    report = _verify(path)
+    report = verify_store(path)
     assert report.first_break is None and not report.ok
     assert report.problems[0].startswith("rulebook archive: ")
 
@@ -162,7 +151,7 @@ def test_a_seed_document_altered_into_invalid_utf8_is_reported_as_an_altered_arc
     else:
         raw_sql(target, f"UPDATE audit_blobs SET content = CAST(x'ff' || content AS BLOB) "
                         f"WHERE sha256 IN ({seed_blobs})")
-    report = _verify(target)
+    report = verify_store(target)
     assert report.first_break is None and not report.ok
     assert report.problems[0].startswith("rulebook archive: ")
 
