@@ -172,3 +172,24 @@ def verify_store(target: str | Path, **options):  # type: ignore[no-untyped-def]
 
     with open_store(target, create=False) as store:
         return store.verify(**options)
+
+
+_LOCK_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+db.execute("ROLLBACK")
+"""
+
+
+def hold_sqlite_write_lock(path: str | Path) -> subprocess.Popen[bytes]:
+    """Another process holding the SQLite write lock of ``path`` (BEGIN IMMEDIATE) from when this returns until its
+    standard input is closed."""
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    return holder

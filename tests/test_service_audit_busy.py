@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+from audit_support import hold_sqlite_write_lock
 from service_support import Signer, bearer, example_resources, hook_request, prefetch_for, running_service
 
 from imt_cds.service import AuthSettings, ServiceConfig, TrustedIssuer, create_app
@@ -33,15 +34,6 @@ STORE_TIMEOUT = 2
 # timeout would be cut off by the request timeout (a 503 cds_worker_timeout) only after the client gave up.
 REQUEST_TIMEOUT = 25
 CLIENT_TIMEOUT = STORE_TIMEOUT + 10
-
-LOCK_HOLDER = """
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-db.execute("ROLLBACK")
-"""
 
 
 def patient_view(headers=None):
@@ -63,9 +55,7 @@ class LockHolder:
         self.path = path
 
     def __enter__(self) -> LockHolder:
-        self.process = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(self.path)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
-        assert self.process.stdout.readline() == b"locked\n"
+        self.process = hold_sqlite_write_lock(self.path)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from audit_support import hold_sqlite_write_lock
 from service_support import SCRIPT, example_resources, free_port, hook_request, prefetch_for, running_service
 
 from imt_cds.cli import _parser
@@ -151,25 +152,14 @@ def test_a_kept_alive_connection_serves_several_requests_within_the_timeouts(imp
 
 # --- the feedback store busy --------------------------------------------------------------------------------------
 
-LOCK_HOLDER = """
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-db.execute("ROLLBACK")
-"""
-
 
 def test_feedback_while_another_process_holds_the_write_lock_gets_503_and_nothing_else_waits(tmp_path):
     audit = tmp_path / "audit.db"
     with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit),
                          "--store-timeout", "4") as service, httpx.Client(base_url=service.url, timeout=30) as client:
         assert client.post(ORDER_SIGN, json=crizotinib_order()).status_code == 200  # warm
-        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(audit)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE)
+        holder = hold_sqlite_write_lock(audit)
         try:
-            assert holder.stdout.readline() == b"locked\n"
             answered: dict = {}
             pending = threading.Thread(target=lambda: answered.update(
                 response=httpx.post(service.url + FEEDBACK, json=feedback_body(), timeout=4 + 6)))
