@@ -54,25 +54,25 @@ clean:
 # Mutation testing of the core modules (slow; never part of `make test` or CI). mutmut mutates files in place, so
 # it runs on a copy of the committed tree in MUTATION_DIR. One module at a time, each with the tests that guard it:
 #   make mutation                               every core module below, one after the other (hours on 2 cores)
-#   make mutation MUTATE=imt_cds/conditions.py  one module
+#   make mutation MUTATE=imt_cds/core/conditions.py  one module
 # Then `cd $(MUTATION_DIR) && mutmut results` / `mutmut show ID`. Equivalent survivors: tests/mutation-survivors.md.
 # Each module names the tests that guard it (whatever their tier); PYTHONPATH makes subprocesses the tests start
 # (the imt-cds command, the service) import the mutated copy, not the checkout.
 .PHONY: mutation
 MUTATION_DIR ?= /tmp/imt-cds-mutation
-MUTATION_TESTS_imt_cds/validation.py  := tests/test_facts.py tests/test_untrusted_input.py
-MUTATION_TESTS_imt_cds/conditions.py  := tests/test_rulebook_loading.py tests/test_compiler.py
-MUTATION_TESTS_imt_cds/compiler.py    := tests/test_compiler.py tests/test_engine.py tests/test_rule_examples.py
-MUTATION_TESTS_imt_cds/assessment.py  := tests/test_assessment.py
-MUTATION_TESTS_imt_cds/assessment_json.py := tests/test_assessment.py
-MUTATION_TESTS_imt_cds/rule_loader.py := tests/test_rulebook_loading.py
+MUTATION_TESTS_imt_cds/core/validation.py  := tests/test_facts.py tests/test_untrusted_input.py
+MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_rulebook_loading.py tests/test_compiler.py
+MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler.py tests/test_engine.py tests/test_rule_examples.py
+MUTATION_TESTS_imt_cds/core/assessment.py  := tests/test_assessment.py
+MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment.py
+MUTATION_TESTS_imt_cds/core/rule_loader.py := tests/test_rulebook_loading.py
 # Being rewritten elsewhere at the time of writing; configured, run them by name with MUTATE=...
 MUTATION_TESTS_imt_cds/audit          := tests/test_audit_store.py tests/test_audit_replay.py
 MUTATION_TESTS_imt_cds/service        := tests/test_service_auth.py tests/test_service_http.py
-MUTATION_TESTS_imt_cds/fhir.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
-MUTATION_TESTS_imt_cds/fhir_output.py := tests/test_fhir_output.py
-MUTATE ?= imt_cds/validation.py imt_cds/conditions.py imt_cds/compiler.py imt_cds/assessment.py \
-          imt_cds/assessment_json.py imt_cds/rule_loader.py
+MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
+MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py
+MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/assessment.py \
+          imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py
 
 # One module's run: a fresh copy of the committed tree in $(MUTATION_DIR)/<module>, then its results.
 define mutate_one

@@ -14,7 +14,7 @@ and checks one. Every error is an ``ImtCdsError``; invalid input raises ``Invali
 
 The public names are imported on first use (module ``__getattr__``), not when the package is: every submodule
 (the audit package, the renderers, the CDS Hooks service's server process) imports ``imt_cds`` first, and only
-``engine.py`` loads durable-rules, which must stay out of processes that never evaluate.
+``core/engine.py`` loads durable-rules, which must stay out of processes that never evaluate.
 """
 
 # Only underscored names are bound here besides the public ones: ``vars(imt_cds)`` is the public surface.
@@ -22,13 +22,13 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from .assessment import Assessment, DerivedFact, Finding, Reason, Suppression, TraceEntry
-    from .engine import Engine, evaluate
-    from .errors import EngineError, EvidenceError, ImtCdsError, InputProblem, InvalidInputError, RulebookError
-    from .facts import PatientFacts
-    from .rule_loader import load_rulebook
-    from .rulebook import Rulebook
-    from .validation import parse_facts, parse_facts_json
+    from .core.assessment import Assessment, DerivedFact, Finding, Reason, Suppression, TraceEntry
+    from .core.engine import Engine, evaluate
+    from .core.errors import EngineError, EvidenceError, ImtCdsError, InputProblem, InvalidInputError, RulebookError
+    from .core.facts import PatientFacts
+    from .core.rule_loader import load_rulebook
+    from .core.rulebook import Rulebook
+    from .core.validation import parse_facts, parse_facts_json
 
 __all__ = [
     "Assessment",
@@ -52,27 +52,27 @@ __all__ = [
     "parse_facts_json",
 ]
 
-# public name -> the submodule defining it (only "engine" loads durable-rules)
+# public name -> the submodule defining it (only "core.engine" loads durable-rules)
 _HOMES = {
-    "Assessment": "assessment",
-    "DerivedFact": "assessment",
-    "Finding": "assessment",
-    "Reason": "assessment",
-    "Suppression": "assessment",
-    "TraceEntry": "assessment",
-    "Engine": "engine",
-    "evaluate": "engine",
-    "EngineError": "errors",
-    "EvidenceError": "errors",
-    "ImtCdsError": "errors",
-    "InputProblem": "errors",
-    "InvalidInputError": "errors",
-    "RulebookError": "errors",
-    "PatientFacts": "facts",
-    "load_rulebook": "rule_loader",
-    "Rulebook": "rulebook",
-    "parse_facts": "validation",
-    "parse_facts_json": "validation",
+    "Assessment": "core.assessment",
+    "DerivedFact": "core.assessment",
+    "Finding": "core.assessment",
+    "Reason": "core.assessment",
+    "Suppression": "core.assessment",
+    "TraceEntry": "core.assessment",
+    "Engine": "core.engine",
+    "evaluate": "core.engine",
+    "EngineError": "core.errors",
+    "EvidenceError": "core.errors",
+    "ImtCdsError": "core.errors",
+    "InputProblem": "core.errors",
+    "InvalidInputError": "core.errors",
+    "RulebookError": "core.errors",
+    "PatientFacts": "core.facts",
+    "load_rulebook": "core.rule_loader",
+    "Rulebook": "core.rulebook",
+    "parse_facts": "core.validation",
+    "parse_facts_json": "core.validation",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from imt_cds._resources import rules_dir
+from imt_cds.core._resources import rules_dir
 
 
 def copy_rulebook(tmp_path: Path) -> Path:

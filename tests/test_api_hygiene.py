@@ -15,7 +15,7 @@ import pytest
 
 import imt_cds
 from imt_cds import Engine, evaluate
-from imt_cds.errors import ImtCdsError, InvalidSettingError, NaiveDateTimeError, UnknownRuleError
+from imt_cds.core.errors import ImtCdsError, InvalidSettingError, NaiveDateTimeError, UnknownRuleError
 
 # --- lazy imports ------------------------------------------------------------------------------------------------
 
@@ -23,14 +23,18 @@ from imt_cds.errors import ImtCdsError, InvalidSettingError, NaiveDateTimeError,
 # service's server process imports to build its app (the engine is loaded only by the worker processes).
 NEVER_EVALUATING = (
     "imt_cds",
-    "imt_cds.errors",
+    "imt_cds.core.errors",
     "imt_cds.audit",
     "imt_cds.audit.recorded",
-    "imt_cds.assessment_json",
-    "imt_cds.consult_note",
-    "imt_cds.fhir_output",
-    "imt_cds.report_html",
-    "imt_cds.wording",
+    "imt_cds.core.assessment_json",
+    "imt_cds.render.consult_note",
+    "imt_cds.render.fhir_output",
+    "imt_cds.render.report_html",
+    "imt_cds.core.wording",
+    "imt_cds.render.cards",
+    "imt_cds.render.fhir_codesystems",
+    "imt_cds.fhir",
+    "imt_cds.service",
     "imt_cds.service.app",
     "imt_cds.service.hooks",
     "imt_cds.service.auth",
@@ -69,7 +73,7 @@ def test_every_public_name_is_still_importable_from_the_package():
         value = getattr(imt_cds, name)
         assert value is not None, name
         assert name in dir(imt_cds), name
-    assert imt_cds.Engine is importlib.import_module("imt_cds.engine").Engine
+    assert imt_cds.Engine is importlib.import_module("imt_cds.core.engine").Engine
     assert imt_cds.evaluate is evaluate and imt_cds.Engine is Engine
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         imt_cds.Nothing  # noqa: B018 - the look-up is the test
@@ -109,7 +113,7 @@ def test_every_error_class_in_the_package_has_a_code_of_its_own():
 
 
 def test_the_new_codes_are_drawn_in_the_errors_module_docstring():
-    tree = importlib.import_module("imt_cds.errors").__doc__
+    tree = importlib.import_module("imt_cds.core.errors").__doc__
     for cls in (NaiveDateTimeError, InvalidSettingError, UnknownRuleError):
         assert f'{cls.__name__}' in tree and f'"{cls.code}"' in tree
 
@@ -132,7 +136,7 @@ def test_a_cache_size_that_is_not_a_whole_number_of_zero_or_more_is_refused_with
 
 
 def test_a_memo_cache_refuses_a_capacity_below_one_with_a_code():
-    from imt_cds.memo import MemoCache
+    from imt_cds.core.memo import MemoCache
 
     with pytest.raises(InvalidSettingError, match="capacity must be a whole number of entries, 1 or more, not 0"):
         MemoCache(0)
@@ -168,9 +172,9 @@ def test_no_public_module_level_table_can_be_changed_by_a_caller():
 
 
 def test_the_frozen_tables_still_read_as_before():
-    from imt_cds.fhir import GENE_BY_HGNC
-    from imt_cds.fhir_output import INDICATOR_PRIORITY
-    from imt_cds.rulebook import FINDING_PREFIXES
+    from imt_cds.fhir.reader import GENE_BY_HGNC
+    from imt_cds.render.fhir_output import INDICATOR_PRIORITY
+    from imt_cds.core.rulebook import FINDING_PREFIXES
 
     assert FINDING_PREFIXES["REC_"] == "recommendation"
     assert len(INDICATOR_PRIORITY) == 3 and GENE_BY_HGNC["HGNC:427"] == ("alk", "ALK")

@@ -15,7 +15,7 @@ from audit_support import raw_sql, recorded_trail, verify_store
 from rulebook_copies import copy_rulebook
 
 from imt_cds import Engine, load_rulebook
-from imt_cds._resources import seeds_dir
+from imt_cds.core._resources import seeds_dir
 from imt_cds.audit import open_store
 from imt_cds.audit.sql import COLUMNS
 

@@ -16,9 +16,9 @@ from rulebook_copies import copy_rulebook, edit, set_parameters
 from strategies import random_patient
 
 from imt_cds import Engine, load_rulebook, parse_facts
-from imt_cds.explain import explain
-from imt_cds.symbolic import Encoding, gene_symbols
-from imt_cds.verification import verify
+from imt_cds.authoring.explain import explain
+from imt_cds.authoring.symbolic import Encoding, gene_symbols
+from imt_cds.authoring.verification import verify
 
 SCRIPT = Path(sys.executable).with_name("imt-cds")
 ROOT = Path(__file__).resolve().parents[1]

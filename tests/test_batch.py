@@ -17,8 +17,8 @@ from batch_hooks import EXIT_MARKER, KILL_MARKER
 from strategies import random_patient
 
 from imt_cds.audit import open_store
-from imt_cds.batch import BatchPathError, _error_record, _Progress, run_batch
-from imt_cds.errors import AuditError
+from imt_cds.cli.batch import BatchPathError, _error_record, _Progress, run_batch
+from imt_cds.core.errors import AuditError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("imt-cds")
@@ -130,7 +130,7 @@ def test_a_worker_process_that_dies_fails_only_its_line_and_the_run_completes(tm
     run_batch(str(source), str(serial), jobs=1, progress="never")  # no hook here: every line evaluates
     # In a child interpreter, so that a hang (what the landed code did) fails the test instead of stalling the suite.
     script = ("import sys; sys.path.insert(0, sys.argv[1]); from batch_hooks import die_on_marked_lines; "
-              "from imt_cds.batch import run_batch; "
+              "from imt_cds.cli.batch import run_batch; "
               "s = run_batch(sys.argv[2], sys.argv[3], jobs=2, progress='never', chunk_bytes=4000, "
               "_before_line=die_on_marked_lines); print(s.total, s.evaluated, s.invalid, s.failed)")
     child = subprocess.run([sys.executable, "-c", script, str(TESTS), str(source), str(parallel)],

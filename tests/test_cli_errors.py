@@ -78,7 +78,7 @@ def test_a_missing_file_or_folder_is_a_one_line_usage_error(command, missing, ar
 
 
 def test_the_table_covers_every_command():
-    from imt_cds.cli import _parser
+    from imt_cds.cli.main import _parser
 
     def choices(parser):  # type: ignore[no-untyped-def]
         return parser._subparsers._group_actions[0].choices
@@ -100,7 +100,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, NotInstalled())
-from imt_cds.cli import main
+from imt_cds.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -134,7 +134,7 @@ def test_a_missing_extra_is_named_with_the_command_that_installs_it(command, mod
 
 def test_the_blocker_really_hides_the_module(tmp_path):
     # The same blocker, running "import z3" instead of the command line: it must fail as a missing package does.
-    only_import = BLOCKER.replace("from imt_cds.cli import main\nsys.exit(main(sys.argv[2:]))", "import z3")
+    only_import = BLOCKER.replace("from imt_cds.cli.main import main\nsys.exit(main(sys.argv[2:]))", "import z3")
     result = subprocess.run([sys.executable, "-c", only_import, "z3"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "ModuleNotFoundError: No module named 'z3'" in result.stderr
 
@@ -163,7 +163,7 @@ def test_a_word_like_no_command_gets_no_guess(tmp_path):
 
 
 def _every_help_text() -> dict[str, str]:
-    from imt_cds.cli import _parser
+    from imt_cds.cli.main import _parser
 
     texts: dict[str, str] = {}
 

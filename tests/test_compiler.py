@@ -11,8 +11,8 @@ from helpers import without_time
 from strategies import random_patient
 
 from imt_cds import Engine
-from imt_cds.compiler import ANCHOR, compile_rulebook, engine_number
-from imt_cds.engine import DEFAULT_MAX_FIRINGS, _DurableRuleset
+from imt_cds.core.compiler import ANCHOR, compile_rulebook, engine_number
+from imt_cds.core.engine import DEFAULT_MAX_FIRINGS, _DurableRuleset
 
 
 def _patterns(definition):
@@ -115,8 +115,8 @@ def test_engine_numbers_are_written_so_durable_can_parse_them():
 
 
 def _parse(condition):
-    from imt_cds.conditions import ConditionContext, parse_condition
-    from imt_cds.fact_fields import fact_fields
+    from imt_cds.core.conditions import ConditionContext, parse_condition
+    from imt_cds.core.fact_fields import fact_fields
 
     problems = []
     context = ConditionContext(fact_fields(), {"size_risk_threshold_cm": 3.9},
@@ -125,7 +125,7 @@ def _parse(condition):
 
 
 def test_every_operator_is_accepted_on_a_field_it_fits_and_reads_as_written():
-    from imt_cds.fact_fields import fact_fields
+    from imt_cds.core.fact_fields import fact_fields
 
     fields = fact_fields()
     cases = [  # written out by hand: the operator, its operand, and how a rationale shows the test

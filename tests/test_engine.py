@@ -13,7 +13,7 @@ import pytest
 
 import imt_cds
 from imt_cds import Engine, EngineError, InvalidInputError
-from imt_cds.engine import _DurableRuleset
+from imt_cds.core.engine import _DurableRuleset
 
 PACKAGE = pathlib.Path(imt_cds.__file__).parent
 ALK_ADVANCED = {"age_years": 8, "tumor": {"resectability": "unresectable"}, "molecular": {"alk": {"status": "positive"}}}
@@ -30,7 +30,7 @@ def test_only_the_engine_module_touches_durable():
 def test_importing_the_package_has_no_side_effects():
     code = (
         "import threading, sys; before = threading.active_count(); "
-        "import imt_cds, imt_cds.cli, imt_cds.engine, imt_cds.batch, imt_cds.consult_note; "
+        "import imt_cds, imt_cds.cli.main, imt_cds.core.engine, imt_cds.cli.batch, imt_cds.render.consult_note; "
         "assert threading.active_count() == before; assert 'durable.lang' not in sys.modules; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -98,7 +98,7 @@ def test_two_engines_with_different_rulebooks_stay_independent(tmp_path, engine)
 
 
 def test_the_default_engine_is_built_once(engine):
-    from imt_cds.engine import default_engine
+    from imt_cds.core.engine import default_engine
 
     assert default_engine() is default_engine()
     assert imt_cds.evaluate(ALK_ADVANCED).codes == engine.evaluate(ALK_ADVANCED).codes

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imt_cds.fhir import facts_from_bundle
+from imt_cds.fhir.reader import facts_from_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json"

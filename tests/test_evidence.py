@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from imt_cds import EvidenceError
-from imt_cds._resources import seeds_dir
-from imt_cds.evidence import load_evidence, squash
+from imt_cds.core._resources import seeds_dir
+from imt_cds.core.evidence import load_evidence, squash
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EVIDENCE_MD = SHARED / "clinical" / "EVIDENCE.md"

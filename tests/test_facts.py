@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from imt_cds import InvalidInputError, PatientFacts, parse_facts, parse_facts_json
-from imt_cds.validation import canonical_json, input_sha256
+from imt_cds.core.validation import canonical_json, input_sha256
 
 
 def problems(data):

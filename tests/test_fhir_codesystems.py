@@ -13,10 +13,10 @@ from pathlib import Path
 from fhir.resources.R4B.codesystem import CodeSystem
 from rulebook_copies import copy_rulebook, edit
 
-from imt_cds.fact_fields import fact_fields
-from imt_cds.facts import TestMethod
-from imt_cds.fhir_codesystems import code_systems
-from imt_cds.fhir_output import assessment_bundle
+from imt_cds.core.fact_fields import fact_fields
+from imt_cds.core.facts import TestMethod
+from imt_cds.render.fhir_codesystems import code_systems
+from imt_cds.render.fhir_output import assessment_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("imt-cds")

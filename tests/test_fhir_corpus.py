@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from imt_cds.errors import ChartRefusedError
-from imt_cds.fhir import facts_from_bundle, facts_from_resources
+from imt_cds.core.errors import ChartRefusedError
+from imt_cds.fhir.reader import facts_from_bundle, facts_from_resources
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "fhir-charts"
 INDEX = json.loads((CORPUS / "_index.json").read_text())

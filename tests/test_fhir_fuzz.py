@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imt_cds import load_rulebook
-from imt_cds.errors import InvalidInputError
-from imt_cds.fhir import facts_from_bundle, facts_from_resources
+from imt_cds.core.errors import InvalidInputError
+from imt_cds.fhir.reader import facts_from_bundle, facts_from_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = [json.loads((ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json").read_text())] + [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imt_cds import InvalidInputError, evaluate
-from imt_cds.fhir import facts_from_bundle, facts_from_resources
+from imt_cds.fhir.reader import facts_from_bundle, facts_from_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # unmodified copies of published examples (_index.json)

@@ -44,8 +44,8 @@ from strategies import random_patient
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
-from imt_cds.fhir_codesystems import code_systems
-from imt_cds.fhir_output import assessment_bundle
+from imt_cds.render.fhir_codesystems import code_systems
+from imt_cds.render.fhir_output import assessment_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))

@@ -17,7 +17,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
-from imt_cds.fhir_output import (
+from imt_cds.render.fhir_output import (
     GUIDANCE_RESPONSE_PROFILE,
     INDICATOR_PRIORITY,
     REQUEST_GROUP_PROFILE,
@@ -233,7 +233,7 @@ def test_exporting_twice_gives_the_same_bundle(engine):
 def test_a_finding_recorded_before_findings_carried_their_indicator_is_still_exported():
     """Audit records made with rulebook 0.1.0 have no ``indicator`` on their findings: export falls back to the
     finding's kind (never fails on an old record)."""
-    from imt_cds.fhir_output import finding_indicator
+    from imt_cds.render.fhir_output import finding_indicator
 
     assert finding_indicator({"kind": "recommendation"}) == "info"
     assert finding_indicator({"kind": "risk_flag"}) == "warning"

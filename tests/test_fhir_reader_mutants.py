@@ -1,7 +1,7 @@
 """The FHIR chart reader, element by element: tests written against the mutants that survived the other FHIR tests.
 
 Each test pins one outcome the reader promises (a JSON key, a status that counts or not, a unit, a date's reach)
-on a small hand-made chart, so that a one-token change to ``imt_cds/fhir.py`` shows up as a failure. The mutants
+on a small hand-made chart, so that a one-token change to ``imt_cds/fhir/reader.py`` shows up as a failure. The mutants
 that no chart can tell apart are listed, with the reason, in tests/mutation-survivors.md.
 """
 
@@ -12,8 +12,8 @@ from datetime import date
 
 import pytest
 
-from imt_cds.errors import ChartRefusedError, InvalidInputError
-from imt_cds.fhir import (
+from imt_cds.core.errors import ChartRefusedError, InvalidInputError
+from imt_cds.fhir.reader import (
     Diagnosis,
     Eligibility,
     FhirFacts,
@@ -23,7 +23,7 @@ from imt_cds.fhir import (
     facts_from_resources,
     resource_label,
 )
-from imt_cds.fhir import (  # the private helpers, pinned directly: each is one promise
+from imt_cds.fhir.reader import (  # the private helpers, pinned directly: each is one promise
     _age_in_years,
     _Candidate,
     _full_date,
@@ -944,7 +944,7 @@ def test_a_concepts_text_must_be_text_else_its_displays_are_read():
 
 def test_a_rulebook_without_the_value_sets_the_reader_needs_cannot_read_fhir():
     from imt_cds import load_rulebook
-    from imt_cds.terminology import Terminology
+    from imt_cds.core.terminology import Terminology
 
     full = load_rulebook().terminology
     partial = Terminology({name: vs for name, vs in full.value_sets.items() if name != "imt-diagnosis"})

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from imt_cds import Engine, load_rulebook
-from imt_cds.errors import ChartRefusedError, InvalidInputError, RulebookError
-from imt_cds.fhir import facts_from_bundle, facts_from_resources
+from imt_cds.core.errors import ChartRefusedError, InvalidInputError, RulebookError
+from imt_cds.fhir.reader import facts_from_bundle, facts_from_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 ON = date(2026, 11, 21)

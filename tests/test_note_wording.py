@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from imt_cds.cli_rules import _verify_summary
-from imt_cds.consult_note import render_consult_note
-from imt_cds.wording import enum_words, plural
+from imt_cds.cli.rules import _verify_summary
+from imt_cds.render.consult_note import render_consult_note
+from imt_cds.core.wording import enum_words, plural
 
 
 def facts_line(engine, patient) -> str:  # type: ignore[no-untyped-def]

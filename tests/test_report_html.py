@@ -17,7 +17,7 @@ from PIL import Image
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
-from imt_cds.report_html import GRAPH_COLORS, render_report_html
+from imt_cds.render.report_html import GRAPH_COLORS, render_report_html
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("imt-cds")

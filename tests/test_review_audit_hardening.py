@@ -15,7 +15,7 @@ from audit_support import disable_append_only, raw_sql, recorded_trail, verify_s
 from rulebook_copies import copy_rulebook
 
 from imt_cds import Engine, load_rulebook
-from imt_cds._resources import seeds_dir
+from imt_cds.core._resources import seeds_dir
 from imt_cds.audit import AuditStoreError, RecordNotFoundError, ReplayError, open_store, replay
 from imt_cds.audit.record import canonical_bytes
 from imt_cds.audit.replay import compare_documents
@@ -87,7 +87,7 @@ def test_a_record_without_its_input_field_is_not_a_crash(trail):
 
 
 def test_the_cli_names_the_forged_record_instead_of_an_internal_error(trail, capsys):
-    from imt_cds.cli import main
+    from imt_cds.cli.main import main
 
     target, records = trail
     content = _content(target, 2)
@@ -223,7 +223,7 @@ def test_a_record_refers_to_its_place_in_the_chain(tmp_path, rulebook):
 
 def test_evaluate_audit_outputs_nothing_when_the_record_cannot_be_written(tmp_path, monkeypatch, capsys):
     from imt_cds.audit.store import AuditStore
-    from imt_cds.cli import main
+    from imt_cds.cli.main import main
 
     def refuse(self, assessment):
         raise AuditStoreError("cannot append to the audit database: disk full")

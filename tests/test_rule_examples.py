@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imt_cds import load_rulebook
-from imt_cds.rule_examples import run_example
+from imt_cds.authoring.rule_examples import run_example
 
 _RULEBOOK = load_rulebook()
 _CASES = [(rule.id, i) for rule in _RULEBOOK.rules for i, _ in enumerate(rule.examples)]

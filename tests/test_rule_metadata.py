@@ -11,9 +11,9 @@ import yaml
 from rulebook_copies import copy_rulebook, edit, set_parameters
 
 from imt_cds import Engine, RulebookError, load_rulebook
-from imt_cds.rule_loader import parameter_text
-from imt_cds.rulebook_diff import diff_rulebooks
-from imt_cds.service.cards import assessment_cards
+from imt_cds.core.rule_loader import parameter_text
+from imt_cds.authoring.rulebook_diff import diff_rulebooks
+from imt_cds.render.cards import assessment_cards
 from imt_cds.service.order_sign import check_orders, targeted_orders
 
 R32B = "treatment/R32b-alk-inhibitor-off-label-age.yaml"
@@ -223,7 +223,7 @@ def test_rules_diff_shows_metadata_and_drug_changes(tmp_path, rulebook):
 
 
 def test_rules_show_names_indicator_gene_and_drugs(capsys):
-    from imt_cds.cli import main
+    from imt_cds.cli.main import main
 
     assert main(["rules", "show", "R32b"]) == 0
     out = capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 from rulebook_copies import copy_rulebook, edit
 
 from imt_cds import Engine, RulebookError, load_rulebook
-from imt_cds.rulebook import SUMMARY_LIMIT
+from imt_cds.core.rulebook import SUMMARY_LIMIT
 
 CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
 

@@ -13,7 +13,7 @@ import pytest
 from audit_support import raw_sql
 from service_support import example_resources, hook_request, prefetch_for, running_service
 
-from imt_cds.service.cards import escape_markdown, problems_card
+from imt_cds.render.cards import escape_markdown, problems_card
 
 PATIENT_VIEW = "/cds-services/imt-patient-view"
 ORDER_SIGN = "/cds-services/imt-order-sign"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imt_cds import evaluate
-from imt_cds.service.cards import (
+from imt_cds.render.cards import (
     assessment_cards,
     card_uuid,
     citation_links,
@@ -134,8 +134,8 @@ def test_importing_the_service_has_no_side_effects():
     code = """
 import logging, sys, threading, multiprocessing
 before = list(logging.getLogger().handlers)
-import imt_cds.cli_serve
-import imt_cds.service, imt_cds.service.app, imt_cds.service.auth, imt_cds.service.cards
+import imt_cds.cli.serve
+import imt_cds.service, imt_cds.service.app, imt_cds.service.auth, imt_cds.render.cards
 import imt_cds.service.config, imt_cds.service.drugs, imt_cds.service.errors, imt_cds.service.feedback
 import imt_cds.service.hooks, imt_cds.service.order_sign, imt_cds.service.prefetch, imt_cds.service.workers
 assert threading.active_count() == 1, threading.enumerate()
@@ -165,8 +165,8 @@ def test_only_the_worker_process_code_touches_the_engine():
 
 
 def test_a_card_words_each_reason_as_every_other_renderer_does():
-    from imt_cds.service.cards import escape_markdown
-    from imt_cds.wording import reason_text
+    from imt_cds.render.cards import escape_markdown
+    from imt_cds.core.wording import reason_text
 
     document = evaluate(json.loads((ROOT / "examples" / "05_contradictory_record.json").read_text())).to_dict()
     cards = assessment_cards(document, evaluation_id="e", sources={}, public_url="https://cds.example.org")
@@ -191,8 +191,8 @@ def test_the_fhir_record_card_counts_conflicts_by_kind_not_by_the_words_of_a_mes
 
 
 def test_every_card_has_one_shape_and_summaries_are_cut_the_same_way():
-    from imt_cds.fhir_output import Indicator
-    from imt_cds.service.cards import ServiceCard, card_summary, make_card, service_source
+    from imt_cds.render.fhir_output import Indicator
+    from imt_cds.render.cards import ServiceCard, card_summary, make_card, service_source
 
     assert card_summary("x" * 139) == "x" * 139
     assert card_summary("x" * 300) == "x" * 138 + "…" and len(card_summary("x" * 140)) == 139
@@ -209,8 +209,8 @@ def test_every_card_has_one_shape_and_summaries_are_cut_the_same_way():
 def test_order_cards_show_the_drugs_evidence_as_finding_cards_do(rulebook):
     from datetime import date
 
-    from imt_cds.fhir import facts_from_resources
-    from imt_cds.service.cards import evidence_lines
+    from imt_cds.fhir.reader import facts_from_resources
+    from imt_cds.render.cards import evidence_lines
     from imt_cds.service.order_sign import check_orders
 
     bundle = json.loads((ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json").read_text())
@@ -230,7 +230,7 @@ def test_order_cards_show_the_drugs_evidence_as_finding_cards_do(rulebook):
 def test_ids_made_from_a_hook_instance_are_unchanged():
     import uuid
 
-    from imt_cds.service.cards import hook_instance_id
+    from imt_cds.render.cards import hook_instance_id
 
     # Cards issued before this helper existed must still be traceable: the ids are the same uuid5 as before.
     assert hook_instance_id("hook", "abc") == str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:imt-cds:hook:abc"))
@@ -243,7 +243,7 @@ OBSERVATION_QUERY = ("Observation?patient={{context.patientId}}&code=http://loin
                      "http://snomed.info/sct|277208005,http://loinc.org|21907-1,http://loinc.org|21901-4,"
                      "http://loinc.org|21913-9,http://snomed.info/sct|1287652008,"
                      "http://snomed.info/sct|1098951000119108,http://loinc.org|97509-4,urn:imt-cds:fact|")
-DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation query was built from imt_cds.fhir
+DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation query was built from imt_cds.fhir.reader
     {
         "description": "Explained, evidence-linked recommendations, data requests and risk flags for a patient with "
                        "an inflammatory myofibroblastic tumor, from the mCODE / Genomics Reporting record. Decision "
@@ -284,7 +284,7 @@ def test_the_discovery_document_is_the_one_served_before_the_query_was_built_fro
 
 def test_the_observation_query_asks_for_every_observation_code_the_value_sets_recognise():
     from imt_cds import load_rulebook
-    from imt_cds.fhir import OBSERVATION_CODES
+    from imt_cds.fhir.reader import OBSERVATION_CODES
 
     terminology = load_rulebook().terminology
     wanted = {(c.system, c.code) for name in ("tnm-distant-metastases-observation", "history-of-metastatic-cancer",

@@ -155,8 +155,8 @@ def test_a_card_never_says_no_resource_recorded_a_fact_that_conflicting_resource
     from datetime import date
 
     from imt_cds import evaluate
-    from imt_cds.fhir import facts_from_resources
-    from imt_cds.service.cards import assessment_cards
+    from imt_cds.fhir.reader import facts_from_resources
+    from imt_cds.render.cards import assessment_cards
 
     resources = example_resources()
     m0 = {"resourceType": "Observation", "id": "m0", "status": "final", "subject": {"reference":

@@ -29,8 +29,8 @@ from service_support import (
     running_service,
 )
 
-from imt_cds.rule_loader import load_rulebook
-from imt_cds.service.cards import CARD_NAMESPACE, escape_markdown
+from imt_cds.core.rule_loader import load_rulebook
+from imt_cds.render.cards import CARD_NAMESPACE, escape_markdown
 
 # The findings the shipped rule files declare critical (``indicator: critical``).
 CRITICAL_FINDINGS = {spec.code for rule in load_rulebook() for spec in rule.findings if spec.indicator == "critical"}

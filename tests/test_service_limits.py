@@ -26,7 +26,7 @@ import pytest
 from audit_support import hold_sqlite_write_lock
 from service_support import SCRIPT, example_resources, free_port, hook_request, prefetch_for, running_service
 
-from imt_cds.cli import _parser
+from imt_cds.cli.main import _parser
 from imt_cds.service.connections import RepeatedLogFilter
 
 ORDER_SIGN = "/cds-services/imt-order-sign"

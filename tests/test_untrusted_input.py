@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from strategies import patients
 
 from imt_cds import Assessment, InvalidInputError, parse_facts_json
-from imt_cds.validation import parse_facts
+from imt_cds.core.validation import parse_facts
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from imt_cds.consult_note import render_consult_note
-from imt_cds.fhir_output import rationale_text
-from imt_cds.report_html import render_report_html
-from imt_cds.validation import parse_facts_json
-from imt_cds.wording import display_value, reason_text
+from imt_cds.render.consult_note import render_consult_note
+from imt_cds.render.fhir_output import rationale_text
+from imt_cds.render.report_html import render_report_html
+from imt_cds.core.validation import parse_facts_json
+from imt_cds.core.wording import display_value, reason_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

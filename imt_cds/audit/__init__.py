@@ -15,12 +15,12 @@ Typical use::
 
 ``open_store("postgresql://user@host/db")`` gives the same interface on PostgreSQL (several service instances on
 one trail). ``record.py`` says what a record holds and how the chain is hashed; ``archive.py`` how rulebooks are
-kept; ``store.py`` is the interface and ``sql.py`` what both databases share; ``replay.py`` how a record is
+kept; ``store.py`` is the interface, ``backends.py`` opens one and ``sql.py`` is what both databases share; ``replay.py`` how a record is
 re-evaluated; ``checkpoint.py`` how a head is signed (Ed25519) and checked. This package never imports the rules
 engine's internals: it records ``Assessment`` objects and, to replay, builds an ``Engine`` like any caller.
 """
 
-from ..errors import (
+from ..core.errors import (
     ArchiveMissingError,
     AuditError,
     AuditStoreError,
@@ -31,10 +31,11 @@ from ..errors import (
     ReplayError,
 )
 from .archive import RulebookArchive
+from .backends import open_store
 from .checkpoint import Checkpoint, generate_key_pair, read_checkpoint, sign_checkpoint
 from .record import GENESIS_HASH, AuditRecord, ChainBreak, ChainReport
 from .replay import Difference, ReplayResult, replay
-from .store import AuditStore, open_store
+from .store import AuditStore
 
 __all__ = [
     "GENESIS_HASH",

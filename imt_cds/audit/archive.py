@@ -27,10 +27,10 @@ from pathlib import Path, PurePosixPath
 
 import orjson
 
-from ..errors import AuditError, EvidenceError, ReplayError, RulebookError
-from ..evidence import REGISTRY_FILE
-from ..rule_loader import DRUGS_FILE, MANIFEST_FILE, PARAMETERS_FILE, load_rulebook
-from ..rulebook import Rulebook
+from ..core.errors import AuditError, EvidenceError, ReplayError, RulebookError
+from ..core.evidence import REGISTRY_FILE
+from ..core.rule_loader import DRUGS_FILE, MANIFEST_FILE, PARAMETERS_FILE, load_rulebook
+from ..core.rulebook import Rulebook
 
 __all__ = ["PARTS", "RulebookArchive", "listing_sha256"]
 

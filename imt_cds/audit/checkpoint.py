@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from ..assessment import rfc3339
-from ..errors import CheckpointError, CheckpointSignatureError
+from ..core.assessment import rfc3339
+from ..core.errors import CheckpointError, CheckpointSignatureError
 
 __all__ = ["CHECKPOINT_SCHEMA", "Checkpoint", "generate_key_pair", "public_key_id", "read_checkpoint",
            "sign_checkpoint"]

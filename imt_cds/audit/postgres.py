@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import AuditStoreError, NotAnAuditStoreError
+from ..core.errors import AuditStoreError, NotAnAuditStoreError
 from .record import StoredRow
 from .sql import COLUMNS, SQLAuditStore, stored_row
 from .store import SCHEMA_VERSION

@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from ..assessment import Assessment, rfc3339
+from ..core.assessment import Assessment, rfc3339
 
 __all__ = [
     "GENESIS_HASH",

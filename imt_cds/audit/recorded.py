@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..assessment import AlsoFrom, DerivedFact, Finding, Provenance, Reason, RuleRef, Suppression
-from ..evidence import EvidenceEntry
-from ..facts import PatientFacts
-from ..validation import parse_facts_json
+from ..core.assessment import AlsoFrom, DerivedFact, Finding, Provenance, Reason, RuleRef, Suppression
+from ..core.evidence import EvidenceEntry
+from ..core.facts import PatientFacts
+from ..core.validation import parse_facts_json
 
 __all__ = ["RecordedAssessment", "recorded_assessment"]
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import InvalidInputError, ReplayError
-from ..rulebook import Rulebook
+from ..core.errors import InvalidInputError, ReplayError
+from ..core.rulebook import Rulebook
 from .record import AuditRecord
 
 if TYPE_CHECKING:
@@ -96,8 +96,8 @@ def replay(store: AuditStore, ref: str, *, with_current: bool = False,
     """Re-evaluate a record's input (``ref``: an id, a unique id prefix, a number or ``last``) with its archived
     rulebook, or with ``with_current`` the current one (``rulebook``: a loaded rulebook or directory; default the
     shipped one). Raises ``ReplayError`` when the record cannot be replayed and ``ArchiveMissingError``."""
-    from ..engine import Engine  # the engine module imports durable-rules: only when a replay is asked for
-    from ..validation import parse_facts_json
+    from ..core.engine import Engine  # the engine module imports durable-rules: only when a replay is asked for
+    from ..core.validation import parse_facts_json
 
     record = store.record(ref)
     try:  # what the replay needs of the record (a forger may have rewritten it with its hash: see verify)

@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager, closing
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from ..assessment import rfc3339
-from ..errors import AuditStoreError, NotAnAuditStoreError
+from ..core.assessment import rfc3339
+from ..core.errors import AuditStoreError, NotAnAuditStoreError
 from .archive import RulebookArchive, listing_sha256
 from .record import GENESIS_HASH, StoredRow, seal
 from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuditStoreError, NotAnAuditStoreError
+from ..core.errors import AuditStoreError, NotAnAuditStoreError
+from .locking import write_transaction
 from .record import StoredRow
 from .sql import COLUMNS, SQLAuditStore, stored_row
 from .store import SCHEMA_VERSION
 
-__all__ = ["SQLiteAuditStore", "write_transaction"]
+__all__ = ["SQLiteAuditStore"]
 
 _SCHEMA = (
     """CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -52,20 +53,6 @@ _SCHEMA = (
         for verb in ("update", "delete")
     ),
 )
-
-
-@contextmanager
-def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A transaction that holds SQLite's write lock from its first statement (``BEGIN IMMEDIATE``), so what it reads
-    cannot change before it writes; committed on success, rolled back on any exception (which is re-raised)."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
 
 
 class SQLiteAuditStore(SQLAuditStore):

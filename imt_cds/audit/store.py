@@ -20,19 +20,18 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from ..errors import ArchiveMissingError, AuditError, RecordNotFoundError
+from ..core.errors import ArchiveMissingError, AuditError, RecordNotFoundError
 from .archive import RulebookArchive
 from .record import GENESIS_HASH, AuditRecord, ChainReport, StoredRow, new_record_content, verify_chain
 
 if TYPE_CHECKING:
-    from ..assessment import Assessment
+    from ..core.assessment import Assessment
+    from ..core.rulebook import Rulebook
     from .checkpoint import Checkpoint
-    from ..rulebook import Rulebook
 
-__all__ = ["MIN_ID_PREFIX", "AuditStore", "open_store"]
+__all__ = ["MIN_ID_PREFIX", "AuditStore"]
 
 MIN_ID_PREFIX = 8  # shortest record-id prefix accepted in place of the whole id
 SCHEMA_VERSION = "1"
@@ -253,19 +252,3 @@ class ForkSafeConnection:
         if self._connection is not None and self._pid == os.getpid():
             self._connection.close()
         self._connection = None
-
-
-def is_postgres_target(target: str | Path) -> bool:
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
-def open_store(target: str | Path, *, store_input: bool = True, create: bool = True) -> AuditStore:
-    """Open an audit store: a SQLite file path (created on first use when ``create``), or a PostgreSQL connection
-    string ``postgresql://user@host:port/dbname``. ``create=False`` refuses to create anything (for readers)."""
-    if is_postgres_target(target):
-        from .postgres import PostgresAuditStore
-
-        return PostgresAuditStore(str(target), store_input=store_input, create=create)
-    from .sqlite import SQLiteAuditStore
-
-    return SQLiteAuditStore(target, store_input=store_input, create=create)

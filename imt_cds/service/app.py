@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from ..rule_loader import load_rulebook
-from ..rulebook import Rulebook
+from ..core.rule_loader import load_rulebook
+from ..core.rulebook import Rulebook
+from ..render.cards import citation_links
 from .auth import Authenticator
-from .cards import citation_links
 from .config import AuditStoreUnavailableError, ServiceConfig
 from .errors import (
     INTERNAL_MESSAGE,
@@ -42,8 +42,8 @@ from .errors import (
     public_body,
 )
 from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
-from .request_json import parse_request_json
 from .hooks import SERVICES, HookRunner, check_request, find_service
+from .request_json import parse_request_json
 from .workers import WorkerPool, WorkerSettings
 
 __all__ = ["create_app"]
@@ -189,8 +189,8 @@ def _open_audit_store(config: ServiceConfig) -> None:
     if config.audit is None:
         return
     from ..audit import open_store
-    from ..audit.store import is_postgres_target
-    from ..errors import AuditError
+    from ..audit.backends import is_postgres_target
+    from ..core.errors import AuditError
 
     if not is_postgres_target(config.audit):
         folder = Path(config.audit).expanduser().absolute().parent

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from ..rulebook import RXNORM_SYSTEM, Drug
+from ..core.rulebook import RXNORM_SYSTEM, Drug
 
 __all__ = ["find_drug"]
 

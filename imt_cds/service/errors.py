@@ -28,7 +28,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from ..errors import ImtCdsError
+from ..core.errors import ImtCdsError
 
 __all__ = [
     "INTERNAL_MESSAGE",

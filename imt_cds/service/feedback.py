@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..assessment import rfc3339
-from ..audit.sqlite import write_transaction
-from ..audit.store import is_postgres_target
+from ..audit.backends import is_postgres_target
+from ..audit.locking import write_transaction
+from ..core.assessment import rfc3339
 from .errors import ServiceConfigError, ServiceError
 from .models import feedback_problems, refuse
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..fhir import OBSERVATION_CODES
-from ..fhir_output import assessment_bundle
-from ..rulebook import Rulebook
-from .cards import (
+from ..core.rulebook import Rulebook
+from ..fhir.reader import OBSERVATION_CODES
+from ..render.cards import (
     assessment_cards,
     conflict_card,
     fact_origins,
@@ -29,6 +28,7 @@ from .cards import (
     problems_card,
     sort_cards,
 )
+from ..render.fhir_output import assessment_bundle
 from .config import ServiceConfig
 from .errors import BadRequestError, NotFoundError, PrefetchUnavailableError
 from .feedback import CardIndex

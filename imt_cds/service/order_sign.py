@@ -20,11 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..fhir import bundle_resources, resource_label
-from ..fhir_output import Indicator
-from ..rulebook import Drug, Rulebook
-from ..wording import display_value as _value
-from .cards import (
+from ..core.rulebook import Drug, Rulebook
+from ..core.wording import display_value as _value
+from ..fhir.reader import bundle_resources, resource_label
+from ..render.cards import (
     ServiceCard,
     card_uuid,
     citation_links,
@@ -33,7 +32,8 @@ from .cards import (
     make_card,
     service_source,
 )
-from .cards import escape_markdown as _md
+from ..render.cards import escape_markdown as _md
+from ..render.fhir_output import Indicator
 from .drugs import find_drug
 
 __all__ = ["TargetedOrder", "check_orders", "targeted_orders"]

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from typing import Any, Protocol
 
-from ..audit.store import is_postgres_target
+from ..audit.backends import is_postgres_target
 from .errors import ServiceUnavailableError
 
 __all__ = ["MemoryReplayCache", "ReplayCache", "SqlReplayCache", "open_replay_cache"]

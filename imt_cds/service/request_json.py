@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..validation import DuplicateKeyError, loads_strict
+from ..core.validation import DuplicateKeyError, loads_strict
 from .errors import BadRequestError
 
 __all__ = ["parse_request_json"]

@@ -392,8 +392,8 @@ class _Handler:
     cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is read from it."""
 
     def __init__(self, settings: WorkerSettings):
-        from ..engine import Engine
-        from ..fhir import facts_from_resources
+        from ..core.engine import Engine
+        from ..fhir.reader import facts_from_resources
 
         self._facts_from_resources = facts_from_resources
         self._store: Any = None
@@ -403,7 +403,7 @@ class _Handler:
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
-        from ..errors import ChartRefusedError
+        from ..core.errors import ChartRefusedError
 
         try:
             read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]),
@@ -424,7 +424,7 @@ class _Handler:
         return answer
 
     def _record(self, assessment: Any) -> Any:
-        from ..errors import AuditError
+        from ..core.errors import AuditError
 
         try:
             return self._store.append(assessment)
@@ -445,7 +445,7 @@ class _NotRecorded(Exception):
 def _open_audit_store(settings: WorkerSettings) -> Any:
     """The worker's audit store, whose appends wait at most ``store_timeout`` for the write lock (the audit
     store's own default, 60 s, is for batch runs; a hook call must answer sooner than ``--request-timeout``)."""
-    from ..audit.store import is_postgres_target
+    from ..audit.backends import is_postgres_target
 
     if is_postgres_target(settings.audit):
         from ..audit.postgres import PostgresAuditStore

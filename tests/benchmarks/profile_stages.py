@@ -19,9 +19,9 @@ from pathlib import Path
 import durable_rules_engine as dre
 
 from imt_cds import Engine, parse_facts
-from imt_cds.assessment import Assessment
-from imt_cds.fact_fields import leaf_values
-from imt_cds.validation import input_sha256, render_leaves
+from imt_cds.core.assessment import Assessment
+from imt_cds.core.fact_fields import leaf_values
+from imt_cds.core.validation import input_sha256, render_leaves
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]

@@ -50,7 +50,7 @@ from service_support import (  # noqa: E402
 )
 
 from imt_cds import Engine  # noqa: E402
-from imt_cds.fhir import facts_from_resources  # noqa: E402
+from imt_cds.fhir.reader import facts_from_resources  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PATIENT = "imt-bench"
@@ -196,7 +196,7 @@ def best_median_us(function, inputs: list, rounds: int = 5) -> tuple[float, floa
 
 def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, float]]:
     from imt_cds.audit import open_store
-    from imt_cds.service.cards import assessment_cards
+    from imt_cds.render.cards import assessment_cards
     from imt_cds.service.hooks import check_request, find_service
     from imt_cds.service.request_json import parse_request_json
     from imt_cds.service.workers import WorkerSettings, _Handler

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from ..fhir_output import Indicator, System, finding_indicator
-from ..wording import derived_index, display_value, reason_text
+from ..core.wording import derived_index, display_value, reason_text
+from .fhir_output import Indicator, System, finding_indicator
 
 __all__ = [
     "CARD_NAMESPACE",

@@ -22,11 +22,11 @@ from typing import Any
 
 import z3
 
-from .assessment import Assessment
-from .conditions import to_dnf
-from .engine import Engine
-from .fact_fields import fusion_genes
-from .rulebook import Rulebook
+from ..core.assessment import Assessment
+from ..core.conditions import to_dnf
+from ..core.engine import Engine
+from ..core.fact_fields import fusion_genes
+from ..core.rulebook import Rulebook
 from .symbolic import Encoding, SymbolicPatient, gene_symbols, solver_for
 
 __all__ = ["Check", "EXCLUSIVE_PAIRS", "SAFETY_PROPERTIES", "verify"]

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .errors import AuditError, CheckpointError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
-from .wording import plural
+from ..core.errors import AuditError, CheckpointError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
+from ..core.wording import plural
+from .common import engine_for, read_input, report_invalid
 
 if TYPE_CHECKING:
-    from .assessment import Assessment
-    from .audit import AuditStore
-    from .facts import PatientFacts
+    from ..audit import AuditStore
+    from ..core.assessment import Assessment
+    from ..core.facts import PatientFacts
 
 __all__ = ["add_audit_options", "audited_evaluate", "check_audit_target", "register"]
 
@@ -197,7 +198,7 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 
 def _open(target: str, *, create: bool = False) -> AuditStore:
-    from .audit import open_store
+    from ..audit import open_store
 
     return open_store(target, create=create)
 
@@ -220,8 +221,8 @@ def audited_evaluate(args: argparse.Namespace, facts: PatientFacts,
     """Evaluate ``facts`` with ``args.rules`` and record the assessment in ``args.audit`` before returning it (as
     ``Engine(audit=store)`` does: one that cannot be recorded raises, and is never output); tell the user the
     record id on standard error."""
-    from .audit import open_store
-    from .engine import Engine
+    from ..audit import open_store
+    from ..core.engine import Engine
 
     try:
         store = open_store(args.audit, store_input=not args.audit_no_input)
@@ -266,8 +267,8 @@ def _run_list(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_show(args: argparse.Namespace) -> int:
-    from .audit.recorded import recorded_assessment
-    from .consult_note import render_consult_note
+    from ..audit.recorded import recorded_assessment
+    from ..render.consult_note import render_consult_note
 
     with _open(args.db) as store:
         record = store.record(args.record)
@@ -285,8 +286,8 @@ def _run_show(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_verify(args: argparse.Namespace) -> int:
-    from .audit.checkpoint import read_checkpoint
-    from .errors import CheckpointSignatureError
+    from ..audit.checkpoint import read_checkpoint
+    from ..core.errors import CheckpointSignatureError
 
     if args.checkpoint and args.public_key is None:
         print("imt-cds: error: --checkpoint needs --public-key PEM (the key it was signed with)", file=sys.stderr)
@@ -338,7 +339,7 @@ def _run_head(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with _open(args.db) as store:
         head = store.head()
-    from .audit import GENESIS_HASH
+    from ..audit import GENESIS_HASH
 
     if args.format == "json":
         data = ({"seq": 0, "id": None, "recorded_at": None, "hash": GENESIS_HASH} if head is None
@@ -352,7 +353,7 @@ def _run_head(args: argparse.Namespace) -> int:
 
 
 def _sign_head(args: argparse.Namespace) -> int:
-    from .audit.checkpoint import sign_checkpoint
+    from ..audit.checkpoint import sign_checkpoint
 
     private_key = _read_file(args.sign, "private key")
     with _open(args.db) as store:
@@ -371,7 +372,7 @@ def _sign_head(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_keygen(args: argparse.Namespace) -> int:
-    from .audit.checkpoint import generate_key_pair, public_key_id
+    from ..audit.checkpoint import generate_key_pair, public_key_id
 
     private_pem, public_pem = generate_key_pair()
     if args.private_key.resolve() == args.public_key.resolve():
@@ -403,7 +404,7 @@ def _read_file(path: Path, what: str) -> bytes:
 
 @_guarded
 def _run_replay(args: argparse.Namespace) -> int:
-    from .audit import replay
+    from ..audit import replay
 
     if args.rules is not None and not args.with_current:
         print("imt-cds: error: --rules needs --with-current (a replay otherwise uses the archived rulebook)",
@@ -437,7 +438,7 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_export(args: argparse.Namespace) -> int:
-    from .fhir_output import assessment_bundle
+    from ..render.fhir_output import assessment_bundle
 
     with _open(args.db) as store:
         record = store.record(args.record)
@@ -448,7 +449,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_report(args: argparse.Namespace) -> int:
-    from .report_html import render_report_html
+    from ..render.report_html import render_report_html
 
     if (args.patient is None) == (args.audit_id is None):
         print("imt-cds: error: give a patient file or --audit-id ID (with --db DB), not both", file=sys.stderr)
@@ -461,15 +462,14 @@ def _run_report(args: argparse.Namespace) -> int:
             record = store.record(args.audit_id)
         page = render_report_html(record.assessment, input_facts=record.input, audit_record=record.chain_ref())
     else:
-        from .cli import _engine, _read_input, _report_invalid
-        from .validation import parse_facts_json
+        from ..core.validation import parse_facts_json
 
         try:
-            facts = parse_facts_json(_read_input(args.patient))
+            facts = parse_facts_json(read_input(args.patient))
         except InvalidInputError as exc:
-            _report_invalid(exc, sys.stderr, source=args.patient)
+            report_invalid(exc, sys.stderr, source=args.patient)
             return EXIT_USAGE
-        assessment = _engine(args.rules).evaluate(facts)
+        assessment = engine_for(args.rules).evaluate(facts)
         page = render_report_html(assessment.to_dict(), input_facts=orjson.loads(assessment.canonical_input_json()))
     status = _write(args.html, page)
     if status == EXIT_OK:

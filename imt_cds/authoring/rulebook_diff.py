@@ -23,10 +23,10 @@ from typing import Any
 import z3
 from z3.z3util import get_vars
 
-from .conditions import Atom
-from .engine import Engine
-from .fact_fields import fact_fields
-from .rulebook import Rulebook
+from ..core.conditions import Atom
+from ..core.engine import Engine
+from ..core.fact_fields import fact_fields
+from ..core.rulebook import Rulebook
 from .symbolic import Encoding, SymbolicPatient, gene_symbols, real, solver_for
 
 __all__ = ["RulebookDiff", "diff_rulebooks"]

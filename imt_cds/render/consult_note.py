@@ -11,10 +11,9 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
-from .assessment import Assessment, DerivedFact, Finding, Reason
-from .wording import display_value as _value
-from .wording import enum_words
-from .wording import reason_text
+from ..core.assessment import Assessment, DerivedFact, Finding, Reason
+from ..core.wording import display_value as _value
+from ..core.wording import enum_words, reason_text
 
 __all__ = ["render_consult_note"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .assessment import Assessment
-from .engine import Engine
-from .rulebook import Example, Rule
+from ..core.assessment import Assessment
+from ..core.engine import Engine
+from ..core.rulebook import Example, Rule
 
 __all__ = ["ExampleOutcome", "fired_rules", "run_example", "run_rule_examples"]
 

@@ -36,11 +36,11 @@ from datetime import date, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ChartRefusedError, InputProblem, InvalidInputError
-from .fact_fields import fact_fields
-from .facts import PatientFacts
-from .terminology import Coding, Terminology
-from .validation import parse_facts
+from ..core.errors import ChartRefusedError, InputProblem, InvalidInputError
+from ..core.fact_fields import fact_fields
+from ..core.facts import PatientFacts
+from ..core.terminology import FACT_SYSTEM, METHOD_SYSTEM, Coding, Terminology
+from ..core.validation import parse_facts
 
 __all__ = [
     "FACT_SYSTEM",
@@ -60,8 +60,6 @@ __all__ = [
 # A JSON object: parsed JSON is a dict, checked first (an ABC check on Mapping costs ~10x more per call).
 _OBJECT = (dict, Mapping)
 
-FACT_SYSTEM = "urn:imt-cds:fact"
-METHOD_SYSTEM = "urn:imt-cds:test-method"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 HGNC_SYSTEMS = ("http://www.genenames.org", "http://www.genenames.org/geneId", "https://www.genenames.org")
@@ -239,7 +237,7 @@ def facts_from_resources(resources: Iterable[Any], on: date | None = None, *, te
     """Facts from FHIR resources (parsed JSON), e.g. a CDS Hooks prefetch: each item a resource or a Bundle of them
     (whose entries' ``fullUrl`` resolve references). See ``facts_from_bundle`` for the options."""
     if terminology is None:
-        from .rule_loader import load_rulebook  # the shipped rulebook's value sets
+        from ..core.rule_loader import load_rulebook  # the shipped rulebook's value sets
 
         terminology = load_rulebook().terminology
     missing = terminology.missing()

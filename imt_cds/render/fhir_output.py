@@ -48,7 +48,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from .wording import reason_text
+from ..core.wording import reason_text
 
 __all__ = [
     "GUIDANCE_RESPONSE_PROFILE",

@@ -17,7 +17,7 @@ A value set file (``terminology/<name>.yaml``)::
     text_patterns: ["inflammatory myofibroblastic tumou?r"]   # optional: regular expressions, matched case-blind
     text_exclusions: ["rule out", ...]                          # optional: text that must not be read as a match
 
-Nothing here reads FHIR; ``imt_cds.fhir`` asks a ``Terminology`` whether a coding or a text is in a value set.
+Nothing here reads FHIR; ``imt_cds.fhir.reader`` asks a ``Terminology`` whether a coding or a text is in a value set.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "FACT_SYSTEM",
+    "METHOD_SYSTEM",
     "Coding",
     "REQUIRED_VALUE_SETS",
     "Terminology",
@@ -38,6 +40,11 @@ __all__ = [
 ]
 
 TERMINOLOGY_DIR = "terminology"
+
+# The project's own code systems, read by the FHIR reader (an Observation coded with a fact path, a fusion test's
+# method) and published as FHIR CodeSystems by ``imt-cds rules codesystems``.
+FACT_SYSTEM = "urn:imt-cds:fact"
+METHOD_SYSTEM = "urn:imt-cds:test-method"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _KEYS = ("value_set", "title", "description", "codes", "text_patterns", "text_exclusions")
 _CODE_KEYS = ("system", "code", "display", "source")

@@ -12,7 +12,7 @@ from .errors import RulebookError, RulebookProblem
 
 __all__ = ["rules_dir", "seeds_dir"]
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # imt_cds/, this file being imt_cds/core/_resources.py
 
 
 def _locate(name: str, marker: str) -> Path:

@@ -104,16 +104,16 @@ def register(commands: Any) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from .errors import EvidenceError, RulebookError
-    from .service.auth import AuthSettings, TrustedIssuer
-    from .service.config import DEFAULT_MAX_BODY_BYTES, AuditStoreUnavailableError, ServiceConfig
-    from .service.errors import ServiceConfigError
+    from ..core.errors import EvidenceError, RulebookError
+    from ..service.auth import AuthSettings, TrustedIssuer
+    from ..service.config import DEFAULT_MAX_BODY_BYTES, AuditStoreUnavailableError, ServiceConfig
+    from ..service.errors import ServiceConfigError
 
     try:
         import uvicorn
 
-        from .service import create_app
-        from .service.connections import (
+        from ..service import create_app
+        from ..service.connections import (
             ConnectionLimits,
             RepeatedLogFilter,
             guarded_protocol,

@@ -37,12 +37,11 @@ from .conditions import ConditionContext, DerivedTest, parse_condition
 from .errors import InvalidInputError, RulebookError, RulebookProblem
 from .evidence import EvidenceRegistry, load_evidence
 from .fact_fields import fact_fields, fusion_genes
-from .terminology import REQUIRED_VALUE_SETS, TERMINOLOGY_DIR, Terminology, ValueSet, parse_value_set
 from .rulebook import (
     FINDING_PREFIXES,
     INDICATORS,
-    RXNORM_SYSTEM,
     RULE_KINDS,
+    RXNORM_SYSTEM,
     STRENGTH_LABELS,
     SUMMARY_LIMIT,
     Drug,
@@ -54,6 +53,7 @@ from .rulebook import (
     natural_key,
     strength_labels,
 )
+from .terminology import REQUIRED_VALUE_SETS, TERMINOLOGY_DIR, Terminology, ValueSet, parse_value_set
 from .validation import parse_facts
 from .wording import display_value
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ..core.wording import derived_index, reason_text
+from ..core.wording import display_value as _value
 from .consult_note import DISCLAIMER
-from .wording import derived_index, reason_text
-from .wording import display_value as _value
 
 __all__ = ["GRAPH_COLORS", "render_report_html"]
 

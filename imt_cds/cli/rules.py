@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import EvidenceError, RulebookError
+from ..core.errors import EvidenceError, RulebookError
+from .common import EXIT_INVALID_INPUT, read_input, report_invalid, rules_option
 
 __all__ = ["register"]
 
@@ -113,13 +114,11 @@ def register(commands: Any) -> None:
 
 
 def _rules_option(parser: argparse.ArgumentParser) -> None:
-    from .cli import rules_option
-
     rules_option(parser, seeds=True)
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .rule_loader import load_rulebook
+    from ..core.rule_loader import load_rulebook
 
     return load_rulebook(args.rules, args.seeds)
 
@@ -143,7 +142,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _run_show(args: argparse.Namespace) -> int:
-    from .conditions import describe
+    from ..core.conditions import describe
 
     rulebook = _load(args)
     rule = rulebook.get(args.rule_id)
@@ -209,7 +208,7 @@ def _compact(value: Any) -> str:
 def _run_copy(args: argparse.Namespace) -> int:
     import shutil
 
-    from . import _resources
+    from ..core import _resources
 
     source = args.rules or _resources.rules_dir()
     seeds = args.seeds or _resources.seeds_dir()
@@ -229,7 +228,7 @@ def _run_copy(args: argparse.Namespace) -> int:
 def _run_codesystems(args: argparse.Namespace) -> int:
     import json
 
-    from .fhir_codesystems import code_systems
+    from ..render.fhir_codesystems import code_systems
 
     systems = code_systems(_load(args))
     try:
@@ -249,7 +248,7 @@ def _run_codesystems(args: argparse.Namespace) -> int:
 
 
 def _run_lint(args: argparse.Namespace) -> int:
-    from .compiler import compile_rulebook
+    from ..core.compiler import compile_rulebook
 
     try:
         rulebook = _load(args)
@@ -273,13 +272,13 @@ def _run_lint(args: argparse.Namespace) -> int:
 
 
 def _engine_for(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .engine import Engine
+    from ..core.engine import Engine
 
     return Engine(_load(args))
 
 
 def _run_test(args: argparse.Namespace) -> int:
-    from .rule_examples import run_rule_examples
+    from ..authoring.rule_examples import run_rule_examples
 
     engine = _engine_for(args)
     outcomes = run_rule_examples(engine)
@@ -316,7 +315,7 @@ def _run_test(args: argparse.Namespace) -> int:
 
 def _why_not(engine, assessment, code: str) -> str:  # type: ignore[no-untyped-def]
     """Why an assessment lacks a finding code, indented under a failing example."""
-    from .explain import explain
+    from ..authoring.explain import explain
 
     text = explain(engine, assessment.facts, code, assessment=assessment).to_text()
     return "\n".join("      " + line for line in text.splitlines()[1:])
@@ -344,7 +343,7 @@ def _write_junit(path: Path, outcomes) -> None:  # type: ignore[no-untyped-def]
 
 
 def _run_coverage(args: argparse.Namespace) -> int:
-    from .coverage import default_vignettes, measure_coverage, vignette_patients
+    from ..authoring.coverage import default_vignettes, measure_coverage, vignette_patients
 
     engine = _engine_for(args)
     extra: list[Any] = []
@@ -358,7 +357,7 @@ def _run_coverage(args: argparse.Namespace) -> int:
             extra = vignette_patients(directory)
             sources = (f"{len(extra)} vignettes in {directory}",)
     report = measure_coverage(engine, extra, sources)
-    from .wording import plural
+    from ..core.wording import plural
     if args.format == "json":
         print(_compact(report.to_dict()))
     else:
@@ -383,7 +382,7 @@ def _run_coverage(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from .verification import verify  # without z3: an ImportError that cli.main names the extra for (exit 2)
+    from ..authoring.verification import verify  # without z3: an ImportError that cli.main names the extra for (exit 2)
 
     rulebook = _load(args)
     checks = verify(rulebook)
@@ -415,7 +414,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _verify_summary(checks) -> str:  # type: ignore[no-untyped-def]
     """"N of M checks hold", counting only the checks that could be decided here, and saying how many could not."""
-    from .wording import plural
+    from ..core.wording import plural
 
     checkable = [c for c in checks if c.status != "not_checked"]
     held = sum(1 for c in checkable if c.status == "holds")
@@ -436,8 +435,8 @@ def _verify_summary(checks) -> str:  # type: ignore[no-untyped-def]
 
 
 def _run_diff(args: argparse.Namespace) -> int:
-    from .rule_loader import load_rulebook
-    from .rulebook_diff import diff_rulebooks
+    from ..authoring.rulebook_diff import diff_rulebooks
+    from ..core.rule_loader import load_rulebook
 
     for name, directory in (("OLD_DIR", args.old), ("NEW_DIR", args.new)):
         if not directory.is_dir():
@@ -486,15 +485,14 @@ def _run_diff(args: argparse.Namespace) -> int:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from .cli import EXIT_INVALID_INPUT, _read_input, _report_invalid
-    from .errors import InvalidInputError
-    from .explain import explain
-    from .validation import parse_facts_json
+    from ..authoring.explain import explain
+    from ..core.errors import InvalidInputError
+    from ..core.validation import parse_facts_json
 
     try:
-        facts = parse_facts_json(_read_input(args.path))
+        facts = parse_facts_json(read_input(args.path))
     except InvalidInputError as exc:
-        _report_invalid(exc, sys.stderr, source=args.path)
+        report_invalid(exc, sys.stderr, source=args.path)
         return EXIT_INVALID_INPUT
     engine = _engine_for(args)
     try:

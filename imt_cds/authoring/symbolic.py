@@ -24,10 +24,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the authoring extra
     raise ImportError("the rule verification tools need z3: pip install 'imt-cds[authoring]'") from exc
 
-from .conditions import All, Always, Any_, AtLeast, Atom, Condition, DerivedTest
-from .fact_fields import FactField, fact_fields, set_path
-from .facts import PatientFacts
-from .rulebook import FindingSpec, Rule, Rulebook
+from ..core.conditions import All, Always, Any_, AtLeast, Atom, Condition, DerivedTest
+from ..core.fact_fields import FactField, fact_fields, set_path
+from ..core.facts import PatientFacts
+from ..core.rulebook import FindingSpec, Rule, Rulebook
 
 __all__ = ["Encoding", "SymbolicPatient", "gene_symbols", "real", "solver_for"]
 

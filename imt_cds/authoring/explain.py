@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .assessment import Assessment, DerivedFact, Reason
-from .conditions import Atom, Conjunction, DerivedTest
-from .engine import Engine
-from .errors import InputProblem, InvalidInputError
-from .fact_fields import fact_fields
-from .facts import PatientFacts
-from .rulebook import Rule, Rulebook
-from .wording import display_value as _value
+from ..core.assessment import Assessment, DerivedFact, Reason
+from ..core.conditions import Atom, Conjunction, DerivedTest
+from ..core.engine import Engine
+from ..core.errors import InputProblem, InvalidInputError
+from ..core.fact_fields import fact_fields
+from ..core.facts import PatientFacts
+from ..core.rulebook import Rule, Rulebook
+from ..core.wording import display_value as _value
 
 __all__ = ["Explanation", "explain"]
 

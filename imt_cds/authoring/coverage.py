@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine
+from ..core.engine import Engine
 from .rule_examples import fired_rules
 
 __all__ = ["Coverage", "default_vignettes", "measure_coverage", "vignette_patients"]
@@ -58,7 +58,7 @@ class Coverage:
 
 def default_vignettes() -> Path | None:
     """The project's clinical vignettes (tests/vignettes in a checkout), if this installation has them."""
-    candidate = Path(__file__).resolve().parent.parent / "tests" / "vignettes"
+    candidate = Path(__file__).resolve().parents[2] / "tests" / "vignettes"  # from imt_cds/authoring/
     return candidate if candidate.is_dir() else None
 
 

@@ -30,11 +30,11 @@ import typing
 from importlib import metadata
 from typing import Any
 
-from .fact_fields import fact_fields
-from .facts import TestMethod
-from .fhir import FACT_SYSTEM, METHOD_SYSTEM
+from ..core.fact_fields import fact_fields
+from ..core.facts import TestMethod
+from ..core.rulebook import Rulebook
+from ..core.terminology import FACT_SYSTEM, METHOD_SYSTEM
 from .fhir_output import DISCLAIMER, System, narrative
-from .rulebook import Rulebook
 
 __all__ = ["code_systems"]
 
@@ -51,7 +51,7 @@ _METHOD_MEANING = {  # what each value of the facts model's TestMethod means (th
 
 def code_systems(rulebook: Rulebook) -> list[dict[str, Any]]:
     """Every CodeSystem of the project, for ``rulebook`` (the finding codes are the rulebook's)."""
-    from .service.cards import OVERRIDE_REASON_SYSTEM, OVERRIDE_REASONS, SERVICE_CARD_SYSTEM, ServiceCard
+    from .cards import OVERRIDE_REASON_SYSTEM, OVERRIDE_REASONS, SERVICE_CARD_SYSTEM, ServiceCard
 
     version = _package_version()
     findings = []

@@ -1,0 +1,92 @@
+"""What the command groups of ``imt-cds`` share: exit codes, the epilog, reading an input file, reporting invalid
+input, the ``--rules`` option and the engine it names. Each command module imports this one and nothing of another
+command module's privates, so the groups stay independent of each other and of ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from ..core.errors import ChartRefusedError, InvalidInputError
+
+__all__ = [
+    "EPILOG",
+    "EXIT_INTERNAL",
+    "EXIT_INVALID_INPUT",
+    "EXIT_NOT_ELIGIBLE",
+    "EXIT_OK",
+    "EXIT_SOME_LINES_INVALID",
+    "UsageError",
+    "engine_for",
+    "jobs",
+    "read_input",
+    "report_invalid",
+    "rules_option",
+]
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_INVALID_INPUT = 2
+EXIT_SOME_LINES_INVALID = 3
+EXIT_NOT_ELIGIBLE = 4
+
+
+EPILOG = """\
+exit codes: 0 success, 1 internal error, 2 invalid input or usage (including a missing file or directory, or an
+optional extra not installed), 3 batch finished with invalid lines, 4 a FHIR chart not evaluated (no IMT
+diagnosis in it, or the patient is deceased).
+imt-cds is decision support for a multidisciplinary team, never a prescription."""
+
+
+def rules_option(parser: argparse.ArgumentParser, seeds: bool = False) -> None:
+    """``--rules DIR`` (and with ``seeds``, ``--seeds DIR``): a rulebook (and evidence) instead of the shipped one."""
+    parser.add_argument("--rules", metavar="DIR", type=Path,
+                        help="rulebook directory to use instead of the shipped one (e.g. a working copy)")
+    if seeds:
+        parser.add_argument("--seeds", metavar="DIR", type=Path,
+                            help="evidence directory with evidence.yaml and its documents (default: the shipped one)")
+
+
+def jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--jobs needs a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("--jobs must be 0 (all cores) or more")
+    return value or (os.cpu_count() or 1)
+
+
+def engine_for(rules: Path | None):  # type: ignore[no-untyped-def]
+    from ..core.engine import Engine, default_engine
+
+    return default_engine() if rules is None else Engine(rules)
+
+
+class UsageError(Exception):
+    """The command cannot run as given (a file that cannot be read...): one line on stderr, exit 2."""
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:
+    where = "standard input" if source == "-" else source
+    if isinstance(exc, ChartRefusedError):
+        print(f"imt-cds: FHIR chart {where} refused, nothing was evaluated: {exc.problems[0].message}", file=stream)
+        return
+    count = len(exc.problems)
+    print(f"imt-cds: invalid patient facts in {where} ({count} problem{'s' if count != 1 else ''}); "
+          "nothing was evaluated:", file=stream)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=stream)

@@ -1,0 +1,150 @@
+"""The ``imt-cds`` command line (also ``python -m imt_cds``).
+
+Exit codes: 0 success; 1 internal error (reported in one line, never a bare traceback; set IMT_CDS_DEBUG=1 to see
+it); 2 invalid input (every problem on stderr) or invalid usage (an unknown command or option, a file or directory
+that does not exist, an optional extra that the command needs and is not installed), or a FHIR chart refused
+because whose data it is cannot be established; 3 ``batch`` finished but some lines were invalid; 4 ``evaluate
+--fhir``: the chart was read but is not evaluated (no IMT diagnosis, or the patient is deceased). Every error is one
+line on stderr (invalid input: a heading, then one line per problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ..core.errors import ImtCdsError
+from .common import EPILOG, EXIT_INTERNAL, EXIT_INVALID_INPUT, EXIT_OK, UsageError
+
+__all__ = ["main"]
+
+# The optional extras of pyproject.toml, by the top-level module whose absence means the extra is not installed.
+_EXTRA_OF_MODULE = {
+    "z3": "authoring",
+    "fhir": "fhir",
+    "psycopg": "postgres",
+    "fastapi": "service",
+    "uvicorn": "service",
+    "httpx": "service",
+    "jwt": "service",
+    "cryptography": "service",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a did-you-mean for mistyped commands and choices, and usage errors in one line.
+
+    Sub-command parsers are made of the same class (argparse's default), so ``imt-cds rules lnt`` is helped too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices or ()], n=1, cutoff=0.6)
+            if not close:
+                raise
+            raise argparse.ArgumentError(action, f"{exc.message}; did you mean {close[0]!r}?") from None
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID_INPUT, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="imt-cds",
+        description="Clinical decision support for inflammatory myofibroblastic tumor (IMT): validated patient "
+        "facts in, explained and evidence-linked recommendations and risk flags out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"imt-cds {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    for register in _command_groups():
+        register(commands)
+    return parser
+
+
+def _command_groups() -> list[Callable[[Any], None]]:
+    """The command groups, each in its own module with a ``register(subparsers)`` function, in ``--help`` order."""
+    from . import audit, batch, evaluate, rules, serve
+
+    return [evaluate.register, batch.register, rules.register, audit.register, serve.register]
+
+
+def _version() -> str:
+    from ..core.engine import installed_version
+
+    return installed_version("imt-cds")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    for option in ("rules", "seeds"):
+        directory = getattr(args, option, None)
+        if directory is not None and not directory.is_dir():
+            what = "no such directory" if not directory.exists() else "not a directory"
+            print(f"imt-cds: error: --{option} {directory}: {what}", file=sys.stderr)
+            return EXIT_INVALID_INPUT
+    try:
+        return run(args)
+    except UsageError as exc:
+        print(f"imt-cds: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except KeyboardInterrupt:
+        print("imt-cds: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours, and nothing more can be written.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except (ImtCdsError, ImportError) as exc:
+        extra = _missing_extra(exc)
+        if extra is not None:
+            module, name = extra
+            print(f"imt-cds: error: this command needs the optional package {module!r}, which is not installed: "
+                  f"pip install 'imt-cds[{name}]'", file=sys.stderr)
+            return EXIT_INVALID_INPUT
+        if isinstance(exc, ImportError):
+            return _internal_error(exc)
+        print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal_error(exc)
+        # A path the user gave that cannot be read or written (a missing folder for an output file...): usage.
+        print(f"imt-cds: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except Exception as exc:  # noqa: BLE001 - the one place that turns an unexpected failure into exit code 1
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> int:
+    if os.environ.get("IMT_CDS_DEBUG"):
+        traceback.print_exception(exc)
+    print(f"imt-cds: internal error: {type(exc).__name__}: {exc} (set IMT_CDS_DEBUG=1 for details)", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
+    """(missing module, extra that installs it) when an ImportError, or one it was raised from, is a missing extra."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = getattr(seen, "name", None)
+        if isinstance(seen, ImportError) and name:
+            top = name.split(".")[0]
+            if top in _EXTRA_OF_MODULE:
+                return name, _EXTRA_OF_MODULE[top]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
