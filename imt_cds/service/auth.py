@@ -11,12 +11,16 @@ one failed (``UnauthorizedError``; the answer is a 401 naming the reason):
   allow-listed URL; the service never fetches keys from a URL a token names. With a pinned key file, ``jku`` is
   not used at all (the keys were exchanged out of band, as the spec allows);
 - the key is the one ``kid`` names (``kid`` may be left out only when the set holds one key), its type fits the
-  algorithm (EC P-384 for ES384, RSA for RS384), and the signature verifies;
+  algorithm (EC P-384 for ES384, RSA for RS384), the algorithm it is bound to is the token's, and the signature
+  verifies. PyJWT reads the set (``PyJWKSet``) and binds each key to one algorithm: its own ``alg``, or for a key
+  published without one, the algorithm this service accepts for its type (never the token header's ``alg``);
+  private, symmetric and encryption keys in the set are never used;
 - ``aud`` (a string or a list) contains the URL of the endpoint called, built from the configured public URL;
 - ``exp`` and ``iat`` are numbers (a string or a boolean is refused, not converted), ``exp`` is in the future,
-  ``iat`` is neither in the future nor older than the longest lifetime, each with a small clock skew
-  (``leeway_seconds``), and the token's lifetime ``exp - iat`` is at most ``max_lifetime_seconds`` (default 5
-  minutes: CDS Hooks 2.0.1 recommends tokens that expire within minutes, so a stolen one is soon worthless);
+  ``iat`` is not in the future, each with a small clock skew (``leeway_seconds``; these PyJWT checks), and the
+  token's lifetime ``exp - iat`` is at most ``max_lifetime_seconds`` (default 5 minutes: CDS Hooks 2.0.1 recommends
+  tokens that expire within minutes, so a stolen one is soon worthless), which with ``exp`` in the future also
+  refuses an ``iat`` older than that;
 - the token is at most ``max_token_bytes`` long (8 KiB by default; a CDS client's token is well under 2 KiB);
 - ``jti`` is present and was not seen before from that issuer while the token is valid (``replay_cache.py``: in the
   audit store's database when there is one, shared by replicas and kept across restarts; else in memory).
@@ -27,7 +31,8 @@ check that failed; it goes to the server log, and the client gets one generic 40
 the answer does not tell an attacker which check to work on or which issuers are trusted.
 
 Keys fetched from a URL are cached for an hour and fetched again (at most every 30 seconds) when a token names a key
-id the cached set lacks, so a client can rotate keys. This module never logs a token.
+id the cached set lacks, so a client can rotate keys (as ``jwt.PyJWKClient`` does; it is not used itself because
+it fetches synchronously, from whatever URL it is given, and would block the event loop). This module never logs a token.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ class AuthSettings:
 
 @dataclass
 class _KeySet:
-    keys: dict[str | None, Any]  # kid -> jwt.PyJWK (None: a key without kid)
+    keys: Any  # jwt.PyJWKSet: the issuer's usable public signing keys, each bound to one algorithm
     fetched_at: float
 
 
@@ -124,23 +129,16 @@ class Authenticator:
         except ValueError as exc:
             raise ServiceConfigError(f"the JWK Set of {issuer.iss} at {path}: {exc}") from exc
 
-    def _keys(self, data: Any) -> dict[str | None, Any]:
+    def _keys(self, data: Any) -> Any:
+        """The usable public signing keys of a JWK Set (a ``jwt.PyJWKSet``), or ``ValueError`` saying why none."""
         if not isinstance(data, Mapping) or not isinstance(data.get("keys"), list):
             raise ValueError('expected a JWK Set: {"keys": [...]}')
-        keys: dict[str | None, Any] = {}
-        for raw in data["keys"]:
-            if not isinstance(raw, Mapping) or "d" in raw or "k" in raw:
-                continue  # never use private or symmetric key material, even if someone put it there
-            if raw.get("use") not in (None, "sig"):
-                continue
-            try:
-                key = self._jwt.PyJWK(dict(raw))
-            except Exception:  # noqa: BLE001 - a key this library cannot use is skipped, like an unknown kty
-                continue
-            keys[raw.get("kid") if isinstance(raw.get("kid"), str) else None] = (key, dict(raw))
-        if not keys:
-            raise ValueError("no usable public signing key (EC P-384 or RSA) in it")
-        return keys
+        usable = [_with_algorithm(raw) for raw in data["keys"] if _public_signing_key(raw)]
+        try:
+            # PyJWKSet skips entries it cannot turn into a key (an unknown kty, a malformed curve point, ...).
+            return self._jwt.PyJWKSet(usable)
+        except self._jwt.PyJWTError:
+            raise ValueError("no usable public signing key (EC P-384 or RSA) in it") from None
 
     # -- checking a request ----------------------------------------------------------------------------------------
 
@@ -185,18 +183,18 @@ class Authenticator:
         jku = header.get("jku")
         if jku is not None and issuer.jwks_url is not None and jku != issuer.jwks_url:
             raise UnauthorizedError(f"JWT jku {jku!r} is not the JWK Set URL allow-listed for issuer {iss}")
-        key, jwk = await self._key(issuer, header.get("kid"))
-        if jwk.get("alg") not in (None, alg):
-            raise UnauthorizedError(f"key {header.get('kid')!r} of {iss} is for {jwk.get('alg')}, not {alg}")
+        key = await self._key(issuer, header.get("kid"))
         kty, crv = _KEY_TYPES[alg]
-        if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
+        if key.key_type != kty or (crv is not None and _curve(key) != crv):
             raise UnauthorizedError(f"key {header.get('kid')!r} of {iss} cannot verify {alg} "
                                     f"(needs {kty}{' ' + crv if crv else ''})")
+        if key.algorithm_name != alg:  # the key's own alg, e.g. an RSA key published for RS256 only
+            raise UnauthorizedError(f"key {header.get('kid')!r} of {iss} is for {key.algorithm_name}, not {alg}")
         expected = list(audiences)
         leeway = self.settings.leeway_seconds
         try:
             claims = self._jwt.decode(
-                token, key.key, algorithms=[alg], audience=expected, issuer=iss, leeway=leeway,
+                token, key, algorithms=[alg], audience=expected, issuer=iss, leeway=leeway,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_iat": True})
         except self._jwt.ExpiredSignatureError:
             raise UnauthorizedError("the JWT has expired (exp is in the past)") from None
@@ -211,19 +209,15 @@ class Authenticator:
             raise UnauthorizedError("the JWT signature does not verify with the issuer's key") from None
         except self._jwt.PyJWTError as exc:
             raise UnauthorizedError(f"the JWT is not acceptable: {exc}") from None
+        # PyJWT has refused an exp or iat that is not a finite number, an exp in the past and an iat in the future
+        # (each with the leeway). What CDS Hooks asks beyond that is a short life: exp - iat within the cap. With exp
+        # in the future, that cap also bounds the token's age (now - iat < lifetime + leeway), so an old token needs
+        # no check of its own.
         now = time.time()
         exp, iat = claims["exp"], claims["iat"]
-        for name, value in (("exp", exp), ("iat", iat)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise UnauthorizedError(f"JWT claim {name} must be a number of seconds")
-        if iat > now + leeway:
-            raise UnauthorizedError("the JWT is not valid yet (iat is in the future)")
         lifetime = self.settings.max_lifetime_seconds
         if exp - iat > lifetime:
             raise UnauthorizedError(f"the JWT lives {exp - iat:.0f} s (exp - iat); at most {lifetime} s are accepted")
-        if now - iat > lifetime + leeway:
-            raise UnauthorizedError(f"the JWT was issued {now - iat:.0f} s ago (iat); tokens older than "
-                                    f"{lifetime} s are refused")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise UnauthorizedError("the JWT jti must be a non-empty string")
@@ -235,7 +229,7 @@ class Authenticator:
             raise UnauthorizedError(f"JWT jti {jti!r} was already used: a replayed token is refused")
         return claims  # type: ignore[no-any-return]
 
-    async def _key(self, issuer: TrustedIssuer, kid: Any) -> tuple[Any, dict[str, Any]]:
+    async def _key(self, issuer: TrustedIssuer, kid: Any) -> Any:
         if issuer.jwks_url is None:
             found = _pick(self._pinned[issuer.iss], kid)
             if found is None:
@@ -283,12 +277,42 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def _pick(keyset: _KeySet, kid: Any) -> tuple[Any, dict[str, Any]] | None:
+def _pick(keyset: _KeySet, kid: Any) -> Any:
+    """The ``jwt.PyJWK`` that ``kid`` names, or the set's only key when the token names none; else None."""
     if isinstance(kid, str):
-        return keyset.keys.get(kid)  # type: ignore[no-any-return]
-    if kid is None and len(keyset.keys) == 1:
-        return next(iter(keyset.keys.values()))  # type: ignore[no-any-return]
+        try:
+            return keyset.keys[kid]
+        except KeyError:
+            return None
+    if kid is None and len(keyset.keys.keys) == 1:
+        return keyset.keys.keys[0]
     return None
+
+
+def _curve(key: Any) -> str | None:
+    """The JWK name of an EC key's curve (P-384), read from the key itself; None for a key without a curve."""
+    name = getattr(getattr(key.key, "curve", None), "name", None)
+    return {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(name, name)
+
+
+def _public_signing_key(raw: Any) -> bool:
+    """Whether a JWK Set entry may be used at all: a public key for signatures. Private or symmetric key material
+    (``d``, ``k``) is never used, even if someone put it in the set, nor a key meant for encryption, nor one whose
+    ``alg`` is not even a name (PyJWK would raise a TypeError on it rather than skip it)."""
+    return (isinstance(raw, Mapping) and "d" not in raw and "k" not in raw and raw.get("use") in (None, "sig")
+            and isinstance(raw.get("alg", ""), str))
+
+
+def _with_algorithm(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The JWK with the algorithm it will verify: its own ``alg`` when it has one, else the one algorithm this
+    service accepts for its key type (ES384 for EC P-384, RS384 for RSA). Without that, PyJWK would guess RS256 for
+    an RSA key and refuse every RS384 token; the token header's ``alg`` is never what binds a key."""
+    jwk = dict(raw)
+    if "alg" not in jwk:
+        for alg, (kty, crv) in _KEY_TYPES.items():
+            if jwk.get("kty") == kty and (crv is None or jwk.get("crv") == crv):
+                jwk["alg"] = alg
+    return jwk
 
 
 def _no_key(issuer: TrustedIssuer, kid: Any) -> str:

@@ -1,0 +1,132 @@
+"""The issuer's JWK Set as the authenticator reads it: which keys it uses, which algorithm binds each key, and the
+one-line error a malformed set gives at start.
+
+These call the real ``Authenticator`` with real key files and real signed tokens (no server is needed to read a key
+file; the HTTP path is covered by ``test_service_auth.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from service_support import Signer
+
+from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
+from imt_cds.service.errors import ServiceConfigError, UnauthorizedError
+
+ISSUER = "https://ehr.example.org/"
+AUDIENCE = "https://cds.example.org/cds-services"
+
+
+def authenticator(tmp_path: Path, jwks: Any) -> Authenticator:
+    path = tmp_path / f"jwks-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps(jwks))
+    return Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(path)),)))
+
+
+def check(auth: Authenticator, token: str) -> dict[str, Any]:
+    return asyncio.run(auth.authenticate(f"Bearer {token}", [AUDIENCE]))
+
+
+def refused(auth: Authenticator, token: str) -> str:
+    with pytest.raises(UnauthorizedError) as caught:
+        check(auth, token)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def public_jwk(signer: Signer, **changes: Any) -> dict[str, Any]:
+    jwk = {**signer.jwks["keys"][0], **changes}
+    return {k: v for k, v in jwk.items() if v is not None}
+
+
+def test_an_rsa_key_published_without_alg_verifies_rs384(tmp_path):
+    signer = Signer(ISSUER, "rsa-1", "RS384")
+    auth = authenticator(tmp_path, {"keys": [public_jwk(signer, alg=None)]})
+    assert check(auth, signer.token(AUDIENCE))["iss"] == ISSUER
+
+
+def test_an_ec_p384_key_published_without_alg_verifies_es384(tmp_path):
+    signer = Signer(ISSUER)
+    auth = authenticator(tmp_path, {"keys": [public_jwk(signer, alg=None)]})
+    assert check(auth, signer.token(AUDIENCE))["iss"] == ISSUER
+
+
+def test_a_key_published_for_rs256_does_not_verify_an_rs384_token(tmp_path):
+    signer = Signer(ISSUER, "rsa-1", "RS384")
+    auth = authenticator(tmp_path, {"keys": [public_jwk(signer, alg="RS256")]})
+    assert "key 'rsa-1' of https://ehr.example.org/ is for RS256, not RS384" in refused(auth, signer.token(AUDIENCE))
+
+
+def test_a_p256_key_without_alg_cannot_verify_es384(tmp_path):
+    signer = Signer(ISSUER)
+    other_curve = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    auth = authenticator(tmp_path, {"keys": [{**other_curve, "kid": signer.kid}]})
+    assert "cannot verify ES384 (needs EC P-384)" in refused(auth, signer.token(AUDIENCE))
+
+
+def test_an_rsa_key_cannot_verify_es384_whatever_the_token_header_says(tmp_path):
+    rsa_signer, ec_signer = Signer(ISSUER, "test-kid", "RS384"), Signer(ISSUER)
+    auth = authenticator(tmp_path, {"keys": [public_jwk(rsa_signer, alg=None)]})
+    assert "cannot verify ES384 (needs EC P-384)" in refused(auth, ec_signer.token(AUDIENCE))
+
+
+def test_private_and_encryption_keys_in_the_set_are_never_used(tmp_path):
+    signer = Signer(ISSUER)
+    private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(signer.key))  # holds "d": the private scalar
+    with pytest.raises(ServiceConfigError, match="no usable public signing key"):
+        authenticator(tmp_path, {"keys": [{**private, "kid": signer.kid}]})
+    with pytest.raises(ServiceConfigError, match="no usable public signing key"):
+        authenticator(tmp_path, {"keys": [public_jwk(signer, use="enc")]})
+
+
+def test_entries_of_the_wrong_types_are_skipped_beside_a_usable_key(tmp_path):
+    signer = Signer(ISSUER)
+    junk = [{"kty": 5}, {"kty": "EC", "crv": ["P-384"], "kid": 7}, "text", None,
+            public_jwk(signer, kid="odd-alg", alg=["ES384"]), public_jwk(signer, kid="odd-alg2", alg={"x": 1})]
+    auth = authenticator(tmp_path, {"keys": [*junk, *signer.jwks["keys"]]})
+    assert check(auth, signer.token(AUDIENCE))["iss"] == ISSUER
+    assert "no key with kid 'odd-alg'" in refused(auth, signer.token(AUDIENCE, headers={"kid": "odd-alg"}))
+
+
+@pytest.mark.parametrize(("jwks", "says"), [
+    ([], 'expected a JWK Set: {"keys": [...]}'),
+    ({"keys": {}}, 'expected a JWK Set: {"keys": [...]}'),
+    ({"keys": []}, "no usable public signing key (EC P-384 or RSA) in it"),
+    ({"keys": [{"kty": "EC", "crv": "P-384", "x": "bad", "y": "bad"}]}, "no usable public signing key"),
+])
+def test_a_malformed_jwk_set_is_a_one_line_error_naming_the_issuer_and_file(tmp_path, jwks, says):
+    with pytest.raises(ServiceConfigError) as caught:
+        authenticator(tmp_path, jwks)
+    message = str(caught.value)
+    assert message.startswith(f"the JWK Set of {ISSUER} at {tmp_path}") and says in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(tmp_path, claim, value):
+    # JSON as Python reads it allows NaN and Infinity; PyJWT refuses them as time claims, so no check of our own.
+    signer = Signer(ISSUER)
+    auth = authenticator(tmp_path, signer.jwks)
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 120, "jti": str(uuid.uuid4()), claim: value}
+    token = jwt.encode(claims, signer.key, algorithm="ES384", headers={"kid": signer.kid})
+    assert f"({claim})" in refused(auth, token)
+
+
+def test_the_lifetime_cap_also_refuses_an_old_token_that_has_not_expired(tmp_path):
+    signer = Signer(ISSUER)
+    auth = authenticator(tmp_path, signer.jwks)
+    now = int(time.time())
+    assert "at most 300 s are accepted" in refused(auth, signer.token(AUDIENCE, iat=now - 3600, exp=now + 60))
+    assert check(auth, signer.token(AUDIENCE, iat=now - 200, exp=now + 60))["iss"] == ISSUER
