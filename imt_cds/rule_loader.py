@@ -195,6 +195,8 @@ class _Loader:
             data = self.read(path)
             if data is _UNREADABLE:
                 continue
+            if self.structure(name, rule_schema.ValueSetDocument, data):
+                continue
             value_set, problems = parse_value_set(data, name)
             for message, where in problems:
                 self.report(name, message, path=where)
@@ -202,7 +204,8 @@ class _Loader:
                 found[value_set.name] = value_set
                 raw[value_set.name] = data
         if found:  # a rulebook that reads FHIR needs them all; one without any value set is a rules-only copy
-            for missing in (n for n in REQUIRED_VALUE_SETS if n not in found):
+            # (a file that is there but wrong has had its problems reported: it is not missing as well)
+            for missing in (n for n in REQUIRED_VALUE_SETS if n not in found and not (folder / f"{n}.yaml").is_file()):
                 self.report(f"{TERMINOLOGY_DIR}/{missing}.yaml",
                             f"missing: the FHIR reader needs value set {missing!r} ({REQUIRED_VALUE_SETS[missing]})")
         return Terminology(MappingProxyType(found)), raw

@@ -4,7 +4,8 @@ meaning (conditions, references, parameters in texts), and turns each validation
 
 - ``Manifest`` (``rulebook.yaml``), ``ParametersFile`` (``parameters.yaml``) and ``DrugsFile`` (``drugs.yaml``);
 - ``RuleDocument``: one rule, with its findings (``FindingDocument``), reasons (``ReasonDocument``) and examples
-  (``ExampleDocument``).
+  (``ExampleDocument``);
+- ``ValueSetDocument``: a value set of ``terminology/``, with its codes (``ValueSetCodeDocument``).
 
 Validation is strict: nothing is converted (a quoted number stays text, ``1.0`` is not a version, a boolean is not a
 number), an unknown key is an error, and each field's ``description`` says what it must be, which is what an error
@@ -37,6 +38,8 @@ __all__ = [
     "ParametersFile",
     "ReasonDocument",
     "RuleDocument",
+    "ValueSetCodeDocument",
+    "ValueSetDocument",
     "problems",
 ]
 
@@ -46,6 +49,7 @@ VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 FINDING_CODE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 DERIVED_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 DRUG_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+VALUE_SET_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 def _text_matching(pattern: re.Pattern[str], message: str) -> Any:
@@ -72,6 +76,14 @@ def _one_of(allowed: Sequence[str], what: str) -> Any:
         return value
 
     return BeforeValidator(check)
+
+
+def _code_text(value: Any) -> Any:
+    """A code is text even when it looks like a number: YAML reads an unquoted 1229901006 as one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise PydanticCustomError("format", "code must be text: write codes in quotes (YAML reads {value} as a "
+                                            "number)", {"value": repr(value)})
+    return value
 
 
 def _not_blank(value: str) -> str:
@@ -210,6 +222,29 @@ class RuleDocument(_Document):
     reasons: list[ReasonDocument] | None = Field(None, min_length=1, description="a non-empty list of reason rules")
     suppresses: list[str] | None = Field(None, min_length=1, description="a non-empty list of rule ids")
     examples: Examples
+
+
+# -- value sets ----------------------------------------------------------------------------------------------------
+
+
+class ValueSetCodeDocument(_Document):
+    system: Annotated[str, _text_matching(re.compile(r"^(https?://|urn:)\S"), "system must be a URI (http(s):// or "
+                                                                             "urn:); got {value}")] = Field(
+        description="a URI (http(s):// or urn:)")
+    code: Annotated[Text, BeforeValidator(_code_text)] = Field(description="non-empty text, in quotes")
+    display: Text = Field(description="non-empty text")
+    source: Text = Field(description="where this code was verified (a public source)")
+
+
+class ValueSetDocument(_Document):
+    value_set: Annotated[str, _text_matching(VALUE_SET_NAME, "value_set must be a lower-case name with hyphens "
+                                                             "(e.g. imt-diagnosis); got {value}")] = Field(
+        description="a lower-case name with hyphens, the file's name")
+    title: Text = Field(description="non-empty text")
+    description: str | None = Field(None, description="text")
+    codes: list[ValueSetCodeDocument] = Field([], description="a list of {system, code, display, source}")
+    text_patterns: list[Text] = Field([], description="a list of regular expressions")
+    text_exclusions: list[Text] = Field([], description="a list of regular expressions")
 
 
 # -- validation errors as the loader's problems --------------------------------------------------------------------

@@ -155,3 +155,34 @@ def test_a_blank_title_is_refused(tmp_path):
     edit(directory, CRIZOTINIB, "    title: Consider crizotinib (ALK inhibitor)", "    title: '  '")
     problem = only(load_problems(directory))
     assert (problem.path, problem.message) == ("then[0].title", "title must be non-empty text; got '  '")
+
+
+VALUE_SET = "terminology/imt-diagnosis.yaml"
+
+
+def test_an_unquoted_numeric_code_in_a_value_set_is_refused_with_the_hint(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, VALUE_SET, 'code: "8825/1"', "code: 88251")
+    problem = only(load_problems(directory))  # and the value set is not reported missing as well
+    assert (problem.file, problem.path) == (VALUE_SET, "codes[0].code")
+    assert problem.line == line_of(directory, VALUE_SET, "code: 88251") and "write codes in quotes" in problem.message
+
+
+def test_a_value_set_code_system_must_be_a_uri_and_unknown_keys_are_named(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, VALUE_SET, 'system: "http://terminology.hl7.org/CodeSystem/icd-o-3"', 'system: "icd-o-3"')
+    edit(directory, VALUE_SET, "    display:", "    dispaly:")
+    problems = {p.path: p for p in load_problems(directory)}
+    assert "system must be a URI" in problems["codes[0].system"].message
+    assert problems["codes[0].dispaly"].suggestion == "display"
+    assert "missing 'display'" in problems["codes[0].display"].message
+
+
+def test_a_value_set_code_listed_twice_is_still_refused(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    text = (directory / VALUE_SET).read_text()
+    start = text.index("  - system:")
+    end = text.index("  - system:", start + 1)
+    (directory / VALUE_SET).write_text(text[:end] + text[start:end] + text[end:])
+    problem = only(load_problems(directory))
+    assert "is listed twice" in problem.message and problem.path.endswith(".code")
