@@ -75,7 +75,8 @@ def test_a_kind_outside_the_list_names_the_kinds_and_suggests_one(tmp_path):
     edit(directory, CRIZOTINIB, "kind: recommendation", "kind: recomendation")
     problem = only(load_problems(directory))
     assert problem.path == "kind" and problem.line == 4 and problem.suggestion == "recommendation"
-    assert "kind must be one of derived_fact, recommendation" in problem.message and "'recomendation'" in problem.message
+    assert "kind must be one of derived_fact, recommendation" in problem.message
+    assert "'recomendation'" in problem.message
 
 
 def test_a_quoted_parameter_value_is_not_read_as_a_number(tmp_path):
