@@ -22,7 +22,7 @@ import re
 import types
 import typing
 from collections.abc import Sequence
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union  # Union: only to unwrap Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.functional_validators import AfterValidator, BeforeValidator
@@ -99,7 +99,9 @@ def _finite(value: float) -> float:
 
 
 Text = Annotated[str, AfterValidator(_not_blank)]
-Number = Annotated[Union[int, float], AfterValidator(_finite)]
+# A float field in strict mode takes an int as well (and refuses a bool or a string): no Union, whose branches
+# pydantic would name in an error's location, which is the YAML path only while every union is an Optional.
+Number = Annotated[float, AfterValidator(_finite)]
 Version = Annotated[str, _text_matching(VERSION, "version must be a quoted MAJOR.MINOR.PATCH string such as "
                                                  "'1.0.0'; got {value}")]
 RuleId = Annotated[str, _text_matching(RULE_ID, "'id' must look like R01, R19a, D04, S01; got {value}")]
@@ -278,7 +280,7 @@ def problems(model: type[BaseModel], data: Any, where: str = "") -> list[tuple[s
 
 
 def _problem(model: type[BaseModel], error: Any) -> tuple[str | None, str, str | None]:
-    loc = _without_branches(error["loc"])
+    loc = tuple(error["loc"])
     path = _path(loc)
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "extra_forbidden":
@@ -304,16 +306,6 @@ def _problem(model: type[BaseModel], error: Any) -> tuple[str | None, str, str |
     if described and loc and isinstance(loc[-1], str):
         expected = described
     return path, f"{label} must be {expected}; got {_short(value)}", None
-
-
-def _without_branches(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    """pydantic names the branch of a union it tried (``list[...]``, ``int``, ``function-after[...]``); a YAML path
-    has no such step."""
-    return tuple(part for part in loc if isinstance(part, int) or not _is_branch(part))
-
-
-def _is_branch(part: str) -> bool:
-    return part in ("int", "float", "str", "bool", "none") or "[" in part
 
 
 def _path(loc: tuple[str | int, ...]) -> str | None:
