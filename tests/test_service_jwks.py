@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from service_support import Signer
 
-from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
+from imt_cds.service.auth import Authenticator, AuthSettings, TrustedIssuer
 from imt_cds.service.errors import ServiceConfigError, UnauthorizedError
 
 ISSUER = "https://ehr.example.org/"

@@ -9,6 +9,11 @@ registry, duplicate rule ids, malformed versions, finding codes with the wrong p
 or more, derived facts nobody derives, examples that are not valid patients, rules without a firing and a silent
 example. A rulebook that loads is safe to compile; one that does not never reaches the engine.
 
+The structure of each document (which keys, which types, what is required) is the pydantic models of
+``rule_schema``; each validation error becomes a problem at the YAML line of its path. What is checked here is the
+meaning: conditions, references between rules, parameters, evidence and drugs. A rule or drug whose structure is
+wrong is left out of those checks, and so are the references to it (they would only repeat the one real problem).
+
 Titles and summaries may name parameters (``{crizotinib_min_age_years}``): they are rendered here with the
 rulebook's values and units ("1 year"), so a text can never disagree with the parameter a condition uses, and the
 length check applies to the rendered text. A number in a title or summary that equals a parameter's value but is
@@ -31,16 +36,13 @@ from typing import Any
 
 import orjson
 
-from . import _resources
+from . import _resources, rule_schema
 from ._yaml import YAMLError, line_of, load_yaml
 from .conditions import ConditionContext, DerivedTest, parse_condition
 from .errors import InvalidInputError, RulebookError, RulebookProblem
 from .evidence import EvidenceRegistry, load_evidence
 from .fact_fields import fact_fields, fusion_genes
 from .rulebook import (
-    FINDING_PREFIXES,
-    INDICATORS,
-    RULE_KINDS,
     RXNORM_SYSTEM,
     STRENGTH_LABELS,
     SUMMARY_LIMIT,
@@ -62,23 +64,10 @@ __all__ = ["load_rulebook"]
 MANIFEST_FILE = "rulebook.yaml"
 PARAMETERS_FILE = "parameters.yaml"
 DRUGS_FILE = "drugs.yaml"
-_RULE_ID = re.compile(r"^[A-Z][0-9]{2}[a-z]?$")
-_REASON_ID = re.compile(r"^[A-Z][0-9]+$")
-_VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
-_CODE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
-_DERIVED_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 _UNREADABLE = object()  # what _Loader.read returns for a file it could not read or parse (already reported)
-_RULE_KEYS = (
-    "id", "version", "title", "kind", "strength", "evidence", "description", "when", "then", "derives",
-    "reasons", "suppresses", "examples",
-)  # fmt: skip
-_REASON_KEYS = ("id", "version", "title", "text", "when", "examples", "strength", "evidence", "description")
-_FINDING_KEYS = ("finding", "title", "summary", "indicator", "gene", "drugs", "when")
-_DRUG_KEYS = ("name", "brands", "class", "targets", "label_min_age", "evidence", "rxnorm")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # A number standing on its own ("under 2 years", "3.9 cm"), not part of a name such as R1, ROS1 or RANBP2-ALK.
 _NUMBER = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)?(?![\w])")
-_EXAMPLE_KEYS = ("name", "facts", "fires", "expect", "expect_not", "expect_suppressed")
 
 
 def load_rulebook(rules_dir: Path | str | None = None, seeds_dir: Path | str | None = None) -> Rulebook:
@@ -101,6 +90,8 @@ class _Loader:
         self.texts: dict[str, str] = {}
         self.fields = fact_fields()
         self.unparsed_files = False  # when a file cannot be read, references to its rules are not reported
+        self.incomplete = False  # likewise when a rule's structure is wrong
+        self.drugs_incomplete = False  # when a drug's entry is malformed, findings may name it: not reported
         self.parameters: Mapping[str, Parameter] = {}
         self.drugs: Mapping[str, Drug] = {}
 
@@ -204,6 +195,8 @@ class _Loader:
             data = self.read(path)
             if data is _UNREADABLE:
                 continue
+            if self.structure(name, rule_schema.ValueSetDocument, data):
+                continue
             value_set, problems = parse_value_set(data, name)
             for message, where in problems:
                 self.report(name, message, path=where)
@@ -211,7 +204,8 @@ class _Loader:
                 found[value_set.name] = value_set
                 raw[value_set.name] = data
         if found:  # a rulebook that reads FHIR needs them all; one without any value set is a rules-only copy
-            for missing in (n for n in REQUIRED_VALUE_SETS if n not in found):
+            # (a file that is there but wrong has had its problems reported: it is not missing as well)
+            for missing in (n for n in REQUIRED_VALUE_SETS if n not in found and not (folder / f"{n}.yaml").is_file()):
                 self.report(f"{TERMINOLOGY_DIR}/{missing}.yaml",
                             f"missing: the FHIR reader needs value set {missing!r} ({REQUIRED_VALUE_SETS[missing]})")
         return Terminology(MappingProxyType(found)), raw
@@ -227,54 +221,34 @@ class _Loader:
         data = self.read(path)
         if data is _UNREADABLE:
             return {}, None
+        broken = self.structure(DRUGS_FILE, rule_schema.DrugsFile, data)
         raw = data.get("drugs") if isinstance(data, dict) else None
         if not isinstance(raw, list):
-            self.report(DRUGS_FILE, "must be a mapping with a 'drugs' list")
             return {}, data
-        self._unknown_keys(DRUGS_FILE, None, data, ("drugs",), "")
+        self.drugs_incomplete = bool(broken)
         genes = fusion_genes()
         drugs: dict[str, Drug] = {}
         names_seen: dict[str, str] = {}
         codes_seen: dict[str, str] = {}
         for index, spec in enumerate(raw):
             where = f"drugs[{index}]"
+            if _within(broken, where):
+                continue  # its structure is wrong (reported): its meaning cannot be checked
 
             def report(p: str | None, message: str, suggestion: str | None = None, _where: str = where) -> None:
                 self.report(DRUGS_FILE, message, None, f"{_where}.{p}" if p else _where, suggestion)
 
-            if not isinstance(spec, dict):
-                report(None, "each drug must be a mapping with name, brands, class, targets")
-                continue
-            self._unknown_keys(DRUGS_FILE, None, spec, _DRUG_KEYS, where)
-            name = spec.get("name")
-            if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
-                report("name", f"name must be the ingredient in lower case (e.g. crizotinib); got {name!r}")
-                continue
-            brands = spec.get("brands", [])
-            if not isinstance(brands, list) or not all(isinstance(b, str) and b.strip() for b in brands):
-                report("brands", "brands must be a list of brand names")
-                brands = []
+            name, brands, targets = spec["name"], spec.get("brands", []), spec["targets"]
             for label in (name, *brands):
                 if label.lower() in names_seen:
                     report("name", f"{label!r} already names drug {names_seen[label.lower()]}")
                 names_seen[label.lower()] = name
-            inhibitor_class = spec.get("class")
-            if not isinstance(inhibitor_class, str) or not inhibitor_class.strip():
-                report("class", "class must be text such as 'ALK inhibitor'")
-                inhibitor_class = ""
-            targets = spec.get("targets")
-            if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-                report("targets", f"targets must be a non-empty list of genes ({', '.join(genes)})")
-                targets = []
             for i, target in enumerate(targets):
                 if target not in genes:
                     close = difflib.get_close_matches(target, genes, n=1)
                     report(f"targets[{i}]", f"unknown gene {target!r}; genes: {', '.join(genes)}",
                            close[0] if close else None)
             ages = spec.get("label_min_age", {})
-            if not isinstance(ages, dict):
-                report("label_min_age", "label_min_age must map a target to a parameter (alk: crizotinib_min_age_years)")
-                ages = {}
             for target, parameter in ages.items():
                 if target not in targets:
                     report(f"label_min_age.{target}", f"{target!r} is not one of the drug's targets ({', '.join(targets)})")
@@ -284,20 +258,11 @@ class _Loader:
             evidence = self._evidence_list(spec.get("evidence"), report)
             rxnorm, rxnorm_source = None, None
             if "rxnorm" in spec:
-                entry = spec["rxnorm"]
-                if not isinstance(entry, dict) or set(entry) != {"code", "source"}:
-                    report("rxnorm", "rxnorm must be {code: \"...\", source: where the code was verified}; leave it out "
-                                     "when no code could be verified (the drug is then matched by name only)")
-                elif not isinstance(entry["code"], str) or not entry["code"].isdigit():
-                    report("rxnorm.code", f"an RxNorm code is digits written in quotes; got {entry['code']!r}")
-                elif not isinstance(entry["source"], str) or not entry["source"].strip():
-                    report("rxnorm.source", "say where the RxNorm code was verified (a public source)")
-                else:
-                    rxnorm, rxnorm_source = entry["code"], entry["source"].strip()
-                    if rxnorm in codes_seen:
-                        report("rxnorm.code", f"RxNorm code {rxnorm} is also drug {codes_seen[rxnorm]}'s")
-                    codes_seen[rxnorm] = name
-            drugs[name] = Drug(name, tuple(brands), tuple(targets), inhibitor_class, MappingProxyType(dict(ages)),
+                rxnorm, rxnorm_source = spec["rxnorm"]["code"], spec["rxnorm"]["source"].strip()
+                if rxnorm in codes_seen:
+                    report("rxnorm.code", f"RxNorm code {rxnorm} is also drug {codes_seen[rxnorm]}'s")
+                codes_seen[rxnorm] = name
+            drugs[name] = Drug(name, tuple(brands), tuple(targets), spec["class"], MappingProxyType(dict(ages)),
                                evidence, rxnorm, rxnorm_source)
         self._drugs_match_value_set(drugs, terminology, raw)
         return drugs, data
@@ -316,6 +281,8 @@ class _Loader:
                 self.report(DRUGS_FILE, f"{drug.name}'s RxNorm code {drug.rxnorm} is not in {value_set.file} as "
                                         f"{drug.name}: the FHIR reader and order-sign must know ALK inhibitors by the "
                                         "same codes", path=f"{where}.rxnorm.code")
+        if self.drugs_incomplete:
+            return  # a value-set code whose drug entry is malformed (reported) would be reported again here
         by_code = {d.rxnorm: d for d in drugs.values() if d.rxnorm is not None}
         for code, display in listed.items():
             drug = by_code.get(code)
@@ -328,7 +295,7 @@ class _Loader:
     def _template(self, data: dict[str, Any], key: str, report: Any) -> str:
         """A title or summary with its parameters rendered (``{name}`` -> "1 year"); reports unknown parameters
         and numbers that equal a parameter's value without naming it."""
-        text = self._text(data, key, report)
+        text = data[key].strip()  # non-blank text: rule_schema checked it
         for number in _NUMBER.findall(_PLACEHOLDER.sub(" ", text)):
             for parameter in self.parameters.values():
                 if float(number) == parameter.value:
@@ -358,16 +325,9 @@ class _Loader:
         data = self.read(path)
         if data is _UNREADABLE:
             return {"name": "?", "version": "0.0.0"}
-        if not isinstance(data, dict):
-            self.report(MANIFEST_FILE, "must be a mapping with name and version")
+        if self.structure(MANIFEST_FILE, rule_schema.Manifest, data):
             return {"name": "?", "version": "0.0.0"}
-        for key in ("name", "version"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                self.report(MANIFEST_FILE, f"'{key}' must be a non-empty string", path=key)
-        if isinstance(data.get("version"), str) and not _VERSION.match(data["version"]):
-            self.report(MANIFEST_FILE, f"version {data['version']!r} is not MAJOR.MINOR.PATCH", path="version")
-        self._unknown_keys(MANIFEST_FILE, None, data, ("name", "version", "title", "description", "catalogue"), "")
-        return data
+        return data  # type: ignore[no-any-return]
 
     def _parameters(self) -> tuple[dict[str, Parameter], dict[str, Any]]:
         path = self.directory / PARAMETERS_FILE
@@ -377,27 +337,22 @@ class _Loader:
         data = self.read(path)
         if data is _UNREADABLE:
             return {}, {}
+        broken = self.structure(PARAMETERS_FILE, rule_schema.ParametersFile, data)
         raw = data.get("parameters") if isinstance(data, dict) else None
         if not isinstance(raw, dict):
-            self.report(PARAMETERS_FILE, "must be a mapping with a 'parameters' mapping")
             return {}, {}
         result: dict[str, Parameter] = {}
         for name, spec in raw.items():
             where = f"parameters.{name}"
-            if not isinstance(spec, dict):
-                self.report(PARAMETERS_FILE, "must be a mapping with value, unit, meaning", path=where)
-                continue
-            self._unknown_keys(PARAMETERS_FILE, None, spec, ("value", "unit", "meaning", "evidence"), where)
-            value = spec.get("value")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                self.report(PARAMETERS_FILE, f"value must be a number, got {value!r}", path=f"{where}.value")
-                continue
+            if _within(broken, where):
+                continue  # its structure is wrong (reported)
 
             def report(path: str | None, message: str, suggestion: str | None = None, _where: str = where) -> None:
                 self.report(PARAMETERS_FILE, message, None, f"{_where}.{path}" if path else _where, suggestion)
 
             evidence = self._evidence_list(spec.get("evidence"), report)
-            result[name] = Parameter(name, float(value), spec.get("unit"), str(spec.get("meaning", "")), evidence)
+            result[name] = Parameter(name, float(spec["value"]), spec.get("unit"), str(spec.get("meaning") or ""),
+                                     evidence)
         return result, raw
 
     # -- rules --
@@ -423,30 +378,25 @@ class _Loader:
 
     def _rule(self, file: str, index: int | None, data: dict[str, Any],
               parameters: Mapping[str, Parameter]) -> list[Rule]:
-        rule_id = data.get("id")
-        if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
-            self.report(file, f"'id' must look like R01, R19a, D04, S01; got {rule_id!r}", None, "id",
-                        rule_index=index)
+        rule_id = data.get("id") if isinstance(data.get("id"), str) else None
+        if self.structure(file, rule_schema.RuleDocument, data, rule=rule_id, index=index):
+            # Its structure is wrong (reported); references to it would only repeat that, so they are not checked.
+            self.incomplete = True
             return []
+        rule_id = data["id"]
 
         def report(path: str | None, message: str, suggestion: str | None = None) -> None:
             self.report(file, message, rule_id, path, suggestion, rule_index=index)
 
-        self._unknown_keys(file, rule_id, data, _RULE_KEYS, "", index)
-        version = self._version(data, report)
         title = self._template(data, "title", report)
-        kind = data.get("kind")
-        if kind not in RULE_KINDS:
-            close = difflib.get_close_matches(str(kind), RULE_KINDS, n=1)
-            report("kind", f"kind must be one of {', '.join(RULE_KINDS)}; got {kind!r}", close[0] if close else None)
-        strength = self._strength(data.get("strength"), report)
+        kind = data["kind"]
+        strength = self._strength(data["strength"], report)
         evidence = self._evidence_list(data.get("evidence"), report)
-        if strength and "DESIGN" not in strength_labels(strength) and not evidence:
+        if "DESIGN" not in strength_labels(strength) and not evidence:
             report("evidence", "a rule that is not a DESIGN choice must cite at least one evidence id")
         ctx = ConditionContext(self.fields, parameters, report)
-        description = data.get("description")
         # A rule that always applies cannot have a silent example; every other rule needs one.
-        examples = self._examples(data.get("examples"), report, needs_silent=data.get("when") != "always")
+        examples = self._examples(data["examples"], report, needs_silent=data.get("when") != "always")
 
         shapes = [k for k in ("then", "derives", "suppresses") if k in data]
         if len(shapes) != 1:
@@ -462,18 +412,12 @@ class _Loader:
         if "reasons" in data and shape != "derives":
             report("reasons", "only a rule that derives a fact can list reasons")
 
-        common = dict(id=rule_id, version=version, title=title, kind=str(kind), strength=strength,
-                      evidence=evidence, file=file, examples=examples,
-                      description=description if isinstance(description, str) else None)
-        if shape == "derives":
-            name = data["derives"]
-            if not isinstance(name, str) or not _DERIVED_NAME.match(name):
-                report("derives", f"must be a derived fact name in UPPER_SNAKE_CASE; got {name!r}")
-                return []
-            if "reasons" in data:
-                if "when" in data:
-                    report("when", "a rule with reasons has no condition of its own: it holds when a reason holds")
-                return self._reason_rules(file, index, data["reasons"], name, common, parameters, report)
+        common = dict(id=rule_id, version=data["version"], title=title, kind=kind, strength=strength,
+                      evidence=evidence, file=file, examples=examples, description=data.get("description"))
+        if shape == "derives" and "reasons" in data:
+            if "when" in data:
+                report("when", "a rule with reasons has no condition of its own: it holds when a reason holds")
+            return self._reason_rules(file, index, data["reasons"], data["derives"], common, parameters)
         when = parse_condition(data.get("when"), ctx) if "when" in data else None
         if "when" not in data:
             report("when", "missing condition ('when'); use 'when: always' for a rule that always applies")
@@ -482,79 +426,50 @@ class _Loader:
             return [Rule(**common, when=when, findings=findings)]  # type: ignore[arg-type]
         if shape == "derives":
             return [Rule(**common, when=when, derives=data["derives"])]  # type: ignore[arg-type]
-        suppresses = data["suppresses"]
-        if not isinstance(suppresses, list) or not all(isinstance(s, str) for s in suppresses) or not suppresses:
-            report("suppresses", "must be a non-empty list of rule ids")
-            return []
         if when is not None and not (isinstance(when, DerivedTest) and when.present):
             report("when", "a suppression's condition must be one derived fact ({derived: NAME})")
-        return [Rule(**common, when=when, suppresses=tuple(suppresses))]  # type: ignore[arg-type]
+        return [Rule(**common, when=when, suppresses=tuple(data["suppresses"]))]  # type: ignore[arg-type]
 
-    def _reason_rules(self, file: str, index: int | None, raw_reasons: Any, fact: str, common: dict[str, Any],
-                      parameters: Mapping[str, Parameter], report: Any) -> list[Rule]:
+    def _reason_rules(self, file: str, index: int | None, raw_reasons: list[dict[str, Any]], fact: str,
+                      common: dict[str, Any], parameters: Mapping[str, Parameter]) -> list[Rule]:
         """A derived fact with several independent reasons (D04: C1-C4): one reason rule each, each asserting
         its own instance of the fact, so that the trace and every suppression can name the reasons that held."""
-        if not isinstance(raw_reasons, list) or not raw_reasons:
-            report("reasons", "must be a non-empty list of reason rules")
-            return []
         rules: list[Rule] = []
         for i, raw in enumerate(raw_reasons):
             where = f"reasons[{i}]"
-            if not isinstance(raw, dict):
-                report(where, "each reason must be a mapping")
-                continue
-            reason_id = raw.get("id")
-            if not isinstance(reason_id, str) or not (_RULE_ID.match(reason_id) or _REASON_ID.match(reason_id)):
-                report(f"{where}.id", f"a reason's id must look like C1; got {reason_id!r}")
-                continue
+            reason_id = raw["id"]
 
             def reason_report(path: str | None, message: str, suggestion: str | None = None,
                               _where: str = where, _rid: str = reason_id) -> None:
                 self.report(file, message, _rid, f"{_where}.{path}" if path else _where, suggestion,
                             rule_index=index)
 
-            self._unknown_keys(file, reason_id, raw, _REASON_KEYS, where, index)
             reason_ctx = ConditionContext(self.fields, parameters, reason_report)
-            text = self._text(raw, "text", reason_report)
-            if "when" not in raw:
-                reason_report("when", "missing condition ('when')")
-            when = parse_condition(raw.get("when"), reason_ctx) if "when" in raw else None
             rules.append(
                 Rule(
                     id=reason_id,
-                    version=self._version(raw, reason_report),
+                    version=raw["version"],
                     title=self._template(raw, "title", reason_report),
                     kind="derived_fact",
                     strength=self._strength(raw.get("strength", common["strength"]), reason_report),
                     evidence=self._evidence_list(raw.get("evidence", list(common["evidence"])), reason_report),
                     file=file,
-                    when=when,
+                    when=parse_condition(raw["when"], reason_ctx),
                     derives=fact,
-                    reason=f"{reason_id}: {text}",
+                    reason=f"{reason_id}: {raw['text'].strip()}",
                     part_of=common["id"],
-                    examples=self._examples(raw.get("examples"), reason_report),
-                    description=raw.get("description") if isinstance(raw.get("description"), str) else None,
+                    examples=self._examples(raw["examples"], reason_report),
+                    description=raw.get("description"),
                 )
             )
         parent = Rule(**common, when=None, derives=fact, reasons=tuple(r.id for r in rules))
         return [parent, *rules]
 
-    def _findings(self, raw: Any, ctx: ConditionContext, report: Any) -> tuple[FindingSpec, ...]:
-        if not isinstance(raw, list) or not raw:
-            report("then", "must be a non-empty list of findings ({finding: CODE, title: ..., summary: ...})")
-            return ()
+    def _findings(self, raw: list[dict[str, Any]], ctx: ConditionContext, report: Any) -> tuple[FindingSpec, ...]:
         findings: list[FindingSpec] = []
         for i, item in enumerate(raw):
             where = f"then[{i}]"
-            if not isinstance(item, dict):
-                report(where, "each finding must be a mapping with finding, title, summary")
-                continue
-            _check_keys(item, _FINDING_KEYS, where, report)
-            code = item.get("finding")
-            if not isinstance(code, str) or not _CODE.match(code) or not code.startswith(tuple(FINDING_PREFIXES)):
-                report(f"{where}.finding", f"a finding code is UPPER_SNAKE_CASE starting with "
-                                          f"{', '.join(FINDING_PREFIXES)}; got {code!r}")
-                continue
+            code = item["finding"]
 
             def item_report(p: str | None, m: str, s: str | None = None, _where: str = where) -> None:
                 report(f"{_where}.{p}", m, s)
@@ -565,74 +480,46 @@ class _Loader:
                 report(f"{where}.summary", f"summary of {code} is {len(summary)} characters once its parameters are "
                                            f"rendered; it must be shorter than {SUMMARY_LIMIT}")
             when = parse_condition(item["when"], ctx, f"{where}.when") if "when" in item else None
-            indicator, gene, drugs = self._finding_metadata(item, item_report)
-            findings.append(FindingSpec(code, title, summary, when, indicator, gene, drugs))
+            gene, drugs = self._finding_metadata(item, item_report)
+            findings.append(FindingSpec(code, title, summary, when, item["indicator"], gene, drugs))
         codes = [f.code for f in findings]
         if len(set(codes)) != len(codes):
             report("then", "lists a finding code twice")
         return tuple(findings)
 
-    def _finding_metadata(self, item: dict[str, Any], report: Any) -> tuple[str, str | None, tuple[str, ...]]:
-        """A finding's card indicator (required), the gene it is about and the drugs it names (optional)."""
-        indicator = item.get("indicator")
-        if indicator not in INDICATORS:
-            close = difflib.get_close_matches(str(indicator), INDICATORS, n=1)
-            report("indicator", f"indicator must be one of {', '.join(INDICATORS)} (the card's severity); got "
-                                f"{indicator!r}", close[0] if close else None)
-            indicator = "info"
+    def _finding_metadata(self, item: dict[str, Any], report: Any) -> tuple[str | None, tuple[str, ...]]:
+        """The gene a finding is about and the drugs it names: both must be known, and each drug must target it."""
         gene = item.get("gene")
         genes = fusion_genes()
         if gene is not None and gene not in genes:
-            close = difflib.get_close_matches(str(gene), genes, n=1)
+            close = difflib.get_close_matches(gene, genes, n=1)
             report("gene", f"unknown gene {gene!r}; genes: {', '.join(genes)}", close[0] if close else None)
         drugs = item.get("drugs", [])
-        if not isinstance(drugs, list) or not all(isinstance(d, str) for d in drugs):
-            report("drugs", f"drugs must be a list of drug names of {DRUGS_FILE}")
-            drugs = []
         for i, name in enumerate(drugs):
             if name not in self.drugs:
+                if self.drugs_incomplete:
+                    continue  # it may be one of the drugs whose entry is malformed (reported)
                 close = difflib.get_close_matches(name, list(self.drugs), n=1)
                 report(f"drugs[{i}]", f"unknown drug {name!r}: not in {DRUGS_FILE}", close[0] if close else None)
             elif gene in genes and gene not in self.drugs[name].targets:
                 report(f"drugs[{i}]", f"{name} does not target {gene} ({DRUGS_FILE} lists "
                                       f"{', '.join(self.drugs[name].targets)})")
-        return str(indicator), gene if isinstance(gene, str) else None, tuple(drugs)
+        return gene, tuple(drugs)
 
-    def _examples(self, raw: Any, report: Any, needs_silent: bool = True) -> tuple[Example, ...]:
-        if not isinstance(raw, list) or not raw:
-            report("examples", "every rule needs examples: at least one that fires and one that stays silent")
-            return ()
+    def _examples(self, raw: list[dict[str, Any]], report: Any, needs_silent: bool = True) -> tuple[Example, ...]:
         examples: list[Example] = []
         for i, item in enumerate(raw):
             where = f"examples[{i}]"
-            if not isinstance(item, dict):
-                report(where, "each example must be a mapping with name, facts, fires")
-                continue
-            _check_keys(item, _EXAMPLE_KEYS, where, report)
-            name = item.get("name")
-            if not isinstance(name, str) or not name:
-                report(f"{where}.name", "each example needs a name saying what it shows")
-                name = f"example {i + 1}"
-            fires = item.get("fires")
-            if not isinstance(fires, bool):
-                report(f"{where}.fires", "must be true (the rule fires) or false (it stays silent)")
-                continue
             facts = item.get("facts", {})
             try:
-                patient = parse_facts(facts if isinstance(facts, dict) else {"": facts})
+                patient = parse_facts(facts)
             except InvalidInputError as exc:
                 for problem in exc.problems:
                     report(f"{where}.facts" + (f".{problem.path}" if problem.path else ""),
                            f"example is not a valid patient: {problem.message}")
                 continue
-            lists = {}
-            for key in ("expect", "expect_not", "expect_suppressed"):
-                value = item.get(key, [])
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    report(f"{where}.{key}", "must be a list of finding codes or derived fact names")
-                    value = []
-                lists[key] = tuple(value)
-            examples.append(Example(name, MappingProxyType(dict(facts)), patient, fires, **lists))
+            lists = {key: tuple(item.get(key, [])) for key in ("expect", "expect_not", "expect_suppressed")}
+            examples.append(Example(item["name"], MappingProxyType(dict(facts)), patient, item["fires"], **lists))
         if examples and not any(e.fires for e in examples):
             report("examples", "needs at least one example that fires (fires: true)")
         if examples and needs_silent and all(e.fires for e in examples):
@@ -641,33 +528,16 @@ class _Loader:
 
     # -- small checks --
 
-    def _unknown_keys(self, file: str, rule: str | None, data: dict[str, Any], allowed: tuple[str, ...],
-                      where: str, index: int | None = None) -> None:
-        _check_keys(data, allowed, where,
-                    lambda path, message, suggestion: self.report(file, message, rule, path, suggestion,
-                                                                  rule_index=index))
+    def structure(self, file: str, model: type[Any], data: Any, where: str = "", rule: str | None = None,
+                  index: int | None = None) -> list[str | None]:
+        """Report every structural problem of a document (``rule_schema``); the paths of those found."""
+        found = rule_schema.problems(model, data, where)
+        for path, message, suggestion in found:
+            self.report(file, message, rule, path, suggestion, rule_index=index)
+        return [path for path, _, _ in found]
 
     @staticmethod
-    def _version(data: dict[str, Any], report: Any) -> str:
-        version = data.get("version")
-        if not isinstance(version, str) or not _VERSION.match(version):
-            report("version", f"version must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'; got {version!r}")
-            return "0.0.0"
-        return version
-
-    @staticmethod
-    def _text(data: dict[str, Any], key: str, report: Any) -> str:
-        value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            report(key, f"'{key}' must be non-empty text")
-            return ""
-        return value.strip()
-
-    @staticmethod
-    def _strength(value: Any, report: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            report("strength", f"strength must be text such as 'REG + SA-TRIAL'; labels: {', '.join(STRENGTH_LABELS)}")
-            return ""
+    def _strength(value: str, report: Any) -> str:
         for label in strength_labels(value):
             if label not in STRENGTH_LABELS:
                 close = difflib.get_close_matches(label, STRENGTH_LABELS, n=1)
@@ -675,12 +545,8 @@ class _Loader:
                        close[0] if close else None)
         return value.strip()
 
-    def _evidence_list(self, value: Any, report: Any) -> tuple[str, ...]:
-        if value is None:
-            value = []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            report("evidence", "must be a list of evidence ids")
-            return ()
+    def _evidence_list(self, value: list[str] | None, report: Any) -> tuple[str, ...]:
+        value = value or []
         for i, evidence_id in enumerate(value):
             if evidence_id not in self.evidence:
                 close = difflib.get_close_matches(evidence_id, list(self.evidence.entries), n=1, cutoff=0.6)
@@ -706,7 +572,7 @@ class _Loader:
 
         Skipped when a rule file could not be parsed: every reference to its rules would be reported too, burying
         the one real problem under consequences of it."""
-        if self.unparsed_files:
+        if self.unparsed_files or self.incomplete:
             return
         derived = {r.derives for r in rules if r.derives}
         codes = {c for r in rules for c in r.codes}
@@ -747,13 +613,9 @@ def parameter_text(parameter: Parameter) -> str:
     return f"{value} {unit}"
 
 
-def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, report: Any) -> None:
-    """Report every key of ``data`` that is not ``allowed``, with the closest allowed key as a suggestion."""
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            path = f"{where}.{key}" if where else str(key)
-            report(path, f"unknown key {key!r}; allowed: {', '.join(allowed)}", close[0] if close else None)
+def _within(paths: list[str | None], where: str) -> bool:
+    """Whether one of the problem ``paths`` is at ``where`` or inside it."""
+    return any(p is not None and (p == where or p.startswith((f"{where}.", f"{where}["))) for p in paths)
 
 
 def _sorted_problems(problems: list[RulebookProblem]) -> list[RulebookProblem]:

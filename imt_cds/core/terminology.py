@@ -45,9 +45,6 @@ TERMINOLOGY_DIR = "terminology"
 # method) and published as FHIR CodeSystems by ``imt-cds rules codesystems``.
 FACT_SYSTEM = "urn:imt-cds:fact"
 METHOD_SYSTEM = "urn:imt-cds:test-method"
-_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-_KEYS = ("value_set", "title", "description", "codes", "text_patterns", "text_exclusions")
-_CODE_KEYS = ("system", "code", "display", "source")
 
 # The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
 REQUIRED_VALUE_SETS = MappingProxyType({
@@ -134,68 +131,32 @@ class Terminology:
         return tuple(name for name in REQUIRED_VALUE_SETS if name not in self.value_sets)
 
 
-def parse_value_set(data: Any, file: str) -> tuple[ValueSet | None, list[tuple[str, str | None]]]:
-    """A value set from one parsed YAML document, or None and the problems as (message, path) pairs."""
+def parse_value_set(data: Mapping[str, Any], file: str) -> tuple[ValueSet | None, list[tuple[str, str | None]]]:
+    """A value set from one parsed YAML document whose structure fits ``rule_schema.ValueSetDocument`` (the loader
+    checks that first), or None and the problems of its meaning as (message, path) pairs."""
     problems: list[tuple[str, str | None]] = []
-    if not isinstance(data, Mapping):
-        return None, [("a value set file must be a mapping with value_set, title and codes", None)]
-    for key in data:
-        if key not in _KEYS:
-            problems.append((f"unknown key {key!r}; allowed: {', '.join(_KEYS)}", str(key)))
-    name = data.get("value_set")
-    if not isinstance(name, str) or not _NAME.match(name):
-        problems.append(("value_set must be a lower-case name with hyphens (e.g. imt-diagnosis)", "value_set"))
-    elif file.rsplit("/", 1)[-1] != f"{name}.yaml":
+    name = data["value_set"]
+    if file.rsplit("/", 1)[-1] != f"{name}.yaml":
         problems.append((f"value set {name!r} must be in a file named {name}.yaml", "value_set"))
-    for key in ("title", "description"):
-        if key in data and not isinstance(data[key], str):
-            problems.append((f"{key} must be text", key))
-    if not isinstance(data.get("title"), str) or not data["title"].strip():
-        problems.append(("title is required", "title"))
     codes: list[ValueSetCode] = []
-    raw_codes = data.get("codes", [])
-    if not isinstance(raw_codes, list):
-        problems.append(("codes must be a list of {system, code, display, source}", "codes"))
-        raw_codes = []
     seen: set[tuple[str, str]] = set()
-    for index, entry in enumerate(raw_codes):
-        where = f"codes[{index}]"
-        if not isinstance(entry, Mapping):
-            problems.append(("each code must be a mapping with system, code, display and source", where))
-            continue
-        for key in entry:
-            if key not in _CODE_KEYS:
-                problems.append((f"unknown key {key!r}; allowed: {', '.join(_CODE_KEYS)}", f"{where}.{key}"))
-        values = {}
-        for key in _CODE_KEYS:
-            value = entry.get(key)
-            if not isinstance(value, str) or not value.strip():
-                hint = " (write codes in quotes: YAML reads 1229901006 as a number)" if key == "code" and \
-                    isinstance(value, int | float) else ""
-                problems.append((f"{key} must be non-empty text{hint}", f"{where}.{key}"))
-            values[key] = value
-        if all(isinstance(values[k], str) and values[k].strip() for k in _CODE_KEYS):
-            if not re.match(r"^(https?://|urn:)", values["system"]):
-                problems.append((f"system {values['system']!r} must be a URI (http(s):// or urn:)", f"{where}.system"))
-            if (values["system"], values["code"]) in seen:
-                problems.append((f"code {values['system']}|{values['code']} is listed twice", f"{where}.code"))
-            seen.add((values["system"], values["code"]))
-            codes.append(ValueSetCode(values["system"], values["code"], values["display"], values["source"]))
+    for index, entry in enumerate(data.get("codes", [])):
+        if (entry["system"], entry["code"]) in seen:
+            problems.append((f"code {entry['system']}|{entry['code']} is listed twice", f"codes[{index}].code"))
+        seen.add((entry["system"], entry["code"]))
+        codes.append(ValueSetCode(entry["system"], entry["code"], entry["display"], entry["source"]))
     patterns = _patterns(data, "text_patterns", problems)
     exclusions = _patterns(data, "text_exclusions", problems)
     if not codes and not patterns:
         problems.append(("a value set needs at least one code or text pattern", "codes"))
     if problems:
         return None, problems
-    return ValueSet(str(name), str(data["title"]), str(data.get("description", "")), tuple(codes), patterns,
-                    exclusions, file), []
+    return ValueSet(name, data["title"], str(data.get("description") or ""), tuple(codes), patterns, exclusions,
+                    file), []
 
 
 def _patterns(data: Mapping[str, Any], key: str, problems: list[tuple[str, str | None]]) -> tuple[str, ...]:
     raw = data.get(key, [])
-    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
-        problems.append((f"{key} must be a list of regular expressions", key))
-        return ()
     for index, pattern in enumerate(raw):
         try:
             re.compile(pattern)

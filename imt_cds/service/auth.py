@@ -31,8 +31,9 @@ check that failed; it goes to the server log, and the client gets one generic 40
 the answer does not tell an attacker which check to work on or which issuers are trusted.
 
 Keys fetched from a URL are cached for an hour and fetched again (at most every 30 seconds) when a token names a key
-id the cached set lacks, so a client can rotate keys (as ``jwt.PyJWKClient`` does; it is not used itself because
-it fetches synchronously, from whatever URL it is given, and would block the event loop). This module never logs a token.
+id the cached set lacks, so a client can rotate keys (as ``jwt.PyJWKClient`` does; it is not used itself: it fetches
+with blocking urllib calls, which would stall the event loop, and reads a response of any size, where this module
+reads at most 256 kB). This module never logs a token.
 """
 
 from __future__ import annotations
