@@ -143,3 +143,4 @@ def test_every_operator_is_accepted_on_a_field_it_fits_and_reads_as_written():
         atom, problems = _parse({"fact": path, op: operand})
         assert problems == [] and atom.op == op, (op, problems)
         assert atom.expected_text({"size_risk_threshold_cm": 3.9}, fields[path]) == shown
+
