@@ -87,6 +87,10 @@ A, B = {"derived": "A"}, {"derived": "B"}
     ({"not_derived": 3}, [("when.not_derived", "must name a derived fact in UPPER_CASE, got 3", None)]),
     ({"facts": "age_years", "gt": 3}, [("when", "not a condition: expected one of 'always', all, any, at_least/of, "
                                                 "derived, not_derived or fact, got keys ['facts', 'gt']", "fact")]),
+    ({"alll": [A]}, [("when", "not a condition: expected one of 'always', all, any, at_least/of, derived, not_derived "
+                              "or fact, got keys ['alll']", "all")]),
+    ({"all": [A], "of": [B]}, [("when", "not a condition: expected one of 'always', all, any, at_least/of, derived, "
+                                        "not_derived or fact, got keys ['all', 'of']", None)]),
     ({"fact": 3, "is": 1}, [("when.fact", "must be a dotted fact path, got 3", None)]),
     ({"fact": "patient_id", "is": "x"}, [("when.fact", "'patient_id' is not used by rules", None)]),
     ({"fact": "tumor.sise_cm", "gt": 3}, [("when.fact", "'tumor.sise_cm' is not a known fact path", "tumor.size_cm")]),
@@ -174,3 +178,12 @@ def test_a_rationale_shows_each_test_as_written_with_parameters_resolved():
         atom, reports = _parse(condition)
         assert reports == [], (condition, reports)
         assert atom.expected_text(PARAMETERS, fields[atom.path]) == shown
+
+
+@pytest.mark.parametrize(("misspelt", "meant"), [
+    ({"alll": [A]}, "all"), ({"anny": [A]}, "any"), ({"at_leest": 1, "of": [A, B]}, "at_least"),
+    ({"derivd": "A"}, "derived"), ({"not_derivd": "A"}, "not_derived"), ({"fakt": "age_years", "gt": 1}, "fact"),
+])
+def test_a_misspelt_condition_keyword_is_answered_with_the_keyword_meant(misspelt, meant):
+    ((where, message, suggestion),) = _reports(misspelt)
+    assert (where, suggestion) == ("when", meant) and message.startswith("not a condition: expected one of")

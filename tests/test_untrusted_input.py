@@ -277,3 +277,19 @@ def test_nesting_is_refused_from_the_33rd_level_and_not_before():
         parse_facts(nested(32))
     assert [(p.path, p.message) for p in caught.value.problems] == [
         ("history" + ".x" * 31 + " …", "input is nested too deeply: more than 32 levels (a patient has at most 4)")]
+
+
+def test_the_strict_json_reader_refuses_repeated_keys_at_any_depth_and_non_finite_numbers():
+    from imt_cds.validation import DuplicateKeyError, NonFiniteNumberError, loads_strict
+
+    assert loads_strict('{"a": {"b": 1, "c": [1, {"b": 2}]}, "b": 3}') == {"a": {"b": 1, "c": [1, {"b": 2}]}, "b": 3}
+    for text, key in (('{"a": 1, "b": 2, "a": 1}', "a"), ('{"x": [{"k": 1, "k": 1}]}', "k")):
+        with pytest.raises(DuplicateKeyError) as caught:
+            loads_strict(text)
+        assert (caught.value.key, str(caught.value)) == (key, f"duplicate key {key!r}")
+    for name in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(NonFiniteNumberError) as caught:
+            loads_strict(f'{{"age_years": {name}}}')
+        assert (caught.value.name, str(caught.value)) == (name, f"{name} is not a JSON number")
+    with pytest.raises(json.JSONDecodeError):
+        loads_strict('{"a": }')
