@@ -61,7 +61,7 @@ clean:
 .PHONY: mutation
 MUTATION_DIR ?= /tmp/imt-cds-mutation
 MUTATION_TESTS_imt_cds/validation.py  := tests/test_facts.py tests/test_untrusted_input.py
-MUTATION_TESTS_imt_cds/conditions.py  := tests/test_rulebook_loading.py tests/test_compiler.py
+MUTATION_TESTS_imt_cds/conditions.py  := tests/test_conditions.py tests/test_rulebook_loading.py tests/test_compiler.py
 MUTATION_TESTS_imt_cds/compiler.py    := tests/test_compiler.py tests/test_engine.py tests/test_rule_examples.py
 MUTATION_TESTS_imt_cds/assessment.py  := tests/test_assessment.py
 MUTATION_TESTS_imt_cds/assessment_json.py := tests/test_assessment.py

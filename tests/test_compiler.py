@@ -227,3 +227,36 @@ def test_a_rules_branches_are_named_by_the_rule_and_their_place_from_zero(engine
         assert names == [f"{rule.id}.{i}" for i in range(len(names))]
         counted += len(names) > 1
     assert counted >= 3
+
+
+def test_negated_tests_of_open_ended_fields_hold_exactly_as_the_rules_readme_reads_them(rulebook):
+    # Gene symbols and sets have no finite domain, so their negations compile to "not equal" tests (and null is
+    # "not any of these" unless listed). Read by hand: is_not/not_in are plain negation, so they hold for null.
+    from imt_cds.conditions import Any_, Atom
+
+    gene, methods = "molecular.alk.fusion_partner", "molecular.alk.methods"
+    atoms = {
+        "not in {null, RANBP2}": Atom(gene, "not_in", (None, "RANBP2")),
+        "not in {RANBP2, TPM3}": Atom(gene, "not_in", ("RANBP2", "TPM3")),
+        "in {RANBP2, null}": Atom(gene, "in", ("RANBP2", None)),
+        "!= null": Atom(gene, "is_not", None),
+        "!= RANBP2": Atom(gene, "is_not", "RANBP2"),
+        "methods != {IHC}": Atom(methods, "is_not", frozenset({"IHC"})),
+        "methods not in {{}, {IHC}}": Atom(methods, "not_in", (frozenset(), frozenset({"IHC"}))),
+    }
+    rules = tuple(dataclasses.replace(r, when=Any_(tuple(atoms.values()))) if r.id == "R37" else r
+                  for r in rulebook.rules)
+    engine = Engine(dataclasses.replace(rulebook, rules=rules))
+    names = {atom: name for name, atom in atoms.items()}
+
+    def holding(partner, tests=("IHC",)):
+        patient = {"molecular": {"alk": {"status": "positive", "fusion_partner": partner, "methods": list(tests)}}}
+        return {names[a] for a in engine.true_conditions(patient) if a in names}
+
+    assert holding(None) == {"in {RANBP2, null}", "not in {RANBP2, TPM3}", "!= RANBP2"}
+    assert holding("RANBP2") == {"in {RANBP2, null}", "!= null"}
+    assert holding("tpm3") == {"not in {null, RANBP2}", "!= null", "!= RANBP2"}  # symbols compare case-insensitively
+    assert holding("EML4", ("IHC", "FISH")) == {
+        "methods != {IHC}", "methods not in {{}, {IHC}}", "not in {null, RANBP2}", "not in {RANBP2, TPM3}",
+        "!= null", "!= RANBP2"}
+    assert "methods not in {{}, {IHC}}" not in holding("EML4", ())
