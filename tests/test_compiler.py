@@ -260,3 +260,8 @@ def test_negated_tests_of_open_ended_fields_hold_exactly_as_the_rules_readme_rea
         "methods != {IHC}", "methods not in {{}, {IHC}}", "not in {null, RANBP2}", "not in {RANBP2, TPM3}",
         "!= null", "!= RANBP2"}
     assert "methods not in {{}, {IHC}}" not in holding("EML4", ())
+
+
+def test_a_rulebook_without_rules_compiles_to_the_anchor_alone_in_one_stratum(rulebook):
+    program = compile_rulebook(dataclasses.replace(rulebook, rules=()))
+    assert (list(program.rules), program.strata) == ([ANCHOR], 1)  # no rule, so no stratum marker to assert

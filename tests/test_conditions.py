@@ -63,6 +63,7 @@ def test_a_parsed_condition_is_an_immutable_tree_equal_to_its_own_reparse():
     parsed, problems = _parse(condition)
     assert problems == []
     assert parsed == _parse(condition)[0] and hash(parsed) == hash(_parse(condition)[0])
+    assert hash(_parse("always")[0]) == hash(_parse("always")[0])  # every node hashes, as a frozen value does
     nodes = [parsed, *parsed.items, *parsed.items[1].items, *parsed.items[2].items, parsed.items[2].items[0].operand]
     for node in nodes:
         name = dataclasses.fields(node)[0].name

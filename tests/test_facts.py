@@ -320,6 +320,7 @@ TUMOR_KEYS = "site, size_cm, resectability, distant_disease, epithelioid_morphol
     ({"patient_id": "x" * 300}, "patient_id", "string should have at most 256 characters; expected a non-empty string "
                                               "of at most 256 characters, or null", "x" * 200 + "…"),
     ({"history": {1: 2}}, "history", "object keys must be strings, got 1", 1),
+    ({"molecular": {"alk": {7: 2}}}, "molecular.alk", "object keys must be strings, got 7", 7),
 ])
 def test_each_problem_names_the_field_what_was_given_and_what_is_allowed(data, path, message, value):
     assert [(p.path, p.message, p.value) for p in problems(data).values()] == [(path, message, value)]
