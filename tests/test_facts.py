@@ -298,6 +298,12 @@ TUMOR_KEYS = "site, size_cm, resectability, distant_disease, epithelioid_morphol
     ({"molecular": {"alk": {"methods": ["IHC", "FIHS"]}}}, "molecular.alk.methods[1]",
      "'FIHS' is not a test method; did you mean 'FISH'? Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA "
      "(order and repeats do not matter)", "FIHS"),
+    ({"molecular": {"alk": {"methods": ["Q" * 201]}}}, "molecular.alk.methods[0]",  # shown cut after 200 characters
+     f"'{'Q' * 200}…' is not a test method. Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA (order and "
+     "repeats do not matter)", "Q" * 200 + "…"),
+    ({"molecular": {"alk": {"methods": ["Q" * 200]}}}, "molecular.alk.methods[0]",
+     f"'{'Q' * 200}' is not a test method. Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA (order and "
+     "repeats do not matter)", "Q" * 200),
     ({"molecular": {"alk": {"methods": ["IHC", 3]}}}, "molecular.alk.methods[1]",
      "3 is not a test method. Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA (order and repeats do not "
      "matter)", 3),
