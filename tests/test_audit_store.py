@@ -279,3 +279,13 @@ def test_an_unreachable_postgres_server_is_a_one_line_error():
     with pytest.raises(AuditStoreError, match="cannot connect") as caught:
         open_store(f"postgresql://imt:secret@127.0.0.1:{_free_port()}/nowhere")
     assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_a_record_read_back_cannot_be_changed_in_memory(store, engine):
+    import dataclasses
+
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    (record,) = store.records()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.hash = "0" * 64  # a record is evidence: what was read is what is shown
+    assert record == store.records()[0]
