@@ -289,3 +289,12 @@ def test_a_record_read_back_cannot_be_changed_in_memory(store, engine):
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.hash = "0" * 64  # a record is evidence: what was read is what is shown
     assert record == store.records()[0]
+
+
+def test_a_records_summary_and_dictionary_carry_the_input(store, engine):
+    assessment = Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    (record,) = store.records()
+    assert record.summary()["input_stored"] is True
+    data = record.to_dict()
+    assert data["input"] == orjson.loads(assessment.canonical_input_json()) and data["hash"] == record.hash
+    assert "input_json" not in data and "assessment_json" not in data
