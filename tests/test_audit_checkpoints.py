@@ -285,3 +285,10 @@ def test_a_checkpoint_error_says_exactly_what_is_wrong():
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     assert re.fullmatch(r"the private key is a \w*PrivateKey, not an Ed25519 private key",
                         message(lambda: sign_checkpoint(0, "0" * 64, other)))
+
+
+def test_a_signature_with_characters_outside_base64_is_refused_even_if_the_rest_verifies():
+    data = json.loads(sign_checkpoint(2, "0" * 64, KEYS[0]).to_json())
+    data["signature"] = data["signature"][:8] + "!" + data["signature"][8:]
+    with pytest.raises(CheckpointSignatureError, match="^the checkpoint: its signature is not base64 "):
+        read_checkpoint(json.dumps(data).encode(), KEYS[1])
