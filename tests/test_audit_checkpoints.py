@@ -292,3 +292,12 @@ def test_a_signature_with_characters_outside_base64_is_refused_even_if_the_rest_
     data["signature"] = data["signature"][:8] + "!" + data["signature"][8:]
     with pytest.raises(CheckpointSignatureError, match="^the checkpoint: its signature is not base64 "):
         read_checkpoint(json.dumps(data).encode(), KEYS[1])
+
+
+def test_without_the_cryptography_package_signing_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptography.exceptions", None)  # an import of it now fails, as if absent
+    with pytest.raises(CheckpointError) as caught:
+        generate_key_pair()
+    assert str(caught.value) == "signed checkpoints need the cryptography package: pip install 'imt-cds[signing]'"
