@@ -298,3 +298,16 @@ def test_a_records_summary_and_dictionary_carry_the_input(store, engine):
     data = record.to_dict()
     assert data["input"] == orjson.loads(assessment.canonical_input_json()) and data["hash"] == record.hash
     assert "input_json" not in data and "assessment_json" not in data
+
+
+def test_a_chain_given_a_record_twice_breaks_at_the_repeat(store, engine):
+    from imt_cds.audit.record import StoredRow, verify_chain
+
+    audited = Engine(engine.rulebook, audit=store)
+    for patient in PATIENTS[:2]:
+        audited.evaluate(patient)
+    rows = [StoredRow(r.seq, r.id, r.recorded_at, r.patient_id, r.content["rulebook"]["sha256"], r.prev_hash, r.hash,
+                      canonical_bytes(r.content)) for r in store.records()]
+    assert verify_chain(rows)[0].ok
+    report, _ = verify_chain([*rows, rows[1]])
+    assert (report.first_break.seq, report.first_break.reason) == (2, "it follows record #2 (reordered or duplicated)")
