@@ -61,13 +61,15 @@ clean:
 .PHONY: mutation
 MUTATION_DIR ?= /tmp/imt-cds-mutation
 MUTATION_TESTS_imt_cds/core/validation.py  := tests/test_facts.py tests/test_untrusted_input.py
-MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_rulebook_loading.py tests/test_compiler.py
+MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_conditions.py tests/test_rulebook_loading.py tests/test_compiler.py
 MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler.py tests/test_engine.py tests/test_rule_examples.py
 MUTATION_TESTS_imt_cds/core/assessment.py  := tests/test_assessment.py
 MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment.py
 MUTATION_TESTS_imt_cds/core/rule_loader.py := tests/test_rulebook_loading.py
 # Being rewritten elsewhere at the time of writing; configured, run them by name with MUTATE=...
 MUTATION_TESTS_imt_cds/audit          := tests/test_audit_store.py tests/test_audit_replay.py
+MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_audit_checkpoints.py -k 'not command_line and not exit_2 and not never_signed and not usage_error'
 MUTATION_TESTS_imt_cds/service        := tests/test_service_auth.py tests/test_service_http.py
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py

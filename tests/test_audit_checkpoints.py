@@ -253,3 +253,51 @@ def test_a_short_or_malformed_anchor_is_a_usage_error(anchor, tmp_path):
     result = run("audit", "verify", "--db", db, "--anchor", anchor)
     assert result.returncode == 2 and "must be the full 64-hex-digit hash" in result.stderr
     assert "chain" not in result.stdout
+
+
+def test_a_checkpoint_error_says_exactly_what_is_wrong():
+    import re
+
+    from imt_cds.audit.checkpoint import public_key_id
+
+    def message(call):
+        with pytest.raises((CheckpointError, CheckpointSignatureError)) as caught:
+            call()
+        return str(caught.value)
+
+    header = b'{"schema": "imt-cds/audit-checkpoint/1", '
+    assert message(lambda: read_checkpoint(header + b'"extra": 1, "b": 2}', KEYS[1])) == (
+        "the checkpoint has fields a checkpoint does not have: b, extra")
+    for records in (b'"1"', b"true", b"1.5", b"-1"):
+        assert message(lambda: read_checkpoint(header + b'"records": ' + records + b"}", KEYS[1])) == (
+            f"the checkpoint: records must be a whole number of 0 or more, got {json.loads(records)!r}")
+    signed_by_other = sign_checkpoint(3, "0" * 64, OTHER_KEYS[0]).to_json().encode()
+    assert message(lambda: read_checkpoint(signed_by_other, KEYS[1])) == (
+        f"the checkpoint was signed by key {public_key_id(OTHER_KEYS[1])[:16]}, not by the public key "
+        f"({public_key_id(KEYS[1])[:16]})")
+    # the key loader's own reason, on one line (not just the name of its exception type)
+    assert re.fullmatch(r"the private key is not an unencrypted PEM private key \([^\n]*private key[^\n]*\)",
+                        message(lambda: sign_checkpoint(0, "0" * 64, KEYS[1])))
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    assert re.fullmatch(r"the private key is a \w*PrivateKey, not an Ed25519 private key",
+                        message(lambda: sign_checkpoint(0, "0" * 64, other)))
+
+
+def test_a_signature_with_characters_outside_base64_is_refused_even_if_the_rest_verifies():
+    data = json.loads(sign_checkpoint(2, "0" * 64, KEYS[0]).to_json())
+    data["signature"] = data["signature"][:8] + "!" + data["signature"][8:]
+    with pytest.raises(CheckpointSignatureError, match="^the checkpoint: its signature is not base64 "):
+        read_checkpoint(json.dumps(data).encode(), KEYS[1])
+
+
+def test_without_the_cryptography_package_signing_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptography.exceptions", None)  # an import of it now fails, as if absent
+    with pytest.raises(CheckpointError) as caught:
+        generate_key_pair()
+    assert str(caught.value) == "signed checkpoints need the cryptography package: pip install 'imt-cds[signing]'"

@@ -179,3 +179,24 @@ def test_the_cli_names_the_altered_file_and_exits_1(trail):
     assert result.returncode == 1, result.stderr
     assert "audit trail problem: rulebook archive: " in result.stdout
     assert f"file rules/{RULE_FILE} was altered" in result.stdout
+
+
+
+def test_a_break_names_what_is_wrong_with_the_record(trail):
+    import orjson
+
+    from imt_cds.audit.record import canonical_bytes
+
+    target, records = trail
+    raw_sql(target, f"UPDATE audit_records SET body = {_bytes_literal(target, b'{')} WHERE seq = 2")
+    bad = verify_store(target).first_break
+    assert (bad.seq, bad.reason) == (2, "its body is not valid JSON (modified)")
+    # The first record rewritten consistently (body, hash and columns agree) but chained to something else.
+    content = orjson.loads(canonical_bytes(records[0].content))
+    content["prev_hash"] = "1" * 64
+    body = canonical_bytes(content)
+    text = body.decode().replace("'", "''")  # stored as text (the bytes that were hashed)
+    raw_sql(target, f"UPDATE audit_records SET body = '{text}', "
+                    f"hash = '{hashlib.sha256(body).hexdigest()}', prev_hash = '{'1' * 64}' WHERE seq = 1")
+    bad = verify_store(target).first_break
+    assert (bad.seq, bad.reason) == (1, "it is the first record but does not start the chain")

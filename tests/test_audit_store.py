@@ -279,3 +279,35 @@ def test_an_unreachable_postgres_server_is_a_one_line_error():
     with pytest.raises(AuditStoreError, match="cannot connect") as caught:
         open_store(f"postgresql://imt:secret@127.0.0.1:{_free_port()}/nowhere")
     assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_a_record_read_back_cannot_be_changed_in_memory(store, engine):
+    import dataclasses
+
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    (record,) = store.records()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.hash = "0" * 64  # a record is evidence: what was read is what is shown
+    assert record == store.records()[0]
+
+
+def test_a_records_summary_and_dictionary_carry_the_input(store, engine):
+    assessment = Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])
+    (record,) = store.records()
+    assert record.summary()["input_stored"] is True
+    data = record.to_dict()
+    assert data["input"] == orjson.loads(assessment.canonical_input_json()) and data["hash"] == record.hash
+    assert "input_json" not in data and "assessment_json" not in data
+
+
+def test_a_chain_given_a_record_twice_breaks_at_the_repeat(store, engine):
+    from imt_cds.audit.record import StoredRow, verify_chain
+
+    audited = Engine(engine.rulebook, audit=store)
+    for patient in PATIENTS[:2]:
+        audited.evaluate(patient)
+    rows = [StoredRow(r.seq, r.id, r.recorded_at, r.patient_id, r.content["rulebook"]["sha256"], r.prev_hash, r.hash,
+                      canonical_bytes(r.content)) for r in store.records()]
+    assert verify_chain(rows)[0].ok
+    report, _ = verify_chain([*rows, rows[1]])
+    assert (report.first_break.seq, report.first_break.reason) == (2, "it follows record #2 (reordered or duplicated)")

@@ -143,3 +143,125 @@ def test_every_operator_is_accepted_on_a_field_it_fits_and_reads_as_written():
         atom, problems = _parse({"fact": path, op: operand})
         assert problems == [] and atom.op == op, (op, problems)
         assert atom.expected_text({"size_risk_threshold_cm": 3.9}, fields[path]) == shown
+
+
+
+def test_the_probe_tells_which_fact_tests_hold_for_a_patient(engine):
+    # Read by hand (parameters: crizotinib from 1 year, selpercatinib from 2, the TRK infant check below 1, evidence
+    # up to 39 years, size risk above 3.9 cm): which of the rulebook's tests of these three facts hold.
+    watched = ("age_years", "tumor.size_cm", "molecular.alk.status")
+
+    def holding(patient):
+        return sorted(a.describe() for a in engine.true_conditions(patient) if a.path in watched)
+
+    assert holding({"age_years": 8, "tumor": {"size_cm": 5}, "molecular": {"alk": {"status": "positive"}}}) == [
+        "age_years != null", "age_years >= {param: crizotinib_min_age_years}",
+        "age_years >= {param: selpercatinib_min_age_years}", "molecular.alk.status != negative",
+        "molecular.alk.status = positive", "tumor.size_cm > {param: size_risk_threshold_cm}"]
+    assert holding({}) == ["age_years = null", "molecular.alk.status != negative", "molecular.alk.status != positive",
+                           "molecular.alk.status = unknown", "tumor.size_cm = null"]
+    assert holding({"age_years": 0.5, "tumor": {"size_cm": 3.9}, "molecular": {"alk": {"status": "negative"}}}) == [
+        "age_years != null", "age_years < {param: crizotinib_min_age_years}",
+        "age_years < {param: selpercatinib_min_age_years}", "age_years < {param: trk_infant_check_age_years}",
+        "molecular.alk.status != positive", "molecular.alk.status = negative"]
+
+
+def test_strata_do_not_depend_on_the_order_rules_are_defined_in(rulebook, engine):
+    from imt_cds.core.conditions import DerivedTest
+
+    strata = {name: rule.stratum for name, rule in engine.program.rules.items()}
+    assert max(strata.values()) == 1
+    for order in (reversed, lambda rules: random.Random(7).sample(rules, len(rules))):
+        reordered = dataclasses.replace(rulebook, rules=tuple(order(list(rulebook.rules))))
+        program = compile_rulebook(reordered)
+        assert {name: rule.stratum for name, rule in program.rules.items()} == strata
+    # A rule needing a fact that only a stratum-1 rule (D06, behind "not DATA_BLOCK") derives runs in stratum 1,
+    # whether it is defined before or after D06.
+    needing = dataclasses.replace(rulebook.rule("R37"), when=DerivedTest("ALK_INHIBITOR_ELIGIBLE"))
+    others = [r for r in rulebook.rules if r.id != "R37"]
+    for rules in ([needing, *others], [*others, needing]):
+        program = compile_rulebook(dataclasses.replace(rulebook, rules=tuple(rules)))
+        assert {er.stratum for er in program.branches("R37")} == {1}
+
+
+def test_a_branch_the_engine_cannot_hold_is_refused_with_its_size(rulebook):
+    import pytest
+
+    from imt_cds.core.conditions import Atom
+    from imt_cds.core.errors import RulebookError
+
+    partners = tuple(f"GENE{i}" for i in range(28))
+    for count, slots in ((27, 31), (26, 30)):  # not_in on a nullable gene: null, or none of the symbols
+        atom = Atom("molecular.alk.fusion_partner", "not_in", partners[:count])
+        rules = tuple(dataclasses.replace(r, when=atom) if r.id == "R37" else r for r in rulebook.rules)
+        if slots <= 30:
+            assert compile_rulebook(dataclasses.replace(rulebook, rules=rules)).branches("R37")
+            continue
+        with pytest.raises(RulebookError) as caught:
+            compile_rulebook(dataclasses.replace(rulebook, rules=rules))
+        (problem,) = caught.value.problems
+        assert (problem.rule, problem.path) == ("R37", "when")
+        assert problem.message == f"condition branch R37.0 needs {slots} engine expression slots (limit 30); split the rule"
+
+
+def test_each_reason_names_the_rulebook_parameter_its_test_compares_with(engine):
+    from imt_cds.core.conditions import Atom, ParamRef
+
+    named = set()
+    for engine_rule in engine.program.rules.values():
+        for reason in engine_rule.reasons:
+            literal = reason.literal
+            if isinstance(literal, Atom) and isinstance(literal.operand, ParamRef):
+                assert reason.parameter == literal.operand.name
+                named.add(reason.parameter)
+            else:
+                assert reason.parameter is None
+    assert {"size_risk_threshold_cm", "crizotinib_min_age_years"} <= named
+
+
+def test_a_rules_branches_are_named_by_the_rule_and_their_place_from_zero(engine):
+    # A trace names the engine rule that fired (e.g. "R35.1"), and a replay compares traces by these names.
+    counted = 0
+    for rule in engine.program.rulebook.rules:
+        names = [er.name for er in engine.program.branches(rule)]
+        assert names == [f"{rule.id}.{i}" for i in range(len(names))]
+        counted += len(names) > 1
+    assert counted >= 3
+
+
+def test_negated_tests_of_open_ended_fields_hold_exactly_as_the_rules_readme_reads_them(rulebook):
+    # Gene symbols and sets have no finite domain, so their negations compile to "not equal" tests (and null is
+    # "not any of these" unless listed). Read by hand: is_not/not_in are plain negation, so they hold for null.
+    from imt_cds.core.conditions import Any_, Atom
+
+    gene, methods = "molecular.alk.fusion_partner", "molecular.alk.methods"
+    atoms = {
+        "not in {null, RANBP2}": Atom(gene, "not_in", (None, "RANBP2")),
+        "not in {RANBP2, TPM3}": Atom(gene, "not_in", ("RANBP2", "TPM3")),
+        "in {RANBP2, null}": Atom(gene, "in", ("RANBP2", None)),
+        "!= null": Atom(gene, "is_not", None),
+        "!= RANBP2": Atom(gene, "is_not", "RANBP2"),
+        "methods != {IHC}": Atom(methods, "is_not", frozenset({"IHC"})),
+        "methods not in {{}, {IHC}}": Atom(methods, "not_in", (frozenset(), frozenset({"IHC"}))),
+    }
+    rules = tuple(dataclasses.replace(r, when=Any_(tuple(atoms.values()))) if r.id == "R37" else r
+                  for r in rulebook.rules)
+    engine = Engine(dataclasses.replace(rulebook, rules=rules))
+    names = {atom: name for name, atom in atoms.items()}
+
+    def holding(partner, tests=("IHC",)):
+        patient = {"molecular": {"alk": {"status": "positive", "fusion_partner": partner, "methods": list(tests)}}}
+        return {names[a] for a in engine.true_conditions(patient) if a in names}
+
+    assert holding(None) == {"in {RANBP2, null}", "not in {RANBP2, TPM3}", "!= RANBP2"}
+    assert holding("RANBP2") == {"in {RANBP2, null}", "!= null"}
+    assert holding("tpm3") == {"not in {null, RANBP2}", "!= null", "!= RANBP2"}  # symbols compare case-insensitively
+    assert holding("EML4", ("IHC", "FISH")) == {
+        "methods != {IHC}", "methods not in {{}, {IHC}}", "not in {null, RANBP2}", "not in {RANBP2, TPM3}",
+        "!= null", "!= RANBP2"}
+    assert "methods not in {{}, {IHC}}" not in holding("EML4", ())
+
+
+def test_a_rulebook_without_rules_compiles_to_the_anchor_alone_in_one_stratum(rulebook):
+    program = compile_rulebook(dataclasses.replace(rulebook, rules=()))
+    assert (list(program.rules), program.strata) == ([ANCHOR], 1)  # no rule, so no stratum marker to assert

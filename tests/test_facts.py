@@ -266,3 +266,77 @@ def test_the_command_line_applies_the_size_limit_at_the_boundary(tmp_path):
     piped = subprocess.run([str(script), "evaluate", "-"], input=_padded(LIMIT + 1), capture_output=True,
                            text=True, timeout=300)
     assert piped.returncode == 2 and f"input is larger than {LIMIT} bytes" in piped.stderr
+
+
+def test_leaf_texts_are_one_per_field_and_a_short_or_long_tuple_is_refused():
+    from imt_cds.core.fact_fields import leaf_values
+    from imt_cds.core.validation import render_leaves
+
+    facts = parse_facts({"age_years": 4.5, "molecular": {"alk": {"methods": ["NGS_RNA", "IHC"]}}})
+    values = leaf_values(facts)
+    texts = render_leaves(values)
+    assert len(texts) == len(values) and [orjson.loads(t) for t in texts][:2] == [None, 4.5]
+    assert '["IHC","NGS_RNA"]' in texts
+    assert canonical_json(facts, texts) == canonical_json(facts)
+    for wrong in (values[:-1], (*values, None)):
+        with pytest.raises(ValueError):
+            render_leaves(wrong)
+
+
+SITES = "one of thoracic, abdominal_pelvic, head_neck, genitourinary, other, unknown"
+AGE = "a finite number >= 0 and <= 120 years, or null"
+TUMOR_KEYS = "site, size_cm, resectability, distant_disease, epithelioid_morphology"
+
+
+@pytest.mark.parametrize(("data", "path", "message", "value"), [
+    ({"tumr": {}}, "tumr", "unknown key 'tumr'; did you mean 'tumor'? Allowed keys here: patient_id, age_years, tumor, "
+                           "symptoms, molecular, history", "<object with 0 key(s)>"),
+    ({"tumor": {"sise_cm": 3}}, "tumor.sise_cm",
+     f"unknown key 'sise_cm'; did you mean 'size_cm'? Allowed keys here: {TUMOR_KEYS}", 3),
+    ({"tumor": {"xyz": 1}}, "tumor.xyz", f"unknown key 'xyz' Allowed keys here: {TUMOR_KEYS}", 1),
+    ({"tumor": "big"}, "tumor", "expected an object, got a string", "big"),
+    ({"molecular": {"alk": {"methods": ["IHC", "FIHS"]}}}, "molecular.alk.methods[1]",
+     "'FIHS' is not a test method; did you mean 'FISH'? Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA "
+     "(order and repeats do not matter)", "FIHS"),
+    ({"molecular": {"alk": {"methods": ["Q" * 201]}}}, "molecular.alk.methods[0]",  # shown cut after 200 characters
+     f"'{'Q' * 200}…' is not a test method. Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA (order and "
+     "repeats do not matter)", "Q" * 200 + "…"),
+    ({"molecular": {"alk": {"methods": ["Q" * 200]}}}, "molecular.alk.methods[0]",
+     f"'{'Q' * 200}' is not a test method. Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA (order and "
+     "repeats do not matter)", "Q" * 200),
+    ({"molecular": {"alk": {"methods": ["IHC", 3]}}}, "molecular.alk.methods[1]",
+     "3 is not a test method. Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA (order and repeats do not "
+     "matter)", 3),
+    ({"tumor": {"site": None}}, "tumor.site", f"null is not allowed here; expected {SITES}", None),
+    ({"tumor": {"site": "thorasic"}}, "tumor.site",
+     f"'thorasic' is not allowed; did you mean 'thoracic'? Expected {SITES}", "thorasic"),
+    ({"tumor": {"site": "zzz"}}, "tumor.site", f"'zzz' is not allowed. Expected {SITES}", "zzz"),
+    ({"molecular": {"alk": {"fusion_partner": "ranbp2!"}}}, "molecular.alk.fusion_partner",
+     "'ranbp2!' is not a gene symbol; expected a gene symbol (letters, digits and hyphens, no blanks, e.g. RANBP2), "
+     "or null", "ranbp2!"),
+    ({"age_years": math.inf}, "age_years", f"must be a finite number; expected {AGE}", math.inf),
+    ({"age_years": "old"}, "age_years", f"input should be a valid number; expected {AGE}", "old"),
+    ({"age_years": None, "tumor": {"size_cm": [1, [2]]}}, "tumor.size_cm",
+     "input should be a valid number; expected a finite number > 0 and <= 100 cm, or null", "<array of 2 items>"),
+    ({"age_years": list(range(11))}, "age_years", f"input should be a valid number; expected {AGE}",
+     "<array of 11 items>"),
+    ({"age_years": [1, 2]}, "age_years", f"input should be a valid number; expected {AGE}", [1, 2]),
+    ({"tumor": {"site": "a\ud800"}}, "tumor.site",
+     "'a\\ud800' is not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)", "a\\ud800"),
+    ({"patient_id": "x" * 300}, "patient_id", "string should have at most 256 characters; expected a non-empty string "
+                                              "of at most 256 characters, or null", "x" * 200 + "…"),
+    ({"history": {1: 2}}, "history", "object keys must be strings, got 1", 1),
+    ({"molecular": {"alk": {7: 2}}}, "molecular.alk", "object keys must be strings, got 7", 7),
+])
+def test_each_problem_names_the_field_what_was_given_and_what_is_allowed(data, path, message, value):
+    assert [(p.path, p.message, p.value) for p in problems(data).values()] == [(path, message, value)]
+
+
+def test_the_canonical_writer_refuses_a_value_outside_its_fields_domain():
+    # Facts changed after validation (model_copy does not validate) must not be hashed as if they were valid.
+    facts = parse_facts({})
+    for section, field, value in (("tumor", "site", "moon"), ("history", "recurrence", "yes"),
+                                  ("tumor", "distant_disease", "maybe")):
+        changed = facts.model_copy(update={section: getattr(facts, section).model_copy(update={field: value})})
+        with pytest.raises(KeyError):
+            canonical_json(changed)

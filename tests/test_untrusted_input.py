@@ -180,6 +180,12 @@ def test_a_byte_order_mark_is_accepted_and_yaml_is_named():
 
 @pytest.mark.parametrize(("value", "path", "shown"), [
     ({"patient_id": 2**64 + 1}, "patient_id", "<an integer of 65 bits>"),
+    # orjson writes integers from -2**63 to 2**64 - 1: those are echoed as given, one beyond either end is not
+    ({"patient_id": -(2**63)}, "patient_id", -(2**63)),
+    ({"patient_id": -(2**63) - 1}, "patient_id", "<an integer of 64 bits>"),
+    ({"patient_id": 2**64 - 1}, "patient_id", 2**64 - 1),
+    ({"patient_id": 2**64}, "patient_id", "<an integer of 65 bits>"),
+    ({"patient_id": -1}, "patient_id", -1),
     ({"tumor": {"size_cm": 10**5000}}, "tumor.size_cm", "<an integer of 16610 bits>"),
     ({"patient_id": "a\ud800"}, "patient_id", "a\\ud800"),
     ({"tumor": {"x\udc00": 1}}, "tumor", "x\\udc00"),
@@ -216,3 +222,74 @@ def test_deep_nesting_beyond_the_interpreter_stack_is_an_input_error():
         parse_facts_json(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(InvalidInputError):
         parse_facts(_nested(1, 100_000, True))
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    ([1, 2], "an array"), ("x", "a string"), (None, "null"), (3, "a number"), (True, "a boolean"),
+])
+def test_a_document_that_is_not_an_object_is_one_problem_naming_what_it_is(value, kind):
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts(value)
+    (problem,) = caught.value.problems
+    assert (problem.path, problem.message, problem.value) == (
+        "", f"expected an object with patient facts, got {kind}", value)
+
+
+def test_any_mapping_is_read_as_patient_facts_not_only_a_dict():
+    from types import MappingProxyType
+
+    facts = parse_facts(MappingProxyType({"age_years": 8, "tumor": {"site": "thoracic"}}))
+    assert (facts.age_years, facts.tumor.site) == (8, "thoracic")
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts(MappingProxyType({"age_years": -1}))
+    assert [p.path for p in caught.value.problems] == ["age_years"]
+
+
+@pytest.mark.parametrize(("document", "message", "value"), [
+    (b"x" * 1_000_001, "input is larger than 1000000 bytes", None),
+    ("x" * 1_000_001, "input is larger than 1000000 characters", None),
+    (b"\xff{}", "input is not UTF-8 text (invalid start byte)", None),
+    (b'{"age_years": 3, "age_years": 4}', "duplicate key 'age_years' in a JSON object", "age_years"),
+    (b'{"age_years": NaN}', "NaN is not allowed: numbers must be finite JSON numbers", "NaN"),
+    (b'{"age_years": -Infinity}', "-Infinity is not allowed: numbers must be finite JSON numbers", "-Infinity"),
+    (b"age_years: 8",
+     'this looks like YAML, not JSON: give the patient facts as one JSON object, e.g. {"age_years": 8}', None),
+    (b'{"age_years": }', "malformed JSON: Expecting value at line 1 column 15", None),
+    (b'{"age_years": 1' + b"0" * 5000 + b"}",
+     "a number in the input has too many digits (Exceeds the limit (4300 digits) for integer string conversion: "
+     "value has 5001 digits)", None),
+])
+def test_a_document_that_cannot_be_read_is_one_problem_about_the_whole_document(document, message, value):
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts_json(document)
+    assert [(p.path, p.message, p.value) for p in caught.value.problems] == [("", message, value)]
+
+
+def test_nesting_is_refused_from_the_33rd_level_and_not_before():
+    def nested(depth):  # "history" is level 1; depth more levels of {"x": ...} below it
+        return {"history": _nested(1, depth, True)}
+
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts(nested(31))  # 32 levels: the actual problem is reported
+    assert [(p.path, p.message.split(" Allowed")[0]) for p in caught.value.problems] == [
+        ("history.x", "unknown key 'x'")]
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts(nested(32))
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        ("history" + ".x" * 31 + " …", "input is nested too deeply: more than 32 levels (a patient has at most 4)")]
+
+
+def test_the_strict_json_reader_refuses_repeated_keys_at_any_depth_and_non_finite_numbers():
+    from imt_cds.core.validation import DuplicateKeyError, NonFiniteNumberError, loads_strict
+
+    assert loads_strict('{"a": {"b": 1, "c": [1, {"b": 2}]}, "b": 3}') == {"a": {"b": 1, "c": [1, {"b": 2}]}, "b": 3}
+    for text, key in (('{"a": 1, "b": 2, "a": 1}', "a"), ('{"x": [{"k": 1, "k": 1}]}', "k")):
+        with pytest.raises(DuplicateKeyError) as caught:
+            loads_strict(text)
+        assert (caught.value.key, str(caught.value)) == (key, f"duplicate key {key!r}")
+    for name in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(NonFiniteNumberError) as caught:
+            loads_strict(f'{{"age_years": {name}}}')
+        assert (caught.value.name, str(caught.value)) == (name, f"{name} is not a JSON number")
+    with pytest.raises(json.JSONDecodeError):
+        loads_strict('{"a": }')
