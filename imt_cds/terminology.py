@@ -81,21 +81,23 @@ class ValueSet:
     text_patterns: tuple[str, ...] = ()
     text_exclusions: tuple[str, ...] = ()
     file: str = ""  # the file it was loaded from, relative to the rulebook directory
-    _index: frozenset[Coding] = field(init=False, repr=False, compare=False)
+    # (system, code) pairs: a plain tuple hashes in C, a dataclass through Python (the FHIR reader asks per coding)
+    _index: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
     _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     _exclusions: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", frozenset(Coding(c.system, c.code) for c in self.codes))
+        object.__setattr__(self, "_index", frozenset((c.system, c.code) for c in self.codes))
         object.__setattr__(self, "_patterns", tuple(re.compile(p, re.IGNORECASE) for p in self.text_patterns))
         object.__setattr__(self, "_exclusions", tuple(re.compile(p, re.IGNORECASE) for p in self.text_exclusions))
 
     def has(self, system: Any, code: Any) -> bool:
-        return isinstance(system, str) and isinstance(code, str) and Coding(system, code) in self._index
+        return isinstance(system, str) and isinstance(code, str) and (system, code) in self._index
 
     def matching(self, codings: Iterable[Coding]) -> tuple[Coding, ...]:
         """The codings (system, code) that are in this value set, in the order given."""
-        return tuple(c for c in codings if c in self._index)
+        index = self._index
+        return tuple(c for c in codings if (c.system, c.code) in index)
 
     def names_in_text(self, text: Any) -> bool:
         """Whether a free text names this value set's concept (and says nothing that negates or doubts it)."""

@@ -852,6 +852,12 @@ MORPHOLOGY = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-m
                                                                            "number"),
     (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": 8825}]), "coding.code must be text, found a number"),
     (lambda c: c.update(extension={"url": MORPHOLOGY}), "extension must be a list of objects, found an object"),
+    # a well-formed item first, then a malformed one: every item is checked, not only the first
+    (lambda c: c.update(bodySite=[{"coding": []}, "lung"]), "bodySite must be a list of objects, found a list"),
+    (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": "8825/1"}, "8825/1"]), "coding must be a list of "
+                                                                                          "objects, found a list"),
+    (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": "8825/1"}, {"system": ICDO3, "code": 1}]),
+     "coding.code must be text, found a number"),
 ])
 def test_a_malformed_imt_condition_is_skipped_naming_the_element(break_it, message):
     imt = copy.deepcopy(IMT)
