@@ -833,7 +833,7 @@ class _Reader:
     def _settle(self, path: str, offered: list[_Candidate]) -> list[_Candidate] | None:
         """The candidates that stand for a fact: all of them when they agree; when they do not, the latest-dated
         ones (earlier ones are reported as superseded), or None when findings of the same time disagree."""
-        if len({_key(c.value) for c in offered}) == 1:
+        if len(offered) == 1 or len({_key(c.value) for c in offered}) == 1:  # (most facts have one source)
             return offered
         dated = [c for c in offered if c.when is not None]
         latest = [c for c in dated if not any(c.when.before(other.when) for other in dated)]  # type: ignore[union-attr]
