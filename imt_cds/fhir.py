@@ -914,8 +914,12 @@ def _objects(resource: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     value = resource.get(key)
     if value is None:
         return []
-    if type(value) is list and all(type(v) is dict for v in value):  # the usual shape, checked cheaply
-        return value
+    if type(value) is list:  # the usual shape (a list of dicts), checked cheaply
+        for item in value:
+            if type(item) is not dict:
+                break
+        else:
+            return value
     if not isinstance(value, list) or not all(isinstance(v, _OBJECT) for v in value):
         raise _Malformed(f"{key} must be a list of objects, found {_kind(value)}")
     return value
@@ -1047,8 +1051,11 @@ def _period(text: str) -> _Period | None:
         return None
 
 
+_FULL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _full_date(text: str) -> date | None:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+    if not _FULL_DATE.fullmatch(text):
         return None
     try:
         return date.fromisoformat(text)

@@ -41,6 +41,8 @@ TERMINOLOGY_DIR = "terminology"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _KEYS = ("value_set", "title", "description", "codes", "text_patterns", "text_exclusions")
 _CODE_KEYS = ("system", "code", "display", "source")
+_MEMO_TEXTS = 1024  # texts whose verdict a value set remembers (see ValueSet._named)
+_MEMO_TEXT_CHARS = 500  # longer texts are searched every time
 
 # The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
 REQUIRED_VALUE_SETS = MappingProxyType({
@@ -85,11 +87,16 @@ class ValueSet:
     _index: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
     _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     _exclusions: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    # text -> names_in_text(text): a pure function of the text, asked once per Condition of every chart, and charts
+    # repeat the same few texts (a code's display); a dozen case-blind searches cost more than reading the rest of
+    # the Condition. Bounded (entries and text length), so a stream of distinct texts cannot grow it.
+    _named: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", frozenset((c.system, c.code) for c in self.codes))
         object.__setattr__(self, "_patterns", tuple(re.compile(p, re.IGNORECASE) for p in self.text_patterns))
         object.__setattr__(self, "_exclusions", tuple(re.compile(p, re.IGNORECASE) for p in self.text_exclusions))
+        object.__setattr__(self, "_named", {})
 
     def has(self, system: Any, code: Any) -> bool:
         return isinstance(system, str) and isinstance(code, str) and (system, code) in self._index
@@ -103,7 +110,14 @@ class ValueSet:
         """Whether a free text names this value set's concept (and says nothing that negates or doubts it)."""
         if not isinstance(text, str) or not self._patterns:
             return False
-        return any(p.search(text) for p in self._patterns) and not any(x.search(text) for x in self._exclusions)
+        named = self._named.get(text)
+        if named is None:
+            named = any(p.search(text) for p in self._patterns) and not any(x.search(text) for x in self._exclusions)
+            if len(text) <= _MEMO_TEXT_CHARS:
+                if len(self._named) >= _MEMO_TEXTS:
+                    self._named.clear()  # (rare: start again rather than track which text is oldest)
+                self._named[text] = named
+        return named
 
     def display(self, system: str, code: str) -> str | None:
         return next((c.display for c in self.codes if c.system == system and c.code == code), None)
