@@ -13,17 +13,11 @@ from datetime import date
 import pytest
 
 from imt_cds.core.errors import ChartRefusedError, InvalidInputError
-from imt_cds.fhir.reader import (
+from imt_cds.fhir.reader import (  # the private helpers, pinned directly: each is one promise
     Diagnosis,
     Eligibility,
     FhirFacts,
     FhirProblem,
-    bundle_resources,
-    facts_from_bundle,
-    facts_from_resources,
-    resource_label,
-)
-from imt_cds.fhir.reader import (  # the private helpers, pinned directly: each is one promise
     _age_in_years,
     _Candidate,
     _full_date,
@@ -35,6 +29,10 @@ from imt_cds.fhir.reader import (  # the private helpers, pinned directly: each 
     _set,
     _short,
     _unset,
+    bundle_resources,
+    facts_from_bundle,
+    facts_from_resources,
+    resource_label,
 )
 
 ON = date(2026, 11, 21)
@@ -852,6 +850,12 @@ MORPHOLOGY = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-m
                                                                            "number"),
     (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": 8825}]), "coding.code must be text, found a number"),
     (lambda c: c.update(extension={"url": MORPHOLOGY}), "extension must be a list of objects, found an object"),
+    # a well-formed item first, then a malformed one: every item is checked, not only the first
+    (lambda c: c.update(bodySite=[{"coding": []}, "lung"]), "bodySite must be a list of objects, found a list"),
+    (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": "8825/1"}, "8825/1"]), "coding must be a list of "
+                                                                                          "objects, found a list"),
+    (lambda c: c["code"].update(coding=[{"system": ICDO3, "code": "8825/1"}, {"system": ICDO3, "code": 1}]),
+     "coding.code must be text, found a number"),
 ])
 def test_a_malformed_imt_condition_is_skipped_naming_the_element(break_it, message):
     imt = copy.deepcopy(IMT)

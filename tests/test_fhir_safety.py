@@ -162,6 +162,25 @@ def test_wrong_diagnosis_a_text_only_diagnosis_counts_but_is_flagged_and_a_negat
         assert not read(chart(imt=imt)).eligibility.eligible, doubtful
 
 
+def test_wrong_diagnosis_a_text_seen_before_gets_the_same_verdict_and_the_texts_remembered_are_bounded():
+    # A value set remembers its verdict per text (charts repeat the same displays): a negated text that begins like
+    # a plain one must not inherit its verdict, in either order, and a stream of distinct texts must not grow it.
+    value_set = load_rulebook().terminology["imt-diagnosis"]
+    plain, negated = "Inflammatory myofibroblastic tumor", "Inflammatory myofibroblastic tumor excluded"
+    for _ in range(2):
+        assert value_set.names_in_text(plain) and not value_set.names_in_text(negated)
+        assert not value_set.names_in_text(negated + " ") and value_set.names_in_text(plain + " ")
+    long_text = "Inflammatory myofibroblastic tumor " + "of the lung " * 60
+    assert value_set.names_in_text(long_text) and not value_set.names_in_text(long_text + " ruled out")
+    assert long_text not in value_set._named  # long texts are searched each time, never kept
+    for number in range(3000):
+        assert value_set.names_in_text(f"inflammatory myofibroblastic tumour {number}")
+    assert len(value_set._named) <= 1024
+    imt = copy.deepcopy(IMT)
+    imt["code"] = {"text": negated}
+    assert not read(chart(imt=imt)).eligibility.eligible
+
+
 def test_wrong_diagnosis_the_value_set_is_the_rulebooks_and_an_institution_can_extend_it(tmp_path):
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules)

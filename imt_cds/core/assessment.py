@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .assessment_json import JsonTemplates, trace_shape, union_of_branches
+from .assessment_json import _RECOMMENDATION_KINDS, JsonTemplates, trace_shape, union_of_branches
 from .compiler import EngineRule, Program, ReasonTemplate
 from .conditions import Atom, DerivedTest
 from .errors import NaiveDateTimeError
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 Firing = tuple[str, "str | None"]
-_RECOMMENDATION_KINDS = ("recommendation", "data_request")
 
 
 class RuleRef(NamedTuple):
@@ -484,22 +483,28 @@ class Assessment:
         return tuple(facts)
 
     @_lazy
-    def suppressed(self) -> tuple[Suppression, ...]:
+    def _suppression_plan(self) -> tuple[tuple[str, str, RuleRef, str, tuple[str, ...], RuleRef], ...]:
+        """Each suppressed finding as (code, rule id, by, fact, reasons, suppression rule), in the order of the
+        suppressions (by code, then rule id): what both ``suppressed`` and the JSON are written from."""
         templates = self._templates
         rulebook = templates.program.rulebook
         items = []
         for rule_id, by_rule in self._suppressed_by.items():
             for code in self._produced.get(rule_id, ()):
-                finding = self._finding(rule_id, code)
                 for suppression_id, reasons in by_rule.items():
                     suppression_rule = rulebook.rule(suppression_id)
                     assert isinstance(suppression_rule.when, DerivedTest)
                     fact = suppression_rule.when.name
                     held = sorted((r for r in reasons if r is not None), key=templates.position.__getitem__)
                     texts = tuple(rulebook.rule(r).reason or r for r in held)
-                    items.append(Suppression(finding, RuleRef.of(templates.deriving_rule[fact]), fact, texts,
-                                             templates.refs[suppression_id]))
-        return tuple(sorted(items, key=lambda s: (s.finding.code, s.finding.rule.id)))
+                    items.append((code, rule_id, RuleRef.of(templates.deriving_rule[fact]), fact, texts,
+                                  templates.refs[suppression_id]))
+        return tuple(sorted(items, key=lambda item: (item[0], item[1])))
+
+    @_lazy
+    def suppressed(self) -> tuple[Suppression, ...]:
+        return tuple(Suppression(self._finding(rule_id, code), by, fact, texts, suppression_rule)
+                     for code, rule_id, by, fact, texts, suppression_rule in self._suppression_plan)
 
     @_lazy
     def trace(self) -> tuple[TraceEntry, ...]:
@@ -565,34 +570,65 @@ class Assessment:
     def _json(self) -> str:
         writer = self._templates.json
         leaves = self._leaves
+        fired = self._fired
         recommendations, risk_flags = [], []
-        for code, (first, *others) in self._emitted.items():
-            text = writer.finding_head[(first, code)] + writer.because(self._branches(first, code), leaves,
-                                                                       self._reasons_of)
-            if others:
+        finding_writer = writer.finding_writer
+        for code, rule_ids in self._emitted.items():
+            first = rule_ids[0]
+            if len(rule_ids) == 1 and len(fired[first]) == 1:
+                # the usual case: one fired branch of one rule, written from its fragments in a few C calls
+                found = finding_writer.get((fired[first][0].name, code))
+                if found is not None:
+                    write, recommendation = found
+                    (recommendations if recommendation else risk_flags).append(write(leaves))
+                    continue
+            text = self._finding_json(first, code)
+            if len(rule_ids) > 1:
                 extra = [writer.rule_ref[r][:-1] + ',"evidence":' + writer.evidence_ids[r] + ',"because":'
                          + writer.because(self._branches(r, code), leaves, self._reasons_of) + "}"
-                         for r in others]
-                text += ',"also_from":[' + ",".join(extra) + "]"
-            text += "}"
+                         for r in rule_ids[1:]]
+                text = text[:-1] + ',"also_from":[' + ",".join(extra) + "]}"
             kind = self._templates.findings[(first, code)].kind
             (recommendations if kind in _RECOMMENDATION_KINDS else risk_flags).append(text)
-        derived = [writer.derived_head[r] + writer.because(self._branches(r, None), leaves, self._reasons_of) + "}"
-                   for r in self._deriving_rules]
-        suppressed = [orjson.dumps(s.to_dict()).decode() for s in self.suppressed] if self._suppressed_by else []
+        derived = []
+        derived_writer = writer.derived_writer
+        for rule_id in self._deriving_rules:
+            branches = fired[rule_id]
+            if len(branches) == 1 and (write := derived_writer.get(branches[0].name)) is not None:
+                derived.append(write(leaves))
+            else:
+                derived.append(writer.derived_head[rule_id] + writer.because(self._branches(rule_id, None), leaves,
+                                                                             self._reasons_of) + "}")
+        suppressed = []
+        if self._suppressed_by:
+            for code, rule_id, by, fact, texts, suppression_rule in self._suppression_plan:
+                # The finding is written as in the findings; the rest (small) through orjson, as the objects say it.
+                rest = orjson.dumps({"by": {**by.to_dict(), "fact": fact},
+                                     "reason": "; ".join(texts) if texts else f"{fact} holds",
+                                     "reasons": list(texts), "suppression_rule": suppression_rule.to_dict()})
+                suppressed.append('{"finding":' + self._finding_json(rule_id, code) + "," + rest[1:].decode())
         trace = []
+        trace_writer = writer.trace_writer
         rules = self._templates.rules
         for seq, (name, message) in enumerate(self._firings, 1):
-            engine_rule = rules[name]
-            if engine_rule.rule is None:
+            write = trace_writer.get(name)
+            if write is not None:
+                trace.append(f'{{"seq":{seq}' + write(leaves))
                 continue
-            if engine_rule.suppression is not None:
+            engine_rule = rules[name]
+            if engine_rule.rule is not None and engine_rule.suppression is not None:
                 trace.append(orjson.dumps(self._suppression_entry(seq, engine_rule, message).to_dict()).decode())
-            else:
-                trace.append(writer.trace_entry(seq, name, leaves))
         return writer.document(self.patient_id, recommendations, risk_flags, derived, suppressed, trace,
                                self.input_sha256, self.evaluated_at, self.diagnosis)
 
+    def _finding_json(self, rule_id: str, code: str) -> str:
+        """One rule's finding as JSON, without ``also_from`` (as ``_finding(rule_id, code).to_dict()`` says it)."""
+        writer = self._templates.json
+        branches = self._branches(rule_id, code)
+        if len(branches) == 1 and (found := writer.finding_writer.get((branches[0], code))) is not None:
+            return found[0](self._leaves)  # type: ignore[no-any-return]
+        return (writer.finding_head[(rule_id, code)] + writer.because(branches, self._leaves, self._reasons_of)
+                + "}")
 
 
 def _suppression_match(message: str | None) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ This module never decides anything and knows nothing about the engine: it format
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
@@ -22,10 +23,37 @@ from .conditions import Atom, DerivedTest
 __all__ = ["JsonTemplates", "TraceShape", "trace_shape", "union_of_branches"]
 
 SCHEMA = "imt-cds/assessment/1"
+_RECOMMENDATION_KINDS = ("recommendation", "data_request")  # listed under recommendations; the others are risk flags
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _escaped(text: str) -> str:
+    """Static JSON text as a %-format string (a test's or a reason's text may hold '%')."""
+    return text.replace("%", "%%")
+
+
+def _filler(pieces: Sequence[str | int]) -> Callable[[Sequence[str]], str]:
+    """A function writing ``pieces`` (static JSON text, and leaf indices where a patient's value goes): the static
+    text before the first value and after the last is joined on as it is (a copy), and what lies between is one
+    %-format of the leaves. So the per-patient work of a fragment is a few C calls, not a loop of joins; and the
+    long static parts (evidence quotes) are never scanned for '%' (formatting is several times slower than
+    copying)."""
+    positions = [n for n, piece in enumerate(pieces) if isinstance(piece, int)]
+    if not positions:
+        static = "".join(str(piece) for piece in pieces)
+        return lambda leaves: static
+    first, last = positions[0], positions[-1]
+    prefix = "".join(str(piece) for piece in pieces[:first])
+    suffix = "".join(str(piece) for piece in pieces[last + 1:])
+    if first == last:
+        index = int(pieces[first])
+        return lambda leaves: prefix + leaves[index] + suffix
+    middle = "".join(_escaped(piece) if isinstance(piece, str) else "%s" for piece in pieces[first:last + 1])
+    pick = itemgetter(*(int(pieces[n]) for n in positions))
+    return lambda leaves: prefix + middle % pick(leaves) + suffix
 
 
 class TraceShape(NamedTuple):
@@ -111,6 +139,35 @@ class JsonTemplates:
                              for name, engine_rule in program.rules.items()}
         self.trace_parts = {name: self._trace_parts(name, program.rules[name], shape, refs)
                             for name, shape in trace_shapes.items()}
+        # The same pieces as writers (``_filler``) of what one fired branch (engine rule) writes on its own (the
+        # usual case): its trace entry after '"seq":N', its finding(s) and its derived fact. A rationale that names
+        # a multi-reason fact (CONTRADICTION) lists the reasons that held, so it has no writer and goes the long way.
+        multi_reason = {rule.derives for rule in rulebook.rules if rule.part_of and rule.derives}
+        self.trace_writer: dict[str, Callable[[Sequence[str]], str]] = {}
+        for name, (head, paths, tail) in self.trace_parts.items():
+            pieces: list[str | int] = [head]
+            for n, (key, index) in enumerate(paths):
+                pieces += [("," if n else "") + key, index]
+            self.trace_writer[name] = _filler([*pieces, tail])
+        # (engine rule, code) -> (the writer of the finding, whether it is listed under recommendations)
+        self.finding_writer: dict[tuple[str, str], tuple[Callable[[Sequence[str]], str], bool]] = {}
+        self.derived_writer: dict[str, Callable[[Sequence[str]], str]] = {}
+        for name, engine_rule in program.rules.items():
+            rule = engine_rule.rule
+            items = self.because_plan[name]
+            if rule is None or engine_rule.suppression is not None or any(i.derived in multi_reason for i in items):
+                continue
+            because: list[str | int] = ["["]
+            for n, (_, head, index, tail, _) in enumerate(items):
+                comma = "," if n else ""
+                because += [comma + head, index, tail] if index >= 0 else [comma + head + tail]
+            because.append("]")
+            for spec in engine_rule.produces:
+                self.finding_writer[(name, spec.code)] = (
+                    _filler([self.finding_head[(rule.id, spec.code)], *because, "}"]),
+                    spec.kind in _RECOMMENDATION_KINDS)
+            if engine_rule.derives is not None and rule.id in self.derived_head:
+                self.derived_writer[name] = _filler([self.derived_head[rule.id], *because, "}"])
         static = {
             "rulebook": {"name": rulebook.name, "version": rulebook.version, "sha256": rulebook.sha256},
             "parameters": rulebook.parameter_values,
@@ -156,11 +213,6 @@ class JsonTemplates:
             else:
                 parts.append(head + tail)
         return "[" + ",".join(parts) + "]"
-
-    def trace_entry(self, seq: int, name: str, leaves: Sequence[str]) -> str:
-        head, paths, tail = self.trace_parts[name]
-        facts = ",".join(key + leaves[index] for key, index in paths)
-        return f'{{"seq":{seq}{head}{facts}{tail}'
 
     def document(self, patient_id: str | None, recommendations: list[str], risk_flags: list[str],
                  derived: list[str], suppressed: list[str], trace: list[str], input_sha256: str,

@@ -45,6 +45,8 @@ TERMINOLOGY_DIR = "terminology"
 # method) and published as FHIR CodeSystems by ``imt-cds rules codesystems``.
 FACT_SYSTEM = "urn:imt-cds:fact"
 METHOD_SYSTEM = "urn:imt-cds:test-method"
+_MEMO_TEXTS = 1024  # texts whose verdict a value set remembers (see ValueSet._named)
+_MEMO_TEXT_CHARS = 500  # longer texts are searched every time
 
 # The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
 REQUIRED_VALUE_SETS = MappingProxyType({
@@ -85,27 +87,41 @@ class ValueSet:
     text_patterns: tuple[str, ...] = ()
     text_exclusions: tuple[str, ...] = ()
     file: str = ""  # the file it was loaded from, relative to the rulebook directory
-    _index: frozenset[Coding] = field(init=False, repr=False, compare=False)
+    # (system, code) pairs: a plain tuple hashes in C, a dataclass through Python (the FHIR reader asks per coding)
+    _index: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
     _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     _exclusions: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    # text -> names_in_text(text): a pure function of the text, asked once per Condition of every chart, and charts
+    # repeat the same few texts (a code's display); a dozen case-blind searches cost more than reading the rest of
+    # the Condition. Bounded (entries and text length), so a stream of distinct texts cannot grow it.
+    _named: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", frozenset(Coding(c.system, c.code) for c in self.codes))
+        object.__setattr__(self, "_index", frozenset((c.system, c.code) for c in self.codes))
         object.__setattr__(self, "_patterns", tuple(re.compile(p, re.IGNORECASE) for p in self.text_patterns))
         object.__setattr__(self, "_exclusions", tuple(re.compile(p, re.IGNORECASE) for p in self.text_exclusions))
+        object.__setattr__(self, "_named", {})
 
     def has(self, system: Any, code: Any) -> bool:
-        return isinstance(system, str) and isinstance(code, str) and Coding(system, code) in self._index
+        return isinstance(system, str) and isinstance(code, str) and (system, code) in self._index
 
     def matching(self, codings: Iterable[Coding]) -> tuple[Coding, ...]:
         """The codings (system, code) that are in this value set, in the order given."""
-        return tuple(c for c in codings if c in self._index)
+        index = self._index
+        return tuple(c for c in codings if (c.system, c.code) in index)
 
     def names_in_text(self, text: Any) -> bool:
         """Whether a free text names this value set's concept (and says nothing that negates or doubts it)."""
         if not isinstance(text, str) or not self._patterns:
             return False
-        return any(p.search(text) for p in self._patterns) and not any(x.search(text) for x in self._exclusions)
+        named = self._named.get(text)
+        if named is None:
+            named = any(p.search(text) for p in self._patterns) and not any(x.search(text) for x in self._exclusions)
+            if len(text) <= _MEMO_TEXT_CHARS:
+                if len(self._named) >= _MEMO_TEXTS:
+                    self._named.clear()  # (rare: start again rather than track which text is oldest)
+                self._named[text] = named
+        return named
 
     def display(self, system: str, code: str) -> str | None:
         return next((c.display for c in self.codes if c.system == system and c.code == code), None)

@@ -127,6 +127,8 @@ _MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
     "MedicationAdministration": ("completed", "in-progress", "stopped", "on-hold"),
 }
 _HISTORY = re.compile(r"/_history/[^/]*$")
+_NUMBER = (int, float)
+_CM_PER_UNIT = MappingProxyType({"cm": 1.0, "mm": 0.1})  # tumour size units understood
 
 
 # --- results ------------------------------------------------------------------------------------------------------
@@ -372,6 +374,7 @@ class _Reader:
     other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
 
     def offer(self, path: str, value: Any, source: str, when: _Period | None = None, note: str = "") -> None:
         self.candidates.setdefault(path, []).append(_Candidate(value, source, when, note))
@@ -638,6 +641,12 @@ class _Reader:
     def _resolve(self, reference: str) -> str:
         """The resource a reference names, as "Type/id": through a Bundle entry's fullUrl, else the last two
         segments of a relative, absolute or versioned reference; a reference it cannot read is returned as is."""
+        resolved = self.resolved.get(reference)
+        if resolved is None:
+            resolved = self.resolved[reference] = self._resolve_once(reference)
+        return resolved
+
+    def _resolve_once(self, reference: str) -> str:
         if reference in self.chart.aliases:
             return self.chart.aliases[reference]
         bare = _HISTORY.sub("", reference)
@@ -769,17 +778,20 @@ class _Reader:
 
     def _tumor_size(self, observation: Mapping[str, Any], where: str) -> None:
         for component in _objects(observation, "component"):
-            if not any(c.code == LONGEST_DIMENSION for c in _codings(_concept(component, "code"))):
+            for coding in _codings(_concept(component, "code")):
+                if coding.code == LONGEST_DIMENSION:
+                    break
+            else:
                 continue
             quantity = component.get("valueQuantity")
             if not isinstance(quantity, _OBJECT) or quantity.get("value") is None:
                 self.skip(where, "tumor size without a value; not used", "tumor.size_cm")
                 return
             value = quantity["value"]
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, _NUMBER):
                 raise _Malformed(f"valueQuantity.value must be a number, found {_kind(value)}")
             unit = quantity.get("code") or quantity.get("unit")
-            factor = {"cm": 1.0, "mm": 0.1}.get(str(unit))
+            factor = _CM_PER_UNIT.get(str(unit))
             if factor is None:
                 self.skip(where, f"tumor size in unit {_short(unit)!r}; only cm and mm are understood",
                           "tumor.size_cm")
@@ -819,7 +831,7 @@ class _Reader:
     def _settle(self, path: str, offered: list[_Candidate]) -> list[_Candidate] | None:
         """The candidates that stand for a fact: all of them when they agree; when they do not, the latest-dated
         ones (earlier ones are reported as superseded), or None when findings of the same time disagree."""
-        if len({_key(c.value) for c in offered}) == 1:
+        if len(offered) == 1 or len({_key(c.value) for c in offered}) == 1:  # (most facts have one source)
             return offered
         dated = [c for c in offered if c.when is not None]
         latest = [c for c in dated if not any(c.when.before(other.when) for other in dated)]  # type: ignore[union-attr]
@@ -900,6 +912,12 @@ def _objects(resource: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     value = resource.get(key)
     if value is None:
         return []
+    if type(value) is list:  # the usual shape (a list of dicts), checked cheaply
+        for item in value:
+            if type(item) is not dict:
+                break
+        else:
+            return value
     if not isinstance(value, list) or not all(isinstance(v, _OBJECT) for v in value):
         raise _Malformed(f"{key} must be a list of objects, found {_kind(value)}")
     return value
@@ -912,6 +930,21 @@ def _codings(concept: Mapping[str, Any] | None) -> tuple[Coding, ...]:
     codings = concept.get("coding")
     if codings is None:
         return ()
+    if type(codings) is list:
+        # The shape nearly every chart has (a list of objects whose system and code are text or absent), read in
+        # one pass; anything else takes the checking path below, which says what is wrong in the same words.
+        found = []
+        for coding in codings:
+            if type(coding) is not dict:
+                break
+            system, code = coding.get("system"), coding.get("code")
+            if type(system) is str and type(code) is str:
+                if system and code:
+                    found.append(Coding(system, code))
+            elif (system is not None and type(system) is not str) or (code is not None and type(code) is not str):
+                break
+        else:
+            return tuple(found)
     if not isinstance(codings, list) or not all(isinstance(c, _OBJECT) for c in codings):
         raise _Malformed(f"coding must be a list of objects, found {_kind(codings)}")
     found = []
@@ -1016,8 +1049,11 @@ def _period(text: str) -> _Period | None:
         return None
 
 
+_FULL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _full_date(text: str) -> date | None:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+    if not _FULL_DATE.fullmatch(text):
         return None
     try:
         return date.fromisoformat(text)
