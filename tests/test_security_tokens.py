@@ -116,6 +116,28 @@ def test_a_token_over_the_size_cap_is_refused(service, signer):
     refused(service, discover(service, token), "bytes long")
 
 
+def token_of_length(signer, audience, length):
+    """A valid token exactly ``length`` characters long (base64url cannot make every length from the payload alone,
+    so a header member of 0-2 characters takes up the rest)."""
+    start = max(0, (length - len(signer.token(audience, padding=""))) * 3 // 4 - 8)  # a padding char is 4/3
+    for extra in range(3):
+        for padding in range(start, start + 24):
+            token = signer.token(audience, padding="x" * padding, headers={"x": "y" * extra})
+            if len(token) >= length:
+                break
+        if len(token) == length:
+            return token
+    raise AssertionError(f"no token of {length} characters")
+
+
+def test_a_token_of_8_kib_is_accepted_and_one_byte_more_refused(tmp_path):
+    signer = Signer("https://ehr.example.org/")
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(signer.write_jwks(tmp_path))),)))
+    assert asyncio.run(checker.authenticate(f"Bearer {token_of_length(signer, DISCOVERY, 8192)}", [DISCOVERY]))
+    with pytest.raises(UnauthorizedError, match="is 8193 bytes long; at most 8192 are accepted"):
+        asyncio.run(checker.authenticate(f"Bearer {token_of_length(signer, DISCOVERY, 8193)}", [DISCOVERY]))
+
+
 def test_a_64_kb_token_is_refused(service, signer):
     """So large a header is refused by the HTTP layer before the token is even read: a 4xx, or the connection
     closed; never accepted, never a 5xx."""
@@ -162,6 +184,18 @@ def test_trusted_and_untrusted_issuers_get_the_same_refusal(service, signer):
     second = discover(service, trusted_but_expired)
     assert first.status_code == second.status_code == 401
     assert first.content == second.content and first.headers["www-authenticate"] == second.headers["www-authenticate"]
+
+
+def test_a_token_id_is_remembered_as_long_as_the_token_could_be_accepted(tmp_path):
+    # An expired token is still accepted within the leeway (60 s by default) after its exp: its jti must be
+    # remembered that long, or a replay inside the leeway would pass; after that it may be forgotten.
+    signer = Signer("https://ehr.example.org/")
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(signer.write_jwks(tmp_path))),)))
+    token = signer.token(DISCOVERY)
+    claims = asyncio.run(checker.authenticate(f"Bearer {token}", [DISCOVERY]))
+    key, exp = (signer.iss, claims["jti"]), claims["exp"]
+    assert not checker.replays.add(key, exp + 600, now=exp + 59.5)  # still remembered: a replay is refused
+    assert checker.replays.add(key, exp + 600, now=exp + 60.5)  # forgotten once no leeway can accept the token
 
 
 # --- replays across processes --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from service_support import Signer
+from service_support import FhirServer, Signer
 
 from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
 from imt_cds.service.errors import ServiceConfigError, UnauthorizedError
@@ -130,3 +130,24 @@ def test_the_lifetime_cap_also_refuses_an_old_token_that_has_not_expired(tmp_pat
     now = int(time.time())
     assert "at most 300 s are accepted" in refused(auth, signer.token(AUDIENCE, iat=now - 3600, exp=now + 60))
     assert check(auth, signer.token(AUDIENCE, iat=now - 200, exp=now + 60))["iss"] == ISSUER
+
+
+def padded_to(jwks: dict[str, Any], size: int) -> dict[str, Any]:
+    """The JWK Set with a padding member that makes its JSON (as the test server sends it) exactly ``size`` bytes."""
+    bare = len(json.dumps({**jwks, "padding": ""}).encode())
+    padded = {**jwks, "padding": "x" * (size - bare)}
+    assert len(json.dumps(padded).encode()) == size
+    return padded
+
+
+def test_a_jwk_set_url_answering_more_than_256_kib_is_refused_and_256_kib_are_read(tmp_path):
+    # The cap bounds what one token naming an unknown kid can make the service download and parse.
+    signer = Signer(ISSUER)
+    documents = {"/at-cap.json": padded_to(signer.jwks, 256 * 1024),
+                 "/over-cap.json": padded_to(signer.jwks, 256 * 1024 + 1)}
+    with FhirServer([], documents=documents) as server:
+        at_cap = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, server.origin + "/at-cap.json"),)))
+        assert check(at_cap, signer.token(AUDIENCE))["iss"] == ISSUER
+        over_cap = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, server.origin + "/over-cap.json"),)))
+        assert f"cannot get the JWK Set of {ISSUER} from {server.origin}/over-cap.json: the JWK Set is larger " \
+               "than 256 kB" in refused(over_cap, signer.token(AUDIENCE))
