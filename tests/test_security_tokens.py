@@ -16,7 +16,7 @@ import httpx
 import jwt
 import pytest
 from audit_support import new_database, running_postgres
-from service_support import Signer, bearer, running_service
+from service_support import Signer, bearer, hmac_token, running_service
 
 from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
 from imt_cds.service.errors import UNAUTHORIZED_MESSAGE, UnauthorizedError
@@ -166,7 +166,8 @@ def _with_header(signer, claims, header):
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     token = forged(signer, claims)
-    return ".".join([b64({"kid": signer.kid, "typ": "JWT", **header}), *token.split(".")[1:]])
+    # alg stays ES384 unless the test replaces it, so the value under test is what the check meets first.
+    return ".".join([b64({"alg": "ES384", "kid": signer.kid, "typ": "JWT", **header}), *token.split(".")[1:]])
 
 
 @pytest.mark.parametrize("aud", [{"a": 1}, [["x"]], 5])
@@ -196,6 +197,34 @@ def test_a_token_id_is_remembered_as_long_as_the_token_could_be_accepted(tmp_pat
     key, exp = (signer.iss, claims["jti"]), claims["exp"]
     assert not checker.replays.add(key, exp + 600, now=exp + 59.5)  # still remembered: a replay is refused
     assert checker.replays.add(key, exp + 600, now=exp + 60.5)  # forgotten once no leeway can accept the token
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("HS384", "JWT algorithm 'HS384' is not accepted: CDS Hooks forbids unsigned and symmetric (HMAC) tokens; this "
+              "service accepts ES384 and RS384"),
+    ("typ", "JWT header typ must be JWT, not 'at+jwt'"),
+    ("jku", "JWT header jku must be a string"),
+    ("aud", "JWT aud 'https://cds.example.org/elsewhere' is not this endpoint: expected "
+            "'https://cds.example.org/cds-services'"),
+    ("lifetime", "the JWT lives 301 s (exp - iat); at most 300 s are accepted"),
+    ("empty jti", "the JWT jti must be a non-empty string"),
+])
+def test_the_reason_a_token_is_refused_reads_as_written(tmp_path, case, reason):
+    # The reason goes to the server log (the caller gets the generic 401): it is what an operator reads.
+    signer = Signer("https://ehr.example.org/")
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(signer.write_jwks(tmp_path))),)))
+    now = int(time.time())
+    tokens = {
+        "HS384": lambda: hmac_token(signer.claims(DISCOVERY), b"a shared secret"),
+        "typ": lambda: signer.token(DISCOVERY, headers={"typ": "at+jwt"}),
+        "jku": lambda: _with_header(signer, signer.claims(DISCOVERY), {"jku": 5}),
+        "aud": lambda: signer.token(PUBLIC + "/elsewhere"),
+        "lifetime": lambda: signer.token(DISCOVERY, iat=now - 1, exp=now + 300),
+        "empty jti": lambda: signer.token(DISCOVERY, jti=""),
+    }
+    with pytest.raises(UnauthorizedError) as caught:
+        asyncio.run(checker.authenticate(f"Bearer {tokens[case]()}", [DISCOVERY]))
+    assert str(caught.value) == reason
 
 
 # --- replays across processes --------------------------------------------------------------------------------------

@@ -102,14 +102,35 @@ def test_entries_of_the_wrong_types_are_skipped_beside_a_usable_key(tmp_path):
     ([], 'expected a JWK Set: {"keys": [...]}'),
     ({"keys": {}}, 'expected a JWK Set: {"keys": [...]}'),
     ({"keys": []}, "no usable public signing key (EC P-384 or RSA) in it"),
-    ({"keys": [{"kty": "EC", "crv": "P-384", "x": "bad", "y": "bad"}]}, "no usable public signing key"),
+    ({"keys": [{"kty": "EC", "crv": "P-384", "x": "bad", "y": "bad"}]},
+     "no usable public signing key (EC P-384 or RSA) in it"),
 ])
 def test_a_malformed_jwk_set_is_a_one_line_error_naming_the_issuer_and_file(tmp_path, jwks, says):
     with pytest.raises(ServiceConfigError) as caught:
         authenticator(tmp_path, jwks)
-    message = str(caught.value)
-    assert message.startswith(f"the JWK Set of {ISSUER} at {tmp_path}") and says in message
-    assert "\n" not in message
+    (path,) = tmp_path.glob("jwks-*.json")
+    assert str(caught.value) == f"the JWK Set of {ISSUER} at {path}: {says}"
+
+
+def test_a_jwk_set_file_that_cannot_be_read_or_is_not_json_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ServiceConfigError) as caught:
+        Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(missing)),)))
+    assert str(caught.value) == f"cannot read the JWK Set of {ISSUER} at {missing}: No such file or directory"
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{not json")
+    with pytest.raises(ServiceConfigError) as caught:
+        Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(garbled)),)))
+    assert str(caught.value) == (f"the JWK Set of {ISSUER} at {garbled} is not JSON: "
+                                 "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+
+
+def test_a_token_without_kid_is_checked_with_the_sets_only_key_and_refused_when_it_holds_several(tmp_path):
+    signer, other = Signer(ISSUER), Signer(ISSUER, "other-kid")
+    token = jwt.encode(signer.claims(AUDIENCE), signer.key, algorithm="ES384")  # no kid in the header
+    assert check(authenticator(tmp_path, signer.jwks), token)["iss"] == ISSUER
+    several = authenticator(tmp_path, {"keys": [*other.jwks["keys"], *signer.jwks["keys"]]})
+    assert refused(several, token) == f"the JWT has no kid and the JWK Set of {ISSUER} holds several keys"
 
 
 @pytest.mark.parametrize("claim", ["iat", "exp"])
