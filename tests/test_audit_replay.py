@@ -13,7 +13,7 @@ from rulebook_copies import copy_rulebook, set_parameters
 
 from imt_cds import Engine, load_rulebook
 from imt_cds.audit import ArchiveMissingError, ReplayError, open_store, replay
-from imt_cds.audit.replay import MISSING, compare_documents
+from imt_cds.audit.replay import MISSING, Difference, compare_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))}
@@ -131,3 +131,21 @@ def test_compare_documents_keys_findings_and_firings_and_reports_changed_fields(
         ("trace (order)", ["R01.0", "R02.0"], ["R02.0", "R01.0"]),
     ]
     assert context == ()
+
+
+def test_a_difference_reads_and_serialises_by_which_side_has_a_value():
+    # What `imt-cds audit replay` prints (describe) and writes with --format json (to_dict), for each kind.
+    changed = Difference("recommendations[REC_B].summary", "b", "b, reworded")
+    added = Difference("trace[R03.0]", MISSING, {"engine_rule": "R03.0"})
+    removed = Difference("recommendations[REC_A]", {"code": "REC_A", "title": "Do A"}, MISSING)
+    assert changed.describe() == 'recommendations[REC_B].summary: recorded "b"; now "b, reworded"'
+    assert changed.describe("today") == 'recommendations[REC_B].summary: recorded "b"; today "b, reworded"'
+    assert added.describe() == 'trace[R03.0]: only now: {"engine_rule":"R03.0"}'
+    assert removed.describe() == "recommendations[REC_A]: only in the record: REC_A (Do A)"
+    assert changed.to_dict() == {"path": "recommendations[REC_B].summary", "recorded": "b",
+                                 "replayed": "b, reworded", "only_in": None}
+    assert added.to_dict() == {"path": "trace[R03.0]", "recorded": None, "replayed": {"engine_rule": "R03.0"},
+                               "only_in": "replayed"}
+    assert removed.to_dict() == {"path": "recommendations[REC_A]", "recorded": {"code": "REC_A", "title": "Do A"},
+                                 "replayed": None, "only_in": "recorded"}
+    assert repr(added) == "Difference(path='trace[R03.0]', recorded=<missing>, replayed={'engine_rule': 'R03.0'})"
