@@ -149,3 +149,30 @@ def test_a_difference_reads_and_serialises_by_which_side_has_a_value():
     assert removed.to_dict() == {"path": "recommendations[REC_A]", "recorded": {"code": "REC_A", "title": "Do A"},
                                  "replayed": None, "only_in": "recorded"}
     assert repr(added) == "Difference(path='trace[R03.0]', recorded=<missing>, replayed={'engine_rule': 'R03.0'})"
+
+
+def test_a_record_made_from_a_chart_replays_with_what_established_its_diagnosis(store, rulebook):
+    diagnosis = {"basis": "coded", "sources": ["Condition/imt-1"], "codes": ["http://snomed.info/sct|1234567"],
+                 "attested": False}
+    Engine(rulebook, audit=store).evaluate(ALK, diagnosis=diagnosis)
+    result = replay(store, "last")
+    assert result.identical, [d.describe() for d in result.differences]
+    assert result.document["provenance"]["diagnosis"] == diagnosis
+
+
+def test_withheld_findings_and_derived_facts_are_compared_by_what_they_are_not_by_position():
+    def suppressed(code, rule):
+        return {"finding": {"code": code, "rule": {"id": rule}}, "by": "C1"}
+
+    def derived(name, rule):
+        return {"name": name, "value": True, "reason": {"id": rule}}
+
+    recorded = {"suppressed": [suppressed("REC_A", "R01"), suppressed("REC_A", "R02"), suppressed("REC_B", "R02")],
+                "derived_facts": [derived("unresectable", "R10"), derived("unresectable", "R11")]}
+    replayed = {"suppressed": [suppressed("REC_A", "R02"), suppressed("REC_B", "R02")],
+                "derived_facts": [derived("unresectable", "R11")]}
+    differences, _ = compare_documents(recorded, replayed)
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [
+        ("derived_facts[unresectable/R10]", derived("unresectable", "R10"), MISSING),
+        ("suppressed[REC_A/R01]", suppressed("REC_A", "R01"), MISSING),
+    ]
