@@ -176,3 +176,19 @@ def test_withheld_findings_and_derived_facts_are_compared_by_what_they_are_not_b
         ("derived_facts[unresectable/R10]", derived("unresectable", "R10"), MISSING),
         ("suppressed[REC_A/R01]", suppressed("REC_A", "R01"), MISSING),
     ]
+
+
+def test_a_withheld_finding_and_a_long_value_read_briefly_in_a_difference():
+    withheld = Difference("suppressed[REC_A/R01]", {"finding": {"code": "REC_A", "title": "Do A"}, "by": "C1"}, MISSING)
+    assert withheld.describe() == "suppressed[REC_A/R01]: only in the record: REC_A (Do A) withheld"
+    at_limit, over_limit = "x" * 158, "x" * 159  # 160 and 161 characters of JSON with the quotes
+    assert Difference("note", MISSING, at_limit).describe() == f'note: only now: "{at_limit}"'
+    assert Difference("note", MISSING, over_limit).describe() == f'note: only now: "{"x" * 156}...'
+
+
+def test_lists_compared_by_position_report_the_items_only_one_side_has():
+    differences, _ = compare_documents({"notes": ["a"]}, {"notes": ["a", "b", "c"]})
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [("notes[1]", MISSING, "b"),
+                                                                       ("notes[2]", MISSING, "c")]
+    differences, _ = compare_documents({"notes": ["a", "b"]}, {"notes": ["a"]})
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [("notes[1]", "b", MISSING)]
