@@ -49,9 +49,11 @@ def public_jwk(signer: Signer, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in jwk.items() if v is not None}
 
 
-def test_an_rsa_key_published_without_alg_verifies_rs384(tmp_path):
+@pytest.mark.parametrize("stray", [{}, {"crv": "P-384"}], ids=["plain", "with a member RSA keys do not define"])
+def test_an_rsa_key_published_without_alg_verifies_rs384(tmp_path, stray):
+    # A member the key type does not define is ignored (RFC 7517, section 4), so it cannot change the algorithm.
     signer = Signer(ISSUER, "rsa-1", "RS384")
-    auth = authenticator(tmp_path, {"keys": [public_jwk(signer, alg=None)]})
+    auth = authenticator(tmp_path, {"keys": [public_jwk(signer, alg=None, **stray)]})
     assert check(auth, signer.token(AUDIENCE))["iss"] == ISSUER
 
 
