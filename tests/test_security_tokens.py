@@ -195,6 +195,9 @@ def test_a_token_id_is_remembered_as_long_as_the_token_could_be_accepted(tmp_pat
     token = signer.token(DISCOVERY)
     claims = asyncio.run(checker.authenticate(f"Bearer {token}", [DISCOVERY]))
     key, exp = (signer.iss, claims["jti"]), claims["exp"]
+    with pytest.raises(UnauthorizedError) as caught:
+        asyncio.run(checker.authenticate(f"Bearer {token}", [DISCOVERY]))
+    assert str(caught.value) == f"JWT jti {claims['jti']!r} was already used: a replayed token is refused"
     assert not checker.replays.add(key, exp + 600, now=exp + 59.5)  # still remembered: a replay is refused
     assert checker.replays.add(key, exp + 600, now=exp + 60.5)  # forgotten once no leeway can accept the token
 
@@ -208,6 +211,9 @@ def test_a_token_id_is_remembered_as_long_as_the_token_could_be_accepted(tmp_pat
             "'https://cds.example.org/cds-services'"),
     ("lifetime", "the JWT lives 301 s (exp - iat); at most 300 s are accepted"),
     ("empty jti", "the JWT jti must be a non-empty string"),
+    ("issued in the future", "the JWT is not valid yet (iat or nbf is in the future)"),
+    ("not a JWT", "the bearer token is not a well-formed JWT (Invalid header string: 'utf-8' codec can't decode "
+                  "byte 0xb6 in position 0: invalid start byte)"),
 ])
 def test_the_reason_a_token_is_refused_reads_as_written(tmp_path, case, reason):
     # The reason goes to the server log (the caller gets the generic 401): it is what an operator reads.
@@ -221,6 +227,8 @@ def test_the_reason_a_token_is_refused_reads_as_written(tmp_path, case, reason):
         "aud": lambda: signer.token(PUBLIC + "/elsewhere"),
         "lifetime": lambda: signer.token(DISCOVERY, iat=now - 1, exp=now + 300),
         "empty jti": lambda: signer.token(DISCOVERY, jti=""),
+        "issued in the future": lambda: signer.token(DISCOVERY, iat=now + 3600, exp=now + 3700),
+        "not a JWT": lambda: "this.is.not-a-jwt",
     }
     with pytest.raises(UnauthorizedError) as caught:
         asyncio.run(checker.authenticate(f"Bearer {tokens[case]()}", [DISCOVERY]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -174,3 +175,29 @@ def test_a_jwk_set_url_answering_more_than_256_kib_is_refused_and_256_kib_are_re
         over_cap = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, server.origin + "/over-cap.json"),)))
         assert f"cannot get the JWK Set of {ISSUER} from {server.origin}/over-cap.json: the JWK Set is larger " \
                "than 256 kB" in refused(over_cap, signer.token(AUDIENCE))
+
+
+@pytest.mark.parametrize("url", ["http://ehr.example.org/jwks.json", "http://10.0.0.1/jwks.json",
+                                 "http://localhost.example.org/jwks.json", "https:///jwks.json"])
+def test_a_jwk_set_url_must_be_https_or_http_on_loopback(url):
+    # Keys fetched over plain http from another host could be swapped by anyone on the way. Nothing is fetched here.
+    with pytest.raises(ServiceConfigError) as caught:
+        Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),)))
+    assert str(caught.value) == f"JWK Set URL {url!r} must be https:// (http:// is allowed only on loopback)"
+
+
+@pytest.mark.parametrize("url", ["https://ehr.example.org/jwks.json", "http://127.0.0.1:1/jwks.json",
+                                 "http://[::1]:1/jwks.json", "http://localhost:1/jwks.json"])
+def test_an_https_url_or_an_http_url_on_loopback_is_accepted_as_a_jwk_set_url(url):
+    assert Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),))).settings.issuers[0].jwks_url == url
+
+
+def test_a_jwk_set_url_that_does_not_answer_refuses_the_token_naming_the_url(tmp_path):
+    with socket.socket() as probe:  # a loopback port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/jwks.json"
+    signer = Signer(ISSUER)
+    auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),)))
+    assert refused(auth, signer.token(AUDIENCE)).startswith(f"cannot get the JWK Set of {ISSUER} from {url}: "
+                                                             "ConnectError: ")
