@@ -80,3 +80,18 @@ def test_a_file_whose_name_is_also_a_directory_cannot_be_written_out(archive, tm
         clashing.materialize(tmp_path)
     assert str(caught.value) == (f"archived rulebook {archive.sha256[:12]} cannot be written out: rules/a/b: "
                                  f"[Errno {errno.EEXIST}] File exists: '{tmp_path / 'rules' / 'a'}'")
+
+
+def test_an_archive_that_no_longer_loads_names_its_first_problem_and_how_many_more(archive):
+    label = f"archived rulebook {archive.name} {archive.version} ({archive.sha256[:12]}) does not load with this " \
+            "version of imt-cds"
+    one = dataclasses.replace(archive, files={**archive.files, ("seeds", "evidence.yaml"): b"- x"})
+    with pytest.raises(ReplayError) as caught:
+        one.load()
+    assert str(caught.value) == f"{label}: evidence.yaml: expected a mapping with 'sources' and 'entries'"
+    several = dataclasses.replace(archive, files={**archive.files, ("rules", "parameters.yaml"): b"not: [valid"})
+    with pytest.raises(ReplayError) as caught:
+        several.load()
+    problems = caught.value.__cause__.problems  # the rulebook error it stands for, one problem per line
+    assert len(problems) > 1
+    assert str(caught.value) == f"{label}: {problems[0]} (and {len(problems) - 1} more)"

@@ -74,6 +74,11 @@ def test_with_an_unchanged_current_rulebook_nothing_differs(store, rulebook):
     Engine(rulebook, audit=store).evaluate(PATIENTS["05_contradictory_record"])
     result = replay(store, "1", with_current=True, rulebook=rulebook)
     assert result.identical and result.context == ()
+    record = store.record("1")
+    assert result.to_dict() == {  # what `imt-cds audit replay --format json` prints
+        "record": {"id": record.id, "seq": 1, "rulebook": dict(record.rulebook)}, "with_current": True,
+        "rulebook": {"name": rulebook.name, "version": rulebook.version, "sha256": rulebook.sha256},
+        "identical": True, "differences": [], "context": []}
 
 
 def test_a_record_that_the_rules_no_longer_reproduce_shows_the_difference(store, rulebook, tmp_path):
@@ -89,8 +94,11 @@ def test_a_record_that_the_rules_no_longer_reproduce_shows_the_difference(store,
 def test_a_record_without_its_input_cannot_be_replayed(tmp_path, rulebook):
     with open_store(tmp_path / "audit.db", store_input=False) as store:
         Engine(rulebook, audit=store).evaluate(ALK)
-        with pytest.raises(ReplayError, match="store_input=False"):
+        with pytest.raises(ReplayError) as caught:
             replay(store, "last")
+        record_id = store.record("last").id
+    assert str(caught.value) == (f"record {record_id} was made with store_input=False: only the input's sha256 was "
+                                 "kept, so it cannot be replayed")
 
 
 def test_a_missing_archive_is_a_clear_error(store, rulebook):
@@ -168,12 +176,14 @@ def test_withheld_findings_and_derived_facts_are_compared_by_what_they_are_not_b
         return {"name": name, "value": True, "reason": {"id": rule}}
 
     recorded = {"suppressed": [suppressed("REC_A", "R01"), suppressed("REC_A", "R02"), suppressed("REC_B", "R02")],
-                "derived_facts": [derived("unresectable", "R10"), derived("unresectable", "R11")]}
+                "derived_facts": [derived("unresectable", "R10"), derived("unresectable", "R11"),
+                                  {"name": "adult", "value": True}]}
     replayed = {"suppressed": [suppressed("REC_A", "R02"), suppressed("REC_B", "R02")],
-                "derived_facts": [derived("unresectable", "R11")]}
+                "derived_facts": [derived("unresectable", "R11"), {"name": "adult", "value": False}]}
     differences, _ = compare_documents(recorded, replayed)
     assert [(d.path, d.recorded, d.replayed) for d in differences] == [
         ("derived_facts[unresectable/R10]", derived("unresectable", "R10"), MISSING),
+        ("derived_facts[adult].value", True, False),
         ("suppressed[REC_A/R01]", suppressed("REC_A", "R01"), MISSING),
     ]
 
