@@ -95,3 +95,25 @@ def test_an_archive_that_no_longer_loads_names_its_first_problem_and_how_many_mo
     problems = caught.value.__cause__.problems  # the rulebook error it stands for, one problem per line
     assert len(problems) > 1
     assert str(caught.value) == f"{label}: {problems[0]} (and {len(problems) - 1} more)"
+
+
+@pytest.mark.parametrize("name", ["../outside.yaml", "a/../../../outside.yaml", "{tmp}/outside.yaml", ""])
+def test_an_archived_file_name_that_would_leave_its_directory_is_refused_and_nothing_is_written(archive, tmp_path,
+                                                                                                   name):
+    name = name.format(tmp=tmp_path)  # an absolute name points into this test's directory, never elsewhere
+    hostile = dataclasses.replace(archive, files={("rules", name): b"x"})
+    target = tmp_path / "scratch"
+    with pytest.raises(ReplayError) as caught:
+        hostile.materialize(target)
+    assert str(caught.value) == f"archived rulebook {archive.sha256[:12]} holds an unsafe file name rules/{name}"
+    assert not list(tmp_path.rglob("outside.yaml"))
+
+
+def test_a_rulebook_file_removed_after_loading_cannot_be_archived(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    loaded = load_rulebook(directory)
+    (directory / "parameters.yaml").unlink()
+    with pytest.raises(AuditError) as caught:
+        RulebookArchive.collect(loaded)
+    assert str(caught.value) == (f"cannot read the rulebook files in {directory} to archive them: [Errno "
+                                 f"{errno.ENOENT}] No such file or directory: '{directory / 'parameters.yaml'}'")
