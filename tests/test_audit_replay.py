@@ -3,6 +3,7 @@ with the current rulebook (what would differ). Also what cannot be replayed, and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,11 @@ import pytest
 from audit_support import disable_append_only, raw_sql
 from rulebook_copies import copy_rulebook, set_parameters
 
-from imt_cds import Engine, load_rulebook
+from imt_cds import Engine, InvalidInputError, load_rulebook
 from imt_cds.audit import ArchiveMissingError, ReplayError, open_store, replay
+from imt_cds.audit.record import canonical_bytes
 from imt_cds.audit.replay import MISSING, Difference, compare_documents
+from imt_cds.core.validation import parse_facts_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))}
@@ -202,3 +205,22 @@ def test_lists_compared_by_position_report_the_items_only_one_side_has():
                                                                        ("notes[2]", MISSING, "c")]
     differences, _ = compare_documents({"notes": ["a", "b"]}, {"notes": ["a"]})
     assert [(d.path, d.recorded, d.replayed) for d in differences] == [("notes[1]", "b", MISSING)]
+
+
+def test_a_recorded_input_that_is_no_longer_valid_input_is_a_replay_error_naming_its_first_problem(store, rulebook):
+    # Its input and input_sha256 agree (rewritten together, the record's hash recomputed): only validation objects.
+    Engine(rulebook, audit=store).evaluate(ALK)
+    record = store.record("last")
+    content = dict(record.content)
+    content["input_json"] = '{"age_years": "eight"}'
+    content["input_sha256"] = hashlib.sha256(content["input_json"].encode()).hexdigest()
+    body = canonical_bytes(content).decode()
+    disable_append_only(store.location)
+    raw_sql(store.location, "UPDATE audit_records SET body = '" + body.replace("'", "''") + "', "
+                            f"hash = '{hashlib.sha256(body.encode()).hexdigest()}' WHERE seq = {record.seq}")
+    with pytest.raises(InvalidInputError) as invalid:
+        parse_facts_json(content["input_json"].encode())
+    with pytest.raises(ReplayError) as caught:
+        replay(store, "last")
+    assert str(caught.value) == (f"record {record.id}: the recorded input is no longer valid input for this version "
+                                 f"of imt-cds ({invalid.value.problems[0]})")
