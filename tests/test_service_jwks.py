@@ -8,6 +8,7 @@ file; the HTTP path is covered by ``test_service_auth.py``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -203,3 +204,26 @@ def test_a_jwk_set_url_that_does_not_answer_refuses_the_token_naming_the_url(tmp
     auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),)))
     assert refused(auth, signer.token(AUDIENCE)).startswith(f"cannot get the JWK Set of {ISSUER} from {url}: "
                                                              "ConnectError: ")
+
+
+def test_an_issuer_configured_twice_is_a_one_line_error(tmp_path):
+    signer = Signer(ISSUER)
+    path = signer.write_jwks(tmp_path)
+    with pytest.raises(ServiceConfigError) as caught:
+        Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(path)), TrustedIssuer(ISSUER, str(path)))))
+    assert str(caught.value) == f"issuer {ISSUER} is configured twice"
+
+
+def test_the_settings_cannot_be_changed_once_given(tmp_path):
+    # One AuthSettings is handed to every worker's authenticator: none may change what the others check.
+    settings = AuthSettings(issuers=(TrustedIssuer(ISSUER, str(Signer(ISSUER).write_jwks(tmp_path))),))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_lifetime_seconds = 10**9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.issuers[0].jwks = "https://attacker.example.net/jwks.json"  # type: ignore[misc]
+
+
+def test_an_ec_key_cannot_verify_rs384(tmp_path):
+    ec_signer, rsa_signer = Signer(ISSUER), Signer(ISSUER, "test-kid", "RS384")
+    auth = authenticator(tmp_path, {"keys": [public_jwk(ec_signer, alg=None)]})
+    assert refused(auth, rsa_signer.token(AUDIENCE)) == f"key 'test-kid' of {ISSUER} cannot verify RS384 (needs RSA)"
