@@ -212,6 +212,7 @@ def test_a_token_id_is_remembered_as_long_as_the_token_could_be_accepted(tmp_pat
     ("lifetime", "the JWT lives 301 s (exp - iat); at most 300 s are accepted"),
     ("empty jti", "the JWT jti must be a non-empty string"),
     ("issued in the future", "the JWT is not valid yet (iat or nbf is in the future)"),
+    ("jti a number", "the JWT is not acceptable: JWT ID must be a string"),
     ("not a JWT", "the bearer token is not a well-formed JWT (Invalid header string: 'utf-8' codec can't decode "
                   "byte 0xb6 in position 0: invalid start byte)"),
 ])
@@ -229,6 +230,7 @@ def test_the_reason_a_token_is_refused_reads_as_written(tmp_path, case, reason):
         "empty jti": lambda: signer.token(DISCOVERY, jti=""),
         "issued in the future": lambda: signer.token(DISCOVERY, iat=now + 3600, exp=now + 3700),
         "not a JWT": lambda: "this.is.not-a-jwt",
+        "jti a number": lambda: signer.token(DISCOVERY, jti=5),
     }
     with pytest.raises(UnauthorizedError) as caught:
         asyncio.run(checker.authenticate(f"Bearer {tokens[case]()}", [DISCOVERY]))

@@ -167,7 +167,7 @@ def padded_to(jwks: dict[str, Any], size: int) -> dict[str, Any]:
     return padded
 
 
-def test_a_jwk_set_url_answering_more_than_256_kib_is_refused_and_256_kib_are_read(tmp_path):
+def test_a_jwk_set_url_answering_more_than_256_kib_or_an_error_is_refused_and_256_kib_are_read(tmp_path):
     # The cap bounds what one token naming an unknown kid can make the service download and parse.
     signer = Signer(ISSUER)
     documents = {"/at-cap.json": padded_to(signer.jwks, 256 * 1024),
@@ -178,6 +178,10 @@ def test_a_jwk_set_url_answering_more_than_256_kib_is_refused_and_256_kib_are_re
         over_cap = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, server.origin + "/over-cap.json"),)))
         assert f"cannot get the JWK Set of {ISSUER} from {server.origin}/over-cap.json: the JWK Set is larger " \
                "than 256 kB" in refused(over_cap, signer.token(AUDIENCE))
+        missing = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, server.origin + "/missing.json"),)))
+        assert refused(missing, signer.token(AUDIENCE)) == \
+            f"cannot get the JWK Set of {ISSUER} from {server.origin}/missing.json: HTTP 404"
+    assert [headers.get("accept") for _, headers in server.requests] == ["application/json"] * 3
 
 
 @pytest.mark.parametrize("url", ["http://ehr.example.org/jwks.json", "http://10.0.0.1/jwks.json",
