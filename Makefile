@@ -73,6 +73,19 @@ MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_audit_checkpoints.py -k
 MUTATION_TESTS_imt_cds/service        := tests/test_service_auth.py tests/test_service_http.py
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py
+# The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
+# test of test_service_audit_busy.py is the one that sees the replay cache's database calls kept off the event loop.
+MUTATION_TESTS_imt_cds/service/auth.py := tests/test_service_jwks.py tests/test_service_auth.py \
+    tests/test_security_tokens.py \
+    tests/test_service_audit_busy.py::test_with_authentication_the_token_check_waits_no_longer_than_the_store_timeout \
+    -k 'not replicas and not restart'
+# SQLite only (PostgreSQL runs the same archive and replay code), without the record-tampering tests of record.py.
+MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_audit_archive.py tests/test_audit_replay.py \
+    tests/test_review_audit_hardening.py tests/test_audit_integrity.py tests/test_audit_store.py \
+    -k 'not postgres and not editing_any_column and not forged_record_of_any_shape and (replay or archive or compar \
+    or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
+    or by_position)'
+MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/assessment.py \
           imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py
 

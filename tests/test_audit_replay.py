@@ -3,6 +3,7 @@ with the current rulebook (what would differ). Also what cannot be replayed, and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,11 @@ import pytest
 from audit_support import disable_append_only, raw_sql
 from rulebook_copies import copy_rulebook, set_parameters
 
-from imt_cds import Engine, load_rulebook
+from imt_cds import Engine, InvalidInputError, load_rulebook
 from imt_cds.audit import ArchiveMissingError, ReplayError, open_store, replay
-from imt_cds.audit.replay import MISSING, compare_documents
+from imt_cds.audit.record import canonical_bytes
+from imt_cds.audit.replay import MISSING, Difference, compare_documents
+from imt_cds.core.validation import parse_facts_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))}
@@ -74,6 +77,11 @@ def test_with_an_unchanged_current_rulebook_nothing_differs(store, rulebook):
     Engine(rulebook, audit=store).evaluate(PATIENTS["05_contradictory_record"])
     result = replay(store, "1", with_current=True, rulebook=rulebook)
     assert result.identical and result.context == ()
+    record = store.record("1")
+    assert result.to_dict() == {  # what `imt-cds audit replay --format json` prints
+        "record": {"id": record.id, "seq": 1, "rulebook": dict(record.rulebook)}, "with_current": True,
+        "rulebook": {"name": rulebook.name, "version": rulebook.version, "sha256": rulebook.sha256},
+        "identical": True, "differences": [], "context": []}
 
 
 def test_a_record_that_the_rules_no_longer_reproduce_shows_the_difference(store, rulebook, tmp_path):
@@ -89,8 +97,11 @@ def test_a_record_that_the_rules_no_longer_reproduce_shows_the_difference(store,
 def test_a_record_without_its_input_cannot_be_replayed(tmp_path, rulebook):
     with open_store(tmp_path / "audit.db", store_input=False) as store:
         Engine(rulebook, audit=store).evaluate(ALK)
-        with pytest.raises(ReplayError, match="store_input=False"):
+        with pytest.raises(ReplayError) as caught:
             replay(store, "last")
+        record_id = store.record("last").id
+    assert str(caught.value) == (f"record {record_id} was made with store_input=False: only the input's sha256 was "
+                                 "kept, so it cannot be replayed")
 
 
 def test_a_missing_archive_is_a_clear_error(store, rulebook):
@@ -131,3 +142,85 @@ def test_compare_documents_keys_findings_and_firings_and_reports_changed_fields(
         ("trace (order)", ["R01.0", "R02.0"], ["R02.0", "R01.0"]),
     ]
     assert context == ()
+
+
+def test_a_difference_reads_and_serialises_by_which_side_has_a_value():
+    # What `imt-cds audit replay` prints (describe) and writes with --format json (to_dict), for each kind.
+    changed = Difference("recommendations[REC_B].summary", "b", "b, reworded")
+    added = Difference("trace[R03.0]", MISSING, {"engine_rule": "R03.0"})
+    removed = Difference("recommendations[REC_A]", {"code": "REC_A", "title": "Do A"}, MISSING)
+    assert changed.describe() == 'recommendations[REC_B].summary: recorded "b"; now "b, reworded"'
+    assert changed.describe("today") == 'recommendations[REC_B].summary: recorded "b"; today "b, reworded"'
+    assert added.describe() == 'trace[R03.0]: only now: {"engine_rule":"R03.0"}'
+    assert removed.describe() == "recommendations[REC_A]: only in the record: REC_A (Do A)"
+    assert changed.to_dict() == {"path": "recommendations[REC_B].summary", "recorded": "b",
+                                 "replayed": "b, reworded", "only_in": None}
+    assert added.to_dict() == {"path": "trace[R03.0]", "recorded": None, "replayed": {"engine_rule": "R03.0"},
+                               "only_in": "replayed"}
+    assert removed.to_dict() == {"path": "recommendations[REC_A]", "recorded": {"code": "REC_A", "title": "Do A"},
+                                 "replayed": None, "only_in": "recorded"}
+    assert repr(added) == "Difference(path='trace[R03.0]', recorded=<missing>, replayed={'engine_rule': 'R03.0'})"
+
+
+def test_a_record_made_from_a_chart_replays_with_what_established_its_diagnosis(store, rulebook):
+    diagnosis = {"basis": "coded", "sources": ["Condition/imt-1"], "codes": ["http://snomed.info/sct|1234567"],
+                 "attested": False}
+    Engine(rulebook, audit=store).evaluate(ALK, diagnosis=diagnosis)
+    result = replay(store, "last")
+    assert result.identical, [d.describe() for d in result.differences]
+    assert result.document["provenance"]["diagnosis"] == diagnosis
+
+
+def test_withheld_findings_and_derived_facts_are_compared_by_what_they_are_not_by_position():
+    def suppressed(code, rule):
+        return {"finding": {"code": code, "rule": {"id": rule}}, "by": "C1"}
+
+    def derived(name, rule):
+        return {"name": name, "value": True, "reason": {"id": rule}}
+
+    recorded = {"suppressed": [suppressed("REC_A", "R01"), suppressed("REC_A", "R02"), suppressed("REC_B", "R02")],
+                "derived_facts": [derived("unresectable", "R10"), derived("unresectable", "R11"),
+                                  {"name": "adult", "value": True}]}
+    replayed = {"suppressed": [suppressed("REC_A", "R02"), suppressed("REC_B", "R02")],
+                "derived_facts": [derived("unresectable", "R11"), {"name": "adult", "value": False}]}
+    differences, _ = compare_documents(recorded, replayed)
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [
+        ("derived_facts[unresectable/R10]", derived("unresectable", "R10"), MISSING),
+        ("derived_facts[adult].value", True, False),
+        ("suppressed[REC_A/R01]", suppressed("REC_A", "R01"), MISSING),
+    ]
+
+
+def test_a_withheld_finding_and_a_long_value_read_briefly_in_a_difference():
+    withheld = Difference("suppressed[REC_A/R01]", {"finding": {"code": "REC_A", "title": "Do A"}, "by": "C1"}, MISSING)
+    assert withheld.describe() == "suppressed[REC_A/R01]: only in the record: REC_A (Do A) withheld"
+    at_limit, over_limit = "x" * 158, "x" * 159  # 160 and 161 characters of JSON with the quotes
+    assert Difference("note", MISSING, at_limit).describe() == f'note: only now: "{at_limit}"'
+    assert Difference("note", MISSING, over_limit).describe() == f'note: only now: "{"x" * 156}...'
+
+
+def test_lists_compared_by_position_report_the_items_only_one_side_has():
+    differences, _ = compare_documents({"notes": ["a"]}, {"notes": ["a", "b", "c"]})
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [("notes[1]", MISSING, "b"),
+                                                                       ("notes[2]", MISSING, "c")]
+    differences, _ = compare_documents({"notes": ["a", "b"]}, {"notes": ["a"]})
+    assert [(d.path, d.recorded, d.replayed) for d in differences] == [("notes[1]", "b", MISSING)]
+
+
+def test_a_recorded_input_that_is_no_longer_valid_input_is_a_replay_error_naming_its_first_problem(store, rulebook):
+    # Its input and input_sha256 agree (rewritten together, the record's hash recomputed): only validation objects.
+    Engine(rulebook, audit=store).evaluate(ALK)
+    record = store.record("last")
+    content = dict(record.content)
+    content["input_json"] = '{"age_years": "eight"}'
+    content["input_sha256"] = hashlib.sha256(content["input_json"].encode()).hexdigest()
+    body = canonical_bytes(content).decode()
+    disable_append_only(store.location)
+    raw_sql(store.location, "UPDATE audit_records SET body = '" + body.replace("'", "''") + "', "
+                            f"hash = '{hashlib.sha256(body.encode()).hexdigest()}' WHERE seq = {record.seq}")
+    with pytest.raises(InvalidInputError) as invalid:
+        parse_facts_json(content["input_json"].encode())
+    with pytest.raises(ReplayError) as caught:
+        replay(store, "last")
+    assert str(caught.value) == (f"record {record.id}: the recorded input is no longer valid input for this version "
+                                 f"of imt-cds ({invalid.value.problems[0]})")

@@ -16,7 +16,7 @@ import httpx
 import jwt
 import pytest
 from audit_support import new_database, running_postgres
-from service_support import Signer, bearer, running_service
+from service_support import Signer, bearer, hmac_token, running_service
 
 from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
 from imt_cds.service.errors import UNAUTHORIZED_MESSAGE, UnauthorizedError
@@ -116,6 +116,28 @@ def test_a_token_over_the_size_cap_is_refused(service, signer):
     refused(service, discover(service, token), "bytes long")
 
 
+def token_of_length(signer, audience, length):
+    """A valid token exactly ``length`` characters long (base64url cannot make every length from the payload alone,
+    so a header member of 0-2 characters takes up the rest)."""
+    start = max(0, (length - len(signer.token(audience, padding=""))) * 3 // 4 - 8)  # a padding char is 4/3
+    for extra in range(3):
+        for padding in range(start, start + 24):
+            token = signer.token(audience, padding="x" * padding, headers={"x": "y" * extra})
+            if len(token) >= length:
+                break
+        if len(token) == length:
+            return token
+    raise AssertionError(f"no token of {length} characters")
+
+
+def test_a_token_of_8_kib_is_accepted_and_one_byte_more_refused(tmp_path):
+    signer = Signer("https://ehr.example.org/")
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(signer.write_jwks(tmp_path))),)))
+    assert asyncio.run(checker.authenticate(f"Bearer {token_of_length(signer, DISCOVERY, 8192)}", [DISCOVERY]))
+    with pytest.raises(UnauthorizedError, match="is 8193 bytes long; at most 8192 are accepted"):
+        asyncio.run(checker.authenticate(f"Bearer {token_of_length(signer, DISCOVERY, 8193)}", [DISCOVERY]))
+
+
 def test_a_64_kb_token_is_refused(service, signer):
     """So large a header is refused by the HTTP layer before the token is even read: a 4xx, or the connection
     closed; never accepted, never a 5xx."""
@@ -144,7 +166,8 @@ def _with_header(signer, claims, header):
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     token = forged(signer, claims)
-    return ".".join([b64({"kid": signer.kid, "typ": "JWT", **header}), *token.split(".")[1:]])
+    # alg stays ES384 unless the test replaces it, so the value under test is what the check meets first.
+    return ".".join([b64({"alg": "ES384", "kid": signer.kid, "typ": "JWT", **header}), *token.split(".")[1:]])
 
 
 @pytest.mark.parametrize("aud", [{"a": 1}, [["x"]], 5])
@@ -162,6 +185,56 @@ def test_trusted_and_untrusted_issuers_get_the_same_refusal(service, signer):
     second = discover(service, trusted_but_expired)
     assert first.status_code == second.status_code == 401
     assert first.content == second.content and first.headers["www-authenticate"] == second.headers["www-authenticate"]
+
+
+def test_a_token_id_is_remembered_as_long_as_the_token_could_be_accepted(tmp_path):
+    # An expired token is still accepted within the leeway (60 s by default) after its exp: its jti must be
+    # remembered that long, or a replay inside the leeway would pass; after that it may be forgotten.
+    signer = Signer("https://ehr.example.org/")
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(signer.write_jwks(tmp_path))),)))
+    token = signer.token(DISCOVERY)
+    claims = asyncio.run(checker.authenticate(f"Bearer {token}", [DISCOVERY]))
+    key, exp = (signer.iss, claims["jti"]), claims["exp"]
+    with pytest.raises(UnauthorizedError) as caught:
+        asyncio.run(checker.authenticate(f"Bearer {token}", [DISCOVERY]))
+    assert str(caught.value) == f"JWT jti {claims['jti']!r} was already used: a replayed token is refused"
+    assert not checker.replays.add(key, exp + 600, now=exp + 59.5)  # still remembered: a replay is refused
+    assert checker.replays.add(key, exp + 600, now=exp + 60.5)  # forgotten once no leeway can accept the token
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("HS384", "JWT algorithm 'HS384' is not accepted: CDS Hooks forbids unsigned and symmetric (HMAC) tokens; this "
+              "service accepts ES384 and RS384"),
+    ("typ", "JWT header typ must be JWT, not 'at+jwt'"),
+    ("jku", "JWT header jku must be a string"),
+    ("aud", "JWT aud 'https://cds.example.org/elsewhere' is not this endpoint: expected "
+            "'https://cds.example.org/cds-services'"),
+    ("lifetime", "the JWT lives 301 s (exp - iat); at most 300 s are accepted"),
+    ("empty jti", "the JWT jti must be a non-empty string"),
+    ("issued in the future", "the JWT is not valid yet (iat or nbf is in the future)"),
+    ("jti a number", "the JWT is not acceptable: JWT ID must be a string"),
+    ("not a JWT", "the bearer token is not a well-formed JWT (Invalid header string: 'utf-8' codec can't decode "
+                  "byte 0xb6 in position 0: invalid start byte)"),
+])
+def test_the_reason_a_token_is_refused_reads_as_written(tmp_path, case, reason):
+    # The reason goes to the server log (the caller gets the generic 401): it is what an operator reads.
+    signer = Signer("https://ehr.example.org/")
+    checker = Authenticator(AuthSettings((TrustedIssuer(signer.iss, str(signer.write_jwks(tmp_path))),)))
+    now = int(time.time())
+    tokens = {
+        "HS384": lambda: hmac_token(signer.claims(DISCOVERY), b"a shared secret"),
+        "typ": lambda: signer.token(DISCOVERY, headers={"typ": "at+jwt"}),
+        "jku": lambda: _with_header(signer, signer.claims(DISCOVERY), {"jku": 5}),
+        "aud": lambda: signer.token(PUBLIC + "/elsewhere"),
+        "lifetime": lambda: signer.token(DISCOVERY, iat=now - 1, exp=now + 300),
+        "empty jti": lambda: signer.token(DISCOVERY, jti=""),
+        "issued in the future": lambda: signer.token(DISCOVERY, iat=now + 3600, exp=now + 3700),
+        "not a JWT": lambda: "this.is.not-a-jwt",
+        "jti a number": lambda: signer.token(DISCOVERY, jti=5),
+    }
+    with pytest.raises(UnauthorizedError) as caught:
+        asyncio.run(checker.authenticate(f"Bearer {tokens[case]()}", [DISCOVERY]))
+    assert str(caught.value) == reason
 
 
 # --- replays across processes --------------------------------------------------------------------------------------
