@@ -94,7 +94,7 @@ define mutate_one
 	rm -rf $(MUTATION_DIR)/$(notdir $(1)) && mkdir -p $(MUTATION_DIR)/$(notdir $(1))
 	git archive HEAD | tar -x -C $(MUTATION_DIR)/$(notdir $(1))
 	cd $(MUTATION_DIR)/$(notdir $(1)) && { $(abspath $(VENV))/bin/mutmut run --paths-to-mutate $(1) --tests-dir tests \
-	    --runner "env PYTHONPATH=$(MUTATION_DIR)/$(notdir $(1)) $(abspath $(PY)) -m pytest -x -q -p no:cacheprovider \
+	    --runner "sh $(abspath tests/mutation_runner.sh) env PYTHONPATH=$(MUTATION_DIR)/$(notdir $(1)) $(abspath $(PY)) -m pytest -x -q -p no:cacheprovider \
 	    $(MUTATION_TESTS_$(1))" || true; \
 	    $(abspath $(VENV))/bin/mutmut results; }
 
