@@ -666,7 +666,7 @@ class _Reader:
         if code is None:
             raise _Malformed("Observation.code is required")
         codings = _codings(code)
-        codes = {(c.system, c.code) for c in codings}
+        codes = set(codings)  # (system, code) pairs: a Coding is that tuple
         terms = self.terminology
         if (LOINC, VARIANT) in codes:
             self._variant(observation, where)
@@ -923,6 +923,9 @@ def _objects(resource: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return value
 
 
+_new_coding = tuple.__new__  # Coding(system, code) without the Python-level __new__ of a named tuple (a hot loop)
+
+
 def _codings(concept: Mapping[str, Any] | None) -> tuple[Coding, ...]:
     """The (system, code) pairs of a CodeableConcept; codings without both are left out."""
     if concept is None:
@@ -940,7 +943,7 @@ def _codings(concept: Mapping[str, Any] | None) -> tuple[Coding, ...]:
             system, code = coding.get("system"), coding.get("code")
             if type(system) is str and type(code) is str:
                 if system and code:
-                    found.append(Coding(system, code))
+                    found.append(_new_coding(Coding, (system, code)))
             elif (system is not None and type(system) is not str) or (code is not None and type(code) is not str):
                 break
         else:
