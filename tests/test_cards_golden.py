@@ -126,3 +126,73 @@ def test_loads_strict_agrees_with_the_stdlib_on_generated_json(document, padding
     assert outcome_of(loads_strict, data) == outcome_of(reference_loads, data)
     encoded = data.encode("utf-8")
     assert outcome_of(loads_strict, encoded) == outcome_of(reference_loads, encoded)
+
+
+_numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f"{f:.25e}"),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6).map(lambda f: f"{f:.30f}"),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.sampled_from([str(2**63 - 1), str(2**63), str(-(2**63)), str(-(2**63) - 1), str(2**64 - 1), str(2**64),
+                     "1" * 18, "1" * 19, "1" * 20, "0.1", "5e-324", "2.4703282292062328e-324", "1.7976931348623157e308",
+                     "1.7976931348623159e308", "9007199254740993", "9007199254740993.0", "0.30000000000000004",
+                     "1e22", "1e23", "-0", "-0.0", "0E0", "1E-0", "123456789012345678.5"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_numbers, min_size=1, max_size=6))
+def test_loads_strict_reads_numbers_as_the_stdlib_does(numbers):
+    """Same type and value for every number (orjson reads integers past 64 bits as floats: those go to the stdlib)."""
+    data = '{"n": [' + ", ".join(numbers) + "]}"
+    assert outcome_of(loads_strict, data) == outcome_of(reference_loads, data)
+
+
+# --- the shape check of a request against the models it stands in for ---------------------------------------------
+
+_values = st.sampled_from([None, "", "a", "patient-view", "é", "\ud800", "x\x00", 0, 1, True, 1.5, 10**30, [], ["a"],
+                           {}, {"k": 1}, {"é": 1}, {1: "a"}])
+_good = {"hook": "patient-view", "hookInstance": "h1", "context": {"patientId": "p", "userId": "u", "encounterId": "e"},
+         "fhirServer": "https://f.test", "fhirAuthorization": {"access_token": "t", "token_type": "Bearer",
+                                                               "expires_in": 5, "scope": "s", "subject": "c",
+                                                               "patient": "p"},
+         "prefetch": {"patient": {}}, "extension": {"urn:x": True}}
+
+
+_FIELDS = {"request": list(_good), "context": list(_good["context"]),
+           "fhirAuthorization": list(_good["fhirAuthorization"])}
+
+
+@st.composite
+def _request(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid request with a few of its fields (or its context's, or its authorization's) changed or dropped."""
+    body = json.loads(json.dumps(_good))
+    for _ in range(draw(st.integers(0, 3))):
+        which = draw(st.sampled_from(["request", "request", "context", "fhirAuthorization"]))
+        key = draw(st.sampled_from([*_FIELDS[which], "other", "é", "draftOrders"]))
+        target = body if which == "request" else body.get(which)
+        if not isinstance(target, dict):
+            continue
+        if draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = draw(_values)
+    return body
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_request())
+def test_the_request_check_is_the_models_verdict(body):
+    """``request_problems`` says what the pydantic models alone say (its quick acceptance never accepts more)."""
+    from imt_cds.service import models
+
+    expected: list[dict[str, str]]
+    hook = body.get("hook")
+    if isinstance(hook, str) and hook and hook != "patient-view":
+        expected = [{"path": "hook", "message": f"service imt-patient-view answers the patient-view hook, not {hook!r}"}]
+    else:
+        expected = models._problems(models.HookRequest, body)
+        if isinstance(body.get("context"), dict):
+            expected += models._problems(models.PatientViewContext, body["context"], prefix=("context",),
+                                         required_by="patient-view")
+    assert models.request_problems(body, "patient-view", "imt-patient-view") == expected
