@@ -81,6 +81,9 @@ _AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
 # The same escaping as _MARKDOWN_SPECIAL's, done with str.replace (a C loop) for the characters present: Python's
 # regular expressions scan ~10x slower and call back into Python for every character escaped. The backslash goes
 # first, so that the backslashes added for the others are not escaped again.
+# Every character without which none of the three above can match (":" of "://", "w" or "W" of "www."): a text with
+# none of them is its own escape, found by one short scan.
+_MAYBE_MARKUP = re.compile(r"[\\`*_{}\[\]()<>#+!|~&:wW\x00-\x1f\x7f\u2028\u2029]")
 _ESCAPES = (("\\", "\\\\"), *((c, "\\" + c) for c in "`*_{}[]()<>#+!|~&"))
 
 
@@ -223,8 +226,11 @@ _FINDING_TEXT_LIMIT = 1024
 
 def _finding_text(finding: Mapping[str, Any]) -> _FindingText:
     rule = finding["rule"]
-    key = (rule["id"], rule["version"], finding["code"])
-    known = _FINDING_TEXT.get(key) if all(type(part) is str for part in key) else None
+    key = (rule["id"], rule["version"], finding["code"])  # only a way to find the entry: made_from decides
+    try:
+        known = _FINDING_TEXT.get(key)
+    except TypeError:  # a part that cannot be hashed (never in a document the engine wrote)
+        known = None
     if known is not None and known.made_from(finding):
         return known
     text = _FindingText(finding)
@@ -268,9 +274,9 @@ class _Why:
 
     def reason_lines(self, reason: Mapping[str, Any], depth: int, seen: frozenset[str]) -> list[str]:
         indent = "  " * depth
-        sentence = reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)  # every renderer's words
         if "fact" in reason:
-            return [f"{indent}- {sentence}{self.origin(reason['fact'])}"]
+            return [f"{indent}- {_fact_sentence(reason)}{self.origin(reason['fact'])}"]
+        sentence = reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)  # every renderer's words
         name = reason["derived"]
         if not reason.get("holds"):
             return [f"{indent}- {sentence}"]
@@ -299,7 +305,35 @@ class _Why:
         return lines
 
 
+def _fact_sentence(reason: Mapping[str, Any]) -> str:
+    """``reason_text`` of a reason about an input fact, in Markdown: the words around the value are the rule's own,
+    the same on every hook call, so they are made once (``_fact_sentence_around``) and only the value is written."""
+    parameter = reason.get("parameter")
+    if (type(reason) is dict and _FACT_REASON_KEYS.issuperset(reason) and type(reason["fact"]) is str
+            and type(reason["expected"]) is str and (parameter is None or type(parameter) is str)):
+        around = _fact_sentence_around(reason["fact"], reason["expected"], parameter)
+        if around is not None:
+            return around[0] + _bold_value(reason["actual"]) + around[1]
+    return reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)
+
+
+_FACT_REASON_KEYS = frozenset({"fact", "expected", "actual", "parameter"})  # another key: reason_text itself decides
+_VALUE_MARK = "\x00\ufdd0value\ufdd0\x00"  # no escaped or rule text has it: escaping makes \x00 a space
+
+
+@functools.lru_cache(maxsize=4096)
+def _fact_sentence_around(fact: str, expected: str, parameter: str | None) -> tuple[str, str] | None:
+    """What ``reason_text`` writes before and after the value of such a reason (None if the mark is not found once)."""
+    reason = {"fact": fact, "expected": expected, "actual": None}
+    if parameter is not None:
+        reason["parameter"] = parameter
+    parts = reason_text(reason, fact=_code, value=lambda _: _VALUE_MARK, text=_rule_md).split(_VALUE_MARK)
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
 def _withheld(finding: Mapping[str, Any], suppressed: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not suppressed:  # (most documents)
+        return []
     facts = {r["derived"] for r in finding["because"] if "derived" in r and r.get("holds")}
     held = [s for s in suppressed if s["by"].get("fact") in facts]
     if not held:
@@ -451,6 +485,8 @@ def escape_markdown(text: Any) -> str:
     """Text that comes from data (resource ids, messages, values, order texts), made inert in a card's Markdown: it
     shows as written (line breaks as spaces, URLs defanged) and can open no link, image, HTML or block."""
     escaped = str(text)
+    if _MAYBE_MARKUP.search(escaped) is None:  # most values ("8", "true", "Observation/x1"): nothing to do
+        return escaped
     if not escaped.isprintable():  # every character _LINE_BREAKS matches is unprintable: most text skips the scan
         escaped = _LINE_BREAKS.sub(" ", escaped)
     if "://" in escaped or "w." in escaped or "W." in escaped:  # what every match of _AUTOLINK contains
