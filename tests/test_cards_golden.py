@@ -104,6 +104,21 @@ def test_loads_strict_is_the_stdlib_strict_parser(request_case):
     assert outcome_of(loads_strict, as_text) == outcome_of(reference_loads, as_text)
 
 
+TRICKY = [
+    '{"k": 1, "k": "\\u003a"}', '{"k": 1, "k": "\\u003A"}', '{"k": {"a": 1}, "k": "\\u003a"}',
+    '{"k": 1, "k": "\\\\u003a"}', '{"a": [{"b": 1, "b": "\\u003a"}]}', '{"k": 1, "\\u006b": "x"}',
+    '{"k": "a:b", "k": "a\\u003ab"}', '{"a": 99999999999999999999}', '{"a": -9223372036854775809}',
+    '{"a": 18446744073709551615, "b": "e+"}', '{"a": 18446744073709551616, "b": 1e+16}', '{"a": 1e16}',
+    '{"a": "99999999999999999999"}', '[18446744073709551616]', '{"a": 1.0e+400}', '{"a":' * 255 + "1" + "}" * 255,
+]
+
+
+@pytest.mark.parametrize("data", TRICKY)
+def test_loads_strict_on_texts_made_to_fool_the_counts(data):
+    assert outcome_of(loads_strict, data) == outcome_of(reference_loads, data)
+    assert outcome_of(loads_strict, data.encode()) == outcome_of(reference_loads, data.encode())
+
+
 _keys = st.sampled_from(["a", "b", "a:b", "k", "\\u006b", "a\\u003ab", "a\\u003Ab", "\\\"", "\\\\", ":", "", "é",
                          "\\ud83d\\ude00", "x\\\\\\\":"])
 _strings = st.sampled_from(['"x"', '":"', '"a:\\":"', '"\\\\"', '"\\u003a"', '"\\\\u003a"', '"\\ud800"', '"é:"',

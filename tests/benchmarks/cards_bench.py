@@ -6,7 +6,8 @@
 Stages, on the service benchmark's charts (tests/benchmarks/service_bench.py: ~10 KB patient-view requests):
 - *request JSON (parse + check)*: ``check_request(parse_request_json(body))``, as the service's HTTP handler does;
 - *cards*: ``assessment_cards`` + ``problems_card`` + ``sort_cards`` on the worker's answer, as
-  ``HookRunner._patient_view`` does (service_bench.py's "cards" stage is ``assessment_cards`` alone).
+  ``HookRunner._patient_view`` does;
+- *assessment_cards alone*: service_bench.py's "cards" stage (no problems, no sorting).
 
 With ``--against``, REV's versions of imt_cds/render/cards.py, imt_cds/core/validation.py,
 imt_cds/service/request_json.py and imt_cds/service/models.py are loaded beside this tree's (as private modules
@@ -73,7 +74,11 @@ def stage_functions(cards_module, parse, problems_of):
             made.insert(0, problems)
         cards_module.sort_cards(made)
 
-    return request, cards
+    def assessment_cards_only(answer: dict) -> None:  # service_bench.py's "cards" stage
+        cards_module.assessment_cards(answer["assessment"], evaluation_id=answer["evaluation_id"],
+                                      sources=answer["fhir"]["sources"], public_url="http://127.0.0.1")
+
+    return request, cards, assessment_cards_only
 
 
 def one_round(function, inputs: list) -> float:
@@ -119,10 +124,10 @@ def main() -> None:
         variants[rev] = stage_functions(old_cards, request_json.parse_request_json, old_models.request_problems)
 
     best: dict[tuple[str, str], float] = {}
+    stages = ("request JSON (parse + check)", "cards", "assessment_cards alone")
     for _ in range(args.rounds):
-        for name, (request, cards) in variants.items():
-            for stage, function, inputs in (("request JSON (parse + check)", request, bodies),
-                                            ("cards", cards, answers)):
+        for name, functions in variants.items():
+            for stage, function, inputs in zip(stages, functions, (bodies, answers, answers)):
                 median = one_round(function, inputs)
                 best[name, stage] = min(best.get((name, stage), float("inf")), median)
 
@@ -131,7 +136,7 @@ def main() -> None:
     names = list(variants)
     print("| stage | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
-    for stage in ("request JSON (parse + check)", "cards"):
+    for stage in stages:
         print(f"| {stage} | " + " | ".join(f"{best[name, stage]:.0f}" for name in names) + " |")
 
 
