@@ -47,6 +47,108 @@ def test_cards_for_the_same_document_twice_are_the_same():
         assert text(cards_golden.render_cards(case["input"])) == text(case["output"])
 
 
+def _fresh_rendering(case_input: dict[str, Any]) -> str:
+    """The case rendered by a process that has rendered nothing before (in a child process)."""
+    import subprocess
+
+    program = ("import json, sys; sys.path.insert(0, 'tests'); import cards_golden; "
+               "print(json.dumps(cards_golden.render_cards(json.load(sys.stdin)), ensure_ascii=False))")
+    done = subprocess.run([sys.executable, "-c", program], input=json.dumps(case_input), capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("change", ["quote", "citation", "claim", "level", "level True after 1", "strength", "title",
+                                    "one entry fewer"])
+def test_a_finding_whose_text_changed_is_not_rendered_from_the_first(change):
+    """What was prepared for a finding is not reused for the same rule and code with other text."""
+    first = next(c["input"] for c in GOLDEN["card_cases"] if c["input"]["name"] == "bench chart 0")
+    changed = json.loads(json.dumps(first))
+    finding = next(f for f in changed["document"]["recommendations"] if len(f["evidence"]) > 1)
+    entry = finding["evidence"][0]
+    if change == "strength" or change == "title":
+        finding[change] += "!"
+    elif change == "level True after 1":  # equal (==) values that read differently
+        entry["level"], first_level = True, 1
+        first = json.loads(json.dumps(first))
+        next(f for f in first["document"]["recommendations"] if f["code"] == finding["code"])["evidence"][0][
+            "level"] = first_level
+    elif change == "one entry fewer":
+        finding["evidence"].pop()
+    elif change == "claim":  # shown for an entry without a quote
+        first = json.loads(json.dumps(first))
+        next(f for f in first["document"]["recommendations"] if f["code"] == finding["code"])["evidence"][0][
+            "quote"] = None
+        entry["quote"], entry["claim"] = None, "another claim"
+    else:
+        entry[change] = f"another {change} (PMID 12345678)"
+    before = text(cards_golden.render_cards(first))
+    after = text(cards_golden.render_cards(changed))
+    assert after != before
+    assert after == _fresh_rendering(changed)
+
+
+def test_a_fact_derived_twice_unfolds_at_each_depth():
+    """One derived fact reached at two depths under the same parent (one derivation with a reason, one without)."""
+    from imt_cds.render.cards import assessment_cards
+
+    document = {
+        "provenance": {"rulebook": {"name": "rb", "version": "1", "sha256": "0" * 64}}, "suppressed": [],
+        "derived_facts": [
+            {"name": "A", "rule": {"id": "D1", "version": "1"}, "because": [{"fact": "x", "expected": "= 1",
+                                                                              "actual": 1}]},
+            {"name": "B", "rule": {"id": "D2", "version": "1"}, "reason": {"id": "r1", "text": "first"},
+             "because": [{"derived": "A", "holds": True}]},
+            {"name": "B", "rule": {"id": "D3", "version": "1"}, "because": [{"derived": "A", "holds": True}]}],
+        "recommendations": [{"code": "F", "title": "T", "summary": "S", "indicator": "info", "strength": "NARR",
+                             "rule": {"id": "R1", "version": "1"}, "evidence": [],
+                             "because": [{"derived": "B", "holds": True}]}],
+        "risk_flags": []}
+    detail = assessment_cards(document, evaluation_id="e", sources={}, public_url="u")[0]["detail"]
+    assert detail.split("\n")[2:9] == [
+        "**Why:**",
+        "- B holds (rule D2), because:",
+        "  - first:",
+        "    - A holds (rule D1), because:",
+        "      - `x` is **1** (rule needs = 1) — no FHIR resource recorded it",
+        "  - A holds (rule D1), because:",
+        "    - `x` is **1** (rule needs = 1) — no FHIR resource recorded it",
+    ]
+
+
+def test_cards_of_an_unknown_indicator_are_refused_as_before():
+    from imt_cds.render.cards import sort_cards
+
+    with pytest.raises(ValueError, match="'urgent' is not a valid Indicator"):
+        sort_cards([{"indicator": "info"}, {"indicator": "urgent"}])
+
+
+def reference_escape(value: Any) -> str:
+    """escape_markdown as it was: three regular expressions."""
+    import re
+
+    flat = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", str(value))
+    defanged = re.sub(r"(?i)(://|\bwww\.)", lambda m: "[:]//" if m.group(1) == "://" else m.group(1)[:-1] + "[.]",
+                      flat)
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~&])", r"\\\1", defanged)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("wW.:/ aé\\`*_{}[]()<>#+!|~&\n\r\t\x00\x7f\u2028\u2029\u00a0hxtp")),
+               max_size=24))
+def test_escape_markdown_is_the_regular_expressions_it_replaced(value):
+    from imt_cds.render.cards import escape_markdown
+
+    assert escape_markdown(value) == reference_escape(value)
+
+
+@pytest.mark.parametrize("value", ["WWW.EXAMPLE.COM", "W.", "HTTPS://X", "a\u2028b", "x\x7f", 12, None, 1.5, ["W."]])
+def test_escape_markdown_on_values_that_need_one_step_only(value):
+    from imt_cds.render.cards import escape_markdown
+
+    assert escape_markdown(value) == reference_escape(value)
+
+
 def test_the_shared_helpers_are_the_frozen_ones():
     rendered = cards_golden.render_helpers()
     for key, expected in GOLDEN["helpers"].items():
@@ -111,6 +213,11 @@ TRICKY = [
     '{"a": 18446744073709551615, "b": "e+"}', '{"a": 18446744073709551616, "b": 1e+16}', '{"a": 1e16}',
     '{"a": "99999999999999999999"}', '[18446744073709551616]', '{"a": 1.0e+400}', '{"a":' * 255 + "1" + "}" * 255,
 ]
+
+
+def test_loads_strict_refuses_what_the_stdlib_cannot_read_as_before():
+    for data in (memoryview(b'{"a": 1}'), 5, None):
+        assert outcome_of(loads_strict, data) == outcome_of(reference_loads, data)
 
 
 @pytest.mark.parametrize("data", TRICKY)
