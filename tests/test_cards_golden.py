@@ -311,7 +311,8 @@ def test_the_request_check_is_the_models_verdict(body):
     expected: list[dict[str, str]]
     hook = body.get("hook")
     if isinstance(hook, str) and hook and hook != "patient-view":
-        expected = [{"path": "hook", "message": f"service imt-patient-view answers the patient-view hook, not {hook!r}"}]
+        message = f"service imt-patient-view answers the patient-view hook, not {hook!r}"
+        expected = [{"path": "hook", "message": message}]
     else:
         expected = models._problems(models.HookRequest, body)
         if isinstance(body.get("context"), dict):

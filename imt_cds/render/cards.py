@@ -73,18 +73,18 @@ _PMC = re.compile(r"\b(PMC\d{4,9})\b")
 _DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/\S+)", re.IGNORECASE)
 # Every character with a meaning in CommonMark or GitHub-flavoured Markdown inline text, or in inline HTML and entity
 # references (& < >): escaped with a backslash, which CommonMark allows before any ASCII punctuation.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
+_MARKDOWN_SPECIALS = "\\`*_{}[]()<>#+!|~&"
 _LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")  # data never starts a line: it could open a block
 # Renderers with "autolinking" turn bare URLs into links without any markup; data from a request never becomes a
 # clickable link, so the URL is shown defanged (the usual security convention: hxxp, [.]).
 _AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
-# The same escaping as _MARKDOWN_SPECIAL's, done with str.replace (a C loop) for the characters present: Python's
-# regular expressions scan ~10x slower and call back into Python for every character escaped. The backslash goes
-# first, so that the backslashes added for the others are not escaped again.
-# Every character without which none of the three above can match (":" of "://", "w" or "W" of "www."): a text with
-# none of them is its own escape, found by one short scan.
+# Every character without which nothing above can match (":" of "://", "w" or "W" of "www."): a text with none of
+# them is its own escape, found by one short scan.
 _MAYBE_MARKUP = re.compile(r"[\\`*_{}\[\]()<>#+!|~&:wW\x00-\x1f\x7f\u2028\u2029]")
-_ESCAPES = (("\\", "\\\\"), *((c, "\\" + c) for c in "`*_{}[]()<>#+!|~&"))
+# The specials escaped with str.replace (a C loop), only those present: a regular expression substituting a group
+# calls back into Python for every character it escapes. The backslash goes first, so that the backslashes added for
+# the others are not escaped again.
+_ESCAPES = tuple((special, "\\" + special) for special in _MARKDOWN_SPECIALS)
 
 
 class ServiceCard(StrEnum):
@@ -327,7 +327,9 @@ def _fact_sentence(reason: Mapping[str, Any]) -> str:
 
 
 _FACT_REASON_KEYS = frozenset({"fact", "expected", "actual", "parameter"})  # another key: reason_text itself decides
-_VALUE_MARK = "\x00\ufdd0value\ufdd0\x00"  # no escaped or rule text has it: escaping makes \x00 a space
+# Stands for the value while the words around it are made: escaped text never has it (\x00 becomes a space); a fact
+# path that has it is written the plain way (the split finds it more than once).
+_VALUE_MARK = "\x00\ufdd0value\ufdd0\x00"
 
 
 @functools.lru_cache(maxsize=4096)
