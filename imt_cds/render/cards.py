@@ -20,6 +20,9 @@ This module is a renderer: it reads documents and decides nothing clinical.
 
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,16 +67,24 @@ OVERRIDE_REASONS = (
 )
 
 _SEVERITY = {Indicator.CRITICAL: 0, Indicator.WARNING: 1, Indicator.INFO: 2}
+_SEVERITY_OF_VALUE = {indicator.value: rank for indicator, rank in _SEVERITY.items()}
 _PMID = re.compile(r"\bPMID:?\s*(\d{5,9})\b")
 _PMC = re.compile(r"\b(PMC\d{4,9})\b")
 _DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/\S+)", re.IGNORECASE)
 # Every character with a meaning in CommonMark or GitHub-flavoured Markdown inline text, or in inline HTML and entity
 # references (& < >): escaped with a backslash, which CommonMark allows before any ASCII punctuation.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&])")
+_MARKDOWN_SPECIALS = "\\`*_{}[]()<>#+!|~&"
 _LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")  # data never starts a line: it could open a block
 # Renderers with "autolinking" turn bare URLs into links without any markup; data from a request never becomes a
 # clickable link, so the URL is shown defanged (the usual security convention: hxxp, [.]).
 _AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
+# Every character without which nothing above can match (":" of "://", "w" or "W" of "www."): a text with none of
+# them is its own escape, found by one short scan.
+_MAYBE_MARKUP = re.compile(r"[\\`*_{}\[\]()<>#+!|~&:wW\x00-\x1f\x7f\u2028\u2029]")
+# The specials escaped with str.replace (a C loop), only those present: a regular expression substituting a group
+# calls back into Python for every character it escapes. The backslash goes first, so that the backslashes added for
+# the others are not escaped again.
+_ESCAPES = tuple((special, "\\" + special) for special in _MARKDOWN_SPECIALS)
 
 
 class ServiceCard(StrEnum):
@@ -89,7 +100,17 @@ class ServiceCard(StrEnum):
 
 
 def card_uuid(evaluation_id: str, rule_id: str, code: str) -> str:
-    return str(uuid.uuid5(CARD_NAMESPACE, f"{evaluation_id}|{rule_id}|{code}"))
+    """``str(uuid.uuid5(CARD_NAMESPACE, "evaluation_id|rule_id|code"))``, without making the UUID object (one card
+    in the service costs this for every finding): the SHA-1 of the namespace and the name, cut to 16 bytes, with the
+    version (5) and the RFC 4122 variant bits set as ``uuid.UUID(bytes=..., version=5)`` sets them."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{evaluation_id}|{rule_id}|{code}".encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50
+    digest[8] = digest[8] & 0x3F | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_NAMESPACE_BYTES = CARD_NAMESPACE.bytes
 
 
 def hook_instance_id(kind: str, hook_instance: str) -> str:
@@ -100,7 +121,13 @@ def hook_instance_id(kind: str, hook_instance: str) -> str:
 
 def sort_cards(cards: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Most severe first; otherwise in the order given (stable)."""
-    return sorted(cards, key=lambda card: _SEVERITY[Indicator(card["indicator"])])
+    return sorted(cards, key=_severity)
+
+
+def _severity(card: Mapping[str, Any]) -> int:
+    value = card["indicator"]
+    rank = _SEVERITY_OF_VALUE.get(value) if type(value) is str else None
+    return _SEVERITY[Indicator(value)] if rank is None else rank  # anything else: Indicator's own answer or error
 
 
 def card_summary(text: str, limit: int = 140) -> str:
@@ -136,77 +163,194 @@ def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources
                      public_url: str, problems: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """One card per finding of an assessment document, in document order. ``problems`` (the FHIR reader's) say why
     a fact that no resource gave is unknown, when a resource was there but could not be used."""
-    derived = derived_index(document)
-    sources = fact_origins(sources, problems)
+    why = _Why(derived_index(document), fact_origins(sources, problems))
     rulebook = document["provenance"]["rulebook"]
+    suppressed = document["suppressed"]
+    ending = (f", rulebook {rulebook['name']} {rulebook['version']} (sha256 {rulebook['sha256'][:12]}); "
+              f"evaluation {evaluation_id}.")
     cards = []
     for finding in [*document["recommendations"], *document["risk_flags"]]:
         rule = finding["rule"]
-        detail = [f"**{_md(finding['title'])}** (strength of evidence: {_md(finding['strength'])})", ""]
-        detail += _why(finding["because"], derived, sources)
-        detail += _withheld(finding, document["suppressed"])
-        detail += _evidence(finding["evidence"])
+        text = _finding_text(finding)
+        detail = [text.head, ""]
+        detail += why.lines(finding["because"])
+        detail += _withheld(finding, suppressed)
+        detail += text.evidence
         if detail[-1]:
             detail.append("")
-        detail.append(f"{DISCLAIMER} Rule {rule['id']} v{rule['version']}, rulebook {rulebook['name']} "
-                      f"{rulebook['version']} (sha256 {rulebook['sha256'][:12]}); evaluation {evaluation_id}.")
+        detail.append(f"{DISCLAIMER} Rule {rule['id']} v{rule['version']}{ending}")
         cards.append(make_card(
             card_id=card_uuid(evaluation_id, rule["id"], finding["code"]),
             summary=finding["summary"],
-            indicator=finding_indicator(finding),
+            indicator=_indicator(finding),
             detail=detail,
             source={
                 "label": f"{LABEL}, rule {rule['id']}",
                 "url": f"{public_url}/rules/{rule['id']}",
-                "topic": {"system": System.FINDING.value, "code": finding["code"], "display": finding["title"]},
+                "topic": {"system": _FINDING_SYSTEM, "code": finding["code"], "display": finding["title"]},
             },
-            links=citation_links(finding["evidence"]),
+            links=[{"label": label, "url": url, "type": kind} for label, url, kind in text.links],
         ))
     return cards
 
 
-def _why(because: Sequence[Mapping[str, Any]], derived: Mapping[str, list[Mapping[str, Any]]],
-         sources: Mapping[str, Sequence[str]]) -> list[str]:
-    if not because:
-        return ["**Why:** applies to every patient."]
-    lines = ["**Why:**"]
-    for reason in because:
-        lines += _reason_lines(reason, derived, sources, depth=0, seen=frozenset())
-    return lines
+_FINDING_SYSTEM = System.FINDING.value
+_INDICATORS = {indicator.value: indicator for indicator in Indicator}
 
 
-def _reason_lines(reason: Mapping[str, Any], derived: Mapping[str, list[Mapping[str, Any]]],
-                  sources: Mapping[str, Sequence[str]], depth: int, seen: frozenset[str]) -> list[str]:
-    indent = "  " * depth
-    sentence = reason_text(reason, fact=_code, value=_bold_value, text=_md)  # the same words as every renderer
-    if "fact" in reason:
-        return [f"{indent}- {sentence}{_origin(reason['fact'], sources)}"]
-    name = reason["derived"]
-    if not reason.get("holds"):
-        return [f"{indent}- {sentence}"]
-    entries = derived.get(name, [])
-    rule = f" (rule {entries[0]['rule']['id']})" if entries else ""
-    lines = [f"{indent}- {sentence}{rule}" + (", because:" if entries and name not in seen else "")]
-    if name in seen:
+def _indicator(finding: Mapping[str, Any]) -> Indicator:
+    """``finding_indicator(finding)``, by a dict lookup where the finding declares a valid one (every finding the
+    engine writes): calling the enum costs more than the rest of the card's source."""
+    declared = finding.get("indicator")
+    known = _INDICATORS.get(declared) if type(declared) is str else None
+    return finding_indicator(finding) if known is None else known
+
+
+class _FindingText:
+    """The parts of a finding's card that depend on its title, strength and evidence alone (the rulebook's text,
+    escaped, and the citation links), and the values they were made from."""
+
+    __slots__ = ("title", "strength", "evidence_entries", "head", "evidence", "links")
+
+    def __init__(self, finding: Mapping[str, Any]):
+        self.title = finding["title"]
+        self.strength = finding["strength"]
+        self.evidence_entries = finding["evidence"]
+        self.head = f"**{_md(self.title)}** (strength of evidence: {_md(self.strength)})"
+        self.evidence = tuple(_evidence(self.evidence_entries))
+        self.links = tuple((link["label"], link["url"], link["type"]) for link in citation_links(self.evidence_entries))
+
+    def made_from(self, finding: Mapping[str, Any]) -> bool:
+        return (self.title == finding["title"] and self.strength == finding["strength"]
+                and self.evidence_entries == finding["evidence"])
+
+
+# The rulebook's text of each finding, escaped once rather than on every hook call (it is the same in every document
+# of a rulebook, and most of a card). A memo, not state: an entry is used only for a finding whose title, strength and
+# evidence equal (==) the ones it was made from, and only entries made of text (str or None, which == cannot confuse
+# with 1, 1.0 or True) are kept; it is cleared when it reaches _FINDING_TEXT_LIMIT (a rulebook has a few dozen).
+_FINDING_TEXT: dict[tuple[str, str, str], _FindingText] = {}
+_FINDING_TEXT_LIMIT = 1024
+
+
+def _finding_text(finding: Mapping[str, Any]) -> _FindingText:
+    rule = finding["rule"]
+    key = (rule["id"], rule["version"], finding["code"])  # only a way to find the entry: made_from decides
+    try:
+        known = _FINDING_TEXT.get(key)
+    except TypeError:  # a part that cannot be hashed (never in a document the engine wrote)
+        known = None
+    if known is not None and known.made_from(finding):
+        return known
+    text = _FindingText(finding)
+    if _only_text(text.title, text.strength, text.evidence_entries) and all(type(part) is str for part in key):
+        if len(_FINDING_TEXT) >= _FINDING_TEXT_LIMIT:
+            _FINDING_TEXT.clear()
+        text.evidence_entries = copy.deepcopy(text.evidence_entries)  # the caller's document may change later
+        _FINDING_TEXT[key] = text
+    return text
+
+
+def _only_text(title: Any, strength: Any, evidence: Any) -> bool:
+    return (type(title) is str and type(strength) is str and type(evidence) is list
+            and all(type(entry) is dict and all(type(k) is str and (v is None or type(v) is str)
+                                                 for k, v in entry.items()) for entry in evidence))
+
+
+class _Why:
+    """The "Why" lines of one document's cards: a derived fact cited by several findings is unfolded once, and each
+    fact's origin is written once."""
+
+    def __init__(self, derived: Mapping[str, list[Mapping[str, Any]]], sources: Mapping[str, Sequence[str]]):
+        self.derived = derived
+        self.sources = sources
+        self.origins: dict[str, str] = {}
+        self.unfolded: dict[tuple[str, int, frozenset[str]], list[str]] = {}
+
+    def lines(self, because: Sequence[Mapping[str, Any]]) -> list[str]:
+        if not because:
+            return ["**Why:** applies to every patient."]
+        lines = ["**Why:**"]
+        for reason in because:
+            lines += self.reason_lines(reason, 0, frozenset())
         return lines
-    for entry in entries:
-        if entry.get("reason") and len(entries) > 1:
-            lines.append(f"{indent}  - {_md(entry['reason'].get('text') or entry['reason']['id'])}:")
-            sub_depth = depth + 2
-        else:
-            sub_depth = depth + 1
-        for sub in entry["because"]:
-            lines += _reason_lines(sub, derived, sources, sub_depth, seen | {name})
-    return lines
+
+    def origin(self, path: str) -> str:
+        known = self.origins.get(path)
+        if known is None:
+            known = self.origins[path] = _origin(path, self.sources)
+        return known
+
+    def reason_lines(self, reason: Mapping[str, Any], depth: int, seen: frozenset[str]) -> list[str]:
+        indent = "  " * depth
+        if "fact" in reason:
+            return [f"{indent}- {_fact_sentence(reason)}{self.origin(reason['fact'])}"]
+        sentence = reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)  # every renderer's words
+        name = reason["derived"]
+        if not reason.get("holds"):
+            return [f"{indent}- {sentence}"]
+        entries = self.derived.get(name, [])
+        rule = f" (rule {entries[0]['rule']['id']})" if entries else ""
+        lines = [f"{indent}- {sentence}{rule}" + (", because:" if entries and name not in seen else "")]
+        if name in seen:
+            return lines
+        key = (name, depth, seen)
+        unfolded = self.unfolded.get(key)
+        if unfolded is None:
+            unfolded = self.unfolded[key] = self.unfold(name, entries, depth, seen)
+        return lines + unfolded
+
+    def unfold(self, name: str, entries: Sequence[Mapping[str, Any]], depth: int, seen: frozenset[str]) -> list[str]:
+        indent = "  " * depth
+        lines = []
+        for entry in entries:
+            if entry.get("reason") and len(entries) > 1:
+                lines.append(f"{indent}  - {_rule_md(entry['reason'].get('text') or entry['reason']['id'])}:")
+                sub_depth = depth + 2
+            else:
+                sub_depth = depth + 1
+            for sub in entry["because"]:
+                lines += self.reason_lines(sub, sub_depth, seen | {name})
+        return lines
+
+
+def _fact_sentence(reason: Mapping[str, Any]) -> str:
+    """``reason_text`` of a reason about an input fact, in Markdown: the words around the value are the rule's own,
+    the same on every hook call, so they are made once (``_fact_sentence_around``) and only the value is written."""
+    parameter = reason.get("parameter")
+    if (type(reason) is dict and _FACT_REASON_KEYS.issuperset(reason) and type(reason["fact"]) is str
+            and type(reason["expected"]) is str and (parameter is None or type(parameter) is str)):
+        around = _fact_sentence_around(reason["fact"], reason["expected"], parameter)
+        if around is not None:
+            return around[0] + _bold_value(reason["actual"]) + around[1]
+    return reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)
+
+
+_FACT_REASON_KEYS = frozenset({"fact", "expected", "actual", "parameter"})  # another key: reason_text itself decides
+# Stands for the value while the words around it are made: escaped text never has it (\x00 becomes a space); a fact
+# path that has it is written the plain way (the split finds it more than once).
+_VALUE_MARK = "\x00\ufdd0value\ufdd0\x00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _fact_sentence_around(fact: str, expected: str, parameter: str | None) -> tuple[str, str] | None:
+    """What ``reason_text`` writes before and after the value of such a reason (None if the mark is not found once)."""
+    reason = {"fact": fact, "expected": expected, "actual": None}
+    if parameter is not None:
+        reason["parameter"] = parameter
+    parts = reason_text(reason, fact=_code, value=lambda _: _VALUE_MARK, text=_rule_md).split(_VALUE_MARK)
+    return (parts[0], parts[1]) if len(parts) == 2 else None
 
 
 def _withheld(finding: Mapping[str, Any], suppressed: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not suppressed:  # (most documents)
+        return []
     facts = {r["derived"] for r in finding["because"] if "derived" in r and r.get("holds")}
     held = [s for s in suppressed if s["by"].get("fact") in facts]
     if not held:
         return []
     lines = ["", "**Withheld until the record is reconciled:**"]
-    lines += [f"- {s['finding']['code']}: {_md(s['finding']['summary'])}" for s in held]
+    lines += [f"- {s['finding']['code']}: {_rule_md(s['finding']['summary'])}" for s in held]
     return lines
 
 
@@ -351,9 +495,33 @@ def not_eligible_card(message: str, *, evaluation_id: str) -> dict[str, Any]:
 def escape_markdown(text: Any) -> str:
     """Text that comes from data (resource ids, messages, values, order texts), made inert in a card's Markdown: it
     shows as written (line breaks as spaces, URLs defanged) and can open no link, image, HTML or block."""
-    flat = _LINE_BREAKS.sub(" ", str(text))
-    defanged = _AUTOLINK.sub(lambda m: "[:]//" if m.group(1) == "://" else m.group(1)[:-1] + "[.]", flat)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", defanged)
+    escaped = str(text)
+    if _MAYBE_MARKUP.search(escaped) is None:  # most values ("8", "true", "Observation/x1"): nothing to do
+        return escaped
+    if not escaped.isprintable():  # every character _LINE_BREAKS matches is unprintable: most text skips the scan
+        escaped = _LINE_BREAKS.sub(" ", escaped)
+    if "://" in escaped or "w." in escaped or "W." in escaped:  # what every match of _AUTOLINK contains
+        escaped = _AUTOLINK.sub(_defang, escaped)
+    for special, replacement in _ESCAPES:
+        if special in escaped:
+            escaped = escaped.replace(special, replacement)
+    return escaped
+
+
+def _defang(match: re.Match[str]) -> str:
+    return "[:]//" if match.group(1) == "://" else match.group(1)[:-1] + "[.]"
+
+
+@functools.lru_cache(maxsize=4096)
+def _escaped_rule_text(text: str) -> str:
+    return escape_markdown(text)
+
+
+def _rule_md(text: Any) -> str:
+    """``escape_markdown`` for the rulebook's own text in a document (a rule's test, a derived fact's reasons, a
+    withheld finding's summary): the same few hundred strings on every hook call, so each is escaped once (a bounded
+    memo of a pure function; only ``str``, so 1, 1.0 and True never share an entry)."""
+    return _escaped_rule_text(text) if type(text) is str else escape_markdown(text)
 
 
 def _code(name: str) -> str:

@@ -3,7 +3,8 @@
 A JSON object with the same key twice (``{"fhirServer": "https://a", "fhirServer": "https://b"}``) means different
 things to different parsers (first wins, last wins), so a proxy or an audit reader may see another request than the
 service; such a body is refused (400 naming the key), as ``imt_cds.validation`` refuses it for patient facts. So
-are NaN and Infinity, which are not JSON. The stdlib parser is used because only it reports every object's pairs.
+are NaN and Infinity, which are not JSON. ``loads_strict`` gives the stdlib parser's answer (orjson where that is
+known to be the same, the stdlib with a hook per object otherwise), so every refusal keeps the stdlib's wording.
 """
 
 from __future__ import annotations
