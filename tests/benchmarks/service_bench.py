@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,8 @@ TARGET_RPS_AUDIT = 1000
 
 def chart(index: int, *, unique: int | None = None, padding: int = 6) -> list[dict]:
     """The example bundle varied by ``index`` (age, ALK status, resectability, history length); ``unique`` makes the
-    tumour size one never sent before (a memo-cache miss)."""
+    birth date, and so the age the rules read, one never sent before (a memo-cache miss: the tumour size cannot do
+    it, since the earlier measurements make the reader leave the size unknown as conflicting)."""
     bundle = json.loads(EXAMPLE_BUNDLE.read_text())
     resources = [copy.deepcopy(e["resource"]) for e in bundle["entry"]]
     text = json.dumps(resources).replace("Patient/imt-example-1", f"Patient/{PATIENT}")
@@ -79,7 +80,8 @@ def chart(index: int, *, unique: int | None = None, padding: int = 6) -> list[di
     for resource in resources:
         if resource["resourceType"] == "Patient":
             resource["id"] = PATIENT
-            resource["birthDate"] = f"{2024 - (index * 7) % 70}-03-14"  # ages 2 to 71
+            resource["birthDate"] = (f"{2024 - (index * 7) % 70}-03-14" if unique is None  # ages 2 to 71
+                                     else (date(1953, 1, 1) + timedelta(days=unique % 25_000)).isoformat())
         elif resource.get("id") == "imt-alk-fusion" and index % 3 == 2:
             resource["valueCodeableConcept"]["coding"][0].update(code="LA9634-2", display="Absent")
         elif resource.get("id") == "imt-size":
@@ -209,6 +211,9 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
     resources = [[r["prefetch"]["patient"], *(e["resource"] for key in ("conditions", "observations", "procedures")
                                               for e in r["prefetch"][key]["entry"])] for r in requests]
     reads = [facts_from_resources(r, on, terminology=terminology, patient_id=PATIENT) for r in resources]
+    distinct = len({engine.evaluate(r.facts).input_sha256 for r in reads})
+    if distinct != len(reads):  # the miss charts must really be misses (different facts), or the figures lie
+        raise SystemExit(f"only {distinct} different patients' facts among {len(reads)} charts meant to be unique")
     assessments = [engine.evaluate(r.facts) for r in reads]
     handler = _Handler(WorkerSettings(cache_size=0))
     jobs = [{"op": "assess", "resources": r, "on": on.isoformat(), "patient_id": PATIENT, "attested": False}
