@@ -208,6 +208,16 @@ def test_a_kept_alive_connection_is_answered_request_after_request_in_order(serv
             assert status == 404
             status, _, body = connection.exchange(raw_request("GET", "/healthz", None))
             assert status == 200 and json.loads(body)["status"] == "ok"
+        # A body sent in pieces, apart in time (chunked): read whole before it is parsed.
+        body = good_call()
+        pieces = [body[:100], body[100:5000], body[5000:]]
+        connection.send(f"POST {VIEW} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        for piece in pieces:
+            connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.05)
+        connection.send(b"0\r\n\r\n")
+        status, _, body = connection.response()
+        assert status == 200 and json.loads(body)["cards"]
         # Pipelined: three requests sent at once, three answers in order.
         connection.send(raw_request("POST", VIEW, good_call()) + raw_request("POST", VIEW, b"[]")
                         + raw_request("GET", "/cds-services", None))

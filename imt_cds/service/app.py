@@ -78,7 +78,8 @@ def create_app(config: ServiceConfig) -> Any:
                               timeout=config.store_timeout)
         pool = WorkerPool(WorkerSettings(rules=str(config.rules) if config.rules else None,
                                          cache_size=config.cache_size, audit=config.audit,
-                                         audit_input=config.audit_input, store_timeout=config.store_timeout),
+                                         audit_input=config.audit_input, store_timeout=config.store_timeout,
+                                         public_url=config.public_url, not_eligible_card=config.not_eligible_card),
                           config.workers, timeout=config.request_timeout)
         await pool.start()
         app.state.pool = pool

@@ -42,6 +42,7 @@ from .errors import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
+from .patient_view import patient_view_response
 
 __all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings"]
 
@@ -68,6 +69,8 @@ class WorkerSettings:
     audit: str | None = None
     audit_input: bool = True
     store_timeout: float = 5.0  # seconds an audit append may wait for the store's write lock
+    public_url: str = ""  # the service's base URL, for the links of the cards a worker renders
+    not_eligible_card: bool = False  # one info card for a chart not evaluated (ServiceConfig's setting)
 
 
 class AuditUnavailableError(ServiceUnavailableError):
@@ -385,11 +388,14 @@ def _name_process() -> None:
 class _Handler:
     """What a worker does: FHIR resources -> facts (with sources and problems) -> assessment.
 
-    Jobs: ``{"op": "assess" | "facts", "resources": [...], "on": "YYYY-MM-DD", "patient_id": "...",
+    Jobs: ``{"op": "assess" | "facts" | "cards", "resources": [...], "on": "YYYY-MM-DD", "patient_id": "...",
     "attested": false}``. The answer's ``fhir`` holds the sources, problems and eligibility of the reading, and, for
     "facts", the facts themselves (None when the chart may not be evaluated or a conflict prevented them); "assess"
-    adds the assessment document and its evaluation id (the audit record id when audited). A chart whose patient
-    cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is read from it."""
+    adds the assessment document and its evaluation id (the audit record id when audited). "cards" (with
+    ``hook_instance`` and ``fhir_guidance_endpoint``) answers the patient-view response itself, cards rendered, as
+    ``{"response", "evaluation_id"}`` (``patient_view.py``): the server's one process only passes it
+    on. A chart whose patient cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is
+    read from it."""
 
     def __init__(self, settings: WorkerSettings):
         from ..core.engine import Engine
@@ -401,6 +407,7 @@ class _Handler:
             self._store = _open_audit_store(settings)
         # The store is not the engine's audit sink: the worker appends each assessment itself, to keep its record id.
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
+        self.settings = settings
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         from ..core.errors import ChartRefusedError
@@ -412,16 +419,24 @@ class _Handler:
                                               diagnosis_attested=bool(job.get("attested")))
         except ChartRefusedError as exc:
             return {"ok": True, "refused": {"reason": exc.reason, "message": exc.problems[0].message}}
-        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(facts=job.get("op") == "facts"),
+        op = job.get("op")
+        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(facts=op == "facts"),
                                   "assessment": None, "evaluation_id": None}
-        if job.get("op") == "assess" and read.facts is not None:
+        assessment = None
+        if op in ("assess", "cards") and read.facts is not None:
             diagnosis = read.eligibility.diagnosis
             assessment = self.engine.evaluate(read.facts, diagnosis=diagnosis.to_dict() if diagnosis else None)
             # Fail closed: an assessment that could not be recorded is not returned (append raises; the job fails).
             evaluation_id = self._record(assessment) if self._store is not None else uuid.uuid4()
             answer["assessment"] = orjson.Fragment(assessment.to_json())
             answer["evaluation_id"] = str(evaluation_id)
-        return answer
+        if op != "cards":
+            return answer
+        response, evaluation_id = patient_view_response(
+            answer["fhir"], assessment.to_dict() if assessment is not None else None, answer["evaluation_id"],
+            hook_instance=job["hook_instance"], public_url=self.settings.public_url,
+            not_eligible=self.settings.not_eligible_card, fhir_guidance_endpoint=job.get("fhir_guidance_endpoint"))
+        return {"ok": True, "response": response, "evaluation_id": evaluation_id}
 
     def _record(self, assessment: Any) -> Any:
         from ..core.errors import AuditError
