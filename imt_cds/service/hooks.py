@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from ..core.rulebook import Rulebook
 from ..fhir.reader import OBSERVATION_CODES
 from ..render.cards import conflict_card, fact_origins, hook_instance_id, problems_card, sort_cards
@@ -121,7 +123,8 @@ class HookRunner:
         self.rulebook = rulebook
         self.cards = cards
 
-    async def answer(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def answer(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any] | orjson.Fragment:
+        """The response to a hook call, for ``orjson.dumps`` (a patient-view one comes serialised already)."""
         if service.hook == "order-sign":
             return await self._order_sign(service, request)
         return await self._patient_view(service, request)
@@ -159,17 +162,18 @@ class HookRunner:
     def _not_eligible_cards(self, request: Mapping[str, Any], read: Mapping[str, Any]) -> list[dict[str, Any]]:
         return not_eligible_cards(read, str(request["hookInstance"]), self.config.not_eligible_card)
 
-    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> orjson.Fragment:
         # The worker renders the cards too (``patient_view_response``): the one server process only passes them on.
         extension = request.get("extension") or {}
         guidance = extension.get(FHIR_GUIDANCE_EXTENSION) is True
         result = await self._read(service, request, "cards", {
             "hook_instance": str(request["hookInstance"]),
             "fhir_guidance_endpoint": self.config.service_url(f"/cds-services/{service.id}") if guidance else None})
-        response: dict[str, Any] = result["response"]
         if result["evaluation_id"] is not None:
-            self.cards.add(service.id, result["evaluation_id"], response["cards"])
-        return response
+            # The cards as the index reads them (uuid, finding code): the worker sent only that and the bytes.
+            self.cards.add(service.id, result["evaluation_id"],
+                           [{"uuid": uuid, "source": {"topic": {"code": code}}} for uuid, code in result["index"]])
+        return orjson.Fragment(result["raw"])  # the response as the worker serialised it: sent as it is
 
     async def _order_sign(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
         orders = targeted_orders(request["context"]["draftOrders"], self.rulebook.drugs)

@@ -44,7 +44,7 @@ from .errors import (
 )
 from .patient_view import patient_view_response
 
-__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings"]
+__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "encode_answer"]
 
 log = logging.getLogger("imt_cds.service")
 
@@ -325,7 +325,7 @@ class WorkerPool:
                                          "replaced") from None
             worker.busy = False
             self._idle.put_nowait(worker)
-            result: dict[str, Any] = orjson.loads(answer)
+            result = decode_answer(answer)
             if not result.get("ok"):
                 error = result.get("error") or {}
                 if error.get("code") == AuditUnavailableError.code:
@@ -342,6 +342,24 @@ class WorkerPool:
             self._retire(worker)
         elif self._idle is not None and not self._closed:
             self._idle.put_nowait(worker)
+
+
+def encode_answer(answer: dict[str, Any]) -> bytes:
+    """A worker's answer as one message: its JSON, then, when it carries ``raw`` bytes (a response already
+    serialised in the worker), a NUL byte and those bytes as they are, so the server neither parses nor re-serialises
+    them. JSON text never holds a NUL byte (orjson writes control characters escaped), so the first one separates."""
+    raw = answer.pop("raw", None)
+    encoded = orjson.dumps(answer)
+    return encoded if raw is None else encoded + b"\0" + raw
+
+
+def decode_answer(message: bytes) -> dict[str, Any]:
+    """The answer ``encode_answer`` made (``raw`` back as bytes when there were some)."""
+    encoded, separator, raw = message.partition(b"\0")
+    answer: dict[str, Any] = orjson.loads(encoded)
+    if separator:
+        answer["raw"] = raw
+    return answer
 
 
 def _frame(payload: bytes) -> bytes:
@@ -373,7 +391,7 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
             code = getattr(exc, "code", type(exc).__name__)
             answer = {"ok": False, "error": {"code": code, "message": f"{type(exc).__name__}: {exc}"}}
-        connection.send_bytes(orjson.dumps(answer))
+        connection.send_bytes(encode_answer(answer))
 
 
 def _name_process() -> None:
@@ -392,9 +410,9 @@ class _Handler:
     "attested": false}``. The answer's ``fhir`` holds the sources, problems and eligibility of the reading, and, for
     "facts", the facts themselves (None when the chart may not be evaluated or a conflict prevented them); "assess"
     adds the assessment document and its evaluation id (the audit record id when audited). "cards" (with
-    ``hook_instance`` and ``fhir_guidance_endpoint``) answers the patient-view response itself, cards rendered, as
-    ``{"response", "evaluation_id"}`` (``patient_view.py``): the server's one process only passes it
-    on. A chart whose patient cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is
+    ``hook_instance`` and ``fhir_guidance_endpoint``) answers the patient-view response itself, cards rendered
+    (``patient_view.py``), as ``{"evaluation_id", "index": [[card uuid, finding code]...], "raw": response bytes}``
+    (``encode_answer``): the server's one process indexes the cards and sends the bytes on, nothing parsed. A chart whose patient cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is
     read from it."""
 
     def __init__(self, settings: WorkerSettings):
@@ -436,7 +454,9 @@ class _Handler:
             answer["fhir"], assessment.to_dict() if assessment is not None else None, answer["evaluation_id"],
             hook_instance=job["hook_instance"], public_url=self.settings.public_url,
             not_eligible=self.settings.not_eligible_card, fhir_guidance_endpoint=job.get("fhir_guidance_endpoint"))
-        return {"ok": True, "response": response, "evaluation_id": evaluation_id}
+        # What the server's card index keeps of each card (for feedback), and the response ready to send.
+        index = [[card["uuid"], card["source"]["topic"]["code"]] for card in response["cards"]] if evaluation_id else []
+        return {"ok": True, "evaluation_id": evaluation_id, "index": index, "raw": orjson.dumps(response)}
 
     def _record(self, assessment: Any) -> Any:
         from ..core.errors import AuditError
