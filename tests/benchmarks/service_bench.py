@@ -471,7 +471,9 @@ def main() -> int:
     print("\nservice CPU per request, by stage (16 clients, misses; µs)")
     print(f"  server process: {base16['server_cpu_us']:,.0f} (request JSON + hand-off serialisation "
           f"{server_known:,.0f} measured in process; the rest, {base16['server_cpu_us'] - server_known:,.0f}, is "
-          "HTTP (the httptools parser, or h11), the hook path's ASGI layer and the event loop)")
+          "HTTP (the httptools parser, or h11), the hook path's ASGI layer, the event loop and the hand-off's own "
+          "round trip (alone, an empty job: "
+          f"{stages['hand-off round trip, server CPU (empty job, 16 at once)'][0]:,.0f}))")
     print(f"  worker processes: {base16['worker_cpu_us']:,.0f} (the worker job measured in process, FHIR reading, "
           f"evaluation, document, cards and response JSON: "
           f"{stages['worker job, whole (bytes in -> bytes out)'][0]:,.0f})")
