@@ -412,8 +412,9 @@ class _Handler:
     adds the assessment document and its evaluation id (the audit record id when audited). "cards" (with
     ``hook_instance`` and ``fhir_guidance_endpoint``) answers the patient-view response itself, cards rendered
     (``patient_view.py``), as ``{"evaluation_id", "index": [[card uuid, finding code]...], "raw": response bytes}``
-    (``encode_answer``): the server's one process indexes the cards and sends the bytes on, nothing parsed. A chart whose patient cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is
-    read from it."""
+    (``encode_answer``): the server's one process indexes the cards and sends the bytes on, nothing parsed. A chart
+    whose patient cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is read from
+    it."""
 
     def __init__(self, settings: WorkerSettings):
         from ..core.engine import Engine

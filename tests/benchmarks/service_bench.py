@@ -14,9 +14,10 @@ never sent before), so every request is evaluated.
 Reported per phase: requests/s, p50 and p99 latency, and the CPU time per request of the server process and of its
 worker processes (from /proc, utime + stime). The stages are timed in this process on the same requests (request
 JSON, FHIR reading, evaluation, the assessment document, the hand-off serialisation, cards and the response JSON
-(both made in the worker), an audit append) so the service's CPU can be set against them; the JWT check is the extra server CPU of a run with
-authentication on (a test key, as tests/service_support.py makes), the SQLite audit the extra worker CPU of a run
-with ``--audit``. The in-process path (FHIR resources -> facts -> evaluate -> to_json) is measured on one core here.
+(both made in the worker), an audit append) so the service's CPU can be set against them; the JWT check is the
+extra server CPU of a run with authentication on (a test key, as tests/service_support.py makes), the SQLite audit
+the extra worker CPU of a run with ``--audit``. The in-process path (FHIR resources -> facts -> evaluate -> to_json)
+is measured on one core here.
 
 Exit status: 0 when every target is met, 1 when one is missed.
 """
