@@ -90,11 +90,11 @@ def read_until_closed(connection: socket.socket, timeout: float) -> bytes:
 CAP = 32
 
 
-@pytest.fixture(scope="module")
-def capped_service():
+@pytest.fixture(scope="module", params=["httptools", "h11"])  # the two HTTP parsers serve can use
+def capped_service(request):
     # A long header timeout: only the cap can make room in this test, not the timeout.
     with running_service("--allow-unauthenticated", "--workers", "1", "--max-connections", str(CAP),
-                         "--header-timeout", "120") as service:
+                         "--header-timeout", "120", "--http-parser", request.param) as service:
         yield service
 
 
@@ -121,10 +121,10 @@ def test_half_open_connections_beyond_the_cap_leave_health_and_hooks_answering(c
 # --- read timeouts ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def impatient_service():
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def impatient_service(request):
     with running_service("--allow-unauthenticated", "--workers", "1", "--header-timeout", "1",
-                         "--body-timeout", "1") as service:
+                         "--body-timeout", "1", "--http-parser", request.param) as service:
         yield service
 
 

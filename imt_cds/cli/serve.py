@@ -99,6 +99,10 @@ def register(commands: Any) -> None:
     limits.add_argument("--store-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="a feedback write or an evaluation's audit record waits at most this long for the "
                         "store's write lock, then gets a 503 (default 5)")
+    serve.add_argument("--http-parser", choices=("auto", "httptools", "h11"), default="auto",
+                        help="the HTTP/1.1 parser: httptools (C, the fast one; installed with the service extra) or "
+                        "h11 (pure Python); auto: httptools when installed (default auto). The event loop is uvloop "
+                        "when installed")
     serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     serve.set_defaults(run=_run_serve)
 
@@ -153,6 +157,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         limits.check()
         max_connections = open_file_budget(limits, args.workers)
+        protocol = guarded_protocol(limits, max_connections, args.http_parser)
         app = create_app(config)
     except AuditStoreUnavailableError as exc:
         print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
@@ -172,7 +177,7 @@ def _run_serve(args: argparse.Namespace) -> int:
           f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
           f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
     server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
-                                   http=guarded_protocol(limits, max_connections),
+                                   http=protocol, loop="auto",
                                    timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
     # uvicorn.Config set up its log handlers just now; the root handler carries the service's own loggers and
     # asyncio's ("socket.accept() out of system resource").

@@ -7,7 +7,8 @@ orders among ``context.draftOrders`` checked against the same record (``order_si
 
 A request is checked before anything is fetched or evaluated (``check_request``): a call this service cannot answer
 is refused with a 400 naming what is wrong. Reading FHIR and evaluating happen in a worker process (``workers.py``);
-fetching from ``fhirServer`` in ``prefetch.py``; cards are rendered by ``cards.py`` and ``order_sign.py``.
+fetching from ``fhirServer`` in ``prefetch.py``; cards are rendered by ``cards.py`` (for patient-view in the worker,
+``patient_view.py``) and ``order_sign.py``.
 """
 
 from __future__ import annotations
@@ -17,23 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from ..core.rulebook import Rulebook
 from ..fhir.reader import OBSERVATION_CODES
-from ..render.cards import (
-    assessment_cards,
-    conflict_card,
-    fact_origins,
-    hook_instance_id,
-    not_eligible_card,
-    problems_card,
-    sort_cards,
-)
-from ..render.fhir_output import assessment_bundle
+from ..render.cards import conflict_card, fact_origins, hook_instance_id, problems_card, sort_cards
 from .config import ServiceConfig
 from .errors import BadRequestError, NotFoundError, PrefetchUnavailableError
 from .feedback import CardIndex
 from .models import refuse, request_problems
 from .order_sign import check_orders, targeted_orders
+from .patient_view import FHIR_GUIDANCE_EXTENSION, not_eligible_cards
 from .prefetch import Template, collect_resources
 from .workers import WorkerPool
 
@@ -47,7 +42,6 @@ __all__ = [
     "find_service",
 ]
 
-FHIR_GUIDANCE_EXTENSION = "urn:imt-cds:fhir-guidance"  # request it with {"extension": {<this>: true}}
 # {"extension": {<this>: true}}: the caller established the IMT diagnosis outside the chart (recorded in provenance)
 DIAGNOSIS_ATTESTED_EXTENSION = "urn:imt-cds:imt-diagnosis-attested"
 
@@ -129,7 +123,8 @@ class HookRunner:
         self.rulebook = rulebook
         self.cards = cards
 
-    async def answer(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def answer(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any] | orjson.Fragment:
+        """The response to a hook call, for ``orjson.dumps`` (a patient-view one comes serialised already)."""
         if service.hook == "order-sign":
             return await self._order_sign(service, request)
         return await self._patient_view(service, request)
@@ -147,14 +142,16 @@ class HookRunner:
                                       f"context ({patient_id}): nothing is evaluated on another patient's record")
         return resources
 
-    async def _read(self, service: CdsService, request: Mapping[str, Any], op: str) -> dict[str, Any]:
-        """The worker's reading of the chart (and, for "assess", the assessment); a chart whose patient cannot be
-        established is refused here: 412 when the client sent no Patient, 400 otherwise."""
+    async def _read(self, service: CdsService, request: Mapping[str, Any], op: str,
+                    more: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The worker's answer to job ``op`` on the chart ("facts": its reading; "cards": the patient-view
+        response); a chart whose patient cannot be established is refused here: 412 when the client sent no
+        Patient, 400 otherwise."""
         resources = await self._resources(service, request)
         extension = request.get("extension") or {}
         result = await self.pool.run({"op": op, "resources": resources, "on": _today(),
                                       "patient_id": request["context"]["patientId"],
-                                      "attested": extension.get(DIAGNOSIS_ATTESTED_EXTENSION) is True})
+                                      "attested": extension.get(DIAGNOSIS_ATTESTED_EXTENSION) is True, **(more or {})})
         refused = result.get("refused")
         if refused is not None:
             if refused["reason"] == "no_patient":
@@ -162,40 +159,21 @@ class HookRunner:
             raise BadRequestError(refused["message"])
         return result
 
-    def _not_eligible_cards(self, service: CdsService, request: Mapping[str, Any],
-                            read: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """No cards for a chart that may not be evaluated (no IMT diagnosis, deceased): a service called on every
-        chart opened must stay silent about patients it is not for. One info card only when configured."""
-        if not self.config.not_eligible_card:
-            return []
-        card_id = hook_instance_id("not-eligible", str(request["hookInstance"]))
-        return [not_eligible_card(read["eligibility"]["message"], evaluation_id=card_id)]
+    def _not_eligible_cards(self, request: Mapping[str, Any], read: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return not_eligible_cards(read, str(request["hookInstance"]), self.config.not_eligible_card)
 
-    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
-        result = await self._read(service, request, "assess")
-        read = result["fhir"]
-        if not read["eligibility"]["eligible"]:
-            return {"cards": self._not_eligible_cards(service, request, read)}
-        document = result["assessment"]
-        if document is None:
-            evaluation_id = hook_instance_id("hook", str(request["hookInstance"]))
-            cards = [conflict_card(read["problems"], evaluation_id=evaluation_id)]
-        else:
-            evaluation_id = result["evaluation_id"]
-            cards = assessment_cards(document, evaluation_id=evaluation_id, sources=read["sources"],
-                                     public_url=self.config.public_url, problems=read["problems"])
-            problems = problems_card(read["problems"], evaluation_id=evaluation_id)
-            if problems is not None:
-                cards.insert(0, problems)
-        cards = sort_cards(cards)
-        self.cards.add(service.id, evaluation_id, cards)
-        response: dict[str, Any] = {"cards": cards}
+    async def _patient_view(self, service: CdsService, request: Mapping[str, Any]) -> orjson.Fragment:
+        # The worker renders the cards too (``patient_view_response``): the one server process only passes them on.
         extension = request.get("extension") or {}
-        if document is not None and extension.get(FHIR_GUIDANCE_EXTENSION) is True:
-            bundle = assessment_bundle(document, request_id=str(request["hookInstance"]),
-                                       service_endpoint=self.config.service_url(f"/cds-services/{service.id}"))
-            response["extension"] = {FHIR_GUIDANCE_EXTENSION: bundle}
-        return response
+        guidance = extension.get(FHIR_GUIDANCE_EXTENSION) is True
+        result = await self._read(service, request, "cards", {
+            "hook_instance": str(request["hookInstance"]),
+            "fhir_guidance_endpoint": self.config.service_url(f"/cds-services/{service.id}") if guidance else None})
+        if result["evaluation_id"] is not None:
+            # The cards as the index reads them (uuid, finding code): the worker sent only that and the bytes.
+            self.cards.add(service.id, result["evaluation_id"],
+                           [{"uuid": uuid, "source": {"topic": {"code": code}}} for uuid, code in result["index"]])
+        return orjson.Fragment(result["raw"])  # the response as the worker serialised it: sent as it is
 
     async def _order_sign(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any]:
         orders = targeted_orders(request["context"]["draftOrders"], self.rulebook.drugs)
@@ -204,7 +182,7 @@ class HookRunner:
         result = await self._read(service, request, "facts")
         read = result["fhir"]
         if not read["eligibility"]["eligible"]:  # the checks are IMT knowledge: not for other patients
-            return {"cards": self._not_eligible_cards(service, request, read)}
+            return {"cards": self._not_eligible_cards(request, read)}
         check_id = hook_instance_id("order-sign", str(request["hookInstance"]))
         if read["facts"] is None:
             cards = [conflict_card(read["problems"], evaluation_id=check_id)]

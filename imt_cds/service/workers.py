@@ -22,6 +22,7 @@ so a replacement starts in a fraction of a second and never inherits the server'
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -42,8 +43,9 @@ from .errors import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
+from .patient_view import patient_view_response
 
-__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings"]
+__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "encode_answer"]
 
 log = logging.getLogger("imt_cds.service")
 
@@ -68,6 +70,8 @@ class WorkerSettings:
     audit: str | None = None
     audit_input: bool = True
     store_timeout: float = 5.0  # seconds an audit append may wait for the store's write lock
+    public_url: str = ""  # the service's base URL, for the links of the cards a worker renders
+    not_eligible_card: bool = False  # one info card for a chart not evaluated (ServiceConfig's setting)
 
 
 class AuditUnavailableError(ServiceUnavailableError):
@@ -322,7 +326,7 @@ class WorkerPool:
                                          "replaced") from None
             worker.busy = False
             self._idle.put_nowait(worker)
-            result: dict[str, Any] = orjson.loads(answer)
+            result = decode_answer(answer)
             if not result.get("ok"):
                 error = result.get("error") or {}
                 if error.get("code") == AuditUnavailableError.code:
@@ -339,6 +343,24 @@ class WorkerPool:
             self._retire(worker)
         elif self._idle is not None and not self._closed:
             self._idle.put_nowait(worker)
+
+
+def encode_answer(answer: dict[str, Any]) -> bytes:
+    """A worker's answer as one message: its JSON, then, when it carries ``raw`` bytes (a response already
+    serialised in the worker), a NUL byte and those bytes as they are, so the server neither parses nor re-serialises
+    them. JSON text never holds a NUL byte (orjson writes control characters escaped), so the first one separates."""
+    raw = answer.pop("raw", None)
+    encoded = orjson.dumps(answer)
+    return encoded if raw is None else encoded + b"\0" + raw
+
+
+def decode_answer(message: bytes) -> dict[str, Any]:
+    """The answer ``encode_answer`` made (``raw`` back as bytes when there were some)."""
+    encoded, separator, raw = message.partition(b"\0")
+    answer: dict[str, Any] = orjson.loads(encoded)
+    if separator:
+        answer["raw"] = raw
+    return answer
 
 
 def _frame(payload: bytes) -> bytes:
@@ -358,6 +380,9 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
     except BaseException as exc:  # noqa: BLE001 - report why the worker cannot start, then exit
         connection.send_bytes(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return
+    # What exists now (modules, the rulebook, the compiled program, the card texts) lives as long as the worker: out
+    # of the cyclic collector's sight, its full passes walk only what each job allocates.
+    gc.freeze()
     connection.send_bytes(orjson.dumps({"ready": os.getpid()}))
     while True:
         try:
@@ -370,7 +395,7 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
             code = getattr(exc, "code", type(exc).__name__)
             answer = {"ok": False, "error": {"code": code, "message": f"{type(exc).__name__}: {exc}"}}
-        connection.send_bytes(orjson.dumps(answer))
+        connection.send_bytes(encode_answer(answer))
 
 
 def _name_process() -> None:
@@ -385,11 +410,15 @@ def _name_process() -> None:
 class _Handler:
     """What a worker does: FHIR resources -> facts (with sources and problems) -> assessment.
 
-    Jobs: ``{"op": "assess" | "facts", "resources": [...], "on": "YYYY-MM-DD", "patient_id": "...",
+    Jobs: ``{"op": "assess" | "facts" | "cards", "resources": [...], "on": "YYYY-MM-DD", "patient_id": "...",
     "attested": false}``. The answer's ``fhir`` holds the sources, problems and eligibility of the reading, and, for
     "facts", the facts themselves (None when the chart may not be evaluated or a conflict prevented them); "assess"
-    adds the assessment document and its evaluation id (the audit record id when audited). A chart whose patient
-    cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is read from it."""
+    adds the assessment document and its evaluation id (the audit record id when audited). "cards" (with
+    ``hook_instance`` and ``fhir_guidance_endpoint``) answers the patient-view response itself, cards rendered
+    (``patient_view.py``), as ``{"evaluation_id", "index": [[card uuid, finding code]...], "raw": response bytes}``
+    (``encode_answer``): the server's one process indexes the cards and sends the bytes on, nothing parsed. A chart
+    whose patient cannot be established is answered ``{"refused": {"reason", "message"}}``: nothing is read from
+    it."""
 
     def __init__(self, settings: WorkerSettings):
         from ..core.engine import Engine
@@ -401,6 +430,7 @@ class _Handler:
             self._store = _open_audit_store(settings)
         # The store is not the engine's audit sink: the worker appends each assessment itself, to keep its record id.
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
+        self.settings = settings
 
     def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         from ..core.errors import ChartRefusedError
@@ -412,16 +442,26 @@ class _Handler:
                                               diagnosis_attested=bool(job.get("attested")))
         except ChartRefusedError as exc:
             return {"ok": True, "refused": {"reason": exc.reason, "message": exc.problems[0].message}}
-        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(facts=job.get("op") == "facts"),
+        op = job.get("op")
+        answer: dict[str, Any] = {"ok": True, "fhir": read.to_dict(facts=op == "facts"),
                                   "assessment": None, "evaluation_id": None}
-        if job.get("op") == "assess" and read.facts is not None:
+        assessment = None
+        if op in ("assess", "cards") and read.facts is not None:
             diagnosis = read.eligibility.diagnosis
             assessment = self.engine.evaluate(read.facts, diagnosis=diagnosis.to_dict() if diagnosis else None)
             # Fail closed: an assessment that could not be recorded is not returned (append raises; the job fails).
             evaluation_id = self._record(assessment) if self._store is not None else uuid.uuid4()
             answer["assessment"] = orjson.Fragment(assessment.to_json())
             answer["evaluation_id"] = str(evaluation_id)
-        return answer
+        if op != "cards":
+            return answer
+        response, evaluation_id = patient_view_response(
+            answer["fhir"], assessment.to_dict() if assessment is not None else None, answer["evaluation_id"],
+            hook_instance=job["hook_instance"], public_url=self.settings.public_url,
+            not_eligible=self.settings.not_eligible_card, fhir_guidance_endpoint=job.get("fhir_guidance_endpoint"))
+        # What the server's card index keeps of each card (for feedback), and the response ready to send.
+        index = [[card["uuid"], card["source"]["topic"]["code"]] for card in response["cards"]] if evaluation_id else []
+        return {"ok": True, "evaluation_id": evaluation_id, "index": index, "raw": orjson.dumps(response)}
 
     def _record(self, assessment: Any) -> Any:
         from ..core.errors import AuditError
