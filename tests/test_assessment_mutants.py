@@ -1,0 +1,85 @@
+"""The assessment's objects and document where mutation testing found them unread (tests/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from imt_cds import Engine
+
+CONTRADICTORY = {"tumor": {"resectability": "resectable", "distant_disease": False},
+                 "history": {"margin_status": "R0"},
+                 "molecular": {"alk": {"status": "negative", "fusion_partner": "EML4"}}}
+TWO_FUSIONS_RESECTABLE = {"tumor": {"resectability": "resectable", "distant_disease": False},
+                          "molecular": {"alk": {"status": "positive"}, "ros1": {"status": "positive"}}}
+DIAGNOSIS = {"condition": "Condition/imt-1", "code": "http://snomed.info/sct|1162836000", "recorded": "2025-11-02"}
+
+
+def _all_reasons(assessment):
+    for finding in assessment.findings + tuple(s.finding for s in assessment.suppressed):
+        yield from finding.because
+        for other in finding.also_from:
+            yield from other.because
+    for fact in assessment.derived_facts:
+        yield from fact.because
+
+
+def test_a_reason_is_either_a_fact_test_or_a_derived_fact_and_leaves_the_other_fields_empty(engine):
+    # A Python caller tells the two kinds apart by which fields are set (``reason.fact is not None``).
+    assessment = engine.evaluate(CONTRADICTORY)
+    reasons = list(_all_reasons(assessment))
+    facts = [r for r in reasons if r.fact is not None]
+    derived = [r for r in reasons if r.derived is not None]
+    assert facts and derived and len(facts) + len(derived) == len(reasons)
+    for reason in facts:
+        assert reason.derived is None and reason.holds is None and reason.reasons == ()
+        assert reason.expected is not None
+    for reason in derived:
+        assert reason.fact is None and reason.expected is None and reason.actual is None
+        assert reason.parameter is None and reason.holds in (True, False)
+
+
+def test_the_diagnosis_given_is_in_the_provenance_of_the_objects_and_of_the_document(engine):
+    assessment = engine.evaluate({"age_years": 8}, diagnosis=DIAGNOSIS)
+    assert assessment.provenance.to_dict()["diagnosis"] == DIAGNOSIS
+    assert assessment.to_dict()["provenance"]["diagnosis"] == DIAGNOSIS
+    assert dict(assessment.diagnosis) == DIAGNOSIS
+    without = engine.evaluate({"age_years": 8})
+    assert "diagnosis" not in without.provenance.to_dict() and "diagnosis" not in without.to_dict()["provenance"]
+
+
+def test_a_suppression_by_a_fact_without_reasons_says_the_fact_holds(tmp_path):
+    # In the shipped rulebook the one suppression rests on CONTRADICTION, whose reasons are always listed; a
+    # suppression resting on a plain derived fact has none, and says so in words.
+    from rulebook_copies import copy_rulebook, edit
+
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "suppression/S01-contradiction-suppresses-treatment.yaml", "when: {derived: CONTRADICTION}",
+         "when: {derived: MULTIPLE_KINASE_FUSIONS}")
+    assessment = Engine(directory).evaluate(TWO_FUSIONS_RESECTABLE)
+    (suppression,) = assessment.suppressed
+    expected = {"by": {"id": "D03", "version": "1.0.0", "fact": "MULTIPLE_KINASE_FUSIONS"},
+                "reason": "MULTIPLE_KINASE_FUSIONS holds", "reasons": [],
+                "suppression_rule": {"id": "S01", "version": "1.0.0"}}
+    written = suppression.to_dict()
+    assert {k: written[k] for k in expected} == expected
+    assert written["finding"]["code"] == "REC_UPFRONT_SURGICAL_RESECTION"
+    assert assessment.to_dict()["suppressed"] == [written]
+    assert assessment.suppressed_codes == {"REC_UPFRONT_SURGICAL_RESECTION"}
+    assert "REC_UPFRONT_SURGICAL_RESECTION" not in assessment.codes
+
+
+def test_the_derived_names_are_the_derived_facts_of_the_document(engine):
+    assessment = engine.evaluate(CONTRADICTORY)
+    names = {d["name"] for d in assessment.to_dict()["derived_facts"]}
+    assert "CONTRADICTION" in names and "DATA_BLOCK" in names
+    assert assessment.derived_names == names == {d.name for d in assessment.derived_facts}
+
+
+def test_an_assessment_shows_its_patient_and_codes(engine):
+    assessment = engine.evaluate({"patient_id": "P-7", "age_years": 8, "tumor": {"size_cm": 2.0},
+                                  "molecular": {"alk": {"status": "negative"}}})
+    assert repr(assessment) == f"<Assessment patient_id='P-7' codes={sorted(assessment.codes)}>"
+    assert "REC_MULTIDISCIPLINARY_REVIEW" in repr(assessment)
