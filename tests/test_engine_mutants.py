@@ -120,3 +120,9 @@ def test_the_fact_tests_that_hold_are_decided_by_the_engine(rulebook):
     assert ("molecular.alk.status", "is", "positive") not in negative
     assert ("molecular.alk.status", "is", "negative") in negative
     assert engine.true_conditions(ALK_ADVANCED) == engine.true_conditions(ALK_ADVANCED)
+
+
+def test_an_engine_shows_its_rulebook(rulebook):
+    engine = Engine(rulebook)
+    assert repr(engine) == (f"<Engine rulebook=imt {rulebook.version} sha256={rulebook.sha256[:12]} "
+                            f"rules={len(engine.program.rules)}>")
