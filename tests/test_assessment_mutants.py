@@ -83,3 +83,30 @@ def test_an_assessment_shows_its_patient_and_codes(engine):
                                   "molecular": {"alk": {"status": "negative"}}})
     assert repr(assessment) == f"<Assessment patient_id='P-7' codes={sorted(assessment.codes)}>"
     assert "REC_MULTIDISCIPLINARY_REVIEW" in repr(assessment)
+
+
+def test_a_finding_produced_by_three_rules_lists_the_other_two_under_also_from_in_catalogue_order(tmp_path):
+    # As test_assessment.py's two-rule case, with R35 (a TRK inhibitor) also flagging its agent as off-label: the
+    # document lists both other rules, and is the objects written out.
+    from rulebook_copies import copy_rulebook, edit
+
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "derived/D05-data-block.yaml", "    - {derived: MULTIPLE_KINASE_FUSIONS}\n", "")
+    edit(directory, "derived/D05-data-block.yaml", "  any:\n    - {derived: CONTRADICTION}", "  any:\n"
+         "    - {derived: CONTRADICTION}\n    - {fact: molecular.alk.fusion_partner, is: NEVERSEEN}")
+    r35 = directory / "treatment/R35-trk-inhibitor.yaml"
+    text = r35.read_text().replace(
+        "    title: Verify labelling for an infant\n    summary: Patient under {trk_infant_check_age_years}; check "
+        "each TRK inhibitor's age labelling and infant dosing before use.\n    indicator: critical",
+        "    title: Off-label indication\n    summary: The agent suggested is not approved for IMT; its use is "
+        "off-label.\n    indicator: warning")
+    r35.write_text(text.replace("FLAG_VERIFY_INFANT_LABELING", "FLAG_OFF_LABEL_INDICATION"))
+    assessment = Engine(directory).evaluate({
+        "age_years": 0.5, "tumor": {"distant_disease": True}, "history": {"progressed_on_alk_inhibitor": True},
+        "molecular": {"alk": {"status": "positive"}, "ros1": {"status": "positive"}, "ntrk": {"status": "positive"}}})
+    flag = assessment.finding("FLAG_OFF_LABEL_INDICATION")
+    assert flag.rule.id == "R33" and [a.rule.id for a in flag.also_from] == ["R34", "R35"]
+    (written,) = [f for f in json.loads(assessment.to_json())["risk_flags"] if f["code"] == "FLAG_OFF_LABEL_INDICATION"]
+    assert written == flag.to_dict()
+    assert {"fact": "molecular.ntrk.status", "expected": "= positive", "actual": "positive"} in \
+        written["also_from"][1]["because"]
