@@ -110,3 +110,23 @@ def test_a_finding_produced_by_three_rules_lists_the_other_two_under_also_from_i
     assert written == flag.to_dict()
     assert {"fact": "molecular.ntrk.status", "expected": "= positive", "actual": "positive"} in \
         written["also_from"][1]["because"]
+
+
+def test_an_assessment_names_the_rulebook_it_was_made_with(engine, rulebook):
+    assert engine.evaluate({"age_years": 8}).rulebook is rulebook
+
+
+def test_without_an_always_rule_the_internal_anchor_fires_but_is_not_in_the_trace(tmp_path):
+    # With no 'always' rule the compiler adds an internal anchor rule (every evaluation must start an action); it
+    # fires among the clinical rules, and the trace skips it without losing the firings after it.
+    from rulebook_copies import copy_rulebook
+
+    directory = copy_rulebook(tmp_path)
+    (directory / "always/R01-multidisciplinary-review.yaml").unlink()
+    assessment = Engine(directory).evaluate({"age_years": 8, "tumor": {"resectability": "unresectable"},
+                                             "molecular": {"alk": {"status": "positive"}}})
+    written = assessment.to_dict()["trace"]
+    seqs = [entry["seq"] for entry in written]
+    assert seqs != list(range(1, len(seqs) + 1))  # a gap: the anchor's firing (it is not a rule of the rulebook)
+    assert [t.to_dict() for t in assessment.trace] == written
+    assert "REC_CRIZOTINIB_ALK" in assessment.codes and "R32a" in {entry["rule"]["id"] for entry in written}
