@@ -130,3 +130,14 @@ def test_without_an_always_rule_the_internal_anchor_fires_but_is_not_in_the_trac
     assert seqs != list(range(1, len(seqs) + 1))  # a gap: the anchor's firing (it is not a rule of the rulebook)
     assert [t.to_dict() for t in assessment.trace] == written
     assert "REC_CRIZOTINIB_ALK" in assessment.codes and "R32a" in {entry["rule"]["id"] for entry in written}
+
+
+def test_only_the_trace_entries_of_a_reason_rule_say_what_they_are_part_of(engine):
+    # A caller reads ``entry.part_of is not None`` as "a reason rule of a grouping rule (C1 of D04)".
+    assessment = engine.evaluate(CONTRADICTORY)
+    parts = {entry.engine_rule: entry.part_of for entry in assessment.trace}
+    suppressions = [entry for entry in assessment.trace if "candidate" in entry.matched]
+    assert suppressions and all(entry.part_of is None for entry in suppressions)
+    assert "D04" in parts.values()
+    assert all(part in (None, "D04") for part in parts.values())
+    assert [t.to_dict() for t in assessment.trace] == assessment.to_dict()["trace"]
