@@ -141,3 +141,16 @@ def test_only_the_trace_entries_of_a_reason_rule_say_what_they_are_part_of(engin
     assert "D04" in parts.values()
     assert all(part in (None, "D04") for part in parts.values())
     assert [t.to_dict() for t in assessment.trace] == assessment.to_dict()["trace"]
+
+
+def test_an_assessment_refuses_changes_and_deletions_saying_which_attribute(engine):
+    import dataclasses
+
+    assessment = engine.evaluate({"patient_id": "P-7"})
+    with pytest.raises(dataclasses.FrozenInstanceError) as changed:
+        assessment.patient_id = "other"  # type: ignore[misc]
+    assert str(changed.value) == "an Assessment is immutable (cannot set 'patient_id')"
+    with pytest.raises(dataclasses.FrozenInstanceError) as deleted:
+        del assessment.recommendations
+    assert str(deleted.value) == "an Assessment is immutable (cannot delete 'recommendations')"
+    assert assessment.patient_id == "P-7" and assessment.recommendations
