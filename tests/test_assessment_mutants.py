@@ -154,3 +154,28 @@ def test_an_assessment_refuses_changes_and_deletions_saying_which_attribute(engi
         del assessment.recommendations
     assert str(deleted.value) == "an Assessment is immutable (cannot delete 'recommendations')"
     assert assessment.patient_id == "P-7" and assessment.recommendations
+
+
+def test_suppressed_findings_sharing_a_code_are_listed_by_rule_id_not_by_firing_order(tmp_path):
+    # The shipped rules suppressed by S01 produce distinct codes; give R26 the code of R31 in a working copy. For
+    # this patient the suppression of R31 fires before that of R26: the list still goes by code, then rule id.
+    from rulebook_copies import copy_rulebook
+
+    directory = copy_rulebook(tmp_path)
+    r26 = directory / "treatment/R26-resect-local-recurrence.yaml"
+    text = r26.read_text().replace(
+        "    title: Resect the local recurrence if feasible\n    summary: Resectable local recurrence without distant "
+        "disease; re-resection, if feasible, can be discussed.\n",
+        "    title: Consider a clinical trial\n    summary: Advanced disease; ask whether the patient is eligible for "
+        "a clinical trial.\n")
+    r26.write_text(text.replace("REC_RESECT_LOCAL_RECURRENCE_IF_FEASIBLE", "REC_CLINICAL_TRIAL_CONSIDER"))
+    assessment = Engine(directory).evaluate({
+        "age_years": 1, "tumor": {"resectability": "resectable", "distant_disease": False},
+        "history": {"margin_status": "R1", "recurrence": True}, "molecular": {"ntrk": {"status": "positive"}}})
+    fired = [entry.suppressed for entry in assessment.trace if "candidate" in entry.matched]
+    assert fired[:2] == [("REC_CLINICAL_TRIAL_CONSIDER",)] * 2  # both suppressions fired (R31's first)
+    assert [entry.matched["candidate"] for entry in assessment.trace if "candidate" in entry.matched] == ["R31", "R26"]
+    listed = [(s.finding.code, s.finding.rule.id) for s in assessment.suppressed]
+    assert listed == [("REC_CLINICAL_TRIAL_CONSIDER", "R26"), ("REC_CLINICAL_TRIAL_CONSIDER", "R31")]
+    written = assessment.to_dict()["suppressed"]
+    assert [(s["finding"]["code"], s["finding"]["rule"]["id"]) for s in written] == listed
