@@ -140,6 +140,9 @@ def test_only_the_trace_entries_of_a_reason_rule_say_what_they_are_part_of(engin
     assert suppressions and all(entry.part_of is None for entry in suppressions)
     assert "D04" in parts.values()
     assert all(part in (None, "D04") for part in parts.values())
+    # ... and only a suppression's entry names findings it withheld: the others have none (an empty tuple).
+    assert all(entry.suppressed == () for entry in assessment.trace if "candidate" not in entry.matched)
+    assert all(entry.suppressed for entry in suppressions)
     assert [t.to_dict() for t in assessment.trace] == assessment.to_dict()["trace"]
 
 
@@ -179,3 +182,11 @@ def test_suppressed_findings_sharing_a_code_are_listed_by_rule_id_not_by_firing_
     assert listed == [("REC_CLINICAL_TRIAL_CONSIDER", "R26"), ("REC_CLINICAL_TRIAL_CONSIDER", "R31")]
     written = assessment.to_dict()["suppressed"]
     assert [(s["finding"]["code"], s["finding"]["rule"]["id"]) for s in written] == listed
+
+
+def test_the_attributes_computed_on_first_use_keep_their_documentation():
+    # help(Assessment) shows them: the lazy descriptor carries the function's docstring.
+    from imt_cds import Assessment
+
+    assert Assessment.codes.__doc__ == "Every emitted finding code."
+    assert Assessment.evaluated_at.__doc__.startswith("When the evaluation ran, as RFC 3339 UTC")
