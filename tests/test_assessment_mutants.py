@@ -190,3 +190,35 @@ def test_the_attributes_computed_on_first_use_keep_their_documentation():
 
     assert Assessment.codes.__doc__ == "Every emitted finding code."
     assert Assessment.evaluated_at.__doc__.startswith("When the evaluation ran, as RFC 3339 UTC")
+
+
+def test_an_attribute_computed_on_first_use_is_the_same_object_afterwards(engine):
+    assessment = engine.evaluate(CONTRADICTORY)
+    assert assessment.recommendations is assessment.recommendations
+    assert assessment.trace is assessment.trace and assessment.suppressed is assessment.suppressed
+
+
+def test_suppressed_findings_are_listed_by_code_not_by_rule(engine):
+    # R31's code sorts before R26's; the rule ids sort the other way.
+    assessment = engine.evaluate({
+        "age_years": 1, "tumor": {"resectability": "resectable", "distant_disease": False},
+        "history": {"margin_status": "R1", "recurrence": True}, "molecular": {"ntrk": {"status": "positive"}}})
+    listed = [(s.finding.code, s.finding.rule.id) for s in assessment.suppressed]
+    assert listed == [("REC_CLINICAL_TRIAL_CONSIDER", "R31"), ("REC_RESECT_LOCAL_RECURRENCE_IF_FEASIBLE", "R26")]
+    assert [(s["finding"]["code"], s["finding"]["rule"]["id"]) for s in assessment.to_dict()["suppressed"]] == listed
+
+
+def test_a_suppressions_trace_entry_names_the_fact_and_the_rule_it_withheld(engine):
+    written = [entry for entry in engine.evaluate(CONTRADICTORY).to_dict()["trace"] if entry["rule"]["id"] == "S01"]
+    assert written and all(entry["matched"]["derived"] == ["CONTRADICTION"] for entry in written)
+    assert "R23" in {entry["matched"]["candidate"] for entry in written}
+
+
+def test_a_naive_evaluation_time_is_refused_naming_the_argument(engine):
+    from imt_cds.core.errors import NaiveDateTimeError
+
+    with pytest.raises(NaiveDateTimeError) as info:
+        engine.evaluate({"age_years": 8}, evaluated_at=datetime(2026, 1, 1))
+    assert info.value.name == "evaluated_at"
+    assert str(info.value).startswith("evaluated_at must be timezone-aware")
+    assert engine.evaluate({"age_years": 8}, evaluated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
