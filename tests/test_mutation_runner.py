@@ -1,6 +1,7 @@
 """`make mutation`'s runner (tests/mutation_runner.sh): mutmut 2.5.1 counts only exit status 1 as a kill, so the
-runner turns pytest's collection error (2: the mutant broke the import) into 1, and leaves every other status as it is
-(5, no tests collected, must never look like a kill)."""
+runner turns pytest's collection error (2: the mutant broke the import), a conftest that cannot be loaded (4: the
+mutant broke the package's import) and a crash (killed by a signal) into 1, and leaves every other status as it is
+(5, no tests collected, and 4 for a wrong path must never look like a kill)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ def _status(tmp_path: Path, source: str) -> int:
 ])
 def test_the_runner_counts_an_import_failure_as_a_kill_and_nothing_else_new(tmp_path, source, expected):
     assert _status(tmp_path, source) == expected
+
+
+def test_a_conftest_that_cannot_be_loaded_is_a_kill_and_a_wrong_path_is_not(tmp_path):
+    # tests/conftest.py imports the package: a mutant that breaks its import (a syntax error, a class that cannot
+    # be created) makes pytest exit 4, as a wrong path on the command line does.
+    (tmp_path / "conftest.py").write_text("import broken_module_of_the_probe\n")
+    (tmp_path / "broken_module_of_the_probe.py").write_text("class A:\n    __slots__ = None\n")
+    assert _status(tmp_path, "def test_x():\n    pass\n") == 1
+    command = ["sh", str(RUNNER), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               str(tmp_path / "no_such_test_file.py")]
+    (tmp_path / "conftest.py").write_text("")
+    assert subprocess.run(command, capture_output=True, timeout=120, check=False).returncode == 4
+
+
+def test_a_test_process_killed_by_a_signal_is_a_kill(tmp_path):
+    # A mutant of the engine can make durable-rules crash the process (a segmentation fault): the tests saw it.
+    source = "import os, signal\n\ndef test_crash():\n    os.kill(os.getpid(), signal.SIGSEGV)\n"
+    assert _status(tmp_path, source) == 1
