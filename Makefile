@@ -87,7 +87,7 @@ MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_audit_archive.py tests/tes
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
     or by_position)'
 MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
-MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/assessment.py \
+MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py imt_cds/core/assessment.py \
           imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py
 
 # One module's run: a fresh copy of the committed tree in $(MUTATION_DIR)/<module>, then its results.
