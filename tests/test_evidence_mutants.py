@@ -1,0 +1,106 @@
+"""The evidence registry as a finding shows it, pinned where mutation testing of core/evidence.py found no test
+looking: each entry's JSON form (what the assessment carries), the verification statement of a seed entry, the
+registry being a value, and the one-line reason for each way a registry file can be wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+
+from imt_cds import EvidenceError
+from imt_cds.core._resources import seeds_dir
+from imt_cds.core.evidence import load_evidence
+
+RICH_CITATION = ("Rich BS, Fishbein J, Lautz T, et al. Inflammatory myofibroblastic tumor: A multi-institutional study "
+                 "from the Pediatric Surgical Oncology Research Collaborative. Int J Cancer 2022;151(7):1059-1067.")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_evidence(seeds_dir())
+
+
+def test_a_seed_entry_as_json_quotes_its_document_and_says_how_it_was_verified(registry):
+    assert registry["RICH2022:c06"].to_dict() == {
+        "id": "RICH2022:c06",
+        "citation": RICH_CITATION,
+        "quote": "Median tumor size was 3.9 cm.",
+        "claim": "Median tumor size was 3.9 cm.",
+        "level": None,
+        "source": "000_480b0b1c2c9dcc3a.txt",
+        "verification": "verbatim: quote found in the shipped source document when the registry was loaded",
+    }
+    assert registry["PDQ-PULM-IMT:s10"].to_dict()["level"] == "C3"
+
+
+def test_an_external_entry_as_json_has_no_quote_source_or_level(registry):
+    assert registry["EXT-BUTRYNSKI2010"].to_dict() == {
+        "id": "EXT-BUTRYNSKI2010",
+        "citation": "Butrynski JE, et al. Crizotinib in ALK-rearranged inflammatory myofibroblastic tumor. N Engl J Med "
+                    "2010;363(18):1727-33. PMID 20979472",
+        "quote": None,
+        "claim": "First report of a sustained response of ALK-rearranged IMT to crizotinib.",
+        "level": None,
+        "source": None,
+        "verification": "partial (PMID secondary)",
+    }
+
+
+def test_the_registry_cannot_be_changed_once_loaded(registry):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry.sha256 = "0" * 64
+    with pytest.raises(TypeError):
+        registry.entries["EXT-NEW"] = registry["EXT-BUTRYNSKI2010"]
+
+
+def test_the_registry_keeps_its_name_and_version(registry):
+    assert (registry.name, registry.version, len(registry)) == ("imt-evidence", "0.1", 56)
+
+
+def _problems(tmp_path, change):
+    """The problems of a copy of the shipped seeds whose registry text was changed by ``change``."""
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(change(path.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    return list(info.value.problems)
+
+
+ENTRIES = "entries:\n"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda t: t[: t.index(ENTRIES)] + "entries: {}\n", ["evidence.yaml: 'entries' must be a list"]),
+    (lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- id: EXT-FDA-CRIZ-IMT-2022\n"),
+     ["evidence.yaml: duplicate evidence id EXT-FDA-CRIZ-IMT-2022"]),
+    (lambda t: t.replace("file: 000_480b0b1c2c9dcc3a.txt", "file: ../seeds/000_480b0b1c2c9dcc3a.txt"),
+     "evidence.yaml: source RICH2022: file must be a plain file name in seeds/"),
+    (lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- id: ext butrynski\n"),
+     ["evidence.yaml: ext butrynski: malformed id (expected e.g. RICH2022:c06 or EXT-LOVLY2014)"]),
+    (lambda t: t.replace("- id: RICH2022:c06\n", "- id: PDQ-PULM-IMT:c06\n"),
+     ["evidence.yaml: PDQ-PULM-IMT:c06: a seed entry's id must start with its source key RICH2022:"]),
+    (lambda t: t.replace("quote: Median tumor size was 3.9 cm.", "quote: ' '"),
+     ["evidence.yaml: RICH2022:c06: 'quote' must be non-empty text"]),
+    (lambda t: t.replace("  verification: partial (PMID secondary)\n", "", 1),
+     ["evidence.yaml: EXT-BUTRYNSKI2010: an external entry needs verification"]),
+    (lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- name: EXT-BUTRYNSKI2010\n"),
+     ["evidence.yaml: entry #39: needs an 'id' string"]),
+])
+def test_each_way_an_entry_can_be_wrong_is_one_line_naming_it(tmp_path, change, expected):
+    found = _problems(tmp_path, change)
+    if isinstance(expected, str):  # the source is refused, so its entries are reported as citing an unknown source
+        assert found[0] == expected
+        assert all(p.startswith("evidence.yaml: RICH2022:") and "unknown source 'RICH2022'" in p for p in found[1:])
+    else:
+        assert found == expected
+
+
+def test_a_source_without_a_citation_does_not_stop_the_other_sources_from_loading(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("    citation: 'Rich BS", "    title: 'Rich BS", 1))
+    assert found[0] == "evidence.yaml: source RICH2022 needs 'file' and 'citation' strings"
+    assert found[1:] and all(p.startswith("evidence.yaml: RICH2022:") for p in found[1:])  # none of PDQ-PULM-IMT
+    assert found[1] == "evidence.yaml: RICH2022:c01: unknown source 'RICH2022'; known: PDQ-PULM-IMT"

@@ -1,0 +1,54 @@
+"""What a rule author sees when the rulebook is wrong, pinned where mutation testing of core/rule_loader.py found no
+test looking: the exact message and place of each problem, and the problems that only some layouts of a rulebook
+directory can show (an empty rule file, a rulebook without a drug table)."""
+
+from __future__ import annotations
+
+import pytest
+from rulebook_copies import copy_rulebook, edit
+
+from imt_cds import RulebookError, load_rulebook
+
+CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
+
+
+def load_problems(directory):
+    with pytest.raises(RulebookError) as info:
+        load_rulebook(directory)
+    return info.value.problems
+
+
+def only(problems):
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_a_missing_rulebook_directory_names_the_directory(tmp_path):
+    problem = only(load_problems(tmp_path / "nowhere"))
+    assert (problem.file, problem.message) == (str(tmp_path / "nowhere"), "rulebook directory not found")
+
+
+def test_an_empty_rule_file_is_reported_not_skipped(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "flags" / "R99-empty.yaml").write_text("# nothing yet\n")
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.message) == ("flags/R99-empty.yaml", "empty rule file")
+
+
+def test_without_a_drug_table_every_drug_a_finding_names_is_unknown(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "drugs.yaml").unlink()
+    problems = load_problems(directory)
+    crizotinib = [p for p in problems if p.rule == "R32a"]
+    assert [(p.path, p.message) for p in crizotinib] == [
+        ("then[0].drugs[0]", "unknown drug 'crizotinib': not in drugs.yaml")]
+    assert all(p.message.startswith("unknown drug ") and p.message.endswith(": not in drugs.yaml") for p in problems)
+
+
+def test_a_rule_file_that_is_not_utf8_is_the_one_problem_not_every_reference_to_its_rules(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / "derived" / "D06-alk-inhibitor-eligible.yaml"  # derives what R32a and others test
+    path.write_bytes(path.read_bytes().replace(b"title:", b"title: \xff", 1))
+    problem = only(load_problems(directory))
+    assert problem.file == "derived/D06-alk-inhibitor-eligible.yaml" and problem.line is None
+    assert problem.message.startswith("cannot read: 'utf-8' codec can't decode byte 0xff")

@@ -1,0 +1,69 @@
+"""The structural problems a rule author reads, word for word, where mutation testing of core/rule_schema.py found
+that the existing tests matched only a fragment of a message (so a changed or doubled message passed). Each is
+checked both through ``rule_schema.problems`` (path, message, did-you-mean) and, where the place matters, through
+the loader on a copy of the shipped rulebook (file, rule, line)."""
+
+from __future__ import annotations
+
+import pytest
+from rulebook_copies import copy_rulebook, edit
+
+from imt_cds import RulebookError, load_rulebook
+from imt_cds.core.rule_schema import FindingDocument, Manifest, ValueSetDocument, problems
+
+CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
+VERSION_MESSAGE = "version must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'; got "
+
+
+def load_problems(directory):
+    with pytest.raises(RulebookError) as info:
+        load_rulebook(directory)
+    return info.value.problems
+
+
+def test_a_malformed_version_is_one_problem_in_the_validators_own_words(tmp_path):
+    assert problems(Manifest, {"name": "n", "version": 1.1}) == [("version", VERSION_MESSAGE + "1.1", None)]
+    assert problems(Manifest, {"name": "n", "version": "1.1"}) == [("version", VERSION_MESSAGE + "'1.1'", None)]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "version: 1.1.0", "version: 1.1")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.rule, problem.path, problem.line, problem.message) == (
+        CRIZOTINIB, "R32a", "version", 2, VERSION_MESSAGE + "1.1")
+
+
+def test_a_value_outside_a_closed_list_names_the_list_and_suggests_the_closest(tmp_path):
+    finding = {"finding": "REC_X_Y", "title": "t", "summary": "s", "indicator": "warn"}
+    assert problems(FindingDocument, finding) == [
+        ("indicator", "indicator must be one of info, warning, critical; got 'warn'", "warning")]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "flags/R14-age-outside-evidence.yaml", "kind: risk_flag", "kind: risk")
+    [problem] = load_problems(directory)
+    assert (problem.rule, problem.path, problem.suggestion) == ("R14", "kind", "risk_flag")
+    assert problem.message == ("kind must be one of derived_fact, recommendation, data_request, risk_flag, "
+                               "suppression; got 'risk'")
+
+
+def test_an_unquoted_numeric_code_is_refused_in_the_validators_own_words():
+    document = {"value_set": "a-b", "title": "t",
+                "codes": [{"system": "http://example.org", "code": 88251, "display": "d", "source": "s"}]}
+    assert problems(ValueSetDocument, document) == [
+        ("codes[0].code", "code must be text: write codes in quotes (YAML reads 88251 as a number)", None)]
+
+
+def test_a_malformed_rule_id_and_finding_code_say_what_they_must_look_like(tmp_path):
+    finding = {"finding": "X_Y", "title": "t", "summary": "s", "indicator": "info"}
+    assert problems(FindingDocument, finding) == [
+        ("finding", "a finding code is UPPER_SNAKE_CASE starting with REC_, REQUEST_, RISK_, FLAG_; got 'X_Y'", None)]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "id: R32a", "id: R3")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.path, problem.line) == (CRIZOTINIB, "id", 1)
+    assert problem.message == "'id' must look like R01, R19a, D04, S01; got 'R3'"
+
+
+def test_a_manifest_without_a_version_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "rulebook.yaml", "version: 0.2.0\n", "")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.path, problem.message) == (
+        "rulebook.yaml", "version", "missing 'version': it must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'")
