@@ -104,3 +104,38 @@ def test_a_source_without_a_citation_does_not_stop_the_other_sources_from_loadin
     assert found[0] == "evidence.yaml: source RICH2022 needs 'file' and 'citation' strings"
     assert found[1:] and all(p.startswith("evidence.yaml: RICH2022:") for p in found[1:])  # none of PDQ-PULM-IMT
     assert found[1] == "evidence.yaml: RICH2022:c01: unknown source 'RICH2022'; known: PDQ-PULM-IMT"
+
+
+def test_a_seed_entry_naming_an_unknown_source_lists_every_known_one(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("- id: RICH2022:c06\n  source: RICH2022\n",
+                                                    "- id: RICH2022:c06\n  source: RICH\n"))
+    assert found == ["evidence.yaml: RICH2022:c06: unknown source 'RICH'; known: PDQ-PULM-IMT, RICH2022"]
+
+
+def test_a_quote_that_is_not_text_is_refused_in_words(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("quote: Median tumor size was 3.9 cm.", "quote: 3.9"))
+    assert found == ["evidence.yaml: RICH2022:c06: 'quote' must be non-empty text"]
+
+
+def test_a_quote_not_in_its_document_is_named_with_the_document_and_the_quote(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("Median tumor size was 3.9 cm.", "Median tumor size was 4.9 cm."))
+    assert found == ["evidence.yaml: RICH2022:c06: quote not found in 000_480b0b1c2c9dcc3a.txt (compared with "
+                     "whitespace removed): 'Median tumor size was 4.9 cm.'"]
+
+
+def test_a_source_document_that_is_missing_or_not_utf8_is_named(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    (copy / "000_480b0b1c2c9dcc3a.txt").write_bytes(b"abc\xffdef")
+    (copy / "002_f2ee5d647c6cfe07.txt").unlink()
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    assert info.value.problems[:2] == (
+        "evidence.yaml: source RICH2022: document 000_480b0b1c2c9dcc3a.txt is not UTF-8 text (invalid start byte at "
+        "byte 3)",
+        "evidence.yaml: source PDQ-PULM-IMT: document 002_f2ee5d647c6cfe07.txt not found in seeds/")
+
+
+def test_a_source_keeps_its_study_type(registry):
+    assert {key: source.study_type for key, source in registry.sources.items()} == {
+        "RICH2022": "OBS-MC", "PDQ-PULM-IMT": "NARR"}

@@ -52,3 +52,11 @@ def test_a_rule_file_that_is_not_utf8_is_the_one_problem_not_every_reference_to_
     problem = only(load_problems(directory))
     assert problem.file == "derived/D06-alk-inhibitor-eligible.yaml" and problem.line is None
     assert problem.message.startswith("cannot read: 'utf-8' codec can't decode byte 0xff")
+
+
+def test_malformed_yaml_is_reported_at_the_line_of_the_mistake_in_the_parsers_words(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "kind: recommendation", "kind: recommendation: now")  # line 4
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.line, problem.rule) == (CRIZOTINIB, 4, None)
+    assert problem.message == "not valid YAML: mapping values are not allowed in this context"

@@ -67,3 +67,23 @@ def test_a_manifest_without_a_version_is_refused_not_loaded(tmp_path):
     [problem] = load_problems(directory)
     assert (problem.file, problem.path, problem.message) == (
         "rulebook.yaml", "version", "missing 'version': it must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'")
+
+
+def test_a_wrong_type_in_the_manifest_parameters_or_drug_table_says_what_the_field_must_be(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "rulebook.yaml", "catalogue: clinical/RULES.md, rule catalogue version 0.1", "catalogue: 5")
+    edit(directory, "parameters.yaml", "meaning:", "meaning: [x]\n    unused:")
+    edit(directory, "drugs.yaml", "    class: ALK/ROS1 inhibitor", "    class: 5")
+    found = {(p.file, p.path): p.message for p in load_problems(directory)}
+    assert found[("rulebook.yaml", "catalogue")] == "catalogue must be text naming the rule catalogue; got 5"
+    [meaning] = [m for (f, p), m in found.items() if f == "parameters.yaml" and p.endswith(".meaning")]
+    assert meaning == "meaning must be text saying what the parameter decides; got ['x']"
+    assert found[("drugs.yaml", "drugs[0].class")] == "class must be text such as 'ALK inhibitor'; got 5"
+
+
+def test_a_drug_whose_rxnorm_entry_lacks_its_code_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", '      code: "1148495"\n', "")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.path) == ("drugs.yaml", "drugs[0].rxnorm.code")
+    assert problem.message == 'missing \'code\': it must be digits written in quotes ("1148495")'
