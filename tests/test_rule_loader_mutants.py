@@ -60,3 +60,14 @@ def test_malformed_yaml_is_reported_at_the_line_of_the_mistake_in_the_parsers_wo
     problem = only(load_problems(directory))
     assert (problem.file, problem.line, problem.rule) == (CRIZOTINIB, 4, None)
     assert problem.message == "not valid YAML: mapping values are not allowed in this context"
+
+
+def test_a_rulebook_directory_without_rule_files_says_so(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    for path in directory.rglob("*.yaml"):
+        if path.parent == directory and path.name not in ("rulebook.yaml", "parameters.yaml"):
+            path.unlink()
+        elif path.parent != directory and path.parent.name != "terminology":
+            path.unlink()
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.message, problem.line) == (".", "no rule files (*.yaml) found", None)

@@ -87,3 +87,11 @@ def test_a_drug_whose_rxnorm_entry_lacks_its_code_is_refused_not_loaded(tmp_path
     [problem] = load_problems(directory)
     assert (problem.file, problem.path) == ("drugs.yaml", "drugs[0].rxnorm.code")
     assert problem.message == 'missing \'code\': it must be digits written in quotes ("1148495")'
+
+
+def test_a_drug_table_without_its_drugs_list_is_refused(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "\ndrugs:\n", "\ndrug:\n")
+    found = [(p.path, p.message, p.suggestion) for p in load_problems(directory) if p.file == "drugs.yaml"]
+    assert found == [("drug", "unknown key 'drug'; allowed: drugs", "drugs"),
+                     ("drugs", "missing 'drugs': it must be a list of drugs (name, brands, class, targets)", None)]
