@@ -139,3 +139,13 @@ def test_a_source_document_that_is_missing_or_not_utf8_is_named(tmp_path):
 def test_a_source_keeps_its_study_type(registry):
     assert {key: source.study_type for key, source in registry.sources.items()} == {
         "RICH2022": "OBS-MC", "PDQ-PULM-IMT": "NARR"}
+
+
+def test_an_external_entry_keeps_the_level_it_is_given(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "  verification: partial (PMID secondary)\n", "  verification: partial (PMID secondary)\n  level: 2A\n", 1),
+        encoding="utf-8")
+    assert load_evidence(copy)["EXT-BUTRYNSKI2010"].to_dict()["level"] == "2A"
