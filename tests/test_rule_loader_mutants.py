@@ -71,3 +71,11 @@ def test_a_rulebook_directory_without_rule_files_says_so(tmp_path):
             path.unlink()
     problem = only(load_problems(directory))
     assert (problem.file, problem.message, problem.line) == (".", "no rule files (*.yaml) found", None)
+
+
+def test_a_duplicate_rule_id_names_the_file_that_has_it_first(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "treatment" / "R32a-copy.yaml").write_text((directory / CRIZOTINIB).read_text())
+    problem = only(load_problems(directory))  # files are read in name order: the copy first
+    assert (problem.file, problem.rule, problem.path, problem.line) == (CRIZOTINIB, "R32a", "id", 1)
+    assert problem.message == "duplicate rule id R32a (also in treatment/R32a-copy.yaml)"
