@@ -79,3 +79,13 @@ def test_a_duplicate_rule_id_names_the_file_that_has_it_first(tmp_path):
     problem = only(load_problems(directory))  # files are read in name order: the copy first
     assert (problem.file, problem.rule, problem.path, problem.line) == (CRIZOTINIB, "R32a", "id", 1)
     assert problem.message == "duplicate rule id R32a (also in treatment/R32a-copy.yaml)"
+
+
+def test_a_value_set_the_fhir_reader_needs_is_reported_missing_by_name_and_purpose(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "terminology" / "cancer-disease-status.yaml").unlink()
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.message) == (
+        "terminology/cancer-disease-status.yaml",
+        "missing: the FHIR reader needs value set 'cancer-disease-status' (Observation codes of a cancer disease "
+        "status)")

@@ -95,3 +95,26 @@ def test_a_drug_table_without_its_drugs_list_is_refused(tmp_path):
     found = [(p.path, p.message, p.suggestion) for p in load_problems(directory) if p.file == "drugs.yaml"]
     assert found == [("drug", "unknown key 'drug'; allowed: drugs", "drugs"),
                      ("drugs", "missing 'drugs': it must be a list of drugs (name, brands, class, targets)", None)]
+
+
+def test_a_missing_required_key_says_what_it_must_be():
+    from imt_cds.core.rule_schema import ReasonDocument
+
+    assert problems(FindingDocument, {"title": "t", "summary": "s", "indicator": "info"}) == [
+        ("finding", "missing 'finding': it must be a finding code", None)]
+    assert problems(FindingDocument, {"finding": "REC_A_B", "summary": "s", "indicator": "info"}) == [
+        ("title", "missing 'title': it must be non-empty text", None)]
+    reason = {"version": "1.0.0", "title": "t", "text": "x", "examples": [{"name": "a", "fires": True}]}
+    assert problems(ReasonDocument, reason) == [("id", "missing 'id': it must be an id such as C1", None),
+                                                ("when", "missing 'when': it must be a condition", None)]
+
+
+def test_a_finding_without_a_title_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    text = (directory / CRIZOTINIB).read_text()
+    start = text.index("  - finding:")
+    title = text.index("    title:", start)
+    (directory / CRIZOTINIB).write_text(text[:title] + text[text.index("\n", title) + 1:])
+    [problem] = load_problems(directory)
+    assert (problem.rule, problem.path, problem.message) == (
+        "R32a", "then[0].title", "missing 'title': it must be non-empty text")

@@ -1,0 +1,12 @@
+"""Rule files are read without YAML 1.1's surprises, pinned where mutation testing of core/_yaml.py found no test
+looking: a date stays the text it is written as (a rule or an example compares it as text), and the line of a node
+is found for every kind of path."""
+
+from __future__ import annotations
+
+from imt_cds.core._yaml import load_yaml
+
+
+def test_dates_and_times_stay_text_and_only_true_and_false_are_booleans():
+    assert load_yaml("d: 2024-05-29\nt: 2024-05-29T10:00:00Z\nb: no\nc: True\ne: off\n") == {
+        "d": "2024-05-29", "t": "2024-05-29T10:00:00Z", "b": "no", "c": True, "e": "off"}
