@@ -89,3 +89,23 @@ def test_a_value_set_the_fhir_reader_needs_is_reported_missing_by_name_and_purpo
         "terminology/cancer-disease-status.yaml",
         "missing: the FHIR reader needs value set 'cancer-disease-status' (Observation codes of a cancer disease "
         "status)")
+
+
+def test_the_drug_table_is_checked_against_genes_its_own_targets_its_codes_and_the_value_set(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "    targets: [alk, ros1]\n", "    targets: [alkk, ros1]\n")  # crizotinib
+    edit(directory, "drugs.yaml", '      code: "1535457"', '      code: "1148495"')  # ceritinib given crizotinib's
+    found = [(p.file, p.path, p.message, p.suggestion) for p in load_problems(directory)
+             if p.file in ("drugs.yaml", "terminology/alk-inhibitors.yaml")]
+    assert found == [
+        ("drugs.yaml", "drugs[0].targets[0]", "unknown gene 'alkk'; genes: alk, ros1, ntrk, ret, pdgfrb", "alk"),
+        ("drugs.yaml", "drugs[0].label_min_age.alk", "'alk' is not one of the drug's targets (alkk, ros1)", None),
+        ("drugs.yaml", "drugs[1].rxnorm.code", "RxNorm code 1148495 is also drug crizotinib's", None),
+        ("drugs.yaml", "drugs[1].rxnorm.code", "ceritinib's RxNorm code 1148495 is not in "
+         "terminology/alk-inhibitors.yaml as ceritinib: the FHIR reader and order-sign must know ALK inhibitors by "
+         "the same codes", None),
+        ("terminology/alk-inhibitors.yaml", "codes", "RxNorm 1148495 (crizotinib) is an ALK inhibitor here but not "
+         "in drugs.yaml with that code and target alk", None),
+        ("terminology/alk-inhibitors.yaml", "codes", "RxNorm 1535457 (ceritinib) is an ALK inhibitor here but not "
+         "in drugs.yaml with that code and target alk", None),
+    ]

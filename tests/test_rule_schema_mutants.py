@@ -118,3 +118,16 @@ def test_a_finding_without_a_title_is_refused_not_loaded(tmp_path):
     [problem] = load_problems(directory)
     assert (problem.rule, problem.path, problem.message) == (
         "R32a", "then[0].title", "missing 'title': it must be non-empty text")
+
+
+def test_an_empty_list_of_findings_or_reasons_is_refused_and_a_code_without_system_named():
+    from imt_cds.core.rule_schema import RuleDocument, ValueSetCodeDocument
+
+    rule = {"id": "R01", "version": "1.0.0", "title": "t", "kind": "recommendation", "strength": "DESIGN",
+            "then": [], "reasons": [], "examples": [{"name": "a", "fires": True}]}
+    assert problems(RuleDocument, rule) == [
+        ("then", "then must be a non-empty list of findings ({finding: CODE, title: ..., summary: ...}); got an empty "
+                 "list", None),
+        ("reasons", "reasons must be a non-empty list of reason rules; got an empty list", None)]
+    assert problems(ValueSetCodeDocument, {"code": "1", "display": "d", "source": "s"}) == [
+        ("system", "missing 'system': it must be a URI (http(s):// or urn:)", None)]
