@@ -109,3 +109,11 @@ def test_the_drug_table_is_checked_against_genes_its_own_targets_its_codes_and_t
         ("terminology/alk-inhibitors.yaml", "codes", "RxNorm 1535457 (ceritinib) is an ALK inhibitor here but not "
          "in drugs.yaml with that code and target alk", None),
     ]
+
+
+def test_a_parameter_without_a_meaning_has_an_empty_one_and_keeps_its_unit(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "parameters.yaml", "    meaning: Lowest age of the FDA crizotinib label for ALK-positive IMT.\n", "")
+    parameter = load_rulebook(directory).parameters["crizotinib_min_age_years"]
+    assert (parameter.name, parameter.value, parameter.unit, parameter.meaning) == (
+        "crizotinib_min_age_years", 1.0, "years", "")

@@ -131,3 +131,8 @@ def test_an_empty_list_of_findings_or_reasons_is_refused_and_a_code_without_syst
         ("reasons", "reasons must be a non-empty list of reason rules; got an empty list", None)]
     assert problems(ValueSetCodeDocument, {"code": "1", "display": "d", "source": "s"}) == [
         ("system", "missing 'system': it must be a URI (http(s):// or urn:)", None)]
+
+
+def test_a_value_set_name_must_be_lower_case_with_hyphens():
+    assert problems(ValueSetDocument, {"value_set": "IMT_dx", "title": "t"}) == [
+        ("value_set", "value_set must be a lower-case name with hyphens (e.g. imt-diagnosis); got 'IMT_dx'", None)]
