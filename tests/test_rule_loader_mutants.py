@@ -117,3 +117,13 @@ def test_a_parameter_without_a_meaning_has_an_empty_one_and_keeps_its_unit(tmp_p
     parameter = load_rulebook(directory).parameters["crizotinib_min_age_years"]
     assert (parameter.name, parameter.value, parameter.unit, parameter.meaning) == (
         "crizotinib_min_age_years", 1.0, "years", "")
+
+
+def test_a_rule_with_two_shapes_is_told_to_have_exactly_one(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "derived/D06-alk-inhibitor-eligible.yaml", "derives: ALK_INHIBITOR_ELIGIBLE\n",
+         "derives: ALK_INHIBITOR_ELIGIBLE\nsuppresses: [R32a]\n")
+    [problem] = [p for p in load_problems(directory) if p.rule == "D06"]
+    assert (problem.file, problem.path, problem.line) == ("derived/D06-alk-inhibitor-eligible.yaml", None, 1)
+    assert problem.message == ("a rule needs exactly one of 'then' (findings), 'derives' (a derived fact) or "
+                               "'suppresses' (rules whose findings it suppresses); got ['derives', 'suppresses']")
