@@ -127,3 +127,28 @@ def test_a_rule_with_two_shapes_is_told_to_have_exactly_one(tmp_path):
     assert (problem.file, problem.path, problem.line) == ("derived/D06-alk-inhibitor-eligible.yaml", None, 1)
     assert problem.message == ("a rule needs exactly one of 'then' (findings), 'derives' (a derived fact) or "
                                "'suppresses' (rules whose findings it suppresses); got ['derives', 'suppresses']")
+
+
+def test_a_rule_keeps_its_description(rulebook):
+    assert rulebook.rule("D04").description.startswith("One CONTRADICTION fact per reason that holds (C1-C4).")
+
+
+@pytest.mark.parametrize(("file", "old", "new", "path", "message"), [
+    ("flags/R14-age-outside-evidence.yaml", "kind: risk_flag", "kind: suppression", "kind",
+     "a rule with findings ('then') cannot have kind suppression"),
+    ("flags/R14-age-outside-evidence.yaml", "when: {fact: age_years, gt: {param: evidence_age_limit_years}}\n", "",
+     "when", "missing condition ('when'); use 'when: always' for a rule that always applies"),
+    ("flags/R14-age-outside-evidence.yaml", "when: {fact: age_years,",
+     "reasons: [{id: C9, version: 1.0.0, title: t, text: t, when: always, examples: [{name: a, fires: true}]}]\n"
+     "when: {fact: age_years,", "reasons", "only a rule that derives a fact can list reasons"),
+    ("derived/D04-contradiction.yaml", "derives: CONTRADICTION\n", "derives: CONTRADICTION\nwhen: always\n", "when",
+     "a rule with reasons has no condition of its own: it holds when a reason holds"),
+    (CRIZOTINIB, "    gene: alk", "    gene: alkk", "then[0].gene", "unknown gene 'alkk'; genes: alk, ros1, ntrk, ret, "
+     "pdgfrb"),
+])
+def test_a_rule_whose_parts_do_not_fit_together_is_told_where_and_why(tmp_path, file, old, new, path, message):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message) == (file, path, message)
+    assert problem.suggestion == ("alk" if path == "then[0].gene" else None)

@@ -136,3 +136,11 @@ def test_an_empty_list_of_findings_or_reasons_is_refused_and_a_code_without_syst
 def test_a_value_set_name_must_be_lower_case_with_hyphens():
     assert problems(ValueSetDocument, {"value_set": "IMT_dx", "title": "t"}) == [
         ("value_set", "value_set must be a lower-case name with hyphens (e.g. imt-diagnosis); got 'IMT_dx'", None)]
+
+
+def test_a_document_that_is_not_a_mapping_and_a_value_inside_a_plain_mapping_are_named():
+    from imt_cds.core.rule_schema import DrugsFile
+
+    assert problems(Manifest, ["a"]) == [(None, "the document must be a mapping; got ['a']", None)]
+    drug = {"name": "crizotinib", "class": "c", "targets": ["alk"], "label_min_age": {"alk": 5}}
+    assert problems(DrugsFile, {"drugs": [drug]}) == [("drugs[0].label_min_age.alk", "alk must be text; got 5", None)]
