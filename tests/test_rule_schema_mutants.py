@@ -144,3 +144,19 @@ def test_a_document_that_is_not_a_mapping_and_a_value_inside_a_plain_mapping_are
     assert problems(Manifest, ["a"]) == [(None, "the document must be a mapping; got ['a']", None)]
     drug = {"name": "crizotinib", "class": "c", "targets": ["alk"], "label_min_age": {"alk": 5}}
     assert problems(DrugsFile, {"drugs": [drug]}) == [("drugs[0].label_min_age.alk", "alk must be text; got 5", None)]
+
+
+def test_an_unknown_key_of_a_parameter_lists_the_keys_a_parameter_has():
+    from imt_cds.core.rule_schema import ParametersFile
+
+    assert problems(ParametersFile, {"parameters": {"x": {"value": 1, "units": "cm"}}}) == [
+        ("parameters.x.units", "unknown key 'units'; allowed: value, unit, meaning, evidence", "unit")]
+
+
+def test_a_long_value_is_shown_cut_to_sixty_characters():
+    from imt_cds.core.rule_schema import DrugsFile
+
+    drug = {"name": "crizotinib", "class": "c", "targets": "x" * 100}
+    [(path, message, _)] = problems(DrugsFile, {"drugs": [drug]})
+    shown = message.removeprefix("targets must be a non-empty list of genes; got ")
+    assert (path, shown) == ("drugs[0].targets", "'" + "x" * 56 + "...") and len(shown) == 60
