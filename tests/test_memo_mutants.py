@@ -20,14 +20,14 @@ def test_a_cache_of_one_entry_is_allowed_and_keeps_the_latest():
 
 
 @pytest.mark.parametrize("capacity", [0, -1, True, False, 2.5, "8", None])
-def test_a_capacity_that_is_not_a_whole_number_of_one_or_more_is_refused(capacity):
+def test_a_cache_capacity_that_is_not_a_whole_number_of_one_or_more_is_refused(capacity):
     with pytest.raises(InvalidSettingError) as raised:
         MemoCache(capacity)
     assert (raised.value.name, raised.value.value) == ("capacity", capacity)
     assert str(raised.value) == f"capacity must be a whole number of entries, 1 or more, not {capacity!r}"
 
 
-def test_the_statistics_are_a_value_that_cannot_be_changed():
+def test_the_cache_statistics_are_a_value_that_cannot_be_changed():
     stats = MemoCache(4).stats()
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.hits = 5
