@@ -38,8 +38,8 @@ def test_a_seed_entry_as_json_quotes_its_document_and_says_how_it_was_verified(r
 def test_an_external_entry_as_json_has_no_quote_source_or_level(registry):
     assert registry["EXT-BUTRYNSKI2010"].to_dict() == {
         "id": "EXT-BUTRYNSKI2010",
-        "citation": "Butrynski JE, et al. Crizotinib in ALK-rearranged inflammatory myofibroblastic tumor. N Engl J Med "
-                    "2010;363(18):1727-33. PMID 20979472",
+        "citation": "Butrynski JE, et al. Crizotinib in ALK-rearranged inflammatory myofibroblastic tumor. N Engl J "
+                    "Med 2010;363(18):1727-33. PMID 20979472",
         "quote": None,
         "claim": "First report of a sustained response of ALK-rearranged IMT to crizotinib.",
         "level": None,

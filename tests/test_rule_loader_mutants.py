@@ -95,8 +95,12 @@ def test_the_drug_table_is_checked_against_genes_its_own_targets_its_codes_and_t
     directory = copy_rulebook(tmp_path)
     edit(directory, "drugs.yaml", "    targets: [alk, ros1]\n", "    targets: [alkk, ros1]\n")  # crizotinib
     edit(directory, "drugs.yaml", '      code: "1535457"', '      code: "1148495"')  # ceritinib given crizotinib's
-    found = [(p.file, p.path, p.message, p.suggestion) for p in load_problems(directory)
+    problems = load_problems(directory)
+    found = [(p.file, p.path, p.message, p.suggestion) for p in problems
              if p.file in ("drugs.yaml", "terminology/alk-inhibitors.yaml")]
+    [r32a] = [p for p in problems if p.rule == "R32a"]  # its finding is about alk, which crizotinib no longer targets
+    assert (r32a.path, r32a.message) == ("then[0].drugs[0]",
+                                         "crizotinib does not target alk (drugs.yaml lists alkk, ros1)")
     assert found == [
         ("drugs.yaml", "drugs[0].targets[0]", "unknown gene 'alkk'; genes: alk, ros1, ntrk, ret, pdgfrb", "alk"),
         ("drugs.yaml", "drugs[0].label_min_age.alk", "'alk' is not one of the drug's targets (alkk, ros1)", None),
@@ -113,7 +117,8 @@ def test_the_drug_table_is_checked_against_genes_its_own_targets_its_codes_and_t
 
 def test_a_parameter_without_a_meaning_has_an_empty_one_and_keeps_its_unit(tmp_path):
     directory = copy_rulebook(tmp_path)
-    edit(directory, "parameters.yaml", "    meaning: Lowest age of the FDA crizotinib label for ALK-positive IMT.\n", "")
+    edit(directory, "parameters.yaml",
+         "    meaning: Lowest age of the FDA crizotinib label for ALK-positive IMT.\n", "")
     parameter = load_rulebook(directory).parameters["crizotinib_min_age_years"]
     assert (parameter.name, parameter.value, parameter.unit, parameter.meaning) == (
         "crizotinib_min_age_years", 1.0, "years", "")
@@ -145,10 +150,12 @@ def test_a_rule_keeps_its_description(rulebook):
      "a rule with reasons has no condition of its own: it holds when a reason holds"),
     (CRIZOTINIB, "    gene: alk", "    gene: alkk", "then[0].gene", "unknown gene 'alkk'; genes: alk, ros1, ntrk, ret, "
      "pdgfrb"),
+    (CRIZOTINIB, "    drugs: [crizotinib]", "    drugs: [crizotnib]", "then[0].drugs[0]",
+     "unknown drug 'crizotnib': not in drugs.yaml"),
 ])
 def test_a_rule_whose_parts_do_not_fit_together_is_told_where_and_why(tmp_path, file, old, new, path, message):
     directory = copy_rulebook(tmp_path)
     edit(directory, file, old, new)
     problem = only(load_problems(directory))
     assert (problem.file, problem.path, problem.message) == (file, path, message)
-    assert problem.suggestion == ("alk" if path == "then[0].gene" else None)
+    assert problem.suggestion == {"then[0].gene": "alk", "then[0].drugs[0]": "crizotinib"}.get(path)

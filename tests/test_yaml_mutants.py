@@ -22,5 +22,5 @@ def test_the_line_of_a_path_is_its_node_or_its_nearest_existing_ancestor():
                                                  "rules[5]", "rules[0].when.all[1]", "rules[0].nothing",
                                                  "rules.id", "name.first", "rules[0].when.all.x",
                                                  "nothing.rules", "rules[2]", "rules[0].nothing.id")] == [
-        2, 2, 2, 2, 3, 6, 6, 3, 5, 4, 3, 2, 5, 2, 3, 4]  # a name inside a list or a scalar: the list's or the scalar's line
+        2, 2, 2, 2, 3, 6, 6, 3, 5, 4, 3, 2, 5, 2, 3, 4]  # a name inside a list or a scalar: the list's or scalar's line
     assert line_of("a: [", "a") is None and line_of("", "a") is None
