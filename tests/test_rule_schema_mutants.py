@@ -160,3 +160,11 @@ def test_a_long_value_is_shown_cut_to_sixty_characters():
     [(path, message, _)] = problems(DrugsFile, {"drugs": [drug]})
     shown = message.removeprefix("targets must be a non-empty list of genes; got ")
     assert (path, shown) == ("drugs[0].targets", "'" + "x" * 56 + "...") and len(shown) == 60
+
+
+def test_a_rule_without_a_title_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "title: Crizotinib for advanced ALK-positive IMT (age within the label)\n", "")
+    [problem] = load_problems(directory)
+    assert (problem.rule, problem.path, problem.message) == (
+        "R32a", "title", "missing 'title': it must be non-empty text")
