@@ -75,6 +75,8 @@ MUTATION_TESTS_imt_cds/core/_yaml.py       := tests/test_yaml_mutants.py tests/t
 MUTATION_TESTS_imt_cds/core/memo.py        := tests/test_memo_mutants.py tests/test_engine.py tests/test_api_hygiene.py -k cache
 MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording.py tests/test_note_wording.py
 MUTATION_TESTS_imt_cds/core/facts.py       := tests/test_facts_mutants.py tests/test_facts.py tests/test_untrusted_input.py
+MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py tests/test_rulebook_structure.py \
+    tests/test_fhir_input.py
 # Being rewritten elsewhere at the time of writing; configured, run them by name with MUTATE=...
 MUTATION_TESTS_imt_cds/audit          := tests/test_audit_store.py tests/test_audit_replay.py
 MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
@@ -98,7 +100,7 @@ MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/assessment.py \
           imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py imt_cds/core/rule_schema.py \
           imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py imt_cds/core/wording.py \
-          imt_cds/core/facts.py
+          imt_cds/core/facts.py imt_cds/core/terminology.py
 
 # One module's run: a fresh copy of the committed tree in $(MUTATION_DIR)/<module>, then its results.
 define mutate_one
