@@ -159,3 +159,13 @@ def test_a_rule_whose_parts_do_not_fit_together_is_told_where_and_why(tmp_path, 
     problem = only(load_problems(directory))
     assert (problem.file, problem.path, problem.message) == (file, path, message)
     assert problem.suggestion == {"then[0].gene": "alk", "then[0].drugs[0]": "crizotinib"}.get(path)
+
+
+def test_a_brand_naming_two_drugs_and_an_unknown_age_parameter_are_placed_and_worded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "    brands: [Zykadia]", "    brands: [Xalkori]")  # ceritinib given crizotinib's
+    edit(directory, "drugs.yaml", "{alk: crizotinib_min_age_years}", "{alk: crizotinib_min_age}")
+    assert [(p.file, p.path, p.message, p.suggestion) for p in load_problems(directory)] == [
+        ("drugs.yaml", "drugs[0].label_min_age.alk", "unknown parameter 'crizotinib_min_age'",
+         "crizotinib_min_age_years"),
+        ("drugs.yaml", "drugs[1].name", "'Xalkori' already names drug crizotinib", None)]

@@ -168,3 +168,12 @@ def test_a_rule_without_a_title_is_refused_not_loaded(tmp_path):
     [problem] = load_problems(directory)
     assert (problem.rule, problem.path, problem.message) == (
         "R32a", "title", "missing 'title': it must be non-empty text")
+
+
+def test_a_drug_without_a_name_or_with_an_rxnorm_code_alone_is_told_what_to_write():
+    from imt_cds.core.rule_schema import DrugsFile
+
+    assert problems(DrugsFile, {"drugs": [{"class": "c", "targets": ["alk"], "rxnorm": "1148495"}]}) == [
+        ("drugs[0].name", "missing 'name': it must be the ingredient in lower case (e.g. crizotinib)", None),
+        ("drugs[0].rxnorm", 'rxnorm must be {code: "...", source: where the code was verified}; leave it out when no '
+                            "code could be verified; got '1148495'", None)]
