@@ -177,3 +177,43 @@ def test_a_drug_without_a_name_or_with_an_rxnorm_code_alone_is_told_what_to_writ
         ("drugs[0].name", "missing 'name': it must be the ingredient in lower case (e.g. crizotinib)", None),
         ("drugs[0].rxnorm", 'rxnorm must be {code: "...", source: where the code was verified}; leave it out when no '
                             "code could be verified; got '1148495'", None)]
+
+
+_EXAMPLE = {"name": "a", "fires": True}
+_RULE = {"id": "R01", "version": "1.0.0", "title": "t", "kind": "recommendation", "strength": "DESIGN",
+         "examples": [_EXAMPLE]}
+_REASON = {"id": "C1", "version": "1.0.0", "title": "t", "text": "x", "when": "always", "examples": [_EXAMPLE]}
+_CODE = {"system": "urn:x", "code": "1", "display": "d", "source": "s"}
+
+
+def _without(mapping, key):
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+@pytest.mark.parametrize(("model", "document", "expected"), [
+    ("ExampleDocument", dict(_EXAMPLE, expect=5, expect_suppressed=5, facts=5), [
+        ("facts", "facts must be a patient's facts (a mapping); got 5"),
+        ("expect", "expect must be a list of finding codes or derived fact names; got 5"),
+        ("expect_suppressed", "expect_suppressed must be a list of finding codes or derived fact names; got 5")]),
+    ("RuleDocument", dict(_RULE, evidence=5, strength=5, suppresses=[]), [
+        ("strength", "strength must be text such as 'REG + SA-TRIAL'; got 5"),
+        ("evidence", "evidence must be a list of evidence ids; got 5"),
+        ("suppresses", "suppresses must be a non-empty list of rule ids; got an empty list")]),
+    ("RuleDocument", _without(_RULE, "id"), [("id", "missing 'id': it must be an id such as R01, R19a, D04, S01")]),
+    ("ParametersFile", {"parameters": {"x": {"value": 1, "evidence": 5}}}, [
+        ("parameters.x.evidence", "evidence must be a list of evidence ids; got 5")]),
+    ("ReasonDocument", dict(_without(_REASON, "title"), strength=5), [
+        ("title", "missing 'title': it must be non-empty text"),
+        ("strength", "strength must be text such as 'REG + SA-TRIAL'; got 5")]),
+    ("FindingDocument", {"finding": "REC_A_B", "title": "t", "indicator": "info", "drugs": 5}, [
+        ("summary", "missing 'summary': it must be non-empty text"),
+        ("drugs", "drugs must be a list of drug names of drugs.yaml; got 5")]),
+    ("ValueSetDocument", {"value_set": "a-b", "codes": [_without(_CODE, "display")], "text_patterns": 5}, [
+        ("title", "missing 'title': it must be non-empty text"),
+        ("codes[0].display", "missing 'display': it must be non-empty text"),
+        ("text_patterns", "text_patterns must be a list of regular expressions; got 5")]),
+])
+def test_each_field_says_what_it_must_be(model, document, expected):
+    from imt_cds.core import rule_schema
+
+    assert [(path, message) for path, message, _ in problems(getattr(rule_schema, model), document)] == expected
