@@ -169,3 +169,42 @@ def test_a_brand_naming_two_drugs_and_an_unknown_age_parameter_are_placed_and_wo
         ("drugs.yaml", "drugs[0].label_min_age.alk", "unknown parameter 'crizotinib_min_age'",
          "crizotinib_min_age_years"),
         ("drugs.yaml", "drugs[1].name", "'Xalkori' already names drug crizotinib", None)]
+
+
+_PARAMETERS = ("size_risk_threshold_cm, evidence_age_limit_years, crizotinib_min_age_years, "
+               "selpercatinib_min_age_years, trk_infant_check_age_years")
+
+
+@pytest.mark.parametrize(("file", "old", "new", "path", "message", "suggestion"), [
+    ("parameters.yaml", "evidence: [RICH2022:c06, RICH2022:c15]", "evidence: [RICH2022:c66, RICH2022:c15]",
+     "parameters.size_risk_threshold_cm.evidence[0]", "unknown evidence id 'RICH2022:c66': not in the evidence "
+     "registry", "RICH2022:c16"),
+    ("flags/R14-age-outside-evidence.yaml", "strength: DESIGN\nevidence: [RICH2022:c02]", "strength: REG\nevidence: []",
+     "evidence", "a rule that is not a DESIGN choice must cite at least one evidence id", None),
+    ("derived/D06-alk-inhibitor-eligible.yaml", "kind: derived_fact", "kind: risk_flag", "kind",
+     "a rule with 'derives' must have kind derived_fact", None),
+    (CRIZOTINIB, "{crizotinib_min_age_years}", "{crizotinib_min_age}", "then[0].summary",
+     f"{{crizotinib_min_age}} in the summary names no parameter; parameters: {_PARAMETERS}",
+     "crizotinib_min_age_years"),
+])
+def test_parameters_evidence_kinds_and_texts_are_checked_word_for_word(tmp_path, file, old, new, path, message,
+                                                                      suggestion):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+
+
+def test_a_missing_manifest_and_a_rule_file_holding_a_list_say_what_is_expected(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "rulebook.yaml").unlink()
+    (directory / "flags" / "R99-list.yaml").write_text("- a\n- b\n")
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("flags/R99-list.yaml", None, "a rule file holds one rule (a mapping) or a list under 'rules:'"),
+        ("rulebook.yaml", None, "missing: the rulebook needs a manifest with its name and version")]
+
+
+def test_a_reason_is_a_derived_fact_rule_with_its_own_description(rulebook):
+    reasons = [rule for rule in rulebook.rules if rule.part_of == "D04"]
+    assert reasons and all(rule.kind == "derived_fact" for rule in reasons)
+    assert any(rule.description for rule in reasons)
