@@ -66,7 +66,18 @@ MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler.py tests/test_
 MUTATION_TESTS_imt_cds/core/assessment.py  := tests/test_assessment.py tests/test_assessment_mutants.py
 MUTATION_TESTS_imt_cds/core/engine.py      := tests/test_engine.py tests/test_isolation.py tests/test_engine_mutants.py
 MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment.py
-MUTATION_TESTS_imt_cds/core/rule_loader.py := tests/test_rulebook_loading.py
+MUTATION_TESTS_imt_cds/core/rule_loader.py := tests/test_rule_loader_mutants.py tests/test_rulebook_loading.py \
+    tests/test_rulebook_structure.py tests/test_rule_metadata.py
+MUTATION_TESTS_imt_cds/core/rule_schema.py := tests/test_rule_schema_mutants.py tests/test_rulebook_loading.py \
+    tests/test_rulebook_structure.py tests/test_rule_metadata.py
+MUTATION_TESTS_imt_cds/core/evidence.py    := tests/test_evidence_mutants.py tests/test_evidence.py
+MUTATION_TESTS_imt_cds/core/_yaml.py       := tests/test_yaml_mutants.py tests/test_rulebook_loading.py \
+    tests/test_rulebook_structure.py
+MUTATION_TESTS_imt_cds/core/memo.py        := tests/test_memo_mutants.py tests/test_engine.py tests/test_api_hygiene.py -k cache
+MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording.py tests/test_note_wording.py
+MUTATION_TESTS_imt_cds/core/facts.py       := tests/test_facts_mutants.py tests/test_facts.py tests/test_untrusted_input.py
+MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py tests/test_rulebook_structure.py \
+    tests/test_fhir_input.py
 # Being rewritten elsewhere at the time of writing; configured, run them by name with MUTATE=...
 MUTATION_TESTS_imt_cds/audit          := tests/test_audit_store.py tests/test_audit_replay.py
 MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
@@ -87,8 +98,11 @@ MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_audit_archive.py tests/tes
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
     or by_position)'
 MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
-MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py imt_cds/core/assessment.py \
-          imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py
+MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
+          imt_cds/core/assessment.py \
+          imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py imt_cds/core/rule_schema.py \
+          imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py imt_cds/core/wording.py \
+          imt_cds/core/facts.py imt_cds/core/terminology.py
 
 # One module's run: a fresh copy of the committed tree in $(MUTATION_DIR)/<module>, then its results.
 define mutate_one

@@ -6,7 +6,7 @@
 # error, a class that cannot be created), and a test process killed by a signal (status above 128: the mutant made
 # durable-rules crash). Any other status 4 (a wrong option or path) and status 5 (no tests collected: a wrong
 # selection) are passed on unchanged, so a bad selection never looks like kills.
-output=$(mktemp)
+output=$(mktemp) || exit 3
 "$@" >"$output" 2>&1
 status=$?
 cat "$output"

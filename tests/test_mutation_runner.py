@@ -14,9 +14,12 @@ import pytest
 RUNNER = Path(__file__).with_name("mutation_runner.sh")
 
 
-def _status(tmp_path: Path, source: str) -> int:
+def _status(tmp_path: Path, source: str, conftest: str | None = None, options: tuple[str, ...] = ()) -> int:
     (tmp_path / "test_probe.py").write_text(source)
-    command = ["sh", str(RUNNER), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    if conftest is not None:
+        (tmp_path / "conftest.py").write_text(conftest)
+    command = ["sh", str(RUNNER), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options,
+               str(tmp_path)]
     return subprocess.run(command, capture_output=True, timeout=120, check=False).returncode
 
 
@@ -46,3 +49,12 @@ def test_a_test_process_killed_by_a_signal_is_a_kill(tmp_path):
     # A mutant of the engine can make durable-rules crash the process (a segmentation fault): the tests saw it.
     source = "import os, signal\n\ndef test_crash():\n    os.kill(os.getpid(), signal.SIGSEGV)\n"
     assert _status(tmp_path, source) == 1
+
+
+def test_a_conftest_that_cannot_import_the_mutated_module_is_a_kill(tmp_path):
+    # tests/conftest.py imports imt_cds: a mutant that breaks the import of a core module fails there, status 4
+    assert _status(tmp_path, "def test_x():\n    pass\n", conftest="import no_such_module_of_imt_cds\n") == 1
+
+
+def test_a_wrong_option_is_not_a_kill(tmp_path):
+    assert _status(tmp_path, "def test_x():\n    pass\n", options=("--no-such-option-of-pytest",)) == 4

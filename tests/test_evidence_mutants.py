@@ -1,0 +1,151 @@
+"""The evidence registry as a finding shows it, pinned where mutation testing of core/evidence.py found no test
+looking: each entry's JSON form (what the assessment carries), the verification statement of a seed entry, the
+registry being a value, and the one-line reason for each way a registry file can be wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+
+from imt_cds import EvidenceError
+from imt_cds.core._resources import seeds_dir
+from imt_cds.core.evidence import load_evidence
+
+RICH_CITATION = ("Rich BS, Fishbein J, Lautz T, et al. Inflammatory myofibroblastic tumor: A multi-institutional study "
+                 "from the Pediatric Surgical Oncology Research Collaborative. Int J Cancer 2022;151(7):1059-1067.")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_evidence(seeds_dir())
+
+
+def test_a_seed_entry_as_json_quotes_its_document_and_says_how_it_was_verified(registry):
+    assert registry["RICH2022:c06"].to_dict() == {
+        "id": "RICH2022:c06",
+        "citation": RICH_CITATION,
+        "quote": "Median tumor size was 3.9 cm.",
+        "claim": "Median tumor size was 3.9 cm.",
+        "level": None,
+        "source": "000_480b0b1c2c9dcc3a.txt",
+        "verification": "verbatim: quote found in the shipped source document when the registry was loaded",
+    }
+    assert registry["PDQ-PULM-IMT:s10"].to_dict()["level"] == "C3"
+
+
+def test_an_external_entry_as_json_has_no_quote_source_or_level(registry):
+    assert registry["EXT-BUTRYNSKI2010"].to_dict() == {
+        "id": "EXT-BUTRYNSKI2010",
+        "citation": "Butrynski JE, et al. Crizotinib in ALK-rearranged inflammatory myofibroblastic tumor. N Engl J "
+                    "Med 2010;363(18):1727-33. PMID 20979472",
+        "quote": None,
+        "claim": "First report of a sustained response of ALK-rearranged IMT to crizotinib.",
+        "level": None,
+        "source": None,
+        "verification": "partial (PMID secondary)",
+    }
+
+
+def test_the_registry_cannot_be_changed_once_loaded(registry):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry.sha256 = "0" * 64
+    with pytest.raises(TypeError):
+        registry.entries["EXT-NEW"] = registry["EXT-BUTRYNSKI2010"]
+
+
+def test_the_registry_keeps_its_name_and_version(registry):
+    assert (registry.name, registry.version, len(registry)) == ("imt-evidence", "0.1", 56)
+
+
+def _problems(tmp_path, change):
+    """The problems of a copy of the shipped seeds whose registry text was changed by ``change``."""
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(change(path.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    return list(info.value.problems)
+
+
+ENTRIES = "entries:\n"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda t: t[: t.index(ENTRIES)] + "entries: {}\n", ["evidence.yaml: 'entries' must be a list"]),
+    (lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- id: EXT-FDA-CRIZ-IMT-2022\n"),
+     ["evidence.yaml: duplicate evidence id EXT-FDA-CRIZ-IMT-2022"]),
+    (lambda t: t.replace("file: 000_480b0b1c2c9dcc3a.txt", "file: ../seeds/000_480b0b1c2c9dcc3a.txt"),
+     "evidence.yaml: source RICH2022: file must be a plain file name in seeds/"),
+    (lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- id: ext butrynski\n"),
+     ["evidence.yaml: ext butrynski: malformed id (expected e.g. RICH2022:c06 or EXT-LOVLY2014)"]),
+    (lambda t: t.replace("- id: RICH2022:c06\n", "- id: PDQ-PULM-IMT:c06\n"),
+     ["evidence.yaml: PDQ-PULM-IMT:c06: a seed entry's id must start with its source key RICH2022:"]),
+    (lambda t: t.replace("quote: Median tumor size was 3.9 cm.", "quote: ' '"),
+     ["evidence.yaml: RICH2022:c06: 'quote' must be non-empty text"]),
+    (lambda t: t.replace("  verification: partial (PMID secondary)\n", "", 1),
+     ["evidence.yaml: EXT-BUTRYNSKI2010: an external entry needs verification"]),
+    (lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- name: EXT-BUTRYNSKI2010\n"),
+     ["evidence.yaml: entry #39: needs an 'id' string"]),
+])
+def test_each_way_an_entry_can_be_wrong_is_one_line_naming_it(tmp_path, change, expected):
+    found = _problems(tmp_path, change)
+    if isinstance(expected, str):  # the source is refused, so its entries are reported as citing an unknown source
+        assert found[0] == expected
+        assert all(p.startswith("evidence.yaml: RICH2022:") and "unknown source 'RICH2022'" in p for p in found[1:])
+    else:
+        assert found == expected
+
+
+def test_a_source_without_a_citation_does_not_stop_the_other_sources_from_loading(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("    citation: 'Rich BS", "    title: 'Rich BS", 1))
+    assert found[0] == "evidence.yaml: source RICH2022 needs 'file' and 'citation' strings"
+    assert found[1:] and all(p.startswith("evidence.yaml: RICH2022:") for p in found[1:])  # none of PDQ-PULM-IMT
+    assert found[1] == "evidence.yaml: RICH2022:c01: unknown source 'RICH2022'; known: PDQ-PULM-IMT"
+
+
+def test_a_seed_entry_naming_an_unknown_source_lists_every_known_one(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("- id: RICH2022:c06\n  source: RICH2022\n",
+                                                    "- id: RICH2022:c06\n  source: RICH\n"))
+    assert found == ["evidence.yaml: RICH2022:c06: unknown source 'RICH'; known: PDQ-PULM-IMT, RICH2022"]
+
+
+def test_a_quote_that_is_not_text_is_refused_in_words(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("quote: Median tumor size was 3.9 cm.", "quote: 3.9"))
+    assert found == ["evidence.yaml: RICH2022:c06: 'quote' must be non-empty text"]
+
+
+def test_a_quote_not_in_its_document_is_named_with_the_document_and_the_quote(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("Median tumor size was 3.9 cm.", "Median tumor size was 4.9 cm."))
+    assert found == ["evidence.yaml: RICH2022:c06: quote not found in 000_480b0b1c2c9dcc3a.txt (compared with "
+                     "whitespace removed): 'Median tumor size was 4.9 cm.'"]
+
+
+def test_a_source_document_that_is_missing_or_not_utf8_is_named(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    (copy / "000_480b0b1c2c9dcc3a.txt").write_bytes(b"abc\xffdef")
+    (copy / "002_f2ee5d647c6cfe07.txt").unlink()
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    assert info.value.problems[:2] == (
+        "evidence.yaml: source RICH2022: document 000_480b0b1c2c9dcc3a.txt is not UTF-8 text (invalid start byte at "
+        "byte 3)",
+        "evidence.yaml: source PDQ-PULM-IMT: document 002_f2ee5d647c6cfe07.txt not found in seeds/")
+
+
+def test_a_source_keeps_its_study_type(registry):
+    assert {key: source.study_type for key, source in registry.sources.items()} == {
+        "RICH2022": "OBS-MC", "PDQ-PULM-IMT": "NARR"}
+
+
+def test_an_external_entry_keeps_the_level_it_is_given(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "  verification: partial (PMID secondary)\n", "  verification: partial (PMID secondary)\n  level: 2A\n", 1),
+        encoding="utf-8")
+    assert load_evidence(copy)["EXT-BUTRYNSKI2010"].to_dict()["level"] == "2A"

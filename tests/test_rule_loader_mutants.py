@@ -1,0 +1,210 @@
+"""What a rule author sees when the rulebook is wrong, pinned where mutation testing of core/rule_loader.py found no
+test looking: the exact message and place of each problem, and the problems that only some layouts of a rulebook
+directory can show (an empty rule file, a rulebook without a drug table)."""
+
+from __future__ import annotations
+
+import pytest
+from rulebook_copies import copy_rulebook, edit
+
+from imt_cds import RulebookError, load_rulebook
+
+CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
+
+
+def load_problems(directory):
+    with pytest.raises(RulebookError) as info:
+        load_rulebook(directory)
+    return info.value.problems
+
+
+def only(problems):
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_a_missing_rulebook_directory_names_the_directory(tmp_path):
+    problem = only(load_problems(tmp_path / "nowhere"))
+    assert (problem.file, problem.message) == (str(tmp_path / "nowhere"), "rulebook directory not found")
+
+
+def test_an_empty_rule_file_is_reported_not_skipped(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "flags" / "R99-empty.yaml").write_text("# nothing yet\n")
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.message) == ("flags/R99-empty.yaml", "empty rule file")
+
+
+def test_without_a_drug_table_every_drug_a_finding_names_is_unknown(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "drugs.yaml").unlink()
+    problems = load_problems(directory)
+    crizotinib = [p for p in problems if p.rule == "R32a"]
+    assert [(p.path, p.message) for p in crizotinib] == [
+        ("then[0].drugs[0]", "unknown drug 'crizotinib': not in drugs.yaml")]
+    assert all(p.message.startswith("unknown drug ") and p.message.endswith(": not in drugs.yaml") for p in problems)
+
+
+def test_a_rule_file_that_is_not_utf8_is_the_one_problem_not_every_reference_to_its_rules(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / "derived" / "D06-alk-inhibitor-eligible.yaml"  # derives what R32a and others test
+    path.write_bytes(path.read_bytes().replace(b"title:", b"title: \xff", 1))
+    problem = only(load_problems(directory))
+    assert problem.file == "derived/D06-alk-inhibitor-eligible.yaml" and problem.line is None
+    assert problem.message.startswith("cannot read: 'utf-8' codec can't decode byte 0xff")
+
+
+def test_malformed_yaml_is_reported_at_the_line_of_the_mistake_in_the_parsers_words(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "kind: recommendation", "kind: recommendation: now")  # line 4
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.line, problem.rule) == (CRIZOTINIB, 4, None)
+    assert problem.message == "not valid YAML: mapping values are not allowed in this context"
+
+
+def test_a_rulebook_directory_without_rule_files_says_so(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    for path in directory.rglob("*.yaml"):
+        if path.parent == directory and path.name not in ("rulebook.yaml", "parameters.yaml"):
+            path.unlink()
+        elif path.parent != directory and path.parent.name != "terminology":
+            path.unlink()
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.message, problem.line) == (".", "no rule files (*.yaml) found", None)
+
+
+def test_a_duplicate_rule_id_names_the_file_that_has_it_first(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "treatment" / "R32a-copy.yaml").write_text((directory / CRIZOTINIB).read_text())
+    problem = only(load_problems(directory))  # files are read in name order: the copy first
+    assert (problem.file, problem.rule, problem.path, problem.line) == (CRIZOTINIB, "R32a", "id", 1)
+    assert problem.message == "duplicate rule id R32a (also in treatment/R32a-copy.yaml)"
+
+
+def test_a_value_set_the_fhir_reader_needs_is_reported_missing_by_name_and_purpose(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "terminology" / "cancer-disease-status.yaml").unlink()
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.message) == (
+        "terminology/cancer-disease-status.yaml",
+        "missing: the FHIR reader needs value set 'cancer-disease-status' (Observation codes of a cancer disease "
+        "status)")
+
+
+def test_the_drug_table_is_checked_against_genes_its_own_targets_its_codes_and_the_value_set(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "    targets: [alk, ros1]\n", "    targets: [alkk, ros1]\n")  # crizotinib
+    edit(directory, "drugs.yaml", '      code: "1535457"', '      code: "1148495"')  # ceritinib given crizotinib's
+    problems = load_problems(directory)
+    found = [(p.file, p.path, p.message, p.suggestion) for p in problems
+             if p.file in ("drugs.yaml", "terminology/alk-inhibitors.yaml")]
+    [r32a] = [p for p in problems if p.rule == "R32a"]  # its finding is about alk, which crizotinib no longer targets
+    assert (r32a.path, r32a.message) == ("then[0].drugs[0]",
+                                         "crizotinib does not target alk (drugs.yaml lists alkk, ros1)")
+    assert found == [
+        ("drugs.yaml", "drugs[0].targets[0]", "unknown gene 'alkk'; genes: alk, ros1, ntrk, ret, pdgfrb", "alk"),
+        ("drugs.yaml", "drugs[0].label_min_age.alk", "'alk' is not one of the drug's targets (alkk, ros1)", None),
+        ("drugs.yaml", "drugs[1].rxnorm.code", "RxNorm code 1148495 is also drug crizotinib's", None),
+        ("drugs.yaml", "drugs[1].rxnorm.code", "ceritinib's RxNorm code 1148495 is not in "
+         "terminology/alk-inhibitors.yaml as ceritinib: the FHIR reader and order-sign must know ALK inhibitors by "
+         "the same codes", None),
+        ("terminology/alk-inhibitors.yaml", "codes", "RxNorm 1148495 (crizotinib) is an ALK inhibitor here but not "
+         "in drugs.yaml with that code and target alk", None),
+        ("terminology/alk-inhibitors.yaml", "codes", "RxNorm 1535457 (ceritinib) is an ALK inhibitor here but not "
+         "in drugs.yaml with that code and target alk", None),
+    ]
+
+
+def test_a_parameter_without_a_meaning_has_an_empty_one_and_keeps_its_unit(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "parameters.yaml",
+         "    meaning: Lowest age of the FDA crizotinib label for ALK-positive IMT.\n", "")
+    parameter = load_rulebook(directory).parameters["crizotinib_min_age_years"]
+    assert (parameter.name, parameter.value, parameter.unit, parameter.meaning) == (
+        "crizotinib_min_age_years", 1.0, "years", "")
+
+
+def test_a_rule_with_two_shapes_is_told_to_have_exactly_one(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "derived/D06-alk-inhibitor-eligible.yaml", "derives: ALK_INHIBITOR_ELIGIBLE\n",
+         "derives: ALK_INHIBITOR_ELIGIBLE\nsuppresses: [R32a]\n")
+    [problem] = [p for p in load_problems(directory) if p.rule == "D06"]
+    assert (problem.file, problem.path, problem.line) == ("derived/D06-alk-inhibitor-eligible.yaml", None, 1)
+    assert problem.message == ("a rule needs exactly one of 'then' (findings), 'derives' (a derived fact) or "
+                               "'suppresses' (rules whose findings it suppresses); got ['derives', 'suppresses']")
+
+
+def test_a_rule_keeps_its_description(rulebook):
+    assert rulebook.rule("D04").description.startswith("One CONTRADICTION fact per reason that holds (C1-C4).")
+
+
+@pytest.mark.parametrize(("file", "old", "new", "path", "message"), [
+    ("flags/R14-age-outside-evidence.yaml", "kind: risk_flag", "kind: suppression", "kind",
+     "a rule with findings ('then') cannot have kind suppression"),
+    ("flags/R14-age-outside-evidence.yaml", "when: {fact: age_years, gt: {param: evidence_age_limit_years}}\n", "",
+     "when", "missing condition ('when'); use 'when: always' for a rule that always applies"),
+    ("flags/R14-age-outside-evidence.yaml", "when: {fact: age_years,",
+     "reasons: [{id: C9, version: 1.0.0, title: t, text: t, when: always, examples: [{name: a, fires: true}]}]\n"
+     "when: {fact: age_years,", "reasons", "only a rule that derives a fact can list reasons"),
+    ("derived/D04-contradiction.yaml", "derives: CONTRADICTION\n", "derives: CONTRADICTION\nwhen: always\n", "when",
+     "a rule with reasons has no condition of its own: it holds when a reason holds"),
+    (CRIZOTINIB, "    gene: alk", "    gene: alkk", "then[0].gene", "unknown gene 'alkk'; genes: alk, ros1, ntrk, ret, "
+     "pdgfrb"),
+    (CRIZOTINIB, "    drugs: [crizotinib]", "    drugs: [crizotnib]", "then[0].drugs[0]",
+     "unknown drug 'crizotnib': not in drugs.yaml"),
+])
+def test_a_rule_whose_parts_do_not_fit_together_is_told_where_and_why(tmp_path, file, old, new, path, message):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message) == (file, path, message)
+    assert problem.suggestion == {"then[0].gene": "alk", "then[0].drugs[0]": "crizotinib"}.get(path)
+
+
+def test_a_brand_naming_two_drugs_and_an_unknown_age_parameter_are_placed_and_worded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "    brands: [Zykadia]", "    brands: [Xalkori]")  # ceritinib given crizotinib's
+    edit(directory, "drugs.yaml", "{alk: crizotinib_min_age_years}", "{alk: crizotinib_min_age}")
+    assert [(p.file, p.path, p.message, p.suggestion) for p in load_problems(directory)] == [
+        ("drugs.yaml", "drugs[0].label_min_age.alk", "unknown parameter 'crizotinib_min_age'",
+         "crizotinib_min_age_years"),
+        ("drugs.yaml", "drugs[1].name", "'Xalkori' already names drug crizotinib", None)]
+
+
+_PARAMETERS = ("size_risk_threshold_cm, evidence_age_limit_years, crizotinib_min_age_years, "
+               "selpercatinib_min_age_years, trk_infant_check_age_years")
+
+
+@pytest.mark.parametrize(("file", "old", "new", "path", "message", "suggestion"), [
+    ("parameters.yaml", "evidence: [RICH2022:c06, RICH2022:c15]", "evidence: [RICH2022:c66, RICH2022:c15]",
+     "parameters.size_risk_threshold_cm.evidence[0]", "unknown evidence id 'RICH2022:c66': not in the evidence "
+     "registry", "RICH2022:c16"),
+    ("flags/R14-age-outside-evidence.yaml", "strength: DESIGN\nevidence: [RICH2022:c02]", "strength: REG\nevidence: []",
+     "evidence", "a rule that is not a DESIGN choice must cite at least one evidence id", None),
+    ("derived/D06-alk-inhibitor-eligible.yaml", "kind: derived_fact", "kind: risk_flag", "kind",
+     "a rule with 'derives' must have kind derived_fact", None),
+    (CRIZOTINIB, "{crizotinib_min_age_years}", "{crizotinib_min_age}", "then[0].summary",
+     f"{{crizotinib_min_age}} in the summary names no parameter; parameters: {_PARAMETERS}",
+     "crizotinib_min_age_years"),
+])
+def test_parameters_evidence_kinds_and_texts_are_checked_word_for_word(tmp_path, file, old, new, path, message,
+                                                                      suggestion):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+
+
+def test_a_missing_manifest_and_a_rule_file_holding_a_list_say_what_is_expected(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "rulebook.yaml").unlink()
+    (directory / "flags" / "R99-list.yaml").write_text("- a\n- b\n")
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("flags/R99-list.yaml", None, "a rule file holds one rule (a mapping) or a list under 'rules:'"),
+        ("rulebook.yaml", None, "missing: the rulebook needs a manifest with its name and version")]
+
+
+def test_a_reason_is_a_derived_fact_rule_with_its_own_description(rulebook):
+    reasons = [rule for rule in rulebook.rules if rule.part_of == "D04"]
+    assert reasons and all(rule.kind == "derived_fact" for rule in reasons)
+    assert any(rule.description for rule in reasons)

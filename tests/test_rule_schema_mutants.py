@@ -1,0 +1,219 @@
+"""The structural problems a rule author reads, word for word, where mutation testing of core/rule_schema.py found
+that the existing tests matched only a fragment of a message (so a changed or doubled message passed). Each is
+checked both through ``rule_schema.problems`` (path, message, did-you-mean) and, where the place matters, through
+the loader on a copy of the shipped rulebook (file, rule, line)."""
+
+from __future__ import annotations
+
+import pytest
+from rulebook_copies import copy_rulebook, edit
+
+from imt_cds import RulebookError, load_rulebook
+from imt_cds.core.rule_schema import FindingDocument, Manifest, ValueSetDocument, problems
+
+CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
+VERSION_MESSAGE = "version must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'; got "
+
+
+def load_problems(directory):
+    with pytest.raises(RulebookError) as info:
+        load_rulebook(directory)
+    return info.value.problems
+
+
+def test_a_malformed_version_is_one_problem_in_the_validators_own_words(tmp_path):
+    assert problems(Manifest, {"name": "n", "version": 1.1}) == [("version", VERSION_MESSAGE + "1.1", None)]
+    assert problems(Manifest, {"name": "n", "version": "1.1"}) == [("version", VERSION_MESSAGE + "'1.1'", None)]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "version: 1.1.0", "version: 1.1")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.rule, problem.path, problem.line, problem.message) == (
+        CRIZOTINIB, "R32a", "version", 2, VERSION_MESSAGE + "1.1")
+
+
+def test_a_value_outside_a_closed_list_names_the_list_and_suggests_the_closest(tmp_path):
+    finding = {"finding": "REC_X_Y", "title": "t", "summary": "s", "indicator": "warn"}
+    assert problems(FindingDocument, finding) == [
+        ("indicator", "indicator must be one of info, warning, critical; got 'warn'", "warning")]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "flags/R14-age-outside-evidence.yaml", "kind: risk_flag", "kind: risk")
+    [problem] = load_problems(directory)
+    assert (problem.rule, problem.path, problem.suggestion) == ("R14", "kind", "risk_flag")
+    assert problem.message == ("kind must be one of derived_fact, recommendation, data_request, risk_flag, "
+                               "suppression; got 'risk'")
+
+
+def test_an_unquoted_numeric_code_is_refused_in_the_validators_own_words():
+    document = {"value_set": "a-b", "title": "t",
+                "codes": [{"system": "http://example.org", "code": 88251, "display": "d", "source": "s"}]}
+    assert problems(ValueSetDocument, document) == [
+        ("codes[0].code", "code must be text: write codes in quotes (YAML reads 88251 as a number)", None)]
+
+
+def test_a_malformed_rule_id_and_finding_code_say_what_they_must_look_like(tmp_path):
+    finding = {"finding": "X_Y", "title": "t", "summary": "s", "indicator": "info"}
+    assert problems(FindingDocument, finding) == [
+        ("finding", "a finding code is UPPER_SNAKE_CASE starting with REC_, REQUEST_, RISK_, FLAG_; got 'X_Y'", None)]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "id: R32a", "id: R3")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.path, problem.line) == (CRIZOTINIB, "id", 1)
+    assert problem.message == "'id' must look like R01, R19a, D04, S01; got 'R3'"
+
+
+def test_a_manifest_without_a_version_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "rulebook.yaml", "version: 0.2.0\n", "")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.path, problem.message) == (
+        "rulebook.yaml", "version", "missing 'version': it must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'")
+
+
+def test_a_wrong_type_in_the_manifest_parameters_or_drug_table_says_what_the_field_must_be(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "rulebook.yaml", "catalogue: clinical/RULES.md, rule catalogue version 0.1", "catalogue: 5")
+    edit(directory, "parameters.yaml", "meaning:", "meaning: [x]\n    unused:")
+    edit(directory, "drugs.yaml", "    class: ALK/ROS1 inhibitor", "    class: 5")
+    found = {(p.file, p.path): p.message for p in load_problems(directory)}
+    assert found[("rulebook.yaml", "catalogue")] == "catalogue must be text naming the rule catalogue; got 5"
+    [meaning] = [m for (f, p), m in found.items() if f == "parameters.yaml" and p.endswith(".meaning")]
+    assert meaning == "meaning must be text saying what the parameter decides; got ['x']"
+    assert found[("drugs.yaml", "drugs[0].class")] == "class must be text such as 'ALK inhibitor'; got 5"
+
+
+def test_a_drug_whose_rxnorm_entry_lacks_its_code_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", '      code: "1148495"\n', "")
+    [problem] = load_problems(directory)
+    assert (problem.file, problem.path) == ("drugs.yaml", "drugs[0].rxnorm.code")
+    assert problem.message == 'missing \'code\': it must be digits written in quotes ("1148495")'
+
+
+def test_a_drug_table_without_its_drugs_list_is_refused(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "\ndrugs:\n", "\ndrug:\n")
+    found = [(p.path, p.message, p.suggestion) for p in load_problems(directory) if p.file == "drugs.yaml"]
+    assert found == [("drug", "unknown key 'drug'; allowed: drugs", "drugs"),
+                     ("drugs", "missing 'drugs': it must be a list of drugs (name, brands, class, targets)", None)]
+
+
+def test_a_missing_required_key_says_what_it_must_be():
+    from imt_cds.core.rule_schema import ReasonDocument
+
+    assert problems(FindingDocument, {"title": "t", "summary": "s", "indicator": "info"}) == [
+        ("finding", "missing 'finding': it must be a finding code", None)]
+    assert problems(FindingDocument, {"finding": "REC_A_B", "summary": "s", "indicator": "info"}) == [
+        ("title", "missing 'title': it must be non-empty text", None)]
+    reason = {"version": "1.0.0", "title": "t", "text": "x", "examples": [{"name": "a", "fires": True}]}
+    assert problems(ReasonDocument, reason) == [("id", "missing 'id': it must be an id such as C1", None),
+                                                ("when", "missing 'when': it must be a condition", None)]
+
+
+def test_a_finding_without_a_title_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    text = (directory / CRIZOTINIB).read_text()
+    start = text.index("  - finding:")
+    title = text.index("    title:", start)
+    (directory / CRIZOTINIB).write_text(text[:title] + text[text.index("\n", title) + 1:])
+    [problem] = load_problems(directory)
+    assert (problem.rule, problem.path, problem.message) == (
+        "R32a", "then[0].title", "missing 'title': it must be non-empty text")
+
+
+def test_an_empty_list_of_findings_or_reasons_is_refused_and_a_code_without_system_named():
+    from imt_cds.core.rule_schema import RuleDocument, ValueSetCodeDocument
+
+    rule = {"id": "R01", "version": "1.0.0", "title": "t", "kind": "recommendation", "strength": "DESIGN",
+            "then": [], "reasons": [], "examples": [{"name": "a", "fires": True}]}
+    assert problems(RuleDocument, rule) == [
+        ("then", "then must be a non-empty list of findings ({finding: CODE, title: ..., summary: ...}); got an empty "
+                 "list", None),
+        ("reasons", "reasons must be a non-empty list of reason rules; got an empty list", None)]
+    assert problems(ValueSetCodeDocument, {"code": "1", "display": "d", "source": "s"}) == [
+        ("system", "missing 'system': it must be a URI (http(s):// or urn:)", None)]
+
+
+def test_a_value_set_name_must_be_lower_case_with_hyphens():
+    assert problems(ValueSetDocument, {"value_set": "IMT_dx", "title": "t"}) == [
+        ("value_set", "value_set must be a lower-case name with hyphens (e.g. imt-diagnosis); got 'IMT_dx'", None)]
+
+
+def test_a_document_that_is_not_a_mapping_and_a_value_inside_a_plain_mapping_are_named():
+    from imt_cds.core.rule_schema import DrugsFile
+
+    assert problems(Manifest, ["a"]) == [(None, "the document must be a mapping; got ['a']", None)]
+    drug = {"name": "crizotinib", "class": "c", "targets": ["alk"], "label_min_age": {"alk": 5}}
+    assert problems(DrugsFile, {"drugs": [drug]}) == [("drugs[0].label_min_age.alk", "alk must be text; got 5", None)]
+
+
+def test_an_unknown_key_of_a_parameter_lists_the_keys_a_parameter_has():
+    from imt_cds.core.rule_schema import ParametersFile
+
+    assert problems(ParametersFile, {"parameters": {"x": {"value": 1, "units": "cm"}}}) == [
+        ("parameters.x.units", "unknown key 'units'; allowed: value, unit, meaning, evidence", "unit")]
+
+
+def test_a_long_value_is_shown_cut_to_sixty_characters():
+    from imt_cds.core.rule_schema import DrugsFile
+
+    drug = {"name": "crizotinib", "class": "c", "targets": "x" * 100}
+    [(path, message, _)] = problems(DrugsFile, {"drugs": [drug]})
+    shown = message.removeprefix("targets must be a non-empty list of genes; got ")
+    assert (path, shown) == ("drugs[0].targets", "'" + "x" * 56 + "...") and len(shown) == 60
+
+
+def test_a_rule_without_a_title_is_refused_not_loaded(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "title: Crizotinib for advanced ALK-positive IMT (age within the label)\n", "")
+    [problem] = load_problems(directory)
+    assert (problem.rule, problem.path, problem.message) == (
+        "R32a", "title", "missing 'title': it must be non-empty text")
+
+
+def test_a_drug_without_a_name_or_with_an_rxnorm_code_alone_is_told_what_to_write():
+    from imt_cds.core.rule_schema import DrugsFile
+
+    assert problems(DrugsFile, {"drugs": [{"class": "c", "targets": ["alk"], "rxnorm": "1148495"}]}) == [
+        ("drugs[0].name", "missing 'name': it must be the ingredient in lower case (e.g. crizotinib)", None),
+        ("drugs[0].rxnorm", 'rxnorm must be {code: "...", source: where the code was verified}; leave it out when no '
+                            "code could be verified; got '1148495'", None)]
+
+
+_EXAMPLE = {"name": "a", "fires": True}
+_RULE = {"id": "R01", "version": "1.0.0", "title": "t", "kind": "recommendation", "strength": "DESIGN",
+         "examples": [_EXAMPLE]}
+_REASON = {"id": "C1", "version": "1.0.0", "title": "t", "text": "x", "when": "always", "examples": [_EXAMPLE]}
+_CODE = {"system": "urn:x", "code": "1", "display": "d", "source": "s"}
+
+
+def _without(mapping, key):
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+@pytest.mark.parametrize(("model", "document", "expected"), [
+    ("ExampleDocument", dict(_EXAMPLE, expect=5, expect_suppressed=5, facts=5), [
+        ("facts", "facts must be a patient's facts (a mapping); got 5"),
+        ("expect", "expect must be a list of finding codes or derived fact names; got 5"),
+        ("expect_suppressed", "expect_suppressed must be a list of finding codes or derived fact names; got 5")]),
+    ("RuleDocument", dict(_RULE, evidence=5, strength=5, suppresses=[]), [
+        ("strength", "strength must be text such as 'REG + SA-TRIAL'; got 5"),
+        ("evidence", "evidence must be a list of evidence ids; got 5"),
+        ("suppresses", "suppresses must be a non-empty list of rule ids; got an empty list")]),
+    ("RuleDocument", _without(_RULE, "id"), [("id", "missing 'id': it must be an id such as R01, R19a, D04, S01")]),
+    ("ParametersFile", {"parameters": {"x": {"value": 1, "evidence": 5}}}, [
+        ("parameters.x.evidence", "evidence must be a list of evidence ids; got 5")]),
+    ("ReasonDocument", dict(_without(_REASON, "title"), strength=5), [
+        ("title", "missing 'title': it must be non-empty text"),
+        ("strength", "strength must be text such as 'REG + SA-TRIAL'; got 5")]),
+    ("FindingDocument", {"finding": "REC_A_B", "title": "t", "indicator": "info", "drugs": 5}, [
+        ("summary", "missing 'summary': it must be non-empty text"),
+        ("drugs", "drugs must be a list of drug names of drugs.yaml; got 5")]),
+    ("ValueSetDocument", {"value_set": "a-b", "codes": [_without(_CODE, "display")], "text_patterns": 5}, [
+        ("title", "missing 'title': it must be non-empty text"),
+        ("codes[0].display", "missing 'display': it must be non-empty text"),
+        ("text_patterns", "text_patterns must be a list of regular expressions; got 5")]),
+])
+def test_each_field_says_what_it_must_be(model, document, expected):
+    from imt_cds.core import rule_schema
+
+    assert [(path, message) for path, message, _ in problems(getattr(rule_schema, model), document)] == expected

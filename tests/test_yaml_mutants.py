@@ -1,0 +1,26 @@
+"""Rule files are read without YAML 1.1's surprises, pinned where mutation testing of core/_yaml.py found no test
+looking: a date stays the text it is written as (a rule or an example compares it as text), and the line of a node
+is found for every kind of path."""
+
+from __future__ import annotations
+
+from imt_cds.core._yaml import load_yaml
+
+
+def test_dates_and_times_stay_text_and_only_true_and_false_are_booleans():
+    assert load_yaml("d: 2024-05-29\nt: 2024-05-29T10:00:00Z\nb: no\nc: True\ne: off\n") == {
+        "d": "2024-05-29", "t": "2024-05-29T10:00:00Z", "b": "no", "c": True, "e": "off"}
+
+
+DOCUMENT = "# a comment first\nname: x\nrules:\n  - id: a\n    when: {all: [1, 2]}\n  - id: b\n"
+
+
+def test_the_line_of_a_path_is_its_node_or_its_nearest_existing_ancestor():
+    from imt_cds.core._yaml import line_of
+
+    assert [line_of(DOCUMENT, path) for path in (None, "", "nothing", "name", "rules", "rules[1]", "rules[1].id",
+                                                 "rules[5]", "rules[0].when.all[1]", "rules[0].nothing",
+                                                 "rules.id", "name.first", "rules[0].when.all.x",
+                                                 "nothing.rules", "rules[2]", "rules[0].nothing.id")] == [
+        2, 2, 2, 2, 3, 6, 6, 3, 5, 4, 3, 2, 5, 2, 3, 4]  # a name inside a list or a scalar: the list's or scalar's line
+    assert line_of("a: [", "a") is None and line_of("", "a") is None
