@@ -142,6 +142,21 @@ def test_malformed_yaml_reports_its_line(tmp_path):
     assert problem.file == CRIZOTINIB and "not valid YAML" in problem.message and problem.line
 
 
+def test_a_key_written_twice_in_a_rule_file_is_a_problem_at_its_line(tmp_path):
+    # PyYAML keeps the last of two equal keys without a word: a rule with two `when:` would be evaluated on the
+    # second one. The facts' JSON reader refuses duplicate keys; so does the rule files' YAML reader.
+    directory = copy_rulebook(tmp_path)
+    path = directory / CRIZOTINIB
+    lines = path.read_text().splitlines(keepends=True)
+    at = next(n for n, line in enumerate(lines) if line.startswith("kind: "))
+    lines.insert(at + 1, "kind: risk_flag\n")
+    path.write_text("".join(lines))
+    problem = only(load_problems(directory))
+    assert problem.file == CRIZOTINIB and problem.line == at + 2
+    assert problem.message == (f"not valid YAML: the key 'kind' is written twice in one mapping (first on line "
+                               f"{at + 1}); say it once")
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     directory = copy_rulebook(tmp_path)
     edit(directory, CRIZOTINIB, "EXT-BUTRYNSKI2010", "EXT-NOPE")

@@ -24,3 +24,14 @@ def test_the_line_of_a_path_is_its_node_or_its_nearest_existing_ancestor():
                                                  "nothing.rules", "rules[2]", "rules[0].nothing.id")] == [
         2, 2, 2, 2, 3, 6, 6, 3, 5, 4, 3, 2, 5, 2, 3, 4]  # a name inside a list or a scalar: the list's or scalar's line
     assert line_of("a: [", "a") is None and line_of("", "a") is None
+
+
+def test_a_key_written_twice_is_refused_but_a_merge_key_may_override_and_equal_text_of_other_types_differs():
+    import pytest
+    import yaml
+
+    with pytest.raises(yaml.YAMLError) as caught:
+        load_yaml("a: 1\nb:\n  c: 1\n  c: 2\n")
+    assert caught.value.problem_mark.line + 1 == 4 and "first on line 3" in caught.value.problem
+    assert load_yaml("x: &x {a: 1}\ny:\n  <<: *x\n  a: 2\n") == {"x": {"a": 1}, "y": {"a": 2}}
+    assert load_yaml("1: a\n'1': b\n") == {1: "a", "1": "b"}

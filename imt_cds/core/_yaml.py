@@ -2,7 +2,9 @@
 
 YAML 1.1 (what PyYAML implements) reads ``no``, ``on`` and ``off`` as booleans and ``2024-05-29`` as a date. In a
 clinical rule file that silently changes meaning (``is: no`` would test ``false``), so only ``true``/``false`` are
-booleans here and dates stay text. Everything else is PyYAML's safe loader, with the C implementation when present.
+booleans here and dates stay text. A key written twice in one mapping is refused (PyYAML keeps the last one
+silently, so a rule with two ``when:`` would be evaluated on the second without a word). Everything else is PyYAML's
+safe loader, with the C implementation when present.
 """
 
 from __future__ import annotations
@@ -21,8 +23,23 @@ _BOOL = "tag:yaml.org,2002:bool"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
-    pass
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], Any] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                    continue  # (a merge key's overrides are what merging means)
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key_node.value!r} is written twice in one mapping (first on line "
+                        f"{seen[key].line + 1}); say it once", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _StrictLoader.yaml_implicit_resolvers = {
