@@ -157,6 +157,20 @@ def test_a_key_written_twice_in_a_rule_file_is_a_problem_at_its_line(tmp_path):
                                f"{at + 1}); say it once")
 
 
+def test_a_drug_table_without_its_list_is_one_problem_not_one_per_finding_naming_a_drug(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "\ndrugs:", "\ndrgus:")
+    problems = load_problems(directory)  # the typo, and the list it leaves missing; nothing about the findings
+    assert [(p.file, p.path) for p in problems] == [("drugs.yaml", "drgus"), ("drugs.yaml", "drugs")]
+
+
+def test_an_unreadable_drug_table_is_one_problem(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "\ndrugs:", "\ndrugs: [")
+    problem = only(load_problems(directory))
+    assert problem.file == "drugs.yaml" and "not valid YAML" in problem.message
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     directory = copy_rulebook(tmp_path)
     edit(directory, CRIZOTINIB, "EXT-BUTRYNSKI2010", "EXT-NOPE")

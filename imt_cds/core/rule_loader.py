@@ -220,12 +220,13 @@ class _Loader:
             return {}, None
         data = self.read(path)
         if data is _UNREADABLE:
+            self.drugs_incomplete = True  # (reported once: findings naming its drugs are not reported again)
             return {}, None
         broken = self.structure(DRUGS_FILE, rule_schema.DrugsFile, data)
+        self.drugs_incomplete = bool(broken)
         raw = data.get("drugs") if isinstance(data, dict) else None
         if not isinstance(raw, list):
             return {}, data
-        self.drugs_incomplete = bool(broken)
         genes = fusion_genes()
         drugs: dict[str, Drug] = {}
         names_seen: dict[str, str] = {}
