@@ -31,3 +31,22 @@ def edit(directory: Path, relative: str, old: str, new: str) -> Path:
     assert old in text, f"{old!r} not in {relative}"
     path.write_text(text.replace(old, new, 1))
     return path
+
+
+CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"  # a rule file the loading tests edit
+
+
+def load_problems(directory: Path) -> Any:
+    """The problems a rulebook directory is refused with (the test fails if it loads)."""
+    import pytest
+
+    from imt_cds import RulebookError, load_rulebook
+
+    with pytest.raises(RulebookError) as info:
+        load_rulebook(directory)
+    return info.value.problems
+
+
+def only(problems: Any) -> Any:
+    assert len(problems) == 1, problems
+    return problems[0]

@@ -5,22 +5,9 @@ directory can show (an empty rule file, a rulebook without a drug table)."""
 from __future__ import annotations
 
 import pytest
-from rulebook_copies import copy_rulebook, edit
+from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems, only
 
-from imt_cds import RulebookError, load_rulebook
-
-CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
-
-
-def load_problems(directory):
-    with pytest.raises(RulebookError) as info:
-        load_rulebook(directory)
-    return info.value.problems
-
-
-def only(problems):
-    assert len(problems) == 1, problems
-    return problems[0]
+from imt_cds import load_rulebook
 
 
 def test_a_missing_rulebook_directory_names_the_directory(tmp_path):

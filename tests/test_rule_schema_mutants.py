@@ -6,19 +6,11 @@ the loader on a copy of the shipped rulebook (file, rule, line)."""
 from __future__ import annotations
 
 import pytest
-from rulebook_copies import copy_rulebook, edit
+from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems
 
-from imt_cds import RulebookError, load_rulebook
 from imt_cds.core.rule_schema import FindingDocument, Manifest, ValueSetDocument, problems
 
-CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
 VERSION_MESSAGE = "version must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'; got "
-
-
-def load_problems(directory):
-    with pytest.raises(RulebookError) as info:
-        load_rulebook(directory)
-    return info.value.problems
 
 
 def test_a_malformed_version_is_one_problem_in_the_validators_own_words(tmp_path):

@@ -5,23 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from rulebook_copies import copy_rulebook, edit
+from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems, only
 
 from imt_cds import Engine, RulebookError, load_rulebook
 from imt_cds.core.rulebook import SUMMARY_LIMIT
-
-CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"
-
-
-def load_problems(directory):
-    with pytest.raises(RulebookError) as info:
-        load_rulebook(directory)
-    return info.value.problems
-
-
-def only(problems):
-    assert len(problems) == 1, problems
-    return problems[0]
 
 
 def test_the_shipped_rulebook_loads_and_covers_the_whole_catalogue(rulebook):

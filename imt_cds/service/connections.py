@@ -124,6 +124,15 @@ class _Deadlines:
     connections: set[asyncio.Protocol]
     cycle: object
 
+    # Cooperative: placed before the uvicorn protocol in the bases, these wrap its own connection_made/_lost.
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._opened()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _opened(self) -> None:
         self._opened_at = self.loop.time()
         self._arm(self._limits.header_timeout, "headers")
@@ -180,14 +189,6 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> Callab
         _limits = limits
         _max_connections = max_connections
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._opened()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
         # The parser's callbacks say where the request stands: its first byte (a later request on a kept-alive
         # connection: the header deadline starts), its headers complete (the body deadline), its end (no deadline:
         # the worker timeout bounds the rest).
@@ -221,14 +222,6 @@ def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> Callable[...
     class GuardedH11Protocol(_Deadlines, H11Protocol):
         _limits = limits
         _max_connections = max_connections
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._opened()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
