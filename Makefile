@@ -51,13 +51,14 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .hypothesis readme-output
 
-# Mutation testing of the core modules (slow; never part of `make test` or CI). mutmut mutates files in place, so
-# it runs on a copy of the committed tree in MUTATION_DIR. One module at a time, each with the tests that guard it:
-#   make mutation                               every core module below, one after the other (hours on 2 cores)
-#   make mutation MUTATE=imt_cds/core/conditions.py  one module
-# Then `cd $(MUTATION_DIR) && mutmut results` / `mutmut show ID`. Equivalent survivors: tests/mutation-survivors.md.
-# Each module names the tests that guard it (whatever their tier); PYTHONPATH makes subprocesses the tests start
-# (the imt-cds command, the service) import the mutated copy, not the checkout.
+# Mutation testing (slow; never part of `make test` or CI): tests/mutate.py makes mutmut 2.5.1's mutants of one module
+# at a time, in a copy of the committed tree in MUTATION_DIR, and runs the tests that guard it against each (first
+# those that execute the mutated statement, then, for a survivor, all of them). Each verdict is printed and appended to
+# $(MUTATION_DIR)/results.jsonl; the summary is printed at the end.
+#   make mutation                                       every module below, one after the other (hours on 2 cores)
+#   make mutation MUTATE=imt_cds/core/conditions.py     one module;   MUTATION_IDS=3,8-12   only those mutants
+# Equivalent survivors, and why: tests/mutation-survivors.md. Each module names the tests that guard it (whatever
+# their tier); PYTHONPATH makes subprocesses the tests start (the imt-cds command, the service) use the mutated copy.
 .PHONY: mutation
 MUTATION_DIR ?= /tmp/imt-cds-mutation
 MUTATION_TESTS_imt_cds/core/validation.py  := tests/test_facts.py tests/test_untrusted_input.py
@@ -78,11 +79,11 @@ MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording.py tests/test_n
 MUTATION_TESTS_imt_cds/core/facts.py       := tests/test_facts_mutants.py tests/test_facts.py tests/test_untrusted_input.py
 MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py tests/test_rulebook_structure.py \
     tests/test_fhir_input.py
-# Being rewritten elsewhere at the time of writing; configured, run them by name with MUTATE=...
-MUTATION_TESTS_imt_cds/audit          := tests/test_audit_store.py tests/test_audit_replay.py
+MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_facts.py tests/test_untrusted_input.py tests/test_conditions.py \
+    tests/test_compiler.py
+MUTATION_TESTS_imt_cds/core/rulebook.py   := tests/test_rulebook_loading.py tests/test_api_hygiene.py tests/test_rule_metadata.py
 MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_audit_checkpoints.py -k 'not command_line and not exit_2 and not never_signed and not usage_error'
-MUTATION_TESTS_imt_cds/service        := tests/test_service_auth.py tests/test_service_http.py
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py
 # The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
@@ -99,24 +100,22 @@ MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_audit_archive.py tests/tes
     or by_position)'
 MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
-          imt_cds/core/assessment.py \
-          imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py imt_cds/core/rule_schema.py \
-          imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py imt_cds/core/wording.py \
-          imt_cds/core/facts.py imt_cds/core/terminology.py
+          imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
+          imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
+          imt_cds/core/wording.py imt_cds/core/facts.py imt_cds/core/terminology.py imt_cds/core/fact_fields.py \
+          imt_cds/core/rulebook.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
+          imt_cds/audit/replay.py imt_cds/service/auth.py imt_cds/fhir/reader.py
 
-# One module's run: a fresh copy of the committed tree in $(MUTATION_DIR)/<module>, then its results.
 define mutate_one
-	rm -rf $(MUTATION_DIR)/$(notdir $(1)) && mkdir -p $(MUTATION_DIR)/$(notdir $(1))
-	git archive HEAD | tar -x -C $(MUTATION_DIR)/$(notdir $(1))
-	cd $(MUTATION_DIR)/$(notdir $(1)) && { $(abspath $(VENV))/bin/mutmut run --paths-to-mutate $(1) --tests-dir tests \
-	    --runner "sh $(abspath tests/mutation_runner.sh) env PYTHONPATH=$(MUTATION_DIR)/$(notdir $(1)) $(abspath $(PY)) -m pytest -x -q -p no:cacheprovider \
-	    $(MUTATION_TESTS_$(1))" || true; \
-	    $(abspath $(VENV))/bin/mutmut results; }
+	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
+	    $(if $(MUTATION_IDS),--ids $(MUTATION_IDS)) -- $(MUTATION_TESTS_$(1))
 
 endef
 
 mutation: $(STAMP)
+	@mkdir -p $(MUTATION_DIR) && rm -f $(MUTATION_DIR)/results.jsonl
 	$(foreach module,$(MUTATE),$(call mutate_one,$(module)))
+	$(PY) tests/mutate.py --report $(MUTATION_DIR)/results.jsonl
 
 # The CDS Hooks service under load (real server, 1/16/64 clients, with and without JWT and audit) next to the
 # in-process path; exits 1 when a target of the README's "Performance: the service" is missed (~3 min).
