@@ -11,6 +11,7 @@ mutants that no input can tell apart are listed, with the reason, in tests/mutat
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 import uuid
@@ -81,6 +82,23 @@ def test_the_reason_a_token_is_refused_reads_as_written(tmp_path, changes, reaso
     signer = Signer(ISSUER)
     assert refused(pinned(tmp_path, signer), forged(signer, **changes)) == reason
 
+
+
+def test_an_expired_token_and_one_without_jti_are_refused_as_written(tmp_path):
+    signer = Signer(ISSUER)
+    auth = pinned(tmp_path, signer)
+    now = int(time.time())
+    expired = forged(signer, iat=now - 300, exp=now - 120)  # past exp by more than the 60 s leeway
+    assert refused(auth, expired) == "the JWT has expired (exp is in the past)"
+    assert refused(auth, forged(signer, jti=None)) == "the JWT lacks the required claim 'jti'"
+
+
+def test_a_key_published_for_another_algorithm_is_refused_as_written(tmp_path):
+    signer = Signer(ISSUER, "rsa-1", "RS384")
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**signer.jwks["keys"][0], "alg": "RS256"}]}))
+    auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(path)),)))
+    assert refused(auth, signer.token(AUDIENCE)) == f"key 'rsa-1' of {ISSUER} is for RS256, not RS384"
 
 def test_a_jku_other_than_the_issuers_allow_listed_url_is_refused_as_written_before_any_fetch():
     # The jku is compared with the allow-listed URL before any key is looked for: nothing listens at the URL.
