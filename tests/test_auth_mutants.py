@@ -166,3 +166,19 @@ def test_without_an_audit_store_100000_token_ids_are_remembered_then_the_soonest
     assert len(auth.replays) == 100_000  # type: ignore[arg-type]
     assert check(auth, token)["jti"] == jti  # its id was the one dropped
 
+
+
+def test_with_an_audit_store_a_token_id_is_remembered_until_exp_plus_the_leeway(tmp_path):
+    # An expired token is still accepted within the leeway (60 s) after its exp, so the database must keep its id
+    # that long. The replay cache goes by the authenticator's clock; PyJWT checks exp against the system clock.
+    signer = Signer(ISSUER)
+    clock = Clock(time.time())
+    auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),)),
+                         replay_store=str(tmp_path / "audit.db"), clock=clock)
+    try:
+        token = signer.token(AUDIENCE)
+        claims = check(auth, token)
+        clock.now = claims["exp"] + 59.5
+        assert refused(auth, token) == f"JWT jti {claims['jti']!r} was already used: a replayed token is refused"
+    finally:
+        auth.replays.close()
