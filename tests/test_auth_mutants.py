@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +186,51 @@ def test_with_an_audit_store_a_token_id_is_remembered_until_exp_plus_the_leeway(
         assert refused(auth, token) == f"JWT jti {claims['jti']!r} was already used: a replayed token is refused"
     finally:
         auth.replays.close()
+
+
+@pytest.mark.parametrize(("authorization", "reason"), [
+    (None, "no Authorization header: CDS Hooks clients must send a bearer JWT on every call"),
+    ("", "no Authorization header: CDS Hooks clients must send a bearer JWT on every call"),
+    ("Basic dXNlcjpwYXNz", "the Authorization header must be 'Bearer <JWT>'"),
+    ("Bearer   ", "the Authorization header must be 'Bearer <JWT>'"),
+], ids=["none", "empty", "basic", "bearer without token"])
+def test_a_missing_or_malformed_authorization_header_is_refused_as_written(tmp_path, authorization, reason):
+    auth = pinned(tmp_path, Signer(ISSUER))
+    with pytest.raises(UnauthorizedError) as caught:
+        asyncio.run(auth.authenticate(authorization, [AUDIENCE]))
+    assert str(caught.value) == reason
+
+
+@contextmanager
+def redirecting_to(location: str) -> Iterator[str]:
+    """A loopback server answering every GET with a 302 to ``location``; yields its own URL for /jwks.json."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # http.server's naming
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_jwk_set_url_answering_a_redirect_is_refused_and_the_redirect_not_followed():
+    # The allow-listed URL is the only place keys come from: a redirect (an open redirect on the issuer's host, a
+    # hijacked host) would let another server choose the keys.
+    signer = Signer(ISSUER)
+    with FhirServer([], documents={"/jwks.json": signer.jwks}) as elsewhere, \
+            redirecting_to(elsewhere.origin + "/jwks.json") as url:
+        auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),)))
+        assert refused(auth, signer.token(AUDIENCE)) == f"cannot get the JWK Set of {ISSUER} from {url}: HTTP 302"
+    assert elsewhere.requests == []
