@@ -234,3 +234,14 @@ def test_a_jwk_set_url_answering_a_redirect_is_refused_and_the_redirect_not_foll
         auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),)))
         assert refused(auth, signer.token(AUDIENCE)) == f"cannot get the JWK Set of {ISSUER} from {url}: HTTP 302"
     assert elsewhere.requests == []
+
+
+def test_a_jwk_set_holding_only_a_symmetric_key_is_refused_at_start(tmp_path):
+    # A shared secret ("k") is never a key this service verifies with, even one published without alg (which PyJWK
+    # would take as HS256): a set with nothing else has no usable key, and says so before any token arrives.
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0LXNoYXJlZC13aXRoLXRoZS1laHI", "kid": "shared"}]}))
+    with pytest.raises(ServiceConfigError) as caught:
+        Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(path)),)))
+    assert str(caught.value) == \
+        f"the JWK Set of {ISSUER} at {path}: no usable public signing key (EC P-384 or RSA) in it"
