@@ -3,9 +3,9 @@
 
 Each test calls the real ``Authenticator`` with real key files or a real JWK Set server on loopback and real signed
 tokens, and pins what an operator or a caller sees: the exact reason a token is refused (it is what the server log
-says), how long a key set fetched from a URL is trusted, how many token ids the in-memory replay cache holds. The
-clock of the key cache is the one the authenticator is given, so an hour can pass without waiting for it. The
-mutants that no input can tell apart are listed, with the reason, in tests/mutation-survivors.md.
+says), how long a key set fetched from a URL is trusted and that a redirect is not followed, how long a token id is
+kept. The key and replay caches go by the clock the authenticator is given, so here an hour passes without waiting
+for it. The mutants that no input can tell apart are listed, with the reason, in tests/mutation-survivors.md.
 """
 
 from __future__ import annotations
