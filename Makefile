@@ -88,7 +88,7 @@ MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/t
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py
 # The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
 # test of test_service_audit_busy.py is the one that sees the replay cache's database calls kept off the event loop.
-MUTATION_TESTS_imt_cds/service/auth.py := tests/test_service_jwks.py tests/test_service_auth.py \
+MUTATION_TESTS_imt_cds/service/auth.py := tests/test_auth_mutants.py tests/test_service_jwks.py tests/test_service_auth.py \
     tests/test_security_tokens.py \
     tests/test_service_audit_busy.py::test_with_authentication_the_token_check_waits_no_longer_than_the_store_timeout \
     -k 'not replicas and not restart'

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -90,15 +90,19 @@ class _KeySet:
 class Authenticator:
     """Checks bearer JWTs against the trusted issuers. Build it once (key files are read and checked here)."""
 
-    def __init__(self, settings: AuthSettings, replay_store: str | None = None, replay_timeout: float = 30.0):
+    def __init__(self, settings: AuthSettings, replay_store: str | None = None, replay_timeout: float = 30.0,
+                 clock: Callable[[], float] = time.time):
         """``replay_store``: the audit store's target (SQLite path or ``postgresql://``) to keep token ids in, so
-        that replicas share them and a restart forgets none; None keeps them in this process's memory."""
+        that replicas share them and a restart forgets none; None keeps them in this process's memory.
+        ``clock``: the seconds (since the epoch) that the key cache and the replay cache go by; a test passes its
+        own to see an hour-old key set. A token's ``exp`` and ``iat`` are checked by PyJWT against the system clock."""
         try:
             import jwt
         except ImportError as exc:  # never let a missing library look like a bad token
             raise ServiceConfigError("JWT authentication needs PyJWT with cryptography: "
                                      "pip install 'imt-cds[service]'") from exc
         self._jwt = jwt
+        self._clock = clock
         self.settings = settings
         self._issuers: dict[str, TrustedIssuer] = {}
         self._pinned: dict[str, _KeySet] = {}
@@ -126,7 +130,7 @@ class Authenticator:
         except ValueError as exc:
             raise ServiceConfigError(f"the JWK Set of {issuer.iss} at {path} is not JSON: {exc}") from exc
         try:
-            return _KeySet(self._keys(data), time.time())
+            return _KeySet(self._keys(data), self._clock())
         except ValueError as exc:
             raise ServiceConfigError(f"the JWK Set of {issuer.iss} at {path}: {exc}") from exc
 
@@ -214,7 +218,7 @@ class Authenticator:
         # (each with the leeway). What CDS Hooks asks beyond that is a short life: exp - iat within the cap. With exp
         # in the future, that cap also bounds the token's age (now - iat < lifetime + leeway), so an old token needs
         # no check of its own.
-        now = time.time()
+        now = self._clock()
         exp, iat = claims["exp"], claims["iat"]
         lifetime = self.settings.max_lifetime_seconds
         if exp - iat > lifetime:
@@ -240,7 +244,7 @@ class Authenticator:
         lock = self._locks.setdefault(url, asyncio.Lock())
         async with lock:
             cached = self._fetched.get(url)
-            now = time.time()
+            now = self._clock()
             stale = cached is None or now - cached.fetched_at > JWKS_TTL_SECONDS
             found = None if cached is None else _pick(cached, kid)
             if stale or (found is None and now - cached.fetched_at > JWKS_MIN_REFRESH_SECONDS):  # type: ignore[union-attr]
