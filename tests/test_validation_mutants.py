@@ -1,9 +1,13 @@
 """What the mutation run of imt_cds/core/validation.py found unread: the strict JSON reader's answers where its fast
 path (orjson) must hand over to the stdlib parser (an integer past 64 bits, a repeated key that the colon count or an
 escaped colon could hide, a type json.loads refuses), which key a repeat names, and a document nested past the
-interpreter's stack, each read whole: path, message and value."""
+interpreter's stack, each read whole: path, message and value. Also a nested mapping that is not a dict, read as one
+as the top level is."""
 
 from __future__ import annotations
+
+from collections import UserDict
+from types import MappingProxyType
 
 import pytest
 
@@ -76,3 +80,27 @@ def test_the_canonical_writer_refuses_a_boolean_put_into_an_enum_field_after_val
     changed = facts.model_copy(update={"tumor": facts.tumor.model_copy(update={"site": True})})
     with pytest.raises(KeyError):
         canonical_json(changed)
+
+
+def test_a_mapping_of_any_type_is_read_as_an_object_at_any_depth_not_only_at_the_top():
+    # The top level may be any mapping; before, a nested one was refused as "expected an object, got an object".
+    facts = parse_facts(MappingProxyType({
+        "tumor": MappingProxyType({"site": "thoracic", "size_cm": 5}),
+        "molecular": UserDict({"alk": MappingProxyType({"status": "positive", "methods": ["IHC"]})}),
+    }))
+    assert (facts.tumor.site, facts.tumor.size_cm, facts.molecular.alk.status, facts.molecular.alk.methods) == (
+        "thoracic", 5, "positive", frozenset({"IHC"}))
+
+
+def test_the_problems_inside_nested_mappings_are_those_of_the_same_input_in_dicts():
+    def problems(data):
+        with pytest.raises(InvalidInputError) as caught:
+            parse_facts(data)
+        return [(p.path, p.message, p.value) for p in caught.value.problems]
+
+    as_dicts = {"age_years": -1, "tumor": {"site": "moon"}, "molecular": {"alk": {"methods": ["IHC", "PCR"]}}}
+    as_mappings = {"age_years": -1, "tumor": MappingProxyType({"site": "moon"}),
+                   "molecular": UserDict({"alk": MappingProxyType({"methods": ["IHC", "PCR"]})})}
+    expected = problems(as_dicts)
+    assert [path for path, _, _ in expected] == ["age_years", "tumor.site", "molecular.alk.methods[1]"]
+    assert problems(as_mappings) == expected
