@@ -6,6 +6,7 @@ as the top level is."""
 
 from __future__ import annotations
 
+import datetime
 from collections import UserDict
 from types import MappingProxyType
 
@@ -104,3 +105,13 @@ def test_the_problems_inside_nested_mappings_are_those_of_the_same_input_in_dict
     expected = problems(as_dicts)
     assert [path for path, _, _ in expected] == ["age_years", "tumor.site", "molecular.alk.methods[1]"]
     assert problems(as_mappings) == expected
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (list(range(10)), list(range(10))),  # up to ten items are echoed whole (eleven are summarised: test_facts.py)
+    (b"8", "<bytes>"), ({8}, "<set>"), (datetime.date(2020, 1, 1), "<date>"),  # not JSON: named by their type
+])
+def test_the_value_a_problem_shows_is_the_value_when_small_or_its_type_when_json_has_none(value, shown):
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts({"age_years": value})
+    assert [(p.path, p.value) for p in caught.value.problems] == [("age_years", shown)]
