@@ -199,7 +199,8 @@ def parse_condition(data: Any, ctx: ConditionContext, where: str = "when") -> Co
     if "fact" in data:
         return _parse_atom(data, ctx, where)
     known = ["all", "any", "at_least", "derived", "not_derived", "fact"]
-    unknown = sorted(keys - set(known) - set(OPERATORS) - {"of"})
+    # A YAML key need not be text (`1:`, `true:`, `null:`): sorting or matching it as is would raise a TypeError.
+    unknown = sorted(map(str, keys - set(known) - set(OPERATORS) - {"of"}))
     suggestion = difflib.get_close_matches(unknown[0], known, n=1) if unknown else []
     ctx.report(
         where,

@@ -62,7 +62,7 @@ def _validate(data: Mapping[str, Any]) -> PatientFacts:
             raise InvalidInputError([InputProblem(
                 deep, f"input is nested too deeply: more than {_MAX_DEPTH} levels (a patient has at most 4)", None,
             )]) from None
-        raise InvalidInputError(_problems(exc, data)) from None
+        return _validate_as_dicts(data, exc)
 
 
 def _too_deep(data: Any) -> str | None:
@@ -401,3 +401,29 @@ def _preview(value: Any) -> Any:
             return f"<array of {len(value)} items>"
         return [_preview(item) for item in value]
     return f"<{type(value).__name__}>"
+
+
+# --- mappings other than dict -------------------------------------------------------------------------------------
+
+
+def _validate_as_dicts(data: dict[str, Any], exc: ValidationError) -> PatientFacts:
+    """Strict validation takes only a dict for an object: a nested mapping of another type (as the top level may be)
+    is read as one, not refused as "expected an object". Tried only once validation has failed, so that valid dicts
+    pay nothing; ``exc`` is that failure, reported when there is nothing to convert."""
+    plain = _as_dicts(data)
+    if plain is data:
+        raise InvalidInputError(_problems(exc, data)) from None
+    return _validate(plain)
+
+
+def _as_dicts(value: Any) -> Any:
+    """``value`` with every mapping that is not a dict copied into one, or ``value`` itself when it holds none.
+    Only called on input at most ``_MAX_DEPTH`` deep."""
+    if isinstance(value, Mapping):
+        items = {key: _as_dicts(item) for key, item in value.items()}
+        unchanged = isinstance(value, dict) and all(items[key] is item for key, item in value.items())
+        return value if unchanged else items
+    if isinstance(value, list):
+        elements = [_as_dicts(item) for item in value]
+        return value if all(new is old for new, old in zip(elements, value)) else elements
+    return value
