@@ -17,7 +17,9 @@ each mutant is tested, because a pytest process per mutant (what `mutmut run` do
 - Which tests. A first child runs the whole selection unmutated under coverage, switching coverage's context to
   each test's node id, and records which tests execute each line of the module. A mutant is first tested with only
   the tests that execute its statement (`-x`: the first failure ends it). When a line also runs while the package is
-  imported (module level, `def` and class bodies, default values) or no test executes it, the whole selection runs.
+  imported (module level, `def` and class bodies, default values) or no test executes it, the whole selection runs;
+  so it does after a survivor, and after a run that broke (given node ids, pytest answers a test module that a
+  mutant stopped from importing with "found no collectors", status 4, where the whole selection gives status 2).
 - Verdicts. A test failure is a kill, and so are the other ways a test run can show that it saw the mutant: a
   collection error (status 2), a package that cannot be imported (status 4 with pytest's "while loading conftest"), a
   test process killed by a signal (durable-rules crashing) or one that runs past the time limit ("timeout", reported
@@ -306,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                     status, text = runner.run(ordered(tests, arguments.tests))
                     verdict, detail = verdict_of(status, text)
                     how = f"covering {len(tests)}"
-                    if verdict == "survived":
+                    # A survivor is confirmed against the whole selection; so is a broken run, which with node
+                    # ids is how a mutant that stops a test module importing shows ("found no collectors", 4).
+                    if verdict in ("survived", "error"):
                         status, text = runner.run(arguments.tests)
                         verdict, detail = verdict_of(status, text)
                         how = "selection"

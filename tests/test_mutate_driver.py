@@ -129,3 +129,19 @@ def test_a_real_run_kills_a_caught_mutant_and_keeps_an_equivalent_one(tmp_path):
     copy = tmp_path / "work" / "engine.py" / "imt_cds" / "core"
     assert (copy / "engine.py").read_bytes() == before
     assert not list(copy.glob("__pycache__/engine.*.pyc"))
+
+
+@pytest.mark.slow
+def test_a_mutant_that_stops_a_test_module_importing_is_a_kill(tmp_path):
+    """record.py's mutant 19 (`{**content, ...}` -> `{*content, ...}`) is a syntax error in a module the conftest does
+    not import. Given the covering tests' node ids, pytest answers "found no collectors" (status 4, a broken run);
+    the whole selection then shows it as the collection error it is."""
+    out = tmp_path / "results.jsonl"
+    run = subprocess.run([sys.executable, str(ROOT / "tests/mutate.py"), "imt_cds/audit/record.py", "--ids", "19",
+                          "--work", str(tmp_path / "work"), "--out", str(out), "--",
+                          "tests/test_audit_store.py", "-k", "not postgres"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (verdict,) = map(json.loads, out.read_text().splitlines())
+    assert (verdict["status"], verdict["how"], verdict["detail"]) == (
+        "killed", "selection", "a test module could not be collected")
