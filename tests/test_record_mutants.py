@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from audit_support import recorded_trail, raw_sql, verify_store
+from audit_support import raw_sql, recorded_trail, verify_store
 
 from imt_cds import Engine
 from imt_cds.audit import ChainBreak, ChainReport, open_store
