@@ -82,8 +82,10 @@ MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py 
 MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_facts.py tests/test_untrusted_input.py tests/test_conditions.py \
     tests/test_compiler.py
 MUTATION_TESTS_imt_cds/core/rulebook.py   := tests/test_rulebook_loading.py tests/test_api_hygiene.py tests/test_rule_metadata.py
-MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_audit_checkpoints.py -k 'not command_line and not exit_2 and not never_signed and not usage_error'
+MUTATION_TESTS_imt_cds/audit/record.py := tests/test_record_mutants.py tests/test_audit_store.py \
+    tests/test_audit_integrity.py -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_checkpoint_mutants.py tests/test_audit_checkpoints.py \
+    -k 'not command_line and not exit_2 and not never_signed and not usage_error'
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py
 # The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
