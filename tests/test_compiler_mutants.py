@@ -1,0 +1,91 @@
+"""The compiled program where mutation testing found it unread (tests/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from imt_cds.core.compiler import ANCHOR, compile_probe, compile_rulebook
+
+
+def _marker(definition):
+    """The stratum a compiled engine rule waits for (its marker pattern), or 0 when it waits for none."""
+    first = definition["all"][0]
+    if "s" not in first:
+        return 0
+    (kind, number) = first["s"]["$and"]
+    assert kind == {"t": "stratum"}
+    return number["n"]
+
+
+def _programs(rulebook):
+    without_r01 = dataclasses.replace(rulebook, rules=tuple(r for r in rulebook.rules if r.id != "R01"))
+    return {"shipped": compile_rulebook(rulebook), "probe": compile_probe(rulebook)[0],
+            "with the anchor": compile_rulebook(without_r01)}
+
+
+def test_a_compiled_program_cannot_be_changed_after_compiling(rulebook):
+    # One program serves every evaluation of an engine (and the engine's threads): nothing may alter it in place.
+    program = compile_rulebook(rulebook)
+    engine_rule = program.branches("R32a")[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        program.strata = 5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        engine_rule.stratum = 0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        engine_rule.reasons[0].order = 9  # type: ignore[misc]
+
+
+def test_each_engine_rule_waits_for_the_marker_of_its_stratum_and_every_marker_is_awaited(rulebook):
+    # The stratum an engine rule states is the marker it waits for (none in stratum 0), and a program's number of
+    # strata is one more than its highest: the engine asserts markers 1..strata-1, each one some rule waits for.
+    for label, program in _programs(rulebook).items():
+        strata = {name: _marker(program.ruleset[name]) for name in program.rules}
+        assert strata == {name: er.stratum for name, er in program.rules.items()}, label
+        assert program.strata == max(strata.values()) + 1, label
+    assert _programs(rulebook)["shipped"].strata == 2
+
+
+def test_the_internal_anchor_is_added_only_when_no_rule_matches_every_patient(rulebook):
+    # R01 applies to every patient, so the shipped rulebook needs no anchor (it would fire once more per patient).
+    assert ANCHOR not in compile_rulebook(rulebook).rules
+    assert ANCHOR in _programs(rulebook)["with the anchor"].rules
+
+
+def test_the_branches_of_a_finding_with_its_own_condition_are_those_producing_it(rulebook):
+    # R35 recommends a TRK inhibitor (its branch R35.0) and, with its own extra condition, flags infant labelling
+    # (R35.1); "why not?" explains a finding by the branches that produce it.
+    r35 = rulebook.rule("R35")
+    recommendation, flag = r35.findings
+    assert (recommendation.code, flag.code) == ("REC_TRK_INHIBITOR", "FLAG_VERIFY_INFANT_LABELING")
+    program = compile_rulebook(rulebook)
+    assert [er.name for er in program.branches(r35, flag)] == ["R35.1"]
+    assert [er.name for er in program.branches("R35", recommendation)] == ["R35.0"]
+    assert [er.name for er in program.branches(r35)] == ["R35.0", "R35.1"]
+
+
+def test_a_rule_without_a_condition_is_left_out_without_leaving_out_the_rules_after_it(rulebook):
+    # Only a grouping rule has no condition once loaded, but a rulebook built in code may hold one: it yields no
+    # engine rule, and every other rule is still compiled.
+    first = rulebook.rules[0]
+    rules = (dataclasses.replace(first, when=None), *rulebook.rules[1:])
+    program = compile_rulebook(dataclasses.replace(rulebook, rules=rules))
+    compiled = {er.rule.id for er in program.rules.values() if er.rule is not None}
+    everything = {er.rule.id for er in compile_rulebook(rulebook).rules.values() if er.rule is not None}
+    assert compiled == everything - {first.id}
+
+
+def test_a_negation_cycle_is_one_problem_naming_the_rule_its_file_and_its_condition(rulebook):
+    # What `imt-cds rules lint` prints for a rule that derives a fact only when that fact is absent.
+    from imt_cds.core.conditions import DerivedTest
+    from imt_cds.core.errors import RulebookError
+
+    d01 = rulebook.rule("D01")
+    self_denying = dataclasses.replace(d01, when=DerivedTest(d01.derives, present=False))
+    rules = tuple(self_denying if r.id == "D01" else r for r in rulebook.rules)
+    with pytest.raises(RulebookError) as caught:
+        compile_rulebook(dataclasses.replace(rulebook, rules=rules))
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.rule, problem.path) == (d01.file, "D01", "when")
+    assert problem.message == "the rulebook negates a derived fact that depends on its own negation"
