@@ -89,3 +89,34 @@ def test_a_negation_cycle_is_one_problem_naming_the_rule_its_file_and_its_condit
     (problem,) = caught.value.problems
     assert (problem.file, problem.rule, problem.path) == (d01.file, "D01", "when")
     assert problem.message == "the rulebook negates a derived fact that depends on its own negation"
+
+
+def test_a_suppression_lists_each_reason_of_the_multi_reason_fact_it_rests_on(engine):
+    # CONTRADICTION holds for two reasons here (C1 and C3); each reason rule asserts its own fact, naming itself, and
+    # the suppression of the upfront resection says which reasons held.
+    contradictory = {"tumor": {"resectability": "resectable", "distant_disease": False},
+                     "history": {"margin_status": "R0"},
+                     "molecular": {"alk": {"status": "negative", "fusion_partner": "EML4"}}}
+    (suppression,) = engine.evaluate(contradictory).suppressed
+    assert (suppression.finding.code, suppression.fact) == ("REC_UPFRONT_SURGICAL_RESECTION", "CONTRADICTION")
+    assert suppression.reasons == ("C1: ALK status negative but an ALK fusion partner is recorded",
+                                   "C3: resection margin status recorded but no surgery recorded")
+
+
+def test_a_negation_cycle_through_several_rules_is_reported_at_the_first_of_them_never_at_a_rule_after_it(rulebook):
+    # D01 derives AGE_KNOWN unless MULTIPLE_KINASE_FUSIONS, D02 ADVANCED_DISEASE unless AGE_KNOWN, D03
+    # MULTIPLE_KINASE_FUSIONS unless ADVANCED_DISEASE: a cycle. D06 (ALK_INHIBITOR_ELIGIBLE, needing
+    # ADVANCED_DISEASE) is not on it, yet its stratum grows with it; which rule's stratum passed the bound first
+    # once depended on the rulebook's size (without R38 and S01, D06 was named).
+    from imt_cds.core.conditions import DerivedTest
+    from imt_cds.core.errors import RulebookError
+
+    negating = {"D01": "D03", "D02": "D01", "D03": "D02"}
+    cycle = {rule_id: dataclasses.replace(rulebook.rule(rule_id), when=DerivedTest(
+        rulebook.rule(other).derives, present=False)) for rule_id, other in negating.items()}
+    rules = [cycle.get(r.id, r) for r in rulebook.rules]
+    for kept in (rules, [r for r in rules if r.id not in ("R38", "S01")], rules[:-3]):
+        with pytest.raises(RulebookError) as caught:
+            compile_rulebook(dataclasses.replace(rulebook, rules=tuple(kept)))
+        (problem,) = caught.value.problems
+        assert (problem.rule, problem.file) == ("D01", rulebook.rule("D01").file)
