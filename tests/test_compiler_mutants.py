@@ -120,3 +120,22 @@ def test_a_negation_cycle_through_several_rules_is_reported_at_the_first_of_them
             compile_rulebook(dataclasses.replace(rulebook, rules=tuple(kept)))
         (problem,) = caught.value.problems
         assert (problem.rule, problem.file) == ("D01", rulebook.rule("D01").file)
+
+
+def test_a_rule_on_a_cycle_without_negation_is_not_the_one_named_for_a_negation_cycle(rulebook):
+    # D01 waits for its own fact (a cycle, but no negation: it can never fire, and needs no stratum); the negation
+    # cycle is D02 <-> D03.
+    from imt_cds.core.conditions import DerivedTest
+    from imt_cds.core.errors import RulebookError
+
+    d01, d02, d03 = (rulebook.rule(rule_id) for rule_id in ("D01", "D02", "D03"))
+    changed = {"D01": dataclasses.replace(d01, when=DerivedTest(d01.derives)),
+               "D02": dataclasses.replace(d02, when=DerivedTest(d03.derives, present=False)),
+               "D03": dataclasses.replace(d03, when=DerivedTest(d02.derives, present=False))}
+    rules = tuple(changed.get(r.id, r) for r in rulebook.rules)
+    with pytest.raises(RulebookError) as caught:
+        compile_rulebook(dataclasses.replace(rulebook, rules=rules))
+    assert [(p.rule, p.file) for p in caught.value.problems] == [("D02", d02.file)]
+    # Alone, the cycle without negation compiles.
+    alone = tuple(changed["D01"] if r.id == "D01" else r for r in rulebook.rules)
+    assert compile_rulebook(dataclasses.replace(rulebook, rules=alone)).branches("D01")
