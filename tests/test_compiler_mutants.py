@@ -139,3 +139,62 @@ def test_a_rule_on_a_cycle_without_negation_is_not_the_one_named_for_a_negation_
     # Alone, the cycle without negation compiles.
     alone = tuple(changed["D01"] if r.id == "D01" else r for r in rulebook.rules)
     assert compile_rulebook(dataclasses.replace(rulebook, rules=alone)).branches("D01")
+
+
+def test_a_number_whose_mantissa_has_a_fraction_keeps_it_as_it_is():
+    from imt_cds.core.compiler import engine_number
+
+    assert engine_number(1.5e-07) == "1.5e-07"
+    assert engine_number(2.5e+20) == "2.5e+20"
+
+
+def test_each_comparison_of_a_number_holds_exactly_as_it_reads_at_below_and_above_its_bound(rulebook):
+    from imt_cds import Engine
+    from imt_cds.core.conditions import Any_, Atom
+
+    atoms = {op: Atom("age_years", op, 2.0) for op in ("gt", "gte", "lt", "lte")}
+    rules = tuple(dataclasses.replace(r, when=Any_(tuple(atoms.values()))) if r.id == "R37" else r
+                  for r in rulebook.rules)
+    engine = Engine(dataclasses.replace(rulebook, rules=rules))
+    ops = {atom: op for op, atom in atoms.items()}
+
+    def holding(age):
+        return {ops[a] for a in engine.true_conditions({"age_years": age}) if a in ops}
+
+    assert holding(1) == {"lt", "lte"}
+    assert holding(2) == {"gte", "lte"}
+    assert holding(3) == {"gt", "gte"}
+    assert holding(None) == set()
+
+
+def _field_tests(test):
+    """(operator, field) of every elementary test inside a compiled pattern test."""
+    ((key, value),) = test.items()
+    if key in ("$and", "$or"):
+        for item in value:
+            yield from _field_tests(item)
+    elif key.startswith("$"):
+        ((field, _),) = value.items()
+        yield key, field
+    else:
+        yield "$eq", key
+
+
+def test_negations_of_a_field_with_a_finite_domain_compile_to_equality_tests_only(rulebook):
+    # "is_not positive" is "negative or unknown": equality tests behave the same for null as for any value, which
+    # an engine "$neq" does not. Only open-ended fields (gene symbols, sets, numbers) are tested with "$neq".
+    from imt_cds.core.fact_fields import fact_fields
+
+    fields = fact_fields()
+    for program in _programs(rulebook).values():
+        for name, definition in program.ruleset.items():
+            for pattern in definition["all"]:
+                ((_, body),) = pattern.items()
+                for op, path in _field_tests(body):
+                    if op == "$neq":
+                        assert fields[path].domain is None, (name, path)
+    probe, atoms = compile_probe(rulebook)
+    (negated,) = [n for n, a in atoms.items() if (a.path, a.op, a.operand) == ("molecular.alk.status", "is_not",
+                                                                               "positive")]
+    assert probe.ruleset[negated]["all"][0]["p"]["$and"][1] == {
+        "$or": [{"molecular.alk.status": "negative"}, {"molecular.alk.status": "unknown"}]}
