@@ -198,3 +198,15 @@ def test_negations_of_a_field_with_a_finite_domain_compile_to_equality_tests_onl
                                                                                "positive")]
     assert probe.ruleset[negated]["all"][0]["p"]["$and"][1] == {
         "$or": [{"molecular.alk.status": "negative"}, {"molecular.alk.status": "unknown"}]}
+
+
+def test_facts_changed_after_validation_to_an_unknown_test_method_are_refused_naming_it(engine):
+    # model_copy does not validate: the engine form of a set is looked up among the valid sets, never guessed.
+    from imt_cds.core.validation import parse_facts
+
+    facts = parse_facts({"molecular": {"alk": {"status": "positive"}}})
+    alk = facts.molecular.alk.model_copy(update={"methods": frozenset({"XRAY", "IHC"})})
+    changed = facts.model_copy(update={"molecular": facts.molecular.model_copy(update={"alk": alk})})
+    with pytest.raises(ValueError) as caught:
+        engine.evaluate(changed)
+    assert str(caught.value) == "not a valid set of test methods: ['IHC', 'XRAY']"
