@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from imt_cds import Engine
 from imt_cds.core.conditions import All, Atom
@@ -19,3 +20,12 @@ def test_a_test_whose_text_holds_a_percent_sign_is_written_as_it_reads(rulebook)
         {"fact": "age_years", "expected": ">= 1", "actual": 5.0},
         {"fact": "molecular.alk.fusion_partner", "expected": "!= X%sY%Z (case-insensitive)", "actual": None}]
     assert flag == assessment.finding("FLAG_NO_APPROVED_TARGETED_AGENT").to_dict()
+
+
+def test_the_diagnosis_given_closes_the_documents_provenance(engine):
+    # The diagnosis a caller passes (the FHIR Condition evaluated) ends the provenance, after the evaluation time.
+    diagnosis = {"condition": "Condition/imt-1", "code": "http://snomed.info/sct|1162836000", "recorded": "2025-11-02"}
+    document = engine.evaluate({"age_years": 8}, diagnosis=diagnosis).to_json()
+    assert document.endswith(',"diagnosis":{"condition":"Condition/imt-1","code":"http://snomed.info/sct|1162836000",'
+                             '"recorded":"2025-11-02"}}}')
+    assert json.loads(document)["provenance"]["diagnosis"] == diagnosis
