@@ -63,10 +63,11 @@ clean:
 MUTATION_DIR ?= /tmp/imt-cds-mutation
 MUTATION_TESTS_imt_cds/core/validation.py  := tests/test_validation_mutants.py tests/test_facts.py tests/test_untrusted_input.py
 MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_conditions_mutants.py tests/test_conditions.py tests/test_rulebook_loading.py tests/test_compiler.py
-MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler.py tests/test_engine.py tests/test_rule_examples.py
+MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler_mutants.py tests/test_compiler.py tests/test_engine.py \
+    tests/test_rule_examples.py
 MUTATION_TESTS_imt_cds/core/assessment.py  := tests/test_assessment.py tests/test_assessment_mutants.py
 MUTATION_TESTS_imt_cds/core/engine.py      := tests/test_engine.py tests/test_isolation.py tests/test_engine_mutants.py
-MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment.py
+MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment_json_mutants.py tests/test_assessment.py
 MUTATION_TESTS_imt_cds/core/rule_loader.py := tests/test_rule_loader_mutants.py tests/test_rulebook_loading.py \
     tests/test_rulebook_structure.py tests/test_rule_metadata.py
 MUTATION_TESTS_imt_cds/core/rule_schema.py := tests/test_rule_schema_mutants.py tests/test_rulebook_loading.py \

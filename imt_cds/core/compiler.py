@@ -209,8 +209,11 @@ def _strata(rulebook: Rulebook) -> dict[str, int]:
                 needed = max(needed, strata[target])
             if needed > strata[rule.id]:
                 if needed > limit:
-                    raise RulebookError([RulebookProblem(rule.file, "the rulebook negates a derived fact that "
-                                                                    "depends on its own negation", rule.id, "when")])
+                    # The rule whose stratum passes the bound first may merely depend on the cycle: name one on it.
+                    culprit = _first_on_a_negation_cycle(rulebook, deps)
+                    raise RulebookError([RulebookProblem(culprit.file, "the rulebook negates a derived fact that "
+                                                                       "depends on its own negation", culprit.id,
+                                                         "when")])
                 strata[rule.id] = needed
                 changed = True
     for rule in rulebook.rules:  # a grouping rule sits with its reasons
@@ -424,3 +427,28 @@ def _set_text(texts: Mapping[frozenset[str], str], values: frozenset[str]) -> st
         return texts[values]
     except KeyError:
         raise ValueError(f"not a valid set of test methods: {sorted(values)}") from None
+
+
+# --- errors ---------------------------------------------------------------------------------------------------------
+
+
+def _first_on_a_negation_cycle(rulebook: Rulebook, deps: Mapping[str, list[DerivedTest]]) -> Rule:
+    """The first rule, in catalogue order, that depends on itself through a negated derived fact (one exists when
+    the strata grow without bound)."""
+    def needs(rule: Rule) -> list[tuple[Rule, bool]]:  # the rules it waits for, and whether through a negation
+        edges = [(producer, not test.present) for test in deps[rule.id] for producer in rulebook.deriving(test.name)]
+        return edges + [(rulebook.rule(target), False) for target in rule.suppresses]
+
+    for start in rulebook.rules:
+        seen: set[tuple[str, bool]] = set()
+        pending = [(start, False)]
+        while pending:  # bounded: each (rule, negated so far) is visited once
+            rule, negated = pending.pop()
+            for needed, negation in needs(rule):
+                state = (needed.id, negated or negation)
+                if state == (start.id, True):
+                    return start
+                if state not in seen:
+                    seen.add(state)
+                    pending.append((needed, state[1]))
+    raise AssertionError("the strata grew without bound but no rule is on a negation cycle")  # pragma: no cover
