@@ -198,11 +198,13 @@ def progressed_on_alk_inhibitor(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def missing_data_patients(draw: st.DrawFn) -> dict[str, Any]:
-    """Patients with the age or the tumor size missing (each about half the time)."""
+    """Patients with the age, the tumor size or both missing (never neither: two independent coin flips left a
+    quarter of these patients complete, and property 13's premise share hovered near its floor of a fifth)."""
     patient = draw(patients())
-    if draw(st.booleans()):
+    missing = draw(st.sampled_from(("age", "size", "both")))
+    if missing in ("age", "both"):
         patient["age_years"] = None
-    if draw(st.booleans()):
+    if missing in ("size", "both"):
         patient["tumor"]["size_cm"] = None
     return patient
 

@@ -118,7 +118,8 @@ def premise_shares(engine, examples: int) -> dict[int, tuple[int, int]]:
 def _count_premise(engine, premise: Premise, examples: int) -> tuple[int, int]:
     counts = [0, 0]
 
-    @settings(max_examples=examples, database=None, deadline=None)
+    # Derandomized: the share is a property of the strategy, and a fixed draw keeps a test of it from flaking.
+    @settings(max_examples=examples, database=None, deadline=None, derandomize=True)
     @given(st.tuples(*premise.arguments))
     def count(arguments):
         counts[0] += bool(premise.holds(engine, *arguments))
