@@ -79,7 +79,7 @@ MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording.py tests/test_n
 MUTATION_TESTS_imt_cds/core/facts.py       := tests/test_facts_mutants.py tests/test_facts.py tests/test_untrusted_input.py
 MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py tests/test_rulebook_structure.py \
     tests/test_fhir_input.py
-MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_facts.py tests/test_untrusted_input.py tests/test_conditions.py \
+MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_fact_fields_mutants.py tests/test_facts.py tests/test_untrusted_input.py tests/test_conditions.py \
     tests/test_compiler.py
 MUTATION_TESTS_imt_cds/core/rulebook.py   := tests/test_rulebook_loading.py tests/test_api_hygiene.py tests/test_rule_metadata.py
 MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
