@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems, only
 
 from imt_cds import InvalidInputError, PatientFacts, parse_facts
 from imt_cds.core.fact_fields import FactField, fact_fields, keys_at, leaf_values, set_path
-from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems, only
 
 BOOLEAN = "true or false (not null: leave the key out for the default)"
 
