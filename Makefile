@@ -83,9 +83,10 @@ MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_fact_fields_mutants.py 
     tests/test_untrusted_input.py tests/test_conditions.py tests/test_compiler.py
 MUTATION_TESTS_imt_cds/core/rulebook.py   := tests/test_rulebook_mutants.py tests/test_rulebook_loading.py \
     tests/test_api_hygiene.py tests/test_rule_metadata.py
-MUTATION_TESTS_imt_cds/core/errors.py     := tests/test_api_hygiene.py tests/test_engine_mutants.py \
-    tests/test_rule_metadata.py tests/test_fhir_safety.py tests/test_untrusted_input.py
-MUTATION_TESTS_imt_cds/core/_resources.py := tests/test_evidence.py tests/test_rulebook_loading.py tests/test_api_hygiene.py
+MUTATION_TESTS_imt_cds/core/errors.py     := tests/test_errors_mutants.py tests/test_api_hygiene.py \
+    tests/test_engine_mutants.py tests/test_rule_metadata.py tests/test_fhir_safety.py tests/test_untrusted_input.py
+MUTATION_TESTS_imt_cds/core/_resources.py := tests/test_resources_mutants.py tests/test_evidence.py \
+    tests/test_rulebook_loading.py tests/test_api_hygiene.py
 MUTATION_TESTS_imt_cds/audit/record.py := tests/test_audit_store.py tests/test_audit_integrity.py -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_audit_checkpoints.py -k 'not command_line and not exit_2 and not never_signed and not usage_error'
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_input.py tests/test_fhir_safety.py tests/test_fhir_reader_mutants.py
