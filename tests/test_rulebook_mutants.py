@@ -61,3 +61,72 @@ def test_no_part_of_a_loaded_rulebook_can_be_changed(rulebook):
     for part, name in parts:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(part, name, getattr(part, name))
+
+
+def test_each_rule_has_exactly_one_shape_and_leaves_the_others_unset(rulebook):
+    # Rule's contract: findings, or derives (one reason of a fact: reason and part_of too), or reasons, or suppresses.
+    shapes = {}
+    for rule in rulebook:
+        if rule.findings:
+            shape = "findings"
+        elif rule.reasons:
+            shape = "reasons"
+        elif rule.suppresses:
+            shape = "suppresses"
+        else:
+            shape = "reason" if rule.part_of is not None else "derives"
+        shapes[rule.id] = shape
+        assert (rule.derives is None) == (shape in ("findings", "suppresses")), rule.id
+        assert (rule.reason is None) == (rule.part_of is None) == (shape != "reason"), rule.id
+        assert isinstance(rule.findings, tuple) and isinstance(rule.reasons, tuple), rule.id
+        assert isinstance(rule.suppresses, tuple) and isinstance(rule.examples, tuple), rule.id
+    assert (shapes["R32a"], shapes["D01"], shapes["D04"], shapes["C1"], shapes["S01"]) == (
+        "findings", "derives", "reasons", "reason", "suppresses")
+    assert rulebook.rule("C3").part_of == "D04" and rulebook.rule("C3").reason.startswith("C3: ")
+
+
+def test_the_rules_deriving_a_fact_and_suppressing_a_rule_are_found_by_name(rulebook):
+    def ids(rules):
+        return [r.id for r in rules]
+
+    assert ids(rulebook.deriving("CONTRADICTION")) == ["C1", "C2", "C3", "C4"]  # the reasons, not D04
+    assert ids(rulebook.deriving("AGE_KNOWN")) == ["D01"]
+    assert rulebook.deriving("NO_SUCH_FACT") == ()
+    assert ids(rulebook.suppressors("R23")) == ["S01"]
+    assert rulebook.suppressors("R01") == ()
+    assert rulebook.derived_names == tuple(sorted({r.derives for r in rulebook if r.derives}))
+    assert "CONTRADICTION" in rulebook.derived_names
+
+
+def test_a_finding_code_is_found_with_the_rules_producing_it(rulebook):
+    assert [r.id for r in rulebook.producers("REC_MULTIDISCIPLINARY_REVIEW")] == ["R01"]
+    assert rulebook.producers("REC_NO_SUCH_FINDING") == ()
+    spec = rulebook.finding("RISK_DISTANT_DISEASE")
+    assert spec.code == "RISK_DISTANT_DISEASE" and spec.kind == "risk_flag"
+    with pytest.raises(KeyError) as raised:
+        rulebook.finding("REC_NO_SUCH_FINDING")
+    assert raised.value.args == (f"rulebook {rulebook.name} has no finding REC_NO_SUCH_FINDING",)
+    assert rulebook.finding_codes == tuple(sorted({c for r in rulebook for c in r.codes}))
+    assert "RISK_DISTANT_DISEASE" in rulebook.finding_codes
+
+
+def test_a_rules_strength_labels_leave_out_the_note_and_a_design_choice_is_told_apart():
+    from imt_cds.core.rulebook import strength_labels
+
+    assert strength_labels("REG + SA-TRIAL (PDQ level C3 (2024))") == ("REG", "SA-TRIAL")
+    assert strength_labels("DESIGN") == ("DESIGN",)
+
+
+def test_a_rule_is_referred_to_by_id_and_version_and_lists_its_conditions(rulebook):
+    r01, d01, r35 = rulebook.rule("R01"), rulebook.rule("D01"), rulebook.rule("R35")
+    assert r01.ref == {"id": "R01", "version": r01.version}
+    assert (d01.is_design, r01.is_design) == (True, False)
+    assert r35.conditions == (r35.when, r35.findings[1].when)  # the rule's own, then its infant flag's
+    assert rulebook.rule("D04").conditions == ()  # a grouping rule has no condition of its own
+    assert rulebook.parameter_values["crizotinib_min_age_years"] == rulebook.parameters[
+        "crizotinib_min_age_years"].value
+
+
+def test_a_rulebooks_repr_leaves_out_the_canonical_source(rulebook):
+    # The source is the whole rulebook again, as data (for archiving): it would bury everything else.
+    assert "evidence_sha256" in rulebook.source and "evidence_sha256" not in repr(rulebook)
