@@ -26,6 +26,15 @@ def test_a_field_of_the_catalogue_cannot_be_changed_by_a_caller():
     assert {field: "usable"}[fact_fields()["age_years"]] == "usable"  # frozen, so hashable
 
 
+def test_a_caller_cannot_add_remove_or_replace_a_field_of_the_shared_catalogue():
+    catalogue = fact_fields()
+    with pytest.raises(TypeError):
+        catalogue["age_years"] = catalogue["tumor.size_cm"]  # type: ignore[index]
+    with pytest.raises((TypeError, AttributeError)):
+        catalogue.pop("age_years")  # type: ignore[attr-defined]
+    assert fact_fields()["age_years"].unit == "years" and "age_years" in fact_fields()
+
+
 def test_only_number_fields_have_bounds_and_a_unit():
     numbers = {path: (f.minimum, f.minimum_exclusive, f.maximum, f.unit)
                for path, f in fact_fields().items() if f.kind == "number"}
