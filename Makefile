@@ -80,9 +80,14 @@ MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording.py tests/test_n
 MUTATION_TESTS_imt_cds/core/facts.py       := tests/test_facts_mutants.py tests/test_facts.py tests/test_untrusted_input.py
 MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py tests/test_rulebook_structure.py \
     tests/test_fhir_input.py
-MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_facts.py tests/test_untrusted_input.py tests/test_conditions.py \
-    tests/test_compiler.py
-MUTATION_TESTS_imt_cds/core/rulebook.py   := tests/test_rulebook_loading.py tests/test_api_hygiene.py tests/test_rule_metadata.py
+MUTATION_TESTS_imt_cds/core/fact_fields.py := tests/test_fact_fields_mutants.py tests/test_facts.py \
+    tests/test_untrusted_input.py tests/test_conditions.py tests/test_compiler.py
+MUTATION_TESTS_imt_cds/core/rulebook.py   := tests/test_rulebook_mutants.py tests/test_rulebook_loading.py \
+    tests/test_api_hygiene.py tests/test_rule_metadata.py
+MUTATION_TESTS_imt_cds/core/errors.py     := tests/test_errors_mutants.py tests/test_api_hygiene.py \
+    tests/test_engine_mutants.py tests/test_rule_metadata.py tests/test_fhir_safety.py tests/test_untrusted_input.py
+MUTATION_TESTS_imt_cds/core/_resources.py := tests/test_resources_mutants.py tests/test_evidence.py \
+    tests/test_rulebook_loading.py tests/test_api_hygiene.py
 MUTATION_TESTS_imt_cds/audit/record.py := tests/test_record_mutants.py tests/test_audit_store.py \
     tests/test_audit_integrity.py -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_checkpoint_mutants.py tests/test_audit_checkpoints.py \
@@ -106,7 +111,8 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
           imt_cds/core/wording.py imt_cds/core/facts.py imt_cds/core/terminology.py imt_cds/core/fact_fields.py \
-          imt_cds/core/rulebook.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
+          imt_cds/core/rulebook.py imt_cds/core/errors.py \
+          imt_cds/core/_resources.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
           imt_cds/audit/replay.py imt_cds/service/auth.py imt_cds/fhir/reader.py
 
 define mutate_one

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -134,9 +135,9 @@ def _walk(model: type[BaseModel], prefix: str) -> typing.Iterator[FactField]:
 
 
 @cache
-def fact_fields() -> dict[str, FactField]:
-    """Every leaf field of ``PatientFacts`` by dotted path, in model order."""
-    return {f.path: f for f in _walk(PatientFacts, "")}
+def fact_fields() -> Mapping[str, FactField]:
+    """Every leaf field of ``PatientFacts`` by dotted path, in model order. Read-only: every caller shares it."""
+    return types.MappingProxyType({f.path: f for f in _walk(PatientFacts, "")})
 
 
 @cache
