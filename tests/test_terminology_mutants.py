@@ -1,9 +1,12 @@
 """Value sets as the rest of the package reads them, pinned where mutation testing of core/terminology.py found no test
-looking: the error for a value set the rulebook lacks, and a value set without a description."""
+looking: the error for a value set the rulebook lacks, a value set without a description, and what a rulebook copy
+is told when it lacks a value set the FHIR reader needs."""
 
 from __future__ import annotations
 
 import pytest
+
+from rulebook_copies import copy_rulebook, load_problems
 
 from imt_cds.core.terminology import parse_value_set
 
@@ -21,3 +24,43 @@ def test_a_value_set_without_a_description_has_an_empty_one():
     assert problems == [] and value_set is not None
     assert (value_set.name, value_set.description, value_set.file) == ("local-imt", "", "terminology/local-imt.yaml")
     assert value_set.has("urn:oid:1.2.3", "IMT") and not value_set.has("urn:oid:1.2.3", "imt")
+
+
+# What an institution's copy of the rulebook is told when it lacks a value set the FHIR reader needs: the set's name
+# and what it decides, so that the author knows what reading a chart loses without it.
+_WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
+    "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
+    "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
+    "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
+    "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",
+    "distant-metastasis-present": "M-category values that say distant metastasis (cM1, pM1 and their subgroups)",
+    "history-of-metastatic-cancer": "Observation codes of mCODE's history of metastatic cancer",
+    "regional-lymph-node-sites": "body sites of a secondary tumour that may be regional, never counted as distant",
+    "cancer-disease-status": "Observation codes of a cancer disease status",
+    "disease-worsened": "cancer disease status values that say the disease progressed",
+    "alk-inhibitors": "medication codes of ALK tyrosine kinase inhibitors",
+    "tumor-resection-procedures": "procedure codes of a surgical resection of a tumour",
+}
+
+
+def _missing_value_set_messages(directory) -> list[tuple[str, str]]:
+    return [(p.file, p.message) for p in load_problems(directory) if p.message.startswith("missing: the FHIR reader")]
+
+
+def _expected(names) -> list[tuple[str, str]]:
+    return [(f"terminology/{name}.yaml",
+             f"missing: the FHIR reader needs value set {name!r} ({_WHAT_EACH_REQUIRED_VALUE_SET_DECIDES[name]})")
+            for name in names]
+
+
+def test_each_value_set_the_fhir_reader_needs_is_reported_missing_with_what_it_decides(tmp_path):
+    # All but one removed (with none at all the copy is a rules-only rulebook, which is allowed), then that one alone.
+    kept = "alk-inhibitors"
+    removed = [name for name in _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES if name != kept]
+    all_but_one = copy_rulebook(tmp_path / "all-but-one")
+    for name in removed:
+        (all_but_one / "terminology" / f"{name}.yaml").unlink()
+    assert sorted(_missing_value_set_messages(all_but_one)) == sorted(_expected(removed))
+    only_that_one = copy_rulebook(tmp_path / "only-that-one")
+    (only_that_one / "terminology" / f"{kept}.yaml").unlink()
+    assert _missing_value_set_messages(only_that_one) == _expected([kept])
