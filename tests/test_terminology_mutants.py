@@ -4,11 +4,13 @@ is told when it lacks a value set the FHIR reader needs."""
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 
 from rulebook_copies import copy_rulebook, load_problems
 
-from imt_cds.core.terminology import parse_value_set
+from imt_cds.core.terminology import ValueSet, ValueSetCode, parse_value_set
 
 
 def test_asking_for_a_value_set_the_rulebook_lacks_names_it_and_its_file(rulebook):
@@ -64,3 +66,23 @@ def test_each_value_set_the_fhir_reader_needs_is_reported_missing_with_what_it_d
     only_that_one = copy_rulebook(tmp_path / "only-that-one")
     (only_that_one / "terminology" / f"{kept}.yaml").unlink()
     assert _missing_value_set_messages(only_that_one) == _expected([kept])
+
+
+def test_a_value_set_made_in_code_with_codes_only_matches_its_codes_and_no_text():
+    # ValueSet is public: a value set built without patterns or exclusions must work, not fail on the missing ones.
+    code = ValueSetCode("urn:oid:1.2.3", "IMT", "IMT", "local list")
+    value_set = ValueSet("local-imt", "Local IMT codes", "", (code,))
+    assert value_set.has("urn:oid:1.2.3", "IMT")
+    assert not value_set.names_in_text("inflammatory myofibroblastic tumour")
+    assert (value_set.text_patterns, value_set.text_exclusions) == ((), ())
+
+
+def test_the_rulebooks_value_sets_and_their_codes_cannot_be_changed(rulebook):
+    # The rulebook's sha256 covers the value sets: a value set or a code changed after loading would decide facts
+    # that the assessment's rulebook hash does not describe.
+    value_set = rulebook.terminology["imt-diagnosis"]
+    with pytest.raises(FrozenInstanceError):
+        value_set.codes = ()
+    with pytest.raises(FrozenInstanceError):
+        value_set.codes[0].code = "8825/3"
+    assert value_set.has(value_set.codes[0].system, value_set.codes[0].code)
