@@ -74,7 +74,7 @@ def test_a_value_set_made_in_code_with_codes_only_matches_its_codes_and_no_text(
     value_set = ValueSet("local-imt", "Local IMT codes", "", (code,))
     assert value_set.has("urn:oid:1.2.3", "IMT")
     assert not value_set.names_in_text("inflammatory myofibroblastic tumour")
-    assert (value_set.text_patterns, value_set.text_exclusions) == ((), ())
+    assert (value_set.text_patterns, value_set.text_exclusions, value_set.file) == ((), (), "")  # loaded from no file
 
 
 def test_the_rulebooks_value_sets_and_their_codes_cannot_be_changed(rulebook):
