@@ -86,3 +86,15 @@ def test_the_rulebooks_value_sets_and_their_codes_cannot_be_changed(rulebook):
     with pytest.raises(FrozenInstanceError):
         value_set.codes[0].code = "8825/3"
     assert value_set.has(value_set.codes[0].system, value_set.codes[0].code)
+
+
+def test_a_value_set_that_has_read_texts_still_equals_and_hashes_as_one_that_has_not():
+    # What a value set remembers of texts it has read is a cache, not part of the value set: two loads of the same
+    # file are equal, whichever has been asked what, and a value set can be a key (of a set or dict).
+    document = {"value_set": "local-imt", "title": "Local IMT codes",
+                "codes": [{"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}],
+                "text_patterns": ["inflammatory myofibroblastic tumou?r"]}
+    asked, _ = parse_value_set(document, "terminology/local-imt.yaml")
+    fresh, _ = parse_value_set(document, "terminology/local-imt.yaml")
+    assert asked.names_in_text("Inflammatory myofibroblastic tumour of the lung")
+    assert asked == fresh and hash(asked) == hash(fresh) and len({asked, fresh}) == 1
