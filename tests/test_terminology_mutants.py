@@ -98,3 +98,14 @@ def test_a_value_set_that_has_read_texts_still_equals_and_hashes_as_one_that_has
     fresh, _ = parse_value_set(document, "terminology/local-imt.yaml")
     assert asked.names_in_text("Inflammatory myofibroblastic tumour of the lung")
     assert asked == fresh and hash(asked) == hash(fresh) and len({asked, fresh}) == 1
+
+
+def test_a_codes_display_is_found_by_its_system_and_code_together():
+    # The same code text can mean different things in two systems, and a system has many codes: both must match.
+    codes = (ValueSetCode("urn:oid:1", "A", "A of system 1", "list 1"),
+             ValueSetCode("urn:oid:1", "B", "B of system 1", "list 1"),
+             ValueSetCode("urn:oid:2", "A", "A of system 2", "list 2"))
+    value_set = ValueSet("local", "Local codes", "", codes)
+    assert value_set.display("urn:oid:1", "B") == "B of system 1"
+    assert value_set.display("urn:oid:2", "A") == "A of system 2"
+    assert value_set.display("urn:oid:2", "B") is None
