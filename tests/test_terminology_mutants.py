@@ -85,7 +85,15 @@ def test_the_rulebooks_value_sets_and_their_codes_cannot_be_changed(rulebook):
         value_set.codes = ()
     with pytest.raises(FrozenInstanceError):
         value_set.codes[0].code = "8825/3"
+    with pytest.raises(FrozenInstanceError):
+        rulebook.terminology.value_sets = {}
     assert value_set.has(value_set.codes[0].system, value_set.codes[0].code)
+    assert rulebook.terminology["imt-diagnosis"] is value_set
+
+
+def test_the_terminology_says_which_value_sets_it_has(rulebook):
+    assert "imt-diagnosis" in rulebook.terminology
+    assert "imt-diagnoses" not in rulebook.terminology
 
 
 def test_a_value_set_that_has_read_texts_still_equals_and_hashes_as_one_that_has_not():
