@@ -117,3 +117,14 @@ def test_a_codes_display_is_found_by_its_system_and_code_together():
     assert value_set.display("urn:oid:1", "B") == "B of system 1"
     assert value_set.display("urn:oid:2", "A") == "A of system 2"
     assert value_set.display("urn:oid:2", "B") is None
+
+
+def test_a_value_set_must_be_in_the_file_named_after_it_wherever_that_file_is():
+    document = {"value_set": "local-imt", "title": "Local IMT codes",
+                "codes": [{"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}]}
+    for right in ("local-imt.yaml", "terminology/local-imt.yaml", "site/terminology/local-imt.yaml"):
+        value_set, problems = parse_value_set(document, right)
+        assert problems == [] and value_set is not None and value_set.file == right
+    for wrong in ("imt.yaml", "terminology/imt.yaml", "local-imt/terminology.yaml"):
+        assert parse_value_set(document, wrong) == (
+            None, [("value set 'local-imt' must be in a file named local-imt.yaml", "value_set")])
