@@ -128,3 +128,11 @@ def test_a_value_set_must_be_in_the_file_named_after_it_wherever_that_file_is():
     for wrong in ("imt.yaml", "terminology/imt.yaml", "local-imt/terminology.yaml"):
         assert parse_value_set(document, wrong) == (
             None, [("value set 'local-imt' must be in a file named local-imt.yaml", "value_set")])
+
+
+def test_a_code_listed_twice_is_named_with_its_system_and_the_place_of_the_repeat():
+    code = {"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}
+    other = {"system": "urn:oid:1.2.3", "code": "EIMS", "display": "EIMS", "source": "local list"}
+    document = {"value_set": "local-imt", "title": "Local IMT codes", "codes": [code, other, dict(code)]}
+    assert parse_value_set(document, "terminology/local-imt.yaml") == (
+        None, [("code urn:oid:1.2.3|IMT is listed twice", "codes[2].code")])
