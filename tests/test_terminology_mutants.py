@@ -136,3 +136,18 @@ def test_a_code_listed_twice_is_named_with_its_system_and_the_place_of_the_repea
     document = {"value_set": "local-imt", "title": "Local IMT codes", "codes": [code, other, dict(code)]}
     assert parse_value_set(document, "terminology/local-imt.yaml") == (
         None, [("code urn:oid:1.2.3|IMT is listed twice", "codes[2].code")])
+
+
+def test_a_value_sets_text_exclusions_are_read_from_its_file():
+    document = {"value_set": "local-imt", "title": "Local IMT texts",
+                "text_patterns": ["inflammatory myofibroblastic tumou?r"], "text_exclusions": ["rule out"]}
+    value_set, problems = parse_value_set(document, "terminology/local-imt.yaml")
+    assert problems == [] and value_set.text_exclusions == ("rule out",)
+    assert value_set.names_in_text("Inflammatory myofibroblastic tumour, left lung")
+    assert not value_set.names_in_text("Rule out inflammatory myofibroblastic tumour")
+
+
+def test_a_value_set_with_neither_codes_nor_text_patterns_is_refused_at_its_codes():
+    document = {"value_set": "local-imt", "title": "Local IMT codes", "codes": [], "text_exclusions": ["rule out"]}
+    assert parse_value_set(document, "terminology/local-imt.yaml") == (
+        None, [("a value set needs at least one code or text pattern", "codes")])
