@@ -151,3 +151,18 @@ def test_a_value_set_with_neither_codes_nor_text_patterns_is_refused_at_its_code
     document = {"value_set": "local-imt", "title": "Local IMT codes", "codes": [], "text_exclusions": ["rule out"]}
     assert parse_value_set(document, "terminology/local-imt.yaml") == (
         None, [("a value set needs at least one code or text pattern", "codes")])
+
+
+def test_a_value_sets_description_is_read_from_its_file():
+    document = {"value_set": "local-imt", "title": "Local IMT codes", "description": "IMT codes of our pathology lab",
+                "codes": [{"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}]}
+    value_set, _ = parse_value_set(document, "terminology/local-imt.yaml")
+    assert value_set.description == "IMT codes of our pathology lab"
+
+
+def test_a_text_pattern_that_is_not_a_regular_expression_is_named_by_its_place():
+    document = {"value_set": "local-imt", "title": "Local IMT texts",
+                "text_patterns": ["myofibroblastic", "inflammatory (myofibroblastic"]}
+    value_set, [(message, where)] = parse_value_set(document, "terminology/local-imt.yaml")
+    assert value_set is None and where == "text_patterns[1]"
+    assert message.startswith("not a regular expression: "), message
