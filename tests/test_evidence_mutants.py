@@ -11,7 +11,7 @@ import pytest
 
 from imt_cds import EvidenceError
 from imt_cds.core._resources import seeds_dir
-from imt_cds.core.evidence import load_evidence
+from imt_cds.core.evidence import EvidenceEntry, EvidenceRegistry, EvidenceSource, load_evidence
 
 RICH_CITATION = ("Rich BS, Fishbein J, Lautz T, et al. Inflammatory myofibroblastic tumor: A multi-institutional study "
                  "from the Pediatric Surgical Oncology Research Collaborative. Int J Cancer 2022;151(7):1059-1067.")
@@ -149,3 +149,35 @@ def test_an_external_entry_keeps_the_level_it_is_given(tmp_path):
         "  verification: partial (PMID secondary)\n", "  verification: partial (PMID secondary)\n  level: 2A\n", 1),
         encoding="utf-8")
     assert load_evidence(copy)["EXT-BUTRYNSKI2010"].to_dict()["level"] == "2A"
+
+
+def test_an_entry_and_a_source_cannot_be_changed_once_loaded(registry):
+    # What a finding cites must stay what the registry's sha256 describes.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry["RICH2022:c06"].claim = "Median tumor size was 9 cm."
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry.sources["RICH2022"].file = "other.txt"
+
+
+def test_what_an_entry_source_or_registry_made_in_code_is_not_given_is_none():
+    # None is "not given" (an audit record's entry carries no note; a registry made in code was loaded from no
+    # directory); "" would be a value that was given.
+    entry = EvidenceEntry(id="EXT-LOCAL1", citation="Local guideline 2024.", claim="A claim.", verification="read")
+    assert (entry.quote, entry.level, entry.source, entry.note, entry.is_seed) == (None, None, None, None, False)
+    source = EvidenceSource(key="LOCAL", file="local.txt", citation="Local guideline 2024.", study_type="NARR",
+                            sha256="0" * 64)
+    assert source.note is None
+    assert EvidenceRegistry(name="local", version="1", sources={}, entries={}, sha256="0" * 64).directory is None
+
+
+def test_a_registry_that_cannot_be_read_or_is_not_yaml_says_so(tmp_path):
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(tmp_path / "nowhere")
+    assert info.value.problems == ("evidence.yaml: cannot read the evidence registry: No such file or directory",)
+    copy = tmp_path / "seeds"
+    copy.mkdir()
+    (copy / "evidence.yaml").write_text("sources: [unclosed\n")
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    [problem] = info.value.problems
+    assert problem.startswith("evidence.yaml: not valid YAML: while parsing a flow sequence"), problem
