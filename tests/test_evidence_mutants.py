@@ -181,3 +181,45 @@ def test_a_registry_that_cannot_be_read_or_is_not_yaml_says_so(tmp_path):
         load_evidence(copy)
     [problem] = info.value.problems
     assert problem.startswith("evidence.yaml: not valid YAML: while parsing a flow sequence"), problem
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("- just a list\n", ["evidence.yaml: expected a mapping with 'sources' and 'entries'"]),
+    ("sources: [RICH2022]\nentries: []\n", ["evidence.yaml: 'sources' must be a mapping of source key to document"]),
+])
+def test_a_registry_of_the_wrong_shape_is_named_in_one_line(tmp_path, text, expected):
+    copy = tmp_path / "seeds"
+    copy.mkdir()
+    (copy / "evidence.yaml").write_text(text)
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    assert list(info.value.problems) == expected
+
+
+def test_every_wrong_entry_is_reported_not_only_the_first(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- name: EXT-BUTRYNSKI2010\n")
+                      .replace("quote: Median tumor size was 3.9 cm.", "quote: ' '"))
+    assert found == ["evidence.yaml: RICH2022:c06: 'quote' must be non-empty text",
+                     "evidence.yaml: entry #39: needs an 'id' string"]
+
+
+def test_a_missing_source_document_does_not_stop_the_next_sources_from_loading(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    (copy / "000_480b0b1c2c9dcc3a.txt").unlink()  # RICH2022's, the first source
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    first, *rest = info.value.problems
+    assert first == "evidence.yaml: source RICH2022: document 000_480b0b1c2c9dcc3a.txt not found in seeds/"
+    assert rest and all(p.startswith("evidence.yaml: RICH2022:") and p.endswith("; known: PDQ-PULM-IMT")
+                        for p in rest), rest
+
+
+def test_a_registry_without_a_name_or_version_is_called_evidence_with_no_version(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("registry: imt-evidence\nversion: '0.1'\n", ""),
+                    encoding="utf-8")
+    registry = load_evidence(copy)
+    assert (registry.name, registry.version) == ("evidence", "")
