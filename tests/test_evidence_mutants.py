@@ -223,3 +223,14 @@ def test_a_registry_without_a_name_or_version_is_called_evidence_with_no_version
                     encoding="utf-8")
     registry = load_evidence(copy)
     assert (registry.name, registry.version) == ("evidence", "")
+
+
+def test_a_source_keeps_its_note_and_one_without_a_study_type_has_an_empty_one(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("    study_type: NARR\n", ""), encoding="utf-8")
+    sources = load_evidence(copy).sources
+    assert sources["PDQ-PULM-IMT"].study_type == ""
+    assert sources["PDQ-PULM-IMT"].note == ("Narrative expert summary; it does not provide formal guidelines "
+                                            "(PDQ-PULM-IMT:s24).")
