@@ -234,3 +234,24 @@ def test_a_source_keeps_its_note_and_one_without_a_study_type_has_an_empty_one(t
     assert sources["PDQ-PULM-IMT"].study_type == ""
     assert sources["PDQ-PULM-IMT"].note == ("Narrative expert summary; it does not provide formal guidelines "
                                             "(PDQ-PULM-IMT:s24).")
+
+
+def test_a_seed_entry_keeps_its_note(registry):
+    assert registry["PDQ-PULM-IMT:s10"].note == ("14 patients treated with crizotinib; Mossé et al., J Clin Oncol "
+                                                 "2017, a Children's Oncology Group study")
+
+
+def test_an_external_entry_missing_several_fields_names_each_of_them(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("  verification: partial (PMID secondary)\n", "", 1)
+                      .replace("  claim: First report of a sustained response of ALK-rearranged IMT to crizotinib.\n",
+                               "  claim: ''\n", 1))
+    assert found == ["evidence.yaml: EXT-BUTRYNSKI2010: an external entry needs claim, verification"]
+
+
+def test_a_long_quote_not_in_its_document_is_shown_by_its_first_eighty_characters(tmp_path):
+    # The message stays one readable line however long the quote: its first 80 characters name it.
+    old = "Median tumor size was 3.9 cm."
+    new = "Median tumor size was 4.9 cm in the cohort of one hundred and eighty-two patients reviewed here."
+    found = _problems(tmp_path, lambda t: t.replace(old, new))
+    assert found == ["evidence.yaml: RICH2022:c06: quote not found in 000_480b0b1c2c9dcc3a.txt (compared with "
+                     f"whitespace removed): {new[:80]!r}"]
