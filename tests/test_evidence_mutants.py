@@ -255,3 +255,13 @@ def test_a_long_quote_not_in_its_document_is_shown_by_its_first_eighty_character
     found = _problems(tmp_path, lambda t: t.replace(old, new))
     assert found == ["evidence.yaml: RICH2022:c06: quote not found in 000_480b0b1c2c9dcc3a.txt (compared with "
                      f"whitespace removed): {new[:80]!r}"]
+
+
+def test_an_external_entry_keeps_its_note(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "  verification: partial (PMID secondary)\n",
+        "  verification: partial (PMID secondary)\n  note: One patient.\n", 1), encoding="utf-8")
+    assert load_evidence(copy)["EXT-BUTRYNSKI2010"].note == "One patient."
