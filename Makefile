@@ -76,7 +76,7 @@ MUTATION_TESTS_imt_cds/core/evidence.py    := tests/test_evidence_mutants.py tes
 MUTATION_TESTS_imt_cds/core/_yaml.py       := tests/test_yaml_mutants.py tests/test_rulebook_loading.py \
     tests/test_rulebook_structure.py
 MUTATION_TESTS_imt_cds/core/memo.py        := tests/test_memo_mutants.py tests/test_engine.py tests/test_api_hygiene.py -k cache
-MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording.py tests/test_note_wording.py
+MUTATION_TESTS_imt_cds/core/wording.py     := tests/test_wording_mutants.py tests/test_wording.py tests/test_note_wording.py
 MUTATION_TESTS_imt_cds/core/facts.py       := tests/test_facts_mutants.py tests/test_facts.py tests/test_untrusted_input.py
 MUTATION_TESTS_imt_cds/core/terminology.py := tests/test_terminology_mutants.py tests/test_rulebook_structure.py \
     tests/test_fhir_input.py

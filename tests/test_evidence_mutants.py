@@ -11,7 +11,7 @@ import pytest
 
 from imt_cds import EvidenceError
 from imt_cds.core._resources import seeds_dir
-from imt_cds.core.evidence import load_evidence
+from imt_cds.core.evidence import EvidenceEntry, EvidenceRegistry, EvidenceSource, load_evidence
 
 RICH_CITATION = ("Rich BS, Fishbein J, Lautz T, et al. Inflammatory myofibroblastic tumor: A multi-institutional study "
                  "from the Pediatric Surgical Oncology Research Collaborative. Int J Cancer 2022;151(7):1059-1067.")
@@ -149,3 +149,119 @@ def test_an_external_entry_keeps_the_level_it_is_given(tmp_path):
         "  verification: partial (PMID secondary)\n", "  verification: partial (PMID secondary)\n  level: 2A\n", 1),
         encoding="utf-8")
     assert load_evidence(copy)["EXT-BUTRYNSKI2010"].to_dict()["level"] == "2A"
+
+
+def test_an_entry_and_a_source_cannot_be_changed_once_loaded(registry):
+    # What a finding cites must stay what the registry's sha256 describes.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry["RICH2022:c06"].claim = "Median tumor size was 9 cm."
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry.sources["RICH2022"].file = "other.txt"
+
+
+def test_what_an_entry_source_or_registry_made_in_code_is_not_given_is_none():
+    # None is "not given" (an audit record's entry carries no note; a registry made in code was loaded from no
+    # directory); "" would be a value that was given.
+    entry = EvidenceEntry(id="EXT-LOCAL1", citation="Local guideline 2024.", claim="A claim.", verification="read")
+    assert (entry.quote, entry.level, entry.source, entry.note, entry.is_seed) == (None, None, None, None, False)
+    source = EvidenceSource(key="LOCAL", file="local.txt", citation="Local guideline 2024.", study_type="NARR",
+                            sha256="0" * 64)
+    assert source.note is None
+    assert EvidenceRegistry(name="local", version="1", sources={}, entries={}, sha256="0" * 64).directory is None
+
+
+def test_a_registry_that_cannot_be_read_or_is_not_yaml_says_so(tmp_path):
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(tmp_path / "nowhere")
+    assert info.value.problems == ("evidence.yaml: cannot read the evidence registry: No such file or directory",)
+    copy = tmp_path / "seeds"
+    copy.mkdir()
+    (copy / "evidence.yaml").write_text("sources: [unclosed\n")
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    [problem] = info.value.problems
+    assert problem.startswith("evidence.yaml: not valid YAML: while parsing a flow sequence"), problem
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("- just a list\n", ["evidence.yaml: expected a mapping with 'sources' and 'entries'"]),
+    ("sources: [RICH2022]\nentries: []\n", ["evidence.yaml: 'sources' must be a mapping of source key to document"]),
+])
+def test_a_registry_of_the_wrong_shape_is_named_in_one_line(tmp_path, text, expected):
+    copy = tmp_path / "seeds"
+    copy.mkdir()
+    (copy / "evidence.yaml").write_text(text)
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    assert list(info.value.problems) == expected
+
+
+def test_every_wrong_entry_is_reported_not_only_the_first(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("- id: EXT-BUTRYNSKI2010\n", "- name: EXT-BUTRYNSKI2010\n")
+                      .replace("quote: Median tumor size was 3.9 cm.", "quote: ' '"))
+    assert found == ["evidence.yaml: RICH2022:c06: 'quote' must be non-empty text",
+                     "evidence.yaml: entry #39: needs an 'id' string"]
+
+
+def test_a_missing_source_document_does_not_stop_the_next_sources_from_loading(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    (copy / "000_480b0b1c2c9dcc3a.txt").unlink()  # RICH2022's, the first source
+    with pytest.raises(EvidenceError) as info:
+        load_evidence(copy)
+    first, *rest = info.value.problems
+    assert first == "evidence.yaml: source RICH2022: document 000_480b0b1c2c9dcc3a.txt not found in seeds/"
+    assert rest and all(p.startswith("evidence.yaml: RICH2022:") and p.endswith("; known: PDQ-PULM-IMT")
+                        for p in rest), rest
+
+
+def test_a_registry_without_a_name_or_version_is_called_evidence_with_no_version(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("registry: imt-evidence\nversion: '0.1'\n", ""),
+                    encoding="utf-8")
+    registry = load_evidence(copy)
+    assert (registry.name, registry.version) == ("evidence", "")
+
+
+def test_a_source_keeps_its_note_and_one_without_a_study_type_has_an_empty_one(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("    study_type: NARR\n", ""), encoding="utf-8")
+    sources = load_evidence(copy).sources
+    assert sources["PDQ-PULM-IMT"].study_type == ""
+    assert sources["PDQ-PULM-IMT"].note == ("Narrative expert summary; it does not provide formal guidelines "
+                                            "(PDQ-PULM-IMT:s24).")
+
+
+def test_a_seed_entry_keeps_its_note(registry):
+    assert registry["PDQ-PULM-IMT:s10"].note == ("14 patients treated with crizotinib; Mossé et al., J Clin Oncol "
+                                                 "2017, a Children's Oncology Group study")
+
+
+def test_an_external_entry_missing_several_fields_names_each_of_them(tmp_path):
+    found = _problems(tmp_path, lambda t: t.replace("  verification: partial (PMID secondary)\n", "", 1)
+                      .replace("  claim: First report of a sustained response of ALK-rearranged IMT to crizotinib.\n",
+                               "  claim: ''\n", 1))
+    assert found == ["evidence.yaml: EXT-BUTRYNSKI2010: an external entry needs claim, verification"]
+
+
+def test_a_long_quote_not_in_its_document_is_shown_by_its_first_eighty_characters(tmp_path):
+    # The message stays one readable line however long the quote: its first 80 characters name it.
+    old = "Median tumor size was 3.9 cm."
+    new = "Median tumor size was 4.9 cm in the cohort of one hundred and eighty-two patients reviewed here."
+    found = _problems(tmp_path, lambda t: t.replace(old, new))
+    assert found == ["evidence.yaml: RICH2022:c06: quote not found in 000_480b0b1c2c9dcc3a.txt (compared with "
+                     f"whitespace removed): {new[:80]!r}"]
+
+
+def test_an_external_entry_keeps_its_note(tmp_path):
+    copy = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), copy)
+    path = copy / "evidence.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "  verification: partial (PMID secondary)\n",
+        "  verification: partial (PMID secondary)\n  note: One patient.\n", 1), encoding="utf-8")
+    assert load_evidence(copy)["EXT-BUTRYNSKI2010"].note == "One patient."

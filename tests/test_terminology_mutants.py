@@ -1,11 +1,16 @@
 """Value sets as the rest of the package reads them, pinned where mutation testing of core/terminology.py found no test
-looking: the error for a value set the rulebook lacks, and a value set without a description."""
+looking: the error for a value set the rulebook lacks, a value set without a description, and what a rulebook copy
+is told when it lacks a value set the FHIR reader needs."""
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 
-from imt_cds.core.terminology import parse_value_set
+from rulebook_copies import copy_rulebook, load_problems
+
+from imt_cds.core.terminology import ValueSet, ValueSetCode, parse_value_set
 
 
 def test_asking_for_a_value_set_the_rulebook_lacks_names_it_and_its_file(rulebook):
@@ -21,3 +26,143 @@ def test_a_value_set_without_a_description_has_an_empty_one():
     assert problems == [] and value_set is not None
     assert (value_set.name, value_set.description, value_set.file) == ("local-imt", "", "terminology/local-imt.yaml")
     assert value_set.has("urn:oid:1.2.3", "IMT") and not value_set.has("urn:oid:1.2.3", "imt")
+
+
+# What an institution's copy of the rulebook is told when it lacks a value set the FHIR reader needs: the set's name
+# and what it decides, so that the author knows what reading a chart loses without it.
+_WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
+    "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
+    "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
+    "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
+    "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",
+    "distant-metastasis-present": "M-category values that say distant metastasis (cM1, pM1 and their subgroups)",
+    "history-of-metastatic-cancer": "Observation codes of mCODE's history of metastatic cancer",
+    "regional-lymph-node-sites": "body sites of a secondary tumour that may be regional, never counted as distant",
+    "cancer-disease-status": "Observation codes of a cancer disease status",
+    "disease-worsened": "cancer disease status values that say the disease progressed",
+    "alk-inhibitors": "medication codes of ALK tyrosine kinase inhibitors",
+    "tumor-resection-procedures": "procedure codes of a surgical resection of a tumour",
+}
+
+
+def _missing_value_set_messages(directory) -> list[tuple[str, str]]:
+    return [(p.file, p.message) for p in load_problems(directory) if p.message.startswith("missing: the FHIR reader")]
+
+
+def _expected(names) -> list[tuple[str, str]]:
+    return [(f"terminology/{name}.yaml",
+             f"missing: the FHIR reader needs value set {name!r} ({_WHAT_EACH_REQUIRED_VALUE_SET_DECIDES[name]})")
+            for name in names]
+
+
+def test_each_value_set_the_fhir_reader_needs_is_reported_missing_with_what_it_decides(tmp_path):
+    # All but one removed (with none at all the copy is a rules-only rulebook, which is allowed), then that one alone.
+    kept = "alk-inhibitors"
+    removed = [name for name in _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES if name != kept]
+    all_but_one = copy_rulebook(tmp_path / "all-but-one")
+    for name in removed:
+        (all_but_one / "terminology" / f"{name}.yaml").unlink()
+    assert sorted(_missing_value_set_messages(all_but_one)) == sorted(_expected(removed))
+    only_that_one = copy_rulebook(tmp_path / "only-that-one")
+    (only_that_one / "terminology" / f"{kept}.yaml").unlink()
+    assert _missing_value_set_messages(only_that_one) == _expected([kept])
+
+
+def test_a_value_set_made_in_code_with_codes_only_matches_its_codes_and_no_text():
+    # ValueSet is public: a value set built without patterns or exclusions must work, not fail on the missing ones.
+    code = ValueSetCode("urn:oid:1.2.3", "IMT", "IMT", "local list")
+    value_set = ValueSet("local-imt", "Local IMT codes", "", (code,))
+    assert value_set.has("urn:oid:1.2.3", "IMT")
+    assert not value_set.names_in_text("inflammatory myofibroblastic tumour")
+    assert (value_set.text_patterns, value_set.text_exclusions, value_set.file) == ((), (), "")  # loaded from no file
+
+
+def test_the_rulebooks_value_sets_and_their_codes_cannot_be_changed(rulebook):
+    # The rulebook's sha256 covers the value sets: a value set or a code changed after loading would decide facts
+    # that the assessment's rulebook hash does not describe.
+    value_set = rulebook.terminology["imt-diagnosis"]
+    with pytest.raises(FrozenInstanceError):
+        value_set.codes = ()
+    with pytest.raises(FrozenInstanceError):
+        value_set.codes[0].code = "8825/3"
+    with pytest.raises(FrozenInstanceError):
+        rulebook.terminology.value_sets = {}
+    assert value_set.has(value_set.codes[0].system, value_set.codes[0].code)
+    assert rulebook.terminology["imt-diagnosis"] is value_set
+
+
+def test_the_terminology_says_which_value_sets_it_has(rulebook):
+    assert "imt-diagnosis" in rulebook.terminology
+    assert "imt-diagnoses" not in rulebook.terminology
+
+
+def test_a_value_set_that_has_read_texts_still_equals_and_hashes_as_one_that_has_not():
+    # What a value set remembers of texts it has read is a cache, not part of the value set: two loads of the same
+    # file are equal, whichever has been asked what, and a value set can be a key (of a set or dict).
+    document = {"value_set": "local-imt", "title": "Local IMT codes",
+                "codes": [{"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}],
+                "text_patterns": ["inflammatory myofibroblastic tumou?r"]}
+    asked, _ = parse_value_set(document, "terminology/local-imt.yaml")
+    fresh, _ = parse_value_set(document, "terminology/local-imt.yaml")
+    assert asked.names_in_text("Inflammatory myofibroblastic tumour of the lung")
+    assert asked == fresh and hash(asked) == hash(fresh) and len({asked, fresh}) == 1
+
+
+def test_a_codes_display_is_found_by_its_system_and_code_together():
+    # The same code text can mean different things in two systems, and a system has many codes: both must match.
+    codes = (ValueSetCode("urn:oid:1", "A", "A of system 1", "list 1"),
+             ValueSetCode("urn:oid:1", "B", "B of system 1", "list 1"),
+             ValueSetCode("urn:oid:2", "A", "A of system 2", "list 2"))
+    value_set = ValueSet("local", "Local codes", "", codes)
+    assert value_set.display("urn:oid:1", "B") == "B of system 1"
+    assert value_set.display("urn:oid:2", "A") == "A of system 2"
+    assert value_set.display("urn:oid:2", "B") is None
+
+
+def test_a_value_set_must_be_in_the_file_named_after_it_wherever_that_file_is():
+    document = {"value_set": "local-imt", "title": "Local IMT codes",
+                "codes": [{"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}]}
+    for right in ("local-imt.yaml", "terminology/local-imt.yaml", "site/terminology/local-imt.yaml"):
+        value_set, problems = parse_value_set(document, right)
+        assert problems == [] and value_set is not None and value_set.file == right
+    for wrong in ("imt.yaml", "terminology/imt.yaml", "local-imt/terminology.yaml"):
+        assert parse_value_set(document, wrong) == (
+            None, [("value set 'local-imt' must be in a file named local-imt.yaml", "value_set")])
+
+
+def test_a_code_listed_twice_is_named_with_its_system_and_the_place_of_the_repeat():
+    code = {"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}
+    other = {"system": "urn:oid:1.2.3", "code": "EIMS", "display": "EIMS", "source": "local list"}
+    document = {"value_set": "local-imt", "title": "Local IMT codes", "codes": [code, other, dict(code)]}
+    assert parse_value_set(document, "terminology/local-imt.yaml") == (
+        None, [("code urn:oid:1.2.3|IMT is listed twice", "codes[2].code")])
+
+
+def test_a_value_sets_text_exclusions_are_read_from_its_file():
+    document = {"value_set": "local-imt", "title": "Local IMT texts",
+                "text_patterns": ["inflammatory myofibroblastic tumou?r"], "text_exclusions": ["rule out"]}
+    value_set, problems = parse_value_set(document, "terminology/local-imt.yaml")
+    assert problems == [] and value_set.text_exclusions == ("rule out",)
+    assert value_set.names_in_text("Inflammatory myofibroblastic tumour, left lung")
+    assert not value_set.names_in_text("Rule out inflammatory myofibroblastic tumour")
+
+
+def test_a_value_set_with_neither_codes_nor_text_patterns_is_refused_at_its_codes():
+    document = {"value_set": "local-imt", "title": "Local IMT codes", "codes": [], "text_exclusions": ["rule out"]}
+    assert parse_value_set(document, "terminology/local-imt.yaml") == (
+        None, [("a value set needs at least one code or text pattern", "codes")])
+
+
+def test_a_value_sets_description_is_read_from_its_file():
+    document = {"value_set": "local-imt", "title": "Local IMT codes", "description": "IMT codes of our pathology lab",
+                "codes": [{"system": "urn:oid:1.2.3", "code": "IMT", "display": "IMT", "source": "local list"}]}
+    value_set, _ = parse_value_set(document, "terminology/local-imt.yaml")
+    assert value_set.description == "IMT codes of our pathology lab"
+
+
+def test_a_text_pattern_that_is_not_a_regular_expression_is_named_by_its_place():
+    document = {"value_set": "local-imt", "title": "Local IMT texts",
+                "text_patterns": ["myofibroblastic", "inflammatory (myofibroblastic"]}
+    value_set, [(message, where)] = parse_value_set(document, "terminology/local-imt.yaml")
+    assert value_set is None and where == "text_patterns[1]"
+    assert message.startswith("not a regular expression: "), message

@@ -54,7 +54,9 @@ def _method_set(value: Any) -> Any:
         methods = frozenset(value)
     except TypeError:  # an unhashable item (a list, an object): found and named below
         methods = None
-    if methods is not None and methods <= _METHODS:
+    # The set's own check compares by equality, which an object that is not text can pass ("strict types": only
+    # text names a method), so the fast path also checks the type, as the item by item check below does.
+    if methods is not None and methods <= _METHODS and all(isinstance(method, str) for method in methods):
         return methods
     for index, item in enumerate(value):
         if not isinstance(item, str) or item not in _METHODS:
