@@ -4,7 +4,9 @@ is found for every kind of path."""
 
 from __future__ import annotations
 
-from imt_cds.core._yaml import load_yaml
+import pytest
+
+from imt_cds.core._yaml import YAMLError, load_yaml
 
 
 def test_dates_and_times_stay_text_and_only_true_and_false_are_booleans():
@@ -35,3 +37,12 @@ def test_a_key_written_twice_is_refused_but_a_merge_key_may_override_and_equal_t
     assert caught.value.problem_mark.line + 1 == 4 and "first on line 3" in caught.value.problem
     assert load_yaml("x: &x {a: 1}\ny:\n  <<: *x\n  a: 2\n") == {"x": {"a": 1}, "y": {"a": 2}}
     assert load_yaml("1: a\n'1': b\n") == {1: "a", "1": "b"}
+
+
+def test_a_key_written_twice_after_a_merge_key_is_refused_and_so_is_a_merge_key_written_twice():
+    with pytest.raises(YAMLError, match=r"the key 'b' is written twice in one mapping \(first on line 4\)"):
+        load_yaml("x: &x {a: 1}\ny:\n  <<: *x\n  b: 1\n  b: 2\n")
+    with pytest.raises(YAMLError, match=r"the key '<<' is written twice in one mapping \(first on line 4\)"):
+        load_yaml("x: &x {a: 1}\nz: &z {c: 1}\ny:\n  <<: *x\n  <<: *z\n")
+    # Several maps are merged with one merge key, and a merged key may still be overridden.
+    assert load_yaml("x: &x {a: 1}\nz: &z {c: 1}\ny:\n  <<: [*x, *z]\n  a: 2\n")["y"] == {"a": 2, "c": 1}

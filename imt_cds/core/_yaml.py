@@ -23,16 +23,16 @@ _BOOL = "tag:yaml.org,2002:bool"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
-_MERGE = "tag:yaml.org,2002:merge"
-
-
 class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: dict[tuple[str, str], Any] = {}
             for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
-                    continue  # (a merge key's overrides are what merging means)
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                # A merge key counts as a key: `<<` written twice is refused like any other key (several maps are
+                # merged with one `<<: [*a, *b]`); the keys a merge brings in are not written here, so a key that
+                # overrides one of them is not a duplicate.
                 key = (key_node.tag, key_node.value)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
