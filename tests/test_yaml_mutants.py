@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from imt_cds.core._yaml import YAMLError, load_yaml
+from imt_cds.core._yaml import YAMLError, line_of, load_yaml
 
 
 def test_dates_and_times_stay_text_and_only_true_and_false_are_booleans():
@@ -46,3 +46,22 @@ def test_a_key_written_twice_after_a_merge_key_is_refused_and_so_is_a_merge_key_
         load_yaml("x: &x {a: 1}\nz: &z {c: 1}\ny:\n  <<: *x\n  <<: *z\n")
     # Several maps are merged with one merge key, and a merged key may still be overridden.
     assert load_yaml("x: &x {a: 1}\nz: &z {c: 1}\ny:\n  <<: [*x, *z]\n  a: 2\n")["y"] == {"a": 2, "c": 1}
+
+
+@pytest.mark.parametrize("text", ["when: &w {all: [*w]}\n", "a: &a {b: *a}\n", "a: &a [1, *a]\n"])
+def test_a_document_that_contains_itself_is_refused(text):
+    with pytest.raises(YAMLError, match="recursive"):
+        load_yaml(text)
+
+
+def test_a_duplicate_after_a_key_that_is_not_text_is_still_named():
+    """A complex key (`? [x]`) is refused by PyYAML anyway (a list cannot be a key); the keys after it are still
+    checked, so the author is told about the duplicate too, not only about the complex key."""
+    with pytest.raises(YAMLError, match=r"the key 'b' is written twice in one mapping \(first on line 3\)"):
+        load_yaml("? [x]\n: 1\nb: 1\nb: 2\n")
+
+
+def test_the_line_of_a_key_written_twice_is_that_of_the_first():
+    """line_of reads the document without constructing it, so it meets duplicates the loader refuses; it points at
+    the first, where the loader's message says the key was first written."""
+    assert line_of("a: 1\nb: 2\na: 3\n", "a") == 1

@@ -2,7 +2,7 @@
 
 YAML 1.1 (what PyYAML implements) reads ``no``, ``on`` and ``off`` as booleans and ``2024-05-29`` as a date. In a
 clinical rule file that silently changes meaning (``is: no`` would test ``false``), so only ``true``/``false`` are
-booleans here and dates stay text. A key written twice in one mapping is refused (PyYAML keeps the last one
+booleans here and dates stay text. A document that contains itself (an alias inside its own anchor) is refused. A key written twice in one mapping is refused (PyYAML keeps the last one
 silently, so a rule with two ``when:`` would be evaluated on the second without a word). Everything else is PyYAML's
 safe loader, with the C implementation when present.
 """
@@ -24,7 +24,10 @@ _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+    # deep=True builds every mapping's values at once, which is how PyYAML refuses a node that contains itself
+    # (`when: &w {all: [*w]}`); a rule file is a tree, and a self-containing one would send every reader of it
+    # into endless recursion.
+    def construct_mapping(self, node: Any, deep: bool = True) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: dict[tuple[str, str], Any] = {}
             for key_node, _ in node.value:
