@@ -70,11 +70,12 @@ class Verdict:
     detail: str = ""
 
 
-def mutants_of(module: Path) -> list[tuple[int, int, str, str]]:
-    """Every mutant of the module as (id, line number, original line, mutated line), in mutmut's order."""
+def mutants_of(module: Path, source: str | None = None) -> list[tuple[int, int, str, str]]:
+    """Every mutant of the module (of `source`, its text, when given) as (id, line number, original line, mutated
+    line), in mutmut's order."""
     from mutmut import Context, list_mutations, mutate
 
-    source = module.read_text(encoding="utf-8")
+    source = module.read_text(encoding="utf-8") if source is None else source
     lines = source.split("\n")
     result = []
     for number, mutation_id in enumerate(list_mutations(Context(source=source, filename=str(module))), start=1):
@@ -88,10 +89,9 @@ def mutants_of(module: Path) -> list[tuple[int, int, str, str]]:
     return result
 
 
-def mutated_source_of(module: Path, number: int) -> str:
+def mutated_source_of(module: Path, source: str, number: int) -> str:
     from mutmut import Context, list_mutations, mutate
 
-    source = module.read_text(encoding="utf-8")
     mutation_id = list_mutations(Context(source=source, filename=str(module)))[number - 1]
     return mutate(Context(source=source, mutation_id=mutation_id, filename=str(module)))[0]
 
@@ -272,7 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(name == "imt_cds" or name.startswith("imt_cds.") for name in sys.modules):
         raise SystemExit("mutation driver: a preloaded package imported imt_cds; the children would test the original")
 
+    # The mutants are made of the copy's text, the committed one, never of the checkout, which may change (a commit,
+    # an edit) while a run goes on.
     original = (copy / module).read_text(encoding="utf-8")
+    all_mutants = mutants_of(module, original)
+    wanted = parse_ids(arguments.ids, len(all_mutants)) if arguments.ids else None
+    mutants = [m for m in all_mutants if wanted is None or m[0] in wanted]
     runner = Runner(copy, module, timeout=1800)
     started = time.monotonic()
     coverage_file = copy / ".mutation-coverage.json"
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         for number, line, original_line, mutated_line in mutants:
             tests = tests_for(line, spans, covering)
             began = time.monotonic()
-            write_module(mutated_source_of(root / module, number))
+            write_module(mutated_source_of(module, original, number))
             try:
                 if tests:
                     status, text = runner.run(ordered(tests, arguments.tests))

@@ -145,3 +145,12 @@ def test_a_mutant_that_stops_a_test_module_importing_is_a_kill(tmp_path):
     (verdict,) = map(json.loads, out.read_text().splitlines())
     assert (verdict["status"], verdict["how"], verdict["detail"]) == (
         "killed", "selection", "a test module could not be collected")
+
+
+def test_the_mutants_are_made_of_the_text_given_not_of_the_file_as_it_is_now(tmp_path):
+    """A run mutates the committed copy; the checkout may be edited meanwhile (a commit during a run once shifted
+    every later id of a module), so the mutants come from the text the run started with."""
+    module = tmp_path / "m.py"
+    module.write_text("A = 1\n")
+    assert [mutated for _, _, _, mutated in mutate.mutants_of(module, "B = 2\n")] == ["B = 3", "B = None"]
+    assert mutate.mutated_source_of(module, "B = 2\n", 1) == "B = 3\n"
