@@ -101,7 +101,7 @@ MUTATION_TESTS_imt_cds/service/auth.py := tests/test_auth_mutants.py tests/test_
     tests/test_service_audit_busy.py::test_with_authentication_the_token_check_waits_no_longer_than_the_store_timeout \
     -k 'not replicas and not restart'
 # SQLite only (PostgreSQL runs the same archive and replay code), without the record-tampering tests of record.py.
-MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_audit_archive.py tests/test_audit_replay.py \
+MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_archive_mutants.py tests/test_audit_archive.py tests/test_audit_replay.py \
     tests/test_review_audit_hardening.py tests/test_audit_integrity.py tests/test_audit_store.py \
     -k 'not postgres and not editing_any_column and not forged_record_of_any_shape and (replay or archive or compar \
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
