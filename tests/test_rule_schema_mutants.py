@@ -6,9 +6,11 @@ the loader on a copy of the shipped rulebook (file, rule, line)."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems
 
-from imt_cds.core.rule_schema import FindingDocument, Manifest, ValueSetDocument, problems
+from imt_cds.core.rule_schema import (DrugsFile, FindingDocument, Manifest, ReasonDocument, RuleDocument,
+                                      ValueSetDocument, problems)
 
 VERSION_MESSAGE = "version must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'; got "
 
@@ -209,3 +211,38 @@ def test_each_field_says_what_it_must_be(model, document, expected):
     from imt_cds.core import rule_schema
 
     assert [(path, message) for path, message, _ in problems(getattr(rule_schema, model), document)] == expected
+
+
+def test_malformed_names_and_codes_are_refused_in_the_validators_own_words():
+    """The messages of the reason-id, derived-name, drug-name and RxNorm patterns (the second whole-file run of
+    core/rule_schema.py found none of them read word for word)."""
+    reason = {"id": "c-1", "version": "1.0.0", "title": "t", "text": "t", "when": {},
+              "examples": [{"name": "n", "fires": True}]}
+    assert problems(ReasonDocument, reason) == [("id", "a reason's id must look like C1; got 'c-1'", None)]
+    rule = {"id": "D01", "version": "1.0.0", "kind": "derived_fact", "derives": "bad name", "title": "t", "when": {}}
+    assert ("derives", "must be a derived fact name in UPPER_SNAKE_CASE; got 'bad name'", None) in problems(
+        RuleDocument, rule)
+    drugs = {"drugs": [{"name": "Crizotinib", "class": "x", "targets": ["alk"], "rxnorm": {"code": "12a", "source": "s"}}]}
+    assert problems(DrugsFile, drugs) == [
+        ("drugs[0].name", "name must be the ingredient in lower case (e.g. crizotinib); got 'Crizotinib'", None),
+        ("drugs[0].rxnorm.code", "an RxNorm code is digits written in quotes; got '12a'", None)]
+
+
+def test_a_drug_class_is_written_class_never_by_its_python_name():
+    drugs = {"drugs": [{"name": "crizotinib", "drug_class": "x", "targets": ["alk"]}]}
+    assert problems(DrugsFile, drugs) == [
+        ("drugs[0].class", "missing 'class': it must be text such as 'ALK inhibitor'", None),
+        ("drugs[0].drug_class", "unknown key 'drug_class'; allowed: name, brands, class, targets, label_min_age, "
+                                "evidence, rxnorm", "class")]
+
+
+def test_a_manifest_needs_a_name_and_says_what_each_field_must_be():
+    assert problems(Manifest, {"version": "1.0.0"}) == [("name", "missing 'name': it must be a non-empty name", None)]
+    assert problems(Manifest, {"name": 5, "version": "1.0.0", "title": 5}) == [
+        ("name", "name must be a non-empty name; got 5", None), ("title", "title must be text; got 5", None)]
+
+
+def test_a_validated_document_cannot_be_changed():
+    manifest = Manifest.model_validate({"name": "n", "version": "1.0.0"})
+    with pytest.raises(ValidationError, match="frozen"):
+        manifest.name = "other"
