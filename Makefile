@@ -109,13 +109,26 @@ MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_archive_mutants.py tests/t
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
     or by_position)'
 MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
+# The audit store: SQLite for the modules both backends share (PostgreSQL runs the same SQL through sql.py), and the
+# PostgreSQL variants of the same tests for postgres.py (they start the real server, as in `make test`).
+AUDIT_STORE_TESTS := tests/test_audit_store.py tests/test_audit_integrity.py tests/test_audit_reliability.py \
+    tests/test_feedback_store.py
+MUTATION_TESTS_imt_cds/audit/store.py    := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/sql.py      := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/sqlite.py   := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/recorded.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/backends.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/locking.py  := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/postgres.py := $(AUDIT_STORE_TESTS) -k postgres
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
           imt_cds/core/wording.py imt_cds/core/facts.py imt_cds/core/terminology.py imt_cds/core/fact_fields.py \
           imt_cds/core/rulebook.py imt_cds/core/errors.py \
           imt_cds/core/_resources.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
-          imt_cds/audit/replay.py imt_cds/service/auth.py imt_cds/fhir/reader.py
+          imt_cds/audit/replay.py imt_cds/audit/store.py imt_cds/audit/sql.py imt_cds/audit/sqlite.py \
+          imt_cds/audit/recorded.py imt_cds/audit/backends.py imt_cds/audit/locking.py imt_cds/audit/postgres.py \
+          imt_cds/service/auth.py imt_cds/fhir/reader.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
