@@ -50,6 +50,23 @@ def test_a_number_field_without_a_unit_names_none():
     assert field.allowed() == "a finite number >= 0 and <= 10"
 
 
+@pytest.mark.parametrize(("bounds", "sentence"), [
+    ({"minimum": 0}, "a finite number >= 0"),
+    ({"minimum": 0.5, "minimum_exclusive": True}, "a finite number > 0.5"),
+    ({"maximum": 10}, "a finite number <= 10"),
+    ({"minimum": 0, "unit": "mg"}, "a finite number >= 0 mg"),
+    ({"maximum": 2.5, "unit": "mg"}, "a finite number <= 2.5 mg"),
+    ({}, "any finite number"),
+    ({"unit": "mg"}, "any finite number in mg"),
+], ids=["minimum only", "exclusive minimum only", "maximum only", "minimum and a unit", "maximum and a unit",
+        "no bound", "no bound but a unit"])
+def test_a_number_field_with_one_bound_or_none_names_only_the_bounds_it_has(bounds, sentence):
+    # A caller's own number field need not have both bounds; its sentence must still read (once it was
+    # "a finite number >= 0 and <= ", naming a bound that does not exist).
+    assert FactField("dose", "number", False, None, **bounds).allowed() == sentence
+    assert FactField("dose", "number", True, None, **bounds).allowed() == sentence + ", or null"
+
+
 def test_the_domain_of_an_enum_or_a_boolean_is_every_value_it_can_take_null_last():
     fields = fact_fields()
     assert fields["tumor.site"].domain == (

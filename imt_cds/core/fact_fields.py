@@ -69,9 +69,17 @@ class FactField:
         if self.kind == "tristate":
             return "true, false, or null (not recorded)"
         if self.kind == "number":
-            low = f"{'>' if self.minimum_exclusive else '>='} {_num(self.minimum)}"
-            unit = f" {self.unit}" if self.unit else ""
-            return f"a finite number {low} and <= {_num(self.maximum)}{unit}{null}"
+            # A field may have either bound, both or none (a caller's own field): only the bounds it has are named.
+            bounds = []
+            if self.minimum is not None:
+                bounds.append(f"{'>' if self.minimum_exclusive else '>='} {_num(self.minimum)}")
+            if self.maximum is not None:
+                bounds.append(f"<= {_num(self.maximum)}")
+            if bounds:
+                unit = f" {self.unit}" if self.unit else ""
+                return f"a finite number {' and '.join(bounds)}{unit}{null}"
+            unit = f" in {self.unit}" if self.unit else ""
+            return f"any finite number{unit}{null}"
         if self.kind == "set":
             return "a list of values from " + ", ".join(self.values) + " (order and repeats do not matter)"
         if self.kind == "gene":
@@ -79,8 +87,8 @@ class FactField:
         return f"a non-empty string of at most 256 characters{null}"
 
 
-def _num(value: float | None) -> str:
-    return "" if value is None else (str(int(value)) if float(value).is_integer() else str(value))
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 _UNITS = {"age_years": "years", "tumor.size_cm": "cm"}
