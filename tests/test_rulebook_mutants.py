@@ -25,6 +25,34 @@ def test_an_id_without_a_number_sorts_before_the_numbered_ids_of_its_letters():
     assert sorted(["R1", "R2", "R"], key=natural_key) == ["R", "R1", "R2"]
 
 
+@pytest.mark.parametrize(("ids", "order"), [
+    (["R1", "R01"], ["R01", "R1"]),
+    (["R01", "R1"], ["R01", "R1"]),
+    (["R0", "R"], ["R", "R0"]),
+    (["R", "R0"], ["R", "R0"]),
+    (["R19b", "R19a", "R019a"], ["R019a", "R19a", "R19b"]),
+], ids=["R1 then R01", "R01 then R1", "R0 then R", "R then R0", "a variant with a leading zero"])
+def test_ids_of_the_same_letters_number_and_variant_are_ordered_by_their_text_whatever_order_they_came_in(
+        ids, order):
+    # Catalogue order must be total: a sort that kept input order for ties would make the order (and the hash
+    # taken over the sorted rules) depend on the order the files were read.
+    assert sorted(ids, key=natural_key) == order
+
+
+def test_distinct_ids_never_have_the_same_catalogue_key():
+    ids = ["R", "R0", "R00", "R1", "R01", "R001", "R1a", "R01a", "r1", "1R", "", "R-1"]
+    assert len({natural_key(rule_id) for rule_id in ids}) == len(ids)
+
+
+def test_the_shipped_catalogue_is_in_letter_number_variant_order_with_no_tie_left_to_the_text():
+    # The tie-breaker never decides between two shipped ids, so the shipped order (and the rulebook's hash) is the
+    # one it was before ties were broken.
+    top = [rule.id for rule in load_rulebook().rules if rule.part_of is None]
+    assert top == sorted(top, key=lambda rule_id: natural_key(rule_id)[:3])
+    assert len({natural_key(rule_id)[:3] for rule_id in top}) == len(top)
+    assert top[:4] == ["D01", "D02", "D03", "D04"] and top[-1] == "S01"
+
+
 def test_each_finding_code_prefix_gives_its_kind():
     assert [finding_kind(code) for code in ("REC_X", "REQUEST_X", "RISK_X", "FLAG_X")] == [
         "recommendation", "data_request", "risk_flag", "flag"]

@@ -47,12 +47,17 @@ STRENGTH_LABELS = (
 )  # fmt: skip
 
 
-def natural_key(rule_id: str) -> tuple[str, int, str]:
-    """Catalogue order: by letter, then number, then variant (R02 < R10 < R19a < R19b)."""
+def natural_key(rule_id: str) -> tuple[str, int, str, str]:
+    """Catalogue order: by letter, then number, then variant (R02 < R10 < R19a < R19b).
+
+    An id that is not capital letters then digits sorts as its whole text with number 0, so ``R`` comes before
+    ``R1``. Ids that would still tie (``R1`` and ``R01``; ``R`` and ``R0``) are ordered by their plain text
+    (``R01`` < ``R1``, ``R`` < ``R0``): distinct ids never tie, so the order is total and never depends on the
+    order the ids came in (the rulebook's hash is taken over its rules sorted this way)."""
     match = re.match(r"^([A-Z]+)([0-9]+)(.*)$", rule_id)
     if not match:
-        return (rule_id, 0, "")
-    return (match.group(1), int(match.group(2)), match.group(3))
+        return (rule_id, 0, "", rule_id)
+    return (match.group(1), int(match.group(2)), match.group(3), rule_id)
 
 
 def finding_kind(code: str) -> str:
