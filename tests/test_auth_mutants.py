@@ -26,11 +26,14 @@ import jwt
 import pytest
 from service_support import FhirServer, Signer
 
-from imt_cds.service.auth import Authenticator, AuthSettings, TrustedIssuer
+from imt_cds.service.auth import DEFAULT_STORE_TIMEOUT_SECONDS, Authenticator, AuthSettings, TrustedIssuer
+from imt_cds.service.config import ServiceConfig
 from imt_cds.service.errors import ServiceConfigError, UnauthorizedError
+from imt_cds.service.replay_cache import SqlReplayCache
 
 ISSUER = "https://ehr.example.org/"
 AUDIENCE = "https://cds.example.org/cds-services"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 class Clock:
@@ -245,3 +248,103 @@ def test_a_jwk_set_holding_only_a_symmetric_key_is_refused_at_start(tmp_path):
         Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, str(path)),)))
     assert str(caught.value) == \
         f"the JWK Set of {ISSUER} at {path}: no usable public signing key (EC P-384 or RSA) in it"
+
+
+def test_a_replay_store_given_without_a_timeout_waits_the_services_documented_store_timeout(tmp_path):
+    # A library caller and the service must not differ: both wait DEFAULT_STORE_TIMEOUT_SECONDS (5 s, the README's
+    # --store-timeout default) for the replay store's write lock before refusing the call.
+    signer = Signer(ISSUER)
+    settings = AuthSettings(issuers=(TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),))
+    auth = Authenticator(settings, replay_store=str(tmp_path / "audit.db"))
+    try:
+        assert check(auth, signer.token(AUDIENCE))["iss"] == ISSUER  # the store works with it
+        assert isinstance(auth.replays, SqlReplayCache)
+        assert auth.replays.lock_timeout == DEFAULT_STORE_TIMEOUT_SECONDS == 5.0
+    finally:
+        auth.replays.close()
+    assert ServiceConfig("http://127.0.0.1:8080").store_timeout == DEFAULT_STORE_TIMEOUT_SECONDS
+    row = next(line for line in README.read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `--store-timeout S`"))
+    assert "(default 5;" in row
+
+
+def test_the_jwk_set_fetch_timeout_is_ten_seconds_unless_set_as_the_readme_says():
+    assert AuthSettings(issuers=()).jwks_timeout_seconds == 10.0
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    assert "a fetch that takes more than 10 s altogether (`AuthSettings.jwks_timeout_seconds`, at most 60)" in readme
+
+
+@contextmanager
+def slow_jwks_server(jwks: dict[str, Any], wait_before: float = 0.0, pause_between_chunks: float = 0.0,
+                     chunks: int = 1) -> Iterator[str]:
+    """A loopback server answering GET /jwks.json with ``jwks`` after ``wait_before`` seconds, its body sent in
+    ``chunks`` pieces ``pause_between_chunks`` apart; yields its URL. Every wait ends when the test is over."""
+    body = json.dumps(jwks).encode()
+    over = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # http.server's naming
+            try:
+                if over.wait(wait_before):
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                size = -(-len(body) // chunks)
+                for start in range(0, len(body), size):
+                    self.wfile.write(body[start:start + size])
+                    if start + size < len(body) and over.wait(pause_between_chunks):
+                        return
+            except OSError:  # the client gave up waiting: what these tests are about
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        over.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_jwk_set_server_slower_than_the_fetch_timeout_has_the_token_refused_and_a_longer_timeout_waits_for_it():
+    # The server answers after 1 s: with a 0.3 s timeout the token is refused naming the setting (well before the
+    # 10 s default would have let the answer in), with a 5 s one the same answer is waited for and the token passes.
+    signer = Signer(ISSUER)
+    with slow_jwks_server(signer.jwks, wait_before=1.0) as url:
+        impatient = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),), jwks_timeout_seconds=0.3))
+        assert refused(impatient, signer.token(AUDIENCE)) == (
+            f"cannot get the JWK Set of {ISSUER} from {url}: no complete answer within 0.3 s (jwks_timeout_seconds)")
+        patient = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),), jwks_timeout_seconds=5))
+        assert check(patient, signer.token(AUDIENCE))["iss"] == ISSUER
+
+
+def test_the_fetch_timeout_bounds_the_whole_answer_not_each_read():
+    # A server that sends its answer a piece every 0.1 s never leaves a read waiting 0.5 s, yet takes 1.5 s in all.
+    signer = Signer(ISSUER)
+    with slow_jwks_server(signer.jwks, pause_between_chunks=0.1, chunks=16) as url:
+        auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),), jwks_timeout_seconds=0.5))
+        assert refused(auth, signer.token(AUDIENCE)) == (
+            f"cannot get the JWK Set of {ISSUER} from {url}: no complete answer within 0.5 s (jwks_timeout_seconds)")
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 60.5, float("nan"), float("inf"), "10", True, None],
+                         ids=["zero", "negative", "over a minute", "nan", "infinite", "text", "boolean", "none"])
+def test_a_jwk_set_fetch_timeout_that_is_not_a_number_of_seconds_up_to_a_minute_is_refused_at_start(seconds):
+    with pytest.raises(ServiceConfigError) as caught:
+        Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, "https://ehr.example.org/jwks.json"),),
+                                   jwks_timeout_seconds=seconds))
+    assert str(caught.value) == (f"jwks_timeout_seconds {seconds!r} must be a number of seconds more than 0 and at "
+                                 "most 60")
+
+
+def test_a_jwk_set_fetch_timeout_of_a_minute_is_accepted():
+    auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, "https://ehr.example.org/jwks.json"),),
+                                      jwks_timeout_seconds=60))
+    assert auth.settings.jwks_timeout_seconds == 60

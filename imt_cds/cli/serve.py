@@ -96,7 +96,7 @@ def register(commands: Any) -> None:
                         help="a request body must arrive within this time after its headers (default 30)")
     limits.add_argument("--keep-alive-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="an idle kept-alive connection is closed after this time (default 5)")
-    limits.add_argument("--store-timeout", type=float, default=5.0, metavar="SECONDS",
+    limits.add_argument("--store-timeout", type=float, default=None, metavar="SECONDS",
                         help="a feedback write or an evaluation's audit record waits at most this long for the "
                         "store's write lock, then gets a 503 (default 5)")
     serve.add_argument("--http-parser", choices=("auto", "httptools", "h11"), default="auto",
@@ -148,9 +148,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
         not_eligible_card=args.not_eligible_card,
         fhir_servers=tuple(args.fhir_server),
-        store_timeout=args.store_timeout,
         fhir_private_networks=tuple(args.fhir_private_network),
-        **_given(fhir_deadline=args.fhir_deadline),
+        **_given(fhir_deadline=args.fhir_deadline, store_timeout=args.store_timeout),
     )
     limits = ConnectionLimits(max_connections=args.max_connections, header_timeout=args.header_timeout,
                               body_timeout=args.body_timeout, keep_alive_timeout=args.keep_alive_timeout)

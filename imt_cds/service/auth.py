@@ -33,7 +33,9 @@ the answer does not tell an attacker which check to work on or which issuers are
 Keys fetched from a URL are cached for an hour and fetched again (at most every 30 seconds) when a token names a key
 id the cached set lacks, so a client can rotate keys (as ``jwt.PyJWKClient`` does; it is not used itself: it fetches
 with blocking urllib calls, which would stall the event loop, and reads a response of any size, where this module
-reads at most 256 kB). This module never logs a token.
+reads at most 256 kB). A fetch may take ``AuthSettings.jwks_timeout_seconds`` altogether (default 10 s, at most 60);
+past it, or on any other failure, the token that needed the keys is refused and the next one fetches again. This
+module never logs a token.
 """
 
 from __future__ import annotations
@@ -51,13 +53,20 @@ from urllib.parse import urlsplit
 from .errors import ServiceConfigError, ServiceError, UnauthorizedError
 from .replay_cache import ReplayCache, open_replay_cache
 
-__all__ = ["ALLOWED_ALGORITHMS", "AuthSettings", "Authenticator", "TrustedIssuer"]
+__all__ = ["ALLOWED_ALGORITHMS", "DEFAULT_STORE_TIMEOUT_SECONDS", "AuthSettings", "Authenticator", "TrustedIssuer"]
 
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 _KEY_TYPES = {"ES384": ("EC", "P-384"), "RS384": ("RSA", None)}
 JWKS_TTL_SECONDS = 3600.0
 JWKS_MIN_REFRESH_SECONDS = 30.0
 MAX_JWKS_BYTES = 256 * 1024
+# A JWK Set fetch holds the call that needed it, and every other call for that issuer waits on the same fetch: past
+# a minute no EHR is still waiting for the answer.
+MAX_JWKS_TIMEOUT_SECONDS = 60.0
+# Seconds a token id's write to the replay store may wait for the database's write lock before the call is refused
+# (503). The service's --store-timeout default (ServiceConfig.store_timeout) is this same value, so a library caller
+# that gives a replay store and no timeout gets what the service documents.
+DEFAULT_STORE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,9 @@ class AuthSettings:
     replay_cache_size: int = 100_000  # in-memory replay cache entries (without an audit store)
     max_lifetime_seconds: int = 300  # longest exp - iat accepted (CDS Hooks: tokens live for minutes)
     max_token_bytes: int = 8192  # longest bearer token accepted
+    # Seconds a JWK Set fetch from an issuer's URL may take altogether (connecting, sending, the whole answer); past
+    # it the token that needed the keys is refused, and the next one tries again. At most MAX_JWKS_TIMEOUT_SECONDS.
+    jwks_timeout_seconds: float = 10.0
 
 
 @dataclass
@@ -90,10 +102,13 @@ class _KeySet:
 class Authenticator:
     """Checks bearer JWTs against the trusted issuers. Build it once (key files are read and checked here)."""
 
-    def __init__(self, settings: AuthSettings, replay_store: str | None = None, replay_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, settings: AuthSettings, replay_store: str | None = None,
+                 replay_timeout: float = DEFAULT_STORE_TIMEOUT_SECONDS, clock: Callable[[], float] = time.time):
         """``replay_store``: the audit store's target (SQLite path or ``postgresql://``) to keep token ids in, so
         that replicas share them and a restart forgets none; None keeps them in this process's memory.
+        ``replay_timeout``: seconds a token id's write to ``replay_store`` may wait for the database's write lock
+        before the call is refused (``ServiceUnavailableError``, a 503); default ``DEFAULT_STORE_TIMEOUT_SECONDS``
+        (5), the service's ``--store-timeout`` default.
         ``clock``: the seconds (since the epoch) that the key cache and the replay cache go by; a test passes its
         own to see an hour-old key set. A token's ``exp`` and ``iat`` are checked by PyJWT against the system clock."""
         try:
@@ -102,6 +117,7 @@ class Authenticator:
             raise ServiceConfigError("JWT authentication needs PyJWT with cryptography: "
                                      "pip install 'imt-cds[service]'") from exc
         self._jwt = jwt
+        _check_jwks_timeout(settings.jwks_timeout_seconds)
         self._clock = clock
         self.settings = settings
         self._issuers: dict[str, TrustedIssuer] = {}
@@ -261,9 +277,14 @@ class Authenticator:
     async def _get(self, url: str) -> bytes:
         import httpx
 
+        deadline = self.settings.jwks_timeout_seconds
         try:
-            async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+            # One deadline for the whole fetch: httpx's own timeout bounds each step (connect, each read) alone, so
+            # a server sending its answer a byte at a time could hold the call for ever.
+            async with asyncio.timeout(deadline), httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
                 response = await client.get(url, headers={"Accept": "application/json"})
+        except TimeoutError:
+            raise OSError(f"no complete answer within {deadline:g} s (jwks_timeout_seconds)") from None
         except httpx.HTTPError as exc:
             raise OSError(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
@@ -324,6 +345,13 @@ def _no_key(issuer: TrustedIssuer, kid: Any) -> str:
     if kid is None:
         return f"the JWT has no kid and the JWK Set of {issuer.iss} holds several keys"
     return f"no key with kid {kid!r} in the JWK Set of {issuer.iss}"
+
+
+def _check_jwks_timeout(seconds: Any) -> None:
+    is_number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+    if not is_number or not 0 < seconds <= MAX_JWKS_TIMEOUT_SECONDS:
+        raise ServiceConfigError(f"jwks_timeout_seconds {seconds!r} must be a number of seconds more than 0 and at "
+                                 f"most {MAX_JWKS_TIMEOUT_SECONDS:g}")
 
 
 def _check_jwks_url(url: str) -> None:

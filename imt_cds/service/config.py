@@ -11,7 +11,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .auth import AuthSettings
+from .auth import DEFAULT_STORE_TIMEOUT_SECONDS, AuthSettings
 from .errors import ServiceConfigError
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "AuditStoreUnavailableError", "ServiceConfig"]
@@ -53,7 +53,8 @@ class ServiceConfig:
     fhir_timeout: float = 10.0  # seconds per FHIR request to fhirServer
     fhir_max_pages: int = 20  # searchset pages followed per prefetch query
     not_eligible_card: bool = False  # one info card for a chart without an IMT diagnosis (default: no card at all)
-    store_timeout: float = 5.0  # seconds a store write (feedback, audit record, token id) may wait before a 503
+    # seconds a store write (feedback, audit record, token id) may wait before a 503; the Authenticator's default too
+    store_timeout: float = DEFAULT_STORE_TIMEOUT_SECONDS
     fhir_deadline: float = 20.0  # seconds for all fetches from fhirServer of one request together
     fhir_private_networks: tuple[str, ...] = ()  # CIDR networks an allowed FHIR server may resolve into
 
