@@ -348,3 +348,42 @@ def test_a_jwk_set_fetch_timeout_of_a_minute_is_accepted():
     auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, "https://ehr.example.org/jwks.json"),),
                                       jwks_timeout_seconds=60))
     assert auth.settings.jwks_timeout_seconds == 60
+
+
+def test_a_jwk_set_answer_that_never_ends_is_refused_for_its_size_not_held_in_memory_until_the_deadline():
+    # The body is read a chunk at a time and the fetch stops past 256 kB: a server sending an endless answer (no
+    # Content-Length, data until the client hangs up) is refused for its size long before the 5 s deadline.
+    signer = Signer(ISSUER)
+    over = threading.Event()
+    sent: list[int] = []
+
+    class Endless(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(b'{"keys": [], "padding": "')
+                # 64 KiB every 10 ms: past the cap within a tenth of a second, far from 256 MB within the deadline
+                # (the bound that ends the loop even if the client never hangs up).
+                while sum(sent) < 256 * 1024 * 1024 and not over.wait(0.01):
+                    self.wfile.write(b"x" * 65536)
+                    sent.append(65536)
+            except OSError:  # the client hung up: what this test is about
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    try:
+        auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),), jwks_timeout_seconds=5))
+        assert refused(auth, signer.token(AUDIENCE)) == (
+            f"cannot get the JWK Set of {ISSUER} from {url}: the JWK Set is larger than 256 kB")
+    finally:
+        over.set()
+        server.shutdown()
+        server.server_close()

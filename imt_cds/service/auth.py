@@ -282,16 +282,21 @@ class Authenticator:
             # One deadline for the whole fetch: httpx's own timeout bounds each step (connect, each read) alone, so
             # a server sending its answer a byte at a time could hold the call for ever.
             async with asyncio.timeout(deadline), httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
-                response = await client.get(url, headers={"Accept": "application/json"})
+                async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+                    if response.status_code != 200:
+                        raise OSError(f"HTTP {response.status_code}")
+                    # Read the body a chunk at a time and stop past the limit: a server (or a compressed body that
+                    # expands) must not make the service hold an answer of any size in memory.
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_JWKS_BYTES:
+                            raise OSError("the JWK Set is larger than 256 kB")
         except TimeoutError:
             raise OSError(f"no complete answer within {deadline:g} s (jwks_timeout_seconds)") from None
         except httpx.HTTPError as exc:
             raise OSError(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise OSError(f"HTTP {response.status_code}")
-        if len(response.content) > MAX_JWKS_BYTES:
-            raise OSError("the JWK Set is larger than 256 kB")
-        return response.content
+        return bytes(body)
 
 
 def _bearer(authorization: str | None) -> str:
