@@ -382,3 +382,32 @@ def test_every_field_left_out_or_of_the_wrong_type_says_what_it_must_be(model, d
     from imt_cds.core import rule_schema
 
     assert [(path, message) for path, message, _ in problems(getattr(rule_schema, model), document)] == expected
+
+
+def _drug(**fields):
+    return {"drugs": [dict({"name": "a", "class": "c", "targets": ["alk"]}, **fields)]}
+
+
+def test_an_item_of_a_list_is_named_by_its_index_and_told_what_an_item_must_be():
+    """An item's message says what the item must be (text, a mapping), not what the whole list must be."""
+    assert problems(DrugsFile, _drug(brands=["Xalkori", 5, " "])) == [
+        ("drugs[0].brands[1]", "brands[1] must be text; got 5", None),
+        ("drugs[0].brands[2]", "brands[2] must be text that is not blank; got ' '", None)]
+    assert problems(DrugsFile, {"drugs": [5]}) == [("drugs[0]", "drugs[0] must be a mapping; got 5", None)]
+
+
+def test_blank_text_and_a_number_that_is_not_finite_are_refused_naming_the_field():
+    assert problems(FindingDocument, {"finding": "REC_A_B", "title": " ", "summary": "s", "indicator": "info"}) == [
+        ("title", "title must be non-empty text; got ' '", None)]
+    from imt_cds.core.rule_schema import ParametersFile
+
+    assert problems(ParametersFile, {"parameters": {"x": {"value": float("nan")}, "y": {"value": float("-inf")}}}) == [
+        ("parameters.x.value", "value must be a finite number; got nan", None),
+        ("parameters.y.value", "value must be a finite number; got -inf", None)]
+
+
+@pytest.mark.parametrize(("length", "shown"), [(58, "'" + "x" * 58 + "'"), (59, "'" + "x" * 56 + "...")])
+def test_a_value_is_shown_whole_up_to_sixty_characters_and_cut_beyond(length, shown):
+    """The repr of 58 x's is 60 characters, shown whole; of 59, 61 characters, cut to 57 and '...'."""
+    [(_, message, _)] = problems(DrugsFile, _drug(targets="x" * length))
+    assert message == "targets must be a non-empty list of genes; got " + shown
