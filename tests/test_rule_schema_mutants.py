@@ -411,3 +411,10 @@ def test_a_value_is_shown_whole_up_to_sixty_characters_and_cut_beyond(length, sh
     """The repr of 58 x's is 60 characters, shown whole; of 59, 61 characters, cut to 57 and '...'."""
     [(_, message, _)] = problems(DrugsFile, _drug(targets="x" * length))
     assert message == "targets must be a non-empty list of genes; got " + shown
+
+
+def test_a_key_that_is_not_text_is_one_line_in_pydantics_words_naming_the_key():
+    """YAML reads an unquoted `2024:` as a number; no model describes that error, so the message is pydantic's own,
+    on one line, after the mapping's label (the document's, here)."""
+    assert problems(Manifest, {"name": "n", "version": "1.0.0", 2024: "x"}) == [
+        ("[2024]", "the document: Keys should be strings; got 2024", None)]
