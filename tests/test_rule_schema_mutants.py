@@ -418,3 +418,10 @@ def test_a_key_that_is_not_text_is_one_line_in_pydantics_words_naming_the_key():
     on one line, after the mapping's label (the document's, here)."""
     assert problems(Manifest, {"name": "n", "version": "1.0.0", 2024: "x"}) == [
         ("[2024]", "the document: Keys should be strings; got 2024", None)]
+
+
+def test_a_list_of_one_is_enough_wherever_a_non_empty_list_is_asked_for():
+    """`then`, `reasons`, `suppresses`, `examples` and a drug's `targets` must be non-empty: one item is enough."""
+    finding = {"finding": "REC_A_B", "title": "t", "summary": "s", "indicator": "info"}
+    assert problems(RuleDocument, dict(_RULE, then=[finding], reasons=[_REASON], suppresses=["R02"])) == []
+    assert problems(DrugsFile, _drug(targets=["alk"])) == []
