@@ -425,3 +425,11 @@ def test_a_list_of_one_is_enough_wherever_a_non_empty_list_is_asked_for():
     finding = {"finding": "REC_A_B", "title": "t", "summary": "s", "indicator": "info"}
     assert problems(RuleDocument, dict(_RULE, then=[finding], reasons=[_REASON], suppresses=["R02"])) == []
     assert problems(DrugsFile, _drug(targets=["alk"])) == []
+
+
+def test_where_prefixes_every_path_and_stands_for_the_document_itself():
+    """`problems(..., where=...)` reports a document found inside another at its place in the outer one."""
+    finding = {"finding": "REC_A_B", "title": "t", "summary": "s", "indicator": "info", "gene": 5}
+    assert problems(FindingDocument, finding, where="then[2]") == [
+        ("then[2].gene", "gene must be a gene name; got 5", None)]
+    assert problems(FindingDocument, 5, where="then[2]") == [("then[2]", "the document must be a mapping; got 5", None)]
