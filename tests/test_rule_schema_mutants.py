@@ -433,3 +433,9 @@ def test_where_prefixes_every_path_and_stands_for_the_document_itself():
     assert problems(FindingDocument, finding, where="then[2]") == [
         ("then[2].gene", "gene must be a gene name; got 5", None)]
     assert problems(FindingDocument, 5, where="then[2]") == [("then[2]", "the document must be a mapping; got 5", None)]
+
+
+def test_a_key_that_is_not_text_inside_a_drugs_mapping_is_a_problem_not_a_crash():
+    """`label_min_age: {1: ...}` (a key YAML read as a number) is reported at the key, in the words for a text."""
+    assert problems(DrugsFile, _drug(label_min_age={1: "crizotinib_min_age_years"})) == [
+        ("drugs[0].label_min_age[1].[key]", "[key] must be text; got 1", None)]
