@@ -110,7 +110,7 @@ ReasonId = Annotated[str, _text_matching(re.compile(f"{RULE_ID.pattern}|{REASON_
 FindingCode = Annotated[str, _text_matching(
     re.compile(rf"^(?=({'|'.join(map(re.escape, FINDING_PREFIXES))}))[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$"),
     f"a finding code is UPPER_SNAKE_CASE starting with {', '.join(FINDING_PREFIXES)}; got {{value}}")]
-DerivedName = Annotated[str, _text_matching(DERIVED_NAME, "must be a derived fact name in UPPER_SNAKE_CASE; "
+DerivedName = Annotated[str, _text_matching(DERIVED_NAME, "derives must be a derived fact name in UPPER_SNAKE_CASE; "
                                                           "got {value}")]
 Kind = Annotated[str, _one_of(RULE_KINDS, "kind")]
 Indicator = Annotated[str, _one_of(INDICATORS, "indicator")]
