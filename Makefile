@@ -108,7 +108,7 @@ MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_archive_mutants.py tests/t
     -k 'not postgres and not editing_any_column and not forged_record_of_any_shape and (replay or archive or compar \
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
     or by_position)'
-MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
+MUTATION_TESTS_imt_cds/audit/replay.py := tests/test_replay_mutants.py $(MUTATION_TESTS_imt_cds/audit/archive.py)
 # The audit store: SQLite for the modules both backends share (PostgreSQL runs the same SQL through sql.py), and the
 # PostgreSQL variants of the same tests for postgres.py (they start the real server, as in `make test`).
 AUDIT_STORE_TESTS := tests/test_audit_store.py tests/test_audit_integrity.py tests/test_audit_reliability.py \
