@@ -113,7 +113,11 @@ MUTATION_TESTS_imt_cds/audit/replay.py := tests/test_replay_mutants.py $(MUTATIO
 # PostgreSQL variants of the same tests for postgres.py (they start the real server, as in `make test`).
 AUDIT_STORE_TESTS := tests/test_audit_store.py tests/test_audit_integrity.py tests/test_audit_reliability.py \
     tests/test_feedback_store.py
-MUTATION_TESTS_imt_cds/audit/store.py    := $(AUDIT_STORE_TESTS) -k 'not postgres'
+# store.py's record lookup and verify(checkpoints=...) are tested in the hardening and checkpoint files too (their
+# command-line tests left out: they are slow and go through the same calls).
+MUTATION_TESTS_imt_cds/audit/store.py    := tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
+    tests/test_review_audit_hardening.py tests/test_audit_checkpoints.py \
+    -k 'not postgres and not command_line and not exit_2 and not never_signed and not usage_error'
 MUTATION_TESTS_imt_cds/audit/sql.py      := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/recorded.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
