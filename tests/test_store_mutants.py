@@ -1,6 +1,7 @@
 """The audit store's details that mutation testing of audit/store.py found no test reading: a database of another
 schema refused, the input kept by default by any backend, a rulebook already archived by another store never read
-again from its files, the exact words of a record that cannot be found, and how a reference of digits is read."""
+again from its files, the exact words of a record that cannot be found, how a reference of digits is read, and what
+``verify`` says of an anchor or a checkpoint (the exact words; checkpoints of the empty trail and of the head)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from audit_support import raw_sql
 from rulebook_copies import copy_rulebook
 
 from imt_cds import Engine, load_rulebook
-from imt_cds.audit import AuditStore, NotAnAuditStoreError, RecordNotFoundError, open_store
+from imt_cds.audit import (
+    GENESIS_HASH,
+    AuditStore,
+    NotAnAuditStoreError,
+    RecordNotFoundError,
+    generate_key_pair,
+    open_store,
+    read_checkpoint,
+    sign_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ALK = json.loads((ROOT / "examples" / "02_alk_positive_unresectable.json").read_text())
+KEYS = generate_key_pair()
 
 
 @pytest.fixture
@@ -90,3 +101,62 @@ def test_a_reference_shorter_than_eight_characters_that_is_not_a_number_is_refus
         store.record("abc1234")
     assert str(caught.value) == ("record id 'abc1234' is too short: give the whole id, at least 8 of its first "
                                  "characters, a record number or 'last'")
+
+
+def test_a_prefix_two_ids_start_with_is_refused_as_ambiguous_asking_for_more(path, rulebook):
+    with open_store(path) as store:
+        Engine(rulebook, audit=store).evaluate(ALK)
+        (record,) = store.records()
+        twin = record.id[:8] + "-0"  # another id with the same first eight characters
+        raw_sql(path, "INSERT INTO audit_records (seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, "
+                      f"hash, body) VALUES (2, '{twin}', 'x', NULL, 'x', '{'1' * 64}', '{'2' * 64}', '{{}}')")
+        with pytest.raises(RecordNotFoundError) as caught:
+            store.record(record.id[:8].upper())
+    assert str(caught.value) == (f"record id prefix {record.id[:8].upper()} is ambiguous in {path}: "
+                                 "give more of it")
+
+
+def _checkpoint(records: int, head: str):  # type: ignore[no-untyped-def]
+    """A checkpoint as ``verify`` gets it: signed, then read back with the public key."""
+    return read_checkpoint(sign_checkpoint(records, head, KEYS[0]).to_json().encode(), KEYS[1])
+
+
+@pytest.fixture
+def trail(path, rulebook):
+    """A store holding two recorded evaluations."""
+    with open_store(path) as store:
+        engine = Engine(rulebook, audit=store)
+        engine.evaluate(ALK)
+        engine.evaluate(ALK)
+        yield store
+
+
+def test_a_checkpoint_of_the_empty_trail_holds_for_every_trail(path, trail):
+    with open_store(path.with_name("empty.db")) as empty:
+        assert empty.verify(checkpoints=[_checkpoint(0, GENESIS_HASH)]).ok
+    assert trail.verify(checkpoints=[_checkpoint(0, GENESIS_HASH)]).ok
+
+
+def test_a_checkpoint_signed_at_the_head_holds_while_nothing_is_removed(trail):
+    records = trail.records()
+    assert trail.verify(checkpoints=[_checkpoint(2, records[1].hash)]).ok
+
+
+def test_what_verify_says_of_a_checkpoint_the_trail_does_not_reach_or_does_not_match(trail):
+    records = trail.records()
+    longer, other = _checkpoint(3, "a" * 64), _checkpoint(2, records[0].hash)
+    report = trail.verify(checkpoints=[longer, other])
+    assert report.problems == (
+        f"{longer.describe()}: the trail holds only 2 records (records were removed, or the chain broken, since it "
+        "was signed)",
+        f"{other.describe()}: record #2 has hash {records[1].hash}, not the signed {records[0].hash} (records up to "
+        "it were changed, removed, inserted or forged since it was signed)")
+
+
+def test_what_verify_says_of_an_anchor_that_is_not_in_the_chain_or_not_a_hash(trail):
+    report = trail.verify(anchor=f" {'A' * 64} ")
+    assert report.problems == (f"anchored hash {'A' * 64} is not in the chain: records were removed or the chain was "
+                               "rewritten since it was anchored",)
+    with pytest.raises(ValueError) as caught:
+        trail.verify(anchor="abc123")
+    assert str(caught.value) == "anchor must be the full 64-hex-digit hash printed by `audit head`, got 'abc123'"
