@@ -16,6 +16,7 @@ from rulebook_copies import copy_rulebook
 from imt_cds import Engine, load_rulebook
 from imt_cds.audit import (
     GENESIS_HASH,
+    ArchiveMissingError,
     AuditStore,
     NotAnAuditStoreError,
     RecordNotFoundError,
@@ -160,3 +161,9 @@ def test_what_verify_says_of_an_anchor_that_is_not_in_the_chain_or_not_a_hash(tr
     with pytest.raises(ValueError) as caught:
         trail.verify(anchor="abc123")
     assert str(caught.value) == "anchor must be the full 64-hex-digit hash printed by `audit head`, got 'abc123'"
+
+
+def test_a_rulebook_not_in_the_archive_is_named_with_the_store(path):
+    with open_store(path) as store, pytest.raises(ArchiveMissingError) as caught:
+        store.rulebook_archive("f" * 64)
+    assert str(caught.value) == f"rulebook {'f' * 64} is not in the archive of {path}"
