@@ -6,6 +6,7 @@ again from its files, the exact words of a record that cannot be found, how a re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -167,3 +168,63 @@ def test_a_rulebook_not_in_the_archive_is_named_with_the_store(path):
     with open_store(path) as store, pytest.raises(ArchiveMissingError) as caught:
         store.rulebook_archive("f" * 64)
     assert str(caught.value) == f"rulebook {'f' * 64} is not in the archive of {path}"
+
+
+def test_a_store_shows_its_backend_and_where_it_lives(path):
+    with open_store(path) as store:
+        assert repr(store) == f"<SQLiteAuditStore {path}>"
+
+
+PRIMITIVES = ("close", "_append_row", "_has_archive", "_load_archive", "_last_row", "_row_at", "_rows_with_id_prefix",
+              "_select_rows", "_iter_all_rows")
+
+
+@pytest.mark.parametrize("missing", PRIMITIVES)
+def test_a_backend_that_leaves_out_a_primitive_cannot_be_made(missing):
+    partial = type("Partial", (AuditStore,), {k: v for k, v in vars(_Backend).items() if k != missing})
+    with pytest.raises(TypeError, match=missing):
+        partial()
+
+
+def test_a_store_closed_twice_is_closed(path):
+    store = open_store(path)
+    store.close()
+    store.close()
+    with open_store(path) as again:  # nothing was left half-closed
+        assert again.records() == []
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_store_reads_and_writes_through_one_connection_however_many_calls(path, rulebook):
+    with open_store(path) as store:
+        engine = Engine(rulebook, audit=store)
+        engine.evaluate(ALK)
+        store.head()
+        before = _open_descriptors()
+        for _ in range(5):
+            engine.evaluate(ALK)
+            store.head()
+            store.records(last=1)
+        assert _open_descriptors() == before
+
+
+def test_a_forked_child_appends_through_its_own_connection_and_the_parent_goes_on(path, rulebook):
+    with open_store(path) as store:
+        engine = Engine(rulebook, audit=store)
+        engine.evaluate(ALK)
+        child = os.fork()
+        if child == 0:  # the child: record once more through the store it inherited, then leave at once
+            code = 1
+            try:
+                engine.evaluate(ALK)
+                code = 0 if [r.seq for r in store.records()] == [1, 2] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        engine.evaluate(ALK)  # the parent's connection is still its own and still open
+        assert [r.seq for r in store.records()] == [1, 2, 3]
+        assert store.verify().ok
