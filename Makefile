@@ -118,7 +118,8 @@ AUDIT_STORE_TESTS := tests/test_audit_store.py tests/test_audit_integrity.py tes
 MUTATION_TESTS_imt_cds/audit/store.py    := tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
     tests/test_review_audit_hardening.py tests/test_audit_checkpoints.py \
     -k 'not postgres and not command_line and not exit_2 and not never_signed and not usage_error'
-MUTATION_TESTS_imt_cds/audit/sql.py      := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/sql.py      := tests/test_sql_mutants.py tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
+    -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/recorded.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/backends.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
