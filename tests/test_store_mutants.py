@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from audit_support import raw_sql
+from audit_support import disable_append_only, raw_sql
 from rulebook_copies import copy_rulebook
 
 from imt_cds import Engine, load_rulebook
@@ -228,3 +228,13 @@ def test_a_forked_child_appends_through_its_own_connection_and_the_parent_goes_o
         engine.evaluate(ALK)  # the parent's connection is still its own and still open
         assert [r.seq for r in store.records()] == [1, 2, 3]
         assert store.verify().ok
+
+
+def test_verify_names_a_rulebook_missing_from_the_archive_as_an_archive_problem(path, rulebook):
+    with open_store(path) as store:
+        Engine(rulebook, audit=store).evaluate(ALK)
+        disable_append_only(path)
+        raw_sql(path, "DELETE FROM audit_rulebook_files", "DELETE FROM audit_rulebooks")
+        report = store.verify()
+    assert report.first_break is None
+    assert report.problems == (f"rulebook archive: rulebook {rulebook.sha256} is not in the archive of {path}",)
