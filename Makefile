@@ -108,13 +108,18 @@ MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_archive_mutants.py tests/t
     -k 'not postgres and not editing_any_column and not forged_record_of_any_shape and (replay or archive or compar \
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
     or by_position)'
-MUTATION_TESTS_imt_cds/audit/replay.py := $(MUTATION_TESTS_imt_cds/audit/archive.py)
+MUTATION_TESTS_imt_cds/audit/replay.py := tests/test_replay_mutants.py $(MUTATION_TESTS_imt_cds/audit/archive.py)
 # The audit store: SQLite for the modules both backends share (PostgreSQL runs the same SQL through sql.py), and the
 # PostgreSQL variants of the same tests for postgres.py (they start the real server, as in `make test`).
 AUDIT_STORE_TESTS := tests/test_audit_store.py tests/test_audit_integrity.py tests/test_audit_reliability.py \
     tests/test_feedback_store.py
-MUTATION_TESTS_imt_cds/audit/store.py    := $(AUDIT_STORE_TESTS) -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/sql.py      := $(AUDIT_STORE_TESTS) -k 'not postgres'
+# store.py's record lookup and verify(checkpoints=...) are tested in the hardening and checkpoint files too (their
+# command-line tests left out: they are slow and go through the same calls).
+MUTATION_TESTS_imt_cds/audit/store.py    := tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
+    tests/test_review_audit_hardening.py tests/test_audit_checkpoints.py \
+    -k 'not postgres and not command_line and not exit_2 and not never_signed and not usage_error'
+MUTATION_TESTS_imt_cds/audit/sql.py      := tests/test_sql_mutants.py tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
+    -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/recorded.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/backends.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
