@@ -195,3 +195,115 @@ def test_a_reason_is_a_derived_fact_rule_with_its_own_description(rulebook):
     reasons = [rule for rule in rulebook.rules if rule.part_of == "D04"]
     assert reasons and all(rule.kind == "derived_fact" for rule in reasons)
     assert any(rule.description for rule in reasons)
+
+
+# -- found by the whole-file run of core/rule_loader.py --
+
+def _problems_of(directory):
+    return [(p.file, p.rule, p.path, p.message, p.suggestion) for p in load_problems(directory)]
+
+
+def test_the_rulebook_hash_is_the_documented_source_document_so_archived_rulebooks_keep_theirs(rulebook):
+    # Audit records carry the rulebook's sha256, and replay rebuilds an archived rulebook and requires that very
+    # hash: the recipe (canonical JSON of these keys) must not drift between versions of the library.
+    import hashlib
+
+    import orjson
+
+    from imt_cds.core._yaml import load_yaml
+    from imt_cds.core.rulebook import natural_key
+
+    def read(path):
+        return load_yaml(path.read_text(encoding="utf-8"))
+
+    directory = rulebook.directory
+    rule_files = [p for p in directory.rglob("*.yaml") if p.parent != directory and p.parent.name != "terminology"]
+    value_sets = [read(p) for p in (directory / "terminology").glob("*.yaml")]
+    source = {
+        "manifest": read(directory / "rulebook.yaml"),
+        "parameters": read(directory / "parameters.yaml")["parameters"],
+        "rules": sorted((read(p) for p in rule_files), key=lambda d: natural_key(d["id"])),
+        "evidence_sha256": rulebook.evidence.sha256,
+        "terminology": {data["value_set"]: data for data in value_sets},
+        "drugs": read(directory / "drugs.yaml"),
+    }
+    assert rulebook.sha256 == hashlib.sha256(orjson.dumps(source, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def test_a_copied_group_of_reasons_reports_every_id_it_repeats(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "derived" / "D04-copy.yaml").write_text((directory / "derived/D04-contradiction.yaml").read_text())
+    problems = load_problems(directory)
+    assert [(p.file, p.rule, p.message) for p in problems] == [
+        ("derived/D04-copy.yaml", rule, f"duplicate rule id {rule} (also in derived/D04-contradiction.yaml)")
+        for rule in ("C1", "C2", "C3", "C4", "D04")]
+
+
+def test_a_value_set_that_is_there_but_wrong_is_not_also_reported_missing(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "terminology/cancer-disease-status.yaml", "value_set:", "value_sett:")
+    problems = load_problems(directory)
+    assert problems and all(p.file == "terminology/cancer-disease-status.yaml" for p in problems)
+    assert not any(p.message.startswith("missing: the FHIR reader needs") for p in problems)
+
+
+@pytest.mark.parametrize("broken", ["value_set: [\n", "value_sett: x\n"], ids=["unreadable", "malformed"])
+def test_a_broken_value_set_does_not_stop_the_others_being_checked(tmp_path, broken):
+    directory = copy_rulebook(tmp_path)
+    (directory / "terminology" / "aaa-first.yaml").write_text(broken)  # read before alk-inhibitors.yaml
+    edit(directory, "drugs.yaml", '      code: "1535457"', '      code: "1535458"')  # ceritinib's code changed
+    problems = load_problems(directory)
+    assert {p.file for p in problems} == {"terminology/aaa-first.yaml", "drugs.yaml", "terminology/alk-inhibitors.yaml"}
+
+
+def test_a_malformed_drug_does_not_stop_the_next_drugs_being_checked(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "class: ALK/ROS1 inhibitor", "class: 5")  # drugs[0]
+    edit(directory, "drugs.yaml", "    targets: [alk]\n", "    targets: [alkk]\n")  # drugs[1], ceritinib
+    assert [(p.file, p.path, p.suggestion) for p in load_problems(directory)] == [
+        ("drugs.yaml", "drugs[0].class", None), ("drugs.yaml", "drugs[1].targets[0]", "alk"),
+        ("treatment/R33-next-generation-alk-inhibitor.yaml", "then[0].drugs[0]", None)]
+
+
+def test_a_drug_citing_an_unknown_evidence_id_is_reported_and_a_drug_keeps_its_evidence(tmp_path, rulebook):
+    assert rulebook.drugs["crizotinib"].evidence == ("EXT-FDA-CRIZ-IMT-2022", "EXT-FDA-ROS1-NSCLC")
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "evidence: [PDQ-PULM-IMT:s13]", "evidence: [PDQ-PULM-IMT:s99]")
+    assert _problems_of(directory) == [
+        ("drugs.yaml", None, "drugs[1].evidence[0]", "unknown evidence id 'PDQ-PULM-IMT:s99': not in the evidence "
+         "registry", "PDQ-PULM-IMT:s19")]
+
+
+def test_a_number_equal_to_two_parameters_is_reported_once(tmp_path):
+    directory = copy_rulebook(tmp_path)  # crizotinib_min_age_years and trk_infant_check_age_years are both 1
+    edit(directory, CRIZOTINIB, "title: Consider crizotinib (ALK inhibitor)", "title: Consider crizotinib 1")
+    assert _problems_of(directory) == [
+        (CRIZOTINIB, "R32a", "then[0].title", "1 in the title equals parameter crizotinib_min_age_years: write "
+         "{crizotinib_min_age_years} so the text follows the parameter when it changes", None)]
+
+
+def test_a_parameter_keeps_its_meaning(rulebook):
+    assert rulebook.parameters["crizotinib_min_age_years"].meaning == (
+        "Lowest age of the FDA crizotinib label for ALK-positive IMT.")
+
+
+def test_a_group_file_holds_several_rules_each_checked_at_its_own_line(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    r14 = (directory / "flags/R14-age-outside-evidence.yaml").read_text()
+    r32a = edit(directory, CRIZOTINIB, "derived: ALK_INHIBITOR_ELIGIBLE", "derived: ALK_INHIBITOR_ELIGBLE").read_text()
+    (directory / "flags/R14-age-outside-evidence.yaml").unlink()
+    (directory / CRIZOTINIB).unlink()
+
+    def item(text):
+        lines = text.splitlines()
+        return "\n".join(["  - " + lines[0], *("    " + line for line in lines[1:])]) + "\n"
+
+    group = "rules:\n" + item(r14) + item(r32a) + "  - 5\n"
+    (directory / "flags/group.yaml").write_text(group)
+    lines = group.splitlines()
+    when_of_r32a = [n + 1 for n, line in enumerate(lines) if line == "    when:"][-1]
+    problems = load_problems(directory)
+    assert [(p.file, p.rule, p.path, p.line, p.message, p.suggestion) for p in problems] == [
+        ("flags/group.yaml", "R32a", "when", when_of_r32a,
+         "derived fact ALK_INHIBITOR_ELIGBLE is not derived by any rule", "ALK_INHIBITOR_ELIGIBLE"),
+        ("flags/group.yaml", None, "rules[2]", len(lines), "each item of 'rules' must be a rule mapping", None)]
