@@ -307,3 +307,166 @@ def test_a_group_file_holds_several_rules_each_checked_at_its_own_line(tmp_path)
         ("flags/group.yaml", "R32a", "when", when_of_r32a,
          "derived fact ALK_INHIBITOR_ELIGBLE is not derived by any rule", "ALK_INHIBITOR_ELIGIBLE"),
         ("flags/group.yaml", None, "rules[2]", len(lines), "each item of 'rules' must be a rule mapping", None)]
+
+
+D04 = "derived/D04-contradiction.yaml"
+S01 = "suppression/S01-contradiction-suppresses-treatment.yaml"
+R14 = "flags/R14-age-outside-evidence.yaml"
+
+
+@pytest.mark.parametrize(("file", "old", "new", "path", "message", "suggestion"), [
+    (S01, "kind: suppression", "kind: recommendation", "kind", "a rule with 'suppresses' must have kind suppression",
+     None),
+    (R14, "kind: risk_flag", "kind: derived_fact", "kind", "a rule with findings ('then') cannot have kind derived_fact",
+     None),
+    (S01, "when: {derived: CONTRADICTION}", "when: {not_derived: CONTRADICTION}", "when",
+     "a suppression's condition must be one derived fact ({derived: NAME})", None),
+    (S01, "when: {derived: CONTRADICTION}\n", "", "when",
+     "missing condition ('when'); use 'when: always' for a rule that always applies", None),
+    (D04, "    evidence: []\n    title: ALK reported negative, yet an ALK fusion", "    evidence: [RICH2022:c66]\n"
+     "    title: ALK reported negative, yet an ALK fusion", "reasons[0].evidence[0]",
+     "unknown evidence id 'RICH2022:c66': not in the evidence registry", "RICH2022:c16"),
+    (R14, "strength: DESIGN", "strength: DESING", "strength",
+     "unknown strength label 'DESING'; labels: REG, SA-TRIAL, PROSP-REG, OBS-MC, OBS, SR, CASE, NARR, DESIGN, "
+     "conflicting, absence of evidence", "DESIGN"),
+    (R14, "evidence: [RICH2022:c02]", "evidence: [RICH2022:c02, RICH2022:c02]", "evidence",
+     "cites an evidence id twice", None),
+    (S01, "R38]", "R38, D06]", "suppresses", "D06 produces no findings to suppress", None),
+    (S01, "R38]", "R99]", "suppresses", "suppresses unknown rule R99", "R29"),
+    (CRIZOTINIB, "derived: ALK_INHIBITOR_ELIGIBLE", "derived: ALK_INHIBITOR_ELIGBLE", "when",
+     "derived fact ALK_INHIBITOR_ELIGBLE is not derived by any rule", "ALK_INHIBITOR_ELIGIBLE"),
+    (S01, "expect_suppressed: [REC_UPFRONT_SURGICAL_RESECTION]", "expect_suppressed: [REC_UPFRONT_SURGICAL_RESECTON]",
+     "examples[0].expect_suppressed", "REC_UPFRONT_SURGICAL_RESECTON is neither a finding code nor a derived fact",
+     "REC_UPFRONT_SURGICAL_RESECTION"),
+    (S01, "expect_not: [REC_UPFRONT_SURGICAL_RESECTION]", "expect_not: [CONTRADICTON]",
+     "examples[0].expect_not", "CONTRADICTON is neither a finding code nor a derived fact", "CONTRADICTION"),
+    (CRIZOTINIB, "facts: {age_years: 8,", "facts: {age_years: 800,", "examples[0].facts.age_years",
+     "example is not a valid patient: input should be less than or equal to 120; expected a finite number >= 0 "
+     "and <= 120 years, or null", None),
+])
+def test_each_check_of_a_rules_meaning_says_where_and_what_word_for_word(tmp_path, file, old, new, path, message,
+                                                                          suggestion):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+
+
+R20 = "flags/R20-ranbp2-alk.yaml"
+
+
+@pytest.mark.parametrize(("file", "old", "new", "count", "path", "message"), [
+    (R20, "fires: true", "fires: false", 1, "examples", "needs at least one example that fires (fires: true)"),
+    (R20, "fires: false", "fires: true", 1, "examples", "needs at least one example that stays silent (fires: false)"),
+    # a reason needs a silent example as well (only a rule that always applies need not have one)
+    (D04, "        fires: false\n", "        fires: true\n", 2, "reasons[0].examples",
+     "needs at least one example that stays silent (fires: false)"),
+])
+def test_a_rule_or_reason_needs_an_example_that_fires_and_one_that_stays_silent(tmp_path, file, old, new, count,
+                                                                                 path, message):
+    directory = copy_rulebook(tmp_path)
+    path_of_file = directory / file
+    path_of_file.write_text(path_of_file.read_text().replace(old, new, count))
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message) == (file, path, message)
+
+
+def test_every_invalid_example_is_reported_and_invalid_examples_are_not_counted_as_silent_or_firing(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / R20
+    path.write_text(path.read_text().replace("facts: {molecular", "facts: {age_years: -1, molecular", 2))
+    assert [(p.path, p.message.split(":")[0]) for p in load_problems(directory)] == [
+        ("examples[0].facts.age_years", "example is not a valid patient"),
+        ("examples[1].facts.age_years", "example is not a valid patient")]
+
+
+def test_an_example_keeps_its_facts_as_a_validated_patient(rulebook):
+    from imt_cds.core.validation import parse_facts
+
+    example = rulebook.rule("R20").examples[0]
+    assert example.patient == parse_facts(dict(example.facts))
+    assert example.patient.molecular.alk.fusion_partner == "RANBP2"
+
+
+def test_a_summary_of_exactly_140_characters_is_refused_and_139_loads(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    summary = "RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. Plan close follow-up."
+    edit(directory, R20, summary, "x" * 139)
+    load_rulebook(directory)
+    edit(directory, R20, "x" * 139, "x" * 140)
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path, problem.message) == (
+        "R20", "then[0].summary", "summary of RISK_RANBP2_ALK_TKI_RELAPSE is 140 characters once its parameters are "
+        "rendered; it must be shorter than 140")
+
+
+def test_an_unknown_parameter_in_a_summary_counts_as_written_towards_its_length(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    summary = "RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. Plan close follow-up."
+    edit(directory, R20, summary, "x {nope} " + "x" * 131)  # 140 characters as written
+    assert [p.message.split(";")[0] for p in load_problems(directory)] == [
+        "{nope} in the summary names no parameter",
+        "summary of RISK_RANBP2_ALK_TKI_RELAPSE is 140 characters once its parameters are rendered"]
+
+
+def test_a_condition_of_one_finding_is_kept_with_that_finding_and_checked_at_its_path(tmp_path, rulebook):
+    assert [f.when is not None for f in rulebook.rule("R35").findings] == [False, True]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "treatment/R35-trk-inhibitor.yaml", "    when: {fact: age_years, lt:",
+         "    when: {fact: age_yaers, lt:")
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path, problem.suggestion) == ("R35", "then[1].when.fact", "age_years")
+
+
+def test_the_reasons_of_a_grouping_rule_follow_it_in_the_catalogue(rulebook):
+    ids = [rule.id for rule in rulebook.rules]
+    assert ids[ids.index("D04"):ids.index("D04") + 6] == ["D04", "C1", "C2", "C3", "C4", "D05"]
+
+
+def test_a_reason_keeps_its_own_strength_evidence_and_text_and_takes_the_groups_when_it_has_none(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / D04
+    text = path.read_text().replace("    strength: DESIGN\n    evidence: []\n", "    strength: CASE\n"
+                                    "    evidence: [RICH2022:c02]\n", 1)
+    path.write_text(text.replace("    strength: DESIGN\n    evidence: []\n", "", 1))  # C2: none of its own
+    rulebook = load_rulebook(directory)
+    c1, c2 = rulebook.rule("C1"), rulebook.rule("C2")
+    assert (c1.strength, c1.evidence, c1.part_of) == ("CASE", ("RICH2022:c02",), "D04")
+    assert (c2.strength, c2.evidence) == ("DESIGN", ())
+    assert c1.reason == "C1: ALK status negative but an ALK fusion partner is recorded"
+
+
+def test_a_parameter_whose_structure_is_wrong_leaves_the_other_parameters_in_use(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "parameters.yaml", "value: 3.9", "value: many")
+    assert {p.file for p in load_problems(directory)} == {"parameters.yaml", "flags/R16-tumor-size.yaml"}
+
+
+def test_a_drug_whose_structure_is_wrong_is_one_problem(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "    targets: [alk]\n", "")  # ceritinib, named by R33's finding
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path) == ("drugs.yaml", "drugs[1].targets")
+
+
+def test_problems_on_one_line_are_ordered_by_path(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "    gene: alk\n    drugs: [crizotinib]\n", "    gene: alkk\n    drugs: [crizotnib]\n")
+    path = directory / CRIZOTINIB
+    text = path.read_text()
+    start = text.index("  - finding: REC_CRIZOTINIB_ALK")
+    end = text.index("examples:")
+    import yaml
+
+    finding = yaml.safe_load(text[start:end])[0]
+    path.write_text(text[:start] + "  - " + yaml.safe_dump(finding, default_flow_style=True, width=1000) + text[end:])
+    problems = load_problems(directory)
+    assert [p.path for p in problems] == ["then[0].drugs[0]", "then[0].gene"]
+    assert problems[0].line == problems[1].line
+
+
+def test_the_rulebook_carries_its_manifests_title_and_none_when_the_manifest_has_none(tmp_path, rulebook):
+    assert rulebook.title == "Inflammatory myofibroblastic tumor (IMT) decision-support rules"
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "rulebook.yaml", "title: Inflammatory myofibroblastic tumor (IMT) decision-support rules\n", "")
+    assert load_rulebook(directory).title == ""
