@@ -470,3 +470,28 @@ def test_the_rulebook_carries_its_manifests_title_and_none_when_the_manifest_has
     directory = copy_rulebook(tmp_path)
     edit(directory, "rulebook.yaml", "title: Inflammatory myofibroblastic tumor (IMT) decision-support rules\n", "")
     assert load_rulebook(directory).title == ""
+
+
+def test_a_rule_listing_one_finding_twice_is_told_so(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / CRIZOTINIB
+    text = path.read_text()
+    finding = text[text.index("  - finding:"):text.index("examples:")]
+    path.write_text(text.replace(finding, finding * 2, 1))
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path, problem.message) == ("R32a", "then", "lists a finding code twice")
+
+
+def test_a_text_naming_a_parameter_of_a_rulebook_without_parameters_says_there_are_none(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "parameters.yaml").write_text("parameters: {}\n")
+    messages = [p.message for p in load_problems(directory) if p.rule == "R14" and p.path == "then[0].summary"]
+    assert "{evidence_age_limit_years} in the summary names no parameter; parameters: none" in messages
+
+
+def test_a_number_written_against_a_parameter_is_still_a_number(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, R20, "title: RANBP2-ALK fusion (relapse", "title: RANBP2-ALK fusion 1{size_risk_threshold_cm} (relapse")
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path) == ("R20", "then[0].title")
+    assert problem.message.startswith("1 in the title equals parameter crizotinib_min_age_years")
