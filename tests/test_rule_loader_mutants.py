@@ -495,3 +495,14 @@ def test_a_number_written_against_a_parameter_is_still_a_number(tmp_path):
     problem = only(load_problems(directory))
     assert (problem.rule, problem.path) == ("R20", "then[0].title")
     assert problem.message.startswith("1 in the title equals parameter crizotinib_min_age_years")
+
+
+def test_a_finding_naming_a_malformed_drug_still_has_its_other_drugs_checked(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "class: TRK inhibitor", "class: 5")  # larotrectinib, drugs[9]
+    edit(directory, "treatment/R35-trk-inhibitor.yaml", "drugs: [larotrectinib, entrectinib]",
+         "drugs: [larotrectinib, crizotinib]")
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("drugs.yaml", "drugs[9].class", "class must be text such as 'ALK inhibitor'; got 5"),
+        ("treatment/R35-trk-inhibitor.yaml", "then[0].drugs[1]", "crizotinib does not target ntrk (drugs.yaml lists "
+         "alk, ros1)")]
