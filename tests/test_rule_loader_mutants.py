@@ -506,3 +506,16 @@ def test_a_finding_naming_a_malformed_drug_still_has_its_other_drugs_checked(tmp
         ("drugs.yaml", "drugs[9].class", "class must be text such as 'ALK inhibitor'; got 5"),
         ("treatment/R35-trk-inhibitor.yaml", "then[0].drugs[1]", "crizotinib does not target ntrk (drugs.yaml lists "
          "alk, ros1)")]
+
+
+def test_on_one_line_a_problem_that_names_no_rule_comes_before_those_of_a_rule(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    import yaml
+
+    rule = yaml.safe_load((directory / R14).read_text())
+    (directory / R14).unlink()
+    rule["strength"] = "DESING"
+    (directory / "flags" / "group.yaml").write_text(yaml.safe_dump({"rules": [rule, 5]}, default_flow_style=True,
+                                                                   width=100000))
+    problems = load_problems(directory)
+    assert [(p.line, p.rule, p.path) for p in problems] == [(1, None, "rules[1]"), (1, "R14", "strength")]
