@@ -195,3 +195,327 @@ def test_a_reason_is_a_derived_fact_rule_with_its_own_description(rulebook):
     reasons = [rule for rule in rulebook.rules if rule.part_of == "D04"]
     assert reasons and all(rule.kind == "derived_fact" for rule in reasons)
     assert any(rule.description for rule in reasons)
+
+
+# -- found by the whole-file run of core/rule_loader.py --
+
+def _problems_of(directory):
+    return [(p.file, p.rule, p.path, p.message, p.suggestion) for p in load_problems(directory)]
+
+
+def test_the_rulebook_hash_is_the_documented_source_document_so_archived_rulebooks_keep_theirs(rulebook):
+    # Audit records carry the rulebook's sha256, and replay rebuilds an archived rulebook and requires that very
+    # hash: the recipe (canonical JSON of these keys) must not drift between versions of the library.
+    import hashlib
+
+    import orjson
+
+    from imt_cds.core._yaml import load_yaml
+    from imt_cds.core.rulebook import natural_key
+
+    def read(path):
+        return load_yaml(path.read_text(encoding="utf-8"))
+
+    directory = rulebook.directory
+    rule_files = [p for p in directory.rglob("*.yaml") if p.parent != directory and p.parent.name != "terminology"]
+    value_sets = [read(p) for p in (directory / "terminology").glob("*.yaml")]
+    source = {
+        "manifest": read(directory / "rulebook.yaml"),
+        "parameters": read(directory / "parameters.yaml")["parameters"],
+        "rules": sorted((read(p) for p in rule_files), key=lambda d: natural_key(d["id"])),
+        "evidence_sha256": rulebook.evidence.sha256,
+        "terminology": {data["value_set"]: data for data in value_sets},
+        "drugs": read(directory / "drugs.yaml"),
+    }
+    assert rulebook.sha256 == hashlib.sha256(orjson.dumps(source, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def test_a_copied_group_of_reasons_reports_every_id_it_repeats(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "derived" / "D04-copy.yaml").write_text((directory / "derived/D04-contradiction.yaml").read_text())
+    problems = load_problems(directory)
+    assert [(p.file, p.rule, p.message) for p in problems] == [
+        ("derived/D04-copy.yaml", rule, f"duplicate rule id {rule} (also in derived/D04-contradiction.yaml)")
+        for rule in ("C1", "C2", "C3", "C4", "D04")]
+
+
+def test_a_value_set_that_is_there_but_wrong_is_not_also_reported_missing(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "terminology/cancer-disease-status.yaml", "value_set:", "value_sett:")
+    problems = load_problems(directory)
+    assert problems and all(p.file == "terminology/cancer-disease-status.yaml" for p in problems)
+    assert not any(p.message.startswith("missing: the FHIR reader needs") for p in problems)
+
+
+@pytest.mark.parametrize("broken", ["value_set: [\n", "value_sett: x\n"], ids=["unreadable", "malformed"])
+def test_a_broken_value_set_does_not_stop_the_others_being_checked(tmp_path, broken):
+    directory = copy_rulebook(tmp_path)
+    (directory / "terminology" / "aaa-first.yaml").write_text(broken)  # read before alk-inhibitors.yaml
+    edit(directory, "drugs.yaml", '      code: "1535457"', '      code: "1535458"')  # ceritinib's code changed
+    problems = load_problems(directory)
+    assert {p.file for p in problems} == {"terminology/aaa-first.yaml", "drugs.yaml", "terminology/alk-inhibitors.yaml"}
+
+
+def test_a_malformed_drug_does_not_stop_the_next_drugs_being_checked(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "class: ALK/ROS1 inhibitor", "class: 5")  # drugs[0]
+    edit(directory, "drugs.yaml", "    targets: [alk]\n", "    targets: [alkk]\n")  # drugs[1], ceritinib
+    assert [(p.file, p.path, p.suggestion) for p in load_problems(directory)] == [
+        ("drugs.yaml", "drugs[0].class", None), ("drugs.yaml", "drugs[1].targets[0]", "alk"),
+        ("treatment/R33-next-generation-alk-inhibitor.yaml", "then[0].drugs[0]", None)]
+
+
+def test_a_drug_citing_an_unknown_evidence_id_is_reported_and_a_drug_keeps_its_evidence(tmp_path, rulebook):
+    assert rulebook.drugs["crizotinib"].evidence == ("EXT-FDA-CRIZ-IMT-2022", "EXT-FDA-ROS1-NSCLC")
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "evidence: [PDQ-PULM-IMT:s13]", "evidence: [PDQ-PULM-IMT:s99]")
+    assert _problems_of(directory) == [
+        ("drugs.yaml", None, "drugs[1].evidence[0]", "unknown evidence id 'PDQ-PULM-IMT:s99': not in the evidence "
+         "registry", "PDQ-PULM-IMT:s19")]
+
+
+def test_a_number_equal_to_two_parameters_is_reported_once(tmp_path):
+    directory = copy_rulebook(tmp_path)  # crizotinib_min_age_years and trk_infant_check_age_years are both 1
+    edit(directory, CRIZOTINIB, "title: Consider crizotinib (ALK inhibitor)", "title: Consider crizotinib 1")
+    assert _problems_of(directory) == [
+        (CRIZOTINIB, "R32a", "then[0].title", "1 in the title equals parameter crizotinib_min_age_years: write "
+         "{crizotinib_min_age_years} so the text follows the parameter when it changes", None)]
+
+
+def test_a_parameter_keeps_its_meaning(rulebook):
+    assert rulebook.parameters["crizotinib_min_age_years"].meaning == (
+        "Lowest age of the FDA crizotinib label for ALK-positive IMT.")
+
+
+def test_a_group_file_holds_several_rules_each_checked_at_its_own_line(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    r14 = (directory / "flags/R14-age-outside-evidence.yaml").read_text()
+    r32a = edit(directory, CRIZOTINIB, "derived: ALK_INHIBITOR_ELIGIBLE", "derived: ALK_INHIBITOR_ELIGBLE").read_text()
+    (directory / "flags/R14-age-outside-evidence.yaml").unlink()
+    (directory / CRIZOTINIB).unlink()
+
+    def item(text):
+        lines = text.splitlines()
+        return "\n".join(["  - " + lines[0], *("    " + line for line in lines[1:])]) + "\n"
+
+    group = "rules:\n" + item(r14) + item(r32a) + "  - 5\n"
+    (directory / "flags/group.yaml").write_text(group)
+    lines = group.splitlines()
+    when_of_r32a = [n + 1 for n, line in enumerate(lines) if line == "    when:"][-1]
+    problems = load_problems(directory)
+    assert [(p.file, p.rule, p.path, p.line, p.message, p.suggestion) for p in problems] == [
+        ("flags/group.yaml", "R32a", "when", when_of_r32a,
+         "derived fact ALK_INHIBITOR_ELIGBLE is not derived by any rule", "ALK_INHIBITOR_ELIGIBLE"),
+        ("flags/group.yaml", None, "rules[2]", len(lines), "each item of 'rules' must be a rule mapping", None)]
+
+
+D04 = "derived/D04-contradiction.yaml"
+S01 = "suppression/S01-contradiction-suppresses-treatment.yaml"
+R14 = "flags/R14-age-outside-evidence.yaml"
+
+
+@pytest.mark.parametrize(("file", "old", "new", "path", "message", "suggestion"), [
+    (S01, "kind: suppression", "kind: recommendation", "kind", "a rule with 'suppresses' must have kind suppression",
+     None),
+    (R14, "kind: risk_flag", "kind: derived_fact", "kind", "a rule with findings ('then') cannot have kind derived_fact",
+     None),
+    (S01, "when: {derived: CONTRADICTION}", "when: {not_derived: CONTRADICTION}", "when",
+     "a suppression's condition must be one derived fact ({derived: NAME})", None),
+    (S01, "when: {derived: CONTRADICTION}\n", "", "when",
+     "missing condition ('when'); use 'when: always' for a rule that always applies", None),
+    (D04, "    evidence: []\n    title: ALK reported negative, yet an ALK fusion", "    evidence: [RICH2022:c66]\n"
+     "    title: ALK reported negative, yet an ALK fusion", "reasons[0].evidence[0]",
+     "unknown evidence id 'RICH2022:c66': not in the evidence registry", "RICH2022:c16"),
+    (R14, "strength: DESIGN", "strength: DESING", "strength",
+     "unknown strength label 'DESING'; labels: REG, SA-TRIAL, PROSP-REG, OBS-MC, OBS, SR, CASE, NARR, DESIGN, "
+     "conflicting, absence of evidence", "DESIGN"),
+    (R14, "evidence: [RICH2022:c02]", "evidence: [RICH2022:c02, RICH2022:c02]", "evidence",
+     "cites an evidence id twice", None),
+    (S01, "R38]", "R38, D06]", "suppresses", "D06 produces no findings to suppress", None),
+    (S01, "R38]", "R99]", "suppresses", "suppresses unknown rule R99", "R29"),
+    (CRIZOTINIB, "derived: ALK_INHIBITOR_ELIGIBLE", "derived: ALK_INHIBITOR_ELIGBLE", "when",
+     "derived fact ALK_INHIBITOR_ELIGBLE is not derived by any rule", "ALK_INHIBITOR_ELIGIBLE"),
+    (S01, "expect_suppressed: [REC_UPFRONT_SURGICAL_RESECTION]", "expect_suppressed: [REC_UPFRONT_SURGICAL_RESECTON]",
+     "examples[0].expect_suppressed", "REC_UPFRONT_SURGICAL_RESECTON is neither a finding code nor a derived fact",
+     "REC_UPFRONT_SURGICAL_RESECTION"),
+    (S01, "expect_not: [REC_UPFRONT_SURGICAL_RESECTION]", "expect_not: [CONTRADICTON]",
+     "examples[0].expect_not", "CONTRADICTON is neither a finding code nor a derived fact", "CONTRADICTION"),
+    (CRIZOTINIB, "facts: {age_years: 8,", "facts: {age_years: 800,", "examples[0].facts.age_years",
+     "example is not a valid patient: input should be less than or equal to 120; expected a finite number >= 0 "
+     "and <= 120 years, or null", None),
+])
+def test_each_check_of_a_rules_meaning_says_where_and_what_word_for_word(tmp_path, file, old, new, path, message,
+                                                                          suggestion):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+
+
+R20 = "flags/R20-ranbp2-alk.yaml"
+
+
+@pytest.mark.parametrize(("file", "old", "new", "count", "path", "message"), [
+    (R20, "fires: true", "fires: false", 1, "examples", "needs at least one example that fires (fires: true)"),
+    (R20, "fires: false", "fires: true", 1, "examples", "needs at least one example that stays silent (fires: false)"),
+    # a reason needs a silent example as well (only a rule that always applies need not have one)
+    (D04, "        fires: false\n", "        fires: true\n", 2, "reasons[0].examples",
+     "needs at least one example that stays silent (fires: false)"),
+])
+def test_a_rule_or_reason_needs_an_example_that_fires_and_one_that_stays_silent(tmp_path, file, old, new, count,
+                                                                                 path, message):
+    directory = copy_rulebook(tmp_path)
+    path_of_file = directory / file
+    path_of_file.write_text(path_of_file.read_text().replace(old, new, count))
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message) == (file, path, message)
+
+
+def test_every_invalid_example_is_reported_and_invalid_examples_are_not_counted_as_silent_or_firing(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / R20
+    path.write_text(path.read_text().replace("facts: {molecular", "facts: {age_years: -1, molecular", 2))
+    assert [(p.path, p.message.split(":")[0]) for p in load_problems(directory)] == [
+        ("examples[0].facts.age_years", "example is not a valid patient"),
+        ("examples[1].facts.age_years", "example is not a valid patient")]
+
+
+def test_an_example_keeps_its_facts_as_a_validated_patient(rulebook):
+    from imt_cds.core.validation import parse_facts
+
+    example = rulebook.rule("R20").examples[0]
+    assert example.patient == parse_facts(dict(example.facts))
+    assert example.patient.molecular.alk.fusion_partner == "RANBP2"
+
+
+def test_a_summary_of_exactly_140_characters_is_refused_and_139_loads(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    summary = "RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. Plan close follow-up."
+    edit(directory, R20, summary, "x" * 139)
+    load_rulebook(directory)
+    edit(directory, R20, "x" * 139, "x" * 140)
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path, problem.message) == (
+        "R20", "then[0].summary", "summary of RISK_RANBP2_ALK_TKI_RELAPSE is 140 characters once its parameters are "
+        "rendered; it must be shorter than 140")
+
+
+def test_an_unknown_parameter_in_a_summary_counts_as_written_towards_its_length(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    summary = "RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. Plan close follow-up."
+    edit(directory, R20, summary, "x {nope} " + "x" * 131)  # 140 characters as written
+    assert [p.message.split(";")[0] for p in load_problems(directory)] == [
+        "{nope} in the summary names no parameter",
+        "summary of RISK_RANBP2_ALK_TKI_RELAPSE is 140 characters once its parameters are rendered"]
+
+
+def test_a_condition_of_one_finding_is_kept_with_that_finding_and_checked_at_its_path(tmp_path, rulebook):
+    assert [f.when is not None for f in rulebook.rule("R35").findings] == [False, True]
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "treatment/R35-trk-inhibitor.yaml", "    when: {fact: age_years, lt:",
+         "    when: {fact: age_yaers, lt:")
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path, problem.suggestion) == ("R35", "then[1].when.fact", "age_years")
+
+
+def test_the_reasons_of_a_grouping_rule_follow_it_in_the_catalogue(rulebook):
+    ids = [rule.id for rule in rulebook.rules]
+    assert ids[ids.index("D04"):ids.index("D04") + 6] == ["D04", "C1", "C2", "C3", "C4", "D05"]
+
+
+def test_a_reason_keeps_its_own_strength_evidence_and_text_and_takes_the_groups_when_it_has_none(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / D04
+    text = path.read_text().replace("    strength: DESIGN\n    evidence: []\n", "    strength: CASE\n"
+                                    "    evidence: [RICH2022:c02]\n", 1)
+    path.write_text(text.replace("    strength: DESIGN\n    evidence: []\n", "", 1))  # C2: none of its own
+    rulebook = load_rulebook(directory)
+    c1, c2 = rulebook.rule("C1"), rulebook.rule("C2")
+    assert (c1.strength, c1.evidence, c1.part_of) == ("CASE", ("RICH2022:c02",), "D04")
+    assert (c2.strength, c2.evidence) == ("DESIGN", ())
+    assert c1.reason == "C1: ALK status negative but an ALK fusion partner is recorded"
+
+
+def test_a_parameter_whose_structure_is_wrong_leaves_the_other_parameters_in_use(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "parameters.yaml", "value: 3.9", "value: many")
+    assert {p.file for p in load_problems(directory)} == {"parameters.yaml", "flags/R16-tumor-size.yaml"}
+
+
+def test_a_drug_whose_structure_is_wrong_is_one_problem(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "    targets: [alk]\n", "")  # ceritinib, named by R33's finding
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path) == ("drugs.yaml", "drugs[1].targets")
+
+
+def test_problems_on_one_line_are_ordered_by_path(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, CRIZOTINIB, "    gene: alk\n    drugs: [crizotinib]\n", "    gene: alkk\n    drugs: [crizotnib]\n")
+    path = directory / CRIZOTINIB
+    text = path.read_text()
+    start = text.index("  - finding: REC_CRIZOTINIB_ALK")
+    end = text.index("examples:")
+    import yaml
+
+    finding = yaml.safe_load(text[start:end])[0]
+    path.write_text(text[:start] + "  - " + yaml.safe_dump(finding, default_flow_style=True, width=1000) + text[end:])
+    problems = load_problems(directory)
+    assert [p.path for p in problems] == ["then[0].drugs[0]", "then[0].gene"]
+    assert problems[0].line == problems[1].line
+
+
+def test_the_rulebook_carries_its_manifests_title_and_none_when_the_manifest_has_none(tmp_path, rulebook):
+    assert rulebook.title == "Inflammatory myofibroblastic tumor (IMT) decision-support rules"
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "rulebook.yaml", "title: Inflammatory myofibroblastic tumor (IMT) decision-support rules\n", "")
+    assert load_rulebook(directory).title == ""
+
+
+def test_a_rule_listing_one_finding_twice_is_told_so(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    path = directory / CRIZOTINIB
+    text = path.read_text()
+    finding = text[text.index("  - finding:"):text.index("examples:")]
+    path.write_text(text.replace(finding, finding * 2, 1))
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path, problem.message) == ("R32a", "then", "lists a finding code twice")
+
+
+def test_a_text_naming_a_parameter_of_a_rulebook_without_parameters_says_there_are_none(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "parameters.yaml").write_text("parameters: {}\n")
+    messages = [p.message for p in load_problems(directory) if p.rule == "R14" and p.path == "then[0].summary"]
+    assert "{evidence_age_limit_years} in the summary names no parameter; parameters: none" in messages
+
+
+def test_a_number_written_against_a_parameter_is_still_a_number(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, R20, "title: RANBP2-ALK fusion (relapse", "title: RANBP2-ALK fusion 1{size_risk_threshold_cm} (relapse")
+    problem = only(load_problems(directory))
+    assert (problem.rule, problem.path) == ("R20", "then[0].title")
+    assert problem.message.startswith("1 in the title equals parameter crizotinib_min_age_years")
+
+
+def test_a_finding_naming_a_malformed_drug_still_has_its_other_drugs_checked(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "class: TRK inhibitor", "class: 5")  # larotrectinib, drugs[9]
+    edit(directory, "treatment/R35-trk-inhibitor.yaml", "drugs: [larotrectinib, entrectinib]",
+         "drugs: [larotrectinib, crizotinib]")
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("drugs.yaml", "drugs[9].class", "class must be text such as 'ALK inhibitor'; got 5"),
+        ("treatment/R35-trk-inhibitor.yaml", "then[0].drugs[1]", "crizotinib does not target ntrk (drugs.yaml lists "
+         "alk, ros1)")]
+
+
+def test_on_one_line_a_problem_that_names_no_rule_comes_before_those_of_a_rule(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    import yaml
+
+    rule = yaml.safe_load((directory / R14).read_text())
+    (directory / R14).unlink()
+    rule["strength"] = "DESING"
+    (directory / "flags" / "group.yaml").write_text(yaml.safe_dump({"rules": [rule, 5]}, default_flow_style=True,
+                                                                   width=100000))
+    problems = load_problems(directory)
+    assert [(p.line, p.rule, p.path) for p in problems] == [(1, None, "rules[1]"), (1, "R14", "strength")]
