@@ -8,6 +8,7 @@ that no chart can tell apart are listed, with the reason, in tests/mutation-surv
 from __future__ import annotations
 
 import copy
+import json
 from datetime import date
 
 import pytest
@@ -955,3 +956,83 @@ def test_a_rulebook_without_the_value_sets_the_reader_needs_cannot_read_fhir():
     with pytest.raises(ValueError, match="this rulebook cannot read FHIR: it lacks the value sets imt-diagnosis"):
         read(chart(), terminology=partial)
     assert read(chart(), terminology=full).ok
+
+
+# --- the whole-module mutation run: what the tests above did not tell apart -----------------------------------------
+
+
+def test_the_observation_codes_to_fetch_are_exactly_those_the_reader_reads():
+    """The CDS Hooks prefetch asks for these codes (README, service table): a code missing from the list is a result
+    the service never sees; one not read is fetched for nothing."""
+    from imt_cds import load_rulebook
+    from imt_cds.fhir.reader import OBSERVATION_CODES
+
+    terminology = load_rulebook().terminology
+    read_by_value_set = {(c.system, c.code) for name in ("tnm-distant-metastases-observation",
+                                                         "history-of-metastatic-cancer", "cancer-disease-status")
+                         for c in terminology[name].codes}
+    assert len(OBSERVATION_CODES) == len(set(OBSERVATION_CODES))
+    assert set(OBSERVATION_CODES) == {(LOINC, "21889-1"), (LOINC, "69548-6"), (FACT, "")} | read_by_value_set
+    # the M category's own code is among them (mCODE's TNM distant metastases category Observation)
+    assert (SNOMED, "399387003") in OBSERVATION_CODES
+
+
+# SNOMED CT body structures and the site each one is, as the module's table and its sources (mCODE's examples,
+# DICOM CID 4031) name them: a chart coding its IMT in any of them gets that site, never "other".
+BODY_SITES = {
+    "thoracic": {"39607008": "lung", "31094006": "lobe of lung", "86598002": "apex of lung", "955009": "bronchus",
+                 "44567001": "trachea", "72410000": "mediastinum", "816094009": "chest", "113197003": "rib",
+                 "56873002": "sternum", "80891009": "heart"},
+    "abdominal_pelvic": {"818981001": "abdomen", "818983003": "abdomen", "113345001": "abdomen",
+                         "818982008": "abdomen and pelvis", "816092008": "pelvis", "10200004": "liver",
+                         "69695003": "stomach", "15776009": "pancreas", "78961009": "spleen", "71854001": "colon",
+                         "14742008": "large intestine", "30315005": "small intestine", "38848004": "duodenum",
+                         "21306003": "jejunum", "34516001": "ileum", "34402009": "rectum", "28231008": "gallbladder",
+                         "34707002": "biliary tract", "63337009": "lower trunk"},
+    "genitourinary": {"89837001": "urinary bladder", "64033007": "kidney", "87953007": "ureter",
+                      "13648007": "urethra", "41216001": "prostate", "431491007": "upper urinary tract",
+                      "110639002": "uterus and fallopian tubes"},
+    "head_neck": {"69536005": "head", "45048000": "neck", "774007": "head and neck", "4596009": "larynx",
+                  "363654007": "orbit", "2095001": "paranasal sinus", "45289007": "parotid", "91609006": "mandible",
+                  "70925003": "maxilla", "371398005": "eye region", "661005": "jaw region",
+                  "54019009": "submandibular gland"},
+}
+
+
+@pytest.mark.parametrize("code, site", [(code, site) for site, codes in BODY_SITES.items() for code in codes],
+                         ids=[f"{name}-{code}" for codes in BODY_SITES.values() for code, name in codes.items()])
+def test_every_mapped_body_structure_gives_its_site(code, site):
+    result = read(chart(imt=imt_with(bodySite=[{"coding": [{"system": SNOMED, "code": code}]}])))
+    assert result.facts.tumor.site == site
+    assert result.sources["tumor.site"] == ("Condition/imt",)
+
+
+@pytest.mark.parametrize("path", ["patient_id", "tumor.site"])
+def test_the_patient_and_the_site_cannot_be_set_through_the_projects_code_system(path):
+    """Whose chart it is comes from the Patient, the site from the coded body site: an Observation of the project's
+    code system must not name another patient or move the tumour."""
+    result = read(chart(fact("x", path, valueString="thoracic" if path == "tumor.site" else "p2")))
+    (problem,) = result.problems
+    assert problem.where == "Observation/x"
+    assert problem.message.startswith(f"urn:imt-cds:fact code {path!r} is not a fact this code system can carry")
+    assert result.facts.patient_id == "p1" and result.facts.tumor.site == "unknown"
+    assert "Observation/x" not in {ref for refs in result.sources.values() for ref in refs}
+
+
+MIB = 1024 * 1024
+
+
+def test_a_fhir_chart_file_may_be_up_to_64_mib_and_a_larger_one_is_refused(tmp_path, capsys):
+    """README: `evaluate --fhir` reads a chart file of up to 64 MiB (a patient's facts: 1 MB)."""
+    from imt_cds.cli.main import main
+
+    body = json.dumps({"resourceType": "Bundle", "type": "collection",
+                       "entry": [{"resource": r} for r in chart()]}).encode()
+    at_limit = tmp_path / "at-limit.json"
+    at_limit.write_bytes(body + b" " * (64 * MIB - len(body)))
+    assert main(["evaluate", "--fhir", str(at_limit), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["patient_id"] == "p1"
+    over = tmp_path / "over.json"
+    over.write_bytes(body + b" " * (64 * MIB + 1 - len(body)))
+    assert main(["evaluate", "--fhir", str(over)]) == 2
+    assert f"input is larger than {64 * MIB} bytes" in capsys.readouterr().err
