@@ -1036,3 +1036,36 @@ def test_a_fhir_chart_file_may_be_up_to_64_mib_and_a_larger_one_is_refused(tmp_p
     over.write_bytes(body + b" " * (64 * MIB + 1 - len(body)))
     assert main(["evaluate", "--fhir", str(over)]) == 2
     assert f"input is larger than {64 * MIB} bytes" in capsys.readouterr().err
+
+
+def test_what_the_reader_returns_cannot_be_changed_by_whoever_receives_it():
+    from dataclasses import FrozenInstanceError
+
+    result = read(chart(imt=None))
+    problem = FhirProblem("Observation/o1", "not used")
+    diagnosis = Diagnosis("coded", ("Condition/imt",))
+    for value, attribute in ((result, "facts"), (result.eligibility, "eligible"), (problem, "severity"),
+                             (diagnosis, "basis")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(value, attribute, None)
+
+
+def test_a_problem_about_no_fact_and_an_eligibility_without_a_diagnosis_say_none():
+    assert FhirProblem("x", "y").path is None and FhirProblem("x", "y").to_dict()["path"] is None
+    refused = read(chart(imt=None))
+    assert refused.eligibility.diagnosis is None and Eligibility(True, "imt_diagnosis", "").diagnosis is None
+
+
+def test_an_empty_full_url_names_no_one():
+    """An entry's fullUrl "" is no name: a Patient without an id has no other one, and a reference "" is no one's."""
+    entry_of = {"resourceType": "Bundle", "type": "collection"}
+    anonymous = dict(entry_of, entry=[{"fullUrl": "", "resource": {"resourceType": "Patient"}},
+                                      {"fullUrl": "urn:uuid:c1", "resource": copy.deepcopy(IMT)}])
+    with pytest.raises(ChartRefusedError) as raised:
+        facts_from_bundle(anonymous, ON)
+    assert raised.value.reason == "patient_without_id"
+    nobody = copy.deepcopy(IMT) | {"subject": {"reference": ""}}
+    named = dict(entry_of, entry=[{"fullUrl": "", "resource": copy.deepcopy(PATIENT)}, {"resource": nobody}])
+    result = facts_from_bundle(named, ON)
+    assert not result.ok and result.eligibility.reason == "no_imt_diagnosis"
+    assert [p.where for p in result.problems] == ["Condition/imt"]
