@@ -1069,3 +1069,25 @@ def test_an_empty_full_url_names_no_one():
     result = facts_from_bundle(named, ON)
     assert not result.ok and result.eligibility.reason == "no_imt_diagnosis"
     assert [p.where for p in result.problems] == ["Condition/imt"]
+
+
+@pytest.mark.parametrize("reference, about_the_patient", [
+    ("Patient/p1/_history/3", True),
+    ("https://ehr.example.org/fhir/Patient/p1/_history/3", True),
+    ("Patient/p2/_history/3", False),
+    ("Patient/p1/_history/3/extra", False),  # not a version: the last two segments are not the patient
+])
+def test_a_versioned_reference_names_the_resource_whatever_its_version(reference, about_the_patient):
+    imt = copy.deepcopy(IMT) | {"subject": {"reference": reference}}
+    result = read(chart(imt=imt))
+    assert result.ok is about_the_patient
+    assert ("Condition/imt" in result.eligibility.to_dict()["diagnosis"]["sources"]) if about_the_patient else \
+        result.eligibility.reason == "no_imt_diagnosis"
+
+
+def test_a_versioned_reference_to_an_entrys_full_url_names_that_entry():
+    entries = [{"fullUrl": "https://ehr.example.org/fhir/Patient/abc", "resource": {"resourceType": "Patient"}},
+               {"resource": copy.deepcopy(IMT) | {
+                   "subject": {"reference": "https://ehr.example.org/fhir/Patient/abc/_history/2"}}}]
+    result = facts_from_bundle({"resourceType": "Bundle", "type": "collection", "entry": entries}, ON)
+    assert result.ok and result.patient == "https://ehr.example.org/fhir/Patient/abc"
