@@ -1091,3 +1091,24 @@ def test_a_versioned_reference_to_an_entrys_full_url_names_that_entry():
                    "subject": {"reference": "https://ehr.example.org/fhir/Patient/abc/_history/2"}}}]
     result = facts_from_bundle({"resourceType": "Bundle", "type": "collection", "entry": entries}, ON)
     assert result.ok and result.patient == "https://ehr.example.org/fhir/Patient/abc"
+
+
+def test_a_rulebook_lacking_several_value_sets_names_each_of_them():
+    from imt_cds import load_rulebook
+    from imt_cds.core.terminology import Terminology
+
+    full = load_rulebook().terminology
+    lacking = {"imt-diagnosis", "alk-inhibitors"}
+    partial = Terminology({name: vs for name, vs in full.value_sets.items() if name not in lacking})
+    with pytest.raises(ValueError) as raised:
+        read(chart(), terminology=partial)
+    assert str(raised.value) == ("this rulebook cannot read FHIR: it lacks the value sets imt-diagnosis, "
+                                 "alk-inhibitors")
+
+
+@pytest.mark.parametrize("odd_bundle", [{"resourceType": "Bundle", "id": "empty"},
+                                        {"resourceType": "Bundle", "id": "odd", "entry": "x"}])
+def test_a_bundle_with_no_entries_to_read_does_not_stop_the_reading_of_the_values_after_it(odd_bundle):
+    result = read([odd_bundle, *chart()])
+    assert result.ok and result.patient == "Patient/p1"
+    assert result.eligibility.diagnosis.sources == ("Condition/imt",)
