@@ -1112,3 +1112,17 @@ def test_a_bundle_with_no_entries_to_read_does_not_stop_the_reading_of_the_value
     result = read([odd_bundle, *chart()])
     assert result.ok and result.patient == "Patient/p1"
     assert result.eligibility.diagnosis.sources == ("Condition/imt",)
+
+
+@pytest.mark.parametrize("reference, about_the_patient", [
+    ("Patient/p1/", True),  # a trailing slash names the same resource
+    ("https://ehr.example.org/fhir/Patient/p1/", True),
+    ("urn:example:x/Patient/p1", False),  # a URN names a resource only as an entry's fullUrl, never by its text
+])
+def test_how_a_reference_is_read_into_type_and_id(reference, about_the_patient):
+    imt = copy.deepcopy(IMT) | {"subject": {"reference": reference}}
+    result = read(chart(imt=imt))
+    assert result.ok is about_the_patient
+    if not about_the_patient:
+        assert [(p.where, p.message) for p in result.problems] == [
+            ("Condition/imt", f"about {reference}, not Patient/p1; not used")]
