@@ -1126,3 +1126,15 @@ def test_how_a_reference_is_read_into_type_and_id(reference, about_the_patient):
     if not about_the_patient:
         assert [(p.where, p.message) for p in result.problems] == [
             ("Condition/imt", f"about {reference}, not Patient/p1; not used")]
+
+
+def test_the_json_form_is_json_and_a_refused_bundle_says_exactly_what_is_wrong():
+    methods = variant("v", "HGNC:427", method={"coding": [{"system": "urn:imt-cds:test-method", "code": "FISH"}]})
+    data = read(chart(methods)).to_dict()
+    assert json.loads(json.dumps(data))["facts"]["molecular"]["alk"]["methods"] == ["FISH"]
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle({"resourceType": "Patient", "id": "p1"}, ON)
+    assert raised.value.problems[0].message == "expected a FHIR Bundle, got 'Patient'"
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle({"resourceType": "Bundle", "entry": {"resource": PATIENT}}, ON)
+    assert raised.value.problems[0].message == "Bundle.entry must be a list of entries"
