@@ -8,6 +8,7 @@ that no chart can tell apart are listed, with the reason, in tests/mutation-surv
 from __future__ import annotations
 
 import copy
+import json
 from datetime import date
 
 import pytest
@@ -955,3 +956,185 @@ def test_a_rulebook_without_the_value_sets_the_reader_needs_cannot_read_fhir():
     with pytest.raises(ValueError, match="this rulebook cannot read FHIR: it lacks the value sets imt-diagnosis"):
         read(chart(), terminology=partial)
     assert read(chart(), terminology=full).ok
+
+
+# --- the whole-module mutation run: what the tests above did not tell apart -----------------------------------------
+
+
+def test_the_observation_codes_to_fetch_are_exactly_those_the_reader_reads():
+    """The CDS Hooks prefetch asks for these codes (README, service table): a code missing from the list is a result
+    the service never sees; one not read is fetched for nothing."""
+    from imt_cds import load_rulebook
+    from imt_cds.fhir.reader import OBSERVATION_CODES
+
+    terminology = load_rulebook().terminology
+    read_by_value_set = {(c.system, c.code) for name in ("tnm-distant-metastases-observation",
+                                                         "history-of-metastatic-cancer", "cancer-disease-status")
+                         for c in terminology[name].codes}
+    assert len(OBSERVATION_CODES) == len(set(OBSERVATION_CODES))
+    assert set(OBSERVATION_CODES) == {(LOINC, "21889-1"), (LOINC, "69548-6"), (FACT, "")} | read_by_value_set
+    # the M category's own code is among them (mCODE's TNM distant metastases category Observation)
+    assert (SNOMED, "399387003") in OBSERVATION_CODES
+
+
+# SNOMED CT body structures and the site each one is, as the module's table and its sources (mCODE's examples,
+# DICOM CID 4031) name them: a chart coding its IMT in any of them gets that site, never "other".
+BODY_SITES = {
+    "thoracic": {"39607008": "lung", "31094006": "lobe of lung", "86598002": "apex of lung", "955009": "bronchus",
+                 "44567001": "trachea", "72410000": "mediastinum", "816094009": "chest", "113197003": "rib",
+                 "56873002": "sternum", "80891009": "heart"},
+    "abdominal_pelvic": {"818981001": "abdomen", "818983003": "abdomen", "113345001": "abdomen",
+                         "818982008": "abdomen and pelvis", "816092008": "pelvis", "10200004": "liver",
+                         "69695003": "stomach", "15776009": "pancreas", "78961009": "spleen", "71854001": "colon",
+                         "14742008": "large intestine", "30315005": "small intestine", "38848004": "duodenum",
+                         "21306003": "jejunum", "34516001": "ileum", "34402009": "rectum", "28231008": "gallbladder",
+                         "34707002": "biliary tract", "63337009": "lower trunk"},
+    "genitourinary": {"89837001": "urinary bladder", "64033007": "kidney", "87953007": "ureter",
+                      "13648007": "urethra", "41216001": "prostate", "431491007": "upper urinary tract",
+                      "110639002": "uterus and fallopian tubes"},
+    "head_neck": {"69536005": "head", "45048000": "neck", "774007": "head and neck", "4596009": "larynx",
+                  "363654007": "orbit", "2095001": "paranasal sinus", "45289007": "parotid", "91609006": "mandible",
+                  "70925003": "maxilla", "371398005": "eye region", "661005": "jaw region",
+                  "54019009": "submandibular gland"},
+}
+
+
+@pytest.mark.parametrize("code, site", [(code, site) for site, codes in BODY_SITES.items() for code in codes],
+                         ids=[f"{name}-{code}" for codes in BODY_SITES.values() for code, name in codes.items()])
+def test_every_mapped_body_structure_gives_its_site(code, site):
+    result = read(chart(imt=imt_with(bodySite=[{"coding": [{"system": SNOMED, "code": code}]}])))
+    assert result.facts.tumor.site == site
+    assert result.sources["tumor.site"] == ("Condition/imt",)
+
+
+@pytest.mark.parametrize("path", ["patient_id", "tumor.site"])
+def test_the_patient_and_the_site_cannot_be_set_through_the_projects_code_system(path):
+    """Whose chart it is comes from the Patient, the site from the coded body site: an Observation of the project's
+    code system must not name another patient or move the tumour."""
+    result = read(chart(fact("x", path, valueString="thoracic" if path == "tumor.site" else "p2")))
+    (problem,) = result.problems
+    assert problem.where == "Observation/x"
+    assert problem.message.startswith(f"urn:imt-cds:fact code {path!r} is not a fact this code system can carry")
+    assert result.facts.patient_id == "p1" and result.facts.tumor.site == "unknown"
+    assert "Observation/x" not in {ref for refs in result.sources.values() for ref in refs}
+
+
+MIB = 1024 * 1024
+
+
+def test_a_fhir_chart_file_may_be_up_to_64_mib_and_a_larger_one_is_refused(tmp_path, capsys):
+    """README: `evaluate --fhir` reads a chart file of up to 64 MiB (a patient's facts: 1 MB)."""
+    from imt_cds.cli.main import main
+
+    body = json.dumps({"resourceType": "Bundle", "type": "collection",
+                       "entry": [{"resource": r} for r in chart()]}).encode()
+    at_limit = tmp_path / "at-limit.json"
+    at_limit.write_bytes(body + b" " * (64 * MIB - len(body)))
+    assert main(["evaluate", "--fhir", str(at_limit), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["patient_id"] == "p1"
+    over = tmp_path / "over.json"
+    over.write_bytes(body + b" " * (64 * MIB + 1 - len(body)))
+    assert main(["evaluate", "--fhir", str(over)]) == 2
+    assert f"input is larger than {64 * MIB} bytes" in capsys.readouterr().err
+
+
+def test_what_the_reader_returns_cannot_be_changed_by_whoever_receives_it():
+    from dataclasses import FrozenInstanceError
+
+    result = read(chart(imt=None))
+    problem = FhirProblem("Observation/o1", "not used")
+    diagnosis = Diagnosis("coded", ("Condition/imt",))
+    for value, attribute in ((result, "facts"), (result.eligibility, "eligible"), (problem, "severity"),
+                             (diagnosis, "basis")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(value, attribute, None)
+
+
+def test_a_problem_about_no_fact_and_an_eligibility_without_a_diagnosis_say_none():
+    assert FhirProblem("x", "y").path is None and FhirProblem("x", "y").to_dict()["path"] is None
+    refused = read(chart(imt=None))
+    assert refused.eligibility.diagnosis is None and Eligibility(True, "imt_diagnosis", "").diagnosis is None
+
+
+def test_an_empty_full_url_names_no_one():
+    """An entry's fullUrl "" is no name: a Patient without an id has no other one, and a reference "" is no one's."""
+    entry_of = {"resourceType": "Bundle", "type": "collection"}
+    anonymous = dict(entry_of, entry=[{"fullUrl": "", "resource": {"resourceType": "Patient"}},
+                                      {"fullUrl": "urn:uuid:c1", "resource": copy.deepcopy(IMT)}])
+    with pytest.raises(ChartRefusedError) as raised:
+        facts_from_bundle(anonymous, ON)
+    assert raised.value.reason == "patient_without_id"
+    nobody = copy.deepcopy(IMT) | {"subject": {"reference": ""}}
+    named = dict(entry_of, entry=[{"fullUrl": "", "resource": copy.deepcopy(PATIENT)}, {"resource": nobody}])
+    result = facts_from_bundle(named, ON)
+    assert not result.ok and result.eligibility.reason == "no_imt_diagnosis"
+    assert [p.where for p in result.problems] == ["Condition/imt"]
+
+
+@pytest.mark.parametrize("reference, about_the_patient", [
+    ("Patient/p1/_history/3", True),
+    ("https://ehr.example.org/fhir/Patient/p1/_history/3", True),
+    ("Patient/p2/_history/3", False),
+    ("Patient/p1/_history/3/extra", False),  # not a version: the last two segments are not the patient
+])
+def test_a_versioned_reference_names_the_resource_whatever_its_version(reference, about_the_patient):
+    imt = copy.deepcopy(IMT) | {"subject": {"reference": reference}}
+    result = read(chart(imt=imt))
+    assert result.ok is about_the_patient
+    assert ("Condition/imt" in result.eligibility.to_dict()["diagnosis"]["sources"]) if about_the_patient else \
+        result.eligibility.reason == "no_imt_diagnosis"
+
+
+def test_a_versioned_reference_to_an_entrys_full_url_names_that_entry():
+    entries = [{"fullUrl": "https://ehr.example.org/fhir/Patient/abc", "resource": {"resourceType": "Patient"}},
+               {"resource": copy.deepcopy(IMT) | {
+                   "subject": {"reference": "https://ehr.example.org/fhir/Patient/abc/_history/2"}}}]
+    result = facts_from_bundle({"resourceType": "Bundle", "type": "collection", "entry": entries}, ON)
+    assert result.ok and result.patient == "https://ehr.example.org/fhir/Patient/abc"
+
+
+def test_a_rulebook_lacking_several_value_sets_names_each_of_them():
+    from imt_cds import load_rulebook
+    from imt_cds.core.terminology import Terminology
+
+    full = load_rulebook().terminology
+    lacking = {"imt-diagnosis", "alk-inhibitors"}
+    partial = Terminology({name: vs for name, vs in full.value_sets.items() if name not in lacking})
+    with pytest.raises(ValueError) as raised:
+        read(chart(), terminology=partial)
+    assert str(raised.value) == ("this rulebook cannot read FHIR: it lacks the value sets imt-diagnosis, "
+                                 "alk-inhibitors")
+
+
+@pytest.mark.parametrize("odd_bundle", [{"resourceType": "Bundle", "id": "empty"},
+                                        {"resourceType": "Bundle", "id": "odd", "entry": "x"}])
+def test_a_bundle_with_no_entries_to_read_does_not_stop_the_reading_of_the_values_after_it(odd_bundle):
+    result = read([odd_bundle, *chart()])
+    assert result.ok and result.patient == "Patient/p1"
+    assert result.eligibility.diagnosis.sources == ("Condition/imt",)
+
+
+@pytest.mark.parametrize("reference, about_the_patient", [
+    ("Patient/p1/", True),  # a trailing slash names the same resource
+    ("https://ehr.example.org/fhir/Patient/p1/", True),
+    ("urn:example:x/Patient/p1", False),  # a URN names a resource only as an entry's fullUrl, never by its text
+])
+def test_how_a_reference_is_read_into_type_and_id(reference, about_the_patient):
+    imt = copy.deepcopy(IMT) | {"subject": {"reference": reference}}
+    result = read(chart(imt=imt))
+    assert result.ok is about_the_patient
+    if not about_the_patient:
+        assert [(p.where, p.message) for p in result.problems] == [
+            ("Condition/imt", f"about {reference}, not Patient/p1; not used")]
+
+
+def test_the_json_form_is_json_and_a_refused_bundle_says_exactly_what_is_wrong():
+    methods = variant("v", "HGNC:427", method={"coding": [{"system": "urn:imt-cds:test-method", "code": "FISH"}]})
+    data = read(chart(methods)).to_dict()
+    assert json.loads(json.dumps(data))["facts"]["molecular"]["alk"]["methods"] == ["FISH"]
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle({"resourceType": "Patient", "id": "p1"}, ON)
+    assert raised.value.problems[0].message == "expected a FHIR Bundle, got 'Patient'"
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle({"resourceType": "Bundle", "entry": {"resource": PATIENT}}, ON)
+    assert raised.value.problems[0].message == "Bundle.entry must be a list of entries"

@@ -63,10 +63,7 @@ _OBJECT = (dict, Mapping)
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 HGNC_SYSTEMS = ("http://www.genenames.org", "http://www.genenames.org/geneId", "https://www.genenames.org")
-CLINICAL_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
-PRIMARY_PROFILE = "mcode-primary-cancer-condition"
 SECONDARY_PROFILE = "mcode-secondary-cancer-condition"
 SURGERY_PROFILE = "mcode-cancer-related-surgical-procedure"
 TNM_M_PROFILE = "mcode-tnm-distant-metastases-category"
