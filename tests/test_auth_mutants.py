@@ -205,6 +205,21 @@ def test_a_missing_or_malformed_authorization_header_is_refused_as_written(tmp_p
 
 
 @contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler], on_exit: threading.Event | None = None) -> Iterator[str]:
+    """Serves ``handler`` on 127.0.0.1 in a thread; yields the URL of its /jwks.json. ``on_exit`` is set before the
+    server stops, so that a handler waiting on it ends with the test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        if on_exit is not None:
+            on_exit.set()
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def redirecting_to(location: str) -> Iterator[str]:
     """A loopback server answering every GET with a 302 to ``location``; yields its own URL for /jwks.json."""
 
@@ -218,14 +233,8 @@ def redirecting_to(location: str) -> Iterator[str]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Handler) as url:
+        yield url
 
 
 def test_a_jwk_set_url_answering_a_redirect_is_refused_and_the_redirect_not_followed():
@@ -302,15 +311,8 @@ def slow_jwks_server(jwks: dict[str, Any], wait_before: float = 0.0, pause_betwe
             except OSError:  # the client gave up waiting: what these tests are about
                 pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    finally:
-        over.set()
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Handler, on_exit=over) as url:
+        yield url
 
 
 def test_a_jwk_set_server_slower_than_the_fetch_timeout_has_the_token_refused_and_a_longer_timeout_waits_for_it():
@@ -376,14 +378,7 @@ def test_a_jwk_set_answer_that_never_ends_is_refused_for_its_size_not_held_in_me
             except OSError:  # the client hung up: what this test is about
                 pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    try:
+    with loopback_server(Endless, on_exit=over) as url:
         auth = Authenticator(AuthSettings(issuers=(TrustedIssuer(ISSUER, url),), jwks_timeout_seconds=5))
         assert refused(auth, signer.token(AUDIENCE)) == (
             f"cannot get the JWK Set of {ISSUER} from {url}: the JWK Set is larger than 256 kB")
-    finally:
-        over.set()
-        server.shutdown()
-        server.server_close()
