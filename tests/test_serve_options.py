@@ -44,6 +44,8 @@ REFUSED = {
     "network of every address": (["--fhir-private-network", "::/0"], "'::/0' allows every address"),
     "store timeout past the request timeout": (["--store-timeout", "30"], "--store-timeout 30 must be less than "
                                                "--request-timeout 30"),
+    "no room for a job": (["--worker-depth", "0"], "--worker-depth 0 must be from 1 to 8"),
+    "jobs queued past the cap": (["--worker-depth", "9"], "--worker-depth 9 must be from 1 to 8"),
 }
 
 
@@ -63,10 +65,11 @@ def test_help_shows_the_options_and_the_fhir_server_default():
     result = subprocess.run([str(SCRIPT), "serve", "--help"], capture_output=True, text=True, timeout=120)
     text = " ".join(result.stdout.split())
     for option in ("--jwt-max-lifetime SECONDS", "--jwt-max-bytes BYTES", "--fhir-deadline SECONDS",
-                   "--fhir-private-network CIDR"):
+                   "--fhir-private-network CIDR", "--worker-depth N"):
         assert option in text
     assert "default: any" not in text
     assert "default: none, nothing is fetched" in text
+    assert "(default 2; 1: never queue behind a running job; at most 8)" in text
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ imt-cds-worker), and stopped and killed with signals: the service has no endpoin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -20,7 +21,10 @@ VIEW = "/cds-services/imt-patient-view"
 
 @pytest.fixture(scope="module")
 def service():
-    with running_service("--allow-unauthenticated", "--workers", "2", "--request-timeout", "8") as running:
+    # Depth 1 (no job queued behind a running one): the frozen worker of these tests then holds exactly one request.
+    # The default depth (2) is tested below, over HTTP with one worker and on the pool itself.
+    with running_service("--allow-unauthenticated", "--workers", "2", "--request-timeout", "8",
+                         "--worker-depth", "1") as running:
         yield running
 
 
@@ -107,6 +111,30 @@ def test_an_evaluation_that_takes_too_long_is_stopped_and_its_worker_replaced(se
     assert call(service).status_code == 200
 
 
+def test_at_the_default_depth_a_request_queued_behind_a_killed_worker_is_served_by_its_replacement():
+    with running_service("--allow-unauthenticated", "--workers", "1") as service:
+        (victim,) = wait_for_workers(service, 1)
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                running = pool.submit(call, service)  # sent to the worker: the request it runs
+                time.sleep(0.5)
+                queued = pool.submit(call, service)  # queued behind it, unread in its pipe
+                time.sleep(0.5)
+                assert not running.done() and not queued.done()
+                os.kill(victim, signal.SIGKILL)
+                failed, served = running.result(timeout=30), queued.result(timeout=30)
+        finally:
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "cds_worker_crashed"
+        assert served.status_code == 200 and served.json()["cards"]
+        assert httpx.get(service.url + "/healthz").json()["worker_crashes"] == 1
+        assert victim not in wait_for_workers(service, 1)
+
+
 # --- what a worker does with one job (in this process, without a server) ------------------------------------------
 
 
@@ -136,3 +164,96 @@ def test_a_worker_records_every_evaluation_and_answers_with_its_audit_record_id(
         handler.handle(job)
     unaudited = _Handler(WorkerSettings(cache_size=0)).handle(job)
     assert str(uuid.UUID(unaudited["evaluation_id"])) == unaudited["evaluation_id"]
+
+
+# --- the pool itself: jobs queued behind a running one (in this process; the worker processes are real) ----------
+
+FACTS_JOB = {"op": "facts", "resources": example_resources(), "on": "2026-11-21", "patient_id": "imt-example-1"}
+
+
+def in_pool(scenario, *, depth: int, timeout: float = 30.0, size: int = 1):
+    """Run ``scenario(pool)`` on a started pool of ``size`` real worker processes, closing the pool after."""
+    from imt_cds.service.workers import WorkerPool, WorkerSettings
+
+    async def run():
+        pool = WorkerPool(WorkerSettings(cache_size=0), size, timeout=timeout, depth=depth)
+        await pool.start()
+        try:
+            return await asyncio.wait_for(scenario(pool), 60)  # a job never answered fails the test, never hangs it
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_worker_holds_depth_jobs_and_when_it_dies_only_the_one_it_ran_fails(depth):
+    from imt_cds.service.errors import WorkerCrashedError
+
+    async def scenario(pool):
+        (worker,) = pool._workers
+        os.kill(worker.pid, signal.SIGSTOP)  # it reads nothing now: every job sent stays in its pipe
+        runs = [asyncio.create_task(pool.run(FACTS_JOB)) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        held, waiting = len(worker.sent), len(pool._waiting)
+        os.kill(worker.pid, signal.SIGKILL)
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        return worker.pid, held, waiting, results, pool.crashes, [w.pid for w in pool._workers]
+
+    victim, held, waiting, results, crashes, now = in_pool(scenario, depth=depth)
+    assert (held, waiting) == (depth, 4 - depth)  # its pipe holds depth jobs; the others wait in the server
+    assert isinstance(results[0], WorkerCrashedError)  # the job it was given first: the one it ran
+    for answer in results[1:]:  # never read by the dead worker: served by its replacement
+        assert not isinstance(answer, BaseException), answer
+        assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    assert crashes == 1 and len(now) == 1 and victim not in now
+
+
+def test_a_job_queued_behind_one_that_times_out_is_served_by_the_replacement():
+    from imt_cds.service.errors import WorkerTimeoutError
+
+    async def scenario(pool):
+        (worker,) = pool._workers
+        os.kill(worker.pid, signal.SIGSTOP)  # never answers: the watchdog kills it after the timeout
+        runs = [asyncio.create_task(pool.run(FACTS_JOB)) for _ in range(2)]
+        return await asyncio.gather(*runs, return_exceptions=True), pool.crashes
+
+    (first, second), crashes = in_pool(scenario, depth=2, timeout=2.0)
+    assert isinstance(first, WorkerTimeoutError) and "longer than 2 s" in str(first)
+    assert not isinstance(second, BaseException) and second["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    assert crashes == 0  # a timeout is not a crash
+
+
+def test_a_job_whose_request_went_away_before_a_worker_took_it_is_never_sent():
+    async def scenario(pool):
+        (worker,) = pool._workers
+        os.kill(worker.pid, signal.SIGSTOP)
+        first = asyncio.create_task(pool.run(FACTS_JOB))
+        gone = asyncio.create_task(pool.run(FACTS_JOB))
+        await asyncio.sleep(0.2)
+        gone.cancel()  # the client disconnected while its job waited in the server
+        os.kill(worker.pid, signal.SIGCONT)
+        answer = await first  # the worker answered: had the gone job been kept, it would be in its pipe now
+        return answer, len(worker.sent), len(pool._waiting), gone.cancelled()
+
+    answer, in_pipe, waiting, cancelled = in_pool(scenario, depth=1)
+    assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    assert (in_pipe, waiting, cancelled) == (0, 0, True)
+
+
+def test_while_every_worker_is_busy_the_next_job_queues_behind_the_freshest_job_not_a_stuck_one():
+    async def scenario(pool):
+        stuck, other = pool._workers
+        os.kill(stuck.pid, signal.SIGSTOP)  # both are idle and new: the first job goes to the first worker
+        try:
+            runs = [asyncio.create_task(pool.run(FACTS_JOB)) for _ in range(3)]
+            await asyncio.sleep(0)  # each task hands its job over before any answer can be read
+            loads = [len(stuck.sent), len(other.sent)]
+        finally:
+            os.kill(stuck.pid, signal.SIGCONT)
+        answers = await asyncio.gather(*runs)
+        return loads, answers
+
+    loads, answers = in_pool(scenario, depth=2, size=2)
+    assert loads == [1, 2]  # the third job waits behind the second (started last), not behind the stuck first
+    assert all(a["fhir"]["facts"]["patient_id"] == "imt-example-1" for a in answers)

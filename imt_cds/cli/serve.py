@@ -67,6 +67,10 @@ def register(commands: Any) -> None:
                        help="without --audit: append card feedback to this NDJSON file (default: the server log)")
     serve.add_argument("--rules", metavar="DIR", type=Path, help="rulebook directory (default: the shipped one)")
     serve.add_argument("--workers", type=int, default=2, metavar="N", help="evaluation processes (default 2)")
+    serve.add_argument("--worker-depth", type=int, default=2, metavar="N",
+                       help="jobs one worker may hold at once: the one it runs and, while every worker is busy, the "
+                       "next ones queued behind it, so it never waits for the server between jobs (default 2; 1: "
+                       "never queue behind a running job; at most 8). A worker that dies fails only the job it ran")
     serve.add_argument("--cache-size", type=int, default=4096, metavar="N",
                        help="memo cache entries per worker (default 4096; 0 = off)")
     serve.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -142,6 +146,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         audit_input=not args.audit_no_input,
         feedback_log=args.feedback_log,
         workers=args.workers,
+        worker_depth=args.worker_depth,
         cache_size=args.cache_size,
         request_timeout=args.request_timeout,
         max_body_bytes=args.max_body or DEFAULT_MAX_BODY_BYTES,

@@ -81,7 +81,8 @@ def create_app(config: ServiceConfig) -> Any:
                                          cache_size=config.cache_size, audit=config.audit,
                                          audit_input=config.audit_input, store_timeout=config.store_timeout,
                                          public_url=config.public_url, not_eligible_card=config.not_eligible_card),
-                          config.workers, timeout=config.request_timeout)
+                          config.workers, timeout=config.request_timeout,
+                          depth=config.worker_depth)
         await pool.start()
         app.state.pool = pool
         app.state.sink = sink
@@ -94,8 +95,18 @@ def create_app(config: ServiceConfig) -> Any:
             if authenticator is not None:
                 authenticator.replays.close()  # the replay cache's database connection, when it has one
 
-    app = FastAPI(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    class ServiceApp(FastAPI):
+        """FastAPI, but a hook call goes straight to ``_HookCalls``, past Starlette's middleware stack (and
+        FastAPI's per-request telemetry check): the one route that carries the load runs the least code."""
+
+        hook_calls: _HookCalls
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            scope["app"] = self  # as FastAPI sets it: _HookCalls reads the runner from the app's state
+            await self.hook_calls(scope, receive, send)
+
+    app = ServiceApp(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
+                     openapi_url=None)
     app.state.rule_pages = {}  # rule id -> its page (HTML), made on first request
 
     def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -184,8 +195,8 @@ def create_app(config: ServiceConfig) -> Any:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
-    # Added last, so outermost (inside only Starlette's own error middleware): hook calls skip the rest.
-    app.add_middleware(_HookCalls, config=config, authenticator=authenticator)
+    # In front of everything: hook calls skip the rest; any other request goes to FastAPI as it would.
+    app.hook_calls = _HookCalls(super(ServiceApp, app).__call__, config=config, authenticator=authenticator)
     return app
 
 

@@ -23,6 +23,8 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a prefetch of a long chart is large;
 MAX_TOKEN_LIFETIME_SECONDS = 3600
 TOKEN_BYTES_RANGE = (1024, 65536)
 MAX_FHIR_DEADLINE_SECONDS = 300.0
+# One job queued behind the running one keeps a worker busy; more only make the queued ones wait behind a long job.
+MAX_WORKER_DEPTH = 8
 
 
 class AuditStoreUnavailableError(ServiceConfigError):
@@ -45,6 +47,7 @@ class ServiceConfig:
     audit_input: bool = True  # keep each input in the audit records (False: only its sha256)
     feedback_log: Path | None = None  # NDJSON file for feedback when there is no audit store
     workers: int = 2  # evaluation processes
+    worker_depth: int = 2  # jobs one worker may hold: the one it runs and, while all are busy, those queued behind it
     cache_size: int = 4096  # memo cache entries per worker (an EHR re-evaluates the same chart on every open)
     request_timeout: float = 30.0  # seconds an evaluation may take before its process is killed and replaced
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -74,6 +77,8 @@ class ServiceConfig:
             raise ServiceConfigError("authentication configured without any trusted issuer")
         if self.workers < 1:
             raise ServiceConfigError("at least one evaluation worker is needed")
+        if not 1 <= self.worker_depth <= MAX_WORKER_DEPTH:
+            raise ServiceConfigError(f"--worker-depth {self.worker_depth} must be from 1 to {MAX_WORKER_DEPTH}")
         if not 0 < self.store_timeout <= 300:
             raise ServiceConfigError(f"--store-timeout {self.store_timeout:g} must be more than 0 and at most 300 "
                                      "seconds")
