@@ -347,8 +347,9 @@ class WorkerPool:
                 return
             job.offers += 1
             if worker.send(job):
-                if job.wait_timer is not None:
+                if job.wait_timer is not None:  # it waited: it may wait again (its worker lost), with a new timer
                     job.wait_timer.cancel()
+                    job.wait_timer = None
                 if len(worker.sent) == 1:
                     self._arm(worker)
                 return
@@ -405,8 +406,11 @@ class WorkerPool:
                 if not job.future.done():
                     job.future.set_result(answer)
                 self._dispatch_waiting()
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, IndexError):  # IndexError: an answer to no job
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except Exception:  # noqa: BLE001 - an answer to no job, a broken frame: the worker cannot be trusted on
+            log.exception("imt-cds: evaluation worker %d sent what is not an answer; replacing it", worker.pid)
+            worker.kill()
         await self._lost(worker)
 
     async def _lost(self, worker: _Worker) -> None:
