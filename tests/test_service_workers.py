@@ -34,12 +34,16 @@ def call(service):
 
 
 def wait_for_workers(service, count: int, timeout: float = 30.0, gone: int | None = None) -> list[int]:
-    """The worker pids once there are ``count`` of them (and ``gone``, a killed worker, is no longer among them: a
-    process killed a moment ago may not have ended yet)."""
+    """The worker pids once there are ``count`` of them, each one in service (a replacement shows in /proc before it
+    has built its engine; the server's /healthz counts only those that have), and ``gone``, a killed worker, no
+    longer among them (a process killed a moment ago may not have ended yet)."""
     deadline = time.monotonic() + timeout
     while True:
         pids = worker_pids(service)
-        if (len(pids) == count and gone not in pids) or time.monotonic() > deadline:
+        if (len(pids) == count and gone not in pids
+                and httpx.get(service.url + "/healthz", timeout=10).json()["workers"] == count):
+            return pids
+        if time.monotonic() > deadline:
             return pids
         time.sleep(0.1)
 
