@@ -122,8 +122,8 @@ MUTATION_TESTS_imt_cds/audit/sql.py      := tests/test_sql_mutants.py tests/test
     -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/recorded.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/backends.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/locking.py  := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/backends.py := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/locking.py  := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/postgres.py := $(AUDIT_STORE_TESTS) -k postgres
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
