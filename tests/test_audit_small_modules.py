@@ -1,17 +1,25 @@
-"""The audit package's two smallest modules, tested directly: which backend a target names (``backends.py``) and
-SQLite's write transaction (``locking.py``). The store tests go through both, but only with SQLite paths (the
-server backend's tests start a real PostgreSQL server; these need none) and only with transactions that succeed or
-fail in the store's own code."""
+"""The audit package's small modules, tested directly: which backend a target names (``backends.py``), SQLite's
+write transaction (``locking.py``) and what the SQLite store does when built by hand (``sqlite.py``: its defaults
+and its refusals). The store tests go through all three, but only with SQLite paths (the server backend's tests
+start a real PostgreSQL server; these need none), through ``open_store`` (which passes every setting), and with
+transactions that succeed or fail in the store's own code."""
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from imt_cds import Engine
+from imt_cds.audit import NotAnAuditStoreError, RecordNotFoundError
 from imt_cds.audit.backends import is_postgres_target
 from imt_cds.audit.locking import write_transaction
+from imt_cds.audit.sqlite import SQLiteAuditStore
+
+EXAMPLE = json.loads((Path(__file__).resolve().parents[1] / "examples" / "02_alk_positive_unresectable.json").read_text())
 
 
 @pytest.mark.parametrize(("target", "server"), [
@@ -50,3 +58,32 @@ def test_a_failed_write_transaction_is_rolled_back_and_its_own_error_raised(db):
             raise ValueError("the caller's own failure")
     assert not db.in_transaction
     assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+# --- the SQLite store built by hand ---------------------------------------------------------------------------------
+
+
+def test_a_store_built_without_settings_keeps_the_input_and_waits_a_minute_for_the_write_lock(tmp_path):
+    # The same defaults as open_store's and the documented 60 s of a batch run (the service passes its own, shorter).
+    with SQLiteAuditStore(tmp_path / "audit.db") as store:
+        Engine(audit=store).evaluate(EXAMPLE)
+        assert store.record("last").input is not None
+        assert store._db.get().execute("PRAGMA busy_timeout").fetchone() == (60_000,)
+    with SQLiteAuditStore(tmp_path / "audit.db", timeout=2.5) as store:  # seconds, given to SQLite in milliseconds
+        assert store._db.get().execute("PRAGMA busy_timeout").fetchone() == (2_500,)
+
+
+def test_a_store_names_its_file_in_what_it_reports(tmp_path):
+    path = tmp_path / "empty.db"
+    with SQLiteAuditStore(path) as store:
+        assert store.location == str(path)
+        with pytest.raises(RecordNotFoundError, match=f"the audit trail in {re.escape(str(path))} is empty"):
+            store.record("last")
+
+
+def test_a_store_that_cannot_be_opened_says_which_file_and_why(tmp_path):
+    missing = tmp_path / "missing.db"
+    with pytest.raises(NotAnAuditStoreError, match=f"^no audit database at {re.escape(str(missing))}$"):
+        SQLiteAuditStore(missing, create=False)
+    with pytest.raises(NotAnAuditStoreError, match=f"^cannot open the audit database {re.escape(str(tmp_path))}: unable to open"):
+        SQLiteAuditStore(tmp_path)  # a folder: SQLite cannot open it as a file
