@@ -87,3 +87,21 @@ def test_a_store_that_cannot_be_opened_says_which_file_and_why(tmp_path):
         SQLiteAuditStore(missing, create=False)
     with pytest.raises(NotAnAuditStoreError, match=f"^cannot open the audit database {re.escape(str(tmp_path))}: unable to open"):
         SQLiteAuditStore(tmp_path)  # a folder: SQLite cannot open it as a file
+
+
+def test_an_sqlite_database_of_something_else_is_named_and_left_alone(tmp_path):
+    other = tmp_path / "other.db"
+    connection = sqlite3.connect(other)
+    connection.execute("CREATE TABLE patients (x)")
+    connection.execute("CREATE TABLE orders (x)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(NotAnAuditStoreError, match=f"^{re.escape(str(other))} is an SQLite database of something "
+                       r"else \(tables orders, patients\); refusing to add audit tables to it$"):
+        SQLiteAuditStore(other)
+    with pytest.raises(NotAnAuditStoreError,
+                       match=f"^{re.escape(str(other))} is an SQLite database without imt-cds audit tables$"):
+        SQLiteAuditStore(other, create=False)
+    connection = sqlite3.connect(other)
+    assert connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("patients",), ("orders",)]
+    connection.close()
