@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imt_cds import Engine
-from imt_cds.audit import NotAnAuditStoreError, RecordNotFoundError
+from imt_cds.audit import AuditStoreError, NotAnAuditStoreError, RecordNotFoundError
 from imt_cds.audit.backends import is_postgres_target
 from imt_cds.audit.locking import write_transaction
 from imt_cds.audit.sqlite import SQLiteAuditStore
@@ -105,3 +105,33 @@ def test_an_sqlite_database_of_something_else_is_named_and_left_alone(tmp_path):
     connection = sqlite3.connect(other)
     assert connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("patients",), ("orders",)]
     connection.close()
+
+
+def test_opening_a_store_needs_no_write_lock_but_a_locked_new_file_is_reported(tmp_path):
+    path = tmp_path / "audit.db"
+    SQLiteAuditStore(path).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process appending: it holds the write lock
+    try:
+        SQLiteAuditStore(path, timeout=0.2).close()  # an existing store opens at once all the same
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    new = tmp_path / "new.db"
+    holder = sqlite3.connect(new, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # nobody may even read it
+    try:
+        with pytest.raises(AuditStoreError, match=f"^cannot open the audit database {re.escape(str(new))}: "
+                                                  "database is locked$"):
+            SQLiteAuditStore(new, timeout=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_file_that_is_not_a_database_is_named(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are not the records you are looking for\n" * 100)
+    with pytest.raises(NotAnAuditStoreError, match=f"^{re.escape(str(path))} is not a usable audit database: "
+                                                   "file is not a database$"):
+        SQLiteAuditStore(path)
