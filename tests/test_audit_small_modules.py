@@ -135,3 +135,17 @@ def test_a_file_that_is_not_a_database_is_named(tmp_path):
     with pytest.raises(NotAnAuditStoreError, match=f"^{re.escape(str(path))} is not a usable audit database: "
                                                    "file is not a database$"):
         SQLiteAuditStore(path)
+
+
+def test_a_record_is_found_by_any_prefix_of_its_id(tmp_path):
+    # The lookup is a range from the prefix up (the prefix plus the highest character): every id that starts with
+    # the prefix, whatever character comes next (a digit, a hyphen, a letter a-f), falls in it.
+    with SQLiteAuditStore(tmp_path / "audit.db") as store:
+        engine = Engine(audit=store)
+        ids = []
+        for _ in range(6):  # random ids: among them, prefixes followed by each kind of character
+            engine.evaluate(EXAMPLE)
+            ids.append(store.record("last").id)
+        for record_id in ids:
+            for length in range(8, len(record_id) + 1):
+                assert store.record(record_id[:length]).id == record_id
