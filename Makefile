@@ -121,7 +121,7 @@ MUTATION_TESTS_imt_cds/audit/store.py    := tests/test_store_mutants.py $(AUDIT_
 MUTATION_TESTS_imt_cds/audit/sql.py      := tests/test_sql_mutants.py tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
     -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/recorded.py := $(AUDIT_STORE_TESTS) -k 'not postgres'
+MUTATION_TESTS_imt_cds/audit/recorded.py := tests/test_audit_recorded.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/backends.py := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/locking.py  := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/postgres.py := $(AUDIT_STORE_TESTS) -k postgres
