@@ -1,6 +1,6 @@
 """What the two SQL backends share (audit/sql.py) that mutation testing found no test reading: the exact words of a
-read or an append the database refuses, the hooks a SQL backend must supply, and the statements' placeholders turned
-into the server driver's (the SQLite tests cannot tell: their placeholder is the one the statements are written with)."""
+read or an append the database refuses, the hooks a SQL backend must supply, the archived files' digest kept per
+store (one query per rulebook, not per append), and the statements' placeholders turned into the server driver's (the SQLite tests cannot tell: their placeholder is the one the statements are written with)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,22 @@ def test_an_append_the_database_refuses_names_the_store_and_the_reason(path, rul
         with pytest.raises(AuditStoreError) as caught:
             Engine(rulebook, audit=store).evaluate(ALK)
     assert str(caught.value) == f"cannot append to the audit database {path}: the disk is full"
+
+
+def test_the_archived_files_digest_is_read_once_per_store_and_rulebook(path, rulebook):
+    # Every evaluation the service records is one append: after the first, the digest of the rulebook's archived
+    # files comes from the store's memory (an archive never changes), not from a query of the file listing.
+    with open_store(path) as store:
+        engine = Engine(rulebook, audit=store)
+        statements: list[str] = []
+        store._db.get().set_trace_callback(statements.append)
+        for _ in range(3):
+            engine.evaluate(ALK)
+        listings = [s for s in statements if "FROM audit_rulebook_files" in s]
+        assert len(listings) == 1, listings
+        assert len([s for s in statements if s.startswith("INSERT INTO audit_records")]) == 3
+        records = store.records()
+    assert len({r.content["rulebook"]["files_sha256"] for r in records}) == 1
 
 
 class _Backend(SQLAuditStore):
