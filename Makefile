@@ -124,7 +124,7 @@ MUTATION_TESTS_imt_cds/audit/sqlite.py   := tests/test_audit_small_modules.py $(
 MUTATION_TESTS_imt_cds/audit/recorded.py := tests/test_audit_recorded.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/backends.py := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/locking.py  := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/postgres.py := $(AUDIT_STORE_TESTS) -k postgres
+MUTATION_TESTS_imt_cds/audit/postgres.py := tests/test_audit_postgres_store.py $(AUDIT_STORE_TESTS) -k postgres
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \

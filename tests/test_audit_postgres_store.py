@@ -1,0 +1,49 @@
+"""The PostgreSQL audit store built by hand and its contract with other writers, on a real server (as every
+PostgreSQL test of the suite; in CI a server that cannot start fails the run): its defaults, the advisory lock all
+writers of a trail share, and what it says when its driver is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from audit_support import new_database
+
+from imt_cds import Engine
+from imt_cds.audit import AuditStoreError
+from imt_cds.audit.postgres import PostgresAuditStore
+
+ALK = json.loads((Path(__file__).resolve().parents[1] / "examples" / "02_alk_positive_unresectable.json").read_text())
+# The key of the advisory lock that serializes appends: the bytes of "imt-cds" read as one big-endian integer. Every
+# release must take this very key, or two replicas of different releases (a rolling upgrade) would append at once.
+CHAIN_LOCK = int.from_bytes(b"imt-cds", "big")
+
+
+def test_a_postgres_store_built_by_hand_keeps_the_input(postgres_server):
+    with PostgresAuditStore(new_database(postgres_server)) as store:  # the same default as open_store's
+        Engine(audit=store).evaluate(ALK)
+        assert store.record("last").input is not None
+
+
+def test_postgres_appends_wait_for_the_advisory_lock_named_imt_cds(postgres_server):
+    target = new_database(postgres_server)
+    with PostgresAuditStore(target, lock_timeout=0.5) as store:
+        engine = Engine(audit=store)
+        engine.evaluate(ALK)  # the tables and the archive exist: the next append only needs the lock
+        with psycopg.connect(target, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (CHAIN_LOCK,))  # another writer, mid-append
+            with pytest.raises(AuditStoreError, match="lock timeout"):
+                engine.evaluate(ALK)
+            other.execute("SELECT pg_advisory_unlock(%s)", (CHAIN_LOCK,))
+        engine.evaluate(ALK)
+        assert len(store.records()) == 2
+
+
+def test_without_its_driver_a_postgres_store_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails as if it were not installed
+    with pytest.raises(AuditStoreError) as caught:
+        PostgresAuditStore("postgresql://cds@db.example.org/audit")
+    assert str(caught.value) == "the PostgreSQL audit store needs psycopg 3: pip install 'imt-cds[postgres]'"
