@@ -47,3 +47,15 @@ def test_without_its_driver_a_postgres_store_says_what_to_install(monkeypatch):
     with pytest.raises(AuditStoreError) as caught:
         PostgresAuditStore("postgresql://cds@db.example.org/audit")
     assert str(caught.value) == "the PostgreSQL audit store needs psycopg 3: pip install 'imt-cds[postgres]'"
+
+
+def test_a_postgres_store_gives_the_server_its_timeouts_in_milliseconds(postgres_server):
+    target = new_database(postgres_server)
+    with PostgresAuditStore(target) as store:  # no lock timeout: an append waits as long as the others take
+        connection = store._db.get()
+        assert connection.execute("SHOW lock_timeout").fetchone() == ("0",)
+        assert connection.info.get_parameters()["connect_timeout"] == "10"  # seconds to reach the server
+    with PostgresAuditStore(target, lock_timeout=2.5) as store:
+        assert store._db.get().execute("SHOW lock_timeout").fetchone() == ("2500ms",)
+    with PostgresAuditStore(target, lock_timeout=0.0001) as store:  # under a millisecond: 1 ms, since 0 is "never"
+        assert store._db.get().execute("SHOW lock_timeout").fetchone() == ("1ms",)
