@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -215,12 +216,15 @@ def test_a_forked_child_appends_through_its_own_connection_and_the_parent_goes_o
     with open_store(path) as store:
         engine = Engine(rulebook, audit=store)
         engine.evaluate(ALK)
+        inherited = store._db.get()
         child = os.fork()
         if child == 0:  # the child: record once more through the store it inherited, then leave at once
             code = 1
             try:
                 engine.evaluate(ALK)
                 code = 0 if [r.seq for r in store.records()] == [1, 2] else 2
+                if store._db.get() is inherited:  # it must never talk through its parent's connection
+                    code = 3
             finally:
                 os._exit(code)
         _, status = os.waitpid(child, 0)
@@ -228,6 +232,15 @@ def test_a_forked_child_appends_through_its_own_connection_and_the_parent_goes_o
         engine.evaluate(ALK)  # the parent's connection is still its own and still open
         assert [r.seq for r in store.records()] == [1, 2, 3]
         assert store.verify().ok
+
+
+def test_closing_a_store_closes_its_connection(path, rulebook):
+    store = open_store(path)
+    Engine(rulebook, audit=store).evaluate(ALK)
+    connection = store._db.get()
+    store.close()  # explicitly: a connection only dropped is closed when collected, and a server driver warns
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        connection.execute("SELECT 1")
 
 
 def test_verify_names_a_rulebook_missing_from_the_archive_as_an_archive_problem(path, rulebook):
