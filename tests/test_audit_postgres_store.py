@@ -5,6 +5,7 @@ writers of a trail share, and what it says when its driver is missing."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -59,3 +60,27 @@ def test_a_postgres_store_gives_the_server_its_timeouts_in_milliseconds(postgres
         assert store._db.get().execute("SHOW lock_timeout").fetchone() == ("2500ms",)
     with PostgresAuditStore(target, lock_timeout=0.0001) as store:  # under a millisecond: 1 ms, since 0 is "never"
         assert store._db.get().execute("SHOW lock_timeout").fetchone() == ("1ms",)
+
+
+def test_a_postgres_store_that_cannot_be_reached_is_named_without_its_password():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(AuditStoreError) as caught:
+        PostgresAuditStore(f"postgresql://cds:secret@127.0.0.1:{port}/audit", connect_timeout=2)
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to the audit database postgresql://cds@127.0.0.1:{port}/audit: ")
+    assert "secret" not in message
+
+
+def test_a_postgres_read_the_database_refuses_names_the_store_and_the_reason(postgres_server):
+    target = new_database(postgres_server)
+    with PostgresAuditStore(target) as store:
+        Engine(audit=store).evaluate(ALK)
+        with psycopg.connect(target, autocommit=True) as other:
+            other.execute("ALTER TABLE audit_records RENAME TO audit_records_elsewhere")
+        with pytest.raises(AuditStoreError) as caught:
+            store.records()
+    assert str(caught.value) == (f"cannot read the audit database {store.location}: relation \"audit_records\" does "
+                                 "not exist")
+    assert store.location.startswith("postgresql://") and store.location.endswith(target.rsplit("/", 1)[1])
