@@ -4,10 +4,14 @@ directory can show (an empty rule file, a rulebook without a drug table)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rulebook_copies import CRIZOTINIB, copy_rulebook, edit, load_problems, only
 
 from imt_cds import load_rulebook
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_missing_rulebook_directory_names_the_directory(tmp_path):
@@ -189,6 +193,27 @@ def test_a_missing_manifest_and_a_rule_file_holding_a_list_say_what_is_expected(
     assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
         ("flags/R99-list.yaml", None, "a rule file holds one rule (a mapping) or a list under 'rules:'"),
         ("rulebook.yaml", None, "missing: the rulebook needs a manifest with its name and version")]
+
+
+def test_a_missing_parameters_file_is_named(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "parameters.yaml").unlink()
+    problems = [(p.file, p.path, p.message) for p in load_problems(directory)]
+    assert ("parameters.yaml", None, "missing: the rulebook's parameters file") in problems
+
+
+def test_each_rule_carries_the_title_its_file_gives(rulebook):
+    from imt_cds.core._yaml import load_yaml
+
+    titles = {}
+    for part in ("always", "data_requests", "derived", "flags", "suppression"):
+        for path in sorted((ROOT / "rules" / part).glob("*.yaml")):
+            data = load_yaml(path.read_bytes())
+            for rule in data["rules"] if "rules" in data else [data]:
+                if "title" in rule:
+                    titles[rule["id"]] = rule["title"]
+    assert len(titles) > 20
+    assert {r.id: r.title for r in rulebook.rules if r.id in titles} == titles
 
 
 def test_a_reason_is_a_derived_fact_rule_with_its_own_description(rulebook):
