@@ -14,7 +14,7 @@ import pytest
 from audit_support import new_database
 
 from imt_cds import Engine
-from imt_cds.audit import AuditStoreError
+from imt_cds.audit import AuditStoreError, NotAnAuditStoreError
 from imt_cds.audit.postgres import PostgresAuditStore
 
 ALK = json.loads((Path(__file__).resolve().parents[1] / "examples" / "02_alk_positive_unresectable.json").read_text())
@@ -84,3 +84,13 @@ def test_a_postgres_read_the_database_refuses_names_the_store_and_the_reason(pos
     assert str(caught.value) == (f"cannot read the audit database {store.location}: relation \"audit_records\" does "
                                  "not exist")
     assert store.location.startswith("postgresql://") and store.location.endswith(target.rsplit("/", 1)[1])
+
+
+def test_a_postgres_database_without_audit_tables_is_named_and_left_empty_when_reading_only(postgres_server):
+    target = new_database(postgres_server)
+    with pytest.raises(NotAnAuditStoreError) as caught:
+        PostgresAuditStore(target, create=False)
+    assert str(caught.value).endswith(" has no imt-cds audit tables")
+    assert str(caught.value).startswith("postgresql://") and target.rsplit("/", 1)[1] in str(caught.value)
+    with psycopg.connect(target) as other:
+        assert other.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)

@@ -125,6 +125,14 @@ def test_a_rule_with_two_shapes_is_told_to_have_exactly_one(tmp_path):
                                "'suppresses' (rules whose findings it suppresses); got ['derives', 'suppresses']")
 
 
+def test_a_rule_with_no_shape_is_told_it_has_none(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "derived/D06-alk-inhibitor-eligible.yaml", "derives: ALK_INHIBITOR_ELIGIBLE\n", "")
+    messages = [p.message for p in load_problems(directory) if p.rule == "D06"]
+    assert ("a rule needs exactly one of 'then' (findings), 'derives' (a derived fact) or 'suppresses' (rules whose "
+            "findings it suppresses); got none") in messages
+
+
 def test_a_rule_keeps_its_description(rulebook):
     assert rulebook.rule("D04").description.startswith("One CONTRADICTION fact per reason that holds (C1-C4).")
 
