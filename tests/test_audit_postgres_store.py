@@ -94,3 +94,13 @@ def test_a_postgres_database_without_audit_tables_is_named_and_left_empty_when_r
     assert str(caught.value).startswith("postgresql://") and target.rsplit("/", 1)[1] in str(caught.value)
     with psycopg.connect(target) as other:
         assert other.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+def test_a_postgres_store_that_cannot_create_its_tables_in_time_says_so(postgres_server):
+    target = new_database(postgres_server)
+    with psycopg.connect(target) as other:  # another instance creating the tables: it holds the chain's lock
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+        with pytest.raises(AuditStoreError) as caught:
+            PostgresAuditStore(target, lock_timeout=0.3)
+    location = f"postgresql://{target.split('://', 1)[1]}"
+    assert str(caught.value) == f"cannot open the audit database {location}: canceling statement due to lock timeout"
