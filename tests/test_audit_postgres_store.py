@@ -14,7 +14,7 @@ import pytest
 from audit_support import new_database
 
 from imt_cds import Engine
-from imt_cds.audit import AuditStoreError, NotAnAuditStoreError
+from imt_cds.audit import AuditStoreError, NotAnAuditStoreError, RecordNotFoundError
 from imt_cds.audit.postgres import PostgresAuditStore
 
 ALK = json.loads((Path(__file__).resolve().parents[1] / "examples" / "02_alk_positive_unresectable.json").read_text())
@@ -104,3 +104,14 @@ def test_a_postgres_store_that_cannot_create_its_tables_in_time_says_so(postgres
             PostgresAuditStore(target, lock_timeout=0.3)
     location = f"postgresql://{target.split('://', 1)[1]}"
     assert str(caught.value) == f"cannot open the audit database {location}: canceling statement due to lock timeout"
+
+
+def test_a_postgres_record_id_prefix_is_matched_as_text_never_as_a_pattern(postgres_server):
+    with PostgresAuditStore(new_database(postgres_server)) as store:
+        Engine(audit=store).evaluate(ALK)
+        record_id = store.record("last").id
+        assert store.record(record_id[:8]).id == record_id
+        # LIKE's wildcards and escape character, in a prefix, are only characters: no record id holds them.
+        for prefix in (record_id[:7] + "_", record_id[:8] + "%", record_id[:7] + "\\" + record_id[7]):
+            with pytest.raises(RecordNotFoundError, match="no audit record with id"):
+                store.record(prefix)
