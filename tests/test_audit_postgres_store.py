@@ -115,3 +115,18 @@ def test_a_postgres_record_id_prefix_is_matched_as_text_never_as_a_pattern(postg
         for prefix in (record_id[:7] + "_", record_id[:8] + "%", record_id[:7] + "\\" + record_id[7]):
             with pytest.raises(RecordNotFoundError, match="no audit record with id"):
                 store.record(prefix)
+
+
+@pytest.mark.parametrize(("conninfo", "shown"), [
+    ("postgresql://127.0.0.1:{port}/audit", "postgresql://127.0.0.1:{port}/audit"),  # no user: none shown
+    ("host=127.0.0.1 port={port} dbname=audit user=cds password=secret", "postgresql://cds@127.0.0.1:{port}/audit"),
+    ("postgresql://[not a host", "postgresql://(unparsable connection string)"),
+])
+def test_a_postgres_store_names_its_server_in_one_form_whatever_the_connection_string(conninfo, shown):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(AuditStoreError) as caught:
+        PostgresAuditStore(conninfo.format(port=port), connect_timeout=2)
+    assert str(caught.value).startswith(f"cannot connect to the audit database {shown.format(port=port)}: ")
+    assert "secret" not in str(caught.value)
