@@ -121,11 +121,18 @@ def test_a_postgres_record_id_prefix_is_matched_as_text_never_as_a_pattern(postg
     ("postgresql://127.0.0.1:{port}/audit", "postgresql://127.0.0.1:{port}/audit"),  # no user: none shown
     ("host=127.0.0.1 port={port} dbname=audit user=cds password=secret", "postgresql://cds@127.0.0.1:{port}/audit"),
     ("postgresql://[not a host", "postgresql://(unparsable connection string)"),
+    # A part the string leaves out (libpq takes it from PGHOST, PGPORT or PGDATABASE) is shown as nothing.
+    ("postgresql://127.0.0.1/audit", "postgresql://127.0.0.1/audit"),
+    ("postgresql://:{port}/audit", "postgresql://:{port}/audit"),
+    ("postgresql://127.0.0.1:{port}", "postgresql://127.0.0.1:{port}/"),
+    ("postgresql://", "postgresql:///"),
 ])
-def test_a_postgres_store_names_its_server_in_one_form_whatever_the_connection_string(conninfo, shown):
+def test_a_postgres_store_names_its_server_in_one_form_whatever_the_connection_string(conninfo, shown, monkeypatch):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    for name, value in (("PGHOST", "127.0.0.1"), ("PGPORT", str(port)), ("PGDATABASE", "audit")):
+        monkeypatch.setenv(name, value)
     with pytest.raises(AuditStoreError) as caught:
         PostgresAuditStore(conninfo.format(port=port), connect_timeout=2)
     assert str(caught.value).startswith(f"cannot connect to the audit database {shown.format(port=port)}: ")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -89,7 +90,7 @@ class SQLiteAuditStore(SQLAuditStore):
                                                f"{', '.join(sorted(tables))}); refusing to add audit tables to it")
             if self._create:
                 # WAL: readers do not block the writer. The setting is persistent, so readers need not set it.
-                connection.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(connection)
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
             if "audit_records" not in tables:
@@ -105,6 +106,20 @@ class SQLiteAuditStore(SQLAuditStore):
             connection.close()
             raise
         return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs its exclusive lock, and SQLite does not wait for that lock (the busy
+        # handler is not called for a journal-mode change): while another process creates or writes the same new
+        # file, the switch fails at once with "database is locked". So it is retried until the store's timeout.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
         with write_transaction(connection):  # several processes may open a new file at once: one creates
