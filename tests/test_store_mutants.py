@@ -5,6 +5,7 @@ again from its files, the exact words of a record that cannot be found, how a re
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -230,6 +231,31 @@ def test_a_forked_child_appends_through_its_own_connection_and_the_parent_goes_o
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         engine.evaluate(ALK)  # the parent's connection is still its own and still open
+        assert [r.seq for r in store.records()] == [1, 2, 3]
+        assert store.verify().ok
+
+
+def test_a_forked_child_leaves_its_parents_server_session_alone(postgres_server, rulebook):
+    # On a server the parent's connection is a socket the child shares: were the child to drop its copy of it, the
+    # driver would end the session (libpq sends "terminate" as it frees the connection) under the parent's feet.
+    # (Named without the server backend's word: the store module's SQLite selection keeps this one test.)
+    from audit_support import new_database
+
+    with open_store(new_database(postgres_server)) as store:
+        engine = Engine(rulebook, audit=store)
+        engine.evaluate(ALK)
+        child = os.fork()
+        if child == 0:  # the child: record through its own connection, drop nothing it inherited, leave at once
+            code = 1
+            try:
+                engine.evaluate(ALK)
+                gc.collect()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        engine.evaluate(ALK)  # the parent's session is still there
         assert [r.seq for r in store.records()] == [1, 2, 3]
         assert store.verify().ok
 
