@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 from datetime import date
 
 import pytest
@@ -1138,3 +1139,209 @@ def test_the_json_form_is_json_and_a_refused_bundle_says_exactly_what_is_wrong()
     with pytest.raises(InvalidInputError) as raised:
         facts_from_bundle({"resourceType": "Bundle", "entry": {"resource": PATIENT}}, ON)
     assert raised.value.problems[0].message == "Bundle.entry must be a list of entries"
+
+
+# --- written against the survivors of the whole-file run past id 214 (tests/mutation-survivors.md) ----------------
+
+
+def test_a_value_given_among_the_resources_that_is_not_one_is_named_by_its_place():
+    result = read([*chart(), 42, {"id": "no-type"}])
+    assert result.ok
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("entry[2]", "not a FHIR resource (no resourceType); skipped"),
+        ("entry[3]", "not a FHIR resource (no resourceType); skipped")]
+
+
+def test_an_m_category_is_said_with_every_code_it_holds():
+    m1 = observation("m1", SNOMED, "399387003", effectiveDateTime="2026-01-01", valueCodeableConcept={"coding": [
+        {"system": SNOMED, "code": "1229903009"}, {"system": SNOMED, "code": "1229999999"}]})
+    result = read(chart(m1, m_category("m0", "1229901006", effectiveDateTime="2026-02-01")))
+    assert result.facts.tumor.distant_disease is False
+    assert [p.message for p in result.problems] == [
+        "M category 1229903009, 1229999999 (Observation/m1 on 2026-01-01) is superseded by the later M category "
+        "1229901006 (Observation/m0 on 2026-02-01)"]
+
+
+def test_a_history_of_metastatic_cancer_is_dated_by_effective_else_issued_and_said_as_yes_or_no():
+    issued = observation("h", SNOMED, "1287652008", issued="2026-03-01T09:00:00Z")
+    result = read(chart(m_category("m0", "1229901006", effectiveDateTime="2026-02-01"), issued))
+    assert result.facts.tumor.distant_disease is True
+    assert [(p.where, p.message, p.severity, p.kind) for p in result.problems] == [(
+        "Observation/m0", "M category 1229901006 (Observation/m0 on 2026-02-01) is superseded by the later history "
+        "of metastatic cancer: yes (Observation/h on 2026-03-01)", "warning", "superseded")]
+
+
+def test_a_finding_superseded_by_several_is_said_with_each_of_them():
+    # Two M1 findings stand (one dated, one undated: neither outranks the other); the older M0 gives way to both.
+    result = read(chart(m_category("m0", "1229901006", effectiveDateTime="2026-01-01"),
+                        m_category("a", "1229903009", effectiveDateTime="2026-02-01"),
+                        m_category("b", "1229903009")))
+    assert result.facts.tumor.distant_disease is True
+    assert result.sources["tumor.distant_disease"] == ("Observation/a", "Observation/b")
+    assert [(p.where, p.message, p.severity, p.path, p.kind) for p in result.problems] == [(
+        "Observation/m0", "M category 1229901006 (Observation/m0 on 2026-01-01) is superseded by the later M category "
+        "1229903009 (Observation/a on 2026-02-01); M category 1229903009 (Observation/b (undated))", "warning",
+        "tumor.distant_disease", "superseded")]
+
+
+def test_a_disease_status_about_several_other_conditions_names_each():
+    other = read(chart(medication("m"), worse(focus=[{"reference": "Condition/a"}, {"reference": "Condition/b"}])))
+    assert [(p.where, p.message) for p in other.problems] == [
+        ("Observation/worse", "disease status of Condition/a, Condition/b, not of the IMT; not used")]
+
+
+def test_a_disease_status_is_dated_by_effective_else_issued():
+    issued_before = worse(when=None, issued="2025-01-01T00:00:00Z")  # found before the drug was started (2025-03-01)
+    del issued_before["effectiveDateTime"]
+    result = read(chart(medication("m"), issued_before))
+    assert result.facts.history.progressed_on_alk_inhibitor is False
+    assert [p.path for p in result.problems] == ["history.progressed_on_alk_inhibitor"]
+
+
+def test_progression_is_said_with_every_drug_given_before_it():
+    said_not = fact("f", "history.progressed_on_alk_inhibitor", valueBoolean=False)
+    result = read(chart(medication("m"), medication("n"), worse(), said_not))
+    assert result.facts is None
+    (error,) = result.problems
+    assert error.message == (
+        "conflicting values for history.progressed_on_alk_inhibitor: False (Observation/f (undated)); progression "
+        "after MedicationStatement/m, MedicationStatement/n (Observation/worse (undated)); it cannot be left unknown, "
+        "so nothing is evaluated")
+
+
+def test_two_genes_of_one_rule_gene_are_not_each_others_partner():
+    ntrk = read(chart(variant("v", "HGNC:8031", "HGNC:8033")))  # NTRK1 with NTRK3: both are "ntrk" to the rules
+    assert ntrk.facts.molecular.ntrk.status == "positive" and ntrk.facts.molecular.ntrk.fusion_partner is None
+    assert ntrk.problems == ()  # not two partners (NTRK3 for NTRK1, NTRK1 for NTRK3) in conflict
+
+
+@pytest.mark.parametrize("quantity", [None, {"unit": "cm"}, {"value": 3, "unit": "in"}, {"value": 3}])
+def test_a_size_that_is_not_used_is_reported_against_the_size(quantity):
+    (problem,) = read(chart(size("s", quantity))).problems
+    assert (problem.path, problem.severity, problem.kind) == ("tumor.size_cm", "warning", "skipped")
+
+
+def test_a_size_is_kept_to_six_decimals_of_a_centimetre():
+    # Enough for any measurement, and no float noise from the unit conversion (23 mm is 2.3 cm, not 2.3000000000000003).
+    assert read(chart(size("s", {"value": 12.3456789, "code": "mm"}))).facts.tumor.size_cm == 1.234568
+    assert read(chart(size("s", {"value": 23, "code": "mm"}))).facts.tumor.size_cm == 2.3
+
+
+def test_a_value_not_allowed_is_reported_against_every_resource_it_came_from():
+    too_large = {"value": 150, "unit": "cm"}
+    result = read(chart(size("a", too_large), size("b", too_large)))
+    assert result.ok and result.facts.tumor.size_cm is None and "tumor.size_cm" not in result.sources
+    (problem,) = result.problems
+    assert (problem.where, problem.path, problem.kind) == ("Observation/a, Observation/b", "tumor.size_cm",
+                                                           "not_allowed")
+
+
+def test_a_method_not_allowed_is_reported_against_the_resource_that_gave_it():
+    odd = fact("o", "molecular.alk.methods", valueCodeableConcept={"coding": [
+        {"system": FACT, "code": "IHC"}, {"system": FACT, "code": "BOGUS"}]})
+    result = read(chart(odd))
+    assert result.ok and result.facts.molecular.alk.methods == frozenset()
+    (problem,) = result.problems
+    assert (problem.where, problem.path, problem.kind) == ("Observation/o", "molecular.alk.methods[1]", "not_allowed")
+    assert "molecular.alk.methods" not in result.sources  # dropped: no resource stands behind the default
+
+
+@pytest.mark.parametrize("patient, expected, message", [
+    ({"resourceType": "Patient", "id": 12}, None,
+     "Patient/entry[0]: Patient.id must be text; the chart's patient cannot be established"),
+    ({"resourceType": "Patient"}, None,
+     "the chart's Patient has no id (and no fullUrl): whose data it is cannot be established"),
+    (None, "p9", "the chart holds no Patient resource: whose data it is cannot be established (expected Patient/p9)"),
+])
+def test_a_chart_whose_patient_cannot_be_established_is_refused_in_these_words(patient, expected, message):
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient=patient), patient_id=expected)
+    assert [p.message for p in raised.value.problems] == [message]
+
+
+def test_a_diagnosis_from_text_only_is_flagged_on_its_condition_in_these_words():
+    text = {"resourceType": "Condition", "id": "t", "subject": {"reference": "Patient/p1"},
+            "code": {"text": "Inflammatory myofibroblastic tumour of the lung"}}
+    result = read(chart(text, imt=None))
+    assert [(p.where, p.message, p.severity, p.kind) for p in result.problems] == [(
+        "Condition/t", "IMT diagnosis recognised from the Condition's text only, not from a code of value set "
+        "imt-diagnosis: confirm the diagnosis", "warning", "weak")]
+
+
+def test_a_birth_date_that_is_not_a_full_date_is_said_in_these_words():
+    result = read(chart(patient={"resourceType": "Patient", "id": "p1", "birthDate": "2016-02"}))
+    assert result.facts.age_years is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Patient/p1", "birthDate '2016-02' is not a full date; the age is left unknown", "age_years")]
+
+
+@pytest.mark.parametrize("coding, found", [(5, "a number"), ("x", "text"), ({"code": "x"}, "an object")])
+def test_a_coding_element_that_is_not_a_list_is_malformed(coding, found):
+    odd = observation("o", LOINC, "21889-1")
+    odd["code"]["coding"] = coding
+    result = read(chart(odd))
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Observation/o", f"malformed Observation (coding must be a list of objects, found {found}); skipped")]
+
+
+def test_a_refuted_condition_is_said_with_every_verification_status_code():
+    refuted = copy.deepcopy(IMT) | {"id": "old", "verificationStatus": {"coding": [
+        {"code": "refuted"}, {"system": "http://example.org", "code": "checked"}]}}
+    result = read(chart(refuted))
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Condition/old", "verification status refuted/checked; not used")]
+
+
+def test_a_recurrence_is_said_with_every_clinical_status_code():
+    recurred = copy.deepcopy(IMT) | {"clinicalStatus": {"coding": [{"code": "recurrence"}, {"code": "active"}]}}
+    result = read(chart(fact("f", "history.recurrence", valueBoolean=False), imt=recurred))
+    (error,) = result.problems
+    assert error.message == (
+        "conflicting values for history.recurrence: clinical status recurrence/active (Condition/imt (undated)); "
+        "False (Observation/f (undated)); it cannot be left unknown, so nothing is evaluated")
+
+
+@pytest.mark.parametrize("status", ["clinicalStatus", "verificationStatus"])
+def test_a_status_whose_coding_is_not_a_list_makes_the_condition_malformed(status):
+    odd = copy.deepcopy(IMT) | {"id": "odd", status: {"coding": "refuted"}}
+    result = read(chart(odd))
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Condition/odd", "malformed Condition (coding must be a list of objects, found text); skipped")]
+
+
+def test_a_code_added_to_the_epithelioid_value_set_sets_the_morphology(tmp_path):
+    from rulebook_copies import copy_rulebook, edit
+
+    from imt_cds import load_rulebook
+
+    rules = copy_rulebook(tmp_path)
+    edit(rules, "terminology/epithelioid-imt.yaml", "codes: []", 'codes:\n  - system: "http://example.org/local"\n'
+         '    code: "EIMS"\n    display: "Epithelioid inflammatory myofibroblastic sarcoma"\n'
+         '    source: "a local code, for this test"\n')
+    coded = copy.deepcopy(IMT)
+    coded["code"]["coding"].append({"system": "http://example.org/local", "code": "EIMS"})
+    result = read(chart(imt=coded), terminology=load_rulebook(rules).terminology)
+    assert result.facts.tumor.epithelioid_morphology is True and result.problems == ()  # a code: nothing to confirm
+    assert result.sources["tumor.epithelioid_morphology"] == ("Condition/imt",)
+
+
+class _OtherList(list):
+    """A list of another type, as a Python caller may build a chart: it takes the reader's checking path."""
+
+
+def _other_types(value):
+    if isinstance(value, dict):
+        return types.MappingProxyType({key: _other_types(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return _OtherList(_other_types(item) for item in value)
+    return value
+
+
+@pytest.mark.parametrize("convert", [lambda value: value, _other_types], ids=["JSON types", "other mapping types"])
+def test_a_coding_with_an_empty_system_or_code_is_left_out(convert):
+    for coding in ({"system": "", "code": "33728-7"}, {"system": LOINC, "code": ""}):
+        odd = size("s", {"value": 3, "unit": "cm"})
+        odd["component"][0]["code"]["coding"] = [coding]
+        result = read(convert(chart(odd)))
+        assert result.ok and result.facts.tumor.size_cm is None, coding
+    assert read(convert(chart(size("s", {"value": 3, "unit": "cm"})))).facts.tumor.size_cm == 3

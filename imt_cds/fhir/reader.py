@@ -875,11 +875,13 @@ class _Reader:
             # A value the contract does not allow (the project's code system, a size out of range): report it, drop
             # it, read the rest.
             for problem in exc.problems:
-                self.problems.append(FhirProblem(", ".join(sources.get(problem.path, ("?",))),
+                # An item of a set ("molecular.alk.methods[1]") came from the resources of the whole set.
+                fact_path = problem.path.split("[")[0]
+                self.problems.append(FhirProblem(", ".join(sources.get(fact_path, ("?",))),
                                                  f"value not allowed for {problem.path}: {problem.message}; not used",
                                                  "warning", problem.path, "not_allowed"))
                 _unset(data, problem.path)
-                sources.pop(problem.path, None)
+                sources.pop(fact_path, None)
             try:
                 facts = parse_facts(data)
             except InvalidInputError as again:
