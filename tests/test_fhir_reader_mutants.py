@@ -1345,3 +1345,65 @@ def test_a_coding_with_an_empty_system_or_code_is_left_out(convert):
         result = read(convert(chart(odd)))
         assert result.ok and result.facts.tumor.size_cm is None, coding
     assert read(convert(chart(size("s", {"value": 3, "unit": "cm"})))).facts.tumor.size_cm == 3
+
+
+@pytest.mark.parametrize("elements, message", [
+    ({"extension": [{"url": RELATED, "valueReference": {"reference": "Condition/lung"}},
+                    {"url": RELATED, "valueReference": {"reference": "Condition/liver"}}]},
+     "secondary tumour of Condition/lung, Condition/liver, not of the IMT; not used for staging"),
+    ({"verificationStatus": {"coding": [{"code": "provisional"}, {"code": "checked"}]}},
+     "secondary tumour not confirmed (verification status provisional/checked); not used for staging"),
+    ({"clinicalStatus": {"coding": [{"code": "inactive"}, {"code": "checked"}]}},
+     "secondary tumour with clinical status inactive/checked; not used for staging"),
+])
+def test_a_secondary_tumour_that_does_not_stage_is_said_with_every_code_and_reference(elements, message):
+    result = read(chart(secondary("met", **elements)))
+    assert [(p.where, p.message) for p in result.problems] == [("Condition/met", message)]
+
+
+def test_surgery_for_several_other_conditions_names_each():
+    other = procedure("s", reasonReference=[{"reference": "Condition/a"}, {"reference": "Condition/b"}])
+    result = read(chart(other))
+    assert result.facts.history.surgery_done is False
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Procedure/s", "surgery for Condition/a, Condition/b, not for the IMT; not used")]
+
+
+@pytest.mark.parametrize("elements", [{}, {"medicationReference": "Medication/criz"},
+                                      {"medicationReference": {"display": "crizotinib"}}])
+def test_a_drug_resource_without_a_usable_code_or_reference_is_not_counted(elements):
+    # {} leaves out both medication[x] elements (the helper's coded default is replaced by what is given)
+    drug = {"resourceType": "Medication", "id": "criz", "code": {"coding": [{"system": RXNORM, "code": "1148495"}]}}
+    unnamed = medication("m", **(elements or {"note": []}))
+    result = read(chart(drug, unnamed, worse()))
+    assert result.ok and result.facts.history.progressed_on_alk_inhibitor is False
+
+
+def test_a_referenced_medication_is_the_one_named_not_another_in_the_chart():
+    crizotinib = {"resourceType": "Medication", "id": "criz",
+                  "code": {"coding": [{"system": RXNORM, "code": "1148495"}]}}
+    other = {"resourceType": "Medication", "id": "other", "code": {"coding": [{"system": RXNORM, "code": "0"}]}}
+    referenced = medication("m", medicationReference={"reference": "Medication/other"})
+    assert read(chart(crizotinib, other, referenced, worse())).facts.history.progressed_on_alk_inhibitor is False
+
+
+def test_the_displays_of_a_concept_without_text_are_read_as_one_text():
+    # The codings' displays read together, as a clinician sees them: "excluded" in one of them excludes the IMT the
+    # other names (a word of its own: nothing is glued to it).
+    condition = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p1"}, "code": {"coding": [
+        {"system": "http://example.org", "code": "1", "display": "Inflammatory myofibroblastic tumour"},
+        {"system": "http://example.org", "code": "2", "display": "excluded"}]}}
+    result = read(chart(condition, imt=None))
+    assert not result.eligibility.eligible and result.eligibility.reason == "no_imt_diagnosis"
+    named = copy.deepcopy(condition)
+    named["code"]["coding"][1]["display"] = "lung"
+    assert read(chart(named, imt=None)).eligibility.diagnosis.basis == "text"
+
+
+def test_a_reference_is_read_whatever_letters_its_id_ends_with():
+    # Only a trailing slash is cut from a reference: "Condition/imtX/" and "Condition/imtX" name the same resource.
+    imt = copy.deepcopy(IMT) | {"id": "imtX"}
+    for reference in ("Condition/imtX", "Condition/imtX/"):
+        surgery = procedure("s", reasonReference=[{"reference": reference}])
+        result = read(chart(surgery, imt=imt))
+        assert result.facts.history.surgery_done is True and result.problems == (), reference
