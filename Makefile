@@ -95,7 +95,7 @@ MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_checkpoint_mutants.py t
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_reader_mutants.py tests/test_fhir_input.py tests/test_fhir_safety.py \
     tests/test_fhir_invariants.py tests/test_fhir_codesystems.py tests/test_fhir_corpus.py tests/test_fhir_fuzz.py \
     tests/test_evaluate_fhir.py
-MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output.py
+MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output_mutants.py tests/test_fhir_output.py
 # The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
 # test of test_service_audit_busy.py is the one that sees the replay cache's database calls kept off the event loop.
 MUTATION_TESTS_imt_cds/service/auth.py := tests/test_auth_mutants.py tests/test_service_jwks.py tests/test_service_auth.py \
