@@ -280,3 +280,54 @@ def test_a_patient_without_a_fhir_id_is_named_by_identifier_and_no_patient_is_sa
     assert "subject" not in group and "patient" not in _only(nobody, "DetectedIssue")
     assert group["text"]["div"].startswith(f"{X}<p>Proposed for the multidisciplinary team, about a patient not "
                                            "identified in the input (rulebook rules 9.9.9): ")
+
+
+def test_a_finding_recorded_without_its_indicator_reads_as_its_kind_at_least():
+    from imt_cds.render.fhir_output import finding_indicator
+
+    assert [finding_indicator({"kind": kind}) for kind in ("recommendation", "data_request", "flag", "risk_flag")] \
+        == ["info", "info", "warning", "warning"]
+
+
+def test_the_request_is_identified_as_given_and_the_bundle_lists_each_resource_by_its_id():
+    hook = assessment_bundle(HAND_MADE, request_id="hook-1")
+    assert _only(hook, "GuidanceResponse")["requestIdentifier"] == {"value": "hook-1"}  # not a UUID: no system
+    uuid_id = "0b7c4e1e-0000-4000-8000-000000000001"
+    assert _only(assessment_bundle(HAND_MADE, request_id=uuid_id), "GuidanceResponse")["requestIdentifier"] == {
+        "system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid_id}"}
+    assert hook["type"] == "collection" and "identifier" not in hook
+    assert all(e["fullUrl"] == f"urn:uuid:{e['resource']['id']}" for e in hook["entry"])
+    assert [e["resource"]["resourceType"] for e in hook["entry"]] == [
+        "GuidanceResponse", "RequestGroup", "CommunicationRequest", "CommunicationRequest", "DetectedIssue",
+        "OperationOutcome", "Provenance", "Device"]
+    guidance = _only(hook, "GuidanceResponse")
+    assert guidance["identifier"] == [{"system": "urn:ietf:rfc:3986",
+                                       "value": f"urn:uuid:{guidance['id']}"}]  # no audit record: its own URN
+    assert guidance["result"] == {"reference": f"urn:uuid:{_only(hook, 'RequestGroup')['id']}"}
+
+
+def test_without_a_request_id_the_ids_follow_from_the_input_and_the_time():
+    again = copy.deepcopy(HAND_MADE)
+    assert assessment_bundle(HAND_MADE)["id"] == assessment_bundle(again)["id"]
+    later = copy.deepcopy(HAND_MADE)
+    later["provenance"]["evaluated_at"] = "2026-12-01T10:00:01.000000Z"
+    other_input = copy.deepcopy(HAND_MADE)
+    other_input["provenance"]["input_sha256"] = "ef" * 32
+    assert len({assessment_bundle(d)["id"] for d in (HAND_MADE, later, other_input)}) == 3
+
+
+def test_text_is_escaped_in_the_narrative_and_quotes_are_left_as_they_are():
+    from imt_cds.render.fhir_output import narrative
+
+    assert narrative('a <b> & "c"', ["<i>"], "n's") == {
+        "status": "generated",
+        "div": f'{X}<p>a &lt;b&gt; &amp; "c"</p><ul><li>&lt;i&gt;</li></ul><p>n\'s</p></div>'}
+    assert narrative("only") == {"status": "generated", "div": f"{X}<p>only</p></div>"}
+
+
+@pytest.mark.parametrize("patient_id, referenced", [("a" * 64, True), ("a" * 65, False), ("A-1.b", True),
+                                                    ("a_1", False)])
+def test_a_patient_id_is_referenced_only_when_it_is_a_fhir_id(patient_id, referenced):
+    issue = _only(assessment_bundle(dict(HAND_MADE, patient_id=patient_id), request_id="r"), "DetectedIssue")
+    assert ("reference" in issue["patient"]) is referenced
+    assert issue["patient"]["identifier"] == {"system": "urn:imt-cds:patient-id", "value": patient_id}
