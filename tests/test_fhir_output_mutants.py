@@ -331,3 +331,23 @@ def test_a_patient_id_is_referenced_only_when_it_is_a_fhir_id(patient_id, refere
     issue = _only(assessment_bundle(dict(HAND_MADE, patient_id=patient_id), request_id="r"), "DetectedIssue")
     assert ("reference" in issue["patient"]) is referenced
     assert issue["patient"]["identifier"] == {"system": "urn:imt-cds:patient-id", "value": patient_id}
+
+
+def test_the_request_group_is_an_active_proposal_listing_each_action_by_priority_and_title():
+    group = _only(assessment_bundle(HAND_MADE, request_id="r"), "RequestGroup")
+    assert (group["status"], group["intent"]) == ("active", "proposal")
+    assert group["identifier"] == [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{group['id']}"}]
+    assert group["text"]["div"] == (
+        f"{X}<p>Proposed for the multidisciplinary team, about patient p-1 (rulebook rules 9.9.9): 1 suggestion for "
+        "the team to consider, 1 request for missing data, 1 risk flag, 1 withheld.</p><ul><li>[routine] Summary "
+        f"REC_A</li><li>[routine] Summary DATA_B</li><li>[stat] Summary FLAG_C</li></ul><p>{DISCLAIMER}</p></div>")
+
+
+def test_a_findings_rationale_says_each_reason_in_words_then_its_rule():
+    from imt_cds.render.fhir_output import rationale_text
+
+    finding = _finding("REC_A", "recommendation") | {"because": [
+        {"fact": "tumor.resectability", "expected": "= resectable", "actual": "resectable"},
+        {"derived": "localised_disease", "holds": True, "reasons": []}]}
+    assert rationale_text(finding) == ("Title REC_A. Why: tumor.resectability is resectable (rule needs = resectable); "
+                                       "localised_disease holds. Rule R1 v1.2.0.")
