@@ -1407,3 +1407,18 @@ def test_a_reference_is_read_whatever_letters_its_id_ends_with():
         surgery = procedure("s", reasonReference=[{"reference": reference}])
         result = read(chart(surgery, imt=imt))
         assert result.facts.history.surgery_done is True and result.problems == (), reference
+
+
+@pytest.mark.parametrize("hgnc, fact_gene, symbol", [
+    ("HGNC:427", "alk", "ALK"), ("HGNC:10261", "ros1", "ROS1"), ("HGNC:8031", "ntrk", "NTRK1"),
+    ("HGNC:8032", "ntrk", "NTRK2"), ("HGNC:8033", "ntrk", "NTRK3"), ("HGNC:9967", "ret", "RET"),
+    ("HGNC:8804", "pdgfrb", "PDGFRB")])
+def test_every_gene_of_the_rules_goes_by_its_hgnc_symbol(hgnc, fact_gene, symbol):
+    # As a fusion partner named by code only, the gene is shown by its symbol ...
+    partner_of, other = ("HGNC:10261", "ros1") if fact_gene == "alk" else ("HGNC:427", "alk")
+    result = read(chart(variant("v", partner_of, hgnc)))
+    assert getattr(result.facts.molecular, other).fusion_partner == symbol
+    # ... and a gene named by its symbol's text alone is recognised (and flagged as such).
+    by_text = read(chart(variant("v", gene(text=symbol.lower()))))
+    assert getattr(by_text.facts.molecular, fact_gene).status == "positive"
+    assert [p.kind for p in by_text.problems] == ["weak"]
