@@ -314,14 +314,16 @@ def test_without_a_request_id_the_ids_follow_from_the_input_and_the_time():
     other_input = copy.deepcopy(HAND_MADE)
     other_input["provenance"]["input_sha256"] = "ef" * 32
     assert len({assessment_bundle(d)["id"] for d in (HAND_MADE, later, other_input)}) == 3
+    ids = [{e["resource"]["id"] for e in assessment_bundle(HAND_MADE, request_id=r)["entry"]} for r in ("a", "b")]
+    assert len(ids[0]) == 8 and not ids[0] & ids[1]  # another request, other ids
 
 
 def test_text_is_escaped_in_the_narrative_and_quotes_are_left_as_they_are():
     from imt_cds.render.fhir_output import narrative
 
-    assert narrative('a <b> & "c"', ["<i>"], "n's") == {
+    assert narrative('a <b> & "c"', ['<i> "d"', "e"], "n's") == {
         "status": "generated",
-        "div": f'{X}<p>a &lt;b&gt; &amp; "c"</p><ul><li>&lt;i&gt;</li></ul><p>n\'s</p></div>'}
+        "div": f'{X}<p>a &lt;b&gt; &amp; "c"</p><ul><li>&lt;i&gt; "d"</li><li>e</li></ul><p>n\'s</p></div>'}
     assert narrative("only") == {"status": "generated", "div": f"{X}<p>only</p></div>"}
 
 
