@@ -353,3 +353,28 @@ def test_a_findings_rationale_says_each_reason_in_words_then_its_rule():
         {"derived": "localised_disease", "holds": True, "reasons": []}]}
     assert rationale_text(finding) == ("Title REC_A. Why: tumor.resectability is resectable (rule needs = resectable); "
                                        "localised_disease holds. Rule R1 v1.2.0.")
+
+
+def test_the_ids_of_a_request_stay_the_same_from_one_version_to_the_next():
+    # Exporting the same audit record again, with this version or a later one, must give the same ids, so that a FHIR
+    # server that stored the first export updates its resources instead of keeping two copies. Pinned values.
+    given = assessment_bundle(HAND_MADE, request_id="r")
+    assert given["id"] == "018ce747-9e72-59a2-aa5a-fa31638cd479"
+    assert [e["resource"]["id"] for e in given["entry"][:2]] == [
+        "82067208-3965-5ed4-9f95-afff3991b6bf", "064790d8-ce0e-548b-8a87-2b472f680211"]
+    derived = assessment_bundle(HAND_MADE)  # no request id, no audit record: from the input's sha256 and the time
+    assert (derived["id"], derived["entry"][0]["resource"]["id"]) == (
+        "3125a326-d65d-532f-9c39-1318a6b27fcd", "14dd8f31-f232-58bf-904e-66a8e3f6f803")
+
+
+def test_a_findings_evidence_is_listed_entry_by_entry_and_none_is_no_line():
+    second = {"id": "E2", "citation": "Author B. Another. 2021", "quote": None, "claim": "c", "level": None}
+    document = copy.deepcopy(HAND_MADE)
+    document["risk_flags"] = [_finding("FLAG_C", "flag", evidence=(EVIDENCE, second)),
+                              _finding("FLAG_E", "flag", evidence=())]
+    cited, bare = _all(assessment_bundle(document, request_id="r"), "DetectedIssue")
+    assert cited["detail"].endswith("\n\nEvidence: [E1] Author A. A study. 2020; [E2] Author B. Another. 2021")
+    assert bare["detail"] == "Summary FLAG_E\n\nTitle FLAG_E. Why: applies to every patient. Rule R1 v1.2.0."
+    group = _only(assessment_bundle(document, request_id="r"), "RequestGroup")
+    assert group["action"][2]["documentation"][2] == {"type": "citation", "label": "E2", "display": "c",
+                                                      "citation": "Author B. Another. 2021"}  # no quote, no level
