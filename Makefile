@@ -133,7 +133,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/core/_resources.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
           imt_cds/audit/replay.py imt_cds/audit/store.py imt_cds/audit/sql.py imt_cds/audit/sqlite.py \
           imt_cds/audit/recorded.py imt_cds/audit/backends.py imt_cds/audit/locking.py imt_cds/audit/postgres.py \
-          imt_cds/service/auth.py imt_cds/fhir/reader.py
+          imt_cds/service/auth.py imt_cds/fhir/reader.py imt_cds/render/fhir_output.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
