@@ -176,6 +176,31 @@ def test_a_new_file_whose_tables_another_process_creates_meanwhile_is_opened_not
     check.close()
 
 
+def test_a_new_file_another_process_keeps_writing_is_reported_once_the_store_timeout_is_spent(tmp_path):
+    # The wait for the journal-mode switch is bounded by the store's timeout: a new file whose write lock another
+    # connection keeps is reported as locked, not waited for until the lock goes.
+    path = tmp_path / "audit.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # reading stays allowed; the switch to WAL is not
+    outcome: dict[str, object] = {}
+
+    def open_store() -> None:
+        try:
+            outcome["store"] = SQLiteAuditStore(path, timeout=0.5)
+        except AuditStoreError as exc:
+            outcome["error"] = exc
+
+    opening = threading.Thread(target=open_store)
+    opening.start()
+    opening.join(20)  # far beyond the half second it may take
+    gave_up = not opening.is_alive()
+    other.execute("ROLLBACK")
+    other.close()
+    opening.join(20)
+    assert gave_up, "the store went on waiting past its timeout"
+    assert str(outcome.get("error")) == f"cannot open the audit database {path}: database is locked"
+
+
 def _open_and_close(path: Path, start: Any, answers: Any) -> None:
     start.wait()
     try:
