@@ -133,6 +133,21 @@ def test_opening_a_store_needs_no_write_lock_but_a_locked_new_file_is_reported(t
         holder.close()
 
 
+def _open_in_a_thread(path: Path, timeout: float) -> tuple[threading.Thread, dict[str, Any]]:
+    """Start opening a store in another thread; the dict gets its "store" or its "error"."""
+    outcome: dict[str, Any] = {}
+
+    def open_store() -> None:
+        try:
+            outcome["store"] = SQLiteAuditStore(path, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    opening = threading.Thread(target=open_store)
+    opening.start()
+    return opening, outcome
+
+
 def test_a_new_file_whose_tables_another_process_creates_meanwhile_is_opened_not_created_twice(tmp_path):
     # Two processes open the same new file at once: both see no tables; the one that gets the write lock second
     # must find the other's tables inside its own transaction and leave them alone. Here the other process is a
@@ -147,16 +162,7 @@ def test_a_new_file_whose_tables_another_process_creates_meanwhile_is_opened_not
     path = tmp_path / "audit.db"
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    opened: dict[str, object] = {}
-
-    def open_store() -> None:
-        try:
-            opened["store"] = SQLiteAuditStore(path, timeout=30)
-        except Exception as exc:  # noqa: BLE001 - handed to the test thread
-            opened["error"] = exc
-
-    opening = threading.Thread(target=open_store)
-    opening.start()
+    opening, opened = _open_in_a_thread(path, timeout=30)
     time.sleep(1.0)  # the store has read the (empty) table list and waits for the lock to set up the file
     for sql in schema:
         other.execute(sql)
@@ -182,16 +188,7 @@ def test_a_new_file_another_process_keeps_writing_is_reported_once_the_store_tim
     path = tmp_path / "audit.db"
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # reading stays allowed; the switch to WAL is not
-    outcome: dict[str, object] = {}
-
-    def open_store() -> None:
-        try:
-            outcome["store"] = SQLiteAuditStore(path, timeout=0.5)
-        except AuditStoreError as exc:
-            outcome["error"] = exc
-
-    opening = threading.Thread(target=open_store)
-    opening.start()
+    opening, outcome = _open_in_a_thread(path, timeout=0.5)
     opening.join(20)  # far beyond the half second it may take
     gave_up = not opening.is_alive()
     other.execute("ROLLBACK")

@@ -805,6 +805,7 @@ def test_a_fusion_names_its_partner_by_the_symbol_the_chart_displays_or_the_know
     assert unnamed.facts.molecular.alk.fusion_partner is None and unnamed.facts.molecular.alk.status == "positive"
     ntrk = read(chart(variant("v", "HGNC:8031", "HGNC:8033")))  # NTRK1 with NTRK3: one gene here, no partner
     assert ntrk.facts.molecular.ntrk.status == "positive" and ntrk.facts.molecular.ntrk.fusion_partner is None
+    assert ntrk.problems == ()  # not two partners (NTRK3 for NTRK1, NTRK1 for NTRK3) in conflict
     three = read(chart(variant("v", "HGNC:427", gene("HGNC:1", display="A"), gene("HGNC:2", display="B"))))
     assert three.facts.molecular.alk.fusion_partner is None
     assert [(p.message, p.path) for p in three.problems] == [
@@ -1208,11 +1209,6 @@ def test_progression_is_said_with_every_drug_given_before_it():
         "after MedicationStatement/m, MedicationStatement/n (Observation/worse (undated)); it cannot be left unknown, "
         "so nothing is evaluated")
 
-
-def test_two_genes_of_one_rule_gene_are_not_each_others_partner():
-    ntrk = read(chart(variant("v", "HGNC:8031", "HGNC:8033")))  # NTRK1 with NTRK3: both are "ntrk" to the rules
-    assert ntrk.facts.molecular.ntrk.status == "positive" and ntrk.facts.molecular.ntrk.fusion_partner is None
-    assert ntrk.problems == ()  # not two partners (NTRK3 for NTRK1, NTRK1 for NTRK3) in conflict
 
 
 @pytest.mark.parametrize("quantity", [None, {"unit": "cm"}, {"value": 3, "unit": "in"}, {"value": 3}])
