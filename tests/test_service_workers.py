@@ -263,3 +263,29 @@ def test_while_every_worker_is_busy_the_next_job_queues_behind_the_freshest_job_
     loads, answers = in_pool(scenario, depth=2, size=2)
     assert loads == [1, 2]  # the third job waits behind the second (started last), not behind the stuck first
     assert all(a["fhir"]["facts"]["patient_id"] == "imt-example-1" for a in answers)
+
+
+def test_a_killed_worker_reports_its_signal_however_many_threads_ask_at_once():
+    # The pool asks a dead worker's exit code from two threads (the report of the crash, and the replacement that
+    # stops it). Unguarded, multiprocessing's fork-server Popen lets the second reader find the status pipe at its
+    # end and record 255 (it did, one run in three): the log then blamed the wrong cause.
+    import multiprocessing
+
+    from imt_cds.service.workers import _Worker
+
+    context = multiprocessing.get_context("forkserver")
+    for _ in range(20):
+        ours, theirs = context.Pipe()
+        process = context.Process(target=time.sleep, args=(60,), daemon=True)
+        process.start()
+        worker = _Worker(process, ours)
+        assert worker.alive()
+        with ThreadPoolExecutor(3) as threads:
+            codes = [threads.submit(worker.exit_code) for _ in range(2)]
+            stopped = threads.submit(worker.stop, 1.0)
+            time.sleep(0.05)  # all three are waiting on the process when it dies
+            os.kill(process.pid, signal.SIGKILL)
+            assert [code.result() for code in codes] == [-signal.SIGKILL] * 2
+            stopped.result()
+        assert process.exitcode == -signal.SIGKILL and not worker.alive()
+        theirs.close()

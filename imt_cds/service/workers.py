@@ -33,10 +33,12 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import struct
+import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -116,18 +118,27 @@ class _Worker:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.listener: asyncio.Task[None] | None = None
+        # A multiprocessing Process may not be joined from two threads at once: with the fork server, each thread
+        # that sees the process ended reads its exit code from one pipe, and the one that comes second reads the end
+        # of that pipe and records 255 (observed: a worker killed by SIGKILL logged as "exit code 255"). The pool
+        # asks from two threads (the replacement stopping the worker, the report of its exit code), so every join
+        # goes through this lock.
+        self._joining = threading.Lock()
 
     @property
     def pid(self) -> int:
         return int(self.process.pid)
 
     def alive(self) -> bool:
-        return bool(self.process.is_alive())
+        """Whether the process runs, from its sentinel (readable once it has ended) without reading its exit code:
+        never blocks, and is safe beside a thread that joins it."""
+        return not multiprocessing.connection.wait([self.process.sentinel], 0)
 
     def exit_code(self, wait: float = 2.0) -> int | None:
         """How the process ended (negative: the signal that killed it), once it has (None if it has not)."""
-        self.process.join(wait)
-        return self.process.exitcode  # type: ignore[no-any-return]
+        with self._joining:
+            self.process.join(wait)
+            return self.process.exitcode  # type: ignore[no-any-return]
 
     def kill(self) -> None:
         try:
@@ -174,10 +185,11 @@ class _Worker:
             self.connection.close()  # the worker reads end-of-file and exits
         except OSError:
             pass
-        self.process.join(wait)
-        if self.process.is_alive():
-            self.kill()
+        with self._joining:
             self.process.join(wait)
+            if self.process.exitcode is None:
+                self.kill()
+                self.process.join(wait)
 
 
 class WorkerPool:
@@ -310,9 +322,9 @@ class WorkerPool:
             await asyncio.sleep(0.5)
             for worker in list(self._workers):
                 if not worker.sent and not worker.alive():
-                    log.warning("imt-cds: evaluation worker %d died while idle (exit code %s)", worker.pid,
-                                worker.process.exitcode)
                     self._retire(worker)
+                    log.warning("imt-cds: evaluation worker %d died while idle (exit code %s)", worker.pid,
+                                await asyncio.to_thread(worker.exit_code))
 
     # -- running a job ----------------------------------------------------------------------------------------------
 
