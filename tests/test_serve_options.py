@@ -139,3 +139,16 @@ def test_the_fetch_deadline_given_bounds_a_server_that_never_answers(service, si
     response = view(service, signer, silent, timeout=8.0)
     assert response.status_code == 412, response.text
     assert "took longer than the 1.0 s deadline" in service.log_text()
+
+
+def test_serve_freezes_what_it_starts_with_and_collects_young_objects_less_often():
+    # In a process of its own: the collector's settings are the process's (pytest's here would change with them).
+    code = ("import gc; from imt_cds.cli.serve import GC_YOUNG_THRESHOLD, _tune_collector; "
+            "before = gc.get_threshold(); _tune_collector(); "
+            "print(gc.get_freeze_count(), GC_YOUNG_THRESHOLD, *before, *gc.get_threshold())")
+    done = subprocess.run([str(SCRIPT.with_name("python")), "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    frozen, wanted, *thresholds = map(int, done.stdout.split())
+    before, after = thresholds[:3], thresholds[3:]
+    assert frozen > 10_000  # the modules, the app's classes: out of every later collection's walk
+    assert wanted > before[0] and after == [wanted, *before[1:]]  # only the young generation's threshold changes

@@ -14,6 +14,7 @@ body and keep-alive timeouts, and repeated diagnostics rate-limited in the log.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import socket
 import sys
@@ -189,9 +190,28 @@ def _run_serve(args: argparse.Namespace) -> int:
     root_handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
     logging.getLogger().addHandler(root_handler)
     install_log_filter(RepeatedLogFilter(exempt=("imt_cds.service.feedback",)), ("uvicorn", "uvicorn.error"))
+    _tune_collector()
     with listener:
         uvicorn.Server(server_config).run(sockets=[listener])
     return EXIT_OK
+
+
+# Container allocations between two young-generation collections (Python's default: 700). A hook call parses a
+# ~10 KB chart into about a thousand dicts and lists that live until its answer, all freed by reference counting;
+# at the default, each call triggered two or three collections that walked the calls in flight, and their survivors
+# fed full collections.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _tune_collector() -> None:
+    """Cyclic garbage collection for a process that serves until it stops (``serve`` owns its process; the library
+    leaves an embedding process's collector alone). Measured on two cores, 16 clients: the collector took about a
+    seventh of the server process's CPU, and a full collection, walking every object of the app, paused the event
+    loop for up to 60 ms, which set the p99 latency. What exists now (modules, the app, the rulebook) lives as long as
+    the process: frozen, out of the collector's sight; and young collections come less often."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _given(**settings: Any) -> dict[str, Any]:
