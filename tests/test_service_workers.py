@@ -289,3 +289,16 @@ def test_a_killed_worker_reports_its_signal_however_many_threads_ask_at_once():
             stopped.result()
         assert process.exitcode == -signal.SIGKILL and not worker.alive()
         theirs.close()
+
+
+def test_a_lone_client_is_served_by_the_worker_used_last_whose_caches_are_warm():
+    async def scenario(pool):
+        used = []
+        for _ in range(4):  # one job at a time, as from one client: both workers idle each time
+            before = [worker.started for worker in pool._workers]
+            answer = await pool.run(FACTS_JOB)
+            assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+            used.append([i for i, worker in enumerate(pool._workers) if worker.started != before[i]])
+        return used
+
+    assert in_pool(scenario, depth=2, size=2) == [[0]] * 4  # taking turns would give [[0], [1], [0], [1]]

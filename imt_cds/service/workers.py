@@ -368,16 +368,17 @@ class WorkerPool:
             self._retire(worker)  # its pipe is broken: the job never reached it; offer it to another
 
     def _least_busy(self) -> _Worker | None:
-        """The worker with the fewest jobs, if one has room. Of idle ones, the one idle longest (they take turns, as
-        from a queue); of busy ones, the one whose job started last (a worker stuck on a job, hung or slow, is not
-        given more to hold behind it while another is busy with a fresh one)."""
+        """The worker with the fewest jobs, if one has room; of those, the one whose last job started last. Of idle
+        ones, that is the one used last: its caches are still warm (with workers taking turns, a lone client's every
+        job ran on cold caches, at about 1.4 times the CPU). Of busy ones, a worker stuck on a job, hung or slow, is
+        not given more to hold behind it while another is busy with a fresh one."""
         best: _Worker | None = None
         best_key = (0, 0.0)
         for worker in self._workers:
             load = len(worker.sent)
             if load >= self.depth or worker.retired:
                 continue
-            key = (load, worker.started if load == 0 else -worker.started)
+            key = (load, -worker.started)
             if best is None or key < best_key:
                 best, best_key = worker, key
         return best
