@@ -383,7 +383,7 @@ _DROP = _Drop()
 def request_outcome(service_id: str, body: bytes) -> dict[str, Any]:
     """The parsed and checked request, or the refusal (its message and details), as the service sees it."""
     from imt_cds.service.errors import BadRequestError
-    from imt_cds.service.hooks import check_request, find_service
+    from imt_cds.service.calls import check_request, find_service
     from imt_cds.service.request_json import parse_request_json
 
     try:

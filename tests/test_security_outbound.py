@@ -24,7 +24,7 @@ from service_support import (
 )
 
 from imt_cds.service.errors import PrefetchUnavailableError
-from imt_cds.service.hooks import SERVICES
+from imt_cds.service.calls import SERVICES
 from imt_cds.service.prefetch import UrlRefused, collect_resources, normalise_url
 
 PATIENT_VIEW = "/cds-services/imt-patient-view"

@@ -277,7 +277,7 @@ DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation 
 
 
 def test_the_discovery_document_is_the_one_served_before_the_query_was_built_from_the_fhir_codes():
-    from imt_cds.service.hooks import SERVICES
+    from imt_cds.service.calls import SERVICES
 
     assert [service.discovery() for service in SERVICES] == DISCOVERY_BEFORE_REVIEW
 

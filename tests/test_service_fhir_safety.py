@@ -13,7 +13,7 @@ import httpx
 import pytest
 from service_support import EXAMPLE_PATIENT, example_resources, hook_request, prefetch_for, running_service
 
-from imt_cds.service.hooks import DIAGNOSIS_ATTESTED_EXTENSION
+from imt_cds.service.calls import DIAGNOSIS_ATTESTED_EXTENSION
 
 PATIENT_VIEW = "/cds-services/imt-patient-view"
 ORDER_SIGN = "/cds-services/imt-order-sign"

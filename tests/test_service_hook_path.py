@@ -93,6 +93,21 @@ def good_call(hook_instance: str = "00000000-0000-4000-8000-000000000001") -> by
     return json.dumps(request).encode()
 
 
+def call_with(**changes) -> bytes:
+    """A patient-view call on the example chart with some of its members changed (a prefetch key set to
+    ``None`` is left out)."""
+    request = json.loads(good_call())
+    prefetch = request["prefetch"]
+    for key, value in changes.items():
+        if key == "prefetch":
+            request["prefetch"] = value
+        elif value is None:
+            del prefetch[key]
+        else:
+            prefetch[key] = value
+    return json.dumps(request).encode()
+
+
 def answer(url: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
     connection = Connection(url)
     try:
@@ -131,6 +146,20 @@ REFUSALS = {
     "404 no such service": raw_request("POST", "/cds-services/no-such-service", good_call()),
     "412 no data": raw_request("POST", VIEW, json.dumps(hook_request("patient-view")).encode()),
     "200 cards": raw_request("POST", VIEW, good_call()),
+    # A patient-view body is parsed and checked in a worker when its prefetch holds every key (else here): the
+    # refusals of each check there, and the calls it hands back (a key missing, or an OperationOutcome in its place).
+    "400 NaN": raw_request("POST", VIEW, good_call().replace(b'"hook": "patient-view"', b'"hook": NaN')),
+    "400 prefetch not an object": raw_request("POST", VIEW, call_with(prefetch=[])),
+    "400 a prefetch value that is not a resource": raw_request("POST", VIEW, call_with(patient="Patient/x")),
+    "400 another patient's Patient": raw_request("POST", VIEW, call_with(
+        patient={**json.loads(good_call())["prefetch"]["patient"], "id": "someone-else"})),
+    "400 a Patient without an id beside the chart's": raw_request("POST", VIEW, call_with(procedures={
+        "resourceType": "Patient"})),
+    "412 a key not prefetched": raw_request("POST", VIEW, call_with(procedures=None)),
+    "412 an OperationOutcome for a key": raw_request("POST", VIEW, call_with(conditions={
+        "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing"}]})),
+    "200 no cards for a chart without the tumour": raw_request("POST", VIEW, call_with(
+        conditions={"resourceType": "Bundle", "type": "searchset", "entry": []})),
 }
 
 

@@ -9,7 +9,7 @@ from service_support import hook_request, running_service
 
 from imt_cds.service.errors import BadRequestError
 from imt_cds.service.feedback import parse_feedback
-from imt_cds.service.hooks import check_request, find_service
+from imt_cds.service.calls import check_request, find_service
 
 PATIENT_VIEW = find_service("imt-patient-view")
 ORDER_SIGN = find_service("imt-order-sign")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import orjson
 import pytest
 from service_support import example_resources, hook_request, prefetch_for, running_service, worker_pids
 
@@ -48,6 +50,20 @@ def wait_for_workers(service, count: int, timeout: float = 30.0, gone: int | Non
         time.sleep(0.1)
 
 
+def one_request_held_by(frozen: int, other: int, service, pool: ThreadPoolExecutor) -> list:
+    """Two requests (futures), one of them held by the ``frozen`` worker (stopped by the caller). Of idle workers the
+    pool gives a job to the one used last, so with ``frozen`` stopped alone, ``other`` could serve request after
+    request and ``frozen`` never get one; so ``other`` is stopped too while the two arrive, each is handed one (at
+    depth 1 neither holds more), and then ``other`` goes on."""
+    os.kill(other, signal.SIGSTOP)
+    try:
+        futures = [pool.submit(call, service) for _ in range(2)]
+        time.sleep(2.0)  # both handed over: the server takes about a millisecond for each
+    finally:
+        os.kill(other, signal.SIGCONT)
+    return futures
+
+
 def test_each_worker_is_a_separate_named_process_of_the_server(service):
     pids = wait_for_workers(service, 2)
     assert len(pids) == 2 and service.process.pid not in pids
@@ -60,7 +76,8 @@ def test_a_worker_killed_while_serving_fails_only_its_request_and_is_replaced(se
     os.kill(first, signal.SIGSTOP)  # freeze one worker: the request it is given waits there
     try:
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(call, service) for _ in range(4)]
+            futures = one_request_held_by(first, second, service, pool) + [pool.submit(call, service)
+                                                                            for _ in range(2)]
             deadline = time.monotonic() + 20
             while sum(f.done() for f in futures) < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -98,11 +115,11 @@ def test_a_worker_that_dies_while_idle_is_replaced_before_it_is_given_work(servi
 
 
 def test_an_evaluation_that_takes_too_long_is_stopped_and_its_worker_replaced(service):
-    frozen = wait_for_workers(service, 2)[0]
+    frozen, other = wait_for_workers(service, 2)
     os.kill(frozen, signal.SIGSTOP)  # a worker that never answers (the timeout is 8 s here)
     try:
         with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda _: call(service), range(2)))
+            results = [future.result() for future in one_request_held_by(frozen, other, service, pool)]
     finally:
         try:
             os.kill(frozen, signal.SIGCONT)
@@ -302,3 +319,45 @@ def test_a_lone_client_is_served_by_the_worker_used_last_whose_caches_are_warm()
         return used
 
     assert in_pool(scenario, depth=2, size=2) == [[0]] * 4  # taking turns would give [[0], [1], [0], [1]]
+
+
+# --- a patient-view call handed to a worker as its body (HookRunner.answer_body) ----------------------------------
+
+
+def test_a_job_carries_a_request_body_as_it_is_whatever_bytes_it_holds():
+    from imt_cds.service.workers import decode_job, encode_job
+
+    job = {"op": "hook", "service": "imt-patient-view", "on": "2026-11-21"}
+    for body in (b'{"hook": "patient-view"}', b"", b"\0\0{not json\0", "é".encode("utf-16")):
+        assert decode_job(encode_job(job, body)) == (job, body)
+    assert decode_job(encode_job(job)) == (job, None)
+
+
+def test_a_worker_answers_a_call_given_as_its_body_as_the_server_would_with_its_resources():
+    from imt_cds.service.calls import find_service, patient_view_options, read_job
+    from imt_cds.service.workers import WorkerSettings, _Handler
+
+    handler = _Handler(WorkerSettings(cache_size=0, public_url="http://127.0.0.1"))
+    service = find_service("imt-patient-view")
+    request = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+    job = {"op": "hook", "service": service.id, "on": "2026-11-21", "guidance_endpoint": "http://127.0.0.1/x"}
+    given_body = handler.handle(job, orjson.dumps(request))
+    # What the server sends when it has read the call itself (a key fetched from fhirServer): the resources.
+    resources = [resource for key in ("patient", "conditions", "observations", "procedures")
+                 for resource in [request["prefetch"][key]]]
+    given_resources = handler.handle(read_job(request, resources, "cards", "2026-11-21",
+                                              patient_view_options(request, "http://127.0.0.1/x")))
+    same_uuids = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    assert set(given_body) == {"ok", "evaluation_id", "index", "raw"}
+    assert same_uuids.sub(b"U", given_body["raw"]) == same_uuids.sub(b"U", given_resources["raw"])
+    assert [code for _, code in given_body["index"]] == [code for _, code in given_resources["index"]]
+    assert orjson.loads(given_body["raw"])["cards"]  # the example chart has findings
+
+    del request["prefetch"]["procedures"]  # a key to fetch: handed back to the server, nothing evaluated
+    assert handler.handle(job, orjson.dumps(request)) == {"ok": True, "fetch": True}
+    request["prefetch"]["procedures"] = {"resourceType": "Patient", "id": "someone-else"}
+    assert handler.handle(job, orjson.dumps(request)) == {"ok": True, "rejected": {
+        "message": "the prefetched Patient/someone-else is not the patient in context (imt-example-1): nothing is "
+                   "evaluated on another patient's record", "details": None}}
+    refused = handler.handle(job, b'{"hook": "patient-view", "hook": "order-sign"}')["rejected"]
+    assert refused["message"] == "the request body has the key 'hook' twice in one JSON object"

@@ -43,7 +43,8 @@ from .errors import (
     public_body,
 )
 from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
-from .hooks import SERVICES, HookRunner, check_request, find_service
+from .calls import SERVICES, check_request, find_service
+from .hooks import HookRunner
 from .request_json import parse_request_json
 from .workers import WorkerPool, WorkerSettings
 
@@ -284,9 +285,10 @@ class _HookCalls:
     It answers exactly as the FastAPI route with the middleware around it would, in the same order: a
     Content-Length over the limit (413) or not a number (400) before anything else; then the bearer token (401
     with ``WWW-Authenticate``), the service id (404), the body read against the limit (413), strict JSON (400), the
-    request's shape (400); then the ``HookRunner``. Error bodies come from the same ``public_body``. A request
-    with an ``Origin`` header, when CORS is configured, goes to the FastAPI path, whose CORS middleware adds its
-    headers."""
+    request's shape (400); then the ``HookRunner`` (``answer_body``: for a patient-view call, the JSON and shape
+    checks run in the worker that answers it, with the same functions and words). Error bodies come from the same
+    ``public_body``. A request with an ``Origin`` header, when CORS is configured, goes to the FastAPI path, whose
+    CORS middleware adds its headers."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], config: ServiceConfig,
                  authenticator: Authenticator | None):
@@ -351,9 +353,8 @@ class _HookCalls:
             await self.authenticator.authenticate(None if authorization is None else authorization.decode("latin-1"),
                                                   [self.config.service_url(scope["path"])])
         service = find_service(service_id)
-        call = check_request(parse_request_json(await self._body(receive)), service)
         runner: HookRunner = scope["app"].state.runner
-        return orjson.dumps(await runner.answer(service, call))
+        return orjson.dumps(await runner.answer_body(service, await self._body(receive)))
 
     async def _body(self, receive: Any) -> bytes:
         chunks: list[bytes] = []

@@ -184,13 +184,10 @@ class _Budget:
     requested: list[str] = field(default_factory=list)
 
 
-async def collect_resources(templates: Sequence[Template], request: Mapping[str, Any], *,
-                            allowed_servers: Sequence[str], timeout: float, max_pages: int, max_bytes: int,
-                            deadline: float = DEFAULT_FETCH_DEADLINE,
-                            private_networks: Sequence[str] = ()) -> list[Any]:
-    """Every resource of the service's prefetch keys (parsed JSON, in key order): from the request's prefetch, else
-    from its fhirServer (only under ``allowed_servers``; ``private_networks``: CIDR networks a server there may be
-    in; ``deadline``: seconds for all fetches together)."""
+def prefetched(templates: Sequence[Template], request: Mapping[str, Any]) -> tuple[list[Any], dict[str, str]]:
+    """What the request's prefetch holds for the service's keys: the resources (parsed JSON, in key order) and the
+    keys it lacks, each with why (not prefetched, or the client's OperationOutcome in its place); a prefetch of the
+    wrong shape is a ``BadRequestError``. Nothing is fetched here (``collect_resources`` fetches what is lacking)."""
     prefetch = request.get("prefetch") or {}
     if not isinstance(prefetch, Mapping):
         raise BadRequestError("prefetch must be an object keyed by prefetch key")
@@ -209,6 +206,17 @@ async def collect_resources(templates: Sequence[Template], request: Mapping[str,
             missing[template.key] = "the client could not prefetch it (OperationOutcome)"
             continue
         resources.append(value)  # a Bundle stays whole: the reader resolves references through its fullUrls
+    return resources, missing
+
+
+async def collect_resources(templates: Sequence[Template], request: Mapping[str, Any], *,
+                            allowed_servers: Sequence[str], timeout: float, max_pages: int, max_bytes: int,
+                            deadline: float = DEFAULT_FETCH_DEADLINE,
+                            private_networks: Sequence[str] = ()) -> list[Any]:
+    """Every resource of the service's prefetch keys (parsed JSON, in key order): from the request's prefetch, else
+    from its fhirServer (only under ``allowed_servers``; ``private_networks``: CIDR networks a server there may be
+    in; ``deadline``: seconds for all fetches together)."""
+    resources, missing = prefetched(templates, request)
     if missing:
         policy = _policy(allowed_servers, private_networks, timeout, max_pages, max_bytes)
         fetched = await _fetch(templates, missing, request, policy, deadline)

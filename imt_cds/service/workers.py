@@ -22,6 +22,10 @@ answering the one before, which is what keeps crash containment exact:
 - a worker that dies while idle is seen at once (the end of its pipe), with a watch task as the backstop, and
   replaced before anyone sends it a job.
 
+A patient-view call's body is handed to a worker as it came (``encode_job``: the job's JSON, a NUL byte, the
+body): the worker parses and checks it (``HookRunner.answer_body``), so the chart is parsed once, and a hostile
+body is parsed in a process whose death fails that request only, not in the server.
+
 Workers are started by a fork server (``multiprocessing`` "forkserver", with the engine and FHIR modules preloaded),
 so a replacement starts in a fraction of a second and never inherits the server's threads. Each worker names itself
 ``imt-cds-worker`` (Linux ``comm``, shown by ``ps``) and ignores SIGINT: the server shuts the pool down itself.
@@ -33,7 +37,6 @@ import asyncio
 import gc
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
@@ -48,6 +51,7 @@ from typing import Any
 import orjson
 
 from .errors import (
+    BadRequestError,
     EvaluationFailedError,
     ServiceConfigError,
     ServiceUnavailableError,
@@ -56,7 +60,8 @@ from .errors import (
 )
 from .patient_view import patient_view_response
 
-__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "encode_answer"]
+__all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "decode_job", "encode_answer",
+           "encode_job"]
 
 log = logging.getLogger("imt_cds.service")
 
@@ -68,8 +73,8 @@ WORKER_NAME = b"imt-cds-worker"
 # multiprocessing.Connection's framing: a signed 4-byte big-endian length, or -1 and an 8-byte one past 2 GiB.
 _SIZE = struct.Struct("!i")
 _LARGE_SIZE = struct.Struct("!Q")
-# The FHIR reader works on the JSON itself (no FHIR model library): nothing more to preload.
-_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "imt_cds.audit"]
+# The FHIR reader works on the JSON itself (no FHIR model library); calls checks a patient-view body (answer_body).
+_PRELOAD = ["imt_cds.service.workers", "imt_cds.service.calls", "imt_cds.engine", "imt_cds.fhir", "imt_cds.audit"]
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,14 @@ class _Worker:
         return int(self.process.pid)
 
     def alive(self) -> bool:
-        """Whether the process runs, from its sentinel (readable once it has ended) without reading its exit code:
-        never blocks, and is safe beside a thread that joins it."""
-        return not multiprocessing.connection.wait([self.process.sentinel], 0)
+        """Whether the process runs. Never blocks (the event loop asks): while another thread joins it (a retired
+        worker being stopped), it counts as running until that thread has read how it ended."""
+        if not self._joining.acquire(blocking=False):
+            return True
+        try:
+            return self.process.exitcode is None
+        finally:
+            self._joining.release()
 
     def exit_code(self, wait: float = 2.0) -> int | None:
         """How the process ended (negative: the signal that killed it), once it has (None if it has not)."""
@@ -328,13 +338,14 @@ class WorkerPool:
 
     # -- running a job ----------------------------------------------------------------------------------------------
 
-    async def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Run one job in a worker; the worker's answer, or a ``ServiceError`` (crash, timeout, failure). A request
-        that goes away cancels its job: dropped if no worker has it yet, its answer ignored otherwise."""
+    async def run(self, job: dict[str, Any], body: bytes | None = None) -> dict[str, Any]:
+        """Run one job in a worker (``body``: bytes it carries as they are, see ``encode_job``); the worker's answer,
+        or a ``ServiceError`` (crash, timeout, failure). A request that goes away cancels its job: dropped if no
+        worker has it yet, its answer ignored otherwise."""
         if not self._started or self._closed:
             raise WorkerTimeoutError("the evaluation workers are not running")
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._offer(_Job(orjson.dumps(job), future))
+        self._offer(_Job(encode_job(job, body), future))
         result = decode_answer(await future)
         if not result.get("ok"):
             error = result.get("error") or {}
@@ -464,6 +475,19 @@ def _fail(job: _Job, error: BaseException) -> None:
         job.future.set_exception(error)
 
 
+def encode_job(job: dict[str, Any], body: bytes | None = None) -> bytes:
+    """A job as one message: its JSON, then, with ``body`` (a request body, unparsed), a NUL byte and those bytes as
+    they are (JSON text never holds a NUL byte, so the first one separates, whatever the body holds)."""
+    encoded = orjson.dumps(job)
+    return encoded if body is None else encoded + b"\0" + body
+
+
+def decode_job(message: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """The job and body ``encode_job`` made."""
+    encoded, separator, body = message.partition(b"\0")
+    return orjson.loads(encoded), (body if separator else None)
+
+
 def encode_answer(answer: dict[str, Any]) -> bytes:
     """A worker's answer as one message: its JSON, then, when it carries ``raw`` bytes (a response already
     serialised in the worker), a NUL byte and those bytes as they are, so the server neither parses nor re-serialises
@@ -510,7 +534,7 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
             handler.close()  # the server closed the pipe (or went away): nothing more to do
             return
         try:
-            answer = handler.handle(orjson.loads(job))
+            answer = handler.handle(*decode_job(job))
         except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
             code = getattr(exc, "code", type(exc).__name__)
             answer = {"ok": False, "error": {"code": code, "message": f"{type(exc).__name__}: {exc}"}}
@@ -551,9 +575,11 @@ class _Handler:
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
         self.settings = settings
 
-    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, job: dict[str, Any], body: bytes | None = None) -> dict[str, Any]:
         from ..core.errors import ChartRefusedError
 
+        if job.get("op") == "hook":
+            return self._hook_call(job, body)
         try:
             read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]),
                                               terminology=self.engine.rulebook.terminology,
@@ -581,6 +607,26 @@ class _Handler:
         # What the server's card index keeps of each card (for feedback), and the response ready to send.
         index = [[card["uuid"], card["source"]["topic"]["code"]] for card in response["cards"]] if evaluation_id else []
         return {"ok": True, "evaluation_id": evaluation_id, "index": index, "raw": orjson.dumps(response)}
+
+    def _hook_call(self, job: dict[str, Any], body: bytes | None) -> dict[str, Any]:
+        """A patient-view call given as its request body (``HookRunner.answer_body``): parsed and checked here with
+        the server's own functions, so the refusals are its; its answer when the prefetch holds every key, else
+        ``fetch`` (the server reads the call itself and fetches what is missing from fhirServer)."""
+        from .calls import check_request, find_service, patient_view_options, read_job, same_patient
+        from .prefetch import prefetched
+        from .request_json import parse_request_json
+
+        try:
+            service = find_service(job["service"])
+            request = check_request(parse_request_json(body or b""), service)
+            resources, missing = prefetched(service.prefetch, request)
+            if missing:
+                return {"ok": True, "fetch": True}
+            same_patient(resources, request["context"]["patientId"])
+        except BadRequestError as exc:
+            return {"ok": True, "rejected": {"message": exc.message, "details": exc.details}}
+        options = patient_view_options(request, job["guidance_endpoint"])
+        return self.handle(read_job(request, resources, "cards", job["on"], options))
 
     def _record(self, assessment: Any) -> Any:
         from ..core.errors import AuditError

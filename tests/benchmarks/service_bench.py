@@ -13,8 +13,9 @@ so an age, never sent before), so every request is evaluated.
 
 Reported per phase: requests/s, p50 and p99 latency, and the CPU time per request of the server process and of its
 worker processes (from /proc, utime + stime). The stages are timed in this process on the same requests (request
-JSON, FHIR reading, evaluation, the assessment document, the hand-off serialisation, cards and the response JSON
-(both made in the worker), an audit append) so the service's CPU can be set against them; the JWT check is the
+JSON, FHIR reading, evaluation, the assessment document, the hand-off's framing, cards and the response JSON (all
+but the framing done in the worker: a patient-view body goes there as it came), an audit append) so the service's
+CPU can be set against them; the JWT check is the
 extra server CPU of a run with authentication on (a test key, as tests/service_support.py makes), the SQLite audit
 the extra worker CPU of a run with ``--audit``. The in-process path (FHIR resources -> facts -> evaluate -> to_json)
 is measured on one core here.
@@ -200,9 +201,9 @@ def best_median_us(function, inputs: list, rounds: int = 5) -> tuple[float, floa
 def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, float]]:
     from imt_cds.audit import open_store
     from imt_cds.render.cards import assessment_cards
-    from imt_cds.service.hooks import check_request, find_service
+    from imt_cds.service.calls import check_request, find_service
     from imt_cds.service.request_json import parse_request_json
-    from imt_cds.service.workers import WorkerSettings, _Handler, decode_answer, encode_answer
+    from imt_cds.service.workers import WorkerSettings, _Handler, decode_answer, decode_job, encode_answer, encode_job
 
     service = find_service("imt-patient-view")
     engine = Engine()
@@ -217,10 +218,13 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
         raise SystemExit(f"only {distinct} different patients' facts among {len(reads)} charts meant to be unique")
     assessments = [engine.evaluate(r.facts) for r in reads]
     handler = _Handler(WorkerSettings(cache_size=0, public_url="http://127.0.0.1"))
-    # What the server sends a worker for a patient-view call, and what the worker answers (the rendered response).
+    # What the server sends a worker for a patient-view call with its prefetch complete (the body as it came, see
+    # HookRunner.answer_body), and what the worker answers (the rendered response); the jobs with the resources
+    # already read (what the server sends when it has fetched some) give the stages below.
+    hook_job = {"op": "hook", "service": service.id, "on": on.isoformat(), "guidance_endpoint": "http://127.0.0.1"}
+    job_bytes = [encode_job(hook_job, b) for b in bodies]
     jobs = [{"op": "cards", "resources": r, "on": on.isoformat(), "patient_id": PATIENT, "attested": False,
              "hook_instance": str(i), "fhir_guidance_endpoint": None} for i, r in enumerate(resources)]
-    job_bytes = [orjson.dumps(j) for j in jobs]
     answers = [encode_answer(handler.handle(j)) for j in jobs]
     parsed = [orjson.loads(orjson.dumps(handler.handle({**j, "op": "assess"}))) for j in jobs]
     cards = [assessment_cards(p["assessment"], evaluation_id=p["evaluation_id"], sources=p["fhir"]["sources"],
@@ -240,7 +244,7 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
         "evaluation (memo miss)": best_median_us(lambda r: engine.evaluate(r.facts), reads),
         "evaluation + document (evaluate(x).to_json())": best_median_us(lambda r: engine.evaluate(r.facts).to_json(),
                                                                       reads),
-        "hand-off: job out + in": best_median_us(lambda i: orjson.loads(orjson.dumps(jobs[i])), pairs),
+        "hand-off: job out + in": best_median_us(lambda b: decode_job(encode_job(hook_job, b)), bodies),
         "hand-off: answer in (the server reads the worker's answer)": best_median_us(decode_answer, answers),
         "cards (in the worker)": best_median_us(
             lambda p: assessment_cards(p["assessment"], evaluation_id=p["evaluation_id"],
@@ -249,7 +253,7 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
         "audit append (SQLite)": best_median_us(lambda a: store.append(a), assessments[: min(n, 200)], rounds=1),
         "in-process path (FHIR -> facts -> evaluate -> to_json)": best_median_us(path, pairs),
         "worker job, whole (bytes in -> bytes out)": best_median_us(
-            lambda b: encode_answer(handler.handle(orjson.loads(b))), job_bytes),
+            lambda b: encode_answer(handler.handle(*decode_job(b))), job_bytes),
     }
     store.close()
     return stages
@@ -472,16 +476,16 @@ def main() -> int:
     jwt_us = auth_rows[0]["server_cpu_us"] - hit16["server_cpu_us"]
     audit_us = audit_rows[0]["worker_cpu_us"] - hit16["worker_cpu_us"]
     service_cpu = base16["server_cpu_us"] + base16["worker_cpu_us"]
-    server_known = sum(stages[k][0] for k in ("request JSON (parse + check)", "hand-off: job out + in",
+    server_known = sum(stages[k][0] for k in ("hand-off: job out + in",
                                               "hand-off: answer in (the server reads the worker's answer)"))
     print("\nservice CPU per request, by stage (16 clients, misses; µs)")
-    print(f"  server process: {base16['server_cpu_us']:,.0f} (request JSON + hand-off serialisation "
+    print(f"  server process: {base16['server_cpu_us']:,.0f} (the hand-off's framing "
           f"{server_known:,.0f} measured in process; the rest, {base16['server_cpu_us'] - server_known:,.0f}, is "
           "HTTP (the httptools parser, or h11), the hook path's ASGI layer, the event loop and the hand-off's own "
           "round trip (alone, an empty job: "
           f"{stages['hand-off round trip, server CPU (empty job, 16 at once)'][0]:,.0f}))")
-    print(f"  worker processes: {base16['worker_cpu_us']:,.0f} (the worker job measured in process, FHIR reading, "
-          f"evaluation, document, cards and response JSON: "
+    print(f"  worker processes: {base16['worker_cpu_us']:,.0f} (the worker job measured in process, request JSON, "
+          f"FHIR reading, evaluation, document, cards and response JSON: "
           f"{stages['worker job, whole (bytes in -> bytes out)'][0]:,.0f})")
     print(f"  JWT check (extra server CPU with authentication on): {jwt_us:,.0f}")
     print(f"  SQLite audit (extra worker CPU with --audit): {audit_us:,.0f}")
