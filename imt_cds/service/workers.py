@@ -50,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from .calls import check_request, find_service, patient_view_options, read_job, same_patient
 from .errors import (
     BadRequestError,
     EvaluationFailedError,
@@ -59,6 +60,8 @@ from .errors import (
     WorkerTimeoutError,
 )
 from .patient_view import patient_view_response
+from .prefetch import prefetched
+from .request_json import parse_request_json
 
 __all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "decode_job", "encode_answer",
            "encode_job"]
@@ -73,8 +76,8 @@ WORKER_NAME = b"imt-cds-worker"
 # multiprocessing.Connection's framing: a signed 4-byte big-endian length, or -1 and an 8-byte one past 2 GiB.
 _SIZE = struct.Struct("!i")
 _LARGE_SIZE = struct.Struct("!Q")
-# The FHIR reader works on the JSON itself (no FHIR model library); calls checks a patient-view body (answer_body).
-_PRELOAD = ["imt_cds.service.workers", "imt_cds.service.calls", "imt_cds.engine", "imt_cds.fhir", "imt_cds.audit"]
+# The FHIR reader works on the JSON itself (no FHIR model library): nothing more to preload.
+_PRELOAD = ["imt_cds.service.workers", "imt_cds.engine", "imt_cds.fhir", "imt_cds.audit"]
 
 
 @dataclass(frozen=True)
@@ -612,10 +615,6 @@ class _Handler:
         """A patient-view call given as its request body (``HookRunner.answer_body``): parsed and checked here with
         the server's own functions, so the refusals are its; its answer when the prefetch holds every key, else
         ``fetch`` (the server reads the call itself and fetches what is missing from fhirServer)."""
-        from .calls import check_request, find_service, patient_view_options, read_job, same_patient
-        from .prefetch import prefetched
-        from .request_json import parse_request_json
-
         try:
             service = find_service(job["service"])
             request = check_request(parse_request_json(body or b""), service)
