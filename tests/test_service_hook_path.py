@@ -146,8 +146,8 @@ REFUSALS = {
     "404 no such service": raw_request("POST", "/cds-services/no-such-service", good_call()),
     "412 no data": raw_request("POST", VIEW, json.dumps(hook_request("patient-view")).encode()),
     "200 cards": raw_request("POST", VIEW, good_call()),
-    # A patient-view body is parsed and checked in a worker when its prefetch holds every key (else here): the
-    # refusals of each check there, and the calls it hands back (a key missing, or an OperationOutcome in its place).
+    # A patient-view body is parsed and checked in a worker when its prefetch holds every key (else in the server):
+    # the refusals of each check there, and the calls it hands back (a key missing, an OperationOutcome in its place).
     "400 NaN": raw_request("POST", VIEW, good_call().replace(b'"hook": "patient-view"', b'"hook": NaN')),
     "400 prefetch not an object": raw_request("POST", VIEW, call_with(prefetch=[])),
     "400 a prefetch value that is not a resource": raw_request("POST", VIEW, call_with(patient="Patient/x")),

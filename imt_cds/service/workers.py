@@ -478,33 +478,38 @@ def _fail(job: _Job, error: BaseException) -> None:
         job.future.set_exception(error)
 
 
+def _message(data: dict[str, Any], raw: bytes | None) -> bytes:
+    """``data`` as JSON, then, with ``raw``, a NUL byte and those bytes as they are. JSON text never holds a NUL byte
+    (orjson writes control characters escaped), so the first one separates, whatever ``raw`` holds."""
+    encoded = orjson.dumps(data)
+    return encoded if raw is None else encoded + b"\0" + raw
+
+
+def _parts(message: bytes) -> tuple[dict[str, Any], bytes | None]:
+    encoded, separator, raw = message.partition(b"\0")
+    return orjson.loads(encoded), (raw if separator else None)
+
+
 def encode_job(job: dict[str, Any], body: bytes | None = None) -> bytes:
-    """A job as one message: its JSON, then, with ``body`` (a request body, unparsed), a NUL byte and those bytes as
-    they are (JSON text never holds a NUL byte, so the first one separates, whatever the body holds)."""
-    encoded = orjson.dumps(job)
-    return encoded if body is None else encoded + b"\0" + body
+    """A job as one message; ``body``, a request body, goes as it came (the worker parses it)."""
+    return _message(job, body)
 
 
 def decode_job(message: bytes) -> tuple[dict[str, Any], bytes | None]:
     """The job and body ``encode_job`` made."""
-    encoded, separator, body = message.partition(b"\0")
-    return orjson.loads(encoded), (body if separator else None)
+    return _parts(message)
 
 
 def encode_answer(answer: dict[str, Any]) -> bytes:
-    """A worker's answer as one message: its JSON, then, when it carries ``raw`` bytes (a response already
-    serialised in the worker), a NUL byte and those bytes as they are, so the server neither parses nor re-serialises
-    them. JSON text never holds a NUL byte (orjson writes control characters escaped), so the first one separates."""
-    raw = answer.pop("raw", None)
-    encoded = orjson.dumps(answer)
-    return encoded if raw is None else encoded + b"\0" + raw
+    """A worker's answer as one message; ``raw`` (a response already serialised in the worker) goes as bytes, so the
+    server neither parses nor re-serialises it."""
+    return _message(answer, answer.pop("raw", None))
 
 
 def decode_answer(message: bytes) -> dict[str, Any]:
     """The answer ``encode_answer`` made (``raw`` back as bytes when there were some)."""
-    encoded, separator, raw = message.partition(b"\0")
-    answer: dict[str, Any] = orjson.loads(encoded)
-    if separator:
+    answer, raw = _parts(message)
+    if raw is not None:
         answer["raw"] = raw
     return answer
 
