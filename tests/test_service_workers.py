@@ -321,7 +321,7 @@ def test_a_lone_client_is_served_by_the_worker_used_last_whose_caches_are_warm()
     assert in_pool(scenario, depth=2, size=2) == [[0]] * 4  # taking turns would give [[0], [1], [0], [1]]
 
 
-# --- a patient-view call handed to a worker as its body (HookRunner.answer_body) ----------------------------------
+# --- a patient-view call handed to a worker as its body (HookRunner.answer) ---------------------------------------
 
 
 def test_a_job_carries_a_request_body_as_it_is_whatever_bytes_it_holds():

@@ -30,6 +30,7 @@ from ..core.rule_loader import load_rulebook
 from ..core.rulebook import Rulebook
 from ..render.cards import citation_links
 from .auth import Authenticator
+from .calls import SERVICES, find_service
 from .config import AuditStoreUnavailableError, ServiceConfig
 from .errors import (
     INTERNAL_MESSAGE,
@@ -43,7 +44,6 @@ from .errors import (
     public_body,
 )
 from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
-from .calls import SERVICES, find_service
 from .hooks import HookRunner
 from .request_json import parse_request_json
 from .workers import WorkerPool, WorkerSettings
@@ -158,7 +158,7 @@ def create_app(config: ServiceConfig) -> Any:
     async def hook(service_id: str, request: Request) -> Any:
         await authenticate(request, [config.service_url(f"/cds-services/{service_id}")])
         service = find_service(service_id)
-        return json_response(await request.app.state.runner.answer_body(service, await request.body()))
+        return json_response(await request.app.state.runner.answer(service, await request.body()))
 
     @app.post("/cds-services/{service_id}/feedback")
     async def feedback(service_id: str, request: Request) -> Any:
@@ -284,7 +284,7 @@ class _HookCalls:
     It answers exactly as the FastAPI route with the middleware around it would, in the same order: a
     Content-Length over the limit (413) or not a number (400) before anything else; then the bearer token (401
     with ``WWW-Authenticate``), the service id (404), the body read against the limit (413), strict JSON (400), the
-    request's shape (400); then the ``HookRunner`` (``answer_body``: for a patient-view call, the JSON and shape
+    request's shape (400); then the ``HookRunner`` (``answer``: for a patient-view call, the JSON and shape
     checks run in the worker that answers it, with the same functions and words). Error bodies come from the same
     ``public_body``. A request with an ``Origin`` header, when CORS is configured, goes to the FastAPI path, whose
     CORS middleware adds its headers."""
@@ -353,7 +353,7 @@ class _HookCalls:
                                                   [self.config.service_url(scope["path"])])
         service = find_service(service_id)
         runner: HookRunner = scope["app"].state.runner
-        return orjson.dumps(await runner.answer_body(service, await self._body(receive)))
+        return orjson.dumps(await runner.answer(service, await self._body(receive)))
 
     async def _body(self, receive: Any) -> bytes:
         chunks: list[bytes] = []

@@ -44,25 +44,24 @@ class HookRunner:
         self.rulebook = rulebook
         self.cards = cards
 
-    async def answer(self, service: CdsService, request: Mapping[str, Any]) -> dict[str, Any] | orjson.Fragment:
-        """The response to a hook call, for ``orjson.dumps`` (a patient-view one comes serialised already)."""
-        if service.hook == "order-sign":
-            return await self._order_sign(service, request)
-        return await self._patient_view(service, request)
+    async def answer(self, service: CdsService, body: bytes) -> dict[str, Any] | orjson.Fragment:
+        """The response to a hook call given as its body's bytes, for ``orjson.dumps`` (a patient-view one comes
+        serialised already).
 
-    async def answer_body(self, service: CdsService, body: bytes) -> dict[str, Any] | orjson.Fragment:
-        """``answer`` for a call given as its body's bytes. A patient-view body goes to a worker as it is: the
-        worker parses and checks it as ``parse_request_json``, ``check_request`` and ``collect_resources`` would,
-        with the same refusals, and answers with the cards when the prefetch holds every key. Parsing a chart is
-        then done once, in a worker, instead of in this one process and again in the worker from the job's JSON.
-        When keys are missing (to fetch from ``fhirServer``, or refused with a 412) this process reads the call
-        itself, as ``answer``; so does every other hook."""
+        A patient-view body goes to a worker as it is: the worker parses and checks it as ``parse_request_json``,
+        ``check_request`` and ``collect_resources`` would, with the same refusals, and answers with the cards when
+        the prefetch holds every key. Parsing a chart is then done once, in a worker, instead of in this one process
+        and again in the worker from the job's JSON. When keys are missing (to fetch from ``fhirServer``, or refused
+        with a 412) this process reads the call itself; so it does for every other hook."""
         if service.hook == "patient-view":
             result = await self._run({"op": "hook", "service": service.id, "on": _today(),
                                       "guidance_endpoint": self._guidance_endpoint(service)}, body)
             if not result.get("fetch"):
                 return self._patient_view_answer(service, result)
-        return await self.answer(service, check_request(parse_request_json(body), service))
+        request = check_request(parse_request_json(body), service)
+        if service.hook == "order-sign":
+            return await self._order_sign(service, request)
+        return await self._patient_view(service, request)
 
     async def _resources(self, service: CdsService, request: Mapping[str, Any]) -> list[Any]:
         resources = await collect_resources(

@@ -23,7 +23,7 @@ answering the one before, which is what keeps crash containment exact:
   replaced before anyone sends it a job.
 
 A patient-view call's body is handed to a worker as it came (``encode_job``: the job's JSON, a NUL byte, the
-body): the worker parses and checks it (``HookRunner.answer_body``), so the chart is parsed once, and a hostile
+body): the worker parses and checks it (``HookRunner.answer``), so the chart is parsed once, and a hostile
 body is parsed in a process whose death fails that request only, not in the server.
 
 Workers are started by a fork server (``multiprocessing`` "forkserver", with the engine and FHIR modules preloaded),
@@ -617,7 +617,7 @@ class _Handler:
         return {"ok": True, "evaluation_id": evaluation_id, "index": index, "raw": orjson.dumps(response)}
 
     def _hook_call(self, job: dict[str, Any], body: bytes | None) -> dict[str, Any]:
-        """A patient-view call given as its request body (``HookRunner.answer_body``): parsed and checked here with
+        """A patient-view call given as its request body (``HookRunner.answer``): parsed and checked here with
         the server's own functions, so the refusals are its; its answer when the prefetch holds every key, else
         ``fetch`` (the server reads the call itself and fetches what is missing from fhirServer)."""
         try:

@@ -219,7 +219,7 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
     assessments = [engine.evaluate(r.facts) for r in reads]
     handler = _Handler(WorkerSettings(cache_size=0, public_url="http://127.0.0.1"))
     # What the server sends a worker for a patient-view call with its prefetch complete (the body as it came, see
-    # HookRunner.answer_body), and what the worker answers (the rendered response); the jobs with the resources
+    # HookRunner.answer), and what the worker answers (the rendered response); the jobs with the resources
     # already read (what the server sends when it has fetched some) give the stages below.
     hook_job = {"op": "hook", "service": service.id, "on": on.isoformat(), "guidance_endpoint": "http://127.0.0.1"}
     job_bytes = [encode_job(hook_job, b) for b in bodies]
