@@ -23,7 +23,7 @@ from imt_cds.audit import (
     RecordNotFoundError,
     open_store,
 )
-from imt_cds.audit.record import canonical_bytes
+from imt_cds.audit.record import canonical_bytes, new_record_content
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
@@ -195,6 +195,84 @@ def test_several_threads_sharing_one_engine_keep_one_chain(store, rulebook):
     assert not errors
     report = store.verify()
     assert report.ok and report.records == 36
+
+
+# --- records prepared elsewhere, appended several at a time (the service's group commit) -------------------------
+
+
+def test_prepared_records_are_appended_in_order_each_as_the_engine_would_have(store, target, engine):
+    store.archive(engine.rulebook)
+    assessments = [engine.evaluate(p) for p in PATIENTS]
+    contents = [new_record_content(a) for a in assessments]
+    statements: list[str] = []
+    if not isinstance(target, str) or not target.startswith("postgresql"):
+        store._db.get().set_trace_callback(statements.append)
+    assert store.append_contents(contents) == [c["id"] for c in contents]
+    if statements:  # SQLite: one write transaction, one commit, for all of them
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])  # an append through the engine goes on the chain
+    records = store.records()
+    assert [r.id for r in records[:-1]] == [c["id"] for c in contents]
+    assert [r.seq for r in records] == list(range(1, len(PATIENTS) + 2))
+    for assessment, record in zip(assessments, records, strict=False):
+        assert record.content["assessment_json"] == assessment.to_json()
+        assert record.canonical_input_json() == assessment.canonical_input_json()
+        assert dict(record.rulebook) == dict(records[-1].rulebook)  # files_sha256 too, as append gives it
+    assert store.verify().ok
+    assert store.append_contents([]) == []
+    assert len(store.records()) == len(PATIENTS) + 1
+
+
+def test_a_group_of_records_is_appended_all_or_none(store, engine):
+    store.archive(engine.rulebook)
+    good = new_record_content(engine.evaluate(PATIENTS[0]))
+    foreign = new_record_content(engine.evaluate(PATIENTS[1]))
+    foreign["rulebook"] = {**foreign["rulebook"], "sha256": "f" * 64}  # made with a rulebook nobody archived
+    with pytest.raises(AuditStoreError, match=f"rulebook {'f' * 64} is not in its archive"):
+        store.append_contents([good, foreign])
+    assert store.records() == []  # not even the first
+    assert store.append_contents([good]) == [good["id"]]
+    assert store.verify().ok
+
+
+def test_a_rulebook_is_archived_once_however_many_stores_archive_it(store, target, engine):
+    store.archive(engine.rulebook)
+    with open_store(target) as another:  # another process, say: it finds the archive in the database
+        another.archive(engine.rulebook)
+        content = new_record_content(engine.evaluate(PATIENTS[0]))
+        assert another.append_contents([content]) == [content["id"]]
+    assert store.rulebook_archive(engine.rulebook.sha256).sha256 == engine.rulebook.sha256
+    assert store.verify().ok
+
+
+def test_threads_appending_groups_and_single_records_keep_one_chain(store, rulebook):
+    engine, unaudited = Engine(rulebook, audit=store), Engine(rulebook)
+    store.archive(rulebook)
+    errors: list[BaseException] = []
+
+    def singles(offset: int) -> None:
+        try:
+            for i in range(4):
+                engine.evaluate(PATIENTS[(offset + i) % len(PATIENTS)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def groups(offset: int) -> None:
+        try:
+            for i in range(2):
+                store.append_contents([new_record_content(unaudited.evaluate(PATIENTS[(offset + i + k) % len(PATIENTS)]))
+                                       for k in range(3)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(3) for work in (singles, groups)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    report = store.verify()
+    assert report.ok and report.records == 3 * 4 + 3 * 2 * 3
 
 
 # --- SQLite specifics ---------------------------------------------------------------------------------------------

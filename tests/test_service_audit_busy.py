@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from audit_support import hold_sqlite_write_lock
 from service_support import Signer, bearer, example_resources, hook_request, prefetch_for, running_service
 
@@ -170,37 +171,37 @@ def test_token_ids_are_written_with_full_durability(tmp_path):
         cache.close()
 
 
-def test_on_postgresql_a_worker_waits_at_most_the_store_timeout_for_the_chain_lock():
-    # The worker's own path, in this process: another session holds the advisory lock every appender takes.
+def test_on_postgresql_the_recorder_waits_at_most_the_store_timeout_for_the_chain_lock():
+    # The server's recorder, in this process, with a record a real worker handler prepared: another session holds
+    # the advisory lock every appender takes.
     import psycopg
     from audit_support import new_database, running_postgres
 
     from imt_cds.audit.postgres import _LOCK_KEY
-    from imt_cds.service.workers import AuditUnavailableError, WorkerSettings, _Handler
+    from imt_cds.core.errors import AuditError
+    from imt_cds.service.recorder import AuditRecorder
+    from imt_cds.service.workers import WorkerSettings, _Handler, _open_audit_store
 
     with running_postgres() as server:
         database = new_database(server)
-        handler = _Handler(WorkerSettings(cache_size=0, audit=database, store_timeout=1.0))
+        settings = WorkerSettings(cache_size=0, audit=database, store_timeout=1.0)
+        handler = _Handler(settings)
         job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21"}
-        try:
-            outcome: dict = {}
 
-            def evaluate() -> None:
-                try:
-                    outcome["answer"] = handler.handle(job)
-                except Exception as exc:  # noqa: BLE001 - the failure is what is checked
-                    outcome["error"] = exc
+        async def scenario() -> None:
+            recorder = AuditRecorder(lambda: _open_audit_store(settings))
+            recorder.start()
+            try:
+                with psycopg.connect(database) as holder:  # a transaction until the block ends
+                    holder.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                    started = time.monotonic()
+                    # bounded: without the lock timeout the append would wait for as long as the lock is held
+                    with pytest.raises(AuditError, match="lock timeout"):
+                        await asyncio.wait_for(recorder.record(handler.handle(job)["record"]), 30)
+                    assert time.monotonic() - started < 10
+                answer = handler.handle(job)  # the lock released: recorded
+                assert await recorder.record(answer["record"]) == answer["evaluation_id"]
+            finally:
+                recorder.close()
 
-            with psycopg.connect(database) as holder:  # a transaction until the block ends
-                holder.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                waiting = threading.Thread(target=evaluate)
-                waiting.start()
-                waiting.join(30)  # bounded: a worker without the lock timeout would wait for as long as the lock
-                gave_up = not waiting.is_alive()
-            waiting.join()
-            assert gave_up, "the append was still waiting for the lock"
-            assert "lock timeout" in str(outcome.get("error"))
-            assert getattr(outcome["error"], "code", None) == AuditUnavailableError.code
-            assert handler.handle(job)["evaluation_id"]  # the lock released: recorded
-        finally:
-            handler.close()
+        asyncio.run(scenario())

@@ -161,31 +161,41 @@ def test_at_the_default_depth_a_request_queued_behind_a_killed_worker_is_served_
 # --- what a worker does with one job (in this process, without a server) ------------------------------------------
 
 
-def test_a_worker_records_every_evaluation_and_answers_with_its_audit_record_id(tmp_path):
+def test_a_worker_prepares_every_evaluations_record_and_answers_with_its_id(tmp_path):
+    # The worker archives its rulebook when it starts and sends each evaluation's record with its answer (the
+    # server appends it, recorder.py); a memo-cache hit is an evaluation like any other: a record of its own.
     from datetime import date
 
     from imt_cds.audit import open_store
+    from imt_cds.audit.record import RECORD_SCHEMA
     from imt_cds.service.workers import WorkerSettings, _Handler
 
     audit = str(tmp_path / "audit.db")
-    handler = _Handler(WorkerSettings(cache_size=16, audit=audit))
+    handler = _Handler(WorkerSettings(cache_size=16, audit=audit, audit_input=False))
     job = {"op": "assess", "resources": example_resources(), "on": date(2026, 11, 21).isoformat()}
-    first, again = handler.handle(job), handler.handle(job)  # the second is a memo-cache hit: recorded all the same
+    first, again = handler.handle(job), handler.handle(job)
     assert handler.engine.cache_stats().hits == 1
+    for answer in (first, again):
+        assert answer["record"]["id"] == answer["evaluation_id"]
+        assert answer["record"]["schema"] == RECORD_SCHEMA
+        assert answer["record"]["input_json"] is None  # as configured: only the input's sha256
+        assert orjson.loads(answer["record"]["assessment_json"]) == orjson.loads(orjson.dumps(answer["assessment"]))
+    assert first["evaluation_id"] != again["evaluation_id"]
     with open_store(audit) as store:
-        ids = [record.id for record in store.records()]
-    assert ids == [first["evaluation_id"], again["evaluation_id"]]
+        assert store.records() == []  # nothing appended by the worker itself
+        assert store.rulebook_archive(handler.engine.rulebook.sha256).sha256 == handler.engine.rulebook.sha256
+        assert store.append_contents([first["record"], again["record"]]) == [first["evaluation_id"],
+                                                                            again["evaluation_id"]]
+        assert store.verify().ok
     assert set(first["fhir"]) == {"sources", "problems", "eligibility", "patient"}  # no facts for an assessment
     facts = handler.handle({**job, "op": "facts"})
     assert facts["fhir"]["facts"]["patient_id"] == "imt-example-1" and facts["assessment"] is None
-
-    def refuse(assessment):
-        raise OSError("disk full")
-
-    handler._store.append = refuse  # fail closed: an assessment that cannot be recorded is not returned
-    with pytest.raises(OSError, match="disk full"):
-        handler.handle(job)
+    assert "record" not in facts  # nothing evaluated, nothing to record
+    cards = handler.handle({**job, "op": "cards", "hook_instance": "h-1"})
+    assert cards["record"]["id"] == cards["evaluation_id"]
+    assert cards["evaluation_id"].encode() in cards["raw"]  # the cards quote the record id
     unaudited = _Handler(WorkerSettings(cache_size=0)).handle(job)
+    assert "record" not in unaudited
     assert str(uuid.UUID(unaudited["evaluation_id"])) == unaudited["evaluation_id"]
 
 

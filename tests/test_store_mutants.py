@@ -57,7 +57,7 @@ class _Backend(AuditStore):
     location = "nowhere"
 
     def close(self) -> None: ...
-    def _append_row(self, content, archive): raise NotImplementedError  # type: ignore[no-untyped-def]
+    def _append_rows(self, contents, archive): raise NotImplementedError  # type: ignore[no-untyped-def]
     def _has_archive(self, sha256): return False  # type: ignore[no-untyped-def]
     def _load_archive(self, sha256): return None  # type: ignore[no-untyped-def]
     def _last_row(self): return None  # type: ignore[no-untyped-def]
@@ -177,7 +177,7 @@ def test_a_store_shows_its_backend_and_where_it_lives(path):
         assert repr(store) == f"<SQLiteAuditStore {path}>"
 
 
-PRIMITIVES = ("close", "_append_row", "_has_archive", "_load_archive", "_last_row", "_row_at", "_rows_with_id_prefix",
+PRIMITIVES = ("close", "_append_rows", "_has_archive", "_load_archive", "_last_row", "_row_at", "_rows_with_id_prefix",
               "_select_rows", "_iter_all_rows")
 
 

@@ -33,7 +33,7 @@ class SQLAuditStore(AuditStore):
 
     #: the driver's parameter placeholder
     placeholder: ClassVar[str] = "?"
-    #: the base class of the driver's errors (what ``_append_row`` and the reads turn into ``AuditStoreError``)
+    #: the base class of the driver's errors (what ``_append_rows`` and the reads turn into ``AuditStoreError``)
     _driver_error: type[Exception]
     _db: ForkSafeConnection
 
@@ -89,21 +89,21 @@ class SQLAuditStore(AuditStore):
 
     # -- writing --
 
-    def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
+    def _append_rows(self, contents: list[dict[str, Any]], archive: RulebookArchive | None) -> list[str]:
         connection = self._db.get()
         try:
             with self._write_transaction(connection):  # excludes the other writers before the head is read
-                return self._write_record(connection, content, archive)
+                if archive is not None:
+                    self._insert_archive(connection, archive)
+                return [self._write_record(connection, content) for content in contents]
         except self._driver_error as exc:
             raise AuditStoreError(f"cannot append to the audit database {self.location}: "
                                   f"{self._error_text(exc)}") from exc
 
     # (inside the backend's exclusive write transaction)
 
-    def _write_record(self, connection: Any, content: dict[str, Any], archive: RulebookArchive | None) -> str:
-        """Archive the rulebook if it is new, read the head and append the record after it; the record's id."""
-        if archive is not None:
-            self._insert_archive(connection, archive)
+    def _write_record(self, connection: Any, content: dict[str, Any]) -> str:
+        """Read the head and append the record after it; the record's id."""
         rulebook = content["rulebook"]
         # The digest of the files archived under this rulebook sha256 (perhaps by another process, from a working
         # copy that differs only in comments): the record commits the chain to those very bytes.
@@ -112,6 +112,9 @@ class SQLAuditStore(AuditStore):
             listing = connection.execute(self._sql(
                 "SELECT part, path, blob_sha256 FROM audit_rulebook_files WHERE rulebook_sha256 = ?"),
                 (rulebook["sha256"],)).fetchall()
+            if not listing:  # a record must commit to archived files: without them it could never be replayed
+                raise AuditStoreError(f"cannot append to the audit database {self.location}: rulebook "
+                                      f"{rulebook['sha256']} is not in its archive (archive the rulebook first)")
             files_sha256 = listing_sha256((str(part), str(path), str(blob)) for part, path, blob in listing)
         content = {**content, "rulebook": {**rulebook, "files_sha256": files_sha256}}
         head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()

@@ -2,12 +2,16 @@
 
 ``AuditStore`` holds everything that does not depend on the database: building a record from an assessment,
 archiving its rulebook on first use, resolving record ids, verifying the chain and the archive. A backend
-(``SQLiteAuditStore``, ``PostgresAuditStore``) supplies a few primitives, of which one writes: ``_append_row``,
-which must read the chain's head and insert the new record *in one write transaction that excludes every other
+(``SQLiteAuditStore``, ``PostgresAuditStore``) supplies a few primitives, of which one writes: ``_append_rows``,
+which must read the chain's head and insert the new records *in one write transaction that excludes every other
 writer* (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level advisory lock), so that any number of
 threads and processes appending at once keep one unbroken chain. A record is acknowledged (``append`` returns its
 id) only after that transaction committed durably; any failure raises, and the engine then raises too (fail
 closed). There is no update and no delete, in the API or (by triggers) in the schema.
+
+``append_contents`` appends several records prepared elsewhere (``new_record_content``) in one such transaction:
+one durable commit for all of them (a group commit), which is what lets a service record evaluations faster than
+the disk flushes. Their rulebook must be archived already (``archive``).
 
 Stores are safe to share between threads (one connection per process behind a lock) and survive ``fork``: a child
 process opens its own connection and never touches its parent's.
@@ -19,7 +23,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from ..core.errors import ArchiveMissingError, AuditError, RecordNotFoundError
@@ -62,9 +66,28 @@ class AuditStore(ABC):
         content = new_record_content(assessment, store_input=self.store_input)
         archive = self._archive_to_add(assessment.rulebook)
         with self._lock:
-            record_id = self._append_row(content, archive)
+            (record_id,) = self._append_rows([content], archive)
         self._archived.add(assessment.rulebook.sha256)
         return record_id
+
+    def append_contents(self, contents: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Record several prepared records (``new_record_content``), in this order, at the end of the chain, in
+        one write transaction with one durable commit; return their ids once committed. All or none: any failure
+        (among them a record whose rulebook is not archived, see ``archive``) raises ``AuditError`` and records
+        nothing."""
+        if not contents:
+            return []
+        with self._lock:
+            return self._append_rows([dict(c) for c in contents], None)
+
+    def archive(self, rulebook: Rulebook) -> None:
+        """Make sure the rulebook's files are in the archive (added, in a write transaction of their own, unless
+        they are there already): what ``append_contents`` needs before it records assessments made with it."""
+        archive = self._archive_to_add(rulebook)
+        if archive is not None:
+            with self._lock:
+                self._append_rows([], archive)
+        self._archived.add(rulebook.sha256)
 
     def _archive_to_add(self, rulebook: Rulebook) -> RulebookArchive | None:
         if rulebook.sha256 in self._archived:
@@ -201,9 +224,10 @@ class AuditStore(ABC):
     # -- backend primitives (called with self._lock held) ----------------------------------------------------------
 
     @abstractmethod
-    def _append_row(self, content: dict[str, Any], archive: RulebookArchive | None) -> str:
-        """In one write transaction that excludes all other writers: add ``archive`` if given (unless present),
-        read the head, ``seal`` the content after it, insert it, commit durably; return the record id."""
+    def _append_rows(self, contents: list[dict[str, Any]], archive: RulebookArchive | None) -> list[str]:
+        """In one write transaction that excludes all other writers: add ``archive`` if given (unless present);
+        then for each content in turn read the head, ``seal`` the content after it and insert it (refusing one
+        whose rulebook is not archived); commit durably; return the record ids."""
 
     @abstractmethod
     def _has_archive(self, sha256: str) -> bool: ...

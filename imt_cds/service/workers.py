@@ -1,8 +1,9 @@
 """Crash containment: evaluations run in a supervised pool of worker processes, never in the server process.
 
 The rules engine is native code (durable-rules, in C); a defect there can kill the process running it. So the
-server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache) and
-opens the audit store when one is configured, reads the FHIR resources into facts, evaluates and records. The
+server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache), reads
+the FHIR resources into facts, evaluates and, with an audit store, prepares the evaluation's record, which the
+server appends before it sends the answer (``recorder.py``: several records per commit). The
 server writes each job to a worker's pipe and a task per worker reads the answers on the event loop (the pipe is
 read as an asyncio stream: no thread hop per request; the timeout is an event-loop timer).
 
@@ -50,6 +51,8 @@ from typing import Any
 
 import orjson
 
+from ..audit.record import new_record_content
+from ..core.errors import AuditError
 from .calls import check_request, find_service, patient_view_options, read_job, same_patient
 from .errors import (
     BadRequestError,
@@ -61,6 +64,7 @@ from .errors import (
 )
 from .patient_view import patient_view_response
 from .prefetch import prefetched
+from .recorder import AuditRecorder
 from .request_json import parse_request_json
 
 __all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "decode_job", "encode_answer",
@@ -228,11 +232,16 @@ class WorkerPool:
         self._started = False
         self._closed = False
         self.crashes = 0  # workers lost while serving a job (reported by /healthz)
+        # With an audit store, the workers prepare each evaluation's record and this process appends them, several
+        # per transaction (recorder.py).
+        self._recorder = (AuditRecorder(lambda: _open_audit_store(settings)) if settings.audit else None)
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start every worker and wait until each has built its engine (a broken rulebook fails here, at once)."""
+        if self._recorder is not None:
+            self._recorder.start()
         self._context.set_forkserver_preload(_PRELOAD)
         started = await asyncio.gather(*(asyncio.to_thread(self._spawn) for _ in range(self.size)),
                                        return_exceptions=True)
@@ -262,6 +271,8 @@ class WorkerPool:
         while self._waiting:
             _fail(self._waiting.popleft(), stopped)
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+        if self._recorder is not None:
+            await asyncio.to_thread(self._recorder.close)
 
     @property
     def live_workers(self) -> int:
@@ -352,12 +363,22 @@ class WorkerPool:
         result = decode_answer(await future)
         if not result.get("ok"):
             error = result.get("error") or {}
-            if error.get("code") == AuditUnavailableError.code:
-                raise AuditUnavailableError(f"the evaluation was not recorded: {error.get('message')}",
-                                            public_message=AUDIT_UNAVAILABLE_MESSAGE)
             raise EvaluationFailedError(f"the evaluation failed: {error.get('message', 'unknown error')}",
                                         {"code": error.get("code")})
+        record = result.pop("record", None)
+        if record is not None:
+            await self._commit(record)
         return result
+
+    async def _commit(self, record: dict[str, Any]) -> None:
+        """Append the record the worker prepared; only then may its answer (which quotes the record id) be sent."""
+        if self._recorder is None:
+            raise EvaluationFailedError("a worker sent an audit record, but this service has no audit store")
+        try:
+            await self._recorder.record(record)
+        except AuditError as exc:  # busy past the store timeout, or failing: no cards without their record
+            raise AuditUnavailableError(f"the evaluation was not recorded: {exc}",
+                                        public_message=AUDIT_UNAVAILABLE_MESSAGE) from exc
 
     def _offer(self, job: _Job) -> None:
         """Hand the job to the least busy worker with room, or keep it waiting (at most ``timeout``)."""
@@ -539,8 +560,7 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
         try:
             job = connection.recv_bytes()
         except (EOFError, OSError):
-            handler.close()  # the server closed the pipe (or went away): nothing more to do
-            return
+            return  # the server closed the pipe (or went away): nothing more to do
         try:
             answer = handler.handle(*decode_job(job))
         except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
@@ -576,12 +596,17 @@ class _Handler:
         from ..fhir.reader import facts_from_resources
 
         self._facts_from_resources = facts_from_resources
-        self._store: Any = None
-        if settings.audit:
-            self._store = _open_audit_store(settings)
-        # The store is not the engine's audit sink: the worker appends each assessment itself, to keep its record id.
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
         self.settings = settings
+        # With an audit store, the worker prepares each evaluation's record and the server appends it (recorder.py;
+        # the store is not the engine's audit sink). The records name this rulebook: its files go to the archive now.
+        self._audited = bool(settings.audit)
+        if self._audited:
+            store = _open_audit_store(settings)
+            try:
+                store.archive(self.engine.rulebook)
+            finally:
+                store.close()
 
     def handle(self, job: dict[str, Any], body: bytes | None = None) -> dict[str, Any]:
         from ..core.errors import ChartRefusedError
@@ -602,10 +627,12 @@ class _Handler:
         if op in ("assess", "cards") and read.facts is not None:
             diagnosis = read.eligibility.diagnosis
             assessment = self.engine.evaluate(read.facts, diagnosis=diagnosis.to_dict() if diagnosis else None)
-            # Fail closed: an assessment that could not be recorded is not returned (append raises; the job fails).
-            evaluation_id = self._record(assessment) if self._store is not None else uuid.uuid4()
+            if self._audited:  # the server appends it before it sends anything of this answer (fail closed)
+                answer["record"] = new_record_content(assessment, store_input=self.settings.audit_input)
+                answer["evaluation_id"] = answer["record"]["id"]
+            else:
+                answer["evaluation_id"] = str(uuid.uuid4())
             answer["assessment"] = orjson.Fragment(assessment.to_json())
-            answer["evaluation_id"] = str(evaluation_id)
         if op != "cards":
             return answer
         response, evaluation_id = patient_view_response(
@@ -614,7 +641,10 @@ class _Handler:
             not_eligible=self.settings.not_eligible_card, fhir_guidance_endpoint=job.get("fhir_guidance_endpoint"))
         # What the server's card index keeps of each card (for feedback), and the response ready to send.
         index = [[card["uuid"], card["source"]["topic"]["code"]] for card in response["cards"]] if evaluation_id else []
-        return {"ok": True, "evaluation_id": evaluation_id, "index": index, "raw": orjson.dumps(response)}
+        cards = {"ok": True, "evaluation_id": evaluation_id, "index": index, "raw": orjson.dumps(response)}
+        if "record" in answer:
+            cards["record"] = answer["record"]
+        return cards
 
     def _hook_call(self, job: dict[str, Any], body: bytes | None) -> dict[str, Any]:
         """A patient-view call given as its request body (``HookRunner.answer``): parsed and checked here with
@@ -631,25 +661,6 @@ class _Handler:
             return {"ok": True, "rejected": {"message": exc.message, "details": exc.details}}
         options = patient_view_options(request, job["guidance_endpoint"])
         return self.handle(read_job(request, resources, "cards", job["on"], options))
-
-    def _record(self, assessment: Any) -> Any:
-        from ..core.errors import AuditError
-
-        try:
-            return self._store.append(assessment)
-        except AuditError as exc:  # busy past the store timeout, or failing: the server answers 503, no cards
-            raise _NotRecorded(str(exc)) from exc
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-
-class _NotRecorded(Exception):
-    """The audit store did not take the record; the job's answer carries ``AuditUnavailableError``'s code."""
-
-    code = AuditUnavailableError.code
-
 
 def _open_audit_store(settings: WorkerSettings) -> Any:
     """The worker's audit store, whose appends wait at most ``store_timeout`` for the write lock (the audit

@@ -1,0 +1,139 @@
+"""The service's audit recorder (``imt_cds/service/recorder.py``): records from many requests appended by one thread,
+all that wait in one transaction; all or none; in the order they came. A real SQLite store, its write lock held by
+another process (as a backup or a second writer would) to make records wait."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from audit_support import hold_sqlite_write_lock
+
+from imt_cds import Engine
+from imt_cds.audit import open_store
+from imt_cds.audit.record import new_record_content
+from imt_cds.audit.sqlite import SQLiteAuditStore
+from imt_cds.core.errors import AuditError
+from imt_cds.service.recorder import AuditRecorder
+
+ROOT = Path(__file__).resolve().parents[1]
+PATIENTS = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]
+
+
+def prepared(path: Path, count: int) -> list[dict]:
+    """``count`` records as a worker prepares them, their rulebook archived in the store at ``path``."""
+    engine = Engine()
+    with open_store(path) as store:
+        store.archive(engine.rulebook)
+    return [new_record_content(engine.evaluate(PATIENTS[i % len(PATIENTS)])) for i in range(count)]
+
+
+def test_records_that_wait_meanwhile_are_appended_together_in_the_order_they_came(tmp_path):
+    path = tmp_path / "audit.db"
+    contents = prepared(path, 6)
+
+    async def scenario() -> tuple[list[str], int]:
+        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20))
+        recorder.start()
+        try:
+            holder = hold_sqlite_write_lock(path)
+            try:
+                first = asyncio.ensure_future(recorder.record(contents[0]))
+                await asyncio.sleep(0.3)  # the recorder's thread now waits for the lock with the first record
+                rest = [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
+                await asyncio.sleep(0.3)
+                assert not first.done() and not any(r.done() for r in rest)  # nothing acknowledged yet
+            finally:
+                holder.stdin.close()  # type: ignore[union-attr]
+                holder.wait()
+            ids = await asyncio.wait_for(asyncio.gather(first, *rest), 30)
+            return ids, recorder.transactions
+        finally:
+            recorder.close()
+
+    ids, transactions = asyncio.run(scenario())
+    assert ids == [c["id"] for c in contents]
+    assert transactions == 2  # the first alone, then the five that came while it waited
+    with open_store(path) as store:
+        assert [r.id for r in store.records()] == ids
+        assert store.verify().ok
+
+
+def test_when_the_store_does_not_take_a_group_every_record_of_it_fails_and_none_is_kept(tmp_path):
+    path = tmp_path / "audit.db"
+    contents = prepared(path, 3)
+
+    async def scenario() -> list[object]:
+        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=0.5))
+        recorder.start()
+        try:
+            holder = hold_sqlite_write_lock(path)
+            try:
+                started = time.monotonic()
+                outcomes = await asyncio.wait_for(
+                    asyncio.gather(*(recorder.record(c) for c in contents), return_exceptions=True), 30)
+                assert time.monotonic() - started < 10
+            finally:
+                holder.stdin.close()  # type: ignore[union-attr]
+                holder.wait()
+            # the lock released: the recorder goes on
+            outcomes.append(await asyncio.wait_for(recorder.record(contents[0]), 30))
+            return outcomes
+        finally:
+            recorder.close()
+
+    *failed, recorded = asyncio.run(scenario())
+    assert all(isinstance(f, AuditError) and "cannot append" in str(f) for f in failed), failed
+    assert recorded == contents[0]["id"]
+    with open_store(path) as store:
+        assert [r.id for r in store.records()] == [contents[0]["id"]]
+
+
+def test_a_recorder_that_is_not_running_takes_nothing(tmp_path):
+    path = tmp_path / "audit.db"
+    (content,) = prepared(path, 1)
+    recorder = AuditRecorder(lambda: SQLiteAuditStore(path))
+
+    async def record() -> str:
+        return await recorder.record(content)
+
+    with pytest.raises(AuditError, match="not running"):
+        asyncio.run(record())
+
+    async def started_then_closed() -> str:
+        recorder.start()
+        recorder.close()
+        return await recorder.record(content)
+
+    with pytest.raises(AuditError, match="not running"):
+        asyncio.run(started_then_closed())
+    with open_store(path) as store:
+        assert store.records() == []
+
+
+def test_closing_appends_what_is_waiting(tmp_path):
+    path = tmp_path / "audit.db"
+    contents = prepared(path, 4)
+
+    async def scenario() -> list[str]:
+        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20))
+        recorder.start()
+        holder = hold_sqlite_write_lock(path)
+        pending = [asyncio.ensure_future(recorder.record(contents[0]))]
+        await asyncio.sleep(0.3)  # the first waits for the lock in the recorder's thread
+        pending += [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
+        await asyncio.sleep(0.1)  # the others in its queue
+        closing = asyncio.ensure_future(asyncio.to_thread(recorder.close))
+        await asyncio.sleep(0.3)
+        assert not closing.done()
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait()
+        await asyncio.wait_for(closing, 30)  # returns once everything queued before it has been appended
+        return await asyncio.wait_for(asyncio.gather(*pending), 5)
+
+    assert asyncio.run(scenario()) == [c["id"] for c in contents]
+    with open_store(path) as store:
+        assert len(store.records()) == 4
