@@ -3,6 +3,7 @@
     python tests/benchmarks/service_bench.py            # full run (~3 min on two cores)
     python tests/benchmarks/service_bench.py --quick    # smaller counts, same measurements (~1 min)
     python tests/benchmarks/service_bench.py --audit-appends   # audit appends/s on PostgreSQL, 1, 2 and 4 writers
+    python tests/benchmarks/service_bench.py --compare DIR [--compare-audit]   # A/B against another checkout
 
 It starts the real server (``imt-cds serve``, as tests/service_support.py does: a uvicorn server and its worker
 processes) and drives it over loopback with 1, 16 and 64 concurrent keep-alive clients sending patient-view calls
@@ -14,10 +15,10 @@ so an age, never sent before), so every request is evaluated.
 Reported per phase: requests/s, p50 and p99 latency, and the CPU time per request of the server process and of its
 worker processes (from /proc, utime + stime). The stages are timed in this process on the same requests (request
 JSON, FHIR reading, evaluation, the assessment document, the hand-off's framing, cards and the response JSON (all
-but the framing done in the worker: a patient-view body goes there as it came), an audit append) so the service's
-CPU can be set against them; the JWT check is the
-extra server CPU of a run with authentication on (a test key, as tests/service_support.py makes), the SQLite audit
-the extra worker CPU of a run with ``--audit``. The in-process path (FHIR resources -> facts -> evaluate -> to_json)
+but the framing done in the worker: a patient-view body goes there as it came), an audit append, alone and four
+records per transaction) so the service's CPU can be set against them; the JWT check is the extra server CPU of a
+run with authentication on (a test key, as tests/service_support.py makes), the SQLite audit the extra CPU of a run
+with ``--audit`` (the server's recorder appends the records the workers prepare). The in-process path (FHIR resources -> facts -> evaluate -> to_json)
 is measured on one core here.
 
 Exit status: 0 when every target is met, 1 when one is missed.
@@ -200,6 +201,7 @@ def best_median_us(function, inputs: list, rounds: int = 5) -> tuple[float, floa
 
 def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, float]]:
     from imt_cds.audit import open_store
+    from imt_cds.audit.record import new_record_content
     from imt_cds.render.cards import assessment_cards
     from imt_cds.service.calls import check_request, find_service
     from imt_cds.service.request_json import parse_request_json
@@ -250,7 +252,11 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, tuple[float, f
             lambda p: assessment_cards(p["assessment"], evaluation_id=p["evaluation_id"],
                                        sources=p["fhir"]["sources"], public_url="http://127.0.0.1"), parsed),
         "response JSON (in the worker)": best_median_us(lambda c: orjson.dumps({"cards": c}), cards),
-        "audit append (SQLite)": best_median_us(lambda a: store.append(a), assessments[: min(n, 200)], rounds=1),
+        "audit append (SQLite), one record per transaction": best_median_us(
+            lambda a: store.append(a), assessments[: min(n, 200)], rounds=1),
+        "audit append (SQLite), 4 prepared records per transaction, per record": tuple(v / 4 for v in best_median_us(
+            lambda group: store.append_contents([new_record_content(a) for a in group]),
+            [assessments[i:i + 4] for i in range(0, min(n, 200), 4)], rounds=1)),
         "in-process path (FHIR -> facts -> evaluate -> to_json)": best_median_us(path, pairs),
         "worker job, whole (bytes in -> bytes out)": best_median_us(
             lambda b: encode_answer(handler.handle(*decode_job(b))), job_bytes),
@@ -295,15 +301,22 @@ from strategies import random_patient
 import random
 from imt_cds import Engine
 from imt_cds.audit import open_store
+from imt_cds.audit.record import new_record_content
 store = open_store(sys.argv[1])
 engine = Engine()
+group = int(sys.argv[4])
 rng = random.Random(int(sys.argv[3]))
 assessments = [engine.evaluate(random_patient(rng)) for _ in range(int(sys.argv[2]))]
+store.archive(engine.rulebook)
 print("ready", flush=True)
 sys.stdin.readline()
 start = time.perf_counter()
-for a in assessments:
-    store.append(a)
+if group == 1:  # one transaction per record, as Engine(audit=store) appends
+    for a in assessments:
+        store.append(a)
+else:  # records prepared by the caller, appended ``group`` per transaction, as the service's recorder does
+    for i in range(0, len(assessments), group):
+        store.append_contents([new_record_content(a) for a in assessments[i:i + group]])
 print(time.perf_counter() - start, flush=True)
 """
 
@@ -313,14 +326,16 @@ def audit_appends(count: int) -> int:
 
     from imt_cds.audit import open_store
 
-    print("audit appends on PostgreSQL (one chain; each writer its own process and connection)")
-    print("| writers | appends | appends/s | chain |\n|---|---|---|---|")
+    print("audit appends on PostgreSQL (one chain; each writer its own process and connection; records per "
+          "transaction: 1 as Engine(audit=store) appends, 16 as the service's recorder may group them under load)")
+    print("| writers | records per transaction | appends | appends/s | chain |\n|---|---|---|---|---|")
     with running_postgres() as server:
-        for writers in (1, 2, 4):
+        for writers, group in ((1, 1), (2, 1), (4, 1), (1, 16), (2, 16)):
             target = new_database(server)
             open_store(target).close()  # the tables first: writers racing to create them on an empty database fail
             script = WRITER.format(tests=str(ROOT / "tests"))
-            processes = [subprocess.Popen([sys.executable, "-c", script, target, str(count // writers), str(seed)],
+            processes = [subprocess.Popen([sys.executable, "-c", script, target, str(count // writers), str(seed),
+                                           str(group)],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                          for seed in range(writers)]
             for p in processes:
@@ -337,42 +352,61 @@ def audit_appends(count: int) -> int:
             report = store.verify()
             store.close()
             total = writers * (count // writers)
-            print(f"| {writers} | {total} | {total / elapsed:,.0f} | {'valid' if report.ok else 'BROKEN'} |",
+            print(f"| {writers} | {group} | {total} | {total / elapsed:,.0f} | {'valid' if report.ok else 'BROKEN'} |",
                   flush=True)
+        target = new_database(server)
+        misses = iter(range(10**9))
+        with running_service("--allow-unauthenticated", "--workers", "2", "--audit", target) as service:
+            def miss(c: int, i: int) -> bytes:
+                return request_body(chart(c * 31 + i, unique=next(misses)))
+
+            drive(service, 4, 25, miss)
+            result = drive(service, 16, count // 32, miss)
+        store = open_store(target, create=False)
+        report = store.verify()
+        store.close()
+        print(f"\nthe service with this PostgreSQL audit store, 16 clients, misses: {result['rps']:,.0f} requests/s "
+              f"(p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms); {report.records} records, chain "
+              f"{'valid' if report.ok else 'BROKEN'}")
     return 0
 
 
 # --- A/B: this tree against another checkout, interleaved in one run ---------------------------------------------
 
 
-def compare(baseline: Path, rounds: int, workers: int) -> int:
+def compare(baseline: Path, rounds: int, workers: int, audit: bool = False) -> int:
     """The service of ``baseline`` (another checkout of imt-cds, imported first through PYTHONPATH) and of this
-    tree, alternately, ``rounds`` times: medians of each and their ratio (the machine's noise hits both alike)."""
+    tree, alternately, ``rounds`` times: medians of each and their ratio (the machine's noise hits both alike).
+    ``audit``: each server records in a new SQLite audit store."""
     bodies = [request_body(chart(i)) for i in range(32)]
     counter = iter(range(10**9))
     mixes = {"hits": lambda c, i: bodies[(c * 7 + i) % len(bodies)],
              "misses": lambda c, i: request_body(chart(c * 31 + i, unique=next(counter)))}
     results: dict[tuple[str, str, int], list[dict]] = {}
     saved = os.environ.get("PYTHONPATH")
+    stores = tempfile.TemporaryDirectory(prefix="imt-cds-ab-")
     try:
-        for _ in range(rounds):
+        for round_number in range(rounds):
             for label, path in (("baseline", str(baseline)), ("this tree", saved)):
                 if path:
                     os.environ["PYTHONPATH"] = path
                 else:
                     os.environ.pop("PYTHONPATH", None)
-                with running_service("--allow-unauthenticated", "--workers", str(workers)) as service:
+                store = ["--audit", f"{stores.name}/{label.replace(' ', '-')}-{round_number}.db"] if audit else []
+                with running_service("--allow-unauthenticated", "--workers", str(workers), *store) as service:
                     for mix, make in mixes.items():
                         drive(service, 4, 25, make)
                         for clients, per_client in ((1, 300), (16, 40)):
                             results.setdefault((label, mix, clients), []).append(
                                 drive(service, clients, per_client, make))
     finally:
+        stores.cleanup()
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
-    print(f"A/B, {rounds} interleaved rounds, medians: baseline {baseline} / this tree")
+    print(f"A/B, {rounds} interleaved rounds, medians{', SQLite audit' if audit else ''}: baseline {baseline} / "
+          "this tree")
     print("| mix | clients | req/s | p50 ms | p99 ms | server CPU µs/req | workers CPU µs/req |\n|---|---|---|---|---|---|---|")
     for mix in mixes:
         for clients in (1, 16):
@@ -402,16 +436,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller counts for a fast look")
     parser.add_argument("--workers", type=int, default=2, help="the server's evaluation processes (default 2)")
     parser.add_argument("--audit-appends", action="store_true",
-                        help="measure only audit appends/s on PostgreSQL with 1, 2 and 4 writer processes")
+                        help="measure only audit appends/s on PostgreSQL with 1, 2 and 4 writer processes, one "
+                             "record per transaction, and 1 and 2 writers with 16")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="one more argument for imt-cds serve (repeatable), for A/B comparisons")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="A/B only: the service of another checkout of imt-cds (e.g. `git worktree add DIR "
                              "HEAD~1`) against this tree's, interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare (default 3)")
+    parser.add_argument("--compare-audit", action="store_true",
+                        help="with --compare: every server records in a new SQLite audit store")
     args = parser.parse_args()
     if args.compare:
-        return compare(args.compare.resolve(), args.rounds, args.workers)
+        return compare(args.compare.resolve(), args.rounds, args.workers, audit=args.compare_audit)
     if args.audit_appends:
         return audit_appends(1000 if args.quick else 4000)
     scale = 1 if args.quick else 3
@@ -474,7 +511,8 @@ def main() -> int:
     base16 = find("misses", 16, rows)
     hit16 = find("hits", 16, rows)
     jwt_us = auth_rows[0]["server_cpu_us"] - hit16["server_cpu_us"]
-    audit_us = audit_rows[0]["worker_cpu_us"] - hit16["worker_cpu_us"]
+    audit_server_us = audit_rows[0]["server_cpu_us"] - hit16["server_cpu_us"]
+    audit_workers_us = audit_rows[0]["worker_cpu_us"] - hit16["worker_cpu_us"]
     service_cpu = base16["server_cpu_us"] + base16["worker_cpu_us"]
     server_known = sum(stages[k][0] for k in ("hand-off: job out + in",
                                               "hand-off: answer in (the server reads the worker's answer)"))
@@ -488,7 +526,8 @@ def main() -> int:
           f"FHIR reading, evaluation, document, cards and response JSON: "
           f"{stages['worker job, whole (bytes in -> bytes out)'][0]:,.0f})")
     print(f"  JWT check (extra server CPU with authentication on): {jwt_us:,.0f}")
-    print(f"  SQLite audit (extra worker CPU with --audit): {audit_us:,.0f}")
+    print(f"  SQLite audit (extra CPU with --audit, hits): server process {audit_server_us:,.0f} (its recorder "
+          f"appends the records), workers {audit_workers_us:,.0f} (they prepare them)")
     ratio = service_cpu / path_us
     print(f"  service CPU / in-process path: {service_cpu:,.0f} / {path_us:,.0f} µs = {ratio:.2f}x")
 
