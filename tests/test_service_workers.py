@@ -219,6 +219,46 @@ def in_pool(scenario, *, depth: int, timeout: float = 30.0, size: int = 1):
     return asyncio.run(run())
 
 
+def test_with_an_audit_store_an_answer_comes_back_only_once_its_record_is_committed(tmp_path):
+    # Real workers and a real SQLite store whose write lock another process holds: the worker has answered, but the
+    # pool gives nothing back until the record is committed, and gives up (503, no cards) after its timeout even
+    # though the store would wait longer for its lock.
+    from audit_support import hold_sqlite_write_lock
+
+    from imt_cds.audit import open_store
+    from imt_cds.service.workers import AuditUnavailableError, WorkerPool, WorkerSettings
+
+    path = tmp_path / "audit.db"
+    job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21"}
+
+    async def run():
+        pool = WorkerPool(WorkerSettings(cache_size=0, audit=str(path), store_timeout=20.0), 1, timeout=2.0)
+        await pool.start()
+        try:
+            holder = hold_sqlite_write_lock(path)
+            try:
+                started = time.monotonic()
+                with pytest.raises(AuditUnavailableError) as refused:
+                    await asyncio.wait_for(pool.run(job), 30)
+                waited = time.monotonic() - started
+            finally:
+                holder.stdin.close()
+                holder.wait()
+            answer = await asyncio.wait_for(pool.run(job), 30)
+            with open_store(path) as store:  # read at once: committed before the answer came back
+                ids = [r.id for r in store.records()]
+            return refused.value, waited, answer, ids
+        finally:
+            await pool.close()
+
+    refused, waited, answer, ids = asyncio.run(run())
+    assert "within 2 s" in refused.message and 1.5 < waited < 10
+    assert "record" not in answer  # the record is the server's business: it does not go back to the caller
+    # The first record may have been committed once the lock was released (the store still had it); the answer's
+    # record is there in any case, and last.
+    assert ids[-1] == answer["evaluation_id"] and len(ids) in (1, 2)
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_a_worker_holds_depth_jobs_and_when_it_dies_only_the_one_it_ran_fails(depth):
     from imt_cds.service.errors import WorkerCrashedError

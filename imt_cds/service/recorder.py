@@ -10,7 +10,8 @@ have arrived meanwhile in one transaction (``AuditStore.append_contents``): unde
 records (a group commit), and the workers go on with the next job at once.
 
 What does not change: an answer whose record is not committed is never sent (its request gets the 503 of
-``AuditUnavailableError``, with every other record of the same transaction: all or none); records keep the order in
+``AuditUnavailableError``, with every other record of the same transaction: all or none, or when the commit has not
+come within the pool's timeout, as a worker's job would be cut off then); records keep the order in
 which they arrived; a worker that dies before answering leaves no record (it sent none), and the server process
 dying loses only answers not yet sent, whose records may or may not have been committed (as before, when a worker
 died between its commit and its answer).
@@ -56,13 +57,18 @@ class AuditRecorder:
         self._thread = threading.Thread(target=self._append_forever, name="imt-cds-audit-recorder", daemon=True)
         self._thread.start()
 
-    async def record(self, content: Mapping[str, Any]) -> str:
-        """Append the record; its id once committed. Raises ``AuditError`` when the store did not take it."""
+    async def record(self, content: Mapping[str, Any], timeout: float | None = None) -> str:
+        """Append the record; its id once committed. Raises ``AuditError`` when the store did not take it, or did
+        not say so within ``timeout`` seconds (a hung disk or database: the record may still be committed later,
+        but no answer waits for it)."""
         if self._thread is None or not self._thread.is_alive():
             raise AuditError("the audit recorder is not running")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._queue.put((content, future))
-        return await future
+        try:
+            return await asyncio.wait_for(future, timeout)  # (a future: no task is made for it)
+        except TimeoutError:
+            raise AuditError(f"the audit store did not commit the record within {timeout:.0f} s") from None
 
     def close(self) -> None:
         """Append what is waiting, then stop the thread and close the store."""

@@ -375,7 +375,7 @@ class WorkerPool:
         if self._recorder is None:
             raise EvaluationFailedError("a worker sent an audit record, but this service has no audit store")
         try:
-            await self._recorder.record(record)
+            await self._recorder.record(record, timeout=self.timeout)  # bounded as a worker's job is
         except AuditError as exc:  # busy past the store timeout, or failing: no cards without their record
             raise AuditUnavailableError(f"the evaluation was not recorded: {exc}",
                                         public_message=AUDIT_UNAVAILABLE_MESSAGE) from exc
