@@ -120,6 +120,8 @@ MUTATION_TESTS_imt_cds/audit/store.py    := tests/test_store_mutants.py $(AUDIT_
     -k 'not postgres and not command_line and not exit_2 and not never_signed and not usage_error'
 MUTATION_TESTS_imt_cds/audit/sql.py      := tests/test_sql_mutants.py tests/test_store_mutants.py $(AUDIT_STORE_TESTS) \
     -k 'not postgres'
+MUTATION_TESTS_imt_cds/service/recorder.py := tests/test_service_recorder.py \
+    tests/test_service_workers.py::test_with_an_audit_store_an_answer_comes_back_only_once_its_record_is_committed
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/recorded.py := tests/test_audit_recorded.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/backends.py := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
@@ -133,7 +135,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/core/_resources.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
           imt_cds/audit/replay.py imt_cds/audit/store.py imt_cds/audit/sql.py imt_cds/audit/sqlite.py \
           imt_cds/audit/recorded.py imt_cds/audit/backends.py imt_cds/audit/locking.py imt_cds/audit/postgres.py \
-          imt_cds/service/auth.py imt_cds/fhir/reader.py imt_cds/render/fhir_output.py
+          imt_cds/service/auth.py imt_cds/service/recorder.py imt_cds/fhir/reader.py imt_cds/render/fhir_output.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
