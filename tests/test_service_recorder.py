@@ -31,12 +31,13 @@ def prepared(path: Path, count: int) -> list[dict]:
     return [new_record_content(engine.evaluate(PATIENTS[i % len(PATIENTS)])) for i in range(count)]
 
 
-def test_records_that_wait_meanwhile_are_appended_together_in_the_order_they_came(tmp_path):
+@pytest.mark.parametrize("max_batch, transactions", [(64, 2), (2, 4)])
+def test_records_that_wait_meanwhile_are_appended_together_in_the_order_they_came(tmp_path, max_batch, transactions):
     path = tmp_path / "audit.db"
     contents = prepared(path, 6)
 
     async def scenario() -> tuple[list[str], int]:
-        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20))
+        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20), max_batch=max_batch)
         recorder.start()
         try:
             holder = hold_sqlite_write_lock(path)
@@ -54,15 +55,16 @@ def test_records_that_wait_meanwhile_are_appended_together_in_the_order_they_cam
         finally:
             recorder.close()
 
-    ids, transactions = asyncio.run(scenario())
+    ids, committed = asyncio.run(scenario())
     assert ids == [c["id"] for c in contents]
-    assert transactions == 2  # the first alone, then the five that came while it waited
+    # the first alone, then the five that came while it waited: together, or at most max_batch at a time
+    assert committed == transactions
     with open_store(path) as store:
         assert [r.id for r in store.records()] == ids
         assert store.verify().ok
 
 
-def test_when_the_store_does_not_take_a_group_every_record_of_it_fails_and_none_is_kept(tmp_path):
+def test_when_the_store_does_not_take_a_group_every_record_of_it_fails_and_none_is_kept(tmp_path, caplog):
     path = tmp_path / "audit.db"
     contents = prepared(path, 3)
 
@@ -87,6 +89,9 @@ def test_when_the_store_does_not_take_a_group_every_record_of_it_fails_and_none_
 
     *failed, recorded = asyncio.run(scenario())
     assert all(isinstance(f, AuditError) and "cannot append" in str(f) for f in failed), failed
+    # the operator's log says what was lost and why
+    assert any(r.name == "imt_cds.service" and r.getMessage().startswith("imt-cds: the audit store did not take ")
+               and "database is locked" in r.getMessage() for r in caplog.records), caplog.records
     assert recorded == contents[0]["id"]
     with open_store(path) as store:
         assert [r.id for r in store.records()] == [contents[0]["id"]]
@@ -100,15 +105,17 @@ def test_a_recorder_that_is_not_running_takes_nothing(tmp_path):
     async def record() -> str:
         return await recorder.record(content)
 
-    with pytest.raises(AuditError, match="not running"):
+    with pytest.raises(AuditError, match="^the audit recorder is not running$"):
         asyncio.run(record())
+    recorder.close()  # never started: nothing to close
 
     async def started_then_closed() -> str:
         recorder.start()
         recorder.close()
+        recorder.close()  # closing twice is closing once
         return await recorder.record(content)
 
-    with pytest.raises(AuditError, match="not running"):
+    with pytest.raises(AuditError, match="^the audit recorder is not running$"):
         asyncio.run(started_then_closed())
     with open_store(path) as store:
         assert store.records() == []
@@ -135,5 +142,57 @@ def test_closing_appends_what_is_waiting(tmp_path):
         return await asyncio.wait_for(asyncio.gather(*pending), 5)
 
     assert asyncio.run(scenario()) == [c["id"] for c in contents]
+    # The recorder's connection is closed: the last connection to a WAL database removes its log on closing.
+    assert not path.with_name(path.name + "-wal").exists()
     with open_store(path) as store:
         assert len(store.records()) == 4
+
+
+def test_a_record_the_store_cannot_even_read_fails_alone_and_the_recorder_goes_on(tmp_path, caplog):
+    path = tmp_path / "audit.db"
+    (content,) = prepared(path, 1)
+    broken = {key: value for key, value in content.items() if key != "rulebook"}  # not a record a worker makes
+
+    async def scenario() -> tuple[BaseException, str]:
+        recorder = AuditRecorder(lambda: SQLiteAuditStore(path))
+        recorder.start()
+        try:
+            with pytest.raises(AuditError) as refused:
+                await asyncio.wait_for(recorder.record(broken), 30)
+            return refused.value, await asyncio.wait_for(recorder.record(content), 30)
+        finally:
+            recorder.close()
+
+    refused, recorded = asyncio.run(scenario())
+    assert str(refused) == "KeyError: 'rulebook'"
+    assert "imt-cds: recording 1 audit record(s) failed" in [r.getMessage() for r in caplog.records]
+    assert recorded == content["id"]
+    with open_store(path) as store:
+        assert [r.id for r in store.records()] == [content["id"]]
+
+
+def test_a_request_that_went_away_leaves_the_others_of_its_group_answered(tmp_path):
+    path = tmp_path / "audit.db"
+    contents = prepared(path, 4)
+
+    async def scenario() -> list[object]:
+        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20))
+        recorder.start()
+        try:
+            holder = hold_sqlite_write_lock(path)
+            try:
+                first = asyncio.ensure_future(recorder.record(contents[0]))
+                await asyncio.sleep(0.3)  # the recorder's thread waits for the lock with the first record
+                rest = [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
+                await asyncio.sleep(0.1)
+                rest[0].cancel()  # its client went away
+            finally:
+                holder.stdin.close()  # type: ignore[union-attr]
+                holder.wait()
+            return await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), 30)
+        finally:
+            recorder.close()
+
+    first, gone, *others = asyncio.run(scenario())
+    assert isinstance(gone, asyncio.CancelledError)
+    assert [first, *others] == [contents[0]["id"], contents[2]["id"], contents[3]["id"]]
