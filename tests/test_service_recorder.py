@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,29 +33,51 @@ def prepared(path: Path, count: int) -> list[dict]:
     return [new_record_content(engine.evaluate(PATIENTS[i % len(PATIENTS)])) for i in range(count)]
 
 
+@contextmanager
+def recording(path: Path, *, timeout: float = 20.0, max_batch: int = 64) -> Iterator[AuditRecorder]:
+    """A started recorder on the SQLite store at ``path`` (inside the event loop), closed at the end."""
+    recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=timeout), max_batch=max_batch)
+    recorder.start()
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another process holds the store's write lock until the block ends."""
+    holder = hold_sqlite_write_lock(path)
+    try:
+        yield
+    finally:
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait()
+
+
+async def first_waiting_then(recorder: AuditRecorder, contents: list[dict]) -> list[asyncio.Future[str]]:
+    """Hand the recorder the first record, which its thread takes and waits with for the lock, then the others,
+    which wait in its queue meanwhile."""
+    first = asyncio.ensure_future(recorder.record(contents[0]))
+    await asyncio.sleep(0.3)
+    rest = [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
+    await asyncio.sleep(0.1)
+    return [first, *rest]
+
+
 @pytest.mark.parametrize("max_batch, transactions", [(64, 2), (2, 4)])
 def test_records_that_wait_meanwhile_are_appended_together_in_the_order_they_came(tmp_path, max_batch, transactions):
     path = tmp_path / "audit.db"
     contents = prepared(path, 6)
 
     async def scenario() -> tuple[list[str], int]:
-        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20), max_batch=max_batch)
-        recorder.start()
-        try:
-            holder = hold_sqlite_write_lock(path)
-            try:
-                first = asyncio.ensure_future(recorder.record(contents[0]))
-                await asyncio.sleep(0.3)  # the recorder's thread now waits for the lock with the first record
-                rest = [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
-                await asyncio.sleep(0.3)
-                assert not first.done() and not any(r.done() for r in rest)  # nothing acknowledged yet
-            finally:
-                holder.stdin.close()  # type: ignore[union-attr]
-                holder.wait()
-            ids = await asyncio.wait_for(asyncio.gather(first, *rest), 30)
+        with recording(path, max_batch=max_batch) as recorder:
+            with write_lock_held(path):
+                pending = await first_waiting_then(recorder, contents)
+                await asyncio.sleep(0.2)
+                assert not any(p.done() for p in pending)  # nothing acknowledged while the lock is held
+            ids = await asyncio.wait_for(asyncio.gather(*pending), 30)
             return ids, recorder.transactions
-        finally:
-            recorder.close()
 
     ids, committed = asyncio.run(scenario())
     assert ids == [c["id"] for c in contents]
@@ -69,23 +93,15 @@ def test_when_the_store_does_not_take_a_group_every_record_of_it_fails_and_none_
     contents = prepared(path, 3)
 
     async def scenario() -> list[object]:
-        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=0.5))
-        recorder.start()
-        try:
-            holder = hold_sqlite_write_lock(path)
-            try:
+        with recording(path, timeout=0.5) as recorder:
+            with write_lock_held(path):
                 started = time.monotonic()
                 outcomes = await asyncio.wait_for(
                     asyncio.gather(*(recorder.record(c) for c in contents), return_exceptions=True), 30)
                 assert time.monotonic() - started < 10
-            finally:
-                holder.stdin.close()  # type: ignore[union-attr]
-                holder.wait()
             # the lock released: the recorder goes on
             outcomes.append(await asyncio.wait_for(recorder.record(contents[0]), 30))
             return outcomes
-        finally:
-            recorder.close()
 
     *failed, recorded = asyncio.run(scenario())
     assert all(isinstance(f, AuditError) and "cannot append" in str(f) for f in failed), failed
@@ -128,16 +144,11 @@ def test_closing_appends_what_is_waiting(tmp_path):
     async def scenario() -> list[str]:
         recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20))
         recorder.start()
-        holder = hold_sqlite_write_lock(path)
-        pending = [asyncio.ensure_future(recorder.record(contents[0]))]
-        await asyncio.sleep(0.3)  # the first waits for the lock in the recorder's thread
-        pending += [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
-        await asyncio.sleep(0.1)  # the others in its queue
-        closing = asyncio.ensure_future(asyncio.to_thread(recorder.close))
-        await asyncio.sleep(0.3)
-        assert not closing.done()
-        holder.stdin.close()  # type: ignore[union-attr]
-        holder.wait()
+        with write_lock_held(path):
+            pending = await first_waiting_then(recorder, contents)
+            closing = asyncio.ensure_future(asyncio.to_thread(recorder.close))
+            await asyncio.sleep(0.3)
+            assert not closing.done()
         await asyncio.wait_for(closing, 30)  # returns once everything queued before it has been appended
         return await asyncio.wait_for(asyncio.gather(*pending), 5)
 
@@ -154,14 +165,10 @@ def test_a_record_the_store_cannot_even_read_fails_alone_and_the_recorder_goes_o
     broken = {key: value for key, value in content.items() if key != "rulebook"}  # not a record a worker makes
 
     async def scenario() -> tuple[BaseException, str]:
-        recorder = AuditRecorder(lambda: SQLiteAuditStore(path))
-        recorder.start()
-        try:
+        with recording(path) as recorder:
             with pytest.raises(AuditError) as refused:
                 await asyncio.wait_for(recorder.record(broken), 30)
             return refused.value, await asyncio.wait_for(recorder.record(content), 30)
-        finally:
-            recorder.close()
 
     refused, recorded = asyncio.run(scenario())
     assert str(refused) == "KeyError: 'rulebook'"
@@ -176,22 +183,11 @@ def test_a_request_that_went_away_leaves_the_others_of_its_group_answered(tmp_pa
     contents = prepared(path, 4)
 
     async def scenario() -> list[object]:
-        recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=20))
-        recorder.start()
-        try:
-            holder = hold_sqlite_write_lock(path)
-            try:
-                first = asyncio.ensure_future(recorder.record(contents[0]))
-                await asyncio.sleep(0.3)  # the recorder's thread waits for the lock with the first record
-                rest = [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
-                await asyncio.sleep(0.1)
-                rest[0].cancel()  # its client went away
-            finally:
-                holder.stdin.close()  # type: ignore[union-attr]
-                holder.wait()
-            return await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), 30)
-        finally:
-            recorder.close()
+        with recording(path) as recorder:
+            with write_lock_held(path):
+                pending = await first_waiting_then(recorder, contents)
+                pending[1].cancel()  # its client went away
+            return await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 30)
 
     first, gone, *others = asyncio.run(scenario())
     assert isinstance(gone, asyncio.CancelledError)
