@@ -59,7 +59,11 @@ async def first_waiting_then(recorder: AuditRecorder, contents: list[dict]) -> l
     """Hand the recorder the first record, which its thread takes and waits with for the lock, then the others,
     which wait in its queue meanwhile."""
     first = asyncio.ensure_future(recorder.record(contents[0]))
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 10
+    await asyncio.sleep(0.05)
+    while not recorder._queue.empty() and time.monotonic() < deadline:  # (private: when its thread took the first)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # and is inside its transaction, waiting for the lock
     rest = [asyncio.ensure_future(recorder.record(c)) for c in contents[1:]]
     await asyncio.sleep(0.1)
     return [first, *rest]
