@@ -17,7 +17,7 @@ from batch_hooks import EXIT_MARKER, KILL_MARKER
 from strategies import random_patient
 
 from imt_cds.audit import open_store
-from imt_cds.cli.batch import BatchPathError, _error_record, _Progress, run_batch
+from imt_cds.cli.batch import RECORDS_PER_TRANSACTION, BatchPathError, _error_record, _Progress, run_batch
 from imt_cds.core.errors import AuditError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,24 +226,30 @@ def test_the_audit_trail_holds_exactly_the_assessments_written(tmp_path):
 
 
 def test_when_recording_fails_the_output_ends_before_the_first_unrecorded_assessment(tmp_path):
-    lines = _patients(12, seed=5)
-    lines[1] = b'{"age_years": -3}'
+    # Records go RECORDS_PER_TRANSACTION to a transaction, all or none: the first group is recorded, the second is
+    # refused by the store at its fourth record, so none of the second group is, and the output ends before it.
+    group = RECORDS_PER_TRANSACTION
+    lines = _patients(group + 12, seed=5)
+    lines[1] = b'{"age_years": -3}'  # line 2: invalid, an error line, nothing to record
     source = tmp_path / "in.ndjson"
     source.write_bytes(b"\n".join(lines) + b"\n")
     db = tmp_path / "audit.db"
     open_store(str(db)).close()
-    with sqlite3.connect(db) as connection:  # the store refuses its 5th record, as a full disk would
-        connection.execute("CREATE TRIGGER refuse_fifth BEFORE INSERT ON audit_records WHEN NEW.seq >= 5 "
+    with sqlite3.connect(db) as connection:  # the store refuses a record past the group's third, as a full disk would
+        connection.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON audit_records WHEN NEW.seq >= {group + 4} "
                            "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     connection.close()
     out = tmp_path / "out.ndjson"
-    with pytest.raises(AuditError, match="line 6 could not be recorded"):
+    # the first group: lines 1 and 3 to group + 1; the second starts at line group + 2
+    with pytest.raises(AuditError, match=f"line {group + 2} could not be recorded .*disk full.*the output ends "
+                                         "before it"):
         run_batch(str(source), str(out), progress="never", audit=str(db), chunk_bytes=1 << 20)
     written = _records(out)
-    assert [r.get("line") for r in written] == [None, 2, None, None, None]  # lines 1-5: four recorded, one invalid
+    assert [r.get("line") for r in written] == [None, 2] + [None] * (group - 1)  # lines 1 to group + 1
     with open_store(str(db)) as store:
-        assert [store.record(str(seq)).assessment["provenance"]["input_sha256"] for seq in range(1, 5)] == \
+        assert [r.assessment["provenance"]["input_sha256"] for r in store.records()] == \
             [r["provenance"]["input_sha256"] for r in written if "errors" not in r]
+        assert store.verify().ok
 
 
 def test_an_error_record_is_written_even_when_a_value_cannot_be():

@@ -24,10 +24,11 @@ as a line error). Every break takes at least one unit out of the shared pool, so
 
 **Audit: write, then record.** With an audit store, workers evaluate without recording; the parent appends a unit's
 part to the output, flushes it (and syncs a regular file), and only then records the unit's assessments, in input
-order. So a record exists only for an assessment that was written. If recording fails, the run stops (fail closed:
-``AuditError``), and a regular output file is cut back to just before the first unrecorded line, so no unrecorded
-assessment remains in it either (an output stream such as a pipe cannot be cut back: it may end with up to one
-unit's unrecorded lines, and the error says from which line).
+order, ``RECORDS_PER_TRANSACTION`` per transaction (``AuditStore.append_contents``: one durable commit for the group,
+all or none). So a record exists only for an assessment that was written. If recording fails, the run stops (fail
+closed: ``AuditError``), and a regular output file is cut back to just before the first unrecorded line (the first of
+the group that failed), so no unrecorded assessment remains in it either (an output stream such as a pipe cannot be
+cut back: it may end with up to one unit's unrecorded lines, and the error says from which line).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
+from ..audit.record import new_record_content
 from ..core.errors import AuditError, EngineError, ImtCdsError, InvalidInputError
 from ..core.wording import plural
 from .audit import add_audit_options, check_audit_target
@@ -64,6 +66,9 @@ OK, INVALID, FAILED, BLANK = 0, 1, 2, 3
 CACHE_SIZE = 4096  # assessments memoized per process (a few kB each: input and firings, nothing materialized)
 _WRITE_BUFFER = 1 << 20  # full assessments are ~14 kB each: write in large blocks
 _CHUNK_BYTES = 1 << 18  # ~250 patients per work unit: workers finish within a fraction of a second of each other
+# Audit records appended per transaction: one durable commit (a disk flush) for each group instead of each record;
+# a failed group leaves all its lines unrecorded, so the output is cut back to its first line.
+RECORDS_PER_TRANSACTION = 64
 
 
 class BatchPathError(ImtCdsError):
@@ -95,7 +100,7 @@ class _Unit:
 @dataclass(frozen=True)
 class _Pending:
     """What the parent needs to record one assessment after writing it: duck-types the parts of ``Assessment`` that
-    ``AuditStore.append`` reads (the rulebook is the parent's own, filled in there)."""
+    ``new_record_content`` reads."""
 
     line: int
     offset: int  # where the line starts in its unit's part file
@@ -103,7 +108,6 @@ class _Pending:
     provenance: Any  # assessment.Provenance
     input_json: bytes
     document: str
-    rulebook: Any = None
 
     def canonical_input_json(self) -> bytes:
         return self.input_json
@@ -395,6 +399,7 @@ class _Writer:
 
     def __init__(self, destination: str | None, store: Any, rulebook: Any):
         self.store, self.rulebook, self.written = store, rulebook, 0
+        self.archived = False  # the rulebook's files put in the store's archive (before the first record)
         self.to_file = destination is not None
         self.output: IO[bytes] = sys.stdout.buffer
         if destination is not None:
@@ -409,13 +414,20 @@ class _Writer:
         self.output.flush()
         if self.to_file:
             os.fsync(self.output.fileno())  # written means on disk before the record says so
-        for pending in result.pending:
+        if not self.archived:
+            self.store.archive(self.rulebook)  # what the records below commit to
+            self.archived = True
+        # Up to RECORDS_PER_TRANSACTION records in one transaction, one durable commit: all or none of them.
+        for start in range(0, len(result.pending), RECORDS_PER_TRANSACTION):
+            group = result.pending[start:start + RECORDS_PER_TRANSACTION]
             try:
-                self.store.append(replace(pending, rulebook=self.rulebook))
+                self.store.append_contents([new_record_content(pending, store_input=self.store.store_input)
+                                            for pending in group])
             except AuditError as exc:
-                self._cut_back(base + pending.offset)
+                first = group[0]
+                self._cut_back(base + first.offset)
                 cut = "the output ends before it" if self.to_file else "the output may hold lines from it on"
-                raise type(exc)(f"line {pending.line} could not be recorded in the audit trail ({exc}); the run "
+                raise type(exc)(f"line {first.line} could not be recorded in the audit trail ({exc}); the run "
                                 f"stopped and {cut}") from exc
 
     def _cut_back(self, size: int) -> None:
