@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -176,23 +177,32 @@ def test_an_invalid_patient_is_not_recorded(store, engine):
     assert store.records() == []
 
 
-def test_several_threads_sharing_one_engine_keep_one_chain(store, rulebook):
-    engine = Engine(rulebook, audit=store)
+def in_threads(*calls: tuple[Callable[[int], None], int]) -> list[BaseException]:
+    """Run each ``(function, argument)`` in a thread of its own, all at once; what they raised."""
     errors: list[BaseException] = []
 
-    def work(offset: int) -> None:
+    def guarded(function: Callable[[int], None], argument: int) -> None:
         try:
-            for i in range(6):
-                engine.evaluate(PATIENTS[(offset + i) % len(PATIENTS)])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            function(argument)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test, which asserts there is none
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=guarded, args=call) for call in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
+    return errors
+
+
+def test_several_threads_sharing_one_engine_keep_one_chain(store, rulebook):
+    engine = Engine(rulebook, audit=store)
+
+    def work(offset: int) -> None:
+        for i in range(6):
+            engine.evaluate(PATIENTS[(offset + i) % len(PATIENTS)])
+
+    assert not in_threads(*((work, n) for n in range(6)))
     report = store.verify()
     assert report.ok and report.records == 36
 
@@ -248,29 +258,17 @@ def test_a_rulebook_is_archived_once_however_many_stores_archive_it(store, targe
 def test_threads_appending_groups_and_single_records_keep_one_chain(store, rulebook):
     engine, unaudited = Engine(rulebook, audit=store), Engine(rulebook)
     store.archive(rulebook)
-    errors: list[BaseException] = []
 
     def singles(offset: int) -> None:
-        try:
-            for i in range(4):
-                engine.evaluate(PATIENTS[(offset + i) % len(PATIENTS)])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        for i in range(4):
+            engine.evaluate(PATIENTS[(offset + i) % len(PATIENTS)])
 
     def groups(offset: int) -> None:
-        try:
-            for i in range(2):
-                store.append_contents([new_record_content(unaudited.evaluate(PATIENTS[(offset + i + k) % len(PATIENTS)]))
-                                       for k in range(3)])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        for i in range(2):
+            store.append_contents([new_record_content(unaudited.evaluate(PATIENTS[(offset + i + k) % len(PATIENTS)]))
+                                   for k in range(3)])
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(3) for work in (singles, groups)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not in_threads(*((work, n) for n in range(3) for work in (singles, groups)))
     report = store.verify()
     assert report.ok and report.records == 3 * 4 + 3 * 2 * 3
 
