@@ -245,6 +245,31 @@ def test_a_group_of_records_is_appended_all_or_none(store, engine):
     assert store.verify().ok
 
 
+def test_an_append_that_failed_leaves_no_memory_of_the_archive_it_rolled_back(store, target, engine):
+    """An append that archives its rulebook and then fails (the disk, say) is rolled back whole, archive included:
+    the store must not go on believing the files archived, or the records it is given next would commit to files
+    that are not there (and could never be replayed)."""
+    refusal = "the disk is full"
+    if target.startswith("postgresql://"):
+        raw_sql(target, f"CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+                        f"'{refusal}'; END $$",
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_records FOR EACH ROW EXECUTE FUNCTION refuse()")
+        lift = "DROP TRIGGER refuse ON audit_records"
+    else:
+        raw_sql(target, f"CREATE TRIGGER refuse BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, '{refusal}'); "
+                        "END")
+        lift = "DROP TRIGGER refuse"
+    with pytest.raises(AuditStoreError, match=refusal):
+        Engine(engine.rulebook, audit=store).evaluate(PATIENTS[0])  # archives the rulebook, then fails to insert
+    raw_sql(target, lift)
+    content = new_record_content(engine.evaluate(PATIENTS[1]))
+    with pytest.raises(AuditStoreError, match="is not in its archive"):
+        store.append_contents([content])
+    store.archive(engine.rulebook)
+    assert store.append_contents([content]) == [content["id"]]
+    assert store.verify().ok
+
+
 def test_a_rulebook_is_archived_once_however_many_stores_archive_it(store, target, engine):
     store.archive(engine.rulebook)
     with open_store(target) as another:  # another process, say: it finds the archive in the database

@@ -26,6 +26,7 @@ from .store import SCHEMA_VERSION, AuditStore, ForkSafeConnection
 __all__ = ["COLUMNS", "SQLAuditStore", "stored_row"]
 
 COLUMNS = "seq, id, recorded_at, patient_id, rulebook_sha256, prev_hash, hash, body"
+_INSERT_RECORD = f"INSERT INTO audit_records ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 class SQLAuditStore(AuditStore):
@@ -91,23 +92,43 @@ class SQLAuditStore(AuditStore):
 
     def _append_rows(self, contents: list[dict[str, Any]], archive: RulebookArchive | None) -> list[str]:
         connection = self._db.get()
+        files: dict[str, str] = {}  # rulebook sha256 -> its archived files' digest, as read in this transaction
         try:
             with self._write_transaction(connection):  # excludes the other writers before the head is read
                 if archive is not None:
                     self._insert_archive(connection, archive)
-                return [self._write_record(connection, content) for content in contents]
+                if not contents:
+                    return []
+                # The head is read once: no other writer can append before this transaction ends, so each record
+                # of the group follows the one sealed just before it. The rows then go in one executemany (one
+                # pipelined round trip to PostgreSQL, where a statement per record cost two).
+                head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+                rows = []
+                for content in contents:
+                    seq += 1
+                    row = self._sealed_row(connection, content, seq, prev_hash, files)
+                    rows.append(row)
+                    prev_hash = row[6]
+                with closing(connection.cursor()) as cursor:
+                    cursor.executemany(self._sql(_INSERT_RECORD), rows)
         except self._driver_error as exc:
             raise AuditStoreError(f"cannot append to the audit database {self.location}: "
                                   f"{self._error_text(exc)}") from exc
+        # Remembered once committed (archives are append-only): a digest read in a transaction that rolled back
+        # may name files archived in that same transaction, which are gone.
+        self._files_sha256.update(files)
+        return [row[1] for row in rows]
 
     # (inside the backend's exclusive write transaction)
 
-    def _write_record(self, connection: Any, content: dict[str, Any]) -> str:
-        """Read the head and append the record after it; the record's id."""
+    def _sealed_row(self, connection: Any, content: dict[str, Any], seq: int, prev_hash: str,
+                    files: dict[str, str]) -> tuple[Any, ...]:
+        """The row (``COLUMNS``) of a record placed at ``seq`` after the record whose hash is ``prev_hash``."""
         rulebook = content["rulebook"]
         # The digest of the files archived under this rulebook sha256 (perhaps by another process, from a working
         # copy that differs only in comments): the record commits the chain to those very bytes.
-        files_sha256 = self._files_sha256.get(rulebook["sha256"])
+        files_sha256 = self._files_sha256.get(rulebook["sha256"]) or files.get(rulebook["sha256"])
         if files_sha256 is None:
             listing = connection.execute(self._sql(
                 "SELECT part, path, blob_sha256 FROM audit_rulebook_files WHERE rulebook_sha256 = ?"),
@@ -115,18 +136,12 @@ class SQLAuditStore(AuditStore):
             if not listing:  # a record must commit to archived files: without them it could never be replayed
                 raise AuditStoreError(f"cannot append to the audit database {self.location}: rulebook "
                                       f"{rulebook['sha256']} is not in its archive (archive the rulebook first)")
-            files_sha256 = listing_sha256((str(part), str(path), str(blob)) for part, path, blob in listing)
-        content = {**content, "rulebook": {**rulebook, "files_sha256": files_sha256}}
-        head = connection.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev_hash = (int(head[0]) + 1, head[1]) if head else (1, GENESIS_HASH)
-        sealed, body, digest = seal(content, seq=seq, prev_hash=prev_hash)
-        self._files_sha256[rulebook["sha256"]] = files_sha256  # (archives are append-only: it never changes)
-        connection.execute(
-            self._sql(f"INSERT INTO audit_records ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-            (seq, sealed["id"], sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
-             prev_hash, digest, body.decode()),
-        )
-        return str(sealed["id"])
+            files_sha256 = files[rulebook["sha256"]] = listing_sha256(
+                (str(part), str(path), str(blob)) for part, path, blob in listing)
+        sealed, body, digest = seal({**content, "rulebook": {**rulebook, "files_sha256": files_sha256}}, seq=seq,
+                                    prev_hash=prev_hash)
+        return (seq, str(sealed["id"]), sealed["recorded_at"], sealed["patient_id"], sealed["rulebook"]["sha256"],
+                prev_hash, digest, body.decode())
 
     def _insert_archive(self, connection: Any, archive: RulebookArchive) -> None:
         """Store a rulebook's files (content-addressed, shared between rulebooks) unless it is already there."""
