@@ -178,8 +178,9 @@ class Authenticator:
 
     async def _check(self, token: str, audiences: Iterable[str]) -> dict[str, Any]:
         try:
-            header = self._jwt.get_unverified_header(token)
-            unverified = self._jwt.decode(token, options={"verify_signature": False})
+            # Header and claims from one parse (the signature is checked below, once the key is known).
+            parsed = self._jwt.decode_complete(token, options={"verify_signature": False})
+            header, unverified = parsed["header"], parsed["payload"]
         except self._jwt.PyJWTError as exc:
             raise UnauthorizedError(f"the bearer token is not a well-formed JWT ({exc})") from None
         if not isinstance(header, Mapping) or not isinstance(unverified, Mapping):
