@@ -30,6 +30,7 @@ from imt_cds.service.auth import DEFAULT_STORE_TIMEOUT_SECONDS, Authenticator, A
 from imt_cds.service.config import ServiceConfig
 from imt_cds.service.errors import ServiceConfigError, UnauthorizedError
 from imt_cds.service.replay_cache import SqlReplayCache
+from imt_cds.service.workers import WorkerSettings
 
 ISSUER = "https://ehr.example.org/"
 AUDIENCE = "https://cds.example.org/cds-services"
@@ -272,6 +273,7 @@ def test_a_replay_store_given_without_a_timeout_waits_the_services_documented_st
     finally:
         auth.replays.close()
     assert ServiceConfig("http://127.0.0.1:8080").store_timeout == DEFAULT_STORE_TIMEOUT_SECONDS
+    assert WorkerSettings().store_timeout == DEFAULT_STORE_TIMEOUT_SECONDS  # a worker's audit appends, too
     row = next(line for line in README.read_text(encoding="utf-8").splitlines()
                if line.startswith("| `--store-timeout S`"))
     assert "(default 5;" in row

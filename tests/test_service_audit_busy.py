@@ -162,7 +162,7 @@ def test_the_replay_cache_connection_is_closed_when_the_server_stops(tmp_path):
 
 
 def test_token_ids_are_written_with_full_durability(tmp_path):
-    cache = SqlReplayCache(str(tmp_path / "audit.db"))
+    cache = SqlReplayCache(str(tmp_path / "audit.db"), lock_timeout=5.0)
     try:
         assert cache.add(("https://ehr.example.org/", "id-1"), time.time() + 300, time.time())
         # 2 = FULL: the commit is synced before the token is accepted (WAL's default, NORMAL, is 1).

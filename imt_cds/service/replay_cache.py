@@ -45,7 +45,7 @@ class ReplayCache(Protocol):
     def close(self) -> None: ...
 
 
-def open_replay_cache(store: str | None, max_entries: int, lock_timeout: float = 30.0) -> ReplayCache:
+def open_replay_cache(store: str | None, max_entries: int, lock_timeout: float) -> ReplayCache:
     """The replay cache of a service: in the audit store's database when there is one, else in memory.
     ``lock_timeout``: seconds a check may wait for the database's write lock before the call is refused (503)."""
     if store is None:
@@ -90,7 +90,7 @@ class SqlReplayCache:
     is opened on first use (the audit store creates its file and tables at start-up) and re-opened after an error.
     A database that cannot be reached refuses the call (503): a token is never accepted unchecked."""
 
-    def __init__(self, target: str, lock_timeout: float = 30.0):
+    def __init__(self, target: str, lock_timeout: float):
         self.target = target
         self.lock_timeout = lock_timeout
         self._postgres = is_postgres_target(target)

@@ -53,6 +53,7 @@ import orjson
 
 from ..audit.record import new_record_content
 from ..core.errors import AuditError
+from .auth import DEFAULT_STORE_TIMEOUT_SECONDS
 from .calls import check_request, find_service, patient_view_options, read_job, same_patient
 from .errors import (
     BadRequestError,
@@ -92,7 +93,7 @@ class WorkerSettings:
     cache_size: int = 4096
     audit: str | None = None
     audit_input: bool = True
-    store_timeout: float = 5.0  # seconds an audit append may wait for the store's write lock
+    store_timeout: float = DEFAULT_STORE_TIMEOUT_SECONDS  # seconds an audit append may wait for the write lock
     public_url: str = ""  # the service's base URL, for the links of the cards a worker renders
     not_eligible_card: bool = False  # one info card for a chart not evaluated (ServiceConfig's setting)
 
