@@ -511,8 +511,9 @@ class _Reader:
         birth = patient.get("birthDate")
         if birth is None:
             return
-        if not isinstance(birth, str):
-            raise _Malformed(f"birthDate must be a date, found {_kind(birth)}")
+        if not isinstance(birth, str):  # only the age is lost: the id above is read (so the Patient is not "skipped")
+            self.skip(where, f"birthDate must be a date, found {_kind(birth)}; the age is left unknown", "age_years")
+            return
         parsed = _full_date(birth)
         if parsed is None:
             self.skip(where, f"birthDate {birth!r} is not a full date; the age is left unknown", "age_years")
