@@ -174,6 +174,14 @@ _PARAMETERS = ("size_risk_threshold_cm, evidence_age_limit_years, crizotinib_min
                "selpercatinib_min_age_years, trk_infant_check_age_years")
 
 
+def assert_one_problem(tmp_path, file, old, new, path, message, suggestion):
+    """A copy of the rulebook with ``old`` replaced by ``new`` in ``file`` loads with exactly this one problem."""
+    directory = copy_rulebook(tmp_path)
+    edit(directory, file, old, new)
+    problem = only(load_problems(directory))
+    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+
+
 @pytest.mark.parametrize(("file", "old", "new", "path", "message", "suggestion"), [
     ("parameters.yaml", "evidence: [RICH2022:c06, RICH2022:c15]", "evidence: [RICH2022:c66, RICH2022:c15]",
      "parameters.size_risk_threshold_cm.evidence[0]", "unknown evidence id 'RICH2022:c66': not in the evidence "
@@ -188,10 +196,7 @@ _PARAMETERS = ("size_risk_threshold_cm, evidence_age_limit_years, crizotinib_min
 ])
 def test_parameters_evidence_kinds_and_texts_are_checked_word_for_word(tmp_path, file, old, new, path, message,
                                                                       suggestion):
-    directory = copy_rulebook(tmp_path)
-    edit(directory, file, old, new)
-    problem = only(load_problems(directory))
-    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+    assert_one_problem(tmp_path, file, old, new, path, message, suggestion)
 
 
 def test_a_missing_manifest_and_a_rule_file_holding_a_list_say_what_is_expected(tmp_path):
@@ -379,10 +384,7 @@ R14 = "flags/R14-age-outside-evidence.yaml"
 ])
 def test_each_check_of_a_rules_meaning_says_where_and_what_word_for_word(tmp_path, file, old, new, path, message,
                                                                           suggestion):
-    directory = copy_rulebook(tmp_path)
-    edit(directory, file, old, new)
-    problem = only(load_problems(directory))
-    assert (problem.file, problem.path, problem.message, problem.suggestion) == (file, path, message, suggestion)
+    assert_one_problem(tmp_path, file, old, new, path, message, suggestion)
 
 
 R20 = "flags/R20-ranbp2-alk.yaml"
