@@ -269,7 +269,9 @@ def test_a_worker_holds_depth_jobs_and_when_it_dies_only_the_one_it_ran_fails(de
         os.kill(worker.pid, signal.SIGSTOP)  # it reads nothing now: every job sent stays in its pipe
         runs = [asyncio.create_task(pool.run(FACTS_JOB)) for _ in range(4)]
         await asyncio.sleep(0.5)
-        held, waiting = len(worker.sent), len(pool._waiting)
+        load = pool.load()
+        assert load["pids"] == [worker.pid]
+        held, waiting = load["in_workers"][0], load["waiting"]
         os.kill(worker.pid, signal.SIGKILL)
         results = await asyncio.gather(*runs, return_exceptions=True)
         return worker.pid, held, waiting, results, pool.crashes, [w.pid for w in pool._workers]
@@ -308,7 +310,8 @@ def test_a_job_whose_request_went_away_before_a_worker_took_it_is_never_sent():
         gone.cancel()  # the client disconnected while its job waited in the server
         os.kill(worker.pid, signal.SIGCONT)
         answer = await first  # the worker answered: had the gone job been kept, it would be in its pipe now
-        return answer, len(worker.sent), len(pool._waiting), gone.cancelled()
+        load = pool.load()
+        return answer, load["in_workers"][0], load["waiting"], gone.cancelled()
 
     answer, in_pipe, waiting, cancelled = in_pool(scenario, depth=1)
     assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
@@ -412,3 +415,31 @@ def test_a_worker_answers_a_call_given_as_its_body_as_the_server_would_with_its_
                    "evaluated on another patient's record", "details": None}}
     refused = handler.handle(job, b'{"hook": "patient-view", "hook": "order-sign"}')["rejected"]
     assert refused["message"] == "the request body has the key 'hook' twice in one JSON object"
+
+
+def test_health_shows_the_jobs_in_the_workers_hands_and_those_waiting_for_one(service):
+    """What a monitor or a proxy can read to see a replica saturated: with both workers stopped (depth 1), of four
+    calls two are in the workers' hands and two wait in the server; once the workers go on, all four are answered
+    and nothing is held any more."""
+    def jobs() -> dict:
+        return httpx.get(service.url + "/healthz", timeout=10).json()["jobs"]
+
+    pids = wait_for_workers(service, 2)
+    assert jobs() == {"in_workers": 0, "waiting": 0}
+    seen = None
+    with ThreadPoolExecutor(4) as pool:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            futures = [pool.submit(call, service) for _ in range(4)]
+            deadline = time.monotonic() + 5  # (the calls time out after 8 s: the workers are let go well before)
+            while time.monotonic() < deadline and seen != {"in_workers": 2, "waiting": 2}:
+                seen = jobs()
+                time.sleep(0.05)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        statuses = [future.result().status_code for future in futures]
+    assert seen == {"in_workers": 2, "waiting": 2}
+    assert statuses == [200] * 4
+    assert jobs() == {"in_workers": 0, "waiting": 0}

@@ -7,7 +7,8 @@ Routes (CDS Hooks 2.0.1):
 - ``POST /cds-services/{id}/feedback``        card feedback, stored (``feedback.py``)
 - ``GET  /rules/{rule_id}``                   a rule's page (what a card's ``source.url`` opens; public content)
 - ``GET  /healthz``                           liveness: live workers, workers lost to crashes while serving a
-                                              request (since start), and the rulebook (no patient data)
+                                              request (since start), the jobs in the workers' hands and waiting
+                                              for one, and the rulebook (no patient data)
 
 Every error is answered as JSON ``{"error": {"code", "status", "message"[, "details"]}}``, a 401 with a
 ``WWW-Authenticate: Bearer`` header. Request bodies over the configured size are refused with a 413 before they are
@@ -184,8 +185,10 @@ def create_app(config: ServiceConfig) -> Any:
     @app.get("/healthz")
     async def health(request: Request) -> Any:
         pool = request.app.state.pool
+        load = pool.load()
         return json_response({"status": "ok" if pool.live_workers else "degraded", "workers": pool.live_workers,
                               "worker_crashes": pool.crashes,
+                              "jobs": {"in_workers": sum(load["in_workers"]), "waiting": load["waiting"]},
                               "rulebook": {"name": rulebook.name, "version": rulebook.version,
                                            "sha256": rulebook.sha256}})
 

@@ -279,6 +279,14 @@ class WorkerPool:
     def live_workers(self) -> int:
         return sum(1 for w in self._workers if not w.retired and w.alive())
 
+    def load(self) -> dict[str, Any]:
+        """The jobs the pool holds now (for /healthz and monitors): ``in_workers``, per worker, those it has been
+        given and not answered (the one it runs and those queued in its pipe, at most ``depth``); ``waiting``, those
+        held in the server because every worker already has ``depth`` (more and more of them: add workers or
+        replicas); ``pids``, the workers' process ids, in the same order."""
+        return {"in_workers": [len(w.sent) for w in self._workers], "waiting": len(self._waiting),
+                "pids": [w.pid for w in self._workers]}
+
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(target=_worker_main, args=(child, self.settings), name="imt-cds-worker",
