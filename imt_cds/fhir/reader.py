@@ -1002,7 +1002,10 @@ def _related(condition: Mapping[str, Any]) -> list[str]:
 
 
 def _profiles(resource: Mapping[str, Any]) -> str:
-    """The resource's meta.profile URLs, in one string (profiles are recognised by name)."""
+    """The resource's meta.profile URLs, in one string. Profiles are recognised by their name anywhere in it, not by
+    the whole canonical URL: a versioned canonical (``...|4.0.0``) or a profile derived from mCODE's and named after
+    it (an institution's or another guide's) counts, so that a secondary tumour or a staging Observation is not
+    missed for the way its profile is spelled; the price is that a URL merely containing the name counts too."""
     meta = resource.get("meta")
     if not isinstance(meta, _OBJECT):
         return ""
