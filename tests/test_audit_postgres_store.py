@@ -43,6 +43,25 @@ def test_postgres_appends_wait_for_the_advisory_lock_named_imt_cds(postgres_serv
         assert len(store.records()) == 2
 
 
+def test_a_postgres_store_whose_session_the_server_ended_fails_that_append_and_opens_a_new_session(postgres_server):
+    # What a restart or failover of the database server does to a long-lived store (the service's): the one call
+    # that meets the loss fails (its commit cannot be known), the next ones work, and the chain stays whole.
+    target = new_database(postgres_server)
+    with PostgresAuditStore(target, lock_timeout=5) as store:
+        engine = Engine(audit=store)
+        engine.evaluate(ALK)
+        with psycopg.connect(target, autocommit=True) as admin:
+            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                                  "current_database() AND pid <> pg_backend_pid()").fetchall()
+        assert ended == [(True,)]
+        with pytest.raises(AuditStoreError, match="terminating connection"):
+            engine.evaluate(ALK)
+        engine.evaluate(ALK)
+        engine.evaluate(ALK)
+        assert [r.seq for r in store.records()] == [1, 2, 3]
+        assert store.verify().ok
+
+
 def test_without_its_driver_a_postgres_store_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails as if it were not installed
     with pytest.raises(AuditStoreError) as caught:

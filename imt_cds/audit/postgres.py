@@ -126,6 +126,9 @@ class PostgresAuditStore(SQLAuditStore):
     def _error_text(self, exc: Exception) -> str:
         return _one_line(exc)
 
+    def _connection_lost(self, connection: Any) -> bool:
+        return bool(connection.closed)  # psycopg: closed, or broken (the server ended the session)
+
     def _id_prefix_condition(self, prefix: str) -> tuple[str, tuple[Any, ...]]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return "id LIKE ?", (escaped + "%",)

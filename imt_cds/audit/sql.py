@@ -60,11 +60,15 @@ class SQLAuditStore(AuditStore):
         """A driver error, as the one line a message quotes."""
         return str(exc)
 
+    def _connection_lost(self, connection: Any) -> bool:
+        """Whether the database server has closed this connection (it is then opened again on next use)."""
+        return False
+
     # -- connection life cycle --
 
     def _open(self) -> None:
         """Open the connection now (the end of a backend's ``__init__``): a bad target fails here, at once."""
-        self._db = ForkSafeConnection(self._connect)
+        self._db = ForkSafeConnection(self._connect, lost=self._connection_lost)
         with self._lock:
             self._db.get()
 

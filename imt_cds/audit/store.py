@@ -256,15 +256,24 @@ class AuditStore(ABC):
 class ForkSafeConnection:
     """One database connection per process: a forked child opens its own and leaves the parent's alone (closing
     it from the child would tear down the parent's session: PostgreSQL's socket is shared, SQLite's locks are
-    per process)."""
+    per process).
 
-    def __init__(self, connect: Any):
+    ``lost(connection)`` says whether a connection can no longer be used (the database server closed it: a restart,
+    a failover, an administrator or an idle timeout ending the session); such a connection is replaced on the next
+    ``get``. Without it, one lost connection would fail every later write until the process restarted. The call
+    that met the loss has failed already (it is not retried: whether its commit reached the server is unknown)."""
+
+    def __init__(self, connect: Any, lost: Any = None):
         self._connect = connect
+        self._lost = lost
         self._connection: Any = None
         self._pid = 0
         self._inherited: list[Any] = []  # kept referenced so that they are never closed (or finalized) here
 
     def get(self) -> Any:
+        if (self._connection is not None and self._pid == os.getpid() and self._lost is not None
+                and self._lost(self._connection)):
+            self.close()  # (a lost connection's close only releases it)
         if self._connection is None or self._pid != os.getpid():
             if self._connection is not None:
                 self._inherited.append(self._connection)

@@ -9,6 +9,8 @@ Routes (CDS Hooks 2.0.1):
 - ``GET  /healthz``                           liveness: live workers, workers lost to crashes while serving a
                                               request (since start), the jobs in the workers' hands and waiting
                                               for one, and the rulebook (no patient data)
+- ``GET  /readyz``                            readiness: 200 when hook calls can be answered, 503 with the
+                                              reasons (``no_workers``, ``audit_store``) when not
 
 Every error is answered as JSON ``{"error": {"code", "status", "message"[, "details"]}}``, a 401 with a
 ``WWW-Authenticate: Bearer`` header. Request bodies over the configured size are refused with a 413 before they are
@@ -53,6 +55,8 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("imt_cds.service")
 JSON = "application/json"
+# How long /readyz waits for the audit store to answer a read: under a proxy's usual health-check timeout.
+READY_CHECK_TIMEOUT_SECONDS = 2.0
 
 
 def create_app(config: ServiceConfig) -> Any:
@@ -191,6 +195,13 @@ def create_app(config: ServiceConfig) -> Any:
                               "jobs": {"in_workers": sum(load["in_workers"]), "waiting": load["waiting"]},
                               "rulebook": {"name": rulebook.name, "version": rulebook.version,
                                            "sha256": rulebook.sha256}})
+
+    @app.get("/readyz")
+    async def ready(request: Request) -> Any:
+        # For a proxy's or an orchestrator's readiness check: 503 takes this server out of rotation while it cannot
+        # answer (the reasons are codes only: the details, such as the database's address, go to the log).
+        reasons = await request.app.state.pool.not_ready(READY_CHECK_TIMEOUT_SECONDS)
+        return json_response({"ready": not reasons, "not_ready": reasons}, 503 if reasons else 200)
 
     app.add_middleware(_BodyLimit, limit=config.max_body_bytes)
     if config.cors_origins:

@@ -236,22 +236,30 @@ class _PostgresFeedback:
         except ImportError as exc:
             raise ServiceConfigError("feedback in PostgreSQL needs psycopg 3: pip install 'imt-cds[postgres]'") from exc
         self._lock = threading.Lock()
+        self._lock_timeout = lock_timeout
+        self._error = psycopg.Error
+        self._psycopg = psycopg
+        self._conninfo = conninfo
         try:
-            self._lock_timeout = lock_timeout
-            self._error = psycopg.Error
-            self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-            with self._db.transaction():
-                self._db.execute("SELECT pg_advisory_xact_lock(7308604897068083554)")  # one creator at a time
-                for statement in _POSTGRES_SCHEMA:
-                    self._db.execute(statement)
+            self._db = self._connect()
         except psycopg.Error as exc:
             raise ServiceConfigError(f"cannot keep feedback in the PostgreSQL audit database: {exc}") from exc
+
+    def _connect(self) -> Any:
+        db = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(7308604897068083554)")  # one creator at a time
+            for statement in _POSTGRES_SCHEMA:
+                db.execute(statement)
+        return db
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
         deadline = time.monotonic() + self._lock_timeout
         if not self._lock.acquire(timeout=self._lock_timeout):
             raise _busy(f"other feedback writes held it for {self._lock_timeout:g} s")
         try:
+            if self._db.closed:  # the server ended the session (a restart, a failover): a new one, or a 503 again
+                self._db = self._connect()
             remaining = max(1, int((deadline - time.monotonic()) * 1000))
             self._db.execute(f"SET lock_timeout = {remaining}")
             self._db.execute(f"SET statement_timeout = {remaining}")

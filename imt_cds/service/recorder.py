@@ -34,7 +34,8 @@ log = logging.getLogger("imt_cds.service")
 
 MAX_BATCH = 64  # records in one transaction at most (a bound on one commit's size and on what one failure fails)
 
-_Pending = tuple[Mapping[str, Any], "asyncio.Future[str]"]
+# A record and the future its request waits on; or, with None for the record, a readiness check (``check``).
+_Pending = tuple[Mapping[str, Any] | None, "asyncio.Future[str]"]
 
 
 class AuditRecorder:
@@ -70,6 +71,19 @@ class AuditRecorder:
         except TimeoutError:
             raise AuditError(f"the audit store did not commit the record within {timeout:.0f} s") from None
 
+    async def check(self, timeout: float) -> str:
+        """Whether the store answers (for ``/readyz``): its chain's head hash, read by the recorder's thread between
+        two transactions (so it also opens the connection again when the server had closed it). Raises
+        ``AuditError`` when the read fails or has not come within ``timeout`` seconds."""
+        if self._thread is None or not self._thread.is_alive():
+            raise AuditError("the audit recorder is not running")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.put((None, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AuditError(f"the audit store did not answer within {timeout:g} s") from None
+
     def close(self) -> None:
         """Append what is waiting, then stop the thread and close the store."""
         if self._thread is not None:
@@ -86,18 +100,41 @@ class AuditRecorder:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch: list[_Pending] = []
+            checks: list[asyncio.Future[str]] = []
+            pending: _Pending | None = first
             # Whatever arrived while the last transaction committed goes into this one.
-            while len(batch) < self._max_batch:
+            while pending is not None:
+                content, future = pending
+                if content is None:
+                    checks.append(future)
+                else:
+                    batch.append(pending)
+                if len(batch) >= self._max_batch:
+                    break
                 try:
-                    more = self._queue.get_nowait()
+                    pending = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
+                if pending is None:
                     stopping = True
-                    break
-                batch.append(more)
-            self._append(batch)
+            if batch:
+                self._append(batch)
+            if checks:
+                self._check(checks)
+
+    def _check(self, futures: list[asyncio.Future[str]]) -> None:
+        try:
+            head: str | None = self._store.head_hash()
+            error: BaseException | None = None
+        except Exception as exc:  # noqa: BLE001 - any failure means the store cannot be used now
+            head, error = None, exc if isinstance(exc, AuditError) else AuditError(f"{type(exc).__name__}: {exc}")
+            log.error("imt-cds: the audit store does not answer: %s", error)
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(_settle, futures, None if head is None else [head] * len(futures), error)
+        except RuntimeError:  # the event loop has closed (shutdown)
+            pass
 
     def _append(self, batch: list[_Pending]) -> None:
         try:

@@ -279,6 +279,18 @@ class WorkerPool:
     def live_workers(self) -> int:
         return sum(1 for w in self._workers if not w.retired and w.alive())
 
+    async def not_ready(self, timeout: float) -> list[str]:
+        """Why this server cannot answer hook calls now, for ``/readyz`` (empty when it can): "no_workers" (none
+        alive: all died and their replacements cannot start yet), "audit_store" (with an audit store, it did not
+        answer a read within ``timeout`` seconds; no hook call is answered without its record)."""
+        reasons = [] if self.live_workers else ["no_workers"]
+        if self._recorder is not None:
+            try:
+                await self._recorder.check(timeout)
+            except AuditError:
+                reasons.append("audit_store")
+        return reasons
+
     def load(self) -> dict[str, Any]:
         """The jobs the pool holds now (for /healthz and monitors): ``in_workers``, per worker, those it has been
         given and not answered (the one it runs and those queued in its pipe, at most ``depth``); ``waiting``, those
