@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from audit_support import hold_sqlite_write_lock
+from audit_support import hold_sqlite_write_lock, raw_sql
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
@@ -127,6 +127,8 @@ def test_a_recorder_that_is_not_running_takes_nothing(tmp_path):
 
     with pytest.raises(AuditError, match="^the audit recorder is not running$"):
         asyncio.run(record())
+    with pytest.raises(AuditError, match="^the audit recorder is not running$"):
+        asyncio.run(recorder.check(5))  # (/readyz: not ready)
     recorder.close()  # never started: nothing to close
 
     async def started_then_closed() -> str:
@@ -196,3 +198,64 @@ def test_a_request_that_went_away_leaves_the_others_of_its_group_answered(tmp_pa
     first, gone, *others = asyncio.run(scenario())
     assert isinstance(gone, asyncio.CancelledError)
     assert [first, *others] == [contents[0]["id"], contents[2]["id"], contents[3]["id"]]
+
+
+# -- the readiness check (/readyz): a read of the store by the recorder's own thread --
+
+
+def test_a_check_reads_the_chain_head_after_the_records_that_came_with_it_without_splitting_their_group(tmp_path):
+    path = tmp_path / "audit.db"
+    contents = prepared(path, 3)
+
+    async def scenario() -> tuple[str, list[str], int]:
+        with recording(path) as recorder:
+            with write_lock_held(path):
+                first = await first_waiting_then(recorder, contents[:1])
+                second = asyncio.ensure_future(recorder.record(contents[1]))
+                check = asyncio.ensure_future(recorder.check(30))
+                third = asyncio.ensure_future(recorder.record(contents[2]))
+                await asyncio.sleep(0.1)
+            ids = await asyncio.wait_for(asyncio.gather(*first, second, third), 30)
+            return await check, ids, recorder.transactions
+
+    head, ids, transactions = asyncio.run(scenario())
+    assert ids == [c["id"] for c in contents]
+    assert transactions == 2  # the first record alone, then the two that waited (the check between them is no record)
+    with open_store(path) as store:
+        assert head == store.head_hash() and len(store.records()) == 3  # read once all three were in
+
+
+def test_a_check_the_store_does_not_answer_in_time_fails(tmp_path):
+    path = tmp_path / "audit.db"
+    contents = prepared(path, 1)
+
+    async def scenario() -> tuple[str, str]:
+        with recording(path) as recorder:
+            with write_lock_held(path):
+                await first_waiting_then(recorder, contents)  # the thread waits for the lock with this record
+                with pytest.raises(AuditError) as late:
+                    await recorder.check(0.3)
+            return str(late.value), await recorder.check(30)
+
+    late, head = asyncio.run(scenario())
+    assert late == "the audit store did not answer within 0.3 s"
+    with open_store(path) as store:
+        assert head == store.head_hash() != "0" * 64
+
+
+def test_a_check_of_a_store_that_cannot_be_read_fails_and_says_so_in_the_log(tmp_path, caplog):
+    path = tmp_path / "audit.db"
+    prepared(path, 0)
+
+    async def scenario() -> tuple[str, str]:
+        with recording(path) as recorder:
+            healthy = await recorder.check(30)
+            raw_sql(path, "ALTER TABLE audit_records RENAME TO audit_records_gone")
+            with pytest.raises(AuditError) as failed:
+                await recorder.check(30)
+            return healthy, str(failed.value)
+
+    healthy, failed = asyncio.run(scenario())
+    assert healthy == "0" * 64  # an empty trail's head: the genesis hash
+    assert "no such table: audit_records" in failed
+    assert any(r.getMessage().startswith("imt-cds: the audit store does not answer: ") for r in caplog.records)
