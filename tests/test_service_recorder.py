@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from audit_support import hold_sqlite_write_lock, raw_sql
+from audit_support import disable_append_only, hold_sqlite_write_lock, raw_sql
 
 from imt_cds import Engine
 from imt_cds.audit import open_store
@@ -259,3 +259,19 @@ def test_a_check_of_a_store_that_cannot_be_read_fails_and_says_so_in_the_log(tmp
     assert healthy == "0" * 64  # an empty trail's head: the genesis hash
     assert "no such table: audit_records" in failed
     assert any(r.getMessage().startswith("imt-cds: the audit store does not answer: ") for r in caplog.records)
+
+
+def test_a_check_that_meets_a_record_it_cannot_read_fails_with_the_reason(tmp_path):
+    path = tmp_path / "audit.db"
+    (content,) = prepared(path, 1)
+
+    async def scenario() -> str:
+        with recording(path) as recorder:
+            await recorder.record(content)
+            disable_append_only(path)
+            raw_sql(path, "UPDATE audit_records SET body = 'not JSON'")  # the chain's head, as a tamperer left it
+            with pytest.raises(AuditError) as failed:
+                await recorder.check(30)
+            return str(failed.value)
+
+    assert asyncio.run(scenario()).startswith("JSONDecodeError: ")  # not the store's own error: named as it came
