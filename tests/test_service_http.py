@@ -644,3 +644,9 @@ def test_a_rules_page_is_the_same_page_every_time(client):
 def test_health_reports_the_workers_and_the_crashes_since_start(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["workers"] == 2 and health["worker_crashes"] == 0
+
+
+def test_readiness_without_an_audit_store_asks_only_for_live_workers(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "not_ready": []}
+    assert client.post("/readyz").status_code == 405  # a check reads; it changes nothing

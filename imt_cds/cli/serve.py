@@ -36,7 +36,9 @@ def register(commands: Any) -> None:
         help="run the CDS Hooks 2.0.1 service (an EHR calls it on patient-view and order-sign)",
         description="Serve CDS Hooks 2.0.1: discovery at /cds-services, the services imt-patient-view "
         "(patient-view) and imt-order-sign (order-sign), card feedback. Evaluations run in supervised worker "
-        "processes. Every call must carry a bearer JWT from a trusted issuer (--trust).",
+        "processes. Every call must carry a bearer JWT from a trusted issuer (--trust). For a proxy or an "
+        "orchestrator, without a token: /readyz (200 when hook calls can be answered, else 503 with the reasons) "
+        "and /healthz (liveness and load).",
         epilog="example: imt-cds serve --port 8080 --public-url https://cds.example.org "
         "--trust https://ehr.example.org/ ehr-jwks.json --audit audit.db\n"
         "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused, 3 cannot start (audit store "
