@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -43,23 +44,52 @@ def test_postgres_appends_wait_for_the_advisory_lock_named_imt_cds(postgres_serv
         assert len(store.records()) == 2
 
 
+def end_other_sessions(target: str) -> None:
+    """What a restart or failover of the database server does to a long-lived store's (the service's) session."""
+    with psycopg.connect(target, autocommit=True) as admin:
+        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND pid <> pg_backend_pid()").fetchall()
+    assert ended == [(True,)]
+
+
 def test_a_postgres_store_whose_session_the_server_ended_fails_that_append_and_opens_a_new_session(postgres_server):
-    # What a restart or failover of the database server does to a long-lived store (the service's): the one call
-    # that meets the loss fails (its commit cannot be known), the next ones work, and the chain stays whole.
+    # Used a moment ago, so not checked before use (as a session that ends while in use is not): the one call that
+    # meets the loss fails (its commit cannot be known), the next ones work, and the chain stays whole.
     target = new_database(postgres_server)
-    with PostgresAuditStore(target, lock_timeout=5) as store:
+    with PostgresAuditStore(target, lock_timeout=5, idle_check_seconds=60) as store:
         engine = Engine(audit=store)
         engine.evaluate(ALK)
-        with psycopg.connect(target, autocommit=True) as admin:
-            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                                  "current_database() AND pid <> pg_backend_pid()").fetchall()
-        assert ended == [(True,)]
+        end_other_sessions(target)
         with pytest.raises(AuditStoreError, match="terminating connection"):
             engine.evaluate(ALK)
         engine.evaluate(ALK)
         engine.evaluate(ALK)
         assert [r.seq for r in store.records()] == [1, 2, 3]
         assert store.verify().ok
+
+
+def test_a_postgres_session_the_server_ended_while_idle_is_found_before_use_and_no_call_fails(postgres_server):
+    target = new_database(postgres_server)
+    with PostgresAuditStore(target, lock_timeout=5, idle_check_seconds=0) as store:  # (checked at every use)
+        engine = Engine(audit=store)
+        engine.evaluate(ALK)
+        end_other_sessions(target)
+        engine.evaluate(ALK)
+        assert store.head().seq == 2
+        end_other_sessions(target)
+        assert [r.seq for r in store.records()] == [1, 2]  # reads too
+        assert store.verify().ok
+
+
+def test_a_postgres_store_checks_an_idle_session_after_a_second_by_default(postgres_server):
+    target = new_database(postgres_server)
+    with PostgresAuditStore(target) as store:
+        engine = Engine(audit=store)
+        engine.evaluate(ALK)
+        end_other_sessions(target)
+        time.sleep(1.2)
+        engine.evaluate(ALK)  # a quiet spell, then a restart: the next call is not the one that fails
+        assert store.head().seq == 2
 
 
 def test_without_its_driver_a_postgres_store_says_what_to_install(monkeypatch):

@@ -166,7 +166,7 @@ def test_token_ids_are_written_with_full_durability(tmp_path):
     try:
         assert cache.add(("https://ehr.example.org/", "id-1"), time.time() + 300, time.time())
         # 2 = FULL: the commit is synced before the token is accepted (WAL's default, NORMAL, is 1).
-        assert cache._connection.execute("PRAGMA synchronous").fetchone() == (2,)
+        assert cache._db.get().execute("PRAGMA synchronous").fetchone() == (2,)
     finally:
         cache.close()
 

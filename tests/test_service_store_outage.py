@@ -5,7 +5,9 @@ A real ``imt-cds serve`` with JWT authentication on and a real PostgreSQL server
 replay cache and its feedback. The server ends the service's sessions (``pg_terminate_backend``, what a restart does
 to them), or refuses connections to the database altogether (``ALLOW_CONNECTIONS false``) and then takes them again.
 Throughout, no call is answered with cards that have no record (fail closed); once the database is back, the
-service answers again without a restart, and the chain stays one valid chain holding exactly the answered calls.
+service answers again without a restart, and the chain stays one valid chain holding exactly the answered calls. A
+session that ended while idle is found before use (the replay cache's and the feedback store's here; the audit
+store's in test_audit_postgres_store.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from service_support import (
     running_service,
     worker_pids,
 )
+
+from imt_cds.audit import open_store
+from imt_cds.service.feedback import open_feedback_sink, stored_row
+from imt_cds.service.replay_cache import SqlReplayCache
 
 PUBLIC = "https://cds.example.org"
 HOOK = PUBLIC + "/cds-services/imt-patient-view"
@@ -134,3 +140,27 @@ def test_readyz_says_not_ready_while_the_database_refuses_connections_and_ready_
     assert records(database) == before + 1
     report = verify_store(database)
     assert report.ok, report.to_dict()
+
+
+def test_the_replay_cache_and_the_feedback_store_find_a_session_ended_while_idle_before_they_use_it(postgres_server):
+    # After a quiet second a session is checked before use: a restart of the database server during a quiet spell
+    # (a night's maintenance) fails no call, not even the first (unlike one that ends in use, above).
+    database = new_database(postgres_server)
+    open_store(database).close()
+    cache = SqlReplayCache(database, lock_timeout=5)
+    sink = open_feedback_sink(database, None)
+    row = stored_row("imt-patient-view", {"card": "card-1", "outcome": "accepted",
+                                          "outcomeTimestamp": "2026-01-02T03:04:05Z"}, None, {"iss": "https://ehr"})
+    try:
+        now = time.time()
+        assert cache.add(("https://ehr", "jti-1"), now + 60, now) and sink.record([row]) == 1
+        end_sessions(postgres_server, database)
+        time.sleep(1.2)
+        now = time.time()
+        assert cache.add(("https://ehr", "jti-2"), now + 60, now)
+        assert not cache.add(("https://ehr", "jti-1"), now + 60, now)  # still a replay: the table was kept
+        assert sink.record([row]) == 1
+    finally:
+        cache.close()
+        sink.close()
+    assert raw_sql(database, "SELECT count(*) FROM cds_feedback")[0][0][0] == 2

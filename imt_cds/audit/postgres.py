@@ -19,9 +19,9 @@ from typing import Any
 from ..core.errors import AuditStoreError, NotAnAuditStoreError
 from .record import StoredRow
 from .sql import COLUMNS, SQLAuditStore, stored_row
-from .store import SCHEMA_VERSION
+from .store import SCHEMA_VERSION, SESSION_IDLE_CHECK_SECONDS
 
-__all__ = ["PostgresAuditStore"]
+__all__ = ["PostgresAuditStore", "session_lost"]
 
 _LOCK_KEY = 0x696D742D636473  # "imt-cds": the advisory lock every writer of the trail takes
 _TABLES = ("audit_records", "audit_blobs", "audit_rulebooks", "audit_rulebook_files")
@@ -71,10 +71,14 @@ class PostgresAuditStore(SQLAuditStore):
     placeholder = "%s"
 
     def __init__(self, conninfo: str, *, store_input: bool = True, create: bool = True, connect_timeout: int = 10,
-                 lock_timeout: float | None = None):
+                 lock_timeout: float | None = None,
+                 idle_check_seconds: float | None = SESSION_IDLE_CHECK_SECONDS):
         """``lock_timeout``: seconds a write may wait for the other writers (the chain's lock), then it fails
-        (``AuditStoreError``); None waits as long as it takes."""
+        (``AuditStoreError``); None waits as long as it takes. ``idle_check_seconds``: a session unused for longer is
+        checked (``SELECT 1``) before use and opened again if the server has ended it (None: never checked; a session
+        the server ended then fails one call, and the next opens a new one)."""
         super().__init__(store_input=store_input)
+        self._idle_check_seconds = idle_check_seconds
         self._lock_timeout_ms = None if lock_timeout is None else max(1, int(lock_timeout * 1000))
         self._psycopg = _psycopg()
         self._driver_error = self._psycopg.Error
@@ -127,7 +131,7 @@ class PostgresAuditStore(SQLAuditStore):
         return _one_line(exc)
 
     def _connection_lost(self, connection: Any) -> bool:
-        return bool(connection.closed)  # psycopg: closed, or broken (the server ended the session)
+        return session_lost(connection)
 
     def _id_prefix_condition(self, prefix: str) -> tuple[str, tuple[Any, ...]]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -144,6 +148,11 @@ class PostgresAuditStore(SQLAuditStore):
                     yield stored_row(row)
         except self._psycopg.Error as exc:
             raise self._read_error(exc) from exc
+
+
+def session_lost(connection: Any) -> bool:
+    """Whether psycopg knows the server has ended this connection's session (it is closed, or broken)."""
+    return bool(connection.closed)
 
 
 def _describe(psycopg: Any, conninfo: str) -> str:

@@ -37,6 +37,8 @@ class SQLAuditStore(AuditStore):
     #: the base class of the driver's errors (what ``_append_rows`` and the reads turn into ``AuditStoreError``)
     _driver_error: type[Exception]
     _db: ForkSafeConnection
+    #: seconds a connection may sit idle before it is checked before use (a database server's); None: never
+    _idle_check_seconds: float | None = None
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
@@ -68,7 +70,8 @@ class SQLAuditStore(AuditStore):
 
     def _open(self) -> None:
         """Open the connection now (the end of a backend's ``__init__``): a bad target fails here, at once."""
-        self._db = ForkSafeConnection(self._connect, lost=self._connection_lost)
+        self._db = ForkSafeConnection(self._connect, lost=self._connection_lost,
+                                      idle_check_seconds=self._idle_check_seconds)
         with self._lock:
             self._db.get()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
@@ -253,35 +254,55 @@ class AuditStore(ABC):
         """Every row in seq order, streamed."""
 
 
+# How long a database server's session may sit unused before it is checked with a round trip before use: under load
+# (calls milliseconds apart) never; after a quiet spell, when a restart of the server goes unnoticed, one SELECT 1.
+SESSION_IDLE_CHECK_SECONDS = 1.0
+
+
 class ForkSafeConnection:
     """One database connection per process: a forked child opens its own and leaves the parent's alone (closing
     it from the child would tear down the parent's session: PostgreSQL's socket is shared, SQLite's locks are
     per process).
 
-    ``lost(connection)`` says whether a connection can no longer be used (the database server closed it: a restart,
-    a failover, an administrator or an idle timeout ending the session); such a connection is replaced on the next
-    ``get``. Without it, one lost connection would fail every later write until the process restarted. The call
-    that met the loss has failed already (it is not retried: whether its commit reached the server is unknown)."""
+    For a database server, whose sessions end without the client knowing (a restart, a failover, an administrator or
+    an idle timeout): ``lost(connection)`` says whether the driver already knows its session is gone, and a
+    connection idle for more than ``idle_check_seconds`` is checked with a round trip (``SELECT 1``) before it is
+    handed out (a session that ended while nobody used it is found there, not by the next write); either way a new
+    connection is opened. Without this, one ended session failed every later write until the process restarted. A
+    session that ends while in use still fails that one call: whether its commit reached the server is unknown, so it
+    is not retried."""
 
-    def __init__(self, connect: Any, lost: Any = None):
+    def __init__(self, connect: Any, lost: Any = None, idle_check_seconds: float | None = None):
         self._connect = connect
         self._lost = lost
+        self._idle_check_seconds = idle_check_seconds
         self._connection: Any = None
         self._pid = 0
+        self._used_at = 0.0
         self._inherited: list[Any] = []  # kept referenced so that they are never closed (or finalized) here
 
     def get(self) -> Any:
-        if (self._connection is not None and self._pid == os.getpid() and self._lost is not None
-                and self._lost(self._connection)):
-            self.close()  # (a lost connection's close only releases it)
+        if self._connection is not None and self._pid == os.getpid() and not self._still_usable(self._connection):
+            self.close()  # (closing an ended session only releases it)
         if self._connection is None or self._pid != os.getpid():
             if self._connection is not None:
                 self._inherited.append(self._connection)
             self._connection = self._connect()
             self._pid = os.getpid()
+        self._used_at = time.monotonic()
         return self._connection
 
+    def _still_usable(self, connection: Any) -> bool:
+        if self._lost is not None and self._lost(connection):
+            return False
+        if self._idle_check_seconds is not None and time.monotonic() - self._used_at > self._idle_check_seconds:
+            try:
+                connection.execute("SELECT 1")
+            except Exception:  # noqa: BLE001 - any driver error: the session is not usable, a new one is opened
+                return False
+        return True
+
     def close(self) -> None:
-        if self._connection is not None and self._pid == os.getpid():
-            self._connection.close()
-        self._connection = None
+        connection, self._connection = self._connection, None  # forgotten even when closing it fails
+        if connection is not None and self._pid == os.getpid():
+            connection.close()

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 from ..audit.backends import is_postgres_target
 from ..audit.locking import write_transaction
+from ..audit.postgres import session_lost
+from ..audit.store import SESSION_IDLE_CHECK_SECONDS, ForkSafeConnection
 from ..core.assessment import rfc3339
 from .errors import ServiceConfigError, ServiceError
 from .models import feedback_problems, refuse
@@ -240,8 +242,10 @@ class _PostgresFeedback:
         self._error = psycopg.Error
         self._psycopg = psycopg
         self._conninfo = conninfo
+        # A session the server ended (a restart, a failover) is replaced on next use, as the audit store's is.
+        self._db = ForkSafeConnection(self._connect, lost=session_lost, idle_check_seconds=SESSION_IDLE_CHECK_SECONDS)
         try:
-            self._db = self._connect()
+            self._db.get()
         except psycopg.Error as exc:
             raise ServiceConfigError(f"cannot keep feedback in the PostgreSQL audit database: {exc}") from exc
 
@@ -258,12 +262,11 @@ class _PostgresFeedback:
         if not self._lock.acquire(timeout=self._lock_timeout):
             raise _busy(f"other feedback writes held it for {self._lock_timeout:g} s")
         try:
-            if self._db.closed:  # the server ended the session (a restart, a failover): a new one, or a 503 again
-                self._db = self._connect()
+            db = self._db.get()
             remaining = max(1, int((deadline - time.monotonic()) * 1000))
-            self._db.execute(f"SET lock_timeout = {remaining}")
-            self._db.execute(f"SET statement_timeout = {remaining}")
-            with self._db.transaction(), self._db.cursor() as cursor:
+            db.execute(f"SET lock_timeout = {remaining}")
+            db.execute(f"SET statement_timeout = {remaining}")
+            with db.transaction(), db.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
                     "body) VALUES (%s, %s, %s, %s, %s, %s, %s)", [_values(row) for row in rows])

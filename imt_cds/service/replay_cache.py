@@ -19,6 +19,8 @@ import threading
 from typing import Any, Protocol
 
 from ..audit.backends import is_postgres_target
+from ..audit.postgres import session_lost
+from ..audit.store import SESSION_IDLE_CHECK_SECONDS, ForkSafeConnection
 from .errors import ServiceUnavailableError
 
 __all__ = ["MemoryReplayCache", "ReplayCache", "SqlReplayCache", "open_replay_cache"]
@@ -95,7 +97,10 @@ class SqlReplayCache:
         self.lock_timeout = lock_timeout
         self._postgres = is_postgres_target(target)
         self._placeholder = "%s" if self._postgres else "?"
-        self._connection: Any = None
+        # A PostgreSQL session the server ended while idle (a restart, a failover) is found and replaced before use;
+        # one that ends in use fails its call (an error drops it below) and the next call opens a new one.
+        self._db = (ForkSafeConnection(self._open, lost=session_lost, idle_check_seconds=SESSION_IDLE_CHECK_SECONDS)
+                    if self._postgres else ForkSafeConnection(self._open))
         self._lock = threading.Lock()
         self._purged_at = 0.0
 
@@ -103,7 +108,7 @@ class SqlReplayCache:
         p = self._placeholder
         with self._lock:
             try:
-                connection = self._connect()
+                connection = self._db.get()
                 if now - self._purged_at > PURGE_EVERY_SECONDS:
                     connection.execute(_PURGE.format(p=p), (now,))
                     self._purged_at = now
@@ -113,9 +118,7 @@ class SqlReplayCache:
                 self._drop()
                 raise ServiceUnavailableError("the token replay check is unavailable; try again") from exc
 
-    def _connect(self) -> Any:
-        if self._connection is not None:
-            return self._connection
+    def _open(self) -> Any:
         if self._postgres:
             import psycopg
 
@@ -135,16 +138,13 @@ class SqlReplayCache:
             connection.execute("PRAGMA synchronous = FULL")
             for statement in _SCHEMA:
                 connection.execute(statement.replace("DOUBLE PRECISION", "REAL"))
-        self._connection = connection
         return connection
 
     def _drop(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too; it is gone either way
-                pass
-            self._connection = None
+        try:
+            self._db.close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too; it is gone either way
+            pass
 
     def close(self) -> None:
         with self._lock:
