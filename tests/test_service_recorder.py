@@ -34,9 +34,12 @@ def prepared(path: Path, count: int) -> list[dict]:
 
 
 @contextmanager
-def recording(path: Path, *, timeout: float = 20.0, max_batch: int = 64) -> Iterator[AuditRecorder]:
-    """A started recorder on the SQLite store at ``path`` (inside the event loop), closed at the end."""
-    recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=timeout), max_batch=max_batch)
+def recording(path: Path, *, timeout: float = 20.0, max_batch: int = 64,
+              check_reuse_seconds: float = 0.0) -> Iterator[AuditRecorder]:
+    """A started recorder on the SQLite store at ``path`` (inside the event loop), closed at the end. Each check
+    reads the store unless ``check_reuse_seconds`` says otherwise."""
+    recorder = AuditRecorder(lambda: SQLiteAuditStore(path, timeout=timeout), max_batch=max_batch,
+                             check_reuse_seconds=check_reuse_seconds)
     recorder.start()
     try:
         yield recorder
@@ -275,3 +278,18 @@ def test_a_check_that_meets_a_record_it_cannot_read_fails_with_the_reason(tmp_pa
             return str(failed.value)
 
     assert asyncio.run(scenario()).startswith("JSONDecodeError: ")  # not the store's own error: named as it came
+
+
+def test_a_check_that_succeeded_a_moment_ago_is_answered_again_without_reading_the_store(tmp_path):
+    # (/readyz needs no token: a flood of it must not become a flood of reads)
+    path = tmp_path / "audit.db"
+    prepared(path, 0)
+
+    async def scenario() -> tuple[str, str]:
+        with recording(path, check_reuse_seconds=60) as recorder:
+            first = await recorder.check(30)
+            raw_sql(path, "ALTER TABLE audit_records RENAME TO audit_records_gone")  # a read would fail now
+            return first, await recorder.check(30)
+
+    first, again = asyncio.run(scenario())
+    assert first == again == "0" * 64

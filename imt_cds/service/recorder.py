@@ -33,6 +33,9 @@ __all__ = ["AuditRecorder"]
 log = logging.getLogger("imt_cds.service")
 
 MAX_BATCH = 64  # records in one transaction at most (a bound on one commit's size and on what one failure fails)
+# A store that answered a check this recently is not read again: /readyz needs no token, and a flood of it must not
+# become a flood of reads on the database or delay the appends that share the recorder's thread.
+CHECK_REUSE_SECONDS = 1.0
 
 # A record and the future its request waits on; or, with None for the record, a readiness check (``check``).
 _Pending = tuple[Mapping[str, Any] | None, "asyncio.Future[str]"]
@@ -43,9 +46,12 @@ class AuditRecorder:
     transaction. ``start()`` (opens the store: a store that cannot be used fails here), ``await record(content)``
     from any request, ``close()``."""
 
-    def __init__(self, open_store: Callable[[], Any], *, max_batch: int = MAX_BATCH):
+    def __init__(self, open_store: Callable[[], Any], *, max_batch: int = MAX_BATCH,
+                 check_reuse_seconds: float = CHECK_REUSE_SECONDS):
         self._open_store = open_store
         self._max_batch = max_batch
+        self._check_reuse_seconds = check_reuse_seconds
+        self._checked: tuple[float, str] | None = None  # (event-loop time, head) of the last check that succeeded
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._store: Any = None
         self._thread: threading.Thread | None = None
@@ -74,15 +80,21 @@ class AuditRecorder:
     async def check(self, timeout: float) -> str:
         """Whether the store answers (for ``/readyz``): its chain's head hash, read by the recorder's thread between
         two transactions (so it also opens the connection again when the server had closed it). Raises
-        ``AuditError`` when the read fails or has not come within ``timeout`` seconds."""
+        ``AuditError`` when the read fails or has not come within ``timeout`` seconds. A success less than
+        ``check_reuse_seconds`` old is answered again without a read."""
         if self._thread is None or not self._thread.is_alive():
             raise AuditError("the audit recorder is not running")
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._checked is not None and loop.time() - self._checked[0] < self._check_reuse_seconds:
+            return self._checked[1]
+        future: asyncio.Future[str] = loop.create_future()
         self._queue.put((None, future))
         try:
-            return await asyncio.wait_for(future, timeout)
+            head = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise AuditError(f"the audit store did not answer within {timeout:g} s") from None
+        self._checked = (loop.time(), head)
+        return head
 
     def close(self) -> None:
         """Append what is waiting, then stop the thread and close the store."""
