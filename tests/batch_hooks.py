@@ -15,3 +15,24 @@ def die_on_marked_lines(number: int, text: bytes) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if EXIT_MARKER in text:
         os._exit(70)
+
+
+def first_pools_broken(new_pool, count: int):  # type: ignore[no-untyped-def]
+    """A stand-in for ``batch._new_pool`` whose first ``count`` pools are broken before they are returned (one of
+    their processes has died, as one killed while the run hands out its work does): every ``submit`` to them raises
+    BrokenProcessPool."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    made = []
+
+    def make(jobs: int):  # type: ignore[no-untyped-def]
+        pool = new_pool(jobs)
+        if len(made) < count:
+            try:
+                pool.submit(os._exit, 70).result()
+            except BrokenProcessPool:
+                pass
+        made.append(pool)
+        return pool
+
+    return make

@@ -118,6 +118,28 @@ def test_blank_lines_are_skipped_and_a_byte_order_mark_is_accepted(tmp_path):
     assert "2 lines: 2 evaluated, 0 invalid" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("broken", [1, 2])
+def test_a_pool_that_breaks_while_the_work_is_handed_out_loses_no_line(tmp_path, broken):
+    # A worker that dies before every unit has been handed to the pool made submit() itself raise, outside the
+    # code that recovers from a broken pool: the run ended with a traceback (seen once in CI, a race with a worker
+    # dying on its first line). Here the first pool (and then the one that replaces it) is broken before any unit
+    # is handed to it.
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b"\n".join(_patients(120, seed=11)) + b"\n")
+    serial, parallel = tmp_path / "serial.ndjson", tmp_path / "parallel.ndjson"
+    run_batch(str(source), str(serial), jobs=1, progress="never")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from batch_hooks import first_pools_broken; "
+              "import imt_cds.cli.batch as batch; "
+              f"batch._new_pool = first_pools_broken(batch._new_pool, {broken}); "
+              "s = batch.run_batch(sys.argv[2], sys.argv[3], jobs=2, progress='never', chunk_bytes=4000); "
+              "print(s.total, s.evaluated, s.invalid, s.failed)")
+    child = subprocess.run([sys.executable, "-c", script, str(TESTS), str(source), str(parallel)],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == ["120", "120", "0", "0"]
+    assert _records(parallel) == _records(serial)
+
+
 @pytest.mark.parametrize("marker", [KILL_MARKER, EXIT_MARKER])
 def test_a_worker_process_that_dies_fails_only_its_line_and_the_run_completes(tmp_path, marker):
     lines = _patients(400, seed=7)

@@ -480,7 +480,7 @@ def _run_parallel(tasks: list[_Task], jobs: int) -> Iterator[_UnitResult]:
     there are at most as many breaks as tasks."""
     suspects: set[int] = set()
     pool = _new_pool(jobs)
-    futures: dict[int, Future[_UnitResult]] = {i: pool.submit(_work_unit, task) for i, task in enumerate(tasks)}
+    futures: dict[int, Future[_UnitResult]] = {i: _submit(pool, task) for i, task in enumerate(tasks)}
     try:
         for i, task in enumerate(tasks):
             while True:
@@ -496,12 +496,24 @@ def _run_parallel(tasks: list[_Task], jobs: int) -> Iterator[_UnitResult]:
                     pool = _new_pool(jobs)
                     for j in range(i, len(tasks)):
                         if j not in suspects and not _succeeded(futures[j]):
-                            futures[j] = pool.submit(_work_unit, tasks[j])
+                            futures[j] = _submit(pool, tasks[j])
                     continue
                 yield result
                 break
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool: ProcessPoolExecutor, task: _Task) -> Future[_UnitResult]:
+    """The task's future in the pool; when the pool broke while tasks were still being handed to it (a worker died
+    early), a future that holds that BrokenProcessPool, so the task is handled as one the break interrupted (given to
+    the next pool) instead of the error escaping the run."""
+    try:
+        return pool.submit(_work_unit, task)
+    except BrokenProcessPool as exc:
+        broken: Future[_UnitResult] = Future()
+        broken.set_exception(exc)
+        return broken
 
 
 def _succeeded(future: Future[_UnitResult]) -> bool:
