@@ -118,6 +118,20 @@ def test_blank_lines_are_skipped_and_a_byte_order_mark_is_accepted(tmp_path):
     assert "2 lines: 2 evaluated, 0 invalid" in result.stderr.decode()
 
 
+def _run_batch_in_child(source, output, *, setup: str, options: str = "") -> list[str]:
+    """``run_batch(source, output, jobs=2, chunk_bytes=4000[options])`` in a child interpreter, after ``setup``
+    (Python run there first, with tests/ on its path and ``imt_cds.cli.batch`` imported as ``batch``): a hang (what
+    the landed code once did) fails the test instead of stalling the suite. Its total, evaluated, invalid and failed
+    counts, once it has exited cleanly."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import imt_cds.cli.batch as batch; " + setup + "; "
+              "s = batch.run_batch(sys.argv[2], sys.argv[3], jobs=2, progress='never', chunk_bytes=4000" + options
+              + "); print(s.total, s.evaluated, s.invalid, s.failed)")
+    child = subprocess.run([sys.executable, "-c", script, str(TESTS), str(source), str(output)],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    return child.stdout.split()
+
+
 @pytest.mark.parametrize("broken", [1, 2])
 def test_a_pool_that_breaks_while_the_work_is_handed_out_loses_no_line(tmp_path, broken):
     # A worker that dies before every unit has been handed to the pool made submit() itself raise, outside the
@@ -128,16 +142,20 @@ def test_a_pool_that_breaks_while_the_work_is_handed_out_loses_no_line(tmp_path,
     source.write_bytes(b"\n".join(_patients(120, seed=11)) + b"\n")
     serial, parallel = tmp_path / "serial.ndjson", tmp_path / "parallel.ndjson"
     run_batch(str(source), str(serial), jobs=1, progress="never")
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); from batch_hooks import first_pools_broken; "
-              "import imt_cds.cli.batch as batch; "
-              f"batch._new_pool = first_pools_broken(batch._new_pool, {broken}); "
-              "s = batch.run_batch(sys.argv[2], sys.argv[3], jobs=2, progress='never', chunk_bytes=4000); "
-              "print(s.total, s.evaluated, s.invalid, s.failed)")
-    child = subprocess.run([sys.executable, "-c", script, str(TESTS), str(source), str(parallel)],
-                           capture_output=True, text=True, timeout=300)
-    assert child.returncode == 0, child.stderr
-    assert child.stdout.split() == ["120", "120", "0", "0"]
+    setup = (f"from batch_hooks import first_pools_broken; "
+             f"batch._new_pool = first_pools_broken(batch._new_pool, {broken})")
+    assert _run_batch_in_child(source, parallel, setup=setup) == ["120", "120", "0", "0"]
     assert _records(parallel) == _records(serial)
+
+
+def test_when_no_pool_can_keep_a_worker_every_line_fails_with_the_reason_and_the_run_ends(tmp_path):
+    # Each break makes a unit a suspect even when no unit had started, so pools that keep breaking cannot loop.
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b"\n".join(_patients(12, seed=5)) + b"\n")
+    output = tmp_path / "out.ndjson"
+    setup = "from batch_hooks import first_pools_broken; batch._new_pool = first_pools_broken(batch._new_pool, 10**9)"
+    assert _run_batch_in_child(source, output, setup=setup) == ["12", "0", "0", "12"]
+    assert all("worker process" in r["errors"][0]["message"] for r in _records(output))
 
 
 @pytest.mark.parametrize("marker", [KILL_MARKER, EXIT_MARKER])
@@ -150,15 +168,9 @@ def test_a_worker_process_that_dies_fails_only_its_line_and_the_run_completes(tm
     source.write_bytes(b"\n".join(lines) + b"\n")
     serial, parallel = tmp_path / "serial.ndjson", tmp_path / "parallel.ndjson"
     run_batch(str(source), str(serial), jobs=1, progress="never")  # no hook here: every line evaluates
-    # In a child interpreter, so that a hang (what the landed code did) fails the test instead of stalling the suite.
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); from batch_hooks import die_on_marked_lines; "
-              "from imt_cds.cli.batch import run_batch; "
-              "s = run_batch(sys.argv[2], sys.argv[3], jobs=2, progress='never', chunk_bytes=4000, "
-              "_before_line=die_on_marked_lines); print(s.total, s.evaluated, s.invalid, s.failed)")
-    child = subprocess.run([sys.executable, "-c", script, str(TESTS), str(source), str(parallel)],
-                           capture_output=True, text=True, timeout=300)
-    assert child.returncode == 0, child.stderr
-    assert child.stdout.split() == ["400", "398", "0", "2"]
+    counts = _run_batch_in_child(source, parallel, setup="from batch_hooks import die_on_marked_lines",
+                                 options=", _before_line=die_on_marked_lines")
+    assert counts == ["400", "398", "0", "2"]
     got, expected = _records(parallel), _records(serial)
     assert len(got) == 400
     for number, (mine, theirs) in enumerate(zip(got, expected, strict=True), start=1):
