@@ -139,7 +139,7 @@ class RulebookArchive:
     def _rebuild(self) -> Rulebook:
         with tempfile.TemporaryDirectory(prefix="imt-cds-rulebook-") as scratch:
             rules, seeds = self.materialize(Path(scratch))
-            return load_rulebook(rules, seeds)
+            return load_rulebook(rules, seeds, archived=True)
 
 
 def listing_sha256(entries: Iterable[tuple[str, str, str]]) -> str:

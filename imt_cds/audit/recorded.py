@@ -72,7 +72,7 @@ def _evidence(data: Mapping[str, Any]) -> EvidenceEntry:
 def _finding(data: Mapping[str, Any]) -> Finding:
     return Finding(
         code=data["code"], kind=data["kind"], title=data["title"], summary=data["summary"],
-        indicator=data["indicator"], strength=data["strength"], rule=_ref(data["rule"]),
+        indicator=data.get("indicator"), strength=data["strength"], rule=_ref(data["rule"]),
         evidence=tuple(_evidence(e) for e in data["evidence"]),
         because=tuple(_reason(r) for r in data["because"]),
         also_from=tuple(AlsoFrom(_ref(a), tuple(a["evidence"]), tuple(_reason(r) for r in a["because"]))

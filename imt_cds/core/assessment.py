@@ -118,7 +118,9 @@ class Finding(NamedTuple):
     kind: str  # recommendation | data_request | risk_flag | flag
     title: str
     summary: str
-    indicator: str  # info | warning | critical: the card indicator the rule file declares for the finding
+    # info | warning | critical: the card indicator the rule file declares for the finding; None (and no
+    # "indicator" in the document) only from a rulebook of before findings declared one (a 0.1.0 audit record)
+    indicator: str | None
     strength: str
     rule: RuleRef
     evidence: tuple[EvidenceEntry, ...]
@@ -131,7 +133,7 @@ class Finding(NamedTuple):
             "kind": self.kind,
             "title": self.title,
             "summary": self.summary,
-            "indicator": self.indicator,
+            **({"indicator": self.indicator} if self.indicator is not None else {}),
             "strength": self.strength,
             "rule": self.rule.to_dict(),
             "evidence": [e.to_dict() for e in self.evidence],

@@ -115,9 +115,10 @@ class JsonTemplates:
         for rule in rulebook.rules:
             evidence = _json([rulebook.evidence[e].to_dict() for e in rule.evidence])
             for spec in rule.findings:
+                # (no indicator: a finding of a rulebook of before they declared one, rebuilt to replay its records)
+                indicator = {"indicator": spec.indicator} if spec.indicator is not None else {}
                 head = _json({"code": spec.code, "kind": spec.kind, "title": spec.title,
-                              "summary": spec.summary, "indicator": spec.indicator,
-                              "strength": rule.strength})[:-1]
+                              "summary": spec.summary, **indicator, "strength": rule.strength})[:-1]
                 self.finding_head[(rule.id, spec.code)] = (
                     f'{head},"rule":{refs[rule.id]},"evidence":{evidence},"because":'
                 )

@@ -22,6 +22,12 @@ not written as that parameter is an error: it would go stale when an institution
 Rule metadata is checked too: each finding's card indicator, the gene it is about and the drugs it names (which
 must be in ``drugs.yaml``, the rulebook's table of targeted drugs, itself checked against the parameters, the
 evidence registry and the ``alk-inhibitors`` value set).
+
+``load_rulebook(..., archived=True)`` rebuilds a rulebook from an audit archive, to replay the records made with
+it: a rulebook that ran once must load again as it ran, so the two requirements added for rule authors after the
+first rulebook (0.1.0) was recorded are not applied there: findings may lack their card indicator (they get none,
+and their documents carry none, as then), and a number in a text may equal a parameter. Neither changes what a
+rule decides; every other check applies, and the archive must still rebuild to the sha256 its records name.
 """
 
 from __future__ import annotations
@@ -70,22 +76,28 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NUMBER = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)?(?![\w])")
 
 
-def load_rulebook(rules_dir: Path | str | None = None, seeds_dir: Path | str | None = None) -> Rulebook:
+def load_rulebook(rules_dir: Path | str | None = None, seeds_dir: Path | str | None = None, *,
+                  archived: bool = False) -> Rulebook:
     """Load and check a rulebook directory (default: the shipped one) with its evidence registry (default: the
-    shipped ``seeds/``). Raises ``RulebookError`` listing every problem, or ``EvidenceError``."""
+    shipped ``seeds/``). Raises ``RulebookError`` listing every problem, or ``EvidenceError``.
+
+    ``archived``: the directory holds a rulebook rebuilt from an audit archive (``audit.archive``), which may
+    predate the authoring requirements listed in this module's docstring."""
     rules_path = Path(rules_dir) if rules_dir is not None else _resources.rules_dir()
     seeds_path = Path(seeds_dir) if seeds_dir is not None else _resources.seeds_dir()
     if not rules_path.is_dir():
         raise RulebookError([RulebookProblem(str(rules_path), "rulebook directory not found")])
     evidence = load_evidence(seeds_path)
-    loader = _Loader(rules_path, evidence)
+    loader = _Loader(rules_path, evidence, archived=archived)
     return loader.load()
 
 
 class _Loader:
-    def __init__(self, directory: Path, evidence: EvidenceRegistry):
+    def __init__(self, directory: Path, evidence: EvidenceRegistry, *, archived: bool = False):
         self.directory = directory
         self.evidence = evidence
+        self.archived = archived
+        self.rule_document = rule_schema.RecordedRuleDocument if archived else rule_schema.RuleDocument
         self.problems: list[RulebookProblem] = []
         self.texts: dict[str, str] = {}
         self.fields = fact_fields()
@@ -297,7 +309,7 @@ class _Loader:
         """A title or summary with its parameters rendered (``{name}`` -> "1 year"); reports unknown parameters
         and numbers that equal a parameter's value without naming it."""
         text = data[key].strip()  # non-blank text: rule_schema checked it
-        for number in _NUMBER.findall(_PLACEHOLDER.sub(" ", text)):
+        for number in _NUMBER.findall(_PLACEHOLDER.sub(" ", text)) if not self.archived else ():
             for parameter in self.parameters.values():
                 if float(number) == parameter.value:
                     report(key, f"{number} in the {key} equals parameter {parameter.name}: write "
@@ -380,7 +392,7 @@ class _Loader:
     def _rule(self, file: str, index: int | None, data: dict[str, Any],
               parameters: Mapping[str, Parameter]) -> list[Rule]:
         rule_id = data.get("id") if isinstance(data.get("id"), str) else None
-        if self.structure(file, rule_schema.RuleDocument, data, rule=rule_id, index=index):
+        if self.structure(file, self.rule_document, data, rule=rule_id, index=index):
             # Its structure is wrong (reported); references to it would only repeat that, so they are not checked.
             self.incomplete = True
             return []
@@ -482,7 +494,7 @@ class _Loader:
                                            f"rendered; it must be shorter than {SUMMARY_LIMIT}")
             when = parse_condition(item["when"], ctx, f"{where}.when") if "when" in item else None
             gene, drugs = self._finding_metadata(item, item_report)
-            findings.append(FindingSpec(code, title, summary, when, item["indicator"], gene, drugs))
+            findings.append(FindingSpec(code, title, summary, when, item.get("indicator"), gene, drugs))
         codes = [f.code for f in findings]
         if len(set(codes)) != len(codes):
             report("then", "lists a finding code twice")

@@ -37,6 +37,8 @@ __all__ = [
     "Manifest",
     "ParametersFile",
     "ReasonDocument",
+    "RecordedFindingDocument",
+    "RecordedRuleDocument",
     "RuleDocument",
     "ValueSetCodeDocument",
     "ValueSetDocument",
@@ -224,6 +226,23 @@ class RuleDocument(_Document):
     reasons: list[ReasonDocument] | None = Field(None, min_length=1, description="a non-empty list of reason rules")
     suppresses: list[str] | None = Field(None, min_length=1, description="a non-empty list of rule ids")
     examples: Examples
+
+
+# -- rulebooks as an audit archive recorded them -------------------------------------------------------------------
+
+
+class RecordedFindingDocument(FindingDocument):
+    """A finding as the first rulebooks wrote it (0.1.0, before findings declared their card indicator): read
+    only when a rulebook is rebuilt from an audit archive to replay the records made with it."""
+
+    indicator: Indicator | None = Field(None, description=f"one of {', '.join(INDICATORS)} (the card's severity)")
+
+
+class RecordedRuleDocument(RuleDocument):
+    """``RuleDocument`` whose findings may be ``RecordedFindingDocument``s (rebuilding an archived rulebook)."""
+
+    then: list[RecordedFindingDocument] | None = Field(  # type: ignore[assignment]
+        None, min_length=1, description="a non-empty list of findings ({finding: CODE, title: ..., summary: ...})")
 
 
 # -- value sets ----------------------------------------------------------------------------------------------------

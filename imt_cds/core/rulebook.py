@@ -85,7 +85,9 @@ class FindingSpec:
     title: str
     summary: str
     when: Condition | None = None
-    indicator: str = "info"  # one of INDICATORS; the loader requires every finding to declare it
+    # One of INDICATORS: the loader requires every finding to declare it. None only in a rulebook rebuilt from an
+    # audit archive that was written before findings declared their indicator (rulebook 0.1.0, see rule_loader).
+    indicator: str | None = "info"
     gene: str | None = None  # molecular.<gene> of the facts (alk, ros1, ntrk, ret) a targeted finding is about
     drugs: tuple[str, ...] = ()  # names of the rulebook's drug table (drugs.yaml)
 

@@ -100,9 +100,22 @@ def finding_indicator(finding: Mapping[str, Any]) -> Indicator:
     (``indicator:``), carried in the document, so the service's cards and ``audit export`` agree."""
     if "indicator" in finding:
         return Indicator(finding["indicator"])
-    # A document recorded before findings carried their indicator (rulebook 0.1.0 audit records): the least its kind
-    # ever had, so an export of an old record never fails (the critical ones of those days then read as warnings).
+    # A document recorded before findings carried their indicator (rulebook 0.1.0 audit records): the indicator the
+    # cards of those days gave it, so an export of an old record says what the clinicians were shown.
+    if finding.get("code") in _CRITICAL_BEFORE_0_2:
+        return Indicator.CRITICAL
     return Indicator.INFO if finding.get("kind") in ("recommendation", "data_request") else Indicator.WARNING
+
+
+# How imt-cds chose a card's indicator before rule files declared it (rulebook 0.1.0): by the finding's kind
+# (recommendations and data requests info, flags warning), raised to critical for these four codes. Only documents
+# without an "indicator" (0.1.0 audit records) are read with it; rulebook 0.2.0 declares the same four critical.
+_CRITICAL_BEFORE_0_2 = frozenset({
+    "FLAG_CONTRADICTORY_INPUT",
+    "FLAG_MULTIPLE_KINASE_FUSIONS_VERIFY",
+    "FLAG_OFF_LABEL_AGE",
+    "FLAG_VERIFY_INFANT_LABELING",
+})
 
 # ConceptMap http://cds-hooks.hl7.org/ConceptMap/indicator-to-request-priority
 INDICATOR_PRIORITY: Mapping[Indicator, str] = MappingProxyType({
