@@ -70,9 +70,9 @@ def engine(rulebook):
 # A module joins it deliberately (new modules start in the slow tier), so that `-m fast` stays quick.
 FAST_MODULES = frozenset({
     "test_assessment.py", "test_audit_store.py", "test_compiler.py", "test_engine.py", "test_evidence.py",
-    "test_facts.py", "test_feedback_store.py", "test_fhir_input.py", "test_module_boundaries.py", "test_mutate_driver.py",
-    "test_note_wording.py", "test_report_html.py", "test_rule_examples.py", "test_rulebook_loading.py",
-    "test_untrusted_input.py", "test_vignettes.py", "test_wording.py",
+    "test_facts.py", "test_feedback_store.py", "test_fhir_input.py", "test_module_boundaries.py",
+    "test_mutate_driver.py", "test_note_wording.py", "test_report_html.py", "test_rule_examples.py",
+    "test_rulebook_loading.py", "test_untrusted_input.py", "test_vignettes.py", "test_wording.py",
 })
 # Tests of the fast modules that take seconds each (thousands of generated inputs): slow.
 SLOW_TESTS = frozenset({

@@ -16,7 +16,8 @@ STRICT_VARIABLE = "IMT_CDS_STRICT"
 
 
 def strict_mode() -> bool:
-    # Read at each report, not at import: one process may run inner pytest sessions in either mode (tests/test_tiers.py).
+    # Read at each report, not at import: one process may run inner pytest sessions in either mode
+    # (tests/test_tiers.py).
     return os.environ.get(STRICT_VARIABLE, "") not in ("", "0")
 
 

@@ -72,7 +72,8 @@ def test_a_finding_explains_itself_down_to_input_facts(engine):
         {"fact": "tumor.resectability", "expected": "in {unresectable, resectable_only_with_mutilation}",
          "actual": "unresectable"}]
     size = assessment.finding("RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN").to_dict()["because"]
-    assert size == [{"fact": "tumor.size_cm", "expected": "> 3.9", "actual": 6.2, "parameter": "size_risk_threshold_cm"}]
+    assert size == [{"fact": "tumor.size_cm", "expected": "> 3.9", "actual": 6.2,
+                     "parameter": "size_risk_threshold_cm"}]
 
 
 def test_suppressed_findings_stay_visible_with_what_suppressed_them(engine):

@@ -23,7 +23,8 @@ from imt_cds.audit.backends import is_postgres_target
 from imt_cds.audit.locking import write_transaction
 from imt_cds.audit.sqlite import SQLiteAuditStore
 
-EXAMPLE = json.loads((Path(__file__).resolve().parents[1] / "examples" / "02_alk_positive_unresectable.json").read_text())
+EXAMPLE = json.loads((Path(__file__).resolve().parents[1] / "examples"
+                      / "02_alk_positive_unresectable.json").read_text())
 
 
 @pytest.mark.parametrize(("target", "server"), [
@@ -89,7 +90,8 @@ def test_a_store_that_cannot_be_opened_says_which_file_and_why(tmp_path):
     missing = tmp_path / "missing.db"
     with pytest.raises(NotAnAuditStoreError, match=f"^no audit database at {re.escape(str(missing))}$"):
         SQLiteAuditStore(missing, create=False)
-    with pytest.raises(NotAnAuditStoreError, match=f"^cannot open the audit database {re.escape(str(tmp_path))}: unable to open"):
+    with pytest.raises(NotAnAuditStoreError,
+                       match=f"^cannot open the audit database {re.escape(str(tmp_path))}: unable to open"):
         SQLiteAuditStore(tmp_path)  # a folder: SQLite cannot open it as a file
 
 
@@ -107,7 +109,8 @@ def test_an_sqlite_database_of_something_else_is_named_and_left_alone(tmp_path):
                        match=f"^{re.escape(str(other))} is an SQLite database without imt-cds audit tables$"):
         SQLiteAuditStore(other, create=False)
     connection = sqlite3.connect(other)
-    assert connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("patients",), ("orders",)]
+    assert (connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            == [("patients",), ("orders",)])
     connection.close()
 
 
@@ -156,7 +159,8 @@ def test_a_new_file_whose_tables_another_process_creates_meanwhile_is_opened_not
     template = tmp_path / "template.db"
     SQLiteAuditStore(template).close()
     with sqlite3.connect(template) as source:
-        schema = [sql for (sql,) in source.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")]
+        schema = [sql for (sql,) in source.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                                                   "ORDER BY rowid")]
         meta = source.execute("SELECT * FROM audit_meta").fetchall()
     source.close()
     path = tmp_path / "audit.db"

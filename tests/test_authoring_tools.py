@@ -229,15 +229,16 @@ def test_diff_shows_a_value_set_change_and_asks_for_a_rulebook_version_bump(tmp_
          "    code: \"IMT-LOCAL\"\n    display: \"IMT (local code)\"\n    source: \"the institution\"\n")
     result = run("rules", "diff", ROOT / "rules", directory)
     assert "value set     imt-diagnosis: changed +urn:oid:1.2.3|IMT-LOCAL" in result.stdout
-    assert result.returncode == 1 and "the rulebook changed but its version in rulebook.yaml was not bumped" in result.stdout
+    assert (result.returncode == 1
+            and "the rulebook changed but its version in rulebook.yaml was not bumped" in result.stdout)
     edit(directory, "rulebook.yaml", "version: 0.2.0", "version: 0.2.1")
     assert run("rules", "diff", ROOT / "rules", directory).returncode == 0
 
 
 def test_diff_refuses_a_changed_rule_without_a_version_bump(tmp_path):
     directory = copy_rulebook(tmp_path)
-    edit(directory, "derived/D02-advanced-disease.yaml", "    - {fact: history.progressed_on_prior_systemic, is: true}\n",
-         "")
+    edit(directory, "derived/D02-advanced-disease.yaml",
+         "    - {fact: history.progressed_on_prior_systemic, is: true}\n", "")
     result = run("rules", "diff", ROOT / "rules", directory)
     assert result.returncode == 1
     assert "ERROR: D02 changed (when) but its version was not bumped (still 1.0.0)" in result.stdout

@@ -84,7 +84,8 @@ def test_the_table_covers_every_command():
         return parser._subparsers._group_actions[0].choices
 
     top = choices(_parser())
-    names = {name for name in top if name not in ("rules", "audit")} | {f"rules {name}" for name in choices(top["rules"])}
+    names = ({name for name in top if name not in ("rules", "audit")}
+             | {f"rules {name}" for name in choices(top["rules"])})
     covered = {command.removesuffix(" --fhir") for command, *_ in MISSING}
     assert names <= covered, names - covered
 
@@ -186,7 +187,8 @@ def test_help_texts_point_only_at_documents_in_the_repository():
         assert not re.search(r"SPEC|§|clinical/", flat), (name, flat)
         for path in re.findall(r"\b[\w./-]+\.(?:md|py|yaml)\b", flat):
             if not path.startswith(("patients.", "examples/")):
-                assert any((ROOT / folder / path).exists() for folder in ("", "imt_cds", "rules", "seeds")), (name, path)
+                assert any((ROOT / folder / path).exists()
+                           for folder in ("", "imt_cds", "rules", "seeds")), (name, path)
 
 
 def test_the_rule_authoring_guide_points_only_at_documents_in_the_repository():

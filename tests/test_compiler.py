@@ -92,7 +92,8 @@ def test_the_result_does_not_depend_on_the_order_rules_are_defined_or_fire(ruleb
     # changes, but findings, rationales, derived facts and suppressions must not (only the trace's order may).
     names = list(engine.program.ruleset)
     random.Random(3).shuffle(names)
-    program = dataclasses.replace(engine.program, ruleset=MappingProxyType({n: engine.program.ruleset[n] for n in names}))
+    program = dataclasses.replace(engine.program,
+                                  ruleset=MappingProxyType({n: engine.program.ruleset[n] for n in names}))
     shuffled = Engine(rulebook)
     shuffled._ruleset = _DurableRuleset(program, DEFAULT_MAX_FIRINGS)
     rng = random.Random(5)
@@ -201,7 +202,8 @@ def test_a_branch_the_engine_cannot_hold_is_refused_with_its_size(rulebook):
             compile_rulebook(dataclasses.replace(rulebook, rules=rules))
         (problem,) = caught.value.problems
         assert (problem.rule, problem.path) == ("R37", "when")
-        assert problem.message == f"condition branch R37.0 needs {slots} engine expression slots (limit 30); split the rule"
+        assert problem.message == (f"condition branch R37.0 needs {slots} engine expression slots (limit 30); "
+                                   "split the rule")
 
 
 def test_each_reason_names_the_rulebook_parameter_its_test_compares_with(engine):

@@ -116,7 +116,8 @@ A, B = {"derived": "A"}, {"derived": "B"}
     ({"fact": "molecular.alk.methods", "is": "IHC"},
      [("when.is", "a test of molecular.alk.methods compares the whole set: give a list of values from IHC, FISH, "
                   "NGS_RNA, NGS_DNA; got 'IHC'", None)]),
-    ({"fact": "molecular.alk.fusion_partner", "is": "ranbp2 x"}, [("when.is", "'ranbp2 x' is not a gene symbol", None)]),
+    ({"fact": "molecular.alk.fusion_partner", "is": "ranbp2 x"},
+     [("when.is", "'ranbp2 x' is not a gene symbol", None)]),
     ({"fact": "age_years", "is": 3},
      [("when.is", "age_years is a number: compare it with gt/gte/lt/lte, or test is/is_not null", None)]),
     ({"all": [A, {"fact": "tumor.sise", "is": 1}]}, [("when.all[1].fact", "'tumor.sise' is not a known fact path",

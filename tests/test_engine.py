@@ -16,7 +16,8 @@ from imt_cds import Engine, EngineError, InvalidInputError
 from imt_cds.core.engine import _DurableRuleset
 
 PACKAGE = pathlib.Path(imt_cds.__file__).parent
-ALK_ADVANCED = {"age_years": 8, "tumor": {"resectability": "unresectable"}, "molecular": {"alk": {"status": "positive"}}}
+ALK_ADVANCED = {"age_years": 8, "tumor": {"resectability": "unresectable"},
+                "molecular": {"alk": {"status": "positive"}}}
 
 
 def test_only_the_engine_module_touches_durable():

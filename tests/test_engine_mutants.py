@@ -12,7 +12,8 @@ import imt_cds
 from imt_cds import Engine, EngineError
 from imt_cds.core.engine import _DurableRuleset
 
-ALK_ADVANCED = {"age_years": 8, "tumor": {"resectability": "unresectable"}, "molecular": {"alk": {"status": "positive"}}}
+ALK_ADVANCED = {"age_years": 8, "tumor": {"resectability": "unresectable"},
+                "molecular": {"alk": {"status": "positive"}}}
 
 
 def test_the_loop_guard_says_what_stopped_the_evaluation(rulebook):

@@ -73,7 +73,8 @@ def test_whitespace_differences_do_not_matter(tmp_path):
     copy = tmp_path / "seeds"
     shutil.copytree(seeds_dir(), copy)
     registry = copy / "evidence.yaml"
-    text = registry.read_text().replace("quote: Median tumor size was 3.9 cm.", 'quote: "Median  tumor\\n size was 3.9 cm."')
+    text = registry.read_text().replace("quote: Median tumor size was 3.9 cm.",
+                                        'quote: "Median  tumor\\n size was 3.9 cm."')
     registry.write_text(text)
     assert load_evidence(copy)["RICH2022:c06"].quote is not None
 

@@ -105,7 +105,8 @@ def test_conflicting_resources_are_reported_and_the_fact_left_unknown():
     result = facts_from_resources([*items, second, absent], ON)
     assert result.facts.tumor.size_cm is None and result.facts.molecular.alk.status == "unknown"
     messages = " ".join(p.message for p in result.problems)
-    assert "conflicting values for tumor.size_cm" in messages and "conflicting values for molecular.alk.status" in messages
+    assert ("conflicting values for tumor.size_cm" in messages
+            and "conflicting values for molecular.alk.status" in messages)
 
 
 def test_a_conflict_about_a_yes_no_fact_stops_evaluation():

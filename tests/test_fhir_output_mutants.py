@@ -62,7 +62,8 @@ def test_the_profiles_are_the_guides_own_urls(documents):
 
 def test_the_identifiers_and_codes_name_their_systems_by_these_urls(documents):
     document = documents["02_alk_positive_unresectable"]
-    record = {"id": "0b7c4e1e-0000-4000-8000-000000000001", "seq": 1, "hash": "h", "recorded_at": "2026-12-01T00:00:00Z"}
+    record = {"id": "0b7c4e1e-0000-4000-8000-000000000001", "seq": 1, "hash": "h",
+              "recorded_at": "2026-12-01T00:00:00Z"}
     bundle = assessment_bundle(document, audit_record=record)
     guidance, group = _only(bundle, "GuidanceResponse"), _only(bundle, "RequestGroup")
     provenance = _only(bundle, "Provenance")
@@ -193,7 +194,8 @@ def test_a_findings_action_carries_its_rule_and_its_evidence_with_quote_and_leve
             {"type": "documentation", "label": "R1 v1.2.0",
              "display": "imt-cds rulebook rules 9.9.9, rule R1 v1.2.0; strength of evidence: OBS"},
             {"type": "citation", "label": "E1", "display": "resection first",
-             "citation": 'Author A. A study. 2020\n\n> "Resection is the treatment of choice."\n\nLevel of evidence: 2b'},
+             "citation": 'Author A. A study. 2020\n\n> "Resection is the treatment of choice."\n\n'
+                         'Level of evidence: 2b'},
         ]}
     assert [a["id"] for a in group["action"]] == ["REC_A", "DATA_B", "FLAG_C"]
     assert group["priority"] == "stat"  # the highest of its actions
@@ -203,7 +205,8 @@ def test_suggestions_and_data_requests_are_proposals_in_words_for_the_team():
     bundle = assessment_bundle(HAND_MADE, request_id="r")
     suggestion, request = _all(bundle, "CommunicationRequest")
     assert suggestion["payload"] == [{"contentString": f"Suggestion for the multidisciplinary team to consider: "
-                                                       f"Summary REC_A\n\n{WHY}\n\nEvidence: [E1] Author A. A study. 2020"}]
+                                                       f"Summary REC_A\n\n{WHY}\n\nEvidence: "
+                                                       "[E1] Author A. A study. 2020"}]
     assert suggestion["text"]["div"] == (
         f"{X}<p>Suggestion for the multidisciplinary team to consider: Summary REC_A</p><ul><li>{WHY}</li>"
         "<li>Strength of evidence: OBS</li><li>Evidence: [E1] Author A. A study. 2020</li></ul>"

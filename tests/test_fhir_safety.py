@@ -196,7 +196,8 @@ def test_wrong_diagnosis_the_value_set_is_the_rulebooks_and_an_institution_can_e
     extended = load_rulebook(rules)
     assert extended.sha256 != shipped.sha256  # the hash covers the value sets
     result = read(chart(imt=imt), terminology=extended.terminology)
-    assert result.eligibility.eligible and result.eligibility.diagnosis.codes == ("urn:oid:2.16.840.1.113883.3.999.1|IMT-LOCAL",)
+    assert (result.eligibility.eligible
+            and result.eligibility.diagnosis.codes == ("urn:oid:2.16.840.1.113883.3.999.1|IMT-LOCAL",))
 
 
 def test_wrong_diagnosis_a_value_set_code_without_its_source_is_refused_at_load(tmp_path):

@@ -104,7 +104,8 @@ def test_ids_outside_the_module_are_refused(text, message):
 
 def test_the_ids_are_mutmuts_own():
     """The ids in tests/mutation-survivors.md were given by mutmut 2.5.1; the driver must number the same way."""
-    mutants = {number: (line, mutated) for number, line, _, mutated in mutate.mutants_of(ROOT / "imt_cds/core/engine.py")}
+    mutants = {number: (line, mutated)
+               for number, line, _, mutated in mutate.mutants_of(ROOT / "imt_cds/core/engine.py")}
     assert "DEFAULT_MAX_FIRINGS = 10001" in mutants[1][1]
     assert "message.index('\"', 3)" in mutants[61][1]
     assert "@lru_cache(maxsize=2)" in mutants[118][1]

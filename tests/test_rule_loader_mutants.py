@@ -355,8 +355,8 @@ R14 = "flags/R14-age-outside-evidence.yaml"
 @pytest.mark.parametrize(("file", "old", "new", "path", "message", "suggestion"), [
     (S01, "kind: suppression", "kind: recommendation", "kind", "a rule with 'suppresses' must have kind suppression",
      None),
-    (R14, "kind: risk_flag", "kind: derived_fact", "kind", "a rule with findings ('then') cannot have kind derived_fact",
-     None),
+    (R14, "kind: risk_flag", "kind: derived_fact", "kind",
+     "a rule with findings ('then') cannot have kind derived_fact", None),
     (S01, "when: {derived: CONTRADICTION}", "when: {not_derived: CONTRADICTION}", "when",
      "a suppression's condition must be one derived fact ({derived: NAME})", None),
     (S01, "when: {derived: CONTRADICTION}\n", "", "when",
@@ -425,7 +425,8 @@ def test_an_example_keeps_its_facts_as_a_validated_patient(rulebook):
 
 def test_a_summary_of_exactly_140_characters_is_refused_and_139_loads(tmp_path):
     directory = copy_rulebook(tmp_path)
-    summary = "RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. Plan close follow-up."
+    summary = ("RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. "
+               "Plan close follow-up.")
     edit(directory, R20, summary, "x" * 139)
     load_rulebook(directory)
     edit(directory, R20, "x" * 139, "x" * 140)
@@ -437,7 +438,8 @@ def test_a_summary_of_exactly_140_characters_is_refused_and_139_loads(tmp_path):
 
 def test_an_unknown_parameter_in_a_summary_counts_as_written_towards_its_length(tmp_path):
     directory = copy_rulebook(tmp_path)
-    summary = "RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. Plan close follow-up."
+    summary = ("RANBP2-ALK fusion; case series report relapses on ALK inhibitors in these patients. "
+               "Plan close follow-up.")
     edit(directory, R20, summary, "x {nope} " + "x" * 131)  # 140 characters as written
     assert [p.message.split(";")[0] for p in load_problems(directory)] == [
         "{nope} in the summary names no parameter",
@@ -526,7 +528,8 @@ def test_a_text_naming_a_parameter_of_a_rulebook_without_parameters_says_there_a
 
 def test_a_number_written_against_a_parameter_is_still_a_number(tmp_path):
     directory = copy_rulebook(tmp_path)
-    edit(directory, R20, "title: RANBP2-ALK fusion (relapse", "title: RANBP2-ALK fusion 1{size_risk_threshold_cm} (relapse")
+    edit(directory, R20, "title: RANBP2-ALK fusion (relapse",
+         "title: RANBP2-ALK fusion 1{size_risk_threshold_cm} (relapse")
     problem = only(load_problems(directory))
     assert (problem.rule, problem.path) == ("R20", "then[0].title")
     assert problem.message.startswith("1 in the title equals parameter crizotinib_min_age_years")

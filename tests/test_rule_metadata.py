@@ -4,10 +4,8 @@ gene and drugs, and the drug table (drugs.yaml) that order-sign recognises order
 from __future__ import annotations
 
 import re
-from datetime import date
 
 import pytest
-import yaml
 from rulebook_copies import copy_rulebook, edit, set_parameters
 
 from imt_cds import Engine, RulebookError, load_rulebook

@@ -222,7 +222,8 @@ def test_malformed_names_and_codes_are_refused_in_the_validators_own_words():
     rule = {"id": "D01", "version": "1.0.0", "kind": "derived_fact", "derives": "bad name", "title": "t", "when": {}}
     assert ("derives", "derives must be a derived fact name in UPPER_SNAKE_CASE; got 'bad name'", None) in problems(
         RuleDocument, rule)
-    drugs = {"drugs": [{"name": "Crizotinib", "class": "x", "targets": ["alk"], "rxnorm": {"code": "12a", "source": "s"}}]}
+    drugs = {"drugs": [{"name": "Crizotinib", "class": "x", "targets": ["alk"],
+                        "rxnorm": {"code": "12a", "source": "s"}}]}
     assert problems(DrugsFile, drugs) == [
         ("drugs[0].name", "name must be the ingredient in lower case (e.g. crizotinib); got 'Crizotinib'", None),
         ("drugs[0].rxnorm.code", "an RxNorm code is digits written in quotes; got '12a'", None)]

@@ -266,7 +266,8 @@ DISCOVERY_BEFORE_REVIEW = [  # captured from the service before its Observation 
                        "alterations and the drugs' labelled ages, and warns with the reason when they do not fit.",
         "hook": "order-sign",
         "id": "imt-order-sign",
-        "prefetch": {"patient": "Patient/{{context.patientId}}", "conditions": "Condition?patient={{context.patientId}}",
+        "prefetch": {"patient": "Patient/{{context.patientId}}",
+                     "conditions": "Condition?patient={{context.patientId}}",
                      "observations": OBSERVATION_QUERY},
         "title": "IMT targeted-drug order check",
         "usageRequirements": "Reads context.draftOrders (MedicationRequest) and the patient's age and genomic "

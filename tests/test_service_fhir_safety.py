@@ -159,8 +159,9 @@ def test_a_card_never_says_no_resource_recorded_a_fact_that_conflicting_resource
     from imt_cds.render.cards import assessment_cards
 
     resources = example_resources()
-    m0 = {"resourceType": "Observation", "id": "m0", "status": "final", "subject": {"reference":
-          f"Patient/{EXAMPLE_PATIENT}"}, "code": {"coding": [{"system": "http://snomed.info/sct", "code": "399387003"}]},
+    m0 = {"resourceType": "Observation", "id": "m0", "status": "final",
+          "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+          "code": {"coding": [{"system": "http://snomed.info/sct", "code": "399387003"}]},
           "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "1229901006"}]}}
     read = facts_from_resources([*resources, m0], date(2026, 11, 21))  # undated cM0 against the metastasis
     assert read.facts.tumor.distant_disease is None

@@ -17,7 +17,6 @@ import resource
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 from urllib.parse import urlsplit
 

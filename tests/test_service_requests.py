@@ -69,7 +69,8 @@ def test_a_request_that_is_not_a_call_this_service_answers_is_refused_with_the_r
 
 
 @pytest.mark.parametrize(("orders", "path", "message"), [
-    (None, "context.draftOrders", "context.draftOrders is required by the order-sign hook: a FHIR Bundle (of the orders to sign)"),
+    (None, "context.draftOrders",
+     "context.draftOrders is required by the order-sign hook: a FHIR Bundle (of the orders to sign)"),
     ({"resourceType": "MedicationRequest"}, "context.draftOrders.resourceType",
      "context.draftOrders.resourceType must be \"Bundle\" (draftOrders is a FHIR Bundle), not 'MedicationRequest'"),
     ([BUNDLE], "context.draftOrders", "context.draftOrders must be a FHIR Bundle (of the orders to sign), not a list"),

@@ -124,7 +124,8 @@ def test_another_interpreter_rebuilds_the_venv_and_the_same_one_keeps_it(tmp_pat
     stamp = venv / ".interpreter"
 
     def make_interpreter_stamp() -> None:
-        result = subprocess.run(["make", "--no-print-directory", str(stamp), f"VENV={venv}", f"PYTHON={sys.executable}"],
+        result = subprocess.run(["make", "--no-print-directory", str(stamp), f"VENV={venv}",
+                                 f"PYTHON={sys.executable}"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "MAKEFLAGS": ""})
         assert result.returncode == 0, result.stderr

@@ -1,6 +1,7 @@
 """What the two SQL backends share (audit/sql.py) that mutation testing found no test reading: the exact words of a
 read or an append the database refuses, the hooks a SQL backend must supply, the archived files' digest kept per
-store (one query per rulebook, not per append), and the statements' placeholders turned into the server driver's (the SQLite tests cannot tell: their placeholder is the one the statements are written with)."""
+store (one query per rulebook, not per append), and the statements' placeholders turned into the server driver's (the
+SQLite tests cannot tell: their placeholder is the one the statements are written with)."""
 
 from __future__ import annotations
 

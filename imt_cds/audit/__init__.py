@@ -15,9 +15,10 @@ Typical use::
 
 ``open_store("postgresql://user@host/db")`` gives the same interface on PostgreSQL (several service instances on
 one trail). ``record.py`` says what a record holds and how the chain is hashed; ``archive.py`` how rulebooks are
-kept; ``store.py`` is the interface, ``backends.py`` opens one and ``sql.py`` is what both databases share; ``replay.py`` how a record is
-re-evaluated; ``checkpoint.py`` how a head is signed (Ed25519) and checked. This package never imports the rules
-engine's internals: it records ``Assessment`` objects and, to replay, builds an ``Engine`` like any caller.
+kept; ``store.py`` is the interface, ``backends.py`` opens one and ``sql.py`` is what both databases share;
+``replay.py`` how a record is re-evaluated; ``checkpoint.py`` how a head is signed (Ed25519) and checked. This package
+never imports the rules engine's internals: it records ``Assessment`` objects and, to replay, builds an ``Engine`` like
+any caller.
 """
 
 from ..core.errors import (

@@ -36,10 +36,10 @@ def register(commands: Any) -> None:
     )
     evaluate.add_argument("path", metavar="PATH", help="patient JSON file, or - to read standard input")
     evaluate.add_argument("--fhir", action="store_true",
-                          help="PATH is a FHIR R4 chart, a Bundle (mCODE, Genomics Reporting) or one resource: read the facts from it, "
-                          "print what could not be used on stderr. Evaluated only for one living patient with an "
-                          "IMT diagnosis in the chart (exit 4 otherwise; exit 2 when it holds several patients or "
-                          "conflicts prevent evaluation)")
+                          help="PATH is a FHIR R4 chart, a Bundle (mCODE, Genomics Reporting) or one resource: "
+                          "read the facts from it, print what could not be used on stderr. Evaluated only for one "
+                          "living patient with an IMT diagnosis in the chart (exit 4 otherwise; exit 2 when it holds "
+                          "several patients or conflicts prevent evaluation)")
     evaluate.add_argument("--attest-imt-diagnosis", action="store_true",
                           help="with --fhir: the IMT diagnosis was established outside this chart; evaluate it "
                           "even without an IMT Condition (recorded in the assessment's provenance)")
@@ -105,7 +105,8 @@ def _facts_from_fhir(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ..fhir.reader import MAX_CHART_BYTES, facts_from_bundle, facts_from_resources
 
     chart = load_json_object(read_input(args.path), max_bytes=MAX_CHART_BYTES)
-    options = {"terminology": engine_for(args.rules).rulebook.terminology, "diagnosis_attested": args.attest_imt_diagnosis}
+    options = {"terminology": engine_for(args.rules).rulebook.terminology,
+               "diagnosis_attested": args.attest_imt_diagnosis}
     if isinstance(chart, dict) and isinstance(chart.get("resourceType"), str) and chart["resourceType"] != "Bundle":
         read = facts_from_resources([chart], **options)  # one resource is a chart of one resource
     else:

@@ -2,9 +2,10 @@
 
 YAML 1.1 (what PyYAML implements) reads ``no``, ``on`` and ``off`` as booleans and ``2024-05-29`` as a date. In a
 clinical rule file that silently changes meaning (``is: no`` would test ``false``), so only ``true``/``false`` are
-booleans here and dates stay text. A document that contains itself (an alias inside its own anchor) is refused. A key written twice in one mapping is refused (PyYAML keeps the last one
-silently, so a rule with two ``when:`` would be evaluated on the second without a word). Everything else is PyYAML's
-safe loader, with the C implementation when present.
+booleans here and dates stay text. A document that contains itself (an alias inside its own anchor) is refused. A key
+written twice in one mapping is refused (PyYAML keeps the last one silently, so a rule with two ``when:`` would be
+evaluated on the second without a word). Everything else is PyYAML's safe loader, with the C implementation when
+present.
 """
 
 from __future__ import annotations

@@ -264,7 +264,8 @@ class _Loader:
             ages = spec.get("label_min_age", {})
             for target, parameter in ages.items():
                 if target not in targets:
-                    report(f"label_min_age.{target}", f"{target!r} is not one of the drug's targets ({', '.join(targets)})")
+                    report(f"label_min_age.{target}",
+                           f"{target!r} is not one of the drug's targets ({', '.join(targets)})")
                 if parameter not in parameters:
                     close = difflib.get_close_matches(str(parameter), list(parameters), n=1)
                     report(f"label_min_age.{target}", f"unknown parameter {parameter!r}", close[0] if close else None)

@@ -722,7 +722,8 @@ class _Reader:
                     self.offer(path, True, where, note=f"progression after {', '.join(given)}")
             else:
                 self.skip(where, "disease progression recorded, but no ALK inhibitor given before it was found; "
-                                 "progression on prior therapy is not set from it", "history.progressed_on_alk_inhibitor")
+                                 "progression on prior therapy is not set from it",
+                          "history.progressed_on_alk_inhibitor")
 
     def _variant(self, observation: Mapping[str, Any], where: str) -> None:
         value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
@@ -971,7 +972,8 @@ def _status(resource: Mapping[str, Any], key: str) -> list[str]:
 
 def _display(concept: Mapping[str, Any] | None, coding: Coding) -> str | None:
     for raw in (concept or {}).get("coding") or []:
-        if raw.get("system") == coding.system and raw.get("code") == coding.code and isinstance(raw.get("display"), str):
+        if (raw.get("system") == coding.system and raw.get("code") == coding.code
+                and isinstance(raw.get("display"), str)):
             return str(raw["display"])
     return None
 

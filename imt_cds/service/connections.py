@@ -260,8 +260,9 @@ class _Seen:
 class RepeatedLogFilter(logging.Filter):
     """Let the same diagnostic through at most ``burst`` times per ``window`` seconds (records at WARNING and above;
     keyed by logger, level and the first line of the message as written, so the many lines a flood repeats count as
-    one, while different messages (two refusals for different reasons) are counted apart). The first record let through after a suppression says how many were
-    dropped. Loggers in ``exempt`` (records that are data, such as feedback written to the log) always pass."""
+    one, while different messages (two refusals for different reasons) are counted apart). The first record let through
+    after a suppression says how many were dropped. Loggers in ``exempt`` (records that are data, such as feedback
+    written to the log) always pass."""
 
     def __init__(self, burst: int = 5, window: float = 60.0, exempt: Iterable[str] = (),
                  clock: Callable[[], float] = time.monotonic, max_keys: int = 1024):

@@ -1,8 +1,8 @@
 """``imt-order-sign``: targeted-drug orders checked against the patient's alterations and the labelled ages.
 
 For each draft MedicationRequest (or DSTU2 MedicationOrder) in ``context.draftOrders`` that names a drug of the
-rulebook's drug table (``drugs.yaml``: by RxNorm code first, then by name; see ``drugs``), the check reads the patient's facts (from the same FHIR record as ``imt-patient-view``)
-and warns, with the reason, when:
+rulebook's drug table (``drugs.yaml``: by RxNorm code first, then by name; see ``drugs``), the check reads the patient's
+facts (from the same FHIR record as ``imt-patient-view``) and warns, with the reason, when:
 
 - none of the drug's target alterations is documented positive: ``critical`` when every target was tested
   *negative* (the drug's target is documented absent), ``warning`` when some are *unknown* (no result on record);

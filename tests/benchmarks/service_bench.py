@@ -18,9 +18,9 @@ JSON, FHIR reading, evaluation, the assessment document, the hand-off's framing,
 but the framing done in the worker: a patient-view body goes there as it came), an audit append, alone and four
 records per transaction) so the service's CPU can be set against them; the JWT check is the extra server CPU of a
 run with authentication on (a test key, as tests/service_support.py makes), the SQLite audit the extra CPU of a run
-with ``--audit`` (the server's recorder appends the records the workers prepare). The in-process path (FHIR resources -> facts -> evaluate -> to_json)
-is measured on one core here; a stage's CPU per call (a mean) is what is set against the service's CPU per request
-and what the charts/s target is computed from.
+with ``--audit`` (the server's recorder appends the records the workers prepare). The in-process path (FHIR resources ->
+facts -> evaluate -> to_json) is measured on one core here; a stage's CPU per call (a mean) is what is set against the
+service's CPU per request and what the charts/s target is computed from.
 
 Exit status: 0 when every target is met, 1 when one is missed.
 """
@@ -434,7 +434,8 @@ def compare(baseline: Path, rounds: int, workers: int, audit: bool = False) -> i
             os.environ["PYTHONPATH"] = saved
     print(f"A/B, {rounds} interleaved rounds, medians{', SQLite audit' if audit else ''}: baseline {baseline} / "
           "this tree")
-    print("| mix | clients | req/s | p50 ms | p99 ms | server CPU µs/req | workers CPU µs/req |\n|---|---|---|---|---|---|---|")
+    print("| mix | clients | req/s | p50 ms | p99 ms | server CPU µs/req | workers CPU µs/req |\n"
+          "|---|---|---|---|---|---|---|")
     for mix in mixes:
         for clients in (1, 16):
             cells = []
@@ -451,7 +452,8 @@ def compare(baseline: Path, rounds: int, workers: int, audit: bool = False) -> i
 
 def phase_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}\n| mix | clients | requests | req/s | p50 ms | p99 ms | server CPU µs/req | "
-          "workers CPU µs/req | total CPU µs/req | load generator CPU µs/req |\n|---|---|---|---|---|---|---|---|---|---|")
+          "workers CPU µs/req | total CPU µs/req | load generator CPU µs/req |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mix']} | {r['clients']} | {r['requests']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
               f"| {r['server_cpu_us']:,.0f} | {r['worker_cpu_us']:,.0f} | "
