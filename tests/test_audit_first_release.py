@@ -20,6 +20,7 @@ from rulebook_copies import copy_rulebook, edit
 
 from imt_cds import Engine, RulebookError, load_rulebook
 from imt_cds.audit import open_store, replay
+from imt_cds.render.fhir_output import finding_indicator
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "audit-0.1.0" / "store.sqlite.gz"
 SCRIPT = Path(sys.executable).with_name("imt-cds")
@@ -141,3 +142,14 @@ def test_a_number_written_in_a_text_is_refused_in_a_working_copy_and_accepted_fr
         "follows the parameter when it changes"]
     rebuilt = load_rulebook(directory, archived=True)
     assert "from 1 year of age" in rebuilt.rule("R32a").findings[0].summary
+
+
+def test_the_indicators_of_old_documents_are_those_the_first_rule_files_declared(store, tmp_path):
+    # The commit that moved the indicators into the rule files (the third rulebook) wrote down the mapping the cards
+    # had used until then; a document without indicators is read with that mapping, finding by finding.
+    rules, seeds = store.rulebook_archive(METADATA).materialize(tmp_path / "metadata")
+    declared = {(spec.code, spec.kind): spec.indicator
+                for rule in load_rulebook(rules, seeds, archived=True).rules for spec in rule.findings}
+    assert len(declared) > 40 and {"critical", "warning", "info"} == set(declared.values())
+    read = {key: finding_indicator({"code": key[0], "kind": key[1]}).value for key in declared}
+    assert read == declared
