@@ -93,7 +93,7 @@ def load_rulebook(rules_dir: Path | str | None = None, seeds_dir: Path | str | N
 
 
 class _Loader:
-    def __init__(self, directory: Path, evidence: EvidenceRegistry, *, archived: bool = False):
+    def __init__(self, directory: Path, evidence: EvidenceRegistry, *, archived: bool):
         self.directory = directory
         self.evidence = evidence
         self.archived = archived
