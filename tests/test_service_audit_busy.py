@@ -184,6 +184,8 @@ def test_on_postgresql_the_recorder_waits_at_most_the_store_timeout_for_the_chai
         database = new_database(server)
         settings = WorkerSettings(cache_size=0, audit=database, store_timeout=1.0)
         handler = _Handler(settings)
+        with _open_audit_store(settings) as store:  # as the server does when it starts
+            store.archive(handler.engine.rulebook)
         job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21"}
 
         async def scenario() -> None:

@@ -12,10 +12,12 @@ import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from rulebook_copies import copy_rulebook, set_parameters
 from service_support import example_resources, hook_request, prefetch_for, running_service, worker_pids
 
 VIEW = "/cds-services/imt-patient-view"
@@ -162,8 +164,9 @@ def test_at_the_default_depth_a_request_queued_behind_a_killed_worker_is_served_
 
 
 def test_a_worker_prepares_every_evaluations_record_and_answers_with_its_id(tmp_path):
-    # The worker archives its rulebook when it starts and sends each evaluation's record with its answer (the
-    # server appends it, recorder.py); a memo-cache hit is an evaluation like any other: a record of its own.
+    # The worker sends each evaluation's record with its answer (the server, which archived the rulebook as it
+    # started, appends it: recorder.py); a memo-cache hit is an evaluation like any other: a record of its own. The
+    # worker itself never opens the store, so it starts while the database is away.
     from datetime import date
 
     from imt_cds.audit import open_store
@@ -172,6 +175,7 @@ def test_a_worker_prepares_every_evaluations_record_and_answers_with_its_id(tmp_
 
     audit = str(tmp_path / "audit.db")
     handler = _Handler(WorkerSettings(cache_size=16, audit=audit, audit_input=False))
+    assert not Path(audit).exists()
     job = {"op": "assess", "resources": example_resources(), "on": date(2026, 11, 21).isoformat()}
     first, again = handler.handle(job), handler.handle(job)
     assert handler.engine.cache_stats().hits == 1
@@ -181,9 +185,9 @@ def test_a_worker_prepares_every_evaluations_record_and_answers_with_its_id(tmp_
         assert answer["record"]["input_json"] is None  # as configured: only the input's sha256
         assert orjson.loads(answer["record"]["assessment_json"]) == orjson.loads(orjson.dumps(answer["assessment"]))
     assert first["evaluation_id"] != again["evaluation_id"]
+    assert not Path(audit).exists()  # nothing appended (nor archived) by the worker itself
     with open_store(audit) as store:
-        assert store.records() == []  # nothing appended by the worker itself
-        assert store.rulebook_archive(handler.engine.rulebook.sha256).sha256 == handler.engine.rulebook.sha256
+        store.archive(handler.engine.rulebook)
         assert store.append_contents([first["record"], again["record"]]) == [first["evaluation_id"],
                                                                             again["evaluation_id"]]
         assert store.verify().ok
@@ -442,3 +446,40 @@ def test_health_shows_the_jobs_in_the_workers_hands_and_those_waiting_for_one(se
     assert seen == {"in_workers": 2, "waiting": 2}
     assert statuses == [200] * 4
     assert jobs() == {"in_workers": 0, "waiting": 0}
+
+
+def test_a_worker_that_would_load_rulebook_files_changed_since_the_start_is_refused(tmp_path):
+    # One service never answers from two rulebooks. The server archives the rulebook it starts with; a worker
+    # started later (a replacement) whose files were edited meanwhile is refused and retried, while the others keep
+    # answering from the rulebook every record names; once the files are restored, a replacement starts.
+    from imt_cds import load_rulebook
+    from imt_cds.audit import open_store
+
+    directory = copy_rulebook(tmp_path / "rules")
+    started_with = load_rulebook(directory).sha256
+    audit = tmp_path / "audit.db"
+    parameters = directory / "parameters.yaml"
+    body = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+    with running_service("--allow-unauthenticated", "--rules", str(directory), "--workers", "2",
+                         "--audit", str(audit)) as service:
+        assert httpx.post(service.url + "/cds-services/imt-patient-view", json=body, timeout=60).status_code == 200
+        original = parameters.read_bytes()
+        set_parameters(directory, {"size_risk_threshold_cm": 20})
+        survivor, victim = worker_pids(service)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "the rulebook files changed since the service started" not in service.log_text():
+            assert time.monotonic() < deadline, service.log_text()
+            time.sleep(0.2)
+        assert httpx.get(service.url + "/healthz", timeout=10).json()["workers"] == 1  # the survivor alone
+        for _ in range(3):
+            assert httpx.post(service.url + "/cds-services/imt-patient-view", json=body,
+                              timeout=60).status_code == 200
+        parameters.write_bytes(original)
+        pids = wait_for_workers(service, 2, timeout=60, gone=victim)
+        assert len(pids) == 2 and survivor in pids, service.log_text()
+        assert httpx.post(service.url + "/cds-services/imt-patient-view", json=body, timeout=60).status_code == 200
+    with open_store(audit) as store:
+        records = store.records()
+        assert len(records) == 5 and {r.rulebook["sha256"] for r in records} == {started_with}
+        assert store.verify().ok

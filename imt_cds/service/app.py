@@ -88,7 +88,7 @@ def create_app(config: ServiceConfig) -> Any:
                                          audit_input=config.audit_input, store_timeout=config.store_timeout,
                                          public_url=config.public_url, not_eligible_card=config.not_eligible_card),
                           config.workers, timeout=config.request_timeout,
-                          depth=config.worker_depth)
+                          depth=config.worker_depth, rulebook=rulebook)
         await pool.start()
         app.state.pool = pool
         app.state.sink = sink

@@ -47,12 +47,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..audit.record import new_record_content
-from ..core.errors import AuditError
+from ..core.errors import AuditError, RulebookError
+from ..core.rule_loader import load_rulebook
 from .auth import DEFAULT_STORE_TIMEOUT_SECONDS
 from .calls import check_request, find_service, patient_view_options, read_job, same_patient
 from .errors import (
@@ -67,6 +68,9 @@ from .patient_view import patient_view_response
 from .prefetch import prefetched
 from .recorder import AuditRecorder
 from .request_json import parse_request_json
+
+if TYPE_CHECKING:
+    from ..core.rulebook import Rulebook
 
 __all__ = ["AuditUnavailableError", "WorkerPool", "WorkerSettings", "decode_answer", "decode_job", "encode_answer",
            "encode_job"]
@@ -219,10 +223,15 @@ class WorkerPool:
     answered the one before, so when it dies only the job it was running is lost; the ones behind it are offered
     to another worker. Past ``depth`` jobs everywhere, a job waits in the server (at most ``timeout``)."""
 
-    def __init__(self, settings: WorkerSettings, size: int, *, timeout: float = 30.0, depth: int = 2):
+    def __init__(self, settings: WorkerSettings, size: int, *, timeout: float = 30.0, depth: int = 2,
+                 rulebook: Rulebook | None = None):
         if depth < 1:
             raise ServiceConfigError(f"a worker's job depth must be at least 1, not {depth}")
         self.settings = settings
+        # The rulebook the service runs (default: loaded from ``settings.rules`` at start), and its sha256 once
+        # started: every worker must have built its engine from that very rulebook (``_spawn``).
+        self._rulebook = rulebook
+        self._rulebook_sha256: str | None = None
         self.size = size
         self.timeout = timeout
         self.depth = depth
@@ -240,7 +249,9 @@ class WorkerPool:
     # -- life cycle -------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every worker and wait until each has built its engine (a broken rulebook fails here, at once)."""
+        """Archive the service's rulebook (with an audit store), start every worker and wait until each has built
+        its engine from that rulebook (a broken rulebook or store fails here, at once)."""
+        self._rulebook_sha256 = await asyncio.to_thread(self._archive_rulebook)
         if self._recorder is not None:
             self._recorder.start()
         self._context.set_forkserver_preload(_PRELOAD)
@@ -299,6 +310,26 @@ class WorkerPool:
         return {"in_workers": [len(w.sent) for w in self._workers], "waiting": len(self._waiting),
                 "pids": [w.pid for w in self._workers]}
 
+    def _archive_rulebook(self) -> str:
+        """The sha256 every worker's rulebook must have: the service's rulebook, archived first in the audit store
+        when there is one (a record may only name an archived rulebook). Done once, here, so a worker needs no
+        database to start: workers lost while the database is away are replaced at once, and one service never
+        answers from two rulebooks (a worker that loads rulebook files changed since is refused)."""
+        try:
+            rulebook = self._rulebook if self._rulebook is not None else load_rulebook(self.settings.rules)
+        except RulebookError as exc:
+            raise ServiceConfigError(f"the rulebook does not load: {exc}") from exc
+        if self.settings.audit:
+            try:
+                store = _open_audit_store(self.settings)
+                try:
+                    store.archive(rulebook)
+                finally:
+                    store.close()
+            except AuditError as exc:
+                raise ServiceConfigError(f"cannot archive the rulebook in the audit store: {exc}") from exc
+        return rulebook.sha256
+
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(target=_worker_main, args=(child, self.settings), name="imt-cds-worker",
@@ -318,6 +349,12 @@ class WorkerPool:
         if "error" in message:
             worker.stop(1.0)
             raise ServiceConfigError(f"an evaluation worker could not start: {message['error']}")
+        if message.get("rulebook") != self._rulebook_sha256:
+            worker.stop(1.0)
+            raise ServiceConfigError(
+                f"an evaluation worker loaded rulebook {str(message.get('rulebook'))[:12]}, not the service's "
+                f"{str(self._rulebook_sha256)[:12]}: the rulebook files changed since the service started; "
+                "restore them, or restart the service to use the changed rulebook")
         return worker
 
     async def _enlist(self, worker: _Worker) -> None:
@@ -576,7 +613,7 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
     # What exists now (modules, the rulebook, the compiled program, the card texts) lives as long as the worker: out
     # of the cyclic collector's sight, its full passes walk only what each job allocates.
     gc.freeze()
-    connection.send_bytes(orjson.dumps({"ready": os.getpid()}))
+    connection.send_bytes(orjson.dumps({"ready": os.getpid(), "rulebook": handler.engine.rulebook.sha256}))
     while True:
         try:
             job = connection.recv_bytes()
@@ -620,14 +657,9 @@ class _Handler:
         self.engine = Engine(settings.rules, cache_size=settings.cache_size)
         self.settings = settings
         # With an audit store, the worker prepares each evaluation's record and the server appends it (recorder.py;
-        # the store is not the engine's audit sink). The records name this rulebook: its files go to the archive now.
+        # the store is not the engine's audit sink). The records name this rulebook, which the server archived as it
+        # started and checks is this worker's (``WorkerPool._archive_rulebook``): no database is needed here.
         self._audited = bool(settings.audit)
-        if self._audited:
-            store = _open_audit_store(settings)
-            try:
-                store.archive(self.engine.rulebook)
-            finally:
-                store.close()
 
     def handle(self, job: dict[str, Any], body: bytes | None = None) -> dict[str, Any]:
         from ..core.errors import ChartRefusedError
