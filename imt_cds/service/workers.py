@@ -3,7 +3,8 @@
 The rules engine is native code (durable-rules, in C); a defect there can kill the process running it. So the
 server process never imports the engine: each worker process builds its own ``Engine`` (with the memo cache), reads
 the FHIR resources into facts, evaluates and, with an audit store, prepares the evaluation's record, which the
-server appends before it sends the answer (``recorder.py``: several records per commit). The
+server appends before it sends the answer (``recorder.py``: several records per commit). Every worker runs the
+rulebook the pool archived as it started (``WorkerPool._archive_rulebook``): one that loads another is refused. The
 server writes each job to a worker's pipe and a task per worker reads the answers on the event loop (the pipe is
 read as an asyncio stream: no thread hop per request; the timeout is an event-loop timer).
 
