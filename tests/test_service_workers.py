@@ -483,3 +483,15 @@ def test_a_worker_that_would_load_rulebook_files_changed_since_the_start_is_refu
         records = store.records()
         assert len(records) == 5 and {r.rulebook["sha256"] for r in records} == {started_with}
         assert store.verify().ok
+
+
+def test_a_pool_whose_rulebook_does_not_load_says_so_and_starts_no_worker(tmp_path):
+    from imt_cds.service.errors import ServiceConfigError
+    from imt_cds.service.workers import WorkerPool, WorkerSettings
+
+    directory = copy_rulebook(tmp_path / "rules")
+    (directory / "rulebook.yaml").unlink()
+    pool = WorkerPool(WorkerSettings(rules=str(directory), cache_size=0), 2)
+    with pytest.raises(ServiceConfigError, match="(?s)the rulebook does not load: .*rulebook.yaml: missing"):
+        asyncio.run(pool.start())
+    assert pool.live_workers == 0 and pool.load()["pids"] == []

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..audit.record import new_record_content
-from ..core.errors import AuditError, RulebookError
+from ..core.errors import AuditError, EvidenceError, RulebookError
 from ..core.rule_loader import load_rulebook
 from .auth import DEFAULT_STORE_TIMEOUT_SECONDS
 from .calls import check_request, find_service, patient_view_options, read_job, same_patient
@@ -318,7 +318,7 @@ class WorkerPool:
         answers from two rulebooks (a worker that loads rulebook files changed since is refused)."""
         try:
             rulebook = self._rulebook if self._rulebook is not None else load_rulebook(self.settings.rules)
-        except RulebookError as exc:
+        except (RulebookError, EvidenceError) as exc:
             raise ServiceConfigError(f"the rulebook does not load: {exc}") from exc
         if self.settings.audit:
             try:
