@@ -68,7 +68,9 @@ def register(commands: Any) -> None:
     serve.add_argument("--audit-no-input", action="store_true", help="keep only each input's sha256 in the records")
     serve.add_argument("--feedback-log", metavar="FILE", type=Path,
                        help="without --audit: append card feedback to this NDJSON file (default: the server log)")
-    serve.add_argument("--rules", metavar="DIR", type=Path, help="rulebook directory (default: the shipped one)")
+    serve.add_argument("--rules", metavar="DIR", type=Path,
+                       help="rulebook directory (default: the shipped one), read once at start: every worker runs "
+                       "that rulebook; to use edited files, restart the service")
     serve.add_argument("--workers", type=int, default=2, metavar="N", help="evaluation processes (default 2)")
     serve.add_argument("--worker-depth", type=int, default=2, metavar="N",
                        help="jobs one worker may hold at once: the one it runs and, while every worker is busy, the "
