@@ -66,14 +66,16 @@ MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_conditions_mutants.py t
 MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler_mutants.py tests/test_compiler.py tests/test_engine.py \
     tests/test_rule_examples.py
 MUTATION_TESTS_imt_cds/core/assessment.py  := tests/test_assessment.py tests/test_assessment_mutants.py \
-    tests/test_audit_first_release.py
+    tests/test_audit_first_release.py tests/test_audit_release_stores.py
 MUTATION_TESTS_imt_cds/core/engine.py      := tests/test_engine.py tests/test_isolation.py tests/test_engine_mutants.py
 MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment_json_mutants.py tests/test_assessment.py \
-    tests/test_audit_first_release.py
+    tests/test_audit_first_release.py tests/test_audit_release_stores.py
 MUTATION_TESTS_imt_cds/core/rule_loader.py := tests/test_rule_loader_mutants.py tests/test_rulebook_loading.py \
-    tests/test_rulebook_structure.py tests/test_rule_metadata.py tests/test_audit_first_release.py
+    tests/test_rulebook_structure.py tests/test_rule_metadata.py tests/test_audit_first_release.py \
+    tests/test_audit_release_stores.py
 MUTATION_TESTS_imt_cds/core/rule_schema.py := tests/test_rule_schema_mutants.py tests/test_rulebook_loading.py \
-    tests/test_rulebook_structure.py tests/test_rule_metadata.py tests/test_audit_first_release.py
+    tests/test_rulebook_structure.py tests/test_rule_metadata.py tests/test_audit_first_release.py \
+    tests/test_audit_release_stores.py
 MUTATION_TESTS_imt_cds/core/evidence.py    := tests/test_evidence_mutants.py tests/test_evidence.py
 MUTATION_TESTS_imt_cds/core/_yaml.py       := tests/test_yaml_mutants.py tests/test_rulebook_loading.py \
     tests/test_rulebook_structure.py
@@ -98,7 +100,7 @@ MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_reader_mutants.p
     tests/test_fhir_invariants.py tests/test_fhir_codesystems.py tests/test_fhir_corpus.py tests/test_fhir_fuzz.py \
     tests/test_evaluate_fhir.py
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output_mutants.py tests/test_fhir_output.py \
-    tests/test_audit_first_release.py
+    tests/test_audit_first_release.py tests/test_audit_release_stores.py
 # The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
 # test of test_service_audit_busy.py is the one that sees the replay cache's database calls kept off the event loop.
 MUTATION_TESTS_imt_cds/service/auth.py := tests/test_auth_mutants.py tests/test_service_jwks.py tests/test_service_auth.py \
@@ -107,7 +109,8 @@ MUTATION_TESTS_imt_cds/service/auth.py := tests/test_auth_mutants.py tests/test_
     -k 'not replicas and not restart'
 # SQLite only (PostgreSQL runs the same archive and replay code), without the record-tampering tests of record.py.
 MUTATION_TESTS_imt_cds/audit/archive.py := tests/test_archive_mutants.py tests/test_audit_archive.py tests/test_audit_replay.py \
-    tests/test_audit_first_release.py tests/test_review_audit_hardening.py tests/test_audit_integrity.py tests/test_audit_store.py \
+    tests/test_audit_first_release.py tests/test_audit_release_stores.py tests/test_review_audit_hardening.py \
+    tests/test_audit_integrity.py tests/test_audit_store.py \
     -k 'not postgres and not editing_any_column and not forged_record_of_any_shape and (replay or archive or compar \
     or rulebook or comment or renamed or edited_file or working_copies or altered_file or difference or withheld \
     or by_position)'
@@ -126,7 +129,8 @@ MUTATION_TESTS_imt_cds/audit/sql.py      := tests/test_sql_mutants.py tests/test
 MUTATION_TESTS_imt_cds/service/recorder.py := tests/test_service_recorder.py \
     tests/test_service_workers.py::test_with_an_audit_store_an_answer_comes_back_only_once_its_record_is_committed
 MUTATION_TESTS_imt_cds/audit/sqlite.py   := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
-MUTATION_TESTS_imt_cds/audit/recorded.py := tests/test_audit_recorded.py tests/test_audit_first_release.py $(AUDIT_STORE_TESTS) \
+MUTATION_TESTS_imt_cds/audit/recorded.py := tests/test_audit_recorded.py tests/test_audit_first_release.py \
+    tests/test_audit_release_stores.py $(AUDIT_STORE_TESTS) \
     -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/backends.py := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/locking.py  := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
