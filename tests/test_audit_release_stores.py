@@ -66,3 +66,20 @@ def test_the_last_record_of_each_store_shows_and_exports(store_path):
                                 timeout=300)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         assert result.stdout.strip()
+
+
+def test_todays_code_appends_to_every_release_store_and_the_chain_stays_one(store_path):
+    # A site upgrading in place keeps its store: today's records follow the old ones in the same chain.
+    import json
+
+    from imt_cds import Engine
+
+    patient = json.loads((FIXTURES.parent.parent / "examples" / "02_alk_positive_unresectable.json").read_text())
+    with open_store(store_path) as store:
+        before = store.records()
+        assessment = Engine(audit=store).evaluate(patient)
+        after = store.records()
+        assert [r.id for r in after[:-1]] == [r.id for r in before]
+        assert after[-1].prev_hash == before[-1].hash and after[-1].assessment == assessment.to_dict()
+        assert store.verify().ok
+        assert replay(store, "last").identical and replay(store, "1").identical
