@@ -1,4 +1,5 @@
-"""Real servers and programs for the audit tests: a private PostgreSQL server, headless Chromium, raw SQL access.
+"""Real servers and programs for the audit tests: a private PostgreSQL server, headless Chromium, raw SQL access,
+the stores earlier releases wrote.
 
 ``running_postgres()`` starts a throw-away PostgreSQL server (initdb into a fresh temporary directory, pg_ctl on a
 free loopback port, trust authentication for loopback only) and removes it afterwards. Debian installs the server
@@ -10,6 +11,7 @@ package creates. If the server truly cannot start, the tests that need it are sk
 from __future__ import annotations
 
 import glob
+import gzip
 import itertools
 import os
 import pwd
@@ -193,3 +195,11 @@ def hold_sqlite_write_lock(path: str | Path) -> subprocess.Popen[bytes]:
                               stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
     return holder
+
+
+def unpack_release_store(packed: Path, folder: Path) -> Path:
+    """A writable copy of a release's audit store (``fixtures/audit-<version>/store.sqlite.gz``) in ``folder``."""
+    path = folder / "store.sqlite"
+    with gzip.open(packed) as source, path.open("wb") as copy:
+        shutil.copyfileobj(source, copy)
+    return path

@@ -9,14 +9,13 @@ ran (``load_rulebook(..., archived=True)``), while a working copy still has to m
 
 from __future__ import annotations
 
-import gzip
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from audit_support import unpack_release_store
 from rulebook_copies import copy_rulebook, edit
 
 from imt_cds import Engine, RulebookError, load_rulebook
@@ -37,10 +36,7 @@ CRITICAL_THEN = {"FLAG_CONTRADICTORY_INPUT", "FLAG_MULTIPLE_KINASE_FUSIONS_VERIF
 
 @pytest.fixture
 def store_path(tmp_path):
-    path = tmp_path / "store.sqlite"
-    with gzip.open(FIXTURE) as packed, path.open("wb") as unpacked:
-        shutil.copyfileobj(packed, unpacked)
-    return path
+    return unpack_release_store(FIXTURE, tmp_path)
 
 
 @pytest.fixture

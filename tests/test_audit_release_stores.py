@@ -7,13 +7,12 @@ store out fails here. ``test_audit_first_release.py`` has what is particular to 
 
 from __future__ import annotations
 
-import gzip
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from audit_support import unpack_release_store
 
 from imt_cds.audit import open_store, replay
 
@@ -24,10 +23,7 @@ SCRIPT = Path(sys.executable).with_name("imt-cds")
 
 @pytest.fixture(params=STORES, ids=[path.parent.name for path in STORES])
 def store_path(request, tmp_path):
-    path = tmp_path / "store.sqlite"
-    with gzip.open(request.param) as packed, path.open("wb") as unpacked:
-        shutil.copyfileobj(packed, unpacked)
-    return path
+    return unpack_release_store(request.param, tmp_path)
 
 
 def test_there_is_a_store_of_the_first_rulebook_and_of_the_current_one():
