@@ -73,7 +73,29 @@ def test_a_conflict_that_prevents_evaluation_exits_2_with_the_reason(tmp_path):
     result = run("--fhir", str(path), "--format", "json")
     assert result.returncode == 2 and result.stdout == ""
     assert "FHIR error" in result.stderr and "history.recurrence" in result.stderr
-    assert "nothing was evaluated" in result.stderr
+    assert "imt-cds: conflicting FHIR resources in" in result.stderr and "nothing was evaluated" in result.stderr
+
+
+def test_a_yes_no_fact_that_cannot_be_read_prevents_evaluation_and_says_so(tmp_path):
+    """Left out, it would read "no": the CLI, like the service's card, says the resources cannot be read."""
+    from imt_cds.render.cards import conflict_card
+
+    bundle = json.loads(BUNDLE.read_text())
+    patient = bundle["entry"][0]["resource"]["id"]
+    bundle["entry"].append({"resource": {
+        "resourceType": "Observation", "id": "recurred", "status": "final", "valueString": "yes",
+        "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "history.recurrence"}]},
+        "subject": {"reference": f"Patient/{patient}"}}})
+    path = tmp_path / "unreadable.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Observation/recurred" in result.stderr and "cannot be left unknown" in result.stderr
+    assert "FHIR resources that disagree or cannot be read in" in result.stderr
+    problems = [p.to_dict() for p in facts_from_bundle(bundle).problems]
+    card = conflict_card(problems, evaluation_id="e1")
+    assert card["summary"].startswith("Unreadable or conflicting records") and card["indicator"] == "critical"
+    assert "disagree or cannot be read" in card["detail"] and "Observation/recurred" in card["detail"]
 
 
 def test_a_single_resource_is_a_chart_and_anything_else_is_invalid_input(tmp_path):

@@ -17,7 +17,7 @@ import yaml
 
 from imt_cds import Engine, load_rulebook
 from imt_cds.core.errors import ChartRefusedError, InvalidInputError, RulebookError
-from imt_cds.fhir.reader import facts_from_bundle, facts_from_resources
+from imt_cds.fhir.reader import facts_from_bundle, facts_from_resources, resource_label
 
 ROOT = Path(__file__).resolve().parents[1]
 ON = date(2026, 11, 21)
@@ -156,10 +156,20 @@ def test_wrong_diagnosis_a_text_only_diagnosis_counts_but_is_flagged_and_a_negat
     assert result.eligibility.eligible and result.eligibility.diagnosis.basis == "text"
     assert any(p.kind == "weak" and "text only" in p.message for p in result.problems)
     assert "text only" in result.eligibility.message
-    for doubtful in ("Rule out inflammatory myofibroblastic tumor", "No evidence of inflammatory myofibroblastic "
-                     "tumor", "Inflammatory myofibroblastic tumor excluded"):
+    name = "inflammatory myofibroblastic tumor"
+    for doubtful in (f"Rule out {name}", f"No evidence of {name}", f"{name} excluded", f"No {name}",
+                     f"Rule-out {name}", f"{name} ruled-out", f"{name} (negative)", f"Non-{name}",
+                     f"{name}-like lesion", f"Mother with {name}", f"{name} vs nodular fasciitis",
+                     f"Concern for {name}", f"Query {name}", f"Presumed {name}", f"{name}, unlikely",
+                     f"DDx: {name}", f"Evaluate for {name}", f"Rule\u200bout {name}", f"Ｒｕｌｅ ｏｕｔ {name}",
+                     f"Suspicious for {name}", f"{name}?"):
         imt["code"] = {"text": doubtful}
-        assert not read(chart(imt=imt)).eligibility.eligible, doubtful
+        result = read(chart(imt=imt))
+        assert (result.eligibility.eligible, result.eligibility.reason) == (False, "no_imt_diagnosis"), doubtful
+    # Invisible characters and fullwidth letters do not hide the name either.
+    for disguised in ("Inflammatory\u200b myofibroblastic tumor", "Ｉｎｆｌａｍｍａｔｏｒｙ myofibroblastic tumor"):
+        imt["code"] = {"text": disguised}
+        assert read(chart(imt=imt)).eligibility.diagnosis.basis == "text", disguised
 
 
 def test_wrong_diagnosis_a_text_seen_before_gets_the_same_verdict_and_the_texts_remembered_are_bounded():
@@ -398,6 +408,11 @@ def test_epithelioid_morphology_from_the_conditions_text_is_used_and_flagged():
     assert result.eligibility.eligible and result.facts.tumor.epithelioid_morphology is True
     assert any(p.path == "tumor.epithelioid_morphology" and p.kind == "weak" for p in result.problems)
     assert read(chart()).facts.tumor.epithelioid_morphology is False
+    coded = copy.deepcopy(IMT)
+    for negated in ("IMT, not epithelioid inflammatory myofibroblastic sarcoma",
+                    "Rule-out epithelioid inflammatory myofibroblastic sarcoma"):
+        coded["code"]["text"] = negated
+        assert read(chart(imt=coded)).facts.tumor.epithelioid_morphology is False, negated
 
 
 # --- never a 500 --------------------------------------------------------------------------------------------------
@@ -456,3 +471,167 @@ def test_never_500_a_malformed_imt_condition_is_skipped_whole_never_half_read():
     result = read(chart(imt=imt))
     assert not result.eligibility.eligible and result.eligibility.reason == "no_imt_diagnosis"
     assert any(p.where == "Condition/imt" and "malformed Condition" in p.message for p in result.problems)
+
+
+# --- charts as EHRs really send them: versions, servers, bounds, dates, unreadable yes/no facts -------------------
+
+
+@pytest.mark.parametrize("verification", [
+    {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": code}]}
+    for code in ("provisional", "differential", "unconfirmed", "Refuted")] + [{"text": "confirmed"}])
+def test_wrong_diagnosis_an_imt_condition_that_is_not_confirmed_does_not_count(verification):
+    imt = {**copy.deepcopy(IMT), "verificationStatus": verification}
+    result = read(chart(imt=imt))
+    assert (result.eligibility.eligible, result.eligibility.reason, result.facts) == (False, "no_imt_diagnosis", None)
+    assert any(p.where == "Condition/imt" and "not confirmed" in p.message for p in result.problems)
+    # No verification status at all is FHIR's usual "confirmed"; the same unconfirmed one as a metastasis is not staged.
+    assert read(chart(imt={k: v for k, v in IMT.items() if k != "verificationStatus"})).ok
+    unconfirmed = read(chart(secondary("met", verificationStatus=verification)))
+    assert unconfirmed.facts.tumor.distant_disease is None
+
+
+@pytest.mark.parametrize("changed", [{"deceasedBoolean": True}, {"birthDate": "2025-06-01"}])
+def test_wrong_patient_two_different_versions_of_one_resource_refuse_the_chart(changed):
+    with pytest.raises(ChartRefusedError, match="two different resources named Patient/p1") as raised:
+        read(chart({**PATIENT, **changed}))
+    assert raised.value.reason == "conflicting_copies"
+    refuted = {**copy.deepcopy(IMT), "verificationStatus": {"coding": [{"code": "refuted"}]}}
+    with pytest.raises(ChartRefusedError, match="Condition/imt"):
+        read(chart(refuted))
+    # One resource sent twice the same (in two prefetch searches) is one resource.
+    assert read(chart(copy.deepcopy(IMT), copy.deepcopy(PATIENT))).ok
+
+
+def test_wrong_patient_a_reference_to_another_server_or_of_another_shape_is_not_the_patient():
+    base = "https://ehr.example/fhir"
+    surgery = {"resourceType": "Procedure", "id": "s", "status": "completed",
+               "code": {"coding": [{"system": SNOMED, "code": "359615001"}]}}
+
+    def with_subject(reference):
+        return facts_from_bundle({"resourceType": "Bundle", "entry": [
+            {"fullUrl": f"{base}/Patient/p1", "resource": copy.deepcopy(PATIENT)},
+            {"fullUrl": f"{base}/Condition/imt", "resource": copy.deepcopy(IMT)},
+            {"fullUrl": f"{base}/Procedure/s", "resource": {**surgery, "subject": {"reference": reference}}}]}, ON)
+
+    for same in (f"{base}/Patient/p1", "Patient/p1", f"{base}/Patient/p1/_history/3"):
+        assert with_subject(same).facts.history.surgery_done is True, same
+    for other in ("https://other-ehr.example/fhir/Patient/p1", "Device/x/Patient/p1", "/Patient/p1"):
+        result = with_subject(other)
+        assert result.facts.history.surgery_done is False, other
+        assert any(p.where == "Procedure/s" and "not Patient/p1" in p.message for p in result.problems), other
+
+
+@pytest.mark.parametrize("death", [{"deceasedBoolean": "true"}, {"deceasedBoolean": 1}, {"deceasedBoolean": [True]},
+                                   {"deceasedDateTime": {"value": "2020"}}])
+def test_deceased_a_death_record_that_cannot_be_read_refuses_the_chart(death):
+    with pytest.raises(ChartRefusedError, match="whether the patient is alive cannot be established") as raised:
+        read(chart(patient={**PATIENT, **death}), diagnosis_attested=True)
+    assert raised.value.reason == "deceased_unreadable"
+
+
+@pytest.mark.parametrize("patient_id", ["p 1", "p" * 65, "p1/x"])
+def test_wrong_patient_a_patient_id_that_is_no_fhir_id_refuses_the_chart(patient_id):
+    with pytest.raises(ChartRefusedError, match="must be a FHIR id") as raised:
+        read(chart(patient={**PATIENT, "id": patient_id}))
+    assert raised.value.reason == "patient_without_id" and len(str(raised.value)) < 400
+
+
+SURGERY = {"resourceType": "Procedure", "id": "surgery", "status": "completed", "subject": {"reference": "Patient/p1"},
+           "code": {"coding": [{"system": SNOMED, "code": "359615001"}]}}
+
+
+@pytest.mark.parametrize("unreadable", [
+    fact("prog", "history.progressed_on_alk_inhibitor", valueString="true"),
+    fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean="true"),
+    fact("prog", "history.recurrence", valueCodeableConcept=5),
+    {**SURGERY, "reasonReference": {"reference": "Condition/imt"}},
+])
+def test_never_a_silent_no_a_yes_no_fact_that_cannot_be_read_stops_the_evaluation(unreadable):
+    """Left out, an unreadable yes/no fact would read "no" (the contract has no unknown for it): another advice."""
+    result = read(chart(unreadable))
+    assert result.facts is None and result.eligibility.eligible
+    errors = [p for p in result.problems if p.severity == "error"]
+    assert errors and errors[0].where == resource_label(unreadable, 2)
+    assert "cannot be left unknown, so nothing is evaluated" in errors[0].message
+    # Read well, the same facts are evaluated; an unreadable fact that may be unknown is skipped, as before.
+    assert read(chart(fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean=True), SURGERY)).ok
+    assert read(chart(fact("resect", "tumor.resectability", valueBoolean="x"))).ok
+
+
+def test_never_a_silent_no_an_unreadable_medication_beside_a_progression_stops_the_evaluation():
+    broken = medication("crizotinib")
+    broken["medicationCodeableConcept"]["coding"].append({"system": 5})  # which drug it is cannot be read
+    result = read(chart(broken, worse("worse")))
+    assert result.facts is None
+    assert [p.path for p in result.problems if p.severity == "error"] == ["history.progressed_on_alk_inhibitor"]
+    # Without a progression it changes nothing: reported and skipped.
+    assert read(chart(broken)).ok
+    unreadable_status = {**worse("worse"), "valueCodeableConcept": {"coding": "worse"}}
+    assert read(chart(medication("crizotinib"), unreadable_status)).facts is None
+    assert read(chart(unreadable_status)).ok
+
+
+def test_progression_an_alk_inhibitor_only_proposed_or_planned_was_not_given():
+    for intent in ("proposal", "plan", "option"):
+        request = {**medication("crizotinib", "MedicationRequest"), "intent": intent}
+        result = read(chart(request, worse("worse")))
+        assert result.facts.history.progressed_on_alk_inhibitor is False, intent
+        assert any("not an order" in p.message for p in result.problems)
+    ordered = {**medication("crizotinib", "MedicationRequest"), "intent": "order"}
+    assert read(chart(ordered, worse("worse"))).facts.history.progressed_on_alk_inhibitor is True
+
+
+def test_never_500_a_contained_element_of_the_wrong_shape_is_reported_and_skipped():
+    statement = {**medication("crizotinib"), "contained": 5, "medicationReference": {"reference": "#m"}}
+    del statement["medicationCodeableConcept"]
+    result = read(chart(statement))
+    assert result.ok
+    assert any(p.where == "MedicationStatement/crizotinib" and "contained" in p.message for p in result.problems)
+
+
+def size(resource_id, value, **quantity):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "21889-1"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "33728-7"}]},
+                           "valueQuantity": {"value": value, "unit": "cm", "code": "cm", **quantity}}]}
+
+
+@pytest.mark.parametrize("comparator", ["<", ">", ">=", "<="])
+def test_stage_a_tumour_size_given_as_a_bound_is_no_measurement(comparator):
+    result = read(chart(size("s", 6, comparator=comparator)))
+    assert result.facts.tumor.size_cm is None
+    assert any(p.path == "tumor.size_cm" and "bound" in p.message for p in result.problems)
+    assert read(chart(size("s", 6))).facts.tumor.size_cm == 6.0
+
+
+def test_stage_a_finding_dated_after_the_evaluation_date_is_not_used():
+    """A wrong date would make a finding the latest, and the latest outranks the rest (an M0 "of 2205")."""
+    result = read(chart(m_category("m1", SNOMED, "1229916009", when="2025-01-01"),
+                        m_category("m0", SNOMED, "1229901006", when="2205-01-01")))
+    assert result.facts.tumor.distant_disease is True
+    assert any(p.where == "Observation/m0" and "after the evaluation date" in p.message for p in result.problems)
+    # The day after the evaluation date still counts (a chart written in a time zone ahead of UTC).
+    tomorrow = read(chart(m_category("m1", SNOMED, "1229916009", when="2025-01-01"),
+                          m_category("m0", SNOMED, "1229901006", when="2026-11-22")))
+    assert tomorrow.facts.tumor.distant_disease is False
+    later = read(chart(medication("crizotinib", when="2027-01-01"), worse("worse", when="2027-02-01")))
+    assert later.facts.history.progressed_on_alk_inhibitor is False
+    # An undated progression counts after any inhibitor given; one "given" in 2027 was not.
+    undated = read(chart(medication("crizotinib", when="2027-01-01"), worse("worse", when=None)))
+    assert undated.facts.history.progressed_on_alk_inhibitor is False
+    assert read(chart(medication("crizotinib"), worse("worse", when=None))).facts.history.progressed_on_alk_inhibitor
+
+
+def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "too-costly", "diagnostics": "search cut short"}]}
+    searchset = {"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"resource": copy.deepcopy(IMT), "search": {"mode": "match"}},
+        {"resource": outcome, "search": {"mode": "outcome"}}]}
+    for resources in ([copy.deepcopy(PATIENT), searchset], chart(copy.deepcopy(outcome))):
+        result = facts_from_resources(resources, ON)
+        assert result.ok
+        said = [p for p in result.problems if p.kind == "incomplete"]
+        assert len(said) == 1 and "'search cut short'" in said[0].message and "may be incomplete" in said[0].message
+    note = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
+    assert not [p for p in read(chart(note)).problems if p.kind == "incomplete"]

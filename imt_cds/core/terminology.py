@@ -23,6 +23,7 @@ Nothing here reads FHIR; ``imt_cds.fhir.reader`` asks a ``Terminology`` whether 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -119,7 +120,8 @@ class ValueSet:
             return False
         named = self._named.get(text)
         if named is None:
-            named = any(p.search(text) for p in self._patterns) and not any(x.search(text) for x in self._exclusions)
+            seen = _as_read(text)
+            named = any(p.search(seen) for p in self._patterns) and not any(x.search(seen) for x in self._exclusions)
             if len(text) <= _MEMO_TEXT_CHARS:
                 if len(self._named) >= _MEMO_TEXTS:
                     self._named.clear()  # (rare: start again rather than track which text is oldest)
@@ -128,6 +130,14 @@ class ValueSet:
 
     def display(self, system: str, code: str) -> str | None:
         return next((c.display for c in self.codes if c.system == system and c.code == code), None)
+
+
+def _as_read(text: str) -> str:
+    """A text as a reader sees it: compatibility forms folded (fullwidth letters, ligatures) and invisible format
+    characters (zero-width spaces and joiners, soft hyphens) removed, so that they neither hide a word that vetoes a
+    text ("rule\u200bout") nor break the name of the concept."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf") if not folded.isascii() else folded
 
 
 @dataclass(frozen=True)

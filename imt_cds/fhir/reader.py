@@ -5,20 +5,25 @@ fact is taken from it, in this order:
 
 1. **Whose data.** The chart must hold exactly one patient (one Patient resource, by id or, without an id, by its
    Bundle ``fullUrl``), and, when the caller names one (CDS Hooks ``context.patientId``), that very patient.
-   Otherwise ``ChartRefusedError`` (nothing is read). Every other resource is used only when its ``subject`` (or
-   ``patient``) reference resolves to that Patient: relative (``Patient/p1``), absolute (``https://x/Patient/p1``),
-   versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else, or about
-   no one, is listed as skipped.
-2. **Alive.** A Patient with ``deceasedBoolean`` true or a ``deceasedDateTime`` is not evaluated.
-3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error nor resolved, whose code
+   Otherwise ``ChartRefusedError`` (nothing is read); also when two different resources bear one name (two
+   versions). Every other resource is used only when its ``subject`` (or ``patient``) reference resolves to that
+   Patient: relative (``Patient/p1``), absolute (``https://x/Patient/p1``, on the chart's server when its fullUrls
+   name one), versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else,
+   or about no one, is listed as skipped.
+2. **Alive.** A Patient with ``deceasedBoolean`` true or a ``deceasedDateTime`` is not evaluated; one whose
+   ``deceased[x]`` cannot be read is refused.
+3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error, resolved nor otherwise
+   unconfirmed (a verification status without "confirmed"; none at all is FHIR's usual default), whose code
    (or mCODE histology-morphology-behavior extension) is in the rulebook's value set ``imt-diagnosis``; or whose
    text names the tumour (then the diagnosis is *text only*, and the assessment says so). Without one, nothing is
    evaluated, unless the caller attests the diagnosis was established elsewhere (recorded in the provenance).
 
 When the chart passes, the facts are read, each traced to the resources it came from. Nothing is guessed: a fact
 with no resource behind it stays unknown, and when resources disagree the fact is left unknown and the conflict
-reported (a yes/no fact that cannot be unknown makes it an error: nothing is evaluated). Findings that have a date
-are ordered by it (a later distant metastasis outranks an earlier cM0); only findings of the same time conflict.
+reported (a yes/no fact that cannot be unknown makes it an error: nothing is evaluated; so does a resource about
+such a fact that cannot be read, since left out the fact would read "no"). Findings that have a date are ordered by
+it (a later distant metastasis outranks an earlier cM0); only findings of the same time conflict; a finding dated
+after the evaluation date is not used.
 
 The reader works on the JSON as sent (no FHIR model library): each element it uses is checked for its FHIR shape,
 a resource with a malformed element is reported and skipped, and FHIR it does not need (primitive extensions such
@@ -123,7 +128,13 @@ _MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
     "MedicationRequest": ("active", "completed", "stopped", "on-hold"),
     "MedicationAdministration": ("completed", "in-progress", "stopped", "on-hold"),
 }
+_PROGRESSION = "history.progressed_on_alk_inhibitor"
+_NOT_ORDERED = ("proposal", "plan", "option")  # MedicationRequest intents that are no order for the patient
 _HISTORY = re.compile(r"/_history/[^/]*$")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR's id datatype
+# A finding dated later than this after the evaluation date is not used: the slack covers a chart written in a time
+# zone ahead of UTC (the evaluation date is UTC's), nothing more.
+_FUTURE_SLACK = timedelta(days=1)
 _NUMBER = (int, float)
 _CM_PER_UNIT = MappingProxyType({"cm": 1.0, "mm": 0.1})  # tumour size units understood
 
@@ -137,7 +148,8 @@ class FhirProblem:
 
     ``kind``: "skipped" (a resource, or what it says, is not used), "conflict" (resources disagree about a fact),
     "not_allowed" (a value the facts contract does not allow), "superseded" (an earlier finding outranked by a later
-    one) or "weak" (used, but recognised by text only)."""
+    one), "weak" (used, but recognised by text only), "unreadable" (a resource about a yes/no fact that cannot be
+    read: an error) or "incomplete" (the FHIR server said a search failed)."""
 
     where: str  # "Observation/size-1", or "entry[3]" for a resource without type and id
     message: str
@@ -276,11 +288,14 @@ class _Item:
 class _Chart:
     items: list[_Item]
     aliases: dict[str, str]  # fullUrl -> label
+    outcomes: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)  # the server's OperationOutcomes
+    bases: frozenset[str] = frozenset()  # server bases of the absolute fullUrls ("https://ehr/fhir")
 
     @classmethod
     def gather(cls, values: Iterable[Any]) -> _Chart:
         items: list[_Item] = []
         aliases: dict[str, str] = {}
+        outcomes: list[tuple[str, Mapping[str, Any]]] = []
 
         def add(resource: Any, where: str, full_url: Any = None) -> None:
             index = len(items)
@@ -309,7 +324,11 @@ class _Chart:
                         continue
                     search = entry.get("search")
                     if isinstance(search, _OBJECT) and search.get("mode") == "outcome":
-                        continue  # the server's OperationOutcome about the search, not patient data
+                        # The server's OperationOutcome about the search, not patient data; its errors say the
+                        # chart may be incomplete.
+                        if isinstance(entry.get("resource"), _OBJECT):
+                            outcomes.append((where, entry["resource"]))
+                        continue
                     request = entry.get("request")
                     if isinstance(request, _OBJECT) and request.get("method") == "DELETE":
                         continue  # a transaction's deletion carries no data
@@ -324,7 +343,32 @@ class _Chart:
                     add(entry["resource"], where, entry.get("fullUrl"))
             else:
                 add(value, f"entry[{number}]")
-        return cls(items, aliases)
+        for item in items:
+            if item.resource is not None and item.resource["resourceType"] == "OperationOutcome":
+                outcomes.append((item.label, item.resource))
+        bases = frozenset(url.rstrip("/").rsplit("/", 2)[0] for url in aliases
+                          if url.startswith(("http://", "https://")) and url.rstrip("/").count("/") >= 4)
+        return cls(items, aliases, outcomes, bases)
+
+    def without_copies(self) -> _Chart:
+        """The chart with each resource once: identical copies (one resource in two prefetch searches) are read
+        once; different contents under one name (two versions of a resource, or two servers' resources of the same
+        id) refuse the chart, since which one is meant cannot be established."""
+        seen: dict[str, _Item] = {}
+        kept: list[_Item] = []
+        for item in self.items:
+            if item.resource is None:
+                kept.append(item)
+                continue
+            first = seen.setdefault(item.label, item)
+            if first is item:
+                kept.append(item)
+            elif first.resource != item.resource:
+                raise ChartRefusedError("conflicting_copies", f"the chart holds two different resources named "
+                                        f"{_short(item.label)} (two versions, or two servers' resources of that id); "
+                                        "which one is meant cannot be established, so nothing is evaluated (send "
+                                        "one version of each resource)", _short(item.label))
+        return _Chart(kept, self.aliases, self.outcomes, self.bases)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -372,9 +416,21 @@ class _Reader:
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
+    bearing: tuple[str, ...] = ()  # the facts the resource being read was recognised to bear on (see _guarded)
+    unreadable: dict[str, list[str]] = field(default_factory=dict)  # "inhibitor"/"progression" -> malformed ones
 
     def offer(self, path: str, value: Any, source: str, when: _Period | None = None, note: str = "") -> None:
+        if when is not None and self._after_today(when, source, path):
+            return
         self.candidates.setdefault(path, []).append(_Candidate(value, source, when, note))
+
+    def _after_today(self, when: _Period, source: str, path: str | None = None) -> bool:
+        """Whether a finding is dated after the evaluation date (then it is reported and not used: a wrong date,
+        which as the latest finding would outrank every true one)."""
+        if when.start <= self.on + _FUTURE_SLACK:
+            return False
+        self.skip(source, f"dated {when}, after the evaluation date {self.on}; not used (check the date)", path)
+        return True
 
     def skip(self, where: str, message: str, path: str | None = None, kind: str = "skipped") -> None:
         self.problems.append(FhirProblem(where, message, "warning", path, kind))
@@ -383,6 +439,9 @@ class _Reader:
 
     def read(self, expected_patient: str | None, diagnosis_attested: bool) -> FhirFacts:
         patient = self._whose(expected_patient)
+        self.chart = self.chart.without_copies()
+        for where, outcome in self.chart.outcomes:
+            self._server_errors(where, outcome)
         resources: list[tuple[str, Mapping[str, Any]]] = []
         for item in self.chart.items:
             if item.resource is None:
@@ -430,6 +489,19 @@ class _Reader:
                    "caller (established outside this chart)"}[diagnosis.basis]
         return self._result(Eligibility(True, reason, message, diagnosis))
 
+    def _server_errors(self, where: str, outcome: Mapping[str, Any]) -> None:
+        """An OperationOutcome in the chart with an error says a search failed or was cut short: what the chart
+        lacks may change the advice, so it is said (the chart is read as it is)."""
+        issues = outcome.get("issue")
+        for issue in issues if isinstance(issues, list) else []:
+            if isinstance(issue, _OBJECT) and issue.get("severity") in ("error", "fatal"):
+                details = issue.get("details")
+                said = issue.get("diagnostics") or (details.get("text") if isinstance(details, _OBJECT) else None)
+                shown = f": {_short(said)!r}" if isinstance(said, str) and said else ""
+                self.problems.append(FhirProblem(
+                    where, f"the FHIR server reported an error{shown}; the chart may be incomplete (what it lacks "
+                    "is not evaluated)", "warning", None, "incomplete"))
+
     def _whose(self, expected: str | None) -> Mapping[str, Any]:
         patients: dict[str, _Item] = {}
         for item in self.chart.items:
@@ -438,6 +510,10 @@ class _Reader:
                 if rid is not None and (not isinstance(rid, str) or not rid):
                     raise ChartRefusedError("patient_without_id", f"{item.label}: Patient.id must be text; the "
                                             "chart's patient cannot be established", _short(rid))
+                if rid is not None and not _FHIR_ID.fullmatch(rid):
+                    raise ChartRefusedError("patient_without_id", f"{_short(item.label)}: Patient.id must be a FHIR "
+                                            "id (1 to 64 letters, digits, '-' or '.'); the chart's patient cannot be "
+                                            "established", _short(rid))
                 key = f"Patient/{rid}" if rid else item.full_url
                 if key is None:
                     raise ChartRefusedError("patient_without_id", "the chart's Patient has no id (and no fullUrl): "
@@ -472,7 +548,16 @@ class _Reader:
         return self._resolve(text), text
 
     def _deceased(self, patient: Mapping[str, Any]) -> str | None:
-        if patient.get("deceasedBoolean") is True:
+        flag, when = patient.get("deceasedBoolean"), patient.get("deceasedDateTime")
+        if (flag is not None and not isinstance(flag, bool)) or (when is not None and not isinstance(when, str)):
+            # Read as "alive" it would be a silent default: whether the patient is alive cannot be established.
+            element, value = ("deceasedBoolean", flag) if flag is not None and not isinstance(flag, bool) else (
+                "deceasedDateTime", when)
+            raise ChartRefusedError("deceased_unreadable", f"{self.patient_label}: {element} must be "
+                                    f"{'true or false' if element == 'deceasedBoolean' else 'a dateTime'}, found "
+                                    f"{_kind(value)}; whether the patient is alive cannot be established, so "
+                                    "nothing is evaluated", _short(value))
+        if flag is True:
             return f"{self.patient_label} is recorded as deceased (deceasedBoolean); nothing is evaluated"
         if isinstance(patient.get("deceasedDateTime"), str):
             return (f"{self.patient_label} is recorded as deceased on {patient['deceasedDateTime']}; nothing is "
@@ -497,10 +582,26 @@ class _Reader:
         return FhirFacts(None, {}, tuple(self.problems), Eligibility(False, reason, message), self.patient_label)
 
     def _guarded(self, label: str, resource: Mapping[str, Any], reader: Any) -> None:
+        self.bearing = ()
         try:
             reader(resource, label)
         except _Malformed as exc:
-            self.skip(label, f"malformed {resource['resourceType']} ({exc}); skipped")
+            # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
+            # so when the reader knew which such fact the resource bears on, nothing is evaluated.
+            blocked = [path for path in self.bearing if _cannot_be_unknown(path) and path != _PROGRESSION]
+            # Progression is decided from two resources: an unreadable one matters only beside the other kind.
+            if resource["resourceType"].startswith("Medication"):  # (whether it is an ALK inhibitor may be unread)
+                self.unreadable.setdefault("inhibitor", []).append(label)
+            elif _PROGRESSION in self.bearing:
+                self.unreadable.setdefault("progression", []).append(label)
+            if blocked:
+                self.problems.append(FhirProblem(
+                    label, f"malformed {resource['resourceType']} ({exc}) about {', '.join(blocked)}, which cannot "
+                    "be left unknown, so nothing is evaluated", "error", blocked[0], "unreadable"))
+            else:
+                self.skip(label, f"malformed {resource['resourceType']} ({exc}); skipped")
+        finally:
+            self.bearing = ()
 
     # -- resource types --
 
@@ -544,6 +645,10 @@ class _Reader:
         if {"refuted", "entered-in-error"} & set(verification):
             self.skip(where, f"verification status {'/'.join(verification)}; not used")
             return
+        if _unconfirmed(condition, verification) and not secondary:
+            self.skip(where, f"verification status {_verification_said(condition, verification)}, not confirmed; "
+                             "not used as the IMT diagnosis")
+            return
         if "resolved" in clinical:
             self.skip(where, "clinical status resolved; not used")
             return
@@ -577,9 +682,9 @@ class _Reader:
         if related and not any(r in self.imt_conditions for r in related):
             self.skip(where, f"secondary tumour of {', '.join(related)}, not of the IMT; not used for staging", path)
             return
-        if {"provisional", "differential", "unconfirmed"} & set(verification):
-            self.skip(where, f"secondary tumour not confirmed (verification status {'/'.join(verification)}); not "
-                             "used for staging", path)
+        if _unconfirmed(condition, verification):
+            self.skip(where, f"secondary tumour not confirmed (verification status "
+                             f"{_verification_said(condition, verification)}); not used for staging", path)
             return
         if set(clinical) & {"inactive", "remission", "resolved"}:
             self.skip(where, f"secondary tumour with clinical status {'/'.join(clinical)}; not used for staging", path)
@@ -597,6 +702,7 @@ class _Reader:
         coded = self.terminology["tumor-resection-procedures"].matching(_codings(code))
         if not profiled and not coded:
             return
+        self.bearing = ("history.surgery_done",)
         status = procedure.get("status")
         if status != "completed":
             self.skip(where, f"surgical procedure with status {status!r}; only completed ones count",
@@ -619,15 +725,19 @@ class _Reader:
             return
         status = resource.get("status")
         if status not in _MEDICATION_TAKEN[resource["resourceType"]]:
-            self.skip(where, f"ALK inhibitor with status {status!r}; not counted as given")
-            return
-        self.alk_inhibitors.append((_when(resource, "effective", "authoredOn"), where))
+            self.skip(where, f"ALK inhibitor with status {_short(status)!r}; not counted as given")
+        elif resource["resourceType"] == "MedicationRequest" and resource.get("intent") in _NOT_ORDERED:
+            self.skip(where, f"ALK inhibitor with intent {resource['intent']!r} (not an order); not counted as given")
+        else:
+            when = _when(resource, "effective", "authoredOn")
+            if when is None or not self._after_today(when, where):
+                self.alk_inhibitors.append((when, where))
 
     def _medication_code(self, reference: str, resource: Mapping[str, Any]) -> Any:
         """The code of a referenced Medication: contained ("#m1") or in the chart."""
         if reference.startswith("#"):
-            for contained in resource.get("contained") or []:
-                if isinstance(contained, _OBJECT) and contained.get("id") == reference[1:]:
+            for contained in _objects(resource, "contained"):
+                if contained.get("id") == reference[1:]:
                     return _concept(contained, "code")
             return None
         label = self._resolve(reference)
@@ -651,7 +761,13 @@ class _Reader:
         if bare in self.chart.aliases:
             return self.chart.aliases[bare]
         parts = bare.rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1] and not bare.startswith("urn:"):
+        absolute = bare.startswith(("http://", "https://"))
+        # A relative reference is Type/id, nothing more ("Device/x/Patient/p1" is none); an absolute one names its
+        # server, and when the chart says which server it came from (its fullUrls), one on another server is about
+        # another record, whatever its id.
+        if absolute and self.chart.bases and "/".join(parts[:-2]) not in self.chart.bases:
+            return bare
+        if (len(parts) == 2 or (absolute and len(parts) > 4)) and parts[-2][:1].isupper() and parts[-1]:
             return "/".join(parts[-2:])
         return bare
 
@@ -708,12 +824,25 @@ class _Reader:
         if focus and not any(f in self.imt_conditions for f in focus):
             self.skip(where, f"disease status of {', '.join(focus)}, not of the IMT; not used")
             return
+        self.bearing = (_PROGRESSION,)
         values = _codings(_concept(observation, "valueCodeableConcept"))
         if self.terminology["disease-worsened"].matching(values):
-            self.progressions.append((_when(observation, "effective", "issued"), where))
+            when = _when(observation, "effective", "issued")
+            if when is None or not self._after_today(when, where, _PROGRESSION):
+                self.progressions.append((when, where))
 
     def _progression(self) -> None:
         """Progression on an ALK inhibitor: a disease status "worse" no earlier than an ALK inhibitor was given."""
+        # A malformed medication record (an ALK inhibitor, for all that can be read) beside a progression, or a
+        # malformed disease status beside an ALK inhibitor, could have made progression "yes"; left out, "no".
+        for kind, other in (("inhibitor", self.progressions), ("progression", self.alk_inhibitors)):
+            for where in self.unreadable.get(kind, []):
+                if other:
+                    self.problems.append(FhirProblem(
+                        where, f"malformed {'medication record' if kind == 'inhibitor' else 'disease status'} beside "
+                        f"{'a progression' if kind == 'inhibitor' else 'an ALK inhibitor'}: progression on an ALK "
+                        "inhibitor cannot be established, so nothing is evaluated", "error",
+                        _PROGRESSION, "unreadable"))
         for when, where in self.progressions:
             given = [source for started, source in self.alk_inhibitors
                      if started is None or when is None or not when.before(started)]
@@ -789,6 +918,10 @@ class _Reader:
             value = quantity["value"]
             if isinstance(value, bool) or not isinstance(value, _NUMBER):
                 raise _Malformed(f"valueQuantity.value must be a number, found {_kind(value)}")
+            if quantity.get("comparator") is not None:
+                self.skip(where, f"tumor size given as a bound ({_short(quantity['comparator'])} {value}), not a "
+                                 "measurement; not used", "tumor.size_cm")
+                return
             unit = quantity.get("code") or quantity.get("unit")
             factor = _CM_PER_UNIT.get(str(unit))
             if factor is None:
@@ -803,6 +936,7 @@ class _Reader:
 
     def _project_fact(self, path: str, observation: Mapping[str, Any], where: str) -> None:
         fields = fact_fields()
+        self.bearing = (path,)
         if path not in fields or path in _STANDARD_PATHS:
             usable = [p for p in fields if p not in _STANDARD_PATHS]
             close = difflib.get_close_matches(path, usable, n=1)
@@ -821,7 +955,11 @@ class _Reader:
         else:
             value = None
         if value is None:
-            self.skip(where, f"no usable value for {path}", path)
+            if _cannot_be_unknown(path):
+                self.problems.append(FhirProblem(where, f"no usable value for {path}, which cannot be left unknown, "
+                                                 "so nothing is evaluated", "error", path, "unreadable"))
+            else:
+                self.skip(where, f"no usable value for {path}", path)
             return
         self.offer(path, value, where)
 
@@ -848,7 +986,6 @@ class _Reader:
         data: dict[str, Any] = {}
         sources: dict[str, tuple[str, ...]] = {}
         errors = []
-        fields = fact_fields()
         for gene, found in self.methods.items():
             self.offer(f"molecular.{gene}.methods", sorted({m for m, _ in found}), found[0][1])
         for path, offered in self.candidates.items():
@@ -856,7 +993,7 @@ class _Reader:
             if standing is None:
                 refs = tuple(dict.fromkeys(c.source for c in offered))
                 shown = "; ".join(_said(c) for c in offered)
-                if fields[path].nullable or fields[path].kind in ("enum", "set", "text"):
+                if not _cannot_be_unknown(path):
                     self.problems.append(FhirProblem(", ".join(refs), f"conflicting values for {path}: {shown}; "
                                                      "left unknown", "warning", path, "conflict"))
                 else:
@@ -869,7 +1006,7 @@ class _Reader:
 
     def _result(self, eligibility: Eligibility) -> FhirFacts:
         data, sources, errors = self.result_data()
-        if errors:
+        if errors or any(problem.severity == "error" for problem in self.problems):
             return FhirFacts(None, sources, tuple(self.problems + errors), eligibility, self.patient_label)
         try:
             facts = parse_facts(data)
@@ -879,11 +1016,17 @@ class _Reader:
             for problem in exc.problems:
                 # An item of a set ("molecular.alk.methods[1]") came from the resources of the whole set.
                 fact_path = problem.path.split("[")[0]
+                # A yes/no fact dropped would read "no": then nothing is evaluated instead.
+                severity = "error" if _cannot_be_unknown(fact_path) else "warning"
+                outcome = ("it cannot be left unknown, so nothing is evaluated" if severity == "error" else
+                           "not used")
                 self.problems.append(FhirProblem(", ".join(sources.get(fact_path, ("?",))),
-                                                 f"value not allowed for {problem.path}: {problem.message}; not used",
-                                                 "warning", problem.path, "not_allowed"))
+                                                 f"value not allowed for {problem.path}: {problem.message}; {outcome}",
+                                                 severity, problem.path, "not_allowed"))
                 _unset(data, problem.path)
                 sources.pop(fact_path, None)
+            if any(problem.severity == "error" for problem in self.problems):
+                return FhirFacts(None, sources, tuple(self.problems), eligibility, self.patient_label)
             try:
                 facts = parse_facts(data)
             except InvalidInputError as again:
@@ -894,6 +1037,12 @@ class _Reader:
 
 
 # --- FHIR shapes, checked -----------------------------------------------------------------------------------------
+
+
+def _cannot_be_unknown(path: str) -> bool:
+    """A yes/no fact of the contract: it has no "unknown", so a value lost reads as "no" (a changed recommendation)."""
+    fields = fact_fields()
+    return path in fields and not fields[path].nullable and fields[path].kind not in ("enum", "set", "text")
 
 
 def _concept(resource: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
@@ -968,6 +1117,19 @@ def _status(resource: Mapping[str, Any], key: str) -> list[str]:
     concept = _concept(resource, key)
     _codings(concept)  # (checks the shape)
     return [c["code"] for c in (concept or {}).get("coding") or [] if isinstance(c.get("code"), str)]
+
+
+def _unconfirmed(condition: Mapping[str, Any], verification: list[str]) -> bool:
+    """A verification status given without "confirmed" (provisional, differential, unconfirmed, a code this reader
+    does not know, or text only); none given is taken as FHIR's common default, confirmed."""
+    return condition.get("verificationStatus") is not None and "confirmed" not in verification
+
+
+def _verification_said(condition: Mapping[str, Any], verification: list[str]) -> str:
+    if verification:
+        return "/".join(_short(code) for code in verification)
+    text = _text_of(_concept(condition, "verificationStatus"))
+    return f"{_short(text)!r} (text, no code)" if text else "without a code"
 
 
 def _display(concept: Mapping[str, Any] | None, coding: Coding) -> str | None:

@@ -463,17 +463,25 @@ def problems_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str,
 
 
 def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) -> dict[str, Any]:
-    """The card returned instead of findings when conflicting resources prevent any evaluation."""
+    """The card returned instead of findings when conflicting (or unreadable) resources prevent any evaluation."""
     errors = [p for p in problems if p.get("severity") == "error"]
     others = [p for p in problems if p.get("severity") != "error"]
-    detail = ["**Nothing was evaluated.** The FHIR record disagrees with itself about facts that cannot be left "
-              "unknown, and imt-cds never evaluates a guess:", ""]
+    # Most often resources that disagree; also a resource about a yes/no fact that cannot be read (left out, the
+    # fact would read "no"): the card says which it is.
+    only_conflicts = all(p.get("kind") == "conflict" for p in errors)
+    detail = ["**Nothing was evaluated.** The FHIR record " + (
+        "disagrees with itself about facts" if only_conflicts else
+        "holds resources that disagree or cannot be read, about facts") +
+        " that cannot be left unknown, and imt-cds never evaluates a guess:", ""]
     detail += [f"- {_md(p['where'])}: {_md(p['message'])}" for p in errors]
     if others:
         detail += ["", "Also not used:"] + [f"- {_md(p['where'])}: {_md(p['message'])}" for p in others]
-    detail += ["", "Correct or retire the conflicting resources, then open the chart again."]
+    detail += ["", "Correct or retire the " + ("conflicting" if only_conflicts else "listed") +
+               " resources, then open the chart again."]
+    summary = ("Conflicting records: no IMT decision support until they are reconciled." if only_conflicts else
+               "Unreadable or conflicting records: no IMT decision support until they are corrected.")
     return make_card(card_id=card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_CONFLICT),
-                     summary="Conflicting records: no IMT decision support until they are reconciled.",
+                     summary=summary,
                      indicator=Indicator.CRITICAL, detail=detail,
                      source=service_source(ServiceCard.FHIR_INPUT_CONFLICT, "Conflicting FHIR resources"))
 
