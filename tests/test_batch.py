@@ -259,6 +259,18 @@ def test_the_audit_trail_holds_exactly_the_assessments_written(tmp_path):
     assert [r.patient_id for r in recorded] == [w["patient_id"] for w in written]
 
 
+def test_an_audited_run_may_write_to_a_device_or_a_pipe(tmp_path):
+    """Only a regular file is flushed to disk before its records (fsync of /dev/null or a pipe fails: EINVAL)."""
+    source, db = tmp_path / "in.ndjson", tmp_path / "audit.db"
+    source.write_bytes(b"\n".join(_patients(5)) + b"\n")
+    result = run("batch", source, "-o", os.devnull, "--audit", db, "--progress", "never")
+    assert result.returncode == 0 and b"internal error" not in result.stderr
+    piped = run("batch", source, "--audit", db, "--progress", "never")  # standard output: a pipe here
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 5
+    with open_store(str(db)) as store:
+        assert store.verify().ok and len(store.records()) == 10
+
+
 def test_when_recording_fails_the_output_ends_before_the_first_unrecorded_assessment(tmp_path):
     # Records go RECORDS_PER_TRANSACTION to a transaction, all or none: the first group is recorded, the second is
     # refused by the store at its fourth record, so none of the second group is, and the output ends before it.

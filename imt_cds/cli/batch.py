@@ -400,10 +400,11 @@ class _Writer:
     def __init__(self, destination: str | None, store: Any, rulebook: Any):
         self.store, self.rulebook, self.written = store, rulebook, 0
         self.archived = False  # the rulebook's files put in the store's archive (before the first record)
-        self.to_file = destination is not None
         self.output: IO[bytes] = sys.stdout.buffer
         if destination is not None:
             self.output = open(destination, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115 - closed in close()
+        # Only a regular file can be flushed to a disk (fsync of /dev/null, a pipe or a terminal fails: EINVAL).
+        self.to_file = destination is not None and stat.S_ISREG(os.fstat(self.output.fileno()).st_mode)
 
     def append(self, unit: _Unit, result: _UnitResult) -> None:
         base = self.written
