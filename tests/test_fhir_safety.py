@@ -635,3 +635,52 @@ def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
         assert len(said) == 1 and "'search cut short'" in said[0].message and "may be incomplete" in said[0].message
     note = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
     assert not [p for p in read(chart(note)).problems if p.kind == "incomplete"]
+
+
+def loinc_component(code, answer, display=None):
+    value = {"coding": [{"system": "http://loinc.org", "code": answer, **({"display": display} if display else {})}]}
+    return {"code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "valueCodeableConcept": value}
+
+
+ALK_GENE = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:427"}]}
+
+
+@pytest.mark.parametrize("component, said", [
+    (loinc_component("48002-0", "LA6683-2", "Germline"), "genomic source LA6683-2 (Germline), not somatic"),
+    (loinc_component("53037-8", "LA26333-7", "Uncertain significance"), "not pathogenic or likely pathogenic"),
+    (loinc_component("53037-8", "LA6675-8"), "clinical significance LA6675-8, not pathogenic"),
+])
+def test_fusion_a_present_variant_that_is_germline_or_not_pathogenic_is_not_the_tumours_fusion(component, said):
+    stated = variant("v", ALK_GENE)
+    stated["component"].append(component)
+    result = read(chart(stated))
+    assert result.facts.molecular.alk.status == "unknown"
+    assert any(p.where == "Observation/v" and said in p.message and p.path == "molecular.alk.status"
+               for p in result.problems)
+    # Somatic and (likely) pathogenic, as Genomics Reporting writes a tumour's fusion, is read as before.
+    for fine in (loinc_component("48002-0", "LA6684-0"), loinc_component("53037-8", "LA6668-3"),
+                 loinc_component("53037-8", "LA26332-9")):
+        confirmed = variant("v", ALK_GENE)
+        confirmed["component"].append(fine)
+        assert read(chart(confirmed)).facts.molecular.alk.status == "positive"
+
+
+def test_fusion_an_implication_derived_from_the_variant_that_is_not_pathogenic_vetoes_it():
+    """Genomics Reporting puts the clinical significance on an implication Observation that names the variant."""
+    implication = {"resourceType": "Observation", "id": "imp", "status": "final",
+                   "subject": {"reference": "Patient/p1"}, "code": {"text": "Diagnostic Implication"},
+                   "derivedFrom": [{"reference": "Observation/v"}],
+                   "component": [loinc_component("53037-8", "LA26333-7")]}
+    result = read(chart(implication, variant("v", ALK_GENE)))  # (the implication first: order does not matter)
+    assert result.facts.molecular.alk.status == "unknown"
+    implication["component"] = [loinc_component("53037-8", "LA6668-3")]
+    assert read(chart(variant("v", ALK_GENE), implication)).facts.molecular.alk.status == "positive"
+    elsewhere = {**implication, "derivedFrom": [{"reference": "Observation/other"}],
+                 "component": [loinc_component("53037-8", "LA26333-7")]}
+    assert read(chart(variant("v", ALK_GENE), elsewhere)).facts.molecular.alk.status == "positive"
+    # A Bundle names the variant by its fullUrl.
+    by_url = {**implication, "derivedFrom": [{"reference": "urn:uuid:1f0c"}],
+              "component": [loinc_component("53037-8", "LA26333-7")]}
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in chart(by_url)] + [
+        {"fullUrl": "urn:uuid:1f0c", "resource": variant("v", ALK_GENE)}]}
+    assert facts_from_bundle(bundle, ON).facts.molecular.alk.status == "unknown"

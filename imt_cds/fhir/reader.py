@@ -78,6 +78,13 @@ MORPHOLOGY_EXTENSION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-h
 VARIANT = "69548-6"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
+# Genomics Reporting (HL7/genomics-reporting input/fsh): a variant's genomic source class (CGFindings.fsh, component
+# 48002-0; LA6684-0 Somatic, CGExamples.fsh) and an implication's clinical significance (CGImplications.fsh,
+# component 53037-8; LA6668-3 Pathogenic, CGExamples.fsh; LA26332-9 Likely Pathogenic,
+# examples/somaticReportPDFexamples.fsh). A tumour's fusion is somatic and pathogenic: a "Present" stated otherwise
+# (germline, benign, of uncertain significance) is not read as one.
+GENOMIC_SOURCE, SOMATIC = "48002-0", "LA6684-0"
+CLINICAL_SIGNIFICANCE, PATHOGENIC = "53037-8", ("LA6668-3", "LA26332-9")
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
 TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
 
@@ -416,6 +423,7 @@ class _Reader:
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
+    significance: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # variant -> significance said
     bearing: tuple[str, ...] = ()  # the facts the resource being read was recognised to bear on (see _guarded)
     unreadable: dict[str, list[str]] = field(default_factory=dict)  # "inhibitor"/"progression" -> malformed ones
 
@@ -474,6 +482,9 @@ class _Reader:
                 "no_imt_diagnosis", f"the chart of {self.patient_label} holds no IMT diagnosis (no Condition coded "
                 f"from value set imt-diagnosis or naming the tumour){found}; nothing is evaluated")
         self._guarded(self.patient_label, patient, self._patient)
+        for label, resource in resources:  # what implications say of variants, before the variants are read
+            if resource["resourceType"] == "Observation":
+                self._implication(resource)
         for label, resource in resources:
             kind = resource["resourceType"]
             if kind == "Observation":
@@ -854,6 +865,37 @@ class _Reader:
                                  "progression on prior therapy is not set from it",
                           "history.progressed_on_alk_inhibitor")
 
+    def _implication(self, observation: Mapping[str, Any]) -> None:
+        """A clinical significance said of variants by another Observation (Genomics Reporting's implications, or an
+        Observation coded 53037-8), by its ``derivedFrom``. Unreadable ones are left to the variant's own reading."""
+        try:
+            said = [component for component in _objects(observation, "component")
+                    if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
+            if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(observation, "code"))):
+                said.append(observation)
+            if said:
+                for reference in _references(observation, "derivedFrom"):
+                    self.significance.setdefault(self._resolve(reference), []).extend(said)
+        except _Malformed:
+            return
+
+    def _not_a_tumour_fusion(self, observation: Mapping[str, Any], where: str) -> str | None:
+        """Why a "Present" variant is not the tumour's fusion (germline, not stated pathogenic), or None."""
+        for component in _objects(observation, "component"):
+            codes = [c.code for c in _codings(_concept(component, "code"))]
+            if GENOMIC_SOURCE in codes:
+                value = _concept(component, "valueCodeableConcept")
+                sources = [c.code for c in _codings(value)]
+                if sources and SOMATIC not in sources:
+                    return f"genomic source {_said_concept(value)}, not somatic"
+        stated = [component for component in _objects(observation, "component")
+                  if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
+        for statement in stated + self.significance.get(where, []):
+            value = _concept(statement, "valueCodeableConcept")
+            if value is not None and not any(c.code in PATHOGENIC for c in _codings(value)):
+                return f"clinical significance {_said_concept(value)}, not pathogenic or likely pathogenic"
+        return None
+
     def _variant(self, observation: Mapping[str, Any], where: str) -> None:
         value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
         genes: list[str] = []  # HGNC ids studied
@@ -879,6 +921,13 @@ class _Reader:
             return
         if PRESENT in value and ABSENT not in value:
             status = "positive"
+            why_not = self._not_a_tumour_fusion(observation, where)
+            if why_not is not None:
+                for hgnc in ours:
+                    gene, symbol = GENE_BY_HGNC[hgnc]
+                    self.skip(where, f"{symbol} variant present with {why_not}: not read as the tumour's fusion "
+                                     "(status left unknown)", f"molecular.{gene}.status")
+                return
         elif ABSENT in value and PRESENT not in value:
             status = "negative"
         else:
@@ -1130,6 +1179,16 @@ def _verification_said(condition: Mapping[str, Any], verification: list[str]) ->
         return "/".join(_short(code) for code in verification)
     text = _text_of(_concept(condition, "verificationStatus"))
     return f"{_short(text)!r} (text, no code)" if text else "without a code"
+
+
+def _said_concept(concept: Mapping[str, Any] | None) -> str:
+    """A coded value as a message shows it: its codes with their displays, else its text."""
+    codings = [c for c in (concept or {}).get("coding") or []
+               if isinstance(c, _OBJECT) and isinstance(c.get("code"), str)]
+    if codings:
+        return ", ".join(f"{_short(c['code'])}" + (f" ({_short(c['display'])})" if isinstance(c.get("display"), str)
+                                                   else "") for c in codings)
+    return repr(_short(_text_of(concept) or "(no value)"))
 
 
 def _display(concept: Mapping[str, Any] | None, coding: Coding) -> str | None:
