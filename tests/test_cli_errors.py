@@ -21,6 +21,8 @@ SCRIPT = Path(sys.executable).with_name("imt-cds")
 EXAMPLE = str(ROOT / "examples" / "02_alk_positive_unresectable.json")
 BUNDLE = str(ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json")
 RULES = str(ROOT / "rules")
+PATIENTS = str(ROOT / "examples" / "patients.ndjson")
+PG = "postgresql://imt@127.0.0.1:9/none"  # never reached: the driver is missing before any connection
 
 EXIT_USAGE = 2
 
@@ -109,9 +111,18 @@ EXTRAS = [
     ("rules verify", "z3", ["rules", "verify"], "authoring", EXIT_USAGE),
     ("rules diff", "z3", ["rules", "diff", RULES, RULES], "authoring", EXIT_USAGE),
     ("serve", "fastapi,uvicorn", ["serve", "--allow-unauthenticated", "--port", "1"], "service", EXIT_USAGE),
-    # The audit commands keep their own exit codes (README, Audit trail): a store that cannot be opened is 1.
-    ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", "postgresql://imt@127.0.0.1:9/none"],
-     "postgres", 1),
+    # A missing driver is a missing extra like any other (exit 2), not a store that cannot be read (1) or a server
+    # that cannot start where told (3).
+    ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", PG], "postgres", EXIT_USAGE),
+    ("audit verify on PostgreSQL", "psycopg", ["audit", "verify", "--db", PG], "postgres", EXIT_USAGE),
+    ("evaluate --audit PostgreSQL", "psycopg", ["evaluate", EXAMPLE, "--audit", PG], "postgres", EXIT_USAGE),
+    ("batch --audit PostgreSQL", "psycopg", ["batch", PATIENTS, "-o", "out.ndjson", "--audit", PG], "postgres",
+     EXIT_USAGE),
+    ("serve --audit PostgreSQL", "psycopg", ["serve", "--allow-unauthenticated", "--port", "1", "--audit", PG],
+     "postgres", EXIT_USAGE),
+    # Signing is the signing extra's job (the service extra brings cryptography too, but that is not what to install).
+    ("audit keygen", "cryptography", ["audit", "keygen", "--private-key", "k.pem", "--public-key", "k.pub"],
+     "signing", EXIT_USAGE),
 ]
 
 
@@ -131,6 +142,19 @@ def run_without(modules: str, *args: str, cwd: Path) -> subprocess.CompletedProc
 def test_a_missing_extra_is_named_with_the_command_that_installs_it(command, modules, args, extra, code, tmp_path):
     result = run_without(modules, *args, cwd=tmp_path)
     assert_one_line_error(result, code, f"pip install 'imt-cds[{extra}]'")
+    # No error code of a store or a key file: nothing was invalid, a package is missing.
+    assert "error [" not in result.stderr, result.stderr
+
+
+def test_signing_or_checking_a_checkpoint_without_cryptography_names_the_signing_extra(tmp_path):
+    assert run("audit", "keygen", "--private-key", "k.pem", "--public-key", "k.pub", cwd=tmp_path).returncode == 0
+    assert run("evaluate", EXAMPLE, "--audit", "audit.db", cwd=tmp_path).returncode == 0
+    assert run("audit", "head", "--db", "audit.db", "--sign", "k.pem", "-o", "c.json", cwd=tmp_path).returncode == 0
+    for args in (["audit", "head", "--db", "audit.db", "--sign", "k.pem"],
+                 ["audit", "verify", "--db", "audit.db", "--checkpoint", "c.json", "--public-key", "k.pub"]):
+        result = run_without("cryptography", *args, cwd=tmp_path)
+        assert_one_line_error(result, EXIT_USAGE, "pip install 'imt-cds[signing]'")
+        assert "error [" not in result.stderr, result.stderr
 
 
 def test_the_blocker_really_hides_the_module(tmp_path):

@@ -19,22 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..core.errors import ImtCdsError
-from .common import EPILOG, EXIT_INTERNAL, EXIT_INVALID_INPUT, EXIT_OK, UsageError
+from .common import EPILOG, EXIT_INTERNAL, EXIT_INVALID_INPUT, EXIT_OK, UsageError, missing_extra, missing_extra_message
 
 __all__ = ["main"]
-
-# The optional extras of pyproject.toml, by the top-level module whose absence means the extra is not installed.
-_EXTRA_OF_MODULE = {
-    "z3": "authoring",
-    "fhir": "fhir",
-    "psycopg": "postgres",
-    "fastapi": "service",
-    "uvicorn": "service",
-    "httpx": "service",
-    "jwt": "service",
-    "cryptography": "service",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with a did-you-mean for mistyped commands and choices, and usage errors in one line.
@@ -108,11 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except (ImtCdsError, ImportError) as exc:
-        extra = _missing_extra(exc)
+        extra = missing_extra(exc)
         if extra is not None:
-            module, name = extra
-            print(f"imt-cds: error: this command needs the optional package {module!r}, which is not installed: "
-                  f"pip install 'imt-cds[{name}]'", file=sys.stderr)
+            print(missing_extra_message(*extra), file=sys.stderr)
             return EXIT_INVALID_INPUT
         if isinstance(exc, ImportError):
             return _internal_error(exc)
@@ -133,18 +118,4 @@ def _internal_error(exc: BaseException) -> int:
         traceback.print_exception(exc)
     print(f"imt-cds: internal error: {type(exc).__name__}: {exc} (set IMT_CDS_DEBUG=1 for details)", file=sys.stderr)
     return EXIT_INTERNAL
-
-
-def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
-    """(missing module, extra that installs it) when an ImportError, or one it was raised from, is a missing extra."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        name = getattr(seen, "name", None)
-        if isinstance(seen, ImportError) and name:
-            top = name.split(".")[0]
-            if top in _EXTRA_OF_MODULE:
-                return name, _EXTRA_OF_MODULE[top]
-        seen = seen.__cause__ or seen.__context__
-    return None
-
 

@@ -3,7 +3,8 @@
 The server refuses to start without authentication (at least one ``--trust ISS JWKS``) unless
 ``--allow-unauthenticated`` is given, which prints a warning: anyone who can reach the port could then read
 decision support for any patient record they send. Exit codes: 0 after a clean shutdown; 2 for a configuration it
-refuses (no authentication, an unreadable JWK Set, a bad URL, limits that do not fit); 3 when it cannot start
+refuses (no authentication, an unreadable JWK Set, a bad URL, limits that do not fit) or an optional extra that is
+not installed (the service's, or psycopg for a PostgreSQL audit store); 3 when it cannot start
 where it was told to (the audit store cannot be opened, the address cannot be listened on); 1 for an internal error
 (as every command: see ``cli.main``). Each is one line on standard error, never a traceback.
 
@@ -20,6 +21,8 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+from .common import missing_extra, missing_extra_message
 
 __all__ = ["register"]
 
@@ -41,8 +44,8 @@ def register(commands: Any) -> None:
         "and /healthz (liveness and load).",
         epilog="example: imt-cds serve --port 8080 --public-url https://cds.example.org "
         "--trust https://ehr.example.org/ ehr-jwks.json --audit audit.db\n"
-        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused, 3 cannot start (audit store "
-        "cannot be opened, address in use).",
+        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused or an extra not installed,\n"
+        "3 cannot start (audit store cannot be opened, address in use).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -169,6 +172,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         protocol = guarded_protocol(limits, max_connections, args.http_parser)
         app = create_app(config)
     except AuditStoreUnavailableError as exc:
+        extra = missing_extra(exc)
+        if extra is not None:  # no PostgreSQL driver: nothing to do with where the server starts (exit 2, as usage)
+            print(missing_extra_message(*extra), file=sys.stderr)
+            return EXIT_USAGE
         print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
     except (ServiceConfigError, RulebookError, EvidenceError) as exc:
