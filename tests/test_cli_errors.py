@@ -178,6 +178,52 @@ def test_a_mistyped_command_or_choice_gets_a_did_you_mean(args, suggestion, tmp_
     assert_one_line_error(result, EXIT_USAGE, suggestion)
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["evaluate", EXAMPLE, "--formt", "json"], "imt-cds evaluate: error: unknown option --formt (did you mean "
+     "--format?); see: imt-cds evaluate --help"),
+    (["evaluate", EXAMPLE, "--formt=json"], "imt-cds evaluate: error: unknown option --formt (did you mean "
+     "--format?); see: imt-cds evaluate --help"),
+    (["batch", PATIENTS, "--jbos", "2"], "imt-cds batch: error: unknown option --jbos (did you mean --jobs?); "
+     "see: imt-cds batch --help"),
+    (["serve", "--prot", "1"], "imt-cds serve: error: unknown option --prot (did you mean --port?); see: "
+     "imt-cds serve --help"),
+    (["rules", "lint", "--seds", "x"], "imt-cds rules lint: error: unknown option --seds (did you mean --seeds?); "
+     "see: imt-cds rules lint --help"),
+    (["audit", "list", "--db", "a.db", "--patien", "P1"], "imt-cds audit list: error: unknown option --patien "
+     "(did you mean --patient?); see: imt-cds audit list --help"),
+    (["audit", "verify", "--db", "a.db", "--xyzzy"], "imt-cds audit verify: error: unknown option --xyzzy; see: "
+     "imt-cds audit verify --help"),
+])
+def test_a_mistyped_option_gets_a_did_you_mean_and_the_help_of_its_own_command(args, line, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert_one_line_error(result, EXIT_USAGE, line)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    # argparse would take --rule for --rules and lint the folder x without a word about it
+    (["rules", "lint", "--rule", "x"], "unknown option --rule (did you mean --rules?)"),
+    (["evaluate", EXAMPLE, "--form", "json"], "unknown option --form (did you mean --format?)"),
+    (["audit", "show", "last", "--db", "a.db", "--form", "json"], "unknown option --form (did you mean --format?)"),
+])
+def test_an_abbreviated_option_is_refused_never_taken_for_the_option_it_begins(args, line, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert_one_line_error(result, EXIT_USAGE, line)
+
+
+def test_no_parser_takes_abbreviated_options():
+    from imt_cds.cli.main import _parser
+
+    def walk(parser):  # type: ignore[no-untyped-def]
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    parsers = list(walk(_parser()))
+    assert len(parsers) > 15 and not [p.prog for p in parsers if p.allow_abbrev]
+
+
 def test_a_word_like_no_command_gets_no_guess(tmp_path):
     result = run("xyzzy", cwd=tmp_path)
     assert_one_line_error(result, EXIT_USAGE, "invalid choice: 'xyzzy'")

@@ -24,9 +24,32 @@ from .common import EPILOG, EXIT_INTERNAL, EXIT_INVALID_INPUT, EXIT_OK, UsageErr
 __all__ = ["main"]
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a did-you-mean for mistyped commands and choices, and usage errors in one line.
+    """argparse, with a did-you-mean for mistyped commands, choices and options, and usage errors in one line.
 
-    Sub-command parsers are made of the same class (argparse's default), so ``imt-cds rules lnt`` is helped too."""
+    Sub-command parsers are made of the same class (argparse's default), so ``imt-cds rules lnt`` is helped too.
+    Abbreviated options are refused: argparse would take ``rules lint --rule x`` for ``--rules x`` without a word,
+    and an abbreviation that works today breaks silently when an option sharing its prefix is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        # A sub-command's parser sees its arguments first: it refuses what it does not know itself, so the error
+        # names its own options and its own --help (argparse would leave them to the top-level parser).
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unknown(extras))
+        return parsed, extras
+
+    def _unknown(self, extras: list[str]) -> str:
+        option = next((word for word in extras if word.startswith("-") and word != "-"), None)
+        if option is None:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        name = option.split("=", 1)[0]
+        known = [string for action in self._actions for string in action.option_strings if string.startswith("--")]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else "")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         try:
@@ -38,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
             raise argparse.ArgumentError(action, f"{exc.message}; did you mean {close[0]!r}?") from None
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INVALID_INPUT, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        self.exit(EXIT_INVALID_INPUT, f"{self.prog}: error: {message}; see: {self.prog} --help\n")
 
 
 def _parser() -> argparse.ArgumentParser:
