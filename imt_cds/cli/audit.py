@@ -461,7 +461,11 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from ..render.report_html import render_report_html
 
-    if (args.patient is None) == (args.audit_id is None):
+    if args.patient is None and args.audit_id is None:
+        print("imt-cds: error: report on what? give a patient file (or - for standard input), or --audit-id ID "
+              "--db DB", file=sys.stderr)
+        return EXIT_USAGE
+    if args.patient is not None and args.audit_id is not None:
         print("imt-cds: error: give a patient file or --audit-id ID (with --db DB), not both", file=sys.stderr)
         return EXIT_USAGE
     if args.audit_id is not None:
