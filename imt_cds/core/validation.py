@@ -298,8 +298,8 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
         allowed = keys_at(parent)
         message = f"unknown key {key!r}"
         close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-        if close:
-            message += f"; did you mean {close[0]!r}?"
+        # Either way a sentence ends before the list (as for values below): "...?" or "...".
+        message += f"; did you mean {close[0]!r}?" if close else "."
         message += " Allowed keys here: " + ", ".join(allowed)
         return InputProblem(_path(loc), message, value)
     if kind == "string_unicode":  # a lone surrogate (\\ud800-\\udfff): JSON allows the escape, Unicode text does not
