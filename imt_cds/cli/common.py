@@ -120,13 +120,14 @@ def read_input(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:
+def report_invalid(exc: InvalidInputError, stream: TextIO, source: str, what: str = "patient facts") -> None:
+    """Every problem of ``exc``, under a heading naming ``what`` was invalid (patient facts, or a FHIR chart)."""
     where = "standard input" if source == "-" else source
     if isinstance(exc, ChartRefusedError):
         print(f"imt-cds: FHIR chart {where} refused, nothing was evaluated: {exc.problems[0].message}", file=stream)
         return
     count = len(exc.problems)
-    print(f"imt-cds: invalid patient facts in {where} ({count} problem{'s' if count != 1 else ''}); "
+    print(f"imt-cds: invalid {what} in {where} ({count} problem{'s' if count != 1 else ''}); "
           "nothing was evaluated:", file=stream)
     for problem in exc.problems:
         print(f"  - {problem}", file=stream)

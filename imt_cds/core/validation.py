@@ -62,6 +62,13 @@ def _validate(data: Mapping[str, Any]) -> PatientFacts:
             raise InvalidInputError([InputProblem(
                 deep, f"input is nested too deeply: more than {_MAX_DEPTH} levels (a patient has at most 4)", None,
             )]) from None
+        if "resourceType" in data:
+            # A FHIR chart given as patient facts: one line saying so beats a list of every key it has (as for YAML).
+            kind = data["resourceType"]
+            raise InvalidInputError([InputProblem(
+                "resourceType", f"this looks like FHIR (resourceType {_shown(kind)}), not patient facts: read a FHIR "
+                "chart with `imt-cds evaluate --fhir` (from Python: imt_cds.fhir.facts_from_bundle)", _preview(kind),
+            )]) from None
         return _validate_as_dicts(data, exc)
 
 
