@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import socket
 import sys
@@ -31,6 +32,10 @@ UNAUTHENTICATED_WARNING = (
     "imt-cds: WARNING: serving WITHOUT authentication (--allow-unauthenticated): any client that can reach this "
     "port gets decision support for any record it sends, and can make the service call any FHIR server. Use it "
     "only on a closed test network; trust your EHR's JWT issuer with --trust ISS JWKS instead.")
+PUBLIC_URL_WARNING = (
+    "imt-cds: WARNING: listening on {host}, not a loopback address, without --public-url: discovery, the JWT "
+    "audience (aud) and card links use {url}, which is not where an EHR calls the service (behind a proxy, its URL); "
+    "set --public-url URL.")
 
 
 def register(commands: Any) -> None:
@@ -52,7 +57,8 @@ def register(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument("--public-url", metavar="URL",
                        help="the base URL clients call (behind a proxy: its URL); JWT aud must be this plus the "
-                       "endpoint path (default http://HOST:PORT)")
+                       "endpoint path (default http://HOST:PORT, with a warning at start when HOST is not a loopback "
+                       "address)")
     serve.add_argument("--trust", nargs=2, action="append", default=[], metavar=("ISS", "JWKS"),
                        help="trust JWTs from issuer ISS, verified with the JWK Set JWKS: a file, or an https URL "
                        "(repeat for several issuers)")
@@ -189,6 +195,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_START
     if auth is None:
         print(UNAUTHENTICATED_WARNING, file=sys.stderr)
+    warning = public_url_warning(args.host, args.public_url, config.public_url)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
           f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
           f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
@@ -205,6 +214,25 @@ def _run_serve(args: argparse.Namespace) -> int:
     with listener:
         uvicorn.Server(server_config).run(sockets=[listener])
     return EXIT_OK
+
+
+def public_url_warning(host: str, public_url: str | None, used: str) -> str | None:
+    """The warning for a server reachable from elsewhere whose base URL was left to the default: http://HOST:PORT
+    (http://0.0.0.0:8080 for every interface) is then the discovery base, the ``aud`` every token must carry and
+    the root of every card link, and an EHR calling another URL gets 401s and dead links. None on loopback (a
+    proxy in front, or a test: the default is right there) or with --public-url."""
+    if public_url is not None or _is_loopback(host):
+        return None
+    return PUBLIC_URL_WARNING.format(host=host, url=used)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 # Container allocations between two young-generation collections (Python's default: 700). A hook call parses a
