@@ -126,3 +126,14 @@ def test_the_readme_hook_call_posts_the_example_request_and_gets_its_cards():
             assert _card_codes(json.loads(done.stdout)) == HOOK_CARDS
         # on loopback the default base URL is right: no warning about --public-url
         assert "without --public-url" not in service.log_text()
+
+
+def test_the_readme_card_example_says_what_the_card_says():
+    from imt_cds import evaluate
+
+    (shown,) = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", README, flags=re.S)
+                if '"uuid"' in block]
+    code = shown["source"]["topic"]["code"]
+    (finding,) = [f for f in evaluate({"tumor": {"size_cm": 6}}).risk_flags if f.code == code]
+    assert shown["summary"] == finding.summary and shown["source"]["topic"]["display"] == finding.title
+    assert shown["detail"].startswith(f"**{finding.title}**")
