@@ -249,6 +249,29 @@ def _every_help_text() -> dict[str, str]:
     return texts
 
 
+def test_the_top_level_help_names_every_subcommand_of_each_command_group():
+    from imt_cds.cli.main import _parser
+
+    top = _parser()
+    groups = top._subparsers._group_actions[0]
+    help_of = {action.dest: action.help for action in groups._choices_actions}
+    for name, parser in groups.choices.items():
+        if parser._subparsers is None:
+            continue
+        subcommands = parser._subparsers._group_actions[0].choices
+        missing = [sub for sub in subcommands if not re.search(rf"\b{sub}\b", help_of[name])]
+        assert not missing, (name, help_of[name], missing)
+
+
+def test_the_examples_in_help_texts_name_input_files_that_exist_from_the_checkout():
+    inputs = []
+    for name, text in _every_help_text().items():
+        for path in re.findall(r"imt-cds (?:evaluate|batch|report|explain) ([\w./-]+\.\w+)", text):
+            inputs.append(path)
+            assert (ROOT / path).is_file(), (name, path)
+    assert len(inputs) >= 3, inputs
+
+
 def test_help_texts_point_only_at_documents_in_the_repository():
     texts = _every_help_text()
     assert len(texts) > 15  # every command and sub-command

@@ -1,9 +1,9 @@
 """``imt-cds audit ...`` and ``imt-cds report``: the audit trail and the rationale report on the command line.
 
 ``--audit DB`` on ``evaluate`` and ``batch`` (added here, wired in ``cli.py``) records every assessment; ``audit``
-lists, shows, verifies, replays and exports records (each takes ``--db DB``: a SQLite file, or a PostgreSQL
-connection string ``postgresql://user@host/db``); ``report`` writes the self-contained HTML rationale report for a
-patient file or a record.
+lists, shows, verifies, replays and exports records, and prints or signs the chain's head (each takes ``--db DB``: a
+SQLite file, or a PostgreSQL connection string ``postgresql://user@host/db``), and makes signing keys (``keygen``);
+``report`` writes the self-contained HTML rationale report for a patient file or a record.
 
 Exit codes: 0 success (chain intact, replay identical); 1 the chain is broken, a replay differs, a checkpoint's
 signature does not verify, or an internal error (a store that cannot be read or written, a missing archive); 2
@@ -47,7 +47,7 @@ _ID_HELP = "record id (or a unique prefix of 8+ characters), its number in the c
 def register(commands: Any) -> None:
     audit = commands.add_parser(
         "audit",
-        help="list, show, verify, replay and export the audit trail of recorded evaluations",
+        help="the audit trail of recorded evaluations: list, show, verify, head, keygen, replay, export",
         description="The audit trail written by `evaluate --audit DB` and `batch --audit DB`: every evaluation, "
         "hash-chained, with the rulebook that made it archived. Each command takes --db DB.",
         epilog="exit codes: 0 success (intact, identical), 1 broken chain, replay difference or internal error, "
