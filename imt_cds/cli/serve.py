@@ -72,8 +72,8 @@ def register(commands: Any) -> None:
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve without authentication (prints a warning; for a closed test network only)")
     serve.add_argument("--audit", metavar="DB",
-                       help="record every evaluation in this audit store (SQLite file or postgresql://...); card "
-                       "feedback is kept there too")
+                       help="record every evaluation (patient-view; order-sign checks run none) in this audit store "
+                       "(SQLite file or postgresql://...); card feedback is kept there too")
     serve.add_argument("--audit-no-input", action="store_true", help="keep only each input's sha256 in the records")
     serve.add_argument("--feedback-log", metavar="FILE", type=Path,
                        help="without --audit: append card feedback to this NDJSON file (default: the server log)")
