@@ -10,7 +10,8 @@ Decision *support* for a multidisciplinary team, never a prescription. Typical u
     print(assessment.to_json(indent=True))
 
 ``Engine(rulebook)`` evaluates with another rulebook (e.g. an institution's parameters); ``load_rulebook`` loads
-and checks one. Every error is an ``ImtCdsError``; invalid input raises ``InvalidInputError`` with every problem.
+and checks one. Every error is an ``ImtCdsError``; invalid input raises ``InvalidInputError`` with every problem; the
+errors a caller may meet are importable from here (the whole tree is in ``imt_cds.core.errors``).
 
 The public names are imported on first use (module ``__getattr__``), not when the package is: every submodule
 (the audit package, the renderers, the CDS Hooks service's server process) imports ``imt_cds`` first, and only
@@ -24,7 +25,17 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from .core.assessment import Assessment, DerivedFact, Finding, Reason, Suppression, TraceEntry
     from .core.engine import Engine, evaluate
-    from .core.errors import EngineError, EvidenceError, ImtCdsError, InputProblem, InvalidInputError, RulebookError
+    from .core.errors import (
+        EngineError,
+        EvidenceError,
+        ImtCdsError,
+        InputProblem,
+        InvalidInputError,
+        InvalidSettingError,
+        NaiveDateTimeError,
+        RulebookError,
+        UnknownRuleError,
+    )
     from .core.facts import PatientFacts
     from .core.rule_loader import load_rulebook
     from .core.rulebook import Rulebook
@@ -40,12 +51,15 @@ __all__ = [
     "ImtCdsError",
     "InputProblem",
     "InvalidInputError",
+    "InvalidSettingError",
+    "NaiveDateTimeError",
     "PatientFacts",
     "Reason",
     "Rulebook",
     "RulebookError",
     "Suppression",
     "TraceEntry",
+    "UnknownRuleError",
     "evaluate",
     "load_rulebook",
     "parse_facts",
@@ -67,7 +81,10 @@ _HOMES = {
     "ImtCdsError": "core.errors",
     "InputProblem": "core.errors",
     "InvalidInputError": "core.errors",
+    "InvalidSettingError": "core.errors",
+    "NaiveDateTimeError": "core.errors",
     "RulebookError": "core.errors",
+    "UnknownRuleError": "core.errors",
     "PatientFacts": "core.facts",
     "load_rulebook": "core.rule_loader",
     "Rulebook": "core.rulebook",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -77,6 +78,19 @@ def test_every_public_name_is_still_importable_from_the_package():
     assert imt_cds.evaluate is evaluate and imt_cds.Engine is Engine
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         imt_cds.Nothing  # noqa: B018 - the look-up is the test
+
+
+def test_every_error_the_readme_lists_for_callers_is_importable_from_the_package():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    sentence = " ".join(readme.split("Every error is an `ImtCdsError` (", 1)[1].split(")", 1)[0].split())
+    listed = re.findall(r"`(\w+)`", sentence)
+    assert len(listed) >= 7, sentence
+    errors = importlib.import_module("imt_cds.core.errors")
+    for name in ("ImtCdsError", *listed):
+        assert name in imt_cds.__all__, name
+        assert getattr(imt_cds, name) is getattr(errors, name), name
 
 
 # --- error codes -------------------------------------------------------------------------------------------------

@@ -84,6 +84,27 @@ def test_invalid_input_in_json_mode_also_prints_the_errors_document():
     assert error["path"] == "tumor.site" and error["value"] == "lung" and "thoracic" in error["message"]
 
 
+def test_a_fhir_chart_given_as_patient_facts_is_named_as_fhir_with_the_option_to_read_it():
+    result = run("evaluate", ROOT / "examples/fhir/alk-lung-distant-bundle.json")
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].endswith("(1 problem); nothing was evaluated:"), result.stderr  # not one line per Bundle key
+    assert lines[1] == ("  - resourceType: this looks like FHIR (resourceType 'Bundle'), not patient facts: read a "
+                        "FHIR chart with `imt-cds evaluate --fhir` (from Python: imt_cds.fhir.facts_from_bundle)")
+
+
+@pytest.mark.parametrize(("chart", "line"), [
+    ((ROOT / "examples/02_alk_positive_unresectable.json").read_text(),
+     "  - (document): no resourceType: this looks like patient facts, not a FHIR chart; drop --fhir"),
+    ('{"no": "resourceType"}', "  - (document): no resourceType: expected a FHIR Bundle (or one FHIR resource)"),
+])
+def test_patient_facts_given_to_fhir_are_named_as_such_without_a_python_none(chart, line):
+    result = run("evaluate", "--fhir", "-", stdin=chart)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "imt-cds: invalid FHIR chart in standard input (1 problem); nothing was evaluated:", line]
+
+
 @pytest.mark.parametrize("args", [("evaluate", "no-such-file.json"), ("evaluate", "-")])
 def test_unreadable_or_malformed_input_exits_2(args):
     result = run(*args, stdin="{not json")

@@ -21,6 +21,8 @@ SCRIPT = Path(sys.executable).with_name("imt-cds")
 EXAMPLE = str(ROOT / "examples" / "02_alk_positive_unresectable.json")
 BUNDLE = str(ROOT / "examples" / "fhir" / "alk-lung-distant-bundle.json")
 RULES = str(ROOT / "rules")
+PATIENTS = str(ROOT / "examples" / "patients.ndjson")
+PG = "postgresql://imt@127.0.0.1:9/none"  # never reached: the driver is missing before any connection
 
 EXIT_USAGE = 2
 
@@ -109,9 +111,18 @@ EXTRAS = [
     ("rules verify", "z3", ["rules", "verify"], "authoring", EXIT_USAGE),
     ("rules diff", "z3", ["rules", "diff", RULES, RULES], "authoring", EXIT_USAGE),
     ("serve", "fastapi,uvicorn", ["serve", "--allow-unauthenticated", "--port", "1"], "service", EXIT_USAGE),
-    # The audit commands keep their own exit codes (README, Audit trail): a store that cannot be opened is 1.
-    ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", "postgresql://imt@127.0.0.1:9/none"],
-     "postgres", 1),
+    # A missing driver is a missing extra like any other (exit 2), not a store that cannot be read (1) or a server
+    # that cannot start where told (3).
+    ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", PG], "postgres", EXIT_USAGE),
+    ("audit verify on PostgreSQL", "psycopg", ["audit", "verify", "--db", PG], "postgres", EXIT_USAGE),
+    ("evaluate --audit PostgreSQL", "psycopg", ["evaluate", EXAMPLE, "--audit", PG], "postgres", EXIT_USAGE),
+    ("batch --audit PostgreSQL", "psycopg", ["batch", PATIENTS, "-o", "out.ndjson", "--audit", PG], "postgres",
+     EXIT_USAGE),
+    ("serve --audit PostgreSQL", "psycopg", ["serve", "--allow-unauthenticated", "--port", "1", "--audit", PG],
+     "postgres", EXIT_USAGE),
+    # Signing is the signing extra's job (the service extra brings cryptography too, but that is not what to install).
+    ("audit keygen", "cryptography", ["audit", "keygen", "--private-key", "k.pem", "--public-key", "k.pub"],
+     "signing", EXIT_USAGE),
 ]
 
 
@@ -131,6 +142,19 @@ def run_without(modules: str, *args: str, cwd: Path) -> subprocess.CompletedProc
 def test_a_missing_extra_is_named_with_the_command_that_installs_it(command, modules, args, extra, code, tmp_path):
     result = run_without(modules, *args, cwd=tmp_path)
     assert_one_line_error(result, code, f"pip install 'imt-cds[{extra}]'")
+    # No error code of a store or a key file: nothing was invalid, a package is missing.
+    assert "error [" not in result.stderr, result.stderr
+
+
+def test_signing_or_checking_a_checkpoint_without_cryptography_names_the_signing_extra(tmp_path):
+    assert run("audit", "keygen", "--private-key", "k.pem", "--public-key", "k.pub", cwd=tmp_path).returncode == 0
+    assert run("evaluate", EXAMPLE, "--audit", "audit.db", cwd=tmp_path).returncode == 0
+    assert run("audit", "head", "--db", "audit.db", "--sign", "k.pem", "-o", "c.json", cwd=tmp_path).returncode == 0
+    for args in (["audit", "head", "--db", "audit.db", "--sign", "k.pem"],
+                 ["audit", "verify", "--db", "audit.db", "--checkpoint", "c.json", "--public-key", "k.pub"]):
+        result = run_without("cryptography", *args, cwd=tmp_path)
+        assert_one_line_error(result, EXIT_USAGE, "pip install 'imt-cds[signing]'")
+        assert "error [" not in result.stderr, result.stderr
 
 
 def test_the_blocker_really_hides_the_module(tmp_path):
@@ -152,6 +176,52 @@ def test_the_blocker_really_hides_the_module(tmp_path):
 def test_a_mistyped_command_or_choice_gets_a_did_you_mean(args, suggestion, tmp_path):
     result = run(*args, cwd=tmp_path)
     assert_one_line_error(result, EXIT_USAGE, suggestion)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["evaluate", EXAMPLE, "--formt", "json"], "imt-cds evaluate: error: unknown option --formt (did you mean "
+     "--format?); see: imt-cds evaluate --help"),
+    (["evaluate", EXAMPLE, "--formt=json"], "imt-cds evaluate: error: unknown option --formt (did you mean "
+     "--format?); see: imt-cds evaluate --help"),
+    (["batch", PATIENTS, "--jbos", "2"], "imt-cds batch: error: unknown option --jbos (did you mean --jobs?); "
+     "see: imt-cds batch --help"),
+    (["serve", "--prot", "1"], "imt-cds serve: error: unknown option --prot (did you mean --port?); see: "
+     "imt-cds serve --help"),
+    (["rules", "lint", "--seds", "x"], "imt-cds rules lint: error: unknown option --seds (did you mean --seeds?); "
+     "see: imt-cds rules lint --help"),
+    (["audit", "list", "--db", "a.db", "--patien", "P1"], "imt-cds audit list: error: unknown option --patien "
+     "(did you mean --patient?); see: imt-cds audit list --help"),
+    (["audit", "verify", "--db", "a.db", "--xyzzy"], "imt-cds audit verify: error: unknown option --xyzzy; see: "
+     "imt-cds audit verify --help"),
+])
+def test_a_mistyped_option_gets_a_did_you_mean_and_the_help_of_its_own_command(args, line, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert_one_line_error(result, EXIT_USAGE, line)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    # argparse would take --rule for --rules and lint the folder x without a word about it
+    (["rules", "lint", "--rule", "x"], "unknown option --rule (did you mean --rules?)"),
+    (["evaluate", EXAMPLE, "--form", "json"], "unknown option --form (did you mean --format?)"),
+    (["audit", "show", "last", "--db", "a.db", "--form", "json"], "unknown option --form (did you mean --format?)"),
+])
+def test_an_abbreviated_option_is_refused_never_taken_for_the_option_it_begins(args, line, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    assert_one_line_error(result, EXIT_USAGE, line)
+
+
+def test_no_parser_takes_abbreviated_options():
+    from imt_cds.cli.main import _parser
+
+    def walk(parser):  # type: ignore[no-untyped-def]
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    parsers = list(walk(_parser()))
+    assert len(parsers) > 15 and not [p.prog for p in parsers if p.allow_abbrev]
 
 
 def test_a_word_like_no_command_gets_no_guess(tmp_path):
@@ -177,6 +247,29 @@ def _every_help_text() -> dict[str, str]:
 
     walk(_parser(), "imt-cds")
     return texts
+
+
+def test_the_top_level_help_names_every_subcommand_of_each_command_group():
+    from imt_cds.cli.main import _parser
+
+    top = _parser()
+    groups = top._subparsers._group_actions[0]
+    help_of = {action.dest: action.help for action in groups._choices_actions}
+    for name, parser in groups.choices.items():
+        if parser._subparsers is None:
+            continue
+        subcommands = parser._subparsers._group_actions[0].choices
+        missing = [sub for sub in subcommands if not re.search(rf"\b{sub}\b", help_of[name])]
+        assert not missing, (name, help_of[name], missing)
+
+
+def test_the_examples_in_help_texts_name_input_files_that_exist_from_the_checkout():
+    inputs = []
+    for name, text in _every_help_text().items():
+        for path in re.findall(r"imt-cds (?:evaluate|batch|report|explain) ([\w./-]+\.\w+)", text):
+            inputs.append(path)
+            assert (ROOT / path).is_file(), (name, path)
+    assert len(inputs) >= 3, inputs
 
 
 def test_help_texts_point_only_at_documents_in_the_repository():

@@ -293,7 +293,7 @@ TUMOR_KEYS = "site, size_cm, resectability, distant_disease, epithelioid_morphol
                            "symptoms, molecular, history", "<object with 0 key(s)>"),
     ({"tumor": {"sise_cm": 3}}, "tumor.sise_cm",
      f"unknown key 'sise_cm'; did you mean 'size_cm'? Allowed keys here: {TUMOR_KEYS}", 3),
-    ({"tumor": {"xyz": 1}}, "tumor.xyz", f"unknown key 'xyz' Allowed keys here: {TUMOR_KEYS}", 1),
+    ({"tumor": {"xyz": 1}}, "tumor.xyz", f"unknown key 'xyz'. Allowed keys here: {TUMOR_KEYS}", 1),
     ({"tumor": "big"}, "tumor", "expected an object, got a string", "big"),
     ({"molecular": {"alk": {"methods": ["IHC", "FIHS"]}}}, "molecular.alk.methods[1]",
      "'FIHS' is not a test method; did you mean 'FISH'? Allowed: a list of values from IHC, FISH, NGS_RNA, NGS_DNA "

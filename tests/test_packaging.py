@@ -16,8 +16,9 @@ import imt_cds
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {
     "Assessment", "DerivedFact", "Engine", "EngineError", "EvidenceError", "Finding", "ImtCdsError", "InputProblem",
-    "InvalidInputError", "PatientFacts", "Reason", "Rulebook", "RulebookError", "Suppression", "TraceEntry",
-    "evaluate", "load_rulebook", "parse_facts", "parse_facts_json",
+    "InvalidInputError", "InvalidSettingError", "NaiveDateTimeError", "PatientFacts", "Reason", "Rulebook",
+    "RulebookError", "Suppression", "TraceEntry", "UnknownRuleError", "evaluate", "load_rulebook", "parse_facts",
+    "parse_facts_json",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -91,3 +92,48 @@ def test_make_demo_evaluates_every_example():
                             cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "MAKEFLAGS": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("IMT decision support - assessment of") == len(list((ROOT / "examples").glob("*.json")))
+
+
+# The README's example hook call ("Connecting an EHR", Try a call): its sh block starts the service and posts the
+# example request file with curl.
+HOOK_BLOCK = next(block for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S) if "curl" in block)
+HOOK_CARDS = ["RISK_DISTANT_DISEASE", "RISK_RESPIRATORY_SYMPTOMS", "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN",
+              "REC_CLINICAL_TRIAL_CONSIDER", "REC_CRIZOTINIB_ALK", "REC_MULTIDISCIPLINARY_REVIEW"]
+
+
+def _card_codes(answer: dict) -> list[str]:
+    return [card["source"]["topic"]["code"] for card in answer["cards"]]
+
+
+def test_the_readme_hook_call_posts_the_example_request_and_gets_its_cards():
+    import httpx
+    from service_support import running_service
+
+    # one command per line once continuation lines are joined, each without its comment
+    serve, curl = (line.split("  #")[0].strip() for line in re.sub(r"\\\n\s*", "", HOOK_BLOCK).strip().splitlines())
+    assert serve == "imt-cds serve --allow-unauthenticated &"  # what running_service starts, on a free port
+    path = re.search(r"http://127\.0\.0\.1:8080(/cds-services/[\w-]+) ", curl).group(1)
+    request = ROOT / re.search(r"--data @(\S+)", curl).group(1)
+    with running_service("--allow-unauthenticated") as service:
+        answer = httpx.post(service.url + path, content=request.read_bytes(),
+                            headers={"Content-Type": "application/json"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert _card_codes(answer.json()) == HOOK_CARDS
+        if shutil.which("curl"):  # the command itself, as a reader types it (from the checkout)
+            done = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:8080", service.url)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert _card_codes(json.loads(done.stdout)) == HOOK_CARDS
+        # on loopback the default base URL is right: no warning about --public-url
+        assert "without --public-url" not in service.log_text()
+
+
+def test_the_readme_card_example_says_what_the_card_says():
+    from imt_cds import evaluate
+
+    (shown,) = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", README, flags=re.S)
+                if '"uuid"' in block]
+    code = shown["source"]["topic"]["code"]
+    (finding,) = [f for f in evaluate({"tumor": {"size_cm": 6}}).risk_flags if f.code == code]
+    assert shown["summary"] == finding.summary and shown["source"]["topic"]["display"] == finding.title
+    assert shown["detail"].startswith(f"**{finding.title}**")

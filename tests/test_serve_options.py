@@ -9,6 +9,7 @@ Every target is a loopback address.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -153,3 +154,43 @@ def test_serve_freezes_what_it_starts_with_and_collects_young_objects_less_often
     before, after = thresholds[:3], thresholds[3:]
     assert frozen > 10_000  # the modules, the app's classes: out of every later collection's walk
     assert wanted > before[0] and after == [wanted, *before[1:]]  # only the young generation's threshold changes
+
+
+def _start_and_stop(arguments: list[str], cwd) -> str:  # type: ignore[no-untyped-def]
+    """Start ``imt-cds serve`` with these arguments, wait until it announces discovery, stop it: its stderr."""
+    log = cwd / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([str(SCRIPT), "serve", "--port", str(free_port()), "--workers", "1", *arguments],
+                                   stdout=sink, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        deadline = time.monotonic() + 90
+        while "CDS Hooks discovery at" not in log.read_text() and process.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+    return log.read_text()
+
+
+def test_listening_beyond_loopback_without_a_public_url_warns_what_the_default_url_breaks(tmp_path):
+    # Authenticated, with a key only this test holds: while it listens on every interface, nobody can use it.
+    trust = ["--trust", "https://ehr.example.org/", str(Signer("https://ehr.example.org/").write_jwks(tmp_path))]
+    text = _start_and_stop(["--host", "0.0.0.0", *trust], tmp_path)
+    warnings = [line for line in text.splitlines() if "without --public-url" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("imt-cds: WARNING: listening on 0.0.0.0"), text
+    assert "http://0.0.0.0:" in warnings[0] and "set --public-url URL" in warnings[0]
+    text = _start_and_stop(["--host", "0.0.0.0", "--public-url", PUBLIC, *trust], tmp_path)
+    assert "CDS Hooks discovery at " + DISCOVERY in text and "without --public-url" not in text
+
+
+@pytest.mark.parametrize(("host", "warned"), [
+    ("127.0.0.1", False), ("127.0.0.2", False), ("::1", False), ("[::1]", False), ("localhost", False),
+    ("0.0.0.0", True), ("::", True), ("10.1.2.3", True), ("cds.internal", True),
+])
+def test_the_public_url_warning_is_for_every_host_but_loopback(host, warned):
+    from imt_cds.cli.serve import public_url_warning
+
+    assert (public_url_warning(host, None, f"http://{host}:8080") is not None) is warned
+    assert public_url_warning(host, PUBLIC, PUBLIC) is None

@@ -272,7 +272,7 @@ def test_nesting_is_refused_from_the_33rd_level_and_not_before():
     with pytest.raises(InvalidInputError) as caught:
         parse_facts(nested(31))  # 32 levels: the actual problem is reported
     assert [(p.path, p.message.split(" Allowed")[0]) for p in caught.value.problems] == [
-        ("history.x", "unknown key 'x'")]
+        ("history.x", "unknown key 'x'.")]
     with pytest.raises(InvalidInputError) as caught:
         parse_facts(nested(32))
     assert [(p.path, p.message) for p in caught.value.problems] == [

@@ -1,14 +1,15 @@
 """``imt-cds audit ...`` and ``imt-cds report``: the audit trail and the rationale report on the command line.
 
 ``--audit DB`` on ``evaluate`` and ``batch`` (added here, wired in ``cli.py``) records every assessment; ``audit``
-lists, shows, verifies, replays and exports records (each takes ``--db DB``: a SQLite file, or a PostgreSQL
-connection string ``postgresql://user@host/db``); ``report`` writes the self-contained HTML rationale report for a
-patient file or a record.
+lists, shows, verifies, replays and exports records, and prints or signs the chain's head (each takes ``--db DB``: a
+SQLite file, or a PostgreSQL connection string ``postgresql://user@host/db``), and makes signing keys (``keygen``);
+``report`` writes the self-contained HTML rationale report for a patient file or a record.
 
 Exit codes: 0 success (chain intact, replay identical); 1 the chain is broken, a replay differs, a checkpoint's
 signature does not verify, or an internal error (a store that cannot be read or written, a missing archive); 2
 invalid usage or input (no audit database at that path, an unknown record id, an invalid patient file, an anchor that
-is not a whole hash, a file that is not a checkpoint or an Ed25519 key). Errors are one line, never a traceback.
+is not a whole hash, a file that is not a checkpoint or an Ed25519 key, an optional extra not installed: psycopg for
+PostgreSQL, cryptography for keys and checkpoints). Errors are one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..core.errors import AuditError, CheckpointError, InvalidInputError, NotAnAuditStoreError, RecordNotFoundError
 from ..core.wording import plural
-from .common import engine_for, read_input, report_invalid
+from .common import EXTRA_OF_MODULE, engine_for, missing_extra, missing_extra_message, read_input, report_invalid
 
 if TYPE_CHECKING:
     from ..audit import AuditStore
@@ -37,17 +39,19 @@ __all__ = ["add_audit_options", "audited_evaluate", "check_audit_target", "regis
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DB_HELP = "the audit store: a SQLite file, or a PostgreSQL connection string postgresql://user@host:port/dbname"
+# Here cryptography signs and checks checkpoints: the extra that installs it for that is "signing".
+_AUDIT_EXTRAS = MappingProxyType({**EXTRA_OF_MODULE, "cryptography": "signing"})
 _ID_HELP = "record id (or a unique prefix of 8+ characters), its number in the chain, or 'last'"
 
 
 def register(commands: Any) -> None:
     audit = commands.add_parser(
         "audit",
-        help="list, show, verify, replay and export the audit trail of recorded evaluations",
+        help="the audit trail of recorded evaluations: list, show, verify, head, keygen, replay, export",
         description="The audit trail written by `evaluate --audit DB` and `batch --audit DB`: every evaluation, "
         "hash-chained, with the rulebook that made it archived. Each command takes --db DB.",
         epilog="exit codes: 0 success (intact, identical), 1 broken chain, replay difference or internal error, "
-        "2 invalid usage (no audit database there, unknown record id).",
+        "2 invalid usage (no audit database there, unknown record id, an optional extra not installed).",
     )
     sub = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
     sub.required = True
@@ -182,6 +186,12 @@ def _positive(text: str) -> int:
 
 
 def _fail(exc: AuditError) -> int:
+    # A driver or signing package that is not installed is no fault of the store or of a key file: it is the same
+    # usage error (exit 2, naming the pip install) as any command's missing extra.
+    extra = missing_extra(exc, _AUDIT_EXTRAS)
+    if extra is not None:
+        print(missing_extra_message(*extra), file=sys.stderr)
+        return EXIT_USAGE
     print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
     return EXIT_USAGE if isinstance(exc, (NotAnAuditStoreError, RecordNotFoundError, CheckpointError)) else EXIT_FAILED
 
@@ -451,7 +461,11 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from ..render.report_html import render_report_html
 
-    if (args.patient is None) == (args.audit_id is None):
+    if args.patient is None and args.audit_id is None:
+        print("imt-cds: error: report on what? give a patient file (or - for standard input), or --audit-id ID "
+              "--db DB", file=sys.stderr)
+        return EXIT_USAGE
+    if args.patient is not None and args.audit_id is not None:
         print("imt-cds: error: give a patient file or --audit-id ID (with --db DB), not both", file=sys.stderr)
         return EXIT_USAGE
     if args.audit_id is not None:

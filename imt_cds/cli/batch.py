@@ -587,7 +587,7 @@ what each line holds (--detail):
   codes    {"line", "patient_id", "codes"}; ~0.2 KB per line
   codes are in document order (recommendations, then risk flags, each sorted by code); kinds maps each code to its
   kind; rulebook is {"name", "version", "sha256"}; line is the input line number.
-example: imt-cds batch patients.ndjson -o assessments.ndjson --jobs 2 --detail summary
+example: imt-cds batch examples/patients.ndjson -o assessments.ndjson --jobs 2 --detail summary
 """ + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TextIO
 
 from ..core.errors import ChartRefusedError, InvalidInputError
@@ -20,9 +22,12 @@ __all__ = [
     "EXIT_NOT_ELIGIBLE",
     "EXIT_OK",
     "EXIT_SOME_LINES_INVALID",
+    "EXTRA_OF_MODULE",
     "UsageError",
     "engine_for",
     "jobs",
+    "missing_extra",
+    "missing_extra_message",
     "read_input",
     "report_invalid",
     "rules_option",
@@ -33,6 +38,20 @@ EXIT_INTERNAL = 1
 EXIT_INVALID_INPUT = 2
 EXIT_SOME_LINES_INVALID = 3
 EXIT_NOT_ELIGIBLE = 4
+
+# The optional extras of pyproject.toml, by the top-level module whose absence means the extra is not installed.
+# cryptography comes with the service extra (PyJWT[crypto]) and with the signing extra: the service's commands name
+# the first; the audit commands, which need it only to sign and check checkpoints, name the second.
+EXTRA_OF_MODULE: Mapping[str, str] = MappingProxyType({
+    "z3": "authoring",
+    "fhir": "fhir",
+    "psycopg": "postgres",
+    "fastapi": "service",
+    "uvicorn": "service",
+    "httpx": "service",
+    "jwt": "service",
+    "cryptography": "service",
+})
 
 
 EPILOG = """\
@@ -67,6 +86,27 @@ def engine_for(rules: Path | None):  # type: ignore[no-untyped-def]
     return default_engine() if rules is None else Engine(rules)
 
 
+def missing_extra(exc: BaseException, extras: Mapping[str, str] = EXTRA_OF_MODULE) -> tuple[str, str] | None:
+    """(missing module, extra that installs it) when an ImportError, or one it was raised from, is a missing extra.
+
+    The library reports a missing driver in its own words (an ``AuditStoreError`` raised from the ImportError...);
+    following the causes lets every command turn any of them into the same usage error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = getattr(seen, "name", None)
+        if isinstance(seen, ImportError) and name:
+            top = name.split(".")[0]
+            if top in extras:
+                return name, extras[top]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def missing_extra_message(module: str, extra: str) -> str:
+    return (f"imt-cds: error: this command needs the optional package {module!r}, which is not installed: "
+            f"pip install 'imt-cds[{extra}]'")
+
+
 class UsageError(Exception):
     """The command cannot run as given (a file that cannot be read...): one line on stderr, exit 2."""
 
@@ -80,13 +120,14 @@ def read_input(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def report_invalid(exc: InvalidInputError, stream: TextIO, source: str) -> None:
+def report_invalid(exc: InvalidInputError, stream: TextIO, source: str, what: str = "patient facts") -> None:
+    """Every problem of ``exc``, under a heading naming ``what`` was invalid (patient facts, or a FHIR chart)."""
     where = "standard input" if source == "-" else source
     if isinstance(exc, ChartRefusedError):
         print(f"imt-cds: FHIR chart {where} refused, nothing was evaluated: {exc.problems[0].message}", file=stream)
         return
     count = len(exc.problems)
-    print(f"imt-cds: invalid patient facts in {where} ({count} problem{'s' if count != 1 else ''}); "
+    print(f"imt-cds: invalid {what} in {where} ({count} problem{'s' if count != 1 else ''}); "
           "nothing was evaluated:", file=stream)
     for problem in exc.problems:
         print(f"  - {problem}", file=stream)

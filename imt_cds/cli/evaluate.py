@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..core.errors import InvalidInputError
+from ..core.errors import InputProblem, InvalidInputError
 from .audit import add_audit_options, audited_evaluate
 from .common import (
     EPILOG,
@@ -80,7 +80,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         else:
             facts = parse_facts_json(read_input(args.path))
     except InvalidInputError as exc:
-        report_invalid(exc, sys.stderr, source=args.path)
+        report_invalid(exc, sys.stderr, source=args.path, what="FHIR chart" if args.fhir else "patient facts")
         if args.format == "json":
             sys.stdout.write(orjson.dumps(exc.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_INVALID_INPUT
@@ -107,6 +107,8 @@ def _facts_from_fhir(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ..fhir.reader import MAX_CHART_BYTES, facts_from_bundle, facts_from_resources
 
     chart = load_json_object(read_input(args.path), max_bytes=MAX_CHART_BYTES)
+    if isinstance(chart, dict) and "resourceType" not in chart:
+        raise InvalidInputError([InputProblem("", _no_resource_type(chart), None)])
     options = {"terminology": engine_for(args.rules).rulebook.terminology,
                "diagnosis_attested": args.attest_imt_diagnosis}
     if isinstance(chart, dict) and isinstance(chart.get("resourceType"), str) and chart["resourceType"] != "Bundle":
@@ -116,3 +118,12 @@ def _facts_from_fhir(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     for problem in read.problems:
         print(f"imt-cds: FHIR {problem.severity}: {problem}", file=sys.stderr)
     return read
+
+
+def _no_resource_type(chart: dict[str, Any]) -> str:
+    """What to say of a JSON object given to --fhir without a resourceType (the reader would say "got None")."""
+    from ..core.fact_fields import keys_at
+
+    if chart.keys() & set(keys_at(())):
+        return "no resourceType: this looks like patient facts, not a FHIR chart; drop --fhir"
+    return "no resourceType: expected a FHIR Bundle (or one FHIR resource)"

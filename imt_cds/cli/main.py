@@ -19,27 +19,37 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ..core.errors import ImtCdsError
-from .common import EPILOG, EXIT_INTERNAL, EXIT_INVALID_INPUT, EXIT_OK, UsageError
+from .common import EPILOG, EXIT_INTERNAL, EXIT_INVALID_INPUT, EXIT_OK, UsageError, missing_extra, missing_extra_message
 
 __all__ = ["main"]
 
-# The optional extras of pyproject.toml, by the top-level module whose absence means the extra is not installed.
-_EXTRA_OF_MODULE = {
-    "z3": "authoring",
-    "fhir": "fhir",
-    "psycopg": "postgres",
-    "fastapi": "service",
-    "uvicorn": "service",
-    "httpx": "service",
-    "jwt": "service",
-    "cryptography": "service",
-}
-
-
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a did-you-mean for mistyped commands and choices, and usage errors in one line.
+    """argparse, with a did-you-mean for mistyped commands, choices and options, and usage errors in one line.
 
-    Sub-command parsers are made of the same class (argparse's default), so ``imt-cds rules lnt`` is helped too."""
+    Sub-command parsers are made of the same class (argparse's default), so ``imt-cds rules lnt`` is helped too.
+    Abbreviated options are refused: argparse would take ``rules lint --rule x`` for ``--rules x`` without a word,
+    and an abbreviation that works today breaks silently when an option sharing its prefix is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        # A sub-command's parser sees its arguments first: it refuses what it does not know itself, so the error
+        # names its own options and its own --help (argparse would leave them to the top-level parser).
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unknown(extras))
+        return parsed, extras
+
+    def _unknown(self, extras: list[str]) -> str:
+        option = next((word for word in extras if word.startswith("-") and word != "-"), None)
+        if option is None:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        name = option.split("=", 1)[0]
+        known = [string for action in self._actions for string in action.option_strings if string.startswith("--")]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else "")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         try:
@@ -51,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
             raise argparse.ArgumentError(action, f"{exc.message}; did you mean {close[0]!r}?") from None
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INVALID_INPUT, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        self.exit(EXIT_INVALID_INPUT, f"{self.prog}: error: {message}; see: {self.prog} --help\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,11 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except (ImtCdsError, ImportError) as exc:
-        extra = _missing_extra(exc)
+        extra = missing_extra(exc)
         if extra is not None:
-            module, name = extra
-            print(f"imt-cds: error: this command needs the optional package {module!r}, which is not installed: "
-                  f"pip install 'imt-cds[{name}]'", file=sys.stderr)
+            print(missing_extra_message(*extra), file=sys.stderr)
             return EXIT_INVALID_INPUT
         if isinstance(exc, ImportError):
             return _internal_error(exc)
@@ -133,18 +141,4 @@ def _internal_error(exc: BaseException) -> int:
         traceback.print_exception(exc)
     print(f"imt-cds: internal error: {type(exc).__name__}: {exc} (set IMT_CDS_DEBUG=1 for details)", file=sys.stderr)
     return EXIT_INTERNAL
-
-
-def _missing_extra(exc: BaseException) -> tuple[str, str] | None:
-    """(missing module, extra that installs it) when an ImportError, or one it was raised from, is a missing extra."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        name = getattr(seen, "name", None)
-        if isinstance(seen, ImportError) and name:
-            top = name.split(".")[0]
-            if top in _EXTRA_OF_MODULE:
-                return name, _EXTRA_OF_MODULE[top]
-        seen = seen.__cause__ or seen.__context__
-    return None
-
 

@@ -21,7 +21,7 @@ __all__ = ["register"]
 def register(commands: Any) -> None:
     rules = commands.add_parser(
         "rules",
-        help="list, show, lint, test, verify and compare rulebooks (rule authoring)",
+        help="rule authoring: list, show, copy, lint, test, coverage, verify, diff, codesystems",
         description="Tools for clinical rule authors. Each takes --rules DIR to work on a copy of the rulebook.",
     )
     sub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")

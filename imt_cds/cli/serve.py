@@ -3,7 +3,8 @@
 The server refuses to start without authentication (at least one ``--trust ISS JWKS``) unless
 ``--allow-unauthenticated`` is given, which prints a warning: anyone who can reach the port could then read
 decision support for any patient record they send. Exit codes: 0 after a clean shutdown; 2 for a configuration it
-refuses (no authentication, an unreadable JWK Set, a bad URL, limits that do not fit); 3 when it cannot start
+refuses (no authentication, an unreadable JWK Set, a bad URL, limits that do not fit) or an optional extra that is
+not installed (the service's, or psycopg for a PostgreSQL audit store); 3 when it cannot start
 where it was told to (the audit store cannot be opened, the address cannot be listened on); 1 for an internal error
 (as every command: see ``cli.main``). Each is one line on standard error, never a traceback.
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+from .common import missing_extra, missing_extra_message
 
 __all__ = ["register"]
 
@@ -28,6 +32,10 @@ UNAUTHENTICATED_WARNING = (
     "imt-cds: WARNING: serving WITHOUT authentication (--allow-unauthenticated): any client that can reach this "
     "port gets decision support for any record it sends, and can make the service call any FHIR server. Use it "
     "only on a closed test network; trust your EHR's JWT issuer with --trust ISS JWKS instead.")
+PUBLIC_URL_WARNING = (
+    "imt-cds: WARNING: listening on {host}, not a loopback address, without --public-url: discovery, the JWT "
+    "audience (aud) and card links use {url}, which is not where an EHR calls the service (behind a proxy, its URL); "
+    "set --public-url URL.")
 
 
 def register(commands: Any) -> None:
@@ -41,15 +49,16 @@ def register(commands: Any) -> None:
         "and /healthz (liveness and load).",
         epilog="example: imt-cds serve --port 8080 --public-url https://cds.example.org "
         "--trust https://ehr.example.org/ ehr-jwks.json --audit audit.db\n"
-        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused, 3 cannot start (audit store "
-        "cannot be opened, address in use).",
+        "exit codes: 0 clean shutdown, 1 internal error, 2 configuration refused or an extra not installed,\n"
+        "3 cannot start (audit store cannot be opened, address in use).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument("--public-url", metavar="URL",
                        help="the base URL clients call (behind a proxy: its URL); JWT aud must be this plus the "
-                       "endpoint path (default http://HOST:PORT)")
+                       "endpoint path (default http://HOST:PORT, with a warning at start when HOST is not a loopback "
+                       "address)")
     serve.add_argument("--trust", nargs=2, action="append", default=[], metavar=("ISS", "JWKS"),
                        help="trust JWTs from issuer ISS, verified with the JWK Set JWKS: a file, or an https URL "
                        "(repeat for several issuers)")
@@ -63,8 +72,8 @@ def register(commands: Any) -> None:
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="serve without authentication (prints a warning; for a closed test network only)")
     serve.add_argument("--audit", metavar="DB",
-                       help="record every evaluation in this audit store (SQLite file or postgresql://...); card "
-                       "feedback is kept there too")
+                       help="record every evaluation (patient-view; order-sign checks run none) in this audit store "
+                       "(SQLite file or postgresql://...); card feedback is kept there too")
     serve.add_argument("--audit-no-input", action="store_true", help="keep only each input's sha256 in the records")
     serve.add_argument("--feedback-log", metavar="FILE", type=Path,
                        help="without --audit: append card feedback to this NDJSON file (default: the server log)")
@@ -169,6 +178,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         protocol = guarded_protocol(limits, max_connections, args.http_parser)
         app = create_app(config)
     except AuditStoreUnavailableError as exc:
+        extra = missing_extra(exc)
+        if extra is not None:  # no PostgreSQL driver: nothing to do with where the server starts (exit 2, as usage)
+            print(missing_extra_message(*extra), file=sys.stderr)
+            return EXIT_USAGE
         print(f"imt-cds: error [{exc.code}]: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
     except (ServiceConfigError, RulebookError, EvidenceError) as exc:
@@ -182,6 +195,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_START
     if auth is None:
         print(UNAUTHENTICATED_WARNING, file=sys.stderr)
+    warning = public_url_warning(args.host, args.public_url, config.public_url)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
           f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
           f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
@@ -198,6 +214,25 @@ def _run_serve(args: argparse.Namespace) -> int:
     with listener:
         uvicorn.Server(server_config).run(sockets=[listener])
     return EXIT_OK
+
+
+def public_url_warning(host: str, public_url: str | None, used: str) -> str | None:
+    """The warning for a server reachable from elsewhere whose base URL was left to the default: http://HOST:PORT
+    (http://0.0.0.0:8080 for every interface) is then the discovery base, the ``aud`` every token must carry and
+    the root of every card link, and an EHR calling another URL gets 401s and dead links. None on loopback (a
+    proxy in front, or a test: the default is right there) or with --public-url."""
+    if public_url is not None or _is_loopback(host):
+        return None
+    return PUBLIC_URL_WARNING.format(host=host, url=used)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 # Container allocations between two young-generation collections (Python's default: 700). A hook call parses a

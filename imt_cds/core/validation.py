@@ -62,6 +62,13 @@ def _validate(data: Mapping[str, Any]) -> PatientFacts:
             raise InvalidInputError([InputProblem(
                 deep, f"input is nested too deeply: more than {_MAX_DEPTH} levels (a patient has at most 4)", None,
             )]) from None
+        if "resourceType" in data:
+            # A FHIR chart given as patient facts: one line saying so beats a list of every key it has (as for YAML).
+            kind = data["resourceType"]
+            raise InvalidInputError([InputProblem(
+                "resourceType", f"this looks like FHIR (resourceType {_shown(kind)}), not patient facts: read a FHIR "
+                "chart with `imt-cds evaluate --fhir` (from Python: imt_cds.fhir.facts_from_bundle)", _preview(kind),
+            )]) from None
         return _validate_as_dicts(data, exc)
 
 
@@ -298,8 +305,8 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
         allowed = keys_at(parent)
         message = f"unknown key {key!r}"
         close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-        if close:
-            message += f"; did you mean {close[0]!r}?"
+        # Either way a sentence ends before the list (as for values below): "...?" or "...".
+        message += f"; did you mean {close[0]!r}?" if close else "."
         message += " Allowed keys here: " + ", ".join(allowed)
         return InputProblem(_path(loc), message, value)
     if kind == "string_unicode":  # a lone surrogate (\\ud800-\\udfff): JSON allows the escape, Unicode text does not
