@@ -684,3 +684,12 @@ def test_fusion_an_implication_derived_from_the_variant_that_is_not_pathogenic_v
     bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in chart(by_url)] + [
         {"fullUrl": "urn:uuid:1f0c", "resource": variant("v", ALK_GENE)}]}
     assert facts_from_bundle(bundle, ON).facts.molecular.alk.status == "unknown"
+
+
+@pytest.mark.parametrize("value, said", [({"no": "type"}, "this object has no resourceType"),
+                                         ([], "got a list, not a JSON object"), ({"resourceType": "Patient"},
+                                                                                 "got 'Patient'")])
+def test_never_500_what_is_not_a_bundle_is_named_in_words_not_in_python(value, said):
+    with pytest.raises(InvalidInputError) as raised:
+        facts_from_bundle(value, ON)
+    assert raised.value.problems[0].message == f"expected a FHIR Bundle, {said}"

@@ -241,8 +241,14 @@ def facts_from_bundle(bundle: Any, on: date | None = None, *, terminology: Termi
     caller expects (refused if the chart is about another); ``diagnosis_attested`` that the caller established the
     IMT diagnosis elsewhere (recorded; a chart with no IMT Condition is then evaluated)."""
     if not isinstance(bundle, _OBJECT) or bundle.get("resourceType") != "Bundle":
+        if not isinstance(bundle, _OBJECT):
+            said = f"got {_kind(bundle)}, not a JSON object"
+        elif bundle.get("resourceType") is None:
+            said = "this object has no resourceType"
+        else:
+            said = f"got {_short(bundle['resourceType'])!r}"
         kind = bundle.get("resourceType") if isinstance(bundle, _OBJECT) else type(bundle).__name__
-        raise InvalidInputError([InputProblem("resourceType", f"expected a FHIR Bundle, got {kind!r}", _short(kind))])
+        raise InvalidInputError([InputProblem("resourceType", f"expected a FHIR Bundle, {said}", _short(kind))])
     if "entry" in bundle and not isinstance(bundle["entry"], list | type(None)):
         raise InvalidInputError([InputProblem("entry", "Bundle.entry must be a list of entries",
                                               type(bundle["entry"]).__name__)])
