@@ -414,9 +414,11 @@ def test_a_size_that_cannot_be_read_is_not_used_and_says_why(quantity, message):
     assert [(p.where, p.message) for p in result.problems] == [("Observation/s", message)]
 
 
-def test_a_size_observation_without_the_longest_dimension_says_nothing():
+def test_a_size_observation_without_the_longest_dimension_says_why_it_is_not_used():
     result = read(chart(size("s", {"value": 3, "unit": "cm"}, dimension="33729-5")))
-    assert result.facts.tumor.size_cm is None and result.problems == ()
+    assert result.facts.tumor.size_cm is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Observation/s", "tumor size without a longest-dimension component (33728-7); not used", "tumor.size_cm")]
 
 
 # --- the project's own code system --------------------------------------------------------------------------------

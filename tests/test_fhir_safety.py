@@ -693,3 +693,26 @@ def test_never_500_what_is_not_a_bundle_is_named_in_words_not_in_python(value, s
     with pytest.raises(InvalidInputError) as raised:
         facts_from_bundle(value, ON)
     assert raised.value.problems[0].message == f"expected a FHIR Bundle, {said}"
+
+
+def test_stage_a_metastasis_naming_no_primary_beside_another_primary_cancer_is_not_the_imts():
+    result = read(chart(LUNG_CANCER, secondary("met")))
+    assert result.facts.tumor.distant_disease is None
+    assert any(p.where == "Condition/met" and "another primary cancer (Condition/nsclc)" in p.message
+               for p in result.problems)
+    assert read(chart(secondary("met"))).facts.tumor.distant_disease is True  # the IMT is the only primary
+    named = secondary("met", extension=[{"url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+                                         "valueReference": {"reference": "Condition/imt"}}])
+    assert read(chart(LUNG_CANCER, named)).facts.tumor.distant_disease is True
+
+
+def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_is_not_used():
+    flat = size("s", 6)
+    flat["valueQuantity"] = flat.pop("component")[0]["valueQuantity"]
+    result = read(chart(flat))
+    assert result.facts.tumor.size_cm is None
+    assert any(p.where == "Observation/s" and "longest-dimension" in p.message for p in result.problems)
+    both = size("s", 6)
+    both["component"][0]["valueQuantity"].update(unit="cm", code="mm")
+    result = read(chart(both))
+    assert result.facts.tumor.size_cm is None and any("disagree" in p.message for p in result.problems)

@@ -70,6 +70,7 @@ SNOMED = "http://snomed.info/sct"
 HGNC_SYSTEMS = ("http://www.genenames.org", "http://www.genenames.org/geneId", "https://www.genenames.org")
 
 SECONDARY_PROFILE = "mcode-secondary-cancer-condition"
+PRIMARY_PROFILE = "mcode-primary-cancer-condition"  # (mCODE 4.0.0: Condition-primary-cancer-condition-nsclc)
 SURGERY_PROFILE = "mcode-cancer-related-surgical-procedure"
 TNM_M_PROFILE = "mcode-tnm-distant-metastases-category"
 RELATED_EXTENSION = "http://hl7.org/fhir/StructureDefinition/condition-related"
@@ -426,6 +427,7 @@ class _Reader:
     patient_keys: set[str] = field(default_factory=set)  # every name the patient goes by (labels, fullUrl)
     imt_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> matched codes (or "text")
     other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
+    other_primaries: set[str] = field(default_factory=set)  # of those, the ones profiled as mCODE primary cancers
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
@@ -658,6 +660,8 @@ class _Reader:
         related = _related(condition)
         if not matched and not named and not secondary:
             self.other_conditions.add(where)  # another disease: nothing of it is read
+            if PRIMARY_PROFILE in profiles:
+                self.other_primaries.add(where)
             return
         if {"refuted", "entered-in-error"} & set(verification):
             self.skip(where, f"verification status {'/'.join(verification)}; not used")
@@ -698,6 +702,12 @@ class _Reader:
         related = [self._resolve(r) for r in references]
         if related and not any(r in self.imt_conditions for r in related):
             self.skip(where, f"secondary tumour of {', '.join(related)}, not of the IMT; not used for staging", path)
+            return
+        if not related and self.other_primaries:
+            # With another primary cancer in the chart, a metastasis that names no primary may be that cancer's.
+            self.skip(where, "secondary tumour that names no primary (extension condition-related), in a chart that "
+                             f"holds another primary cancer ({', '.join(sorted(self.other_primaries))}); not used "
+                             "for staging: name its primary", path)
             return
         if _unconfirmed(condition, verification):
             self.skip(where, f"secondary tumour not confirmed (verification status "
@@ -960,7 +970,13 @@ class _Reader:
                               f"molecular.{gene}.fusion_partner")
 
     def _tumor_size(self, observation: Mapping[str, Any], where: str) -> None:
-        for component in _objects(observation, "component"):
+        components = _objects(observation, "component")
+        if not any(c.code == LONGEST_DIMENSION for component in components
+                   for c in _codings(_concept(component, "code"))):
+            self.skip(where, f"tumor size without a longest-dimension component ({LONGEST_DIMENSION}); not used",
+                      "tumor.size_cm")
+            return
+        for component in components:
             for coding in _codings(_concept(component, "code")):
                 if coding.code == LONGEST_DIMENSION:
                     break
@@ -978,6 +994,11 @@ class _Reader:
                                  "measurement; not used", "tumor.size_cm")
                 return
             unit = quantity.get("code") or quantity.get("unit")
+            if (quantity.get("code") in _CM_PER_UNIT and quantity.get("unit") in _CM_PER_UNIT
+                    and quantity["code"] != quantity["unit"]):
+                self.skip(where, f"tumor size whose unit {quantity['unit']!r} and code {quantity['code']!r} disagree; "
+                                 "not used", "tumor.size_cm")
+                return
             factor = _CM_PER_UNIT.get(str(unit))
             if factor is None:
                 self.skip(where, f"tumor size in unit {_short(unit)!r}; only cm and mm are understood",
