@@ -66,6 +66,7 @@ def create_app(config: ServiceConfig) -> Any:
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, Response
         from starlette.exceptions import HTTPException
+        from starlette.requests import ClientDisconnect
     except ImportError as exc:
         raise ImportError("the CDS Hooks service needs FastAPI and uvicorn: pip install 'imt-cds[service]'") from exc
 
@@ -111,8 +112,10 @@ def create_app(config: ServiceConfig) -> Any:
             scope["app"] = self  # as FastAPI sets it: _HookCalls reads the runner from the app's state
             await self.hook_calls(scope, receive, send)
 
+    # redirect_slashes off: a path with a trailing slash is a 404, not a redirect to a URL built from the client's
+    # Host header, answered before the request is authenticated.
     app = ServiceApp(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
-                     openapi_url=None)
+                     openapi_url=None, redirect_slashes=False)
     app.state.rule_pages = {}  # rule id -> its page (HTML), made on first request
 
     def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -141,7 +144,17 @@ def create_app(config: ServiceConfig) -> Any:
     @app.exception_handler(HTTPException)
     async def http_error(request: Any, exc: Any) -> Any:
         code = {404: "cds_not_found", 405: "cds_method_not_allowed"}.get(exc.status_code, "cds_http_error")
-        return json_response(error_body(code, exc.status_code, http_reason(exc.status_code)), exc.status_code)
+        # exc.headers: the Allow header of a 405, which HTTP requires
+        return json_response(error_body(code, exc.status_code, http_reason(exc.status_code)), exc.status_code,
+                             exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Any, exc: Exception) -> Any:
+        # The client closed the connection before its body arrived (or the body deadline closed it, which says so
+        # in the log itself): the client's doing, not the service's; the answer goes nowhere.
+        log.info("imt-cds: %s %s: the client went away before its request body arrived", request.method,
+                 request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Any, exc: Any) -> Any:
