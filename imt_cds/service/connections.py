@@ -16,7 +16,8 @@ connections and never finishes its headers holds them forever and, past the proc
 - ``open_file_budget``: raises the process's soft RLIMIT_NOFILE so the cap fits under it, or refuses a cap that
   cannot fit.
 - ``RepeatedLogFilter``: the same diagnostic (same logger, level and message template) at most ``burst`` times per
-  ``window`` seconds; the next one let through says how many were suppressed.
+  ``window`` seconds; the next one let through says how many were suppressed. It never keys on the text a client
+  chose (a path, a token's claims), so varying that text cannot get a flood through.
 
 Nothing here runs at import; each server builds its own protocol class and filter (no state shared between servers).
 """
@@ -259,10 +260,12 @@ class _Seen:
 
 class RepeatedLogFilter(logging.Filter):
     """Let the same diagnostic through at most ``burst`` times per ``window`` seconds (records at WARNING and above;
-    keyed by logger, level and the first line of the message as written, so the many lines a flood repeats count as
-    one, while different messages (two refusals for different reasons) are counted apart). The first record let through
-    after a suppression says how many were dropped. Loggers in ``exempt`` (records that are data, such as feedback
-    written to the log) always pass."""
+    keyed by logger, level, the first line of the message *template* (``record.msg``, before its arguments are put
+    in) and the record's ``log_key`` when the code logging it gave one (``extra={"log_key": ...}``: e.g. the kind of
+    a 401's reason, so that refusals for different reasons are counted apart). Never the message as written: its
+    arguments hold what clients sent, and a flood varying them would otherwise pass line by line. The first record
+    let through after a suppression says how many were dropped. Loggers in ``exempt`` (records that are data, such
+    as feedback written to the log) always pass."""
 
     def __init__(self, burst: int = 5, window: float = 60.0, exempt: Iterable[str] = (),
                  clock: Callable[[], float] = time.monotonic, max_keys: int = 1024):
@@ -272,17 +275,14 @@ class RepeatedLogFilter(logging.Filter):
         self.exempt = tuple(exempt)
         self._clock = clock
         self._max_keys = max_keys
-        self._seen: OrderedDict[tuple[str, int, str], _Seen] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int, str, str], _Seen] = OrderedDict()
         self._lock = threading.Lock()  # handlers may be called from executor threads as well as the loop
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.name.startswith(self.exempt):
             return True
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a record whose arguments do not fit its template: key on the template
-            text = str(record.msg)
-        key = (record.name, record.levelno, text.split("\n", 1)[0][:200])
+        template = str(record.msg).split("\n", 1)[0][:200]
+        key = (record.name, record.levelno, template, str(getattr(record, "log_key", ""))[:200])
         now = self._clock()
         with self._lock:
             seen = self._seen.get(key)
