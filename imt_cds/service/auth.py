@@ -34,14 +34,17 @@ Keys fetched from a URL are cached for an hour and fetched again (at most every 
 id the cached set lacks, so a client can rotate keys (as ``jwt.PyJWKClient`` does; it is not used itself: it fetches
 with blocking urllib calls, which would stall the event loop, and reads a response of any size, where this module
 reads at most 256 kB). A fetch may take ``AuthSettings.jwks_timeout_seconds`` altogether (default 10 s, at most 60);
-past it, or on any other failure, the token that needed the keys is refused and the next one fetches again. This
-module never logs a token.
+past it, or on any other failure, the token that needed the keys is refused, and so is every token that needs that
+set for the next ``JWKS_FAILURE_MEMORY_SECONDS`` (30 s), at once and without fetching again: otherwise a set that
+hangs would hold each call for the whole timeout, one after another behind the issuer's lock. The failure is logged
+once. This module never logs a token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -55,10 +58,14 @@ from .replay_cache import ReplayCache, open_replay_cache
 
 __all__ = ["ALLOWED_ALGORITHMS", "DEFAULT_STORE_TIMEOUT_SECONDS", "AuthSettings", "Authenticator", "TrustedIssuer"]
 
+log = logging.getLogger("imt_cds.service.auth")
+
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 _KEY_TYPES = {"ES384": ("EC", "P-384"), "RS384": ("RSA", None)}
 JWKS_TTL_SECONDS = 3600.0
 JWKS_MIN_REFRESH_SECONDS = 30.0
+# How long a failed JWK Set fetch is remembered: tokens needing the set are refused without a new fetch meanwhile.
+JWKS_FAILURE_MEMORY_SECONDS = 30.0
 MAX_JWKS_BYTES = 256 * 1024
 # A JWK Set fetch holds the call that needed it, and every other call for that issuer waits on the same fetch: past
 # a minute no EHR is still waiting for the answer.
@@ -123,6 +130,7 @@ class Authenticator:
         self._issuers: dict[str, TrustedIssuer] = {}
         self._pinned: dict[str, _KeySet] = {}
         self._fetched: dict[str, _KeySet] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # JWK Set URL -> when its last fetch failed, and why
         self._locks: dict[str, asyncio.Lock] = {}
         self.replays: ReplayCache = open_replay_cache(replay_store, settings.replay_cache_size, replay_timeout)
         self._replay_blocks = replay_store is not None
@@ -265,10 +273,21 @@ class Authenticator:
             stale = cached is None or now - cached.fetched_at > JWKS_TTL_SECONDS
             found = None if cached is None else _pick(cached, kid)
             if stale or (found is None and now - cached.fetched_at > JWKS_MIN_REFRESH_SECONDS):  # type: ignore[union-attr]
+                failed = self._failed.get(url)
+                if failed is not None and now - failed[0] < JWKS_FAILURE_MEMORY_SECONDS:
+                    raise UnauthorizedError(f"cannot get the JWK Set of {issuer.iss} from {url}: {failed[1]} (a fetch "
+                                            f"{now - failed[0]:.0f} s ago; not fetched again for "
+                                            f"{JWKS_FAILURE_MEMORY_SECONDS:g} s)")
                 try:
                     cached = _KeySet(self._keys(json.loads(await self._get(url))), now)
                 except (ValueError, OSError) as exc:
-                    raise UnauthorizedError(f"cannot get the JWK Set of {issuer.iss} from {url}: {exc}") from None
+                    reason = log_value(exc)
+                    self._failed[url] = (self._clock(), reason)  # from the failure: the fetch may have taken long
+                    log.warning("imt-cds: cannot get the JWK Set of %s from %s: %s; tokens that need it are refused "
+                                "without fetching it again for %g s", issuer.iss, url, reason,
+                                JWKS_FAILURE_MEMORY_SECONDS)
+                    raise UnauthorizedError(f"cannot get the JWK Set of {issuer.iss} from {url}: {reason}") from None
+                self._failed.pop(url, None)
                 self._fetched[url] = cached
                 found = _pick(cached, kid)
         if found is None:
