@@ -43,7 +43,8 @@ def test_every_wrong_field_of_a_request_is_named_by_its_path_in_one_refusal():
     assert sorted(paths(error)) == sorted(["hookInstance", "fhirServer", "fhirAuthorization.access_token", "prefetch",
                                            "extension", "context.patientId", "context.userId"])
     problems = {p["path"]: p["message"] for p in error.details["problems"]}
-    assert problems["fhirServer"] == "fhirServer must be a URL (the base URL of the client's FHIR server), not 3"
+    assert problems["fhirServer"] == ("fhirServer must be a URL of at most 4096 characters (the base URL of the "
+                                      "client's FHIR server), not 3")
     assert problems["prefetch"].startswith("prefetch must be an object") and problems["prefetch"].endswith(
         "not an empty list")
     assert problems["fhirAuthorization.access_token"].startswith("fhirAuthorization.access_token is required")

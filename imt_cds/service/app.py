@@ -22,6 +22,7 @@ the server (its lifespan) and stops with it.
 
 import html
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +45,7 @@ from .errors import (
     UnauthorizedError,
     error_body,
     http_reason,
+    log_value,
     public_body,
 )
 from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
@@ -66,6 +68,7 @@ def create_app(config: ServiceConfig) -> Any:
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, Response
         from starlette.exceptions import HTTPException
+        from starlette.requests import ClientDisconnect
     except ImportError as exc:
         raise ImportError("the CDS Hooks service needs FastAPI and uvicorn: pip install 'imt-cds[service]'") from exc
 
@@ -111,8 +114,10 @@ def create_app(config: ServiceConfig) -> Any:
             scope["app"] = self  # as FastAPI sets it: _HookCalls reads the runner from the app's state
             await self.hook_calls(scope, receive, send)
 
+    # redirect_slashes off: a path with a trailing slash is a 404, not a redirect to a URL built from the client's
+    # Host header, answered before the request is authenticated.
     app = ServiceApp(title="imt-cds CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
-                     openapi_url=None)
+                     openapi_url=None, redirect_slashes=False)
     app.state.rule_pages = {}  # rule id -> its page (HTML), made on first request
 
     def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -132,26 +137,37 @@ def create_app(config: ServiceConfig) -> Any:
         # an exception's text) goes to the log, for the operator.
         headers = None
         if isinstance(exc, UnauthorizedError):
-            log.warning("imt-cds: %s %s refused (401): %s", request.method, request.url.path, exc.message)
+            _log_refusal(request.method, request.url.path, exc)
             headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         elif exc.status >= 500:
-            log.error("imt-cds: %s %s: [%s] %s", request.method, request.url.path, exc.code, exc.message)
+            _log_server_error(request.method, request.url.path, exc)
         return json_response(public_body(exc), exc.status, headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Any, exc: Any) -> Any:
         code = {404: "cds_not_found", 405: "cds_method_not_allowed"}.get(exc.status_code, "cds_http_error")
-        return json_response(error_body(code, exc.status_code, http_reason(exc.status_code)), exc.status_code)
+        # exc.headers: the Allow header of a 405, which HTTP requires
+        return json_response(error_body(code, exc.status_code, http_reason(exc.status_code)), exc.status_code,
+                             exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Any, exc: Exception) -> Any:
+        # The client closed the connection before its body arrived (or the body deadline closed it, which says so
+        # in the log itself): the client's doing, not the service's; the answer goes nowhere.
+        log.info("imt-cds: %s %s: the client went away before its request body arrived", request.method,
+                 log_value(request.url.path))
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Any, exc: Any) -> Any:
-        log.warning("imt-cds: %s %s: invalid request: %s", request.method, request.url.path, exc.errors())
+        log.warning("imt-cds: %s %s: invalid request: %s", request.method, log_value(request.url.path),
+                    log_value(exc.errors(), 400))
         error = BadRequestError("invalid request: the path or parameters are not what this endpoint takes")
         return json_response(error.to_dict(), error.status)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Any, exc: Exception) -> Any:
-        log.exception("imt-cds: internal error answering %s %s", request.method, request.url.path)
+        log.exception("imt-cds: internal error answering %s %s", request.method, log_value(request.url.path))
         return json_response(error_body("cds_internal_error", 500, INTERNAL_MESSAGE), 500)
 
     @app.get("/cds-services")
@@ -354,7 +370,7 @@ class _HookCalls:
             await self._send_service_error(scope, send, exc)
             return
         except Exception:  # noqa: BLE001 - answered as the FastAPI app answers any other failure: 500, logged
-            log.exception("imt-cds: internal error answering %s %s", scope["method"], path)
+            log.exception("imt-cds: internal error answering %s %s", scope["method"], log_value(path))
             await _send_json(send, 500, orjson.dumps(error_body("cds_internal_error", 500, INTERNAL_MESSAGE)),
                              trailing=self.trailing)
             return
@@ -391,15 +407,33 @@ class _HookCalls:
         # As the FastAPI app's ServiceError handler: the reason to the log, the public body to the client.
         headers = []
         if isinstance(exc, UnauthorizedError):
-            log.warning("imt-cds: %s %s refused (401): %s", scope["method"], scope["path"], exc.message)
+            _log_refusal(scope["method"], scope["path"], exc)
             headers.append(_UNAUTHORIZED_HEADER)
         elif exc.status >= 500:
-            log.error("imt-cds: %s %s: [%s] %s", scope["method"], scope["path"], exc.code, exc.message)
+            _log_server_error(scope["method"], scope["path"], exc)
         await _send_json(send, exc.status, orjson.dumps(public_body(exc)), headers, self.trailing)
 
 
 class _Disconnected(Exception):
     pass
+
+
+# The kind of a 401 reason: its words before the first quoted, numbered or bracketed value (every value a token
+# chooses is shown quoted, e.g. "JWT issuer 'https://...' is not trusted"), so the log's rate filter counts
+# refusals per reason and no token can make each refusal a line of its own by varying its claims.
+_REASON_KIND = re.compile(r"[^'\"(0-9]{0,80}")
+
+
+def _log_refusal(method: str, path: str, exc: ServiceError) -> None:
+    reason = exc.message
+    kind = _REASON_KIND.match(reason)
+    log.warning("imt-cds: %s %s refused (401): %s", method, log_value(path), log_value(reason, 400),
+                extra={"log_key": kind.group() if kind else ""})
+
+
+def _log_server_error(method: str, path: str, exc: ServiceError) -> None:
+    log.error("imt-cds: %s %s: [%s] %s", method, log_value(path), exc.code, log_value(exc.message, 400),
+              extra={"log_key": exc.code})
 
 
 async def _send_json(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,

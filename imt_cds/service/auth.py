@@ -34,14 +34,17 @@ Keys fetched from a URL are cached for an hour and fetched again (at most every 
 id the cached set lacks, so a client can rotate keys (as ``jwt.PyJWKClient`` does; it is not used itself: it fetches
 with blocking urllib calls, which would stall the event loop, and reads a response of any size, where this module
 reads at most 256 kB). A fetch may take ``AuthSettings.jwks_timeout_seconds`` altogether (default 10 s, at most 60);
-past it, or on any other failure, the token that needed the keys is refused and the next one fetches again. This
-module never logs a token.
+past it, or on any other failure, the token that needed the keys is refused, and so is every token that needs that
+set for the next ``JWKS_FAILURE_MEMORY_SECONDS`` (30 s), at once and without fetching again: otherwise a set that
+hangs would hold each call for the whole timeout, one after another behind the issuer's lock. The failure is logged
+once. This module never logs a token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -50,15 +53,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ServiceConfigError, ServiceError, UnauthorizedError
+from .errors import ServiceConfigError, ServiceError, UnauthorizedError, log_value
 from .replay_cache import ReplayCache, open_replay_cache
 
 __all__ = ["ALLOWED_ALGORITHMS", "DEFAULT_STORE_TIMEOUT_SECONDS", "AuthSettings", "Authenticator", "TrustedIssuer"]
+
+log = logging.getLogger("imt_cds.service.auth")
 
 ALLOWED_ALGORITHMS = ("ES384", "RS384")
 _KEY_TYPES = {"ES384": ("EC", "P-384"), "RS384": ("RSA", None)}
 JWKS_TTL_SECONDS = 3600.0
 JWKS_MIN_REFRESH_SECONDS = 30.0
+# How long a failed JWK Set fetch is remembered: tokens needing the set are refused without a new fetch meanwhile.
+JWKS_FAILURE_MEMORY_SECONDS = 30.0
 MAX_JWKS_BYTES = 256 * 1024
 # A JWK Set fetch holds the call that needed it, and every other call for that issuer waits on the same fetch: past
 # a minute no EHR is still waiting for the answer.
@@ -123,6 +130,7 @@ class Authenticator:
         self._issuers: dict[str, TrustedIssuer] = {}
         self._pinned: dict[str, _KeySet] = {}
         self._fetched: dict[str, _KeySet] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # JWK Set URL -> when its last fetch failed, and why
         self._locks: dict[str, asyncio.Lock] = {}
         self.replays: ReplayCache = open_replay_cache(replay_store, settings.replay_cache_size, replay_timeout)
         self._replay_blocks = replay_store is not None
@@ -174,7 +182,7 @@ class Authenticator:
         except ServiceError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a hostile token makes a library raise, it is refused
-            raise UnauthorizedError(f"the JWT could not be checked ({type(exc).__name__}: {exc})") from None
+            raise UnauthorizedError(f"the JWT could not be checked ({type(exc).__name__}: {log_value(exc)})") from None
 
     async def _check(self, token: str, audiences: Iterable[str]) -> dict[str, Any]:
         try:
@@ -182,15 +190,15 @@ class Authenticator:
             parsed = self._jwt.decode_complete(token, options={"verify_signature": False})
             header, unverified = parsed["header"], parsed["payload"]
         except self._jwt.PyJWTError as exc:
-            raise UnauthorizedError(f"the bearer token is not a well-formed JWT ({exc})") from None
+            raise UnauthorizedError(f"the bearer token is not a well-formed JWT ({log_value(exc)})") from None
         if not isinstance(header, Mapping) or not isinstance(unverified, Mapping):
             raise UnauthorizedError("the JWT header and payload must be JSON objects")
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
-            raise UnauthorizedError(f"JWT algorithm {alg!r} is not accepted: CDS Hooks forbids unsigned and symmetric "
-                                    f"(HMAC) tokens; this service accepts {' and '.join(ALLOWED_ALGORITHMS)}")
+            raise UnauthorizedError(f"JWT algorithm {_shown(alg)} is not accepted: CDS Hooks forbids unsigned and "
+                                    f"symmetric (HMAC) tokens; this service accepts {' and '.join(ALLOWED_ALGORITHMS)}")
         if header.get("typ") not in (None, "JWT"):
-            raise UnauthorizedError(f"JWT header typ must be JWT, not {header.get('typ')!r}")
+            raise UnauthorizedError(f"JWT header typ must be JWT, not {_shown(header.get('typ'))}")
         for name in ("kid", "jku"):
             if header.get(name) is not None and not isinstance(header[name], str):
                 raise UnauthorizedError(f"JWT header {name} must be a string")
@@ -201,17 +209,17 @@ class Authenticator:
         iss = unverified.get("iss")
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise UnauthorizedError(f"JWT issuer {iss!r} is not trusted by this service")
+            raise UnauthorizedError(f"JWT issuer {_shown(iss)} is not trusted by this service")
         jku = header.get("jku")
         if jku is not None and issuer.jwks_url is not None and jku != issuer.jwks_url:
-            raise UnauthorizedError(f"JWT jku {jku!r} is not the JWK Set URL allow-listed for issuer {iss}")
+            raise UnauthorizedError(f"JWT jku {_shown(jku)} is not the JWK Set URL allow-listed for issuer {iss}")
         key = await self._key(issuer, header.get("kid"))
         kty, crv = _KEY_TYPES[alg]
         if key.key_type != kty or (crv is not None and _curve(key) != crv):
-            raise UnauthorizedError(f"key {header.get('kid')!r} of {iss} cannot verify {alg} "
+            raise UnauthorizedError(f"key {_shown(header.get('kid'))} of {iss} cannot verify {alg} "
                                     f"(needs {kty}{' ' + crv if crv else ''})")
         if key.algorithm_name != alg:  # the key's own alg, e.g. an RSA key published for RS256 only
-            raise UnauthorizedError(f"key {header.get('kid')!r} of {iss} is for {key.algorithm_name}, not {alg}")
+            raise UnauthorizedError(f"key {_shown(header.get('kid'))} of {iss} is for {key.algorithm_name}, not {alg}")
         expected = list(audiences)
         leeway = self.settings.leeway_seconds
         try:
@@ -221,7 +229,7 @@ class Authenticator:
         except self._jwt.ExpiredSignatureError:
             raise UnauthorizedError("the JWT has expired (exp is in the past)") from None
         except self._jwt.InvalidAudienceError:
-            raise UnauthorizedError(f"JWT aud {unverified.get('aud')!r} is not this endpoint: expected "
+            raise UnauthorizedError(f"JWT aud {_shown(unverified.get('aud'))} is not this endpoint: expected "
                                     f"{expected[0]!r}") from None
         except self._jwt.ImmatureSignatureError:
             raise UnauthorizedError("the JWT is not valid yet (iat or nbf is in the future)") from None
@@ -230,7 +238,7 @@ class Authenticator:
         except self._jwt.InvalidSignatureError:
             raise UnauthorizedError("the JWT signature does not verify with the issuer's key") from None
         except self._jwt.PyJWTError as exc:
-            raise UnauthorizedError(f"the JWT is not acceptable: {exc}") from None
+            raise UnauthorizedError(f"the JWT is not acceptable: {log_value(exc)}") from None
         # PyJWT has refused an exp or iat that is not a finite number, an exp in the past and an iat in the future
         # (each with the leeway). What CDS Hooks asks beyond that is a short life: exp - iat within the cap. With exp
         # in the future, that cap also bounds the token's age (now - iat < lifetime + leeway), so an old token needs
@@ -248,7 +256,7 @@ class Authenticator:
         else:
             fresh = self.replays.add((iss, jti), float(exp) + leeway, now)
         if not fresh:
-            raise UnauthorizedError(f"JWT jti {jti!r} was already used: a replayed token is refused")
+            raise UnauthorizedError(f"JWT jti {_shown(jti)} was already used: a replayed token is refused")
         return claims  # type: ignore[no-any-return]
 
     async def _key(self, issuer: TrustedIssuer, kid: Any) -> Any:
@@ -265,10 +273,21 @@ class Authenticator:
             stale = cached is None or now - cached.fetched_at > JWKS_TTL_SECONDS
             found = None if cached is None else _pick(cached, kid)
             if stale or (found is None and now - cached.fetched_at > JWKS_MIN_REFRESH_SECONDS):  # type: ignore[union-attr]
+                failed = self._failed.get(url)
+                if failed is not None and now - failed[0] < JWKS_FAILURE_MEMORY_SECONDS:
+                    raise UnauthorizedError(f"cannot get the JWK Set of {issuer.iss} from {url}: {failed[1]} (a fetch "
+                                            f"{now - failed[0]:.0f} s ago; not fetched again for "
+                                            f"{JWKS_FAILURE_MEMORY_SECONDS:g} s)")
                 try:
                     cached = _KeySet(self._keys(json.loads(await self._get(url))), now)
                 except (ValueError, OSError) as exc:
-                    raise UnauthorizedError(f"cannot get the JWK Set of {issuer.iss} from {url}: {exc}") from None
+                    reason = log_value(exc)
+                    self._failed[url] = (self._clock(), reason)  # from the failure: the fetch may have taken long
+                    log.warning("imt-cds: cannot get the JWK Set of %s from %s: %s; tokens that need it are refused "
+                                "without fetching it again for %g s", issuer.iss, url, reason,
+                                JWKS_FAILURE_MEMORY_SECONDS)
+                    raise UnauthorizedError(f"cannot get the JWK Set of {issuer.iss} from {url}: {reason}") from None
+                self._failed.pop(url, None)
                 self._fetched[url] = cached
                 found = _pick(cached, kid)
         if found is None:
@@ -347,10 +366,15 @@ def _with_algorithm(raw: Mapping[str, Any]) -> dict[str, Any]:
     return jwk
 
 
+def _shown(value: Any) -> str:
+    """A value a token chose, as a refusal's reason shows it (the reason goes to the log): repr, shortened."""
+    return log_value(repr(value), 80)
+
+
 def _no_key(issuer: TrustedIssuer, kid: Any) -> str:
     if kid is None:
         return f"the JWT has no kid and the JWK Set of {issuer.iss} holds several keys"
-    return f"no key with kid {kid!r} in the JWK Set of {issuer.iss}"
+    return f"no key with kid {_shown(kid)} in the JWK Set of {issuer.iss}"
 
 
 def _check_jwks_timeout(seconds: Any) -> None:

@@ -16,7 +16,8 @@ connections and never finishes its headers holds them forever and, past the proc
 - ``open_file_budget``: raises the process's soft RLIMIT_NOFILE so the cap fits under it, or refuses a cap that
   cannot fit.
 - ``RepeatedLogFilter``: the same diagnostic (same logger, level and message template) at most ``burst`` times per
-  ``window`` seconds; the next one let through says how many were suppressed.
+  ``window`` seconds; the next one let through says how many were suppressed. It never keys on the text a client
+  chose (a path, a token's claims), so varying that text cannot get a flood through.
 
 Nothing here runs at import; each server builds its own protocol class and filter (no state shared between servers).
 """
@@ -42,9 +43,15 @@ DEFAULT_MAX_CONNECTIONS = 1000
 # handles (a few per worker), the audit store, log files, outgoing FHIR connections while prefetching.
 _RESERVED_FILES = 256
 _RESERVED_FILES_PER_WORKER = 8
-_TIMEOUT_BODY = b"the request did not arrive in time"
-_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+# The service answers every error as JSON (errors.error_body), these two written by the protocol itself too.
+_TIMEOUT_BODY = (b'{"error":{"code":"cds_request_timeout","status":408,"message":"the request did not arrive in '
+                 b'time"}}')
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
                      b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+_INVALID_BODY = (b'{"error":{"code":"cds_bad_request","status":400,"message":"invalid HTTP request (the request line '
+                 b'or headers could not be parsed)"}}')
+_INVALID_RESPONSE = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(_INVALID_BODY), _INVALID_BODY))
 
 
 @dataclass(frozen=True)
@@ -156,12 +163,33 @@ class _Deadlines:
         self._awaiting = ""
         if self.transport.is_closing():
             return
-        log.warning("imt-cds: closed a connection whose request %s did not arrive within %g s",
-                    what, self._limits.header_timeout if what == "headers" else self._limits.body_timeout)
+        if what == "idle":  # a request answered early, then read to its end: nothing is waiting, as keep-alive
+            self.transport.close()
+            return
         cycle: object = self.cycle
-        if cycle is None or getattr(cycle, "response_complete") or not getattr(cycle, "response_started"):
-            self.transport.write(_TIMEOUT_RESPONSE)  # nothing of a response sent yet: say why it ends
+        answered = cycle is not None and getattr(cycle, "response_complete")
+        if what == "body" and answered:
+            # The request was answered before its body was read (a 401, 404 or 413): the rest never came.
+            log.warning("imt-cds: closed a connection whose request was answered early and the rest of whose body "
+                        "did not arrive within %g s", self._limits.body_timeout)
+        else:
+            log.warning("imt-cds: closed a connection whose request %s did not arrive within %g s",
+                        what, self._limits.header_timeout if what == "headers" else self._limits.body_timeout)
+            if cycle is None or answered or not getattr(cycle, "response_started"):
+                self.transport.write(_TIMEOUT_RESPONSE)  # nothing of a response sent yet: say why it ends
         self.transport.close()
+
+    def _answered_early(self) -> bool:
+        """The request whose body was just read to its end had been answered already (before its body was read):
+        uvicorn armed its keep-alive timer when it answered, and the body's arrival cancelled it."""
+        cycle: object = self.cycle
+        return cycle is not None and bool(getattr(cycle, "response_complete"))
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to a request it cannot parse, as JSON like every other error of the service.
+        if not self.transport.is_closing():
+            self.transport.write(_INVALID_RESPONSE)
+            self.transport.close()
 
     def _idle(self) -> bool:
         raise NotImplementedError
@@ -194,7 +222,7 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> Callab
         # the worker timeout bounds the rest).
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._deadline is None:
+            if self._deadline is None or self._awaiting == "idle":
                 self._arm(limits.header_timeout, "headers")
 
         def on_headers_complete(self) -> None:
@@ -204,7 +232,12 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> Callab
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._disarm()
+            if self._answered_early():
+                # Without this nothing would ever close the connection: the keep-alive timer is gone (see
+                # _answered_early) and no response is coming to arm it again.
+                self._arm(limits.keep_alive_timeout, "idle")
+            else:
+                self._disarm()
 
         def _idle(self) -> bool:
             """No request in progress (a client that has not finished its headers, or a kept-alive connection
@@ -233,7 +266,11 @@ def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> Callable[...
                 return
             state = self.conn.their_state
             if state is h11.IDLE:
-                if self._deadline is None:  # a later request on a kept-alive connection has begun
+                if self._awaiting == "body":
+                    # The body of a request answered early has just been read to its end (h11 starts the next cycle
+                    # at once): the connection is idle, and its keep-alive timer is gone (see _answered_early).
+                    self._arm(limits.keep_alive_timeout, "idle")
+                elif self._deadline is None or self._awaiting == "idle":  # a later request has begun
                     self._arm(limits.header_timeout, "headers")
             elif state is h11.SEND_BODY:
                 if self._awaiting != "body":
@@ -259,10 +296,12 @@ class _Seen:
 
 class RepeatedLogFilter(logging.Filter):
     """Let the same diagnostic through at most ``burst`` times per ``window`` seconds (records at WARNING and above;
-    keyed by logger, level and the first line of the message as written, so the many lines a flood repeats count as
-    one, while different messages (two refusals for different reasons) are counted apart). The first record let through
-    after a suppression says how many were dropped. Loggers in ``exempt`` (records that are data, such as feedback
-    written to the log) always pass."""
+    keyed by logger, level, the first line of the message *template* (``record.msg``, before its arguments are put
+    in) and the record's ``log_key`` when the code logging it gave one (``extra={"log_key": ...}``: e.g. the kind of
+    a 401's reason, so that refusals for different reasons are counted apart). Never the message as written: its
+    arguments hold what clients sent, and a flood varying them would otherwise pass line by line. The first record
+    let through after a suppression says how many were dropped. Loggers in ``exempt`` (records that are data, such
+    as feedback written to the log) always pass."""
 
     def __init__(self, burst: int = 5, window: float = 60.0, exempt: Iterable[str] = (),
                  clock: Callable[[], float] = time.monotonic, max_keys: int = 1024):
@@ -272,17 +311,14 @@ class RepeatedLogFilter(logging.Filter):
         self.exempt = tuple(exempt)
         self._clock = clock
         self._max_keys = max_keys
-        self._seen: OrderedDict[tuple[str, int, str], _Seen] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int, str, str], _Seen] = OrderedDict()
         self._lock = threading.Lock()  # handlers may be called from executor threads as well as the loop
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.name.startswith(self.exempt):
             return True
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a record whose arguments do not fit its template: key on the template
-            text = str(record.msg)
-        key = (record.name, record.levelno, text.split("\n", 1)[0][:200])
+        template = str(record.msg).split("\n", 1)[0][:200]
+        key = (record.name, record.levelno, template, str(getattr(record, "log_key", ""))[:200])
         now = self._clock()
         with self._lock:
             seen = self._seen.get(key)

@@ -46,6 +46,7 @@ __all__ = [
     "WorkerTimeoutError",
     "error_body",
     "http_reason",
+    "log_value",
     "public_body",
 ]
 
@@ -57,6 +58,19 @@ _SERVER_MESSAGES = {
     "cds_evaluation_failed": "the evaluation failed; see the server log",
 }
 INTERNAL_MESSAGE = "internal error; see the server log"
+# What a log line shows of a value a client chose (a path, a URL, a token's claims): enough to recognise it, never
+# megabytes, and never a line break that would make one problem look like several lines.
+LOG_VALUE_CHARS = 200
+_CONTROL_CHARACTERS = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
+def log_value(value: Any, limit: int = LOG_VALUE_CHARS) -> str:
+    """``value`` as text for a log line: at most ``limit`` characters (then how long it was), control characters
+    escaped."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}...[{len(text)} characters]"
+    return text.translate(_CONTROL_CHARACTERS)
 
 
 def error_body(code: str, status: int, message: str, details: Any = None) -> dict[str, Any]:

@@ -24,6 +24,11 @@ from .errors import BadRequestError
 
 __all__ = [
     "CONTEXTS",
+    "MAX_ACCEPTED_SUGGESTIONS",
+    "MAX_DRAFT_ORDERS",
+    "MAX_FEEDBACK_ITEMS",
+    "MAX_FHIR_SERVER_CHARS",
+    "MAX_LISTED_PROBLEMS",
     "FeedbackBody",
     "HookRequest",
     "OrderSignContext",
@@ -34,6 +39,16 @@ __all__ = [
 ]
 
 _Text = Annotated[str, Field(min_length=1)]
+# Bounds on what one call may make the service check, store and answer. A CDS client sends feedback about the cards of
+# one hook answer (a handful) and signs a handful of orders at once; the bounds are far above that and far below what
+# would make one call hold the event loop or the store for seconds, or answer megabytes of problems.
+MAX_FEEDBACK_ITEMS = 500
+MAX_ACCEPTED_SUGGESTIONS = 100  # per feedback item: a card has a few suggestions
+MAX_DRAFT_ORDERS = 200  # entries of context.draftOrders
+# A FHIR base URL is a few dozen characters; the URLs fetched under it add the prefetch queries (about 1 KB).
+MAX_FHIR_SERVER_CHARS = 4096
+# A 400 lists at most this many problems (in its message and in details.problems), then says how many more there are.
+MAX_LISTED_PROBLEMS = 20
 
 
 class _Model(BaseModel):
@@ -57,7 +72,9 @@ class HookRequest(_Model):
     hookInstance: _Text = Field(description="non-empty text (a CDS Hooks request has hook, hookInstance and "
                                                         "context)")
     context: dict[str, Any] = Field(description="an object (what the hook's context holds)")
-    fhirServer: str | None = Field(None, description="a URL (the base URL of the client's FHIR server)")
+    fhirServer: Annotated[str, Field(max_length=MAX_FHIR_SERVER_CHARS)] | None = Field(
+        None, description=f"a URL of at most {MAX_FHIR_SERVER_CHARS} characters (the base URL of the client's FHIR "
+                          "server)")
     fhirAuthorization: FhirAuthorization | None = Field(
         None, description="an object with an access_token (CDS Hooks 2.0.1 FHIR resource access)")
     prefetch: dict[str, Any] | None = Field(None, description="an object (prefetch key -> FHIR resource or null)")
@@ -72,6 +89,8 @@ class PatientViewContext(_Model):
 
 class DraftOrders(_Model):
     resourceType: Literal["Bundle"] = Field(description='"Bundle" (draftOrders is a FHIR Bundle)')
+    entry: Annotated[list[Any], Field(max_length=MAX_DRAFT_ORDERS)] | None = Field(
+        None, description=f"a list of at most {MAX_DRAFT_ORDERS} entries (the draft orders of one call)")
 
 
 class OrderSignContext(_Model):
@@ -107,7 +126,8 @@ class FeedbackItem(_Model):
     card: _Text = Field(description="the card's uuid, non-empty text")
     outcome: Literal["accepted", "overridden"] = Field(description='"accepted" or "overridden"')
     outcomeTimestamp: str = Field(description="an RFC 3339 date-time, UTC")
-    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(None, description='a list of {"id": ...}')
+    acceptedSuggestions: Annotated[list[AcceptedSuggestion], Field(max_length=MAX_ACCEPTED_SUGGESTIONS)] | None = Field(
+        None, description=f'a list of at most {MAX_ACCEPTED_SUGGESTIONS} {{"id": ...}}')
     overrideReason: OverrideReason | None = Field(None, description="an object")
 
     @field_validator("outcomeTimestamp")
@@ -160,6 +180,8 @@ def _plainly_valid_patient_view(body: Mapping[str, Any]) -> bool:
         return False
     if not (_text(body.get("hook")) and _text(body.get("hookInstance")) and _optional_text(body.get("fhirServer"))):
         return False
+    if len(body.get("fhirServer") or "") > MAX_FHIR_SERVER_CHARS:
+        return False
     for name in _OPTIONAL_OBJECTS:
         value = body.get(name)
         if value is not None and not _object(value):
@@ -194,12 +216,24 @@ def feedback_problems(body: Any) -> list[dict[str, str]]:
     """Every problem of a feedback body (CDS Hooks 2.0.1): ``[{"path", "message"}]``."""
     if not isinstance(body, Mapping):
         return [{"path": "", "message": 'feedback must be an object {"feedback": [...]} with at least one item'}]
+    items = body.get("feedback")
+    if isinstance(items, list) and len(items) > MAX_FEEDBACK_ITEMS:
+        # Refused before any item is checked: checking (and answering about) every item of a huge list is the cost
+        # this bound is there to avoid.
+        return [{"path": "feedback", "message": f"feedback holds {len(items)} items; at most {MAX_FEEDBACK_ITEMS} "
+                                                "are accepted in one call (send the rest in further calls)"}]
     return _problems(FeedbackBody, body)
 
 
 def refuse(problems: list[dict[str, str]]) -> BadRequestError:
-    """The 400 for ``problems``: every message on one line, and each path in ``details``."""
-    return BadRequestError("; ".join(p["message"] for p in problems), {"problems": problems})
+    """The 400 for ``problems``: the messages on one line, and each path in ``details``; at most
+    ``MAX_LISTED_PROBLEMS`` of them, then how many more there are (so the answer stays small whatever was sent)."""
+    listed = problems[:MAX_LISTED_PROBLEMS]
+    more = len(problems) - len(listed)
+    if more:
+        listed = [*listed, {"path": "", "message": f"... and {more} more problems (only the first "
+                                                   f"{MAX_LISTED_PROBLEMS} are listed)"}]
+    return BadRequestError("; ".join(p["message"] for p in listed), {"problems": listed})
 
 
 def _problems(model: type[BaseModel], data: Any, prefix: tuple[str | int, ...] = (),
@@ -222,6 +256,10 @@ def _problem(model: type[BaseModel], prefix: tuple[str | int, ...], error: Any,
         message = f"{path} is required{by}" + (f": {allowed}" if allowed else "")
     elif kind == "value_error":  # a validator's own sentence, e.g. "... is not an RFC 3339 date-time"
         message = f"{path} {str(error['ctx']['error'])}"
+    elif kind == "too_long":  # a list over its bound: its length says more than "a list"
+        message = f"{path} must be {allowed or 'shorter'}, not a list of {error['ctx']['actual_length']} items"
+    elif kind == "string_too_long":
+        message = f"{path} must be {allowed or 'shorter'}, not {len(error.get('input') or '')} characters long"
     else:
         message = f"{path} must be {allowed or 'something else'}, not {_shown(error.get('input'))}"
     return {"path": path, "message": message}

@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from .errors import BadRequestError, PrefetchUnavailableError
+from .errors import BadRequestError, PrefetchUnavailableError, log_value
 
 __all__ = ["DEFAULT_FETCH_DEADLINE", "NormalUrl", "Template", "UrlRefused", "collect_resources", "normalise_url",
            "render_template"]
@@ -55,6 +55,9 @@ _UNSAFE_URL_CHARACTERS = re.compile(r"[\\\x00-\x20\x7f]")
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)  # a server may decode them before routing
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+", re.IGNORECASE)
+# Longest URL requested (a next link included): httpx refuses URLs over 64 KiB with an error of its own, and no FHIR
+# server's URL comes near this.
+MAX_URL_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def normalise_url(url: Any) -> NormalUrl:
     """``url`` in normal form, or ``UrlRefused`` for a URL that is not a plain absolute http(s) URL."""
     if not isinstance(url, str) or not url or _UNSAFE_URL_CHARACTERS.search(url):
         raise UrlRefused("not a URL without spaces, control characters or backslashes")
+    if len(url) > MAX_URL_CHARS:
+        raise UrlRefused(f"{len(url)} characters long, over the {MAX_URL_CHARS} this service requests")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
@@ -113,6 +118,11 @@ def normalise_url(url: Any) -> NormalUrl:
     if _ENCODED_SEPARATOR.search(path):
         raise UrlRefused("percent-encoded slash, backslash or NUL in the path")
     return NormalUrl(scheme, host, port, _remove_dot_segments(_ENCODED_DOT.sub(".", path)), parts.query)
+
+
+def _shown(url: NormalUrl) -> str:
+    """A URL as a log line shows it: it came from a client (fhirServer) or a FHIR server (a next link)."""
+    return log_value(url.text())
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -232,7 +242,7 @@ def _policy(allowed_servers: Sequence[str], private_networks: Sequence[str], tim
         try:
             prefixes.append(normalise_url(prefix))
         except UrlRefused as exc:  # config.check refuses non-http(s) prefixes; anything odder matches nothing
-            log.error("imt-cds: allowed FHIR server %r is ignored: %s", prefix, exc)
+            log.error("imt-cds: allowed FHIR server %r is ignored: %s", prefix, exc)  # the deployer's own text
     return _Policy(tuple(prefixes), tuple(ip_network(n, strict=False) for n in private_networks), timeout,
                    max_pages, max_bytes)
 
@@ -256,11 +266,11 @@ async def _fetch(templates: Sequence[Template], missing: Mapping[str, str], requ
     try:
         base = normalise_url(server)
     except UrlRefused as exc:
-        log.warning("imt-cds: fhirServer refused: %s", exc)
+        log.warning("imt-cds: fhirServer %s refused: %s", log_value(server), log_value(exc))
         raise BadRequestError("fhirServer is not an absolute http(s) URL this service can use") from None
     prefix = next((p for p in policy.prefixes if base.under(p)), None)
     if prefix is None:
-        log.warning("imt-cds: fhirServer %s is not under an allowed FHIR server prefix", base.text())
+        log.warning("imt-cds: fhirServer %s is not under an allowed FHIR server prefix", log_value(base.text()))
         raise _unavailable(missing, "fhirServer is not one this service is allowed to call",
                            "fhirServer is not one this service is allowed to call")
     headers = {"Accept": "application/fhir+json, application/json"}
@@ -290,12 +300,12 @@ async def _fetch(templates: Sequence[Template], missing: Mapping[str, str], requ
                     fetched[key] = await _get_all(client, base, prefix, relative[key], template, policy, budget)
     except TimeoutError:
         log.warning("imt-cds: fetching %s from %s took longer than the %s s deadline (requested: %s)", key,
-                    base.text(), deadline, budget.requested)
+                    log_value(base.text()), deadline, log_value(budget.requested, 400))
         raise _unavailable({k: missing[k] for k in relative if k not in fetched}, "fetching from fhirServer "
                            "failed", "could not be fetched from fhirServer in time") from None
     except UrlRefused as exc:
-        log.warning("imt-cds: fetching %s from %s failed: %s (requested: %s)", key, base.text(), exc,
-                    budget.requested)
+        log.warning("imt-cds: fetching %s from %s failed: %s (requested: %s)", key, log_value(base.text()),
+                    log_value(exc, 600), log_value(budget.requested, 400))
         raise _unavailable({k: missing[k] for k in relative if k not in fetched}, "fetching from fhirServer "
                            "failed", "could not be fetched from fhirServer (details in the service log)") from None
     return fetched
@@ -305,7 +315,7 @@ async def _get_all(client: Any, base: NormalUrl, prefix: NormalUrl, relative: st
                    policy: _Policy, budget: _Budget) -> list[Any]:
     first = normalise_url(f"{base.text().rstrip('/')}/{relative}")
     if not first.under(base):
-        raise UrlRefused(f"{first.text()} leaves fhirServer")
+        raise UrlRefused(f"{_shown(first)} leaves fhirServer")
     found: list[Any] = []
     url: NormalUrl | None = first
     pages = 0
@@ -315,9 +325,9 @@ async def _get_all(client: Any, base: NormalUrl, prefix: NormalUrl, relative: st
         pages += 1
         body = await _get_json(client, url, prefix, policy, budget)
         if not isinstance(body, Mapping) or not isinstance(body.get("resourceType"), str):
-            raise UrlRefused(f"{url.text()} did not answer with a FHIR resource")
+            raise UrlRefused(f"{_shown(url)} did not answer with a FHIR resource")
         if body["resourceType"] == "OperationOutcome":
-            raise UrlRefused(f"{url.text()} answered with an OperationOutcome")
+            raise UrlRefused(f"{_shown(url)} answered with an OperationOutcome")
         found.append(body)  # a Bundle stays whole: the reader resolves references through its fullUrls
         url = None
         if body["resourceType"] == "Bundle":
@@ -325,7 +335,7 @@ async def _get_all(client: Any, base: NormalUrl, prefix: NormalUrl, relative: st
                 if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
                     url = normalise_url(link["url"])
                     if not url.under(base):  # the access token is only ever sent under fhirServer
-                        raise UrlRefused(f"the next page is at {url.text()}, outside fhirServer; not followed")
+                        raise UrlRefused(f"the next page is at {_shown(url)}, outside fhirServer; not followed")
     return found
 
 
@@ -343,21 +353,21 @@ async def _get_json(client: Any, url: NormalUrl, prefix: NormalUrl, policy: _Pol
         async with client.stream("GET", target, headers={"Host": host_header},
                                  extensions={"sni_hostname": url.host}) as response:
             if response.status_code != 200:
-                raise UrlRefused(f"{url.text()} answered HTTP {response.status_code}")
+                raise UrlRefused(f"{_shown(url)} answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and budget.bytes_read + int(declared) > policy.max_bytes:
-                raise UrlRefused(f"{url.text()} announces more than the {policy.max_bytes}-byte cap")
+                raise UrlRefused(f"{_shown(url)} announces more than the {policy.max_bytes}-byte cap")
             async for chunk in response.aiter_bytes():
                 budget.bytes_read += len(chunk)
                 if budget.bytes_read > policy.max_bytes:
                     raise UrlRefused(f"the answers are larger than the {policy.max_bytes}-byte cap; stopped reading")
                 chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise UrlRefused(f"cannot fetch {url.text()}: {type(exc).__name__}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError (a URL httpx will not build)
+        raise UrlRefused(f"cannot fetch {_shown(url)}: {type(exc).__name__}") from None
     try:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError:
-        raise UrlRefused(f"{url.text()} did not answer with JSON") from None
+        raise UrlRefused(f"{_shown(url)} did not answer with JSON") from None
 
 
 async def _checked_address(url: NormalUrl, prefix: NormalUrl, policy: _Policy) -> IPv4Address | IPv6Address:
@@ -368,13 +378,13 @@ async def _checked_address(url: NormalUrl, prefix: NormalUrl, policy: _Policy) -
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise UrlRefused(f"cannot resolve {url.host}: {exc}") from None
+            raise UrlRefused(f"cannot resolve {log_value(url.host)}: {exc}") from None
         addresses = list(dict.fromkeys(ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
     if not addresses:
-        raise UrlRefused(f"{url.host} resolves to no address")
+        raise UrlRefused(f"{log_value(url.host)} resolves to no address")
     for address in addresses:
         if not _allowed_address(address, prefix, policy):
-            raise UrlRefused(f"{url.host} resolves to {address}, a non-public address that is not allowed")
+            raise UrlRefused(f"{log_value(url.host)} resolves to {address}, a non-public address that is not allowed")
     return addresses[0]
 
 

@@ -10,6 +10,7 @@ known to be the same, the stdlib with a hook per object otherwise), so every ref
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from ..core.validation import DuplicateKeyError, loads_strict
@@ -28,6 +29,12 @@ def parse_request_json(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise BadRequestError(f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column "
                               f"{exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # not UTF-8, NaN/Infinity, nested too deeply
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split("\n")[0][:120]
+    except (ValueError, RecursionError) as exc:  # not UTF-8, NaN/Infinity, nested too deeply, a huge integer
+        text = str(exc)
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        elif "integer string conversion" in text:  # Python's own words advise a call of the server's code
+            reason = f"a number has more than {sys.get_int_max_str_digits()} digits"
+        else:
+            reason = text.split("\n")[0][:120]
         raise BadRequestError(f"the request body is not valid JSON ({reason})") from None
