@@ -145,6 +145,7 @@ _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR's id datatype
 _FUTURE_SLACK = timedelta(days=1)
 _NUMBER = (int, float)
 _CM_PER_UNIT = MappingProxyType({"cm": 1.0, "mm": 0.1})  # tumour size units understood
+_CM_UNITS = ("cm", "mm")  # the same, as a tuple: "in" compares any JSON value (a list is no dict key)
 
 
 # --- results ------------------------------------------------------------------------------------------------------
@@ -884,6 +885,8 @@ class _Reader:
     def _implication(self, observation: Mapping[str, Any]) -> None:
         """A clinical significance said of variants by another Observation (Genomics Reporting's implications, or an
         Observation coded 53037-8), by its ``derivedFrom``. Unreadable ones are left to the variant's own reading."""
+        if observation.get("derivedFrom") is None:  # (most Observations: nothing to look at)
+            return
         try:
             said = [component for component in _objects(observation, "component")
                     if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
@@ -970,13 +973,7 @@ class _Reader:
                               f"molecular.{gene}.fusion_partner")
 
     def _tumor_size(self, observation: Mapping[str, Any], where: str) -> None:
-        components = _objects(observation, "component")
-        if not any(c.code == LONGEST_DIMENSION for component in components
-                   for c in _codings(_concept(component, "code"))):
-            self.skip(where, f"tumor size without a longest-dimension component ({LONGEST_DIMENSION}); not used",
-                      "tumor.size_cm")
-            return
-        for component in components:
+        for component in _objects(observation, "component"):
             for coding in _codings(_concept(component, "code")):
                 if coding.code == LONGEST_DIMENSION:
                     break
@@ -994,8 +991,8 @@ class _Reader:
                                  "measurement; not used", "tumor.size_cm")
                 return
             unit = quantity.get("code") or quantity.get("unit")
-            if (quantity.get("code") in _CM_PER_UNIT and quantity.get("unit") in _CM_PER_UNIT
-                    and quantity["code"] != quantity["unit"]):
+            code, written = quantity.get("code"), quantity.get("unit")
+            if code != written and code in _CM_UNITS and written in _CM_UNITS:  # (both text: only texts are in it)
                 self.skip(where, f"tumor size whose unit {quantity['unit']!r} and code {quantity['code']!r} disagree; "
                                  "not used", "tumor.size_cm")
                 return
@@ -1009,6 +1006,8 @@ class _Reader:
             except OverflowError:
                 raise _Malformed("valueQuantity.value is out of range") from None
             return
+        self.skip(where, f"tumor size without a longest-dimension component ({LONGEST_DIMENSION}); not used",
+                  "tumor.size_cm")
 
     def _project_fact(self, path: str, observation: Mapping[str, Any], where: str) -> None:
         fields = fact_fields()
