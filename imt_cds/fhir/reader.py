@@ -305,12 +305,14 @@ class _Chart:
     aliases: dict[str, str]  # fullUrl -> label
     outcomes: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)  # the server's OperationOutcomes
     bases: frozenset[str] = frozenset()  # server bases of the absolute fullUrls ("https://ehr/fhir")
+    copies: bool = False  # whether two items bear one label (see without_copies)
 
     @classmethod
     def gather(cls, values: Iterable[Any]) -> _Chart:
         items: list[_Item] = []
         aliases: dict[str, str] = {}
         outcomes: list[tuple[str, Mapping[str, Any]]] = []
+        labels: set[str] = set()
 
         def add(resource: Any, where: str, full_url: Any = None) -> None:
             index = len(items)
@@ -320,8 +322,11 @@ class _Chart:
             label = resource_label(resource, index)
             url = full_url if isinstance(full_url, str) and full_url else None
             items.append(_Item(resource, label, url))
+            labels.add(label)
             if url is not None:
                 aliases.setdefault(url, label)
+            if resource["resourceType"] == "OperationOutcome":
+                outcomes.append((label, resource))
 
         for number, value in enumerate(values if isinstance(values, Iterable) else []):
             if isinstance(value, _OBJECT) and value.get("resourceType") == "Bundle":
@@ -358,17 +363,17 @@ class _Chart:
                     add(entry["resource"], where, entry.get("fullUrl"))
             else:
                 add(value, f"entry[{number}]")
-        for item in items:
-            if item.resource is not None and item.resource["resourceType"] == "OperationOutcome":
-                outcomes.append((item.label, item.resource))
         bases = frozenset(url.rstrip("/").rsplit("/", 2)[0] for url in aliases
                           if url.startswith(("http://", "https://")) and url.rstrip("/").count("/") >= 4)
-        return cls(items, aliases, outcomes, bases)
+        readable = sum(1 for item in items if item.resource is not None)
+        return cls(items, aliases, outcomes, bases, len(labels) < readable)
 
     def without_copies(self) -> _Chart:
         """The chart with each resource once: identical copies (one resource in two prefetch searches) are read
         once; different contents under one name (two versions of a resource, or two servers' resources of the same
         id) refuse the chart, since which one is meant cannot be established."""
+        if not self.copies:
+            return self
         seen: dict[str, _Item] = {}
         kept: list[_Item] = []
         for item in self.items:
@@ -383,7 +388,7 @@ class _Chart:
                                         f"{_short(item.label)} (two versions, or two servers' resources of that id); "
                                         "which one is meant cannot be established, so nothing is evaluated (send "
                                         "one version of each resource)", _short(item.label))
-        return _Chart(kept, self.aliases, self.outcomes, self.bases)
+        return _Chart(kept, self.aliases, self.outcomes, self.bases)  # (copies gone)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
@@ -460,6 +465,7 @@ class _Reader:
         for where, outcome in self.chart.outcomes:
             self._server_errors(where, outcome)
         resources: list[tuple[str, Mapping[str, Any]]] = []
+        implications: list[Mapping[str, Any]] = []  # Observations derived from others (see _implication)
         for item in self.chart.items:
             if item.resource is None:
                 self.skip(item.label, item.problem or "not readable; skipped")
@@ -476,6 +482,8 @@ class _Reader:
                 self.skip(item.label, f"about {_short(about[1])}, not {self.patient_label}; not used")
                 continue
             resources.append((item.label, item.resource))
+            if kind == "Observation" and item.resource.get("derivedFrom") is not None:
+                implications.append(item.resource)
         deceased = self._deceased(patient)
         if deceased is not None:
             return self._not_eligible("deceased", deceased)
@@ -491,9 +499,8 @@ class _Reader:
                 "no_imt_diagnosis", f"the chart of {self.patient_label} holds no IMT diagnosis (no Condition coded "
                 f"from value set imt-diagnosis or naming the tumour){found}; nothing is evaluated")
         self._guarded(self.patient_label, patient, self._patient)
-        for label, resource in resources:  # what implications say of variants, before the variants are read
-            if resource["resourceType"] == "Observation":
-                self._implication(resource)
+        for implication in implications:  # what they say of variants, before the variants are read
+            self._implication(implication)
         for label, resource in resources:
             kind = resource["resourceType"]
             if kind == "Observation":
@@ -620,8 +627,6 @@ class _Reader:
                     "be left unknown, so nothing is evaluated", "error", blocked[0], "unreadable"))
             else:
                 self.skip(label, f"malformed {resource['resourceType']} ({exc}); skipped")
-        finally:
-            self.bearing = ()
 
     # -- resource types --
 
