@@ -139,7 +139,7 @@ _MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
 _PROGRESSION = "history.progressed_on_alk_inhibitor"
 _NOT_ORDERED = ("proposal", "plan", "option")  # MedicationRequest intents that are no order for the patient
 _HISTORY = re.compile(r"/_history/[^/]*$")
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR's id datatype
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4's id datatype (its regex: hl7.org/fhir/r4/id.profile.json)
 # A finding dated later than this after the evaluation date is not used: the slack covers a chart written in a time
 # zone ahead of UTC (the evaluation date is UTC's), nothing more.
 _FUTURE_SLACK = timedelta(days=1)
