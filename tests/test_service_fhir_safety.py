@@ -108,6 +108,21 @@ def test_a_prefetch_without_the_patient_is_412_and_two_patients_400(client):
     assert response.status_code == 400
 
 
+def test_two_versions_of_the_patient_or_an_unreadable_death_record_are_400_without_cards(client):
+    resources = example_resources()
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    for changed, said in (({**copy.deepcopy(patient), "deceasedBoolean": True}, "two different resources named"),
+                          (None, "whether the patient is alive cannot be established")):
+        prefetch = prefetch_for(resources)
+        if changed is not None:
+            prefetch["conditions"]["entry"].append({"resource": changed})  # (a deceased copy of the Patient)
+        else:
+            prefetch["patient"]["deceasedBoolean"] = "true"
+        response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch))
+        assert response.status_code == 400 and said in response.json()["error"]["message"]
+        assert "cards" not in response.json()
+
+
 def _observation_code_null(prefetch):
     prefetch["observations"]["entry"][0]["resource"]["code"] = None
 
