@@ -716,3 +716,15 @@ def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_i
     both["component"][0]["valueQuantity"].update(unit="cm", code="mm")
     result = read(chart(both))
     assert result.facts.tumor.size_cm is None and any("disagree" in p.message for p in result.problems)
+
+
+def test_wrong_diagnosis_an_abated_imt_condition_without_a_clinical_status_does_not_count():
+    """FHIR's con-4: an abated Condition is inactive, in remission or resolved; a resolved one is not used."""
+    abated = {k: v for k, v in IMT.items() if k != "clinicalStatus"}
+    abated["abatementDateTime"] = "2025-01-10"
+    result = read(chart(imt=abated))
+    assert (result.eligibility.eligible, result.eligibility.reason) == (False, "no_imt_diagnosis")
+    assert any(p.where == "Condition/imt" and "abated" in p.message for p in result.problems)
+    remission = {**copy.deepcopy(abated), "clinicalStatus": {"coding": [{"code": "remission"}]}}
+    assert read(chart(imt=remission)).ok  # (said: in remission, still the patient's IMT)
+    assert read(chart(imt={k: v for k, v in IMT.items() if k != "clinicalStatus"})).ok  # no abatement: as before

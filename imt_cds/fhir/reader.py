@@ -12,9 +12,10 @@ fact is taken from it, in this order:
    or about no one, is listed as skipped.
 2. **Alive.** A Patient with ``deceasedBoolean`` true or a ``deceasedDateTime`` is not evaluated; one whose
    ``deceased[x]`` cannot be read is refused.
-3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error, resolved nor otherwise
-   unconfirmed (a verification status without "confirmed"; none at all is FHIR's usual default), whose code
-   (or mCODE histology-morphology-behavior extension) is in the rulebook's value set ``imt-diagnosis``; or whose
+3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error, resolved (or abated
+   without a clinical status) nor otherwise unconfirmed (a verification status without "confirmed"; none at all is
+   FHIR's usual default), whose code (or mCODE histology-morphology-behavior extension) is in the rulebook's value
+   set ``imt-diagnosis``; or whose
    text names the tumour (then the diagnosis is *text only*, and the assessment says so). Without one, nothing is
    evaluated, unless the caller attests the diagnosis was established elsewhere (recorded in the provenance).
 
@@ -678,6 +679,12 @@ class _Reader:
             return
         if "resolved" in clinical:
             self.skip(where, "clinical status resolved; not used")
+            return
+        if not clinical and any(key.startswith("abatement") for key in condition):
+            # FHIR (con-4): an abated condition is inactive, in remission or resolved; which, the chart does not say,
+            # and a resolved one is not used.
+            self.skip(where, "abated (abatement given) without a clinical status: resolved or in remission cannot be "
+                             "told; not used")
             return
         if not matched and not named:
             self.other_conditions.add(where)
