@@ -15,9 +15,9 @@ fact is taken from it, in this order:
 3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error, resolved (or abated
    without a clinical status) nor otherwise unconfirmed (a verification status without "confirmed"; none at all is
    FHIR's usual default), whose code (or mCODE histology-morphology-behavior extension) is in the rulebook's value
-   set ``imt-diagnosis``; or whose
-   text names the tumour (then the diagnosis is *text only*, and the assessment says so). Without one, nothing is
-   evaluated, unless the caller attests the diagnosis was established elsewhere (recorded in the provenance).
+   set ``imt-diagnosis``; or whose text names the tumour (then the diagnosis is *text only*, and the assessment
+   says so). Without one, nothing is evaluated, unless the caller attests the diagnosis was established elsewhere
+   (recorded in the provenance).
 
 When the chart passes, the facts are read, each traced to the resources it came from. Nothing is guessed: a fact
 with no resource behind it stays unknown, and when resources disagree the fact is left unknown and the conflict
