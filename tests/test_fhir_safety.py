@@ -728,3 +728,15 @@ def test_wrong_diagnosis_an_abated_imt_condition_without_a_clinical_status_does_
     remission = {**copy.deepcopy(abated), "clinicalStatus": {"coding": [{"code": "remission"}]}}
     assert read(chart(imt=remission)).ok  # (said: in remission, still the patient's IMT)
     assert read(chart(imt={k: v for k, v in IMT.items() if k != "clinicalStatus"})).ok  # no abatement: as before
+
+
+def test_never_a_silent_no_a_fact_given_two_values_is_malformed():
+    """FHIR's value[x] is one choice: valueBoolean true beside valueString "false" says nothing usable."""
+    both = fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean=True, valueString="false")
+    result = read(chart(both))
+    assert result.facts is None
+    assert any(p.severity == "error" and "value[x] given more than once" in p.message for p in result.problems)
+    resect = fact("resect", "tumor.resectability", valueString="unresectable", valueCodeableConcept={"text": "x"})
+    result = read(chart(resect))  # a fact that may be unknown: reported and skipped
+    assert result.facts.tumor.resectability == "unknown"
+    assert any(p.where == "Observation/resect" and "more than once" in p.message for p in result.problems)

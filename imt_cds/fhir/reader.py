@@ -138,6 +138,7 @@ _MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
     "MedicationAdministration": ("completed", "in-progress", "stopped", "on-hold"),
 }
 _PROGRESSION = "history.progressed_on_alk_inhibitor"
+_DISEASE_STATUS = "(a disease status)"  # what a disease status bears on: progression, only beside an ALK inhibitor
 _NOT_ORDERED = ("proposal", "plan", "option")  # MedicationRequest intents that are no order for the patient
 _HISTORY = re.compile(r"/_history/[^/]*$")
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4's id datatype (its regex: hl7.org/fhir/r4/id.profile.json)
@@ -616,11 +617,11 @@ class _Reader:
         except _Malformed as exc:
             # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
             # so when the reader knew which such fact the resource bears on, nothing is evaluated.
-            blocked = [path for path in self.bearing if _cannot_be_unknown(path) and path != _PROGRESSION]
+            blocked = [path for path in self.bearing if _cannot_be_unknown(path)]
             # Progression is decided from two resources: an unreadable one matters only beside the other kind.
             if resource["resourceType"].startswith("Medication"):  # (whether it is an ALK inhibitor may be unread)
                 self.unreadable.setdefault("inhibitor", []).append(label)
-            elif _PROGRESSION in self.bearing:
+            elif _DISEASE_STATUS in self.bearing:
                 self.unreadable.setdefault("progression", []).append(label)
             if blocked:
                 self.problems.append(FhirProblem(
@@ -864,7 +865,7 @@ class _Reader:
         if focus and not any(f in self.imt_conditions for f in focus):
             self.skip(where, f"disease status of {', '.join(focus)}, not of the IMT; not used")
             return
-        self.bearing = (_PROGRESSION,)
+        self.bearing = (_DISEASE_STATUS,)
         values = _codings(_concept(observation, "valueCodeableConcept"))
         if self.terminology["disease-worsened"].matching(values):
             when = _when(observation, "effective", "issued")
@@ -1031,6 +1032,9 @@ class _Reader:
             self.skip(where, f"{FACT_SYSTEM} code {_short(path)!r} is not a fact this code system can carry{hint}")
             return
         kind = fields[path].kind
+        given = [key for key, value in observation.items() if key.startswith("value") and value is not None]
+        if len(given) > 1:  # value[x] is one choice in FHIR: which of two values is meant cannot be told
+            raise _Malformed(f"value[x] given more than once ({', '.join(_short(key, 40) for key in given[:4])})")
         value: Any
         if isinstance(observation.get("valueBoolean"), bool):
             value = observation["valueBoolean"]
