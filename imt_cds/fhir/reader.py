@@ -897,9 +897,8 @@ class _Reader:
 
     def _implication(self, observation: Mapping[str, Any]) -> None:
         """A clinical significance said of variants by another Observation (Genomics Reporting's implications, or an
-        Observation coded 53037-8), by its ``derivedFrom``. Unreadable ones are left to the variant's own reading."""
-        if observation.get("derivedFrom") is None:  # (most Observations: nothing to look at)
-            return
+        Observation coded 53037-8), by its ``derivedFrom`` (``read`` calls it only for those that have one).
+        Unreadable ones are left to the variant's own reading."""
         try:
             said = [component for component in _objects(observation, "component")
                     if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
