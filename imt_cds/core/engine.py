@@ -9,6 +9,8 @@ It drives durable-rules' C entry points directly instead of through ``durable.en
 - **One live session per engine, a fresh session id per evaluation, ``delete_state`` in ``finally``.** Sessions
   are looked up by a 32-bit hash of their id, so two live sessions could share state and one patient's facts
   join another's. A lock makes evaluations on one engine strictly sequential, so at most one session exists.
+  (Keeping the session and retracting the patient's facts instead would save ~30 µs of creation, but durable-rules'
+  retraction reads uninitialised memory, under valgrind, through the frames of completed actions: never retract.)
 - **Every evaluation starts an action** (the compiler guarantees a rule matching every patient), and all pending
   actions are drained before ``delete_state``, also after an error: deleting a session in which no action started
   can segfault.
