@@ -614,6 +614,11 @@ def test_stage_a_finding_dated_after_the_evaluation_date_is_not_used():
     tomorrow = read(chart(m_category("m1", SNOMED, "1229916009", when="2025-01-01"),
                           m_category("m0", SNOMED, "1229901006", when="2026-11-22")))
     assert tomorrow.facts.tumor.distant_disease is False
+    # The slack is that one day: two days after is a wrong date again.
+    two_days = read(chart(m_category("m1", SNOMED, "1229916009", when="2025-01-01"),
+                          m_category("m0", SNOMED, "1229901006", when="2026-11-23")))
+    assert two_days.facts.tumor.distant_disease is True
+    assert any(p.where == "Observation/m0" and "after the evaluation date" in p.message for p in two_days.problems)
     later = read(chart(medication("crizotinib", when="2027-01-01"), worse("worse", when="2027-02-01")))
     assert later.facts.history.progressed_on_alk_inhibitor is False
     # An undated progression counts after any inhibitor given; one "given" in 2027 was not.

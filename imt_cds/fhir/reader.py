@@ -305,9 +305,9 @@ class _Item:
 class _Chart:
     items: list[_Item]
     aliases: dict[str, str]  # fullUrl -> label
-    outcomes: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)  # the server's OperationOutcomes
-    bases: frozenset[str] = frozenset()  # server bases of the absolute fullUrls ("https://ehr/fhir")
-    copies: bool = False  # whether two items bear one label (see without_copies)
+    outcomes: list[tuple[str, Mapping[str, Any]]]  # the server's OperationOutcomes
+    bases: frozenset[str]  # server bases of the absolute fullUrls ("https://ehr/fhir")
+    copies: bool  # whether two items bear one label (see without_copies)
 
     @classmethod
     def gather(cls, values: Iterable[Any]) -> _Chart:
@@ -390,7 +390,7 @@ class _Chart:
                                         f"{_short(item.label)} (two versions, or two servers' resources of that id); "
                                         "which one is meant cannot be established, so nothing is evaluated (send "
                                         "one version of each resource)", _short(item.label))
-        return _Chart(kept, self.aliases, self.outcomes, self.bases)  # (copies gone)
+        return _Chart(kept, self.aliases, self.outcomes, self.bases, copies=False)
 
 
 # --- reading ------------------------------------------------------------------------------------------------------
