@@ -502,20 +502,27 @@ def test_wrong_patient_two_different_versions_of_one_resource_refuse_the_chart(c
     assert read(chart(copy.deepcopy(IMT), copy.deepcopy(PATIENT))).ok
 
 
-def test_wrong_patient_a_reference_to_another_server_or_of_another_shape_is_not_the_patient():
-    base = "https://ehr.example/fhir"
+@pytest.mark.parametrize("base", ["https://ehr.example/fhir", "http://ehr.example/fhir", "https://ehr.example"])
+def test_wrong_patient_a_reference_to_another_server_or_of_another_shape_is_not_the_patient(base):
     surgery = {"resourceType": "Procedure", "id": "s", "status": "completed",
                "code": {"coding": [{"system": SNOMED, "code": "359615001"}]}}
 
-    def with_subject(reference):
+    def with_subject(reference, patient_url=f"{base}/Patient/p1"):
         return facts_from_bundle({"resourceType": "Bundle", "entry": [
-            {"fullUrl": f"{base}/Patient/p1", "resource": copy.deepcopy(PATIENT)},
+            {"fullUrl": patient_url, "resource": copy.deepcopy(PATIENT)},
             {"fullUrl": f"{base}/Condition/imt", "resource": copy.deepcopy(IMT)},
             {"fullUrl": f"{base}/Procedure/s", "resource": {**surgery, "subject": {"reference": reference}}}]}, ON)
 
     for same in (f"{base}/Patient/p1", "Patient/p1", f"{base}/Patient/p1/_history/3"):
         assert with_subject(same).facts.history.surgery_done is True, same
-    for other in ("https://other-ehr.example/fhir/Patient/p1", "Device/x/Patient/p1", "/Patient/p1"):
+    # The Patient's own entry named otherwise (a urn:uuid): an absolute reference on the server the other entries
+    # come from is still the patient, and one on another server still is not.
+    renamed = "urn:uuid:6f0c1e6a-3b7e-4c55-9d8a-2f1f2c6f9b10"
+    for same in (f"{base}/Patient/p1", f"{base}/Patient/p1/", f"{base}/Patient/p1/_history/3"):
+        assert with_subject(same, renamed).facts.history.surgery_done is True, same
+    other_server = base.replace("ehr.example", "other-ehr.example")
+    assert with_subject(f"{other_server}/Patient/p1", renamed).facts.history.surgery_done is False
+    for other in (f"{other_server}/Patient/p1", "Device/x/Patient/p1", "/Patient/p1"):
         result = with_subject(other)
         assert result.facts.history.surgery_done is False, other
         assert any(p.where == "Procedure/s" and "not Patient/p1" in p.message for p in result.problems), other
