@@ -495,11 +495,17 @@ def test_wrong_patient_two_different_versions_of_one_resource_refuse_the_chart(c
     with pytest.raises(ChartRefusedError, match="two different resources named Patient/p1") as raised:
         read(chart({**PATIENT, **changed}))
     assert raised.value.reason == "conflicting_copies"
+    assert raised.value.problems[0].message.endswith("so nothing is evaluated (send one version of each resource)")
     refuted = {**copy.deepcopy(IMT), "verificationStatus": {"coding": [{"code": "refuted"}]}}
     with pytest.raises(ChartRefusedError, match="Condition/imt"):
         read(chart(refuted))
     # One resource sent twice the same (in two prefetch searches) is one resource.
     assert read(chart(copy.deepcopy(IMT), copy.deepcopy(PATIENT))).ok
+    # ... also with something unreadable before them: it is reported, and everything after it is still read.
+    twice = read([{"no": "resourceType"}, *chart(copy.deepcopy(IMT), fact("surgery", "history.surgery_done",
+                                                                          valueBoolean=True))])
+    assert twice.ok and twice.facts.history.surgery_done is True
+    assert any(p.where == "entry[0]" and "not a FHIR resource" in p.message for p in twice.problems)
 
 
 @pytest.mark.parametrize("base", ["https://ehr.example/fhir", "http://ehr.example/fhir", "https://ehr.example"])
@@ -616,7 +622,8 @@ def test_stage_a_finding_dated_after_the_evaluation_date_is_not_used():
     result = read(chart(m_category("m1", SNOMED, "1229916009", when="2025-01-01"),
                         m_category("m0", SNOMED, "1229901006", when="2205-01-01")))
     assert result.facts.tumor.distant_disease is True
-    assert any(p.where == "Observation/m0" and "after the evaluation date" in p.message for p in result.problems)
+    assert any(p.where == "Observation/m0" and p.message.startswith("dated 2205-01-01, after the evaluation date")
+               for p in result.problems)
     # The day after the evaluation date still counts (a chart written in a time zone ahead of UTC).
     tomorrow = read(chart(m_category("m1", SNOMED, "1229916009", when="2025-01-01"),
                           m_category("m0", SNOMED, "1229901006", when="2026-11-22")))
@@ -645,6 +652,8 @@ def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
         assert result.ok
         said = [p for p in result.problems if p.kind == "incomplete"]
         assert len(said) == 1 and "'search cut short'" in said[0].message and "may be incomplete" in said[0].message
+    fatal = {"resourceType": "OperationOutcome", "issue": [{"severity": "fatal", "code": "exception"}]}
+    assert [p.kind for p in read(chart(fatal)).problems if p.kind == "incomplete"] == ["incomplete"]
     note = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
     assert not [p for p in read(chart(note)).problems if p.kind == "incomplete"]
 
