@@ -540,6 +540,9 @@ def test_deceased_a_death_record_that_cannot_be_read_refuses_the_chart(death):
     with pytest.raises(ChartRefusedError, match="whether the patient is alive cannot be established") as raised:
         read(chart(patient={**PATIENT, **death}), diagnosis_attested=True)
     assert raised.value.reason == "deceased_unreadable"
+    (element,) = death
+    wanted = "true or false" if element == "deceasedBoolean" else "a dateTime"
+    assert raised.value.problems[0].message.startswith(f"Patient/p1: {element} must be {wanted}, found ")
 
 
 @pytest.mark.parametrize("patient_id", ["p 1", "p" * 65, "p1/x"])
@@ -547,6 +550,7 @@ def test_wrong_patient_a_patient_id_that_is_no_fhir_id_refuses_the_chart(patient
     with pytest.raises(ChartRefusedError, match="must be a FHIR id") as raised:
         read(chart(patient={**PATIENT, "id": patient_id}))
     assert raised.value.reason == "patient_without_id" and len(str(raised.value)) < 400
+    assert raised.value.problems[0].message.endswith("; the chart's patient cannot be established")
 
 
 SURGERY = {"resourceType": "Procedure", "id": "surgery", "status": "completed", "subject": {"reference": "Patient/p1"},
@@ -651,7 +655,19 @@ def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
         result = facts_from_resources(resources, ON)
         assert result.ok
         said = [p for p in result.problems if p.kind == "incomplete"]
-        assert len(said) == 1 and "'search cut short'" in said[0].message and "may be incomplete" in said[0].message
+        assert len(said) == 1 and said[0].severity == "warning"  # said, and the chart read as it is
+        assert said[0].message == ("the FHIR server reported an error: 'search cut short'; the chart may be "
+                                   "incomplete (what it lacks is not evaluated)")
+    # What the server said is taken from diagnostics, else from details.text; without either, the error is still said.
+    def said_of(issue):
+        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception", **issue}]}
+        return [p.message for p in read(chart(outcome)).problems if p.kind == "incomplete"]
+
+    assert said_of({"details": {"text": "timeout"}}) == [
+        "the FHIR server reported an error: 'timeout'; the chart may be incomplete (what it lacks is not evaluated)"]
+    for nothing in ({}, {"diagnostics": ""}, {"diagnostics": 5}, {"details": "timeout"}):
+        assert said_of(nothing) == [
+            "the FHIR server reported an error; the chart may be incomplete (what it lacks is not evaluated)"], nothing
     fatal = {"resourceType": "OperationOutcome", "issue": [{"severity": "fatal", "code": "exception"}]}
     assert [p.kind for p in read(chart(fatal)).problems if p.kind == "incomplete"] == ["incomplete"]
     note = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
