@@ -483,7 +483,8 @@ def test_wrong_diagnosis_an_imt_condition_that_is_not_confirmed_does_not_count(v
     imt = {**copy.deepcopy(IMT), "verificationStatus": verification}
     result = read(chart(imt=imt))
     assert (result.eligibility.eligible, result.eligibility.reason, result.facts) == (False, "no_imt_diagnosis", None)
-    assert any(p.where == "Condition/imt" and "not confirmed" in p.message for p in result.problems)
+    assert any(p.where == "Condition/imt" and p.message.startswith("verification status ")
+               and p.message.endswith(", not confirmed; not used as the IMT diagnosis") for p in result.problems)
     # No verification status at all is FHIR's usual "confirmed"; the same unconfirmed one as a metastasis is not staged.
     assert read(chart(imt={k: v for k, v in IMT.items() if k != "verificationStatus"})).ok
     unconfirmed = read(chart(secondary("met", verificationStatus=verification)))
@@ -528,7 +529,7 @@ def test_wrong_patient_a_reference_to_another_server_or_of_another_shape_is_not_
         assert with_subject(same, renamed).facts.history.surgery_done is True, same
     other_server = base.replace("ehr.example", "other-ehr.example")
     assert with_subject(f"{other_server}/Patient/p1", renamed).facts.history.surgery_done is False
-    for other in (f"{other_server}/Patient/p1", "Device/x/Patient/p1", "/Patient/p1"):
+    for other in (f"{other_server}/Patient/p1", "Device/x/Patient/p1", "a/Device/x/Patient/p1", "/Patient/p1"):
         result = with_subject(other)
         assert result.facts.history.surgery_done is False, other
         assert any(p.where == "Procedure/s" and "not Patient/p1" in p.message for p in result.problems), other
@@ -543,6 +544,8 @@ def test_deceased_a_death_record_that_cannot_be_read_refuses_the_chart(death):
     (element,) = death
     wanted = "true or false" if element == "deceasedBoolean" else "a dateTime"
     assert raised.value.problems[0].message.startswith(f"Patient/p1: {element} must be {wanted}, found ")
+    assert raised.value.problems[0].message.endswith("; whether the patient is alive cannot be established, so nothing "
+                                                     "is evaluated")
 
 
 @pytest.mark.parametrize("patient_id", ["p 1", "p" * 65, "p1/x"])
@@ -557,19 +560,28 @@ SURGERY = {"resourceType": "Procedure", "id": "surgery", "status": "completed", 
            "code": {"coding": [{"system": SNOMED, "code": "359615001"}]}}
 
 
-@pytest.mark.parametrize("unreadable", [
-    fact("prog", "history.progressed_on_alk_inhibitor", valueString="true"),
-    fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean="true"),
-    fact("prog", "history.recurrence", valueCodeableConcept=5),
-    {**SURGERY, "reasonReference": {"reference": "Condition/imt"}},
+@pytest.mark.parametrize(("unreadable", "kind", "said"), [
+    (fact("prog", "history.progressed_on_alk_inhibitor", valueString="true"), "not_allowed",
+     "value not allowed for history.progressed_on_alk_inhibitor: input should be a valid boolean"),
+    (fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean="true"), "unreadable",
+     "no usable value for history.progressed_on_alk_inhibitor, which"),
+    (fact("prog", "history.recurrence", valueCodeableConcept=5), "unreadable",
+     "malformed Observation (valueCodeableConcept must be a CodeableConcept (an object), found a number) about "
+     "history.recurrence, which"),
+    ({**SURGERY, "reasonReference": {"reference": "Condition/imt"}}, "unreadable",
+     "malformed Procedure (reasonReference must be a list of objects, found an object) about history.surgery_done, "
+     "which"),
 ])
-def test_never_a_silent_no_a_yes_no_fact_that_cannot_be_read_stops_the_evaluation(unreadable):
+def test_never_a_silent_no_a_yes_no_fact_that_cannot_be_read_stops_the_evaluation(unreadable, kind, said):
     """Left out, an unreadable yes/no fact would read "no" (the contract has no unknown for it): another advice."""
     result = read(chart(unreadable))
     assert result.facts is None and result.eligibility.eligible
     errors = [p for p in result.problems if p.severity == "error"]
     assert errors and errors[0].where == resource_label(unreadable, 2)
-    assert "cannot be left unknown, so nothing is evaluated" in errors[0].message
+    assert (errors[0].kind, errors[0].message[:len(said)]) == (kind, said)
+    assert errors[0].message.endswith(" cannot be left unknown, so nothing is evaluated")
+    assert errors[0].path == ("history.surgery_done" if unreadable["resourceType"] == "Procedure"
+                              else unreadable["code"]["coding"][0]["code"])
     # Read well, the same facts are evaluated; an unreadable fact that may be unknown is skipped, as before.
     assert read(chart(fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean=True), SURGERY)).ok
     assert read(chart(fact("resect", "tumor.resectability", valueBoolean="x"))).ok
@@ -581,10 +593,19 @@ def test_never_a_silent_no_an_unreadable_medication_beside_a_progression_stops_t
     result = read(chart(broken, worse("worse")))
     assert result.facts is None
     assert [p.path for p in result.problems if p.severity == "error"] == ["history.progressed_on_alk_inhibitor"]
+    (error,) = [p for p in result.problems if p.severity == "error"]
+    assert (error.where, error.kind, error.message) == (
+        "MedicationStatement/crizotinib", "unreadable", "malformed medication record beside a progression: "
+        "progression on an ALK inhibitor cannot be established, so nothing is evaluated")
     # Without a progression it changes nothing: reported and skipped.
     assert read(chart(broken)).ok
     unreadable_status = {**worse("worse"), "valueCodeableConcept": {"coding": "worse"}}
-    assert read(chart(medication("crizotinib"), unreadable_status)).facts is None
+    blocked = read(chart(medication("crizotinib"), unreadable_status))
+    assert blocked.facts is None
+    (error,) = [p for p in blocked.problems if p.severity == "error"]
+    assert (error.where, error.kind, error.message) == (
+        "Observation/worse", "unreadable", "malformed disease status beside an ALK inhibitor: "
+        "progression on an ALK inhibitor cannot be established, so nothing is evaluated")
     assert read(chart(unreadable_status)).ok
 
 
