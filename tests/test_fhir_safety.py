@@ -705,16 +705,17 @@ ALK_GENE = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:427"
 
 @pytest.mark.parametrize("component, said", [
     (loinc_component("48002-0", "LA6683-2", "Germline"), "genomic source LA6683-2 (Germline), not somatic"),
-    (loinc_component("53037-8", "LA26333-7", "Uncertain significance"), "not pathogenic or likely pathogenic"),
-    (loinc_component("53037-8", "LA6675-8"), "clinical significance LA6675-8, not pathogenic"),
+    (loinc_component("53037-8", "LA26333-7", "Uncertain significance"), "clinical significance LA26333-7 (Uncertain "
+     "significance), not pathogenic or likely pathogenic"),
+    (loinc_component("53037-8", "LA6675-8"), "clinical significance LA6675-8, not pathogenic or likely pathogenic"),
 ])
 def test_fusion_a_present_variant_that_is_germline_or_not_pathogenic_is_not_the_tumours_fusion(component, said):
     stated = variant("v", ALK_GENE)
     stated["component"].append(component)
     result = read(chart(stated))
     assert result.facts.molecular.alk.status == "unknown"
-    assert any(p.where == "Observation/v" and said in p.message and p.path == "molecular.alk.status"
-               for p in result.problems)
+    assert [p.message for p in result.problems if p.where == "Observation/v" and p.path == "molecular.alk.status"] == [
+        f"ALK variant present with {said}: not read as the tumour's fusion (status left unknown)"]
     # Somatic and (likely) pathogenic, as Genomics Reporting writes a tumour's fusion, is read as before.
     for fine in (loinc_component("48002-0", "LA6684-0"), loinc_component("53037-8", "LA6668-3"),
                  loinc_component("53037-8", "LA26332-9")):
@@ -742,6 +743,17 @@ def test_fusion_an_implication_derived_from_the_variant_that_is_not_pathogenic_v
     bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in chart(by_url)] + [
         {"fullUrl": "urn:uuid:1f0c", "resource": variant("v", ALK_GENE)}]}
     assert facts_from_bundle(bundle, ON).facts.molecular.alk.status == "unknown"
+    # An Observation that is itself the statement (coded 53037-8, its value the significance) vetoes it the same way;
+    # another Observation derived from the variant, whatever its value, says nothing of its significance.
+    statement = {"resourceType": "Observation", "id": "sig", "status": "final", "subject": {"reference": "Patient/p1"},
+                 "code": {"coding": [{"system": "http://loinc.org", "code": "53037-8"}]},
+                 "derivedFrom": [{"reference": "Observation/v"}],
+                 "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA26333-7"}]}}
+    vetoed = read(chart(statement, variant("v", ALK_GENE)))
+    assert vetoed.facts.molecular.alk.status == "unknown"
+    assert any(p.where == "Observation/v" and "clinical significance LA26333-7" in p.message for p in vetoed.problems)
+    other = {**statement, "code": {"coding": [{"system": "http://loinc.org", "code": "51969-4"}]}}
+    assert read(chart(other, variant("v", ALK_GENE))).facts.molecular.alk.status == "positive"
 
 
 @pytest.mark.parametrize("value, said", [({"no": "type"}, "this object has no resourceType"),
@@ -756,8 +768,12 @@ def test_never_500_what_is_not_a_bundle_is_named_in_words_not_in_python(value, s
 def test_stage_a_metastasis_naming_no_primary_beside_another_primary_cancer_is_not_the_imts():
     result = read(chart(LUNG_CANCER, secondary("met")))
     assert result.facts.tumor.distant_disease is None
-    assert any(p.where == "Condition/met" and "another primary cancer (Condition/nsclc)" in p.message
-               for p in result.problems)
+    assert [p.message for p in result.problems if p.where == "Condition/met"] == [
+        "secondary tumour that names no primary (extension condition-related), in a chart that holds another primary "
+        "cancer (Condition/nsclc); not used for staging: name its primary"]
+    second = {**copy.deepcopy(LUNG_CANCER), "id": "crc"}  # two other primaries: both named, in order
+    assert any(p.where == "Condition/met" and "(Condition/crc, Condition/nsclc);" in p.message
+               for p in read(chart(LUNG_CANCER, second, secondary("met"))).problems)
     assert read(chart(secondary("met"))).facts.tumor.distant_disease is True  # the IMT is the only primary
     named = secondary("met", extension=[{"url": "http://hl7.org/fhir/StructureDefinition/condition-related",
                                          "valueReference": {"reference": "Condition/imt"}}])
@@ -782,7 +798,8 @@ def test_wrong_diagnosis_an_abated_imt_condition_without_a_clinical_status_does_
     abated["abatementDateTime"] = "2025-01-10"
     result = read(chart(imt=abated))
     assert (result.eligibility.eligible, result.eligibility.reason) == (False, "no_imt_diagnosis")
-    assert any(p.where == "Condition/imt" and "abated" in p.message for p in result.problems)
+    assert any(p.where == "Condition/imt" and p.message == "abated (abatement given) without a clinical status: "
+               "resolved or in remission cannot be told; not used" for p in result.problems)
     remission = {**copy.deepcopy(abated), "clinicalStatus": {"coding": [{"code": "remission"}]}}
     assert read(chart(imt=remission)).ok  # (said: in remission, still the patient's IMT)
     assert read(chart(imt={k: v for k, v in IMT.items() if k != "clinicalStatus"})).ok  # no abatement: as before
