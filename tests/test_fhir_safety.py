@@ -638,7 +638,8 @@ def size(resource_id, value, **quantity):
 def test_stage_a_tumour_size_given_as_a_bound_is_no_measurement(comparator):
     result = read(chart(size("s", 6, comparator=comparator)))
     assert result.facts.tumor.size_cm is None
-    assert any(p.path == "tumor.size_cm" and "bound" in p.message for p in result.problems)
+    assert [(p.message, p.path) for p in result.problems if p.where == "Observation/s"] == [
+        (f"tumor size given as a bound ({comparator} 6), not a measurement; not used", "tumor.size_cm")]
     assert read(chart(size("s", 6))).facts.tumor.size_cm == 6.0
 
 
@@ -789,7 +790,9 @@ def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_i
     both = size("s", 6)
     both["component"][0]["valueQuantity"].update(unit="cm", code="mm")
     result = read(chart(both))
-    assert result.facts.tumor.size_cm is None and any("disagree" in p.message for p in result.problems)
+    assert result.facts.tumor.size_cm is None
+    assert [(p.message, p.path) for p in result.problems if p.where == "Observation/s"] == [
+        ("tumor size whose unit 'cm' and code 'mm' disagree; not used", "tumor.size_cm")]
 
 
 def test_wrong_diagnosis_an_abated_imt_condition_without_a_clinical_status_does_not_count():
@@ -810,7 +813,13 @@ def test_never_a_silent_no_a_fact_given_two_values_is_malformed():
     both = fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean=True, valueString="false")
     result = read(chart(both))
     assert result.facts is None
-    assert any(p.severity == "error" and "value[x] given more than once" in p.message for p in result.problems)
+    assert [p.message for p in result.problems if p.severity == "error"] == [
+        "malformed Observation (value[x] given more than once (valueBoolean, valueString)) about "
+        "history.progressed_on_alk_inhibitor, which cannot be left unknown, so nothing is evaluated"]
+    many = fact("prog", "history.progressed_on_alk_inhibitor", valueBoolean=True, valueString="false",
+                valueInteger=1, valueCodeableConcept={"text": "yes"}, valueQuantity={"value": 1})
+    (said,) = [p.message for p in read(chart(many)).problems if p.severity == "error"]
+    assert "(value[x] given more than once (valueBoolean, valueString, valueInteger, valueCodeableConcept))" in said
     resect = fact("resect", "tumor.resectability", valueString="unresectable", valueCodeableConcept={"text": "x"})
     result = read(chart(resect))  # a fact that may be unknown: reported and skipped
     assert result.facts.tumor.resectability == "unknown"
