@@ -483,10 +483,15 @@ def test_wrong_diagnosis_an_imt_condition_that_is_not_confirmed_does_not_count(v
     imt = {**copy.deepcopy(IMT), "verificationStatus": verification}
     result = read(chart(imt=imt))
     assert (result.eligibility.eligible, result.eligibility.reason, result.facts) == (False, "no_imt_diagnosis", None)
-    assert any(p.where == "Condition/imt" and p.message.startswith("verification status ")
-               and p.message.endswith(", not confirmed; not used as the IMT diagnosis") for p in result.problems)
+    codes = [c["code"] for c in verification.get("coding", [])]
+    said = codes[0] if codes else "'confirmed' (text, no code)"
+    assert any(p.where == "Condition/imt" and p.message == f"verification status {said}, not confirmed; not used as "
+               "the IMT diagnosis" for p in result.problems)
     # No verification status at all is FHIR's usual "confirmed"; the same unconfirmed one as a metastasis is not staged.
     assert read(chart(imt={k: v for k, v in IMT.items() if k != "verificationStatus"})).ok
+    empty = read(chart(imt={**copy.deepcopy(IMT), "verificationStatus": {}}))  # given, and says nothing
+    assert any(p.message == "verification status without a code, not confirmed; not used as the IMT diagnosis"
+               for p in empty.problems)
     unconfirmed = read(chart(secondary("met", verificationStatus=verification)))
     assert unconfirmed.facts.tumor.distant_disease is None
 
@@ -717,6 +722,16 @@ def test_fusion_a_present_variant_that_is_germline_or_not_pathogenic_is_not_the_
     assert result.facts.molecular.alk.status == "unknown"
     assert [p.message for p in result.problems if p.where == "Observation/v" and p.path == "molecular.alk.status"] == [
         f"ALK variant present with {said}: not read as the tumour's fusion (status left unknown)"]
+    # Said in words only, or not at all: what the message shows of the value.
+    for value, shown in (({"text": "VUS"}, "'VUS'"), ({}, "'(no value)'"),
+                         ({"coding": [{"code": "LA26333-7"}, {"code": "x", "display": "y"}, {"system": "s"}]},
+                          "LA26333-7, x (y)")):
+        vague = variant("v", ALK_GENE)
+        vague["component"].append({"code": {"coding": [{"system": "http://loinc.org", "code": "53037-8"}]},
+                                   "valueCodeableConcept": value})
+        assert [p.message for p in read(chart(vague)).problems if p.path == "molecular.alk.status"] == [
+            f"ALK variant present with clinical significance {shown}, not pathogenic or likely pathogenic: not read as "
+            "the tumour's fusion (status left unknown)"], value
     # Somatic and (likely) pathogenic, as Genomics Reporting writes a tumour's fusion, is read as before.
     for fine in (loinc_component("48002-0", "LA6684-0"), loinc_component("53037-8", "LA6668-3"),
                  loinc_component("53037-8", "LA26332-9")):
