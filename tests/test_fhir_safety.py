@@ -672,6 +672,9 @@ def test_stage_a_finding_dated_after_the_evaluation_date_is_not_used():
     assert read(chart(medication("crizotinib"), worse("worse", when=None))).facts.history.progressed_on_alk_inhibitor
 
 
+INCOMPLETE = "; the chart may be incomplete (what it lacks is not evaluated)"  # how a server's error is said
+
+
 def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
     outcome = {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "too-costly", "diagnostics": "search cut short"}]}
@@ -683,18 +686,15 @@ def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
         assert result.ok
         said = [p for p in result.problems if p.kind == "incomplete"]
         assert len(said) == 1 and said[0].severity == "warning"  # said, and the chart read as it is
-        assert said[0].message == ("the FHIR server reported an error: 'search cut short'; the chart may be "
-                                   "incomplete (what it lacks is not evaluated)")
+        assert said[0].message == f"the FHIR server reported an error: 'search cut short'{INCOMPLETE}"
     # What the server said is taken from diagnostics, else from details.text; without either, the error is still said.
     def said_of(issue):
-        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception", **issue}]}
-        return [p.message for p in read(chart(outcome)).problems if p.kind == "incomplete"]
+        error = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception", **issue}]}
+        return [p.message for p in read(chart(error)).problems if p.kind == "incomplete"]
 
-    assert said_of({"details": {"text": "timeout"}}) == [
-        "the FHIR server reported an error: 'timeout'; the chart may be incomplete (what it lacks is not evaluated)"]
+    assert said_of({"details": {"text": "timeout"}}) == [f"the FHIR server reported an error: 'timeout'{INCOMPLETE}"]
     for nothing in ({}, {"diagnostics": ""}, {"diagnostics": 5}, {"details": "timeout"}):
-        assert said_of(nothing) == [
-            "the FHIR server reported an error; the chart may be incomplete (what it lacks is not evaluated)"], nothing
+        assert said_of(nothing) == [f"the FHIR server reported an error{INCOMPLETE}"], nothing
     fatal = {"resourceType": "OperationOutcome", "issue": [{"severity": "fatal", "code": "exception"}]}
     assert [p.kind for p in read(chart(fatal)).problems if p.kind == "incomplete"] == ["incomplete"]
     note = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
