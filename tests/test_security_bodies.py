@@ -1,11 +1,13 @@
 """Attacks through what the service writes back, each a test: Markdown and HTML smuggled into cards through request
-data, error bodies that leak paths or exception text, and JSON with duplicate keys.
+data, error bodies that leak paths or exception text, JSON with duplicate keys, and bodies a web page on another
+site can make a browser send.
 
 The service is real (``imt-cds serve`` through its console script, with an audit store).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -128,3 +130,52 @@ def test_feedback_with_a_duplicate_key_is_refused(service):
     response = httpx.post(service.url + PATIENT_VIEW + "/feedback", content=body, timeout=60,
                           headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and "'outcome' twice" in response.json()["error"]["message"]
+
+
+# --- bodies a browser sends cross-site without asking ----------------------------------------------------------------
+
+# What a page on any site can make a visitor's browser POST to the service with no CORS preflight: a form
+# (urlencoded or multipart), text/plain, or a body with no type at all (fetch with a Blob). None is JSON by its type.
+CROSS_SITE_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                    "multipart/form-data; boundary=x", None]
+
+
+@pytest.fixture(scope="module")
+def audited_service(tmp_path_factory):
+    audit = tmp_path_factory.mktemp("cross-site") / "audit.db"
+    with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit)) as running:
+        running.audit = audit  # type: ignore[attr-defined]
+        yield running
+
+
+def counts(audit) -> tuple[int, int]:
+    records, feedback = raw_sql(audit, "SELECT count(*) FROM audit_records", "SELECT count(*) FROM cds_feedback")
+    return records[0][0], feedback[0][0]
+
+
+@pytest.mark.parametrize("content_type", CROSS_SITE_TYPES)
+def test_a_body_a_browser_sends_cross_site_without_asking_starts_nothing_and_records_nothing(audited_service,
+                                                                                            content_type):
+    call = httpx.post(audited_service.url + PATIENT_VIEW, json=hook_request(
+        "patient-view", prefetch=prefetch_for(example_resources())), timeout=60)
+    assert call.status_code == 200 and call.json()["cards"], call.text
+    card = call.json()["cards"][0]["uuid"]
+    reason = {"system": "urn:imt-cds:override-reason", "code": "disagree"}
+    feedback = {"feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": "2024-01-01T00:00:00Z",
+                              "overrideReason": {"reason": reason}}]}
+    before = counts(audited_service.audit)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    for path, body in ((PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(example_resources()))),
+                       (PATIENT_VIEW + "/feedback", feedback)):
+        request = httpx.Request("POST", audited_service.url + path, content=json.dumps(body).encode(),
+                                headers=headers)
+        assert ("content-type" in request.headers) == (content_type is not None)  # none added by the client
+        response = httpx.Client(timeout=60).send(request)
+        assert response.status_code == 415, response.text
+        assert response.json()["error"]["code"] == "cds_unsupported_media_type"
+        assert response.headers["accept"] == "application/json"
+    assert counts(audited_service.audit) == before  # no evaluation recorded, no feedback stored
+    # The same feedback declared as JSON is taken: the refusal was for its type, nothing else.
+    taken = httpx.post(audited_service.url + PATIENT_VIEW + "/feedback", json=feedback, timeout=60)
+    assert taken.status_code == 200 and taken.json() == {"stored": 1}, taken.text
+    assert counts(audited_service.audit) == (before[0], before[1] + 1)

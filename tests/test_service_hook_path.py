@@ -71,8 +71,10 @@ class Connection:
 
 
 def raw_request(method: str, path: str, body: bytes | None = b"", headers: tuple[tuple[str, str], ...] = (),
-                content_length: bool = True) -> bytes:
+                content_length: bool = True, content_type: str | None = "application/json") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if content_type is not None and method == "POST":
+        head += f"Content-Type: {content_type}\r\n"
     for name, value in headers:
         head += f"{name}: {value}\r\n"
     if content_length and body is not None:
@@ -82,6 +84,7 @@ def raw_request(method: str, path: str, body: bytes | None = b"", headers: tuple
 
 def chunked(path: str, chunks: int, size: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    head += "Content-Type: application/json\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers)
     return head.encode() + b"\r\n" + b"".join(b"%x\r\n%s\r\n" % (size, b"y" * size) for _ in range(chunks)) + (
         b"0\r\n\r\n")
@@ -144,6 +147,15 @@ REFUSALS = {
     "400 a JSON array": raw_request("POST", VIEW, b"[]"),
     "400 wrong hook": raw_request("POST", VIEW, json.dumps(hook_request("order-sign")).encode()),
     "404 no such service": raw_request("POST", "/cds-services/no-such-service", good_call()),
+    # Bodies a page on another site can make a browser send without a CORS preflight: refused before they are read.
+    "415 no Content-Type": raw_request("POST", VIEW, good_call(), content_type=None),
+    "415 text/plain": raw_request("POST", VIEW, good_call(), content_type="text/plain;charset=UTF-8"),
+    "415 a form": raw_request("POST", VIEW, good_call(), content_type="application/x-www-form-urlencoded"),
+    "415 two Content-Types, the first not JSON": raw_request("POST", VIEW, good_call(), content_type="text/plain",
+                                                             headers=(("Content-Type", "application/json"),)),
+    "200 cards, JSON declared in capitals with a charset": raw_request("POST", VIEW, good_call(),
+                                                                       content_type="Application/JSON; charset=utf-8"),
+    "200 cards, a +json type": raw_request("POST", VIEW, good_call(), content_type="application/cds-hooks+json"),
     "412 no data": raw_request("POST", VIEW, json.dumps(hook_request("patient-view")).encode()),
     "200 cards": raw_request("POST", VIEW, good_call()),
     # A patient-view body is parsed and checked in a worker when its prefetch holds every key (else in the server):
@@ -198,6 +210,15 @@ def test_the_refusals_say_what_they_said_before(cors_service):
         "message": "no CDS service 'no-such-service' here; the services are imt-patient-view, imt-order-sign "
                    "(see /cds-services)"}
     assert error("412 no data")["code"] == "cds_data_unavailable"
+    assert error("415 no Content-Type") == {
+        "code": "cds_unsupported_media_type", "status": 415,
+        "message": "the request has no Content-Type header; a CDS Hooks request body is JSON: send Content-Type: "
+                   "application/json"}
+    assert error("415 text/plain") == {
+        "code": "cds_unsupported_media_type", "status": 415,
+        "message": "the request body is declared as 'text/plain;charset=UTF-8' (Content-Type); this service reads "
+                   "JSON only: send Content-Type: application/json"}
+    assert answer(cors_service.url, REFUSALS["415 a form"])[1]["accept"] == "application/json"  # RFC 9110 15.5.16
 
 
 def test_other_routes_and_methods_are_still_served_by_fastapi(service):
@@ -236,12 +257,16 @@ def test_a_kept_alive_connection_is_answered_request_after_request_in_order(serv
             assert status == 400 and json.loads(body)["error"]["code"] == "cds_bad_request"
             status, _, body = connection.exchange(raw_request("POST", "/cds-services/nope", good_call()))
             assert status == 404
+            # refused before its body was read: the body is dropped, not read as the next request
+            status, _, body = connection.exchange(raw_request("POST", VIEW, good_call(), content_type="text/plain"))
+            assert status == 415
             status, _, body = connection.exchange(raw_request("GET", "/healthz", None))
             assert status == 200 and json.loads(body)["status"] == "ok"
         # A body sent in pieces, apart in time (chunked): read whole before it is parsed.
         body = good_call()
         pieces = [body[:100], body[100:2000], body[2000:]]  # none empty: an empty chunk ends the body
-        connection.send(f"POST {VIEW} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        connection.send(f"POST {VIEW} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                        "Content-Type: application/json\r\n\r\n".encode())
         for piece in pieces:
             connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
             time.sleep(0.05)

@@ -314,18 +314,23 @@ def keep_alive_service(request):
         yield service
 
 
-@pytest.mark.parametrize("case", ["404 unknown service", "413 while streaming"])
+@pytest.mark.parametrize("case", ["404 unknown service", "413 while streaming", "415 text/plain"])
 def test_a_connection_answered_before_its_body_arrived_is_closed_once_idle(keep_alive_service, case):
     if case == "404 unknown service":
         head = b"POST /cds-services/no-such-service HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
         first, rest = head + b"x" * 10, b"x" * 90
+    elif case == "415 text/plain":
+        head = (b"POST " + VIEW.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 100\r\n\r\n")
+        first, rest = head + b"x" * 10, b"x" * 90
     else:
-        head = b"POST " + VIEW.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head = (b"POST " + VIEW.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: application/json\r\n\r\n")
         first, rest = head + b"1400\r\n" + b"y" * 5120 + b"\r\n", b"10\r\n" + b"y" * 16 + b"\r\n0\r\n\r\n"
     with open_socket(keep_alive_service.url) as connection:
         connection.sendall(first)
         answer = read_response(connection)
-        assert answer.startswith((b"HTTP/1.1 404 ", b"HTTP/1.1 413 ")), answer[:200]
+        assert answer.startswith(f"HTTP/1.1 {case[:3]} ".encode()), answer[:200]
         connection.sendall(rest)  # the rest of the body, after the answer: then nothing more
         assert closed_within(connection, 8), "the connection stayed open after its keep-alive timeout"
     assert "did not arrive" not in keep_alive_service.log_text()
@@ -365,7 +370,7 @@ def test_protocol_answers_are_json_and_a_405_says_what_is_allowed(client, servic
     assert json.loads(invalid.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "cds_bad_request"
     with open_socket(service.url) as connection:
         connection.sendall(b"POST " + ORDER_SIGN.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n"
-                           b"\r\n{")
+                           b"Content-Type: application/json\r\n\r\n{")
         timed_out = read_response(connection)
     assert timed_out.startswith(b"HTTP/1.1 408 ") and b"content-type: application/json" in timed_out
     assert json.loads(timed_out.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 408

@@ -7,9 +7,10 @@ import httpx
 import pytest
 from service_support import hook_request, running_service
 
-from imt_cds.service.errors import BadRequestError
-from imt_cds.service.feedback import parse_feedback
 from imt_cds.service.calls import check_request, find_service
+from imt_cds.service.errors import BadRequestError, UnsupportedMediaTypeError
+from imt_cds.service.feedback import parse_feedback
+from imt_cds.service.request_json import check_json_content_type
 
 PATIENT_VIEW = find_service("imt-patient-view")
 ORDER_SIGN = find_service("imt-order-sign")
@@ -24,6 +25,41 @@ def refusal(body, service=PATIENT_VIEW) -> BadRequestError:
 
 def paths(error: BadRequestError) -> list[str]:
     return [problem["path"] for problem in error.details["problems"]]
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/json; charset=utf-8", "APPLICATION/JSON", " application/json ;x=y",
+    "application/cds-hooks+json", "application/problem+json; charset=utf-8",
+])
+def test_a_body_declared_as_json_is_read(content_type):
+    check_json_content_type(content_type)  # raises otherwise
+
+
+@pytest.mark.parametrize("content_type", [
+    # what a browser sends cross-site without a preflight, and what merely looks like JSON
+    "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "json",
+    "text/json", "application/jsonp", "application/json-seq", "application/+json", "application", "*/*",
+    "application/xml+json/x",
+])
+def test_a_body_not_declared_as_json_is_refused_naming_what_it_said(content_type):
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type(content_type)
+    assert raised.value.status == 415 and raised.value.code == "cds_unsupported_media_type"
+    assert raised.value.message == (f"the request body is declared as {content_type!r} (Content-Type); this service "
+                                    "reads JSON only: send Content-Type: application/json")
+
+
+def test_a_long_content_type_is_shown_cut_and_a_missing_one_is_said_to_be_missing():
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type("text/" + "x" * 5000)
+    assert f"{'text/' + 'x' * 75 + '...'!r} (Content-Type)" in raised.value.message
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type("text/" + "x" * 75)  # 80 characters: shown whole
+    assert f"{'text/' + 'x' * 75!r} (Content-Type)" in raised.value.message
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type(None)
+    assert raised.value.message == ("the request has no Content-Type header; a CDS Hooks request body is JSON: send "
+                                    "Content-Type: application/json")
 
 
 def test_a_valid_request_goes_on_as_sent_with_fields_the_models_do_not_know():

@@ -34,6 +34,7 @@ The CDS Hooks service adds its own branch, defined in ``imt_cds.service.errors``
         ├── UnauthorizedError        "cds_unauthorized"       401: the bearer JWT is missing or not acceptable
         ├── NotFoundError            "cds_not_found"          404: no such service
         ├── PayloadTooLargeError     "cds_payload_too_large"  413: the body is over the size limit
+        ├── UnsupportedMediaTypeError "cds_unsupported_media_type"  415: the body is not declared as JSON
         ├── PrefetchUnavailableError "cds_data_unavailable"   412: neither prefetch nor the FHIR server gave the data
         ├── WorkerCrashedError       "cds_worker_crashed"     500: the worker evaluating the request died
         ├── WorkerTimeoutError       "cds_worker_timeout"     503: the evaluation took too long

@@ -14,10 +14,11 @@ Routes (CDS Hooks 2.0.1):
 
 Every error is answered as JSON ``{"error": {"code", "status", "message"[, "details"]}}``, a 401 with a
 ``WWW-Authenticate: Bearer`` header. Request bodies over the configured size are refused with a 413 before they are
-read whole. CORS headers are sent only for the configured origins. The hook call itself is answered by a small ASGI
-layer in front of FastAPI (``_HookCalls``), with the same answers, for speed. Building the app reads and checks the
-rulebook and the JWK Set files, so a bad configuration fails before the server listens; the worker pool starts with
-the server (its lifespan) and stops with it.
+read whole; bodies not declared as JSON (``Content-Type``) with a 415 before they are read (``request_json.py``).
+CORS headers are sent only for the configured origins. The hook call itself is answered by a small ASGI layer in
+front of FastAPI (``_HookCalls``), with the same answers, for speed. Building the app reads and checks the rulebook
+and the JWK Set files, so a bad configuration fails before the server listens; the worker pool starts with the
+server (its lifespan) and stops with it.
 """
 
 import html
@@ -50,7 +51,7 @@ from .errors import (
 )
 from .feedback import CardIndex, FeedbackWriter, open_feedback_sink, parse_feedback, stored_row
 from .hooks import HookRunner
-from .request_json import parse_request_json
+from .request_json import check_json_content_type, parse_request_json
 from .workers import WorkerPool, WorkerSettings
 
 __all__ = ["create_app"]
@@ -129,13 +130,14 @@ def create_app(config: ServiceConfig) -> Any:
         return await authenticator.authenticate(request.headers.get("authorization"), audiences)
 
     async def json_body(request: Any) -> Any:
+        check_json_content_type(request.headers.get("content-type"))  # 415 before the body is read
         return parse_request_json(await request.body())  # duplicate keys refused, as in patient facts
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Any, exc: ServiceError) -> Any:
         # The body says only what public_body allows; what really went wrong (which token check failed, a path,
         # an exception's text) goes to the log, for the operator.
-        headers = None
+        headers = dict(exc.response_headers) or None
         if isinstance(exc, UnauthorizedError):
             _log_refusal(request.method, request.url.path, exc)
             headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -179,6 +181,7 @@ def create_app(config: ServiceConfig) -> Any:
     async def hook(service_id: str, request: Request) -> Any:
         await authenticate(request, [config.service_url(f"/cds-services/{service_id}")])
         service = find_service(service_id)
+        check_json_content_type(request.headers.get("content-type"))
         return json_response(await request.app.state.runner.answer(service, await request.body()))
 
     @app.post("/cds-services/{service_id}/feedback")
@@ -313,11 +316,11 @@ class _HookCalls:
 
     It answers exactly as the FastAPI route with the middleware around it would, in the same order: a
     Content-Length over the limit (413) or not a number (400) before anything else; then the bearer token (401
-    with ``WWW-Authenticate``), the service id (404), the body read against the limit (413), strict JSON (400), the
-    request's shape (400); then the ``HookRunner`` (``answer``: for a patient-view call, the JSON and shape
-    checks run in the worker that answers it, with the same functions and words). Error bodies come from the same
-    ``public_body``. A request with an ``Origin`` header, when CORS is configured, goes to the FastAPI path, whose
-    CORS middleware adds its headers."""
+    with ``WWW-Authenticate``), the service id (404), the Content-Type (415, with ``Accept``), the body read against
+    the limit (413), strict JSON (400), the request's shape (400); then the ``HookRunner`` (``answer``: for a
+    patient-view call, the JSON and shape checks run in the worker that answers it, with the same functions and
+    words). Error bodies come from the same ``public_body``. A request with an ``Origin`` header, when CORS is
+    configured, goes to the FastAPI path, whose CORS middleware adds its headers."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], config: ServiceConfig,
                  authenticator: Authenticator | None):
@@ -340,13 +343,16 @@ class _HookCalls:
         if not service_id or "/" in service_id:  # not this route (/feedback, or no id): FastAPI's to answer
             await self.app(scope, receive, send)
             return
-        declared = authorization = None
+        declared = authorization = content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value  # the last one, as the body limit middleware reads it
             elif name == b"authorization":
                 if authorization is None:  # the first one, as Starlette's Headers.get reads it
                     authorization = value
+            elif name == b"content-type":
+                if content_type is None:  # the first one, as above
+                    content_type = value
             elif name == b"origin" and self.cors:
                 await self.app(scope, receive, send)
                 return
@@ -360,7 +366,7 @@ class _HookCalls:
                 await _send_error(send, self._too_large(), self.trailing)
                 return
         try:
-            body = await self._answer(scope, receive, service_id, authorization)
+            body = await self._answer(scope, receive, service_id, authorization, content_type)
         except _TooLarge:
             await _send_error(send, self._too_large(), self.trailing)
             return
@@ -376,12 +382,13 @@ class _HookCalls:
             return
         await _send_json(send, 200, body, trailing=self.trailing)
 
-    async def _answer(self, scope: dict[str, Any], receive: Any, service_id: str,
-                      authorization: bytes | None) -> bytes:
+    async def _answer(self, scope: dict[str, Any], receive: Any, service_id: str, authorization: bytes | None,
+                      content_type: bytes | None) -> bytes:
         if self.authenticator is not None:
             await self.authenticator.authenticate(None if authorization is None else authorization.decode("latin-1"),
                                                   [self.config.service_url(scope["path"])])
         service = find_service(service_id)
+        check_json_content_type(None if content_type is None else content_type.decode("latin-1"))
         runner: HookRunner = scope["app"].state.runner
         return orjson.dumps(await runner.answer(service, await self._body(receive)))
 
@@ -405,7 +412,7 @@ class _HookCalls:
 
     async def _send_service_error(self, scope: dict[str, Any], send: Any, exc: ServiceError) -> None:
         # As the FastAPI app's ServiceError handler: the reason to the log, the public body to the client.
-        headers = []
+        headers = [(name.lower().encode(), value.encode()) for name, value in exc.response_headers]
         if isinstance(exc, UnauthorizedError):
             _log_refusal(scope["method"], scope["path"], exc)
             headers.append(_UNAUTHORIZED_HEADER)

@@ -9,6 +9,7 @@ They extend the library's hierarchy (``imt_cds.errors``) under one branch::
         ├── UnauthorizedError          "cds_unauthorized"       401  no, or an unacceptable, bearer JWT
         ├── NotFoundError              "cds_not_found"          404  no such service or rule
         ├── PayloadTooLargeError       "cds_payload_too_large"  413  the body is over the configured limit
+        ├── UnsupportedMediaTypeError  "cds_unsupported_media_type"  415  the body is not declared as JSON
         ├── PrefetchUnavailableError   "cds_data_unavailable"   412  neither prefetch nor fhirServer gave the data
         ├── WorkerCrashedError         "cds_worker_crashed"     500  the evaluation process died serving the request
         ├── WorkerTimeoutError         "cds_worker_timeout"     503  no evaluation process answered in time
@@ -42,6 +43,7 @@ __all__ = [
     "ServiceError",
     "ServiceUnavailableError",
     "UnauthorizedError",
+    "UnsupportedMediaTypeError",
     "WorkerCrashedError",
     "WorkerTimeoutError",
     "error_body",
@@ -104,6 +106,8 @@ class ServiceError(ImtCdsError):
 
     code = "cds_service_error"
     status = 500
+    # Headers HTTP asks for with this status (a 401's WWW-Authenticate is added where its refusal is logged).
+    response_headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, details: Any = None, *, public_message: str | None = None):
         super().__init__(message)
@@ -148,6 +152,16 @@ class PayloadTooLargeError(ServiceError):
 
     code = "cds_payload_too_large"
     status = 413
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    """A request body not declared as JSON (``Content-Type``). Refused before it is read: a web page on any site can
+    make a browser POST ``text/plain``, a form or an unlabelled body to the service without asking first (no CORS
+    preflight), but never ``application/json``; so no such request can record feedback or start an evaluation."""
+
+    code = "cds_unsupported_media_type"
+    status = 415
+    response_headers = (("Accept", "application/json"),)  # RFC 9110 15.5.16: what would have been accepted
 
 
 class PrefetchUnavailableError(ServiceError):

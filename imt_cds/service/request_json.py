@@ -5,6 +5,10 @@ things to different parsers (first wins, last wins), so a proxy or an audit read
 service; such a body is refused (400 naming the key), as ``imt_cds.validation`` refuses it for patient facts. So
 are NaN and Infinity, which are not JSON. ``loads_strict`` gives the stdlib parser's answer (orjson where that is
 known to be the same, the stdlib with a hook per object otherwise), so every refusal keeps the stdlib's wording.
+
+Before any of that, a body must be declared as JSON (``check_json_content_type``): a web page on any site can make a
+browser send a ``text/plain`` body, a form or an unlabelled body cross-origin without a CORS preflight, never an
+``application/json`` one; refusing the others (415) keeps such pages from starting evaluations or recording feedback.
 """
 
 from __future__ import annotations
@@ -14,9 +18,28 @@ import sys
 from typing import Any
 
 from ..core.validation import DuplicateKeyError, loads_strict
-from .errors import BadRequestError
+from .errors import BadRequestError, UnsupportedMediaTypeError
 
-__all__ = ["parse_request_json"]
+__all__ = ["check_json_content_type", "parse_request_json"]
+
+_SHOWN_CHARACTERS = 80  # of a Content-Type a refusal repeats
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """Refuse (``UnsupportedMediaTypeError``, 415) a request body not declared as JSON: ``content_type`` (the
+    request's first Content-Type header, or None) must be ``application/json`` or another ``application/...+json``
+    type, in any case, with any parameters (JSON has no charset parameter; the body is read as UTF-8 whatever it
+    says)."""
+    if content_type is None:
+        raise UnsupportedMediaTypeError("the request has no Content-Type header; a CDS Hooks request body is JSON: "
+                                        "send Content-Type: application/json")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    kind, slash, subtype = media_type.partition("/")
+    if kind == "application" and slash and (subtype == "json" or (subtype.endswith("+json") and len(subtype) > 5)):
+        return
+    shown = content_type if len(content_type) <= _SHOWN_CHARACTERS else content_type[:_SHOWN_CHARACTERS] + "..."
+    raise UnsupportedMediaTypeError(f"the request body is declared as {shown!r} (Content-Type); this service reads "
+                                    "JSON only: send Content-Type: application/json")
 
 
 def parse_request_json(body: bytes) -> Any:
