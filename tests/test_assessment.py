@@ -205,6 +205,26 @@ def test_a_pretty_printed_document_is_the_same_document(engine):
     assert assessment.to_json(indent=True).startswith('{\n  "schema"')
 
 
+def test_the_card_document_is_the_document_with_an_empty_trace(engine):
+    # What the service makes cards from: the same document but for the trace (nobody there reads it), whether it is
+    # asked for before or after the whole document was written.
+    import random
+
+    from strategies import random_patient
+
+    rng = random.Random(10)
+    for index in range(1_000):
+        patient = random_patient(rng)
+        diagnosis = {"established_by": "attested", "index": index} if index % 2 else None
+        assessment = engine.evaluate(patient, diagnosis=diagnosis)
+        before = assessment.to_card_dict()
+        document = assessment.to_dict()
+        assert document["trace"]  # (every evaluation has one: it is what the card document leaves out)
+        assert before == {**document, "trace": []} == assessment.to_card_dict()
+        assert list(before) == list(document)  # the same keys in the same order
+        assert document["provenance"].get("diagnosis") == diagnosis
+
+
 # --- a rationale names exactly the tests that held --------------------------------------------------------------------
 
 

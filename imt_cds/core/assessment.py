@@ -568,8 +568,24 @@ class Assessment:
         """The assessment document as plain Python data (a fresh copy each call)."""
         return orjson.loads(self._json)  # type: ignore[no-any-return]
 
+    def to_card_dict(self) -> dict[str, Any]:
+        """``to_dict()`` with an empty trace (``"trace": []``), the rest the same: all a renderer of findings reads
+        (cards, the FHIR guidance bundle). The trace, a sixth of the document, is then neither written nor parsed."""
+        return orjson.loads(self._document_json(()))  # type: ignore[no-any-return]
+
     @_lazy
     def _json(self) -> str:
+        return self._document_json(self._trace_json)
+
+    def _document_json(self, trace: Sequence[str]) -> str:
+        writer = self._templates.json
+        recommendations, risk_flags, derived, suppressed = self._findings_json
+        return writer.document(self.patient_id, recommendations, risk_flags, derived, suppressed, trace,
+                               self.input_sha256, self.evaluated_at, self.diagnosis)
+
+    @_lazy
+    def _findings_json(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """The document's recommendations, risk flags, derived facts and suppressed findings, each as JSON texts."""
         writer = self._templates.json
         leaves = self._leaves
         fired = self._fired
@@ -609,8 +625,14 @@ class Assessment:
                                      "reason": "; ".join(texts) if texts else f"{fact} holds",
                                      "reasons": list(texts), "suppression_rule": suppression_rule.to_dict()})
                 suppressed.append('{"finding":' + self._finding_json(rule_id, code) + "," + rest[1:].decode())
+        return recommendations, risk_flags, derived, suppressed
+
+    @_lazy
+    def _trace_json(self) -> list[str]:
+        """The document's trace entries as JSON texts."""
         trace = []
-        trace_writer = writer.trace_writer
+        leaves = self._leaves
+        trace_writer = self._templates.json.trace_writer
         rules = self._templates.rules
         for seq, (name, message) in enumerate(self._firings, 1):
             write = trace_writer.get(name)
@@ -620,8 +642,7 @@ class Assessment:
             engine_rule = rules[name]
             if engine_rule.rule is not None and engine_rule.suppression is not None:
                 trace.append(orjson.dumps(self._suppression_entry(seq, engine_rule, message).to_dict()).decode())
-        return writer.document(self.patient_id, recommendations, risk_flags, derived, suppressed, trace,
-                               self.input_sha256, self.evaluated_at, self.diagnosis)
+        return trace
 
     def _finding_json(self, rule_id: str, code: str) -> str:
         """One rule's finding as JSON, without ``also_from`` (as ``_finding(rule_id, code).to_dict()`` says it)."""

@@ -216,7 +216,7 @@ class JsonTemplates:
         return "[" + ",".join(parts) + "]"
 
     def document(self, patient_id: str | None, recommendations: list[str], risk_flags: list[str],
-                 derived: list[str], suppressed: list[str], trace: list[str], input_sha256: str,
+                 derived: list[str], suppressed: list[str], trace: Sequence[str], input_sha256: str,
                  evaluated_at: str, diagnosis: Mapping[str, Any] | None = None) -> str:
         extra = f',"diagnosis":{_json(dict(diagnosis))}' if diagnosis is not None else ""
         return (

@@ -686,11 +686,12 @@ class _Handler:
                 answer["evaluation_id"] = answer["record"]["id"]
             else:
                 answer["evaluation_id"] = str(uuid.uuid4())
-            answer["assessment"] = orjson.Fragment(assessment.to_json())
+            if op != "cards":  # (a "cards" answer is the response alone: the document is not sent)
+                answer["assessment"] = orjson.Fragment(assessment.to_json())
         if op != "cards":
             return answer
         response, evaluation_id = patient_view_response(
-            answer["fhir"], assessment.to_dict() if assessment is not None else None, answer["evaluation_id"],
+            answer["fhir"], assessment.to_card_dict() if assessment is not None else None, answer["evaluation_id"],
             hook_instance=job["hook_instance"], public_url=self.settings.public_url,
             not_eligible=self.settings.not_eligible_card, fhir_guidance_endpoint=job.get("fhir_guidance_endpoint"))
         # What the server's card index keeps of each card (for feedback), and the response ready to send.
