@@ -585,8 +585,30 @@ def test_cors_headers_are_sent_only_to_the_configured_origin(client):
     assert allowed.headers["access-control-allow-origin"] == "https://ehr.example.org"
     other = client.options(PATIENT_VIEW, headers={"Origin": "https://evil.example.com", **preflight})
     assert "access-control-allow-origin" not in other.headers
+    assert other.status_code == 400 and other.headers["content-type"] == "application/json"
     assert client.get("/cds-services", headers={"Origin": "https://ehr.example.org"}).headers[
         "access-control-allow-origin"] == "https://ehr.example.org"
+
+
+@pytest.mark.parametrize(("origin", "method", "headers", "refused"), [
+    ("https://evil.example.com", "POST", "content-type", "origin"),
+    ("https://ehr.example.org", "DELETE", "authorization", "method"),
+    ("https://ehr.example.org", "POST", "authorization, x-evil", "headers"),
+    ("https://evil.example.com", "PUT", "x-evil", "origin, method, headers"),
+])
+def test_a_refused_cors_preflight_is_answered_in_json_naming_what_was_not_allowed(client, origin, method, headers,
+                                                                                   refused):
+    response = client.options(PATIENT_VIEW, headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                                     "Access-Control-Request-Headers": headers})
+    assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json() == {"error": {
+        "code": "cds_bad_request", "status": 400,
+        "message": f"CORS preflight refused: {refused} not allowed (a browser may call this service from the origins "
+                   "its --cors-origin names, with GET or POST and the headers Authorization and Content-Type)"}}
+    # the CORS headers granted are still sent (none to another origin: the browser stops there)
+    assert ("access-control-allow-origin" in response.headers) == (origin == "https://ehr.example.org")
+    assert response.headers["access-control-allow-methods"] == "GET, POST"
 
 
 def test_a_cards_source_url_opens_the_rules_page(client):

@@ -15,10 +15,10 @@ Routes (CDS Hooks 2.0.1):
 Every error is answered as JSON ``{"error": {"code", "status", "message"[, "details"]}}``, a 401 with a
 ``WWW-Authenticate: Bearer`` header. Request bodies over the configured size are refused with a 413 before they are
 read whole; bodies not declared as JSON (``Content-Type``) with a 415 before they are read (``request_json.py``).
-CORS headers are sent only for the configured origins. The hook call itself is answered by a small ASGI layer in
-front of FastAPI (``_HookCalls``), with the same answers, for speed. Building the app reads and checks the rulebook
-and the JWK Set files, so a bad configuration fails before the server listens; the worker pool starts with the
-server (its lifespan) and stops with it.
+CORS headers are sent only for the configured origins (a refused preflight is a JSON 400 too). The hook call itself
+is answered by a small ASGI layer in front of FastAPI (``_HookCalls``), with the same answers, for speed. Building
+the app reads and checks the rulebook and the JWK Set files, so a bad configuration fails before the server listens;
+the worker pool starts with the server (its lifespan) and stops with it.
 """
 
 import html
@@ -224,10 +224,8 @@ def create_app(config: ServiceConfig) -> Any:
 
     app.add_middleware(_BodyLimit, limit=config.max_body_bytes)
     if config.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(_json_cors_middleware(), allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"], max_age=600)
     # In front of everything: hook calls skip the rest; any other request goes to FastAPI as it would.
     app.hook_calls = _HookCalls(super(ServiceApp, app).__call__, config=config, authenticator=authenticator)
     return app
@@ -249,6 +247,34 @@ def _open_audit_store(config: ServiceConfig) -> None:
         open_store(config.audit, store_input=config.audit_input).close()
     except AuditError as exc:
         raise AuditStoreUnavailableError(str(exc)) from exc
+
+
+def _json_cors_middleware() -> type:
+    """Starlette's CORS middleware, but a refused preflight is answered as every other error is, in JSON (it says
+    "Disallowed CORS origin" in plain text): a 400 ``cds_bad_request`` naming what was not allowed (the origin, the
+    method, the headers), with the headers Starlette sends (the CORS ones it grants, none for another origin)."""
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.responses import Response
+
+    class JsonCORSMiddleware(CORSMiddleware):
+        def preflight_response(self, request_headers: Any) -> Any:
+            response = super().preflight_response(request_headers)
+            if response.status_code != 400:
+                return response
+            text = bytes(response.body).decode("utf-8", "replace")
+            refused = text.removeprefix(_CORS_REFUSAL_PREFIX) if text.startswith(_CORS_REFUSAL_PREFIX) else ""
+            message = (f"CORS preflight refused: {refused or text} not allowed (a browser may call this service from "
+                       "the origins its --cors-origin names, with GET or POST and the headers Authorization and "
+                       "Content-Type)")
+            headers = {name: value for name, value in response.headers.items()
+                       if name not in ("content-type", "content-length")}
+            body = BadRequestError(message).to_dict()
+            return Response(orjson.dumps(body), status_code=400, media_type=JSON, headers=headers)
+
+    return JsonCORSMiddleware
+
+
+_CORS_REFUSAL_PREFIX = "Disallowed CORS "  # Starlette's words before what it refused ("origin, method")
 
 
 class _TooLarge(Exception):
