@@ -88,6 +88,15 @@ def test_an_attested_diagnosis_is_evaluated(client):
                            extension={DIAGNOSIS_ATTESTED_EXTENSION: True})
     response = client.post(PATIENT_VIEW, json=request)
     assert response.status_code == 200 and response.json()["cards"]
+    # Only true attests: false leaves the chart as it is (no IMT diagnosis: silence), and a value that is not a
+    # JSON boolean is refused rather than guessed either way.
+    request["extension"] = {DIAGNOSIS_ATTESTED_EXTENSION: False}
+    response = client.post(PATIENT_VIEW, json=request)
+    assert response.status_code == 200 and response.json() == {"cards": []}
+    request["extension"] = {DIAGNOSIS_ATTESTED_EXTENSION: "true"}
+    response = client.post(PATIENT_VIEW, json=request)
+    assert response.status_code == 400 and response.json()["error"]["message"] == (
+        f"extension.{DIAGNOSIS_ATTESTED_EXTENSION} must be true or false, not 'true'")
 
 
 def test_a_prefetch_without_the_patient_is_412_and_two_patients_400(client):
@@ -105,7 +114,9 @@ def test_a_prefetch_without_the_patient_is_412_and_two_patients_400(client):
     nameless = prefetch_for(resources)
     del nameless["patient"]["id"]
     response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=nameless))
-    assert response.status_code == 400
+    assert response.status_code == 400  # the reader's refusal: whose chart it is cannot be established
+    assert response.json()["error"]["message"].startswith("the chart's Patient has no id (and no fullUrl): whose "
+                                                          "data it is cannot be established")
 
 
 def test_two_versions_of_the_patient_or_an_unreadable_death_record_are_400_without_cards(client):

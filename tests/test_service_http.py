@@ -220,6 +220,9 @@ def test_a_contradictory_record_gets_a_critical_card_that_lists_what_was_withhel
 def test_fhir_output_is_only_sent_when_asked_for(client):
     response = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(example_resources())))
     assert "extension" not in response.json()
+    response = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(example_resources()),
+                                                       extension={"urn:imt-cds:fhir-guidance": False}))
+    assert response.status_code == 200 and response.json()["cards"] and "extension" not in response.json()
 
 
 def test_resources_that_could_not_be_used_are_shown_on_a_card(client):

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from service_support import hook_request, running_service
 
-from imt_cds.service.calls import check_request, find_service
+from imt_cds.service.calls import DIAGNOSIS_ATTESTED_EXTENSION, check_request, find_service
 from imt_cds.service.errors import BadRequestError, UnsupportedMediaTypeError
 from imt_cds.service.feedback import parse_feedback
 from imt_cds.service.request_json import check_json_content_type
@@ -60,6 +60,30 @@ def test_a_long_content_type_is_shown_cut_and_a_missing_one_is_said_to_be_missin
         check_json_content_type(None)
     assert raised.value.message == ("the request has no Content-Type header; a CDS Hooks request body is JSON: send "
                                     "Content-Type: application/json")
+
+
+SWITCHES = [DIAGNOSIS_ATTESTED_EXTENSION, "urn:imt-cds:fhir-guidance"]
+
+
+@pytest.mark.parametrize("url", SWITCHES)
+@pytest.mark.parametrize(("value", "shown"), [("true", "'true'"), (1, "1"), (0, "0"), (None, "null"),
+                                              ({}, "an object"), ([True], "a list")])
+def test_a_switch_of_this_service_is_true_or_false_and_nothing_else(url, value, shown):
+    # "true" as text meant as an attestation would otherwise leave the patient without advice, and 1 turn it on
+    error = refusal(hook_request("patient-view", extension={url: value, "urn:other": "anything"}))
+    assert error.details["problems"] == [{"path": f"extension.{url}",
+                                          "message": f"extension.{url} must be true or false, not {shown}"}]
+    for switch in (True, False):
+        check_request(hook_request("patient-view", extension={url: switch}), PATIENT_VIEW)
+        order_sign = hook_request("order-sign", extension={url: switch})
+        order_sign["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": []}
+        check_request(order_sign, ORDER_SIGN)
+
+
+def test_both_switches_wrong_are_named_in_one_refusal_and_other_extensions_are_not_judged():
+    error = refusal(hook_request("patient-view", extension={SWITCHES[1]: "yes", SWITCHES[0]: "yes"}))
+    assert paths(error) == [f"extension.{SWITCHES[0]}", f"extension.{SWITCHES[1]}"]
+    check_request(hook_request("patient-view", extension={"urn:someone-else": "true", "urn:x": None}), PATIENT_VIEW)
 
 
 def test_a_valid_request_goes_on_as_sent_with_fields_the_models_do_not_know():

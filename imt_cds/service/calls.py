@@ -15,7 +15,7 @@ from typing import Any
 
 from ..fhir.reader import OBSERVATION_CODES
 from .errors import BadRequestError, NotFoundError
-from .models import refuse, request_problems
+from .models import refuse, request_problems, shown_value
 from .patient_view import FHIR_GUIDANCE_EXTENSION
 from .prefetch import Template
 
@@ -96,10 +96,25 @@ def find_service(service_id: str) -> CdsService:
 def check_request(body: Any, service: CdsService) -> dict[str, Any]:
     """The request if it is a CDS Hooks call this service can answer; ``BadRequestError`` naming every field path
     that is wrong and what it allows otherwise (the models are in ``models.py``)."""
-    problems = request_problems(body, service.hook, service.id)
+    problems = request_problems(body, service.hook, service.id) + _extension_problems(body)
     if problems:
         raise refuse(problems)
     return dict(body)
+
+
+# This service's own request extensions, each a switch: only JSON true turns it on. Any other value is refused
+# rather than read as off: "true" (text) meant as an attestation must not silently leave a patient without advice,
+# nor 1 turn the attestation on.
+_SWITCH_EXTENSIONS = (DIAGNOSIS_ATTESTED_EXTENSION, FHIR_GUIDANCE_EXTENSION)
+
+
+def _extension_problems(body: Any) -> list[dict[str, str]]:
+    extension = body.get("extension") if isinstance(body, Mapping) else None
+    if not isinstance(extension, Mapping):
+        return []  # (none, or not an object: the models say so)
+    return [{"path": f"extension.{url}", "message": f"extension.{url} must be true or false, not "
+                                                    f"{shown_value(extension[url])}"}
+            for url in _SWITCH_EXTENSIONS if url in extension and type(extension[url]) is not bool]
 
 
 def same_patient(resources: list[Any], patient_id: str) -> None:

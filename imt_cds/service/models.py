@@ -36,6 +36,7 @@ __all__ = [
     "feedback_problems",
     "refuse",
     "request_problems",
+    "shown_value",
 ]
 
 _Text = Annotated[str, Field(min_length=1)]
@@ -136,7 +137,7 @@ class FeedbackItem(_Model):
         try:
             datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"{_shown(value)} is not an RFC 3339 date-time") from None
+            raise ValueError(f"{shown_value(value)} is not an RFC 3339 date-time") from None
         return value
 
 
@@ -261,7 +262,7 @@ def _problem(model: type[BaseModel], prefix: tuple[str | int, ...], error: Any,
     elif kind == "string_too_long":
         message = f"{path} must be {allowed or 'shorter'}, not {len(error.get('input') or '')} characters long"
     else:
-        message = f"{path} must be {allowed or 'something else'}, not {_shown(error.get('input'))}"
+        message = f"{path} must be {allowed or 'something else'}, not {shown_value(error.get('input'))}"
     return {"path": path, "message": message}
 
 
@@ -300,7 +301,7 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """An offending value as a message shows it: short scalars as written, anything else by its JSON type."""
     if isinstance(value, (dict, Mapping)):
         return "an object"
