@@ -240,6 +240,9 @@ def test_resources_that_could_not_be_used_are_shown_on_a_card(client):
     assert "conflicting values for tumor.size\\_cm" in problems["detail"]
     assert "Observation/broken" in problems["detail"] and "malformed Observation" in problems["detail"]
     assert "REQUEST_TUMOR_SIZE" in codes(response)  # the size is unknown to the rules, and asked for
+    # Read before the findings: first among the cards of its severity (the cards are sorted by severity only).
+    warnings = [c["source"]["topic"]["code"] for c in response.json()["cards"] if c["indicator"] == "warning"]
+    assert warnings[0] == "FHIR_INPUT_PROBLEMS" and len(warnings) > 1
 
 
 def test_conflicting_records_give_one_critical_card_instead_of_findings(client):
@@ -254,6 +257,11 @@ def test_conflicting_records_give_one_critical_card_instead_of_findings(client):
     (only,) = response.json()["cards"]
     assert only["indicator"] == "critical" and only["source"]["topic"]["code"] == "FHIR_INPUT_CONFLICT"
     assert "Nothing was evaluated" in only["detail"] and "history.surgery\\_done" in only["detail"]
+    # Nothing evaluated, so no FHIR guidance either, even when asked for: the same one card, no extension.
+    asked = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(resources),
+                                                    extension={"urn:imt-cds:fhir-guidance": True}))
+    assert asked.status_code == 200 and [c["source"]["topic"]["code"] for c in asked.json()["cards"]] == [
+        "FHIR_INPUT_CONFLICT"] and "extension" not in asked.json()
 
 
 # --- FHIR data: prefetch, fhirServer, 412 -------------------------------------------------------------------------

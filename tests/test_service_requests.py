@@ -10,6 +10,7 @@ from service_support import hook_request, running_service
 from imt_cds.service.calls import DIAGNOSIS_ATTESTED_EXTENSION, check_request, find_service
 from imt_cds.service.errors import BadRequestError, UnsupportedMediaTypeError
 from imt_cds.service.feedback import parse_feedback
+from imt_cds.service.prefetch import prefetched
 from imt_cds.service.request_json import check_json_content_type
 
 PATIENT_VIEW = find_service("imt-patient-view")
@@ -208,3 +209,29 @@ def test_the_400_body_lists_every_problem_with_its_path():
 def test_feedback_without_a_list_of_at_least_one_item_is_refused(body):
     with pytest.raises(BadRequestError, match="feedback"):
         parse_feedback(body)
+
+
+# --- what the prefetch holds (nothing fetched here) ------------------------------------------------------------------
+
+
+def test_the_prefetch_gives_its_resources_in_key_order_and_says_which_keys_it_lacks_and_why():
+    patient = {"resourceType": "Patient", "id": "p"}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    outcome = {"resourceType": "OperationOutcome", "issue": []}
+    request = hook_request("patient-view", "p", prefetch={"procedures": bundle, "patient": patient,
+                                                          "conditions": None, "observations": outcome})
+    resources, missing = prefetched(PATIENT_VIEW.prefetch, request)
+    assert resources == [patient, bundle]  # key order; null is "no such data", not missing
+    assert missing == {"observations": "the client could not prefetch it (OperationOutcome)"}
+    assert prefetched(PATIENT_VIEW.prefetch, hook_request("patient-view")) == ([], {
+        key: "not prefetched" for key in ("patient", "conditions", "observations", "procedures")})
+
+
+@pytest.mark.parametrize("value", ["Patient/p", [], {"id": "p"}, {"resourceType": 5}, {"resourceType": None},
+                                   True])
+def test_a_prefetch_value_that_is_not_a_resource_is_refused_naming_its_key(value):
+    request = hook_request("patient-view", "p", prefetch={"patient": {"resourceType": "Patient", "id": "p"},
+                                                          "conditions": value})
+    with pytest.raises(BadRequestError) as raised:
+        prefetched(PATIENT_VIEW.prefetch, request)
+    assert raised.value.message == "prefetch.conditions must be a FHIR resource, a Bundle or null"
