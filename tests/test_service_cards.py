@@ -3,6 +3,7 @@ modules that can be imported without side effects."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from imt_cds.render.cards import (
     problems_card,
 )
 from imt_cds.service.drugs import find_drug
-from imt_cds.service.order_sign import targeted_orders
+from imt_cds.service.order_sign import TargetedOrder, check_orders, targeted_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
@@ -128,6 +129,50 @@ def test_orders_are_read_from_text_displays_and_contained_medications(rulebook):
     found = {(o.where, o.drug.name) for o in targeted_orders(bundle, rulebook.drugs)}
     assert found == {("MedicationRequest/a", "alectinib"), ("MedicationRequest/b", "selpercatinib"),
                      ("MedicationOrder/c", "larotrectinib")}
+
+
+def order_for(rulebook, name: str, **changes) -> TargetedOrder:
+    drug = rulebook.drugs[name]
+    return TargetedOrder(f"MedicationRequest/{name}", name, dataclasses.replace(drug, **changes) if changes else drug)
+
+
+def facts_with(age, **statuses) -> dict:
+    genes = ("alk", "ros1", "ntrk", "ret", "pdgfrb")
+    return {"age_years": age, "molecular": {gene: {"status": statuses.get(gene, "unknown")} for gene in genes}}
+
+
+def order_cards(rulebook, order, facts) -> list[tuple[str, str]]:
+    return [(c["source"]["topic"]["code"], c["indicator"]) for c in check_orders([order], facts, {}, rulebook,
+                                                                                  check_id="check")]
+
+
+def test_an_order_at_its_labelled_age_fits_and_below_it_is_critical(rulebook):
+    assert rulebook.parameters["crizotinib_min_age_years"].value == 1  # "labelled from age 1": 1 is in the label
+    crizotinib = order_for(rulebook, "crizotinib")
+    assert order_cards(rulebook, crizotinib, facts_with(1, alk="positive")) == []
+    assert order_cards(rulebook, crizotinib, facts_with(0.99, alk="positive")) == [
+        ("ORDER_BELOW_LABELLED_AGE", "critical")]
+    assert order_cards(rulebook, crizotinib, facts_with(None, alk="positive")) == [("ORDER_AGE_UNKNOWN", "warning")]
+    assert order_cards(rulebook, crizotinib, facts_with(0.5, ros1="positive")) == []  # no labelled age for ROS1 here
+
+
+def test_a_target_tested_negative_is_critical_only_when_every_target_is(rulebook):
+    crizotinib = order_for(rulebook, "crizotinib")  # ALK or ROS1
+    assert order_cards(rulebook, crizotinib, facts_with(30, alk="negative", ros1="negative")) == [
+        ("ORDER_TARGET_NOT_POSITIVE", "critical")]
+    # one negative, the other never tested: not documented positive, but not shown absent either
+    assert order_cards(rulebook, crizotinib, facts_with(30, alk="negative")) == [
+        ("ORDER_TARGET_NOT_POSITIVE", "warning")]
+    assert order_cards(rulebook, crizotinib, facts_with(30)) == [("ORDER_TARGET_NOT_POSITIVE", "warning")]
+    assert order_cards(rulebook, crizotinib, facts_with(30, alk="negative", ros1="positive")) == []
+
+
+def test_a_positive_target_without_a_labelled_age_does_not_end_the_age_check(rulebook):
+    # An institution's drug table may list a target without a labelled age before one with it: the age is still
+    # checked against the one that has it.
+    drug = order_for(rulebook, "crizotinib", targets=("ros1", "alk"))
+    assert order_cards(rulebook, drug, facts_with(0.5, alk="positive", ros1="positive")) == [
+        ("ORDER_BELOW_LABELLED_AGE", "critical")]
 
 
 def test_importing_the_service_has_no_side_effects():
