@@ -110,6 +110,8 @@ def test_only_verified_rxnorm_codes_are_in_the_drug_table(rulebook):
     ("LORVIQUA", "lorlatinib"),
     ("amoxicillin", None),
     ("crizotinibum-like compound", None),  # whole words only
+    ("nonalectinib analogue", None),
+    ("Capsule, oral: Crizotinib 250 mg", "crizotinib"),  # anywhere in the text
 ])
 def test_targeted_drugs_are_recognised_by_name_case_insensitively(rulebook, text, ingredient):
     drug = find_drug(rulebook.drugs, [text])
