@@ -30,7 +30,7 @@ from service_support import (
 )
 
 from imt_cds.core.rule_loader import load_rulebook
-from imt_cds.render.cards import CARD_NAMESPACE, escape_markdown
+from imt_cds.render.cards import CARD_NAMESPACE, escape_markdown, hook_instance_id
 
 # The findings the shipped rule files declare critical (``indicator: critical``).
 CRITICAL_FINDINGS = {spec.code for rule in load_rulebook() for spec in rule.findings if spec.indicator == "critical"}
@@ -503,6 +503,66 @@ def test_a_drug_below_its_labelled_age_is_critical_and_an_unknown_age_is_warned(
                                                       resources))
     (unknown,) = response.json()["cards"]
     assert unknown["indicator"] == "warning" and unknown["source"]["topic"]["code"] == "ORDER_AGE_UNKNOWN"
+
+
+def test_an_order_on_a_record_with_problems_gets_the_problems_card_first_only_when_it_has_a_card(client):
+    resources = copy.deepcopy(example_resources())
+    next(r for r in resources if r["resourceType"] == "Patient")["birthDate"] = "not a date"  # the age is lost
+    warned = post(client, ORDER_SIGN, order_request({"medicationCodeableConcept": {"text": "larotrectinib"}},
+                                                    resources)).json()["cards"]
+    assert [(c["source"]["topic"]["code"], c["indicator"]) for c in warned] == [
+        ("FHIR_INPUT_PROBLEMS", "warning"), ("ORDER_TARGET_NOT_POSITIVE", "warning")]  # read first: same severity
+    assert "Facts affected: `age_years`" in warned[0]["detail"]
+    # A sound order says nothing, not even about a resource of the record that could not be used.
+    resources = [*example_resources(), {**gene_result("HGNC:9967", "RET", True, "ret-preliminary"),
+                                        "status": "preliminary"}]
+    sound = post(client, ORDER_SIGN, order_request({"medicationCodeableConcept": {"text": "crizotinib"}}, resources))
+    assert sound.status_code == 200 and sound.json() == {"cards": []}
+    flagged = post(client, ORDER_SIGN, order_request({"medicationCodeableConcept": {"text": "larotrectinib"}},
+                                                     resources)).json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in flagged] == ["ORDER_TARGET_NOT_POSITIVE", "FHIR_INPUT_PROBLEMS"]
+    assert "Observation/ret-preliminary" in flagged[1]["detail"]  # (an info card: no fact named, after the warning)
+    # A problem about a fact the order does not rest on (a tumour size in inches) is not the order check's to show.
+    resources = copy.deepcopy(example_resources())
+    size = next(r for r in resources if r["id"] == "imt-size")
+    size["component"][0]["valueQuantity"].update({"unit": "in", "code": "[in_i]"})
+    unrelated = post(client, ORDER_SIGN, order_request({"medicationCodeableConcept": {"text": "larotrectinib"}},
+                                                       resources)).json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in unrelated] == ["ORDER_TARGET_NOT_POSITIVE"]
+
+
+def test_an_order_on_a_record_that_contradicts_itself_gets_one_conflict_card(client):
+    # a yes/no fact that cannot be left unknown, said both ways at once: nothing can be read as the patient's
+    resources = with_fact(with_fact(example_resources(), "history.surgery_done", True, "surgery-yes"),
+                          "history.surgery_done", False, "surgery-no")
+    cards = post(client, ORDER_SIGN, order_request({"medicationCodeableConcept": {"text": "crizotinib"}},
+                                                   resources)).json()["cards"]
+    assert [(c["source"]["topic"]["code"], c["indicator"]) for c in cards] == [("FHIR_INPUT_CONFLICT", "critical")]
+    assert "history.surgery_done" in cards[0]["detail"].replace("\\_", "_")
+
+
+def test_feedback_about_an_order_card_is_stored_with_its_check_and_code(client, service):
+    request = order_request({"medicationCodeableConcept": {"text": "larotrectinib"}})
+    (shown,) = post(client, ORDER_SIGN, request).json()["cards"]
+    feedback = {"feedback": [{"card": shown["uuid"], "outcome": "accepted",
+                              "outcomeTimestamp": "2026-01-02T03:04:05Z"}]}
+    assert client.post(ORDER_SIGN + "/feedback", json=feedback).json() == {"stored": 1}
+    stored = json.loads(service.feedback.read_text().splitlines()[-1])
+    assert stored["service"] == "imt-order-sign" and stored["finding_code"] == "ORDER_TARGET_NOT_POSITIVE"
+    assert stored["evaluation_id"] == hook_instance_id("order-sign", request["hookInstance"])
+
+
+def test_a_patient_fetched_from_the_fhir_server_that_is_not_the_one_in_context_is_refused(client, fhir):
+    fhir.documents[f"/fhir/Patient/{EXAMPLE_PATIENT}"] = {"resourceType": "Patient", "id": "someone-else"}
+    try:
+        prefetch = prefetch_for(example_resources())
+        del prefetch["patient"]
+        response = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch, fhirServer=fhir.base))
+    finally:
+        del fhir.documents[f"/fhir/Patient/{EXAMPLE_PATIENT}"]
+    assert response.status_code == 400 and response.json()["error"]["message"] == (
+        f"the prefetched Patient/someone-else is not the patient in context ({EXAMPLE_PATIENT}): nothing is "
+        "evaluated on another patient's record")
 
 
 def test_orders_without_a_targeted_drug_need_no_patient_data(client):
