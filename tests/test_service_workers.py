@@ -303,6 +303,33 @@ def test_a_job_queued_behind_one_that_times_out_is_served_by_the_replacement():
     assert crashes == 0  # a timeout is not a crash
 
 
+def test_the_job_behind_an_answered_one_is_watched_from_when_it_starts():
+    # A worker holds two jobs; it answers the first, then hangs on the second (stopped while reading a chart that
+    # takes it about half a second): the watchdog, armed again for that job when the first was answered, stops the
+    # worker after the timeout instead of leaving the request waiting forever.
+    from imt_cds.service.errors import WorkerTimeoutError
+
+    size = next(r for r in example_resources() if r["id"] == "imt-size")
+    slow_job = {**FACTS_JOB, "resources": [*FACTS_JOB["resources"],
+                                           *({**size, "id": f"size-{n}"} for n in range(20_000))]}
+
+    async def scenario(pool):
+        (pid,) = pool.load()["pids"]
+        first = asyncio.create_task(pool.run(FACTS_JOB))
+        await asyncio.sleep(0)  # handed over first
+        second = asyncio.create_task(pool.run(slow_job))
+        answer = await first
+        os.kill(pid, signal.SIGSTOP)  # busy with the second job: it will never answer it
+        started = time.monotonic()
+        (failed,) = await asyncio.gather(second, return_exceptions=True)
+        return answer, failed, time.monotonic() - started
+
+    answer, failed, waited = in_pool(scenario, depth=2, timeout=2.0)
+    assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    assert isinstance(failed, WorkerTimeoutError) and "longer than 2 s" in str(failed), failed
+    assert waited < 10
+
+
 def test_a_job_whose_request_went_away_before_a_worker_took_it_is_never_sent():
     async def scenario(pool):
         (pid,) = pool.load()["pids"]
