@@ -9,7 +9,7 @@ import pytest
 from audit_support import raw_sql
 
 from imt_cds.audit import open_store
-from imt_cds.service.feedback import open_feedback_sink, stored_row
+from imt_cds.service.feedback import CardIndex, open_feedback_sink, stored_row
 
 
 def feedback_rows() -> list[dict]:
@@ -39,3 +39,14 @@ def test_feedback_is_stored_in_the_audit_database_and_cannot_be_changed(target):
         with pytest.raises(Exception, match="append-only"):
             raw_sql(target, statement)
     assert len(raw_sql(target, "SELECT seq FROM cds_feedback")[0]) == 2
+
+
+def test_the_card_index_keeps_the_newest_cards_up_to_its_bound():
+    index = CardIndex(max_entries=3)
+    cards = [{"uuid": f"card-{n}", "source": {"topic": {"code": f"CODE_{n}"}}} for n in range(5)]
+    index.add("imt-patient-view", "evaluation-1", cards[:2])
+    index.add("imt-order-sign", "check-2", cards[2:])
+    assert [index.get(f"card-{n}") for n in range(5)] == [
+        None, None, ("imt-order-sign", "check-2", "CODE_2"), ("imt-order-sign", "check-2", "CODE_3"),
+        ("imt-order-sign", "check-2", "CODE_4")]  # the oldest two gone, the three newest kept
+    assert index.get("never-issued") is None
