@@ -177,6 +177,27 @@ def test_a_positive_target_without_a_labelled_age_does_not_end_the_age_check(rul
         ("ORDER_BELOW_LABELLED_AGE", "critical")]
 
 
+def test_a_fact_left_unknown_says_why_the_resources_about_it_could_not_be_used():
+    from imt_cds.render.cards import fact_line, fact_origins
+
+    conflict = {"where": "Observation/a", "path": "tumor.size_cm", "kind": "conflict", "message": "disagree"}
+    malformed = {"where": "Observation/b", "path": "tumor.size_cm", "kind": "skipped", "message": "malformed"}
+    superseded = {"where": "Observation/c", "path": "tumor.size_cm", "kind": "superseded", "message": "older"}
+
+    def line(*problems):
+        return fact_line("tumor.size_cm", None, fact_origins({}, problems))
+
+    # one conflict among the resources is enough to say they disagree (a reconciliation, not a fix of one resource)
+    assert line(malformed, conflict).endswith(" — left unknown: the FHIR resources disagree (Observation/b, "
+                                              "Observation/a; see the card on what could not be used)")
+    assert line(malformed).endswith(" — left unknown: FHIR resources about it could not be used (Observation/b; "
+                                    "see the card on what could not be used)")
+    # a superseded resource is not why a fact is unknown
+    assert line(superseded).endswith(" — no FHIR resource recorded it")
+    assert fact_line("tumor.size_cm", 4.2, fact_origins({"tumor.size_cm": ["Observation/d"]}, [conflict])).endswith(
+        " — from Observation/d")
+
+
 def test_importing_the_service_has_no_side_effects():
     code = """
 import logging, sys, threading, multiprocessing
