@@ -98,6 +98,26 @@ def test_a_yes_no_fact_that_cannot_be_read_prevents_evaluation_and_says_so(tmp_p
     assert "disagree or cannot be read" in card["detail"] and "Observation/recurred" in card["detail"]
 
 
+def test_a_conflict_beside_an_unreadable_fact_is_reported_with_it_and_not_called_a_conflict_alone(tmp_path):
+    # Both are reported at once (the values are checked even when a conflict already prevents evaluation), and the
+    # last line does not call the chart merely conflicting.
+    bundle = json.loads(BUNDLE.read_text())
+    patient = bundle["entry"][0]["resource"]["id"]
+    for resource_id, key, value in (("unreadable", "valueString", "yes"), ("surgery", "valueBoolean", True),
+                                    ("no-surgery", "valueBoolean", False)):
+        path_code = "history.recurrence" if resource_id == "unreadable" else "history.surgery_done"
+        bundle["entry"].append({"resource": {
+            "resourceType": "Observation", "id": resource_id, "status": "final", key: value,
+            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": path_code}]},
+            "subject": {"reference": f"Patient/{patient}"}}})
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Observation/unreadable" in result.stderr and "history.surgery_done" in result.stderr
+    assert f"imt-cds: FHIR resources that disagree or cannot be read in {path}; nothing was evaluated" in result.stderr
+
+
 def test_a_single_resource_is_a_chart_and_anything_else_is_invalid_input(tmp_path):
     patient = copy.deepcopy(json.loads(BUNDLE.read_text())["entry"][0]["resource"])
     path = tmp_path / "patient.json"

@@ -1096,8 +1096,9 @@ class _Reader:
 
     def _result(self, eligibility: Eligibility) -> FhirFacts:
         data, sources, errors = self.result_data()
-        if errors or any(problem.severity == "error" for problem in self.problems):
-            return FhirFacts(None, sources, tuple(self.problems + errors), eligibility, self.patient_label)
+        # Already not evaluable (a conflict, an unreadable yes/no fact): the values are still checked, so that the
+        # chart's every problem is reported at once, not the next one only after the first is mended.
+        blocked = bool(errors) or any(problem.severity == "error" for problem in self.problems)
         try:
             facts = parse_facts(data)
         except InvalidInputError as exc:
@@ -1115,14 +1116,16 @@ class _Reader:
                                                  severity, problem.path, "not_allowed"))
                 _unset(data, problem.path)
                 sources.pop(fact_path, None)
-            if any(problem.severity == "error" for problem in self.problems):
-                return FhirFacts(None, sources, tuple(self.problems), eligibility, self.patient_label)
+            if blocked or any(problem.severity == "error" for problem in self.problems):
+                return FhirFacts(None, sources, tuple(self.problems + errors), eligibility, self.patient_label)
             try:
                 facts = parse_facts(data)
             except InvalidInputError as again:
                 return FhirFacts(None, sources, tuple(self.problems) + tuple(
                     FhirProblem("(facts)", str(p), "error", p.path, "not_allowed") for p in again.problems),
                     eligibility, self.patient_label)
+        if blocked:
+            return FhirFacts(None, sources, tuple(self.problems + errors), eligibility, self.patient_label)
         return FhirFacts(facts, sources, tuple(self.problems), eligibility, self.patient_label)
 
 
