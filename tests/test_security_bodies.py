@@ -7,6 +7,7 @@ The service is real (``imt-cds serve`` through its console script, with an audit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -22,11 +23,18 @@ ORDER_SIGN = "/cds-services/imt-order-sign"
 PAYLOAD = "x)[click me](https://evil.example/steal) <img src=x onerror=alert(1)> www.evil.example\n# Heading"
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    audit = tmp_path_factory.mktemp("audit") / "audit.db"
+@contextlib.contextmanager
+def audited(tmp_path_factory, folder: str):
+    """A real server with a SQLite audit store of its own (``.audit`` is its path)."""
+    audit = tmp_path_factory.mktemp(folder) / "audit.db"
     with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit)) as running:
         running.audit = audit  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    with audited(tmp_path_factory, "audit") as running:
         yield running
 
 
@@ -141,10 +149,8 @@ CROSS_SITE_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/x-www
 
 
 @pytest.fixture(scope="module")
-def audited_service(tmp_path_factory):
-    audit = tmp_path_factory.mktemp("cross-site") / "audit.db"
-    with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit)) as running:
-        running.audit = audit  # type: ignore[attr-defined]
+def audited_service(tmp_path_factory):  # its own store: a test above drops the first one's records table
+    with audited(tmp_path_factory, "cross-site") as running:
         yield running
 
 
