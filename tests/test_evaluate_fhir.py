@@ -60,16 +60,24 @@ def test_what_could_not_be_used_is_printed_on_stderr(tmp_path):
     assert "imt-cds: FHIR warning: Observation/broken: malformed Observation" in result.stderr
 
 
-def test_a_conflict_that_prevents_evaluation_exits_2_with_the_reason(tmp_path):
+def chart_with_facts(tmp_path: Path, name: str, *facts: tuple[str, str, str, object]) -> tuple[Path, dict]:
+    """The example Bundle with one ``urn:imt-cds:fact`` Observation per (id, fact path, value[x] key, value) added,
+    written to a file: the file and the Bundle."""
     bundle = json.loads(BUNDLE.read_text())
     patient = bundle["entry"][0]["resource"]["id"]
-    for resource_id, value in (("recurred", True), ("not-recurred", False)):
+    for resource_id, fact, key, value in facts:
         bundle["entry"].append({"resource": {
-            "resourceType": "Observation", "id": resource_id, "status": "final", "valueBoolean": value,
-            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "history.recurrence"}]},
+            "resourceType": "Observation", "id": resource_id, "status": "final", key: value,
+            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": fact}]},
             "subject": {"reference": f"Patient/{patient}"}}})
-    path = tmp_path / "conflict.json"
+    path = tmp_path / name
     path.write_text(json.dumps(bundle))
+    return path, bundle
+
+
+def test_a_conflict_that_prevents_evaluation_exits_2_with_the_reason(tmp_path):
+    path, _ = chart_with_facts(tmp_path, "conflict.json", ("recurred", "history.recurrence", "valueBoolean", True),
+                               ("not-recurred", "history.recurrence", "valueBoolean", False))
     result = run("--fhir", str(path), "--format", "json")
     assert result.returncode == 2 and result.stdout == ""
     assert "FHIR error" in result.stderr and "history.recurrence" in result.stderr
@@ -80,14 +88,8 @@ def test_a_yes_no_fact_that_cannot_be_read_prevents_evaluation_and_says_so(tmp_p
     """Left out, it would read "no": the CLI, like the service's card, says the resources cannot be read."""
     from imt_cds.render.cards import conflict_card
 
-    bundle = json.loads(BUNDLE.read_text())
-    patient = bundle["entry"][0]["resource"]["id"]
-    bundle["entry"].append({"resource": {
-        "resourceType": "Observation", "id": "recurred", "status": "final", "valueString": "yes",
-        "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "history.recurrence"}]},
-        "subject": {"reference": f"Patient/{patient}"}}})
-    path = tmp_path / "unreadable.json"
-    path.write_text(json.dumps(bundle))
+    path, bundle = chart_with_facts(tmp_path, "unreadable.json",
+                                    ("recurred", "history.recurrence", "valueString", "yes"))
     result = run("--fhir", str(path))
     assert result.returncode == 2 and result.stdout == ""
     assert "Observation/recurred" in result.stderr and "cannot be left unknown" in result.stderr
@@ -101,17 +103,9 @@ def test_a_yes_no_fact_that_cannot_be_read_prevents_evaluation_and_says_so(tmp_p
 def test_a_conflict_beside_an_unreadable_fact_is_reported_with_it_and_not_called_a_conflict_alone(tmp_path):
     # Both are reported at once (the values are checked even when a conflict already prevents evaluation), and the
     # last line does not call the chart merely conflicting.
-    bundle = json.loads(BUNDLE.read_text())
-    patient = bundle["entry"][0]["resource"]["id"]
-    for resource_id, key, value in (("unreadable", "valueString", "yes"), ("surgery", "valueBoolean", True),
-                                    ("no-surgery", "valueBoolean", False)):
-        path_code = "history.recurrence" if resource_id == "unreadable" else "history.surgery_done"
-        bundle["entry"].append({"resource": {
-            "resourceType": "Observation", "id": resource_id, "status": "final", key: value,
-            "code": {"coding": [{"system": "urn:imt-cds:fact", "code": path_code}]},
-            "subject": {"reference": f"Patient/{patient}"}}})
-    path = tmp_path / "both.json"
-    path.write_text(json.dumps(bundle))
+    path, _ = chart_with_facts(tmp_path, "both.json", ("unreadable", "history.recurrence", "valueString", "yes"),
+                               ("surgery", "history.surgery_done", "valueBoolean", True),
+                               ("no-surgery", "history.surgery_done", "valueBoolean", False))
     result = run("--fhir", str(path))
     assert result.returncode == 2 and result.stdout == ""
     assert "Observation/unreadable" in result.stderr and "history.surgery_done" in result.stderr
