@@ -177,6 +177,25 @@ def test_a_positive_target_without_a_labelled_age_does_not_end_the_age_check(rul
         ("ORDER_BELOW_LABELLED_AGE", "critical")]
 
 
+@pytest.mark.parametrize("targets", [("alk", "ros1"), ("ros1", "alk")])
+def test_one_labelled_use_that_fits_is_enough_whatever_the_order_of_the_targets(rulebook, targets):
+    # Two positive targets, each with its own labelled age (ALK from 1, ROS1 from 2 here): at 1.5 the ALK use is
+    # within its label, so no card, in either order of the table; below both, one card, about the youngest use.
+    ages = {"alk": "crizotinib_min_age_years", "ros1": "selpercatinib_min_age_years"}
+    assert (rulebook.parameters[ages["alk"]].value, rulebook.parameters[ages["ros1"]].value) == (1, 2)
+    drug = order_for(rulebook, "crizotinib", targets=targets, label_min_age={t: ages[t] for t in targets})
+    assert order_cards(rulebook, drug, facts_with(1.5, alk="positive", ros1="positive")) == []
+    (card,) = check_orders([drug], facts_with(0.5, alk="positive", ros1="positive"), {}, rulebook, check_id="c")
+    assert (card["source"]["topic"]["code"], card["indicator"]) == ("ORDER_BELOW_LABELLED_AGE", "critical")
+    assert "labelled from age 1 years for ALK-positive disease" in card["summary"] + card["detail"]
+    (card,) = check_orders([drug], facts_with(None, alk="positive", ros1="positive"), {}, rulebook, check_id="c")
+    assert (card["source"]["topic"]["code"], card["indicator"]) == ("ORDER_AGE_UNKNOWN", "warning")
+    assert "labelled from age 1 years for ALK-positive disease" in card["summary"]
+    # only the ROS1 use positive: its own labelled age applies
+    assert order_cards(rulebook, drug, facts_with(1.5, alk="negative", ros1="positive")) == [
+        ("ORDER_BELOW_LABELLED_AGE", "critical")]
+
+
 def test_a_fact_left_unknown_says_why_the_resources_about_it_could_not_be_used():
     from imt_cds.render.cards import fact_line, fact_origins
 

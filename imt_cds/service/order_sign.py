@@ -6,8 +6,9 @@ facts (from the same FHIR record as ``imt-patient-view``) and warns, with the re
 
 - none of the drug's target alterations is documented positive: ``critical`` when every target was tested
   *negative* (the drug's target is documented absent), ``warning`` when some are *unknown* (no result on record);
-- the patient is below the drug's labelled minimum age for the positive target (``critical``, as the engine's
-  FLAG_OFF_LABEL_AGE), or the age is not recorded while the label has a minimum age (``warning``).
+- the patient is below the drug's labelled minimum age for every positive target whose labelled use has one (one
+  labelled use that fits is enough: ``critical``, as the engine's FLAG_OFF_LABEL_AGE), or the age is not recorded
+  while such a use has a minimum age (``warning``).
 
 An order consistent with the record gets no card (a silent check is the right answer to a sound order). Orders
 that name no targeted drug are ignored. Nothing here evaluates the rulebook: the alterations and age are facts, and
@@ -101,17 +102,17 @@ def check_orders(orders: Sequence[TargetedOrder], facts: Mapping[str, Any], sour
         if not positive:
             cards.append(_not_positive(order, statuses, sources, rulebook, check_id))
             continue
-        for gene in positive:
-            parameter = drug.label_min_age.get(gene)
-            if parameter is None:
-                continue
-            minimum = rulebook.parameters[parameter].value
-            age = facts.get("age_years")
-            if age is None:
-                cards.append(_age_card(order, gene, None, parameter, minimum, sources, rulebook, check_id))
-            elif age < minimum:
-                cards.append(_age_card(order, gene, age, parameter, minimum, sources, rulebook, check_id))
-            break  # the labelled use that applies is checked once
+        # The positive targets' labelled uses that have a minimum age. The order is within the label when any of
+        # them fits, so it is checked against the youngest (on a tie, the first of the drug's targets): which
+        # target the table lists first never changes the answer.
+        labelled = [(rulebook.parameters[drug.label_min_age[gene]].value, index, gene)
+                    for index, gene in enumerate(positive) if gene in drug.label_min_age]
+        if not labelled:
+            continue
+        minimum, _, gene = min(labelled)
+        age = facts.get("age_years")
+        if age is None or age < minimum:
+            cards.append(_age_card(order, gene, age, drug.label_min_age[gene], minimum, sources, rulebook, check_id))
     return cards
 
 
