@@ -1,0 +1,199 @@
+"""``rules diff``'s account of what changed between two rulebooks (authoring/rulebook_diff.py), in process: each
+kind of change (a rule added, removed, changed with or without its version bumped, documented; parameters, evidence,
+finding metadata, drugs and value sets) reported exactly, since a change the diff leaves out is a clinical change
+nobody reviews. Written for the mutants of that module that survived the command-line tests of
+test_authoring_tools.py (tests/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from rulebook_copies import copy_rulebook, edit
+
+from imt_cds import load_rulebook
+from imt_cds.authoring.rulebook_diff import RuleChange, diff_rulebooks
+from imt_cds.core._resources import seeds_dir
+
+NEW_FLAG = """id: R00
+version: 1.0.0
+title: A flag added by the test
+kind: risk_flag
+strength: DESIGN
+evidence: []
+when: {fact: symptoms.respiratory, is: true}
+then:
+  - {finding: FLAG_ADDED_BY_TEST, title: Added, summary: Added by the test., indicator: warning}
+examples:
+  - {name: fires, facts: {symptoms: {respiratory: true}}, fires: true}
+  - {name: silent, facts: {}, fires: false}
+"""
+NOT_BUMPED = "the rulebook changed but its version in rulebook.yaml was not bumped (still 0.2.1)"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_rulebook()
+
+
+def diff(shipped, directory):
+    return diff_rulebooks(shipped, load_rulebook(directory), examples=0)
+
+
+def bump_rulebook(directory, version="0.2.2"):
+    edit(directory, "rulebook.yaml", "version: 0.2.1", f"version: {version}")
+
+
+def test_every_kind_of_rule_change_is_listed_in_id_order_with_its_versions(tmp_path, shipped):
+    directory = copy_rulebook(tmp_path)
+    (directory / "flags" / "R00-added.yaml").write_text(NEW_FLAG)  # sorts before every shipped R rule
+    (directory / "flags" / "R15-respiratory-symptoms.yaml").unlink()  # sorts before the changes below
+    # R16: a description changed (documentation); R17: a key added that the shipped rule lacks (a description) and two
+    # behavioural changes without a bump; R18: changed and bumped.
+    edit(directory, "flags/R16-tumor-size.yaml", "description: The threshold", "description: Here the threshold")
+    edit(directory, "flags/R17-distant-disease.yaml", "title: Distant disease\n",
+         "title: Distant disease at diagnosis\ndescription: Added.\n")
+    edit(directory, "flags/R17-distant-disease.yaml", "strength: OBS-MC + SR", "strength: OBS-MC")
+    edit(directory, "flags/R18-recurrent-disease.yaml", "version: 1.1.0", "version: 1.2.0")
+    edit(directory, "flags/R18-recurrent-disease.yaml", "title: ", "title: Changed, ")
+    result = diff(shipped, directory)
+    assert result.rules == [
+        RuleChange("R00", "added", None, "1.0.0"),
+        RuleChange("R15", "removed", "1.1.0", None),
+        RuleChange("R16", "documentation", "1.1.0", "1.1.0", ("description",)),
+        RuleChange("R17", "changed", "1.1.0", "1.1.0", ("description", "strength", "title"),
+                   "R17 changed (strength, title) but its version was not bumped (still 1.1.0)"),
+        RuleChange("R18", "changed", "1.1.0", "1.2.0", ("title",)),
+    ]
+    assert result.errors == [NOT_BUMPED] and not result.ok
+    bump_rulebook(directory)
+    result = diff(shipped, directory)
+    assert result.errors == [] and not result.ok  # R17's own error stays
+    assert diff(shipped, directory).to_dict()["rules"][3] == {
+        "rule": "R17", "change": "changed", "old_version": "1.1.0", "new_version": "1.1.0",
+        "fields": ["description", "strength", "title"],
+        "error": "R17 changed (strength, title) but its version was not bumped (still 1.1.0)"}
+
+
+def test_rule_versions_compare_as_numbers_not_as_text(tmp_path, shipped):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "flags/R18-recurrent-disease.yaml", "version: 1.1.0", "version: 1.1.10")
+    edit(directory, "flags/R18-recurrent-disease.yaml", "title: ", "title: Changed, ")
+    bump_rulebook(directory, "0.2.10")
+    result = diff(shipped, directory)
+    assert result.rules == [RuleChange("R18", "changed", "1.1.0", "1.1.10", ("title",))]
+    assert result.ok
+
+
+@pytest.mark.parametrize(("change", "ok_without_bump"), [
+    ("added", False), ("removed", False), ("documentation only", True)])
+def test_the_rulebook_version_must_be_bumped_for_any_rule_added_or_removed(tmp_path, shipped, change,
+                                                                           ok_without_bump):
+    directory = copy_rulebook(tmp_path)
+    if change == "added":
+        (directory / "flags" / "R00-added.yaml").write_text(NEW_FLAG)
+    elif change == "removed":
+        (directory / "flags" / "R15-respiratory-symptoms.yaml").unlink()
+    else:
+        edit(directory, "flags/R16-tumor-size.yaml", "description: The threshold", "description: Here the threshold")
+    assert diff(shipped, directory).errors == ([] if ok_without_bump else [NOT_BUMPED])
+
+
+def test_parameters_added_removed_and_changed_are_listed_with_both_values(tmp_path, shipped):
+    directory = copy_rulebook(tmp_path)
+    path = directory / "parameters.yaml"
+    data = yaml.safe_load(path.read_text())
+    parameters = data["parameters"]
+    parameters["aaa_added_by_test"] = {**parameters["size_risk_threshold_cm"], "value": 1.5}
+    parameters["size_risk_threshold_cm"]["value"] = 4.5
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = diff(shipped, directory)
+    assert result.parameters == [("aaa_added_by_test", None, 1.5), ("size_risk_threshold_cm", 3.9, 4.5)]
+    assert result.errors == [NOT_BUMPED]
+    # and the other way round: the shipped parameter seen as removed from the copy
+    reverse = diff_rulebooks(load_rulebook(directory), shipped, examples=0)
+    assert reverse.parameters == [("aaa_added_by_test", 1.5, None), ("size_risk_threshold_cm", 4.5, 3.9)]
+
+
+def test_evidence_entries_added_removed_and_changed_are_named(tmp_path, shipped):
+    seeds = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), seeds)
+    registry = seeds / "evidence.yaml"
+    data = yaml.safe_load(registry.read_text())
+    entries = {entry["id"]: entry for entry in data["entries"]}
+    entries["EXT-RAITIO2024"]["claim"] += " (changed by the test)"
+    data["entries"].append({**entries["EXT-RAITIO2024"], "id": "EXT-ZZ-ADDED"})
+    registry.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    changed = load_rulebook(None, seeds)
+    result = diff_rulebooks(shipped, changed, examples=0)
+    assert result.evidence == [("EXT-RAITIO2024", "changed"), ("EXT-ZZ-ADDED", "added")]
+    assert result.errors == [NOT_BUMPED]
+    assert diff_rulebooks(changed, shipped, examples=0).evidence == [("EXT-RAITIO2024", "changed"),
+                                                                      ("EXT-ZZ-ADDED", "removed")]
+
+
+def test_a_source_document_changed_alone_is_reported_as_such(tmp_path, shipped):
+    # Every quote still found in it (a line appended), so no entry changes, yet the registry's sha256 does.
+    seeds = tmp_path / "seeds"
+    shutil.copytree(seeds_dir(), seeds)
+    document = next(seeds.glob("000_*.txt"))
+    document.write_bytes(document.read_bytes() + b"\nA line appended by the test.\n")
+    result = diff_rulebooks(shipped, load_rulebook(None, seeds), examples=0)
+    assert result.evidence == [("(source documents)", "changed")]
+    assert result.errors == [NOT_BUMPED]
+
+
+def test_finding_metadata_changes_are_listed_per_finding_and_new_findings_are_not(tmp_path, shipped):
+    directory = copy_rulebook(tmp_path)
+    (directory / "flags" / "R00-added.yaml").write_text(NEW_FLAG)  # a rule of the new rulebook only: no metadata
+    edit(directory, "treatment/R32a-crizotinib-alk.yaml", "    gene: alk\n    drugs: [crizotinib]\n", "")
+    edit(directory, "treatment/R33-next-generation-alk-inhibitor.yaml", "drugs: [ceritinib, entrectinib, alectinib]",
+         "drugs: [ceritinib, alectinib]")
+    edit(directory, "treatment/R32b-alk-inhibitor-off-label-age.yaml", "indicator: critical", "indicator: warning")
+    # a finding new in a rule of both: nothing to compare it with
+    edit(directory, "flags/R15-respiratory-symptoms.yaml", "    indicator: warning\n",
+         "    indicator: warning\n  - {finding: RISK_NEW_BY_TEST, title: New, summary: New., indicator: info}\n")
+    result = diff(shipped, directory)
+    assert sorted(result.metadata) == [
+        "R32a REC_CRIZOTINIB_ALK drugs: crizotinib -> none",
+        "R32a REC_CRIZOTINIB_ALK gene: alk -> none",
+        "R32b FLAG_OFF_LABEL_AGE indicator: critical -> warning",
+        "R33 REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER drugs: ceritinib, entrectinib, alectinib -> ceritinib, alectinib",
+    ]
+    reverse = diff_rulebooks(load_rulebook(directory), shipped, examples=0)
+    assert "R32a REC_CRIZOTINIB_ALK gene: none -> alk" in reverse.metadata
+
+
+def test_drugs_added_removed_and_changed_are_listed_with_what_changed(tmp_path, shipped):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "drugs.yaml", "  - name: pralsetinib\n    brands: [Gavreto]\n    class: RET inhibitor\n"
+         "    targets: [ret]\n", "")  # named by no finding
+    edit(directory, "drugs.yaml", "  - name: taletrectinib\n    brands: [Ibtrozi]\n    class: ROS1 inhibitor\n"
+         "    targets: [ros1]\n", "  - name: taletrectinib\n    brands: [Ibtrozi, Other]\n    class: ROS1 inhibitor\n"
+         "    targets: [ros1, ntrk]\n")
+    edit(directory, "drugs.yaml", "  - name: larotrectinib\n",
+         "  - name: aaatinib\n    brands: []\n    class: TRK inhibitor\n    targets: [ntrk]\n"
+         "  - name: larotrectinib\n")
+    result = diff(shipped, directory)
+    assert result.drugs == [("aaatinib", "added"), ("pralsetinib", "removed"),
+                            ("taletrectinib", "changed brands, targets")]
+    assert result.errors == [NOT_BUMPED]
+
+
+def test_value_sets_added_removed_and_changed_are_listed_code_by_code(tmp_path, shipped):
+    directory = copy_rulebook(tmp_path)
+    terminology = directory / "terminology"
+    worsened = yaml.safe_load((terminology / "disease-worsened.yaml").read_text())
+    (terminology / "aaa-added.yaml").write_text(yaml.safe_dump({**worsened, "value_set": "aaa-added"},
+                                                               sort_keys=False))
+    edit(directory, "terminology/epithelioid-imt.yaml", 'codes: []', 'codes:\n  - system: "urn:test"\n'
+         '    code: "EIMS"\n    display: "EIMS"\n    source: "the test"')
+    edit(directory, "terminology/epithelioid-imt.yaml", '  - "\\\\bno\\\\b"\n', "")
+    result = diff(shipped, directory)
+    assert result.value_sets == [("aaa-added", "added"),
+                                 ("epithelioid-imt", "changed +urn:test|EIMS, text patterns changed")]
+    assert result.errors == [NOT_BUMPED]
+    # the other way round (every value set the FHIR reader needs must be there, so only an extra one can go)
+    assert diff_rulebooks(load_rulebook(directory), shipped, examples=0).value_sets == [
+        ("aaa-added", "removed"), ("epithelioid-imt", "changed -urn:test|EIMS, text patterns changed")]
