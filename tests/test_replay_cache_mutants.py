@@ -84,8 +84,11 @@ def test_a_database_that_fails_refuses_the_check_and_the_next_check_opens_a_new_
         assert cache.add((ISSUER, "a"), expires_at=2000.0, now=1000.0)
         first = cache._db.get()
         raw_sql(target, "DROP TABLE cds_jti")  # what the open connection relies on is gone
-        with pytest.raises(ServiceUnavailableError, match="the token replay check is unavailable"):
+        with pytest.raises(ServiceUnavailableError) as refused:
             cache.add((ISSUER, "b"), expires_at=2000.0, now=1000.0)
+        assert (refused.value.status, refused.value.message) == (503, "the token replay check is unavailable; "
+                                                                       "try again")
+        assert isinstance(refused.value.__cause__, sqlite3.OperationalError)  # the driver's error, for the log
         # the failed connection was dropped: the next check opens another, which creates the table again
         assert cache.add((ISSUER, "b"), expires_at=2000.0, now=1000.0)
         assert cache._db.get() is not first
