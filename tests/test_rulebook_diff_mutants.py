@@ -197,3 +197,30 @@ def test_value_sets_added_removed_and_changed_are_listed_code_by_code(tmp_path, 
     # the other way round (every value set the FHIR reader needs must be there, so only an extra one can go)
     assert diff_rulebooks(load_rulebook(directory), shipped, examples=0).value_sets == [
         ("aaa-added", "removed"), ("epithelioid-imt", "changed -urn:test|EIMS, text patterns changed")]
+
+
+def test_the_json_report_says_everything_the_diff_found():
+    from imt_cds.authoring.rulebook_diff import RulebookDiff
+
+    result = RulebookDiff("imt 0.2.1", "imt 0.2.2", rules=[RuleChange("R00", "added", None, "1.0.0")],
+                          parameters=[("size_risk_threshold_cm", 3.9, 4.5)], evidence=[("EXT-X", "changed")],
+                          metadata=["R32b FLAG_OFF_LABEL_AGE indicator: critical -> warning"],
+                          drugs=[("pralsetinib", "removed")], value_sets=[("aaa-added", "added")],
+                          errors=["an error"], changed_classes=2, count_is_exact=False,
+                          class_fields=("tumor.size_cm",), total_classes=7,
+                          examples=[{"patient": {}, "old": [], "new": ["X"]}])
+    assert result.to_dict() == {
+        "old": "imt 0.2.1", "new": "imt 0.2.2", "ok": False, "errors": ["an error"],
+        "rules": [{"rule": "R00", "change": "added", "old_version": None, "new_version": "1.0.0", "fields": [],
+                   "error": None}],
+        "parameters": [{"name": "size_risk_threshold_cm", "old": 3.9, "new": 4.5}],
+        "evidence": [{"id": "EXT-X", "change": "changed"}],
+        "metadata": ["R32b FLAG_OFF_LABEL_AGE indicator: critical -> warning"],
+        "drugs": [{"name": "pralsetinib", "change": "removed"}],
+        "value_sets": [{"name": "aaa-added", "change": "added"}],
+        "outcome": {"changed_classes": 2, "exact": False, "over_fields": ["tumor.size_cm"],
+                    "classes_of_these_fields": 7, "examples": [{"patient": {}, "old": [], "new": ["X"]}]},
+    }
+    # ok: no error of the rulebook and none of a rule
+    assert RulebookDiff("a", "b").ok
+    assert not RulebookDiff("a", "b", rules=[RuleChange("R01", "changed", "1.0.0", "1.0.0", ("when",), "e")]).ok
