@@ -69,6 +69,7 @@ def test_every_kind_of_rule_change_is_listed_in_id_order_with_its_versions(tmp_p
     assert result.errors == [NOT_BUMPED] and not result.ok
     bump_rulebook(directory)
     result = diff(shipped, directory)
+    assert (result.old, result.new) == ("imt 0.2.1", "imt 0.2.2")
     assert result.errors == [] and not result.ok  # R17's own error stays
     assert diff(shipped, directory).to_dict()["rules"][3] == {
         "rule": "R17", "change": "changed", "old_version": "1.1.0", "new_version": "1.1.0",
@@ -97,7 +98,11 @@ def test_the_rulebook_version_must_be_bumped_for_any_rule_added_or_removed(tmp_p
         (directory / "flags" / "R15-respiratory-symptoms.yaml").unlink()
     else:
         edit(directory, "flags/R16-tumor-size.yaml", "description: The threshold", "description: Here the threshold")
-    assert diff(shipped, directory).errors == ([] if ok_without_bump else [NOT_BUMPED])
+    result = diff(shipped, directory)
+    assert result.errors == ([] if ok_without_bump else [NOT_BUMPED])
+    if ok_without_bump:  # nothing any patient gets changes: no class, no example (an empty list in the JSON)
+        assert result.to_dict()["outcome"] == {"changed_classes": 0, "exact": True, "over_fields": [],
+                                               "classes_of_these_fields": 1, "examples": []}
 
 
 def test_parameters_added_removed_and_changed_are_listed_with_both_values(tmp_path, shipped):
@@ -224,3 +229,14 @@ def test_the_json_report_says_everything_the_diff_found():
     # ok: no error of the rulebook and none of a rule
     assert RulebookDiff("a", "b").ok
     assert not RulebookDiff("a", "b", rules=[RuleChange("R01", "changed", "1.0.0", "1.0.0", ("when",), "e")]).ok
+
+
+def test_a_reason_of_a_derived_fact_is_compared_as_a_rule_of_its_own(tmp_path, shipped):
+    # D04's reasons (C1-C4) carry their own versions: a change in C1 is C1's, not a change of D04's other fields.
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "derived/D04-contradiction.yaml",
+         "    text: ALK status negative but an ALK fusion partner is recorded\n",
+         "    text: ALK status negative, yet an ALK fusion partner is recorded\n")
+    result = diff(shipped, directory)
+    assert result.rules == [RuleChange("C1", "changed", "1.0.0", "1.0.0", ("text",),
+                                       "C1 changed (text) but its version was not bumped (still 1.0.0)")]
