@@ -9,7 +9,7 @@ rulebook, the engine or the FHIR reader does not touch it. Cases: the example pa
 the patients of examples/patients.ndjson, the shipped FHIR example as ``evaluate --fhir`` reads it, seeded random
 patients, and documents edited to reach the renderer's other branches (no patient id, no stored input, a diagnosis
 read from text or attested, a finding without evidence or reasons, reasons of a derived fact with several
-derivations, words long enough to wrap).
+derivations, a finding two rules produce, a derived fact among its own reasons, words long enough to wrap).
 
 Regenerate only when a note is meant to change, read the changed notes, and say so in the commit.
 """
@@ -102,6 +102,27 @@ def _edited_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     first["evidence"] = []
     first["because"] = []
     first["summary"] = " ".join(["a-very-long-hyphenated-clinical-word-that-must-not-break"] * 4)
+    edited.append(case)
+    case = copy.deepcopy(fhir)
+    case["name"] = "two rules behind one finding, a diagnosis from two Conditions, long titles and engine versions"
+    document = case["document"]
+    document["provenance"]["diagnosis"]["sources"] = ["Condition/imt-primary", "Condition/imt-review"]
+    document["provenance"]["engine"] = {**document["provenance"]["engine"],
+                                        "build": "a long build description " * 6}
+    finding = document["recommendations"][0]
+    finding["title"] = "A title long enough to be wrapped over two lines of the note " * 2
+    finding["also_from"] = [{"id": "R99", "version": "2.0.0", "evidence": [], "because": finding["because"]}]
+    edited.append(case)
+    case = copy.deepcopy(fhir)
+    case["name"] = "a derived fact among its own reasons (the renderer never loops)"
+    derived = case["document"]["derived_facts"][0]
+    derived["because"] = [*derived["because"], {"derived": derived["name"], "holds": True}]
+    edited.append(case)
+    case = copy.deepcopy(base)
+    case["name"] = f"an infant's age to the hundredth of a year ({base['name']})"
+    facts = json.loads(case["canonical_input"])
+    facts["age_years"] = 0.8333  # ten months
+    case["canonical_input"] = json.dumps(facts)
     edited.append(case)
     several = next((c for c in cases if len({d["name"] for d in c["document"]["derived_facts"]})
                     < len(c["document"]["derived_facts"])), None)
