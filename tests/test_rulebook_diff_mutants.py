@@ -71,20 +71,24 @@ def test_every_kind_of_rule_change_is_listed_in_id_order_with_its_versions(tmp_p
     result = diff(shipped, directory)
     assert (result.old, result.new) == ("imt 0.2.1", "imt 0.2.2")
     assert result.errors == [] and not result.ok  # R17's own error stays
-    assert diff(shipped, directory).to_dict()["rules"][3] == {
+    assert result.to_dict()["rules"][3] == {
         "rule": "R17", "change": "changed", "old_version": "1.1.0", "new_version": "1.1.0",
         "fields": ["description", "strength", "title"],
         "error": "R17 changed (strength, title) but its version was not bumped (still 1.1.0)"}
 
 
-def test_rule_versions_compare_as_numbers_not_as_text(tmp_path, shipped):
-    directory = copy_rulebook(tmp_path)
-    edit(directory, "flags/R18-recurrent-disease.yaml", "version: 1.1.0", "version: 1.1.10")
-    edit(directory, "flags/R18-recurrent-disease.yaml", "title: ", "title: Changed, ")
-    bump_rulebook(directory, "0.2.10")
-    result = diff(shipped, directory)
-    assert result.rules == [RuleChange("R18", "changed", "1.1.0", "1.1.10", ("title",))]
-    assert result.ok
+def test_rule_versions_compare_as_numbers_not_as_text(tmp_path):
+    # 1.1.10 comes after 1.1.9 (as text it would sort before it): a bump, for the rule and for the rulebook.
+    old = copy_rulebook(tmp_path / "old")
+    edit(old, "flags/R18-recurrent-disease.yaml", "version: 1.1.0", "version: 1.1.9")
+    bump_rulebook(old, "0.2.9")
+    new = copy_rulebook(tmp_path / "new")
+    edit(new, "flags/R18-recurrent-disease.yaml", "version: 1.1.0", "version: 1.1.10")
+    edit(new, "flags/R18-recurrent-disease.yaml", "title: ", "title: Changed, ")
+    bump_rulebook(new, "0.2.10")
+    result = diff_rulebooks(load_rulebook(old), load_rulebook(new), examples=0)
+    assert result.rules == [RuleChange("R18", "changed", "1.1.9", "1.1.10", ("title",))]
+    assert result.ok and result.errors == []
 
 
 @pytest.mark.parametrize(("change", "ok_without_bump"), [
