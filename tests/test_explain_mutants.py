@@ -1,0 +1,97 @@
+"""``imt-cds explain`` (authoring/explain.py) in process: its JSON and text say exactly what the assessment holds (each
+finding's rule, reasons, derivations and the reason of each derivation; a finding several rules produce), an unknown
+code is refused with its nearest codes, and an assessment of another rulebook is refused. Written for the planted
+mistakes of that module that the tests of test_authoring_tools.py did not see (tests/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rulebook_copies import copy_rulebook, set_parameters
+
+from imt_cds import Engine, InvalidInputError, load_rulebook
+from imt_cds.authoring.explain import explain
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRADICTORY = json.loads((ROOT / "examples" / "05_contradictory_record.json").read_text())
+
+
+def test_the_json_is_the_assessment_traced(engine):
+    assessment = engine.evaluate(CONTRADICTORY)
+    result = explain(engine, CONTRADICTORY, "REQUEST_DATA_RECONCILIATION").to_dict()
+    assert set(result) == {"patient_id", "code", "why", "why_not"}
+    assert (result["patient_id"], result["code"], result["why_not"]) == (CONTRADICTORY["patient_id"],
+                                                                         "REQUEST_DATA_RECONCILIATION", [])
+    (tree,) = result["why"]
+    finding = assessment.finding("REQUEST_DATA_RECONCILIATION")
+    assert (tree["code"], tree["title"], tree["rule"]) == (finding.code, finding.title, finding.rule._asdict())
+    assert "also_from" not in tree
+    (contradiction,) = tree["because"]
+    assert (contradiction["derived"], contradiction["holds"]) == ("CONTRADICTION", True)
+    derived = [f for f in assessment.derived_facts if f.name == "CONTRADICTION"]
+    assert len(derived) == 2  # C1 and C3: each derivation with its own reason
+    assert [d["reason"] for d in contradiction["derived_by"]] == [
+        {**f.reason._asdict(), "text": f.reason_text} for f in derived]
+    assert [d["rule"] for d in contradiction["derived_by"]] == [f.rule._asdict() for f in derived]
+
+
+def test_the_text_says_the_same_tree(engine):
+    assessment = engine.evaluate(CONTRADICTORY)
+    text = explain(engine, CONTRADICTORY, "REQUEST_DATA_RECONCILIATION").to_text()
+    finding = assessment.finding("REQUEST_DATA_RECONCILIATION")
+    derived = [f for f in assessment.derived_facts if f.name == "CONTRADICTION"]
+    lines = text.splitlines()
+    assert lines[0] == f"Why {finding.code} ({finding.title}): rule {finding.rule.id} v{finding.rule.version}"
+    assert lines[1] == "  - CONTRADICTION holds"
+    assert lines[2] == f"    - derived by {derived[0].rule.id} ({derived[0].reason_text}), because:"
+    assert lines[3].startswith("      - `molecular.alk.status` is `negative` (needs ")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    every = explain(engine, CONTRADICTORY).to_text().splitlines()
+    always = every.index(next(line for line in every if line.startswith("Why REC_MULTIDISCIPLINARY_REVIEW ")))
+    assert every[always + 1] == "  - applies to every patient"
+
+
+def test_why_not_names_the_code_then_each_rule(engine):
+    text = explain(engine, {}, "REC_CRIZOTINIB_ALK").to_text().splitlines()
+    assert text[0] == "Why not REC_CRIZOTINIB_ALK:"
+    assert text[1].startswith("- rule R32a v") and text[1].endswith("did not apply:")
+    assert text[2].startswith("  - ")
+
+
+def test_a_finding_two_rules_produce_is_explained_with_both(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    r01 = (directory / "always" / "R01-multidisciplinary-review.yaml").read_text()
+    (directory / "always" / "R00-review-again.yaml").write_text(r01.replace("id: R01", "id: R00"))
+    engine = Engine(load_rulebook(directory))
+    result = explain(engine, {}, "REC_MULTIDISCIPLINARY_REVIEW")
+    (tree,) = result.to_dict()["why"]
+    finding = engine.evaluate({}).finding("REC_MULTIDISCIPLINARY_REVIEW")
+    assert finding.also_from and tree["also_from"] == [a.rule._asdict() for a in finding.also_from]
+    others = ", ".join(a.rule.id for a in finding.also_from)
+    assert result.to_text().splitlines()[1] == f"  (also produced by {others})"
+
+
+def test_an_unknown_code_is_refused_with_the_nearest_ones(engine):
+    with pytest.raises(InvalidInputError) as refused:
+        explain(engine, {}, "REC_CRIZOTINIB")
+    (problem,) = refused.value.problems
+    assert (problem.path, problem.value) == ("code", "REC_CRIZOTINIB")
+    assert problem.message.startswith("'REC_CRIZOTINIB' is not a finding code of rulebook imt 0.2.1; did you mean "
+                                      "REC_CRIZOTINIB_ALK")
+    assert problem.message.endswith("?")
+    with pytest.raises(InvalidInputError) as refused:
+        explain(engine, {}, "ZZZZZZZZZZZZZZZZZZZZ")
+    assert refused.value.problems[0].message == ("'ZZZZZZZZZZZZZZZZZZZZ' is not a finding code of rulebook imt "
+                                                 "0.2.1")
+
+
+def test_an_assessment_of_another_rulebook_is_refused(tmp_path, engine):
+    directory = copy_rulebook(tmp_path)
+    set_parameters(directory, {"size_risk_threshold_cm": 4.5})
+    other = Engine(load_rulebook(directory)).evaluate(CONTRADICTORY)
+    with pytest.raises(ValueError, match="^the assessment was made with another rulebook than the engine's$"):
+        explain(engine, CONTRADICTORY, assessment=other)
+    own = engine.evaluate(CONTRADICTORY)
+    assert explain(engine, CONTRADICTORY, assessment=own).to_dict() == explain(engine, CONTRADICTORY).to_dict()
