@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import explain_golden
 import pytest
 from rulebook_copies import copy_rulebook, set_parameters
 
@@ -95,3 +96,67 @@ def test_an_assessment_of_another_rulebook_is_refused(tmp_path, engine):
         explain(engine, CONTRADICTORY, assessment=other)
     own = engine.evaluate(CONTRADICTORY)
     assert explain(engine, CONTRADICTORY, assessment=own).to_dict() == explain(engine, CONTRADICTORY).to_dict()
+
+
+GOLDEN = explain_golden.load_cases()
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[case["name"] for case in GOLDEN])
+def test_the_text_is_the_reviewed_one(case):
+    assert explain_golden.render(case) == case["text"]
+
+
+def test_the_live_text_is_the_text_of_its_own_json(engine):
+    # What makes the frozen texts stand for the command's: the text of an explanation is a function of its JSON.
+    for path in sorted((ROOT / "examples").glob("*.json")):
+        facts = json.loads(path.read_text())
+        for code in (None, "REC_CRIZOTINIB_ALK", "REC_UPFRONT_SURGICAL_RESECTION", "REQUEST_ALK_TESTING"):
+            explanation = explain(engine, facts, code)
+            case = {"explanation": explanation.to_dict()}
+            assert explain_golden.render(case) == explanation.to_text(), (path.name, code)
+
+
+def test_why_not_says_how_a_suppressed_finding_was_withheld(engine):
+    assessment = engine.evaluate(CONTRADICTORY)
+    (item,) = [s for s in assessment.suppressed if s.finding.code == "REC_UPFRONT_SURGICAL_RESECTION"]
+    (entry,) = explain(engine, CONTRADICTORY, "REC_UPFRONT_SURGICAL_RESECTION").to_dict()["why_not"]
+    assert entry["outcome"] == "suppressed" and entry["title"] == engine.rulebook.rule(item.finding.rule.id).title
+    assert entry["suppressed_by"] == {"rule": item.suppression_rule._asdict(), "fact": item.fact,
+                                      "derived_by": item.by._asdict(), "reasons": list(item.reasons)}
+
+
+def test_why_not_goes_past_the_conditions_that_hold_to_the_first_that_fails(engine):
+    # R32a needs ALK_INHIBITOR_ELIGIBLE, AGE_KNOWN, no DATA_BLOCK and an age within the label: for a resectable
+    # ALK-positive tumor in an 8-year-old, AGE_KNOWN holds and ALK_INHIBITOR_ELIGIBLE does not (it is required).
+    patient = {"age_years": 8, "tumor": {"resectability": "resectable"}, "molecular": {"alk": {"status": "positive"}}}
+    (entry,) = explain(engine, patient, "REC_CRIZOTINIB_ALK").to_dict()["why_not"]
+    (failure,) = entry["branches"]
+    assert (failure["derived"], failure["holds"], failure["required"]) == ("ALK_INHIBITOR_ELIGIBLE", False, True)
+    (deriving,) = failure["why_not"]
+    assert deriving["rule"]["id"] == "D06" and deriving["title"] == engine.rulebook.rule("D06").title
+    # and a derived fact that must be absent but holds is shown with how it was derived
+    contradictory = {**CONTRADICTORY, "tumor": {**CONTRADICTORY.get("tumor", {}), "resectability": "unresectable"},
+                     "molecular": {"alk": {"status": "positive", "fusion_partner": "EML4"}}, "age_years": 8}
+    contradictory["history"] = {"margin_status": "R1"}
+    blocked = [node for node in nodes(explain(engine, contradictory, "REC_CRIZOTINIB_ALK").to_dict()["why_not"])
+               if node.get("derived") == "DATA_BLOCK" and "required" in node]
+    assert blocked and all(node["holds"] is True and node["required"] is False for node in blocked)
+    assert all(node["derived_by"] and {d["rule"]["id"] for d in node["derived_by"]} == {"D05"} for node in blocked)
+
+
+def nodes(value):
+    """Every dict inside a JSON value, depth first."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from nodes(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from nodes(item)
+
+
+def test_a_set_value_is_shown_sorted(engine):
+    patient = {"molecular": {"alk": {"status": "negative", "methods": ["NGS_RNA", "FISH", "IHC"]}}}
+    values = [node["actual"] for node in nodes(explain(engine, patient, "FLAG_ALK_IHC_ONLY_NEGATIVE").to_dict())
+              if node.get("fact") == "molecular.alk.methods"]
+    assert values == [["FISH", "IHC", "NGS_RNA"]] * len(values) and values
