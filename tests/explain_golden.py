@@ -6,7 +6,8 @@ renders to.
 The text is rendered from the stored JSON alone (``Explanation.to_text``), so the file tests the text renderer: a
 change of the rulebook or the engine does not touch it. Cases: every finding code of the shipped rulebook (why when
 present, why not when absent) for four example patients (surgery first, ALK-positive unresectable, a contradictory
-record, a mostly missing record), and every finding of each example patient. Regenerate only when the text is meant
+record, a mostly missing record), every finding of each example patient, and a record whose contradiction blocks
+targeted therapy (a derived fact that must be absent holds). Regenerate only when the text is meant
 to change, read the changed texts, and say so in the commit.
 """
 
@@ -39,6 +40,14 @@ def build_cases() -> list[dict[str, Any]]:
             explanation = explain(engine, facts, code)
             cases.append({"name": f"{path.name} {code or 'every finding'}", "explanation": explanation.to_dict(),
                           "text": explanation.to_text()})
+    # a derived fact that must be absent holds (DATA_BLOCK from a contradiction): the why-not shows its derivation
+    blocked = {"patient_id": "EX-BLOCKED", "age_years": 8, "tumor": {"resectability": "unresectable"},
+               "molecular": {"alk": {"status": "positive"}},
+               "history": {"margin_status": "R1"}}
+    for code in ("REC_CRIZOTINIB_ALK", "REC_UPFRONT_SURGICAL_RESECTION", "REC_CLINICAL_TRIAL_CONSIDER"):
+        explanation = explain(engine, blocked, code)
+        cases.append({"name": f"a blocked record {code}", "explanation": explanation.to_dict(),
+                      "text": explanation.to_text()})
     return cases
 
 
