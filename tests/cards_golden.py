@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import gzip
 import json
 import random
 import sys
@@ -34,8 +33,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "fixtures" / "cards-golden" / "golden.json.gz"
+JSON_INDENT = 0  # how the file was first written: a rewrite of unchanged cases changes no byte
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+
+import golden_files  # noqa: E402
 
 PUBLIC_URL = "https://cds.example.test"
 NASTY = [
@@ -422,20 +424,16 @@ def build() -> dict[str, Any]:
 
 
 def load() -> dict[str, Any]:
-    return json.loads(gzip.decompress(GOLDEN.read_bytes()))
+    return golden_files.load(GOLDEN)  # type: ignore[no-any-return]
 
 
-def main() -> None:
-    if sys.argv[1:] != ["--write"]:
-        raise SystemExit("usage: python tests/cards_golden.py --write   (overwrites the golden file: a deliberate "
-                         "act, only when an output is meant to change)")
-    data = build()
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, ensure_ascii=False, indent=0, sort_keys=False).encode("utf-8", "surrogatepass")
-    GOLDEN.write_bytes(gzip.compress(text, compresslevel=9, mtime=0))
-    print(f"{GOLDEN.relative_to(ROOT)}: {len(data['card_cases'])} card cases, {len(data['requests'])} requests, "
-          f"{len(text)} bytes of JSON, {GOLDEN.stat().st_size} gzipped")
+def main(argv: list[str]) -> int:
+    return golden_files.write_command(
+        argv, usage="python tests/cards_golden.py --write   (overwrites the golden file: a deliberate act, only when "
+                    "an output is meant to change)",
+        path=GOLDEN, build=build, indent=JSON_INDENT,
+        describe=lambda data: f"{len(data['card_cases'])} card cases and {len(data['requests'])} requests")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -17,7 +17,6 @@ Regenerate only when a note is meant to change, read the changed notes, and say 
 from __future__ import annotations
 
 import copy
-import gzip
 import json
 import random
 import sys
@@ -26,8 +25,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+USAGE = ("python tests/consult_note_golden.py --write   "
+         "(regenerates tests/fixtures/consult-notes/golden.json.gz: a deliberate act)")
 GOLDEN = ROOT / "tests" / "fixtures" / "consult-notes" / "golden.json.gz"
+JSON_INDENT = 1  # how the file was first written: a rewrite of unchanged cases changes no byte
 sys.path.insert(0, str(ROOT / "tests"))
+
+import golden_files  # noqa: E402
 
 EVALUATED_AT = datetime(2026, 6, 1, 9, 30, tzinfo=timezone.utc)
 
@@ -143,19 +147,12 @@ def render(case: dict[str, Any]) -> str:
 
 
 def load_cases() -> list[dict[str, Any]]:
-    return json.loads(gzip.decompress(GOLDEN.read_bytes()))  # type: ignore[no-any-return]
+    return golden_files.load(GOLDEN)  # type: ignore[no-any-return]
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["--write"]:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
-    cases = build_cases()
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(cases, ensure_ascii=False, indent=1).encode()  # key order kept: the note follows it
-    GOLDEN.write_bytes(gzip.compress(text, mtime=0))
-    print(f"wrote {len(cases)} consult notes to {GOLDEN.relative_to(ROOT)} ({GOLDEN.stat().st_size:,} bytes)")
-    return 0
+    return golden_files.write_command(argv, usage=USAGE, path=GOLDEN, build=build_cases, indent=JSON_INDENT,
+                                      describe=lambda cases: f"{len(cases)} consult notes")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,18 @@ to change, read the changed texts, and say so in the commit.
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import golden_files
+
 ROOT = Path(__file__).resolve().parents[1]
+USAGE = ("python tests/explain_golden.py --write   "
+         "(regenerates tests/fixtures/explain-golden/golden.json.gz: a deliberate act)")
 GOLDEN = ROOT / "tests" / "fixtures" / "explain-golden" / "golden.json.gz"
+JSON_INDENT = 1  # how the file was first written: a rewrite of unchanged cases changes no byte
 FULL = ("01_surgery_first_lung.json", "02_alk_positive_unresectable.json", "05_contradictory_record.json",
         "06_mostly_missing.json")
 
@@ -59,20 +63,13 @@ def render(case: dict[str, Any]) -> str:
 
 
 def load_cases() -> list[dict[str, Any]]:
-    return json.loads(gzip.decompress(GOLDEN.read_bytes()))  # type: ignore[no-any-return]
+    return golden_files.load(GOLDEN)  # type: ignore[no-any-return]
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["--write"]:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
-    cases = build_cases()
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN.write_bytes(gzip.compress(json.dumps(cases, ensure_ascii=False, indent=1).encode(), mtime=0))
-    print(f"wrote {len(cases)} explanations to {GOLDEN.relative_to(ROOT)} ({GOLDEN.stat().st_size:,} bytes)")
-    return 0
+    return golden_files.write_command(argv, usage=USAGE, path=GOLDEN, build=build_cases, indent=JSON_INDENT,
+                                      describe=lambda cases: f"{len(cases)} explanations")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "tests"))
     sys.exit(main(sys.argv[1:]))
