@@ -10,7 +10,7 @@ from pathlib import Path
 
 import explain_golden
 import pytest
-from rulebook_copies import copy_rulebook, set_parameters
+from rulebook_copies import copy_rulebook, edit, set_parameters
 
 from imt_cds import Engine, InvalidInputError, load_rulebook
 from imt_cds.authoring.explain import explain
@@ -160,3 +160,122 @@ def test_a_set_value_is_shown_sorted(engine):
     values = [node["actual"] for node in nodes(explain(engine, patient, "FLAG_ALK_IHC_ONLY_NEGATIVE").to_dict())
               if node.get("fact") == "molecular.alk.methods"]
     assert values == [["FISH", "IHC", "NGS_RNA"]] * len(values) and values
+
+
+# --- trees the guards cut: a derivation cycle, and a chain deeper than the bound ------------------------------------
+# The loader refuses cycles through a negation only, so a rulebook may have two derived facts derive each other, or
+# derived facts nested deeper than the shipped ones (three): explain's trees must end there, and say why they end.
+
+
+def _cycle_engine(tmp_path: Path) -> Engine:
+    """ADVANCED_DISEASE and DATA_BLOCK derive each other (each is also derived from input facts)."""
+    directory = copy_rulebook(tmp_path)
+    last_branch = "    - {fact: history.progressed_on_prior_systemic, is: true}\n"
+    edit(directory, "derived/D02-advanced-disease.yaml", last_branch, last_branch + "    - {derived: DATA_BLOCK}\n")
+    last_branch = "    - {derived: MULTIPLE_KINASE_FUSIONS}\n"
+    edit(directory, "derived/D05-data-block.yaml", last_branch, last_branch + "    - {derived: ADVANCED_DISEASE}\n")
+    return Engine(load_rulebook(directory))
+
+
+def _chain_engine(tmp_path: Path, links: int) -> Engine:
+    """CHAIN_1 from distant disease, each CHAIN_k from CHAIN_k-1, and R17's flag from the last link."""
+    directory = copy_rulebook(tmp_path)
+    for k in range(1, links + 1):
+        condition = "{fact: tumor.distant_disease, is: true}" if k == 1 else f"{{derived: CHAIN_{k - 1}}}"
+        (directory / "derived" / f"D9{k}-chain.yaml").write_text(
+            f"id: D9{k}\nversion: 1.0.0\ntitle: Link {'ABCDEFGHI'[k - 1]} of a chain\nkind: derived_fact\n"
+            f"strength: DESIGN\nevidence: []\ndescription: A link of a test chain.\nderives: CHAIN_{k}\n"
+            f"when: {condition}\nexamples:\n"
+            "  - {name: distant disease, facts: {tumor: {distant_disease: true}}, fires: true}\n"
+            "  - {name: nothing known, facts: {}, fires: false}\n")
+    edit(directory, "flags/R17-distant-disease.yaml", "when: {fact: tumor.distant_disease, is: true}",
+         f"when: {{derived: CHAIN_{links}}}")
+    return Engine(load_rulebook(directory))
+
+
+DISTANT = {"tumor": {"distant_disease": True}}
+CIRCULAR = " (circular: it is one of its own conditions, see above)"
+
+
+def test_a_derivation_cycle_is_followed_once_and_marked(tmp_path):
+    engine = _cycle_engine(tmp_path)
+    result = explain(engine, DISTANT, "REC_CLINICAL_TRIAL_CONSIDER")
+    (tree,) = result.to_dict()["why"]
+    (advanced,) = tree["because"]
+    assert (advanced["derived"], advanced["holds"], "not_expanded" in advanced) == ("ADVANCED_DISEASE", True, False)
+    (by_d02,) = advanced["derived_by"]
+    assert by_d02["rule"]["id"] == "D02"
+    distant, block = by_d02["because"]  # both branches fired: the union of their reasons
+    assert distant["fact"] == "tumor.distant_disease"
+    (by_d05,) = block["derived_by"]
+    assert by_d05["because"] == [{"derived": "ADVANCED_DISEASE", "holds": True, "not_expanded": "cycle"}]
+    assert result.to_text().splitlines()[-1] == "          - ADVANCED_DISEASE holds" + CIRCULAR
+
+
+def test_why_not_through_a_derivation_cycle_is_followed_once_and_marked(tmp_path):
+    engine = _cycle_engine(tmp_path)
+    (entry,) = explain(engine, {}, "REC_CLINICAL_TRIAL_CONSIDER").to_dict()["why_not"]
+    (advanced,) = entry["branches"]
+    (d02,) = advanced["why_not"]
+    block = d02["branches"][-1]  # the branch of DATA_BLOCK, whose rule D05 in turn needs ADVANCED_DISEASE
+    (d05,) = block["why_not"]
+    assert d05["branches"][-1] == {"derived": "ADVANCED_DISEASE", "holds": False, "required": True,
+                                   "not_expanded": "cycle"}
+    text = explain(engine, {}, "REC_CLINICAL_TRIAL_CONSIDER").to_text().splitlines()
+    assert text[-2:] == ["          - ADVANCED_DISEASE does not hold; it is required (circular: it is one of its own "
+                         "conditions, see", "            above)"]
+    # a fact that had to be absent, held through the cycle: its derivation, then the cycle marked
+    alk = {**DISTANT, "age_years": 10, "molecular": {"alk": {"status": "positive"}}}
+    (entry,) = explain(engine, alk, "REC_CRIZOTINIB_ALK").to_dict()["why_not"]
+    (eligible,) = entry["branches"]
+    (d06,) = eligible["why_not"]
+    (block,) = d06["branches"]
+    assert (block["derived"], block["holds"], block["required"]) == ("DATA_BLOCK", True, False)
+    (by_d05,) = block["derived_by"]
+    (advanced,) = by_d05["because"]
+    (by_d02,) = advanced["derived_by"]
+    assert by_d02["because"][-1] == {"derived": "DATA_BLOCK", "holds": True, "not_expanded": "cycle"}
+
+
+def _derived_path(node: dict) -> list[tuple[str, str | None]]:
+    """Down the only chain of a tree: each derived fact met, and why its tree ends, if it does."""
+    path = []
+    while "derived" in node:
+        path.append((node["derived"], node.get("not_expanded")))
+        below = node.get("derived_by") or node.get("why_not")
+        if not below:
+            break
+        (next_rule,) = below
+        (node,) = next_rule["because"] if "because" in next_rule else next_rule["branches"]
+    return path
+
+
+def test_a_chain_deeper_than_six_derived_facts_is_cut_there_and_says_so(tmp_path):
+    engine = _chain_engine(tmp_path, links=8)
+    shown = [(f"CHAIN_{k}", None) for k in range(8, 2, -1)] + [("CHAIN_2", "depth")]
+    why = explain(engine, DISTANT, "RISK_DISTANT_DISEASE")
+    (tree,) = why.to_dict()["why"]
+    (top,) = tree["because"]
+    assert _derived_path(top) == shown
+    assert why.to_text().splitlines()[-1].endswith(
+        "- CHAIN_2 holds (not followed further: more than 6 derived facts deep)")
+    why_not = explain(engine, {}, "RISK_DISTANT_DISEASE")
+    (entry,) = why_not.to_dict()["why_not"]
+    (top,) = entry["branches"]
+    assert _derived_path(top) == shown
+    assert why_not.to_text().splitlines()[-2:] == [
+        " " * 26 + "- CHAIN_2 does not hold; it is required (not followed further: more than 6 derived",
+        " " * 28 + "facts deep)"]
+
+
+def test_a_chain_six_derived_facts_deep_is_shown_whole(tmp_path):
+    engine = _chain_engine(tmp_path, links=6)
+    (tree,) = explain(engine, DISTANT, "RISK_DISTANT_DISEASE").to_dict()["why"]
+    (top,) = tree["because"]
+    assert _derived_path(top) == [(f"CHAIN_{k}", None) for k in range(6, 0, -1)]
+
+
+def test_a_derived_fact_that_had_to_be_absent_is_a_leaf_of_why(engine):
+    patient = {"age_years": 10, **DISTANT, "molecular": {"alk": {"status": "positive"}}}
+    (tree,) = explain(engine, patient, "REC_CRIZOTINIB_ALK").to_dict()["why"]
+    assert {"derived": "DATA_BLOCK", "holds": False} in tree["because"]

@@ -34,6 +34,17 @@ __all__ = ["Explanation", "explain"]
 _MAX_DEPTH = 6  # derived facts nest three deep in v0.1; the bound only guards against a malformed rulebook
 
 
+def _not_expanded(name: str, seen: set[str]) -> str | None:
+    """Why a derived fact's own tree is left out under ``seen`` (the derived facts above it), if it is: "cycle" when
+    it is among its own reasons (the loader refuses cycles through negation only, so two derived facts may derive
+    each other), "depth" below ``_MAX_DEPTH`` derived facts. The node says so, so a cut tree never reads as whole."""
+    if name in seen:
+        return "cycle"
+    if len(seen) >= _MAX_DEPTH:
+        return "depth"
+    return None
+
+
 @dataclass(frozen=True)
 class Explanation:
     patient_id: str | None
@@ -113,10 +124,15 @@ class _Builder:
     def _reason(self, reason: Reason, seen: set[str]) -> dict[str, Any]:
         if reason.fact is not None:
             return {"fact": reason.fact, "expected": reason.expected, "actual": reason.actual, "holds": True}
+        assert reason.derived is not None
         node: dict[str, Any] = {"derived": reason.derived, "holds": reason.holds}
-        if reason.holds and reason.derived not in seen and len(seen) < _MAX_DEPTH:
-            node["derived_by"] = [self._derivation(f, seen | {reason.derived}) for f in self.derived.get(
-                reason.derived or "", [])]
+        if reason.holds:
+            stop = _not_expanded(reason.derived, seen)
+            if stop is not None:
+                node["not_expanded"] = stop
+            else:
+                node["derived_by"] = [self._derivation(f, seen | {reason.derived})
+                                      for f in self.derived.get(reason.derived, [])]
         return node
 
     def _derivation(self, fact: DerivedFact, seen: set[str]) -> dict[str, Any]:
@@ -162,13 +178,15 @@ class _Builder:
             if holds == literal.present:
                 continue
             node: dict[str, Any] = {"derived": literal.name, "holds": holds, "required": literal.present}
-            if len(seen) < _MAX_DEPTH and literal.name not in seen:
-                if literal.present:  # needed but absent: why was it not derived?
-                    node["why_not"] = [self._why_not_derived(rule, seen | {literal.name})
-                                       for rule in self.rulebook.deriving(literal.name)]
-                else:  # had to be absent but held: how it was derived
-                    node["derived_by"] = [self._derivation(f, seen | {literal.name})
-                                          for f in self.derived.get(literal.name, [])]
+            stop = _not_expanded(literal.name, seen)
+            if stop is not None:
+                node["not_expanded"] = stop
+            elif literal.present:  # needed but absent: why was it not derived?
+                node["why_not"] = [self._why_not_derived(rule, seen | {literal.name})
+                                   for rule in self.rulebook.deriving(literal.name)]
+            else:  # had to be absent but held: how it was derived
+                node["derived_by"] = [self._derivation(f, seen | {literal.name})
+                                      for f in self.derived.get(literal.name, [])]
             return node
         return {"note": "every condition of this branch holds"}  # pragma: no cover - then the rule would have fired
 
@@ -186,13 +204,23 @@ def _line(text: str, depth: int) -> list[str]:
     return textwrap.wrap(text, 110, initial_indent=f"{indent}- ", subsequent_indent=f"{indent}  ")
 
 
+def _cut(node: dict[str, Any]) -> str:
+    """What the text says of a derived fact whose tree is left out (``_not_expanded``)."""
+    stop = node.get("not_expanded")
+    if stop == "cycle":
+        return " (circular: it is one of its own conditions, see above)"
+    if stop == "depth":
+        return f" (not followed further: more than {_MAX_DEPTH} derived facts deep)"
+    return ""
+
+
 def _render_reasons(reasons: list[dict[str, Any]], depth: int) -> list[str]:
     lines: list[str] = []
     for node in reasons:
         if "fact" in node:
             lines += _line(f"`{node['fact']}` is `{_value(node['actual'])}` (needs {node['expected']})", depth)
         elif node["holds"]:
-            lines += _line(f"{node['derived']} holds", depth)
+            lines += _line(f"{node['derived']} holds{_cut(node)}", depth)
             for derivation in node.get("derived_by", []):
                 reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
                 lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth + 1)
@@ -207,14 +235,14 @@ def _render_failure(node: dict[str, Any], depth: int) -> list[str]:
         return _line(f"`{node['fact']}` is `{_value(node['actual'])}`; needs {node['expected']}", depth)
     if "derived" not in node:
         return _line(node.get("note", ""), depth)
+    state = "does not hold; it is required" if node["required"] else "holds; it must be absent"
+    lines = _line(f"{node['derived']} {state}{_cut(node)}", depth)
     if node["required"]:
-        lines = _line(f"{node['derived']} does not hold; it is required", depth)
         for entry in node.get("why_not", []):
             lines += _line(f"{entry['rule']['id']} did not derive it:", depth + 1)
             for branch in entry["branches"]:
                 lines += _render_failure(branch, depth + 2)
         return lines
-    lines = _line(f"{node['derived']} holds; it must be absent", depth)
     for derivation in node.get("derived_by", []):
         reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
         lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth + 1)
