@@ -222,8 +222,9 @@ def test_why_not_through_a_derivation_cycle_is_followed_once_and_marked(tmp_path
     assert d05["branches"][-1] == {"derived": "ADVANCED_DISEASE", "holds": False, "required": True,
                                    "not_expanded": "cycle"}
     text = explain(engine, {}, "REC_CLINICAL_TRIAL_CONSIDER").to_text().splitlines()
-    assert text[-2:] == ["          - ADVANCED_DISEASE does not hold; it is required (circular: it is one of its own "
-                         "conditions, see", "            above)"]
+    assert text[-3:] == ["            - branch 3:",
+                         "              - ADVANCED_DISEASE does not hold; it is required (circular: it is one of its "
+                         "own conditions, see", "                above)"]
     # a fact that had to be absent, held through the cycle: its derivation, then the cycle marked
     alk = {**DISTANT, "age_years": 10, "molecular": {"alk": {"status": "positive"}}}
     (entry,) = explain(engine, alk, "REC_CRIZOTINIB_ALK").to_dict()["why_not"]

@@ -240,8 +240,7 @@ def _render_failure(node: dict[str, Any], depth: int) -> list[str]:
     if node["required"]:
         for entry in node.get("why_not", []):
             lines += _line(f"{entry['rule']['id']} did not derive it:", depth + 1)
-            for branch in entry["branches"]:
-                lines += _render_failure(branch, depth + 2)
+            lines += _render_branches(entry["branches"], depth + 2)
         return lines
     for derivation in node.get("derived_by", []):
         reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
@@ -257,10 +256,17 @@ def _render_why_not(entry: dict[str, Any], depth: int) -> list[str]:
         reasons = "; ".join(by["reasons"]) or by["fact"]
         return _line(f"rule {rule['id']} v{rule['version']} ({entry['title']}) applied, but its finding was "
                      f"suppressed by {by['rule']['id']} because {by['fact']} holds ({reasons})", depth - 1)
-    lines = _line(f"rule {rule['id']} v{rule['version']} ({entry['title']}) did not apply:", depth - 1)
-    several = len(entry["branches"]) > 1
-    for index, branch in enumerate(entry["branches"], 1):
-        if several:
-            lines += _line(f"branch {index}:", depth)
-        lines += _render_failure(branch, depth + (1 if several else 0))
+    return (_line(f"rule {rule['id']} v{rule['version']} ({entry['title']}) did not apply:", depth - 1)
+            + _render_branches(entry["branches"], depth))
+
+
+def _render_branches(branches: list[dict[str, Any]], depth: int) -> list[str]:
+    """The first failure of each branch of a rule; numbered when there are several, so that the failures of
+    different branches never read as the conditions of one."""
+    if len(branches) == 1:
+        return _render_failure(branches[0], depth)
+    lines: list[str] = []
+    for index, branch in enumerate(branches, 1):
+        lines += _line(f"branch {index}:", depth)
+        lines += _render_failure(branch, depth + 1)
     return lines
