@@ -206,7 +206,7 @@ def test_a_changed_drug_entry_changes_the_order_check(tmp_path, rulebook):
     (after,) = targeted_orders(coded, changed.drugs)
     (card,) = check_orders([after], FACTS_ALK, {}, changed, check_id="c")
     assert card["source"]["topic"]["code"] == "ORDER_BELOW_LABELLED_AGE"
-    assert "labelled from age 39 years" in card["summary"]
+    assert "labelled from age 39" in card["summary"]
 
 
 def test_rules_diff_shows_metadata_and_drug_changes(tmp_path, rulebook):

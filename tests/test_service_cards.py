@@ -187,10 +187,10 @@ def test_one_labelled_use_that_fits_is_enough_whatever_the_order_of_the_targets(
     assert order_cards(rulebook, drug, facts_with(1.5, alk="positive", ros1="positive")) == []
     (card,) = check_orders([drug], facts_with(0.5, alk="positive", ros1="positive"), {}, rulebook, check_id="c")
     assert (card["source"]["topic"]["code"], card["indicator"]) == ("ORDER_BELOW_LABELLED_AGE", "critical")
-    assert "labelled from age 1 years for ALK-positive disease" in card["summary"] + card["detail"]
+    assert "labelled from age 1 for ALK-positive disease" in card["summary"] + card["detail"]
     (card,) = check_orders([drug], facts_with(None, alk="positive", ros1="positive"), {}, rulebook, check_id="c")
     assert (card["source"]["topic"]["code"], card["indicator"]) == ("ORDER_AGE_UNKNOWN", "warning")
-    assert "labelled from age 1 years for ALK-positive disease" in card["summary"]
+    assert "labelled from age 1 for ALK-positive disease" in card["summary"]
     # only the ROS1 use positive: its own labelled age applies
     assert order_cards(rulebook, drug, facts_with(1.5, alk="negative", ros1="positive")) == [
         ("ORDER_BELOW_LABELLED_AGE", "critical")]

@@ -123,8 +123,10 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
     genes = " or ".join(g.upper() for g in drug.targets)
     found = ", ".join(f"{g.upper()} {s}" for g, s in statuses.items())
     name = drug.name.capitalize()
-    if all_negative:
-        summary = f"{name} ordered, but {genes} was tested negative: its target is absent."
+    if all_negative:  # every target: "ALK was", "ALK and ROS1 were" (not "ALK or ROS1 was": both were tested)
+        tested = " and ".join(g.upper() for g in drug.targets)
+        were, targets = ("were", "its targets are") if len(drug.targets) > 1 else ("was", "its target is")
+        summary = f"{name} ordered, but {tested} {were} tested negative: {targets} absent."
     else:
         summary = f"{name} ordered, but no {genes} alteration is documented positive ({found})."
     why = [f"**{_md(order.text)}** ({_md(order.where)}) is {_article(drug.inhibitor_class)} {drug.inhibitor_class}: "
@@ -140,19 +142,22 @@ def _not_positive(order: TargetedOrder, statuses: Mapping[str, str], sources: Ma
 def _age_card(order: TargetedOrder, gene: str, age: float | None, parameter: str, minimum: float,
               sources: Mapping[str, Sequence[str]], rulebook: Rulebook, check_id: str) -> dict[str, Any]:
     name = order.drug.name.capitalize()
-    label = f"labelled from age {_value(minimum)} years"
+    label = f"labelled from age {_value(minimum)}"
     if age is None:
         code, indicator = ServiceCard.ORDER_AGE_UNKNOWN, Indicator.WARNING
         summary = f"{name} is {label} for {gene.upper()}-positive disease; the patient's age is not recorded."
         display = "Age not recorded for an age-labelled drug"
     else:
         code, indicator = ServiceCard.ORDER_BELOW_LABELLED_AGE, Indicator.CRITICAL
-        summary = f"{name} ordered below its labelled age: {label}; the patient is {_value(round(age, 2))}."
+        summary = f"{name} ordered below its labelled age: {label}; the patient is {_value(round(age, 2))} years old."
         display = "Ordered below the labelled age"
+    advice = "Use below the labelled age is off-label: review dosing and the evidence with the team."
+    if age is None:
+        advice = "Record the patient's age before signing. " + advice
     why = [f"**{_md(order.text)}** ({_md(order.where)}): {name} is {label} for {gene.upper()}-positive disease "
            f"(rulebook parameter `{parameter}` = {_value(minimum)}).", "", "**On record:**",
            fact_line("age_years", age, sources), fact_line(f"molecular.{gene}.status", "positive", sources), "",
-           "Use below the labelled age is off-label: review dosing and the evidence with the team."]
+           advice]
     return _card(order, code, display, summary, indicator, why, rulebook, check_id)
 
 
