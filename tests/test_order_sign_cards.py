@@ -5,9 +5,11 @@ evidence). Written for the planted mistakes of that module that the service test
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from imt_cds.render.cards import evidence_lines
+from imt_cds.render.cards import CARD_NAMESPACE, evidence_lines
 from imt_cds.service.order_sign import check_orders, targeted_orders
 
 GENES = ("alk", "ros1", "ntrk", "ret", "pdgfrb")
@@ -127,3 +129,19 @@ def test_a_drug_of_one_target_tested_negative_says_its_target_is_absent(rulebook
     assert card["summary"] == "Alectinib ordered, but ALK was tested negative: its target is absent."
     assert card["detail"].startswith("**Alectinib 150 mg** (MedicationRequest/d1) is an ALK inhibitor: its use rests "
                                      "on ALK being positive.\n")
+
+
+def test_a_drug_class_beginning_with_a_consonant_takes_a(rulebook):
+    orders = targeted_orders(request(order("d1", "Larotrectinib")), rulebook.drugs)
+    (card,) = check_orders(orders, facts(30, ntrk="negative"), {}, rulebook, check_id="c")
+    assert card["detail"].startswith("**Larotrectinib** (MedicationRequest/d1) is a TRK inhibitor: ")
+
+
+def test_an_order_cards_id_is_stable_and_names_the_order(rulebook):
+    # uuid5 of "check id|ORDER:<order>|<card code>" (as a finding card's is of "evaluation|rule|code"): feedback on a
+    # card refers to this id, so it must stay what earlier versions made, and differ between two orders.
+    orders = targeted_orders(request(order("d1", "Crizotinib"), order("d2", "Crizotinib")), rulebook.drugs)
+    cards = check_orders(orders, facts(30, alk="negative", ros1="negative"), {}, rulebook, check_id="check-1")
+    assert [card["uuid"] for card in cards] == [
+        str(uuid.uuid5(CARD_NAMESPACE, f"check-1|ORDER:MedicationRequest/{d}|ORDER_TARGET_NOT_POSITIVE"))
+        for d in ("d1", "d2")]
