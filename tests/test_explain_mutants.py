@@ -280,3 +280,70 @@ def test_a_derived_fact_that_had_to_be_absent_is_a_leaf_of_why(engine):
     patient = {"age_years": 10, **DISTANT, "molecular": {"alk": {"status": "positive"}}}
     (tree,) = explain(engine, patient, "REC_CRIZOTINIB_ALK").to_dict()["why"]
     assert {"derived": "DATA_BLOCK", "holds": False} in tree["because"]
+
+
+# --- what the shipped rulebook's explanations never show: several other producers and close codes, a finding with a
+# condition of its own, a reason under a fact that had to be absent, a suppression without reasons, a wrap --------
+
+
+def test_several_other_producers_and_several_close_codes_are_listed_with_commas(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    r01 = (directory / "always" / "R01-multidisciplinary-review.yaml").read_text()
+    for copy in ("R00", "R98"):
+        (directory / "always" / f"{copy}-review-again.yaml").write_text(r01.replace("id: R01", f"id: {copy}"))
+    engine = Engine(load_rulebook(directory))
+    text = explain(engine, {}, "REC_MULTIDISCIPLINARY_REVIEW").to_text().splitlines()
+    others = [a.rule.id for a in engine.evaluate({}).finding("REC_MULTIDISCIPLINARY_REVIEW").also_from]
+    assert len(others) == 2 and text[1] == f"  (also produced by {others[0]}, {others[1]})"
+    with pytest.raises(InvalidInputError) as refused:
+        explain(engine, {}, "REQUEST_AGE_")  # four codes are close; the three closest are offered
+    assert refused.value.problems[0].message == (
+        "'REQUEST_AGE_' is not a finding code of rulebook imt 0.2.1; did you mean REQUEST_AGE, REQUEST_MARGIN_STATUS, "
+        "REQUEST_ALK_TESTING?")
+
+
+def test_why_not_a_finding_with_a_condition_of_its_own_names_that_condition(engine):
+    # R35 gives REC_TRK_INHIBITOR to this patient; its FLAG_VERIFY_INFANT_LABELING also needs an infant's age
+    patient = {"age_years": 10, **DISTANT, "molecular": {"ntrk": {"status": "positive"}}}
+    assert "REC_TRK_INHIBITOR" in engine.evaluate(patient).codes
+    (entry,) = explain(engine, patient, "FLAG_VERIFY_INFANT_LABELING").to_dict()["why_not"]
+    (branch,) = entry["branches"]
+    assert (branch["fact"], branch["actual"], branch["holds"]) == ("age_years", 10.0, False)
+
+
+def _text(why=(), why_not=(), code=None) -> str:
+    from imt_cds.authoring.explain import Explanation
+
+    return Explanation("p", tuple(why), tuple(why_not), code).to_text()
+
+
+def test_a_reason_of_a_derivation_of_a_fact_that_had_to_be_absent_is_shown():
+    derivation = {"rule": {"id": "D04", "version": "1.0.0"}, "reason": {"id": "C3", "version": "1.0.0",
+                                                                        "text": "margin without surgery"},
+                  "because": [{"fact": "history.margin_status", "actual": "R0", "expected": "in {R0}", "holds": True}]}
+    entry = {"rule": {"id": "R99", "version": "1.0.0"}, "title": "A rule", "outcome": "did not apply",
+             "branches": [{"derived": "CONTRADICTION", "holds": True, "required": False, "derived_by": [derivation]}]}
+    assert _text(why_not=[entry], code="X").splitlines()[1:] == [
+        "- rule R99 v1.0.0 (A rule) did not apply:",
+        "  - CONTRADICTION holds; it must be absent",
+        "    - derived by D04 (margin without surgery), because:",
+        "      - `history.margin_status` is `R0` (needs in {R0})"]
+
+
+def test_a_suppression_without_reasons_names_the_fact():
+    entry = {"rule": {"id": "R32a", "version": "1.0.0"}, "title": "Crizotinib", "outcome": "suppressed",
+             "suppressed_by": {"rule": {"id": "S01", "version": "1.0.0"}, "fact": "CONTRADICTION",
+                               "derived_by": {"id": "D04", "version": "1.0.0"}, "reasons": []}}
+    assert _text(why_not=[entry], code="X").splitlines()[1:] == [
+        "- rule R32a v1.0.0 (Crizotinib) applied, but its finding was suppressed by S01 because CONTRADICTION holds",
+        "  (CONTRADICTION)"]
+
+
+def test_a_line_is_wrapped_past_110_characters():
+    def tree(width: int) -> dict:
+        line = "  - `f` is `v` (needs = )"
+        return {"code": "X", "title": "t", "rule": {"id": "R", "version": "1"},
+                "because": [{"fact": "f", "actual": "v", "expected": "= " + "x" * (width - len(line)), "holds": True}]}
+
+    assert len(_text(why=[tree(110)]).splitlines()) == 2  # the title, and the reason on one line
+    assert len(_text(why=[tree(111)]).splitlines()) == 3

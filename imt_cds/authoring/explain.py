@@ -221,12 +221,20 @@ def _render_reasons(reasons: list[dict[str, Any]], depth: int) -> list[str]:
             lines += _line(f"`{node['fact']}` is `{_value(node['actual'])}` (needs {node['expected']})", depth)
         elif node["holds"]:
             lines += _line(f"{node['derived']} holds{_cut(node)}", depth)
-            for derivation in node.get("derived_by", []):
-                reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
-                lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth + 1)
-                lines += _render_reasons(derivation["because"], depth + 2)
+            lines += _render_derivations(node, depth + 1)
         else:
             lines += _line(f"{node['derived']} does not hold (as required)", depth)
+    return lines
+
+
+def _render_derivations(node: dict[str, Any], depth: int) -> list[str]:
+    """How a derived fact that holds was derived: each derivation (with its reason, for a fact of several) and what
+    it rested on."""
+    lines: list[str] = []
+    for derivation in node.get("derived_by", []):
+        reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
+        lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth)
+        lines += _render_reasons(derivation["because"], depth + 1)
     return lines
 
 
@@ -242,11 +250,7 @@ def _render_failure(node: dict[str, Any], depth: int) -> list[str]:
             lines += _line(f"{entry['rule']['id']} did not derive it:", depth + 1)
             lines += _render_branches(entry["branches"], depth + 2)
         return lines
-    for derivation in node.get("derived_by", []):
-        reason = f" ({derivation['reason']['text']})" if "reason" in derivation else ""
-        lines += _line(f"derived by {derivation['rule']['id']}{reason}, because:", depth + 1)
-        lines += _render_reasons(derivation["because"], depth + 2)
-    return lines
+    return lines + _render_derivations(node, depth + 1)
 
 
 def _render_why_not(entry: dict[str, Any], depth: int) -> list[str]:
