@@ -198,7 +198,9 @@ def prefetched(templates: Sequence[Template], request: Mapping[str, Any]) -> tup
     """What the request's prefetch holds for the service's keys: the resources (parsed JSON, in key order) and the
     keys it lacks, each with why (not prefetched, or the client's OperationOutcome in its place); a prefetch of the
     wrong shape is a ``BadRequestError``. Nothing is fetched here (``collect_resources`` fetches what is lacking)."""
-    prefetch = request.get("prefetch") or {}
+    prefetch = request.get("prefetch")
+    if prefetch is None:  # absent or null: nothing prefetched (an empty list or string is a wrong shape, refused)
+        prefetch = {}
     if not isinstance(prefetch, Mapping):
         raise BadRequestError("prefetch must be an object keyed by prefetch key")
     resources: list[Any] = []

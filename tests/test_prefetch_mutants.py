@@ -1,0 +1,192 @@
+"""The outbound-call guards of service/prefetch.py one by one, in process: each refusal of ``normalise_url`` with the
+reason the service log gets, the normal form of the paths it keeps, the context ids a prefetch template accepts,
+the prefetch shapes refused, and a deployer's settings read as written. The attacks through a running service are
+in test_security_outbound.py; these were written for the planted mistakes of that module it did not see
+(tests/mutation-survivors.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from service_support import FhirServer, example_resources, hook_request
+
+from imt_cds.service.calls import SERVICES
+from imt_cds.service.errors import BadRequestError, PrefetchUnavailableError
+from imt_cds.service.prefetch import (
+    MAX_URL_CHARS,
+    Template,
+    UrlRefused,
+    collect_resources,
+    normalise_url,
+    render_template,
+)
+
+BASE = "https://fhir.example.org"
+
+
+# --- normalise_url: what is refused, and the reason logged ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    (None, "not a URL without spaces, control characters or backslashes"),
+    (123, "not a URL without spaces, control characters or backslashes"),
+    ("", "not a URL without spaces, control characters or backslashes"),
+    (f"{BASE}/a b", "not a URL without spaces, control characters or backslashes"),
+    (f"{BASE}/a\tb", "not a URL without spaces, control characters or backslashes"),
+    (f"{BASE}/a\x00b", "not a URL without spaces, control characters or backslashes"),
+    (f"{BASE}/a\x7fb", "not a URL without spaces, control characters or backslashes"),
+    (f"{BASE}/a\\b", "not a URL without spaces, control characters or backslashes"),
+    ("ftp://fhir.example.org/", "scheme 'ftp' is not http or https"),
+    ("https://user@fhir.example.org/", "user-info in the URL"),
+    ("https:///fhir", "no host, or a percent-encoded or zoned host"),
+    ("https://fhir%2eexample.org/fhir", "no host, or a percent-encoded or zoned host"),
+    ("https://[fe80::1%25eth0]/fhir", "no host, or a percent-encoded or zoned host"),
+    ("https://fhir.example.org:99999/", "the port is not a number from 0 to 65535"),
+    ("https://2130706433/", "a numeric host that is not a dotted-decimal IPv4 address"),
+    (f"{BASE}/fhir/a%2Fb", "percent-encoded slash, backslash or NUL in the path"),
+    (f"{BASE}/fhir/a%5cb", "percent-encoded slash, backslash or NUL in the path"),
+    (f"{BASE}/fhir/a%00b", "percent-encoded slash, backslash or NUL in the path"),
+    (f"{BASE}/fhir/..;x/admin", "a dot segment with parameters (..;) in the path"),
+    (f"{BASE}/fhir/.;x/admin", "a dot segment with parameters (..;) in the path"),
+])
+def test_each_refusal_gives_its_reason(url, reason):
+    with pytest.raises(UrlRefused) as refused:
+        normalise_url(url)
+    assert str(refused.value) == reason
+
+
+def test_a_url_may_be_as_long_as_the_cap_and_no_longer():
+    path = "/fhir/" + "a" * (MAX_URL_CHARS - len(BASE) - len("/fhir/"))
+    assert len(BASE + path) == MAX_URL_CHARS == 8192
+    assert normalise_url(BASE + path).path == path
+    with pytest.raises(UrlRefused) as refused:
+        normalise_url(BASE + path + "a")
+    assert str(refused.value) == "8193 characters long, over the 8192 this service requests"
+
+
+@pytest.mark.parametrize(("url", "normal"), [
+    (BASE, f"{BASE}/"),  # no path is the root
+    (f"{BASE}/fhir/.", f"{BASE}/fhir/"),  # a last "." keeps the trailing slash, as RFC 3986 5.2.4 does
+    (f"{BASE}/fhir/x/..", f"{BASE}/fhir/"),
+    (f"{BASE}/fhir;v=1/Patient", f"{BASE}/fhir;v=1/Patient"),  # parameters on an ordinary segment are kept
+    (f"{BASE}/fhir/Patient?_id=1;2", f"{BASE}/fhir/Patient?_id=1;2"),
+])
+def test_paths_keep_their_normal_form(url, normal):
+    assert normalise_url(url).text() == normal
+
+
+def test_a_prefix_with_a_trailing_slash_covers_its_own_path():
+    prefix = normalise_url(f"{BASE}/fhir/")
+    assert normalise_url(f"{BASE}/fhir").under(prefix)
+    assert normalise_url(f"{BASE}/fhir/Patient").under(prefix)
+    assert not normalise_url(f"{BASE}/fhirx").under(prefix)
+
+
+# --- render_template: the context values put into a query ---------------------------------------------------------
+
+PATIENT = Template("patient", "Patient/{{context.patientId}}", True)
+
+
+@pytest.mark.parametrize("value", [None, "", 7])
+def test_a_missing_or_empty_context_value_is_refused_by_name(value):
+    with pytest.raises(BadRequestError) as refused:
+        render_template(PATIENT, {"patientId": value})
+    assert str(refused.value) == "context.patientId is needed to fetch patient and is missing"
+
+
+@pytest.mark.parametrize("value", ["..", "...", ".", "a/b", "a b", "x" * 65, "é"])
+def test_a_context_id_must_be_a_fhir_id_that_is_not_only_dots(value):
+    with pytest.raises(BadRequestError) as refused:
+        render_template(PATIENT, {"patientId": value})
+    assert str(refused.value) == ("context.patientId must be a FHIR id (letters, digits, '-' and '.', at most 64 "
+                                  "characters) to fetch data with it")
+
+
+@pytest.mark.parametrize("value", ["X.X", "a.b-1", "x" * 64])
+def test_a_fhir_id_is_put_in_as_it_is(value):
+    assert render_template(PATIENT, {"patientId": value}) == f"Patient/{value}"
+
+
+def test_a_context_value_that_is_no_id_is_url_encoded():
+    search = Template("orders", "MedicationRequest?encounter={{context.encounter}}", False)
+    assert render_template(search, {"encounter": "a b&c=/"}) == "MedicationRequest?encounter=a%20b%26c%3D%2F"
+
+
+# --- the prefetch as the client sent it ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefetch", [[], "", "patient", 3, False])
+def test_a_prefetch_that_is_not_an_object_is_refused(prefetch):
+    request = {**hook_request("patient-view"), "prefetch": prefetch}
+    with pytest.raises(BadRequestError) as refused:
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[], timeout=5, max_pages=2,
+                                      max_bytes=1 << 20))
+    assert str(refused.value) == "prefetch must be an object keyed by prefetch key"
+
+
+# --- the deployer's settings ---------------------------------------------------------------------------------------
+
+
+def test_an_allowed_server_that_is_no_url_is_logged_and_matches_nothing(caplog):
+    request = hook_request("patient-view", prefetch={}, fhirServer=f"{BASE}/fhir")
+    with caplog.at_level(logging.ERROR, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError, match="no FHIR server is allowed"):
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=["ftp://fhir.example.org/"],
+                                      timeout=5, max_pages=2, max_bytes=1 << 20))
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("imt_cds.service.prefetch", "imt-cds: allowed FHIR server 'ftp://fhir.example.org/' is ignored: scheme "
+                                     "'ftp' is not http or https")]
+
+
+def test_a_private_network_may_be_written_with_its_host_bits_set():
+    # "127.0.0.1/8" as a deployer may write it means 127.0.0.0/8, as ip_network(strict=False) reads it
+    with FhirServer(example_resources()) as server:
+        request = hook_request("patient-view", prefetch={}, fhirServer=server.base)
+        resources = asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[server.base],
+                                                  timeout=5, max_pages=5, max_bytes=1 << 20,
+                                                  private_networks=["127.0.0.1/8"]))
+    assert resources and server.requests
+
+
+# --- what the client is told when the data cannot be had ------------------------------------------------------------
+
+KEYS = [t.key for t in SERVICES[0].prefetch]
+
+
+def _refusal(request, allowed, caplog=None):
+    with pytest.raises((PrefetchUnavailableError, BadRequestError)) as refused:
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=allowed, timeout=5, max_pages=2,
+                                      max_bytes=1 << 20))
+    return refused.value
+
+
+def test_without_a_fhir_server_the_missing_keys_are_named():
+    request = hook_request("patient-view", prefetch={"patient": None, "conditions": {
+        "resourceType": "OperationOutcome"}})
+    error = _refusal(request, [f"{BASE}/fhir"])
+    absent = [k for k in KEYS if k not in ("patient", "conditions")]
+    assert str(error) == (f"prefetch lacks conditions, {', '.join(absent)} and the request gives no fhirServer to "
+                          "fetch them from")
+    assert error.details == {"missing": {"conditions": "the client could not prefetch it (OperationOutcome)",
+                                         **{k: "not prefetched" for k in absent}}}
+
+
+def test_with_no_server_allowed_the_client_is_told_nothing_is_fetched():
+    error = _refusal(hook_request("patient-view", prefetch={}, fhirServer=f"{BASE}/fhir"), [])
+    assert isinstance(error, PrefetchUnavailableError)
+    assert str(error) == (f"prefetch lacks {', '.join(KEYS)}: this service fetches nothing from fhirServer (no FHIR "
+                          "server is allowed)")
+    assert error.details == {"missing": {k: "not prefetched; this service fetches nothing from fhirServer"
+                                         for k in KEYS}}
+
+
+def test_a_fhir_server_that_is_no_usable_url_is_a_bad_request_and_logged(caplog):
+    request = hook_request("patient-view", prefetch={}, fhirServer="ftp://fhir.example.org/")
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"):
+        error = _refusal(request, [f"{BASE}/fhir"])
+    assert isinstance(error, BadRequestError)
+    assert str(error) == "fhirServer is not an absolute http(s) URL this service can use"
+    assert [r.getMessage() for r in caplog.records] == [
+        "imt-cds: fhirServer ftp://fhir.example.org/ refused: scheme 'ftp' is not http or https"]
