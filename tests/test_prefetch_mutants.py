@@ -190,3 +190,69 @@ def test_a_fhir_server_that_is_no_usable_url_is_a_bad_request_and_logged(caplog)
     assert str(error) == "fhirServer is not an absolute http(s) URL this service can use"
     assert [r.getMessage() for r in caplog.records] == [
         "imt-cds: fhirServer ftp://fhir.example.org/ refused: scheme 'ftp' is not http or https"]
+
+
+# --- what is sent to the FHIR server: the client's bearer token, and what is asked for ------------------------------
+
+
+@pytest.fixture(scope="module")
+def fhir_server():
+    with FhirServer(example_resources()) as server:
+        yield server
+
+
+def _fetch(server, authorization=None):
+    request = hook_request("patient-view", prefetch={}, fhirServer=server.base)
+    if authorization is not None:
+        request["fhirAuthorization"] = authorization
+    server.requests.clear()
+    resources = asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[server.base], timeout=5,
+                                              max_pages=5, max_bytes=1 << 20, private_networks=["127.0.0.0/8"]))
+    assert resources
+    return [headers for _, headers in server.requests]
+
+
+@pytest.mark.parametrize("authorization", [{"access_token": " tok-1 ", "token_type": "Bearer"},
+                                           {"access_token": "tok-1", "token_type": "bearer"},
+                                           {"access_token": "tok-1"}])  # token_type defaults to Bearer
+def test_the_clients_access_token_is_sent_as_a_bearer_token_on_every_fetch(fhir_server, authorization):
+    sent = _fetch(fhir_server, authorization)
+    assert len(sent) == len(KEYS)
+    assert {(h.get("authorization"), h.get("accept")) for h in sent} == {
+        ("Bearer tok-1", "application/fhir+json, application/json")}
+
+
+def test_without_fhir_authorization_no_token_is_sent(fhir_server):
+    assert all("authorization" not in headers for headers in _fetch(fhir_server))
+
+
+@pytest.mark.parametrize(("authorization", "message"), [
+    ("tok-1", "fhirAuthorization must be an object with an access_token"),
+    ({"token_type": "Bearer"}, "fhirAuthorization must be an object with an access_token"),
+    ({"access_token": 7}, "fhirAuthorization must be an object with an access_token"),
+    ({"access_token": "tok-1", "token_type": "MAC"}, "fhirAuthorization.token_type must be Bearer"),
+    ({"access_token": "tok 1"}, "fhirAuthorization.access_token must not contain spaces or control characters"),
+    ({"access_token": "tok\r\nX-Injected: 1"},
+     "fhirAuthorization.access_token must not contain spaces or control characters"),
+])
+def test_an_unusable_fhir_authorization_is_refused_before_anything_is_fetched(fhir_server, authorization, message):
+    request = hook_request("patient-view", prefetch={}, fhirServer=fhir_server.base)
+    request["fhirAuthorization"] = authorization
+    fhir_server.requests.clear()
+    with pytest.raises(BadRequestError) as refused:
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[fhir_server.base], timeout=5,
+                                      max_pages=5, max_bytes=1 << 20, private_networks=["127.0.0.0/8"]))
+    assert str(refused.value) == message
+    assert fhir_server.requests == []
+
+
+def test_a_fhir_server_outside_the_allowed_prefixes_is_named_in_the_log_only(caplog):
+    request = hook_request("patient-view", prefetch={}, fhirServer="https://other.example.org/fhir")
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"):
+        error = _refusal(request, [f"{BASE}/fhir"])
+    assert str(error) == f"prefetch lacks {', '.join(KEYS)}: fhirServer is not one this service is allowed to call"
+    assert error.details == {"missing": {k: "not prefetched; fhirServer is not one this service is allowed to call"
+                                         for k in KEYS}}
+    assert "other.example.org" not in str(error.to_dict())
+    assert [r.getMessage() for r in caplog.records] == [
+        "imt-cds: fhirServer https://other.example.org/fhir is not under an allowed FHIR server prefix"]
