@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 import pytest
-from service_support import FhirServer, example_resources, hook_request
+from service_support import EXAMPLE_PATIENT, FhirServer, example_resources, hook_request
 
 from imt_cds.service.calls import SERVICES
 from imt_cds.service.errors import BadRequestError, PrefetchUnavailableError
@@ -256,3 +256,106 @@ def test_a_fhir_server_outside_the_allowed_prefixes_is_named_in_the_log_only(cap
     assert "other.example.org" not in str(error.to_dict())
     assert [r.getMessage() for r in caplog.records] == [
         "imt-cds: fhirServer https://other.example.org/fhir is not under an allowed FHIR server prefix"]
+
+
+# --- how the fetches are made: no redirect or proxy, every missing key, the page bound, the log -------------------
+
+
+def _collect(base, *, prefetch=None, max_pages=20, deadline=20.0):
+    request = hook_request("patient-view", prefetch=prefetch or {}, fhirServer=base)
+    return asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[base], timeout=5,
+                                         max_pages=max_pages, max_bytes=1 << 20, deadline=deadline,
+                                         private_networks=["127.0.0.0/8"]))
+
+
+class _Redirecting:
+    """A loopback server answering every GET with a redirect to ``target`` (a server the checks never saw)."""
+
+    def __init__(self, target: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(302)
+                self.send_header("Location", target + self.path[len("/fhir"):])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self._http.server_address[1]}/fhir"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def close(self):
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def test_a_redirect_is_not_followed(fhir_server, caplog):
+    redirecting = _Redirecting(fhir_server.base)
+    fhir_server.requests.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+                pytest.raises(PrefetchUnavailableError) as refused:
+            _collect(redirecting.base)
+    finally:
+        redirecting.close()
+    assert fhir_server.requests == []
+    assert str(refused.value) == f"prefetch lacks {', '.join(KEYS)}: fetching from fhirServer failed"
+    assert refused.value.details == {"missing": {
+        k: "not prefetched; could not be fetched from fhirServer (details in the service log)" for k in KEYS}}
+    (line,) = [r.getMessage() for r in caplog.records]
+    patient = f"{redirecting.base}/Patient/{EXAMPLE_PATIENT}"
+    assert line == (f"imt-cds: fetching patient from {redirecting.base} failed: {patient} answered HTTP 302 "
+                    f"(requested: ['{patient}'])")
+
+
+def test_proxy_settings_of_the_environment_are_not_used(fhir_server, monkeypatch):
+    # A proxy would see the token and could answer for any server: the fetches go straight to the checked address.
+    with FhirServer(example_resources()) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.origin)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        fhir_server.requests.clear()
+        assert _collect(fhir_server.base)
+    assert proxy.requests == []
+    assert len(fhir_server.requests) == len(KEYS)
+
+
+def test_only_the_keys_not_prefetched_are_fetched_each_of_them(fhir_server):
+    patient = next(r for r in example_resources() if r["resourceType"] == "Patient")
+    fhir_server.requests.clear()
+    resources = _collect(fhir_server.base, prefetch={"patient": patient})
+    assert resources[0] == patient
+    fetched = [path.split("?")[0].rsplit("/", 1)[-1] for path, _ in fhir_server.requests]
+    assert fetched == ["Condition", "Observation", "Procedure"]
+    assert len(resources) == 1 + 3
+
+
+def test_a_search_may_take_as_many_pages_as_allowed_and_no_more(caplog):
+    with FhirServer(example_resources(), page_size=1) as paging:
+        _collect(paging.base)
+        pages = max(sum(1 for path, _ in paging.requests if path.startswith(f"/fhir/{kind}?"))
+                    for kind in ("Condition", "Observation", "Procedure"))
+        assert pages >= 3
+        assert _collect(paging.base, max_pages=pages)
+        with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+                pytest.raises(PrefetchUnavailableError):
+            _collect(paging.base, max_pages=pages - 1)
+    assert f"more than {pages - 1} pages: refusing to evaluate a partial chart" in caplog.records[-1].getMessage()
+
+
+def test_the_deadline_ends_the_fetches_and_says_so(fhir_server, caplog):
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError) as refused:
+        _collect(fhir_server.base, deadline=1e-9)
+    assert str(refused.value) == f"prefetch lacks {', '.join(KEYS)}: fetching from fhirServer failed"
+    assert refused.value.details == {"missing": {
+        k: "not prefetched; could not be fetched from fhirServer in time" for k in KEYS}}
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"imt-cds: fetching patient from {fhir_server.base} took longer than the 1e-09 s deadline "
+                           "(requested: [")
