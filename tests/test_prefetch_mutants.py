@@ -77,6 +77,11 @@ def test_paths_keep_their_normal_form(url, normal):
     assert normalise_url(url).text() == normal
 
 
+def test_a_prefix_path_ending_in_a_capital_x_is_not_cut_short():
+    # paths are case-sensitive: only the prefix's trailing slashes are dropped before comparing
+    assert not normalise_url(f"{BASE}/FHIR/Patient").under(normalise_url(f"{BASE}/FHIRX"))
+
+
 def test_a_prefix_with_a_trailing_slash_covers_its_own_path():
     prefix = normalise_url(f"{BASE}/fhir/")
     assert normalise_url(f"{BASE}/fhir").under(prefix)
@@ -359,3 +364,22 @@ def test_the_deadline_ends_the_fetches_and_says_so(fhir_server, caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith(f"imt-cds: fetching patient from {fhir_server.base} took longer than the 1e-09 s deadline "
                            "(requested: [")
+
+
+def test_the_answers_may_be_as_large_as_the_byte_cap_and_no_larger(fhir_server, caplog):
+    import json
+
+    _fetch(fhir_server)  # the paths a chart needs; the server's answer to each is its JSON text, with its length
+    total = sum(len(json.dumps(fhir_server.answer(path)[1]).encode()) for path, _ in fhir_server.requests)
+
+    def collect(max_bytes):
+        request = hook_request("patient-view", prefetch={}, fhirServer=fhir_server.base)
+        return asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[fhir_server.base],
+                                             timeout=5, max_pages=5, max_bytes=max_bytes,
+                                             private_networks=["127.0.0.0/8"]))
+
+    assert collect(total)
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError):
+        collect(total - 1)
+    assert f"the {total - 1}-byte cap" in caplog.records[-1].getMessage()
