@@ -383,3 +383,37 @@ def test_the_answers_may_be_as_large_as_the_byte_cap_and_no_larger(fhir_server, 
             pytest.raises(PrefetchUnavailableError):
         collect(total - 1)
     assert f"the {total - 1}-byte cap" in caplog.records[-1].getMessage()
+
+
+def _refused_with_log(documents, caplog):
+    with FhirServer(example_resources(), documents=documents) as server, \
+            caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError):
+        _collect(server.base)
+    return caplog.records[-1].getMessage(), server.base
+
+
+@pytest.mark.parametrize(("answer", "words"), [
+    ([{"resourceType": "Patient"}], "did not answer with a FHIR resource"),
+    ({"resourceType": 7}, "did not answer with a FHIR resource"),
+    ({"resourceType": "OperationOutcome", "issue": []}, "answered with an OperationOutcome"),
+])
+def test_an_answer_that_is_no_resource_or_an_operation_outcome_is_refused(caplog, answer, words):
+    line, base = _refused_with_log({f"/fhir/Patient/{EXAMPLE_PATIENT}": answer}, caplog)
+    assert f"failed: {base}/Patient/{EXAMPLE_PATIENT} {words} (requested: " in line
+
+
+def test_only_a_next_link_is_followed_and_only_under_fhir_server(caplog):
+    def bundle(base, *links):
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [],
+                "link": [{"relation": relation, "url": url} for relation, url in links]}
+
+    with FhirServer(example_resources()) as server:
+        server.documents["/fhir/Condition"] = bundle(server.base, ("self", f"{server.base}/Condition?patient=x"),
+                                                     ("previous", f"{server.base}/Condition?_page=0"))
+        assert _collect(server.base)
+        assert sum(1 for path, _ in server.requests if path.startswith("/fhir/Condition")) == 1
+    line, _ = _refused_with_log({"/fhir/Condition": bundle(None, ("next", "https://elsewhere.example.org/fhir/x"))},
+                                caplog)
+    assert ("the next page is at https://elsewhere.example.org/fhir/x, outside fhirServer; not followed "
+            "(requested: ") in line
