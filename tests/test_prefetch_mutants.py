@@ -418,3 +418,22 @@ def test_only_a_next_link_is_followed_and_only_under_fhir_server(caplog):
                                 caplog)
     assert ("the next page is at https://elsewhere.example.org/fhir/x, outside fhirServer; not followed "
             "(requested: ") in line
+
+
+def test_an_answer_read_in_many_chunks_is_put_together_whole():
+    with FhirServer(example_resources()) as server:
+        big = {"resourceType": "Patient", "id": EXAMPLE_PATIENT, "name": [{"text": "x" * 300_000}]}
+        server.documents[f"/fhir/Patient/{EXAMPLE_PATIENT}"] = big
+        resources = _collect(server.base)
+    assert resources[0] == big
+
+
+def test_a_server_that_cannot_be_reached_is_logged_by_the_kind_of_error(caplog):
+    from service_support import free_port
+
+    base = f"http://127.0.0.1:{free_port()}/fhir"
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError):
+        _collect(base)
+    assert f"failed: cannot fetch {base}/Patient/{EXAMPLE_PATIENT}: ConnectError (requested: " in \
+        caplog.records[-1].getMessage()
