@@ -437,3 +437,32 @@ def test_a_server_that_cannot_be_reached_is_logged_by_the_kind_of_error(caplog):
         _collect(base)
     assert f"failed: cannot fetch {base}/Patient/{EXAMPLE_PATIENT}: ConnectError (requested: " in \
         caplog.records[-1].getMessage()
+
+
+def test_a_host_name_resolving_to_loopback_is_refused_when_another_network_is_allowed(fhir_server, caplog):
+    port = fhir_server.origin.rsplit(":", 1)[1]
+    by_name = f"http://localhost:{port}/fhir"
+    request = hook_request("patient-view", prefetch={}, fhirServer=by_name)
+    fhir_server.requests.clear()
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError):
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[by_name], timeout=5,
+                                      max_pages=5, max_bytes=1 << 20, private_networks=["10.0.0.0/8"]))
+    assert fhir_server.requests == []
+    assert "failed: localhost resolves to " in caplog.records[-1].getMessage()
+    assert ", a non-public address that is not allowed (requested: []" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("93.184.216.34", True), ("2606:2800:220:1::", True),  # public
+    ("::ffff:93.184.216.34", True),  # public, IPv4-mapped
+    ("127.0.0.1", False), ("10.1.2.3", False), ("169.254.169.254", False), ("::1", False),
+    ("::ffff:127.0.0.1", False), ("ff0e::1", False),  # a global multicast address is refused
+])
+def test_only_public_unicast_addresses_are_allowed_without_the_deployers_say(address, allowed):
+    from ipaddress import ip_address
+
+    from imt_cds.service.prefetch import _allowed_address, _policy
+
+    policy = _policy(["https://fhir.example.org/fhir"], [], 5, 5, 1 << 20)
+    assert _allowed_address(ip_address(address), policy.prefixes[0], policy) is allowed
