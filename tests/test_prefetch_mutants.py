@@ -466,3 +466,14 @@ def test_only_public_unicast_addresses_are_allowed_without_the_deployers_say(add
 
     policy = _policy(["https://fhir.example.org/fhir"], [], 5, 5, 1 << 20)
     assert _allowed_address(ip_address(address), policy.prefixes[0], policy) is allowed
+
+
+@pytest.mark.parametrize(("address", "allowed"), [("127.0.0.1", True), ("::ffff:127.0.0.1", True), ("::1", False),
+                                                  ("10.0.0.1", False)])
+def test_an_allowed_private_network_covers_its_addresses_also_ipv4_mapped(address, allowed):
+    from ipaddress import ip_address
+
+    from imt_cds.service.prefetch import _allowed_address, _policy
+
+    policy = _policy(["https://fhir.example.org/fhir"], ["127.0.0.0/8"], 5, 5, 1 << 20)
+    assert _allowed_address(ip_address(address), policy.prefixes[0], policy) is allowed
