@@ -477,3 +477,17 @@ def test_an_allowed_private_network_covers_its_addresses_also_ipv4_mapped(addres
 
     policy = _policy(["https://fhir.example.org/fhir"], ["127.0.0.0/8"], 5, 5, 1 << 20)
     assert _allowed_address(ip_address(address), policy.prefixes[0], policy) is allowed
+
+
+def test_the_default_fetch_deadline_is_the_documented_one():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from imt_cds.service.config import ServiceConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = float(re.search(r"`--fhir-deadline S` \| .*?\(default (\d+),", readme).group(1))
+    default = {f.name: f.default for f in dataclasses.fields(ServiceConfig)}["fhir_deadline"]
+    assert default == documented == 20.0
+    assert collect_resources.__kwdefaults__["deadline"] == default  # the library's default is the service's

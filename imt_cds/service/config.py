@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from .auth import DEFAULT_STORE_TIMEOUT_SECONDS, AuthSettings
 from .errors import ServiceConfigError
+from .prefetch import DEFAULT_FETCH_DEADLINE
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "AuditStoreUnavailableError", "ServiceConfig"]
 
@@ -58,7 +59,7 @@ class ServiceConfig:
     not_eligible_card: bool = False  # one info card for a chart without an IMT diagnosis (default: no card at all)
     # seconds a store write (feedback, audit record, token id) may wait before a 503; the Authenticator's default too
     store_timeout: float = DEFAULT_STORE_TIMEOUT_SECONDS
-    fhir_deadline: float = 20.0  # seconds for all fetches from fhirServer of one request together
+    fhir_deadline: float = DEFAULT_FETCH_DEADLINE  # seconds for all fetches from fhirServer of one request together
     fhir_private_networks: tuple[str, ...] = ()  # CIDR networks an allowed FHIR server may resolve into
 
     def __post_init__(self) -> None:
