@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import pytest
 from service_support import EXAMPLE_PATIENT, FhirServer, example_resources, hook_request
@@ -351,7 +352,8 @@ def test_a_search_may_take_as_many_pages_as_allowed_and_no_more(caplog):
         with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
                 pytest.raises(PrefetchUnavailableError):
             _collect(paging.base, max_pages=pages - 1)
-    assert f"more than {pages - 1} pages: refusing to evaluate a partial chart" in caplog.records[-1].getMessage()
+    assert (f"failed: more than {pages - 1} pages: refusing to evaluate a partial chart (requested: "
+            in caplog.records[-1].getMessage())
 
 
 def test_the_deadline_ends_the_fetches_and_says_so(fhir_server, caplog):
@@ -383,7 +385,8 @@ def test_the_answers_may_be_as_large_as_the_byte_cap_and_no_larger(fhir_server, 
             pytest.raises(PrefetchUnavailableError):
         collect(total - 1)
     # the last answer's Content-Length already says it would pass the cap: refused before its body is read
-    assert f"announces more than the {total - 1}-byte cap (requested: " in caplog.records[-1].getMessage()
+    assert re.search(rf"failed: {fhir_server.base}/\S+ announces more than the {total - 1}-byte cap \(requested: ",
+                     caplog.records[-1].getMessage())
 
 
 def _refused_with_log(documents, caplog):
@@ -416,7 +419,7 @@ def test_only_a_next_link_is_followed_and_only_under_fhir_server(caplog):
         assert sum(1 for path, _ in server.requests if path.startswith("/fhir/Condition")) == 1
     line, _ = _refused_with_log({"/fhir/Condition": bundle(None, ("next", "https://elsewhere.example.org/fhir/x"))},
                                 caplog)
-    assert ("the next page is at https://elsewhere.example.org/fhir/x, outside fhirServer; not followed "
+    assert ("failed: the next page is at https://elsewhere.example.org/fhir/x, outside fhirServer; not followed "
             "(requested: ") in line
 
 
@@ -481,7 +484,6 @@ def test_an_allowed_private_network_covers_its_addresses_also_ipv4_mapped(addres
 
 def test_the_default_fetch_deadline_is_the_documented_one():
     import dataclasses
-    import re
     from pathlib import Path
 
     from imt_cds.service.config import ServiceConfig
