@@ -143,17 +143,16 @@ def _age_card(order: TargetedOrder, gene: str, age: float | None, parameter: str
               sources: Mapping[str, Sequence[str]], rulebook: Rulebook, check_id: str) -> dict[str, Any]:
     name = order.drug.name.capitalize()
     label = f"labelled from age {_value(minimum)}"
+    advice = "Use below the labelled age is off-label: review dosing and the evidence with the team."
     if age is None:
         code, indicator = ServiceCard.ORDER_AGE_UNKNOWN, Indicator.WARNING
         summary = f"{name} is {label} for {gene.upper()}-positive disease; the patient's age is not recorded."
         display = "Age not recorded for an age-labelled drug"
+        advice = "Record the patient's age before signing. " + advice
     else:
         code, indicator = ServiceCard.ORDER_BELOW_LABELLED_AGE, Indicator.CRITICAL
         summary = f"{name} ordered below its labelled age: {label}; the patient is {_value(round(age, 2))} years old."
         display = "Ordered below the labelled age"
-    advice = "Use below the labelled age is off-label: review dosing and the evidence with the team."
-    if age is None:
-        advice = "Record the patient's age before signing. " + advice
     why = [f"**{_md(order.text)}** ({_md(order.where)}): {name} is {label} for {gene.upper()}-positive disease "
            f"(rulebook parameter `{parameter}` = {_value(minimum)}).", "", "**On record:**",
            fact_line("age_years", age, sources), fact_line(f"molecular.{gene}.status", "positive", sources), "",
