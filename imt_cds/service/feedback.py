@@ -221,7 +221,7 @@ class _SQLiteFeedback:
                 self._db.executemany(
                     "INSERT INTO cds_feedback (received_at, service, card, outcome, evaluation_id, finding_code, "
                     "body) VALUES (?, ?, ?, ?, ?, ?, ?)", [_values(row) for row in rows])
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:  # locked, full, damaged: the transaction was rolled back either way
             raise _busy(str(exc)) from exc
         finally:
             self._lock.release()
@@ -289,13 +289,23 @@ class _NdjsonFeedback:
             raise ServiceConfigError(f"cannot append feedback to {path}: {exc.strerror}") from exc
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         with self._lock:
-            self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-            self._file.flush()
+            try:
+                self._file.write(lines)
+                self._file.flush()
+            except OSError as exc:  # a full disk, a lost mount: a 503 that says so, not an internal error
+                raise FeedbackUnavailableError(
+                    f"the feedback log cannot be written ({exc.strerror or exc}); part of this call's feedback may "
+                    "have been written: check the log before sending it again", public_message=_MAY_COMPLETE) from exc
         return len(rows)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()  # flushes what a failed write left in the buffer, which may fail again
+        except OSError as exc:
+            log.error("imt-cds: the feedback log could not be closed cleanly (%s); its last lines may be missing",
+                      exc.strerror or exc)
 
 
 class _LogFeedback:

@@ -223,7 +223,11 @@ def feedback_problems(body: Any) -> list[dict[str, str]]:
         # this bound is there to avoid.
         return [{"path": "feedback", "message": f"feedback holds {len(items)} items; at most {MAX_FEEDBACK_ITEMS} "
                                                 "are accepted in one call (send the rest in further calls)"}]
-    return _problems(FeedbackBody, body)
+    # Every item is stored as sent, fields of the client's own included, and a lone surrogate cannot be written as
+    # UTF-8 (to the database or the feedback log): each is refused here, by its path, wherever it is. pydantic finds
+    # those of the typed fields too, with a vaguer message: its are left out.
+    unwritable = _lone_surrogates(items, ("feedback",)) if isinstance(items, list) else []
+    return unwritable + _problems(FeedbackBody, body, skip_kinds=_UNICODE_ERRORS)
 
 
 def refuse(problems: list[dict[str, str]]) -> BadRequestError:
@@ -237,22 +241,30 @@ def refuse(problems: list[dict[str, str]]) -> BadRequestError:
     return BadRequestError("; ".join(p["message"] for p in listed), {"problems": listed})
 
 
+_UNICODE_ERRORS = frozenset({"string_unicode"})  # pydantic's error for text holding a lone surrogate
+_LONE_SURROGATE = "not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
+
+
 def _problems(model: type[BaseModel], data: Any, prefix: tuple[str | int, ...] = (),
-              required_by: str | None = None) -> list[dict[str, str]]:
+              required_by: str | None = None, skip_kinds: frozenset[str] = frozenset()) -> list[dict[str, str]]:
     try:
         model.model_validate(data)
     except ValidationError as exc:
-        return [_problem(model, prefix, error, required_by) for error in exc.errors(include_url=False)]
+        return [_problem(model, prefix, error, required_by, data) for error in exc.errors(include_url=False)
+                if error["type"] not in skip_kinds]
     return []
 
 
 def _problem(model: type[BaseModel], prefix: tuple[str | int, ...], error: Any,
-             required_by: str | None) -> dict[str, str]:
+             required_by: str | None, data: Any) -> dict[str, str]:
     loc = tuple(error["loc"])
     path = _path(prefix + loc)
     allowed = _description(model, loc)
     kind = error["type"]
-    if kind == "missing":
+    if kind == "string_unicode" and _is_object_at(data, loc):
+        # A key of an object (pydantic reports it at the object, and checks nothing else of that object).
+        message = f"{path or 'the request body'} has a key {shown_value(error['input'])} that is {_LONE_SURROGATE}"
+    elif kind == "missing":
         by = f" by the {required_by} hook" if required_by else ""
         message = f"{path} is required{by}" + (f": {allowed}" if allowed else "")
     elif kind == "value_error":  # a validator's own sentence, e.g. "... is not an RFC 3339 date-time"
@@ -264,6 +276,54 @@ def _problem(model: type[BaseModel], prefix: tuple[str | int, ...], error: Any,
     else:
         message = f"{path} must be {allowed or 'something else'}, not {shown_value(error.get('input'))}"
     return {"path": path, "message": message}
+
+
+def _is_object_at(data: Any, loc: tuple[str | int, ...]) -> bool:
+    """Whether ``data`` holds an object at ``loc``: where pydantic reports text that is not Unicode at an object,
+    the text is one of its keys."""
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, Mapping)
+
+
+def _lone_surrogates(data: Any, prefix: tuple[str | int, ...]) -> list[dict[str, str]]:
+    """A problem for every text (a value or a key) in ``data`` that holds a lone surrogate, in document order (an
+    object's keys first). A key that does is named at its object; what it holds is not looked into (it has no path a
+    message could print)."""
+    problems: list[dict[str, str]] = []
+    pending: list[tuple[tuple[str | int, ...], Any]] = [(prefix, data)]  # a stack, not recursion: any depth
+    while pending:
+        loc, value = pending.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                path = _path(loc)
+                problems.append({"path": path, "message": f"{path} {shown_value(value)} is {_LONE_SURROGATE}"})
+        elif isinstance(value, Mapping):
+            children = []
+            for key, item in value.items():
+                if isinstance(key, str) and not _is_unicode(key):
+                    path = _path(loc)
+                    message = f"{path} has a key {shown_value(key)} that is {_LONE_SURROGATE}"
+                    problems.append({"path": path, "message": message})
+                else:
+                    children.append(((*loc, key), item))
+            pending.extend(reversed(children))
+        elif isinstance(value, list):
+            pending.extend(reversed([((*loc, n), item) for n, item in enumerate(value)]))
+    return problems
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is writable as UTF-8: no lone surrogate (JSON's \\ud800 escapes can make one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _path(loc: tuple[str | int, ...]) -> str:
