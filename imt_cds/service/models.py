@@ -34,6 +34,7 @@ __all__ = [
     "OrderSignContext",
     "PatientViewContext",
     "feedback_problems",
+    "lone_surrogate_problems",
     "refuse",
     "request_problems",
     "shown_value",
@@ -226,7 +227,7 @@ def feedback_problems(body: Any) -> list[dict[str, str]]:
     # Every item is stored as sent, fields of the client's own included, and a lone surrogate cannot be written as
     # UTF-8 (to the database or the feedback log): each is refused here, by its path, wherever it is. pydantic finds
     # those of the typed fields too, with a vaguer message: its are left out.
-    unwritable = _lone_surrogates(items, ("feedback",)) if isinstance(items, list) else []
+    unwritable = lone_surrogate_problems(items, ("feedback",)) if isinstance(items, list) else []
     return unwritable + _problems(FeedbackBody, body, skip_kinds=_UNICODE_ERRORS)
 
 
@@ -290,7 +291,7 @@ def _is_object_at(data: Any, loc: tuple[str | int, ...]) -> bool:
     return isinstance(node, Mapping)
 
 
-def _lone_surrogates(data: Any, prefix: tuple[str | int, ...]) -> list[dict[str, str]]:
+def lone_surrogate_problems(data: Any, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
     """A problem for every text (a value or a key) in ``data`` that holds a lone surrogate, in document order (an
     object's keys first). A key that does is named at its object; what it holds is not looked into (it has no path a
     message could print)."""
@@ -301,13 +302,14 @@ def _lone_surrogates(data: Any, prefix: tuple[str | int, ...]) -> list[dict[str,
         if isinstance(value, str):
             if not _is_unicode(value):
                 path = _path(loc)
-                problems.append({"path": path, "message": f"{path} {shown_value(value)} is {_LONE_SURROGATE}"})
+                message = f"{path or 'the request body'} {shown_value(value)} is {_LONE_SURROGATE}"
+                problems.append({"path": path, "message": message})
         elif isinstance(value, Mapping):
             children = []
             for key, item in value.items():
                 if isinstance(key, str) and not _is_unicode(key):
                     path = _path(loc)
-                    message = f"{path} has a key {shown_value(key)} that is {_LONE_SURROGATE}"
+                    message = f"{path or 'the request body'} has a key {shown_value(key)} that is {_LONE_SURROGATE}"
                     problems.append({"path": path, "message": message})
                 else:
                     children.append(((*loc, key), item))

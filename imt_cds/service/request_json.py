@@ -5,6 +5,9 @@ things to different parsers (first wins, last wins), so a proxy or an audit read
 service; such a body is refused (400 naming the key), as ``imt_cds.validation`` refuses it for patient facts. So
 are NaN and Infinity, which are not JSON. ``loads_strict`` gives the stdlib parser's answer (orjson where that is
 known to be the same, the stdlib with a hook per object otherwise), so every refusal keeps the stdlib's wording.
+A body with text holding a lone surrogate (a ``\\ud800`` escape with no partner; the raw bytes of one are not UTF-8,
+refused as such) is refused too, each such text named by its path: it is not Unicode text, and no FHIR reader, store
+or JSON writer downstream can take it (unrefused, one in a resource's id made the worker's answer unwritable: a 500).
 
 Before any of that, a body must be declared as JSON (``check_json_content_type``): a web page on any site can make a
 browser send a ``text/plain`` body, a form or an unlabelled body cross-origin without a CORS preflight, never an
@@ -14,15 +17,20 @@ browser send a ``text/plain`` body, a form or an unlabelled body cross-origin wi
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
 from ..core.validation import DuplicateKeyError, loads_strict
 from .errors import BadRequestError, UnsupportedMediaTypeError
+from .models import lone_surrogate_problems, refuse
 
 __all__ = ["check_json_content_type", "parse_request_json"]
 
 _SHOWN_CHARACTERS = 80  # of a Content-Type a refusal repeats
+# Where a parsed body can hold a lone surrogate: at an escape of a UTF-16 surrogate (\ud800-\udfff). Most bodies have
+# none (a pair, for an emoji, is one too, and is then checked for nothing), so most are never walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def check_json_content_type(content_type: str | None) -> None:
@@ -43,9 +51,10 @@ def check_json_content_type(content_type: str | None) -> None:
 
 
 def parse_request_json(body: bytes) -> Any:
-    """The parsed body, or ``BadRequestError`` (malformed JSON, not UTF-8, a duplicate key, NaN/Infinity)."""
+    """The parsed body, or ``BadRequestError`` (malformed JSON, not UTF-8, a duplicate key, NaN/Infinity, a lone
+    surrogate)."""
     try:
-        return loads_strict(body)
+        value = loads_strict(body)
     except DuplicateKeyError as exc:
         shown = exc.key if len(exc.key) <= 80 else exc.key[:80] + "..."
         raise BadRequestError(f"the request body has the key {shown!r} twice in one JSON object") from None
@@ -61,3 +70,8 @@ def parse_request_json(body: bytes) -> Any:
         else:
             reason = text.split("\n")[0][:120]
         raise BadRequestError(f"the request body is not valid JSON ({reason})") from None
+    if b"\\u" in body and _SURROGATE_ESCAPE.search(body):
+        problems = lone_surrogate_problems(value)
+        if problems:
+            raise refuse(problems)
+    return value

@@ -621,11 +621,13 @@ def _worker_main(connection: Any, settings: WorkerSettings) -> None:
         except (EOFError, OSError):
             return  # the server closed the pipe (or went away): nothing more to do
         try:
-            answer = handler.handle(*decode_job(job))
+            message = encode_answer(handler.handle(*decode_job(job)))
         except Exception as exc:  # noqa: BLE001 - any failure of one job is that job's answer, never the worker's end
+            # (writing the answer included: text a JSON writer refuses must not end the worker either)
             code = getattr(exc, "code", type(exc).__name__)
-            answer = {"ok": False, "error": {"code": code, "message": f"{type(exc).__name__}: {exc}"}}
-        connection.send_bytes(encode_answer(answer))
+            text = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode("utf-8")
+            message = encode_answer({"ok": False, "error": {"code": str(code), "message": text}})
+        connection.send_bytes(message)
 
 
 def _name_process() -> None:

@@ -1,0 +1,177 @@
+"""Request bodies whose text is not Unicode: refused by path, never a 500, never a worker's death.
+
+JSON's ``\\ud800`` escape can give text holding a lone surrogate (half of a UTF-16 pair), which is not Unicode text:
+no UTF-8 writer, FHIR reader or store can take it. Before it was refused, one in a prefetched resource's id went
+through the reading into the worker's answer, which could not be written: 500 "evaluation failed", and for the
+Patient's id the worker process died (and was replaced). Now any such text in a request body is refused (400, each by
+its path) before anything reads it; a valid pair (an emoji) is text like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from typing import Any
+
+import httpx
+import pytest
+from service_support import example_resources, hook_request, prefetch_for, running_service, worker_pids
+
+from imt_cds.service import workers
+from imt_cds.service.errors import BadRequestError
+from imt_cds.service.request_json import parse_request_json
+
+SURROGATE = "not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
+VIEW = "/cds-services/imt-patient-view"
+
+
+def refusal(body: bytes) -> tuple[str, Any]:
+    with pytest.raises(BadRequestError) as caught:
+        parse_request_json(body)
+    return caught.value.message, caught.value.details
+
+
+@pytest.mark.parametrize("text, path, shown", [
+    (b'"\\ud800"', "", "the request body '\\ud800'"),
+    (b'["ok", "x\\uDC00y"]', "[1]", "[1] 'x\\udc00y'"),  # upper-case hex, a low surrogate alone
+    (b'{"a": {"b": [1, {"c": "\\udfff"}]}}', "a.b[1].c", "a.b[1].c '\\udfff'"),
+    (b'{"a": "\\ude00\\ud83d"}', "a", "a '\\ude00\\ud83d'"),  # a pair in the wrong order is two lone halves
+])
+def test_text_with_a_lone_surrogate_is_refused_by_its_path(text, path, shown):
+    message = f"{shown} is {SURROGATE}"
+    assert refusal(text) == (message, {"problems": [{"path": path, "message": message}]})
+
+
+def test_every_one_is_listed_and_a_key_is_named_at_its_object():
+    body = b'{"\\ud800k": {"inner": "\\ud800"}, "ok": ["\\udc00", "\\udc01"], "fine": "a"}'
+    message, details = refusal(body)
+    assert details == {"problems": [
+        {"path": "", "message": f"the request body has a key '\\ud800k' that is {SURROGATE}"},
+        {"path": "ok[0]", "message": f"ok[0] '\\udc00' is {SURROGATE}"},
+        {"path": "ok[1]", "message": f"ok[1] '\\udc01' is {SURROGATE}"},
+    ]}
+    assert message == "; ".join(problem["message"] for problem in details["problems"])
+
+
+@pytest.mark.parametrize("text, value", [
+    (b'{"a": "\\ud83d\\ude00"}', {"a": "\U0001F600"}),  # a valid pair: an emoji
+    (b'{"a": "\\\\ud800"}', {"a": "\\ud800"}),  # an escaped backslash, then the letters: text, not an escape
+    (b'{"\\u00e9": "\\u65e5"}', {"é": "日"}),  # other escapes
+])
+def test_valid_text_written_with_escapes_is_read_as_it_is(text, value):
+    assert parse_request_json(text) == value
+
+
+# --- through the service --------------------------------------------------------------------------------------------
+
+
+def with_surrogate_in(where: str) -> dict[str, Any]:
+    resources = example_resources()
+    for resource in resources:
+        if where == "Patient.id" and resource["resourceType"] == "Patient":
+            resource["id"] += "\ud800"
+        if where == "Condition.note" and resource["resourceType"] == "Condition":
+            resource["note"] = [{"text": "seen \udc00"}]
+            break
+    return hook_request("patient-view", prefetch=prefetch_for(resources))
+
+
+@pytest.fixture(scope="module")
+def service():
+    with running_service("--allow-unauthenticated", "--workers", "1") as running:
+        yield running
+
+
+def post(service, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(service.url + path, content=json.dumps(body).encode(),
+                      headers={"content-type": "application/json"}, timeout=60)
+
+
+@pytest.mark.parametrize("where, path, shown", [
+    ("Patient.id", "prefetch.patient.id", "'imt-example-1\\ud800'"),
+    ("Condition.note", "prefetch.conditions.entry[0].resource.note[0].text", "'seen \\udc00'"),
+])
+def test_a_chart_with_a_lone_surrogate_is_a_400_by_path_and_the_worker_lives_on(service, where, path, shown):
+    before = worker_pids(service)
+    response = post(service, VIEW, with_surrogate_in(where))
+    message = f"{path} {shown} is {SURROGATE}"
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "cds_bad_request", "status": 400, "message": message,
+                                        "details": {"problems": [{"path": path, "message": message}]}}
+    assert worker_pids(service) == before
+    log = service.log_text()
+    assert "Traceback" not in log and "died" not in log and "evaluation failed" not in log
+
+
+def test_order_sign_and_feedback_bodies_are_refused_the_same_way(service):
+    draft = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "MedicationRequest",
+                                                               "status": "draft", "intent": "order",
+                                                               "note": [{"text": "\ud800"}]}}]}
+    request = hook_request("order-sign", context={"patientId": "imt-example-1", "draftOrders": draft})
+    response = post(service, "/cds-services/imt-order-sign", request)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"context.draftOrders.entry[0].resource.note[0].text '\\ud800' is {SURROGATE}")
+    feedback = {"feedback": [{"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-01-02T03:04:05Z",
+                              "\udfff": 1}]}
+    response = post(service, VIEW + "/feedback", feedback)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == f"feedback[0] has a key '\\udfff' that is {SURROGATE}"
+
+
+def test_a_chart_with_an_emoji_is_answered(service):
+    request = with_surrogate_in("none")
+    request["prefetch"]["conditions"]["entry"][0]["resource"]["note"] = [{"text": "seen \U0001F600"}]
+    response = post(service, VIEW, request)  # json.dumps writes the emoji as its escaped pair
+    assert response.status_code == 200
+    assert response.json()["cards"]
+
+
+# --- the worker: an answer it cannot write is that job's error, not the worker's end --------------------------------
+
+
+def _worker(server_end: Any, worker_end: Any, settings: workers.WorkerSettings) -> None:
+    server_end.close()
+    workers._worker_main(worker_end, settings)
+
+
+def _unwritable_failure(body: bytes) -> Any:
+    raise ValueError("cannot read \ud800")
+
+
+@pytest.mark.parametrize("parser, error", [
+    (json.loads, {"code": "TypeError", "message": "TypeError: str is not valid UTF-8: surrogates not allowed"}),
+    (_unwritable_failure, {"code": "ValueError", "message": "ValueError: cannot read \\ud800"}),
+], ids=["answer", "error"])
+def test_a_worker_whose_answer_cannot_be_written_answers_an_error_and_serves_the_next_job(monkeypatch, parser,
+                                                                                          error):
+    """The refusal above keeps lone surrogates out; this is the worker's own containment behind it, checked by
+    letting one through: the stdlib's parser in place of the service's (as the service read bodies before), or a
+    failure whose own message holds one (the error answer must be writable too)."""
+    monkeypatch.setattr(workers, "parse_request_json", parser)  # before the fork: the worker runs with it
+    server_end, worker_end = multiprocessing.get_context("fork").Pipe()
+    process = multiprocessing.get_context("fork").Process(
+        target=_worker, args=(server_end, worker_end, workers.WorkerSettings(cache_size=0)))
+    process.start()
+    worker_end.close()  # the worker's only: closing ours (and it ours) lets it see the end of the pipe
+    try:
+        assert server_end.poll(120), "the worker did not start"
+        assert "ready" in json.loads(server_end.recv_bytes())
+        job = {"op": "hook", "service": "imt-patient-view", "on": "2026-12-05", "guidance_endpoint": None}
+
+        def answer(request: dict[str, Any]) -> dict[str, Any]:
+            server_end.send_bytes(workers.encode_job(job, json.dumps(request).encode()))
+            assert server_end.poll(60), "no answer: the worker died"
+            return workers.decode_answer(server_end.recv_bytes())
+
+        assert answer(with_surrogate_in("Patient.id")) == {"ok": False, "error": error}
+        following = answer(with_surrogate_in("none"))  # the same worker takes the next job
+        if parser is json.loads:
+            assert following["ok"] is True and json.loads(following["raw"])["cards"]
+        else:
+            assert following == {"ok": False, "error": error}
+        assert process.is_alive()
+    finally:
+        server_end.close()
+        process.join(30)
+    assert process.exitcode == 0
