@@ -24,8 +24,9 @@ from .errors import InputProblem, InvalidInputError
 from .fact_fields import fact_fields, keys_at, leaf_values, set_path
 from .facts import PatientFacts
 
-__all__ = ["DuplicateKeyError", "NonFiniteNumberError", "canonical_json", "input_sha256", "loads_strict", "parse_facts",
-           "parse_facts_json", "render_leaves"]
+__all__ = ["DuplicateKeyError", "NonFiniteNumberError", "LONE_SURROGATE", "canonical_json", "input_sha256",
+           "lone_surrogates", "loads_strict", "may_hold_lone_surrogates", "parse_facts", "parse_facts_json",
+           "render_leaves"]
 
 _MAX_INPUT_BYTES = 1_000_000  # a patient is ~1 kB; refuse anything absurd before parsing it
 _BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors and exports write at the start of a file
@@ -33,6 +34,11 @@ _BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors and exports write at
 _LOOKS_LIKE_YAML = re.compile(r"\A\s*(?:---|%YAML|[A-Za-z_][\w.-]*\s*:(?:\s|\Z))")
 _MAX_DEPTH = 32  # levels of objects and arrays; a patient document has 4
 _INT64 = range(-(2**63), 2**64)  # the integers a JSON error report (written with orjson) can hold
+LONE_SURROGATE = "not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
+# JSON text can give text holding a lone surrogate only through an escape of one (\ud800-\udfff): the raw bytes of one
+# are not UTF-8. Most documents have none (a pair, for an emoji, is two, and is then looked into for nothing).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(_SURROGATE_ESCAPE.pattern.encode())
 
 
 def parse_facts(data: PatientFacts | Mapping[str, Any]) -> PatientFacts:
@@ -87,6 +93,45 @@ def _too_deep(data: Any) -> str | None:
     return None
 
 
+def may_hold_lone_surrogates(text: str | bytes) -> bool:
+    """Whether the parsed value of JSON ``text`` may hold text with a lone surrogate (False: it certainly does not)."""
+    if isinstance(text, str):
+        return "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+    return b"\\u" in text and _SURROGATE_ESCAPE_BYTES.search(text) is not None
+
+
+def lone_surrogates(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str, bool]]:
+    """Every text in ``value`` holding a lone surrogate (which no UTF-8 writer can write): ``(loc, text, is_key)``,
+    in document order (an object's keys first). A key that holds one is given at its object, and what it holds is not
+    looked into (it has no path a message could print)."""
+    found: list[tuple[tuple[str | int, ...], str, bool]] = []
+    pending: list[tuple[tuple[str | int, ...], Any]] = [(prefix, value)]  # a stack, not recursion: any depth
+    while pending:
+        loc, item = pending.pop()
+        if isinstance(item, str):
+            if not _is_unicode(item):
+                found.append((loc, item, False))
+        elif isinstance(item, Mapping):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str) and not _is_unicode(key):
+                    found.append((loc, key, True))
+                else:
+                    children.append(((*loc, key), child))
+            pending.extend(reversed(children))
+        elif isinstance(item, list):
+            pending.extend(reversed([((*loc, n), child) for n, child in enumerate(item)]))
+    return found
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_facts_json(text: str | bytes) -> PatientFacts:
     """Parse one JSON document and validate it. Malformed JSON, duplicate keys, NaN and Infinity are rejected."""
     return parse_facts(load_json_object(text))
@@ -110,7 +155,7 @@ def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
     try:
         # Duplicate keys ({"age_years": 5, "age_years": 50} must not silently keep one) and the non-JSON constants
         # NaN/Infinity are refused, with the stdlib parser's answer and words (see loads_strict).
-        return loads_strict(text)
+        value = loads_strict(text)
     except DuplicateKeyError as exc:
         raise InvalidInputError(
             [InputProblem("", f"duplicate key {exc.key!r} in a JSON object", _preview(exc.key))]
@@ -133,6 +178,16 @@ def load_json_object(text: str | bytes, *, max_bytes: int | None = None) -> Any:
         raise InvalidInputError([InputProblem("", message, None)]) from None
     except RecursionError:
         raise InvalidInputError([InputProblem("", "JSON is nested too deeply", None)]) from None
+    # Text that is not Unicode, refused wherever it is: a FHIR chart's resource ids and texts go into the output
+    # (patient facts' own fields would be refused by their validation too, in the same words).
+    if may_hold_lone_surrogates(text):
+        found = lone_surrogates(value)
+        if found:
+            raise InvalidInputError([
+                _reportable(InputProblem(_path(loc), f"a key ({_shown(bad)}) is {LONE_SURROGATE}" if is_key
+                                         else f"{_shown(bad)} is {LONE_SURROGATE}", bad))
+                for loc, bad, is_key in found])
+    return value
 
 
 class DuplicateKeyError(ValueError):
@@ -313,8 +368,7 @@ def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputPro
         # At a leaf field it is the value; anywhere else (an object) pydantic is reporting one of its keys.
         is_key = ".".join(p for p in loc if isinstance(p, str)) not in fact_fields()
         what = f"a key ({_shown(value)}) is" if is_key else f"{_shown(value)} is"
-        return InputProblem(_path(loc), f"{what} not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)",
-                            value)
+        return InputProblem(_path(loc), f"{what} {LONE_SURROGATE}", value)
     if kind == "invalid_key":
         return InputProblem(_path(loc[:-1]), f"object keys must be strings, got {_shown(loc[-1])}", loc[-1])
     if kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -243,7 +243,11 @@ def facts_from_bundle(bundle: Any, on: date | None = None, *, terminology: Termi
     """Facts from a FHIR Bundle (as parsed JSON). ``on`` is the evaluation date for the age (default: today, UTC);
     ``terminology`` the rulebook's value sets (default: the shipped rulebook's); ``patient_id`` the patient the
     caller expects (refused if the chart is about another); ``diagnosis_attested`` that the caller established the
-    IMT diagnosis elsewhere (recorded; a chart with no IMT Condition is then evaluated)."""
+    IMT diagnosis elsewhere (recorded; a chart with no IMT Condition is then evaluated).
+
+    The text of the resources must be Unicode: ids and texts go into the output, which no UTF-8 writer can write with
+    a lone surrogate in it. ``imt_cds.core.validation.load_json_object`` (what ``imt-cds evaluate --fhir`` reads files
+    with) refuses such JSON by path; a caller with its own parser can find them with ``lone_surrogates``."""
     if not isinstance(bundle, _OBJECT) or bundle.get("resourceType") != "Bundle":
         if not isinstance(bundle, _OBJECT):
             said = f"got {_kind(bundle)}, not a JSON object"

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..core.validation import LONE_SURROGATE, lone_surrogates
 from .errors import BadRequestError
 
 __all__ = [
@@ -243,7 +244,6 @@ def refuse(problems: list[dict[str, str]]) -> BadRequestError:
 
 
 _UNICODE_ERRORS = frozenset({"string_unicode"})  # pydantic's error for text holding a lone surrogate
-_LONE_SURROGATE = "not valid Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
 
 
 def _problems(model: type[BaseModel], data: Any, prefix: tuple[str | int, ...] = (),
@@ -264,7 +264,7 @@ def _problem(model: type[BaseModel], prefix: tuple[str | int, ...], error: Any,
     kind = error["type"]
     if kind == "string_unicode" and _is_object_at(data, loc):
         # A key of an object (pydantic reports it at the object, and checks nothing else of that object).
-        message = f"{path or 'the request body'} has a key {shown_value(error['input'])} that is {_LONE_SURROGATE}"
+        message = f"{path or 'the request body'} has a key {shown_value(error['input'])} that is {LONE_SURROGATE}"
     elif kind == "missing":
         by = f" by the {required_by} hook" if required_by else ""
         message = f"{path} is required{by}" + (f": {allowed}" if allowed else "")
@@ -292,40 +292,15 @@ def _is_object_at(data: Any, loc: tuple[str | int, ...]) -> bool:
 
 
 def lone_surrogate_problems(data: Any, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
-    """A problem for every text (a value or a key) in ``data`` that holds a lone surrogate, in document order (an
-    object's keys first). A key that does is named at its object; what it holds is not looked into (it has no path a
-    message could print)."""
-    problems: list[dict[str, str]] = []
-    pending: list[tuple[tuple[str | int, ...], Any]] = [(prefix, data)]  # a stack, not recursion: any depth
-    while pending:
-        loc, value = pending.pop()
-        if isinstance(value, str):
-            if not _is_unicode(value):
-                path = _path(loc)
-                message = f"{path or 'the request body'} {shown_value(value)} is {_LONE_SURROGATE}"
-                problems.append({"path": path, "message": message})
-        elif isinstance(value, Mapping):
-            children = []
-            for key, item in value.items():
-                if isinstance(key, str) and not _is_unicode(key):
-                    path = _path(loc)
-                    message = f"{path or 'the request body'} has a key {shown_value(key)} that is {_LONE_SURROGATE}"
-                    problems.append({"path": path, "message": message})
-                else:
-                    children.append(((*loc, key), item))
-            pending.extend(reversed(children))
-        elif isinstance(value, list):
-            pending.extend(reversed([((*loc, n), item) for n, item in enumerate(value)]))
+    """A problem for every text (a value or a key) in ``data`` that holds a lone surrogate (``lone_surrogates``)."""
+    problems = []
+    for loc, text, is_key in lone_surrogates(data, prefix):
+        path = _path(loc)
+        subject = path or "the request body"
+        message = (f"{subject} has a key {shown_value(text)} that is {LONE_SURROGATE}" if is_key
+                   else f"{subject} {shown_value(text)} is {LONE_SURROGATE}")
+        problems.append({"path": path, "message": message})
     return problems
-
-
-def _is_unicode(text: str) -> bool:
-    """Whether ``text`` is writable as UTF-8: no lone surrogate (JSON's \\ud800 escapes can make one)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _path(loc: tuple[str | int, ...]) -> str:

@@ -17,20 +17,16 @@ browser send a ``text/plain`` body, a form or an unlabelled body cross-origin wi
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Any
 
-from ..core.validation import DuplicateKeyError, loads_strict
+from ..core.validation import DuplicateKeyError, loads_strict, may_hold_lone_surrogates
 from .errors import BadRequestError, UnsupportedMediaTypeError
 from .models import lone_surrogate_problems, refuse
 
 __all__ = ["check_json_content_type", "parse_request_json"]
 
 _SHOWN_CHARACTERS = 80  # of a Content-Type a refusal repeats
-# Where a parsed body can hold a lone surrogate: at an escape of a UTF-16 surrogate (\ud800-\udfff). Most bodies have
-# none (a pair, for an emoji, is one too, and is then checked for nothing), so most are never walked.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def check_json_content_type(content_type: str | None) -> None:
@@ -70,7 +66,7 @@ def parse_request_json(body: bytes) -> Any:
         else:
             reason = text.split("\n")[0][:120]
         raise BadRequestError(f"the request body is not valid JSON ({reason})") from None
-    if b"\\u" in body and _SURROGATE_ESCAPE.search(body):
+    if may_hold_lone_surrogates(body):  # (most bodies are never walked)
         problems = lone_surrogate_problems(value)
         if problems:
             raise refuse(problems)

@@ -1,22 +1,28 @@
-"""Request bodies whose text is not Unicode: refused by path, never a 500, never a worker's death.
+"""JSON text that is not Unicode: refused by path, never an internal error, never a worker's death.
 
 JSON's ``\\ud800`` escape can give text holding a lone surrogate (half of a UTF-16 pair), which is not Unicode text:
-no UTF-8 writer, FHIR reader or store can take it. Before it was refused, one in a prefetched resource's id went
-through the reading into the worker's answer, which could not be written: 500 "evaluation failed", and for the
-Patient's id the worker process died (and was replaced). Now any such text in a request body is refused (400, each by
-its path) before anything reads it; a valid pair (an emoji) is text like any other.
+no UTF-8 writer, FHIR reader or store can take it. Before it was refused, one in a resource's id went through the FHIR
+reading into the output, which could not be written: in the service a 500 "evaluation failed" (for the Patient's id
+the worker process died and was replaced), from ``imt-cds evaluate --fhir`` an internal error (exit 1). Now any such
+text in a request body or an input file is refused (400, exit 2; each by its path) before anything reads it; a valid
+pair (an emoji) is text like any other.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from service_support import example_resources, hook_request, prefetch_for, running_service, worker_pids
 
+from imt_cds.core.errors import InvalidInputError
+from imt_cds.core.validation import load_json_object, parse_facts_json
 from imt_cds.service import workers
 from imt_cds.service.errors import BadRequestError
 from imt_cds.service.request_json import parse_request_json
@@ -175,3 +181,49 @@ def test_a_worker_whose_answer_cannot_be_written_answers_an_error_and_serves_the
         server_end.close()
         process.join(30)
     assert process.exitcode == 0
+
+
+# --- files: imt-cds evaluate, with --fhir and without ----------------------------------------------------------------
+
+SCRIPT = Path(sys.executable).with_name("imt-cds")
+BUNDLE = Path(__file__).resolve().parents[1] / "examples" / "fhir" / "alk-lung-distant-bundle.json"
+
+
+def test_a_fhir_chart_with_lone_surrogates_is_invalid_input_naming_each_not_an_internal_error(tmp_path):
+    chart = json.loads(BUNDLE.read_text())
+    chart["entry"][0]["resource"]["\udc00"] = 1
+    chart["entry"][1]["resource"]["id"] += "\ud800"
+    path = tmp_path / "chart.json"
+    path.write_text(json.dumps(chart))  # as \udc00 and \ud800 escapes
+    for output in ("text", "json"):
+        done = subprocess.run([str(SCRIPT), "evaluate", "--fhir", str(path), "--format", output],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            f"imt-cds: invalid FHIR chart in {path} (2 problems); nothing was evaluated:",
+            f"  - entry[0].resource: a key ('\\udc00') is {SURROGATE}",
+            f"  - entry[1].resource.id: 'imt-primary\\ud800' is {SURROGATE}",
+        ]
+        if output == "json":  # the same, as a document; each value as its escape (a writable text)
+            assert json.loads(done.stdout) == {"errors": [
+                {"path": "entry[0].resource", "message": f"a key ('\\udc00') is {SURROGATE}", "value": "\\udc00"},
+                {"path": "entry[1].resource.id", "message": f"'imt-primary\\ud800' is {SURROGATE}",
+                 "value": "imt-primary\\ud800"}]}
+
+
+def test_patient_facts_with_lone_surrogates_are_refused_when_read_in_the_same_words_as_their_validation():
+    text = '{"age_years": 5, "tumor": {"site": "lung\\ud800", "\\udc00": 1}}'
+    with pytest.raises(InvalidInputError) as caught:
+        parse_facts_json(text)
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        ("tumor", f"a key ('\\udc00') is {SURROGATE}"), ("tumor.site", f"'lung\\ud800' is {SURROGATE}")]
+    with pytest.raises(InvalidInputError) as validated:  # the same text, given as an object (no JSON read)
+        from imt_cds.core.validation import parse_facts
+        parse_facts({"age_years": 5, "tumor": {"site": "lung\ud800"}})
+    assert [(p.path, p.message) for p in validated.value.problems] == [("tumor.site", f"'lung\\ud800' is {SURROGATE}")]
+
+
+@pytest.mark.parametrize("text", ['{"a": "\\ud83d\\ude00"}', '{"a": "\\\\ud800"}', '"\\u00e9"'])
+def test_files_with_valid_escapes_are_read(text):
+    assert load_json_object(text) == json.loads(text)
+    assert load_json_object(text.encode()) == json.loads(text)
