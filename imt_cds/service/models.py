@@ -155,6 +155,7 @@ def request_problems(body: Any, service_hook: str, service_id: str) -> list[dict
     """Every problem of a hook request for a service answering ``service_hook``: ``[{"path", "message"}]``."""
     if not isinstance(body, Mapping):
         return [{"path": "", "message": "the request body must be a JSON object (a CDS Hooks request)"}]
+    body = body if type(body) is dict else dict(body)  # (the models are strict: any other mapping is "not an object")
     hook = body.get("hook")
     if isinstance(hook, str) and hook and hook != service_hook:  # the rest is judged by the hook's own rules
         return [{"path": "hook", "message": f"service {service_id} answers the {service_hook} hook, not {hook!r}"}]
@@ -219,6 +220,7 @@ def feedback_problems(body: Any) -> list[dict[str, str]]:
     """Every problem of a feedback body (CDS Hooks 2.0.1): ``[{"path", "message"}]``."""
     if not isinstance(body, Mapping):
         return [{"path": "", "message": 'feedback must be an object {"feedback": [...]} with at least one item'}]
+    body = body if type(body) is dict else dict(body)
     items = body.get("feedback")
     if isinstance(items, list) and len(items) > MAX_FEEDBACK_ITEMS:
         # Refused before any item is checked: checking (and answering about) every item of a huge list is the cost
