@@ -74,6 +74,10 @@ def test_a_key_with_a_lone_surrogate_in_a_hook_request_is_named_at_its_object():
     body = {"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "p"}, "\udc00x": 1}
     assert request_problems(body, "patient-view", "imt-patient-view") == [
         {"path": "", "message": f"the request body has a key '\\udc00x' that is {SURROGATE}"}]
+    body = {"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "p"},
+            "fhirAuthorization": {"access_token": "t", "\udc00": 1}}  # an object inside the request
+    assert request_problems(body, "patient-view", "imt-patient-view") == [
+        {"path": "fhirAuthorization", "message": f"fhirAuthorization has a key '\\udc00' that is {SURROGATE}"}]
     # a value is the models' own refusal, with what is allowed (unchanged)
     body = {"hook": "patient-view", "hookInstance": "h", "context": {"patientId": "\ud800"}}
     assert request_problems(body, "patient-view", "imt-patient-view") == [
