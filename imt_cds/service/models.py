@@ -229,7 +229,7 @@ def feedback_problems(body: Any) -> list[dict[str, str]]:
                                                 "are accepted in one call (send the rest in further calls)"}]
     # Every item is stored as sent, fields of the client's own included, and a lone surrogate cannot be written as
     # UTF-8 (to the database or the feedback log): each is refused here, by its path, wherever it is. pydantic finds
-    # those of the typed fields too, with a vaguer message: its are left out.
+    # those of the typed fields too, in vaguer words: pydantic's are left out.
     unwritable = lone_surrogate_problems(items, ("feedback",)) if isinstance(items, list) else []
     return unwritable + _problems(FeedbackBody, body, skip_kinds=_UNICODE_ERRORS)
 

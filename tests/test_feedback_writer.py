@@ -1,0 +1,100 @@
+"""The feedback writer (service/feedback.py ``FeedbackWriter``): writes run off the event loop, at most
+``max_waiting`` of them wait for the store at once (the next is refused at once), and a write the store holds past
+the writer's timeout is answered "may still complete", which it then does.
+
+In process, with a real SQLite store whose write lock another connection holds (as a backup or another writer
+would); no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from imt_cds.service.feedback import FeedbackUnavailableError, FeedbackWriter, open_feedback_sink, stored_row
+
+ITEM = {"card": "card-1", "outcome": "accepted", "outcomeTimestamp": "2026-01-02T03:04:05Z"}
+
+
+@contextmanager
+def write_lock_held(database: Path) -> Iterator[None]:
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def stored(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT count(*) FROM cds_feedback").fetchone()[0]
+
+
+def rows() -> list[dict]:
+    return [stored_row("imt-patient-view", ITEM, None, {})]
+
+
+def test_at_most_max_waiting_writes_wait_for_the_store_and_the_next_is_refused_at_once(tmp_path):
+    database = tmp_path / "audit.db"
+    writer = FeedbackWriter(open_feedback_sink(str(database), None, lock_timeout=10), timeout=10, max_waiting=2)
+
+    async def scenario() -> None:
+        for _ in range(2):  # twice: the count goes back down as writes finish
+            with write_lock_held(database):
+                waiting = [asyncio.create_task(writer.record(rows())) for _ in range(2)]
+                await asyncio.sleep(0.3)
+                assert not any(task.done() for task in waiting)  # both accepted, waiting for the lock
+                started = time.monotonic()
+                with pytest.raises(FeedbackUnavailableError) as refused:
+                    await writer.record(rows())
+                assert time.monotonic() - started < 1  # at once, not after the store's timeout
+                assert refused.value.message == ("2 feedback writes are already waiting for the store: nothing was "
+                                                 "stored, try again later")
+                assert refused.value.public_message == "the feedback store is busy: nothing was stored, try again later"
+                assert refused.value.status == 503 and refused.value.code == "cds_feedback_unavailable"
+            assert await asyncio.gather(*waiting) == [1, 1]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer.close()
+    assert stored(database) == 4
+
+
+def test_a_write_held_past_the_writers_timeout_is_answered_may_still_complete_and_then_completes(tmp_path):
+    database = tmp_path / "audit.db"
+    # The store itself would wait 8 s for its lock; the writer waits 0.3 s (and 2 s of grace for the store's answer).
+    writer = FeedbackWriter(open_feedback_sink(str(database), None, lock_timeout=8), timeout=0.3)
+    try:
+        with write_lock_held(database):
+            started = time.monotonic()
+            with pytest.raises(FeedbackUnavailableError) as late:
+                asyncio.run(writer.record(rows()))
+            waited = time.monotonic() - started
+        assert 2.2 < waited < 4  # the timeout and the grace, no more
+        assert late.value.message == ("the feedback store did not answer within 0.3 s; the write may still complete: "
+                                      "check before sending it again")
+        assert late.value.public_message == ("the feedback store did not answer in time; the write may still "
+                                             "complete: check before sending it again")
+        deadline = time.monotonic() + 5
+        while stored(database) == 0 and time.monotonic() < deadline:  # the write goes on in its thread
+            time.sleep(0.05)
+        assert stored(database) == 1
+    finally:
+        writer.close()
+
+
+def test_the_default_bound_is_16_writes():
+    writer = FeedbackWriter(open_feedback_sink(None, None), timeout=1)
+    try:
+        assert writer.max_waiting == 16
+    finally:
+        writer.close()
