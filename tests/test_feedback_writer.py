@@ -3,7 +3,7 @@
 the writer's timeout is answered "may still complete", which it then does.
 
 In process, with a real SQLite store whose write lock another connection holds (as a backup or another writer
-would); no server.
+would), and the stores themselves on SQLite and on a real PostgreSQL server; no CDS service.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from audit_support import raw_sql
 
 from imt_cds.service.errors import ServiceConfigError
 from imt_cds.service.feedback import FeedbackUnavailableError, FeedbackWriter, open_feedback_sink, stored_row
@@ -134,3 +136,58 @@ def test_a_store_locked_at_start_is_waited_for_and_one_that_cannot_be_opened_is_
     with pytest.raises(ServiceConfigError) as caught:
         open_feedback_sink(str(missing), None)
     assert str(caught.value) == f"cannot keep feedback in {missing}: unable to open database file"
+
+
+# --- the stores themselves, on SQLite and on a real PostgreSQL server ----------------------------------------------
+
+
+@contextmanager
+def feedback_table_locked(target: str) -> Iterator[None]:
+    """The feedback table's writes held by another session, as a backup or another writer would hold them."""
+    if not target.startswith("postgresql://"):
+        with write_lock_held(Path(target)):
+            yield
+        return
+    import psycopg
+
+    with psycopg.connect(target) as holder:  # a transaction, rolled back on leaving
+        holder.execute("LOCK TABLE cds_feedback IN EXCLUSIVE MODE")
+        yield
+        holder.rollback()
+
+
+def count_stored(target: str) -> int:
+    return raw_sql(target, "SELECT count(*) FROM cds_feedback")[0][0][0]
+
+
+def test_a_store_waits_for_a_lock_released_in_time_then_writes(target):
+    sink = open_feedback_sink(target, None, lock_timeout=10)
+    try:
+        with ThreadPoolExecutor(1) as thread, feedback_table_locked(target):
+            write = thread.submit(sink.record, rows())
+            time.sleep(0.5)
+            assert not write.done()  # waiting for the lock, not refused
+        assert write.result(10) == 1
+    finally:
+        sink.close()
+    assert count_stored(target) == 1
+
+
+def test_a_store_locked_past_its_timeout_refuses_the_write_and_stores_nothing(target):
+    sink = open_feedback_sink(target, None, lock_timeout=0.5)
+    try:
+        with feedback_table_locked(target):
+            started = time.monotonic()
+            with pytest.raises(FeedbackUnavailableError) as busy:
+                sink.record(rows())
+            assert time.monotonic() - started < 3
+        # (PostgreSQL's lock and statement timeouts are set alike: either may be the one that ends the wait)
+        reasons = (["canceling statement due to lock timeout", "canceling statement due to statement timeout"]
+                   if target.startswith("postgresql") else ["database is locked"])
+        assert busy.value.message in [f"the feedback store cannot take the write now ({reason}): nothing was stored, "
+                                      "try again later" for reason in reasons]
+        assert busy.value.public_message == "the feedback store is busy: nothing was stored, try again later"
+        assert sink.record(rows()) == 1  # the lock gone, the store takes writes again
+    finally:
+        sink.close()
+    assert count_stored(target) == 1
