@@ -9,6 +9,7 @@ would), and the stores themselves on SQLite and on a real PostgreSQL server; no 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -191,3 +192,21 @@ def test_a_store_locked_past_its_timeout_refuses_the_write_and_stores_nothing(ta
     finally:
         sink.close()
     assert count_stored(target) == 1
+
+
+def test_the_feedback_log_holds_one_json_line_per_item_and_one_it_cannot_open_is_said(tmp_path):
+    path = tmp_path / "feedback.ndjson"
+    sink = open_feedback_sink(None, path)
+    try:
+        two = [stored_row("imt-patient-view", dict(ITEM, card=f"card-{n}", note="émigré"), None, {}) for n in (1, 2)]
+        assert sink.record(two) == 2
+        assert sink.record(rows()) == 1
+    finally:
+        sink.close()
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n") and "émigré" in text  # UTF-8 as written, not escaped
+    assert [json.loads(line)["card"] for line in text.splitlines()] == ["card-1", "card-2", "card-1"]
+    missing = tmp_path / "missing" / "feedback.ndjson"
+    with pytest.raises(ServiceConfigError) as caught:
+        open_feedback_sink(None, missing)
+    assert str(caught.value) == f"cannot append feedback to {missing}: No such file or directory"
