@@ -121,6 +121,7 @@ def test_feedback_holding_a_lone_surrogate_is_a_400_naming_it_and_nothing_of_the
         assert len(lines) == 1 and lines[0].startswith("WARNING:     imt_cds.service.feedback: cds-feedback {")
         row = json.loads(lines[0].split("cds-feedback ", 1)[1])
         assert (row["service"], row["card"], row["feedback"]["note"]) == ("imt-patient-view", "card-3", kept)
+        assert "émigré" in lines[0]  # written as UTF-8, not escaped
 
 
 def test_a_feedback_log_on_a_full_disk_answers_503_and_the_service_keeps_answering():
