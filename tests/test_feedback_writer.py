@@ -210,3 +210,14 @@ def test_the_feedback_log_holds_one_json_line_per_item_and_one_it_cannot_open_is
     with pytest.raises(ServiceConfigError) as caught:
         open_feedback_sink(None, missing)
     assert str(caught.value) == f"cannot append feedback to {missing}: No such file or directory"
+
+
+def test_a_postgresql_feedback_store_that_cannot_be_reached_is_said_at_start():
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(ServiceConfigError) as caught:
+        open_feedback_sink(f"postgresql://imt@127.0.0.1:{port}/audit", None)
+    assert str(caught.value).startswith("cannot keep feedback in the PostgreSQL audit database: connection failed")
