@@ -71,12 +71,13 @@ def test_valid_text_written_with_escapes_is_read_as_it_is(text, value):
 # --- through the service --------------------------------------------------------------------------------------------
 
 
-def with_surrogate_in(where: str) -> dict[str, Any]:
+def chart_request(surrogate_in: str | None = None) -> dict[str, Any]:
+    """A patient-view call on the example chart, with a lone surrogate in one place of it when asked."""
     resources = example_resources()
     for resource in resources:
-        if where == "Patient.id" and resource["resourceType"] == "Patient":
+        if surrogate_in == "Patient.id" and resource["resourceType"] == "Patient":
             resource["id"] += "\ud800"
-        if where == "Condition.note" and resource["resourceType"] == "Condition":
+        if surrogate_in == "Condition.note" and resource["resourceType"] == "Condition":
             resource["note"] = [{"text": "seen \udc00"}]
             break
     return hook_request("patient-view", prefetch=prefetch_for(resources))
@@ -99,7 +100,7 @@ def post(service, path: str, body: dict[str, Any]) -> httpx.Response:
 ])
 def test_a_chart_with_a_lone_surrogate_is_a_400_by_path_and_the_worker_lives_on(service, where, path, shown):
     before = worker_pids(service)
-    response = post(service, VIEW, with_surrogate_in(where))
+    response = post(service, VIEW, chart_request(surrogate_in=where))
     message = f"{path} {shown} is {SURROGATE}"
     assert response.status_code == 400
     assert response.json()["error"] == {"code": "cds_bad_request", "status": 400, "message": message,
@@ -126,7 +127,7 @@ def test_order_sign_and_feedback_bodies_are_refused_the_same_way(service):
 
 
 def test_a_chart_with_an_emoji_is_answered(service):
-    request = with_surrogate_in("none")
+    request = chart_request()
     request["prefetch"]["conditions"]["entry"][0]["resource"]["note"] = [{"text": "seen \U0001F600"}]
     response = post(service, VIEW, request)  # json.dumps writes the emoji as its escaped pair
     assert response.status_code == 200
@@ -170,8 +171,8 @@ def test_a_worker_whose_answer_cannot_be_written_answers_an_error_and_serves_the
             assert server_end.poll(60), "no answer: the worker died"
             return workers.decode_answer(server_end.recv_bytes())
 
-        assert answer(with_surrogate_in("Patient.id")) == {"ok": False, "error": error}
-        following = answer(with_surrogate_in("none"))  # the same worker takes the next job
+        assert answer(chart_request(surrogate_in="Patient.id")) == {"ok": False, "error": error}
+        following = answer(chart_request())  # the same worker takes the next job
         if parser is json.loads:
             assert following["ok"] is True and json.loads(following["raw"])["cards"]
         else:
