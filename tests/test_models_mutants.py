@@ -254,3 +254,34 @@ def test_a_mapping_that_is_not_a_dict_goes_to_the_models():
     assert _plainly_valid_patient_view(MappingProxyType(PLAIN)) is False
     assert request_problems(MappingProxyType(PLAIN), "patient-view", "s") == []  # a mapping is an object
     assert feedback_problems(MappingProxyType({"feedback": [ITEM]})) == []
+
+
+
+@pytest.mark.parametrize("body, path, message", [
+    (with_value(VIEW, ("prefetch",), {1: None}), "prefetch", "prefetch has a key 1 that is not text"),
+    (with_value(VIEW, ("context",), {"patientId": "p", 3: 4}), "context", "context has a key 3 that is not text"),
+    ({**VIEW, 5: 1}, "", "the request body has a key 5 that is not text"),
+    ({"feedback": [{**ITEM, "overrideReason": {(1, 2): "x"}}]}, "feedback[0].overrideReason",
+     "feedback[0].overrideReason has a key (1, 2) that is not text"),
+    ({"feedback": [{**ITEM, 7: 1}]}, "feedback[0]", "feedback[0] has a key 7 that is not text"),
+])
+def test_a_key_that_is_not_text_is_said_alone(body, path, message):
+    # Only a Python caller's dict can hold one; pydantic's own words for it read "prefetch[1].[key] must be
+    # something else" or "feedback[0][7] must be an object".
+    problems = request_problems(body, "patient-view", "s") if "hook" in body else feedback_problems(body)
+    assert problems == [{"path": path, "message": message + " (JSON keys are text)"}]
+
+
+def test_keys_are_looked_at_only_in_a_body_the_models_refuse():
+    # A prefetched resource is the FHIR reader's to judge, whatever its keys; and every key is listed, in path order.
+    body = with_value({**VIEW, "hookInstance": "h\u00e9"}, ("prefetch",), {"patient": {1: None}})
+    assert not _plainly_valid_patient_view(body) and request_problems(body, "patient-view", "s") == []
+    body = {"feedback": [{**ITEM, 2: 1}, {**ITEM, "overrideReason": {3: 1}}], 1: 0}
+    assert [p["path"] for p in feedback_problems(body)] == ["", "feedback[0]", "feedback[1].overrideReason"]
+
+
+def test_feedback_is_stored_as_sent_so_a_key_that_is_not_text_is_refused_even_in_a_clients_own_field():
+    assert feedback_problems({"feedback": [{**ITEM, "note": {"kept": [{"as": "sent"}]}}]}) == []
+    problems = feedback_problems({"feedback": [{**ITEM, "note": {"kept": [{4: "sent"}]}}]})
+    assert problems == [{"path": "feedback[0].note.kept[0]",
+                         "message": "feedback[0].note.kept[0] has a key 4 that is not text (JSON keys are text)"}]

@@ -165,7 +165,7 @@ def request_problems(body: Any, service_hook: str, service_id: str) -> list[dict
     context = body.get("context")
     if isinstance(context, Mapping):
         problems += _problems(CONTEXTS[service_hook], context, prefix=("context",), required_by=service_hook)
-    return problems
+    return (_keys_not_text(body) or problems) if problems else problems
 
 
 # The fields a patient-view request is checked for without pydantic, when they hold what the models allow in the
@@ -231,7 +231,30 @@ def feedback_problems(body: Any) -> list[dict[str, str]]:
     # UTF-8 (to the database or the feedback log): each is refused here, by its path, wherever it is. pydantic finds
     # those of the typed fields too, in vaguer words: pydantic's are left out.
     unwritable = lone_surrogate_problems(items, ("feedback",)) if isinstance(items, list) else []
-    return unwritable + _problems(FeedbackBody, body, skip_kinds=_UNICODE_ERRORS)
+    # A key that is not text, which only a Python caller's dict can hold, cannot be stored as JSON either: looked for
+    # wherever it is, in the client's own fields too.
+    return _keys_not_text(body) or unwritable + _problems(FeedbackBody, body, skip_kinds=_UNICODE_ERRORS)
+
+
+def _keys_not_text(data: Any) -> list[dict[str, str]]:
+    """A problem for each key in ``data`` that is not text. JSON keys always are, so only a Python caller's dict can
+    hold one; pydantic's words for it are paths like "prefetch[1].[key]", so where there is one it alone is said.
+    (In a hook request, looked for only when the models refused something: a body parsed from JSON never needs the
+    walk.)"""
+    problems = []
+    pending: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while pending:
+        loc, value = pending.pop()
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    pending.append(((*loc, key), item))
+                else:
+                    problems.append({"path": _path(loc), "message": f"{_path(loc) or 'the request body'} has a key "
+                                     f"{shown_value(key)} that is not text (JSON keys are text)"})
+        elif isinstance(value, list):
+            pending.extend(((*loc, index), item) for index, item in enumerate(value))
+    return sorted(problems, key=lambda problem: problem["path"])
 
 
 def refuse(problems: list[dict[str, str]]) -> BadRequestError:
