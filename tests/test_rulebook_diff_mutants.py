@@ -244,3 +244,70 @@ def test_a_reason_of_a_derived_fact_is_compared_as_a_rule_of_its_own(tmp_path, s
     result = diff(shipped, directory)
     assert result.rules == [RuleChange("C1", "changed", "1.0.0", "1.0.0", ("text",),
                                        "C1 changed (text) but its version was not bumped (still 1.0.0)")]
+
+
+# --- the outcome over the input space: patient classes ----------------------------------------------------------------
+
+ADDED_FLAG = """id: R00
+version: 1.0.0
+title: A flag added by the test
+kind: risk_flag
+strength: DESIGN
+evidence: []
+when: {when}
+then:
+  - {{finding: FLAG_ADDED_BY_TEST, title: Added, summary: Added by the test., indicator: warning}}
+examples:
+  - {{name: fires, facts: {fires}, fires: true}}
+  - {{name: silent, facts: {{}}, fires: false}}
+"""
+
+
+def with_added_flag(tmp_path, when: str, fires: str):
+    directory = copy_rulebook(tmp_path)
+    (directory / "flags" / "R00-added.yaml").write_text(ADDED_FLAG.format(when=when, fires=fires))
+    return load_rulebook(directory)
+
+
+def outcome(result):
+    return result.class_fields, result.total_classes, result.changed_classes, result.count_is_exact
+
+
+def test_a_number_is_split_at_every_threshold_of_its_field_and_a_bound_belongs_to_its_own_class(tmp_path, shipped):
+    # age_years is compared with 1 (crizotinib, the TRK infant check), 2 (selpercatinib), 39 (the evidence's age
+    # range) and now 5: unknown, < 1, = 1, 1-2, = 2, 2-5, = 5, 5-39, = 39, > 39. The flag fires from 5 on ("gte"):
+    # = 5, 5-39, = 39, > 39, one example from each.
+    result = diff_rulebooks(shipped, with_added_flag(tmp_path, "{fact: age_years, gte: 5}", "{age_years: 6}"),
+                            examples=5)
+    assert outcome(result) == (("age_years",), 10, 4, True)
+    ages = sorted(example["patient"]["age_years"] for example in result.examples)
+    assert len(ages) == 4 and ages[0] == 5 and 5 < ages[1] < 39 and ages[2] == 39 and ages[3] > 39
+    for example in result.examples:
+        assert set(example["new"]) - set(example["old"]) == {"FLAG_ADDED_BY_TEST"}
+        assert example["old_suppressed"] == example["new_suppressed"] == []
+
+
+@pytest.mark.parametrize("operator, changed", [("lt", 1), ("lte", 2)])
+def test_upper_bounds_split_a_number_too(tmp_path, shipped, operator, changed):
+    # tumor.size_cm: 3.9 (R16) and now 2: unknown, < 2, = 2, 2-3.9, = 3.9, > 3.9; "lt" fires below 2, "lte" at 2 too.
+    rulebook = with_added_flag(tmp_path, f"{{fact: tumor.size_cm, {operator}: 2}}", "{tumor: {size_cm: 1}}")
+    assert outcome(diff_rulebooks(shipped, rulebook, examples=0)) == (("tumor.size_cm",), 6, changed, True)
+
+
+def test_a_gene_field_has_a_class_per_symbol_the_rules_name_and_two_more(tmp_path, shipped):
+    # The shipped rules name RANBP2; with TPM3: no partner, RANBP2, TPM3, any other; the flag fires on TPM3 only.
+    rulebook = with_added_flag(tmp_path, "{fact: molecular.alk.fusion_partner, is: TPM3}",
+                               "{molecular: {alk: {fusion_partner: TPM3}}}")
+    result = diff_rulebooks(shipped, rulebook, examples=3)
+    assert outcome(result) == (("molecular.alk.fusion_partner",), 4, 1, True)
+    assert [example["patient"] for example in result.examples] == [{"molecular": {"alk": {"fusion_partner": "TPM3"}}}]
+
+
+def test_a_set_field_has_a_class_per_set_the_rules_name_and_one_for_every_other(tmp_path, shipped):
+    # R10 names [IHC]; with [IHC, FISH]: exactly {IHC}, exactly {IHC, FISH}, anything else.
+    rulebook = with_added_flag(tmp_path, "{fact: molecular.alk.methods, is: [IHC, FISH]}",
+                               "{molecular: {alk: {methods: [IHC, FISH]}}}")
+    result = diff_rulebooks(shipped, rulebook, examples=3)
+    assert outcome(result) == (("molecular.alk.methods",), 3, 1, True)
+    assert [example["patient"] for example in result.examples] == [{"molecular": {"alk": {"methods": ["FISH",
+                                                                                                        "IHC"]}}}]
