@@ -89,3 +89,84 @@ def test_the_id_of_a_hook_calls_card_is_the_same_in_every_release():
     # Feedback names a card by its id, and may reach a replica of a newer release: the ids must not change.
     assert hook_instance_id("hook", "call-1") == "9f3c4b7b-7388-58e8-a5fd-1892fbe4035d"
     assert hook_instance_id("order-sign", "call-1") == "213a488b-3224-59c1-8c36-bb2b9ad0269a"
+
+
+def test_a_derived_fact_the_document_does_not_list_is_said_to_hold_without_a_rule(document):
+    # A hand-made or damaged document: the finding says ADVANCED_DISEASE holds, the document derives nothing.
+    document["derived_facts"] = []
+    detail = card_details(document)[0]
+    assert "\n- ADVANCED_DISEASE holds\n" in detail and "(rule D02)" not in detail
+
+
+@pytest.mark.parametrize("reason", [
+    {"fact": "tumor.size_cm", "expected": "> 3.9", "actual": 6, "parameter": "size_risk_threshold_cm"},
+    {"fact": "tumor.size_cm", "expected": "> 3.9", "actual": 6, "parameter": None},
+    {"fact": "tumor.size_cm", "expected": "> 3.9", "actual": None},
+    {"fact": "tumor.size_cm", "expected": "> 3.9", "actual": 6, "parameter": 7},
+    {"fact": "tumor.size_cm", "expected": 3.9, "actual": 6},
+    {"fact": 5, "expected": "> 3.9", "actual": 6},
+    {"fact": "tumor.size_cm", "expected": "> 3.9", "actual": "6 <b>", "other": 1},
+])
+def test_a_facts_sentence_is_the_same_words_as_every_renderers(reason):
+    # The words around the value are made once per rule test (a speed path); whatever the reason holds, the
+    # sentence is reason_text's, the words every renderer uses.
+    from imt_cds.core.wording import reason_text
+
+    def outcome(write):
+        try:
+            return write(reason)
+        except Exception as exc:  # (a value of the wrong type is an error on both paths)
+            return type(exc)
+
+    slow = outcome(lambda r: reason_text(r, fact=cards._code, value=cards._bold_value, text=cards._rule_md))
+    assert outcome(cards._fact_sentence) == slow
+
+
+CONTRADICTORY = EXAMPLE.parent / "05_contradictory_record.json"
+
+
+def test_findings_withheld_are_listed_under_a_finding_that_needs_the_contradiction_not_under_one_that_excludes_it(
+        engine):
+    document = engine.evaluate(parse_facts(json.loads(CONTRADICTORY.read_text()))).to_dict()
+    withheld = "**Withheld until the record is reconciled:**\n- REC_UPFRONT_SURGICAL_RESECTION: "
+    details = dict(zip([f["code"] for f in document["recommendations"] + document["risk_flags"]],
+                       card_details(document), strict=True))
+    assert withheld in details["FLAG_CONTRADICTORY_INPUT"] and withheld not in details["REC_MULTIDISCIPLINARY_REVIEW"]
+    # A finding that holds only where there is no contradiction is not where the withheld findings are said.
+    document["recommendations"][0]["because"] = [{"derived": "CONTRADICTION", "holds": False}]
+    assert document["recommendations"][0]["code"] == "REC_MULTIDISCIPLINARY_REVIEW"
+    assert withheld not in card_details(document)[0]
+
+
+def test_a_fact_several_unusable_resources_were_about_names_each():
+    from imt_cds.render.cards import fact_line, fact_origins
+
+    problems = [{"where": "Observation/a", "path": "tumor.size_cm", "kind": "malformed"},
+                {"where": "Observation/b", "path": "tumor.size_cm", "kind": "unreadable"},
+                {"where": "Observation/c", "path": "tumor.size_cm", "kind": "superseded"}]
+    assert fact_line("tumor.size_cm", None, fact_origins({}, problems)) == (
+        "- `tumor.size_cm` is **null \\(not recorded\\)** — left unknown: FHIR resources about it could not be used "
+        "(Observation/a, Observation/b; see the card on what could not be used)")
+
+
+@pytest.mark.parametrize("citation, links", [
+    ("Rich BS, et al. IMT in children. Int J Cancer 2022. PMID 35567764. doi: 10.1002/ijc.34117.",
+     [("PubMed 35567764: Rich BS, et al", "https://pubmed.ncbi.nlm.nih.gov/35567764/"),
+      ("DOI 10.1002/ijc.34117: Rich BS, et al", "https://doi.org/10.1002/ijc.34117")]),
+    ("A short one (doi: 10.1234/x.y);", [("DOI 10.1234/x.y: A short one (doi: 10.1234/x.y);",
+                                          "https://doi.org/10.1234/x.y")]),
+    ("Check digit last. doi: 10.1234/5678X.", [("DOI 10.1234/5678X: Check digit last. doi: 10.1234/5678X.",
+                                                "https://doi.org/10.1234/5678X")]),
+    ("A. " + "b" * 66 + " PMC1234567", [("PMC1234567: A. " + "b" * 66 + " PMC1234567",  # 80 characters: whole
+                                         "https://pmc.ncbi.nlm.nih.gov/articles/PMC1234567/")]),
+    ("A. " + "b" * 67 + " PMC1234567", [("PMC1234567: A", "https://pmc.ncbi.nlm.nih.gov/articles/PMC1234567/")]),
+    ("b" * 80 + " PMC1234567", [("PMC1234567: " + "b" * 79 + "…", "https://pmc.ncbi.nlm.nih.gov/articles/PMC1234567/")]),
+    ("One. Two. " + "c" * 80 + " PMID 12345", [("PubMed 12345: One", "https://pubmed.ncbi.nlm.nih.gov/12345/")]),
+    (None, []),
+])
+def test_citation_links_are_labelled_with_the_citation_shortened_to_80_characters(citation, links):
+    from imt_cds.render.cards import citation_links
+
+    found = citation_links([{"citation": citation}])
+    assert [(link["label"], link["url"]) for link in found] == links
+    assert all(link["type"] == "absolute" and len(link["label"].split(": ", 1)[1]) <= 80 for link in found)
