@@ -311,3 +311,16 @@ def test_a_set_field_has_a_class_per_set_the_rules_name_and_one_for_every_other(
     assert outcome(result) == (("molecular.alk.methods",), 3, 1, True)
     assert [example["patient"] for example in result.examples] == [{"molecular": {"alk": {"methods": ["FISH",
                                                                                                         "IHC"]}}}]
+
+
+@pytest.mark.parametrize("budget, changed, exact", [(21, 4, True), (20, 3, False), (4, 0, False)])
+def test_past_its_budget_of_solver_calls_the_count_says_it_is_a_lower_bound(tmp_path, shipped, monkeypatch, budget,
+                                                                            changed, exact):
+    # The age test above takes 11 counting steps of 2 solver calls (the whole space, then each of its 10 classes):
+    # 21 calls are enough, with 20 the last class (> 39, a changed one) is never looked at.
+    from imt_cds.authoring import rulebook_diff
+
+    monkeypatch.setattr(rulebook_diff, "_COUNT_BUDGET", budget)
+    result = diff_rulebooks(shipped, with_added_flag(tmp_path, "{fact: age_years, gte: 5}", "{age_years: 6}"),
+                            examples=0)
+    assert outcome(result) == (("age_years",), 10, changed, exact)
