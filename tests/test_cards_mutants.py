@@ -170,3 +170,28 @@ def test_citation_links_are_labelled_with_the_citation_shortened_to_80_character
     found = citation_links([{"citation": citation}])
     assert [(link["label"], link["url"]) for link in found] == links
     assert all(link["type"] == "absolute" and len(link["label"].split(": ", 1)[1]) <= 80 for link in found)
+
+
+def test_the_card_for_a_record_that_cannot_be_read_says_so_in_its_own_words():
+    from imt_cds.render.cards import conflict_card
+
+    problems = [{"where": "Procedure/p1", "message": "malformed Procedure (status must be text); history.surgery_done "
+                 "cannot be left unknown", "severity": "error", "path": "history.surgery_done", "kind": "unreadable"},
+                {"where": "Observation/o1, Observation/o2", "message": "conflicting values for tumor.size_cm",
+                 "severity": "error", "path": "tumor.size_cm", "kind": "conflict"},
+                {"where": "Observation/o3", "message": "status 'preliminary'; not used", "severity": "warning"}]
+    card = conflict_card(problems, evaluation_id="e1")
+    assert card["summary"] == "Unreadable or conflicting records: no IMT decision support until they are corrected."
+    assert card["indicator"] == "critical"
+    assert card["detail"].split("\n") == [
+        "**Nothing was evaluated.** The FHIR record holds resources that disagree or cannot be read, about facts that "
+        "cannot be left unknown, and imt-cds never evaluates a guess:",
+        "",
+        "- Procedure/p1: malformed Procedure \\(status must be text\\); history.surgery\\_done cannot be left unknown",
+        "- Observation/o1, Observation/o2: conflicting values for tumor.size\\_cm",
+        "",
+        "Also not used:",
+        "- Observation/o3: status 'preliminary'; not used",
+        "",
+        "Correct or retire the listed resources, then open the chart again.",
+    ]
