@@ -291,7 +291,10 @@ def test_a_number_is_split_at_every_threshold_of_its_field_and_a_bound_belongs_t
 def test_upper_bounds_split_a_number_too(tmp_path, shipped, operator, changed):
     # tumor.size_cm: 3.9 (R16) and now 2: unknown, < 2, = 2, 2-3.9, = 3.9, > 3.9; "lt" fires below 2, "lte" at 2 too.
     rulebook = with_added_flag(tmp_path, f"{{fact: tumor.size_cm, {operator}: 2}}", "{tumor: {size_cm: 1}}")
-    assert outcome(diff_rulebooks(shipped, rulebook, examples=0)) == (("tumor.size_cm",), 6, changed, True)
+    result = diff_rulebooks(shipped, rulebook, examples=1)  # (as many examples as asked, when there are more)
+    assert outcome(result) == (("tumor.size_cm",), 6, changed, True)
+    (example,) = result.examples
+    assert example["patient"]["tumor"]["size_cm"] <= 2 and "FLAG_ADDED_BY_TEST" in example["new"]
 
 
 def test_a_gene_field_has_a_class_per_symbol_the_rules_name_and_two_more(tmp_path, shipped):
