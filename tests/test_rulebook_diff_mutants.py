@@ -327,3 +327,11 @@ def test_past_its_budget_of_solver_calls_the_count_says_it_is_a_lower_bound(tmp_
     result = diff_rulebooks(shipped, with_added_flag(tmp_path, "{fact: age_years, gte: 5}", "{age_years: 6}"),
                             examples=0)
     assert outcome(result) == (("age_years",), 10, changed, exact)
+
+
+def test_a_change_for_every_patient_is_one_class_with_one_example(tmp_path, shipped):
+    # No field decides it: the whole input space is one class, and one example stands for it (not three copies).
+    result = diff_rulebooks(shipped, with_added_flag(tmp_path, "always", "{}"), examples=3)
+    assert outcome(result) == ((), 1, 1, True)
+    (example,) = result.examples
+    assert example["patient"] == {} and set(example["new"]) - set(example["old"]) == {"FLAG_ADDED_BY_TEST"}
