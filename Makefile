@@ -135,6 +135,24 @@ MUTATION_TESTS_imt_cds/audit/recorded.py := tests/test_audit_recorded.py tests/t
 MUTATION_TESTS_imt_cds/audit/backends.py := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/locking.py  := tests/test_audit_small_modules.py $(AUDIT_STORE_TESTS) -k 'not postgres'
 MUTATION_TESTS_imt_cds/audit/postgres.py := tests/test_audit_postgres_store.py $(AUDIT_STORE_TESTS) -k postgres
+# The modules run whole with tests/mutate.py since (tests/mutation-survivors.md, one section each): the selections
+# those runs used, their mutants' own test file first.
+MUTATION_TESTS_imt_cds/service/replay_cache.py := tests/test_replay_cache_mutants.py tests/test_service_auth.py \
+    tests/test_auth_mutants.py tests/test_security_tokens.py
+MUTATION_TESTS_imt_cds/authoring/rulebook_diff.py := tests/test_rulebook_diff_mutants.py tests/test_authoring_tools.py -k diff
+MUTATION_TESTS_imt_cds/authoring/coverage.py := tests/test_coverage_mutants.py tests/test_authoring_tools.py -k coverage
+MUTATION_TESTS_imt_cds/authoring/explain.py := tests/test_explain_mutants.py tests/test_authoring_tools.py -k explain
+MUTATION_TESTS_imt_cds/render/consult_note.py := tests/test_consult_note_golden.py tests/test_note_wording.py tests/test_cli.py
+MUTATION_TESTS_imt_cds/render/cards.py := tests/test_cards_mutants.py tests/test_cards_golden.py tests/test_order_sign_cards.py \
+    tests/test_wording.py tests/test_rule_metadata.py
+MUTATION_TESTS_imt_cds/service/order_sign.py := tests/test_order_sign_cards.py tests/test_service_cards.py \
+    tests/test_service_requests.py tests/test_service_fhir_safety.py tests/test_rule_metadata.py
+MUTATION_TESTS_imt_cds/service/prefetch.py := tests/test_prefetch_mutants.py tests/test_security_outbound.py \
+    tests/test_service_requests.py tests/test_service_hook_path.py
+MUTATION_TESTS_imt_cds/service/models.py := tests/test_models_mutants.py tests/test_service_requests.py \
+    tests/test_lone_surrogates.py tests/test_cards_golden.py::test_the_request_check_is_the_models_verdict
+MUTATION_TESTS_imt_cds/service/feedback.py := tests/test_feedback_writer.py tests/test_feedback_unwritable.py \
+    tests/test_feedback_store.py tests/test_service_requests.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
@@ -143,7 +161,11 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/core/_resources.py imt_cds/audit/record.py imt_cds/audit/checkpoint.py imt_cds/audit/archive.py \
           imt_cds/audit/replay.py imt_cds/audit/store.py imt_cds/audit/sql.py imt_cds/audit/sqlite.py \
           imt_cds/audit/recorded.py imt_cds/audit/backends.py imt_cds/audit/locking.py imt_cds/audit/postgres.py \
-          imt_cds/service/auth.py imt_cds/service/recorder.py imt_cds/fhir/reader.py imt_cds/render/fhir_output.py
+          imt_cds/service/auth.py imt_cds/service/recorder.py imt_cds/fhir/reader.py imt_cds/render/fhir_output.py \
+          imt_cds/service/replay_cache.py imt_cds/authoring/rulebook_diff.py imt_cds/authoring/coverage.py \
+          imt_cds/authoring/explain.py imt_cds/render/consult_note.py imt_cds/render/cards.py \
+          imt_cds/service/order_sign.py imt_cds/service/prefetch.py imt_cds/service/models.py \
+          imt_cds/service/feedback.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
