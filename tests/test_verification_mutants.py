@@ -1,0 +1,83 @@
+"""``rules verify`` sees a violation of every safety property it checks (authoring/verification.py).
+
+The shipped rulebook keeps every property (test_authoring_tools.py), which a property weakened in the checker would
+keep too: a checker is only trusted once it has caught each kind of violation. Each case below breaks a copy of the
+rulebook the way a rule author could, and the checker must call that property violated, with a counterexample the
+real engine confirms (the property's concrete form, evaluated on the engine's own assessment of that patient)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from rulebook_copies import copy_rulebook, edit
+
+from imt_cds import Engine, load_rulebook
+from imt_cds.authoring.verification import SAFETY_PROPERTIES, verify
+
+# (property, why it breaks, [(file, old text, new text)])
+ALK_ELIGIBLE = "derived/D06-alk-inhibitor-eligible.yaml"
+BREAKS = [
+    (2, "an ALK inhibitor whenever ALK is not negative",
+     [(ALK_ELIGIBLE, "{fact: molecular.alk.status, is: positive}", "{fact: molecular.alk.status, is_not: negative}")]),
+    (3, "an ALK inhibitor whenever ALK is not negative",
+     [(ALK_ELIGIBLE, "{fact: molecular.alk.status, is: positive}", "{fact: molecular.alk.status, is_not: negative}")]),
+    (4, "the team review only when the age is known",
+     [("always/R01-multidisciplinary-review.yaml", "when: always", "when: {fact: age_years, is_not: null}"),
+      ("always/R01-multidisciplinary-review.yaml", "examples:\n",
+       "examples:\n  - {name: silent, facts: {}, fires: false}\n")]),
+    (5, "the clinical trial no longer withheld when the record contradicts itself",
+     [("suppression/S01-contradiction-suppresses-treatment.yaml", "R30, R31, R38]", "R30, R38]")]),
+    (7, "crizotinib for a localised tumour",
+     [(ALK_ELIGIBLE, "    - {derived: ADVANCED_DISEASE}\n", "")]),
+    (9, "respiratory symptoms flagged when absent",
+     [("flags/R15-respiratory-symptoms.yaml", "when: {fact: symptoms.respiratory, is: true}",
+       "when: {fact: symptoms.respiratory, is: false}")]),
+    (10, "the tumour-size flag only after a clear margin",
+     [("flags/R16-tumor-size.yaml", "when: {fact: tumor.size_cm, gt: {param: size_risk_threshold_cm}}",
+       "when: {all: [{fact: tumor.size_cm, gt: {param: size_risk_threshold_cm}}, "
+       "{fact: history.margin_status, is: R0}]}")]),
+    (11, "an ALK inhibitor when ALK goes from negative to unknown",
+     [(ALK_ELIGIBLE, "{fact: molecular.alk.status, is: positive}", "{fact: molecular.alk.status, is_not: negative}")]),
+    (12, "upfront surgery without distant disease ruled out",
+     [("treatment/R23-upfront-surgical-resection.yaml", "    - {fact: tumor.distant_disease, is: false}\n", "")]),
+    (13, "the age asked for when it is known",
+     [("data_requests/R02-request-age.yaml", "when: {fact: age_years, is: null}", "when: {fact: age_years, lt: 1}")]),
+    (15, "crizotinib again after progression on an ALK inhibitor",
+     [(ALK_ELIGIBLE, "    - {fact: history.progressed_on_alk_inhibitor, is: false}\n", "")]),
+]
+
+
+def test_every_checkable_property_has_a_break_here():
+    checkable = {p.number for p in SAFETY_PROPERTIES if p.violation is not None}
+    # 1: below (the loader refuses such a rulebook); 6 and 8: test_authoring_tools.py (crizotinib below its labelled
+    # age; the size flag turned around)
+    assert checkable - {number for number, _, _ in BREAKS} == {1, 6, 8}
+
+
+@pytest.mark.parametrize("number, why, edits", BREAKS, ids=[f"property {n}: {why}" for n, why, _ in BREAKS])
+def test_a_broken_copy_of_the_rulebook_violates_the_property_and_the_engine_confirms_it(tmp_path, number, why,
+                                                                                          edits):
+    directory = copy_rulebook(tmp_path)
+    for relative, old, new in edits:
+        edit(directory, relative, old, new)
+    checks = {check.name: check for check in verify(load_rulebook(directory))}
+    check = checks[f"safety property {number}"]
+    assert check.status == "violated", (why, check)
+    assert check.confirmed_by_engine is True, (why, check)
+    assert check.counterexample is not None and check.detail.startswith(
+        "the engine gives: " if check.counterexample_after is None else "from the first patient to the second")
+    # The counterexample is a patient the engine accepts, as the rule author would try it.
+    Engine(directory).evaluate(check.counterexample)
+
+
+def test_a_finding_without_evidence_violates_property_1_even_past_the_loader(rulebook):
+    # The loader refuses a rule that is not a DESIGN choice and cites nothing; the checker does not lean on that
+    # (a rulebook built in code, or a loader changed later): R16 stripped of its evidence in memory.
+    stripped = dataclasses.replace(rulebook, rules=tuple(
+        dataclasses.replace(rule, evidence=()) if rule.id == "R16" else rule for rule in rulebook.rules))
+    checks = {check.name: check for check in verify(stripped)}
+    check = checks["safety property 1"]
+    assert check.status == "violated" and check.confirmed_by_engine is True
+    assert "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN" in Engine(stripped).evaluate(check.counterexample).codes
+    assert all(checks[f"safety property {n}"].status == "holds" for n in (2, 3, 4, 5, 7, 12, 13, 15))
