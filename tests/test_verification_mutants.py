@@ -81,3 +81,50 @@ def test_a_finding_without_evidence_violates_property_1_even_past_the_loader(rul
     assert check.status == "violated" and check.confirmed_by_engine is True
     assert "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN" in Engine(stripped).evaluate(check.counterexample).codes
     assert all(checks[f"safety property {n}"].status == "holds" for n in (2, 3, 4, 5, 7, 12, 13, 15))
+
+
+def test_the_checkers_tables_are_the_catalogues(rulebook):
+    # RULES.md section 5: property 2 names the targeted recommendations (the tests' own reading of it: helpers.py),
+    # property 10 the recurrence predictors; a finding misspelt in a table would silently weaken its property.
+    from helpers import ALK_INHIBITORS as READ_ALK_INHIBITORS
+    from helpers import TARGETED as READ_TARGETED
+
+    from imt_cds.authoring import verification
+
+    assert dict(verification.TARGETED) == READ_TARGETED
+    assert set(verification.ALK_INHIBITORS) == READ_ALK_INHIBITORS
+    assert verification.RECURRENCE_PREDICTORS == (
+        "RISK_RESPIRATORY_SYMPTOMS", "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN", "RISK_DISTANT_DISEASE")
+    codes = set(rulebook.finding_codes)
+    assert {code for first, second, _ in verification.EXCLUSIVE_PAIRS for code in (first, second)} <= codes
+
+
+def test_each_pair_that_must_never_co_occur_is_checked_and_says_why(rulebook):
+    checks = [(check.name, check.description, check.status) for check in verify(rulebook)
+              if " never with " in check.name]
+    assert checks == [
+        ("REC_UPFRONT_SURGICAL_RESECTION never with REC_AVOID_MUTILATING_SURGERY",
+         "must never co-occur (safety property 12)", "holds"),
+        ("REC_CRIZOTINIB_ALK never with REC_ALK_INHIBITOR_OFF_LABEL_AGE_REVIEW",
+         "must never co-occur (R32a/R32b split on the label age)", "holds"),
+        ("REC_SELPERCATINIB_RET never with REC_RET_INHIBITOR_OFF_LABEL_AGE_REVIEW",
+         "must never co-occur (R36a/R36b split on the label age)", "holds"),
+        ("REC_CRIZOTINIB_ALK never with REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER",
+         "must never co-occur (safety property 15)", "holds"),
+        ("REC_UPFRONT_SURGICAL_RESECTION never with REC_POSTTREATMENT_SURVEILLANCE",
+         "must never co-occur (upfront surgery is before any surgery)", "holds"),
+    ]
+
+
+def test_a_pair_that_co_occurs_is_reported_with_a_patient_the_engine_gives_both(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "treatment/R25-avoid-mutilating-surgery.yaml", "{fact: tumor.resectability, is: "
+         "resectable_only_with_mutilation}", "{fact: tumor.resectability, in: [resectable, "
+         "resectable_only_with_mutilation]}")
+    checks = {check.name: check for check in verify(load_rulebook(directory))}
+    check = checks["REC_UPFRONT_SURGICAL_RESECTION never with REC_AVOID_MUTILATING_SURGERY"]
+    assert (check.status, check.detail, check.confirmed_by_engine) == (
+        "violated", "both can be produced for one patient", True)
+    codes = Engine(directory).evaluate(check.counterexample).codes
+    assert {"REC_UPFRONT_SURGICAL_RESECTION", "REC_AVOID_MUTILATING_SURGERY"} <= set(codes)
+    assert checks["safety property 12"].status == "violated"
