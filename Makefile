@@ -151,6 +151,10 @@ MUTATION_TESTS_imt_cds/service/prefetch.py := tests/test_prefetch_mutants.py tes
     tests/test_service_requests.py tests/test_service_hook_path.py
 MUTATION_TESTS_imt_cds/service/models.py := tests/test_models_mutants.py tests/test_service_requests.py \
     tests/test_lone_surrogates.py tests/test_cards_golden.py::test_the_request_check_is_the_models_verdict
+MUTATION_TESTS_imt_cds/authoring/verification.py := tests/test_verification_mutants.py \
+    $(foreach test,verify_holds_for_the_shipped_rulebook verify_fails_property_6_when_crizotinib_is_allowed_below_one_year \
+    verify_reports_an_unreachable_rule verify_finds_a_two_patient_counterexample_to_monotonicity \
+    verify_reports_a_redundant_rule the_checker_agrees_with_the_engine_on_concrete_patients,tests/test_authoring_tools.py::test_$(test))
 MUTATION_TESTS_imt_cds/service/feedback.py := tests/test_feedback_writer.py tests/test_feedback_unwritable.py \
     tests/test_feedback_store.py tests/test_service_requests.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
@@ -165,7 +169,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/service/replay_cache.py imt_cds/authoring/rulebook_diff.py imt_cds/authoring/coverage.py \
           imt_cds/authoring/explain.py imt_cds/render/consult_note.py imt_cds/render/cards.py \
           imt_cds/service/order_sign.py imt_cds/service/prefetch.py imt_cds/service/models.py \
-          imt_cds/service/feedback.py
+          imt_cds/service/feedback.py imt_cds/authoring/verification.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
