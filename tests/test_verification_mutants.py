@@ -128,3 +128,17 @@ def test_a_pair_that_co_occurs_is_reported_with_a_patient_the_engine_gives_both(
     codes = Engine(directory).evaluate(check.counterexample).codes
     assert {"REC_UPFRONT_SURGICAL_RESECTION", "REC_AVOID_MUTILATING_SURGERY"} <= set(codes)
     assert checks["safety property 12"].status == "violated"
+
+
+def test_the_json_of_a_check_holds_only_what_it_found(tmp_path, rulebook):
+    # rules verify --format json: a check that holds has no detail and no counterexample; a violated one-patient
+    # property its patient and whether the engine confirmed it, and no second patient.
+    holding = [check.to_dict() for check in verify(rulebook) if check.status == "holds"]
+    assert holding and all(data == {"name": data["name"], "description": data["description"], "status": "holds",
+                                    "detail": None} for data in holding)
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "data_requests/R02-request-age.yaml", "when: {fact: age_years, is: null}",
+         "when: {fact: age_years, lt: 1}")
+    data = {check.name: check for check in verify(load_rulebook(directory))}["safety property 13"].to_dict()
+    assert set(data) == {"name", "description", "status", "detail", "counterexample", "confirmed_by_engine"}
+    assert data["confirmed_by_engine"] is True and isinstance(data["counterexample"], dict)
