@@ -142,3 +142,13 @@ def test_the_json_of_a_check_holds_only_what_it_found(tmp_path, rulebook):
     data = {check.name: check for check in verify(load_rulebook(directory))}["safety property 13"].to_dict()
     assert set(data) == {"name", "description", "status", "detail", "counterexample", "confirmed_by_engine"}
     assert data["confirmed_by_engine"] is True and isinstance(data["counterexample"], dict)
+
+
+def test_the_json_of_a_two_patient_violation_holds_both_patients(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "flags/R15-respiratory-symptoms.yaml", "when: {fact: symptoms.respiratory, is: true}",
+         "when: {fact: symptoms.respiratory, is: false}")
+    data = {check.name: check for check in verify(load_rulebook(directory))}["safety property 9"].to_dict()
+    assert data["status"] == "violated" and data["confirmed_by_engine"] is True
+    before, after = data["counterexample"], data["counterexample_after"]
+    assert before["symptoms"]["respiratory"] is False and after["symptoms"]["respiratory"] is True
