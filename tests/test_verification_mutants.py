@@ -152,3 +152,24 @@ def test_the_json_of_a_two_patient_violation_holds_both_patients(tmp_path):
     assert data["status"] == "violated" and data["confirmed_by_engine"] is True
     before, after = data["counterexample"], data["counterexample_after"]
     assert before["symptoms"]["respiratory"] is False and after["symptoms"]["respiratory"] is True
+
+
+def test_the_engines_confirmation_is_no_rubber_stamp(engine):
+    # Each property's concrete form says "violated" only of a violation: on the shipped rulebook, which keeps every
+    # property, it is false for every patient (and for two-patient properties, for a patient beside itself).
+    import random
+
+    from strategies import random_patient
+
+    rng = random.Random(20261205)
+    patients = [random_patient(rng) for _ in range(400)]
+    assessments = [engine.evaluate(patient) for patient in patients]
+    for prop in SAFETY_PROPERTIES:
+        if prop.concrete is None:
+            continue
+        for patient, assessment in zip(patients, assessments, strict=True):
+            second = assessment if prop.varies else None
+            assert prop.concrete(assessment, second) is False, (prop.number, patient)
+    # ... and for the sampled patients the properties are not vacuous: targeted advice and flags were given.
+    codes = set().union(*(a.codes for a in assessments))
+    assert {"REC_CRIZOTINIB_ALK", "REC_SELPERCATINIB_RET", "FLAG_CONTRADICTORY_INPUT", "REQUEST_AGE"} <= codes
