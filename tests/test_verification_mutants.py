@@ -173,3 +173,24 @@ def test_the_engines_confirmation_is_no_rubber_stamp(engine):
     # ... and for the sampled patients the properties are not vacuous: targeted advice and flags were given.
     codes = set().union(*(a.codes for a in assessments))
     assert {"REC_CRIZOTINIB_ALK", "REC_SELPERCATINIB_RET", "FLAG_CONTRADICTORY_INPUT", "REQUEST_AGE"} <= codes
+
+
+@pytest.mark.parametrize("age, gene, code", [(1, "alk", "REC_CRIZOTINIB_ALK"), (2, "ret", "REC_SELPERCATINIB_RET")])
+def test_a_targeted_recommendation_at_exactly_its_labelled_age_is_no_violation(engine, age, gene, code):
+    patient = {"age_years": age, "tumor": {"resectability": "unresectable", "distant_disease": False},
+               "molecular": {gene: {"status": "positive"}}}
+    assessment = engine.evaluate(patient)
+    assert code in assessment.codes
+    (property_6,) = [prop for prop in SAFETY_PROPERTIES if prop.number == 6]
+    assert property_6.concrete(assessment, None) is False
+
+
+def test_selpercatinib_below_its_labelled_age_violates_property_6(tmp_path):
+    from rulebook_copies import set_parameters
+
+    directory = copy_rulebook(tmp_path)
+    set_parameters(directory, {"selpercatinib_min_age_years": 1})
+    check = {check.name: check for check in verify(load_rulebook(directory))}["safety property 6"]
+    assert check.status == "violated" and check.confirmed_by_engine is True
+    assert 1 <= check.counterexample["age_years"] < 2
+    assert "REC_SELPERCATINIB_RET" in Engine(directory).evaluate(check.counterexample).codes
