@@ -194,3 +194,58 @@ def test_selpercatinib_below_its_labelled_age_violates_property_6(tmp_path):
     assert check.status == "violated" and check.confirmed_by_engine is True
     assert 1 <= check.counterexample["age_years"] < 2
     assert "REC_SELPERCATINIB_RET" in Engine(directory).evaluate(check.counterexample).codes
+
+
+def _changed(patient: dict, number: int) -> dict | None:
+    """The patient changed the way two-patient property ``number`` relates its patients, or None when it cannot be."""
+    import copy
+
+    changed = copy.deepcopy(patient)
+    tumor, history = changed.setdefault("tumor", {}), changed.setdefault("history", {})
+    if number == 8 and tumor.get("size_cm") is not None and tumor["size_cm"] <= 99:
+        tumor["size_cm"] += 1
+    elif number == 9 and tumor.get("distant_disease") is False:
+        tumor["distant_disease"] = True
+    elif number == 10:
+        history["margin_status"] = "R1" if history.get("margin_status") != "R1" else "R0"
+    elif number == 11 and any(gene.get("status") == "negative" for gene in changed.get("molecular", {}).values()
+                              if isinstance(gene, dict)):
+        gene = next(gene for gene in changed["molecular"].values() if isinstance(gene, dict)
+                    and gene.get("status") == "negative")
+        gene["status"] = "unknown"
+    else:
+        return None
+    return changed
+
+
+def test_the_engines_confirmation_of_a_two_patient_property_is_no_rubber_stamp(engine):
+    # Pairs related as each property relates them, on the shipped rulebook (which keeps every property): no pair is
+    # confirmed as a violation, and each property saw pairs whose findings did change.
+    import random
+
+    from strategies import random_patient
+
+    rng = random.Random(5)
+    patients = [random_patient(rng) for _ in range(600)]
+    for prop in SAFETY_PROPERTIES:
+        if not prop.varies:
+            continue
+        changed_findings = 0
+        for patient in patients:
+            other = _changed(patient, prop.number)
+            if other is None:
+                continue
+            a, b = engine.evaluate(patient), engine.evaluate(other)
+            changed_findings += a.codes != b.codes
+            assert prop.concrete(a, b) is False, (prop.number, patient, other)
+        assert changed_findings > 5, prop.number
+
+
+def test_distant_disease_turned_around_violates_property_9(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "flags/R17-distant-disease.yaml", "{fact: tumor.distant_disease, is: true}",
+         "{fact: tumor.distant_disease, is: false}")
+    check = {check.name: check for check in verify(load_rulebook(directory))}["safety property 9"]
+    assert check.status == "violated" and check.confirmed_by_engine is True
+    assert (check.counterexample["tumor"]["distant_disease"], check.counterexample_after["tumor"]["distant_disease"]) \
+        == (False, True)
