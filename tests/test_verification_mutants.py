@@ -249,3 +249,39 @@ def test_distant_disease_turned_around_violates_property_9(tmp_path):
     assert check.status == "violated" and check.confirmed_by_engine is True
     assert (check.counterexample["tumor"]["distant_disease"], check.counterexample_after["tumor"]["distant_disease"]) \
         == (False, True)
+
+
+UNMATCHABLE = """id: R00
+version: 1.0.0
+title: A flag with a branch that can never match
+kind: risk_flag
+strength: DESIGN
+evidence: []
+when:
+  any:
+    - {fact: age_years, gt: 50}
+    - all: [{fact: age_years, gt: 50}, {fact: age_years, lt: 10}]
+then:
+  - {finding: FLAG_ADDED_BY_TEST, title: Added, summary: Added by the test., indicator: warning}
+examples:
+  - {name: fires, facts: {age_years: 60}, fires: true}
+  - {name: silent, facts: {}, fires: false}
+"""
+
+
+def test_an_unreachable_rule_first_leaves_every_other_rule_checked_and_a_dead_branch_is_a_warning(tmp_path):
+    directory = copy_rulebook(tmp_path)
+    (directory / "flags" / "R00-added.yaml").write_text(UNMATCHABLE)
+    (directory / "flags" / "R00a-never.yaml").write_text(
+        UNMATCHABLE.replace("id: R00", "id: R00a").replace("FLAG_ADDED_BY_TEST", "FLAG_NEVER")
+        .replace("    - {fact: age_years, gt: 50}\n    - all:", "    - all:"))
+    rulebook = load_rulebook(directory)
+    checks = verify(rulebook)
+    fire_checks = {check.name: check for check in checks if check.name.endswith(" can fire")}
+    assert set(fire_checks) == {f"rule {rule.id} can fire" for rule in rulebook.rules}  # R00a comes early
+    assert fire_checks["rule R00a can fire"].status == "violated"
+    assert fire_checks["rule R00 can fire"].status == "holds"
+    branches = [(check.name, check.status, check.detail) for check in checks
+                if check.name.startswith("rule R00 branch")]
+    assert branches == [("rule R00 branch 1", "warning", "this branch of R00 can never match: age_years > 50 and "
+                                                         "age_years < 10")]
