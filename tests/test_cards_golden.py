@@ -11,6 +11,7 @@ generated JSON with duplicate keys, escapes and colons in strings.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import sys
 from pathlib import Path
@@ -298,7 +299,7 @@ def _request(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             target.pop(key, None)
         else:
-            target[key] = draw(_values)
+            target[key] = copy.deepcopy(draw(_values))  # (the samples are shared: never edit one)
     return body
 
 

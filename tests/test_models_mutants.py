@@ -285,3 +285,15 @@ def test_feedback_is_stored_as_sent_so_a_key_that_is_not_text_is_refused_even_in
     problems = feedback_problems({"feedback": [{**ITEM, "note": {"kept": [{4: "sent"}]}}]})
     assert problems == [{"path": "feedback[0].note.kept[0]",
                          "message": "feedback[0].note.kept[0] has a key 4 that is not text (JSON keys are text)"}]
+
+
+def test_data_that_holds_itself_is_refused_not_walked_forever():
+    # Only a Python caller's data can (JSON cannot); a walk of its keys or its texts must end.
+    context = {"patientId": "p", 3: 4}
+    context["self"] = context
+    problems = request_problems({**VIEW, "context": context}, "patient-view", "s")
+    assert problems == [{"path": "context", "message": "context has a key 3 that is not text (JSON keys are text)"}]
+    item = {**ITEM, "note": ["\ud800"]}
+    item["again"] = item
+    item["note"].append(item["note"])
+    assert [p["path"] for p in feedback_problems({"feedback": [item]})] == ["feedback[0].note[0]"]

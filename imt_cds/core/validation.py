@@ -106,12 +106,16 @@ def lone_surrogates(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tupl
     looked into (it has no path a message could print)."""
     found: list[tuple[tuple[str | int, ...], str, bool]] = []
     pending: list[tuple[tuple[str | int, ...], Any]] = [(prefix, value)]  # a stack, not recursion: any depth
+    seen: set[int] = set()  # objects and lists looked into: a Python caller's data may hold itself (never JSON's)
     while pending:
         loc, item = pending.pop()
         if isinstance(item, str):
             if not _is_unicode(item):
                 found.append((loc, item, False))
+        elif isinstance(item, (Mapping, list)) and id(item) in seen:
+            continue
         elif isinstance(item, Mapping):
+            seen.add(id(item))
             children = []
             for key, child in item.items():
                 if isinstance(key, str) and not _is_unicode(key):
@@ -120,6 +124,7 @@ def lone_surrogates(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tupl
                     children.append(((*loc, key), child))
             pending.extend(reversed(children))
         elif isinstance(item, list):
+            seen.add(id(item))
             pending.extend(reversed([((*loc, n), child) for n, child in enumerate(item)]))
     return found
 

@@ -243,8 +243,13 @@ def _keys_not_text(data: Any) -> list[dict[str, str]]:
     walk.)"""
     problems = []
     pending: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    seen: set[int] = set()  # objects and lists looked into: such a dict may also hold itself
     while pending:
         loc, value = pending.pop()
+        if isinstance(value, (Mapping, list)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
         if isinstance(value, Mapping):
             for key, item in value.items():
                 if isinstance(key, str):
