@@ -59,6 +59,12 @@ def test_every_one_is_listed_and_a_key_is_named_at_its_object():
     assert message == "; ".join(problem["message"] for problem in details["problems"])
 
 
+def test_they_are_listed_in_the_order_the_body_has_them():
+    body = b'{"b": "\\ud800", "a": {"z": "\\udc00", "y": 1}, "c": ["\\udc01"]}'
+    _, details = refusal(body)
+    assert [problem["path"] for problem in details["problems"]] == ["b", "a.z", "c[0]"]
+
+
 @pytest.mark.parametrize("text, value", [
     (b'{"a": "\\ud83d\\ude00"}', {"a": "\U0001F600"}),  # a valid pair: an emoji
     (b'{"a": "\\\\ud800"}', {"a": "\\ud800"}),  # an escaped backslash, then the letters: text, not an escape

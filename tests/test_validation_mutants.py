@@ -13,7 +13,14 @@ from types import MappingProxyType
 import pytest
 
 from imt_cds import InvalidInputError
-from imt_cds.core.validation import DuplicateKeyError, canonical_json, load_json_object, loads_strict, parse_facts
+from imt_cds.core.validation import (
+    DuplicateKeyError,
+    canonical_json,
+    load_json_object,
+    loads_strict,
+    parse_facts,
+    walk_json,
+)
 
 
 def _both(text: str) -> tuple[str, bytes]:
@@ -115,3 +122,18 @@ def test_the_value_a_problem_shows_is_the_value_when_small_or_its_type_when_json
     with pytest.raises(InvalidInputError) as caught:
         parse_facts({"age_years": value})
     assert [(p.path, p.value) for p in caught.value.problems] == [("age_years", shown)]
+
+
+def test_the_json_walk_gives_every_end_in_document_order_and_a_picked_key_at_its_object():
+    data = {"a": [1, {"b": None, 2: {"never": "looked into"}}], "c": "text", "d": {}, "e": []}
+    walked = list(walk_json(data, lambda key: not isinstance(key, str), prefix=("top",)))
+    # (an object's picked keys come before what its other keys hold)
+    assert walked == [(("top", "a", 0), 1, False), (("top", "a", 1), 2, True), (("top", "a", 1, "b"), None, False),
+                      (("top", "c"), "text", False)]
+
+
+def test_the_json_walk_looks_into_data_that_holds_itself_once():
+    data: dict = {"x": "end"}
+    data["self"] = data
+    items: list = [data, data]
+    assert list(walk_json(items, lambda key: False)) == [((0, "x"), "end", False)]

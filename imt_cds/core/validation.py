@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
@@ -26,7 +26,7 @@ from .facts import PatientFacts
 
 __all__ = ["DuplicateKeyError", "NonFiniteNumberError", "LONE_SURROGATE", "canonical_json", "input_sha256",
            "lone_surrogates", "loads_strict", "may_hold_lone_surrogates", "parse_facts", "parse_facts_json",
-           "render_leaves"]
+           "render_leaves", "walk_json"]
 
 _MAX_INPUT_BYTES = 1_000_000  # a patient is ~1 kB; refuse anything absurd before parsing it
 _BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors and exports write at the start of a file
@@ -100,33 +100,47 @@ def may_hold_lone_surrogates(text: str | bytes) -> bool:
     return b"\\u" in text and _SURROGATE_ESCAPE_BYTES.search(text) is not None
 
 
-def lone_surrogates(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str, bool]]:
-    """Every text in ``value`` holding a lone surrogate (which no UTF-8 writer can write): ``(loc, text, is_key)``,
-    in document order (an object's keys first). A key that holds one is given at its object, and what it holds is not
-    looked into (it has no path a message could print)."""
-    found: list[tuple[tuple[str | int, ...], str, bool]] = []
-    pending: list[tuple[tuple[str | int, ...], Any]] = [(prefix, value)]  # a stack, not recursion: any depth
-    seen: set[int] = set()  # objects and lists looked into: a Python caller's data may hold itself (never JSON's)
+Loc = tuple[str | int, ...]  # a place in JSON-shaped data: the keys and indices leading to it
+
+
+def walk_json(value: Any, stops_at_key: Callable[[Any], bool], prefix: Loc = ()) -> Iterator[tuple[Loc, Any, bool]]:
+    """Everything at the ends of JSON-shaped ``value`` (dicts, lists and what they hold), in document order (an
+    object's keys first): ``(loc, key, True)`` for each key ``stops_at_key`` picks, given at its object (such a key is
+    no part of a path a message could print) and its value not looked into; ``(loc, item, False)`` for every other
+    item that is neither a dict nor a list. Walked with a stack, not recursion (any depth), each dict and list looked
+    into once: a Python caller's data may hold itself (JSON's never does)."""
+    pending: list[tuple[Loc, Any]] = [(prefix, value)]
+    seen: set[int] = set()
     while pending:
         loc, item = pending.pop()
-        if isinstance(item, str):
-            if not _is_unicode(item):
-                found.append((loc, item, False))
-        elif isinstance(item, (Mapping, list)) and id(item) in seen:
-            continue
-        elif isinstance(item, Mapping):
+        if isinstance(item, (Mapping, list)):
+            if id(item) in seen:
+                continue
             seen.add(id(item))
+        if isinstance(item, Mapping):
             children = []
             for key, child in item.items():
-                if isinstance(key, str) and not _is_unicode(key):
-                    found.append((loc, key, True))
+                if stops_at_key(key):
+                    yield loc, key, True
                 else:
                     children.append(((*loc, key), child))
             pending.extend(reversed(children))
         elif isinstance(item, list):
-            seen.add(id(item))
-            pending.extend(reversed([((*loc, n), child) for n, child in enumerate(item)]))
-    return found
+            pending.extend(reversed([((*loc, index), child) for index, child in enumerate(item)]))
+        else:
+            yield loc, item, False
+
+
+def lone_surrogates(value: Any, prefix: Loc = ()) -> list[tuple[Loc, str, bool]]:
+    """Every text in ``value`` holding a lone surrogate (which no UTF-8 writer can write): ``(loc, text, is_key)``,
+    in document order (an object's keys first). A key that holds one is given at its object, and what it holds is not
+    looked into (it has no path a message could print)."""
+    return [(loc, text, is_key) for loc, text, is_key in walk_json(value, _is_lone_surrogate_key, prefix)
+            if is_key or (isinstance(text, str) and not _is_unicode(text))]
+
+
+def _is_lone_surrogate_key(key: Any) -> bool:
+    return isinstance(key, str) and not _is_unicode(key)
 
 
 def _is_unicode(text: str) -> bool:

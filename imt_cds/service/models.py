@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..core.validation import LONE_SURROGATE, lone_surrogates
+from ..core.validation import LONE_SURROGATE, lone_surrogates, walk_json
 from .errors import BadRequestError
 
 __all__ = [
@@ -241,25 +241,14 @@ def _keys_not_text(data: Any) -> list[dict[str, str]]:
     hold one; pydantic's words for it are paths like "prefetch[1].[key]", so where there is one it alone is said.
     (In a hook request, looked for only when the models refused something: a body parsed from JSON never needs the
     walk.)"""
-    problems = []
-    pending: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
-    seen: set[int] = set()  # objects and lists looked into: such a dict may also hold itself
-    while pending:
-        loc, value = pending.pop()
-        if isinstance(value, (Mapping, list)):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if isinstance(key, str):
-                    pending.append(((*loc, key), item))
-                else:
-                    problems.append({"path": _path(loc), "message": f"{_path(loc) or 'the request body'} has a key "
-                                     f"{shown_value(key)} that is not text (JSON keys are text)"})
-        elif isinstance(value, list):
-            pending.extend(((*loc, index), item) for index, item in enumerate(value))
+    problems = [{"path": _path(loc), "message": f"{_path(loc) or 'the request body'} has a key {shown_value(key)} "
+                                                 "that is not text (JSON keys are text)"}
+                for loc, key, is_key in walk_json(data, _is_not_text) if is_key]
     return sorted(problems, key=lambda problem: problem["path"])
+
+
+def _is_not_text(key: Any) -> bool:
+    return not isinstance(key, str)
 
 
 def refuse(problems: list[dict[str, str]]) -> BadRequestError:
