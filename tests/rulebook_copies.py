@@ -33,6 +33,26 @@ def edit(directory: Path, relative: str, old: str, new: str) -> Path:
     return path
 
 
+def add_flag(directory: Path, when: Any, examples: list[tuple[Any, bool]], *, rule_id: str = "R00",
+             finding: str = "FLAG_ADDED_BY_TEST", title: str = "A flag added by the test") -> Path:
+    """Write a risk-flag rule into ``directory``'s flags/ as an author adds one (no evidence: strength DESIGN) and
+    give its path. ``when``: its condition; ``examples``: its (facts, fires) examples, named by their order. A
+    condition or facts may be given as the rule files' YAML text ("{fact: age_years, gt: 50}") or as data."""
+    def data(value: Any) -> Any:
+        return yaml.safe_load(value) if isinstance(value, str) else value
+
+    rule = {
+        "id": rule_id, "version": "1.0.0", "title": title, "kind": "risk_flag", "strength": "DESIGN", "evidence": [],
+        "when": data(when),
+        "then": [{"finding": finding, "title": title, "summary": f"{title}.", "indicator": "warning"}],
+        "examples": [{"name": f"example {number}", "facts": data(facts), "fires": fires}
+                     for number, (facts, fires) in enumerate(examples, 1)],
+    }
+    path = directory / "flags" / f"{rule_id}-added.yaml"
+    path.write_text(yaml.safe_dump(rule, sort_keys=False))
+    return path
+
+
 CRIZOTINIB = "treatment/R32a-crizotinib-alk.yaml"  # a rule file the loading tests edit
 
 

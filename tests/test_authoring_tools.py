@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import z3
-from rulebook_copies import copy_rulebook, edit, set_parameters
+from rulebook_copies import add_flag, copy_rulebook, edit, set_parameters
 from strategies import random_patient
 
 from imt_cds import Engine, load_rulebook, parse_facts
@@ -22,22 +22,9 @@ from imt_cds.authoring.verification import verify
 
 SCRIPT = Path(sys.executable).with_name("imt-cds")
 ROOT = Path(__file__).resolve().parents[1]
-UNREACHABLE = """id: R40
-version: 1.0.0
-title: A rule whose condition contradicts itself
-kind: risk_flag
-strength: DESIGN
-evidence: []
-when:
-  all:
-    - {fact: age_years, gt: 50}
-    - {fact: age_years, lt: 10}
-then:
-  - {finding: FLAG_NEVER, title: Never, summary: This can never be produced., indicator: warning}
-examples:
-  - {name: looks like it fires, facts: {age_years: 60}, fires: true}
-  - {name: silent, facts: {}, fires: false}
-"""
+# A flag whose condition contradicts itself, with an example that says it fires
+UNREACHABLE = {"all": [{"fact": "age_years", "gt": 50}, {"fact": "age_years", "lt": 10}]}
+UNREACHABLE_EXAMPLES = [({"age_years": 60}, True), ({}, False)]
 
 
 def run(*args, cwd=ROOT):
@@ -126,7 +113,7 @@ def test_coverage_of_the_shipped_rulebook_reaches_every_rule():
 
 def test_coverage_fails_on_a_rule_nothing_reaches(tmp_path):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R40-unreachable.yaml").write_text(UNREACHABLE)
+    add_flag(directory, UNREACHABLE, UNREACHABLE_EXAMPLES, rule_id="R40", finding="FLAG_NEVER")
     result = run("rules", "coverage", "--rules", directory, "--no-vignettes")
     assert result.returncode == 1 and "rules never fired: R40" in result.stdout
 
@@ -161,7 +148,7 @@ def test_verify_fails_property_6_when_crizotinib_is_allowed_below_one_year(tmp_p
 
 def test_verify_reports_an_unreachable_rule(tmp_path):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R40-unreachable.yaml").write_text(UNREACHABLE)
+    add_flag(directory, UNREACHABLE, UNREACHABLE_EXAMPLES, rule_id="R40", finding="FLAG_NEVER")
     check = by_name(verify(load_rulebook(directory)))["rule R40 can fire"]
     assert check.status == "violated" and "can never fire" in check.detail
 
@@ -178,12 +165,9 @@ def test_verify_finds_a_two_patient_counterexample_to_monotonicity(tmp_path):
 
 def test_verify_reports_a_redundant_rule(tmp_path):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R40-redundant.yaml").write_text(
-        UNREACHABLE.replace("FLAG_NEVER, title: Never, summary: This can never be produced., indicator: warning",
-                            "RISK_DISTANT_DISEASE, title: Distant, summary: Distant disease., indicator: warning")
-        .replace("    - {fact: age_years, gt: 50}\n    - {fact: age_years, lt: 10}",
-                 "    - {fact: tumor.distant_disease, is: true}\n    - {fact: age_years, gt: 10}")
-        .replace("facts: {age_years: 60}", "facts: {age_years: 60, tumor: {distant_disease: true}}"))
+    add_flag(directory, "all: [{fact: tumor.distant_disease, is: true}, {fact: age_years, gt: 10}]",
+             [("{age_years: 60, tumor: {distant_disease: true}}", True), ({}, False)],
+             rule_id="R40", finding="RISK_DISTANT_DISEASE")
     checks = by_name(verify(load_rulebook(directory)))
     assert checks["rule R40 is not redundant"].status == "violated"
     assert "whenever R40 produces RISK_DISTANT_DISEASE, R17 does too" in checks["rule R40 is not redundant"].detail

@@ -4,32 +4,23 @@ module that the command-line tests of test_authoring_tools.py did not see (tests
 
 from __future__ import annotations
 
-from rulebook_copies import copy_rulebook
+from rulebook_copies import add_flag, copy_rulebook
 
 from imt_cds import Engine, load_rulebook
 from imt_cds.authoring.coverage import measure_coverage
 
-TWO_BRANCHES = """id: R40
-version: 1.0.0
-title: A flag with two branches (ages no other example has), its examples reaching one
-kind: risk_flag
-strength: DESIGN
-evidence: []
-when:
-  any:
-    - all: [{fact: age_years, gte: 37.71}, {fact: age_years, lte: 37.79}]
-    - all: [{fact: age_years, gte: 0.011}, {fact: age_years, lte: 0.012}]
-then:
-  - {finding: FLAG_TWO_BRANCHES, title: Two branches, summary: Two branches., indicator: warning}
-examples:
-  - {name: one age, facts: {age_years: 37.75}, fires: true}
-  - {name: the same age and a site, facts: {age_years: 37.75, tumor: {site: thoracic}}, fires: true}
-  - {name: silent, facts: {}, fires: false}
-"""
+# A flag with two branches (ages no other example has), its examples reaching one
+FIRST_BRANCH = "all: [{fact: age_years, gte: 37.71}, {fact: age_years, lte: 37.79}]"
+SECOND_BRANCH = "all: [{fact: age_years, gte: 0.011}, {fact: age_years, lte: 0.012}]"
+EXAMPLES = [("{age_years: 37.75}", True), ("{age_years: 37.75, tumor: {site: thoracic}}", True), ({}, False)]
+
+
+def add_two_branches(directory, first_branch=FIRST_BRANCH):
+    add_flag(directory, f"any: [{first_branch}, {SECOND_BRANCH}]", EXAMPLES, rule_id="R40", finding="FLAG_TWO_BRANCHES")
 
 def test_patients_per_rule_and_the_branches_no_patient_exercised(tmp_path):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R40-two-branches.yaml").write_text(TWO_BRANCHES)
+    add_two_branches(directory)
     engine = Engine(load_rulebook(directory))
     coverage = measure_coverage(engine)
     (r40,) = [r for r in coverage.rules if r.rule == "R40"]
@@ -52,8 +43,8 @@ def test_patients_per_rule_and_the_branches_no_patient_exercised(tmp_path):
 
 def test_a_rule_no_patient_fires_is_counted_with_none_and_listed(tmp_path):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R40-two-branches.yaml").write_text(
-        TWO_BRANCHES.replace("gte: 37.71}", "gte: 37.71}, {fact: age_years, gt: 200}"))  # now nobody reaches it
+    add_two_branches(directory, FIRST_BRANCH.replace("gte: 37.71}", "gte: 37.71}, {fact: age_years, gt: 200}"))
+    # (now nobody reaches it)
     coverage = measure_coverage(Engine(load_rulebook(directory)))
     (r40,) = [r for r in coverage.rules if r.rule == "R40"]
     assert (r40.fired, r40.patients, r40.exercised) == (False, 0, ())

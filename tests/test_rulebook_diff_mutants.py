@@ -10,25 +10,13 @@ import shutil
 
 import pytest
 import yaml
-from rulebook_copies import copy_rulebook, edit
+from rulebook_copies import add_flag, copy_rulebook, edit
 
 from imt_cds import load_rulebook
 from imt_cds.authoring.rulebook_diff import RuleChange, diff_rulebooks
 from imt_cds.core._resources import seeds_dir
 
-NEW_FLAG = """id: R00
-version: 1.0.0
-title: A flag added by the test
-kind: risk_flag
-strength: DESIGN
-evidence: []
-when: {fact: symptoms.respiratory, is: true}
-then:
-  - {finding: FLAG_ADDED_BY_TEST, title: Added, summary: Added by the test., indicator: warning}
-examples:
-  - {name: fires, facts: {symptoms: {respiratory: true}}, fires: true}
-  - {name: silent, facts: {}, fires: false}
-"""
+NEW_FLAG = ("{fact: symptoms.respiratory, is: true}", [("{symptoms: {respiratory: true}}", True), ({}, False)])
 NOT_BUMPED = "the rulebook changed but its version in rulebook.yaml was not bumped (still 0.2.1)"
 
 
@@ -47,7 +35,7 @@ def bump_rulebook(directory, version="0.2.2"):
 
 def test_every_kind_of_rule_change_is_listed_in_id_order_with_its_versions(tmp_path, shipped):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R00-added.yaml").write_text(NEW_FLAG)  # sorts before every shipped R rule
+    add_flag(directory, *NEW_FLAG)  # R00: sorts before every shipped R rule
     (directory / "flags" / "R15-respiratory-symptoms.yaml").unlink()  # sorts before the changes below
     # R16: a description changed (documentation); R17: a key added that the shipped rule lacks (a description) and two
     # behavioural changes without a bump; R18: changed and bumped.
@@ -97,7 +85,7 @@ def test_the_rulebook_version_must_be_bumped_for_any_rule_added_or_removed(tmp_p
                                                                            ok_without_bump):
     directory = copy_rulebook(tmp_path)
     if change == "added":
-        (directory / "flags" / "R00-added.yaml").write_text(NEW_FLAG)
+        add_flag(directory, *NEW_FLAG)
     elif change == "removed":
         (directory / "flags" / "R15-respiratory-symptoms.yaml").unlink()
     else:
@@ -155,7 +143,7 @@ def test_a_source_document_changed_alone_is_reported_as_such(tmp_path, shipped):
 
 def test_finding_metadata_changes_are_listed_per_finding_and_new_findings_are_not(tmp_path, shipped):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R00-added.yaml").write_text(NEW_FLAG)  # a rule of the new rulebook only: no metadata
+    add_flag(directory, *NEW_FLAG)  # a rule of the new rulebook only: no metadata
     edit(directory, "treatment/R32a-crizotinib-alk.yaml", "    gene: alk\n    drugs: [crizotinib]\n", "")
     edit(directory, "treatment/R33-next-generation-alk-inhibitor.yaml", "drugs: [ceritinib, entrectinib, alectinib]",
          "drugs: [ceritinib, alectinib]")
@@ -248,24 +236,9 @@ def test_a_reason_of_a_derived_fact_is_compared_as_a_rule_of_its_own(tmp_path, s
 
 # --- the outcome over the input space: patient classes ----------------------------------------------------------------
 
-ADDED_FLAG = """id: R00
-version: 1.0.0
-title: A flag added by the test
-kind: risk_flag
-strength: DESIGN
-evidence: []
-when: {when}
-then:
-  - {{finding: FLAG_ADDED_BY_TEST, title: Added, summary: Added by the test., indicator: warning}}
-examples:
-  - {{name: fires, facts: {fires}, fires: true}}
-  - {{name: silent, facts: {{}}, fires: false}}
-"""
-
-
 def with_added_flag(tmp_path, when: str, fires: str):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R00-added.yaml").write_text(ADDED_FLAG.format(when=when, fires=fires))
+    add_flag(directory, when, [(fires, True), ({}, False)])
     return load_rulebook(directory)
 
 

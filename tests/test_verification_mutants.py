@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from rulebook_copies import copy_rulebook, edit
+from rulebook_copies import add_flag, copy_rulebook, edit
 
 from imt_cds import Engine, load_rulebook
 from imt_cds.authoring.verification import SAFETY_PROPERTIES, verify
@@ -251,30 +251,14 @@ def test_distant_disease_turned_around_violates_property_9(tmp_path):
         == (False, True)
 
 
-UNMATCHABLE = """id: R00
-version: 1.0.0
-title: A flag with a branch that can never match
-kind: risk_flag
-strength: DESIGN
-evidence: []
-when:
-  any:
-    - {fact: age_years, gt: 50}
-    - all: [{fact: age_years, gt: 50}, {fact: age_years, lt: 10}]
-then:
-  - {finding: FLAG_ADDED_BY_TEST, title: Added, summary: Added by the test., indicator: warning}
-examples:
-  - {name: fires, facts: {age_years: 60}, fires: true}
-  - {name: silent, facts: {}, fires: false}
-"""
+NEVER = "all: [{fact: age_years, gt: 50}, {fact: age_years, lt: 10}]"  # a condition that contradicts itself
 
 
 def test_an_unreachable_rule_first_leaves_every_other_rule_checked_and_a_dead_branch_is_a_warning(tmp_path):
     directory = copy_rulebook(tmp_path)
-    (directory / "flags" / "R00-added.yaml").write_text(UNMATCHABLE)
-    (directory / "flags" / "R00a-never.yaml").write_text(
-        UNMATCHABLE.replace("id: R00", "id: R00a").replace("FLAG_ADDED_BY_TEST", "FLAG_NEVER")
-        .replace("    - {fact: age_years, gt: 50}\n    - all:", "    - all:"))
+    examples = [("{age_years: 60}", True), ({}, False)]
+    add_flag(directory, f"any: [{{fact: age_years, gt: 50}}, {NEVER}]", examples)  # a branch that can never match
+    add_flag(directory, f"any: [{NEVER}]", examples, rule_id="R00a", finding="FLAG_NEVER")  # a rule never firing
     rulebook = load_rulebook(directory)
     checks = verify(rulebook)
     fire_checks = {check.name: check for check in checks if check.name.endswith(" can fire")}
