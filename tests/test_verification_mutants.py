@@ -15,6 +15,13 @@ from rulebook_copies import add_flag, copy_rulebook, edit
 from imt_cds import Engine, load_rulebook
 from imt_cds.authoring.verification import SAFETY_PROPERTIES, verify
 
+
+
+@pytest.fixture(scope="module")
+def shipped_checks(rulebook):
+    return {check.name: check for check in verify(rulebook)}
+
+
 # (property, why it breaks, [(file, old text, new text)])
 ALK_ELIGIBLE = "derived/D06-alk-inhibitor-eligible.yaml"
 BREAKS = [
@@ -265,7 +272,28 @@ def test_an_unreachable_rule_first_leaves_every_other_rule_checked_and_a_dead_br
     assert set(fire_checks) == {f"rule {rule.id} can fire" for rule in rulebook.rules}  # R00a comes early
     assert fire_checks["rule R00a can fire"].status == "violated"
     assert fire_checks["rule R00 can fire"].status == "holds"
-    branches = [(check.name, check.status, check.detail) for check in checks
+    branches = [(check.name, check.description, check.status, check.detail) for check in checks
                 if check.name.startswith("rule R00 branch")]
-    assert branches == [("rule R00 branch 1", "warning", "this branch of R00 can never match: age_years > 50 and "
-                                                         "age_years < 10")]
+    assert branches == [("rule R00 branch 1", "branch of R00", "warning",
+                         "this branch of R00 can never match: age_years > 50 and age_years < 10")]
+
+
+def test_a_redundant_rule_is_found_behind_a_rule_of_the_same_finding_that_never_fires(tmp_path, shipped_checks):
+    # R00 (first in the catalogue) can never produce RISK_DISTANT_DISEASE; R40 produces it only where R17 does too.
+    directory = copy_rulebook(tmp_path)
+    add_flag(directory, NEVER, [("{age_years: 60}", True), ({}, False)], finding="RISK_DISTANT_DISEASE")
+    add_flag(directory, "all: [{fact: tumor.distant_disease, is: true}, {fact: age_years, gt: 10}]",
+             [("{age_years: 60, tumor: {distant_disease: true}}", True), ({}, False)],
+             rule_id="R40", finding="RISK_DISTANT_DISEASE")
+    rulebook = load_rulebook(directory)
+    assert [rule.id for rule in rulebook.producers("RISK_DISTANT_DISEASE")][0] == "R00"
+    checks = {check.name: check for check in verify(rulebook)}
+    redundant = checks["rule R40 is not redundant"]
+    assert (redundant.description, redundant.status, redundant.detail) == (
+        "R40 adds RISK_DISTANT_DISEASE on its own", "violated",
+        "whenever R40 produces RISK_DISTANT_DISEASE, R17 does too: R40 is redundant")
+    assert "rule R17 is not redundant" not in checks and "rule R00 is not redundant" not in checks
+    summary = checks["no redundant rules"]
+    assert (summary.description, summary.status) == (
+        "no rule is always accompanied by another with the same finding", "violated")
+    assert shipped_checks["no redundant rules"].status == "holds"
