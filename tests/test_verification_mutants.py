@@ -130,8 +130,8 @@ def test_a_pair_that_co_occurs_is_reported_with_a_patient_the_engine_gives_both(
          "resectable_only_with_mutilation]}")
     checks = {check.name: check for check in verify(load_rulebook(directory))}
     check = checks["REC_UPFRONT_SURGICAL_RESECTION never with REC_AVOID_MUTILATING_SURGERY"]
-    assert (check.status, check.detail, check.confirmed_by_engine) == (
-        "violated", "both can be produced for one patient", True)
+    assert (check.description, check.status, check.detail, check.confirmed_by_engine) == (
+        "must never co-occur (safety property 12)", "violated", "both can be produced for one patient", True)
     codes = Engine(directory).evaluate(check.counterexample).codes
     assert {"REC_UPFRONT_SURGICAL_RESECTION", "REC_AVOID_MUTILATING_SURGERY"} <= set(codes)
     assert checks["safety property 12"].status == "violated"
