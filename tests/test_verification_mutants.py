@@ -72,10 +72,17 @@ def test_a_broken_copy_of_the_rulebook_violates_the_property_and_the_engine_conf
     check = checks[f"safety property {number}"]
     assert check.status == "violated", (why, check)
     assert check.confirmed_by_engine is True, (why, check)
-    assert check.counterexample is not None and check.detail.startswith(
-        "the engine gives: " if check.counterexample_after is None else "from the first patient to the second")
-    # The counterexample is a patient the engine accepts, as the rule author would try it.
-    Engine(directory).evaluate(check.counterexample)
+    # The counterexample is a patient the engine accepts, as the rule author would try it, and the detail says what
+    # the engine gives it (of two patients: what the second gains and loses).
+    engine = Engine(directory)
+    codes = sorted(engine.evaluate(check.counterexample).codes)
+    if check.counterexample_after is None:
+        assert check.detail == "the engine gives: " + ", ".join(codes)
+    else:
+        after = sorted(engine.evaluate(check.counterexample_after).codes)
+        gained, lost = [c for c in after if c not in codes], [c for c in codes if c not in after]
+        assert check.detail == (f"from the first patient to the second, the engine adds {gained or 'nothing'} and "
+                                f"drops {lost or 'nothing'}")
 
 
 def test_a_finding_without_evidence_violates_property_1_even_past_the_loader(rulebook):
