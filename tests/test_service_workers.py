@@ -330,6 +330,41 @@ def test_the_job_behind_an_answered_one_is_watched_from_when_it_starts():
     assert waited < 10
 
 
+def test_a_job_that_raises_in_the_worker_fails_alone_naming_what_raised_and_the_worker_goes_on():
+    from imt_cds.service.errors import EvaluationFailedError
+
+    async def scenario(pool):
+        (pid,) = pool.load()["pids"]
+        failed = await asyncio.gather(pool.run({**FACTS_JOB, "on": "21/11/2026"}), return_exceptions=True)
+        return pid, failed[0], await pool.run(FACTS_JOB), pool.crashes, pool.load()["pids"]
+
+    pid, failed, answer, crashes, now = in_pool(scenario, depth=1)
+    assert isinstance(failed, EvaluationFailedError)
+    assert failed.message == "the evaluation failed: ValueError: Invalid isoformat string: '21/11/2026'"
+    assert failed.details == {"code": "ValueError"}
+    assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    assert (crashes, now) == (0, [pid])  # the same worker: one job's failure is that job's answer
+
+
+def test_a_pool_not_started_or_closed_runs_nothing_and_says_so():
+    from imt_cds.service.errors import WorkerTimeoutError
+    from imt_cds.service.workers import WorkerPool, WorkerSettings
+
+    async def refused(pool):
+        with pytest.raises(WorkerTimeoutError) as info:
+            await asyncio.wait_for(pool.run(FACTS_JOB), 10)
+        return info.value.message
+
+    async def scenario():
+        pool = WorkerPool(WorkerSettings(cache_size=0), 1, timeout=30.0)
+        before = await refused(pool)
+        await pool.start()
+        await pool.close()
+        return before, await refused(pool)
+
+    assert asyncio.run(scenario()) == ("the evaluation workers are not running",) * 2
+
+
 def test_a_job_whose_request_went_away_before_a_worker_took_it_is_never_sent():
     async def scenario(pool):
         (pid,) = pool.load()["pids"]
