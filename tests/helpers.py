@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
 from typing import Any
 
 from imt_cds import Assessment
@@ -35,3 +37,11 @@ def without_time(assessment: Assessment) -> dict[str, Any]:
     data = assessment.to_dict()
     data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "evaluated_at"}
     return data
+
+
+def ended_within(seconds: float, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``'s result, computed in a forked process that is killed if it has not ended within
+    ``seconds`` (the test then fails with ``multiprocessing.TimeoutError``): for a walk over data that holds itself,
+    which a regression would make endless, filling the machine's memory instead of failing."""
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # (leaving the block terminates the process)
+        return pool.apply_async(function, args).get(timeout=seconds)
