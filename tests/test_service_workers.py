@@ -365,6 +365,38 @@ def test_a_pool_not_started_or_closed_runs_nothing_and_says_so():
     assert asyncio.run(scenario()) == ("the evaluation workers are not running",) * 2
 
 
+def test_a_job_no_worker_becomes_free_for_fails_after_the_timeout(tmp_path, caplog):
+    # One worker, stopped while it holds a job: the watchdog kills it after the timeout, and its replacement is
+    # refused (the rulebook files changed meanwhile), so the job waiting behind it never gets a worker. It fails
+    # after the timeout too, instead of waiting for as long as the pool lives.
+    from imt_cds.service.errors import WorkerTimeoutError
+    from imt_cds.service.workers import WorkerPool, WorkerSettings
+
+    directory = copy_rulebook(tmp_path)
+
+    async def scenario():
+        pool = WorkerPool(WorkerSettings(rules=str(directory), cache_size=0), 1, timeout=2.0, depth=1)
+        await pool.start()
+        try:
+            (pid,) = pool.load()["pids"]
+            os.kill(pid, signal.SIGSTOP)
+            running = asyncio.create_task(pool.run(FACTS_JOB))
+            await asyncio.sleep(0.2)
+            set_parameters(directory, {"size_risk_threshold_cm": 20})
+            waiting = asyncio.create_task(pool.run(FACTS_JOB))
+            return await asyncio.wait_for(asyncio.gather(running, waiting, return_exceptions=True), 60)
+        finally:
+            await pool.close()
+
+    started = time.monotonic()
+    running, waiting = asyncio.run(scenario())
+    assert isinstance(running, WorkerTimeoutError) and "longer than 2 s" in running.message
+    assert isinstance(waiting, WorkerTimeoutError)
+    assert waiting.message == "no evaluation worker became free within 2 s"
+    assert time.monotonic() - started < 30
+    assert "cannot replace an evaluation worker (retrying in 0.5 s): an evaluation worker loaded rulebook" in caplog.text
+
+
 def test_a_job_whose_request_went_away_before_a_worker_took_it_is_never_sent():
     async def scenario(pool):
         (pid,) = pool.load()["pids"]

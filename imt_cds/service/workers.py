@@ -387,7 +387,7 @@ class WorkerPool:
             try:
                 new = await asyncio.to_thread(self._spawn)
             except ServiceConfigError as exc:
-                log.error("imt-cds: cannot replace an evaluation worker (retrying in %.0f s): %s", delay, exc)
+                log.error("imt-cds: cannot replace an evaluation worker (retrying in %g s): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
