@@ -114,6 +114,8 @@ def test_a_worker_that_dies_while_idle_is_replaced_before_it_is_given_work(servi
     assert all(r.status_code == 200 for r in results)
     pids = wait_for_workers(service, 2, gone=victim)
     assert victim not in pids and len(pids) == 2
+    said = f"evaluation worker {victim} died while idle (exit code {-signal.SIGKILL})"
+    assert service.log_text().count(said) == 1  # said once, whichever of its pipe's end and the backstop saw it
 
 
 def test_an_evaluation_that_takes_too_long_is_stopped_and_its_worker_replaced(service):
@@ -298,7 +300,8 @@ def test_a_job_queued_behind_one_that_times_out_is_served_by_the_replacement():
         return await asyncio.gather(*runs, return_exceptions=True), pool.crashes
 
     (first, second), crashes = in_pool(scenario, depth=2, timeout=2.0)
-    assert isinstance(first, WorkerTimeoutError) and "longer than 2 s" in str(first)
+    assert isinstance(first, WorkerTimeoutError)
+    assert first.message == "the evaluation took longer than 2 s; its process was replaced"
     assert not isinstance(second, BaseException) and second["fhir"]["facts"]["patient_id"] == "imt-example-1"
     assert crashes == 0  # a timeout is not a crash
 
@@ -394,7 +397,41 @@ def test_a_job_no_worker_becomes_free_for_fails_after_the_timeout(tmp_path, capl
     assert isinstance(waiting, WorkerTimeoutError)
     assert waiting.message == "no evaluation worker became free within 2 s"
     assert time.monotonic() - started < 30
-    assert "cannot replace an evaluation worker (retrying in 0.5 s): an evaluation worker loaded rulebook" in caplog.text
+    said = "cannot replace an evaluation worker (retrying in 0.5 s): an evaluation worker loaded rulebook"
+    assert said in caplog.text
+
+
+def test_an_answered_job_leaves_no_watchdog_behind_and_each_crash_is_counted_and_said():
+    # A worker that answered in time is never killed by its jobs' watchdogs, however long it then stays idle; each
+    # worker lost serving a job fails that job with the exit code, and is counted.
+    from imt_cds.service.errors import WorkerCrashedError
+
+    async def scenario(pool):
+        (pid,) = pool.load()["pids"]
+        for _ in range(2):
+            await pool.run(FACTS_JOB)
+        await asyncio.sleep(2.5)  # past the 1 s timeout of both jobs
+        idle = pool.load()["pids"]
+        crashed = []
+        for _ in range(2):
+            (victim,) = pool.load()["pids"]
+            os.kill(victim, signal.SIGSTOP)
+            run = asyncio.create_task(pool.run(FACTS_JOB))
+            await asyncio.sleep(0.2)
+            os.kill(victim, signal.SIGKILL)
+            crashed.append((await asyncio.gather(run, return_exceptions=True))[0])
+            while len(pool.load()["pids"]) < 1 or pool.load()["pids"] == [victim]:
+                await asyncio.sleep(0.05)
+        return pid, idle, crashed, pool.crashes
+
+    pid, idle, crashed, crashes = in_pool(scenario, depth=1, timeout=1.0)
+    assert idle == [pid]
+    for error in crashed:
+        assert isinstance(error, WorkerCrashedError)
+        assert error.message == ("the evaluation process died while serving this request; it has been replaced and "
+                                 "the service goes on: retry the request")
+        assert error.details == {"exit_code": -signal.SIGKILL}
+    assert crashes == 2
 
 
 def test_a_job_whose_request_went_away_before_a_worker_took_it_is_never_sent():
