@@ -1,0 +1,163 @@
+"""The authoring tools' second reading of the rules (authoring/symbolic.py) against the engine, past the shipped rules.
+
+tests/test_authoring_tools.py compares the two on the shipped rulebook, whose conditions use some of the forms a
+rule may take (no `lte`, no `not_in`, no set compared other than with `is`...): an encoding wrong for the others
+would pass it, and `rules verify` would then prove properties of rules that the engine reads otherwise. Here a copy
+of the rulebook gains one flag for each form, and the two readings must agree on every patient; the symbolic
+patient's variables must take exactly the values a patient can have, and read back as the patient they were pinned to.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import yaml
+import z3
+from rulebook_copies import add_flag, copy_rulebook
+from strategies import random_patient
+
+from imt_cds import Engine, load_rulebook, parse_facts
+from imt_cds.authoring.symbolic import Encoding, gene_symbols
+from imt_cds.core.fact_fields import fact_fields
+
+# finding -> a condition of one form (bounds and values from the generated patients' pools, tests/strategies.py, so
+# each side of each test is met, the bound itself included)
+FORMS = {  # finding: (condition, a patient it fires for, one it stays silent for)
+    "FLAG_NUMBER_LTE": ("{fact: tumor.size_cm, lte: 3.9}", "{tumor: {size_cm: 3.9}}", "{tumor: {size_cm: 3.91}}"),
+    "FLAG_NUMBER_LT": ("{fact: age_years, lt: 2}", "{age_years: 1}", "{age_years: 2}"),
+    "FLAG_NUMBER_GTE": ("{fact: age_years, gte: 39}", "{age_years: 39}", "{age_years: 38.9}"),
+    "FLAG_NUMBER_GT": ("{fact: tumor.size_cm, gt: 4}", "{tumor: {size_cm: 5}}", "{tumor: {size_cm: 4}}"),
+    "FLAG_NUMBER_UNKNOWN": ("{fact: age_years, is: null}", "{}", "{age_years: 5}"),
+    "FLAG_NUMBER_KNOWN": ("{fact: tumor.size_cm, is_not: null}", "{tumor: {size_cm: 5}}", "{}"),
+    "FLAG_ENUM_NOT_IN": ("{fact: tumor.site, not_in: [thoracic, head_neck]}", "{tumor: {site: other}}",
+                         "{tumor: {site: thoracic}}"),
+    "FLAG_ENUM_IN": ("{fact: tumor.resectability, in: [resectable, unknown]}", "{}",
+                     "{tumor: {resectability: unresectable}}"),
+    "FLAG_ENUM_IS_NOT": ("{fact: molecular.ros1.status, is_not: negative}", "{}",
+                         "{molecular: {ros1: {status: negative}}}"),
+    "FLAG_NULLABLE_ENUM_KNOWN": ("{fact: history.margin_status, is_not: null}", "{history: {margin_status: R1}}",
+                                 "{}"),
+    "FLAG_NULLABLE_ENUM_IS": ("{fact: molecular.alk.ihc_pattern, is: cytoplasmic}",
+                              "{molecular: {alk: {ihc_pattern: cytoplasmic}}}", "{}"),
+    "FLAG_TRISTATE_UNKNOWN": ("{fact: tumor.distant_disease, is: null}", "{}", "{tumor: {distant_disease: false}}"),
+    "FLAG_TRISTATE_NOT_IN": ("{fact: symptoms.respiratory, not_in: [true]}", "{}", "{symptoms: {respiratory: true}}"),
+    "FLAG_BOOLEAN_IS_NOT": ("{fact: history.recurrence, is_not: true}", "{}", "{history: {recurrence: true}}"),
+    "FLAG_SET_IS": ("{fact: molecular.ros1.methods, is: [IHC, FISH]}", "{molecular: {ros1: {methods: [FISH, IHC]}}}",
+                    "{molecular: {ros1: {methods: [IHC]}}}"),
+    "FLAG_SET_NOT_IN": ("{fact: molecular.ret.methods, not_in: [[IHC], []]}", "{molecular: {ret: {methods: [FISH]}}}",
+                        "{}"),
+    "FLAG_GENE_IS": ("{fact: molecular.ntrk.fusion_partner, is: etv6}", "{molecular: {ntrk: {fusion_partner: ETV6}}}",
+                     "{}"),
+    "FLAG_GENE_NOT_IN": ("{fact: molecular.ros1.fusion_partner, not_in: [TPM3, null]}",
+                         "{molecular: {ros1: {fusion_partner: X-1}}}", "{molecular: {ros1: {fusion_partner: tpm3}}}"),
+    "FLAG_GENE_KNOWN": ("{fact: molecular.pdgfrb.fusion_partner, is_not: null}",
+                        "{molecular: {pdgfrb: {fusion_partner: FN1}}}", "{}"),
+}
+PATIENTS = 500
+
+
+@pytest.fixture(scope="module")
+def every_form(tmp_path_factory):
+    directory = copy_rulebook(tmp_path_factory.mktemp("forms"))
+    for number, (finding, (when, fires, silent)) in enumerate(FORMS.items()):
+        add_flag(directory, when, [(fires, True), (silent, False)], rule_id=f"R{80 + number}", finding=finding,
+                 title=f"Flag {finding.lower()}")
+    rulebook = load_rulebook(directory)
+    engine = Engine(rulebook)
+    for finding, (_, fires, silent) in FORMS.items():  # each form means what its examples say, to the engine
+        assert finding in engine.evaluate(yaml.safe_load(fires)).codes, finding
+        assert finding not in engine.evaluate(yaml.safe_load(silent)).codes, finding
+    return rulebook, engine
+
+
+def test_the_encoding_agrees_with_the_engine_on_every_form_of_condition(every_form):
+    rulebook, engine = every_form
+    encoding = Encoding(rulebook, gene_symbols([rulebook]))
+    p = encoding.patient()
+    emitted = {code: encoding.emitted(p, code) for code in rulebook.finding_codes}
+    fired = {code: 0 for code in FORMS}
+    rng = random.Random(4242)
+    for _ in range(PATIENTS):
+        facts = parse_facts(random_patient(rng))
+        solver = z3.Solver()
+        solver.add(p.domain_constraints + p.fix(facts))
+        assert solver.check() == z3.sat
+        model = solver.model()
+        holding = {code for code, formula in emitted.items() if z3.is_true(model.eval(formula, model_completion=True))}
+        codes = set(engine.evaluate(facts).codes)
+        assert holding == codes, (facts, holding ^ codes)
+        for code in codes & FORMS.keys():
+            fired[code] += 1
+    # each form was met by some patients and missed by others: the agreement is on both sides of every test
+    assert all(0 < count < PATIENTS for count in fired.values()), fired
+
+
+def test_a_pinned_patient_reads_back_as_itself(every_form):
+    rulebook, _ = every_form
+    p = Encoding(rulebook, gene_symbols([rulebook])).patient()
+    rng = random.Random(99)
+    for _ in range(200):
+        facts = parse_facts(random_patient(rng))
+        solver = z3.Solver()
+        solver.add(p.domain_constraints + p.fix(facts))
+        assert solver.check() == z3.sat
+        read = parse_facts(p.read(solver.model()))
+        # as the rules see it: a fusion partner the rules never name reads back as another such symbol
+        expected = facts.model_dump(mode="json")
+        for gene, values in expected["molecular"].items():
+            partner = values.get("fusion_partner") if isinstance(values, dict) else None
+            if partner is not None and partner.upper() not in p.symbols:
+                assert read.model_dump(mode="json")["molecular"][gene]["fusion_partner"].upper() not in p.symbols
+                values["fusion_partner"] = read.model_dump(mode="json")["molecular"][gene]["fusion_partner"]
+        used = {path for path, field in fact_fields().items() if field.usable_by_rules}
+        assert _fields(read.model_dump(mode="json"), used) == _fields(expected, used)
+
+
+def _fields(document, paths):
+    values = {}
+    for path in paths:
+        node = document
+        for part in path.split("."):
+            node = node[part]
+        if isinstance(node, list):
+            node = sorted(node)
+        elif isinstance(node, str) and fact_fields()[path].kind == "gene":
+            node = node.upper()  # (the rules compare symbols in any case)
+        values[path] = node
+    return values
+
+
+def _values(p, path):
+    """Every value the solver lets the symbolic patient's field take (models enumerated, each one blocked after)."""
+    var = p.vars[path]
+    solver = z3.Solver()
+    solver.add(p.domain_constraints)
+    found = []
+    while solver.check() == z3.sat and len(found) < 100:
+        value = solver.model().eval(var, model_completion=True)
+        found.append(value.as_long())
+        solver.add(var != value)
+    return found
+
+
+def test_each_field_of_the_symbolic_patient_takes_exactly_the_values_a_patient_can_have(every_form):
+    rulebook, _ = every_form
+    p = Encoding(rulebook, gene_symbols([rulebook])).patient()
+    for path, field in fact_fields().items():
+        if not field.usable_by_rules:
+            continue
+        if field.kind in ("enum", "tristate"):
+            assert sorted(_values(p, path)) == list(range(len(field.domain))), path
+        elif field.kind == "gene":  # null, each symbol a rule names, any other symbol
+            assert sorted(_values(p, path)) == list(range(len(p.symbols) + 2)), path
+        elif field.kind == "number":
+            known, value = p.vars[path]
+            for bound, inside in ((field.minimum, not field.minimum_exclusive), (field.maximum, True)):
+                solver = z3.Solver()
+                solver.add(p.domain_constraints + [known, value == bound])
+                assert (solver.check() == z3.sat) is inside, (path, bound)
+            for outside in (field.minimum - 1, field.maximum + 1):
+                solver = z3.Solver()
+                solver.add(p.domain_constraints + [known, value == outside])
+                assert solver.check() == z3.unsat, (path, outside)
