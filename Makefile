@@ -157,6 +157,14 @@ MUTATION_TESTS_imt_cds/authoring/verification.py := tests/test_verification_muta
     verify_reports_a_redundant_rule the_checker_agrees_with_the_engine_on_concrete_patients,tests/test_authoring_tools.py::test_$(test))
 MUTATION_TESTS_imt_cds/service/feedback.py := tests/test_feedback_writer.py tests/test_feedback_unwritable.py \
     tests/test_feedback_store.py tests/test_service_requests.py
+MUTATION_TESTS_imt_cds/authoring/symbolic.py := tests/test_symbolic_mutants.py \
+    tests/test_authoring_tools.py::test_the_checker_agrees_with_the_engine_on_concrete_patients \
+    tests/test_verification_mutants.py tests/test_authoring_tools.py
+MUTATION_TESTS_imt_cds/service/workers.py := tests/test_service_workers.py
+MUTATION_TESTS_imt_cds/cli/evaluate.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
+    tests/test_cli_wording.py
+MUTATION_TESTS_imt_cds/cli/common.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
+    tests/test_cli_wording.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
@@ -169,7 +177,8 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/service/replay_cache.py imt_cds/authoring/rulebook_diff.py imt_cds/authoring/coverage.py \
           imt_cds/authoring/explain.py imt_cds/render/consult_note.py imt_cds/render/cards.py \
           imt_cds/service/order_sign.py imt_cds/service/prefetch.py imt_cds/service/models.py \
-          imt_cds/service/feedback.py imt_cds/authoring/verification.py
+          imt_cds/service/feedback.py imt_cds/authoring/verification.py imt_cds/authoring/symbolic.py \
+          imt_cds/service/workers.py imt_cds/cli/evaluate.py imt_cds/cli/common.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
