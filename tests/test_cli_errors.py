@@ -111,6 +111,9 @@ EXTRAS = [
     ("rules verify", "z3", ["rules", "verify"], "authoring", EXIT_USAGE),
     ("rules diff", "z3", ["rules", "diff", RULES, RULES], "authoring", EXIT_USAGE),
     ("serve", "fastapi,uvicorn", ["serve", "--allow-unauthenticated", "--port", "1"], "service", EXIT_USAGE),
+    # each module of the service extra alone, though some are first used by a request (a fetch, a bearer token)
+    *[(f"serve without {module}", module, ["serve", "--allow-unauthenticated", "--port", "1"], "service", EXIT_USAGE)
+      for module in ("fastapi", "uvicorn", "httpx", "jwt", "cryptography")],
     # A missing driver is a missing extra like any other (exit 2), not a store that cannot be read (1) or a server
     # that cannot start where told (3).
     ("audit list on PostgreSQL", "psycopg", ["audit", "list", "--db", PG], "postgres", EXIT_USAGE),

@@ -44,7 +44,6 @@ EXIT_NOT_ELIGIBLE = 4
 # the first; the audit commands, which need it only to sign and check checkpoints, name the second.
 EXTRA_OF_MODULE: Mapping[str, str] = MappingProxyType({
     "z3": "authoring",
-    "fhir": "fhir",
     "psycopg": "postgres",
     "fastapi": "service",
     "uvicorn": "service",

@@ -132,6 +132,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from ..service.errors import ServiceConfigError
 
     try:
+        # Every module of the service extra, though httpx (fetching from fhirServer, a JWKS URL) and PyJWT with
+        # cryptography (bearer tokens) are first used by a request: a partial install is refused now, not with a 500
+        # in front of a waiting clinician.
+        import cryptography  # noqa: F401
+        import httpx  # noqa: F401
+        import jwt  # noqa: F401
         import uvicorn
 
         from ..service import create_app
@@ -143,8 +149,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             open_file_budget,
         )
     except ImportError as exc:
-        print(f"imt-cds: error: the service needs its extra dependencies ({exc.name} is missing): "
-              "pip install 'imt-cds[service]'", file=sys.stderr)
+        print(missing_extra_message(exc.name or "?", "service"), file=sys.stderr)
         return EXIT_USAGE
     auth = None
     if args.trust:
