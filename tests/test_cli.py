@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,14 @@ def test_bad_usage_is_explained():
     negative = run("batch", "x", "--jobs", "-1")
     assert negative.returncode == 2 and negative.stdout == ""
     assert "argument --jobs: --jobs must be 0 (all cores) or more" in negative.stderr
+    word = run("batch", "x", "--jobs", "two")
+    assert word.returncode == 2 and "argument --jobs: --jobs needs a whole number, got 'two'" in word.stderr
+
+
+def test_jobs_zero_means_every_core():
+    from imt_cds.cli.common import jobs
+
+    assert (jobs("0"), jobs("1"), jobs("3")) == (os.cpu_count() or 1, 1, 3)
 
 
 def test_batch_with_several_processes_writes_to_standard_output_in_order(tmp_path):
