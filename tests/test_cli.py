@@ -89,7 +89,8 @@ def test_a_fhir_chart_given_as_patient_facts_is_named_as_fhir_with_the_option_to
     result = run("evaluate", ROOT / "examples/fhir/alk-lung-distant-bundle.json")
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
-    assert lines[0].endswith("(1 problem); nothing was evaluated:"), result.stderr  # not one line per Bundle key
+    assert lines[0] == (f"imt-cds: invalid patient facts in {ROOT / 'examples/fhir/alk-lung-distant-bundle.json'} "
+                        "(1 problem); nothing was evaluated:"), result.stderr  # not one line per Bundle key
     assert lines[1] == ("  - resourceType: this looks like FHIR (resourceType 'Bundle'), not patient facts: read a "
                         "FHIR chart with `imt-cds evaluate --fhir` (from Python: imt_cds.fhir.facts_from_bundle)")
 
