@@ -113,6 +113,33 @@ def test_unreadable_or_malformed_input_exits_2(args):
     assert result.returncode == 2 and ("cannot read" in result.stderr or "malformed JSON" in result.stderr)
 
 
+def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path):
+    result = run("evaluate", tmp_path / "absent.json")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"imt-cds: error: cannot read {tmp_path / 'absent.json'}: No such file or directory\n"
+
+
+def test_a_missing_extra_is_found_however_deep_it_was_raised():
+    from imt_cds.cli.common import missing_extra, missing_extra_message
+
+    assert missing_extra(ModuleNotFoundError("no", name="psycopg.pq")) == ("psycopg.pq", "postgres")
+    try:
+        try:
+            raise ModuleNotFoundError("no", name="z3")
+        except ImportError:
+            raise RuntimeError("the store could not open") from None  # no cause: found through the context
+    except RuntimeError as exc:
+        implicit = exc
+    implicit.__suppress_context__ = False
+    assert missing_extra(implicit) == ("z3", "authoring")
+    assert missing_extra(AttributeError("no", name="z3")) is None  # a name, but no missing module
+    assert missing_extra(ModuleNotFoundError("no", name="numpy")) is None  # no extra of ours installs it
+    assert missing_extra(ImportError("no name")) is None
+    assert missing_extra_message("z3", "authoring") == ("imt-cds: error: this command needs the optional package "
+                                                        "'z3', which is not installed: pip install "
+                                                        "'imt-cds[authoring]'")
+
+
 def test_a_broken_rulebook_is_an_internal_error_without_a_traceback(tmp_path):
     (tmp_path / "rulebook.yaml").write_text("name: x\n")
     result = run("evaluate", ROOT / "examples/01_surgery_first_lung.json", "--rules", tmp_path)
