@@ -175,18 +175,7 @@ class SymbolicPatient:
 
     def defaults(self) -> list[Any]:
         """One soft constraint per field: 'this field keeps its default' (for minimal counterexamples)."""
-        soft = []
-        for path, var in self.vars.items():
-            field = fact_fields()[path]
-            if field.kind == "number":
-                soft.append(z3.Not(var[0]))
-            elif field.kind == "set":
-                soft.append(z3.And([z3.Not(bit) for bit in var.values()]))
-            elif field.kind == "gene":
-                soft.append(var == 0)
-            else:
-                soft.append(self.equals(path, field.default))
-        return soft
+        return [self.equals(path, fact_fields()[path].default) for path in self.vars]
 
     def same_as(self, other: SymbolicPatient, except_: Iterable[str] = ()) -> Any:
         """The two patients have the same value in every field but those of ``except_``."""
