@@ -21,11 +21,12 @@ each mutant is tested, because a pytest process per mutant (what `mutmut run` do
   so it does after a survivor, and after a run that broke (given node ids, pytest answers a test module that a
   mutant stopped from importing with "found no collectors", status 4, where the whole selection gives status 2).
 - Verdicts. A test failure is a kill, and so are the other ways a test run can show that it saw the mutant: a
-  collection error (status 2), a package that cannot be imported (status 4 with pytest's "while loading conftest"), a
-  test process killed by a signal (durable-rules crashing) or one that runs past the time limit ("timeout", reported
-  apart). A mutant that survives the tests chosen by coverage is run again against the whole selection before it
-  is reported as a survivor: coverage only ever saves time, it never decides a survivor. (Coverage sees only this
-  process: code run in a server or a subprocess is invisible to it, which is one more reason for that rerun.)
+  collection error (status 2, or status 4 with "found no collectors" when the selection itself is node ids), a
+  package that cannot be imported (status 4 with pytest's "while loading conftest"), a test process killed by a
+  signal (durable-rules crashing) or one that runs past the time limit ("timeout", reported apart). A mutant that
+  survives the tests chosen by coverage is run again against the whole selection before it is reported as a
+  survivor: coverage only ever saves time, it never decides a survivor. (Coverage sees only this process: code run
+  in a server or a subprocess is invisible to it, which is one more reason for that rerun.)
 
 The results are printed as they come, one line per mutant, and written as JSON lines (`--out`), which `--report`
 turns back into the summary. The unmutated selection must pass first: otherwise every mutant would look killed.
@@ -214,6 +215,8 @@ def verdict_of(status: int | str, output: str) -> tuple[str, str]:
         return "killed", "a test module could not be collected"
     if status == 4 and "while loading conftest" in output:
         return "killed", "the package could not be imported"
+    if status == 4 and "found no collectors for" in output:  # a node id whose module cannot be collected
+        return "killed", "a test module could not be collected"
     # 3 (internal error), 4 (usage), 5 (no tests): a broken run, never a kill.
     return "error", f"pytest status {status}: " + output.strip()[-300:]
 

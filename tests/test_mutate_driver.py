@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
     (1, "1 failed", "killed"),
     (2, "ERROR collecting tests/test_x.py", "killed"),           # the mutant broke a test module's import
     (4, "ImportError while loading conftest '/x/conftest.py'", "killed"),  # ... or the package's
+    (4, "ERROR tests/test_x.py\nERROR: found no collectors for /x/tests/test_x.py::test_a", "killed"),  # by node id
     (4, "ERROR: file or directory not found: tests/nope.py", "error"),      # a wrong path is never a kill
+    (4, "ERROR: not found: /x/tests/test_y.py::test_nope", "error"),        # nor a test that is not there
     (5, "no tests ran", "error"),                                 # nor a selection that selects nothing
     (3, "INTERNALERROR", "error"),
     ("signal 11", "", "killed"),                                  # durable-rules crashed under the mutant
