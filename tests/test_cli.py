@@ -140,6 +140,35 @@ def test_a_missing_extra_is_found_however_deep_it_was_raised():
                                                         "'imt-cds[authoring]'")
 
 
+def test_each_module_of_the_extras_map_is_installed_by_the_extra_it_names():
+    # The map turns a missing module into "pip install 'imt-cds[<extra>]'": the extra must exist in pyproject.toml and
+    # install the module, itself or through an extra of one of its requirements (PyJWT[crypto] brings cryptography).
+    import importlib.metadata
+    import re
+    import tomllib
+
+    from imt_cds.cli.common import EXTRA_OF_MODULE
+
+    def name(requirement):
+        return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", requirement).group()).lower()
+
+    def installed_by(requirements):
+        names = set()
+        for requirement in requirements:
+            names.add(name(requirement))
+            for extra in re.findall(r"\[([^\]]+)\]", requirement.split(";")[0])[:1]:
+                for wanted in extra.split(","):
+                    names |= {name(r) for r in importlib.metadata.requires(name(requirement)) or []
+                              if re.search(rf"extra == .{wanted.strip()}.", r)}
+        return names
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    distributions = importlib.metadata.packages_distributions()
+    for module, extra in EXTRA_OF_MODULE.items():
+        assert extra in extras, (module, extra)
+        assert {name(d) for d in distributions[module]} & installed_by(extras[extra]), (module, extra)
+
+
 def test_a_broken_rulebook_is_an_internal_error_without_a_traceback(tmp_path):
     (tmp_path / "rulebook.yaml").write_text("name: x\n")
     result = run("evaluate", ROOT / "examples/01_surgery_first_lung.json", "--rules", tmp_path)
