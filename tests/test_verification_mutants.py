@@ -8,12 +8,14 @@ real engine confirms (the property's concrete form, evaluated on the engine's ow
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import pytest
 from rulebook_copies import add_flag, copy_rulebook, edit
 
-from imt_cds import Engine, load_rulebook
+from imt_cds import Engine, load_rulebook, parse_facts
 from imt_cds.authoring.verification import SAFETY_PROPERTIES, verify
+from imt_cds.core.fact_fields import fact_fields
 
 
 
@@ -80,6 +82,11 @@ def test_a_broken_copy_of_the_rulebook_violates_the_property_and_the_engine_conf
         assert check.detail == "the engine gives: " + ", ".join(codes)
     else:
         after = sorted(engine.evaluate(check.counterexample_after).codes)
+        # ... two patients alike in every fact but those the property varies
+        (varies,) = [prop.varies for prop in SAFETY_PROPERTIES if prop.number == number]
+        first, second = parse_facts(check.counterexample), parse_facts(check.counterexample_after)
+        differ = {path for path in fact_fields() if _value(first, path) != _value(second, path)}
+        assert differ and differ <= set(varies), (differ, varies)
         gained, lost = [c for c in after if c not in codes], [c for c in codes if c not in after]
         assert check.detail == (f"from the first patient to the second, the engine adds {gained or 'nothing'} and "
                                 f"drops {lost or 'nothing'}")
@@ -304,3 +311,7 @@ def test_a_redundant_rule_is_found_behind_a_rule_of_the_same_finding_that_never_
     assert (summary.description, summary.status) == (
         "no rule is always accompanied by another with the same finding", "violated")
     assert shipped_checks["no redundant rules"].status == "holds"
+
+
+def _value(facts, path):
+    return operator.attrgetter(path)(facts)
