@@ -128,6 +128,19 @@ def test_a_single_resource_is_a_chart_and_anything_else_is_invalid_input(tmp_pat
     assert malformed.returncode == 2 and "malformed JSON" in malformed.stderr
 
 
+def test_a_chart_of_two_patients_is_refused_in_one_line(tmp_path):
+    bundle = json.loads(BUNDLE.read_text())
+    someone_else = {**bundle["entry"][0]["resource"], "id": "someone-else"}
+    bundle["entry"].append({"resource": someone_else})
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"imt-cds: FHIR chart {path} refused, nothing was evaluated: the chart holds 2 different "
+                             "patients (Patient/imt-example-1, Patient/someone-else); a chart is evaluated only for "
+                             "one patient\n")
+
+
 def test_not_evaluated_charts_say_why_in_json_too(tmp_path):
     bundle = json.loads(BUNDLE.read_text())
     bundle["entry"][0]["resource"]["deceasedDateTime"] = "2025-06-01"
