@@ -18,8 +18,7 @@ each mutant is tested, because a pytest process per mutant (what `mutmut run` do
   each test's node id, and records which tests execute each line of the module. A mutant is first tested with only
   the tests that execute its statement (`-x`: the first failure ends it). When a line also runs while the package is
   imported (module level, `def` and class bodies, default values) or no test executes it, the whole selection runs;
-  so it does after a survivor, and after a run that broke (given node ids, pytest answers a test module that a
-  mutant stopped from importing with "found no collectors", status 4, where the whole selection gives status 2).
+  so it does after a survivor, and after a run that broke (pytest's status 3 or 5).
 - Verdicts. A test failure is a kill, and so are the other ways a test run can show that it saw the mutant: a
   collection error (status 2, or status 4 with "found no collectors" when the selection itself is node ids), a
   package that cannot be imported (status 4 with pytest's "while loading conftest"), a test process killed by a
@@ -316,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                     status, text = runner.run(ordered(tests, arguments.tests))
                     verdict, detail = verdict_of(status, text)
                     how = f"covering {len(tests)}"
-                    # A survivor is confirmed against the whole selection; so is a broken run, which with node
-                    # ids is how a mutant that stops a test module importing shows ("found no collectors", 4).
+                    # A survivor is confirmed against the whole selection; so is a broken run (status 3 or 5).
                     if verdict in ("survived", "error"):
                         status, text = runner.run(arguments.tests)
                         verdict, detail = verdict_of(status, text)
