@@ -51,6 +51,11 @@ def test_limits_at_the_edges_of_their_ranges_are_accepted():
     ConnectionLimits(max_connections=None, header_timeout=0.001, body_timeout=3600, keep_alive_timeout=0.001).check()
 
 
+def test_limits_cannot_change_once_made():  # every connection of a server reads the same object
+    with pytest.raises(AttributeError):
+        ConnectionLimits().header_timeout = 3600  # type: ignore[misc]
+
+
 def test_the_library_defaults_are_the_ones_serve_uses_and_documents():
     args = _parser().parse_args(["serve", "--allow-unauthenticated"])
     defaults = ConnectionLimits()
@@ -125,6 +130,7 @@ class FakeLimits:
     (1024, resource.RLIM_INFINITY, None, 1000, [(1272, resource.RLIM_INFINITY)]),
     (1024, resource.RLIM_INFINITY, 5000, 5000, [(5272, resource.RLIM_INFINITY)]),
     (8000, resource.RLIM_INFINITY, None, 1000, []),  # a soft limit above what is needed is never lowered
+    (1272, resource.RLIM_INFINITY, None, 1000, []),  # nor set again when it is just what is needed
 ])
 def test_an_unlimited_open_file_limit_gives_the_cap_asked_for(monkeypatch, soft, hard, max_connections, cap, set_to):
     fake = FakeLimits(soft, hard)
@@ -142,6 +148,7 @@ def test_the_parser_is_httptools_when_installed_and_h11_when_asked():
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     limits = ConnectionLimits(max_connections=20)
+    assert issubclass(guarded_protocol(limits, 20), HttpToolsProtocol)  # by default
     for parser, base in (("auto", HttpToolsProtocol), ("httptools", HttpToolsProtocol), ("h11", H11Protocol)):
         protocol = guarded_protocol(limits, 20, parser)
         assert issubclass(protocol, base), parser
@@ -306,7 +313,8 @@ async def small_app(scope, receive, send):
 
 
 @contextmanager
-def guarded_server(parser: str, max_connections: int = 16, keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT):
+def guarded_server(parser: str, max_connections: int = 16, keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
+                   header_timeout: float = HEADER_TIMEOUT):
     """A uvicorn server in a thread of this process, its protocol ``guarded_protocol(...)``; yields (port, the
     event that releases /slow requests, the log records of imt_cds.service.connections)."""
     import uvicorn
@@ -316,10 +324,11 @@ def guarded_server(parser: str, max_connections: int = 16, keep_alive_timeout: f
     async def app(scope, receive, send):
         await small_app({**scope, "app_release": release}, receive, send)
 
-    limits = ConnectionLimits(header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
+    limits = ConnectionLimits(header_timeout=header_timeout, body_timeout=BODY_TIMEOUT,
                               keep_alive_timeout=keep_alive_timeout)
+    # log_config and log_level None: uvicorn leaves this process's logging as it is (other tests read it)
     config = uvicorn.Config(app, http=guarded_protocol(limits, max_connections, parser), lifespan="off",
-                            log_level="critical", timeout_keep_alive=keep_alive_timeout)
+                            log_config=None, log_level=None, access_log=False, timeout_keep_alive=keep_alive_timeout)
     server = uvicorn.Server(config)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -439,6 +448,31 @@ def test_a_request_answered_early_then_read_to_its_end_is_idle_and_closed_at_the
     assert received == b""
     assert KEEP_ALIVE_TIMEOUT - 0.05 <= closed - sent <= KEEP_ALIVE_TIMEOUT + SLACK
     assert records == []
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_the_first_request_s_header_deadline_runs_from_the_connection_not_from_its_first_byte(parser):
+    with guarded_server(parser, header_timeout=1.0) as (port, _, _), connect(port) as client:
+        opened = time.monotonic()
+        time.sleep(0.8)
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\n")
+        received, closed = read_until_closed(client)
+    assert received == TIMEOUT_RESPONSE
+    assert 0.95 <= closed - opened < 1.6  # from the first byte, it would be 1.8
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_request_begun_on_a_connection_idle_after_an_early_answer_has_a_header_deadline(parser):
+    with guarded_server(parser, keep_alive_timeout=3.0) as (port, _, _), connect(port) as client:
+        client.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nabc")
+        assert read_response(client).startswith(b"HTTP/1.1 401 ")
+        client.sendall(b"def")  # the rest of the body: idle now, until...
+        time.sleep(0.1)
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\n")  # ...a next request begins, and never ends its headers
+        started = time.monotonic()
+        received, closed = read_until_closed(client)
+    assert received == TIMEOUT_RESPONSE  # (the idle deadline would have closed it at 3 s, saying nothing)
+    assert HEADER_TIMEOUT - 0.05 <= closed - started <= HEADER_TIMEOUT + SLACK
 
 
 @pytest.mark.parametrize("parser", PARSERS)
