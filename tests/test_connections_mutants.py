@@ -246,6 +246,16 @@ def test_records_are_counted_apart_by_logger_level_template_and_log_key_never_by
     assert len(passed(log_filter, 1, log_key=long + "a") + passed(log_filter, 1, log_key=long + "b")) == 1
 
 
+def test_the_filter_remembers_1024_keys_by_default():
+    log_filter = RepeatedLogFilter(burst=1, clock=Clock())
+    for key in range(1024):
+        assert len(passed(log_filter, 1, log_key=str(key))) == 1
+    assert len(passed(log_filter, 1, log_key="0")) == 0  # all still known
+    assert len(passed(log_filter, 1, log_key="new")) == 1  # the 1,025th: the oldest ("0") is forgotten
+    assert len(passed(log_filter, 1, log_key="1")) == 0
+    assert len(passed(log_filter, 1, log_key="0")) == 1
+
+
 def test_records_below_warning_and_of_exempt_loggers_always_pass():
     log_filter = RepeatedLogFilter(burst=1, window=60, clock=Clock(), exempt=("imt_cds.service.feedback",))
     assert len(passed(log_filter, 4, level=logging.INFO)) == 4
@@ -314,7 +324,7 @@ async def small_app(scope, receive, send):
 
 @contextmanager
 def guarded_server(parser: str, max_connections: int = 16, keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
-                   header_timeout: float = HEADER_TIMEOUT):
+                   header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT):
     """A uvicorn server in a thread of this process, its protocol ``guarded_protocol(...)``; yields (port, the
     event that releases /slow requests, the log records of imt_cds.service.connections)."""
     import uvicorn
@@ -324,7 +334,7 @@ def guarded_server(parser: str, max_connections: int = 16, keep_alive_timeout: f
     async def app(scope, receive, send):
         await small_app({**scope, "app_release": release}, receive, send)
 
-    limits = ConnectionLimits(header_timeout=header_timeout, body_timeout=BODY_TIMEOUT,
+    limits = ConnectionLimits(header_timeout=header_timeout, body_timeout=body_timeout,
                               keep_alive_timeout=keep_alive_timeout)
     # log_config and log_level None: uvicorn leaves this process's logging as it is (other tests read it)
     config = uvicorn.Config(app, http=guarded_protocol(limits, max_connections, parser), lifespan="off",
@@ -477,7 +487,7 @@ def test_a_request_begun_on_a_connection_idle_after_an_early_answer_has_a_header
 
 @pytest.mark.parametrize("parser", PARSERS)
 def test_kept_alive_connections_answer_again_and_a_later_request_has_its_own_header_deadline(parser):
-    with guarded_server(parser) as (port, _, _), connect(port) as client:
+    with guarded_server(parser, body_timeout=5.0) as (port, _, records), connect(port) as client:
         for _ in range(3):  # waits shorter than every deadline: the connection stays
             client.sendall(one_request())
             assert read_response(client).startswith(b"HTTP/1.1 200 ")
@@ -487,6 +497,32 @@ def test_kept_alive_connections_answer_again_and_a_later_request_has_its_own_hea
         received, closed = read_until_closed(client)
     assert received == TIMEOUT_RESPONSE
     assert HEADER_TIMEOUT - 0.05 <= closed - started <= HEADER_TIMEOUT + SLACK
+    assert [r.getMessage() for r in records] == [
+        f"imt-cds: closed a connection whose request headers did not arrive within {HEADER_TIMEOUT:g} s"]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_body_trickling_in_is_cut_at_the_body_deadline_from_its_headers(parser):
+    with guarded_server(parser) as (port, _, _), connect(port) as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n")
+        sent = time.monotonic()
+        client.settimeout(0.25)
+        received = b""
+        for _ in range(20):  # a byte every 0.25 s: each well within the deadline, all of them not
+            try:
+                client.sendall(b"x")
+                chunk = client.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            received += chunk
+            if not chunk or received.endswith(b"}}"):
+                break
+        closed = time.monotonic()
+    # (a byte sent just as the server closed may reset the connection before its 408 is read: either ends it)
+    assert received in (TIMEOUT_RESPONSE, b"")
+    assert BODY_TIMEOUT - 0.05 <= closed - sent <= BODY_TIMEOUT + SLACK
 
 
 @pytest.mark.parametrize("parser", PARSERS)
