@@ -82,12 +82,13 @@ def raw_request(method: str, path: str, body: bytes | None = b"", headers: tuple
     return head.encode() + b"\r\n" + (body or b"")
 
 
-def chunked(path: str, chunks: int, size: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+def chunked(path: str, chunks: int, size: int, headers: tuple[tuple[str, str], ...] = (), last: int = 0) -> bytes:
+    """A request whose body comes in ``chunks`` chunks of ``size`` bytes, and one of ``last`` bytes when not 0."""
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
     head += "Content-Type: application/json\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers)
-    return head.encode() + b"\r\n" + b"".join(b"%x\r\n%s\r\n" % (size, b"y" * size) for _ in range(chunks)) + (
-        b"0\r\n\r\n")
+    sizes = [size] * chunks + ([last] if last else [])
+    return head.encode() + b"\r\n" + b"".join(b"%x\r\n%s\r\n" % (n, b"y" * n) for n in sizes) + b"0\r\n\r\n"
 
 
 def good_call(hook_instance: str = "00000000-0000-4000-8000-000000000001") -> bytes:
@@ -140,6 +141,10 @@ def service():
 REFUSALS = {
     "413 by Content-Length": raw_request("POST", VIEW, b"x" * (LIMIT + 1)),
     "413 while streaming": chunked(VIEW, 3, 100_000),
+    # At the limit a body is read (and refused as what it is, not JSON); one byte more is too large.
+    "400 a body of exactly the limit": raw_request("POST", VIEW, b"x" * LIMIT),
+    "400 a body streamed to exactly the limit": chunked(VIEW, 4, LIMIT // 4),
+    "413 streamed one byte past the limit": chunked(VIEW, 4, LIMIT // 4, last=1),
     "400 malformed JSON": raw_request("POST", VIEW, b"{not json"),
     "400 not UTF-8": raw_request("POST", VIEW, b'{"hook": "\xff"}'),
     "400 empty body": raw_request("POST", VIEW, b""),
@@ -219,6 +224,17 @@ def test_the_refusals_say_what_they_said_before(cors_service):
         "message": "the request body is declared as 'text/plain;charset=UTF-8' (Content-Type); this service reads "
                    "JSON only: send Content-Type: application/json"}
     assert answer(cors_service.url, REFUSALS["415 a form"])[1]["accept"] == "application/json"  # RFC 9110 15.5.16
+
+
+@pytest.mark.parametrize("origin", [(), (("Origin", ORIGIN),)], ids=["hook path", "through FastAPI"])
+def test_a_body_declared_too_large_is_refused_before_it_is_sent(cors_service, origin):
+    connection = Connection(cors_service.url)
+    try:  # the headers alone: the answer may not wait for a body (the client may be waiting for it: Expect)
+        status, _, body = connection.exchange(raw_request("POST", VIEW, None, headers=(
+            *origin, ("Content-Length", str(LIMIT + 1)))))
+    finally:
+        connection.close()
+    assert status == 413 and json.loads(body)["error"]["code"] == "cds_payload_too_large"
 
 
 def test_other_routes_and_methods_are_still_served_by_fastapi(service):
