@@ -8,12 +8,15 @@ real servers on loopback, raw HTTP/1.1 on sockets.
 - With authentication on, the 401 (with ``WWW-Authenticate``) comes before the 404 and the streamed 413, as before.
 - Every other route and method is still FastAPI's: discovery, feedback, rule pages, health, the 405 of a GET on a
   hook's URL, a path under a service.
+- Which requests take the hook path and which go on to FastAPI (in process: the answers being the same, only a
+  stand-in for FastAPI can tell).
 - Several requests on one kept-alive connection are answered in order, errors among them.
 - A worker killed while serving a request fails that request only; the same connection goes on being served.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,6 +28,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from service_support import Signer, example_resources, hook_request, prefetch_for, running_service, worker_pids
+
+from imt_cds.service import ServiceConfig, create_app
 
 VIEW = "/cds-services/imt-patient-view"
 ORIGIN = "https://ehr.example.org"
@@ -235,6 +240,50 @@ def test_a_body_declared_too_large_is_refused_before_it_is_sent(cors_service, or
     finally:
         connection.close()
     assert status == 413 and json.loads(body)["error"]["code"] == "cds_payload_too_large"
+
+
+ROUTES = {  # name: (scope members, whether FastAPI gets it)
+    "a hook call": ({}, False),  # (of a service not here: answered before a worker is needed)
+    "a hook call without a Content-Type": ({"headers": []}, False),
+    "a hook call under CORS without an Origin": ({"cors": True}, False),
+    "a hook call under CORS from an Origin": ({"cors": True, "headers": [
+        (b"content-type", b"application/json"), (b"origin", ORIGIN.encode())]}, True),
+    "an Origin when CORS is not configured": ({"headers": [
+        (b"content-type", b"application/json"), (b"origin", ORIGIN.encode())]}, False),
+    "feedback": ({"path": VIEW + "/feedback"}, True),
+    "no service id": ({"path": "/cds-services/"}, True),
+    "discovery": ({"path": "/cds-services"}, True),
+    "a GET of a hook's URL": ({"method": "GET"}, True),
+    "another root path": ({"root_path": "/cds"}, True),
+    "a WebSocket": ({"type": "websocket"}, True),
+}
+
+
+@pytest.mark.parametrize("name", list(ROUTES))
+def test_hook_calls_take_the_hook_path_and_everything_else_goes_on_to_fastapi(name):
+    members, to_fastapi = ROUTES[name]
+    cors = members.pop("cors", False)
+    app = create_app(ServiceConfig(public_url="http://127.0.0.1:1", allow_unauthenticated=True,
+                                   cors_origins=(ORIGIN,) if cors else ()))
+    given: list[str] = []
+    sent: list[dict] = []
+
+    async def fastapi(scope, receive, send):  # a stand-in for the rest of the app: it only records the request
+        given.append(scope["path"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    app.hook_calls.app = fastapi
+    scope = {"type": "http", "method": "POST", "path": "/cds-services/nope", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], **members}
+    asyncio.run(app(scope, receive, send))
+    assert given == ([scope["path"]] if to_fastapi else [])
+    if not to_fastapi:  # answered on the hook path itself (no service named "nope": before any worker is needed)
+        assert sent[0]["status"] in (404, 415), sent
 
 
 def test_other_routes_and_methods_are_still_served_by_fastapi(service):
