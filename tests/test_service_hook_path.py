@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -284,6 +285,29 @@ def test_hook_calls_take_the_hook_path_and_everything_else_goes_on_to_fastapi(na
     assert given == ([scope["path"]] if to_fastapi else [])
     if not to_fastapi:  # answered on the hook path itself (no service named "nope": before any worker is needed)
         assert sent[0]["status"] in (404, 415), sent
+
+
+def test_an_unexpected_failure_on_the_hook_path_is_a_500_in_the_service_s_words_and_logged(caplog):
+    # The app never started (no lifespan: no worker pool, no hook runner), so answering a call fails inside.
+    app = create_app(ServiceConfig(public_url="http://127.0.0.1:1", allow_unauthenticated=True))
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": good_call(), "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": VIEW, "root_path": "",
+             "headers": [(b"content-type", b"application/json")]}
+    with caplog.at_level(logging.ERROR, logger="imt_cds.service"):
+        asyncio.run(app(scope, receive, send))
+    start, body = sent
+    assert start["status"] == 500 and (b"content-type", b"application/json") in start["headers"]
+    assert json.loads(body["body"]) == {"error": {"code": "cds_internal_error", "status": 500,
+                                                  "message": "internal error; see the server log"}}
+    (record,) = [r for r in caplog.records if r.name == "imt_cds.service"]
+    assert record.getMessage() == f"imt-cds: internal error answering POST {VIEW}" and record.exc_info
 
 
 def test_other_routes_and_methods_are_still_served_by_fastapi(service):
