@@ -165,6 +165,8 @@ MUTATION_TESTS_imt_cds/cli/evaluate.py := tests/test_evaluate_fhir.py tests/test
     tests/test_cli_wording.py
 MUTATION_TESTS_imt_cds/cli/common.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
     tests/test_cli_wording.py
+MUTATION_TESTS_imt_cds/service/app.py := tests/test_service_hook_path.py tests/test_service_http.py \
+    tests/test_service_requests.py
 MUTATION_TESTS_imt_cds/service/connections.py := tests/test_connections_mutants.py tests/test_service_limits.py \
     tests/test_service_hostile_clients.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
@@ -180,7 +182,8 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/authoring/explain.py imt_cds/render/consult_note.py imt_cds/render/cards.py \
           imt_cds/service/order_sign.py imt_cds/service/prefetch.py imt_cds/service/models.py \
           imt_cds/service/feedback.py imt_cds/authoring/verification.py imt_cds/authoring/symbolic.py \
-          imt_cds/service/workers.py imt_cds/cli/evaluate.py imt_cds/cli/common.py imt_cds/service/connections.py
+          imt_cds/service/workers.py imt_cds/cli/evaluate.py imt_cds/cli/common.py imt_cds/service/connections.py \
+          imt_cds/service/app.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
