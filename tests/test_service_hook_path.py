@@ -310,6 +310,23 @@ def test_an_unexpected_failure_on_the_hook_path_is_a_500_in_the_service_s_words_
     assert record.getMessage() == f"imt-cds: internal error answering POST {VIEW}" and record.exc_info
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_body_arriving_in_parts_is_read_whole(service, parts):
+    data = raw_request("POST", VIEW, good_call())
+    head, body = data.split(b"\r\n\r\n", 1)
+    connection = Connection(service.url)
+    try:
+        connection.send(head + b"\r\n\r\n")
+        size = len(body) // parts + 1
+        for start in range(0, len(body), size):
+            time.sleep(0.2)  # each part read by the server on its own (one ASGI message each)
+            connection.send(body[start:start + size])
+        status, _, answered = connection.response()
+    finally:
+        connection.close()
+    assert status == 200 and json.loads(answered)["cards"]
+
+
 def test_other_routes_and_methods_are_still_served_by_fastapi(service):
     status, headers, body = answer(service.url, raw_request("GET", VIEW, None))
     assert status == 405 and json.loads(body) == {"error": {"code": "cds_method_not_allowed", "status": 405,
