@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 from service_support import Signer, example_resources, hook_request, prefetch_for, running_service, worker_pids
 
-from imt_cds.service import ServiceConfig, create_app
+from imt_cds.service import AuthSettings, ServiceConfig, TrustedIssuer, create_app
 
 VIEW = "/cds-services/imt-patient-view"
 ORIGIN = "https://ehr.example.org"
@@ -325,6 +325,42 @@ def test_a_body_arriving_in_parts_is_read_whole(service, parts):
     finally:
         connection.close()
     assert status == 200 and json.loads(answered)["cards"]
+
+
+def test_a_refused_token_on_the_hook_path_is_logged_by_its_kind_of_reason(tmp_path, caplog):
+    signer = Signer(ISSUER)
+    app = create_app(ServiceConfig(public_url="http://127.0.0.1:1", auth=AuthSettings(
+        (TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),))))
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    def call(token: str | None) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if token is not None:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        asyncio.run(app({"type": "http", "method": "POST", "path": VIEW, "root_path": "", "headers": headers},
+                        receive, send))
+
+    others = [Signer(f"https://other-{n}.example.org") for n in range(2)]
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service"):
+        call(None)
+        for other in others:  # two untrusted issuers: one kind of reason, whatever the issuer's name
+            call(other.token(f"http://127.0.0.1:1{VIEW}"))
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [401, 401, 401]
+    assert all((b"www-authenticate", b'Bearer error="invalid_token"') in m["headers"] for m in starts)
+    records = [r for r in caplog.records if r.name == "imt_cds.service"]
+    assert [r.getMessage().split("): ", 1)[0] for r in records] == [f"imt-cds: POST {VIEW} refused (401"] * 3
+    reasons = [r.getMessage().split("refused (401): ", 1)[1] for r in records]
+    assert reasons == ["no Authorization header: CDS Hooks clients must send a bearer JWT on every call",
+                       "JWT issuer 'https://other-0.example.org' is not trusted by this service",
+                       "JWT issuer 'https://other-1.example.org' is not trusted by this service"]
+    assert [r.log_key for r in records] == [reasons[0], "JWT issuer ", "JWT issuer "]  # (up to 80 characters)
 
 
 def test_other_routes_and_methods_are_still_served_by_fastapi(service):
