@@ -6,12 +6,11 @@
 - A feedback write while another process holds the SQLite write lock gets a 503 within the store timeout, and
   other requests are answered meanwhile (the write runs off the event loop).
 - Start-up failures are one line with a documented exit code.
-- Repeated diagnostics are rate-limited in the log (the filter itself, with a clock the test controls).
+- (The log filter itself, with a clock the test controls: tests/test_connections_mutants.py.)
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import resource
 import socket
@@ -26,7 +25,6 @@ from audit_support import hold_sqlite_write_lock
 from service_support import SCRIPT, example_resources, free_port, hook_request, prefetch_for, running_service
 
 from imt_cds.cli.main import _parser
-from imt_cds.service.connections import RepeatedLogFilter
 
 ORDER_SIGN = "/cds-services/imt-order-sign"
 FEEDBACK = "/cds-services/imt-patient-view/feedback"
@@ -245,45 +243,6 @@ def test_serve_fits_its_default_connection_cap_under_a_low_open_file_limit(tmp_p
         process.terminate()
         process.wait(30)
     assert "at most 136 connections" in first, first
-
-
-# --- log-flood protection -----------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def records(log_filter: logging.Filter, name: str, level: int, message: str, count: int, *args) -> list[str]:
-    passed = []
-    for _ in range(count):
-        record = logging.LogRecord(name, level, __file__, 1, message, args, None)
-        if log_filter.filter(record):
-            passed.append(record.getMessage())
-    return passed
-
-
-def test_a_repeated_warning_passes_a_few_times_per_window_then_says_how_many_were_suppressed():
-    clock = Clock()
-    log_filter = RepeatedLogFilter(burst=5, window=60, clock=clock)
-    assert len(records(log_filter, "asyncio", logging.ERROR, "socket.accept() out of system resource\n"
-                       "socket: <socket fd=%d>", 100, 7)) == 5
-    clock.now += 61
-    (after,) = records(log_filter, "asyncio", logging.ERROR, "socket.accept() out of system resource\n"
-                       "socket: <socket fd=%d>", 1, 8)
-    assert after.startswith("socket.accept() out of system resource") and "[95 more like this" in after
-
-
-def test_the_log_filter_counts_messages_apart_and_never_drops_feedback_or_routine_lines():
-    log_filter = RepeatedLogFilter(burst=2, window=60, clock=Clock(), exempt=("imt_cds.service.feedback",))
-    assert len(records(log_filter, "uvicorn.error", logging.WARNING, "Invalid HTTP request received.", 10)) == 2
-    assert len(records(log_filter, "uvicorn.error", logging.WARNING, "Exceeded concurrency limit.", 10)) == 2
-    assert len(records(log_filter, "imt_cds.service.feedback", logging.WARNING, "cds-feedback %s", 10, "{}")) == 10
-    assert len(records(log_filter, "uvicorn.access", logging.INFO, "%s - %s", 10, "a", "b")) == 10
 
 
 def test_the_limits_are_documented_in_serve_help():
