@@ -406,6 +406,15 @@ def one_request(path: str = "/", body: bytes = b"x") -> bytes:
     return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+HEADERS_LATE = f"imt-cds: closed a connection whose request headers did not arrive within {HEADER_TIMEOUT:g} s"
+
+
+def assert_closed_with_408_at(received: bytes, elapsed: float, deadline: float) -> None:
+    """The connection got the 408 and closed ``elapsed`` s after the moment its deadline of ``deadline`` s ran from."""
+    assert received == TIMEOUT_RESPONSE, received
+    assert within(elapsed, deadline), f"closed after {elapsed:.3f} s, the deadline {deadline} s"
+
+
 def within(elapsed: float, deadline: float) -> bool:
     """Whether a connection closed ``elapsed`` seconds after the moment a deadline of ``deadline`` s ran from."""
     return deadline - 0.05 <= elapsed <= deadline + SLACK
@@ -429,10 +438,8 @@ def test_headers_not_complete_in_time_get_a_408_and_the_connection_closed(parser
         opened = time.monotonic()
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nX-Never-Finished: ")
         received, closed = read_until_closed(client)
-    assert received == TIMEOUT_RESPONSE
-    assert within(closed - opened, HEADER_TIMEOUT)
-    assert [r.getMessage() for r in records] == [
-        f"imt-cds: closed a connection whose request headers did not arrive within {HEADER_TIMEOUT:g} s"]
+    assert_closed_with_408_at(received, closed - opened, HEADER_TIMEOUT)
+    assert [r.getMessage() for r in records] == [HEADERS_LATE]
 
 
 @pytest.mark.parametrize("parser", PARSERS)
@@ -440,8 +447,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(parser
     with guarded_server(parser) as (port, _, _), connect(port) as client:
         opened = time.monotonic()
         received, closed = read_until_closed(client)
-    assert received == TIMEOUT_RESPONSE
-    assert within(closed - opened, HEADER_TIMEOUT)
+    assert_closed_with_408_at(received, closed - opened, HEADER_TIMEOUT)
 
 
 @pytest.mark.parametrize("parser", PARSERS)
@@ -450,8 +456,7 @@ def test_a_body_not_complete_in_time_gets_a_408_after_the_body_deadline(parser):
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         sent = time.monotonic()
         received, closed = read_until_closed(client)
-    assert received == TIMEOUT_RESPONSE
-    assert within(closed - sent, BODY_TIMEOUT)
+    assert_closed_with_408_at(received, closed - sent, BODY_TIMEOUT)
     assert [r.getMessage() for r in records] == [
         f"imt-cds: closed a connection whose request body did not arrive within {BODY_TIMEOUT:g} s"]
 
@@ -505,8 +510,8 @@ def test_a_request_begun_on_a_connection_idle_after_an_early_answer_has_a_header
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\n")  # ...a next request begins, and never ends its headers
         started = time.monotonic()
         received, closed = read_until_closed(client)
-    assert received == TIMEOUT_RESPONSE  # (the idle deadline would have closed it at 3 s, saying nothing)
-    assert within(closed - started, HEADER_TIMEOUT)
+    # (the idle deadline would have closed it at 3 s, saying nothing)
+    assert_closed_with_408_at(received, closed - started, HEADER_TIMEOUT)
 
 
 @pytest.mark.parametrize("parser", PARSERS)
@@ -519,10 +524,8 @@ def test_kept_alive_connections_answer_again_and_a_later_request_has_its_own_hea
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\n")  # a later request whose headers never end
         started = time.monotonic()
         received, closed = read_until_closed(client)
-    assert received == TIMEOUT_RESPONSE
-    assert within(closed - started, HEADER_TIMEOUT)
-    assert [r.getMessage() for r in records] == [
-        f"imt-cds: closed a connection whose request headers did not arrive within {HEADER_TIMEOUT:g} s"]
+    assert_closed_with_408_at(received, closed - started, HEADER_TIMEOUT)
+    assert [r.getMessage() for r in records] == [HEADERS_LATE]
 
 
 @pytest.mark.parametrize("parser", PARSERS)
