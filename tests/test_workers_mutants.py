@@ -1,0 +1,222 @@
+"""What a worker process does with one job, and the bytes a job and an answer travel as, checked in the test's own
+process: the worker's ``_Handler`` on real charts and a real engine, and the framing functions on exact bytes.
+
+The crash-containment tests (test_service_workers.py) run the same code in worker processes, where a planted
+mistake (a mutant) fails a test only through what reaches HTTP; these name the field or byte that is wrong.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import struct
+
+import orjson
+import pytest
+from service_support import EXAMPLE_PATIENT, example_resources, hook_request, prefetch_for
+
+from imt_cds.service.calls import FHIR_GUIDANCE_EXTENSION
+from imt_cds.service.workers import (
+    WorkerSettings,
+    _frame,
+    _Handler,
+    decode_answer,
+    decode_job,
+    encode_answer,
+    encode_job,
+)
+
+ON = "2026-11-21"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")  # uuid4
+PUBLIC_URL = "http://127.0.0.1:8080"
+
+
+@pytest.fixture(scope="module")
+def handler() -> _Handler:
+    return _Handler(WorkerSettings(cache_size=0, public_url=PUBLIC_URL))
+
+
+def job(op: str, resources: list | None = None, **more) -> dict:
+    return {"op": op, "resources": example_resources() if resources is None else resources, "on": ON,
+            "patient_id": EXAMPLE_PATIENT, "attested": False, **more}
+
+
+def cards_job(resources: list | None = None, fhir_guidance_endpoint: str | None = None) -> dict:
+    return job("cards", resources, hook_instance="hook-1", fhir_guidance_endpoint=fhir_guidance_endpoint)
+
+
+def without_diagnosis() -> list:
+    """The example chart without its Conditions (the primary tumour and its metastasis, which both name IMT): a chart
+    the service must not evaluate unless the caller attests the diagnosis."""
+    return [r for r in example_resources() if r["resourceType"] != "Condition"]
+
+
+# --- the bytes ----------------------------------------------------------------------------------------------------
+
+
+def test_a_job_is_its_json_then_a_nul_byte_then_the_body_as_it_came():
+    assert encode_job({"op": "hook"}, b'{"a": 1}\0\xff') == b'{"op":"hook"}\0{"a": 1}\0\xff'
+    assert encode_job({"op": "hook"}, b"") == b'{"op":"hook"}\0'
+    assert encode_job({"op": "hook"}) == b'{"op":"hook"}'  # no body: no separator
+    assert decode_job(b'{"op":"hook"}\0{"a": 1}\0\xff') == ({"op": "hook"}, b'{"a": 1}\0\xff')
+    assert decode_job(b'{"op":"hook"}\0') == ({"op": "hook"}, b"")  # an empty body is not no body
+    assert decode_job(b'{"op":"hook"}') == ({"op": "hook"}, None)
+
+
+def test_an_answer_carries_its_raw_response_after_a_nul_byte_and_gets_it_back_under_raw():
+    assert encode_answer({"ok": True, "raw": b'{"cards":[]}'}) == b'{"ok":true}\0{"cards":[]}'
+    assert encode_answer({"ok": True}) == b'{"ok":true}'
+    assert decode_answer(b'{"ok":true}\0{"cards":[]}') == {"ok": True, "raw": b'{"cards":[]}'}
+    assert decode_answer(b'{"ok":true}\0') == {"ok": True, "raw": b""}
+    assert decode_answer(b'{"ok":true}') == {"ok": True}  # no raw key at all: the server tells the two apart
+
+
+def test_a_framed_job_is_what_a_worker_reads_with_multiprocessing_recv_bytes():
+    assert _frame(b"abc") == b"\0\0\0\3abc"
+    reading, writing = multiprocessing.Pipe(duplex=False)
+    try:
+        for payload in (b"", b"abc", bytes(range(256)) * 200):
+            with open(writing.fileno(), "wb", closefd=False, buffering=0) as pipe:
+                pipe.write(_frame(payload))  # (each fits a pipe's 64 KiB buffer: written whole before it is read)
+            assert reading.recv_bytes() == payload
+    finally:
+        reading.close()
+        writing.close()
+
+
+class _Sized:
+    """A stand-in for a payload of ``size`` bytes (past 2 GiB, too big to make in a test): its length, and what a
+    bytes header added to it gives, (header, the payload)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __radd__(self, header: bytes) -> tuple[bytes, _Sized]:
+        return header, self
+
+
+def test_a_payload_past_two_gib_is_framed_as_multiprocessing_frames_it():
+    # multiprocessing.connection.Connection._send_bytes: "!i" of the length up to 0x7FFFFFFF, else "!i" -1 and "!Q"
+    # of the length.
+    assert _frame(_Sized(0x7FFFFFFF))[0] == b"\x7f\xff\xff\xff"
+    for size in (0x80000000, 0x1_0000_0001):
+        header, payload = _frame(_Sized(size))
+        assert header == struct.pack("!i", -1) + struct.pack("!Q", size) == b"\xff" * 4 + size.to_bytes(8, "big")
+        assert payload.size == size
+
+
+# --- the jobs -----------------------------------------------------------------------------------------------------
+
+
+def test_a_facts_job_answers_the_reading_with_its_facts_and_evaluates_nothing(handler):
+    answer = handler.handle(job("facts"))
+    assert set(answer) == {"ok", "fhir", "assessment", "evaluation_id"}
+    assert answer["ok"] is True and answer["assessment"] is None and answer["evaluation_id"] is None
+    assert answer["fhir"]["facts"]["patient_id"] == EXAMPLE_PATIENT
+    assert answer["fhir"]["facts"]["molecular"]["alk"]["status"] == "positive"
+    assert answer["fhir"]["eligibility"]["eligible"] is True
+    assert "Observation/imt-alk-fusion" in answer["fhir"]["sources"]["molecular.alk.status"]
+
+
+def test_an_assess_job_answers_the_assessment_document_and_a_new_evaluation_id(handler):
+    answer = handler.handle(job("assess"))
+    assert set(answer) == {"ok", "fhir", "assessment", "evaluation_id"}  # no record: the service is not audited
+    assert answer["ok"] is True and UUID.match(answer["evaluation_id"])
+    assert "facts" not in answer["fhir"]  # (the facts are the document's input)
+    document = orjson.loads(orjson.dumps(answer["assessment"]))
+    expected = handler.engine.evaluate(handler.handle(job("facts"))["fhir"]["facts"]).to_dict()
+    assert document["provenance"]["input_sha256"] == expected["provenance"]["input_sha256"]
+    # The diagnosis the reading established goes into the document's provenance (what the advice was given for).
+    assert document["provenance"]["diagnosis"] == answer["fhir"]["eligibility"]["diagnosis"] == {
+        "basis": "coded", "sources": ["Condition/imt-primary"], "attested": False,
+        "codes": ["http://terminology.hl7.org/CodeSystem/icd-o-3|8825/1"]}
+    assert [f["code"] for f in document["recommendations"]] == [f["code"] for f in expected["recommendations"]]
+    assert document["recommendations"] and document["trace"]  # the whole document, trace and all
+    assert handler.handle(job("assess"))["evaluation_id"] != answer["evaluation_id"]
+
+
+def test_a_chart_without_an_imt_diagnosis_is_evaluated_only_when_the_caller_attests_it(handler):
+    plain = handler.handle(job("assess", without_diagnosis()))
+    assert plain["assessment"] is None and plain["evaluation_id"] is None
+    assert plain["fhir"]["eligibility"]["eligible"] is False
+    attested = handler.handle({**job("assess", without_diagnosis()), "attested": True})
+    assert attested["fhir"]["eligibility"] == {**attested["fhir"]["eligibility"], "eligible": True,
+                                               "reason": "diagnosis_attested"}
+    assert attested["assessment"] is not None and UUID.match(attested["evaluation_id"])
+
+
+def test_the_date_of_the_job_is_the_date_the_chart_is_read_on(handler):
+    ages = [handler.handle({**job("facts"), "on": on})["fhir"]["facts"]["age_years"]
+            for on in ("2026-11-21", "2036-11-21")]
+    assert 9.99 < ages[1] - ages[0] < 10.01
+
+
+def test_a_chart_of_another_patient_than_the_job_names_is_refused_with_the_readers_reason(handler):
+    answer = handler.handle({**job("cards", hook_instance="h", fhir_guidance_endpoint=None),
+                             "patient_id": "someone-else"})
+    assert answer == {"ok": True, "refused": {"reason": "other_patient", "message": answer["refused"]["message"]}}
+    assert "someone-else" in answer["refused"]["message"] and EXAMPLE_PATIENT in answer["refused"]["message"]
+
+
+def test_a_cards_job_answers_the_response_bytes_and_an_index_of_its_cards(handler):
+    answer = handler.handle(cards_job())
+    assert set(answer) == {"ok", "evaluation_id", "index", "raw"}
+    assert answer["ok"] is True and UUID.match(answer["evaluation_id"])
+    response = orjson.loads(answer["raw"])
+    assert set(response) == {"cards"} and len(response["cards"]) >= 2
+    assert answer["index"] == [[card["uuid"], card["source"]["topic"]["code"]] for card in response["cards"]]
+    assert all(card["source"]["url"].startswith(PUBLIC_URL + "/rules/") for card in response["cards"]
+               if "url" in card["source"])
+    assert f"evaluation {answer['evaluation_id']}." in response["cards"][-1]["detail"]
+
+
+def test_a_cards_job_asking_for_fhir_guidance_gets_it_with_the_endpoint_given(handler):
+    answer = handler.handle(cards_job(fhir_guidance_endpoint="https://cds.example/guidance"))
+    response = orjson.loads(answer["raw"])
+    bundle = response["extension"][FHIR_GUIDANCE_EXTENSION]
+    assert bundle["resourceType"] == "Bundle"
+    assert "https://cds.example/guidance" in answer["raw"].decode()
+    assert "extension" not in orjson.loads(handler.handle(cards_job())["raw"])
+
+
+def test_a_cards_job_on_a_chart_not_evaluated_answers_no_cards_or_the_one_card_configured():
+    quiet = _Handler(WorkerSettings(cache_size=0, public_url=PUBLIC_URL))
+    answer = quiet.handle(cards_job(without_diagnosis()))
+    assert answer == {"ok": True, "evaluation_id": None, "index": [], "raw": b'{"cards":[]}'}
+    told = _Handler(WorkerSettings(cache_size=0, public_url=PUBLIC_URL, not_eligible_card=True))
+    answer = told.handle(cards_job(without_diagnosis()))
+    cards = orjson.loads(answer["raw"])["cards"]
+    assert [card["source"]["topic"]["code"] for card in cards] == ["NOT_ELIGIBLE"]
+    assert answer["evaluation_id"] is None and answer["index"] == []  # nothing to give feedback about
+
+
+def test_an_audited_worker_prepares_the_record_and_the_cards_quote_its_id(tmp_path):
+    audited = _Handler(WorkerSettings(cache_size=0, public_url=PUBLIC_URL, audit=str(tmp_path / "a.db")))
+    answer = audited.handle(cards_job())
+    assert set(answer) == {"ok", "evaluation_id", "index", "raw", "record"}
+    record = answer["record"]
+    assert answer["evaluation_id"] == record["id"] and UUID.match(record["id"])
+    assert record["input_json"] is not None and record["rulebook"]["sha256"] == audited.engine.rulebook.sha256
+    assert f"evaluation {record['id']}." in orjson.loads(answer["raw"])["cards"][-1]["detail"]
+    assessed = audited.handle(job("assess"))
+    assert assessed["evaluation_id"] == assessed["record"]["id"] != record["id"]
+    without_input = _Handler(WorkerSettings(cache_size=0, audit=str(tmp_path / "a.db"), audit_input=False))
+    assert without_input.handle(job("assess"))["record"]["input_json"] is None
+    assert "record" not in without_input.handle(job("facts"))  # nothing evaluated, nothing to record
+
+
+def test_a_call_with_no_body_is_rejected_as_json_that_is_not_there(handler):
+    answer = handler.handle({"op": "hook", "service": "imt-patient-view", "on": ON, "guidance_endpoint": "x"})
+    assert answer == {"ok": True, "rejected": {
+        "message": "the request body is not valid JSON (Expecting value at line 1 column 1)", "details": None}}
+
+
+def test_a_call_asking_for_fhir_guidance_gets_the_endpoint_of_its_job(handler):
+    request = hook_request("patient-view", prefetch=prefetch_for(example_resources()),
+                           extension={FHIR_GUIDANCE_EXTENSION: True})
+    hook = {"op": "hook", "service": "imt-patient-view", "on": ON, "guidance_endpoint": "https://cds.example/g"}
+    raw = handler.handle(hook, orjson.dumps(request))["raw"]
+    assert FHIR_GUIDANCE_EXTENSION in orjson.loads(raw)["extension"] and b"https://cds.example/g" in raw
