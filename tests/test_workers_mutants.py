@@ -7,6 +7,7 @@ mistake (a mutant) fails a test only through what reaches HTTP; these name the f
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import re
 import struct
@@ -220,3 +221,45 @@ def test_a_call_asking_for_fhir_guidance_gets_the_endpoint_of_its_job(handler):
     hook = {"op": "hook", "service": "imt-patient-view", "on": ON, "guidance_endpoint": "https://cds.example/g"}
     raw = handler.handle(hook, orjson.dumps(request))["raw"]
     assert FHIR_GUIDANCE_EXTENSION in orjson.loads(raw)["extension"] and b"https://cds.example/g" in raw
+
+
+def test_a_worker_that_cannot_build_its_engine_says_why_and_the_pool_does_not_start(tmp_path):
+    # The pool was given the rulebook it serves (as the server gives it the one it loaded); the worker loads the
+    # files again and finds them broken: its start-up message names its error, and the pool passes it on.
+    from imt_cds import load_rulebook
+    from imt_cds.service.errors import ServiceConfigError
+    from imt_cds.service.workers import WorkerPool
+    from rulebook_copies import copy_rulebook
+
+    directory = copy_rulebook(tmp_path / "rules")
+    rulebook = load_rulebook(directory)
+    (directory / "rulebook.yaml").unlink()
+    pool = WorkerPool(WorkerSettings(rules=str(directory), cache_size=0), 1, rulebook=rulebook)
+    with pytest.raises(ServiceConfigError) as refused:
+        asyncio.run(pool.start())
+    assert re.fullmatch(r"(?s)an evaluation worker could not start: RulebookError: .*rulebook\.yaml: missing.*",
+                        str(refused.value)), str(refused.value)
+    assert pool.live_workers == 0
+
+
+def test_a_job_failing_with_an_error_of_this_library_is_answered_with_that_errors_code():
+    # The server never sends a worker an unknown service (it finds the service first); a worker sent one anyway
+    # fails that job with the library's own error and code, not the name of its class.
+    from imt_cds.service.errors import EvaluationFailedError, NotFoundError
+    from imt_cds.service.workers import WorkerPool
+
+    async def run() -> BaseException:
+        pool = WorkerPool(WorkerSettings(cache_size=0), 1)
+        await pool.start()
+        try:
+            failed = await asyncio.gather(pool.run({"op": "hook", "service": "nope", "on": ON,
+                                                    "guidance_endpoint": "x"}, b"{}"), return_exceptions=True)
+            return failed[0]
+        finally:
+            await pool.close()
+
+    failed = asyncio.run(run())
+    assert isinstance(failed, EvaluationFailedError)
+    assert failed.details == {"code": NotFoundError.code} and NotFoundError.code != "NotFoundError"
+    assert failed.message.startswith("the evaluation failed: NotFoundError: no CDS service 'nope' here; the "
+                                     "services are imt-patient-view, "), failed.message

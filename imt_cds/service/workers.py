@@ -720,8 +720,10 @@ class _Handler:
         return self.handle(read_job(request, resources, "cards", job["on"], options))
 
 def _open_audit_store(settings: WorkerSettings) -> Any:
-    """The worker's audit store, whose appends wait at most ``store_timeout`` for the write lock (the audit
-    store's own default, 60 s, is for batch runs; a hook call must answer sooner than ``--request-timeout``)."""
+    """The audit store of ``settings``, opened in the server's process (the recorder's appends, and the rulebook's
+    archive at the start; the workers only prepare records), whose appends wait at most ``store_timeout`` for the
+    write lock (the audit store's own default, 60 s, is for batch runs; a hook call must answer sooner than
+    ``--request-timeout``)."""
     from ..audit.backends import is_postgres_target
 
     if is_postgres_target(settings.audit):
