@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from service_support import Signer, bearer
+from service_support import Signer, bearer, example_resources, hook_request, prefetch_for
 
 from imt_cds import load_rulebook
 from imt_cds.service import AuthSettings, ServiceConfig, TrustedIssuer, create_app
@@ -27,16 +29,28 @@ ORIGIN = "https://ehr.example.org"
 JSON = "application/json"
 
 
-def call(app: Any, request: Callable[[httpx.AsyncClient], Any], *, started: bool = False) -> Any:
-    """``request(client)`` against ``app`` in process; with ``started``, inside the app's lifespan (its worker pool,
-    feedback sink and hook runner: real worker processes)."""
+def call(app: Any, request: Callable[[httpx.AsyncClient], Any], *, started: bool = False, root_path: str = "") -> Any:
+    """``request(client)`` against ``app`` in process; with ``started``, between the app's ASGI lifespan startup
+    and shutdown, as a server sends them (its worker pool, feedback sink and hook runner: real worker processes)."""
 
     async def run() -> Any:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC) as client:
+        # (as a server: an exception the app re-raises after its 500 is sent is not the client's to see)
+        transport = httpx.ASGITransport(app=app, root_path=root_path, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
             if not started:
                 return await request(client)
-            async with app.router.lifespan_context(app):
+            to_app: asyncio.Queue[dict] = asyncio.Queue()
+            from_app: asyncio.Queue[dict] = asyncio.Queue()
+            lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                               to_app.get, from_app.put))
+            await to_app.put({"type": "lifespan.startup"})
+            assert (await from_app.get())["type"] == "lifespan.startup.complete"
+            try:
                 return await request(client)
+            finally:
+                await to_app.put({"type": "lifespan.shutdown"})
+                assert (await from_app.get())["type"] == "lifespan.shutdown.complete"
+                await lifespan
 
     return asyncio.run(run())
 
@@ -189,3 +203,154 @@ def test_an_audit_store_in_a_folder_that_does_not_exist_stops_the_start_naming_b
     assert str(refused.value) == (f"cannot open the audit store {path}: its folder {path.parent} does not exist "
                                   "(create it, or give another --audit path)")
     assert not path.parent.exists()
+
+
+def test_a_rule_page_shows_the_rule_its_findings_its_evidence_and_its_literature_escaped(app):
+    # R28: a recommendation with a description, a quote and claims, and two literature links; D04: a derived fact
+    # with a description and neither findings nor evidence. Both pages are read line by line.
+    import html
+
+    from imt_cds.render.cards import citation_links
+
+    rulebook = load_rulebook(None)
+    pages = call(app, lambda c: asyncio.gather(c.get("/rules/R28"), c.get("/rules/D04")))
+    rule = rulebook.rule("R28")
+    entries = [rulebook.evidence[i].to_dict() for i in rule.evidence]
+    quotes = [entry for entry in entries if entry.get("quote")]
+    links = citation_links(entries)
+    assert (len(rule.findings), len(quotes), len(entries) - len(quotes), len(links)) == (1, 1, 3, 2)
+    lines = pages[0].text.split("\n")
+    e = html.escape
+    assert lines[:4] == [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>R28: {e(rule.title)}</title></head><body>",
+        f"<h1>R28 v{rule.version}: {e(rule.title)}</h1>",
+        f"<p>Rulebook {rulebook.name} {rulebook.version} (sha256 {rulebook.sha256}). Kind: recommendation. "
+        f"Strength of evidence: {rule.strength}.</p>",
+        f"<p>{e(rule.description)}</p>"]
+    finding = rule.findings[0]
+    assert lines[4:7] == ["<h2>Findings</h2><ul>", f"<li><code>{finding.code}</code>: {e(finding.summary)}</li>",
+                          "</ul>"]
+    assert lines[7] == "<h2>Evidence</h2><ul>" and lines[8 + len(entries)] == "</ul>"
+    for line, entry in zip(lines[8:8 + len(entries)], entries):
+        shown = f"&ldquo;{e(entry['quote'])}&rdquo;" if entry.get("quote") else e(entry["claim"])
+        assert line == f"<li>{shown}<br><small>{e(entry['citation'])} [{entry['id']}]</small></li>"
+    assert lines[9 + len(entries):] == [
+        "<h2>Literature</h2><ul>", *(f"<li><a href='{e(link['url'])}'>{e(link['label'])}</a></li>" for link in links),
+        "</ul>", "<p><em>Decision support for a multidisciplinary team, not a prescription.</em></p></body></html>"]
+    derived = rulebook.rule("D04")
+    assert pages[1].text.split("\n")[3:] == [
+        f"<p>{e(derived.description)}</p>",
+        "<p><em>Decision support for a multidisciplinary team, not a prescription.</em></p></body></html>"]
+
+
+# --- more of the FastAPI side -------------------------------------------------------------------------------------
+
+
+def test_an_unexpected_failure_in_a_route_is_a_500_in_the_services_words_and_logged(caplog):
+    # The app never started (no lifespan: no worker pool), so /healthz fails inside.
+    with caplog.at_level(logging.INFO, logger="imt_cds.service"):
+        response = call(plain_app(), lambda c: c.get("/healthz"))
+    assert response.status_code == 500
+    assert error(response) == {"code": "cds_internal_error", "status": 500,
+                               "message": "internal error; see the server log"}
+    (record,) = [r for r in caplog.records if r.name == "imt_cds.service"]
+    assert record.getMessage() == "imt-cds: internal error answering GET /healthz" and record.exc_info
+
+
+def test_without_fastapi_the_service_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # (an import of it then fails, as when it is not installed)
+    with pytest.raises(ImportError) as refused:
+        plain_app()
+    assert str(refused.value) == "the CDS Hooks service needs FastAPI and uvicorn: pip install 'imt-cds[service]'"
+
+
+def test_a_hook_call_is_answered_on_its_own_path_and_behind_a_proxys_root_path():
+    # Under a root path (a proxy mounting the service at /cds) the call goes through FastAPI's route instead.
+    request = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+    view = "/cds-services/imt-patient-view"
+
+    async def calls(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.post(view, json=request),
+                await client.post(view, content=json.dumps(request), headers={"content-type": "text/plain"}),
+                await client.post("/cds-services/nope", json=request)]
+
+    for root_path, prefix in (("", ""), ("/cds", "/cds")):
+        app = plain_app()
+        answered, text, unknown = call(app, lambda c, p=prefix: calls(_Prefixed(c, p)), started=True,
+                                       root_path=root_path)
+        assert answered.status_code == 200, answered.text
+        codes = [card["source"]["topic"]["code"] for card in answered.json()["cards"]]
+        assert "REC_CRIZOTINIB_ALK" in codes
+        assert text.status_code == 415 and text.headers["accept"] == "application/json"
+        assert unknown.status_code == 404 and error(unknown)["message"].startswith("no CDS service 'nope' here")
+
+
+class _Prefixed:
+    """A client whose request paths start with ``prefix`` (what a proxy mounting the service at a root path sends)."""
+
+    def __init__(self, client: httpx.AsyncClient, prefix: str):
+        self.client, self.prefix = client, prefix
+
+    async def post(self, path: str, **given: Any) -> httpx.Response:
+        return await self.client.post(self.prefix + path, **given)
+
+
+def test_feedback_not_declared_as_json_is_a_415_saying_what_is_accepted(app):
+    response = call(app, lambda c: c.post("/cds-services/imt-patient-view/feedback", content=b"{}",
+                                          headers={"content-type": "text/plain"}), started=True)
+    assert response.status_code == 415 and response.headers["accept"] == "application/json"
+    assert error(response)["code"] == "cds_unsupported_media_type"
+
+
+def test_a_body_over_the_limit_is_refused_on_fastapis_routes_whether_declared_or_streamed():
+    app = plain_app(max_body_bytes=1024)
+    body = json.dumps({"feedback": [{"card": "x" * 2000, "outcome": "accepted"}]}).encode()
+
+    async def chunks():
+        for start in range(0, len(body), 500):
+            yield body[start:start + 500]
+
+    async def both(client: httpx.AsyncClient) -> list[httpx.Response]:
+        path = "/cds-services/imt-patient-view/feedback"
+        return [await client.post(path, content=body, headers={"content-type": JSON}),
+                await client.post(path, content=chunks(), headers={"content-type": JSON})]
+
+    declared, streamed = call(app, both, started=True)
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert error(response) == {"code": "cds_payload_too_large", "status": 413,
+                                   "message": "the request body is larger than this service accepts (1024 bytes)"}
+    assert "content-length" not in streamed.request.headers  # (it really streamed)
+
+
+def test_a_client_gone_before_its_body_arrived_is_logged_as_its_doing_and_gets_a_bare_400(app, caplog):
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/cds-services/imt-patient-view/feedback", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], "query_string": b"", "http_version": "1.1",
+             "scheme": "http", "server": ("cds.test", 80), "client": ("127.0.0.1", 5000)}
+
+    async def run() -> None:
+        app.state.sink = None  # (read only after the body: never here)
+        await app(scope, receive, send)
+
+    with caplog.at_level(logging.INFO, logger="imt_cds.service"):
+        asyncio.run(run())
+    assert sent[0]["status"] == 400 and sent[1].get("body", b"") == b""
+    (record,) = [r for r in caplog.records if r.name == "imt_cds.service"]
+    assert record.levelno == logging.INFO and record.getMessage() == (
+        "imt-cds: POST /cds-services/imt-patient-view/feedback: the client went away before its request body arrived")
+
+
+def test_a_get_preflight_from_the_configured_origin_is_allowed():
+    app = plain_app(cors_origins=(ORIGIN,))
+    response = call(app, lambda c: c.options("/cds-services", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}))
+    assert response.status_code == 200 and response.headers["access-control-allow-origin"] == ORIGIN
+    assert set(response.headers["access-control-allow-methods"].replace(" ", "").split(",")) == {"GET", "POST"}
