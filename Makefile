@@ -160,13 +160,14 @@ MUTATION_TESTS_imt_cds/service/feedback.py := tests/test_feedback_writer.py test
 MUTATION_TESTS_imt_cds/authoring/symbolic.py := tests/test_symbolic_mutants.py \
     tests/test_authoring_tools.py::test_the_checker_agrees_with_the_engine_on_concrete_patients \
     tests/test_verification_mutants.py tests/test_authoring_tools.py
-MUTATION_TESTS_imt_cds/service/workers.py := tests/test_service_workers.py
+MUTATION_TESTS_imt_cds/service/workers.py := tests/test_workers_mutants.py tests/test_service_workers.py \
+    tests/test_lone_surrogates.py
 MUTATION_TESTS_imt_cds/cli/evaluate.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
     tests/test_cli_wording.py
 MUTATION_TESTS_imt_cds/cli/common.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
     tests/test_cli_wording.py
-MUTATION_TESTS_imt_cds/service/app.py := tests/test_service_hook_path.py tests/test_service_http.py \
-    tests/test_service_requests.py
+MUTATION_TESTS_imt_cds/service/app.py := tests/test_app_mutants.py tests/test_service_hook_path.py \
+    tests/test_service_http.py tests/test_service_requests.py
 MUTATION_TESTS_imt_cds/service/connections.py := tests/test_connections_mutants.py tests/test_service_limits.py \
     tests/test_service_hostile_clients.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \

@@ -354,3 +354,90 @@ def test_a_get_preflight_from_the_configured_origin_is_allowed():
         "Origin": ORIGIN, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}))
     assert response.status_code == 200 and response.headers["access-control-allow-origin"] == ORIGIN
     assert set(response.headers["access-control-allow-methods"].replace(" ", "").split(",")) == {"GET", "POST"}
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_any_of_it_is_read():
+    app = plain_app(max_body_bytes=1024)
+    read: list[dict] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:  # a client that declared 5,000 bytes and sends them slowly, if asked
+        read.append({})
+        await asyncio.sleep(0.1)
+        return {"type": "http.request", "body": b"x" * 100, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/cds-services/imt-patient-view/feedback", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"5000")],
+             "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("cds.test", 80)}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    assert read == [] and sent[0]["status"] == 413
+    body = sent[1]["body"]
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(body)).encode()
+    assert json.loads(body)["error"]["code"] == "cds_payload_too_large"
+
+
+def test_with_no_worker_alive_health_says_degraded_and_the_service_is_not_ready():
+    import os
+    import signal
+    import time
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        for pid in app.state.pool.load()["pids"]:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # (the event loop held: no replacement can start before the two checks)
+        return [await client.get("/healthz"), await client.get("/readyz")]
+
+    app = plain_app()
+    health, ready = call(app, scenario, started=True)
+    assert health.status_code == 200  # (the server answers; its workers do not)
+    assert {key: health.json()[key] for key in ("status", "workers")} == {"status": "degraded", "workers": 0}
+    assert ready.status_code == 503 and ready.json() == {"ready": False, "not_ready": ["no_workers"]}
+
+
+def test_readiness_waits_two_seconds_for_an_audit_store_busy_behind_a_lock_and_says_so(tmp_path):
+    # Another writer holds the SQLite store's write lock: a hook call's record waits in the recorder's thread, and the
+    # readiness read queued behind it is not answered; /readyz does not wait for it past its own timeout.
+    import sqlite3
+    import time
+
+    audit = tmp_path / "audit.db"
+    app = plain_app(audit=str(audit), store_timeout=8.0)
+    request = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, float, httpx.Response]:
+        lock = sqlite3.connect(audit, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            hook_call = asyncio.create_task(client.post("/cds-services/imt-patient-view", json=request))
+            await asyncio.sleep(1.0)  # its record is with the recorder by now, waiting for the lock
+            start = time.monotonic()
+            ready = await client.get("/readyz")
+            waited = time.monotonic() - start
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        return ready, waited, await hook_call
+
+    ready, waited, answered = call(app, scenario, started=True)
+    assert ready.status_code == 503 and ready.json() == {"ready": False, "not_ready": ["audit_store"]}
+    assert 1.9 < waited < 2.8, waited  # (its timeout, 2 s: under a proxy's usual health-check timeout)
+    assert answered.status_code == 200  # recorded once the lock was released, then answered
+
+
+def test_a_hook_call_behind_a_root_path_wants_a_token_for_the_services_own_url(tmp_path):
+    signer = Signer(ISSUER)
+    app = create_app(ServiceConfig(public_url=PUBLIC, workers=1, auth=AuthSettings(
+        (TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),))))
+    request = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+    view = "/cds-services/imt-patient-view"
+
+    async def tokens(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.post("/cds" + view, json=request, headers=bearer(signer.token(PUBLIC + view))),
+                await client.post("/cds" + view, json=request, headers=bearer(signer.token(PUBLIC + "/x")))]
+
+    right, wrong = call(app, tokens, started=True, root_path="/cds")
+    assert right.status_code == 200 and right.json()["cards"]
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == 'Bearer error="invalid_token"'
