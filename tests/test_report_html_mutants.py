@@ -11,60 +11,25 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
-from imt_cds.render.report_html import GRAPH_COLORS, derivation_svg, render_report_html
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-FACT_SIZE = {"fact": "tumor.size_cm", "expected": ">= 5", "actual": 6.5, "parameter": "size_risk_threshold_cm"}
-FACT_SITE = {"fact": "tumor.site", "expected": "= thoracic", "actual": "thoracic"}
-FACT_AGE = {"fact": "age_years", "expected": "!= null", "actual": 9}
-LARGE = {"derived": "LARGE", "holds": True, "reasons": ["C1", "C2"]}
-ADVANCED = {"derived": "ADVANCED", "holds": True}
-NO_CONFLICT = {"derived": "CONFLICT", "holds": False}
-QUOTED = {"id": "SEED:s1", "citation": "Author A. A paper. PMID 12345678.", "quote": "A quote.", "claim": "A quote.",
-          "level": "3iiA", "source": "001_seed.txt", "verification": "verbatim: quote found"}
-CLAIMED = {"id": "EXT-1", "citation": "Author B. Another. doi:10.1000/xyz", "quote": None,
-           "claim": "A claim without a quote.", "level": None, "source": None, "verification": "verified in PubMed"}
+from report_html_golden import (  # noqa: E402
+    INPUT,
+    LARGE,
+    QUOTED,
+    RECORD,
+    document,
+    finding,
+    load_cases,
+    render,
+)
 
-
-def finding(code: str, kind: str, because: list, evidence: list, **more) -> dict:
-    return {"code": code, "kind": kind, "title": f"Title of {code}", "summary": f"Summary of {code}.",
-            "indicator": "info", "strength": "NARR", "rule": {"id": f"R-{code}", "version": "1.2.0"},
-            "evidence": evidence, "because": because, **more}
-
-
-def document() -> dict:
-    return {
-        "schema": "imt-cds/assessment/v1", "patient_id": "pt-1",
-        "recommendations": [
-            finding("REC_A", "recommendation", [ADVANCED, NO_CONFLICT], [QUOTED, CLAIMED],
-                    also_from=[{"id": "R-OTHER", "version": "2.0.0", "evidence": [], "because": [FACT_AGE]}]),
-            finding("REQ_B", "data_request", [], []),
-        ],
-        "risk_flags": [finding("RISK_C", "risk_flag", [FACT_SITE], [CLAIMED]),
-                       finding("FLAG_D", "flag", [LARGE], [])],
-        "derived_facts": [
-            {"name": "LARGE", "rule": {"id": "D1", "version": "1.0.0"}, "because": [FACT_SIZE],
-             "reason": {"id": "C1", "text": "measured large"}},
-            {"name": "LARGE", "rule": {"id": "D1", "version": "1.0.0"}, "because": [FACT_SITE],
-             "reason": {"id": "C2", "text": "site counts as large"}},
-            {"name": "ADVANCED", "rule": {"id": "D2", "version": "1.1.0"}, "because": [LARGE]},
-        ],
-        "suppressed": [{"finding": finding("REC_E", "recommendation", [FACT_SITE], [QUOTED]),
-                        "by": {"id": "S1", "version": "1.0.0", "fact": "LARGE"}, "reason": "held for now",
-                        "reasons": ["held for now"], "suppression_rule": {"id": "S1", "version": "1.0.0"}}],
-        "trace": [],
-        "provenance": {"rulebook": {"name": "imt", "version": "9.9", "sha256": "ab" * 32},
-                       "parameters": {"size_risk_threshold_cm": 5},
-                       "engine": {"durable_rules": "2.0.28"}, "input_sha256": "cd" * 32,
-                       "evaluated_at": "2026-12-05T10:00:00Z", "diagnosis": None},
-    }
-
-
-INPUT = {"patient_id": "pt-1", "age_years": 9, "tumor": {"site": "thoracic", "size_cm": 6.5, "margin": None}}
-RECORD = {"id": "rec-1", "seq": 7, "hash": "ef" * 32, "prev_hash": "01" * 32, "recorded_at": "2026-12-05T10:00:01Z"}
-
+from imt_cds.render.report_html import _CSS, GRAPH_COLORS, derivation_svg, render_report_html  # noqa: E402
 
 @pytest.fixture(scope="module")
 def page() -> str:
@@ -303,3 +268,19 @@ def test_the_input_facts_and_the_record_are_shown_escaped():
     page = render_report_html(document(), input_facts={**INPUT, HOSTILE: HOSTILE},
                               audit_record={**RECORD, "seq": HOSTILE, "id": HOSTILE})
     assert "<img" not in page and page.count(ESCAPED) >= 4
+
+
+# --- whole pages, as reviewed -------------------------------------------------------------------------------------
+
+CASES = load_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_the_report_is_the_reviewed_one(case):
+    assert render(case) == case["page"]
+
+
+def test_the_page_carries_the_style_its_words_rely_on(page):
+    # "Facts a rule used are in bold": the stylesheet makes them so, and it is in the page (nothing is fetched).
+    assert f"<style>{_CSS}</style>" in page
+    assert "tr.used td { font-weight: 600; }" in _CSS
