@@ -10,6 +10,7 @@ import consult_note_golden
 import explain_golden
 import golden_files
 import pytest
+import report_html_golden
 
 
 def test_cases_read_back_as_written(tmp_path: Path) -> None:
@@ -24,8 +25,8 @@ def test_cases_read_back_as_written(tmp_path: Path) -> None:
     assert path.read_bytes() == first
 
 
-@pytest.mark.parametrize("script", [cards_golden, consult_note_golden, explain_golden],
-                         ids=["cards", "consult-notes", "explain"])
+@pytest.mark.parametrize("script", [cards_golden, consult_note_golden, explain_golden, report_html_golden],
+                         ids=["cards", "consult-notes", "explain", "report-html"])
 def test_rewriting_a_shipped_file_changes_no_byte(script, tmp_path: Path) -> None:
     copy = tmp_path / "golden.json.gz"
     golden_files.write(copy, golden_files.load(script.GOLDEN), indent=script.JSON_INDENT)
