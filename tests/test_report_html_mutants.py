@@ -19,6 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_html_golden import (  # noqa: E402
+    FACT_SIZE,
+    FACT_SITE,
     INPUT,
     LARGE,
     QUOTED,
@@ -284,3 +286,47 @@ def test_the_page_carries_the_style_its_words_rely_on(page):
     # "Facts a rule used are in bold": the stylesheet makes them so, and it is in the page (nothing is fetched).
     assert f"<style>{_CSS}</style>" in page
     assert "tr.used td { font-weight: 600; }" in _CSS
+
+
+# --- the branches the every-branch document does not reach ------------------------------------------------------------
+
+
+def test_a_finding_from_three_rules_names_all_three():
+    also = [{"id": "R-B", "version": "2.0.0", "because": []}, {"id": "R-C", "version": "3.0.0", "because": []}]
+    page = render_report_html({**document(), "recommendations": [
+        finding("REC_X", "recommendation", [], [], also_from=also)]})
+    assert "<code>REC_X</code> · rule R-REC_X v1.2.0, R-B v2.0.0, R-C v3.0.0 · strength" in page
+
+
+def test_a_derivation_is_labelled_only_when_the_fact_was_reached_more_than_one_way_and_it_has_a_label():
+    document_ = document()
+    document_["derived_facts"] = [
+        {"name": "LARGE", "rule": {"id": "D1", "version": "1.0.0"}, "because": [FACT_SIZE],
+         "reason": {"id": "C1", "text": "measured large"}},  # one way, labelled: no label shown
+        {"name": "ADVANCED", "rule": {"id": "D2", "version": "1.1.0"}, "because": [LARGE]},
+        {"name": "ADVANCED", "rule": {"id": "D2", "version": "1.1.0"}, "because": [FACT_SITE],
+         "reason": {"id": "C9", "text": "by site"}},  # two ways, one of them labelled
+    ]
+    shown = article(render_report_html(document_), "REC_A")
+    assert "measured large:" not in shown
+    # (the other <div class="meta"> is the finding's line of code, rules and strength)
+    assert shown.count('<div class="meta">by site:</div>') == 1 and shown.count('<div class="meta">') == 2
+
+
+def test_the_graph_keeps_apart_facts_required_absent_and_findings_withheld():
+    document_ = document()
+    document_["recommendations"][1]["because"] = [{"derived": "OTHER", "holds": False}]
+    document_["suppressed"].append({**document_["suppressed"][0], "finding": finding("REC_F", "recommendation",
+                                                                                     [], [])})
+    drawn = nodes(derivation_svg(document_))
+    assert {"not CONFLICT", "not OTHER", "REC_E (withheld)", "REC_F (withheld)"} <= set(drawn)
+
+
+def test_the_graph_draws_a_derived_fact_the_document_does_not_list_by_its_name():
+    # A document whose derived facts were left out (an edited record): the facts its findings cite are still drawn.
+    document_ = {**document(), "derived_facts": []}
+    drawn = nodes(derivation_svg(document_))
+    assert drawn["ADVANCED"][:2] == ("ADVANCED holds", GRAPH_COLORS["derived"])
+    assert drawn["LARGE"][:2] == ("LARGE holds", GRAPH_COLORS["derived"])  # cited by FLAG_D
+    document_["risk_flags"] = []  # LARGE now only as what withholds REC_E
+    assert nodes(derivation_svg(document_))["LARGE"][:2] == ("LARGE", GRAPH_COLORS["derived"])
