@@ -24,7 +24,6 @@ from service_support import Signer, bearer, example_resources, hook_request, pre
 
 from imt_cds.service import AuthSettings, ServiceConfig, TrustedIssuer, create_app
 from imt_cds.service.replay_cache import SqlReplayCache
-from imt_cds.service.workers import AUDIT_UNAVAILABLE_MESSAGE
 
 PUBLIC = "https://cds.example.org"
 PATIENT_VIEW = "/cds-services/imt-patient-view"
@@ -88,8 +87,8 @@ def test_a_hook_call_gets_a_503_within_the_store_timeout_while_the_audit_store_i
         assert health == 200
         assert still_waiting, "the call was over before /healthz was asked: nothing was shown"
         assert busy.status_code == 503, busy.text
-        assert busy.json() == {"error": {"code": "cds_audit_unavailable", "status": 503,
-                                         "message": AUDIT_UNAVAILABLE_MESSAGE}}
+        assert busy.json() == {"error": {"code": "cds_audit_unavailable", "status": 503, "message": (
+            "the audit trail cannot record this evaluation now: no cards are returned without a record; try again")}}
         assert "cards" not in busy.json() and str(tmp_path) not in busy.text
         assert "cds_audit_unavailable" in service.log_text() and "database is locked" in service.log_text()
         assert records(audit) == before  # nothing half-recorded

@@ -263,3 +263,32 @@ def test_a_job_failing_with_an_error_of_this_library_is_answered_with_that_error
     assert failed.details == {"code": NotFoundError.code} and NotFoundError.code != "NotFoundError"
     assert failed.message.startswith("the evaluation failed: NotFoundError: no CDS service 'nope' here; the "
                                      "services are imt-patient-view, "), failed.message
+
+
+def test_a_worker_that_dies_is_replaced_and_the_service_log_says_which_by_which(caplog):
+    import logging
+    import os
+    import signal
+
+    from imt_cds.service.workers import WorkerPool
+
+    async def run() -> tuple[int, int]:
+        pool = WorkerPool(WorkerSettings(cache_size=0), 1)
+        await pool.start()
+        try:
+            (victim,) = pool.load()["pids"]
+            os.kill(victim, signal.SIGKILL)
+            for _ in range(600):  # (a replacement builds its engine: a second or two)
+                await asyncio.sleep(0.05)
+                if pool.load()["pids"] not in ([victim], []):
+                    break
+            (replacement,) = pool.load()["pids"]
+            return victim, replacement
+        finally:
+            await pool.close()
+
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service"):
+        victim, replacement = asyncio.run(run())
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "imt_cds.service"]
+    assert said == [(logging.WARNING, f"imt-cds: evaluation worker {victim} died while idle (exit code -9)"),
+                    (logging.WARNING, f"imt-cds: evaluation worker {victim} replaced by {replacement}")]
