@@ -57,7 +57,8 @@ def document() -> dict:
         "schema": "imt-cds/assessment/v1", "patient_id": "pt-1",
         "recommendations": [
             finding("REC_A", "recommendation", [ADVANCED, NO_CONFLICT], [QUOTED, CLAIMED],
-                    also_from=[{"id": "R-OTHER", "version": "2.0.0", "evidence": [], "because": [FACT_AGE]}]),
+                    also_from=[{"id": "R-OTHER", "version": "2.0.0", "evidence": ["SEED:s1", "EXT-1"],
+                               "because": [FACT_AGE]}]),
             finding("REQ_B", "data_request", [], []),
         ],
         "risk_flags": [finding("RISK_C", "risk_flag", [FACT_SITE], [CLAIMED]),

@@ -164,6 +164,13 @@ def _finding_html(finding: Mapping[str, Any], derived: Mapping[str, list[Mapping
         parts.append("<div><strong>Why</strong>" + _reasons_html(finding["because"], derived, set()) + "</div>")
     else:
         parts.append("<div><strong>Why:</strong> applies to every patient.</div>")
+    # Each other rule that produced the same finding fired for reasons of its own: an auditor sees them too.
+    for other in finding.get("also_from", ()):
+        reasons = (_reasons_html(other["because"], derived, set()) if other["because"]
+                   else " applies to every patient.")
+        cited = ", ".join(other.get("evidence") or ()) or "none"
+        parts.append(f"<div><strong>Why rule {_e(other['id'])} v{_e(other['version'])} also gives it</strong>"
+                     f"{reasons}<div class=\"meta\">Its evidence: {_e(cited)}.</div></div>")
     if finding["evidence"]:
         parts.append("<div><strong>Evidence</strong>")
         for entry in finding["evidence"]:
