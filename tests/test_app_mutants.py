@@ -69,6 +69,21 @@ def error(response: httpx.Response) -> dict:
     return response.json()["error"]
 
 
+def authenticated_app(tmp_path: Any, **settings: Any) -> tuple[Any, Signer]:
+    """An app that wants a token from ``ISSUER``, and the signer of such tokens."""
+    signer = Signer(ISSUER)
+    app = create_app(ServiceConfig(public_url=PUBLIC, workers=1, auth=AuthSettings(
+        (TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),)), **settings))
+    return app, signer
+
+
+def feedback_scope(*headers: tuple[bytes, bytes]) -> dict:
+    """The ASGI scope of a feedback POST declared as JSON, with ``headers`` besides, as a server would send it."""
+    return {"type": "http", "method": "POST", "path": "/cds-services/imt-patient-view/feedback", "root_path": "",
+            "headers": [(b"content-type", b"application/json"), *headers], "query_string": b"",
+            "http_version": "1.1", "scheme": "http", "server": ("cds.test", 80), "client": ("127.0.0.1", 5000)}
+
+
 # --- discovery and rule pages -------------------------------------------------------------------------------------
 
 
@@ -150,10 +165,8 @@ def test_health_and_readiness_describe_the_running_service(app):
 
 
 def test_feedback_is_stored_with_the_client_its_token_names(tmp_path):
-    signer = Signer(ISSUER)
     log = tmp_path / "feedback.ndjson"
-    app = create_app(ServiceConfig(public_url=PUBLIC, workers=1, feedback_log=log, auth=AuthSettings(
-        (TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),))))
+    app, signer = authenticated_app(tmp_path, feedback_log=log)
     view = PUBLIC + "/cds-services/imt-patient-view"
     item = {"card": "9a872e21-4e45-5ff7-a992-88916db1c97d", "outcome": "accepted",
             "outcomeTimestamp": "2026-11-21T10:00:00Z"}
@@ -181,9 +194,7 @@ def test_feedback_is_stored_with_the_client_its_token_names(tmp_path):
 
 
 def test_discovery_wants_a_token_for_its_own_url(tmp_path):
-    signer = Signer(ISSUER)
-    app = create_app(ServiceConfig(public_url=PUBLIC, workers=1, auth=AuthSettings(
-        (TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),))))
+    app, signer = authenticated_app(tmp_path)
 
     async def tokens(client: httpx.AsyncClient) -> list[httpx.Response]:
         return [await client.get("/cds-services", headers=bearer(signer.token(PUBLIC + "/cds-services"))),
@@ -332,9 +343,7 @@ def test_a_client_gone_before_its_body_arrived_is_logged_as_its_doing_and_gets_a
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/cds-services/imt-patient-view/feedback", "root_path": "",
-             "headers": [(b"content-type", b"application/json")], "query_string": b"", "http_version": "1.1",
-             "scheme": "http", "server": ("cds.test", 80), "client": ("127.0.0.1", 5000)}
+    scope = feedback_scope()
 
     with caplog.at_level(logging.INFO, logger="imt_cds.service"):
         asyncio.run(app(scope, receive, send))
@@ -365,9 +374,7 @@ def test_a_declared_body_over_the_limit_is_refused_before_any_of_it_is_read():
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/cds-services/imt-patient-view/feedback", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", b"5000")],
-             "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("cds.test", 80)}
+    scope = feedback_scope((b"content-length", b"5000"))
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
     assert read == [] and sent[0]["status"] == 413
     body = sent[1]["body"]
@@ -424,9 +431,7 @@ def test_readiness_waits_two_seconds_for_an_audit_store_busy_behind_a_lock_and_s
 
 
 def test_a_hook_call_behind_a_root_path_wants_a_token_for_the_services_own_url(tmp_path):
-    signer = Signer(ISSUER)
-    app = create_app(ServiceConfig(public_url=PUBLIC, workers=1, auth=AuthSettings(
-        (TrustedIssuer(ISSUER, str(signer.write_jwks(tmp_path))),))))
+    app, signer = authenticated_app(tmp_path)
     request = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
     view = "/cds-services/imt-patient-view"
 
