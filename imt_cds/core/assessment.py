@@ -23,7 +23,7 @@ trace, whose order *is* the firing order, which is itself fixed for a given rule
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import FrozenInstanceError
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -47,6 +47,7 @@ __all__ = [
     "Finding",
     "OutputTemplates",
     "Provenance",
+    "Rationale",
     "Reason",
     "RuleRef",
     "Suppression",
@@ -247,6 +248,23 @@ class _lazy:  # noqa: N801 - used as a decorator, like functools.cached_property
 # --- per-program templates ----------------------------------------------------------------------------------------
 
 
+class Rationale(NamedTuple):
+    """An assessment's findings and derived facts as a renderer of their reasons reads them, without the document
+    being written and parsed (``Assessment.rationale()``; the service's cards are made from it).
+
+    ``findings`` in document order (recommendations, then risk flags, each by code) and ``derived`` (by name, in
+    document order) are pairs: the fields the document gives it but ``because`` (a dict shared by every assessment
+    of the engine: read it, never change it), and its reasons in the document's order (``ReasonTemplate``: an input
+    fact's test, or a derived fact that holds or must be absent). ``value_json(path)`` is the JSON text of an input
+    fact's value as the document shows it (its ``actual``), ``held(name)`` the reason rules of a multi-reason fact
+    that holds (the document's ``reasons``)."""
+
+    findings: tuple[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]], ...]
+    derived: Mapping[str, tuple[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]], ...]]
+    value_json: Callable[[str], str]
+    held: Callable[[str], tuple[str, ...]]
+
+
 class _FindingTemplate(NamedTuple):
     rule: Rule
     kind: str
@@ -289,6 +307,10 @@ class OutputTemplates:
             "engine": dict(versions),
         }
         self.json = JsonTemplates(program, versions, self.leaf_index, self.trace_shapes)
+        # Each finding's and derived fact's fields as its document has them, but "because" (empty): parsed from the
+        # document's own pieces, so a renderer given ``Assessment.rationale()`` reads what it reads in the document.
+        self.finding_fields = {key: orjson.loads(head + "[]}") for key, head in self.json.finding_head.items()}
+        self.derived_fields = {rule_id: orjson.loads(head + "[]}") for rule_id, head in self.json.derived_head.items()}
 
 
 # --- the assessment -----------------------------------------------------------------------------------------------
@@ -415,6 +437,31 @@ class Assessment:
 
     def _reasons_of(self, name: str) -> tuple[str, ...]:
         return self._derived_reasons.get(name, ())
+
+    def rationale(self) -> Rationale | None:
+        """The findings and derived facts with their reasons (``Rationale``): what the document says of them, for a
+        renderer that need not write and parse the document. None when a finding was suppressed or comes from two
+        rules (the document's ``suppressed`` and ``also_from``, which it does not carry): render the document then."""
+        if self._suppressed_by:
+            return None
+        fields = self._templates.finding_fields
+        recommendations, risk_flags = [], []
+        for code, rule_ids in self._emitted.items():
+            if len(rule_ids) > 1:
+                return None
+            finding = fields[(rule_ids[0], code)]
+            (recommendations if finding["kind"] in _RECOMMENDATION_KINDS else risk_flags).append(
+                (finding, self._reason_plan(rule_ids[0], code)))
+        derived: dict[str, list[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]]]] = {}
+        derived_fields = self._templates.derived_fields
+        for rule_id in self._deriving_rules:
+            entry = derived_fields[rule_id]
+            derived.setdefault(entry["name"], []).append((entry, self._reason_plan(rule_id, None)))
+        return Rationale((*recommendations, *risk_flags), {name: tuple(entries) for name, entries in derived.items()},
+                         self._value_json, self._reasons_of)
+
+    def _value_json(self, path: str) -> str:
+        return self._leaves[self._templates.leaf_index[path]]
 
     # -- cheap views --
 

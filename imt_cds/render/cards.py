@@ -29,6 +29,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
+from ..core.assessment import Assessment, Rationale
+from ..core.compiler import ReasonTemplate
+from ..core.conditions import Atom, DerivedTest
 from ..core.wording import derived_index, display_value, reason_text
 from .fhir_output import Indicator, System, finding_indicator
 
@@ -39,6 +44,7 @@ __all__ = [
     "assessment_cards",
     "card_summary",
     "card_uuid",
+    "cards_of_assessment",
     "conflict_card",
     "escape_markdown",
     "evidence_lines",
@@ -163,35 +169,58 @@ def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources
                      public_url: str, problems: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """One card per finding of an assessment document, in document order. ``problems`` (the FHIR reader's) say why
     a fact that no resource gave is unknown, when a resource was there but could not be used."""
-    why = _Why(derived_index(document), fact_origins(sources, problems))
+    index = derived_index(document)
+    why = _Why({name: [(entry, entry["because"]) for entry in entries] for name, entries in index.items()},
+               fact_origins(sources, problems), _DocumentReasons())
     rulebook = document["provenance"]["rulebook"]
     suppressed = document["suppressed"]
-    ending = (f", rulebook {rulebook['name']} {rulebook['version']} (sha256 {rulebook['sha256'][:12]}); "
-              f"evaluation {evaluation_id}.")
-    cards = []
-    for finding in [*document["recommendations"], *document["risk_flags"]]:
-        rule = finding["rule"]
-        text = _finding_text(finding)
-        detail = [text.head, ""]
-        detail += why.lines(finding["because"])
-        detail += _withheld(finding, suppressed)
-        detail += text.evidence
-        if detail[-1]:
-            detail.append("")
-        detail.append(f"{DISCLAIMER} Rule {rule['id']} v{rule['version']}{ending}")
-        cards.append(make_card(
-            card_id=card_uuid(evaluation_id, rule["id"], finding["code"]),
-            summary=finding["summary"],
-            indicator=_indicator(finding),
-            detail=detail,
-            source={
-                "label": f"{LABEL}, rule {rule['id']}",
-                "url": f"{public_url}/rules/{rule['id']}",
-                "topic": {"system": _FINDING_SYSTEM, "code": finding["code"], "display": finding["title"]},
-            },
-            links=[{"label": label, "url": url, "type": kind} for label, url, kind in text.links],
-        ))
-    return cards
+    ending = _ending(rulebook["name"], rulebook["version"], rulebook["sha256"], evaluation_id)
+    return [_finding_card(finding, why.lines(finding["because"]), _withheld(finding, suppressed), evaluation_id,
+                          ending, public_url)
+            for finding in [*document["recommendations"], *document["risk_flags"]]]
+
+
+def cards_of_assessment(assessment: Assessment, *, evaluation_id: str, sources: Mapping[str, Sequence[str]],
+                        public_url: str, problems: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """``assessment_cards(assessment.to_card_dict(), ...)``: the same cards, made from the assessment's rationale
+    (``Assessment.rationale()``) without its document being written and parsed, which with the cards' own Markdown
+    was about a third of a hook call's work in its worker. An assessment whose rationale the document alone carries
+    (a suppressed finding, a finding from two rules) is rendered from its document."""
+    rationale = assessment.rationale()
+    if rationale is None:
+        return assessment_cards(assessment.to_card_dict(), evaluation_id=evaluation_id, sources=sources,
+                                public_url=public_url, problems=problems)
+    why = _Why(rationale.derived, fact_origins(sources, problems), _TemplateReasons(rationale))
+    rulebook = assessment.rulebook
+    ending = _ending(rulebook.name, rulebook.version, rulebook.sha256, evaluation_id)
+    return [_finding_card(finding, why.lines(reasons), [], evaluation_id, ending, public_url)
+            for finding, reasons in rationale.findings]
+
+
+def _ending(name: str, version: str, sha256: str, evaluation_id: str) -> str:
+    return f", rulebook {name} {version} (sha256 {sha256[:12]}); evaluation {evaluation_id}."
+
+
+def _finding_card(finding: Mapping[str, Any], why: list[str], withheld: list[str], evaluation_id: str, ending: str,
+                  public_url: str) -> dict[str, Any]:
+    rule = finding["rule"]
+    text = _finding_text(finding)
+    detail = [text.head, "", *why, *withheld, *text.evidence]
+    if detail[-1]:
+        detail.append("")
+    detail.append(f"{DISCLAIMER} Rule {rule['id']} v{rule['version']}{ending}")
+    return make_card(
+        card_id=card_uuid(evaluation_id, rule["id"], finding["code"]),
+        summary=finding["summary"],
+        indicator=_indicator(finding),
+        detail=detail,
+        source={
+            "label": f"{LABEL}, rule {rule['id']}",
+            "url": f"{public_url}/rules/{rule['id']}",
+            "topic": {"system": _FINDING_SYSTEM, "code": finding["code"], "display": finding["title"]},
+        },
+        links=[{"label": label, "url": url, "type": kind} for label, url, kind in text.links],
+    )
 
 
 _FINDING_SYSTEM = System.FINDING.value
@@ -259,15 +288,18 @@ def _only_text(title: Any, strength: Any, evidence: Any) -> bool:
 
 class _Why:
     """The "Why" lines of one document's cards: a derived fact cited by several findings is unfolded once, and each
-    fact's origin is written once."""
+    fact's origin is written once. ``derived``: each derived fact's entries as (the entry's fields, its reasons);
+    ``reasons`` reads a reason, in whichever form the reasons come (``_DocumentReasons``, ``_TemplateReasons``)."""
 
-    def __init__(self, derived: Mapping[str, list[Mapping[str, Any]]], sources: Mapping[str, Sequence[str]]):
+    def __init__(self, derived: Mapping[str, Sequence[tuple[Mapping[str, Any], Sequence[Any]]]],
+                 sources: Mapping[str, Sequence[str]], reasons: _DocumentReasons | _TemplateReasons):
         self.derived = derived
         self.sources = sources
+        self.reasons = reasons
         self.origins: dict[str, str] = {}
         self.unfolded: dict[tuple[str, int, frozenset[str]], list[str]] = {}
 
-    def lines(self, because: Sequence[Mapping[str, Any]]) -> list[str]:
+    def lines(self, because: Sequence[Any]) -> list[str]:
         if not because:
             return ["**Why:** applies to every patient."]
         lines = ["**Why:**"]
@@ -281,16 +313,16 @@ class _Why:
             known = self.origins[path] = _origin(path, self.sources)
         return known
 
-    def reason_lines(self, reason: Mapping[str, Any], depth: int, seen: frozenset[str]) -> list[str]:
+    def reason_lines(self, reason: Any, depth: int, seen: frozenset[str]) -> list[str]:
         indent = "  " * depth
-        if "fact" in reason:
-            return [f"{indent}- {_fact_sentence(reason)}{self.origin(reason['fact'])}"]
-        sentence = reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)  # every renderer's words
-        name = reason["derived"]
-        if not reason.get("holds"):
+        fact = self.reasons.fact(reason)
+        if fact is not None:
+            return [f"{indent}- {self.reasons.fact_sentence(reason)}{self.origin(fact)}"]
+        name, holds, sentence = self.reasons.derived(reason)
+        if not holds:
             return [f"{indent}- {sentence}"]
         entries = self.derived.get(name, [])
-        rule = f" (rule {entries[0]['rule']['id']})" if entries else ""
+        rule = f" (rule {entries[0][0]['rule']['id']})" if entries else ""
         lines = [f"{indent}- {sentence}{rule}" + (", because:" if entries and name not in seen else "")]
         if name in seen:
             return lines
@@ -300,18 +332,87 @@ class _Why:
             unfolded = self.unfolded[key] = self.unfold(name, entries, depth, seen)
         return lines + unfolded
 
-    def unfold(self, name: str, entries: Sequence[Mapping[str, Any]], depth: int, seen: frozenset[str]) -> list[str]:
+    def unfold(self, name: str, entries: Sequence[tuple[Mapping[str, Any], Sequence[Any]]], depth: int,
+               seen: frozenset[str]) -> list[str]:
         indent = "  " * depth
         lines = []
-        for entry in entries:
+        for entry, because in entries:
             if entry.get("reason") and len(entries) > 1:
                 lines.append(f"{indent}  - {_rule_md(entry['reason'].get('text') or entry['reason']['id'])}:")
                 sub_depth = depth + 2
             else:
                 sub_depth = depth + 1
-            for sub in entry["because"]:
+            for sub in because:
                 lines += self.reason_lines(sub, sub_depth, seen | {name})
         return lines
+
+
+class _DocumentReasons:
+    """Reasons as a document has them (``Reason.to_dict()``)."""
+
+    @staticmethod
+    def fact(reason: Mapping[str, Any]) -> str | None:
+        return reason["fact"] if "fact" in reason else None
+
+    @staticmethod
+    def fact_sentence(reason: Mapping[str, Any]) -> str:
+        return _fact_sentence(reason)
+
+    @staticmethod
+    def derived(reason: Mapping[str, Any]) -> tuple[str, bool, str]:
+        return (reason["derived"], bool(reason.get("holds")),
+                reason_text(reason, fact=_code, value=_bold_value, text=_rule_md))  # every renderer's words
+
+
+class _TemplateReasons:
+    """Reasons as an assessment's rationale has them (``ReasonTemplate``), in the words of the same reasons in its
+    document: a sentence's words around the value are the rule's own and made once (as ``_fact_sentence`` makes
+    them), a value's Markdown once per value written (``_bold_json``)."""
+
+    def __init__(self, rationale: Rationale):
+        self.value_json = rationale.value_json
+        self.held = rationale.held
+
+    @staticmethod
+    def fact(template: ReasonTemplate) -> str | None:
+        literal = template.literal
+        return literal.path if isinstance(literal, Atom) else None
+
+    def fact_sentence(self, template: ReasonTemplate) -> str:
+        path = template.literal.path  # type: ignore[union-attr]
+        value = self.value_json(path)
+        parameter = template.parameter
+        if type(template.expected) is str:
+            around = _fact_sentence_around(path, template.expected, parameter)
+            if around is not None:
+                return around[0] + _bold_json(value) + around[1]
+        reason = {"fact": path, "expected": template.expected, "actual": orjson.loads(value)}
+        if parameter:  # (as the document has it)
+            reason["parameter"] = parameter
+        return _fact_sentence(reason)
+
+    def derived(self, template: ReasonTemplate) -> tuple[str, bool, str]:
+        literal = template.literal
+        assert isinstance(literal, DerivedTest)
+        held = self.held(literal.name) if literal.present else ()
+        return literal.name, literal.present, _derived_sentence(literal.name, literal.present, held)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bold_json(value: str) -> str:
+    """``_bold_value`` of the value a JSON text holds (a bounded memo of a pure function: the same few values of
+    facts recur on every hook call)."""
+    return _bold_value(orjson.loads(value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _derived_sentence(name: str, holds: bool, held: tuple[str, ...]) -> str:
+    """``reason_text`` of a reason about a derived fact, as its document writes it (``"reasons"`` only when some
+    reason rules held)."""
+    reason: dict[str, Any] = {"derived": name, "holds": holds}
+    if held:
+        reason["reasons"] = list(held)
+    return reason_text(reason, fact=_code, value=_bold_value, text=_rule_md)
 
 
 def _fact_sentence(reason: Mapping[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """The answer to a patient-view call, made from the worker's reading and assessment: the cards (and the FHIR guidance
-extension when asked for). Pure data in, data out; run in the worker process (``workers.py``), so the server's one
-process only passes the answer on. Imports nothing of the service but its constants, so the worker can use it.
+extension when asked for). Data in, data out (the assessment is read, never changed); run in the worker process
+(``workers.py``), so the server's one process only passes the answer on. Imports nothing of the service but its
+constants, so the worker can use it.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.assessment import Assessment
 from ..render.cards import (
-    assessment_cards,
+    cards_of_assessment,
     conflict_card,
     hook_instance_id,
     not_eligible_card,
@@ -32,27 +34,29 @@ def not_eligible_cards(read: Mapping[str, Any], hook_instance: str, wanted: bool
     return [not_eligible_card(read["eligibility"]["message"], evaluation_id=card_id)]
 
 
-def patient_view_response(read: Mapping[str, Any], document: Mapping[str, Any] | None, evaluation_id: str | None, *,
+def patient_view_response(read: Mapping[str, Any], assessment: Assessment | None, evaluation_id: str | None, *,
                           hook_instance: str, public_url: str, not_eligible: bool,
                           fhir_guidance_endpoint: str | None) -> tuple[dict[str, Any], str | None]:
-    """The answer to a patient-view call, from the FHIR reading (``FhirFacts.to_dict()``) and the assessment
-    document (None when conflicting resources prevented it); and the id the cards are known by for feedback (None
-    when there are none to know: a chart not evaluated). Run in the worker process (pure data in, data out).
-    ``fhir_guidance_endpoint``: the service's URL when the client asked for the FHIR guidance extension."""
+    """The answer to a patient-view call, from the FHIR reading (``FhirFacts.to_dict()``) and the assessment (None
+    when conflicting resources prevented it); and the id the cards are known by for feedback (None when there are
+    none to know: a chart not evaluated). Run in the worker process (data in, data out; the assessment is read,
+    never changed). ``fhir_guidance_endpoint``: the service's URL when the client asked for the FHIR guidance
+    extension."""
     if not read["eligibility"]["eligible"]:
         return {"cards": not_eligible_cards(read, hook_instance, not_eligible)}, None
-    if document is None:
+    if assessment is None:
         evaluation_id = hook_instance_id("hook", hook_instance)
         cards = [conflict_card(read["problems"], evaluation_id=evaluation_id)]
     else:
         assert evaluation_id is not None
-        cards = assessment_cards(document, evaluation_id=evaluation_id, sources=read["sources"],
-                                 public_url=public_url, problems=read["problems"])
+        cards = cards_of_assessment(assessment, evaluation_id=evaluation_id, sources=read["sources"],
+                                    public_url=public_url, problems=read["problems"])
         problems = problems_card(read["problems"], evaluation_id=evaluation_id)
         if problems is not None:
             cards.insert(0, problems)
     response: dict[str, Any] = {"cards": sort_cards(cards)}
-    if document is not None and fhir_guidance_endpoint is not None:
-        bundle = assessment_bundle(document, request_id=hook_instance, service_endpoint=fhir_guidance_endpoint)
+    if assessment is not None and fhir_guidance_endpoint is not None:
+        bundle = assessment_bundle(assessment.to_card_dict(), request_id=hook_instance,
+                                   service_endpoint=fhir_guidance_endpoint)
         response["extension"] = {FHIR_GUIDANCE_EXTENSION: bundle}
     return response, evaluation_id

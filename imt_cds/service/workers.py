@@ -693,7 +693,7 @@ class _Handler:
         if op != "cards":
             return answer
         response, evaluation_id = patient_view_response(
-            answer["fhir"], assessment.to_card_dict() if assessment is not None else None, answer["evaluation_id"],
+            answer["fhir"], assessment, answer["evaluation_id"],
             hook_instance=job["hook_instance"], public_url=self.settings.public_url,
             not_eligible=self.settings.not_eligible_card, fhir_guidance_endpoint=job.get("fhir_guidance_endpoint"))
         # What the server's card index keeps of each card (for feedback), and the response ready to send.

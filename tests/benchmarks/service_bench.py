@@ -229,7 +229,7 @@ def best_round_us(function, inputs: list, rounds: int = 5) -> Timing:
 def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, Timing]:
     from imt_cds.audit import open_store
     from imt_cds.audit.record import new_record_content
-    from imt_cds.render.cards import assessment_cards
+    from imt_cds.render.cards import cards_of_assessment
     from imt_cds.service.calls import check_request, find_service
     from imt_cds.service.request_json import parse_request_json
     from imt_cds.service.workers import WorkerSettings, _Handler, decode_answer, decode_job, encode_answer, encode_job
@@ -256,8 +256,8 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, Timing]:
              "hook_instance": str(i), "fhir_guidance_endpoint": None} for i, r in enumerate(resources)]
     answers = [encode_answer(handler.handle(j)) for j in jobs]
     parsed = [orjson.loads(orjson.dumps(handler.handle({**j, "op": "assess"}))) for j in jobs]
-    cards = [assessment_cards(p["assessment"], evaluation_id=p["evaluation_id"], sources=p["fhir"]["sources"],
-                              public_url="http://127.0.0.1") for p in parsed]
+    cards = [cards_of_assessment(a, evaluation_id=p["evaluation_id"], sources=p["fhir"]["sources"],
+                                 public_url="http://127.0.0.1") for a, p in zip(assessments, parsed)]
     store = open_store(str(audit_dir / "stage-audit.db"))
     n = len(bodies)
     pairs = list(range(n))
@@ -275,9 +275,9 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, Timing]:
                                                                       reads),
         "hand-off: job out + in": best_round_us(lambda b: decode_job(encode_job(hook_job, b)), bodies),
         "hand-off: answer in (the server reads the worker's answer)": best_round_us(decode_answer, answers),
-        "cards (in the worker)": best_round_us(
-            lambda p: assessment_cards(p["assessment"], evaluation_id=p["evaluation_id"],
-                                       sources=p["fhir"]["sources"], public_url="http://127.0.0.1"), parsed),
+        "cards (in the worker, from the assessment)": best_round_us(
+            lambda i: cards_of_assessment(assessments[i], evaluation_id=parsed[i]["evaluation_id"],
+                                          sources=parsed[i]["fhir"]["sources"], public_url="http://127.0.0.1"), pairs),
         "response JSON (in the worker)": best_round_us(lambda c: orjson.dumps({"cards": c}), cards),
         "audit append (SQLite), one record per transaction": best_round_us(
             lambda a: store.append(a), assessments[: min(n, 200)], rounds=1),
