@@ -66,7 +66,7 @@ MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_conditions_mutants.py t
 MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler_mutants.py tests/test_compiler.py tests/test_engine.py \
     tests/test_rule_examples.py
 MUTATION_TESTS_imt_cds/core/assessment.py  := tests/test_assessment.py tests/test_assessment_mutants.py \
-    tests/test_audit_first_release.py tests/test_audit_release_stores.py
+    tests/test_audit_first_release.py tests/test_audit_release_stores.py tests/test_cards_from_rationale.py
 MUTATION_TESTS_imt_cds/core/engine.py      := tests/test_engine.py tests/test_isolation.py tests/test_engine_mutants.py
 MUTATION_TESTS_imt_cds/core/assessment_json.py := tests/test_assessment_json_mutants.py tests/test_assessment.py \
     tests/test_audit_first_release.py tests/test_audit_release_stores.py
@@ -144,7 +144,7 @@ MUTATION_TESTS_imt_cds/authoring/coverage.py := tests/test_coverage_mutants.py t
 MUTATION_TESTS_imt_cds/authoring/explain.py := tests/test_explain_mutants.py tests/test_authoring_tools.py -k explain
 MUTATION_TESTS_imt_cds/render/consult_note.py := tests/test_consult_note_golden.py tests/test_note_wording.py tests/test_cli.py
 MUTATION_TESTS_imt_cds/render/cards.py := tests/test_cards_mutants.py tests/test_cards_golden.py tests/test_order_sign_cards.py \
-    tests/test_wording.py tests/test_rule_metadata.py
+    tests/test_wording.py tests/test_rule_metadata.py tests/test_cards_from_rationale.py
 MUTATION_TESTS_imt_cds/service/order_sign.py := tests/test_order_sign_cards.py tests/test_service_cards.py \
     tests/test_service_requests.py tests/test_service_fhir_safety.py tests/test_rule_metadata.py
 MUTATION_TESTS_imt_cds/service/prefetch.py := tests/test_prefetch_mutants.py tests/test_security_outbound.py \

@@ -678,15 +678,17 @@ INCOMPLETE = "; the chart may be incomplete (what it lacks is not evaluated)"  #
 def test_incomplete_an_error_the_server_reported_in_the_chart_is_said():
     outcome = {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "too-costly", "diagnostics": "search cut short"}]}
-    searchset = {"resourceType": "Bundle", "type": "searchset", "entry": [
+    searchset = {"resourceType": "Bundle", "type": "searchset", "id": "s1", "entry": [
         {"resource": copy.deepcopy(IMT), "search": {"mode": "match"}},
         {"resource": outcome, "search": {"mode": "outcome"}}]}
-    for resources in ([copy.deepcopy(PATIENT), searchset], chart(copy.deepcopy(outcome))):
+    for resources, where in (([copy.deepcopy(PATIENT), searchset], "Bundle/s1.entry[1]"),
+                             (chart(copy.deepcopy(outcome)), "OperationOutcome/entry[2]")):
         result = facts_from_resources(resources, ON)
         assert result.ok
         said = [p for p in result.problems if p.kind == "incomplete"]
         assert len(said) == 1 and said[0].severity == "warning"  # said, and the chart read as it is
         assert said[0].message == f"the FHIR server reported an error: 'search cut short'{INCOMPLETE}"
+        assert said[0].where == where  # (the search's outcome, where its Bundle holds it; a resource, by its name)
     # What the server said is taken from diagnostics, else from details.text; without either, the error is still said.
     def said_of(issue):
         error = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception", **issue}]}

@@ -297,7 +297,7 @@ def resource_label(resource: Mapping[str, Any], index: int) -> str:
 # --- the chart: resources with their names -------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     resource: Mapping[str, Any] | None
     label: str
@@ -319,59 +319,66 @@ class _Chart:
         aliases: dict[str, str] = {}
         outcomes: list[tuple[str, Mapping[str, Any]]] = []
         labels: set[str] = set()
+        readable = 0
 
-        def add(resource: Any, where: str, full_url: Any = None) -> None:
-            index = len(items)
-            if not isinstance(resource, _OBJECT) or not isinstance(resource.get("resourceType"), str):
-                items.append(_Item(None, where, None, "not a FHIR resource (no resourceType); skipped"))
-                return
-            label = resource_label(resource, index)
+        def add(resource: Mapping[str, Any], full_url: Any = None) -> None:
+            """A resource (an object with a resourceType that is text), named as ``resource_label`` names it."""
+            nonlocal readable
+            label = resource_label(resource, len(items))
             url = full_url if isinstance(full_url, str) and full_url else None
             items.append(_Item(resource, label, url))
             labels.add(label)
+            readable += 1
             if url is not None:
                 aliases.setdefault(url, label)
             if resource["resourceType"] == "OperationOutcome":
                 outcomes.append((label, resource))
 
         for number, value in enumerate(values if isinstance(values, Iterable) else []):
-            if isinstance(value, _OBJECT) and value.get("resourceType") == "Bundle":
+            if not _is_resource(value):
+                items.append(_Item(None, f"entry[{number}]", None, "not a FHIR resource (no resourceType); skipped"))
+            elif value["resourceType"] != "Bundle":
+                add(value)
+            else:
                 entries = value.get("entry")
                 if entries is None:
                     continue
+                bundle = f"Bundle/{value.get('id', number)}"
                 if not isinstance(entries, list):
-                    items.append(_Item(None, f"Bundle/{value.get('id', number)}", None,
-                                       "Bundle.entry is not a list; the Bundle is not read"))
+                    items.append(_Item(None, bundle, None, "Bundle.entry is not a list; the Bundle is not read"))
                     continue
                 for position, entry in enumerate(entries):
-                    where = f"Bundle/{value.get('id', number)}.entry[{position}]"
+                    # (where an entry is, in words, only for what is said of it: most entries are read as they are)
                     if not isinstance(entry, _OBJECT):
-                        items.append(_Item(None, where, None, "a Bundle entry that is not an object; skipped"))
+                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                                           "a Bundle entry that is not an object; skipped"))
                         continue
                     search = entry.get("search")
-                    if isinstance(search, _OBJECT) and search.get("mode") == "outcome":
+                    if search is not None and isinstance(search, _OBJECT) and search.get("mode") == "outcome":
                         # The server's OperationOutcome about the search, not patient data; its errors say the
                         # chart may be incomplete.
                         if isinstance(entry.get("resource"), _OBJECT):
-                            outcomes.append((where, entry["resource"]))
+                            outcomes.append((f"{bundle}.entry[{position}]", entry["resource"]))
                         continue
                     request = entry.get("request")
-                    if isinstance(request, _OBJECT) and request.get("method") == "DELETE":
+                    if request is not None and isinstance(request, _OBJECT) and request.get("method") == "DELETE":
                         continue  # a transaction's deletion carries no data
-                    if entry.get("resource") is None:
+                    resource = entry.get("resource")
+                    if resource is None:
                         if "response" in entry:
                             continue  # a transaction or batch response's entry: what the server did, no data
-                        items.append(_Item(None, where, None, "a Bundle entry without a resource; skipped"))
-                        continue
-                    if isinstance(entry["resource"], _OBJECT) and entry["resource"].get("resourceType") == "Bundle":
-                        items.append(_Item(None, where, None, "a Bundle inside a Bundle is not read; skipped"))
-                        continue
-                    add(entry["resource"], where, entry.get("fullUrl"))
-            else:
-                add(value, f"entry[{number}]")
+                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                                           "a Bundle entry without a resource; skipped"))
+                    elif not _is_resource(resource):
+                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                                           "not a FHIR resource (no resourceType); skipped"))
+                    elif resource["resourceType"] == "Bundle":
+                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                                           "a Bundle inside a Bundle is not read; skipped"))
+                    else:
+                        add(resource, entry.get("fullUrl"))
         bases = frozenset(url.rstrip("/").rsplit("/", 2)[0] for url in aliases
                           if url.startswith(("http://", "https://")) and url.rstrip("/").count("/") >= 4)
-        readable = sum(1 for item in items if item.resource is not None)
         return cls(items, aliases, outcomes, bases, len(labels) < readable)
 
     def without_copies(self) -> _Chart:
@@ -397,6 +404,11 @@ class _Chart:
         return _Chart(kept, self.aliases, self.outcomes, self.bases, copies=False)
 
 
+def _is_resource(value: Any) -> bool:
+    """A JSON object with a resourceType that is text: what the chart reads as a FHIR resource."""
+    return isinstance(value, _OBJECT) and isinstance(value.get("resourceType"), str)
+
+
 # --- reading ------------------------------------------------------------------------------------------------------
 
 
@@ -418,7 +430,7 @@ class _Period:
         return self.start.isoformat() if self.start == self.end else f"{self.start.isoformat()}..{self.end.isoformat()}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     value: Any
     source: str
