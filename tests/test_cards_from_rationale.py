@@ -175,3 +175,14 @@ def test_a_fact_reason_without_a_test_in_words_reads_as_in_the_document():
         "CONTRADICTION", True, "CONTRADICTION holds: C1, C2")
     assert derived.derived(ReasonTemplate(DerivedTest("DATA_BLOCK", present=False), None, None)) == (
         "DATA_BLOCK", False, "DATA_BLOCK does not hold (required to be absent)")
+
+
+def test_the_cards_of_an_assessment_with_a_rationale_write_no_document(engine):
+    """The point of the rationale: a hook call's cards without the document written (its findings' JSON is made
+    lazily, on the first call that needs it) or parsed."""
+    assessment = engine.evaluate({"age_years": 30, "molecular": {"alk": {"status": "positive"}}})
+    assert assessment.rationale() is not None
+    cards_of_assessment(assessment, evaluation_id="e", sources={}, public_url="https://x")
+    assert "_findings_json" not in vars(assessment)
+    assessment.to_json()
+    assert "_findings_json" in vars(assessment)  # (what the check above would see, had the document been written)
