@@ -1,4 +1,6 @@
-"""CDS Hooks cards from an assessment document: one card per finding, plus cards about the FHIR record itself.
+"""CDS Hooks cards from an assessment document: one card per finding, plus cards about the FHIR record itself. The
+service makes the same cards from the assessment itself where it can (``cards_of_assessment``: its rationale, without
+the document written and parsed).
 
 A card carries what the consult note says about a finding, in the shape an EHR shows: ``summary`` (the finding's
 summary, under 140 characters by the rulebook's own check), ``indicator`` (below), ``detail`` in Markdown (the
