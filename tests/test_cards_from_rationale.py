@@ -186,3 +186,32 @@ def test_the_cards_of_an_assessment_with_a_rationale_write_no_document(engine):
     assert "_findings_json" not in vars(assessment)
     assessment.to_json()
     assert "_findings_json" in vars(assessment)  # (what the check above would see, had the document been written)
+
+
+def test_a_rationale_is_remembered_by_what_fired_within_a_bound(monkeypatch):
+    """``rationale()`` remembers the findings and derived facts of each sequence of fired rules (per engine, at most
+    ``_RATIONALES_LIMIT`` sequences): two evaluations that fired the same rules share them; the cards stay right
+    while the memo is emptied and filled again."""
+    import imt_cds.core.assessment as assessment_module
+
+    monkeypatch.setattr(assessment_module, "_RATIONALES_LIMIT", 3)
+    engine = Engine(cache_size=0)  # (no memo of whole assessments: each evaluation is a new one)
+    rng = random.Random(11)
+    shared = 0
+    for _ in range(150):
+        facts = parse_facts(random_patient(rng))
+        first, second = engine.evaluate(facts), engine.evaluate(facts)
+        assert first is not second
+        fired = tuple(name for name, _ in first._firings)
+        memo = first._templates.rationales
+        assert len(memo) <= 3
+        if first.rationale() is None:
+            continue
+        assert fired in memo and first.rationale().findings is second.rationale().findings
+        assert first.rationale().derived is second.rationale().derived
+        with pytest.raises(TypeError):  # (shared: no caller may change it)
+            first.rationale().derived["ANY"] = ()  # type: ignore[index]
+        shared += 1
+        fast, reference = both_renderings(second, chart_of(rng))
+        assert fast == reference
+    assert shared > 40

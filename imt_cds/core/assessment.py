@@ -265,6 +265,14 @@ class Rationale(NamedTuple):
     held: Callable[[str], tuple[str, ...]]
 
 
+class _RationaleShape(NamedTuple):
+    findings: tuple[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]], ...]
+    derived: Mapping[str, tuple[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]], ...]]
+
+
+_RATIONALES_LIMIT = 4096
+
+
 class _FindingTemplate(NamedTuple):
     rule: Rule
     kind: str
@@ -311,6 +319,10 @@ class OutputTemplates:
         # document's own pieces, so a renderer given ``Assessment.rationale()`` reads what it reads in the document.
         self.finding_fields = {key: orjson.loads(head + "[]}") for key, head in self.json.finding_head.items()}
         self.derived_fields = {rule_id: orjson.loads(head + "[]}") for rule_id, head in self.json.derived_head.items()}
+        # ``Assessment.rationale()``'s findings and derived facts by the names of the rules that fired, in firing order
+        # (all they depend on): a memo of a pure function, bounded (cleared when full; a rulebook's charts fire a few
+        # hundred combinations), of values no caller may change (tuples, read-only mappings, the fields above).
+        self.rationales: dict[tuple[str, ...], _RationaleShape | None] = {}
 
 
 # --- the assessment -----------------------------------------------------------------------------------------------
@@ -444,6 +456,21 @@ class Assessment:
         rules (the document's ``suppressed`` and ``also_from``, which it does not carry): render the document then."""
         if self._suppressed_by:
             return None
+        rationales = self._templates.rationales
+        fired_names = tuple([name for name, _ in self._firings])
+        try:
+            shape = rationales[fired_names]
+        except KeyError:
+            shape = self._rationale_shape()
+            if len(rationales) >= _RATIONALES_LIMIT:
+                rationales.clear()
+            rationales[fired_names] = shape
+        if shape is None:
+            return None
+        return Rationale(shape.findings, shape.derived, self._value_json, self._reasons_of)
+
+    def _rationale_shape(self) -> _RationaleShape | None:
+        """What ``rationale()`` gives but the two functions: None when a finding comes from two rules."""
         fields = self._templates.finding_fields
         recommendations, risk_flags = [], []
         for code, rule_ids in self._emitted.items():
@@ -457,8 +484,8 @@ class Assessment:
         for rule_id in self._deriving_rules:
             entry = derived_fields[rule_id]
             derived.setdefault(entry["name"], []).append((entry, self._reason_plan(rule_id, None)))
-        return Rationale((*recommendations, *risk_flags), {name: tuple(entries) for name, entries in derived.items()},
-                         self._value_json, self._reasons_of)
+        return _RationaleShape((*recommendations, *risk_flags),
+                               MappingProxyType({name: tuple(entries) for name, entries in derived.items()}))
 
     def _value_json(self, path: str) -> str:
         return self._leaves[self._templates.leaf_index[path]]
