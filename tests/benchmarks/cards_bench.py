@@ -4,10 +4,13 @@
     python tests/benchmarks/cards_bench.py --against REV    # and REV's (a git revision), interleaved A/B
 
 Stages, on the service benchmark's charts (tests/benchmarks/service_bench.py: ~10 KB patient-view requests):
-- *request JSON (parse + check)*: ``check_request(parse_request_json(body))``, as the service's HTTP handler does;
-- *cards*: ``assessment_cards`` + ``problems_card`` + ``sort_cards`` on the worker's answer, as
-  ``HookRunner._patient_view`` does;
-- *assessment_cards alone*: service_bench.py's "cards" stage (no problems, no sorting).
+- *request JSON (parse + check)*: ``check_request(parse_request_json(body))``, as the worker does with a
+  patient-view body (and the server with any other hook call's);
+- *cards*: ``assessment_cards`` + ``problems_card`` + ``sort_cards`` on an assessment document: the document's
+  renderer, which the worker uses when an assessment has no rationale (a suppressed finding, a finding from two
+  rules) and other callers always (service_bench.py's "cards" stage times ``cards_of_assessment``, the worker's
+  usual way);
+- *assessment_cards alone*: the renderer without the problems card or the sorting.
 
 With ``--against``, REV's versions of imt_cds/render/cards.py, imt_cds/core/validation.py,
 imt_cds/service/request_json.py and imt_cds/service/models.py are loaded beside this tree's (as private modules
