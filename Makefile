@@ -61,7 +61,8 @@ clean:
 # their tier); PYTHONPATH makes subprocesses the tests start (the imt-cds command, the service) use the mutated copy.
 .PHONY: mutation
 MUTATION_DIR ?= /tmp/imt-cds-mutation
-MUTATION_TESTS_imt_cds/core/validation.py  := tests/test_validation_mutants.py tests/test_facts.py tests/test_untrusted_input.py
+MUTATION_TESTS_imt_cds/core/validation.py  := tests/test_validation_mutants.py tests/test_facts.py tests/test_untrusted_input.py \
+    tests/test_cards_golden.py tests/test_lone_surrogates.py
 MUTATION_TESTS_imt_cds/core/conditions.py  := tests/test_conditions_mutants.py tests/test_conditions.py tests/test_rulebook_loading.py tests/test_compiler.py
 MUTATION_TESTS_imt_cds/core/compiler.py    := tests/test_compiler_mutants.py tests/test_compiler.py tests/test_engine.py \
     tests/test_rule_examples.py
