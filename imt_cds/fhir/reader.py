@@ -347,10 +347,15 @@ class _Chart:
                 if not isinstance(entries, list):
                     items.append(_Item(None, bundle, None, "Bundle.entry is not a list; the Bundle is not read"))
                     continue
+
+                def place(position: int, bundle: str = bundle) -> str:
+                    """Where an entry is, in words: made only for what is said of it (most entries are read as
+                    they are)."""
+                    return f"{bundle}.entry[{position}]"
+
                 for position, entry in enumerate(entries):
-                    # (where an entry is, in words, only for what is said of it: most entries are read as they are)
                     if not isinstance(entry, _OBJECT):
-                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                        items.append(_Item(None, place(position), None,
                                            "a Bundle entry that is not an object; skipped"))
                         continue
                     search = entry.get("search")
@@ -358,7 +363,7 @@ class _Chart:
                         # The server's OperationOutcome about the search, not patient data; its errors say the
                         # chart may be incomplete.
                         if isinstance(entry.get("resource"), _OBJECT):
-                            outcomes.append((f"{bundle}.entry[{position}]", entry["resource"]))
+                            outcomes.append((place(position), entry["resource"]))
                         continue
                     request = entry.get("request")
                     if request is not None and isinstance(request, _OBJECT) and request.get("method") == "DELETE":
@@ -367,13 +372,13 @@ class _Chart:
                     if resource is None:
                         if "response" in entry:
                             continue  # a transaction or batch response's entry: what the server did, no data
-                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                        items.append(_Item(None, place(position), None,
                                            "a Bundle entry without a resource; skipped"))
                     elif not _is_resource(resource):
-                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                        items.append(_Item(None, place(position), None,
                                            "not a FHIR resource (no resourceType); skipped"))
                     elif resource["resourceType"] == "Bundle":
-                        items.append(_Item(None, f"{bundle}.entry[{position}]", None,
+                        items.append(_Item(None, place(position), None,
                                            "a Bundle inside a Bundle is not read; skipped"))
                     else:
                         add(resource, entry.get("fullUrl"))
