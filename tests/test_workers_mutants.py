@@ -292,3 +292,13 @@ def test_a_worker_that_dies_is_replaced_and_the_service_log_says_which_by_which(
     said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "imt_cds.service"]
     assert said == [(logging.WARNING, f"imt-cds: evaluation worker {victim} died while idle (exit code -9)"),
                     (logging.WARNING, f"imt-cds: evaluation worker {victim} replaced by {replacement}")]
+
+
+def test_the_fork_server_preloads_modules_that_exist():
+    # multiprocessing's fork server skips a preload it cannot import, without a word: a misspelt name would only
+    # make every worker (and every replacement) import the library itself as it starts, slower.
+    import importlib.util
+
+    from imt_cds.service.workers import _PRELOAD
+
+    assert _PRELOAD and all(type(name) is str and importlib.util.find_spec(name) is not None for name in _PRELOAD)
