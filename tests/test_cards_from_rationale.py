@@ -154,7 +154,27 @@ def test_a_finding_from_two_rules_is_carded_from_the_document(tmp_path):
     assert assessment.rationale() is None
     fast, reference = both_renderings(assessment, {"sources": {}})
     assert fast == reference
-    assert "also_from" not in fast  # (the cards of today show the first rule's reasons; see the HTML report)
+    # The card names the second rule too (R34, ROS1 positive), with its own reasons and the evidence it cites,
+    # after the first rule's (R33, progression on an ALK inhibitor), as the HTML report and the consult note do.
+    (card,) = [c for c in json.loads(fast) if c["source"]["topic"]["code"] == "FLAG_OFF_LABEL_INDICATION"]
+    detail = card["detail"].split("\n")
+    r34 = Engine(directory).rulebook.rule("R34")
+    heading = detail.index(f"**Why rule R34 v{r34.version} also gives it:**")
+    ros1 = "- `molecular.ros1.status` is **positive** (rule needs = positive) — no FHIR resource recorded it"
+    assert detail[heading - 1] == "" and detail[heading + 1] == ros1 and ros1 not in detail[:heading]
+    assert detail.index("**Why:**") < heading < detail.index("**Evidence:**")
+    evidence = detail.index(f"Its evidence: {', '.join(r34.evidence)}.")
+    assert heading < evidence < detail.index("**Evidence:**") and detail[evidence - 1] == ""
+    assert card["detail"].count("also gives it") == 1
+    # A second rule that applies to every patient and cites nothing (no rule of the shipped rulebook) says so.
+    document = assessment.to_card_dict()
+    (flag,) = [f for f in document["risk_flags"] if f.get("also_from")]
+    flag["also_from"][0].update(because=[], evidence=[])
+    (card,) = [c for c in assessment_cards(document, evaluation_id="e-1", sources={}, public_url="https://x")
+               if c["source"]["topic"]["code"] == "FLAG_OFF_LABEL_INDICATION"]
+    detail = card["detail"].split("\n")
+    heading = detail.index(f"**Why rule R34 v{r34.version} also gives it:** applies to every patient.")
+    assert detail[heading - 1:heading + 3] == ["", detail[heading], "", "Its evidence: none cited."]
 
 
 def test_a_fact_reason_without_a_test_in_words_reads_as_in_the_document():

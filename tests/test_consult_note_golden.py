@@ -36,8 +36,8 @@ def test_the_cases_reach_every_branch_of_the_note():
         assert any(f"\n{heading}" in note for note in notes), heading
     for said in ("Diagnosis: IMT coded in the chart", "Diagnosis: IMT recognised from the chart's text only",
                  "Diagnosis: IMT attested by the caller", "assessment of (no patient id)", "Facts: not stored",
-                 "Why: applies to every patient.", "Evidence: none cited", "[from Observation/", "(citation ",
-                 "(level of evidence ", " months)"):
+                 "Why: applies to every patient.", "Evidence: none cited", " also gives it:", "Its evidence: ",
+                 "[from Observation/", "(citation ", "(level of evidence ", " months)"):
         assert any(said in note for note in notes), said
 
 

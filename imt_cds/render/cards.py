@@ -177,8 +177,8 @@ def assessment_cards(document: Mapping[str, Any], *, evaluation_id: str, sources
     rulebook = document["provenance"]["rulebook"]
     suppressed = document["suppressed"]
     ending = _ending(rulebook["name"], rulebook["version"], rulebook["sha256"], evaluation_id)
-    return [_finding_card(finding, why.lines(finding["because"]), _withheld(finding, suppressed), evaluation_id,
-                          ending, public_url)
+    return [_finding_card(finding, why.lines(finding["because"]) + why.also(finding.get("also_from", ())),
+                          _withheld(finding, suppressed), evaluation_id, ending, public_url)
             for finding in [*document["recommendations"], *document["risk_flags"]]]
 
 
@@ -307,6 +307,18 @@ class _Why:
         lines = ["**Why:**"]
         for reason in because:
             lines += self.reason_lines(reason, 0, frozenset())
+        return lines
+
+    def also(self, others: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Why each other rule that produced the same finding (the document's ``also_from``) gave it, and the
+        evidence it cites: the card names every rule behind it, as the HTML report and the consult note do."""
+        lines = []
+        for other in others:
+            heading = f"**Why rule {_md(other['id'])} v{_md(other['version'])} also gives it:**"
+            lines += ["", heading] if other["because"] else ["", f"{heading} applies to every patient."]
+            for reason in other["because"]:
+                lines += self.reason_lines(reason, 0, frozenset())
+            lines += ["", f"Its evidence: {_md(', '.join(other.get('evidence') or ()) or 'none cited')}."]
         return lines
 
     def origin(self, path: str) -> str:

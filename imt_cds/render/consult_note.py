@@ -112,6 +112,12 @@ def _finding(number: int, finding: Finding, derived: dict[str, list[DerivedFact]
             lines.extend(_reason_tree(reason, derived, depth=0, seen=set(), sources=sources))
     else:
         lines.append("     Why: applies to every patient.")
+    for other in finding.also_from:  # each other rule that gave the same finding, for reasons of its own
+        heading = f"     Why rule {other.rule.id} v{other.rule.version} also gives it:"
+        lines.append(heading if other.because else f"{heading} applies to every patient.")
+        for reason in other.because:
+            lines.extend(_reason_tree(reason, derived, depth=0, seen=set(), sources=sources))
+        lines.extend(_wrap(f"Its evidence: {', '.join(other.evidence) or 'none cited'}.", "     ", "       "))
     if finding.evidence:
         lines.append("     Evidence:")
         for entry in finding.evidence:
