@@ -630,6 +630,8 @@ def test_a_pool_whose_rulebook_does_not_load_says_so_and_starts_no_worker(tmp_pa
     directory = copy_rulebook(tmp_path / "rules")
     (directory / "rulebook.yaml").unlink()
     pool = WorkerPool(WorkerSettings(rules=str(directory), cache_size=0), 2)
-    with pytest.raises(ServiceConfigError, match="(?s)the rulebook does not load: .*rulebook.yaml: missing"):
+    with pytest.raises(ServiceConfigError) as refused:
         asyncio.run(pool.start())
+    assert str(refused.value) == ("the rulebook does not load: invalid rulebook (1 problem):\n  - rulebook.yaml: "
+                                  "missing: the rulebook needs a manifest with its name and version")
     assert pool.live_workers == 0 and pool.load()["pids"] == []

@@ -302,3 +302,24 @@ def test_the_fork_server_preloads_modules_that_exist():
     from imt_cds.service.workers import _PRELOAD
 
     assert _PRELOAD and all(type(name) is str and importlib.util.find_spec(name) is not None for name in _PRELOAD)
+
+
+def test_a_pool_closed_with_jobs_in_hand_fails_each_of_them_as_stopped():
+    # One job in the worker, two waiting in the server (depth 1): none is left hanging when the service stops, and
+    # each fails with the same words (a 503 to its client).
+    from imt_cds.service.errors import WorkerTimeoutError
+    from imt_cds.service.workers import WorkerPool
+
+    async def run() -> tuple[dict, list]:
+        pool = WorkerPool(WorkerSettings(cache_size=0), 1, depth=1)
+        await pool.start()
+        jobs = [asyncio.ensure_future(pool.run(job("assess"))) for _ in range(3)]
+        await asyncio.sleep(0)  # each has been offered: the first sent to the worker, the others waiting
+        held = pool.load()
+        await pool.close()
+        return held, await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 10)
+
+    held, results = asyncio.run(run())
+    assert held["in_workers"] == [1] and held["waiting"] == 2
+    assert [(type(r), getattr(r, "message", r)) for r in results] == [
+        (WorkerTimeoutError, "the evaluation workers have stopped")] * 3
