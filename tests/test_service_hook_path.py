@@ -449,14 +449,18 @@ def test_with_authentication_the_401_comes_first_and_says_how_to_authenticate(tm
         assert "refused (401)" in service.log_text()
 
 
-def test_a_worker_killed_while_serving_fails_that_request_and_the_connection_goes_on(service):
+@pytest.mark.parametrize("through_fastapi", [False, True], ids=["hook path", "through FastAPI"])
+def test_a_worker_killed_while_serving_fails_that_request_and_the_connection_goes_on(request, through_fastapi):
+    # Either way the server's log says which request failed and why, as for every 5xx (the client's body does not).
+    service = request.getfixturevalue("cors_service" if through_fastapi else "service")
+    origin = (("Origin", ORIGIN),) if through_fastapi else ()
     connection = Connection(service.url)
     try:
         assert connection.exchange(raw_request("POST", VIEW, good_call()))[0] == 200
         (worker,) = worker_pids(service)
         os.kill(worker, signal.SIGSTOP)  # its next job waits there until it is killed
         try:
-            connection.send(raw_request("POST", VIEW, good_call("11111111-0000-4000-8000-000000000000")))
+            connection.send(raw_request("POST", VIEW, good_call("11111111-0000-4000-8000-000000000000"), origin))
             time.sleep(0.5)
             os.kill(worker, signal.SIGKILL)
             status, _, body = connection.response()
@@ -466,6 +470,9 @@ def test_a_worker_killed_while_serving_fails_that_request_and_the_connection_goe
             except ProcessLookupError:
                 pass
         assert status == 500 and json.loads(body)["error"]["code"] == "cds_worker_crashed"
+        assert (f"imt_cds.service: imt-cds: POST {VIEW}: [cds_worker_crashed] the evaluation process died while "
+                "serving this request; it has been replaced and the service goes on: retry the request\n"
+                in service.log_text())
         status, _, body = connection.exchange(raw_request("POST", VIEW, good_call()))  # a new worker serves it
         assert status == 200 and json.loads(body)["cards"]
         assert connection.exchange(raw_request("GET", "/healthz", None))[0] == 200
