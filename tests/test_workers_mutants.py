@@ -323,3 +323,27 @@ def test_a_pool_closed_with_jobs_in_hand_fails_each_of_them_as_stopped():
     assert held["in_workers"] == [1] and held["waiting"] == 2
     assert [(type(r), getattr(r, "message", r)) for r in results] == [
         (WorkerTimeoutError, "the evaluation workers have stopped")] * 3
+
+
+def test_a_pool_one_of_whose_workers_cannot_start_stops_the_ones_that_did(monkeypatch):
+    # The failure is planted in the pool's own start of one worker (the real reasons a worker cannot start are tested
+    # above and in test_service_workers.py): the workers that did start must not be left running behind the error.
+    import itertools
+
+    from imt_cds.service.errors import ServiceConfigError
+    from imt_cds.service.workers import WorkerPool
+
+    pool = WorkerPool(WorkerSettings(cache_size=0), 2)
+    spawn, calls, started = pool._spawn, itertools.count(), []
+
+    def one_fails():
+        if next(calls) == 1:
+            raise ServiceConfigError("an evaluation worker could not start: planted")
+        started.append(spawn())
+        return started[-1]
+
+    monkeypatch.setattr(pool, "_spawn", one_fails)
+    with pytest.raises(ServiceConfigError, match="^an evaluation worker could not start: planted$"):
+        asyncio.run(pool.start())
+    (worker,) = started
+    assert worker.process.exitcode is not None and pool.live_workers == 0
