@@ -347,3 +347,17 @@ def test_a_pool_one_of_whose_workers_cannot_start_stops_the_ones_that_did(monkey
         asyncio.run(pool.start())
     (worker,) = started
     assert worker.process.exitcode is not None and pool.live_workers == 0
+
+
+def test_a_pool_whose_audit_store_cannot_be_opened_says_so_and_starts_no_worker(tmp_path):
+    # The rulebook is archived in the store before any worker starts (a record may only name an archived rulebook).
+    from imt_cds.service.errors import ServiceConfigError
+    from imt_cds.service.workers import WorkerPool
+
+    target = tmp_path / "no-such-folder" / "audit.db"
+    pool = WorkerPool(WorkerSettings(cache_size=0, audit=str(target)), 1)
+    with pytest.raises(ServiceConfigError) as refused:
+        asyncio.run(pool.start())
+    assert str(refused.value) == ("cannot archive the rulebook in the audit store: cannot open the audit database "
+                                  f"{target}: unable to open database file")
+    assert pool.load()["pids"] == [] and not target.parent.exists()
