@@ -603,12 +603,17 @@ def test_a_worker_that_would_load_rulebook_files_changed_since_the_start_is_refu
         assert httpx.post(service.url + "/cds-services/imt-patient-view", json=body, timeout=60).status_code == 200
         original = parameters.read_bytes()
         set_parameters(directory, {"size_risk_threshold_cm": 20})
+        changed = load_rulebook(directory).sha256
         survivor, victim = worker_pids(service)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while "the rulebook files changed since the service started" not in service.log_text():
             assert time.monotonic() < deadline, service.log_text()
             time.sleep(0.2)
+        assert (f"imt-cds: cannot replace an evaluation worker (retrying in 0.5 s): an evaluation worker loaded "
+                f"rulebook {changed[:12]}, not the service's {started_with[:12]}: the rulebook files changed since "
+                "the service started; restore them, or restart the service to use the changed rulebook\n"
+                in service.log_text()), service.log_text()
         assert httpx.get(service.url + "/healthz", timeout=10).json()["workers"] == 1  # the survivor alone
         for _ in range(3):
             assert httpx.post(service.url + "/cds-services/imt-patient-view", json=body,
