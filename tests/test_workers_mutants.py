@@ -361,3 +361,63 @@ def test_a_pool_whose_audit_store_cannot_be_opened_says_so_and_starts_no_worker(
     assert str(refused.value) == ("cannot archive the rulebook in the audit store: cannot open the audit database "
                                   f"{target}: unable to open database file")
     assert pool.load()["pids"] == [] and not target.parent.exists()
+
+
+def _sleep_then_exit() -> None:  # (a module-level function: the fork server pickles the target by name)
+    import time
+
+    time.sleep(60)
+
+
+def test_a_workers_handle_says_whether_its_process_runs_and_how_it_ended():
+    import os
+    import signal
+    import threading
+
+    from imt_cds.service.workers import _Worker
+
+    context = multiprocessing.get_context("forkserver")
+    parent, child = context.Pipe(duplex=True)
+    process = context.Process(target=_sleep_then_exit, daemon=True)
+    process.start()
+    worker = _Worker(process, parent)
+    try:
+        assert worker.alive() and not worker._joining.locked()  # (alive() leaves the lock as it found it)
+        assert worker.exit_code(wait=0.1) is None
+        os.kill(process.pid, signal.SIGKILL)
+        held = threading.Event()
+        release = threading.Event()
+
+        def join_elsewhere() -> None:  # another thread joining it: it counts as running until that one is done
+            with worker._joining:
+                held.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=join_elsewhere)
+        thread.start()
+        held.wait(10)
+        assert worker.alive()
+        release.set()
+        thread.join(10)
+        assert worker.exit_code(wait=10) == -signal.SIGKILL and not worker.alive()
+        assert not worker._joining.locked()
+    finally:
+        worker.kill()
+        parent.close()
+        child.close()
+
+
+def test_a_closed_pool_lets_its_workers_end_by_themselves():
+    # The server closes its ends of a worker's pipe (the stream first: it holds a second descriptor of it); the
+    # worker reads end of file and exits 0. Were one end left open, the worker would wait, be killed, and end -9.
+    from imt_cds.service.workers import WorkerPool
+
+    async def run() -> list:
+        pool = WorkerPool(WorkerSettings(cache_size=0), 2)
+        await pool.start()
+        workers = list(pool._workers)
+        await pool.close()
+        return workers
+
+    workers = asyncio.run(run())
+    assert [w.process.exitcode for w in workers] == [0, 0]
