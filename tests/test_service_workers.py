@@ -618,6 +618,9 @@ def test_a_worker_that_would_load_rulebook_files_changed_since_the_start_is_refu
         for _ in range(3):
             assert httpx.post(service.url + "/cds-services/imt-patient-view", json=body,
                               timeout=60).status_code == 200
+        while "(retrying in 1 s)" not in service.log_text():  # the pause doubles: 0.5 s, then 1 s, ... (30 s at most)
+            assert time.monotonic() < deadline, service.log_text()
+            time.sleep(0.2)
         parameters.write_bytes(original)
         pids = wait_for_workers(service, 2, timeout=60, gone=victim)
         assert len(pids) == 2 and survivor in pids, service.log_text()

@@ -421,3 +421,13 @@ def test_a_closed_pool_lets_its_workers_end_by_themselves():
 
     workers = asyncio.run(run())
     assert [w.process.exitcode for w in workers] == [0, 0]
+
+
+def test_a_pool_refuses_a_job_depth_below_one_in_words():
+    from imt_cds.service.errors import ServiceConfigError
+    from imt_cds.service.workers import WorkerPool
+
+    with pytest.raises(ServiceConfigError) as refused:
+        WorkerPool(WorkerSettings(cache_size=0), 1, depth=0)
+    assert str(refused.value) == "a worker's job depth must be at least 1, not 0"
+    assert WorkerPool(WorkerSettings(cache_size=0), 1, depth=1).depth == 1
