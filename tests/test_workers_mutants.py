@@ -373,6 +373,7 @@ def test_a_workers_handle_says_whether_its_process_runs_and_how_it_ended():
     import os
     import signal
     import threading
+    import time
 
     from imt_cds.service.workers import _Worker
 
@@ -391,12 +392,14 @@ def test_a_workers_handle_says_whether_its_process_runs_and_how_it_ended():
         def join_elsewhere() -> None:  # another thread joining it: it counts as running until that one is done
             with worker._joining:
                 held.set()
-                release.wait(10)
+                release.wait(30)
 
         thread = threading.Thread(target=join_elsewhere)
         thread.start()
         held.wait(10)
+        began = time.monotonic()
         assert worker.alive()
+        assert time.monotonic() - began < 5  # at once: the event loop asks, and must not wait for that thread
         release.set()
         thread.join(10)
         assert worker.exit_code(wait=10) == -signal.SIGKILL and not worker.alive()
