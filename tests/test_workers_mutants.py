@@ -109,6 +109,22 @@ def test_a_payload_past_two_gib_is_framed_as_multiprocessing_frames_it():
         assert payload.size == size
 
 
+def test_the_server_reads_an_answer_in_either_of_multiprocessings_frames():
+    # A worker answers with Connection.send_bytes' framing; one past 2 GiB (no answer comes near) has the long length.
+    from imt_cds.service.workers import _Worker
+
+    async def read(data: bytes) -> list[bytes]:
+        worker = _Worker(None, None)
+        worker.reader = asyncio.StreamReader()
+        worker.reader.feed_data(data)
+        worker.reader.feed_eof()
+        return [await worker.read_answer(), await worker.read_answer()]
+
+    long_header = struct.pack("!i", -1) + struct.pack("!Q", 3)  # (the long form of a short answer reads the same)
+    assert asyncio.run(read(_frame(b"first") + long_header + b"two")) == [b"first", b"two"]
+    assert asyncio.run(read(_frame(b"") + _frame(b"\xff\x00"))) == [b"", b"\xff\x00"]
+
+
 # --- the jobs -----------------------------------------------------------------------------------------------------
 
 
@@ -404,6 +420,11 @@ def test_a_workers_handle_says_whether_its_process_runs_and_how_it_ended():
         thread.join(10)
         assert worker.exit_code(wait=10) == -signal.SIGKILL and not worker.alive()
         assert not worker._joining.locked()
+        # stop(): a process that does not end when its pipe is closed (this one never reads it) is killed.
+        deaf = context.Process(target=_sleep_then_exit, daemon=True)
+        deaf.start()
+        _Worker(deaf, context.Pipe(duplex=True)[0]).stop(wait=0.5)
+        assert deaf.exitcode == -signal.SIGKILL
     finally:
         worker.kill()
         parent.close()
