@@ -162,7 +162,7 @@ MUTATION_TESTS_imt_cds/authoring/symbolic.py := tests/test_symbolic_mutants.py \
     tests/test_authoring_tools.py::test_the_checker_agrees_with_the_engine_on_concrete_patients \
     tests/test_verification_mutants.py tests/test_authoring_tools.py
 MUTATION_TESTS_imt_cds/service/workers.py := tests/test_workers_mutants.py tests/test_service_workers.py \
-    tests/test_lone_surrogates.py
+    tests/test_lone_surrogates.py tests/test_app_mutants.py tests/test_service_audit_busy.py
 MUTATION_TESTS_imt_cds/cli/evaluate.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
     tests/test_cli_wording.py
 MUTATION_TESTS_imt_cds/cli/common.py := tests/test_evaluate_fhir.py tests/test_cli.py tests/test_cli_errors.py \
