@@ -275,3 +275,142 @@ def test_a_missing_signing_package_is_named_with_the_extra_that_installs_it(caps
         2, "", "imt-cds: error: this command needs the optional package 'cryptography.exceptions', which is not "
                "installed: "
                "pip install 'imt-cds[signing]'\n")
+
+
+def test_audit_without_a_subcommand_is_refused_with_the_usage(capsys):
+    line = refused_option(capsys, "audit")
+    assert line.startswith("imt-cds audit: error: the following arguments are required: SUBCOMMAND")
+
+
+@pytest.mark.parametrize("name", ["list", "verify", "head", "show", "replay"])
+def test_format_text_is_the_default_and_may_be_asked_for(capsys, db, name):
+    record_ref = ["2"] if name in ("show", "replay") else []
+    default = command(capsys, "audit", name, *record_ref, "--db", db)
+    assert default[0] == 0 and default[1]
+    assert command(capsys, "audit", name, *record_ref, "--db", db, "--format", "text") == default
+
+
+def test_list_prints_one_aligned_line_per_record_and_as_json_their_summaries(capsys, db):
+    with open_store(str(db)) as store:
+        records = store.records()
+    status, out, err = command(capsys, "audit", "list", "--db", db)
+    lines = out.splitlines()
+    assert (status, err, len(lines)) == (0, "", 4)
+    assert re.fullmatch(r"#  recorded at \(UTC\) +id +patient +rulebook +findings", lines[0])
+    for line, record in zip(lines[1:], records):
+        assert line.startswith(f"{record.seq}  {record.recorded_at}  {record.id}  {record.patient_id}")
+        assert re.search(r"\d+ recommendations?/requests?, \d+ flags?, \d+ withheld$", line), line
+    assert len({line.index(" imt ") for line in lines[1:]}) == 1  # the rulebook column lines up
+    status, out, _ = command(capsys, "audit", "list", "--db", db, "--format", "json")
+    assert status == 0 and json.loads(out) == [json.loads(json.dumps(r.summary())) for r in records]
+    status, out, _ = command(capsys, "audit", "list", "--db", db, "--patient", records[1].patient_id)
+    assert status == 0 and len(out.splitlines()) == 2 and records[1].id in out
+
+
+def test_list_of_an_empty_trail_says_so(capsys, tmp_path):
+    db = tmp_path / "empty.db"
+    open_store(str(db), create=True).close()
+    assert command(capsys, "audit", "list", "--db", db) == (0, "(no audit records)\n", "")
+    assert command(capsys, "audit", "list", "--db", db, "--format", "json") == (0, "[]\n", "")
+
+
+def test_show_prints_the_note_and_says_where_the_record_sits(capsys, db):
+    with open_store(str(db)) as store:
+        second = store.record("2")
+    status, out, err = command(capsys, "audit", "show", "2", "--db", db)
+    assert status == 0 and out.startswith("IMT decision support - assessment of ")
+    assert err == (f"imt-cds: audit record #2, id {second.id}, recorded {second.recorded_at}, hash {second.hash}\n")
+    status, out, err = command(capsys, "audit", "show", second.id, "--db", db, "--format", "json")
+    assert (status, err) == (0, "") and json.loads(out)["id"] == second.id and json.loads(out)["seq"] == 2
+
+
+def test_replay_says_what_it_replayed_with_and_that_it_is_identical(capsys, db):
+    with open_store(str(db)) as store:
+        last = store.record("last")
+    rulebook = f"{last.rulebook['name']} {last.rulebook['version']} ({last.rulebook['sha256'][:12]})"
+    assert command(capsys, "audit", "replay", "last", "--db", db) == (
+        0, f"record #3 (id {last.id}) replayed with its archived rulebook {rulebook}:\n"
+           "  identical: the same findings, suppressions, derived facts and trace\n", "")
+    status, out, _ = command(capsys, "audit", "replay", "last", "--db", db, "--format", "json")
+    assert status == 0 and json.loads(out)["identical"] is True
+
+
+def test_replay_with_a_changed_current_rulebook_lists_the_differences(capsys, db, tmp_path):
+    from rulebook_copies import copy_rulebook, set_parameters
+
+    rules = copy_rulebook(tmp_path)
+    set_parameters(rules, {"size_risk_threshold_cm": 20})
+    status, out, _ = command(capsys, "audit", "replay", "2", "--db", db, "--with-current", "--rules", rules)
+    lines = out.splitlines()
+    assert status == 1
+    assert re.fullmatch(r"record #2 \(id [0-9a-f-]+\), made with rulebook imt \S+ \([0-9a-f]{12}\), evaluated again "
+                        r"with the current rulebook imt \S+ \([0-9a-f]{12}\):", lines[0])
+    assert "  context: provenance.parameters.size_risk_threshold_cm: recorded 3.9; current 20.0" in lines
+    count = next(n for n, line in enumerate(lines) if re.fullmatch(r"  \d+ differences?:", line))
+    assert lines[count] == f"  {len(lines) - count - 1} difference{'s' if len(lines) - count - 1 != 1 else ''}:"
+    assert all(line.startswith("  - ") for line in lines[count + 1:])
+    assert any(line.startswith("  - risk_flags[RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN]: only in the record: ")
+               for line in lines)
+    status, out, _ = command(capsys, "audit", "replay", "2", "--db", db, "--with-current", "--rules", rules,
+                             "--format", "json")
+    assert status == 1 and json.loads(out)["identical"] is False
+
+
+def test_replay_refuses_rules_without_with_current(capsys, db, tmp_path):
+    assert command(capsys, "audit", "replay", "1", "--db", db, "--rules", ROOT / "rules") == (
+        2, "", "imt-cds: error: --rules needs --with-current (a replay otherwise uses the archived rulebook)\n")
+
+
+def test_export_writes_the_bundle_to_stdout_or_to_a_file(capsys, db, tmp_path):
+    status, out, err = command(capsys, "audit", "export", "1", "--db", db, "--format", "fhir")
+    assert (status, err) == (0, "") and json.loads(out)["resourceType"] == "Bundle"
+    path = tmp_path / "bundle.json"
+    assert command(capsys, "audit", "export", "1", "--db", db, "--format", "fhir", "-o", path) == (0, "", "")
+    assert path.read_text(encoding="utf-8") == out
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    status, out, err = command(capsys, "audit", "export", "1", "--db", db, "--format", "fhir", "-o", folder)
+    assert (status, out) == (2, "") and err == f"imt-cds: error: cannot write {folder}: Is a directory\n"
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads_and_says_where(capsys, tmp_path):
+    from imt_cds.audit.checkpoint import public_key_id
+
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub"
+    status, out, err = command(capsys, "audit", "keygen", "--private-key", private, "--public-key", public)
+    assert (status, out) == (0, "")
+    assert err == (f"imt-cds: wrote the private key {private} (keep it away from the audit database) and the public "
+                   f"key {public} (key id {public_key_id(public.read_bytes())})\n")
+    assert (private.stat().st_mode & 0o777, public.stat().st_mode & 0o777) == (0o600, 0o644)
+    assert private.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert public.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+
+
+def test_keygen_never_overwrites_and_needs_two_files(capsys, tmp_path):
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub"
+    assert command(capsys, "audit", "keygen", "--private-key", private, "--public-key", private) == (
+        2, "", "imt-cds: error: --private-key and --public-key must be two different files\n")
+    public.write_text("mine")
+    assert command(capsys, "audit", "keygen", "--private-key", private, "--public-key", public) == (
+        2, "", f"imt-cds: error: {public} already exists; keygen never overwrites a key\n")
+    assert public.read_text() == "mine" and not private.exists()
+    status, _, err = command(capsys, "audit", "keygen", "--private-key", tmp_path / "none" / "k.pem",
+                             "--public-key", tmp_path / "k2.pub")
+    assert status == 2
+    assert err == f"imt-cds: error: cannot write {tmp_path / 'none' / 'k.pem'}: No such file or directory\n"
+
+
+def test_report_of_a_record_and_its_refusals(capsys, db, tmp_path):
+    page = tmp_path / "report.html"
+    assert command(capsys, "report", "--audit-id", "2", "--db", db, "--html", page) == (
+        0, "", f"imt-cds: wrote {page}\n")
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    refusals = [
+        ((), "imt-cds: error: report on what? give a patient file (or - for standard input), or --audit-id ID --db DB"),
+        ((str(EXAMPLES[0]), "--audit-id", "2", "--db", str(db)),
+         "imt-cds: error: give a patient file or --audit-id ID (with --db DB), not both"),
+        (("--audit-id", "2"), "imt-cds: error: --audit-id needs --db DB"),
+    ]
+    for args, line in refusals:
+        assert command(capsys, "report", *args, "--html", tmp_path / "other.html") == (2, "", line + "\n")
+    assert not (tmp_path / "other.html").exists()
