@@ -414,3 +414,61 @@ def test_report_of_a_record_and_its_refusals(capsys, db, tmp_path):
     for args, line in refusals:
         assert command(capsys, "report", *args, "--html", tmp_path / "other.html") == (2, "", line + "\n")
     assert not (tmp_path / "other.html").exists()
+
+
+def test_list_marks_a_record_kept_without_its_input_and_a_patient_without_an_id(capsys, tmp_path):
+    facts = json.loads(EXAMPLES[0].read_text())
+    del facts["patient_id"]
+    patient, db = tmp_path / "anonymous.json", tmp_path / "audit.db"
+    patient.write_text(json.dumps(facts))
+    assert command(capsys, "evaluate", patient, "--audit", db, "--audit-no-input")[0] == 0
+    status, out, _ = command(capsys, "audit", "list", "--db", db)
+    assert status == 0
+    assert re.search(r"  -  +imt \S+  \d+ recommendations?/requests?, \d+ flags?, \d+ withheld"
+                     r"  \[input: sha256 only\]$", out.splitlines()[1]), out
+
+
+@pytest.mark.parametrize("name", ["show", "replay", "export", "report"])
+def test_an_unknown_record_is_one_line_of_usage_error_on_every_command(capsys, db, name, tmp_path):
+    args = {"show": ("audit", "show", "99", "--db", db), "replay": ("audit", "replay", "99", "--db", db),
+            "export": ("audit", "export", "99", "--db", db, "--format", "fhir"),
+            "report": ("report", "--audit-id", "99", "--db", db, "--html", tmp_path / "r.html")}[name]
+    status, out, err = command(capsys, *args)
+    assert (status, out) == (2, "")
+    assert re.fullmatch(r"imt-cds: error \[[a-z_]+\]: .*99.*\n", err), err
+
+
+def test_replay_with_the_current_rulebook_names_what_only_it_gives(capsys, tmp_path):
+    from rulebook_copies import copy_rulebook, set_parameters
+
+    db = tmp_path / "audit.db"
+    record(db, 1)  # a tumour of 3.2 cm: under the shipped threshold (3.9 cm), over 0.5
+    rules = copy_rulebook(tmp_path)
+    set_parameters(rules, {"size_risk_threshold_cm": 0.5})
+    status, out, _ = command(capsys, "audit", "replay", "1", "--db", db, "--with-current", "--rules", rules)
+    assert status == 1
+    assert "  1 difference:" not in out and "  2 differences:" in out.splitlines()
+    assert any(line.startswith("  - risk_flags[RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN]: only current: ")
+               for line in out.splitlines()), out
+
+
+def test_report_of_a_patient_file_evaluates_it(capsys, tmp_path):
+    page = tmp_path / "report.html"
+    assert command(capsys, "report", EXAMPLES[1], "--html", page) == (0, "", f"imt-cds: wrote {page}\n")
+    text = page.read_text(encoding="utf-8")
+    assert json.loads(EXAMPLES[1].read_text())["patient_id"] in text and "REC_" in text
+
+
+@pytest.mark.parametrize(("args", "missing"), [
+    (("audit", "keygen", "--private-key", "k.pem"), "--public-key"),
+    (("audit", "keygen", "--public-key", "k.pub"), "--private-key"),
+    (("audit", "list"), "--db"),
+    (("audit", "export", "1", "--db", "audit.db"), "--format"),
+    (("report", "--audit-id", "1", "--db", "audit.db"), "--html"),
+])
+def test_a_required_option_left_out_is_named(capsys, tmp_path, monkeypatch, args, missing):
+    monkeypatch.chdir(tmp_path)
+    line = refused_option(capsys, *args)
+    assert line.startswith(f"imt-cds {' '.join(args[:2]) if args[0] == 'audit' else 'report'}: error: the following "
+                           f"arguments are required: {missing}")
+    assert list(tmp_path.iterdir()) == []
