@@ -472,3 +472,15 @@ def test_a_required_option_left_out_is_named(capsys, tmp_path, monkeypatch, args
     assert line.startswith(f"imt-cds {' '.join(args[:2]) if args[0] == 'audit' else 'report'}: error: the following "
                            f"arguments are required: {missing}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_with_audit_records_the_input_and_says_where(capsys, tmp_path):
+    db = tmp_path / "audit.db"
+    status, out, err = command(capsys, "evaluate", EXAMPLES[1], "--audit", db)
+    with open_store(str(db)) as store:
+        (recorded,) = store.records()
+        location = store.location
+    assert status == 0 and out.startswith("IMT decision support - assessment of ")
+    assert err == f"imt-cds: recorded as audit record {recorded.id} in {location}\n"
+    patient_id = json.loads(EXAMPLES[1].read_text())["patient_id"]
+    assert json.loads(recorded.canonical_input_json())["patient_id"] == patient_id
