@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from audit_support import disable_append_only, raw_sql
+from cli_support import command, refused_option
 
 from imt_cds import Engine
 from imt_cds.audit import GENESIS_HASH, open_store
-from imt_cds.cli.main import main
 from imt_cds.core.facts import PatientFacts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,27 +31,6 @@ def record(db: Path, count: int) -> None:
         engine = Engine(audit=store)
         for path in EXAMPLES[:count]:
             engine.evaluate(PatientFacts.model_validate_json(path.read_bytes()))
-
-
-def command(capsys, *args: object) -> tuple[int, str, str]:
-    """``imt-cds ARGS`` in this process: its exit status, standard output and standard error (a command may end by
-    ``SystemExit``, as the console script does)."""
-    capsys.readouterr()
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def refused_option(capsys, *args: object) -> str:
-    """The one line of standard error with which argparse refuses an option's value (exit 2)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as caught:
-        main([str(a) for a in args])
-    assert caught.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 @pytest.fixture
