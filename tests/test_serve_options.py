@@ -194,3 +194,25 @@ def test_the_public_url_warning_is_for_every_host_but_loopback(host, warned):
 
     assert (public_url_warning(host, None, f"http://{host}:8080") is not None) is warned
     assert public_url_warning(host, PUBLIC, PUBLIC) is None
+
+
+def test_serve_and_its_workers_default_to_what_the_service_configuration_documents():
+    # The same settings have their defaults written in three places: `imt-cds serve`'s options (its --help must show
+    # them without importing the service's extras), ServiceConfig (the library's entry) and the WorkerSettings a
+    # worker is started with. serve passes its values on, so a default changed in one place alone would make the
+    # command, the library and the workers' own default differ without a word.
+    import dataclasses
+
+    from imt_cds.cli.main import _parser
+    from imt_cds.service.config import ServiceConfig
+    from imt_cds.service.workers import WorkerSettings
+
+    documented = {f.name: f.default for f in dataclasses.fields(ServiceConfig)}
+    options = vars(_parser().parse_args(["serve"]))
+    for name in ("workers", "worker_depth", "cache_size", "request_timeout"):
+        assert options[name] == documented[name], name
+    assert options["audit_no_input"] is (not documented["audit_input"])
+    assert options["not_eligible_card"] is documented["not_eligible_card"]
+    worker = {f.name: f.default for f in dataclasses.fields(WorkerSettings)}
+    for name in ("cache_size", "audit_input", "store_timeout", "not_eligible_card"):
+        assert worker[name] == documented[name], name
