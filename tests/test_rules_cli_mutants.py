@@ -146,6 +146,18 @@ def test_show_a_rule_with_a_conditional_finding_and_drugs_without_a_verified_cod
         f"    {second.title}: {second.summary}", about]
 
 
+def test_show_names_a_gene_without_drugs_and_each_labelled_age_of_a_drug(capsys, tmp_path):
+    directory = copy_rulebook(tmp_path)
+    flag = add_flag(directory, "{fact: age_years, gt: 50}", [({"age_years": 60}, True), ({}, False)])
+    flag.write_text(flag.read_text().replace("  indicator: warning\n", "  indicator: warning\n  gene: ros1\n", 1))
+    edit(directory, "drugs.yaml", "label_min_age: {alk: crizotinib_min_age_years}",
+         "label_min_age: {alk: crizotinib_min_age_years, ros1: crizotinib_min_age_years}")
+    assert "    about: gene ROS1" in command(capsys, "rules", "show", "R00", "--rules", directory)[1].splitlines()
+    assert ("    about: gene ALK; crizotinib (ALK/ROS1 inhibitor; RxNorm 1148495; labelled from "
+            "crizotinib_min_age_years for ALK, labelled from crizotinib_min_age_years for ROS1)") in command(
+        capsys, "rules", "show", "R32a", "--rules", directory)[1].splitlines()
+
+
 def test_show_a_reason_of_a_derived_fact(capsys, shipped):
     rule = shipped.get("C1")
     assert command(capsys, "rules", "show", "C1") == (0, "\n".join([
@@ -254,6 +266,21 @@ def test_codesystems_writes_one_file_per_system_and_a_line_for_each(capsys, tmp_
     for system in systems:
         text = (output / f"CodeSystem-{system['id']}.json").read_text(encoding="utf-8")
         assert text == json.dumps(system, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_codesystems_replaces_the_files_of_a_folder_and_keeps_text_as_it_is(capsys, tmp_path):
+    directory = copy_rulebook(tmp_path)
+    add_flag(directory, "{fact: age_years, gt: 50}", [({"age_years": 60}, True), ({}, False)],
+             title="Âge ≥ 50 ans")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "CodeSystem-imt-cds-finding-code.json").write_text("old")
+    status, out, err = command(capsys, "rules", "codesystems", "-o", output, "--rules", directory)
+    assert (status, err) == (0, "")
+    files = sorted(output.glob("CodeSystem-*.json"))
+    assert len(out.splitlines()) == len(files) == 5
+    findings = (output / "CodeSystem-imt-cds-finding-code.json").read_text(encoding="utf-8")
+    assert "Âge ≥ 50 ans" in findings and "\\u" not in findings and json.loads(findings)["id"] == "imt-cds-finding-code"
 
 
 def test_codesystems_says_when_it_cannot_write(capsys, tmp_path):
@@ -388,17 +415,29 @@ def test_test_explains_each_expected_code_that_is_missing(capsys, tmp_path):
     directory = copy_rulebook(tmp_path)
     add_flag(directory, "{fact: age_years, gt: 50}", [({"age_years": 60}, True), ({}, False)])
     flag = directory / "flags" / "R00-added.yaml"
-    flag.write_text(flag.read_text().replace("  fires: true\n", "  fires: true\n  expect: [REC_CRIZOTINIB_ALK]\n", 1))
+    # (the review is in every assessment: an expected code that is there is not explained)
+    flag.write_text(flag.read_text().replace(
+        "  fires: true\n", "  fires: true\n  expect: [REC_MULTIDISCIPLINARY_REVIEW, REC_CRIZOTINIB_ALK, "
+        "REC_TRK_INHIBITOR]\n", 1))
     count = example_count(directory)
     (outcome,) = [o for o in run_rule_examples(Engine(directory)) if not o.passed]
-    status, out, _ = command(capsys, "rules", "test", "--rules", directory)
+    assert len(outcome.failures) == 2
+    report = tmp_path / "junit.xml"
+    status, out, _ = command(capsys, "rules", "test", "--rules", directory, "--junit", report)
     assert status == 1
     assert out.splitlines() == [
         "FAIL R00 (flags/R00-added.yaml) example 'example 1'",
         *[f"  - {failure}" for failure in outcome.failures],
         "    why not REC_CRIZOTINIB_ALK:",
         *indented_why_not(directory, {"age_years": 60}, "REC_CRIZOTINIB_ALK"),
+        "    why not REC_TRK_INHIBITOR:",
+        *indented_why_not(directory, {"age_years": 60}, "REC_TRK_INHIBITOR"),
         f"{count - 1} of {count} examples pass; 1 fail"]
+    # the JUnit report: an XML declaration, then each failure of the example in its message and its text
+    assert report.read_text(encoding="utf-8").startswith("<?xml version='1.0' encoding='utf-8'?>\n<testsuites ")
+    (failure,) = [case[0] for case in ET.parse(report).getroot().iter("testcase") if len(case)]
+    assert failure.get("message") == f"{outcome.failures[0]}; {outcome.failures[1]}"
+    assert failure.text == f"{outcome.failures[0]}\n{outcome.failures[1]}"
 
 
 # --- coverage -----------------------------------------------------------------------------------------------------
@@ -450,15 +489,16 @@ def test_coverage_with_the_vignettes_by_default_or_from_a_folder(capsys, shipped
 
 def test_coverage_names_the_rules_that_never_fired(capsys, tmp_path):
     directory = copy_rulebook(tmp_path)
-    add_flag(directory, UNREACHABLE, [({"age_years": 60}, True), ({}, False)], rule_id="R40",
-             finding="FLAG_NEVER")
+    for rule_id in ("R40", "R41"):
+        add_flag(directory, UNREACHABLE, [({"age_years": 60}, True), ({}, False)], rule_id=rule_id,
+                 finding=f"FLAG_NEVER_{rule_id}")
     rulebook = load_rulebook(directory)
     report = measure_coverage(Engine(rulebook), [], ())
     status, out, _ = command(capsys, "rules", "coverage", "--no-vignettes", "--rules", directory)
     assert status == 1
     lines = out.splitlines()
     assert "  -- R40   0/1 branches   fired for 0 patients" in lines
-    assert lines[-1] == "rules never fired: R40" and "every rule fired at least once" not in out
+    assert lines[-1] == "rules never fired: R40, R41" and "every rule fired at least once" not in out
     assert lines[1:-1] == coverage_lines(report)
 
 
@@ -675,3 +715,25 @@ def test_explain_refuses_an_unknown_code_and_invalid_facts(capsys, tmp_path, shi
     status, out, err = command(capsys, "explain", patient)
     assert (status, out) == (2, "")
     assert err.splitlines()[0] == f"imt-cds: invalid patient facts in {patient} (1 problem); nothing was evaluated:"
+
+
+# --- the options ----------------------------------------------------------------------------------------------------
+
+
+def test_rules_needs_a_subcommand_and_codesystems_its_output_folder(capsys):
+    status, out, err = command(capsys, "rules")
+    assert (status, out) == (2, "")
+    assert err.splitlines()[-1] == ("imt-cds rules: error: the following arguments are required: SUBCOMMAND; see: "
+                                    "imt-cds rules --help")
+    status, out, err = command(capsys, "rules", "codesystems")
+    assert (status, out) == (2, "")
+    assert err.splitlines()[-1] == ("imt-cds rules codesystems: error: the following arguments are required: "
+                                    "-o/--output; see: imt-cds rules codesystems --help")
+
+
+@pytest.mark.parametrize("args", [("rules", "coverage", "--no-vignettes"), ("rules", "verify"),
+                                  ("rules", "diff", SHIPPED, SHIPPED), ("explain", EXAMPLES[0])])
+def test_format_text_may_be_asked_for_and_is_the_default(capsys, args):
+    default = command(capsys, *args)
+    assert default[0] == 0 and default[1]
+    assert command(capsys, *args, "--format", "text") == default
