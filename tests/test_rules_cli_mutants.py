@@ -656,6 +656,7 @@ def test_diff_of_a_removed_rule_and_changed_metadata_with_versions_bumped(capsys
     directory = bumped(copy_rulebook(tmp_path))
     (directory / "flags" / "R15-respiratory-symptoms.yaml").unlink()
     edit(directory, "flags/R16-tumor-size.yaml", "indicator: warning", "indicator: info")
+    edit(directory, "flags/R16-tumor-size.yaml", "evidence: [RICH2022:c06, RICH2022:c15]", "evidence: [RICH2022:c06]")
     edit(directory, "flags/R16-tumor-size.yaml", f"version: {shipped.get('R16').version}", "version: 9.0.0")
     new = load_rulebook(directory)
     result = diff_rulebooks(shipped, new, 3)
@@ -666,7 +667,7 @@ def test_diff_of_a_removed_rule_and_changed_metadata_with_versions_bumped(capsys
     assert lines[:4] == [
         f"rulebook {shipped.name} {shipped.version} -> {new.name} {new.version}",
         f"  removed       R15   was v{shipped.get('R15').version}",
-        f"  changed       R16   v{shipped.get('R16').version} -> v9.0.0 (then)",
+        f"  changed       R16   v{shipped.get('R16').version} -> v9.0.0 (evidence, then)",
         "  metadata      R16 RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN indicator: warning -> info"]
     bound = "" if result.count_is_exact else "at least "
     assert lines[4] == (f"patients whose assessment changes: {bound}{result.changed_classes} of "
