@@ -1,0 +1,149 @@
+"""What an integration engineer reads of `imt-cds batch`, line for line, run in this process, and the records it
+writes for each kind of line.
+
+test_cli.py and test_cli_wording.py run the command through the installed script and look for fragments of its
+summary (`"2 lines: 2 evaluated" in stderr`); test_batch.py drives ``run_batch`` (the pool, dying workers, the audit
+trail). These compare the command's whole standard error and the records it writes, so that a changed phrase, a lost
+count or a record with a field too many or too few is seen; in process, mutation testing's coverage sees which test
+runs which line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from cli_support import command
+
+from imt_cds import Engine
+from imt_cds.cli import batch
+from imt_cds.cli.batch import BatchPathError, check_paths, evaluate_line, run_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+
+
+def ndjson(tmp_path: Path, lines: list[str], name: str = "in.ndjson") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def example_lines(count: int) -> list[str]:
+    return [json.dumps(json.loads(path.read_text())) for path in EXAMPLES[:count]]
+
+
+# --- the command's summary and exit status --------------------------------------------------------------------------
+
+
+def test_a_run_of_valid_lines_says_how_many_and_exits_0(capsys, tmp_path):
+    source, out = ndjson(tmp_path, example_lines(2)), tmp_path / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", out) == (0, "", "imt-cds batch: 2 lines: 2 evaluated, 0 invalid\n")
+    assert len(out.read_text().splitlines()) == 2
+    one = ndjson(tmp_path, example_lines(1), "one.ndjson")
+    assert command(capsys, "batch", one, "-o", out) == (0, "", "imt-cds batch: 1 line: 1 evaluated, 0 invalid\n")
+
+
+def test_a_run_with_invalid_lines_counts_them_and_exits_3(capsys, tmp_path):
+    source = ndjson(tmp_path, [*example_lines(2), '{"age_years": -4}', "", "not json"])
+    out = tmp_path / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", out) == (3, "", "imt-cds batch: 4 lines: 2 evaluated, 2 invalid\n")
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("line") for r in records] == [None, None, 3, 5]  # a full document names no line; blank skipped
+    assert records[2]["errors"][0]["path"] == "age_years"
+
+
+def test_standard_output_gets_the_records_when_no_output_is_given(capsys, tmp_path):
+    source = ndjson(tmp_path, example_lines(2))
+    status, out, err = command(capsys, "batch", source, "--detail", "codes")
+    assert (status, err) == (0, "imt-cds batch: 2 lines: 2 evaluated, 0 invalid\n")
+    engine = Engine()
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"line": n, "patient_id": a.patient_id, "codes": [f.code for f in a.findings]}
+        for n, a in enumerate((engine.evaluate(json.loads(line)) for line in example_lines(2)), 1)]
+
+
+def test_a_large_run_of_full_documents_suggests_the_lighter_details(capsys, tmp_path, monkeypatch):
+    source, out = ndjson(tmp_path, example_lines(3)), tmp_path / "out.ndjson"
+    size = sum(len(json.dumps(Engine().evaluate(json.loads(line)).to_dict())) for line in example_lines(3))
+    monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", size // 2)  # (100 MiB in use: too large for a test)
+    status, _, err = command(capsys, "batch", source, "-o", out)
+    written = out.stat().st_size
+    assert status == 0 and written > size // 2
+    assert err.splitlines() == [
+        "imt-cds batch: 3 lines: 3 evaluated, 0 invalid",
+        f"imt-cds batch: note: wrote {written / 2**20:,.0f} MiB of full assessments; --detail summary or --detail "
+        "codes write a small fraction of that"]
+    monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", written)  # only past the limit
+    assert command(capsys, "batch", source, "-o", out)[2].count("\n") == 1
+    monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", 0)
+    assert command(capsys, "batch", source, "-o", out, "--detail", "summary")[2].count("\n") == 1
+
+
+# --- paths refused before anything is done ----------------------------------------------------------------------------
+
+
+def test_paths_that_cannot_be_used_are_refused_in_one_line_with_exit_2(capsys, tmp_path):
+    source = ndjson(tmp_path, example_lines(1))
+    missing = tmp_path / "missing.ndjson"
+    assert command(capsys, "batch", missing) == (
+        2, "", f"imt-cds batch: error: cannot read the input {missing}: No such file or directory\n")
+    assert command(capsys, "batch", tmp_path) == (
+        2, "", f"imt-cds batch: error: cannot read the input {tmp_path}: it is a directory\n")
+    nowhere = tmp_path / "no" / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", nowhere) == (
+        2, "", f"imt-cds batch: error: cannot write the output {nowhere}: folder {nowhere.parent} does not exist\n")
+    assert command(capsys, "batch", source, "-o", tmp_path) == (
+        2, "", f"imt-cds batch: error: cannot write the output {tmp_path}: it is a directory\n")
+    assert command(capsys, "batch", source, "-o", source) == (
+        2, "", f"imt-cds batch: error: the output {source} is the input {source}: writing it would destroy the "
+               "input; choose another output file\n")
+    assert source.read_text() == example_lines(1)[0] + "\n"
+
+
+def test_the_path_error_has_its_code_for_callers():
+    assert BatchPathError.code == "batch_path"
+    with pytest.raises(BatchPathError) as caught:
+        check_paths("/nonexistent/in.ndjson", None)
+    assert caught.value.code == "batch_path"
+
+
+def test_an_unknown_detail_is_refused_by_the_library(tmp_path):
+    source = ndjson(tmp_path, example_lines(1))
+    with pytest.raises(ValueError, match="detail must be one of full, summary, codes, got 'all'"):
+        run_batch(str(source), str(tmp_path / "out"), detail="all")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
+# --- one line's record ------------------------------------------------------------------------------------------------
+
+
+def test_each_detail_writes_exactly_its_fields():
+    line = example_lines(1)[0].encode()
+    assessment = Engine().evaluate(json.loads(line))
+    codes = [f.code for f in assessment.findings]
+    full, status, evaluated = evaluate_line(7, line)
+    assert status == batch.OK and evaluated is not None
+    document = orjson.loads(full)
+    del document["provenance"]["evaluated_at"]
+    expected = assessment.to_dict()
+    del expected["provenance"]["evaluated_at"]
+    assert document == expected
+    assert orjson.loads(evaluate_line(7, line, detail="codes")[0]) == {
+        "line": 7, "patient_id": assessment.patient_id, "codes": codes}
+    p = assessment.provenance
+    assert orjson.loads(evaluate_line(7, line, detail="summary")[0]) == {
+        "line": 7, "patient_id": assessment.patient_id, "codes": codes,
+        "kinds": {f.code: f.kind for f in assessment.findings},
+        "rulebook": {"name": p.rulebook_name, "version": p.rulebook_version, "sha256": p.rulebook_sha256},
+        "input_sha256": p.input_sha256}
+
+
+def test_a_line_that_is_not_valid_gets_its_errors_and_no_assessment():
+    record, status, assessment = evaluate_line(4, b'{"age_years": -4}')
+    assert (status, assessment) == (batch.INVALID, None)
+    (error,) = orjson.loads(record)["errors"]
+    assert orjson.loads(record)["line"] == 4 and error["path"] == "age_years" and error["value"] == -4
+    record, status, _ = evaluate_line(9, b"\xff not text")
+    assert status == batch.INVALID and orjson.loads(record)["line"] == 9
