@@ -147,3 +147,51 @@ def test_a_line_that_is_not_valid_gets_its_errors_and_no_assessment():
     assert orjson.loads(record)["line"] == 4 and error["path"] == "age_years" and error["value"] == -4
     record, status, _ = evaluate_line(9, b"\xff not text")
     assert status == batch.INVALID and orjson.loads(record)["line"] == 9
+
+
+# --- a line whose evaluation fails: its record says why, and the run goes on ----------------------------------------
+
+
+class _EngineFailingOn:
+    """Stands in for the engine batch evaluates with: raises ``error`` for the patient aged ``age``, evaluates every
+    other one with the real engine (the batch's handling of a failure is what is tested, not the engine)."""
+
+    def __init__(self, age: float, error: Exception):
+        self.age, self.error, self.engine = age, error, Engine()
+        self.rulebook = self.engine.rulebook
+
+    def evaluate(self, facts):  # type: ignore[no-untyped-def]
+        if facts.age_years == self.age:
+            raise self.error
+        return self.engine.evaluate(facts)
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (batch.EngineError("the session was lost"), "the rules engine failed on this line (engine_failure): the session "
+                                                "was lost"),
+    (KeyError("molecular"), "internal error on this line: KeyError: 'molecular'"),
+])
+def test_a_line_whose_evaluation_fails_gets_a_failure_record_and_is_counted(capsys, tmp_path, monkeypatch, error,
+                                                                          message):
+    monkeypatch.setattr(batch, "_engine", lambda rules: _EngineFailingOn(7, error))
+    record, status, assessment = evaluate_line(2, b'{"age_years": 7}')
+    assert (orjson.loads(record), status, assessment) == (
+        {"line": 2, "errors": [{"path": "", "message": message, "value": None}]}, batch.FAILED, None)
+    source, out = ndjson(tmp_path, ['{"age_years": 6}', '{"age_years": 7}', "{"]), tmp_path / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", out, "--detail", "codes") == (
+        3, "", "imt-cds batch: 3 lines: 1 evaluated, 1 invalid, 1 failed\n")
+    assert [json.loads(line).get("errors", [{}])[0].get("message") for line in out.read_text().splitlines()][1] == \
+        message
+
+
+def test_a_line_that_cannot_even_be_read_says_so(monkeypatch):
+    from imt_cds.core import validation
+
+    def unreadable(text):  # type: ignore[no-untyped-def]
+        raise MemoryError("no room for this line")
+
+    monkeypatch.setattr(validation, "parse_facts_json", unreadable)
+    record, status, _ = evaluate_line(5, b'{"age_years": 7}')
+    assert status == batch.INVALID
+    assert orjson.loads(record) == {"line": 5, "errors": [
+        {"path": "", "message": "could not read this line: MemoryError: no room for this line", "value": None}]}
