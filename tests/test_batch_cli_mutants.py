@@ -195,3 +195,18 @@ def test_a_line_that_cannot_even_be_read_says_so(monkeypatch):
     assert status == batch.INVALID
     assert orjson.loads(record) == {"line": 5, "errors": [
         {"path": "", "message": "could not read this line: MemoryError: no room for this line", "value": None}]}
+
+
+def test_line_ends_are_cut_exactly_and_a_last_line_without_a_newline_is_read(capsys, tmp_path):
+    # A Windows line end is a line end; anything else after the JSON is part of the line (and makes it invalid);
+    # a last line of one character without a newline is still a line.
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b'{"age_years": 5}\r\n{"age_years": 5}X\n1')
+    out = tmp_path / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", out, "--detail", "codes") == (
+        3, "", "imt-cds batch: 3 lines: 1 evaluated, 2 invalid\n")
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3] and "codes" in records[0]
+    assert records[1]["errors"][0]["message"].startswith("malformed JSON")
+    assert records[2]["errors"] == [{"path": "", "message": "expected an object with patient facts, got a number",
+                                     "value": 1}]
