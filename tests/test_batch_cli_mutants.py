@@ -210,3 +210,30 @@ def test_line_ends_are_cut_exactly_and_a_last_line_without_a_newline_is_read(cap
     assert records[1]["errors"][0]["message"].startswith("malformed JSON")
     assert records[2]["errors"] == [{"path": "", "message": "expected an object with patient facts, got a number",
                                      "value": 1}]
+
+
+# --- the progress bar ---------------------------------------------------------------------------------------------
+
+
+def test_the_clock_of_the_progress_bar_past_an_hour():
+    bar = batch._Progress(total=10, enabled=False)
+    bar.done = 10
+    assert bar.line(4200.4).endswith("done in 1:10:00")
+    assert bar.line(7199.6).endswith("done in 2:00:00")
+    bar.done = 5
+    assert bar.line(3725.0).endswith("ETA 1:02:05")
+
+
+def test_the_bar_counts_every_unit_and_every_line_of_the_file(capsys, tmp_path):
+    # several work units (a small chunk), and a last line without a newline: the bar ends at the file's line count
+    lines = [f'{{"age_years": {age}}}' for age in range(3, 9)]
+    source = tmp_path / "in.ndjson"
+    source.write_text("\n".join(lines))
+    capsys.readouterr()
+    summary = run_batch(str(source), str(tmp_path / "out.ndjson"), progress="always", chunk_bytes=40,
+                        detail="codes")
+    assert summary.total == summary.evaluated == 6
+    drawn = capsys.readouterr().err
+    assert drawn.endswith("\n") and drawn.count("\n") == 1
+    last = drawn.rstrip("\n").split("\r")[-1]
+    assert last.startswith("[" + "#" * 30 + "] 6/6 lines, ") and last.endswith(", done in 0:00")
