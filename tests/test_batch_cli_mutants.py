@@ -237,3 +237,22 @@ def test_the_bar_counts_every_unit_and_every_line_of_the_file(capsys, tmp_path):
     assert drawn.endswith("\n") and drawn.count("\n") == 1
     last = drawn.rstrip("\n").split("\r")[-1]
     assert last.startswith("[" + "#" * 30 + "] 6/6 lines, ") and last.endswith(", done in 0:00")
+
+
+def test_without_progress_nothing_is_drawn(capsys, tmp_path):
+    source = ndjson(tmp_path, example_lines(3))
+    capsys.readouterr()
+    run_batch(str(source), str(tmp_path / "out.ndjson"), progress="never", chunk_bytes=40, detail="codes")
+    assert capsys.readouterr().err == ""
+
+
+def test_standard_input_may_be_written_over_an_existing_output(capsys, tmp_path, monkeypatch):
+    import io
+
+    out = tmp_path / "out.ndjson"
+    out.write_text("yesterday's run\n")
+    check_paths("-", str(out))  # standard input is never the output file
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("\n".join(example_lines(2)).encode())))
+    assert command(capsys, "batch", "-", "-o", out, "--detail", "codes") == (
+        0, "", "imt-cds batch: 2 lines: 2 evaluated, 0 invalid\n")
+    assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2]
