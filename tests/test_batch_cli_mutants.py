@@ -256,3 +256,38 @@ def test_standard_input_may_be_written_over_an_existing_output(capsys, tmp_path,
     assert command(capsys, "batch", "-", "-o", out, "--detail", "codes") == (
         0, "", "imt-cds batch: 2 lines: 2 evaluated, 0 invalid\n")
     assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2]
+
+
+def test_an_output_under_a_file_is_refused_with_the_system_s_words(capsys, tmp_path):
+    source = ndjson(tmp_path, example_lines(1))
+    under_a_file = source / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", under_a_file) == (
+        2, "", f"imt-cds batch: error: cannot write the output {under_a_file}: Not a directory\n")
+
+
+def test_the_audit_trail_keeps_each_input_unless_told_not_to(tmp_path):
+    from imt_cds.audit import open_store
+
+    source = ndjson(tmp_path, example_lines(2))
+    for name, options, kept in (("kept", {}, True), ("hashed", {"audit_input": False}, False)):
+        db = tmp_path / f"{name}.db"
+        run_batch(str(source), str(tmp_path / f"{name}.ndjson"), audit=str(db), detail="codes", **options)
+        with open_store(str(db)) as store:
+            records = store.records()
+        assert len(records) == 2
+        assert [record.input is not None for record in records] == [kept, kept]
+
+
+def test_the_rulebook_given_is_the_one_evaluated_with(capsys, tmp_path):
+    from rulebook_copies import add_flag, copy_rulebook
+
+    directory = copy_rulebook(tmp_path)
+    add_flag(directory, "{fact: age_years, gt: 50}", [({"age_years": 60}, True), ({}, False)])
+    source = ndjson(tmp_path, ['{"age_years": 60}'])
+    out = tmp_path / "out.ndjson"
+    assert command(capsys, "batch", source, "-o", out, "--detail", "codes", "--rules", directory)[0] == 0
+    assert "FLAG_ADDED_BY_TEST" in json.loads(out.read_text())["codes"]
+    summary = run_batch(str(source), str(out), rules=directory, detail="summary")
+    record = json.loads(out.read_text())
+    assert summary.evaluated == 1 and "FLAG_ADDED_BY_TEST" in record["codes"]
+    assert record["rulebook"]["sha256"] != Engine().rulebook.sha256
