@@ -10,6 +10,7 @@ runs which line."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import orjson
@@ -291,3 +292,23 @@ def test_the_rulebook_given_is_the_one_evaluated_with(capsys, tmp_path):
     record = json.loads(out.read_text())
     assert summary.evaluated == 1 and "FLAG_ADDED_BY_TEST" in record["codes"]
     assert record["rulebook"]["sha256"] != Engine().rulebook.sha256
+
+
+def test_an_input_that_is_not_a_regular_file_is_read_once(capsys, tmp_path):
+    # A named pipe (as `<(zcat patients.ndjson.gz)` gives) can be read once and has no size: it is spooled first.
+    import threading
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    text = "".join(line + "\n" for line in example_lines(3)).encode()
+    writer = threading.Thread(target=lambda: fifo.write_bytes(text), daemon=True)
+    writer.start()
+    out = tmp_path / "out.ndjson"
+    try:
+        result = command(capsys, "batch", fifo, "-o", out, "--detail", "codes")
+    finally:
+        if writer.is_alive():  # the pipe was never read: read it here, so that the writer ends
+            fifo.read_bytes()
+        writer.join(timeout=30)
+    assert result == (0, "", "imt-cds batch: 3 lines: 3 evaluated, 0 invalid\n")
+    assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2, 3]
