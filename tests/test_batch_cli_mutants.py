@@ -312,3 +312,12 @@ def test_an_input_that_is_not_a_regular_file_is_read_once(capsys, tmp_path):
         writer.join(timeout=30)
     assert result == (0, "", "imt-cds batch: 3 lines: 3 evaluated, 0 invalid\n")
     assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_one_job_evaluates_in_this_process(tmp_path):
+    # (no worker process to start or to lose: what --jobs 1, the default, promises)
+    source = ndjson(tmp_path, example_lines(3))
+    seen: list[tuple[int, int]] = []
+    run_batch(str(source), str(tmp_path / "out.ndjson"), jobs=1, detail="codes",
+              _before_line=lambda number, text: seen.append((number, os.getpid())))
+    assert seen == [(1, os.getpid()), (2, os.getpid()), (3, os.getpid())]
