@@ -321,3 +321,36 @@ def test_one_job_evaluates_in_this_process(tmp_path):
     run_batch(str(source), str(tmp_path / "out.ndjson"), jobs=1, detail="codes",
               _before_line=lambda number, text: seen.append((number, os.getpid())))
     assert seen == [(1, os.getpid()), (2, os.getpid()), (3, os.getpid())]
+
+
+def test_the_bytes_written_are_counted_over_every_unit(tmp_path):
+    source, out = ndjson(tmp_path, example_lines(4)), tmp_path / "out.ndjson"
+    summary = run_batch(str(source), str(out), chunk_bytes=40)  # a unit a line
+    assert summary.output_bytes == out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_when_recording_fails_the_error_says_where_the_output_stops(capsys, tmp_path, to_file):
+    import sqlite3
+
+    from imt_cds.audit import open_store
+    from imt_cds.core.errors import AuditError
+
+    db = tmp_path / "audit.db"
+    open_store(str(db)).close()
+    with sqlite3.connect(db) as connection:  # every record refused, as a full disk would
+        connection.execute("CREATE TRIGGER refuse BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'disk "
+                           "full'); END")
+    connection.close()
+    source = ndjson(tmp_path, ['{"age_years": -3}', *example_lines(2)])
+    out = tmp_path / "out.ndjson"
+    with pytest.raises(AuditError) as caught:
+        run_batch(str(source), str(out) if to_file else None, audit=str(db), detail="codes")
+    message = str(caught.value)
+    assert message.startswith("line 2 could not be recorded in the audit trail (") and "disk full" in message
+    if to_file:  # cut back to the line before: only the invalid line 1, which has nothing to record
+        assert message.endswith("); the run stopped and the output ends before it")
+        assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1]
+    else:  # standard output cannot be cut back
+        assert message.endswith("); the run stopped and the output may hold lines from it on")
+        assert [json.loads(line)["line"] for line in capsys.readouterr().out.splitlines()] == [1, 2, 3]
