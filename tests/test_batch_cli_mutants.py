@@ -46,6 +46,30 @@ def test_a_run_of_valid_lines_says_how_many_and_exits_0(capsys, tmp_path):
     assert command(capsys, "batch", one, "-o", out) == (0, "", "imt-cds batch: 1 line: 1 evaluated, 0 invalid\n")
 
 
+def test_batch_defaults_to_one_job_and_takes_each_progress_setting(capsys, tmp_path):
+    from imt_cds.cli.main import _parser
+
+    assert _parser().parse_args(["batch", "in.ndjson"]).jobs == 1
+    source, out = ndjson(tmp_path, example_lines(1)), tmp_path / "out.ndjson"
+    for setting in ("auto", "never"):  # (standard error is not a terminal here: auto draws nothing)
+        assert command(capsys, "batch", source, "-o", out, "--progress", setting) == (
+            0, "", "imt-cds batch: 1 line: 1 evaluated, 0 invalid\n")
+
+
+def test_the_audit_store_is_checked_first_and_keeps_inputs_unless_told_not_to(capsys, tmp_path):
+    from imt_cds.audit import open_store
+
+    source, out = ndjson(tmp_path, example_lines(2)), tmp_path / "out.ndjson"
+    missing = tmp_path / "no" / "audit.db"
+    status, _, err = command(capsys, "batch", source, "-o", out, "--audit", missing)
+    assert status == 2 and str(missing) in err and not out.exists()
+    for name, option, kept in (("kept", (), True), ("hashed", ("--audit-no-input",), False)):
+        db = tmp_path / f"{name}.db"
+        assert command(capsys, "batch", source, "-o", out, "--audit", db, *option)[0] == 0
+        with open_store(str(db)) as store:
+            assert [record.input is not None for record in store.records()] == [kept, kept]
+
+
 def test_a_run_with_invalid_lines_counts_them_and_exits_3(capsys, tmp_path):
     source = ndjson(tmp_path, [*example_lines(2), '{"age_years": -4}', "", "not json"])
     out = tmp_path / "out.ndjson"
@@ -66,16 +90,16 @@ def test_standard_output_gets_the_records_when_no_output_is_given(capsys, tmp_pa
 
 
 def test_a_large_run_of_full_documents_suggests_the_lighter_details(capsys, tmp_path, monkeypatch):
-    source, out = ndjson(tmp_path, example_lines(3)), tmp_path / "out.ndjson"
-    size = sum(len(json.dumps(Engine().evaluate(json.loads(line)).to_dict())) for line in example_lines(3))
-    monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", size // 2)  # (100 MiB in use: too large for a test)
+    lines = example_lines(len(EXAMPLES)) * 10  # over half a MiB of documents: the note says 1 MiB
+    source, out = ndjson(tmp_path, lines), tmp_path / "out.ndjson"
+    monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", 100_000)  # (100 MiB in use: too large for a test)
     status, _, err = command(capsys, "batch", source, "-o", out)
     written = out.stat().st_size
-    assert status == 0 and written > size // 2
+    assert status == 0 and 2**19 < written < 3 * 2**19
     assert err.splitlines() == [
-        "imt-cds batch: 3 lines: 3 evaluated, 0 invalid",
-        f"imt-cds batch: note: wrote {written / 2**20:,.0f} MiB of full assessments; --detail summary or --detail "
-        "codes write a small fraction of that"]
+        f"imt-cds batch: {len(lines)} lines: {len(lines)} evaluated, 0 invalid",
+        "imt-cds batch: note: wrote 1 MiB of full assessments; --detail summary or --detail codes write a small "
+        "fraction of that"]
     monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", written)  # only past the limit
     assert command(capsys, "batch", source, "-o", out)[2].count("\n") == 1
     monkeypatch.setattr(batch, "_LARGE_BATCH_OUTPUT", 0)
