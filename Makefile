@@ -175,6 +175,8 @@ MUTATION_TESTS_imt_cds/render/report_html.py := tests/test_report_html_mutants.p
     tests/test_wording.py -k 'not chromium'
 MUTATION_TESTS_imt_cds/cli/audit.py := tests/test_audit_cli_mutants.py
 MUTATION_TESTS_imt_cds/cli/rules.py := tests/test_rules_cli_mutants.py
+MUTATION_TESTS_imt_cds/cli/batch.py := tests/test_batch_cli_mutants.py tests/test_batch.py tests/test_cli.py \
+    -k 'batch or jobs'
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
@@ -190,7 +192,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/service/feedback.py imt_cds/authoring/verification.py imt_cds/authoring/symbolic.py \
           imt_cds/service/workers.py imt_cds/cli/evaluate.py imt_cds/cli/common.py imt_cds/service/connections.py \
           imt_cds/service/app.py imt_cds/render/report_html.py imt_cds/cli/audit.py \
-          imt_cds/cli/rules.py
+          imt_cds/cli/rules.py imt_cds/cli/batch.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
