@@ -694,6 +694,46 @@ def test_diff_refuses_a_folder_that_is_not_there(capsys, tmp_path):
         2, "", f"imt-cds: error: NEW_DIR {missing}: no such directory\n")
 
 
+def test_diff_reads_each_side_with_its_own_evidence_when_asked(capsys, tmp_path, shipped):
+    """A working copy made with `rules copy --seeds-to` has evidence of its own: a rule of it may cite an entry
+    added there (the copy cannot load with the shipped evidence), and a corrected quote is a change to report."""
+    status, _, _ = command(capsys, "rules", "copy", tmp_path / "new", "--seeds-to", tmp_path / "evidence")
+    directory, evidence = bumped(tmp_path / "new"), tmp_path / "evidence"
+    registry = (evidence / "evidence.yaml").read_text()
+    quote = "  quote: Median tumor size was 3.9 cm.\n"
+    corrected = ("  quote: Median tumor size was 3.9 cm. Anaplastic lymphoma kinase (ALK) overexpression was "
+                 "identified in 53% of patients.\n")
+    added = "- id: RICH2022:c99\n  source: RICH2022\n  quote: Seven percent of patients had distant disease at diagnosis.\n"
+    assert status == 0 and registry.count(quote) == 1
+    (evidence / "evidence.yaml").write_text(registry.replace(quote, corrected + added))
+    edit(directory, "flags/R16-tumor-size.yaml", "evidence: [RICH2022:c06, RICH2022:c15]",
+         "evidence: [RICH2022:c06, RICH2022:c15, RICH2022:c99]")
+    edit(directory, "flags/R16-tumor-size.yaml", f"version: {shipped.get('R16').version}", "version: 9.0.0")
+    new = load_rulebook(directory, evidence)
+    head = f"rulebook {shipped.name} {shipped.version} -> {new.name} {new.version}"
+    r16 = f"  changed       R16   v{shipped.get('R16').version} -> v9.0.0 (evidence)"
+    status, out, err = command(capsys, "rules", "diff", SHIPPED, directory, "--new-seeds", evidence)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [head, r16, "  evidence      RICH2022:c06: changed", "  evidence      RICH2022:c99: added",
+                                "no patient's assessment changes"]
+    status, out, _ = command(capsys, "rules", "diff", directory, SHIPPED, "--old-seeds", evidence)
+    assert status == 1 and out.splitlines()[3:5] == ["  evidence      RICH2022:c06: changed",
+                                                     "  evidence      RICH2022:c99: removed"]
+    # --seeds is both sides' unless a side has its own; one evidence for both has no evidence change to show
+    status, out, _ = command(capsys, "rules", "diff", SHIPPED, directory, "--seeds", evidence,
+                             "--old-seeds", _resources.seeds_dir())
+    assert status == 0 and out.splitlines()[2:4] == ["  evidence      RICH2022:c06: changed",
+                                                     "  evidence      RICH2022:c99: added"]
+    status, out, _ = command(capsys, "rules", "diff", SHIPPED, directory, "--seeds", evidence)
+    assert (status, out.splitlines()[:3]) == (0, [head, r16, "no patient's assessment changes"])
+    # without it, the copy's rule cites an entry the shipped evidence does not have
+    status, out, err = command(capsys, "rules", "diff", SHIPPED, directory)
+    assert (status, out) == (1, "") and "unknown evidence id 'RICH2022:c99'" in err
+    for option in ("--old-seeds", "--new-seeds"):
+        assert command(capsys, "rules", "diff", SHIPPED, directory, option, tmp_path / "none") == (
+            2, "", f"imt-cds: error: {option} {tmp_path / 'none'}: no such directory\n")
+
+
 # --- explain ------------------------------------------------------------------------------------------------------
 
 

@@ -98,11 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    for option in ("rules", "seeds"):
+    for option in ("rules", "seeds", "old_seeds", "new_seeds"):
         directory = getattr(args, option, None)
         if directory is not None and not directory.is_dir():
             what = "no such directory" if not directory.exists() else "not a directory"
-            print(f"imt-cds: error: --{option} {directory}: {what}", file=sys.stderr)
+            print(f"imt-cds: error: --{option.replace('_', '-')} {directory}: {what}", file=sys.stderr)
             return EXIT_INVALID_INPUT
     try:
         return run(args)

@@ -85,6 +85,12 @@ def register(commands: Any) -> None:
     diff.add_argument("old", metavar="OLD_DIR", type=Path)
     diff.add_argument("new", metavar="NEW_DIR", type=Path)
     diff.add_argument("--seeds", metavar="DIR", type=Path, help="evidence directory for both (default: shipped)")
+    # A copy made with `rules copy --seeds-to` has its own evidence: its rules may cite entries the other lacks, and
+    # a corrected quote is a change to report, so each side can be read with its own evidence directory.
+    diff.add_argument("--old-seeds", metavar="DIR", type=Path,
+                      help="evidence directory for OLD_DIR (default: --seeds)")
+    diff.add_argument("--new-seeds", metavar="DIR", type=Path,
+                      help="evidence directory for NEW_DIR (default: --seeds)")
     diff.add_argument("--examples", type=int, default=3, metavar="N", help="example patients to show (default 3)")
     diff.add_argument("--format", choices=("text", "json"), default="text")
     diff.set_defaults(run=_run_diff)
@@ -442,7 +448,9 @@ def _run_diff(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             print(f"imt-cds: error: {name} {directory}: no such directory", file=sys.stderr)
             return 2
-    result = diff_rulebooks(load_rulebook(args.old, args.seeds), load_rulebook(args.new, args.seeds), args.examples)
+    old_seeds = args.old_seeds if args.old_seeds is not None else args.seeds
+    new_seeds = args.new_seeds if args.new_seeds is not None else args.seeds
+    result = diff_rulebooks(load_rulebook(args.old, old_seeds), load_rulebook(args.new, new_seeds), args.examples)
     if args.format == "json":
         print(_compact(result.to_dict()))
         return 0 if result.ok else 1
