@@ -175,6 +175,7 @@ MUTATION_TESTS_imt_cds/render/report_html.py := tests/test_report_html_mutants.p
     tests/test_wording.py -k 'not chromium'
 MUTATION_TESTS_imt_cds/cli/audit.py := tests/test_audit_cli_mutants.py
 MUTATION_TESTS_imt_cds/cli/rules.py := tests/test_rules_cli_mutants.py
+MUTATION_TESTS_imt_cds/cli/main.py := tests/test_main_cli_mutants.py
 MUTATION_TESTS_imt_cds/cli/batch.py := tests/test_batch_cli_mutants.py tests/test_batch.py tests/test_cli.py \
     -k 'batch or jobs'
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
@@ -192,7 +193,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/service/feedback.py imt_cds/authoring/verification.py imt_cds/authoring/symbolic.py \
           imt_cds/service/workers.py imt_cds/cli/evaluate.py imt_cds/cli/common.py imt_cds/service/connections.py \
           imt_cds/service/app.py imt_cds/render/report_html.py imt_cds/cli/audit.py \
-          imt_cds/cli/rules.py imt_cds/cli/batch.py
+          imt_cds/cli/rules.py imt_cds/cli/batch.py imt_cds/cli/main.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \

@@ -703,7 +703,8 @@ def test_diff_reads_each_side_with_its_own_evidence_when_asked(capsys, tmp_path,
     quote = "  quote: Median tumor size was 3.9 cm.\n"
     corrected = ("  quote: Median tumor size was 3.9 cm. Anaplastic lymphoma kinase (ALK) overexpression was "
                  "identified in 53% of patients.\n")
-    added = "- id: RICH2022:c99\n  source: RICH2022\n  quote: Seven percent of patients had distant disease at diagnosis.\n"
+    added = ("- id: RICH2022:c99\n  source: RICH2022\n"
+             "  quote: Seven percent of patients had distant disease at diagnosis.\n")
     assert status == 0 and registry.count(quote) == 1
     (evidence / "evidence.yaml").write_text(registry.replace(quote, corrected + added))
     edit(directory, "flags/R16-tumor-size.yaml", "evidence: [RICH2022:c06, RICH2022:c15]",
@@ -714,8 +715,8 @@ def test_diff_reads_each_side_with_its_own_evidence_when_asked(capsys, tmp_path,
     r16 = f"  changed       R16   v{shipped.get('R16').version} -> v9.0.0 (evidence)"
     status, out, err = command(capsys, "rules", "diff", SHIPPED, directory, "--new-seeds", evidence)
     assert (status, err) == (0, "")
-    assert out.splitlines() == [head, r16, "  evidence      RICH2022:c06: changed", "  evidence      RICH2022:c99: added",
-                                "no patient's assessment changes"]
+    assert out.splitlines() == [head, r16, "  evidence      RICH2022:c06: changed",
+                                "  evidence      RICH2022:c99: added", "no patient's assessment changes"]
     status, out, _ = command(capsys, "rules", "diff", directory, SHIPPED, "--old-seeds", evidence)
     assert status == 1 and out.splitlines()[3:5] == ["  evidence      RICH2022:c06: changed",
                                                      "  evidence      RICH2022:c99: removed"]
