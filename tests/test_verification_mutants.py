@@ -315,3 +315,18 @@ def test_a_redundant_rule_is_found_behind_a_rule_of_the_same_finding_that_never_
 
 def _value(facts, path):
     return operator.attrgetter(path)(facts)
+
+
+def test_a_rulebook_gets_the_same_counterexamples_whatever_the_process_asked_before(tmp_path):
+    """z3 answers a question by the order its terms were made in their context; verify() solves in a context of its
+    own each call, so one rulebook's checks are the same on every call (they differed on the second call when the
+    questions were solved in z3's shared context: a 2.9 cm tumour, then 3.4 cm, for this copy)."""
+    directory = copy_rulebook(tmp_path)
+    edit(directory, "flags/R16-tumor-size.yaml", "gt: {param: size_risk_threshold_cm}",
+         "lt: {param: size_risk_threshold_cm}")
+    broken = load_rulebook(directory)
+    first = [check.to_dict() for check in verify(broken)]
+    assert any(check["status"] == "violated" and check.get("counterexample") for check in first)
+    verify(load_rulebook())  # other questions in between
+    assert [check.to_dict() for check in verify(broken)] == first
+    assert [check.to_dict() for check in verify(broken)] == first

@@ -29,7 +29,7 @@ from ..core.fact_fields import FactField, fact_fields, set_path
 from ..core.facts import PatientFacts
 from ..core.rulebook import FindingSpec, Rule, Rulebook
 
-__all__ = ["Encoding", "SymbolicPatient", "gene_symbols", "real", "solver_for"]
+__all__ = ["Encoding", "Solver", "SymbolicPatient", "gene_symbols", "real", "solver_for"]
 
 _OTHER_SYMBOLS = ("EML4", "TPM3", "ETV6", "FN1", "CLTC", "X-OTHER")
 
@@ -58,11 +58,19 @@ def _domain(field: FactField) -> tuple[Any, ...]:
 
 
 class SymbolicPatient:
-    """z3 variables standing for one patient's facts (``name`` keeps two patients of one formula apart)."""
+    """z3 variables standing for one patient's facts (``name`` keeps two patients of one formula apart).
 
-    def __init__(self, name: str, symbols: tuple[str, ...]):
+    The formulas over them are built in z3's shared context, and solved in ``solving``, a context of their own
+    (``solver_for``): which model z3 returns depends on the order in which the terms of a question were created in
+    its context, and in the shared one that order is the history of the whole process, so one question asked twice
+    in a process could get two different models (two counterexamples for one rulebook). Copied into a context that
+    only one run of questions uses (one ``rules verify``, one ``rules diff``: patients of one ``Encoding`` share
+    it), the same questions get the same answers."""
+
+    def __init__(self, name: str, symbols: tuple[str, ...], solving: Any = None):
         self.name = name
         self.symbols = symbols
+        self.solving = solving if solving is not None else z3.Context()
         self.vars: dict[str, Any] = {}
         self.domain_constraints: list[Any] = []
         for path, field in fact_fields().items():
@@ -194,13 +202,35 @@ class SymbolicPatient:
         return z3.And(equal)
 
 
-def solver_for(formula: Any, *patients: SymbolicPatient, minimize: bool = True) -> Any:
+class Solver:
+    """A z3 solver (with ``minimize``, an optimizer) working in ``context``, asked about formulas built in z3's shared
+    context: see ``SymbolicPatient.solving``."""
+
+    def __init__(self, context: Any, minimize: bool):
+        self.context = context
+        self.solver = z3.Optimize(ctx=context) if minimize else z3.Solver(ctx=context)
+
+    def add(self, *constraints: Any) -> None:
+        for constraint in constraints:
+            self.solver.add(constraint.translate(self.context))
+
+    def add_soft(self, constraint: Any) -> None:
+        self.solver.add_soft(constraint.translate(self.context))
+
+    def check(self) -> Any:
+        return self.solver.check()
+
+    def model(self) -> Any:
+        return self.solver.model().translate(z3.main_ctx())
+
+
+def solver_for(formula: Any, *patients: SymbolicPatient, minimize: bool = True) -> Solver:
     """A solver asserting the formula over valid patients (each field within its domain). With ``minimize``, an
     optimizer preferring the models where the first patient differs least from the defaults (its ``model()`` is
     then a minimal counterexample)."""
-    solver = z3.Optimize() if minimize else z3.Solver()
+    solver = Solver(patients[0].solving, minimize)
     for patient in patients:
-        solver.add(patient.domain_constraints)
+        solver.add(*patient.domain_constraints)
     solver.add(formula)
     if minimize:
         for soft in patients[0].defaults():
@@ -224,9 +254,10 @@ class Encoding:
     def __post_init__(self) -> None:
         self.parameters = self.rulebook.parameter_values
         self._memo: dict[tuple[str, ...], Any] = {}
+        self.solving = z3.Context()  # where its patients' questions are solved (see SymbolicPatient)
 
     def patient(self, name: str = "p") -> SymbolicPatient:
-        return SymbolicPatient(name, self.symbols)
+        return SymbolicPatient(name, self.symbols, self.solving)
 
     # -- formulas --
 
