@@ -529,8 +529,8 @@ def test_verify_prints_a_violation_with_its_counterexample_confirmed_on_the_engi
     assert len(violated) == 2 and any(c.counterexample is not None for c in violated)
     status, out, err = command(capsys, "rules", "verify", "--rules", directory)
     assert (status, err) == (1, "")
-    # verify() asks the same questions each time, each run in a z3 context of its own: the command names the same
-    # counterexamples as the call above, whatever this process asked z3 before
+    # verify() prints canonical counterexamples: the command names the same ones as the call above, whatever this
+    # process asked z3 before
     expected = [f"verifying rulebook imt {load_rulebook(directory).version} over the whole input space"]
     for check in checks:
         if check.status == "holds":
@@ -627,8 +627,7 @@ def test_diff_lists_each_kind_of_change_and_the_patients_it_affects(capsys, tmp_
     assert (status, err) == (1, "")
     lines = out.splitlines()
     assert lines[:len(expected)] == expected and len(lines) == len(expected) + 3
-    # The example patients are the solver's choice, the same in every call (each asks its questions in a z3 context
-    # of its own): the library's, and each checked against the two engines.
+    # The example patients are canonical (the same in every call): the library's, each checked on the two engines.
     assert lines[len(expected):] == [
         f"  e.g. {compact(e['patient'])}: gains {sorted(set(e['new']) - set(e['old'])) or 'nothing'}, "
         f"loses {sorted(set(e['old']) - set(e['new'])) or 'nothing'}" for e in result.examples]

@@ -18,7 +18,7 @@ from rulebook_copies import add_flag, copy_rulebook
 from strategies import random_patient
 
 from imt_cds import Engine, load_rulebook, parse_facts
-from imt_cds.authoring.symbolic import Encoding, gene_symbols
+from imt_cds.authoring.symbolic import Encoding, SymbolicPatient, canonical_model, gene_symbols, real
 from imt_cds.core.fact_fields import fact_fields
 
 # finding -> a condition of one form (bounds and values from the generated patients' pools, tests/strategies.py, so
@@ -161,3 +161,67 @@ def test_each_field_of_the_symbolic_patient_takes_exactly_the_values_a_patient_c
                 solver = z3.Solver()
                 solver.add(p.domain_constraints + [known, value == outside])
                 assert solver.check() == z3.unsat, (path, outside)
+
+
+# --- the canonical counterexample ---------------------------------------------------------------------------------
+
+
+def canonical(formula_of, *names: str, symbols: tuple[str, ...] = ()) -> list[dict]:
+    patients = [SymbolicPatient(name, symbols) for name in names or ("p",)]
+    model = canonical_model(formula_of(*patients), *patients)
+    return [patient.read(model) for patient in patients]
+
+
+def test_a_canonical_counterexample_changes_the_fewest_fields_and_of_those_the_latest_in_the_input_order():
+    def formula(p):
+        return z3.Or(z3.And(p.equals("tumor.epithelioid_morphology", True), p.equals("symptoms.respiratory", True)),
+                     p.equals("molecular.rna_fusion_panel_done", True), p.equals("history.recurrence", True))
+    assert canonical(formula) == [{"history": {"recurrence": True}}]
+    assert canonical(lambda p: z3.Or(formula(p), p.equals("age_years", None) == z3.BoolVal(False))) == [
+        {"history": {"recurrence": True}}]
+    assert canonical(lambda p: z3.And(p.equals("tumor.epithelioid_morphology", True),
+                                      p.equals("symptoms.respiratory", True))) == [
+        {"tumor": {"epithelioid_morphology": True}, "symptoms": {"respiratory": True}}]
+
+
+def test_a_canonical_counterexample_takes_the_first_value_of_a_field_that_fits():
+    alk, site = "molecular.alk.status", "tumor.site"
+    assert canonical(lambda p: z3.Not(p.equals(alk, "unknown"))) == [{"molecular": {"alk": {"status": "positive"}}}]
+    assert canonical(lambda p: z3.Not(p.equals(alk, "unknown")) == z3.Not(p.equals(alk, "positive"))) == [
+        {"molecular": {"alk": {"status": "negative"}}}]
+    assert canonical(lambda p: z3.Not(z3.Or(p.equals(site, "unknown"), p.equals(site, "thoracic")))) == [
+        {"tumor": {"site": "abdominal_pelvic"}}]
+    members = fact_fields()["molecular.ros1.methods"].values
+    assert canonical(lambda p: z3.Not(p.equals("molecular.ros1.methods", []))) == [
+        {"molecular": {"ros1": {"methods": [members[-1]]}}}]  # the members left out while a model remains
+
+
+def test_a_canonical_number_is_the_least_constant_of_the_question_or_midpoint_between_two_that_fits():
+    def age_below_one(p):
+        known, age = p.vars["age_years"]
+        return z3.And(known, age < real(1))
+
+    def size_between(p):
+        known, size = p.vars["tumor.size_cm"]
+        return z3.And(known, size > real(3.9), size < real(3.92))
+    assert canonical(age_below_one) == [{"age_years": 0.0}]  # the domain's least, allowed (a size's is not)
+    assert canonical(size_between) == [{"tumor": {"size_cm": 3.91}}]
+
+    def larger(p, q):  # two patients: the second one's size is fixed after the first one's, above it
+        return z3.And(p.same_as(q, except_=["tumor.size_cm"]), p.vars["tumor.size_cm"][0], q.vars["tumor.size_cm"][0],
+                      p.vars["tumor.size_cm"][1] < q.vars["tumor.size_cm"][1], q.vars["tumor.size_cm"][1] < real(0.5))
+    assert canonical(larger, "p", "q") == [{"tumor": {"size_cm": 0.25}}, {"tumor": {"size_cm": 0.375}}]
+
+
+def test_a_canonical_counterexample_does_not_depend_on_what_z3_was_asked_before(every_form):
+    rulebook, _ = every_form
+    encoding = Encoding(rulebook, gene_symbols([rulebook]))
+
+    def some_flags(p):
+        return z3.Or([encoding.emitted(p, code) for code in ("FLAG_NUMBER_GT", "FLAG_ENUM_NOT_IN", "FLAG_GENE_IS")])
+    first = canonical(some_flags, symbols=encoding.symbols)
+    rng = random.Random(3)
+    for _ in range(3):  # other questions in between, with other terms made in z3's shared context
+        p = encoding.patient(f"other{rng.random()}")
+        z3.Solver().check(z3.And(encoding.emitted(p, "FLAG_SET_IS"), p.vars["age_years"][1] > real(rng.random())))
+        assert canonical(some_flags, symbols=encoding.symbols) == first

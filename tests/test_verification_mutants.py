@@ -318,9 +318,9 @@ def _value(facts, path):
 
 
 def test_a_rulebook_gets_the_same_counterexamples_whatever_the_process_asked_before(tmp_path):
-    """z3 answers a question by the order its terms were made in their context; verify() solves in a context of its
-    own each call, so one rulebook's checks are the same on every call (they differed on the second call when the
-    questions were solved in z3's shared context: a 2.9 cm tumour, then 3.4 cm, for this copy)."""
+    """Of the counterexamples fewest fields away from the defaults, z3 returns one that depends on what the process
+    asked it before; verify() prints the canonical one (see canonical_model), so one rulebook's checks are the same
+    on every call (for this copy, a 2.9 cm tumour and then 3.4 cm, before)."""
     directory = copy_rulebook(tmp_path)
     edit(directory, "flags/R16-tumor-size.yaml", "gt: {param: size_risk_threshold_cm}",
          "lt: {param: size_risk_threshold_cm}")

@@ -27,7 +27,7 @@ from ..core.conditions import Atom
 from ..core.engine import Engine
 from ..core.fact_fields import fact_fields
 from ..core.rulebook import Rulebook
-from .symbolic import Encoding, SymbolicPatient, gene_symbols, real, solver_for
+from .symbolic import Encoding, SymbolicPatient, canonical_model, gene_symbols, real
 
 __all__ = ["RulebookDiff", "diff_rulebooks"]
 
@@ -247,7 +247,7 @@ def _outcome(old: Rulebook, new: Rulebook, result: RulebookDiff, examples: int) 
     result.total_classes = math.prod(len(v) for v in feasible.values()) if paths else 1
     result.changed_classes, result.count_is_exact = _count(differs, p, [feasible[path] for path in paths])
     if result.changed_classes:
-        result.examples = _examples(differs, p, old, new, feasible, examples)
+        result.examples = _examples(differs, p, (before, after), feasible, examples)
 
 
 def _differs(before: Encoding, after: Encoding, p: SymbolicPatient) -> Any:
@@ -309,19 +309,34 @@ def _count(formula: Any, p: SymbolicPatient, fields: list[list[Any]]) -> tuple[i
     return count(0, [], []), exact[0]
 
 
-def _examples(formula: Any, p: SymbolicPatient, old: Rulebook, new: Rulebook, feasible: dict[str, list[Any]],
-              limit: int) -> list[dict[str, Any]]:
-    optimizer = solver_for(formula, p)
-    engines = (Engine(old), Engine(new))
+def _examples(formula: Any, p: SymbolicPatient, encodings: tuple[Encoding, Encoding],
+              feasible: dict[str, list[Any]], limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` patients whose assessment differs, each canonical (the same on every call, see
+    ``canonical_model``) and outside the classes of the ones before; a change not shown yet (other findings gained
+    or lost) is preferred, so that the examples show as many different consequences of the change as they can."""
+    before, after = encodings
+    engines = (Engine(before.rulebook), Engine(after.rulebook))
+    codes = sorted(set(before.rulebook.finding_codes) | set(after.rulebook.finding_codes))
     found = []
-    while len(found) < limit and optimizer.check() == z3.sat:
-        model = optimizer.model()
+    other_classes: list[Any] = []
+    other_changes: list[Any] = []
+    while len(found) < limit:
+        model = canonical_model(z3.And(formula, *other_classes, *other_changes), p) if other_changes else None
+        if model is None:  # (every change shown: another class with a change already shown)
+            model = canonical_model(z3.And(formula, *other_classes), p)
+        if model is None:
+            break
         patient = p.read(model)
         a, b = (engine.evaluate(patient) for engine in engines)
         found.append({"patient": patient, "old": sorted(a.codes), "new": sorted(b.codes),
                       "old_suppressed": sorted(a.suppressed_codes), "new_suppressed": sorted(b.suppressed_codes)})
-        # block this example's classes so that the next one differs in some field that matters
+        # the next one differs in some field that matters, and if it can, in what it gains or loses
         in_class = [next(c for c in options if z3.is_true(model.eval(c, model_completion=True)))
                     for options in feasible.values()]
-        optimizer.add(z3.Not(z3.And(in_class)) if in_class else z3.BoolVal(False))
+        other_classes.append(z3.Not(z3.And(in_class)) if in_class else z3.BoolVal(False))
+        gained, lost = b.codes - a.codes, a.codes - b.codes
+        same_change = [part for c in codes for part in (
+            z3.And(after.emitted(p, c), z3.Not(before.emitted(p, c))) == (c in gained),
+            z3.And(before.emitted(p, c), z3.Not(after.emitted(p, c))) == (c in lost))]
+        other_changes.append(z3.Not(z3.And(same_change)))
     return found

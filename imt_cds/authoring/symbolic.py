@@ -29,7 +29,7 @@ from ..core.fact_fields import FactField, fact_fields, set_path
 from ..core.facts import PatientFacts
 from ..core.rulebook import FindingSpec, Rule, Rulebook
 
-__all__ = ["Encoding", "Solver", "SymbolicPatient", "gene_symbols", "real", "solver_for"]
+__all__ = ["Encoding", "SymbolicPatient", "canonical_model", "gene_symbols", "real", "solver_for"]
 
 _OTHER_SYMBOLS = ("EML4", "TPM3", "ETV6", "FN1", "CLTC", "X-OTHER")
 
@@ -58,19 +58,11 @@ def _domain(field: FactField) -> tuple[Any, ...]:
 
 
 class SymbolicPatient:
-    """z3 variables standing for one patient's facts (``name`` keeps two patients of one formula apart).
+    """z3 variables standing for one patient's facts (``name`` keeps two patients of one formula apart)."""
 
-    The formulas over them are built in z3's shared context, and solved in ``solving``, a context of their own
-    (``solver_for``): which model z3 returns depends on the order in which the terms of a question were created in
-    its context, and in the shared one that order is the history of the whole process, so one question asked twice
-    in a process could get two different models (two counterexamples for one rulebook). Copied into a context that
-    only one run of questions uses (one ``rules verify``, one ``rules diff``: patients of one ``Encoding`` share
-    it), the same questions get the same answers."""
-
-    def __init__(self, name: str, symbols: tuple[str, ...], solving: Any = None):
+    def __init__(self, name: str, symbols: tuple[str, ...]):
         self.name = name
         self.symbols = symbols
-        self.solving = solving if solving is not None else z3.Context()
         self.vars: dict[str, Any] = {}
         self.domain_constraints: list[Any] = []
         for path, field in fact_fields().items():
@@ -185,6 +177,20 @@ class SymbolicPatient:
         """One soft constraint per field: 'this field keeps its default' (for minimal counterexamples)."""
         return [self.equals(path, fact_fields()[path].default) for path in self.vars]
 
+    def choices(self, path: str) -> list[list[Any]]:
+        """The values a field that is not a number can take, each as a constraint, in one fixed order, in groups to
+        choose from one after the other (a set field: one group per member)."""
+        field, var = fact_fields()[path], self.vars[path]
+        if field.kind in ("enum", "tristate"):
+            return [[var == index for index in range(len(_domain(field)))]]
+        if field.kind == "gene":
+            return [[var == index for index in range(len(self.symbols) + 2)]]
+        if field.kind == "boolean":
+            return [[z3.Not(var), var]]
+        if field.kind == "set":
+            return [[z3.Not(bit), bit] for bit in var.values()]
+        raise TypeError(field.kind)  # pragma: no cover
+
     def same_as(self, other: SymbolicPatient, except_: Iterable[str] = ()) -> Any:
         """The two patients have the same value in every field but those of ``except_``."""
         skip = set(except_)
@@ -202,40 +208,102 @@ class SymbolicPatient:
         return z3.And(equal)
 
 
-class Solver:
-    """A z3 solver (with ``minimize``, an optimizer) working in ``context``, asked about formulas built in z3's shared
-    context: see ``SymbolicPatient.solving``."""
-
-    def __init__(self, context: Any, minimize: bool):
-        self.context = context
-        self.solver = z3.Optimize(ctx=context) if minimize else z3.Solver(ctx=context)
-
-    def add(self, *constraints: Any) -> None:
-        for constraint in constraints:
-            self.solver.add(constraint.translate(self.context))
-
-    def add_soft(self, constraint: Any) -> None:
-        self.solver.add_soft(constraint.translate(self.context))
-
-    def check(self) -> Any:
-        return self.solver.check()
-
-    def model(self) -> Any:
-        return self.solver.model().translate(z3.main_ctx())
-
-
-def solver_for(formula: Any, *patients: SymbolicPatient, minimize: bool = True) -> Solver:
-    """A solver asserting the formula over valid patients (each field within its domain). With ``minimize``, an
-    optimizer preferring the models where the first patient differs least from the defaults (its ``model()`` is
-    then a minimal counterexample)."""
-    solver = Solver(patients[0].solving, minimize)
+def solver_for(formula: Any, *patients: SymbolicPatient) -> Any:
+    """A solver asserting the formula over valid patients (each field within its domain)."""
+    solver = z3.Solver()
     for patient in patients:
-        solver.add(*patient.domain_constraints)
+        solver.add(patient.domain_constraints)
     solver.add(formula)
-    if minimize:
-        for soft in patients[0].defaults():
-            solver.add_soft(soft)
     return solver
+
+
+def canonical_model(formula: Any, *patients: SymbolicPatient) -> Any | None:
+    """A model of the formula over valid patients, or None: the first patient as few fields away from its defaults
+    as any model has it, and the one model that a fixed order of preferences picks among those.
+
+    z3 returns one of the models that differ least from the defaults, and which one depends on what the process
+    asked z3 before (the same rulebook got a tumour of 2.9 cm, then 3.4 cm; distant disease, then progression),
+    so a counterexample is made canonical here: (1) the fields kept at their defaults are the optimum of weighted
+    soft constraints whose weights order the ties (fewest fields changed first, then the later fields in the input's
+    order changed rather than the earlier), a unique choice; (2) every field left free is then fixed in turn to the
+    first of its values (``SymbolicPatient.choices``) that still has a model. A number is tried at each constant of
+    the question and halfway between two neighbours (and at the numbers already fixed): with every other field fixed,
+    the numbers a field can take are intervals bounded by those constants, so one of them lies in each."""
+    first = patients[0]
+    defaults = first.defaults()
+    optimizer = z3.Optimize()
+    for patient in patients:
+        optimizer.add(patient.domain_constraints)
+    optimizer.add(formula)
+    ties = len(defaults)
+    for position, soft in enumerate(defaults):  # each weight above the sum of all tie-breakers: the count comes first
+        optimizer.add_soft(soft, 2 ** (ties + 1) + 2 ** (ties - 1 - position))
+    if optimizer.check() != z3.sat:
+        return None
+    optimum = optimizer.model()
+    kept = [z3.is_true(optimum.eval(soft, model_completion=True)) for soft in defaults]
+    solver = solver_for(formula, *patients)
+    solver.add([soft if keep else z3.Not(soft) for soft, keep in zip(defaults, kept)])
+    constants = _rationals([formula, *(c for patient in patients for c in patient.domain_constraints)])
+    fixed: set[Fraction] = set()
+    for patient in patients:
+        for position, (path, var) in enumerate(patient.vars.items()):
+            if patient is first and kept[position]:
+                continue  # at its default
+            if isinstance(var, tuple):  # a number: unknown if it can be, else the first probe that keeps a model
+                known, value = var
+                if not _first_possible(solver, [z3.Not(known)]):
+                    for number in _probes(constants | fixed):
+                        if _first_possible(solver, [z3.And(known, value == real(number))]):
+                            fixed.add(number)
+                            break
+            else:
+                for group in patient.choices(path):
+                    _first_possible(solver, group)
+    if solver.check() != z3.sat:  # pragma: no cover - every choice above kept a model
+        raise AssertionError("no model left after fixing the fields one by one")
+    return solver.model()
+
+
+def _first_possible(solver: Any, options: Iterable[Any]) -> bool:
+    """Add the first of the options that keeps the solver satisfiable; False if none does."""
+    for option in options:
+        solver.push()
+        solver.add(option)
+        possible = solver.check() == z3.sat
+        solver.pop()
+        if possible:
+            solver.add(option)
+            return True
+    return False
+
+
+def _rationals(formulas: Iterable[Any]) -> set[Fraction]:
+    """Every rational constant in the formulas (their thresholds, and the bounds of the fields' domains)."""
+    found: set[Fraction] = set()
+    seen: set[int] = set()
+    stack = list(formulas)
+    while stack:
+        term = stack.pop()
+        if term.get_id() in seen:
+            continue
+        seen.add(term.get_id())
+        if z3.is_rational_value(term):
+            found.add(Fraction(term.as_fraction()))
+        elif z3.is_int_value(term):
+            found.add(Fraction(term.as_long()))
+        else:
+            stack.extend(term.children())
+    return found
+
+
+def _probes(constants: set[Fraction]) -> list[Fraction]:
+    """The constants in increasing order, each followed by the point halfway to the next one."""
+    ordered = sorted(constants)
+    probes: list[Fraction] = []
+    for low, high in zip(ordered, ordered[1:]):
+        probes += [low, (low + high) / 2]
+    return probes + ordered[-1:]
 
 
 def real(value: float) -> Any:
@@ -254,10 +322,9 @@ class Encoding:
     def __post_init__(self) -> None:
         self.parameters = self.rulebook.parameter_values
         self._memo: dict[tuple[str, ...], Any] = {}
-        self.solving = z3.Context()  # where its patients' questions are solved (see SymbolicPatient)
 
     def patient(self, name: str = "p") -> SymbolicPatient:
-        return SymbolicPatient(name, self.symbols, self.solving)
+        return SymbolicPatient(name, self.symbols)
 
     # -- formulas --
 

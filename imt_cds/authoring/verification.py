@@ -27,7 +27,7 @@ from ..core.conditions import to_dnf
 from ..core.engine import Engine
 from ..core.fact_fields import fusion_genes
 from ..core.rulebook import Rulebook
-from .symbolic import Encoding, SymbolicPatient, gene_symbols, solver_for
+from .symbolic import Encoding, SymbolicPatient, canonical_model, gene_symbols, solver_for
 
 __all__ = ["Check", "EXCLUSIVE_PAIRS", "SAFETY_PROPERTIES", "verify"]
 
@@ -226,10 +226,15 @@ def verify(rulebook: Rulebook) -> list[Check]:
 # --- solving ------------------------------------------------------------------------------------------------------
 
 
-def _satisfy(formula: Any, *patients: SymbolicPatient, minimize: bool = True) -> Any | None:
-    """A model of the formula over valid patients (fewest fields away from their defaults), or None."""
-    solver = solver_for(formula, *patients, minimize=minimize)
-    return solver.model() if solver.check() == z3.sat else None
+def _satisfiable(formula: Any, *patients: SymbolicPatient) -> bool:
+    """Whether some valid patients satisfy the formula."""
+    return solver_for(formula, *patients).check() == z3.sat
+
+
+def _counterexample(formula: Any, *patients: SymbolicPatient) -> Any | None:
+    """A model of the formula over valid patients, fewest fields away from their defaults, or None: the canonical
+    one, so the counterexample printed is the same on every call (see ``canonical_model``)."""
+    return canonical_model(formula, *patients)
 
 
 # --- the checks ---------------------------------------------------------------------------------------------------
@@ -244,15 +249,14 @@ def _reachability(context: _Context) -> None:
                              encoding.condition(p, rule.when))
         else:
             formula = encoding.fires(p, rule)
-        model = _satisfy(formula, p, minimize=False)
         name = f"rule {rule.id} can fire"
-        if model is None:
+        if not _satisfiable(formula, p):
             context.checks.append(Check(name, f"{rule.id} ({rule.title}) applies to some patient", "violated",
                                         f"no valid patient satisfies the condition of {rule.id}: it can never fire"))
             continue
         context.checks.append(Check(name, f"{rule.id} ({rule.title}) applies to some patient", "holds"))
         for spec in rule.findings:
-            if spec.when is not None and _satisfy(encoding.fires(p, rule, spec), p, minimize=False) is None:
+            if spec.when is not None and not _satisfiable(encoding.fires(p, rule, spec), p):
                 context.checks.append(Check(f"rule {rule.id} can produce {spec.code}",
                                             f"{rule.id} produces {spec.code} for some patient", "violated",
                                             f"the extra condition of {spec.code} can never hold when {rule.id} fires"))
@@ -260,7 +264,7 @@ def _reachability(context: _Context) -> None:
             branches = to_dnf(rule.when)
             for index, branch in enumerate(branches if len(branches) > 1 else ()):
                 formula = z3.And([encoding.condition(p, literal) for literal in branch])
-                if _satisfy(formula, p, minimize=False) is None:
+                if not _satisfiable(formula, p):
                     readable = " and ".join(literal.describe() for literal in branch)
                     context.checks.append(Check(f"rule {rule.id} branch {index}", f"branch of {rule.id}", "warning",
                                                 f"this branch of {rule.id} can never match: {readable}"))
@@ -277,10 +281,10 @@ def _redundancy(context: _Context) -> None:
             if not others:
                 continue
             a_emits = encoding.emits(p, a, code)
-            if _satisfy(a_emits, p, minimize=False) is None:
+            if not _satisfiable(a_emits, p):
                 continue
             for b in others:
-                if _satisfy(z3.And(a_emits, z3.Not(encoding.emits(p, b, code))), p, minimize=False) is None:
+                if not _satisfiable(z3.And(a_emits, z3.Not(encoding.emits(p, b, code))), p):
                     context.checks.append(Check(f"rule {a.id} is not redundant", f"{a.id} adds {code} on its own",
                                                 "violated", f"whenever {a.id} produces {code}, {b.id} does too: "
                                                             f"{a.id} is redundant"))
@@ -294,7 +298,7 @@ def _exclusive_pairs(context: _Context) -> None:
     p = encoding.patient()
     for first, second, source in EXCLUSIVE_PAIRS:
         name = f"{first} never with {second}"
-        model = _satisfy(z3.And(encoding.emitted(p, first), encoding.emitted(p, second)), p)
+        model = _counterexample(z3.And(encoding.emitted(p, first), encoding.emitted(p, second)), p)
         if model is None:
             context.checks.append(Check(name, f"must never co-occur ({source})", "holds"))
             continue
@@ -312,7 +316,7 @@ def _safety(context: _Context, prop: _Property) -> Check:
     encoding = context.encoding
     p = encoding.patient("p")
     if not prop.varies:
-        model = _satisfy(prop.violation(encoding, p, None), p)
+        model = _counterexample(prop.violation(encoding, p, None), p)
         if model is None:
             return Check(name, prop.text, "holds")
         patient = p.read(model)
@@ -322,7 +326,7 @@ def _safety(context: _Context, prop: _Property) -> Check:
     q = encoding.patient("q")
     assert prop.relation is not None
     formula = z3.And(p.same_as(q, except_=prop.varies), prop.relation(p, q), prop.violation(encoding, p, q))
-    model = _satisfy(formula, p, q)
+    model = _counterexample(formula, p, q)
     if model is None:
         return Check(name, prop.text, "holds")
     before, after = p.read(model), q.read(model)
