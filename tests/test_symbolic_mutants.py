@@ -182,6 +182,20 @@ def test_a_canonical_counterexample_changes_the_fewest_fields_and_of_those_the_l
     assert canonical(lambda p: z3.And(p.equals("tumor.epithelioid_morphology", True),
                                       p.equals("symptoms.respiratory", True))) == [
         {"tumor": {"epithelioid_morphology": True}, "symptoms": {"respiratory": True}}]
+    order = list(SymbolicPatient("p", ()).vars)
+    first, last = order[0], order[-1]
+    assert (first, last) == ("age_years", "history.progressed_on_prior_systemic")  # (the order the cases below use)
+
+    def known(p, path):
+        return z3.Not(p.equals(path, None if fact_fields()[path].kind == "number" else "unknown"))
+    # two changes of the first fields rather than three of the last: the count comes first, however late the fields
+    assert canonical(lambda p: z3.Or(z3.And(known(p, "age_years"), known(p, "tumor.site")), z3.And(
+        p.equals("history.recurrence", True), p.equals("history.progressed_on_alk_inhibitor", True),
+        p.equals(last, True)))) == [{"age_years": 0.0, "tumor": {"site": "thoracic"}}]
+    # of two pairs, the one that keeps the earliest field at its default (not the smaller sum of positions)
+    assert canonical(lambda p: z3.Or(z3.And(known(p, "age_years"), p.equals(last, True)),
+                                     z3.And(known(p, "tumor.site"), known(p, "tumor.size_cm")))) == [
+        {"tumor": {"site": "thoracic", "size_cm": 0.5}}]
 
 
 def test_a_canonical_counterexample_takes_the_first_value_of_a_field_that_fits():
@@ -191,6 +205,11 @@ def test_a_canonical_counterexample_takes_the_first_value_of_a_field_that_fits()
         {"molecular": {"alk": {"status": "negative"}}}]
     assert canonical(lambda p: z3.Not(z3.Or(p.equals(site, "unknown"), p.equals(site, "thoracic")))) == [
         {"tumor": {"site": "abdominal_pelvic"}}]
+    partner = "molecular.ros1.fusion_partner"
+    assert canonical(lambda p: z3.Not(p.equals(partner, None)), symbols=("TPM3", "ETV6")) == [
+        {"molecular": {"ros1": {"fusion_partner": "TPM3"}}}]  # the first symbol the rules name
+    assert canonical(lambda p: z3.Not(z3.Or([p.equals(partner, v) for v in (None, "TPM3", "ETV6")])),
+                     symbols=("TPM3", "ETV6")) == [{"molecular": {"ros1": {"fusion_partner": "EML4"}}}]  # any other
     members = fact_fields()["molecular.ros1.methods"].values
     assert canonical(lambda p: z3.Not(p.equals("molecular.ros1.methods", []))) == [
         {"molecular": {"ros1": {"methods": [members[-1]]}}}]  # the members left out while a model remains

@@ -259,7 +259,8 @@ def canonical_model(formula: Any, *patients: SymbolicPatient) -> Any | None:
                             break
             else:
                 for group in patient.choices(path):
-                    _first_possible(solver, group)
+                    if not _first_possible(solver, group):  # pragma: no cover - the choices are the field's domain
+                        raise AssertionError(f"no value of {path} fits a question that has a model")
     if solver.check() != z3.sat:  # pragma: no cover - every choice above kept a model
         raise AssertionError("no model left after fixing the fields one by one")
     return solver.model()
