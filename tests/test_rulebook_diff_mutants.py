@@ -308,3 +308,20 @@ def test_a_change_for_every_patient_is_one_class_with_one_example(tmp_path, ship
     assert outcome(result) == ((), 1, 1, True)
     (example,) = result.examples
     assert example["patient"] == {} and set(example["new"]) - set(example["old"]) == {"FLAG_ADDED_BY_TEST"}
+
+
+def test_the_examples_show_each_change_before_showing_one_again_and_each_is_canonical(tmp_path, shipped):
+    """Two flags added (one for older patients, one for tumours under 1 or over 50 cm), each a finding the old
+    rulebook never had: the examples show each gained once before either again, and are the same on every call."""
+    directory = copy_rulebook(tmp_path)
+    add_flag(directory, "{fact: age_years, gt: 50}", [({"age_years": 60}, True), ({}, False)], rule_id="R00",
+             finding="FLAG_OLDER")
+    add_flag(directory, "{any: [{fact: tumor.size_cm, gt: 50}, {fact: tumor.size_cm, lt: 1}]}",
+             [({"tumor": {"size_cm": 60}}, True), ({"tumor": {"size_cm": 0.5}}, True), ({}, False)],
+             rule_id="R90", finding="FLAG_SIZE")
+    new = load_rulebook(directory)
+    result = diff_rulebooks(shipped, new, examples=3)
+    gains = [sorted(set(e["new"]) - set(e["old"])) for e in result.examples]
+    # (the flag of sizes takes two classes, under 1 cm and over 50: the second example is the other flag)
+    assert len(gains) == 3 and sorted(map(tuple, gains[:2])) == [("FLAG_OLDER",), ("FLAG_SIZE",)]
+    assert diff_rulebooks(shipped, new, examples=3).examples == result.examples
