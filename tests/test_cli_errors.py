@@ -145,8 +145,10 @@ def run_without(modules: str, *args: str, cwd: Path) -> subprocess.CompletedProc
 def test_a_missing_extra_is_named_with_the_command_that_installs_it(command, modules, args, extra, code, tmp_path):
     result = run_without(modules, *args, cwd=tmp_path)
     assert_one_line_error(result, code, f"pip install 'imt-cds[{extra}]'")
-    # No error code of a store or a key file: nothing was invalid, a package is missing.
+    # No error code of a store or a key file: nothing was invalid, a package is missing; and it is named.
     assert "error [" not in result.stderr, result.stderr
+    named = re.search(r"the optional package '([^']+)', which is not installed", result.stderr)
+    assert named and named.group(1).split(".")[0] in modules.split(","), result.stderr
 
 
 def test_signing_or_checking_a_checkpoint_without_cryptography_names_the_signing_extra(tmp_path):

@@ -25,8 +25,11 @@ from service_support import (
     example_resources,
     free_port,
     hook_request,
+    prefetch_for,
     running_service,
 )
+
+from imt_cds.audit import open_store
 
 PUBLIC = "https://cds.example.org"
 DISCOVERY = PUBLIC + "/cds-services"
@@ -216,3 +219,15 @@ def test_serve_and_its_workers_default_to_what_the_service_configuration_documen
     worker = {f.name: f.default for f in dataclasses.fields(WorkerSettings)}
     for name in ("cache_size", "audit_input", "store_timeout", "not_eligible_card"):
         assert worker[name] == documented[name], name
+
+
+def test_serve_keeps_only_each_inputs_sha256_in_its_audit_records_when_asked(tmp_path):
+    for name, options, kept in (("kept", (), True), ("hashed", ("--audit-no-input",), False)):
+        audit = tmp_path / f"{name}.db"
+        with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit), *options) as service:
+            body = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+            assert httpx.post(service.url + PATIENT_VIEW, json=body, timeout=60).status_code == 200
+        with open_store(str(audit)) as store:
+            records = list(store.records())
+        assert len(records) == 1 and (records[0].input is not None) is kept, name
+        assert records[0].input_sha256
