@@ -194,7 +194,8 @@ STARTUP_FAILURES = {
     "audit folder missing": (["--audit", "{tmp}/missing/audit.db"], 3, "folder {tmp}/missing does not exist"),
     "audit file not a database": (["--audit", "{tmp}/notes.txt"], 3, "is not a usable audit database"),
     "postgresql unreachable": (["--audit", "postgresql://imt@127.0.0.1:{port}/imt"], 3, "cannot connect"),
-    "port taken": (["--port", "{taken}"], 3, "cannot listen on 127.0.0.1 port {taken}"),
+    "port taken": (["--port", "{taken}"], 3, "[cds_cannot_listen]: cannot listen on 127.0.0.1 port {taken}: Address "
+                   "already in use"),
     "connection cap above the open-file limit": (["--max-connections", "5000"], 2, "--max-connections 5000 needs"),
     "header timeout zero": (["--header-timeout", "0"], 2, "--header-timeout 0 must be more than 0"),
     "store timeout negative": (["--store-timeout", "-1"], 2, "--store-timeout -1 must be more than 0"),
