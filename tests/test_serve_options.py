@@ -231,3 +231,15 @@ def test_serve_keeps_only_each_inputs_sha256_in_its_audit_records_when_asked(tmp
             records = list(store.records())
         assert len(records) == 1 and (records[0].input is not None) is kept, name
         assert records[0].input_sha256
+
+
+def test_serve_says_in_one_line_where_it_is_called_whom_it_trusts_and_how_much_it_takes(tmp_path):
+    issuers = ("https://ehr.example.org/", "https://other-ehr.example.org/")
+    trust = [word for iss in issuers for word in ("--trust", iss, str(Signer(iss).write_jwks(tmp_path)))]
+    text = _start_and_stop(["--public-url", PUBLIC, "--max-connections", "64", *trust], tmp_path)
+    assert (f"imt-cds: CDS Hooks discovery at {DISCOVERY} (JWT from {issuers[0]}, {issuers[1]}; 1 evaluation "
+            "worker(s); at most 64 connections)") in text.splitlines(), text
+    text = _start_and_stop(["--public-url", PUBLIC, "--max-connections", "48", "--workers", "2",
+                            "--allow-unauthenticated"], tmp_path)
+    assert (f"imt-cds: CDS Hooks discovery at {DISCOVERY} (NO authentication; 2 evaluation worker(s); at most 48 "
+            "connections)") in text.splitlines(), text
