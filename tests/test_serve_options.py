@@ -243,3 +243,18 @@ def test_serve_says_in_one_line_where_it_is_called_whom_it_trusts_and_how_much_i
                             "--allow-unauthenticated"], tmp_path)
     assert (f"imt-cds: CDS Hooks discovery at {DISCOVERY} (NO authentication; 2 evaluation worker(s); at most 48 "
             "connections)") in text.splitlines(), text
+
+
+def test_serve_names_no_server_software_and_takes_no_client_address_from_forwarding_headers():
+    with running_service("--allow-unauthenticated", "--workers", "1", "--log-level", "info") as service:
+        response = httpx.get(service.url + "/healthz", timeout=60,
+                             headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+        assert response.status_code == 200
+        assert "server" not in response.headers  # (uvicorn's own header would name it and its version)
+        deadline = time.monotonic() + 30
+        while '"GET /healthz HTTP/1.1" 200' not in service.log_text():
+            assert time.monotonic() < deadline, service.log_text()
+            time.sleep(0.1)
+        # the access log names the connection's own address: a client cannot put another one there
+        access = [line for line in service.log_text().splitlines() if "GET /healthz" in line]
+        assert access and all("127.0.0.1:" in line and "203.0.113.9" not in line for line in access), access
