@@ -258,3 +258,13 @@ def test_serve_names_no_server_software_and_takes_no_client_address_from_forward
         # the access log names the connection's own address: a client cannot put another one there
         access = [line for line in service.log_text().splitlines() if "GET /healthz" in line]
         assert access and all("127.0.0.1:" in line and "203.0.113.9" not in line for line in access), access
+
+
+def test_the_services_own_log_lines_carry_their_level_and_logger(service):
+    assert httpx.get(service.url + "/cds-services", timeout=60).status_code == 401  # no token: refused, and logged
+    deadline = time.monotonic() + 30
+    while "refused (401)" not in service.log_text():
+        assert time.monotonic() < deadline, service.log_text()
+        time.sleep(0.1)
+    refusals = [line for line in service.log_text().splitlines() if "refused (401)" in line]
+    assert refusals[-1].startswith("WARNING:     imt_cds.service: imt-cds: GET /cds-services refused (401): "), refusals
