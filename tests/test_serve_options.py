@@ -268,3 +268,27 @@ def test_the_services_own_log_lines_carry_their_level_and_logger(service):
         time.sleep(0.1)
     refusals = [line for line in service.log_text().splitlines() if "refused (401)" in line]
     assert refusals[-1].startswith("WARNING:     imt_cds.service: imt-cds: GET /cds-services refused (401): "), refusals
+
+
+def test_the_log_keeps_every_feedback_row_and_cuts_a_flood_of_malformed_requests():
+    """The repeated-log filter is on the server log's handlers (the root's and uvicorn's): feedback written to the
+    log is data and is never cut; uvicorn's warning for a request it cannot parse is, after five alike."""
+    with running_service("--allow-unauthenticated", "--workers", "1") as service:
+        for number in range(8):
+            body = {"feedback": [{"card": f"card-{number}", "outcome": "accepted",
+                                  "outcomeTimestamp": "2026-01-02T03:04:05Z"}]}
+            response = httpx.post(service.url + PATIENT_VIEW + "/feedback", json=body, timeout=30)
+            assert response.json() == {"stored": 1}
+        port = int(service.url.rsplit(":", 1)[1])
+        for _ in range(8):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+                connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                connection.recv(4096)
+        deadline = time.monotonic() + 30
+        while "Invalid HTTP request" not in service.log_text() or "card-7" not in service.log_text():
+            assert time.monotonic() < deadline, service.log_text()
+            time.sleep(0.1)
+        log = service.log_text().splitlines()
+    assert [f"card-{number}" in "".join(line for line in log if "cds-feedback" in line) for number in range(8)] == [
+        True] * 8
+    assert 1 <= sum("Invalid HTTP request" in line for line in log) <= 5, log
