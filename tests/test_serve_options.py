@@ -173,7 +173,12 @@ def _start_and_stop(arguments: list[str], cwd) -> str:  # type: ignore[no-untype
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:  # a server that did not stop is never left listening (maybe everywhere)
+                process.kill()
+                process.wait(30)
+                raise
     return log.read_text()
 
 
