@@ -81,12 +81,15 @@ SLOW_TESTS = frozenset({
     "test_untrusted_input.py::test_any_json_value_gives_an_assessment_or_an_input_error",
 })
 # A test needs the system's PostgreSQL or Chromium when it uses one of these fixtures (or the PostgreSQL
-# parametrisation of ``target``), or calls one of these helpers itself.
+# parametrisation of ``target``), or calls one of these helpers itself, or is marked ``system`` (it runs a script
+# that starts one).
 SYSTEM_FIXTURES = frozenset({"postgres_server"})
 SYSTEM_HELPERS = ("running_postgres(", "chromium_screenshot(")
 
 
 def needs_the_system(item: pytest.Item) -> bool:
+    if item.get_closest_marker("system") is not None:
+        return True
     if SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
         return True
     callspec = getattr(item, "callspec", None)

@@ -38,7 +38,7 @@ import orjson  # noqa: E402
 import service_bench as sb  # noqa: E402
 
 from imt_cds.render import cards as cards_now  # noqa: E402
-from imt_cds.service import hooks, models  # noqa: E402
+from imt_cds.service import calls, models  # noqa: E402
 from imt_cds.service import request_json as request_json_now  # noqa: E402
 from imt_cds.service.workers import WorkerSettings, _Handler  # noqa: E402
 
@@ -59,7 +59,7 @@ def load_revision(revision: str, path: str, name: str, patches: dict[str, object
 
 
 def stage_functions(cards_module, parse, problems_of):
-    service = hooks.find_service("imt-patient-view")
+    service = calls.find_service("imt-patient-view")
 
     def request(body: bytes) -> None:
         request = parse(body)

@@ -1,6 +1,7 @@
 """Where the time of one evaluation goes, stage by stage (README "Performance: profile").
 
     python tests/benchmarks/profile_stages.py
+    python tests/benchmarks/profile_stages.py --rounds 1 --calls 20   # a check that it runs (the tests use it)
 
 Each stage is timed on its own over the shipped example patients; a figure is the best median of several rounds
 (medians of a noisy machine drift upward, never down). The durable-rules part is split into the C calls (the Rete
@@ -9,6 +10,7 @@ network, session creation and deletion) and the Python loop that dispatches acti
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]
 
 
-def best_median(function, rounds: int = 7, calls: int = 2000) -> float:
+def best_median_of(function, rounds: int, calls: int) -> float:
     clock = time.perf_counter_ns
     best = float("inf")
     for _ in range(rounds):
@@ -40,7 +42,7 @@ def best_median(function, rounds: int = 7, calls: int = 2000) -> float:
     return best
 
 
-def c_engine_split(engine: Engine, facts: list, rounds: int = 5, calls: int = 2000) -> tuple[float, float]:
+def c_engine_split(engine: Engine, facts: list, rounds: int, calls: int) -> tuple[float, float]:
     """(C time, Python dispatch time) per evaluation, measured inside the engine's own loop structure."""
     program = engine.program
     handle = engine._ruleset._handle
@@ -88,6 +90,10 @@ def c_engine_split(engine: Engine, facts: list, rounds: int = 5, calls: int = 20
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per stage; a figure is the best median")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per round")
+    args = parser.parse_args()
     engine = Engine()
     facts = [parse_facts(p) for p in EXAMPLES]
     values = [leaf_values(f) for f in facts]
@@ -95,7 +101,7 @@ def main() -> int:
     firings = [engine._ruleset.run(f) for f in facts]
     templates = engine._templates
     n = len(facts)
-    for i in range(3000):
+    for i in range(min(3000, args.calls)):  # warm-up
         engine.evaluate(EXAMPLES[i % n]).to_json()
 
     moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -103,7 +109,10 @@ def main() -> int:
     def assessment(i):
         return Assessment(templates, facts[i % n], leaves[i % n], firings[i % n], "0" * 64, moment)
 
-    c_time, py_time = c_engine_split(engine, facts)
+    def best_median(function) -> float:
+        return best_median_of(function, args.rounds, args.calls)
+
+    c_time, py_time = c_engine_split(engine, facts, min(args.rounds, 5), args.calls)
     rows = [
         ("validation (pydantic)", best_median(lambda i: parse_facts(EXAMPLES[i % n]))),
         ("read facts + render as JSON", best_median(lambda i: render_leaves(leaf_values(facts[i % n])))),

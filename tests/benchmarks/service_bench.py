@@ -2,6 +2,7 @@
 
     python tests/benchmarks/service_bench.py            # full run (~3 min on two cores)
     python tests/benchmarks/service_bench.py --quick    # smaller counts, same measurements (~1 min)
+    python tests/benchmarks/service_bench.py --smoke    # tiny counts: checks that the script runs (the tests use it)
     python tests/benchmarks/service_bench.py --audit-appends   # audit appends/s on PostgreSQL, 1, 2 and 4 writers
     python tests/benchmarks/service_bench.py --compare DIR [--compare-audit]   # A/B against another checkout
 
@@ -22,7 +23,8 @@ with ``--audit`` (the server's recorder appends the records the workers prepare)
 facts -> evaluate -> to_json) is measured on one core here; a stage's CPU per call (a mean) is what is set against the
 service's CPU per request and what the charts/s target is computed from.
 
-Exit status: 0 when every target is met, 1 when one is missed.
+Exit status: 0 when every target is met, 1 when one is missed. With --smoke (also with --audit-appends) the
+figures mean nothing (a few requests): it exits 0 once every figure is printed.
 """
 
 from __future__ import annotations
@@ -299,7 +301,7 @@ def in_process(bodies: list[bytes], audit_dir: Path) -> dict[str, Timing]:
     return stages
 
 
-def hand_off_cpu_us(calls: int = 2000) -> float:
+def hand_off_cpu_us(calls: int) -> float:
     """Server-side CPU of one round trip to a worker with a job that does nothing (a chart with no Patient):
     the cost of the hand-off itself (framing, pipe, event loop), without reading or evaluating anything."""
     from imt_cds.service.workers import WorkerPool, WorkerSettings
@@ -310,7 +312,7 @@ def hand_off_cpu_us(calls: int = 2000) -> float:
         pool = WorkerPool(WorkerSettings(cache_size=0), 2, timeout=30)
         await pool.start()
         try:
-            for _ in range(200):
+            for _ in range(min(calls, 200)):
                 await pool.run(job)
             start = time.process_time()
 
@@ -470,6 +472,8 @@ def phase_table(title: str, rows: list[dict]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts for a fast look")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny counts, figures without meaning: only checks that the script runs through")
     parser.add_argument("--workers", type=int, default=2, help="the server's evaluation processes (default 2)")
     parser.add_argument("--audit-appends", action="store_true",
                         help="measure only audit appends/s on PostgreSQL with 1, 2 and 4 writer processes, one "
@@ -485,10 +489,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.compare:
         return compare(args.compare.resolve(), args.rounds, args.workers, audit=args.compare_audit)
+    run = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.audit_appends:
-        return audit_appends(1000 if args.quick else 4000)
-    scale = 1 if args.quick else 3
-    print(f"imt-cds service benchmark ({'quick' if args.quick else 'full'}), Python {sys.version.split()[0]}, "
+        return audit_appends({"smoke": 64, "quick": 1000, "full": 4000}[run])
+    # requests per client at 1, 16 and 64 clients; charts timed in process; hand-offs timed; warm-up requests
+    per_client = {"smoke": (8, 2, 1), "quick": (400, 60, 20), "full": (1200, 180, 60)}[run]
+    stage_charts = {"smoke": 8, "quick": 300, "full": 900}[run]
+    hand_offs = {"smoke": 32, "quick": 2000, "full": 2000}[run]
+    warm_up = (2, 2) if args.smoke else (4, 25)
+    print(f"imt-cds service benchmark ({run}), Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPU(s), {args.workers} worker(s)")
     hit_bodies = [request_body(chart(i)) for i in range(32)]
     sizes = sorted(len(b) for b in hit_bodies)
@@ -504,9 +513,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="imt-cds-bench-") as directory:
         folder = Path(directory)
-        stage_bodies = [request_body(chart(i, unique=100_000 + i)) for i in range(300 * scale)]
+        stage_bodies = [request_body(chart(i, unique=100_000 + i)) for i in range(stage_charts)]
         stages = in_process(stage_bodies, folder)
-        hand_off = hand_off_cpu_us()
+        hand_off = hand_off_cpu_us(hand_offs)
         stages["hand-off round trip, server CPU (empty job, 16 at once)"] = Timing(hand_off, nan, hand_off)
         print("\nin-process stages, one core (µs; the median and p99 of the best round, and the CPU per call of the "
               "best round: a mean)\n| stage | median | p99 | CPU per call |\n|---|---|---|---|")
@@ -519,9 +528,9 @@ def main() -> int:
         serve = ["--allow-unauthenticated", "--workers", str(args.workers), *args.serve_arg]
         with running_service(*serve) as service:
             for mix, make in (("hits", hit), ("misses", miss)):
-                drive(service, 4, 25, make)  # warm-up: connections, workers, the memo cache for the hits
-                for clients, per_client in ((1, 400 * scale), (16, 60 * scale), (64, 20 * scale)):
-                    rows.append({"mix": mix, **drive(service, clients, per_client, make)})
+                drive(service, *warm_up, make)  # warm-up: connections, workers, the memo cache for the hits
+                for clients, requests in zip((1, 16, 64), per_client):
+                    rows.append({"mix": mix, **drive(service, clients, requests, make)})
         phase_table("service, no audit, no authentication", rows)
 
         signer = Signer(ISSUER)
@@ -530,17 +539,17 @@ def main() -> int:
         with running_service("--trust", ISSUER, str(jwks), "--workers", str(args.workers), *args.serve_arg,
                              public_url="http://127.0.0.1:1") as service:
             audience = "http://127.0.0.1:1/cds-services/imt-patient-view"
-            drive(service, 4, 25, hit, lambda: signer.token(audience))
-            auth_rows.append({"mix": "hits + JWT", **drive(service, 16, 60 * scale, hit,
+            drive(service, *warm_up, hit, lambda: signer.token(audience))
+            auth_rows.append({"mix": "hits + JWT", **drive(service, 16, per_client[1], hit,
                                                             lambda: signer.token(audience))})
         phase_table("service with JWT authentication (ES384 test key; every token new)", auth_rows)
 
         audit_rows: list[dict] = []
         with running_service("--allow-unauthenticated", "--workers", str(args.workers), "--audit",
                              str(folder / "audit.db"), *args.serve_arg) as service:
-            drive(service, 4, 25, hit)
-            audit_rows.append({"mix": "hits + SQLite audit", **drive(service, 16, 60 * scale, hit)})
-            audit_rows.append({"mix": "misses + SQLite audit", **drive(service, 16, 60 * scale, miss)})
+            drive(service, *warm_up, hit)
+            audit_rows.append({"mix": "hits + SQLite audit", **drive(service, 16, per_client[1], hit)})
+            audit_rows.append({"mix": "misses + SQLite audit", **drive(service, 16, per_client[1], miss)})
         phase_table("service with the SQLite audit store", audit_rows)
 
     def find(mix: str, clients: int, table: list[dict]) -> dict:
@@ -588,6 +597,9 @@ def main() -> int:
     for name, value, wanted, met in targets:
         print(f"| {name} | {value} | {wanted} | {'yes' if met else 'NO'} |")
     missed = [name for name, _, _, met in targets if not met]
+    if args.smoke:
+        print("\nsmoke run: the counts are too small for these figures to mean anything")
+        return 0
     print("\nall targets met" if not missed else f"\ntargets missed: {', '.join(missed)}")
     return 1 if missed else 0
 
