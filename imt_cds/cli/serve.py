@@ -121,7 +121,8 @@ def register(commands: Any) -> None:
                         help="the HTTP/1.1 parser: httptools (C, the fast one; installed with the service extra) or "
                         "h11 (pure Python); auto: httptools when installed (default auto). The event loop is uvloop "
                         "when installed")
-    serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
+    serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
+                       help="uvicorn's log level: its start, access and error lines (default info)")
     serve.set_defaults(run=_run_serve)
 
 
