@@ -49,7 +49,7 @@ def register(commands: Any) -> None:
         "audit",
         help="the audit trail of recorded evaluations: list, show, verify, head, keygen, replay, export",
         description="The audit trail written by `evaluate --audit DB` and `batch --audit DB`: every evaluation, "
-        "hash-chained, with the rulebook that made it archived. Each command takes --db DB.",
+        "hash-chained, with the rulebook that made it archived. Each command but keygen takes --db DB.",
         epilog="exit codes: 0 success (intact, identical), 1 broken chain, replay difference or internal error, "
         "2 invalid usage (no audit database there, unknown record id, an optional extra not installed).",
     )
@@ -125,8 +125,8 @@ def register(commands: Any) -> None:
     replay.add_argument("--format", choices=("text", "json"), default="text")
     replay.set_defaults(run=_run_replay)
 
-    export = sub.add_parser("export", help="export a record as a FHIR R4 Bundle (GuidanceResponse, RequestGroup, "
-                            "DetectedIssue, Provenance)")
+    export = sub.add_parser("export", help="export a record as a FHIR R4 Bundle (GuidanceResponse, RequestGroup, a "
+                            "CommunicationRequest or DetectedIssue per finding, OperationOutcome, Provenance, Device)")
     export.add_argument("record", metavar="ID", help=_ID_HELP)
     _db_option(export)
     export.add_argument("--format", choices=("fhir",), required=True, help="fhir: a FHIR R4 Bundle (JSON)")
