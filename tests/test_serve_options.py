@@ -9,10 +9,12 @@ Every target is a loopback address.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from service_support import (
     hook_request,
     prefetch_for,
     running_service,
+    worker_pids,
 )
 
 from imt_cds.audit import open_store
@@ -159,8 +162,9 @@ def test_serve_freezes_what_it_starts_with_and_collects_young_objects_less_often
     assert wanted > before[0] and after == [wanted, *before[1:]]  # only the young generation's threshold changes
 
 
-def _start_and_stop(arguments: list[str], cwd) -> str:  # type: ignore[no-untyped-def]
-    """Start ``imt-cds serve`` with these arguments, wait until it announces discovery, stop it: its stderr."""
+def _start_and_stop(arguments: list[str], cwd, stop_with: signal.Signals = signal.SIGINT) -> str:  # type: ignore[no-untyped-def]
+    """Start ``imt-cds serve`` with these arguments, wait until it announces discovery, stop it with ``stop_with``
+    (it must then exit 0, a clean shutdown): its stderr."""
     log = cwd / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen([str(SCRIPT), "serve", "--port", str(free_port()), "--workers", "1", *arguments],
@@ -172,14 +176,57 @@ def _start_and_stop(arguments: list[str], cwd) -> str:  # type: ignore[no-untype
             time.sleep(0.2)
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop_with)
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:  # a server that did not stop is never left listening (maybe everywhere)
                 process.kill()
                 process.wait(30)
                 raise
+    assert process.returncode == 0, f"exit {process.returncode}:\n{log.read_text()}"
     return log.read_text()
+
+
+def test_a_call_in_progress_when_sigterm_arrives_is_answered_and_recorded_before_the_server_exits_0(tmp_path):
+    # What a rolling restart does to a replica: SIGTERM while a call is being evaluated (its worker held stopped).
+    audit = tmp_path / "audit.db"
+    body = hook_request("patient-view", prefetch=prefetch_for(example_resources()))
+    with running_service("--allow-unauthenticated", "--workers", "1", "--audit", str(audit)) as service:
+        def jobs() -> dict:
+            return httpx.get(service.url + "/healthz", timeout=10).json()
+
+        deadline = time.monotonic() + 30
+        while len(worker_pids(service)) != 1 or jobs()["workers"] != 1:
+            assert time.monotonic() < deadline, service.log_text()
+            time.sleep(0.1)
+        (worker,) = worker_pids(service)
+        with ThreadPoolExecutor(1) as pool:
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                call = pool.submit(httpx.post, service.url + "/cds-services/imt-patient-view", json=body, timeout=60)
+                while jobs()["jobs"]["in_workers"] != 1:
+                    assert time.monotonic() < deadline, service.log_text()
+                    time.sleep(0.05)
+                service.process.send_signal(signal.SIGTERM)
+                time.sleep(1)
+                assert service.process.poll() is None, service.log_text()  # it waits for the call in progress
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            answer = call.result()
+        assert service.process.wait(30) == 0, service.log_text()
+    assert answer.status_code == 200 and answer.json()["cards"], answer.text
+    store = open_store(str(audit), create=False)
+    report = store.verify()
+    store.close()
+    assert (report.ok, report.records) == (True, 1)
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_shuts_the_server_down_cleanly_with_status_0(tmp_path, stop_with):
+    # SIGTERM is what an orchestrator or systemd sends, SIGINT a terminal's Ctrl-C: both are a clean shutdown.
+    text = _start_and_stop(["--allow-unauthenticated"], tmp_path, stop_with)
+    assert text.rstrip().endswith("Finished server process [" + text.rsplit("Finished server process [", 1)[1].strip())
+    assert "Shutting down" in text and "Traceback" not in text, text
 
 
 def test_listening_beyond_loopback_without_a_public_url_warns_what_the_default_url_breaks(tmp_path):

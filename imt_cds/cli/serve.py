@@ -18,6 +18,7 @@ import argparse
 import gc
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -217,9 +218,28 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.getLogger().addHandler(root_handler)
     install_log_filter(RepeatedLogFilter(exempt=("imt_cds.service.feedback",)), ("uvicorn", "uvicorn.error"))
     _tune_collector()
-    with listener:
-        uvicorn.Server(server_config).run(sockets=[listener])
+    # uvicorn shuts down on SIGINT or SIGTERM (finishing the requests in progress and their audit records), then
+    # raises the same signal again with the handlers it found in place, so that the process would end as killed by
+    # it (status 130 or 143). Ours take that as what it is, a clean shutdown: status 0, as --help says. (A signal
+    # before uvicorn has set its own handlers, while nothing is served yet, stops the server the same way.)
+    previous = {number: signal.signal(number, _stop_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with listener:
+            uvicorn.Server(server_config).run(sockets=[listener])
+    except _Stopped:
+        pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return EXIT_OK
+
+
+class _Stopped(Exception):
+    """A stop signal reached the server (see ``_run_serve``)."""
+
+
+def _stop_signal(number: int, frame: object) -> None:
+    raise _Stopped(signal.Signals(number).name)
 
 
 def public_url_warning(host: str, public_url: str | None, used: str) -> str | None:
