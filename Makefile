@@ -176,9 +176,11 @@ MUTATION_TESTS_imt_cds/render/report_html.py := tests/test_report_html_mutants.p
 MUTATION_TESTS_imt_cds/cli/audit.py := tests/test_audit_cli_mutants.py
 MUTATION_TESTS_imt_cds/cli/rules.py := tests/test_rules_cli_mutants.py
 MUTATION_TESTS_imt_cds/cli/main.py := tests/test_main_cli_mutants.py
-# (not in MUTATE: its parser's ~150 mutants are words of --help, each a minute of server tests; its body is
-#  ids 150-209: make mutation MUTATE=imt_cds/cli/serve.py MUTATION_IDS=150-209)
-MUTATION_TESTS_imt_cds/cli/serve.py := tests/test_serve_options.py tests/test_service_limits.py tests/test_cli_errors.py
+# (not in MUTATE: a survivor costs a minute of server tests. Its parser is ids 1-150, mostly words of --help:
+#  make mutation MUTATE=imt_cds/cli/serve.py MUTATION_IDS=1-150 MUTATION_TESTS_imt_cds/cli/serve.py=tests/test_serve_parser.py
+#  takes seconds a mutant; its body is ids 151-211: make mutation MUTATE=imt_cds/cli/serve.py MUTATION_IDS=151-211)
+MUTATION_TESTS_imt_cds/cli/serve.py := tests/test_serve_parser.py tests/test_serve_options.py \
+    tests/test_service_limits.py tests/test_cli_errors.py
 MUTATION_TESTS_imt_cds/cli/batch.py := tests/test_batch_cli_mutants.py tests/test_batch.py tests/test_cli.py \
     -k 'batch or jobs'
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
