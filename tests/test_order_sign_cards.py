@@ -53,6 +53,33 @@ def test_a_medication_reference_is_read_by_its_display_and_only_its_own_containe
     assert read(rulebook, other) == []
 
 
+@pytest.mark.parametrize("written", [
+    "\uff4c\uff41\uff52\uff4f\uff54\uff52\uff45\uff43\uff54\uff49\uff4e\uff49\uff42",  # fullwidth letters
+    "laro\u00adtrectinib 100 mg",  # a soft hyphen, as a word processor leaves it
+    "laro\u200btrectinib",  # a zero-width space
+    "LAROTRECTINIB\u2060",  # a word joiner after it
+])
+def test_a_drug_name_is_read_through_forms_and_characters_that_do_not_show(rulebook, written):
+    # Each looks like "larotrectinib" on screen; none may slip a targeted drug past the check.
+    assert read(rulebook, order("d1", written)) == [("MedicationRequest/d1", written, "larotrectinib")]
+
+
+@pytest.mark.parametrize("medication", [
+    {"medicationCodeableConcept": {"coding": 5, "text": "crizotinib"}},
+    {"medicationCodeableConcept": {"coding": True}},
+    {"medicationCodeableConcept": {"coding": {"system": "x", "code": "y"}}},
+    {"medicationReference": {"reference": "#m"}, "contained": 5},
+    {"medicationReference": {"reference": "#m"}, "contained": {"resourceType": "Medication", "id": "m"}},
+    {"medicationReference": {"reference": "#m"}, "contained": [{"resourceType": "Medication", "id": "m",
+                                                                 "code": {"coding": 7}}]},
+])
+def test_a_malformed_order_is_read_for_what_it_holds_never_an_error(rulebook, medication):
+    # Orders are read leniently (they are not validated): an array given as another JSON type holds nothing.
+    found = read(rulebook, {"resourceType": "MedicationRequest", "id": "d1", **medication})
+    expected = [("MedicationRequest/d1", "crizotinib", "crizotinib")] if "text" in str(medication) else []
+    assert found == expected
+
+
 # --- every order of a request is checked ----------------------------------------------------------------------------
 
 

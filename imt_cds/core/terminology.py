@@ -37,6 +37,7 @@ __all__ = [
     "Terminology",
     "ValueSet",
     "ValueSetCode",
+    "as_read",
     "parse_value_set",
 ]
 
@@ -120,7 +121,7 @@ class ValueSet:
             return False
         named = self._named.get(text)
         if named is None:
-            seen = _as_read(text)
+            seen = as_read(text)
             named = any(p.search(seen) for p in self._patterns) and not any(x.search(seen) for x in self._exclusions)
             if len(text) <= _MEMO_TEXT_CHARS:
                 if len(self._named) >= _MEMO_TEXTS:
@@ -132,7 +133,7 @@ class ValueSet:
         return next((c.display for c in self.codes if c.system == system and c.code == code), None)
 
 
-def _as_read(text: str) -> str:
+def as_read(text: str) -> str:
     """A text as a reader sees it: compatibility forms folded (fullwidth letters, ligatures) and invisible format
     characters (zero-width spaces and joiners, soft hyphens) removed, so that they neither hide a word that vetoes a
     text ("rule\u200bout") nor break the name of the concept."""

@@ -72,7 +72,7 @@ def _medication_texts(order: Mapping[str, Any]) -> tuple[list[str], list[tuple[s
         if isinstance(value, Mapping):
             if isinstance(value.get("text"), str):
                 texts.append(value["text"])
-            for coding in value.get("coding") or []:
+            for coding in _list(value.get("coding")):
                 if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
                     texts.append(coding["display"])
                 if isinstance(coding, Mapping) and isinstance(coding.get("system"), str) \
@@ -85,10 +85,15 @@ def _medication_texts(order: Mapping[str, Any]) -> tuple[list[str], list[tuple[s
         if isinstance(reference.get("display"), str):
             texts.append(reference["display"])
         ref = reference.get("reference")
-        for contained in order.get("contained") or []:
+        for contained in _list(order.get("contained")):
             if isinstance(contained, Mapping) and isinstance(ref, str) and ref == f"#{contained.get('id')}":
                 concept(contained.get("code"))
     return texts, codings
+
+
+def _list(value: Any) -> list[Any]:
+    """A FHIR array as read leniently: anything but a list (absent, a number, an object) holds nothing."""
+    return value if isinstance(value, list) else []
 
 
 def check_orders(orders: Sequence[TargetedOrder], facts: Mapping[str, Any], sources: Mapping[str, Sequence[str]],
