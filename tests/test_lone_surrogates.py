@@ -132,6 +132,27 @@ def test_order_sign_and_feedback_bodies_are_refused_the_same_way(service):
     assert response.json()["error"]["message"] == f"feedback[0] has a key '\\udfff' that is {SURROGATE}"
 
 
+@pytest.mark.parametrize("encoding, named", [
+    ("utf-16", "UTF-16"), ("utf-16-le", "UTF-16-LE"), ("utf-16-be", "UTF-16-BE"), ("utf-32", "UTF-32"),
+    ("utf-32-le", "UTF-32-LE"), ("utf-32-be", "UTF-32-BE"),
+])
+def test_a_body_in_another_unicode_encoding_is_refused_as_not_utf8(service, encoding, named):
+    # The stdlib parser reads UTF-16 and UTF-32 as well; a lone surrogate's escape in them is not the bytes the
+    # check looks for, and one in a Patient.id made the worker's answer unwritable (a 500). JSON is UTF-8.
+    message = (f"the request body is not UTF-8 (it reads as {named}); a CDS Hooks body is JSON, and JSON between "
+               "systems is UTF-8 (RFC 8259)")
+    assert refusal(json.dumps({"a": 1}).encode(encoding)) == (message, None)
+    for body in (chart_request(surrogate_in="Patient.id"), chart_request()):
+        response = httpx.post(service.url + VIEW, content=json.dumps(body).encode(encoding),
+                              headers={"content-type": "application/json"}, timeout=60)
+        assert (response.status_code, response.json()["error"]["message"]) == (400, message)
+    assert "Traceback" not in service.log_text()
+
+
+def test_a_utf8_body_with_a_byte_order_mark_is_read():
+    assert parse_request_json(b"\xef\xbb\xbf" + b'{"a": "\xc3\xa9"}') == {"a": "\u00e9"}
+
+
 def test_a_chart_with_an_emoji_is_answered(service):
     request = chart_request()
     request["prefetch"]["conditions"]["entry"][0]["resource"]["note"] = [{"text": "seen \U0001F600"}]

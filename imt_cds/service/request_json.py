@@ -32,7 +32,7 @@ _SHOWN_CHARACTERS = 80  # of a Content-Type a refusal repeats
 def check_json_content_type(content_type: str | None) -> None:
     """Refuse (``UnsupportedMediaTypeError``, 415) a request body not declared as JSON: ``content_type`` (the
     request's first Content-Type header, or None) must be ``application/json`` or another ``application/...+json``
-    type, in any case, with any parameters (JSON has no charset parameter; the body is read as UTF-8 whatever it
+    type, in any case, with any parameters (JSON has no charset parameter; the body must be UTF-8 whatever it
     says)."""
     if content_type is None:
         raise UnsupportedMediaTypeError("the request has no Content-Type header; a CDS Hooks request body is JSON: "
@@ -49,6 +49,12 @@ def check_json_content_type(content_type: str | None) -> None:
 def parse_request_json(body: bytes) -> Any:
     """The parsed body, or ``BadRequestError`` (malformed JSON, not UTF-8, a duplicate key, NaN/Infinity, a lone
     surrogate)."""
+    # JSON between systems is UTF-8 (RFC 8259 section 8.1). The stdlib parser would also read UTF-16 and UTF-32,
+    # whose escapes the lone-surrogate check below (bytes of UTF-8) cannot see: such a body is refused first.
+    encoding = json.detect_encoding(body)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise BadRequestError(f"the request body is not UTF-8 (it reads as {encoding.upper()}); a CDS Hooks body is "
+                              "JSON, and JSON between systems is UTF-8 (RFC 8259)")
     try:
         value = loads_strict(body)
     except DuplicateKeyError as exc:
