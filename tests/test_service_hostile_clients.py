@@ -184,6 +184,27 @@ def test_a_fhir_server_url_over_4096_characters_is_refused_naming_the_field_and_
                                                    .replace("70035", str(len(fhir.base) + 70_001)))
 
 
+def test_an_integer_past_64_bits_in_a_chart_the_server_hands_to_a_worker_is_no_500(client, fhir, service):
+    # A FHIR decimal may be any number. The server reads an order-sign call, and a patient-view call with keys left
+    # to fetch, itself and hands the chart to a worker as JSON; orjson writes no integer past 64 bits (was a 500).
+    resources = example_resources()
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    patient["x-big"] = 10**20
+    draft = {"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "MedicationRequest", "id": "o1", "status": "draft", "intent": "order",
+        "medicationCodeableConcept": {"text": "larotrectinib"}}}]}
+    order_sign = client.post("/cds-services/imt-order-sign", json=hook_request(
+        "order-sign", prefetch=prefetch_for(resources), context={"patientId": "imt-example-1", "draftOrders": draft}))
+    assert order_sign.status_code == 200, order_sign.text
+    assert [c["summary"].split(",")[0] for c in order_sign.json()["cards"]] == ["Larotrectinib ordered"]
+    fetched = client.post(VIEW, json=hook_request("patient-view", prefetch={"patient": patient}, fhirServer=fhir.base))
+    assert fetched.status_code == 200, fetched.text
+    prefetched = client.post(VIEW, json=hook_request("patient-view", prefetch=prefetch_for(example_resources())))
+    assert [(c["summary"], c["indicator"]) for c in fetched.json()["cards"]] == [
+        (c["summary"], c["indicator"]) for c in prefetched.json()["cards"]]
+    assert "Traceback" not in service.log_text()
+
+
 def test_a_next_link_too_long_to_request_is_a_412_not_a_500(service, fhir):
     resources = example_resources()
     with FhirServer(resources, page_size=1, next_link_base=None) as long_links:

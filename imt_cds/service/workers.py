@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -563,14 +564,24 @@ def _fail(job: _Job, error: BaseException) -> None:
 
 def _message(data: dict[str, Any], raw: bytes | None) -> bytes:
     """``data`` as JSON, then, with ``raw``, a NUL byte and those bytes as they are. JSON text never holds a NUL byte
-    (orjson writes control characters escaped), so the first one separates, whatever ``raw`` holds."""
-    encoded = orjson.dumps(data)
+    (orjson and the stdlib write control characters escaped), so the first one separates, whatever ``raw`` holds."""
+    try:
+        encoded = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # orjson writes no integer past 64 bits, and a chart may hold one (a FHIR decimal is any number; the server
+        # read it with the stdlib): the stdlib writes it, marked so that it is read back as the same int (orjson
+        # would read a float), all text escaped to ASCII so that any Python text goes through.
+        encoded = _STDLIB_JSON + json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
     return encoded if raw is None else encoded + b"\0" + raw
+
+
+_STDLIB_JSON = b"\x01"  # leads a message written by the stdlib (no JSON text begins with it)
 
 
 def _parts(message: bytes) -> tuple[dict[str, Any], bytes | None]:
     encoded, separator, raw = message.partition(b"\0")
-    return orjson.loads(encoded), (raw if separator else None)
+    data = json.loads(encoded[1:]) if encoded[:1] == _STDLIB_JSON else orjson.loads(encoded)
+    return data, (raw if separator else None)
 
 
 def encode_job(job: dict[str, Any], body: bytes | None = None) -> bytes:
