@@ -728,6 +728,18 @@ def test_every_error_body_has_one_shape(client):
     assert set(missing) == {"code", "status", "message"} and missing["status"] == 404
 
 
+def test_every_reading_endpoint_answers_head_as_get_but_without_a_body(client):
+    # HTTP requires HEAD wherever GET is answered (RFC 9110 section 9.1); a proxy's health check may use it.
+    for path in ("/cds-services", "/rules/R32a", "/healthz", "/readyz"):
+        get, head = client.get(path), client.head(path)
+        assert (head.status_code, head.content) == (get.status_code, b"") == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        assert head.headers["content-length"] == str(len(get.content)), path
+    assert client.head("/rules/R99").status_code == 404
+    refused = client.head(PATIENT_VIEW)
+    assert (refused.status_code, refused.headers["allow"], refused.content) == (405, "POST", b"")
+
+
 def test_a_rules_page_is_the_same_page_every_time(client):
     first, again = client.get("/rules/R32a"), client.get("/rules/R32a")
     assert first.status_code == again.status_code == 200 and first.text == again.text

@@ -60,6 +60,9 @@ log = logging.getLogger("imt_cds.service")
 JSON = "application/json"
 # How long /readyz waits for the audit store to answer a read: under a proxy's usual health-check timeout.
 READY_CHECK_TIMEOUT_SECONDS = 2.0
+# What a reading endpoint answers: GET, and HEAD (the same status and headers, no body; HTTP requires both of a
+# general-purpose server, RFC 9110 section 9.1, and a proxy's health check may send HEAD).
+_READ = ["GET", "HEAD"]
 
 
 def create_app(config: ServiceConfig) -> Any:
@@ -172,7 +175,7 @@ def create_app(config: ServiceConfig) -> Any:
         log.exception("imt-cds: internal error answering %s %s", request.method, log_value(request.url.path))
         return json_response(error_body("cds_internal_error", 500, INTERNAL_MESSAGE), 500)
 
-    @app.get("/cds-services")
+    @app.api_route("/cds-services", methods=_READ)
     async def discovery(request: Request) -> Any:
         await authenticate(request, [config.service_url("/cds-services")])
         return json_response({"services": [s.discovery() for s in SERVICES]})
@@ -195,7 +198,7 @@ def create_app(config: ServiceConfig) -> Any:
         stored = await request.app.state.sink.record(rows)  # in a thread: a locked store never stalls the loop
         return json_response({"stored": stored})
 
-    @app.get("/rules/{rule_id}")
+    @app.api_route("/rules/{rule_id}", methods=_READ)
     async def rule_page(rule_id: str, request: Request) -> Any:
         pages: dict[str, str] = request.app.state.rule_pages  # the rulebook never changes: each page made once
         page = pages.get(rule_id)
@@ -205,7 +208,7 @@ def create_app(config: ServiceConfig) -> Any:
             page = pages[rule_id] = _rule_html(rulebook, rule_id)
         return HTMLResponse(page)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=_READ)
     async def health(request: Request) -> Any:
         pool = request.app.state.pool
         load = pool.load()
@@ -215,7 +218,7 @@ def create_app(config: ServiceConfig) -> Any:
                               "rulebook": {"name": rulebook.name, "version": rulebook.version,
                                            "sha256": rulebook.sha256}})
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=_READ)
     async def ready(request: Request) -> Any:
         # For a proxy's or an orchestrator's readiness check: 503 takes this server out of rotation while it cannot
         # answer (the reasons are codes only: the details, such as the database's address, go to the log).
