@@ -9,6 +9,7 @@ Authentication has its own module (test_service_auth.py); this server runs with 
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import re
 import subprocess
@@ -738,6 +739,21 @@ def test_every_reading_endpoint_answers_head_as_get_but_without_a_body(client):
     assert client.head("/rules/R99").status_code == 404
     refused = client.head(PATIENT_VIEW)
     assert (refused.status_code, refused.headers["allow"], refused.content) == (405, "POST", b"")
+
+
+def test_a_compressed_body_is_refused_with_415_on_every_path_that_reads_one(client):
+    # A gzip body was read as malformed JSON (a 400 about a byte 0x8b); "br" on a plain body was read as plain.
+    body = gzip.compress(json.dumps(hook_request("patient-view", prefetch=prefetch_for(example_resources()))).encode())
+    message = ("the request body is encoded ('gzip', Content-Encoding); this service reads unencoded JSON only: send "
+               "it without Content-Encoding")
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    for path, extra in ((PATIENT_VIEW, {}), (PATIENT_VIEW, {"origin": "https://ehr.example.org"}),
+                        (PATIENT_VIEW + "/feedback", {})):
+        response = client.post(path, content=body, headers={**headers, **extra})
+        assert (response.status_code, response.json()["error"]["message"]) == (415, message), path
+        assert response.headers["accept-encoding"] == "identity" and "accept" not in response.headers, path
+    plain = client.post(PATIENT_VIEW, content=gzip.decompress(body), headers={**headers, "content-encoding": "br"})
+    assert plain.status_code == 415 and "('br', Content-Encoding)" in plain.json()["error"]["message"]
 
 
 def test_a_rules_page_is_the_same_page_every_time(client):

@@ -50,6 +50,30 @@ def test_a_body_not_declared_as_json_is_refused_naming_what_it_said(content_type
                                     "reads JSON only: send Content-Type: application/json")
 
 
+@pytest.mark.parametrize("encoding", [None, "", "identity", "Identity, IDENTITY", " identity ,"])
+def test_a_body_without_a_content_coding_is_read(encoding):
+    check_json_content_type("application/json", encoding)  # raises otherwise
+
+
+@pytest.mark.parametrize("encoding, shown", [
+    ("gzip", "gzip"), ("br", "br"), ("deflate", "deflate"), ("x-gzip", "x-gzip"), ("identity, gzip", "identity, gzip"),
+    (" gzip ,, br ", "gzip, br"), ("zstd;q=1", "zstd;q=1"),
+])
+def test_a_body_with_a_content_coding_is_refused_naming_it(encoding, shown):
+    # It would otherwise be read as if it were not encoded: a compressed body as malformed JSON, or worse.
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type("application/json", encoding)
+    assert (raised.value.status, raised.value.message) == (415, (
+        f"the request body is encoded ({shown!r}, Content-Encoding); this service reads unencoded JSON only: send "
+        "it without Content-Encoding"))
+
+
+def test_a_long_content_coding_is_shown_cut():
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type("application/json", "gzip, " + "x" * 200)
+    assert f"({('gzip, ' + 'x' * 200)[:80] + '...'!r}, Content-Encoding)" in raised.value.message
+
+
 def test_a_long_content_type_is_shown_cut_and_a_missing_one_is_said_to_be_missing():
     with pytest.raises(UnsupportedMediaTypeError) as raised:
         check_json_content_type("text/" + "x" * 5000)

@@ -133,7 +133,7 @@ def create_app(config: ServiceConfig) -> Any:
         return await authenticator.authenticate(request.headers.get("authorization"), audiences)
 
     async def json_body(request: Any) -> Any:
-        check_json_content_type(request.headers.get("content-type"))  # 415 before the body is read
+        check_json_content_type(request.headers.get("content-type"), _encoding(request))  # 415 before reading it
         return parse_request_json(await request.body())  # duplicate keys refused, as in patient facts
 
     @app.exception_handler(ServiceError)
@@ -184,7 +184,7 @@ def create_app(config: ServiceConfig) -> Any:
     async def hook(service_id: str, request: Request) -> Any:
         await authenticate(request, [config.service_url(f"/cds-services/{service_id}")])
         service = find_service(service_id)
-        check_json_content_type(request.headers.get("content-type"))
+        check_json_content_type(request.headers.get("content-type"), _encoding(request))
         return json_response(await request.app.state.runner.answer(service, await request.body()))
 
     @app.post("/cds-services/{service_id}/feedback")
@@ -232,6 +232,12 @@ def create_app(config: ServiceConfig) -> Any:
     # In front of everything: hook calls skip the rest; any other request goes to FastAPI as it would.
     app.hook_calls = _HookCalls(super(ServiceApp, app).__call__, config=config, authenticator=authenticator)
     return app
+
+
+def _encoding(request: Any) -> str | None:
+    """The request's Content-Encoding headers, joined with commas (each adds a coding), or None."""
+    values = request.headers.getlist("content-encoding")
+    return ", ".join(values) if values else None
 
 
 def _open_audit_store(config: ServiceConfig) -> None:
@@ -373,6 +379,7 @@ class _HookCalls:
             await self.app(scope, receive, send)
             return
         declared = authorization = content_type = None
+        encodings: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value  # the last one, as the body limit middleware reads it
@@ -382,6 +389,8 @@ class _HookCalls:
             elif name == b"content-type":
                 if content_type is None:  # the first one, as above
                     content_type = value
+            elif name == b"content-encoding":
+                encodings.append(value)  # every one: each adds a coding
             elif name == b"origin" and self.cors:
                 await self.app(scope, receive, send)
                 return
@@ -395,7 +404,8 @@ class _HookCalls:
                 await _send_error(send, self._too_large(), self.trailing)
                 return
         try:
-            body = await self._answer(scope, receive, service_id, authorization, content_type)
+            body = await self._answer(scope, receive, service_id, authorization, content_type,
+                                      b", ".join(encodings).decode("latin-1") if encodings else None)
         except _TooLarge:
             await _send_error(send, self._too_large(), self.trailing)
             return
@@ -412,12 +422,12 @@ class _HookCalls:
         await _send_json(send, 200, body, trailing=self.trailing)
 
     async def _answer(self, scope: dict[str, Any], receive: Any, service_id: str, authorization: bytes | None,
-                      content_type: bytes | None) -> bytes:
+                      content_type: bytes | None, content_encoding: str | None) -> bytes:
         if self.authenticator is not None:
             await self.authenticator.authenticate(None if authorization is None else authorization.decode("latin-1"),
                                                   [self.config.service_url(scope["path"])])
         service = find_service(service_id)
-        check_json_content_type(None if content_type is None else content_type.decode("latin-1"))
+        check_json_content_type(None if content_type is None else content_type.decode("latin-1"), content_encoding)
         runner: HookRunner = scope["app"].state.runner
         return orjson.dumps(await runner.answer(service, await self._body(receive)))
 

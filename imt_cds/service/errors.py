@@ -43,6 +43,7 @@ __all__ = [
     "ServiceError",
     "ServiceUnavailableError",
     "UnauthorizedError",
+    "UnsupportedContentCodingError",
     "UnsupportedMediaTypeError",
     "WorkerCrashedError",
     "WorkerTimeoutError",
@@ -162,6 +163,12 @@ class UnsupportedMediaTypeError(ServiceError):
     code = "cds_unsupported_media_type"
     status = 415
     response_headers = (("Accept", "application/json"),)  # RFC 9110 15.5.16: what would have been accepted
+
+
+class UnsupportedContentCodingError(UnsupportedMediaTypeError):
+    """A request body with a content coding (``Content-Encoding: gzip``): it would be read as if it had none."""
+
+    response_headers = (("Accept-Encoding", "identity"),)  # RFC 9110 12.5.3: the codings that would be accepted
 
 
 class PrefetchUnavailableError(ServiceError):

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from ..core.validation import DuplicateKeyError, loads_strict, may_hold_lone_surrogates
-from .errors import BadRequestError, UnsupportedMediaTypeError
+from .errors import BadRequestError, UnsupportedContentCodingError, UnsupportedMediaTypeError
 from .models import lone_surrogate_problems, refuse
 
 __all__ = ["check_json_content_type", "parse_request_json"]
@@ -29,11 +29,19 @@ __all__ = ["check_json_content_type", "parse_request_json"]
 _SHOWN_CHARACTERS = 80  # of a Content-Type a refusal repeats
 
 
-def check_json_content_type(content_type: str | None) -> None:
+def check_json_content_type(content_type: str | None, content_encoding: str | None = None) -> None:
     """Refuse (``UnsupportedMediaTypeError``, 415) a request body not declared as JSON: ``content_type`` (the
     request's first Content-Type header, or None) must be ``application/json`` or another ``application/...+json``
     type, in any case, with any parameters (JSON has no charset parameter; the body must be UTF-8 whatever it
-    says)."""
+    says). ``content_encoding`` (the request's Content-Encoding headers, joined with commas, or None) may only say
+    ``identity``: a compressed body would otherwise be read as if it were not (RFC 9110 section 8.4: 415)."""
+    if content_encoding is not None:
+        codings = [c.strip() for c in content_encoding.split(",") if c.strip()]
+        if any(c.lower() != "identity" for c in codings):
+            shown = ", ".join(codings)
+            shown = shown if len(shown) <= _SHOWN_CHARACTERS else shown[:_SHOWN_CHARACTERS] + "..."
+            raise UnsupportedContentCodingError(f"the request body is encoded ({shown!r}, Content-Encoding); this "
+                                                "service reads unencoded JSON only: send it without Content-Encoding")
     if content_type is None:
         raise UnsupportedMediaTypeError("the request has no Content-Type header; a CDS Hooks request body is JSON: "
                                         "send Content-Type: application/json")
