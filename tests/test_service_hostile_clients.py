@@ -167,6 +167,29 @@ def test_a_client_that_leaves_or_stalls_mid_body_is_no_internal_error(service, r
         assert sign not in log, log[-3000:]
 
 
+# --- pipelining ---------------------------------------------------------------------------------------------------
+
+
+def test_requests_pipelined_before_a_malformed_one_are_answered_in_order_then_the_400(service):
+    # Two hook calls and a malformed request sent at once on one connection: uvicorn wrote its 400 at once and
+    # closed, so the two answers (evaluated and recorded all the same) were lost, each with a traceback.
+    body = json.dumps(hook_request("patient-view", prefetch=prefetch_for(example_resources()))).encode()
+    call = (b"POST " + VIEW.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    before = service.log_text()
+    with open_socket(service.url) as connection:
+        connection.sendall(call + call + b"GARBAGE\r\n\r\n")
+        answers = [read_response(connection) for _ in range(3)]
+        assert closed_within(connection, 10)
+    statuses = [answer.split(b"\r\n", 1)[0] for answer in answers]
+    assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request"]
+    assert json.loads(answers[0].split(b"\r\n\r\n", 1)[1])["cards"]
+    assert json.loads(answers[2].split(b"\r\n\r\n", 1)[1])["error"]["code"] == "cds_bad_request"
+    time.sleep(0.5)
+    new = service.log_text()[len(before):]
+    assert "Traceback" not in new and "Exception in ASGI application" not in new, new
+
+
 # --- fhirServer ---------------------------------------------------------------------------------------------------
 
 

@@ -245,6 +245,30 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> Callab
             headers until its response is complete."""
             return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
 
+        # A malformed request after others read whole and still being answered (pipelined on one connection):
+        # uvicorn wrote its 400 at once and closed, so the answers to the requests before it, evaluated (and
+        # recorded) all the same, were lost, each with a traceback in the log. HTTP/1.1 answers in request order:
+        # those come first, then the 400, then the connection closes; nothing more is read meanwhile.
+        _refusal_pending = False
+
+        def send_400_response(self, msg: str) -> None:
+            cycle = self.cycle  # the last request read: the others before it complete first
+            if cycle is not None and not cycle.response_complete and not cycle.more_body:
+                self._refusal_pending = True
+                self._disarm()
+                self.flow.pause_reading()
+                return
+            super().send_400_response(msg)  # nothing else in progress, or the malformed request is this one
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._refusal_pending and not self.transport.is_closing():
+                if self.cycle.response_complete:  # the last request before the malformed one is answered
+                    self._refusal_pending = False
+                    super().send_400_response("")
+                else:
+                    self.flow.pause_reading()  # (uvicorn resumed reading for the next pipelined request)
+
     return GuardedHttpToolsProtocol
 
 
