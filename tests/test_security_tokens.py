@@ -61,7 +61,10 @@ def refused(service, response, reason):
     assert response.json() == GENERIC_401
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     lines = [line for line in service.log_text().splitlines() if "refused (401)" in line]
-    assert lines and reason in lines[-1], lines[-1:]
+    # This refusal's own line: one more than the last check saw (the module shares the server and its log).
+    assert len(lines) > getattr(service, "refusals_seen", 0), "no line logged for this refusal"
+    service.refusals_seen = len(lines)
+    assert reason in lines[-1], lines[-1:]
 
 
 def forged(signer, claims, header=None):
