@@ -68,7 +68,11 @@ def test_an_error_inside_an_action_fails_the_evaluation_and_the_engine_recovers(
     patient = imt_cds.parse_facts({"age_years": 3})
     with pytest.raises(EngineError, match="no result was produced"):
         ruleset.run(patient)
-    assert ruleset.run(imt_cds.parse_facts({})) == ruleset.run(imt_cds.parse_facts({}))
+    # Recovered: a patient D01 does not fire on gets the firings an intact ruleset gives (not merely the same twice)
+    other = imt_cds.parse_facts({"tumor": {"size_cm": 6.0}, "molecular": {"alk": {"status": "positive"}}})
+    intact = _DurableRuleset(program, max_firings=1_000).run(other)
+    assert "D01.0" not in [name for name, _ in intact] and len(intact) > 3
+    assert ruleset.run(other) == intact
 
 
 def test_invalid_input_raises_the_input_error_and_evaluates_nothing(engine):
