@@ -159,7 +159,23 @@ def test_renderers_never_import_the_engine_or_the_audit_store(name):
     assert not any(i.endswith(("engine", "audit", "store", "sqlite", "postgres")) for i in imported), name
 
 
+def _engine_imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """The imports of the file that reach the engine: its module (or a name of it), or the package's re-exports."""
+    return {name for name in _imports(path, top_level_only)
+            if name == "imt_cds.core.engine" or name.startswith("imt_cds.core.engine.")
+            or name in ("imt_cds.Engine", "imt_cds.evaluate", "imt_cds.default_engine")}
+
+
 def test_the_audit_package_builds_an_engine_only_to_replay():
-    for path in (PACKAGE / "audit").glob("*.py"):
-        top = _imports(path, top_level_only=True)
-        assert not any(i.endswith("engine") for i in top), path.name
+    # Anywhere in a file (a function's own import too): only replay.py, and never when the package is imported.
+    users = {path.name for path in (PACKAGE / "audit").glob("*.py") if _engine_imports(path)}
+    assert users == {"replay.py"}
+    assert _engine_imports(PACKAGE / "audit" / "replay.py", top_level_only=True) == set()
+
+
+def test_only_the_worker_process_code_of_the_service_touches_the_engine():
+    # The server process never evaluates (a crash in the engine must take down a worker, never the server): only
+    # workers.py builds an Engine, in the worker process, so not when the module is imported.
+    users = {path.name for path in (PACKAGE / "service").glob("*.py") if _engine_imports(path)}
+    assert users == {"workers.py"}
+    assert _engine_imports(PACKAGE / "service" / "workers.py", top_level_only=True) == set()

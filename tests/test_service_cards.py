@@ -235,21 +235,6 @@ print("clean")
     assert result.returncode == 0 and result.stdout.strip() == "clean", result.stderr
 
 
-def test_only_the_worker_process_code_touches_the_engine():
-    import ast
-
-    package = ROOT / "imt_cds" / "service"
-    for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = {node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom)}
-        assert not any(name.endswith("engine") for name in top), path.name  # never at import time
-        everywhere = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        if path.name != "workers.py":  # the worker process builds its Engine; nothing else may
-            assert not any(name.endswith("engine") for name in everywhere), path.name
-
-
-# --- one wording, one card shape (review refactors) ---------------------------------------------------------------
-
 
 def test_a_card_words_each_reason_as_every_other_renderer_does():
     from imt_cds.render.cards import escape_markdown
