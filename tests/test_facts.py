@@ -120,10 +120,24 @@ def test_the_canonical_form_does_not_depend_on_key_order():
     assert input_sha256(a) == input_sha256(b)
 
 
-def test_facts_are_frozen():
+def test_facts_are_frozen_at_every_level():
+    # Every model of the facts (the patient, its tumour, its molecular results, each gene's): none can be changed
+    # after validation, so nothing that holds a PatientFacts (a cache key, an audit record) sees it change.
+    from pydantic import BaseModel, ValidationError
+
     facts = parse_facts({"age_years": 3})
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its ValidationError for frozen instances
-        facts.age_years = 4  # type: ignore[misc]
+    models, todo = [], [facts]
+    while todo:
+        model = todo.pop()
+        models.append(model)
+        todo += [value for value in (getattr(model, name) for name in type(model).model_fields)
+                 if isinstance(value, BaseModel)]
+    assert len(models) >= 8  # the patient, tumor, molecular, five genes, history, ...
+    for model in models:
+        name = next(iter(type(model).model_fields))
+        with pytest.raises(ValidationError) as refused:
+            setattr(model, name, getattr(model, name))
+        assert refused.value.errors()[0]["type"] == "frozen_instance", type(model).__name__
 
 
 @pytest.mark.parametrize(
