@@ -119,13 +119,16 @@ def test_the_readme_hook_call_posts_the_example_request_and_gets_its_cards():
                             headers={"Content-Type": "application/json"}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert _card_codes(answer.json()) == HOOK_CARDS
-        if shutil.which("curl"):  # the command itself, as a reader types it (from the checkout)
-            done = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:8080", service.url)], cwd=ROOT,
-                                  capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, done.stderr
-            assert _card_codes(json.loads(done.stdout)) == HOOK_CARDS
         # on loopback the default base URL is right: no warning about --public-url
         assert "without --public-url" not in service.log_text()
+        # the command itself, as a reader types it (from the checkout); without curl a skip says so (strict mode,
+        # as in CI, fails on it)
+        if shutil.which("curl") is None:
+            pytest.skip("curl is not installed: the README's curl command was not run (the same call was, by httpx)")
+        done = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:8080", service.url)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert _card_codes(json.loads(done.stdout)) == HOOK_CARDS
 
 
 def test_the_readme_card_example_says_what_the_card_says():
