@@ -88,11 +88,13 @@ def random_patient(rng: random.Random) -> dict[str, Any]:
 
 
 def without_defaults(patient: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Drop some keys (the model fills defaults); an input of partial form must mean the same as the full one."""
+    """Drop some keys, now and then a whole object (the model fills defaults); an input of partial form must mean
+    the same as the full one."""
     result: dict[str, Any] = {}
     for key, value in patient.items():
         if isinstance(value, dict):
-            result[key] = without_defaults(value, rng)
+            if rng.random() < 0.9:
+                result[key] = without_defaults(value, rng)
         elif rng.random() < 0.7:
             result[key] = value
     return result
