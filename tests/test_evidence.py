@@ -73,10 +73,12 @@ def test_whitespace_differences_do_not_matter(tmp_path):
     copy = tmp_path / "seeds"
     shutil.copytree(seeds_dir(), copy)
     registry = copy / "evidence.yaml"
-    text = registry.read_text().replace("quote: Median tumor size was 3.9 cm.",
-                                        'quote: "Median  tumor\\n size was 3.9 cm."')
+    original = registry.read_text()
+    text = original.replace("quote: Median tumor size was 3.9 cm.", 'quote: "Median  tumor\\n size was 3.9 cm."')
+    assert text != original
     registry.write_text(text)
-    assert load_evidence(copy)["RICH2022:c06"].quote is not None
+    # loaded (the quote is still found in its document) and kept as the registry writes it
+    assert load_evidence(copy)["RICH2022:c06"].quote == "Median  tumor\n size was 3.9 cm."
 
 
 def test_external_entries_carry_citation_claim_and_verification(rulebook):

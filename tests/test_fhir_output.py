@@ -40,7 +40,8 @@ def exported(tmp_path_factory, rulebook):
         engine = Engine(rulebook, audit=store)
         for path in EXAMPLES:
             engine.evaluate(json.loads(path.read_text()))
-        records = store.records()
+        records = list(store.records())
+    assert len(records) == len(EXAMPLES) >= 8  # one per example: the tests below loop over them
     bundles = []
     for record in records:
         result = subprocess.run([str(SCRIPT), "audit", "export", record.id, "--db", str(db), "--format", "fhir"],
