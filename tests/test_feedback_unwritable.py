@@ -62,7 +62,7 @@ def test_a_lone_surrogate_is_said_once_and_the_other_problems_of_the_items_still
                                                    "'maybe'"},
         {"path": "feedback[1].card", "message": "feedback[1].card is required: the card's uuid, non-empty text"},
         {"path": "feedback[1].outcomeTimestamp", "message": "feedback[1].outcomeTimestamp 'x' is not an RFC 3339 "
-                                                            "date-time"},
+                                                            "date-time with its offset, e.g. 2026-01-02T03:04:05Z"},
     ]
 
 

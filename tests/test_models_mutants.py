@@ -135,7 +135,8 @@ def test_the_bounds_of_a_request_are_exact():
     ("card", 1, "card", "must be the card's uuid, non-empty text, not 1"),
     ("outcome", 1, "outcome", 'must be "accepted" or "overridden", not 1'),
     ("outcomeTimestamp", 1, "outcomeTimestamp", "must be an RFC 3339 date-time, UTC, not 1"),
-    ("outcomeTimestamp", "yesterday", "outcomeTimestamp", "'yesterday' is not an RFC 3339 date-time"),
+    ("outcomeTimestamp", "yesterday", "outcomeTimestamp", "'yesterday' is not an RFC 3339 date-time with its "
+                                                          "offset, e.g. 2026-01-02T03:04:05Z"),
     ("acceptedSuggestions", 1, "acceptedSuggestions", 'must be a list of at most 100 {"id": ...}, not 1'),
     ("overrideReason", 1, "overrideReason", "must be an object, not 1"),
     ("overrideReason", {"reason": 1}, "overrideReason.reason", "must be a Coding with code and system (one of the "
@@ -147,9 +148,25 @@ def test_each_field_of_a_feedback_item_says_what_it_allows(field, value, path, m
         {"path": f"feedback[0].{path}", "message": f"feedback[0].{path} {message}"}]
 
 
-@pytest.mark.parametrize("timestamp", ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123+02:00", "2026-01-02"])
-def test_a_timestamp_python_reads_as_iso_8601_is_accepted(timestamp):
+@pytest.mark.parametrize("timestamp", ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123+02:00",
+                                       "2026-01-02t03:04:05.5z", "2026-12-31T23:59:59-00:00"])
+def test_an_rfc_3339_date_time_is_accepted(timestamp):
     assert feedback_problems({"feedback": [dict(ITEM, outcomeTimestamp=timestamp)]}) == []
+
+
+@pytest.mark.parametrize("timestamp", [
+    "2026-01-02",  # a date: no time
+    "2026-01-02T03:04:05",  # no offset: an instant no one can place
+    "2026-01-02T03:04Z",  # no seconds
+    "2026-01-02 03:04:05Z",  # ISO 8601's space, which RFC 3339 only notes
+    "20260102T030405Z", "2026-W01-2T03:04:05Z", "2026-002T03:04:05Z",  # other ISO 8601 forms
+    "2026-13-02T03:04:05Z", "2026-02-30T03:04:05Z", "2026-01-02T24:00:00Z",  # numbers out of range
+    "2026-01-02T03:04:05+0200", "2026-01-02T03:04:05Z ", "\uff12026-01-02T03:04:05Z",  # offset, blank, a digit
+])
+def test_other_timestamps_are_refused_saying_the_form_wanted(timestamp):
+    message = f"{shown_value(timestamp)} is not an RFC 3339 date-time with its offset, e.g. 2026-01-02T03:04:05Z"
+    assert feedback_problems({"feedback": [dict(ITEM, outcomeTimestamp=timestamp)]}) == [
+        {"path": "feedback[0].outcomeTimestamp", "message": f"feedback[0].outcomeTimestamp {message}"}]
 
 
 def test_the_parts_of_an_override_reason_and_a_suggestion_say_what_they_allow():

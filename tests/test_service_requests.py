@@ -196,7 +196,8 @@ def test_valid_feedback_items_are_returned_as_sent():
     (dict(ITEM, outcome="maybe"), "feedback[0].outcome",
      "feedback[0].outcome must be \"accepted\" or \"overridden\", not 'maybe'"),
     (dict(ITEM, outcomeTimestamp="yesterday"), "feedback[0].outcomeTimestamp",
-     "feedback[0].outcomeTimestamp 'yesterday' is not an RFC 3339 date-time"),
+     "feedback[0].outcomeTimestamp 'yesterday' is not an RFC 3339 date-time with its offset, e.g. "
+     "2026-01-02T03:04:05Z"),
     (dict(ITEM, acceptedSuggestions=[{"id": 1}]), "feedback[0].acceptedSuggestions[0].id",
      "feedback[0].acceptedSuggestions[0].id must be text (the id of a suggestion of the card), not 1"),
     (dict(ITEM, overrideReason={"reason": {"code": "x"}}), "feedback[0].overrideReason.reason.system",

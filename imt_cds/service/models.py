@@ -12,6 +12,7 @@ whether ``fhirAuthorization`` is usable for it is decided later, where the data 
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -125,6 +126,10 @@ class AcceptedSuggestion(_Model):
     id: str = Field(description="text (the id of a suggestion of the card)")
 
 
+_RFC3339_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                                r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
 class FeedbackItem(_Model):
     card: _Text = Field(description="the card's uuid, non-empty text")
     outcome: Literal["accepted", "overridden"] = Field(description='"accepted" or "overridden"')
@@ -136,10 +141,16 @@ class FeedbackItem(_Model):
     @field_validator("outcomeTimestamp")
     @classmethod
     def _rfc3339(cls, value: str) -> str:
+        # RFC 3339's date-time: a date, a time to the second and its offset (CDS Hooks asks for UTC: "Z"). Python's
+        # own reader alone took a date, a time without an offset (an instant no one can place) and other ISO 8601
+        # forms; it still checks the numbers (a 13th month).
         try:
-            datetime.fromisoformat(value)  # (which reads a "Z" offset since Python 3.11)
+            if _RFC3339_DATE_TIME.fullmatch(value) is None:
+                raise ValueError
+            datetime.fromisoformat(value.upper())
         except ValueError:
-            raise ValueError(f"{shown_value(value)} is not an RFC 3339 date-time") from None
+            raise ValueError(f"{shown_value(value)} is not an RFC 3339 date-time with its offset, e.g. "
+                             "2026-01-02T03:04:05Z") from None
         return value
 
 
