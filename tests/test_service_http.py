@@ -751,6 +751,7 @@ def test_a_compressed_body_is_refused_with_415_on_every_path_that_reads_one(clie
                         (PATIENT_VIEW + "/feedback", {})):
         response = client.post(path, content=body, headers={**headers, **extra})
         assert (response.status_code, response.json()["error"]["message"]) == (415, message), path
+        assert response.json()["error"]["code"] == "cds_unsupported_content_coding", path
         assert response.headers["accept-encoding"] == "identity" and "accept" not in response.headers, path
     plain = client.post(PATIENT_VIEW, content=gzip.decompress(body), headers={**headers, "content-encoding": "br"})
     assert plain.status_code == 415 and "('br', Content-Encoding)" in plain.json()["error"]["message"]

@@ -168,6 +168,7 @@ class UnsupportedMediaTypeError(ServiceError):
 class UnsupportedContentCodingError(UnsupportedMediaTypeError):
     """A request body with a content coding (``Content-Encoding: gzip``): it would be read as if it had none."""
 
+    code = "cds_unsupported_content_coding"
     response_headers = (("Accept-Encoding", "identity"),)  # RFC 9110 12.5.3: the codings that would be accepted
 
 

@@ -567,11 +567,15 @@ def _message(data: dict[str, Any], raw: bytes | None) -> bytes:
     (orjson and the stdlib write control characters escaped), so the first one separates, whatever ``raw`` holds."""
     try:
         encoded = orjson.dumps(data)
-    except orjson.JSONEncodeError:
+    except orjson.JSONEncodeError as exc:
         # orjson writes no integer past 64 bits, and a chart may hold one (a FHIR decimal is any number; the server
         # read it with the stdlib): the stdlib writes it, marked so that it is read back as the same int (orjson
-        # would read a float), all text escaped to ASCII so that any Python text goes through.
-        encoded = _STDLIB_JSON + json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
+        # would read a float). What neither can write as UTF-8 (text with a lone surrogate) fails as it did.
+        try:
+            text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+            encoded = _STDLIB_JSON + text.encode("utf-8")
+        except ValueError:  # (UnicodeEncodeError is one)
+            raise exc from None
     return encoded if raw is None else encoded + b"\0" + raw
 
 
