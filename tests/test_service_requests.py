@@ -72,6 +72,9 @@ def test_a_long_content_coding_is_shown_cut():
     with pytest.raises(UnsupportedMediaTypeError) as raised:
         check_json_content_type("application/json", "gzip, " + "x" * 200)
     assert f"({('gzip, ' + 'x' * 200)[:80] + '...'!r}, Content-Encoding)" in raised.value.message
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        check_json_content_type("application/json", "gzip, " + "x" * 74)  # 80 characters: shown whole
+    assert f"({'gzip, ' + 'x' * 74!r}, Content-Encoding)" in raised.value.message
 
 
 def test_a_long_content_type_is_shown_cut_and_a_missing_one_is_said_to_be_missing():

@@ -76,6 +76,8 @@ def test_a_job_with_an_integer_past_64_bits_goes_through_as_that_integer():
     assert encode_job({"op": "facts", "n": 2**63 - 1}) == b'{"op":"facts","n":9223372036854775807}'  # orjson's
     with pytest.raises(orjson.JSONEncodeError):  # text that is not UTF-8 (a lone surrogate): fails as before
         encode_job({"op": "facts", "n": 10**20, "t": "\ud800"})
+    with pytest.raises(orjson.JSONEncodeError):  # nor NaN, which JSON has no word for (the stdlib would write one)
+        encode_job({"op": "facts", "n": 10**20, "x": float("nan")})
 
 
 def test_an_answer_carries_its_raw_response_after_a_nul_byte_and_gets_it_back_under_raw():
