@@ -4,6 +4,7 @@ public module-level table can be changed by a caller."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import pkgutil
@@ -183,6 +184,20 @@ def test_no_public_module_level_table_can_be_changed_by_a_caller():
             if not attribute.startswith("_") and isinstance(value, (dict, list, set, bytearray)):
                 mutable.add((name, attribute))
     assert mutable == MUTABLE_ALLOWED  # equality: an allowance that is no longer needed is removed
+
+
+def test_every_public_module_level_record_is_frozen():
+    # The service definitions, their prefetch templates and the like are read by every request: a handler that
+    # could assign to one would change what the service says for all calls after it.
+    records = set()
+    for name in _all_modules():
+        for attribute, value in vars(importlib.import_module(name)).items():
+            items = value if isinstance(value, tuple) else (value,)
+            for item in items:
+                if not attribute.startswith("_") and dataclasses.is_dataclass(item) and not isinstance(item, type):
+                    records.add((name, attribute))
+                    assert type(item).__dataclass_params__.frozen, f"{name}.{attribute}: {type(item).__name__}"
+    assert ("imt_cds.service.calls", "SERVICES") in records and ("imt_cds.service.calls", "PATIENT") in records
 
 
 def test_the_frozen_tables_still_read_as_before():

@@ -92,7 +92,7 @@ def test_a_prefix_with_a_trailing_slash_covers_its_own_path():
 
 # --- render_template: the context values put into a query ---------------------------------------------------------
 
-PATIENT = Template("patient", "Patient/{{context.patientId}}", True)
+PATIENT = Template("patient", "Patient/{{context.patientId}}")
 
 
 @pytest.mark.parametrize("value", [None, "", 7])
@@ -116,7 +116,7 @@ def test_a_fhir_id_is_put_in_as_it_is(value):
 
 
 def test_a_context_value_that_is_no_id_is_url_encoded():
-    search = Template("orders", "MedicationRequest?encounter={{context.encounter}}", False)
+    search = Template("orders", "MedicationRequest?encounter={{context.encounter}}")
     assert render_template(search, {"encounter": "a b&c=/"}) == "MedicationRequest?encounter=a%20b%26c%3D%2F"
 
 

@@ -20,7 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 from audit_support import hold_sqlite_write_lock
-from service_support import Signer, bearer, example_resources, hook_request, prefetch_for, running_service
+from service_support import (
+    EXAMPLE_PATIENT,
+    Signer,
+    bearer,
+    example_resources,
+    hook_request,
+    prefetch_for,
+    running_service,
+)
 
 from imt_cds.service import AuthSettings, ServiceConfig, TrustedIssuer, create_app
 from imt_cds.service.replay_cache import SqlReplayCache
@@ -185,7 +193,7 @@ def test_on_postgresql_the_recorder_waits_at_most_the_store_timeout_for_the_chai
         handler = _Handler(settings)
         with _open_audit_store(settings) as store:  # as the server does when it starts
             store.archive(handler.engine.rulebook)
-        job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21"}
+        job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21", "patient_id": EXAMPLE_PATIENT}
 
         async def scenario() -> None:
             recorder = AuditRecorder(lambda: _open_audit_store(settings))

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from service_support import EXAMPLE_PATIENT, example_resources, hook_request, prefetch_for, running_service
 
-from imt_cds.service.calls import DIAGNOSIS_ATTESTED_EXTENSION
-
 PATIENT_VIEW = "/cds-services/imt-patient-view"
 ORDER_SIGN = "/cds-services/imt-order-sign"
+# The request extension as README documents it to EHR integrators (written out, not imported: a client sends this
+# text, so a change to the service's constant must fail here, not follow silently).
+DIAGNOSIS_ATTESTED_EXTENSION = "urn:imt-cds:imt-diagnosis-attested"
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "fhir-charts"
 INDEX = json.loads((CORPUS / "_index.json").read_text())
 

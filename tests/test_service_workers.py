@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 from rulebook_copies import copy_rulebook, set_parameters
-from service_support import example_resources, hook_request, prefetch_for, running_service, worker_pids
+from service_support import EXAMPLE_PATIENT, example_resources, hook_request, prefetch_for, running_service, worker_pids
 
 VIEW = "/cds-services/imt-patient-view"
 
@@ -178,7 +178,8 @@ def test_a_worker_prepares_every_evaluations_record_and_answers_with_its_id(tmp_
     audit = str(tmp_path / "audit.db")
     handler = _Handler(WorkerSettings(cache_size=16, audit=audit, audit_input=False))
     assert not Path(audit).exists()
-    job = {"op": "assess", "resources": example_resources(), "on": date(2026, 11, 21).isoformat()}
+    job = {"op": "assess", "resources": example_resources(), "on": date(2026, 11, 21).isoformat(),
+           "patient_id": EXAMPLE_PATIENT}
     first, again = handler.handle(job), handler.handle(job)
     assert handler.engine.cache_stats().hits == 1
     for answer in (first, again):
@@ -235,7 +236,7 @@ def test_with_an_audit_store_an_answer_comes_back_only_once_its_record_is_commit
     from imt_cds.service.workers import AuditUnavailableError, WorkerPool, WorkerSettings
 
     path = tmp_path / "audit.db"
-    job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21"}
+    job = {"op": "assess", "resources": example_resources(), "on": "2026-11-21", "patient_id": EXAMPLE_PATIENT}
 
     async def run():
         pool = WorkerPool(WorkerSettings(cache_size=0, audit=str(path), store_timeout=20.0), 1, timeout=2.0)

@@ -194,6 +194,15 @@ def test_a_chart_of_another_patient_than_the_job_names_is_refused_with_the_reade
     assert "someone-else" in answer["refused"]["message"] and EXAMPLE_PATIENT in answer["refused"]["message"]
 
 
+@pytest.mark.parametrize("op", ["facts", "assess", "cards"])
+def test_a_job_that_does_not_name_the_patient_in_context_fails_instead_of_reading_the_chart_unchecked(handler, op):
+    # Read with no patient to check against, a chart of another patient would be evaluated: the key is required.
+    unnamed = job(op, hook_instance="h", fhir_guidance_endpoint=None)
+    del unnamed["patient_id"]
+    with pytest.raises(KeyError, match="patient_id"):
+        handler.handle(unnamed)
+
+
 def test_a_cards_job_answers_the_response_bytes_and_an_index_of_its_cards(handler):
     answer = handler.handle(cards_job())
     assert set(answer) == {"ok", "evaluation_id", "index", "raw"}

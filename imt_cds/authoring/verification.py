@@ -76,7 +76,7 @@ class Check:
         return data
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Property:
     number: int
     text: str

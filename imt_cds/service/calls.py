@@ -33,15 +33,14 @@ __all__ = [
 # {"extension": {<this>: true}}: the caller established the IMT diagnosis outside the chart (recorded in provenance)
 DIAGNOSIS_ATTESTED_EXTENSION = "urn:imt-cds:imt-diagnosis-attested"
 
-PATIENT = Template("patient", "Patient/{{context.patientId}}", single=True)
-CONDITIONS = Template("conditions", "Condition?patient={{context.patientId}}", single=False)
+PATIENT = Template("patient", "Patient/{{context.patientId}}")
+CONDITIONS = Template("conditions", "Condition?patient={{context.patientId}}")
 # Only the Observations imt_cds.fhir reads (its OBSERVATION_CODES: tumor size, genomic variants, the mCODE cM
 # category, and any fact of the project's own code system, "system|" matching every code of that system).
 OBSERVATIONS = Template(
     "observations",
-    "Observation?patient={{context.patientId}}&code=" + ",".join(f"{s}|{c}" for s, c in OBSERVATION_CODES),
-    single=False)
-PROCEDURES = Template("procedures", "Procedure?patient={{context.patientId}}", single=False)
+    "Observation?patient={{context.patientId}}&code=" + ",".join(f"{s}|{c}" for s, c in OBSERVATION_CODES))
+PROCEDURES = Template("procedures", "Procedure?patient={{context.patientId}}")
 
 
 @dataclass(frozen=True)

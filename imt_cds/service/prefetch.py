@@ -62,9 +62,11 @@ MAX_URL_CHARS = 8192
 
 @dataclass(frozen=True)
 class Template:
+    """A prefetch template of a service. Whether its query is a read or a search need not be known: what comes
+    back, a resource or a searchset Bundle, is passed on as it is."""
+
     key: str
     query: str  # a relative FHIR read or search with {{context.x}} tokens
-    single: bool  # a read (one resource) rather than a search (a searchset Bundle)
 
 
 class UrlRefused(ValueError):

@@ -687,10 +687,12 @@ class _Handler:
 
         if job.get("op") == "hook":
             return self._hook_call(job, body)
+        # The patient in context is required (None only where there is none to check against): a job that forgot
+        # it must fail, not skip the check that the chart is that patient's.
+        patient_id = job["patient_id"]
         try:
             read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]),
-                                              terminology=self.engine.rulebook.terminology,
-                                              patient_id=job.get("patient_id"),
+                                              terminology=self.engine.rulebook.terminology, patient_id=patient_id,
                                               diagnosis_attested=bool(job.get("attested")))
         except ChartRefusedError as exc:
             return {"ok": True, "refused": {"reason": exc.reason, "message": exc.problems[0].message}}
