@@ -10,6 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
+import codesystems_golden
 from fhir.resources.R4B.codesystem import CodeSystem
 from rulebook_copies import copy_rulebook, edit
 
@@ -91,3 +92,26 @@ def test_an_output_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path
                             check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--output" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_published_codesystems_are_word_for_word_the_reviewed_ones():
+    # What a receiver's terminology server shows clinicians for each code (tests/codesystems_golden.py says why every
+    # word is frozen and how to regenerate the file after a deliberate change).
+    frozen, live = codesystems_golden.load(), codesystems_golden.published()
+    assert [s["url"] for s in live] == [s["url"] for s in frozen]
+    for now, then in zip(live, frozen):
+        changed = [c["code"] for c, was in zip(now["concept"], then["concept"]) if c != was]
+        assert now["concept"] == then["concept"], f"{now['url']}: concepts changed: {changed}"
+        assert now == then, f"{now['url']}: the CodeSystem's own elements changed"
+
+
+def test_a_finding_code_is_defined_by_the_rules_that_produce_it_with_their_versions(rulebook):
+    # An auditor reads a finding code back to its rules: every producing rule is named with its version.
+    (findings,) = [s for s in code_systems(rulebook) if s["url"] == "urn:imt-cds:finding-code"]
+    shared = 0
+    for concept in findings["concept"]:
+        producers = rulebook.producers(concept["code"])
+        named = concept["definition"].split(", produced by rule ", 1)[1].split(": ", 1)[0]
+        assert named == ", ".join(f"{rule.id} v{rule.version}" for rule in producers)
+        shared += len(producers) > 1
+    assert shared >= 2  # (codes two rules produce are among them: FLAG_OFF_LABEL_AGE, FLAG_OFF_LABEL_INDICATION)

@@ -11,11 +11,13 @@ import asyncio
 import multiprocessing
 import re
 import struct
+import uuid
 
 import orjson
 import pytest
 from service_support import EXAMPLE_PATIENT, example_resources, hook_request, prefetch_for
 
+from imt_cds.render.cards import card_uuid
 from imt_cds.service.calls import FHIR_GUIDANCE_EXTENSION
 from imt_cds.service.workers import (
     WorkerSettings,
@@ -233,6 +235,45 @@ def test_a_cards_job_on_a_chart_not_evaluated_answers_no_cards_or_the_one_card_c
     cards = orjson.loads(answer["raw"])["cards"]
     assert [card["source"]["topic"]["code"] for card in cards] == ["NOT_ELIGIBLE"]
     assert answer["evaluation_id"] is None and answer["index"] == []  # nothing to give feedback about
+
+
+def conflicting() -> list:
+    """The example chart with a surgical procedure and a fact Observation saying there was no surgery."""
+    subject = {"reference": f"Patient/{EXAMPLE_PATIENT}"}
+    return [*example_resources(),
+            {"resourceType": "Procedure", "id": "resection", "status": "completed", "subject": subject,
+             "code": {"text": "resection"}, "meta": {"profile": [
+                 "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-related-surgical-procedure"]}},
+            {"resourceType": "Observation", "id": "no-surgery", "status": "final", "subject": subject,
+             "code": {"coding": [{"system": "urn:imt-cds:fact", "code": "history.surgery_done"}]},
+             "valueBoolean": False}]
+
+
+def test_the_cards_of_a_chart_not_evaluated_have_the_ids_their_hook_instance_always_gave(handler):
+    # Ids issued before must stay traceable (test_service_cards.py pins the helper): the conflict card's evaluation
+    # id is the hook call's, and feedback about it is indexed under it; the not-eligible card's uuid is its own.
+    def made(kind: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:imt-cds:{kind}:hook-1"))
+
+    answer = handler.handle(cards_job(conflicting()))
+    (card,) = orjson.loads(answer["raw"])["cards"]
+    assert card["source"]["topic"]["code"] == "FHIR_INPUT_CONFLICT" and answer["evaluation_id"] == made("hook")
+    assert answer["index"] == [[card_uuid(made("hook"), "FHIR", "FHIR_INPUT_CONFLICT"), "FHIR_INPUT_CONFLICT"]]
+    told = _Handler(WorkerSettings(cache_size=0, public_url=PUBLIC_URL, not_eligible_card=True))
+    (card,) = orjson.loads(told.handle(cards_job(without_diagnosis()))["raw"])["cards"]
+    assert card["uuid"] == card_uuid(made("not-eligible"), "FHIR", "NOT_ELIGIBLE")
+
+
+def test_the_card_of_what_could_not_be_read_comes_first_among_the_cards_of_its_severity(handler):
+    # A preliminary result is left out without bearing on a fact: an info card, among the recommendations' cards.
+    left_out = {"resourceType": "Observation", "id": "preliminary", "status": "preliminary",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "21889-1"}]},
+                "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"}}
+    cards = orjson.loads(handler.handle(cards_job([*example_resources(), left_out]))["raw"])["cards"]
+    info = [card["source"]["topic"]["code"] for card in cards if card["indicator"] == "info"]
+    assert info[0] == "FHIR_INPUT_PROBLEMS" and len(info) > 2
+    assert [card["indicator"] for card in cards] == sorted((card["indicator"] for card in cards),
+                                                           key=["critical", "warning", "info"].index)
 
 
 def test_an_audited_worker_prepares_the_record_and_the_cards_quote_its_id(tmp_path):
