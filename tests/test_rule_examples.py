@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from imt_cds import load_rulebook
@@ -25,3 +27,17 @@ def test_every_rule_has_an_example_that_fires_and_one_that_stays_silent(rulebook
         if rule.when is not None and rule.when.__class__.__name__ == "Always":
             continue  # a rule that always applies cannot stay silent (R01)
         assert any(not e.fires for e in rule.examples), rule.id
+
+
+def test_an_example_written_wrong_is_reported_in_words_a_rule_author_can_act_on(engine):
+    rule = engine.rulebook.rule("R16")
+    firing = next(example for example in rule.examples if example.fires)
+    silent = next(example for example in rule.examples if not example.fires)
+    assert run_example(engine, rule, replace(firing, fires=False)).failures == ("R16 should stay silent but fired",)
+    assert run_example(engine, rule, replace(silent, fires=True)).failures == ("R16 should fire but did not",)
+    produced = "RISK_TUMOR_SIZE_ABOVE_COHORT_MEDIAN"
+    wrong = replace(firing, expect=("FLAG_CONTRADICTORY_INPUT",), expect_not=(produced,), expect_suppressed=(produced,))
+    outcome = run_example(engine, rule, wrong)
+    assert outcome.fired and not outcome.passed and outcome.failures == (
+        "expected FLAG_CONTRADICTORY_INPUT in the output; it is not",
+        f"expected {produced} not to be in the output; it is", f"expected {produced} to be suppressed; it is not")
