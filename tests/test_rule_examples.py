@@ -41,3 +41,19 @@ def test_an_example_written_wrong_is_reported_in_words_a_rule_author_can_act_on(
     assert outcome.fired and not outcome.passed and outcome.failures == (
         "expected FLAG_CONTRADICTORY_INPUT in the output; it is not",
         f"expected {produced} not to be in the output; it is", f"expected {produced} to be suppressed; it is not")
+
+
+def test_a_rule_that_fires_without_its_effect_showing_is_a_failure(engine):
+    # A rule file out of step with the engine that runs it (a finding or derived fact renamed in one of them only):
+    # the rule fires, but what it says it makes is neither in the output nor suppressed.
+    finding_rule, deriving_rule = engine.rulebook.rule("R13"), engine.rulebook.rule("D02")
+    request, flag = finding_rule.findings
+    renamed = replace(finding_rule, findings=(replace(request, code="REQUEST_RENAMED"), flag,
+                                              replace(flag, code="FLAG_RENAMED")))
+    example = next(example for example in finding_rule.examples if example.fires)
+    assert run_example(engine, renamed, example).failures == (
+        "R13 fired but REQUEST_RENAMED, FLAG_RENAMED is neither in the output nor suppressed",)
+    example = next(example for example in deriving_rule.examples if example.fires)
+    assert run_example(engine, replace(deriving_rule, derives="RENAMED"), example).failures == (
+        "D02 fired but RENAMED is neither in the output nor suppressed",)
+    assert run_example(engine, deriving_rule, example).passed

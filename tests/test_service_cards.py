@@ -118,6 +118,20 @@ def test_targeted_drugs_are_recognised_by_name_case_insensitively(rulebook, text
     assert (drug.name if drug else None) == ingredient
 
 
+def test_an_order_coded_only_with_a_drugs_rxnorm_ingredient_code_is_recognised(rulebook):
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"  # as the drug table's docstring names the system
+    crizotinib = rulebook.drugs["crizotinib"].rxnorm
+    assert crizotinib is not None
+    order = {"resourceType": "MedicationRequest", "id": "coded",
+             "medicationCodeableConcept": {"coding": [{"system": rxnorm, "code": crizotinib}]}}
+    (found,) = targeted_orders({"resourceType": "Bundle", "entry": [{"resource": order}]}, rulebook.drugs)
+    assert (found.where, found.drug.name, found.text) == ("MedicationRequest/coded", "crizotinib", "crizotinib")
+    # the same digits in another code system, and an RxNorm code not in the table, name no drug of it
+    assert find_drug(rulebook.drugs, [], [("http://example.org/formulary", crizotinib)]) is None
+    assert find_drug(rulebook.drugs, [], [(rxnorm, "1")]) is None
+    assert find_drug(rulebook.drugs, ["amoxicillin"], [(rxnorm, crizotinib)]).name == "crizotinib"
+
+
 def test_orders_are_read_from_text_displays_and_contained_medications(rulebook):
     bundle = {"resourceType": "Bundle", "entry": [
         {"resource": {"resourceType": "MedicationRequest", "id": "a", "medicationCodeableConcept": {
