@@ -106,6 +106,7 @@ def test_a_prefetch_without_the_patient_is_412_and_two_patients_400(client):
     prefetch["patient"] = None
     response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch))
     assert response.status_code == 412 and "no Patient" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"] == {"missing": {"patient": "no Patient resource"}}  # the key to send
     twin = copy.deepcopy(next(r for r in resources if r["resourceType"] == "Patient"))
     twin["id"] = "twin"
     prefetch = prefetch_for(resources)

@@ -195,7 +195,7 @@ def test_indicators_follow_the_documented_mapping(client):
             assert shown["indicator"] == "info"
 
 
-def test_a_contradictory_record_gets_a_critical_card_that_lists_what_was_withheld(client):
+def test_a_contradictory_record_gets_a_critical_card_that_lists_what_was_withheld(client, service):
     resources = with_fact(example_resources(), "history.margin_status", "R1", "margin")  # a margin, no surgery
     request = hook_request("patient-view", prefetch=prefetch_for(resources),
                            extension={"urn:imt-cds:fhir-guidance": True})
@@ -216,6 +216,8 @@ def test_a_contradictory_record_gets_a_critical_card_that_lists_what_was_withhel
     assert priorities["REC_MULTIDISCIPLINARY_REVIEW"] == "routine"
     assert set(priorities) == set(codes(response))
     assert bundle["entry"][0]["resource"]["requestIdentifier"]["value"] == f"urn:uuid:{request['hookInstance']}"
+    # The GuidanceResponse names the service that answered: the URL the request was sent to.
+    assert [e["valueUri"] for e in bundle["entry"][0]["resource"]["extension"]] == [service.url + PATIENT_VIEW]
 
 
 def test_fhir_output_is_only_sent_when_asked_for(client):
