@@ -213,6 +213,7 @@ def test_an_audit_store_in_a_folder_that_does_not_exist_stops_the_start_naming_b
         plain_app(audit=str(path))
     assert str(refused.value) == (f"cannot open the audit store {path}: its folder {path.parent} does not exist "
                                   "(create it, or give another --audit path)")
+    assert refused.value.code == "cds_audit_store_unavailable"  # what serve prints: error [cds_audit_store_unavailable]
     assert not path.parent.exists()
 
 

@@ -5,7 +5,7 @@ on both sides, and the whole message of each refusal. test_serve_options.py runs
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import pytest
@@ -135,3 +135,15 @@ def test_feedback_goes_to_the_audit_store_or_to_a_log_not_both(tmp_path):
     replace(OPEN, feedback_log=Path(tmp_path / "feedback.ndjson")).check()
     assert refusal(replace(OPEN, audit=str(tmp_path / "audit.db"), feedback_log=tmp_path / "feedback.ndjson")) == (
         "feedback goes to the audit store when there is one: give --audit or --feedback-log, not both")
+
+
+def test_a_configuration_is_one_value_that_nothing_can_change_once_built():
+    with pytest.raises(FrozenInstanceError):
+        OPEN.workers = 8  # type: ignore[misc]
+
+
+def test_the_default_fetch_limits_are_those_readme_states_and_bound_every_request():
+    # README, "fhirServer": searchset pages are followed "at most 20"; one request's own timeout is a number of
+    # seconds within the deadline of all of them (None would let one request wait until the deadline alone ends it).
+    assert OPEN.fhir_max_pages == 20
+    assert isinstance(OPEN.fhir_timeout, float) and 0 < OPEN.fhir_timeout <= OPEN.fhir_deadline

@@ -10,6 +10,7 @@ They extend the library's hierarchy (``imt_cds.errors``) under one branch::
         ├── NotFoundError              "cds_not_found"          404  no such service or rule
         ├── PayloadTooLargeError       "cds_payload_too_large"  413  the body is over the configured limit
         ├── UnsupportedMediaTypeError  "cds_unsupported_media_type"  415  the body is not declared as JSON
+        │   └── UnsupportedContentCodingError  "cds_unsupported_content_coding"  415  the body is compressed (gzip, ...)
         ├── PrefetchUnavailableError   "cds_data_unavailable"   412  neither prefetch nor fhirServer gave the data
         ├── WorkerCrashedError         "cds_worker_crashed"     500  the evaluation process died serving the request
         ├── WorkerTimeoutError         "cds_worker_timeout"     503  no evaluation process answered in time
