@@ -183,6 +183,21 @@ MUTATION_TESTS_imt_cds/cli/serve.py := tests/test_serve_parser.py tests/test_ser
     tests/test_service_limits.py tests/test_cli_errors.py
 MUTATION_TESTS_imt_cds/cli/batch.py := tests/test_batch_cli_mutants.py tests/test_batch.py tests/test_cli.py \
     -k 'batch or jobs'
+# The eight modules never mutated before this pass (tests/mutation-survivors.md, "Modules never mutated before"): each
+# selection starts with its in-process tests, so a survivor costs seconds, not a server's minute.
+MUTATION_TESTS_imt_cds/service/calls.py := tests/test_service_cards.py tests/test_workers_mutants.py \
+    tests/test_service_requests.py tests/test_service_http.py tests/test_service_fhir_safety.py tests/test_api_hygiene.py
+MUTATION_TESTS_imt_cds/service/patient_view.py := tests/test_workers_mutants.py tests/test_service_http.py \
+    tests/test_service_fhir_safety.py
+MUTATION_TESTS_imt_cds/service/hooks.py := tests/test_app_mutants.py tests/test_service_hook_path.py tests/test_service_http.py \
+    tests/test_service_fhir_safety.py tests/test_service_requests.py tests/test_service_cards.py
+MUTATION_TESTS_imt_cds/service/errors.py := tests/test_service_errors.py tests/test_app_mutants.py tests/test_api_hygiene.py \
+    tests/test_connections_mutants.py
+MUTATION_TESTS_imt_cds/service/config.py := tests/test_config_mutants.py tests/test_app_mutants.py tests/test_api_hygiene.py
+MUTATION_TESTS_imt_cds/service/drugs.py := tests/test_service_cards.py tests/test_order_sign_cards.py
+MUTATION_TESTS_imt_cds/render/fhir_codesystems.py := tests/test_fhir_codesystems.py tests/test_fhir_invariants.py \
+    tests/test_api_hygiene.py
+MUTATION_TESTS_imt_cds/authoring/rule_examples.py := tests/test_rule_examples.py tests/test_rules_cli_mutants.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
@@ -198,7 +213,10 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/service/feedback.py imt_cds/authoring/verification.py imt_cds/authoring/symbolic.py \
           imt_cds/service/workers.py imt_cds/cli/evaluate.py imt_cds/cli/common.py imt_cds/service/connections.py \
           imt_cds/service/app.py imt_cds/render/report_html.py imt_cds/cli/audit.py \
-          imt_cds/cli/rules.py imt_cds/cli/batch.py imt_cds/cli/main.py
+          imt_cds/cli/rules.py imt_cds/cli/batch.py imt_cds/cli/main.py imt_cds/service/calls.py \
+          imt_cds/service/patient_view.py imt_cds/service/hooks.py imt_cds/service/errors.py \
+          imt_cds/service/config.py imt_cds/service/drugs.py imt_cds/render/fhir_codesystems.py \
+          imt_cds/authoring/rule_examples.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \

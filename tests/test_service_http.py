@@ -534,6 +534,17 @@ def test_an_order_on_a_record_with_problems_gets_the_problems_card_first_only_wh
     assert [c["source"]["topic"]["code"] for c in unrelated] == ["ORDER_TARGET_NOT_POSITIVE"]
 
 
+def test_an_order_whose_target_results_conflict_gets_the_problems_card_naming_that_status(client):
+    # Two NTRK1 results, one present and one absent: the status is left unknown, and the order of a TRK inhibitor,
+    # which rests on it, shows why beside its own card.
+    resources = [*example_resources(), gene_result("HGNC:8031", "NTRK1", True, "ntrk-present"),
+                 gene_result("HGNC:8031", "NTRK1", False, "ntrk-absent")]
+    cards = post(client, ORDER_SIGN, order_request({"medicationCodeableConcept": {"text": "larotrectinib"}},
+                                                   resources)).json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in cards] == ["FHIR_INPUT_PROBLEMS", "ORDER_TARGET_NOT_POSITIVE"]
+    assert "Facts affected: `molecular.ntrk.status`" in cards[0]["detail"].replace("\\_", "_")
+
+
 def test_an_order_on_a_record_that_contradicts_itself_gets_one_conflict_card(client):
     # a yes/no fact that cannot be left unknown, said both ways at once: nothing can be read as the patient's
     resources = with_fact(with_fact(example_resources(), "history.surgery_done", True, "surgery-yes"),
