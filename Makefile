@@ -183,7 +183,7 @@ MUTATION_TESTS_imt_cds/cli/serve.py := tests/test_serve_parser.py tests/test_ser
     tests/test_service_limits.py tests/test_cli_errors.py
 MUTATION_TESTS_imt_cds/cli/batch.py := tests/test_batch_cli_mutants.py tests/test_batch.py tests/test_cli.py \
     -k 'batch or jobs'
-# The eight modules never mutated before this pass (tests/mutation-survivors.md, "Modules never mutated before"): each
+# The eight modules never run whole before (tests/mutation-survivors.md, "Modules never run whole before"): each
 # selection starts with its in-process tests, so a survivor costs seconds, not a server's minute.
 MUTATION_TESTS_imt_cds/service/calls.py := tests/test_service_cards.py tests/test_workers_mutants.py \
     tests/test_service_requests.py tests/test_service_http.py tests/test_service_fhir_safety.py tests/test_api_hygiene.py
