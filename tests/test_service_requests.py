@@ -11,7 +11,7 @@ from imt_cds.service.calls import DIAGNOSIS_ATTESTED_EXTENSION, check_request, f
 from imt_cds.service.errors import BadRequestError, UnsupportedMediaTypeError
 from imt_cds.service.feedback import parse_feedback
 from imt_cds.service.prefetch import prefetched
-from imt_cds.service.request_json import check_json_content_type
+from imt_cds.service.request_json import check_json_content_type, parse_request_json
 
 PATIENT_VIEW = find_service("imt-patient-view")
 ORDER_SIGN = find_service("imt-order-sign")
@@ -31,6 +31,7 @@ def paths(error: BadRequestError) -> list[str]:
 @pytest.mark.parametrize("content_type", [
     "application/json", "application/json; charset=utf-8", "APPLICATION/JSON", " application/json ;x=y",
     "application/cds-hooks+json", "application/problem+json; charset=utf-8",
+    "application/a+json",  # (the shortest structured syntax suffix there is: one letter before "+json")
 ])
 def test_a_body_declared_as_json_is_read(content_type):
     check_json_content_type(content_type)  # raises otherwise
@@ -263,3 +264,10 @@ def test_a_prefetch_value_that_is_not_a_resource_is_refused_naming_its_key(value
     with pytest.raises(BadRequestError) as raised:
         prefetched(PATIENT_VIEW.prefetch, request)
     assert raised.value.message == "prefetch.conditions must be a FHIR resource, a Bundle or null"
+
+
+def test_a_key_given_twice_is_named_whole_up_to_80_characters_then_cut():
+    for key, shown in (("hookInstance", "hookInstance"), ("k" * 80, "k" * 80), ("k" * 81, "k" * 80 + "...")):
+        with pytest.raises(BadRequestError) as refused:
+            parse_request_json(f'{{"{key}": 1, "{key}": 2}}'.encode())
+        assert refused.value.message == f"the request body has the key {shown!r} twice in one JSON object"
