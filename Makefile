@@ -198,6 +198,8 @@ MUTATION_TESTS_imt_cds/service/drugs.py := tests/test_service_cards.py tests/tes
 MUTATION_TESTS_imt_cds/render/fhir_codesystems.py := tests/test_fhir_codesystems.py tests/test_fhir_invariants.py \
     tests/test_api_hygiene.py
 MUTATION_TESTS_imt_cds/authoring/rule_examples.py := tests/test_rule_examples.py tests/test_rules_cli_mutants.py
+MUTATION_TESTS_imt_cds/service/request_json.py := tests/test_service_requests.py tests/test_lone_surrogates.py \
+    tests/test_cards_golden.py
 MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/compiler.py imt_cds/core/engine.py \
           imt_cds/core/assessment.py imt_cds/core/assessment_json.py imt_cds/core/rule_loader.py \
           imt_cds/core/rule_schema.py imt_cds/core/evidence.py imt_cds/core/_yaml.py imt_cds/core/memo.py \
@@ -216,7 +218,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/cli/rules.py imt_cds/cli/batch.py imt_cds/cli/main.py imt_cds/service/calls.py \
           imt_cds/service/patient_view.py imt_cds/service/hooks.py imt_cds/service/errors.py \
           imt_cds/service/config.py imt_cds/service/drugs.py imt_cds/render/fhir_codesystems.py \
-          imt_cds/authoring/rule_examples.py
+          imt_cds/authoring/rule_examples.py imt_cds/service/request_json.py
 
 define mutate_one
 	$(PY) tests/mutate.py $(1) --work $(MUTATION_DIR) --out $(MUTATION_DIR)/results.jsonl \
