@@ -115,3 +115,12 @@ def test_a_finding_code_is_defined_by_the_rules_that_produce_it_with_their_versi
         assert named == ", ".join(f"{rule.id} v{rule.version}" for rule in producers)
         shared += len(producers) > 1
     assert shared >= 2  # (codes two rules produce are among them: FLAG_OFF_LABEL_AGE, FLAG_OFF_LABEL_INDICATION)
+
+
+def test_every_service_card_code_published_is_one_the_service_makes_cards_with():
+    # A code in the published CodeSystem that no card ever carries tells a receiver of a card that does not exist
+    # (ORDER_NOT_CHECKED was one, left from an early order check).
+    from imt_cds.render.cards import ServiceCard
+
+    source = "\n".join(path.read_text() for path in (ROOT / "imt_cds").rglob("*.py"))
+    assert [card.name for card in ServiceCard if f"ServiceCard.{card.name}" not in source] == []

@@ -283,11 +283,11 @@ def test_every_card_has_one_shape_and_summaries_are_cut_the_same_way():
     assert card_summary("x" * 139) == "x" * 139
     assert card_summary("x" * 300) == "x" * 138 + "…" and len(card_summary("x" * 140)) == 139
     card = make_card(card_id="u", summary="s" * 200, indicator=Indicator.WARNING, detail=["a", "b"],
-                     source=service_source(ServiceCard.ORDER_NOT_CHECKED, "Not checked"), links=[])
+                     source=service_source(ServiceCard.ORDER_AGE_UNKNOWN, "Age unknown"), links=[])
     assert list(card) == ["uuid", "summary", "indicator", "detail", "source", "links", "overrideReasons"]
     assert len(card["summary"]) < 140 and card["detail"] == "a\nb" and card["indicator"] == "warning"
-    assert card["source"]["topic"] == {"system": "urn:imt-cds:service-card", "code": "ORDER_NOT_CHECKED",
-                                       "display": "Not checked"}
+    assert card["source"]["topic"] == {"system": "urn:imt-cds:service-card", "code": "ORDER_AGE_UNKNOWN",
+                                       "display": "Age unknown"}
     assert "links" not in make_card(card_id="u", summary="s", indicator=Indicator.INFO, detail=[],
                                     source=card["source"])
 
