@@ -451,8 +451,10 @@ def test_a_project_fact_with_no_single_value_is_not_used():
 
 
 @pytest.mark.parametrize("path, message", [
-    ("tumor.size_cm", "urn:imt-cds:fact code 'tumor.size_cm' is not a fact this code system can carry"),
-    ("age_years", "urn:imt-cds:fact code 'age_years' is not a fact this code system can carry"),
+    ("tumor.size_cm", "urn:imt-cds:fact code 'tumor.size_cm' is not a fact this code system can carry in a chart: it "
+                      "is read from a tumor size Observation (LOINC 21889-1), its longest dimension"),
+    ("age_years", "urn:imt-cds:fact code 'age_years' is not a fact this code system can carry in a chart: it is read "
+                  "from Patient.birthDate"),
     ("history.recurence", "urn:imt-cds:fact code 'history.recurence' is not a fact this code system can carry; did "
                           "you mean 'history.recurrence'?"),
 ])
@@ -1012,14 +1014,16 @@ def test_every_mapped_body_structure_gives_its_site(code, site):
     assert result.sources["tumor.site"] == ("Condition/imt",)
 
 
-@pytest.mark.parametrize("path", ["patient_id", "tumor.site"])
-def test_the_patient_and_the_site_cannot_be_set_through_the_projects_code_system(path):
+@pytest.mark.parametrize(("path", "element"), [("patient_id", "Patient.id"),
+                                             ("tumor.site", "the IMT Condition's bodySite")])
+def test_the_patient_and_the_site_cannot_be_set_through_the_projects_code_system(path, element):
     """Whose chart it is comes from the Patient, the site from the coded body site: an Observation of the project's
     code system must not name another patient or move the tumour."""
     result = read(chart(fact("x", path, valueString="thoracic" if path == "tumor.site" else "p2")))
     (problem,) = result.problems
     assert problem.where == "Observation/x"
-    assert problem.message.startswith(f"urn:imt-cds:fact code {path!r} is not a fact this code system can carry")
+    assert problem.message == (f"urn:imt-cds:fact code {path!r} is not a fact this code system can carry in a chart: "
+                               f"it is read from {element}")
     assert result.facts.patient_id == "p1" and result.facts.tumor.site == "unknown"
     assert "Observation/x" not in {ref for refs in result.sources.values() for ref in refs}
 

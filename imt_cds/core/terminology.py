@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = [
+    "FACT_STANDARD_ELEMENTS",
     "FACT_SYSTEM",
     "METHOD_SYSTEM",
     "Coding",
@@ -47,6 +48,14 @@ TERMINOLOGY_DIR = "terminology"
 # method) and published as FHIR CodeSystems by ``imt-cds rules codesystems``.
 FACT_SYSTEM = "urn:imt-cds:fact"
 METHOD_SYSTEM = "urn:imt-cds:test-method"
+# The input facts FHIR has a standard element for: read from that element only, never from an Observation coded with
+# FACT_SYSTEM (which could name another patient, move the tumour, or set an age beside the birth date's).
+FACT_STANDARD_ELEMENTS = MappingProxyType({
+    "patient_id": "Patient.id",
+    "age_years": "Patient.birthDate",
+    "tumor.site": "the IMT Condition's bodySite",
+    "tumor.size_cm": "a tumor size Observation (LOINC 21889-1), its longest dimension",
+})
 _MEMO_TEXTS = 1024  # texts whose verdict a value set remembers (see ValueSet._named)
 _MEMO_TEXT_CHARS = 500  # longer texts are searched every time
 

@@ -45,7 +45,7 @@ from typing import Any
 from ..core.errors import ChartRefusedError, InputProblem, InvalidInputError
 from ..core.fact_fields import fact_fields
 from ..core.facts import PatientFacts
-from ..core.terminology import FACT_SYSTEM, METHOD_SYSTEM, Coding, Terminology
+from ..core.terminology import FACT_STANDARD_ELEMENTS, FACT_SYSTEM, METHOD_SYSTEM, Coding, Terminology
 from ..core.validation import parse_facts
 
 __all__ = [
@@ -128,7 +128,6 @@ SITE_BY_SNOMED = MappingProxyType({
     # submandibular gland
 })
 MAX_CHART_BYTES = 64 * 1024 * 1024  # a FHIR chart file read by the CLI (a patient's facts are limited to 1 MB)
-_STANDARD_PATHS = ("patient_id", "age_years", "tumor.site", "tumor.size_cm")  # not settable through FACT_SYSTEM
 _FINAL = ("final", "amended", "corrected")
 _READ_TYPES = ("Condition", "Observation", "Procedure", "MedicationStatement", "MedicationRequest",
                "MedicationAdministration")
@@ -1045,8 +1044,12 @@ class _Reader:
     def _project_fact(self, path: str, observation: Mapping[str, Any], where: str) -> None:
         fields = fact_fields()
         self.bearing = (path,)
-        if path not in fields or path in _STANDARD_PATHS:
-            usable = [p for p in fields if p not in _STANDARD_PATHS]
+        if path in FACT_STANDARD_ELEMENTS:
+            self.skip(where, f"{FACT_SYSTEM} code {path!r} is not a fact this code system can carry in a chart: it is "
+                             f"read from {FACT_STANDARD_ELEMENTS[path]}")
+            return
+        if path not in fields:
+            usable = [p for p in fields if p not in FACT_STANDARD_ELEMENTS]
             close = difflib.get_close_matches(path, usable, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             self.skip(where, f"{FACT_SYSTEM} code {_short(path)!r} is not a fact this code system can carry{hint}")

@@ -33,7 +33,7 @@ from typing import Any
 from ..core.fact_fields import fact_fields
 from ..core.facts import TestMethod
 from ..core.rulebook import Rulebook
-from ..core.terminology import FACT_SYSTEM, METHOD_SYSTEM
+from ..core.terminology import FACT_STANDARD_ELEMENTS, FACT_SYSTEM, METHOD_SYSTEM
 from .fhir_output import DISCLAIMER, System, narrative
 
 __all__ = ["code_systems"]
@@ -62,7 +62,9 @@ def code_systems(rulebook: Rulebook) -> list[dict[str, Any]]:
         findings.append({"code": code, "display": spec.title,
                          "definition": f"A {_KIND_LABEL[spec.kind]} of imt-cds, produced by rule {rules}: "
                                        f"{spec.summary}"})
-    facts = [{"code": path, "definition": f"The input fact {path}: {field.allowed()}."}
+    facts = [{"code": path, "definition": f"The input fact {path}: {field.allowed()}." + (
+                 f" In a FHIR chart it is read from {FACT_STANDARD_ELEMENTS[path]}, never from an Observation with "
+                 "this code." if path in FACT_STANDARD_ELEMENTS else "")}
              for path, field in fact_fields().items()]
     methods = [{"code": code, "display": _METHOD_MEANING[code]} for code in typing.get_args(TestMethod)]
     cards = [{"code": card.value, "display": card.value.replace("_", " ").capitalize().replace("Fhir", "FHIR")}
@@ -73,7 +75,8 @@ def code_systems(rulebook: Rulebook) -> list[dict[str, Any]]:
                      f"The findings of rulebook {rulebook.name} {rulebook.version}: recommendations, requests for "
                      "missing data and flags, each a suggestion for a multidisciplinary team to weigh.", findings),
         _code_system(FACT_SYSTEM, "ImtCdsFact", "imt-cds patient facts", version,
-                     "The input facts imt-cds reads, by dotted path: the code of an Observation that carries one.",
+                     "The input facts imt-cds reads, by dotted path: the code of an Observation that carries one "
+                     "(but for the four facts FHIR has a standard element for), and of each fact in an export.",
                      facts),
         _code_system(METHOD_SYSTEM, "ImtCdsTestMethod", "imt-cds fusion test methods", version,
                      "The test methods a fusion result may name (Observation.method).", methods),
