@@ -457,6 +457,7 @@ def test_a_project_fact_with_no_single_value_is_not_used():
                   "from Patient.birthDate"),
     ("history.recurence", "urn:imt-cds:fact code 'history.recurence' is not a fact this code system can carry; did "
                           "you mean 'history.recurrence'?"),
+    ("blood.pressure", "urn:imt-cds:fact code 'blood.pressure' is not a fact this code system can carry"),  # no hint
 ])
 def test_the_standard_facts_and_unknown_paths_are_refused_with_a_suggestion(path, message):
     result = read(chart(fact("x", path, valueString="1")))
