@@ -62,10 +62,8 @@ def code_systems(rulebook: Rulebook) -> list[dict[str, Any]]:
         findings.append({"code": code, "display": spec.title,
                          "definition": f"A {_KIND_LABEL[spec.kind]} of imt-cds, produced by rule {rules}: "
                                        f"{spec.summary}"})
-    facts = [{"code": path, "definition": f"The input fact {path}: {field.allowed()}." + (
-                 f" In a FHIR chart it is read from {FACT_STANDARD_ELEMENTS[path]}, never from an Observation with "
-                 "this code." if path in FACT_STANDARD_ELEMENTS else "")}
-             for path, field in fact_fields().items()]
+    facts = [{"code": path, "definition": _fact_definition(path, field.allowed())} for path, field in
+             fact_fields().items()]
     methods = [{"code": code, "display": _METHOD_MEANING[code]} for code in typing.get_args(TestMethod)]
     cards = [{"code": card.value, "display": card.value.replace("_", " ").capitalize().replace("Fhir", "FHIR")}
              for card in ServiceCard]
@@ -86,6 +84,14 @@ def code_systems(rulebook: Rulebook) -> list[dict[str, Any]]:
         _code_system(OVERRIDE_REASON_SYSTEM, "ImtCdsOverrideReason", "imt-cds override reasons", version,
                      "Why a clinician set a card aside (CDS Hooks overrideReasons).", reasons),
     ]
+
+
+def _fact_definition(path: str, allowed: str) -> str:
+    definition = f"The input fact {path}: {allowed}."
+    if path in FACT_STANDARD_ELEMENTS:  # (the code names the fact in exports; a chart gives it through FHIR's element)
+        definition += (f" In a FHIR chart it is read from {FACT_STANDARD_ELEMENTS[path]}, never from an "
+                       "Observation with this code.")
+    return definition
 
 
 def _code_system(url: str, name: str, title: str, version: str, description: str,
