@@ -200,31 +200,32 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"imt-cds: error [cds_cannot_listen]: cannot listen on {args.host} port {args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_START
-    if auth is None:
-        print(UNAUTHENTICATED_WARNING, file=sys.stderr)
-    warning = public_url_warning(args.host, args.public_url, config.public_url)
-    if warning is not None:
-        print(warning, file=sys.stderr)
-    print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
-          f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
-          f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
-    server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
-                                   http=protocol, loop="auto",
-                                   timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
-    # uvicorn.Config set up its log handlers just now; the root handler carries the service's own loggers and
-    # asyncio's ("socket.accept() out of system resource").
-    root_handler = logging.StreamHandler(sys.stderr)
-    root_handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    logging.getLogger().addHandler(root_handler)
-    install_log_filter(RepeatedLogFilter(exempt=("imt_cds.service.feedback",)), ("uvicorn", "uvicorn.error"))
-    _tune_collector()
     # uvicorn shuts down on SIGINT or SIGTERM (finishing the requests in progress and their audit records), then
     # raises the same signal again with the handlers it found in place, so that the process would end as killed by
-    # it (status 130 or 143). Ours take that as what it is, a clean shutdown: status 0, as --help says. (A signal
-    # before uvicorn has set its own handlers, while nothing is served yet, stops the server the same way.)
+    # it (status 130 or 143). Ours take that as what it is, a clean shutdown: status 0, as --help says. They are in
+    # place before the start line is printed: a signal any time after it (before uvicorn has set its own handlers,
+    # while nothing is served yet) stops the server the same way.
     previous = {number: signal.signal(number, _stop_signal) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         with listener:
+            if auth is None:
+                print(UNAUTHENTICATED_WARNING, file=sys.stderr)
+            warning = public_url_warning(args.host, args.public_url, config.public_url)
+            if warning is not None:
+                print(warning, file=sys.stderr)
+            print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
+                  f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
+                  f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
+            server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
+                                           http=protocol, loop="auto",
+                                           timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
+            # uvicorn.Config set up its log handlers just now; the root handler carries the service's own loggers
+            # and asyncio's ("socket.accept() out of system resource").
+            root_handler = logging.StreamHandler(sys.stderr)
+            root_handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+            logging.getLogger().addHandler(root_handler)
+            install_log_filter(RepeatedLogFilter(exempt=("imt_cds.service.feedback",)), ("uvicorn", "uvicorn.error"))
+            _tune_collector()
             uvicorn.Server(server_config).run(sockets=[listener])
     except _Stopped:
         pass
