@@ -41,7 +41,7 @@ def test_an_absolute_http_url_with_or_without_a_path_is_a_public_url(url):
 
 
 @pytest.mark.parametrize("url", ["ftp://cds.example.org", "cds.example.org", "https:", "https://cds.example.org?a=1",
-                                 "https://cds.example.org#top"])
+                                 "https://cds.example.org#top", "https://", "http:///"])
 def test_a_public_url_that_is_not_an_absolute_http_url_without_query_or_fragment_is_refused(url):
     assert refusal(replace(OPEN, public_url=url)) == (
         f"public URL {url!r} must be an absolute http(s) URL without query or fragment, e.g. https://cds.example.org")

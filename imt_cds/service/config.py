@@ -63,7 +63,11 @@ class ServiceConfig:
     fhir_private_networks: tuple[str, ...] = ()  # CIDR networks an allowed FHIR server may resolve into
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        # Paths are appended to it, so a trailing slash goes; but not when the slashes are all there is after the
+        # scheme ("https://"): the check's refusal then quotes the URL as given, not a bare "https:".
+        stripped = self.public_url.rstrip("/")
+        if urlsplit(stripped).netloc:
+            object.__setattr__(self, "public_url", stripped)
 
     def check(self) -> None:
         """Refuse a configuration the service must not run with."""
