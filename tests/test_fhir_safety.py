@@ -742,6 +742,89 @@ def test_fusion_a_present_variant_that_is_germline_or_not_pathogenic_is_not_the_
         assert read(chart(confirmed)).facts.molecular.alk.status == "positive"
 
 
+def component(code, value=None, system="http://loinc.org", **written):
+    """A variant's component: ``value`` its valueCodeableConcept, ``written`` e.g. valueString="c.3522C>A"."""
+    return {"code": {"coding": [{"system": system, "code": code}]},
+            **({"valueCodeableConcept": value} if value is not None else {}), **written}
+
+
+def so(code, display):
+    return {"coding": [{"system": "http://www.sequenceontology.org/", "code": code, "display": display}]}
+
+
+GENOMICS_TBD = "http://hl7.org/fhir/uv/genomics-reporting/CodeSystem/tbd-codes-cs"
+SEQUENCE_CHANGES = [  # (the components, as Genomics Reporting writes them; how the message says them)
+    ([component("48005-3", {"coding": [{"system": "http://varnomen.hgvs.org", "code": "p.Phe1174Leu"}]})],
+     "a sequence change (p.HGVS p.Phe1174Leu)"),
+    ([component("48004-6", valueString="NM_004304.5:c.3522C>A")], "a sequence change (c.HGVS 'NM_004304.5:c.3522C>A')"),
+    ([component("48019-4", so("SO:1000002", "substitution"))], "DNA change type SO:1000002 (substitution)"),
+    ([component("molecular-consequence", so("SO:0001742", "copy_number_gain"), system=GENOMICS_TBD)],
+     "molecular consequence SO:0001742 (copy_number_gain)"),
+    # the first description found, in component order
+    ([component("48019-4", so("SO:0000159", "deletion")), component("48004-6", {"text": "c.3522del"})],
+     "DNA change type SO:0000159 (deletion)"),
+]
+
+
+@pytest.mark.parametrize("components, said", SEQUENCE_CHANGES)
+def test_fusion_a_present_variant_described_as_a_point_mutation_or_copy_change_only_is_not_the_tumours_fusion(
+        components, said):
+    # A DNA panel's ALK F1174L (or an amplification) is not the rearrangement the rules mean by ALK positive: the
+    # status is left unknown (the team is asked for the fusion status) and the chart says why.
+    described = variant("v", ALK_GENE)
+    described["component"] += components
+    result = read(chart(described))
+    assert result.ok and result.facts.molecular.alk.status == "unknown"
+    assert [p.message for p in result.problems if p.path == "molecular.alk.status"] == [
+        f"ALK variant present with {said} and nothing saying it is a fusion (no partner gene, fusion transcript or "
+        "fusion type): not read as the tumour's fusion (status left unknown)"]
+
+
+@pytest.mark.parametrize("fusion", [
+    component("48018-6", {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:7029"}]}),  # a partner: MET
+    component("48019-4", so("SO:0001565", "gene_fusion")),
+    component("48019-4", so("SO:0002062", "complex chromosomal rearrangement")),
+    # mCODE's published BCR-ABL1 example writes gene_fusion's code with a digit missing: the words say it
+    component("molecular-consequence", so("SO:001565", "gene_fusion"), system="http://loinc.org-requested-cs"),
+    component("95123-6", {"coding": [{"system": "http://www.genenames.org/geneId", "code": "HGNC:7029::HGNC:427"}]}),
+    component("81252-9", {"text": "ALK Fusion"}),
+    component("81252-9", valueString="EML4::ALK"),
+    component("48019-4", {"text": "t(2;5) translocation"}),
+    component("48019-4", {"text": "ALK rearrangement"}),
+])
+def test_fusion_a_sequence_change_beside_anything_saying_fusion_is_read_as_the_fusion(fusion):
+    # A fusion's report may also give an HGVS (mCODE's BCR-ABL1 example: the two genes, gene_fusion and an ABL1
+    # c.HGVS): what says fusion wins, as it did before sequence changes were looked at.
+    for components, _ in SEQUENCE_CHANGES:
+        described = variant("v", ALK_GENE)
+        described["component"] += [*components, fusion]
+        result = read(chart(described))
+        assert result.facts.molecular.alk.status == "positive", (components, fusion)
+        assert not [p for p in result.problems if p.path == "molecular.alk.status"]
+
+
+def test_fusion_what_describes_neither_a_sequence_change_nor_a_fusion_leaves_the_variant_read_as_before():
+    for neither in ([component("48019-4", so("SO:1000036", "inversion"))],  # (a single base, or EML4-ALK's inv(2))
+                    [component("48005-3")], [component("48004-6", valueString="")],  # an HGVS without a value
+                    [component("48019-4", {"text": "complex"})], [component("81252-9", {"text": "ALK variant"})],
+                    [component("69547-8", valueString="C")]):  # (a reference allele says nothing of the kind)
+        described = variant("v", ALK_GENE)
+        described["component"] += neither
+        assert read(chart(described)).facts.molecular.alk.status == "positive", neither
+    # An absent variant is read as negative whatever it is described as (as before).
+    absent = variant("v", ALK_GENE, present=False)
+    absent["component"] += SEQUENCE_CHANGES[0][0]
+    assert read(chart(absent)).facts.molecular.alk.status == "negative"
+    # Each gene of the rules alike: a RET point mutation (MEN2's M918T) is not a RET fusion.
+    ret = variant("r", {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:9967"}]})
+    ret["component"].append(component("48005-3", {"text": "p.Met918Thr"}))
+    result = read(chart(ret))
+    assert result.facts.molecular.ret.status == "unknown"
+    assert any(p.path == "molecular.ret.status" and p.message.startswith("RET variant present with a sequence change "
+                                                                          "(p.HGVS 'p.Met918Thr')")
+               for p in result.problems)
+
+
 def test_fusion_an_implication_derived_from_the_variant_that_is_not_pathogenic_vetoes_it():
     """Genomics Reporting puts the clinical significance on an implication Observation that names the variant."""
     implication = {"resourceType": "Observation", "id": "imp", "status": "final",

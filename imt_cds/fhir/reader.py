@@ -88,6 +88,27 @@ GENE_STUDIED = "48018-6"
 GENOMIC_SOURCE, SOMATIC = "48002-0", "LA6684-0"
 CLINICAL_SIGNIFICANCE, PATHOGENIC = "53037-8", ("LA6668-3", "LA26332-9")
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
+# What a variant is, beside its genes: a "Present" of one of the rules' genes is read as the tumour's fusion unless it
+# is described as a change of sequence or copy number only (a point mutation, a small indel, an amplification) and
+# nothing in it says fusion. Components as Genomics Reporting writes them (HL7/genomics-reporting input/fsh/examples:
+# 48004-6 DNA change (c.HGVS), 48005-3 Amino acid change (pHGVS), 48019-4 DNA change type, the molecular consequence
+# coded "molecular-consequence" in its tbd-codes-cs, 81252-9 Discrete genetic variant) and as the MII molecular
+# genetics module writes a fusion's transcript (95123-6 "Gene fusion transcript details", its FGFR2-DBP example, a
+# Genomics Reporting STU3 Variant). Sequence Ontology codes: of a sequence or copy-number change, those of the
+# published examples (tests/fixtures: SO:1000002 substitution, SO:0000159 deletion, SO:0001583 missense_variant,
+# SO:0001587 stop_gained, SO:0001742 copy_number_gain, SO:0001743 copy_number_loss; Genomics Reporting's CGExamples:
+# SO:0000667 insertion) and those FHIR's GenomicStudy page names (SO:0001483 SNV, SO:0002007 MNV, SO:1000032 delins,
+# SO:0001019 copy_number_variation), with SO:1000035 duplication (a published DNA change type example, and Ensembl
+# VEP's table); of a fusion, SO:0001565 gene_fusion (GenomicStudy; the MII example) and SO:0002062 complex chromosomal
+# rearrangement (mCODE's MET-ALK example). An inversion (SO:1000036) may be either (EML4-ALK is one; Genomics
+# Reporting's example of it is a single base), so it says neither.
+HGVS_CHANGES = {"48004-6": "c.HGVS", "48005-3": "p.HGVS"}
+CHANGE_TYPE, DISCRETE_VARIANT, FUSION_TRANSCRIPT = "48019-4", "81252-9", "95123-6"
+MOLECULAR_CONSEQUENCE = "molecular-consequence"
+SEQUENCE_CHANGES = frozenset(("SO:1000002", "SO:0000159", "SO:0000667", "SO:1000032", "SO:1000035", "SO:0001483",
+                              "SO:0002007", "SO:0001583", "SO:0001587", "SO:0001742", "SO:0001743", "SO:0001019"))
+FUSION_CHANGES = frozenset(("SO:0001565", "SO:0002062"))
+_SAYS_FUSION = re.compile(r"fusion|rearrang|translocat|::", re.IGNORECASE)  # ("::": HGVS writes a fusion ALK::EML4)
 TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
 
 # The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the M category,
@@ -930,8 +951,9 @@ class _Reader:
         except _Malformed:
             return
 
-    def _not_a_tumour_fusion(self, observation: Mapping[str, Any], where: str) -> str | None:
-        """Why a "Present" variant is not the tumour's fusion (germline, not stated pathogenic), or None."""
+    def _not_a_tumour_fusion(self, observation: Mapping[str, Any], where: str, genes: list[str]) -> str | None:
+        """Why a "Present" variant is not the tumour's fusion (germline, not stated pathogenic, a change of sequence
+        or copy number with nothing saying fusion), or None."""
         for component in _objects(observation, "component"):
             codes = [c.code for c in _codings(_concept(component, "code"))]
             if GENOMIC_SOURCE in codes:
@@ -945,6 +967,9 @@ class _Reader:
             value = _concept(statement, "valueCodeableConcept")
             if value is not None and not any(c.code in PATHOGENIC for c in _codings(value)):
                 return f"clinical significance {_said_concept(value)}, not pathogenic or likely pathogenic"
+        change = _sequence_change(observation)
+        if change is not None and len(set(genes)) == 1 and not _says_fusion(observation):
+            return f"{change} and nothing saying it is a fusion (no partner gene, fusion transcript or fusion type)"
         return None
 
     def _variant(self, observation: Mapping[str, Any], where: str) -> None:
@@ -972,7 +997,7 @@ class _Reader:
             return
         if PRESENT in value and ABSENT not in value:
             status = "positive"
-            why_not = self._not_a_tumour_fusion(observation, where)
+            why_not = self._not_a_tumour_fusion(observation, where, genes)
             if why_not is not None:
                 for hgnc in ours:
                     gene, symbol = GENE_BY_HGNC[hgnc]
@@ -1247,6 +1272,45 @@ def _verification_said(condition: Mapping[str, Any], verification: list[str]) ->
         return "/".join(_short(code) for code in verification)
     text = _text_of(_concept(condition, "verificationStatus"))
     return f"{_short(text)!r} (text, no code)" if text else "without a code"
+
+
+def _sequence_change(observation: Mapping[str, Any]) -> str | None:
+    """How a variant Observation describes a change of sequence or copy number (a c. or p.HGVS, or a DNA change type
+    or molecular consequence coded as one), in words, or None."""
+    for component in _objects(observation, "component"):
+        codes = [c.code for c in _codings(_concept(component, "code"))]
+        value = _concept(component, "valueCodeableConcept")
+        for code in codes:
+            if code in HGVS_CHANGES:
+                written = component.get("valueString")
+                shown = (repr(_short(written)) if isinstance(written, str) and written
+                         else _said_concept(value) if value is not None else None)
+                if shown is not None:
+                    return f"a sequence change ({HGVS_CHANGES[code]} {shown})"
+            elif code in (CHANGE_TYPE, MOLECULAR_CONSEQUENCE) and any(
+                    c.code in SEQUENCE_CHANGES for c in _codings(value)):
+                kind = "DNA change type" if code == CHANGE_TYPE else "molecular consequence"
+                return f"{kind} {_said_concept(value)}"
+    return None
+
+
+def _says_fusion(observation: Mapping[str, Any]) -> bool:
+    """Whether a variant Observation says it is a fusion: a fusion transcript, a DNA change type or molecular
+    consequence of a fusion (by code, or in words), or a discrete variant named as one ("ALK::EML4", "EML4-ALK
+    fusion")."""
+    for component in _objects(observation, "component"):
+        codes = [c.code for c in _codings(_concept(component, "code"))]
+        if FUSION_TRANSCRIPT in codes:
+            return True
+        if any(code in (CHANGE_TYPE, MOLECULAR_CONSEQUENCE, DISCRETE_VARIANT) for code in codes):
+            value = _concept(component, "valueCodeableConcept")
+            words = [_text_of(value) or "", *(c.code for c in _codings(value))]
+            written = component.get("valueString")
+            if isinstance(written, str):
+                words.append(written)
+            if any(c.code in FUSION_CHANGES for c in _codings(value)) or any(_SAYS_FUSION.search(w) for w in words):
+                return True
+    return False
 
 
 def _said_concept(concept: Mapping[str, Any] | None) -> str:
