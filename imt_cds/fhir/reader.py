@@ -88,6 +88,7 @@ GENE_STUDIED = "48018-6"
 GENOMIC_SOURCE, SOMATIC = "48002-0", "LA6684-0"
 CLINICAL_SIGNIFICANCE, PATHOGENIC = "53037-8", ("LA6668-3", "LA26332-9")
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
+TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
 # What a variant is, beside its genes: a "Present" of one of the rules' genes is read as the tumour's fusion unless it
 # is described as a change of sequence or copy number only (a point mutation, a small indel, an amplification) and
 # nothing in it says fusion. Components as Genomics Reporting writes them (HL7/genomics-reporting input/fsh/examples:
@@ -108,8 +109,7 @@ MOLECULAR_CONSEQUENCE = "molecular-consequence"
 SEQUENCE_CHANGES = frozenset(("SO:1000002", "SO:0000159", "SO:0000667", "SO:1000032", "SO:1000035", "SO:0001483",
                               "SO:0002007", "SO:0001583", "SO:0001587", "SO:0001742", "SO:0001743", "SO:0001019"))
 FUSION_CHANGES = frozenset(("SO:0001565", "SO:0002062"))
-_SAYS_FUSION = re.compile(r"fusion|rearrang|translocat|::", re.IGNORECASE)  # ("::": HGVS writes a fusion ALK::EML4)
-TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
+_SAYS_FUSION = re.compile(r"fusion|rearrang|translocat|::", re.IGNORECASE)  # ("::": HGVS writes a fusion EML4::ALK)
 
 # The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the M category,
 # mCODE's history of metastatic cancer and cancer disease status (the codes of the shipped value sets
@@ -1296,7 +1296,7 @@ def _sequence_change(observation: Mapping[str, Any]) -> str | None:
 
 def _says_fusion(observation: Mapping[str, Any]) -> bool:
     """Whether a variant Observation says it is a fusion: a fusion transcript, a DNA change type or molecular
-    consequence of a fusion (by code, or in words), or a discrete variant named as one ("ALK::EML4", "EML4-ALK
+    consequence of a fusion (by code, or in words), or a discrete variant named as one ("EML4::ALK", "EML4-ALK
     fusion")."""
     for component in _objects(observation, "component"):
         codes = [c.code for c in _codings(_concept(component, "code"))]
