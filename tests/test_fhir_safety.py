@@ -803,6 +803,32 @@ def test_fusion_a_sequence_change_beside_anything_saying_fusion_is_read_as_the_f
         assert not [p for p in result.problems if p.path == "molecular.alk.status"]
 
 
+@pytest.mark.parametrize("code", ["SO:1000002", "SO:0000159", "SO:0000667", "SO:1000032", "SO:1000035", "SO:0001483",
+                                  "SO:0002007", "SO:0001583", "SO:0001587", "SO:0001742", "SO:0001743", "SO:0001019"])
+def test_fusion_each_sequence_ontology_change_of_sequence_or_copy_number_is_read_by_its_code_alone(code):
+    # substitution, deletion, insertion, delins, duplication, SNV, MNV, missense_variant, stop_gained,
+    # copy_number_gain, copy_number_loss, copy_number_variation: by the code, with no display to go by
+    for kind, said in (("48019-4", "DNA change type"), ("molecular-consequence", "molecular consequence")):
+        described = variant("v", ALK_GENE)
+        described["component"].append(component(kind, {"coding": [{"system": "http://sequenceontology.org",
+                                                                     "code": code}]}))
+        result = read(chart(described))
+        assert result.facts.molecular.alk.status == "unknown", (kind, code)
+        assert [p.message for p in result.problems if p.path == "molecular.alk.status"] == [
+            f"ALK variant present with {said} {code} and nothing saying it is a fusion (no partner gene, fusion "
+            "transcript or fusion type): not read as the tumour's fusion (status left unknown)"]
+
+
+@pytest.mark.parametrize("code", ["SO:0001565", "SO:0002062"])  # gene_fusion, complex chromosomal rearrangement
+def test_fusion_each_sequence_ontology_fusion_type_is_read_by_its_code_alone(code):
+    for kind in ("48019-4", "molecular-consequence"):
+        described = variant("v", ALK_GENE)
+        described["component"] += [component("48005-3", {"text": "p.Phe1174Leu"}),
+                                   component(kind, {"coding": [{"system": "http://sequenceontology.org",
+                                                                "code": code}]})]
+        assert read(chart(described)).facts.molecular.alk.status == "positive", (kind, code)
+
+
 def test_fusion_what_describes_neither_a_sequence_change_nor_a_fusion_leaves_the_variant_read_as_before():
     for neither in ([component("48019-4", so("SO:1000036", "inversion"))],  # (a single base, or EML4-ALK's inv(2))
                     [component("48005-3")], [component("48004-6", valueString="")],  # an HGVS without a value
