@@ -87,8 +87,14 @@ def descendants(pid: int) -> list[int]:
 
 def worker_pids(service: Service) -> list[int]:
     """The service's evaluation worker processes (they name themselves imt-cds-worker), found from outside."""
+    return worker_pids_below(service.process.pid)
+
+
+def worker_pids_below(ancestor: int) -> list[int]:
+    """The imt-cds-worker processes below ``ancestor`` that have not ended (a zombie, killed and not yet reaped, has
+    ended)."""
     pids = []
-    for pid in descendants(service.process.pid):
+    for pid in descendants(ancestor):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "imt-cds-worker":
                 state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -20,12 +20,12 @@ import pytest
 from rulebook_copies import copy_rulebook, set_parameters
 from service_support import (
     EXAMPLE_PATIENT,
-    descendants,
     example_resources,
     hook_request,
     prefetch_for,
     running_service,
     worker_pids,
+    worker_pids_below,
 )
 
 VIEW = "/cds-services/imt-patient-view"
@@ -654,20 +654,6 @@ def test_a_pool_whose_rulebook_does_not_load_says_so_and_starts_no_worker(tmp_pa
     assert pool.live_workers == 0 and pool.load()["pids"] == []
 
 
-def live_workers_below_this_process() -> set[int]:
-    """The imt-cds-worker processes below the test's own process that have not ended (a killed one not yet reaped
-    by its fork server is a zombie, and ended)."""
-    found = set()
-    for pid in descendants(os.getpid()):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "imt-cds-worker":
-                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.add(pid)
-        except OSError:
-            continue
-    return found
-
-
 def test_a_worker_that_does_not_start_in_time_is_killed_and_the_start_refused(tmp_path, monkeypatch):
     # A worker's start is bounded (a rulebook on a stalled network mount must not hang the service's start, or a
     # replacement, for ever). Here the worker blocks for real: one of its rule files is a FIFO nobody writes to,
@@ -681,7 +667,7 @@ def test_a_worker_that_does_not_start_in_time_is_killed_and_the_start_refused(tm
     rulebook = load_rulebook(directory)
     os.mkfifo(directory / "zz-never-written.yaml")
     monkeypatch.setattr(workers, "START_TIMEOUT", 2.0)
-    before = live_workers_below_this_process()
+    before = set(worker_pids_below(os.getpid()))
     pool = workers.WorkerPool(workers.WorkerSettings(rules=str(directory), cache_size=0), 1, rulebook=rulebook)
     started = time.monotonic()
     with pytest.raises(ServiceConfigError) as refused:
@@ -690,6 +676,6 @@ def test_a_worker_that_does_not_start_in_time_is_killed_and_the_start_refused(tm
     assert time.monotonic() - started < 30
     assert pool.live_workers == 0
     deadline = time.monotonic() + 10  # the killed worker ends (the fork server reaps it)
-    while live_workers_below_this_process() - before:
+    while set(worker_pids_below(os.getpid())) - before:
         assert time.monotonic() < deadline, "the worker that did not start was left running"
         time.sleep(0.1)
