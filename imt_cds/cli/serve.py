@@ -200,12 +200,22 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"imt-cds: error [cds_cannot_listen]: cannot listen on {args.host} port {args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_START
-    # uvicorn shuts down on SIGINT or SIGTERM (finishing the requests in progress and their audit records), then
-    # raises the same signal again with the handlers it found in place, so that the process would end as killed by
-    # it (status 130 or 143). Ours take that as what it is, a clean shutdown: status 0, as --help says. They are in
-    # place before the start line is printed: a signal any time after it (before uvicorn has set its own handlers,
-    # while nothing is served yet) stops the server the same way.
-    previous = {number: signal.signal(number, _stop_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
+                                   http=protocol, loop="auto",
+                                   timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
+    server = uvicorn.Server(server_config)
+
+    def stop(number: int, frame: object) -> None:
+        # What uvicorn's own handler does, and all ours does: the server shuts down once it has started (or at once,
+        # when it is already serving), finishing the requests in progress and their audit records.
+        server.should_exit = True
+
+    # uvicorn shuts down on SIGINT or SIGTERM, then raises the same signal again with the handlers it found in place,
+    # so that the process would end as killed by it (status 130 or 143); ours take it as what it is, a clean shutdown:
+    # status 0, as --help says. They are in place before the start line is printed, and they only ask the server to
+    # stop: a signal any time after that line, even before uvicorn has set its own handlers, ends in uvicorn's
+    # shutdown (not in an exception thrown into the middle of its start, which would leave its coroutine unrun).
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         with listener:
             if auth is None:
@@ -216,31 +226,18 @@ def _run_serve(args: argparse.Namespace) -> int:
             print(f"imt-cds: CDS Hooks discovery at {config.public_url}/cds-services "
                   f"({'JWT from ' + ', '.join(i.iss for i in auth.issuers) if auth else 'NO authentication'}; "
                   f"{config.workers} evaluation worker(s); at most {max_connections} connections)", file=sys.stderr)
-            server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
-                                           http=protocol, loop="auto",
-                                           timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
-            # uvicorn.Config set up its log handlers just now; the root handler carries the service's own loggers
-            # and asyncio's ("socket.accept() out of system resource").
+            # uvicorn.Config set up its log handlers; the root handler carries the service's own loggers and
+            # asyncio's ("socket.accept() out of system resource").
             root_handler = logging.StreamHandler(sys.stderr)
             root_handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
             logging.getLogger().addHandler(root_handler)
             install_log_filter(RepeatedLogFilter(exempt=("imt_cds.service.feedback",)), ("uvicorn", "uvicorn.error"))
             _tune_collector()
-            uvicorn.Server(server_config).run(sockets=[listener])
-    except _Stopped:
-        pass
+            server.run(sockets=[listener])
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     return EXIT_OK
-
-
-class _Stopped(Exception):
-    """A stop signal reached the server (see ``_run_serve``)."""
-
-
-def _stop_signal(number: int, frame: object) -> None:
-    raise _Stopped(signal.Signals(number).name)
 
 
 def public_url_warning(host: str, public_url: str | None, used: str) -> str | None:
