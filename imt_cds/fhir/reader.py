@@ -103,7 +103,7 @@ TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastas
 # VEP's table); of a fusion, SO:0001565 gene_fusion (GenomicStudy; the MII example) and SO:0002062 complex chromosomal
 # rearrangement (mCODE's MET-ALK example). An inversion (SO:1000036) may be either (EML4-ALK is one; Genomics
 # Reporting's example of it is a single base), so it says neither.
-HGVS_CHANGES = {"48004-6": "c.HGVS", "48005-3": "p.HGVS"}
+HGVS_CHANGES = MappingProxyType({"48004-6": "c.HGVS", "48005-3": "p.HGVS"})
 CHANGE_TYPE, DISCRETE_VARIANT, FUSION_TRANSCRIPT = "48019-4", "81252-9", "95123-6"
 MOLECULAR_CONSEQUENCE = "molecular-consequence"
 SEQUENCE_CHANGES = frozenset(("SO:1000002", "SO:0000159", "SO:0000667", "SO:1000032", "SO:1000035", "SO:0001483",
