@@ -1304,11 +1304,10 @@ def _says_fusion(observation: Mapping[str, Any]) -> bool:
             return True
         if any(code in (CHANGE_TYPE, MOLECULAR_CONSEQUENCE, DISCRETE_VARIANT) for code in codes):
             value = _concept(component, "valueCodeableConcept")
-            words = [_text_of(value) or "", *(c.code for c in _codings(value))]
+            coded = [c.code for c in _codings(value)]
             written = component.get("valueString")
-            if isinstance(written, str):
-                words.append(written)
-            if any(c.code in FUSION_CHANGES for c in _codings(value)) or any(_SAYS_FUSION.search(w) for w in words):
+            words = [_text_of(value) or "", *coded, *([written] if isinstance(written, str) else [])]
+            if any(code in FUSION_CHANGES for code in coded) or any(_SAYS_FUSION.search(w) for w in words):
                 return True
     return False
 
