@@ -789,6 +789,7 @@ def test_fusion_a_present_variant_described_as_a_point_mutation_or_copy_change_o
     component("95123-6", {"coding": [{"system": "http://www.genenames.org/geneId", "code": "HGNC:7029::HGNC:427"}]}),
     component("81252-9", {"text": "ALK Fusion"}),
     component("81252-9", valueString="EML4::ALK"),
+    component("81252-9", {"coding": [{"system": "http://varnomen.hgvs.org", "code": "EML4::ALK"}]}),  # by its code
     component("48019-4", {"text": "t(2;5) translocation"}),
     component("48019-4", {"text": "ALK rearrangement"}),
 ])
