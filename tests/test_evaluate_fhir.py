@@ -167,3 +167,44 @@ def test_an_attested_diagnosis_is_evaluated_and_recorded(tmp_path):
     assert (alone.returncode, alone.stdout) == (2, "")
     assert alone.stderr == ("imt-cds: error: --attest-imt-diagnosis goes with --fhir (patient facts are IMT facts "
                             "already)\n")
+
+
+def test_a_chart_with_another_primary_cancer_uses_only_what_names_the_imt_and_stops_on_a_progression(tmp_path):
+    """The example chart with a lung cancer beside the IMT: its ALK fusion and tumour size name no cancer, so they
+    may be the lung cancer's and are not used; a worsening that names no cancer, after an ALK inhibitor, stops the
+    evaluation (progression cannot be left unknown)."""
+    bundle = json.loads(BUNDLE.read_text())
+    patient = {"reference": f"Patient/{bundle['entry'][0]['resource']['id']}"}
+    lung = {"resourceType": "Condition", "id": "nsclc", "subject": patient,
+            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
+    bundle["entry"].append({"resource": lung})
+    path = tmp_path / "two-cancers.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert {"molecular.alk.status", "tumor.size_cm"}.isdisjoint(document["fhir_input"]["sources"])
+    assert "molecular.alk.status" in json.loads(run("--fhir", str(BUNDLE), "--format", "json").stdout)["fhir_input"][
+        "sources"]
+    # No ALK inhibitor is suggested on what may be the lung cancer's fusion: ALK testing and a size are asked for.
+    codes = [finding["code"] for finding in document["recommendations"]]
+    assert "REC_CRIZOTINIB_ALK" not in codes and {"REQUEST_ALK_TESTING", "REQUEST_TUMOR_SIZE"} <= set(codes), codes
+    for resource in ("Observation/imt-alk-fusion", "Observation/imt-size"):
+        assert (f"imt-cds: FHIR warning: {resource}: " in result.stderr
+                and "in a chart that holds another primary cancer (Condition/nsclc); not used" in result.stderr)
+    crizotinib = {"resourceType": "MedicationStatement", "id": "crizotinib", "status": "active", "subject": patient,
+                  "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                            "code": "1148495"}]}, "effectiveDateTime": "2025-03-01"}
+    worse = {"resourceType": "Observation", "id": "worse", "status": "final", "subject": patient,
+             "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
+             "effectiveDateTime": "2026-01-05",
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}
+    bundle["entry"] += [{"resource": crizotinib}, {"resource": worse}]
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert ("imt-cds: FHIR error: Observation/worse: disease progression that names no cancer (focus)"
+            in result.stderr)
+    assert (f"imt-cds: FHIR resources that disagree, cannot be read or are not tied to the IMT in {path}; nothing "
+            "was evaluated") in result.stderr

@@ -175,11 +175,24 @@ def test_published_mcode_and_genomics_reporting_examples_are_read():
     assert not facts_from_bundle(jenny, ON).eligibility.eligible  # breast cancer: not an IMT chart
     read = facts_from_resources([jenny, imt_condition("cancer-patient-jenny-m")], ON)
     assert read.ok
-    # The tumor size is read (mCODE does not tie it to a diagnosis); the breast surgery is not the IMT's, and the
-    # breast cancer's cM0 is the patient's.
+    # Beside the breast cancer, nothing of it is the IMT's: the surgery names it; its tumour size (2.5 cm) and its
+    # M category (cM0) name no cancer (the stage group that names the breast cancer holds the M category as a
+    # member), so they could be the breast cancer's, and are not used: size and staging are left unknown.
     assert (read.facts.tumor.size_cm, read.facts.history.surgery_done, read.facts.tumor.distant_disease) == (
-        2.5, False, False)
-    assert any("not for the IMT" in p.message for p in read.problems)
+        None, False, None)
+    breast = "Condition/primary-cancer-condition-jenny-m"
+    assert [(p.where, p.message, p.path) for p in read.problems] == [
+        ("Observation/cancer-disease-status-jenny-m", f"disease status of {breast}, not of the IMT; not used", None),
+        ("Procedure/cancer-related-surgical-procedure-jenny-m", f"surgery for {breast}, not for the IMT; not used",
+         "history.surgery_done"),
+        ("Observation/tnm-clinical-distant-metastases-category-jenny-m", "M category that names no cancer (focus), in "
+         f"a chart that holds another primary cancer ({breast}); not used: name its cancer", "tumor.distant_disease"),
+        ("Observation/tumor-size-jenny-m", "tumor size that names no cancer (focus), in a chart that holds another "
+         f"primary cancer ({breast}); not used: name its cancer", "tumor.size_cm")]
+    # Without the breast cancer's Condition, the IMT is the chart's only cancer: the same findings are its.
+    alone = {**jenny, "entry": [e for e in jenny["entry"] if e["resource"]["resourceType"] != "Condition"]}
+    read = facts_from_resources([alone, imt_condition("cancer-patient-jenny-m")], ON)
+    assert (read.facts.tumor.size_cm, read.facts.tumor.distant_disease) == (2.5, False)
     met_alk = json.loads((FIXTURES / "mcode-4.0.0/Observation-gx-genomic-variant-fusion-met-alk.json")
                          .read_text())
     subject = met_alk["subject"]["reference"].split("/")[1]

@@ -908,6 +908,147 @@ def test_stage_a_metastasis_naming_no_primary_beside_another_primary_cancer_is_n
     assert read(chart(LUNG_CANCER, named)).facts.tumor.distant_disease is True
 
 
+# --- wrong cancer: findings of another primary cancer in the same chart -------------------------------------------
+# mCODE's staging Observations name their cancer in ``focus`` (CancerStageCommonRules: focus only
+# Reference(PrimaryCancerCondition), must support); its published breast cancer bundle (test_fhir_input.py) holds an
+# M category and a tumour size that name none. A finding of another cancer must not stage, size or genotype the IMT.
+
+M1, M0 = "1229903009", "1229901006"  # SNOMED: AJCC cM1, cM0
+
+
+def focused(resource, *references):
+    return {**resource, "focus": [{"reference": r} for r in references]}
+
+
+@pytest.mark.parametrize("code", [M1, M0])
+def test_wrong_cancer_an_m_category_whose_focus_is_another_cancer_is_not_the_imts(code):
+    result = read(chart(LUNG_CANCER, focused(m_category("m", SNOMED, code), "Condition/nsclc")))
+    assert result.facts.tumor.distant_disease is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Observation/m", "M category of Condition/nsclc, not of the IMT; not used", "tumor.distant_disease")]
+    # Naming the IMT, beside the other cancer: the IMT's. (A focus that names both is the IMT's too.)
+    for references in (["Condition/imt"], ["Condition/nsclc", "Condition/imt"]):
+        named = read(chart(LUNG_CANCER, focused(m_category("m", SNOMED, code), *references)))
+        assert named.facts.tumor.distant_disease is (code == M1), references
+        assert named.problems == ()
+
+
+def test_wrong_cancer_an_m_category_that_names_no_cancer_beside_another_primary_is_not_used():
+    result = read(chart(LUNG_CANCER, m_category("m", SNOMED, M1)))
+    assert result.facts.tumor.distant_disease is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Observation/m", "M category that names no cancer (focus), in a chart that holds another primary cancer "
+         "(Condition/nsclc); not used: name its cancer", "tumor.distant_disease")]
+    # The IMT the only cancer (another disease is no cancer): no focus is needed; nor when it names a secondary
+    # tumour of the IMT.
+    assert read(chart(m_category("m", SNOMED, M1))).facts.tumor.distant_disease is True
+    asthma = {"resourceType": "Condition", "id": "asthma", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": SNOMED, "code": "195967001"}]}}
+    assert read(chart(asthma, m_category("m", SNOMED, M1))).facts.tumor.distant_disease is True
+    of_the_imt = secondary("lung-met", extension=[{"url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+                                                   "valueReference": {"reference": "Condition/imt"}}])
+    result = read(chart(LUNG_CANCER, of_the_imt, focused(m_category("m", SNOMED, M1), "Condition/lung-met")))
+    assert result.facts.tumor.distant_disease is True and result.problems == ()
+
+
+def test_wrong_cancer_a_history_of_metastatic_cancer_beside_another_primary_is_not_the_imts_but_none_is():
+    mcode = ROOT / "tests" / "fixtures" / "mcode-4.0.0"
+    history = json.loads((mcode / "Observation-history-of-cancer-metastatic-to-liver.json").read_text())
+    history["subject"]["reference"] = "Patient/p1"
+    result = read(chart(LUNG_CANCER, history))
+    assert result.facts.tumor.distant_disease is None
+    assert [(p.message, p.path) for p in result.problems] == [
+        ("history of metastatic cancer that names no cancer (focus), in a chart that holds another primary cancer "
+         "(Condition/nsclc); not used: name its cancer", "tumor.distant_disease")]
+    assert read(chart(LUNG_CANCER, focused(history, "Condition/imt"))).facts.tumor.distant_disease is True
+    # "No history of metastatic cancer" is said of the patient: of the IMT too; unless it names the other cancer.
+    none = {**history, "valueBoolean": False}
+    assert read(chart(LUNG_CANCER, none)).facts.tumor.distant_disease is False
+    result = read(chart(LUNG_CANCER, focused(none, "Condition/nsclc")))
+    assert result.facts.tumor.distant_disease is None
+    assert [p.message for p in result.problems] == [
+        "history of metastatic cancer of Condition/nsclc, not of the IMT; not used"]
+
+
+def test_wrong_cancer_a_tumour_size_of_another_cancer_or_naming_none_beside_one_is_not_the_imts():
+    result = read(chart(LUNG_CANCER, size("s", 6)))
+    assert result.facts.tumor.size_cm is None
+    assert [(p.message, p.path) for p in result.problems] == [
+        ("tumor size that names no cancer (focus), in a chart that holds another primary cancer (Condition/nsclc); "
+         "not used: name its cancer", "tumor.size_cm")]
+    result = read(chart(focused(size("s", 6), "Condition/other")))
+    assert result.facts.tumor.size_cm is None
+    assert [p.message for p in result.problems] == ["tumor size of Condition/other, not of the IMT; not used"]
+    assert read(chart(LUNG_CANCER, focused(size("s", 6), "Condition/imt"))).facts.tumor.size_cm == 6
+    # mCODE's own focus, a Tumor BodyStructure, names no Condition: the IMT's when it is the only cancer.
+    assert read(chart(focused(size("s", 6), "BodyStructure/tumour"))).facts.tumor.size_cm == 6
+    assert read(chart(LUNG_CANCER, focused(size("s", 6), "BodyStructure/tumour"))).facts.tumor.size_cm is None
+    # A Condition on another server than the chart's is another record's, not the IMT.
+    base, other = "https://ehr.example/fhir", "https://other-ehr.example/fhir/Condition/imt"
+    result = facts_from_bundle({"resourceType": "Bundle", "entry": [
+        {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r}
+        for r in chart(focused(size("s", 6), other))]}, ON)
+    assert result.facts.tumor.size_cm is None
+    assert [p.message for p in result.problems] == [f"tumor size of {other}, not of the IMT; not used"]
+
+
+def test_wrong_cancer_an_alk_fusion_beside_another_primary_cancer_is_not_the_imts():
+    """ALK fusions drive a share of lung adenocarcinomas: in a chart that also holds one, an ALK fusion that names no
+    cancer may be the lung cancer's, and an ALK inhibitor suggested for the IMT on it would rest on nothing."""
+    result = read(chart(LUNG_CANCER, variant("v", ALK_GENE)))
+    assert result.facts.molecular.alk.status == "unknown"
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Observation/v", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
+         "(Condition/nsclc); not used: name its cancer", "molecular.alk.status")]
+    assert read(chart(LUNG_CANCER, focused(variant("v", ALK_GENE), "Condition/imt"))).facts.molecular.alk.status == (
+        "positive")
+    negative = read(chart(LUNG_CANCER, focused(variant("v", ALK_GENE, present=False), "Condition/nsclc")))
+    assert negative.facts.molecular.alk.status == "unknown"
+    assert [p.message for p in negative.problems] == ["ALK variant of Condition/nsclc, not of the IMT; not used"]
+    assert read(chart(variant("v", ALK_GENE))).facts.molecular.alk.status == "positive"  # the only cancer
+
+
+def test_wrong_cancer_a_worsening_that_names_no_cancer_beside_another_primary_and_an_alk_inhibitor_stops():
+    """Progression on an ALK inhibitor is a yes/no fact: left out it reads "no", taken it may be the other cancer's
+    (an ALK-positive lung cancer is treated with the same drugs); either could change the advice."""
+    unnamed = {k: v for k, v in worse("worse").items() if k != "focus"}
+    result = read(chart(LUNG_CANCER, medication("crizotinib"), unnamed))
+    assert result.facts is None and not result.ok
+    assert [(p.where, p.message, p.severity, p.path, p.kind) for p in result.problems] == [
+        ("Observation/worse", "disease progression that names no cancer (focus), in a chart that holds another primary "
+         "cancer (Condition/nsclc), after MedicationStatement/crizotinib: progression on an ALK inhibitor cannot be "
+         "established, so nothing is evaluated: name its cancer", "error", "history.progressed_on_alk_inhibitor",
+         "unattributed")]
+    # No ALK inhibitor before it, or progression established by a worsening that names the IMT: only reported.
+    for resources in ([medication("crizotinib", when="2026-06-01"), unnamed],
+                      [medication("crizotinib"), unnamed, worse("imt-worse")]):
+        result = read(chart(LUNG_CANCER, *resources))
+        assert result.ok, resources
+        assert [(p.where, p.message) for p in result.problems if p.where == "Observation/worse"] == [
+            ("Observation/worse", "disease progression that names no cancer (focus), in a chart that holds another "
+             "primary cancer (Condition/nsclc); not used")]
+    assert read(chart(LUNG_CANCER, medication("crizotinib"), unnamed, worse("imt-worse"))).facts.history \
+        .progressed_on_alk_inhibitor is True
+    # The IMT the only cancer: a worsening that names none, or names a Tumor BodyStructure, is the IMT's.
+    for resource in (unnamed, worse("worse", focus="BodyStructure/tumour")):
+        assert read(chart(medication("crizotinib"), resource)).facts.history.progressed_on_alk_inhibitor is True
+
+
+def test_wrong_cancer_a_worsening_of_a_secondary_tumour_of_the_imt_is_the_imts_progression():
+    of_the_imt = secondary("liver-met", extension=[{"url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+                                                    "valueReference": {"reference": "Condition/imt"}}])
+    result = read(chart(LUNG_CANCER, of_the_imt, medication("crizotinib"), worse("worse", focus="Condition/liver-met")))
+    assert result.facts.history.progressed_on_alk_inhibitor is True
+    # A secondary tumour of the other cancer is the other cancer's.
+    of_the_lung = secondary("liver-met", extension=[{"url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+                                                     "valueReference": {"reference": "Condition/nsclc"}}])
+    progression = worse("worse", focus="Condition/liver-met")
+    result = read(chart(LUNG_CANCER, of_the_lung, medication("crizotinib"), progression))
+    assert result.facts.history.progressed_on_alk_inhibitor is False
+    assert ("Observation/worse", "disease status of Condition/liver-met, not of the IMT; not used") in [
+        (p.where, p.message) for p in result.problems]
+
+
 def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_is_not_used():
     flat = size("s", 6)
     flat["valueQuantity"] = flat.pop("component")[0]["valueQuantity"]

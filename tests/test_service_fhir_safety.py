@@ -83,6 +83,29 @@ def test_the_imt_example_still_gets_its_cards_and_a_deceased_imt_patient_none(cl
     assert response.json() == {"cards": []}
 
 
+def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(client):
+    """The example chart with a lung cancer in the conditions prefetch: its ALK fusion, tumour size and metastasis
+    name no cancer and may be the lung cancer's. No ALK inhibitor card; ALK testing, staging and a size are asked
+    for, and the record's card says why each was not used."""
+    resources = example_resources()
+    cards = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for(resources))).json()[
+        "cards"]
+    assert any("crizotinib" in card["summary"].lower() for card in cards)  # (the example alone: an ALK inhibitor)
+    lung = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for([*resources, lung])))
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    summaries = " | ".join(card["summary"] for card in cards).lower()
+    assert "crizotinib" not in summaries and "alk inhibitor" not in summaries, summaries
+    assert "alk status unknown" in summaries and "size not recorded" in summaries and "not staged" in summaries
+    details = "\n".join(card["detail"] for card in cards).replace("\\(", "(").replace("\\)", ")")  # (markdown)
+    for resource, what in (("Observation/imt-alk-fusion", "ALK variant"), ("Observation/imt-size", "tumor size")):
+        assert (f"{resource}: {what} that names no cancer (focus), in a chart that holds another primary cancer "
+                "(Condition/nsclc); not used: name its cancer") in details, details
+
+
 def test_an_attested_diagnosis_is_evaluated(client):
     name, patient_id, resources = next(c for c in CHARTS if "jenny-m" in c[0])
     request = hook_request("patient-view", patient_id, prefetch=prefetch_for(resources),

@@ -72,8 +72,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                                                   option=orjson.OPT_INDENT_2).decode() + "\n")
                 return EXIT_NOT_ELIGIBLE
             if fhir_input.facts is None:
-                conflicts = all(p.kind == "conflict" for p in fhir_input.problems if p.severity == "error")
-                said = "conflicting FHIR resources" if conflicts else "FHIR resources that disagree or cannot be read"
+                kinds = {p.kind for p in fhir_input.problems if p.severity == "error"}
+                said = ("conflicting FHIR resources" if kinds == {"conflict"} else
+                        "FHIR resources that disagree, cannot be read or are not tied to the IMT"
+                        if "unattributed" in kinds else "FHIR resources that disagree or cannot be read")
                 print(f"imt-cds: {said} in {args.path}; nothing was evaluated", file=sys.stderr)
                 return EXIT_INVALID_INPUT
             facts = fhir_input.facts

@@ -180,7 +180,8 @@ class FhirProblem:
     ``kind``: "skipped" (a resource, or what it says, is not used), "conflict" (resources disagree about a fact),
     "not_allowed" (a value the facts contract does not allow), "superseded" (an earlier finding outranked by a later
     one), "weak" (used, but recognised by text only), "unreadable" (a resource about a yes/no fact that cannot be
-    read: an error) or "incomplete" (the FHIR server said a search failed)."""
+    read: an error), "unattributed" (a finding about a yes/no fact that the chart does not tie to the IMT, where
+    another cancer could be its subject: an error) or "incomplete" (the FHIR server said a search failed)."""
 
     where: str  # "Observation/size-1", or "entry[3]" for a resource without type and id
     message: str
@@ -477,8 +478,10 @@ class _Reader:
     imt_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> matched codes (or "text")
     other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
     other_primaries: set[str] = field(default_factory=set)  # of those, the ones profiled as mCODE primary cancers
+    imt_secondaries: set[str] = field(default_factory=set)  # secondary tumours that are the IMT's (see _secondary)
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
+    unattributed: list[tuple[_Period | None, str]] = field(default_factory=list)  # worsenings of which cancer?
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
     significance: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # variant -> significance said
     bearing: tuple[str, ...] = ()  # the facts the resource being read was recognised to bear on (see _guarded)
@@ -761,9 +764,10 @@ class _Reader:
         if not related and self.other_primaries:
             # With another primary cancer in the chart, a metastasis that names no primary may be that cancer's.
             self.skip(where, "secondary tumour that names no primary (extension condition-related), in a chart that "
-                             f"holds another primary cancer ({', '.join(sorted(self.other_primaries))}); not used "
-                             "for staging: name its primary", path)
+                             f"holds another primary cancer ({self._other_primaries()}); not used for staging: name "
+                             "its primary", path)
             return
+        self.imt_secondaries.add(where)  # the IMT's, confirmed or not: a finding about it is about the IMT
         if _unconfirmed(condition, verification):
             self.skip(where, f"secondary tumour not confirmed (verification status "
                              f"{_verification_said(condition, verification)}); not used for staging", path)
@@ -878,8 +882,42 @@ class _Reader:
             if system == FACT_SYSTEM:
                 self._project_fact(value, observation, where)
 
+    def _other_primaries(self) -> str:
+        return ", ".join(sorted(self.other_primaries))
+
+    def _cancer_named(self, observation: Mapping[str, Any]) -> tuple[str, list[str]]:
+        """Which cancer a finding is about, by its ``focus`` (resolved): "imt" when it names the IMT's Condition or
+        one of its secondary tumours; "other" when it names other Conditions only; "unnamed" when it names no
+        Condition (no focus, or mCODE's other choices, a Tumor BodyStructure or a specimen, which a chart of
+        Conditions and Observations does not tie to a cancer)."""
+        focus = [self._resolve(r) for r in _references(observation, "focus")]
+        if any(f in self.imt_conditions or f in self.imt_secondaries for f in focus):
+            return "imt", focus
+        if any(_is_condition(f) for f in focus):
+            return "other", focus
+        return "unnamed", focus
+
+    def _not_the_imts(self, observation: Mapping[str, Any], what: str, *, of_the_patient: bool = False) -> str | None:
+        """Why a finding is not the IMT's, or None. One about another Condition is not; nor, like a secondary
+        tumour that names no primary, one that names none in a chart that holds another primary cancer (its staging,
+        its size, its variants may be that cancer's), unless what it says holds of the patient's every cancer
+        (``of_the_patient``). In a chart whose only cancer is the IMT, a finding needs no focus. (mCODE's staging
+        Observations name their cancer in ``focus``: CancerStageCommonRules, focus only
+        Reference(PrimaryCancerCondition), must support.)"""
+        whose, focus = self._cancer_named(observation)
+        if whose == "other":
+            return f"{what} of {', '.join(focus)}, not of the IMT; not used"
+        if whose == "unnamed" and self.other_primaries and not of_the_patient:
+            return (f"{what} that names no cancer (focus), in a chart that holds another primary cancer "
+                    f"({self._other_primaries()}); not used: name its cancer")
+        return None
+
     def _m_category(self, observation: Mapping[str, Any], where: str) -> None:
         path = "tumor.distant_disease"
+        not_the_imts = self._not_the_imts(observation, "M category")
+        if not_the_imts is not None:
+            self.skip(where, not_the_imts, path)
+            return
         values = _codings(_concept(observation, "valueCodeableConcept"))
         when = _when(observation, "effective", "issued")
         shown = ", ".join(f"{c.code}" for c in values) or "no value"
@@ -898,20 +936,29 @@ class _Reader:
         if value is not None and not isinstance(value, bool):
             raise _Malformed(f"valueBoolean must be true or false, found {_kind(value)}")
         present = value is not False
+        # "No history of metastatic cancer", naming no cancer, is said of the patient: of the IMT too, whatever other
+        # cancer the chart holds. A history of one is the IMT's only as any staging finding is.
+        not_the_imts = self._not_the_imts(observation, "history of metastatic cancer", of_the_patient=not present)
+        if not_the_imts is not None:
+            self.skip(where, not_the_imts, "tumor.distant_disease")
+            return
         self.offer("tumor.distant_disease", present, where, _when(observation, "effective", "issued"),
                    "history of metastatic cancer: " + ("yes" if present else "no"))
 
     def _disease_status(self, observation: Mapping[str, Any], where: str) -> None:
-        focus = [self._resolve(r) for r in _references(observation, "focus")]
-        if focus and not any(f in self.imt_conditions for f in focus):
+        whose, focus = self._cancer_named(observation)
+        if whose == "other":
             self.skip(where, f"disease status of {', '.join(focus)}, not of the IMT; not used")
             return
+        # Naming no cancer, the IMT's when it is the chart's only one; beside another, whose cannot be told (and
+        # progression, a yes/no fact, cannot be left unknown: see _progression).
+        attributed = whose == "imt" or not self.other_primaries
         self.bearing = (_DISEASE_STATUS,)
         values = _codings(_concept(observation, "valueCodeableConcept"))
         if self.terminology["disease-worsened"].matching(values):
             when = _when(observation, "effective", "issued")
             if when is None or not self._after_today(when, where, _PROGRESSION):
-                self.progressions.append((when, where))
+                (self.progressions if attributed else self.unattributed).append((when, where))
 
     def _progression(self) -> None:
         """Progression on an ALK inhibitor: a disease status "worse" no earlier than an ALK inhibitor was given."""
@@ -925,16 +972,34 @@ class _Reader:
                         f"{'a progression' if kind == 'inhibitor' else 'an ALK inhibitor'}: progression on an ALK "
                         "inhibitor cannot be established, so nothing is evaluated", "error",
                         _PROGRESSION, "unreadable"))
+        established = False
         for when, where in self.progressions:
-            given = [source for started, source in self.alk_inhibitors
-                     if started is None or when is None or not when.before(started)]
+            given = self._given_before(when)
             if given:
+                established = True
                 for path in ("history.progressed_on_alk_inhibitor", "history.progressed_on_prior_systemic"):
                     self.offer(path, True, where, note=f"progression after {', '.join(given)}")
             else:
                 self.skip(where, "disease progression recorded, but no ALK inhibitor given before it was found; "
                                  "progression on prior therapy is not set from it",
                           "history.progressed_on_alk_inhibitor")
+        for when, where in self.unattributed:
+            said = (f"disease progression that names no cancer (focus), in a chart that holds another primary cancer "
+                    f"({self._other_primaries()})")
+            given = self._given_before(when)
+            if given and not established:
+                # Left out, progression would read "no"; taken, it may be the other cancer's: either could change
+                # the recommendation, so nothing is evaluated (as for a malformed disease status).
+                self.problems.append(FhirProblem(
+                    where, f"{said}, after {', '.join(given)}: progression on an ALK inhibitor cannot be established, "
+                    "so nothing is evaluated: name its cancer", "error", _PROGRESSION, "unattributed"))
+            else:
+                self.skip(where, f"{said}; not used", _PROGRESSION)
+
+    def _given_before(self, when: _Period | None) -> list[str]:
+        """The ALK inhibitors given no later than a progression found at ``when`` (undated ones count)."""
+        return [source for started, source in self.alk_inhibitors
+                if started is None or when is None or not when.before(started)]
 
     def _implication(self, observation: Mapping[str, Any]) -> None:
         """A clinical significance said of variants by another Observation (Genomics Reporting's implications, or an
@@ -995,6 +1060,11 @@ class _Reader:
         ours = [g for g in genes if g in GENE_BY_HGNC]
         if not ours:
             return
+        not_the_imts = self._not_the_imts(observation, "variant")
+        if not_the_imts is not None:
+            for hgnc in ours:
+                self.skip(where, f"{GENE_BY_HGNC[hgnc][1]} {not_the_imts}", f"molecular.{GENE_BY_HGNC[hgnc][0]}.status")
+            return
         if PRESENT in value and ABSENT not in value:
             status = "positive"
             why_not = self._not_a_tumour_fusion(observation, where, genes)
@@ -1030,6 +1100,10 @@ class _Reader:
                               f"molecular.{gene}.fusion_partner")
 
     def _tumor_size(self, observation: Mapping[str, Any], where: str) -> None:
+        not_the_imts = self._not_the_imts(observation, "tumor size")
+        if not_the_imts is not None:
+            self.skip(where, not_the_imts, "tumor.size_cm")
+            return
         for component in _objects(observation, "component"):
             for coding in _codings(_concept(component, "code")):
                 if coding.code == LONGEST_DIMENSION:
@@ -1353,6 +1427,11 @@ def _related(condition: Mapping[str, Any]) -> list[str]:
     return [ext["valueReference"]["reference"] for ext in _objects(condition, "extension")
             if ext.get("url") == RELATED_EXTENSION and isinstance(ext.get("valueReference"), _OBJECT)
             and isinstance(ext["valueReference"].get("reference"), str)]
+
+
+def _is_condition(reference: str) -> bool:
+    """Whether a resolved reference names a Condition (``Condition/id``, or one on another server)."""
+    return reference.startswith("Condition/") or "/Condition/" in reference
 
 
 def _profiles(resource: Mapping[str, Any]) -> str:
