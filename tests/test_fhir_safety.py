@@ -1049,6 +1049,41 @@ def test_wrong_cancer_a_worsening_of_a_secondary_tumour_of_the_imt_is_the_imts_p
         (p.where, p.message) for p in result.problems]
 
 
+def test_wrong_cancer_a_resection_that_names_no_reason_beside_another_primary_stops_unless_surgery_is_known():
+    """Surgery done is a yes/no fact: a lobectomy that names no reason, in a chart that also holds a lung cancer, may
+    be the lung cancer's; left out, surgery would read "no"."""
+    resection = {"resourceType": "Procedure", "id": "resection", "status": "completed",
+                 "subject": {"reference": "Patient/p1"}, "code": {"coding": [{"system": SNOMED, "code": "359615001"}]}}
+    result = read(chart(LUNG_CANCER, resection))
+    assert result.facts is None and not result.ok
+    assert [(p.where, p.message, p.severity, p.path, p.kind) for p in result.problems] == [
+        ("Procedure/resection", "surgery that names no reason (reasonReference), in a chart that holds another primary "
+         "cancer (Condition/nsclc): whether the IMT was operated on cannot be established, so nothing is evaluated: "
+         "name its reason", "error", "history.surgery_done", "unattributed")]
+    # Another resource that says whether the IMT was operated on settles it; the resection is then only reported.
+    of_the_imt = {**resection, "id": "imt-resection", "reasonReference": [{"reference": "Condition/imt"}]}
+    for said, surgery in ((of_the_imt, True), (fact("f", "history.surgery_done", valueBoolean=False), False)):
+        result = read(chart(LUNG_CANCER, resection, said))
+        assert result.ok and result.facts.history.surgery_done is surgery
+        assert [(p.where, p.message) for p in result.problems] == [
+            ("Procedure/resection", "surgery that names no reason (reasonReference), in a chart that holds another "
+             "primary cancer (Condition/nsclc); not used")]
+    assert read(chart(resection)).facts.history.surgery_done is True  # the IMT the only cancer
+
+
+def test_wrong_cancer_a_primary_cancer_the_patient_does_not_have_is_no_other_cancer():
+    for status in ("refuted", "entered-in-error"):
+        refuted = {**copy.deepcopy(LUNG_CANCER), "verificationStatus": {"coding": [{"code": status}]}}
+        result = read(chart(refuted, size("s", 6), m_category("m", SNOMED, M1)))
+        assert (result.facts.tumor.size_cm, result.facts.tumor.distant_disease) == (6, True), status
+        assert result.problems == (), status
+    for status in ("provisional", "resolved"):  # a cancer suspected, or one in the past, may have left findings
+        other = {**copy.deepcopy(LUNG_CANCER), "verificationStatus": {"coding": [{"code": status}]}}
+        if status == "resolved":
+            other = {**copy.deepcopy(LUNG_CANCER), "clinicalStatus": {"coding": [{"code": status}]}}
+        assert read(chart(other, size("s", 6))).facts.tumor.size_cm is None, status
+
+
 def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_is_not_used():
     flat = size("s", 6)
     flat["valueQuantity"] = flat.pop("component")[0]["valueQuantity"]

@@ -482,6 +482,7 @@ class _Reader:
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
     unattributed: list[tuple[_Period | None, str]] = field(default_factory=list)  # worsenings of which cancer?
+    unattributed_surgeries: list[str] = field(default_factory=list)  # resections of which cancer?
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
     significance: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # variant -> significance said
     bearing: tuple[str, ...] = ()  # the facts the resource being read was recognised to bear on (see _guarded)
@@ -556,6 +557,7 @@ class _Reader:
             elif kind.startswith("Medication"):
                 self._guarded(label, resource, self._medication)
         self._progression()
+        self._surgery()
         reason = "diagnosis_attested" if diagnosis.basis == "attested" else "imt_diagnosis"
         message = {"coded": "IMT diagnosis coded in the chart", "text": "IMT diagnosis recognised from text only "
                    "(no code from value set imt-diagnosis): confirm it", "attested": "IMT diagnosis attested by the "
@@ -712,8 +714,8 @@ class _Reader:
         related = _related(condition)
         if not matched and not named and not secondary:
             self.other_conditions.add(where)  # another disease: nothing of it is read
-            if PRIMARY_PROFILE in profiles:
-                self.other_primaries.add(where)
+            if PRIMARY_PROFILE in profiles and not {"refuted", "entered-in-error"} & set(verification):
+                self.other_primaries.add(where)  # (a cancer the patient is said not to have is none)
             return
         if {"refuted", "entered-in-error"} & set(verification):
             self.skip(where, f"verification status {'/'.join(verification)}; not used")
@@ -799,7 +801,25 @@ class _Reader:
             self.skip(where, f"surgery for {', '.join(str(r) for r in reasons)}, not for the IMT; not used",
                       "history.surgery_done")
             return
+        if not reasons and self.other_primaries:
+            self.unattributed_surgeries.append(where)  # (decided once every resource is read: _surgery)
+            return
         self.offer("history.surgery_done", True, where)
+
+    def _surgery(self) -> None:
+        """Surgeries that name no reason, in a chart that holds another primary cancer: the other cancer's, maybe.
+        Left out, surgery would read "no"; taken, it may be the other cancer's: unless another resource says whether
+        the IMT was operated on, nothing is evaluated."""
+        path = "history.surgery_done"
+        for where in self.unattributed_surgeries:
+            said = (f"surgery that names no reason (reasonReference), in a chart that holds another primary cancer "
+                    f"({self._other_primaries()})")
+            if path in self.candidates:
+                self.skip(where, f"{said}; not used", path)
+            else:
+                self.problems.append(FhirProblem(
+                    where, f"{said}: whether the IMT was operated on cannot be established, so nothing is evaluated: "
+                    "name its reason", "error", path, "unattributed"))
 
     def _medication(self, resource: Mapping[str, Any], where: str) -> None:
         concept = _concept(resource, "medicationCodeableConcept")
