@@ -976,9 +976,10 @@ def test_wrong_cancer_a_tumour_size_of_another_cancer_or_naming_none_beside_one_
     assert [(p.message, p.path) for p in result.problems] == [
         ("tumor size that names no cancer (focus), in a chart that holds another primary cancer (Condition/nsclc); "
          "not used: name its cancer", "tumor.size_cm")]
-    result = read(chart(focused(size("s", 6), "Condition/other")))
+    result = read(chart(focused(size("s", 6), "Condition/other", "Condition/another")))
     assert result.facts.tumor.size_cm is None
-    assert [p.message for p in result.problems] == ["tumor size of Condition/other, not of the IMT; not used"]
+    assert [p.message for p in result.problems] == [
+        "tumor size of Condition/other, Condition/another, not of the IMT; not used"]
     assert read(chart(LUNG_CANCER, focused(size("s", 6), "Condition/imt"))).facts.tumor.size_cm == 6
     # mCODE's own focus, a Tumor BodyStructure, names no Condition: the IMT's when it is the only cancer.
     assert read(chart(focused(size("s", 6), "BodyStructure/tumour"))).facts.tumor.size_cm == 6
@@ -1019,6 +1020,9 @@ def test_wrong_cancer_a_worsening_that_names_no_cancer_beside_another_primary_an
          "cancer (Condition/nsclc), after MedicationStatement/crizotinib: progression on an ALK inhibitor cannot be "
          "established, so nothing is evaluated: name its cancer", "error", "history.progressed_on_alk_inhibitor",
          "unattributed")]
+    twice = read(chart(LUNG_CANCER, medication("crizotinib"), medication("alectinib", code="1727455"), unnamed))
+    assert ", after MedicationStatement/crizotinib, MedicationStatement/alectinib: progression" in (
+        twice.problems[0].message)
     # No ALK inhibitor before it, or progression established by a worsening that names the IMT: only reported.
     for resources in ([medication("crizotinib", when="2026-06-01"), unnamed],
                       [medication("crizotinib"), unnamed, worse("imt-worse")]):
