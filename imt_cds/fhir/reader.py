@@ -924,6 +924,8 @@ class _Reader:
         (``of_the_patient``). In a chart whose only cancer is the IMT, a finding needs no focus. (mCODE's staging
         Observations name their cancer in ``focus``: CancerStageCommonRules, focus only
         Reference(PrimaryCancerCondition), must support.)"""
+        if "focus" not in observation and not self.other_primaries:
+            return None  # the usual chart, answered without resolving anything (every tumour size comes here)
         whose, focus = self._cancer_named(observation)
         if whose == "other":
             return f"{what} of {', '.join(focus)}, not of the IMT; not used"
