@@ -172,6 +172,24 @@ def test_citation_links_are_labelled_with_the_citation_shortened_to_80_character
     assert all(link["type"] == "absolute" and len(link["label"].split(": ", 1)[1]) <= 80 for link in found)
 
 
+def test_the_card_for_a_resource_not_tied_to_the_imt_says_so_among_the_reasons():
+    from imt_cds.render.cards import conflict_card
+
+    problems = [{"where": "Procedure/p1", "message": "surgery that names no reason (reasonReference), in a chart that "
+                 "holds another primary cancer (Condition/c): whether the IMT was operated on cannot be established, "
+                 "so nothing is evaluated: name its reason", "severity": "error", "path": "history.surgery_done",
+                 "kind": "unattributed"},
+                {"where": "Observation/o1, Observation/o2", "message": "conflicting values for tumor.size_cm",
+                 "severity": "error", "path": "tumor.size_cm", "kind": "conflict"}]
+    card = conflict_card(problems, evaluation_id="e1")
+    assert card["summary"] == ("Records not tied to the IMT, unreadable or conflicting: no IMT decision support until "
+                               "they are corrected.")
+    assert card["detail"].split("\n")[0] == (
+        "**Nothing was evaluated.** The FHIR record holds resources that disagree, cannot be read or are not tied to "
+        "the IMT, about facts that cannot be left unknown, and imt-cds never evaluates a guess:")
+    assert "- Procedure/p1: surgery that names no reason" in card["detail"]
+
+
 def test_the_card_for_a_record_that_cannot_be_read_says_so_in_its_own_words():
     from imt_cds.render.cards import conflict_card
 

@@ -106,6 +106,21 @@ def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(clie
                 "(Condition/nsclc); not used: name its cancer") in details, details
 
 
+def test_beside_another_primary_cancer_a_resection_that_names_no_reason_gets_one_critical_card(client):
+    lung = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
+    resection = {"resourceType": "Procedure", "id": "resection", "status": "completed",
+                 "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "359615001"}]}}
+    request = hook_request("patient-view", prefetch=prefetch_for([*example_resources(), lung, resection]))
+    response = client.post(PATIENT_VIEW, json=request)
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert card["indicator"] == "critical" and card["summary"].startswith("Records not tied to the IMT")
+    assert "Procedure/resection: surgery that names no reason" in card["detail"].replace("\\", "")
+
+
 def test_an_attested_diagnosis_is_evaluated(client):
     name, patient_id, resources = next(c for c in CHARTS if "jenny-m" in c[0])
     request = hook_request("patient-view", patient_id, prefetch=prefetch_for(resources),

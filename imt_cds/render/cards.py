@@ -583,8 +583,11 @@ def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) 
     # Most often resources that disagree; also a resource about a yes/no fact that cannot be read (left out, the
     # fact would read "no"): the card says which it is.
     only_conflicts = all(p.get("kind") == "conflict" for p in errors)
+    # Or, beside another cancer, a resource about such a fact that does not say it is the IMT's (kind "unattributed").
+    unattributed = any(p.get("kind") == "unattributed" for p in errors)
     detail = ["**Nothing was evaluated.** The FHIR record " + (
         "disagrees with itself about facts" if only_conflicts else
+        "holds resources that disagree, cannot be read or are not tied to the IMT, about facts" if unattributed else
         "holds resources that disagree or cannot be read, about facts") +
         " that cannot be left unknown, and imt-cds never evaluates a guess:", ""]
     detail += [f"- {_md(p['where'])}: {_md(p['message'])}" for p in errors]
@@ -593,6 +596,8 @@ def conflict_card(problems: Sequence[Mapping[str, Any]], *, evaluation_id: str) 
     detail += ["", "Correct or retire the " + ("conflicting" if only_conflicts else "listed") +
                " resources, then open the chart again."]
     summary = ("Conflicting records: no IMT decision support until they are reconciled." if only_conflicts else
+               "Records not tied to the IMT, unreadable or conflicting: no IMT decision support until they are "
+               "corrected." if unattributed else
                "Unreadable or conflicting records: no IMT decision support until they are corrected.")
     return make_card(card_id=card_uuid(evaluation_id, "FHIR", ServiceCard.FHIR_INPUT_CONFLICT),
                      summary=summary,
