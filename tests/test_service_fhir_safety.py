@@ -38,6 +38,10 @@ def single_patient_charts():
 
 
 CHARTS = single_patient_charts()
+# A second primary cancer of the example patient (mCODE's profile, SNOMED CT non-small cell lung cancer).
+LUNG_CANCER = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+               "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
+               "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +95,8 @@ def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(clie
     cards = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for(resources))).json()[
         "cards"]
     assert any("crizotinib" in card["summary"].lower() for card in cards)  # (the example alone: an ALK inhibitor)
-    lung = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
-            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
-            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
-    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for([*resources, lung])))
+    request = hook_request("patient-view", prefetch=prefetch_for([*resources, LUNG_CANCER]))
+    response = client.post(PATIENT_VIEW, json=request)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
     summaries = " | ".join(card["summary"] for card in cards).lower()
@@ -107,13 +109,10 @@ def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(clie
 
 
 def test_beside_another_primary_cancer_a_resection_that_names_no_reason_gets_one_critical_card(client):
-    lung = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
-            "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
-            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
     resection = {"resourceType": "Procedure", "id": "resection", "status": "completed",
                  "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
                  "code": {"coding": [{"system": "http://snomed.info/sct", "code": "359615001"}]}}
-    request = hook_request("patient-view", prefetch=prefetch_for([*example_resources(), lung, resection]))
+    request = hook_request("patient-view", prefetch=prefetch_for([*example_resources(), LUNG_CANCER, resection]))
     response = client.post(PATIENT_VIEW, json=request)
     assert response.status_code == 200, response.text
     (card,) = response.json()["cards"]
