@@ -194,7 +194,7 @@ MUTATION_TESTS_imt_cds/service/hooks.py := tests/test_app_mutants.py tests/test_
 MUTATION_TESTS_imt_cds/service/errors.py := tests/test_service_errors.py tests/test_app_mutants.py tests/test_api_hygiene.py \
     tests/test_connections_mutants.py
 MUTATION_TESTS_imt_cds/service/config.py := tests/test_config_mutants.py tests/test_app_mutants.py tests/test_api_hygiene.py
-MUTATION_TESTS_imt_cds/service/drugs.py := tests/test_service_cards.py tests/test_order_sign_cards.py
+MUTATION_TESTS_imt_cds/core/drugs.py := tests/test_service_cards.py tests/test_order_sign_cards.py
 MUTATION_TESTS_imt_cds/render/fhir_codesystems.py := tests/test_fhir_codesystems.py tests/test_fhir_invariants.py \
     tests/test_api_hygiene.py
 MUTATION_TESTS_imt_cds/authoring/rule_examples.py := tests/test_rule_examples.py tests/test_rules_cli_mutants.py
@@ -217,7 +217,7 @@ MUTATE ?= imt_cds/core/validation.py imt_cds/core/conditions.py imt_cds/core/com
           imt_cds/service/app.py imt_cds/render/report_html.py imt_cds/cli/audit.py \
           imt_cds/cli/rules.py imt_cds/cli/batch.py imt_cds/cli/main.py imt_cds/service/calls.py \
           imt_cds/service/patient_view.py imt_cds/service/hooks.py imt_cds/service/errors.py \
-          imt_cds/service/config.py imt_cds/service/drugs.py imt_cds/render/fhir_codesystems.py \
+          imt_cds/service/config.py imt_cds/core/drugs.py imt_cds/render/fhir_codesystems.py \
           imt_cds/authoring/rule_examples.py imt_cds/service/request_json.py
 
 define mutate_one

@@ -18,7 +18,7 @@ from imt_cds.render.cards import (
     citation_links,
     problems_card,
 )
-from imt_cds.service.drugs import find_drug
+from imt_cds.core.drugs import find_drug
 from imt_cds.service.order_sign import TargetedOrder, check_orders, targeted_orders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +237,7 @@ import logging, sys, threading, multiprocessing
 before = list(logging.getLogger().handlers)
 import imt_cds.cli.serve
 import imt_cds.service, imt_cds.service.app, imt_cds.service.auth, imt_cds.render.cards
-import imt_cds.service.config, imt_cds.service.drugs, imt_cds.service.errors, imt_cds.service.feedback
+import imt_cds.service.config, imt_cds.core.drugs, imt_cds.service.errors, imt_cds.service.feedback
 import imt_cds.service.hooks, imt_cds.service.order_sign, imt_cds.service.prefetch, imt_cds.service.workers
 assert threading.active_count() == 1, threading.enumerate()
 assert multiprocessing.active_children() == []

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.drugs import find_drug
 from ..core.rulebook import Drug, Rulebook
 from ..core.wording import display_value as _value
 from ..fhir.reader import bundle_resources, resource_label
@@ -35,7 +36,6 @@ from ..render.cards import (
 )
 from ..render.cards import escape_markdown as _md
 from ..render.fhir_output import Indicator
-from .drugs import find_drug
 
 __all__ = ["TargetedOrder", "check_orders", "targeted_orders"]
 

@@ -1,12 +1,13 @@
-"""Recognising a targeted drug in a draft order, with the rulebook's drug table (``drugs.yaml``).
+"""Recognising a targeted drug in a medication (a draft order, a chart's medication record), with the rulebook's drug
+table (``drugs.yaml``).
 
 The table itself is clinical knowledge and lives in the rulebook (each drug's names, brands, targets, labelled
 minimum age parameter, evidence and, where verified, its RxNorm ingredient code): a rule author reads and changes
 it there, ``rules diff`` shows its changes and the rulebook's sha256 covers it. This module only matches.
 
-An order is recognised first by an RxNorm coding (system ``http://www.nlm.nih.gov/research/umls/rxnorm``) whose code
+A medication is recognised first by an RxNorm coding (system ``http://www.nlm.nih.gov/research/umls/rxnorm``) whose code
 is a drug's verified ingredient code, then by a case-insensitive whole-word match of a drug's name or brand in the
-order's medication text and coding displays, read as the diagnosis texts are (``terminology.as_read``): fullwidth
+medication's text and coding displays, read as the diagnosis texts are (``terminology.as_read``): fullwidth
 letters folded, invisible characters (a soft hyphen, a zero-width space) removed, so that they cannot hide a targeted
 drug from the check. A drug whose RxNorm code could not be verified has none in the table
 and is matched by name only.
