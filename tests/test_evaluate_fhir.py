@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,38 @@ def test_a_chart_with_another_primary_cancer_uses_only_what_names_the_imt_and_st
             in result.stderr)
     assert (f"imt-cds: FHIR resources that disagree, cannot be read or are not tied to the IMT in {path}; nothing "
             "was evaluated") in result.stderr
+
+
+def test_an_alk_inhibitor_named_only_in_text_is_progression_on_it_by_the_rulebooks_drug_table(tmp_path):
+    """A patient on Xalkori (named, not coded by its RxNorm ingredient) whose IMT worsened: progression on an ALK
+    inhibitor, so a next-generation ALK inhibitor is considered and crizotinib is not suggested again. The names are
+    those of the rulebook evaluated with (``--rules``)."""
+    bundle = json.loads(BUNDLE.read_text())
+    patient = {"reference": f"Patient/{bundle['entry'][0]['resource']['id']}"}
+    xalkori = {"resourceType": "MedicationStatement", "id": "xalkori", "status": "active", "subject": patient,
+               "medicationCodeableConcept": {"text": "Xalkori 250 mg capsule"}, "effectiveDateTime": "2025-03-01"}
+    worse = {"resourceType": "Observation", "id": "worse", "status": "final", "subject": patient,
+             "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
+             "effectiveDateTime": "2026-01-05", "focus": [{"reference": "Condition/imt-primary"}],
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}
+    bundle["entry"] += [{"resource": xalkori}, {"resource": worse}]
+    path = tmp_path / "on-xalkori.json"
+    path.write_text(json.dumps(bundle))
+    result = run("--fhir", str(path), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["fhir_input"]["sources"]["history.progressed_on_alk_inhibitor"] == ["Observation/worse"]
+    codes = [finding["code"] for finding in document["recommendations"]]
+    assert "REC_CRIZOTINIB_ALK" not in codes and "REC_NEXT_GEN_ALK_INHIBITOR_CONSIDER" in codes, codes
+    assert ("imt-cds: FHIR warning: MedicationStatement/xalkori: medication 'Xalkori 250 mg capsule' read as the ALK "
+            "inhibitor crizotinib by its name, not by a code of value set alk-inhibitors: check it") in result.stderr
+    # A rulebook whose drug table does not know the brand does not read it: the names are the rulebook's.
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    table = rules / "drugs.yaml"
+    table.write_text(table.read_text().replace("brands: [Xalkori]", "brands: []"))
+    other = run("--fhir", str(path), "--format", "json", "--rules", str(rules))
+    assert other.returncode == 0, other.stderr
+    document = json.loads(other.stdout)
+    assert "history.progressed_on_alk_inhibitor" not in document["fhir_input"]["sources"]
+    assert "REC_CRIZOTINIB_ALK" in [finding["code"] for finding in document["recommendations"]]

@@ -1374,9 +1374,10 @@ def test_surgery_for_several_other_conditions_names_each():
 
 
 @pytest.mark.parametrize("elements", [{}, {"medicationReference": "Medication/criz"},
-                                      {"medicationReference": {"display": "crizotinib"}}])
+                                      {"medicationReference": {"display": "one tablet"}}])
 def test_a_drug_resource_without_a_usable_code_or_reference_is_not_counted(elements):
-    # {} leaves out both medication[x] elements (the helper's coded default is replaced by what is given)
+    # {} leaves out both medication[x] elements (the helper's coded default is replaced by what is given). (A
+    # display that names an ALK inhibitor is one by its name: test_fhir_safety.py, progression.)
     drug = {"resourceType": "Medication", "id": "criz", "code": {"coding": [{"system": RXNORM, "code": "1148495"}]}}
     unnamed = medication("m", **(elements or {"note": []}))
     result = read(chart(drug, unnamed, worse()))

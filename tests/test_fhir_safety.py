@@ -624,6 +624,77 @@ def test_progression_an_alk_inhibitor_only_proposed_or_planned_was_not_given():
     assert read(chart(ordered, worse("worse"))).facts.history.progressed_on_alk_inhibitor is True
 
 
+def named(resource_id, concept, kind="MedicationStatement", **extra):
+    """A medication record that names its drug without an RxNorm ingredient code (``concept``: its
+    medicationCodeableConcept, or None for none)."""
+    record = {**medication(resource_id, kind), **extra}
+    if concept is None:
+        del record["medicationCodeableConcept"]
+    else:
+        record["medicationCodeableConcept"] = concept
+    return record
+
+
+_PROGRESSION = "history.progressed_on_alk_inhibitor"
+FORMULARY_CRIZOTINIB = {"coding": [{"system": "http://example.org/formulary", "code": "4471",
+                                    "display": "crizotinib 250 MG Oral Capsule"}]}
+
+
+@pytest.mark.parametrize("kind", ["MedicationStatement", "MedicationRequest", "MedicationAdministration"])
+def test_progression_an_alk_inhibitor_named_but_not_coded_as_an_ingredient_counts_and_is_flagged(kind):
+    """Charts code medications as products (a formulary's codes, RxNorm clinical drugs) or name them in text only: an
+    ALK inhibitor of the drug table named so is one (left out, progression on it would read "no" and crizotinib be
+    suggested again), and the reader says it was known by its name."""
+    contained = {"medicationReference": {"reference": "#m"},
+                 "contained": [{"resourceType": "Medication", "id": "m", "code": {"text": "Lorbrena 100 mg"}}]}
+    for record in (named("m1", {"text": "Xalkori 250 mg capsule"}, kind),
+                   named("m1", FORMULARY_CRIZOTINIB, kind),
+                   named("m1", {"text": "ENSARTINIB"}, kind),  # (no verified RxNorm code: named only, any case)
+                   named("m1", None, kind, **contained),
+                   named("m1", None, kind, medicationReference={"reference": "Medication/elsewhere",
+                                                                 "display": "Alecensa"})):
+        result = read(chart(record, worse("worse")))
+        assert result.facts.history.progressed_on_alk_inhibitor is True, record
+        assert result.sources["history.progressed_on_alk_inhibitor"] == ("Observation/worse",)
+        (weak,) = [p for p in result.problems if p.kind == "weak"]
+        assert (weak.where, weak.severity, weak.path) == (f"{kind}/m1", "warning", _PROGRESSION)
+    said = {problem.message for problem in read(chart(named("m1", FORMULARY_CRIZOTINIB, kind))).problems}
+    assert said == {"medication 'crizotinib 250 MG Oral Capsule' read as the ALK inhibitor crizotinib by its name, not "
+                    "by a code of value set alk-inhibitors; its codes: http://example.org/formulary|4471: check it"}
+    said = {problem.message for problem in read(chart(named("m1", {"text": "Xalkori 250 mg capsule"}, kind))).problems}
+    assert said == {"medication 'Xalkori 250 mg capsule' read as the ALK inhibitor crizotinib by its name, not by a "
+                    "code of value set alk-inhibitors: check it"}
+    # The words quoted are those that name it.
+    capsule = {"text": "oral capsule, 250 mg", "coding": [{"system": "http://example.org/formulary", "code": "4471",
+                                                          "display": "Xalkori"}]}
+    said = {problem.message for problem in read(chart(named("m1", capsule, kind))).problems}
+    assert said == {"medication 'Xalkori' read as the ALK inhibitor crizotinib by its name, not by a code of value "
+                    "set alk-inhibitors; its codes: http://example.org/formulary|4471: check it"}
+    # Coded by its ingredient, nothing to say; another drug (of the table or not), or a name inside another word, is
+    # no ALK inhibitor; one named but not given is not counted.
+    assert [p for p in read(chart(medication("m1", kind), worse("worse"))).problems] == []
+    for record in (named("m1", {"text": "larotrectinib"}, kind), named("m1", {"text": "imatinib 400 mg"}, kind),
+                   named("m1", {"text": "precrizotinib"}, kind),
+                   named("m1", {"text": "Xalkori"}, kind, status="entered-in-error")):
+        result = read(chart(record, worse("worse")))
+        assert result.facts.history.progressed_on_alk_inhibitor is False, record
+        assert [p for p in result.problems if p.kind == "weak"] == [], record
+
+
+def test_progression_the_names_are_those_of_the_drug_table_given():
+    text_only = named("m1", {"text": "Xalkori 250 mg capsule"})
+    assert read(chart(text_only, worse("worse")), drugs={}).facts.history.progressed_on_alk_inhibitor is False
+    shipped = load_rulebook()
+    # With a terminology and no drug table, the shipped rulebook's table.
+    with_terminology = read(chart(text_only, worse("worse")), terminology=shipped.terminology)
+    assert with_terminology.facts.history.progressed_on_alk_inhibitor
+    without_entrectinib = {name: drug for name, drug in shipped.drugs.items() if name != "entrectinib"}
+    entrectinib = named("m1", {"text": "Rozlytrek"})
+    assert read(chart(entrectinib, worse("worse")), drugs=shipped.drugs).facts.history.progressed_on_alk_inhibitor
+    assert not read(chart(entrectinib, worse("worse")),
+                    drugs=without_entrectinib).facts.history.progressed_on_alk_inhibitor
+
+
 def test_never_500_a_contained_element_of_the_wrong_shape_is_reported_and_skipped():
     statement = {**medication("crizotinib"), "contained": 5, "medicationReference": {"reference": "#m"}}
     del statement["medicationCodeableConcept"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from rulebook_copies import copy_rulebook, set_parameters
+from rulebook_copies import copy_rulebook, edit, set_parameters
 from service_support import (
     EXAMPLE_PATIENT,
     example_resources,
@@ -212,6 +212,28 @@ def test_a_worker_prepares_every_evaluations_record_and_answers_with_its_id(tmp_
     unaudited = _Handler(WorkerSettings(cache_size=0)).handle(job)
     assert "record" not in unaudited
     assert str(uuid.UUID(unaudited["evaluation_id"])) == unaudited["evaluation_id"]
+
+
+def test_a_worker_knows_medications_by_the_names_of_its_own_rulebooks_drug_table(tmp_path):
+    # A chart's medication named only in text (Xalkori, crizotinib's brand) is an ALK inhibitor by the drug table of
+    # the rulebook the worker evaluates with, not the shipped one's.
+    from imt_cds.service.workers import WorkerSettings, _Handler
+
+    patient = {"reference": f"Patient/{EXAMPLE_PATIENT}"}
+    xalkori = {"resourceType": "MedicationStatement", "id": "xalkori", "status": "active", "subject": patient,
+               "medicationCodeableConcept": {"text": "Xalkori"}, "effectiveDateTime": "2025-03-01"}
+    worse = {"resourceType": "Observation", "id": "worse", "status": "final", "subject": patient,
+             "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
+             "effectiveDateTime": "2026-01-05", "focus": [{"reference": "Condition/imt-primary"}],
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}
+    job = {"op": "facts", "resources": [*example_resources(), xalkori, worse], "on": "2026-11-21",
+           "patient_id": EXAMPLE_PATIENT}
+    rules = copy_rulebook(tmp_path)
+    edit(rules, "drugs.yaml", "brands: [Xalkori]", "brands: []")
+    for settings, progressed in ((WorkerSettings(cache_size=0), True),
+                                 (WorkerSettings(cache_size=0, rules=str(rules)), False)):
+        answer = _Handler(settings).handle(job)
+        assert answer["fhir"]["facts"]["history"]["progressed_on_alk_inhibitor"] is progressed
 
 
 # --- the pool itself: jobs queued behind a running one (in this process; the worker processes are real) ----------

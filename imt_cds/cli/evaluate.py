@@ -111,7 +111,8 @@ def _facts_from_fhir(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     chart = load_json_object(read_input(args.path), max_bytes=MAX_CHART_BYTES)
     if isinstance(chart, dict) and "resourceType" not in chart:
         raise InvalidInputError([InputProblem("", _no_resource_type(chart), None)])
-    options = {"terminology": engine_for(args.rules).rulebook.terminology,
+    rulebook = engine_for(args.rules).rulebook
+    options = {"terminology": rulebook.terminology, "drugs": rulebook.drugs,
                "diagnosis_attested": args.attest_imt_diagnosis}
     if isinstance(chart, dict) and isinstance(chart.get("resourceType"), str) and chart["resourceType"] != "Bundle":
         read = facts_from_resources([chart], **options)  # one resource is a chart of one resource

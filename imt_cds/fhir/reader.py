@@ -42,9 +42,11 @@ from datetime import date, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
+from ..core.drugs import find_drug
 from ..core.errors import ChartRefusedError, InputProblem, InvalidInputError
 from ..core.fact_fields import fact_fields
 from ..core.facts import PatientFacts
+from ..core.rulebook import Drug
 from ..core.terminology import FACT_STANDARD_ELEMENTS, FACT_SYSTEM, METHOD_SYSTEM, Coding, Terminology
 from ..core.validation import parse_facts
 
@@ -260,9 +262,12 @@ class FhirFacts:
 
 
 def facts_from_bundle(bundle: Any, on: date | None = None, *, terminology: Terminology | None = None,
-                      patient_id: str | None = None, diagnosis_attested: bool = False) -> FhirFacts:
+                      drugs: Mapping[str, Drug] | None = None, patient_id: str | None = None,
+                      diagnosis_attested: bool = False) -> FhirFacts:
     """Facts from a FHIR Bundle (as parsed JSON). ``on`` is the evaluation date for the age (default: today, UTC);
-    ``terminology`` the rulebook's value sets (default: the shipped rulebook's); ``patient_id`` the patient the
+    ``terminology`` the rulebook's value sets (default: the shipped rulebook's); ``drugs`` its drug table, by which
+    a medication record that no code of value set alk-inhibitors names is still known as an ALK inhibitor by its
+    name (default: the shipped rulebook's; give the same rulebook's as the terminology); ``patient_id`` the patient the
     caller expects (refused if the chart is about another); ``diagnosis_attested`` that the caller established the
     IMT diagnosis elsewhere (recorded; a chart with no IMT Condition is then evaluated).
 
@@ -281,23 +286,25 @@ def facts_from_bundle(bundle: Any, on: date | None = None, *, terminology: Termi
     if "entry" in bundle and not isinstance(bundle["entry"], list | type(None)):
         raise InvalidInputError([InputProblem("entry", "Bundle.entry must be a list of entries",
                                               type(bundle["entry"]).__name__)])
-    return facts_from_resources([bundle], on, terminology=terminology, patient_id=patient_id,
+    return facts_from_resources([bundle], on, terminology=terminology, drugs=drugs, patient_id=patient_id,
                                 diagnosis_attested=diagnosis_attested)
 
 
 def facts_from_resources(resources: Iterable[Any], on: date | None = None, *, terminology: Terminology | None = None,
-                         patient_id: str | None = None, diagnosis_attested: bool = False) -> FhirFacts:
+                         drugs: Mapping[str, Drug] | None = None, patient_id: str | None = None,
+                         diagnosis_attested: bool = False) -> FhirFacts:
     """Facts from FHIR resources (parsed JSON), e.g. a CDS Hooks prefetch: each item a resource or a Bundle of them
     (whose entries' ``fullUrl`` resolve references). See ``facts_from_bundle`` for the options."""
     if terminology is None:
         from ..core.rule_loader import load_rulebook  # the shipped rulebook's value sets
 
-        terminology = load_rulebook().terminology
+        shipped = load_rulebook()
+        terminology, drugs = shipped.terminology, drugs if drugs is not None else shipped.drugs
     missing = terminology.missing()
     if missing:
         raise ValueError(f"this rulebook cannot read FHIR: it lacks the value sets {', '.join(missing)}")
     chart = _Chart.gather(resources)
-    reader = _Reader(on or datetime.now(timezone.utc).date(), terminology, chart)
+    reader = _Reader(on or datetime.now(timezone.utc).date(), terminology, chart, drugs)
     return reader.read(patient_id, diagnosis_attested)
 
 
@@ -469,6 +476,7 @@ class _Reader:
     on: date
     terminology: Terminology
     chart: _Chart
+    drugs: Mapping[str, Drug] | None  # the drug table (None: the shipped rulebook's, loaded when first needed)
     candidates: dict[str, list[_Candidate]] = field(default_factory=dict)
     problems: list[FhirProblem] = field(default_factory=list)
     methods: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # gene -> (method, source)
@@ -823,12 +831,16 @@ class _Reader:
 
     def _medication(self, resource: Mapping[str, Any], where: str) -> None:
         concept = _concept(resource, "medicationCodeableConcept")
+        reference = resource.get("medicationReference")
         if concept is None:
-            reference = resource.get("medicationReference")
             if isinstance(reference, _OBJECT) and isinstance(reference.get("reference"), str):
                 concept = self._medication_code(str(reference["reference"]), resource)
-        if not self.terminology["alk-inhibitors"].matching(_codings(concept)):
-            return
+        codings = _codings(concept)
+        by_name = None  # why it is an ALK inhibitor, when only its name says so
+        if not self.terminology["alk-inhibitors"].matching(codings):
+            by_name = self._alk_inhibitor_named(concept, reference, codings)
+            if by_name is None:
+                return
         status = resource.get("status")
         if status not in _MEDICATION_TAKEN[resource["resourceType"]]:
             self.skip(where, f"ALK inhibitor with status {_short(status)!r}; not counted as given")
@@ -837,7 +849,33 @@ class _Reader:
         else:
             when = _when(resource, "effective", "authoredOn")
             if when is None or not self._after_today(when, where):
+                if by_name is not None:
+                    self.skip(where, by_name, _PROGRESSION, kind="weak")
                 self.alk_inhibitors.append((when, where))
+
+    def _alk_inhibitor_named(self, concept: Mapping[str, Any] | None, reference: Any,
+                             codings: tuple[Coding, ...]) -> str | None:
+        """Why a medication that no code of value set alk-inhibitors names is an ALK inhibitor all the same, or None:
+        its text, a coding's display or its reference's display names one of the drug table's (``find_drug``, by
+        name only: codes are the value set's). Charts code medications as products (RxNorm clinical or branded
+        drugs, a formulary's codes) or name them in text only: left out, an ALK inhibitor given would make
+        progression on it "no", and the same drug be suggested again."""
+        if self.drugs is None:
+            from ..core.rule_loader import load_rulebook
+
+            self.drugs = load_rulebook().drugs
+        alk_inhibitors = {name: drug for name, drug in self.drugs.items() if "alk" in drug.targets}
+        concept = concept or {}
+        texts = [text for text in (concept.get("text"), *(c.get("display") for c in concept.get("coding") or []),
+                                   reference.get("display") if isinstance(reference, _OBJECT) else None)
+                 if isinstance(text, str)]
+        drug = find_drug(alk_inhibitors, texts)
+        if drug is None:
+            return None
+        named = next(text for text in texts if find_drug({drug.name: drug}, [text]))
+        codes = f"; its codes: {', '.join(f'{c.system}|{c.code}' for c in codings)}" if codings else ""
+        return (f"medication {_short(named)!r} read as the ALK inhibitor {drug.name} by its name, not by a code of "
+                f"value set alk-inhibitors{codes}: check it")
 
     def _medication_code(self, reference: str, resource: Mapping[str, Any]) -> Any:
         """The code of a referenced Medication: contained ("#m1") or in the chart."""

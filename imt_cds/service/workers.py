@@ -692,7 +692,8 @@ class _Handler:
         patient_id = job["patient_id"]
         try:
             read = self._facts_from_resources(job["resources"], date.fromisoformat(job["on"]),
-                                              terminology=self.engine.rulebook.terminology, patient_id=patient_id,
+                                              terminology=self.engine.rulebook.terminology,
+                                              drugs=self.engine.rulebook.drugs, patient_id=patient_id,
                                               diagnosis_attested=bool(job.get("attested")))
         except ChartRefusedError as exc:
             return {"ok": True, "refused": {"reason": exc.reason, "message": exc.problems[0].message}}
