@@ -592,6 +592,31 @@ def test_never_a_silent_no_a_yes_no_fact_that_cannot_be_read_stops_the_evaluatio
     assert read(chart(fact("resect", "tumor.resectability", valueBoolean="x"))).ok
 
 
+def test_never_a_silent_no_a_procedure_for_the_imt_not_known_as_a_resection_is_no_surgery_and_says_so():
+    """A biopsy of the IMT, or its resection coded otherwise than the value set, is not counted as surgery (surgery
+    cannot be unknown, and a biopsy is none), but not in silence: the team sees that surgery "no" stood beside it."""
+    local = {"coding": [{"system": "http://example.org/procedures", "code": "EXC-77",
+                         "display": "Excision of mesenteric mass"}]}
+    excision = {**SURGERY, "id": "exc", "code": local, "reasonReference": [{"reference": "Condition/imt"}]}
+    result = read(chart(excision))
+    assert result.facts.history.surgery_done is False
+    assert [(p.where, p.severity, p.path, p.kind, p.message) for p in result.problems] == [
+        ("Procedure/exc", "warning", "history.surgery_done", "skipped",
+         "procedure for the IMT (EXC-77 (Excision of mesenteric mass)) not known as a resection (value set "
+         "tumor-resection-procedures, or mCODE's cancer-related surgical procedure profile): not counted as surgery; "
+         "if it was one, code or profile it so")]
+    # Not done, or for another condition, or naming no reason (the chart's every other procedure): nothing to say;
+    # an element of it that cannot be read does not matter here either.
+    for other in ({**excision, "status": "in-progress"},
+                  {**excision, "reasonReference": [{"reference": "Condition/x"}]},
+                  {key: value for key, value in excision.items() if key != "reasonReference"},
+                  {**excision, "reasonReference": 5}):
+        result = read(chart(other))
+        assert result.ok and result.problems == (), other
+    # Known as a resection, it is surgery.
+    assert read(chart({**excision, "code": SURGERY["code"]})).facts.history.surgery_done is True
+
+
 def test_never_a_silent_no_an_unreadable_medication_beside_a_progression_stops_the_evaluation():
     broken = medication("crizotinib")
     broken["medicationCodeableConcept"]["coding"].append({"system": 5})  # which drug it is cannot be read

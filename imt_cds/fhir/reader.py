@@ -797,6 +797,7 @@ class _Reader:
         profiled = SURGERY_PROFILE in _profiles(procedure)
         coded = self.terminology["tumor-resection-procedures"].matching(_codings(code))
         if not profiled and not coded:
+            self._other_procedure(procedure, code, where)
             return
         self.bearing = ("history.surgery_done",)
         status = procedure.get("status")
@@ -813,6 +814,19 @@ class _Reader:
             self.unattributed_surgeries.append(where)  # (decided once every resource is read: _surgery)
             return
         self.offer("history.surgery_done", True, where)
+
+    def _other_procedure(self, procedure: Mapping[str, Any], code: Mapping[str, Any] | None, where: str) -> None:
+        """A completed procedure for the IMT that is not known as its resection (a biopsy, or a resection coded
+        otherwise than the value set) does not make surgery "yes", and says so: surgery left "no" in silence, where
+        a resection coded otherwise was done, would have the rules suggest what surgery comes first."""
+        try:
+            reasons = [self._resolve(r) for r in _references(procedure, "reasonReference")]
+        except _Malformed:
+            return  # (a procedure that is no resection: its shape is not this reader's business)
+        if procedure.get("status") == "completed" and any(r in self.imt_conditions for r in reasons):
+            self.skip(where, f"procedure for the IMT ({_said_concept(code)}) not known as a resection (value set "
+                             "tumor-resection-procedures, or mCODE's cancer-related surgical procedure profile): not "
+                             "counted as surgery; if it was one, code or profile it so", "history.surgery_done")
 
     def _surgery(self) -> None:
         """Surgeries that name no reason, in a chart that holds another primary cancer: the other cancer's, maybe.
