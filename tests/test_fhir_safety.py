@@ -561,6 +561,67 @@ def test_wrong_patient_a_patient_id_that_is_no_fhir_id_refuses_the_chart(patient
     assert raised.value.problems[0].message.endswith("; the chart's patient cannot be established")
 
 
+def test_wrong_patient_a_record_another_replaces_is_refused_and_one_that_refers_to_another_is_incomplete():
+    """A merged duplicate (FHIR R4 link-type replaced-by: "must no longer be used"; what was charted since is on the
+    other record) is refused; a record that refers to another for more of the patient's information is read, and
+    said to be incomplete; a see-also link (another record of the same patient, as the FHIR core examples pat1 and
+    pat2 link each other) or one that replaces another changes nothing."""
+    merged = {**PATIENT, "active": False, "link": [{"other": {"reference": "Patient/p9"}, "type": "replaced-by"}]}
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient=merged))
+    assert raised.value.reason == "patient_replaced"
+    assert raised.value.problems[0].message == (
+        "Patient/p1 is replaced by Patient/p9 (Patient.link replaced-by: this record must no longer be used); nothing "
+        "is evaluated: evaluate the record that replaces it")
+    # Among other links too, and whatever names the other record.
+    also = {**PATIENT, "link": [{"other": {"reference": "Patient/p2"}, "type": "seealso"},
+                                {"other": {"identifier": {"value": "MRN-9"}}, "type": "replaced-by"}]}
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient=also))
+    assert raised.value.problems[0].message.startswith("Patient/p1 is replaced by another Patient record (Patient.")
+    refers = read(chart(patient={**PATIENT, "link": [{"other": {"reference": "Patient/p3"}, "type": "refer"}]}))
+    assert refers.ok
+    assert [(p.where, p.severity, p.kind, p.message) for p in refers.problems] == [
+        ("Patient/p1", "warning", "incomplete", "Patient/p1 refers to Patient/p3 for more of this patient's "
+         "information (Patient.link refer); the chart may be incomplete (what that record holds is not evaluated)")]
+    for kind in ("seealso", "replaces"):
+        plain = read(chart(patient={**PATIENT, "link": [{"other": {"reference": "Patient/p4"}, "type": kind}]}))
+        assert plain.ok and plain.problems == (), kind
+
+
+def test_wrong_patient_a_link_whose_type_is_withheld_is_read_and_said():
+    """The mCODE Extraction Framework's published masked bundle withholds its Patient's link (data-absent-reason
+    "masked", as de-identified extracts do): a deliberate blank, not a malformed link, so the chart is read, with a
+    warning that whether another record replaces this one cannot be told. (Its Patient as published, with an IMT
+    diagnosis added.)"""
+    bundle = json.loads((ROOT / "tests" / "fixtures" / "fhir-charts" /
+                         "mcode-extraction-framework__masked-patient-bundle.json").read_text())
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert patient["link"] == [{"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                               "valueCode": "masked"}]}]
+    imt = {**IMT, "subject": {"reference": f"Patient/{patient['id']}"}}
+    result = read(chart(patient=patient, imt=imt))
+    assert result.ok
+    label = f"Patient/{patient['id']}"
+    assert [(p.where, p.kind, p.message) for p in result.problems if p.where == label] == [
+        (label, "incomplete", f"{label} links to another record by a link whose type is withheld (data-absent-reason "
+         "'masked'); whether another record replaces this one cannot be told: check that this is the record in use")]
+
+
+@pytest.mark.parametrize(("link", "said"), [
+    ({"type": "replaced-by"}, "Patient.link must be a list of objects, found an object"),
+    (["replaced-by"], "Patient.link must be a list of objects, found a list"),
+    ([{"other": {"reference": "Patient/p9"}}], "Patient.link.type must be a code, found none"),
+    ([{"type": ["replaced-by"]}], "Patient.link.type must be a code, found a list"),
+])
+def test_wrong_patient_links_that_cannot_be_read_refuse_the_chart(link, said):
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient={**PATIENT, "link": link}))
+    assert raised.value.reason == "patient_link_unreadable"
+    assert raised.value.problems[0].message == (f"Patient/p1: {said}; whether this record is still in use cannot be "
+                                                "established, so nothing is evaluated")
+
+
 SURGERY = {"resourceType": "Procedure", "id": "surgery", "status": "completed", "subject": {"reference": "Patient/p1"},
            "code": {"coding": [{"system": SNOMED, "code": "359615001"}]}}
 

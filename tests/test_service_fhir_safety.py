@@ -173,6 +173,16 @@ def test_two_versions_of_the_patient_or_an_unreadable_death_record_are_400_witho
         assert "cards" not in response.json()
 
 
+def test_a_patient_record_another_replaces_is_400_without_cards(client):
+    prefetch = prefetch_for(example_resources())
+    prefetch["patient"]["link"] = [{"other": {"reference": "Patient/survivor"}, "type": "replaced-by"}]
+    response = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch))
+    assert response.status_code == 400 and "cards" not in response.json()
+    assert response.json()["error"]["message"] == (
+        "Patient/imt-example-1 is replaced by Patient/survivor (Patient.link replaced-by: this record must no longer "
+        "be used); nothing is evaluated: evaluate the record that replaces it")
+
+
 def _observation_code_null(prefetch):
     prefetch["observations"]["entry"][0]["resource"]["code"] = None
 

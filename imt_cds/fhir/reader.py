@@ -6,7 +6,7 @@ fact is taken from it, in this order:
 1. **Whose data.** The chart must hold exactly one patient (one Patient resource, by id or, without an id, by its
    Bundle ``fullUrl``), and, when the caller names one (CDS Hooks ``context.patientId``), that very patient.
    Otherwise ``ChartRefusedError`` (nothing is read); also when two different resources bear one name (two
-   versions). Every other resource is used only when its ``subject`` (or ``patient``) reference resolves to that
+   versions), and when another record replaces the Patient's (``Patient.link`` ``replaced-by``). Every other resource is used only when its ``subject`` (or ``patient``) reference resolves to that
    Patient: relative (``Patient/p1``), absolute (``https://x/Patient/p1``, on the chart's server when its fullUrls
    name one), versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else,
    or about no one, is listed as skipped.
@@ -160,6 +160,7 @@ _MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
     "MedicationAdministration": ("completed", "in-progress", "stopped", "on-hold"),
 }
 _PROGRESSION = "history.progressed_on_alk_inhibitor"
+_DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 _DISEASE_STATUS = "(a disease status)"  # what a disease status bears on: progression, only beside an ALK inhibitor
 _NOT_ORDERED = ("proposal", "plan", "option")  # MedicationRequest intents that are no order for the patient
 _HISTORY = re.compile(r"/_history/[^/]*$")
@@ -539,6 +540,7 @@ class _Reader:
             resources.append((item.label, item.resource))
             if kind == "Observation" and item.resource.get("derivedFrom") is not None:
                 implications.append(item.resource)
+        self._links(patient)
         deceased = self._deceased(patient)
         if deceased is not None:
             return self._not_eligible("deceased", deceased)
@@ -629,6 +631,43 @@ class _Reader:
             return None
         text = reference["reference"]
         return self._resolve(text), text
+
+    def _links(self, patient: Mapping[str, Any]) -> None:
+        """A Patient record another one replaces "must no longer be used" (FHIR R4 link-type ``replaced-by``: a
+        merged duplicate; what was charted since is on the other record): refused. One that refers to another
+        record for more of the patient's information (``refer``) is read, and the chart said to be incomplete."""
+        links = patient.get("link")
+        if links is None:
+            return
+        if not isinstance(links, list) or not all(isinstance(link, _OBJECT) for link in links):
+            raise ChartRefusedError("patient_link_unreadable", f"{self.patient_label}: Patient.link must be a list of "
+                                    f"objects, found {_kind(links)}; whether this record is still in use cannot be "
+                                    "established, so nothing is evaluated", _short(links))
+        for link in links:
+            kind, other = link.get("type"), link.get("other")
+            withheld = _absent_reason(link) if kind is None else None
+            if withheld is not None:  # (de-identified extracts mask links: a deliberate blank, not a malformed one)
+                self.problems.append(FhirProblem(
+                    self.patient_label, f"{self.patient_label} links to another record by a link whose type is "
+                    f"withheld (data-absent-reason {withheld!r}); whether another record replaces this one cannot be "
+                    "told: check that this is the record in use", "warning", None, "incomplete"))
+                continue
+            if not isinstance(kind, str):
+                found = "none" if kind is None else _kind(kind)
+                raise ChartRefusedError("patient_link_unreadable", f"{self.patient_label}: Patient.link.type must "
+                                        f"be a code, found {found}; whether this record is still in use cannot be "
+                                        "established, so nothing is evaluated", _short(kind))
+            named = other.get("reference") if isinstance(other, _OBJECT) else None
+            said = _short(named) if isinstance(named, str) else "another Patient record"
+            if kind == "replaced-by":
+                raise ChartRefusedError("patient_replaced", f"{self.patient_label} is replaced by {said} (Patient.link "
+                                        "replaced-by: this record must no longer be used); nothing is evaluated: "
+                                        "evaluate the record that replaces it", said)
+            if kind == "refer":
+                self.problems.append(FhirProblem(
+                    self.patient_label, f"{self.patient_label} refers to {said} for more of this patient's "
+                    "information (Patient.link refer); the chart may be incomplete (what that record holds is not "
+                    "evaluated)", "warning", None, "incomplete"))
 
     def _deceased(self, patient: Mapping[str, Any]) -> str | None:
         flag, when = patient.get("deceasedBoolean"), patient.get("deceasedDateTime")
@@ -1601,6 +1640,17 @@ def _said(candidate: _Candidate) -> str:
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "text", bool: "a boolean", int: "a number", float: "a number",
             type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _absent_reason(element: Mapping[str, Any]) -> str | None:
+    """The code of an element's data-absent-reason extension (FHIR R4 core: why its value is missing, e.g.
+    "masked"), or None."""
+    extensions = element.get("extension")
+    for extension in extensions if isinstance(extensions, list) else []:
+        if isinstance(extension, _OBJECT) and extension.get("url") == _DATA_ABSENT_REASON:
+            code = extension.get("valueCode")
+            return _short(code) if isinstance(code, str) else "(no code)"
+    return None
 
 
 def _short(value: Any, limit: int = 80) -> Any:
