@@ -6,10 +6,11 @@ fact is taken from it, in this order:
 1. **Whose data.** The chart must hold exactly one patient (one Patient resource, by id or, without an id, by its
    Bundle ``fullUrl``), and, when the caller names one (CDS Hooks ``context.patientId``), that very patient.
    Otherwise ``ChartRefusedError`` (nothing is read); also when two different resources bear one name (two
-   versions), and when another record replaces the Patient's (``Patient.link`` ``replaced-by``). Every other resource is used only when its ``subject`` (or ``patient``) reference resolves to that
-   Patient: relative (``Patient/p1``), absolute (``https://x/Patient/p1``, on the chart's server when its fullUrls
-   name one), versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else,
-   or about no one, is listed as skipped.
+   versions), and when another record replaces the Patient's (``Patient.link`` ``replaced-by``). Every other
+   resource is used only when its ``subject`` (or ``patient``) reference resolves to that Patient: relative
+   (``Patient/p1``), absolute (``https://x/Patient/p1``, on the chart's server when its fullUrls name one),
+   versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else, or about no
+   one, is listed as skipped.
 2. **Alive.** A Patient with ``deceasedBoolean`` true or a ``deceasedDateTime`` is not evaluated; one whose
    ``deceased[x]`` cannot be read is refused.
 3. **An IMT diagnosis.** A Condition about the patient, neither refuted, entered-in-error, resolved (or abated
