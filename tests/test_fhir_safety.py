@@ -603,9 +603,22 @@ def test_wrong_patient_a_link_whose_type_is_withheld_is_read_and_said():
     result = read(chart(patient=patient, imt=imt))
     assert result.ok
     label = f"Patient/{patient['id']}"
-    assert [(p.where, p.kind, p.message) for p in result.problems if p.where == label] == [
-        (label, "incomplete", f"{label} links to another record by a link whose type is withheld (data-absent-reason "
-         "'masked'); whether another record replaces this one cannot be told: check that this is the record in use")]
+    assert [(p.where, p.severity, p.kind, p.message) for p in result.problems if p.where == label] == [
+        (label, "warning", "incomplete", f"{label} links to another record by a link whose type is withheld "
+         "(data-absent-reason 'masked'); whether another record replaces this one cannot be told: check that this is "
+         "the record in use")]
+    # The links after it are read all the same; another extension in place of the type is no reason it is absent.
+    masked, replaced = patient["link"][0], {"other": {"reference": "Patient/p9"}, "type": "replaced-by"}
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient={**patient, "link": [masked, replaced]}, imt=imt))
+    assert raised.value.reason == "patient_replaced"
+    other_extension = {"extension": [{"url": "http://example.org/note", "valueString": "merged?"}]}
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient={**patient, "link": [other_extension]}, imt=imt))
+    assert raised.value.reason == "patient_link_unreadable"
+    no_code = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason"}]}
+    result = read(chart(patient={**patient, "link": [no_code]}, imt=imt))
+    assert "(data-absent-reason '(no code)')" in next(p.message for p in result.problems if p.where == label)
 
 
 @pytest.mark.parametrize(("link", "said"), [
@@ -747,6 +760,11 @@ def test_progression_an_alk_inhibitor_named_but_not_coded_as_an_ingredient_count
     said = {problem.message for problem in read(chart(named("m1", FORMULARY_CRIZOTINIB, kind))).problems}
     assert said == {"medication 'crizotinib 250 MG Oral Capsule' read as the ALK inhibitor crizotinib by its name, not "
                     "by a code of value set alk-inhibitors; its codes: http://example.org/formulary|4471: check it"}
+    two = {"coding": [*FORMULARY_CRIZOTINIB["coding"], {"system": "http://example.org/stock", "code": "77"}]}
+    said = {problem.message for problem in read(chart(named("m1", two, kind))).problems}
+    assert said == {"medication 'crizotinib 250 MG Oral Capsule' read as the ALK inhibitor crizotinib by its name, not "
+                    "by a code of value set alk-inhibitors; its codes: http://example.org/formulary|4471, "
+                    "http://example.org/stock|77: check it"}
     said = {problem.message for problem in read(chart(named("m1", {"text": "Xalkori 250 mg capsule"}, kind))).problems}
     assert said == {"medication 'Xalkori 250 mg capsule' read as the ALK inhibitor crizotinib by its name, not by a "
                     "code of value set alk-inhibitors: check it"}
