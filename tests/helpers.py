@@ -45,3 +45,16 @@ def ended_within(seconds: float, function: Callable[..., Any], *args: Any) -> An
     which a regression would make endless, filling the machine's memory instead of failing."""
     with multiprocessing.get_context("fork").Pool(1) as pool:  # (leaving the block terminates the process)
         return pool.apply_async(function, args).get(timeout=seconds)
+
+
+def named_crizotinib_then_worse(patient: str, text: str) -> list[dict[str, Any]]:
+    """For the example chart's patient (``patient``: "Patient/<id>"), crizotinib given as a MedicationStatement that
+    names it in text only (``text``, e.g. its brand: no RxNorm ingredient code), and after it a disease status
+    "worse" (mCODE, LOINC 97509-4; SNOMED CT 271299001) of the chart's IMT, Condition/imt-primary."""
+    subject = {"reference": patient}
+    return [{"resourceType": "MedicationStatement", "id": "xalkori", "status": "active", "subject": subject,
+             "medicationCodeableConcept": {"text": text}, "effectiveDateTime": "2025-03-01"},
+            {"resourceType": "Observation", "id": "worse", "status": "final", "subject": subject,
+             "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
+             "effectiveDateTime": "2026-01-05", "focus": [{"reference": "Condition/imt-primary"}],
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import named_crizotinib_then_worse
+
 from imt_cds.fhir.reader import facts_from_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,14 +218,8 @@ def test_an_alk_inhibitor_named_only_in_text_is_progression_on_it_by_the_ruleboo
     inhibitor, so a next-generation ALK inhibitor is considered and crizotinib is not suggested again. The names are
     those of the rulebook evaluated with (``--rules``)."""
     bundle = json.loads(BUNDLE.read_text())
-    patient = {"reference": f"Patient/{bundle['entry'][0]['resource']['id']}"}
-    xalkori = {"resourceType": "MedicationStatement", "id": "xalkori", "status": "active", "subject": patient,
-               "medicationCodeableConcept": {"text": "Xalkori 250 mg capsule"}, "effectiveDateTime": "2025-03-01"}
-    worse = {"resourceType": "Observation", "id": "worse", "status": "final", "subject": patient,
-             "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
-             "effectiveDateTime": "2026-01-05", "focus": [{"reference": "Condition/imt-primary"}],
-             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}
-    bundle["entry"] += [{"resource": xalkori}, {"resource": worse}]
+    patient = f"Patient/{bundle['entry'][0]['resource']['id']}"
+    bundle["entry"] += [{"resource": r} for r in named_crizotinib_then_worse(patient, "Xalkori 250 mg capsule")]
     path = tmp_path / "on-xalkori.json"
     path.write_text(json.dumps(bundle))
     result = run("--fhir", str(path), "--format", "json")

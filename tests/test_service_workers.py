@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from helpers import named_crizotinib_then_worse
 from rulebook_copies import copy_rulebook, edit, set_parameters
 from service_support import (
     EXAMPLE_PATIENT,
@@ -219,15 +220,9 @@ def test_a_worker_knows_medications_by_the_names_of_its_own_rulebooks_drug_table
     # the rulebook the worker evaluates with, not the shipped one's.
     from imt_cds.service.workers import WorkerSettings, _Handler
 
-    patient = {"reference": f"Patient/{EXAMPLE_PATIENT}"}
-    xalkori = {"resourceType": "MedicationStatement", "id": "xalkori", "status": "active", "subject": patient,
-               "medicationCodeableConcept": {"text": "Xalkori"}, "effectiveDateTime": "2025-03-01"}
-    worse = {"resourceType": "Observation", "id": "worse", "status": "final", "subject": patient,
-             "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
-             "effectiveDateTime": "2026-01-05", "focus": [{"reference": "Condition/imt-primary"}],
-             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "271299001"}]}}
-    job = {"op": "facts", "resources": [*example_resources(), xalkori, worse], "on": "2026-11-21",
-           "patient_id": EXAMPLE_PATIENT}
+    job = {"op": "facts", "resources": [*example_resources(), *named_crizotinib_then_worse(f"Patient/{EXAMPLE_PATIENT}",
+                                                                                          "Xalkori")],
+           "on": "2026-11-21", "patient_id": EXAMPLE_PATIENT}
     rules = copy_rulebook(tmp_path)
     edit(rules, "drugs.yaml", "brands: [Xalkori]", "brands: []")
     for settings, progressed in ((WorkerSettings(cache_size=0), True),
