@@ -859,11 +859,13 @@ class _Reader:
         """A completed procedure for the IMT that is not known as its resection (a biopsy, or a resection coded
         otherwise than the value set) does not make surgery "yes", and says so: surgery left "no" in silence, where
         a resection coded otherwise was done, would have the rules suggest what surgery comes first."""
+        if procedure.get("status") != "completed":
+            return  # (answered before any reference is resolved: most of a chart's procedures end here or below)
         try:
             reasons = [self._resolve(r) for r in _references(procedure, "reasonReference")]
         except _Malformed:
             return  # (a procedure that is no resection: its shape is not this reader's business)
-        if procedure.get("status") == "completed" and any(r in self.imt_conditions for r in reasons):
+        if any(r in self.imt_conditions for r in reasons):
             self.skip(where, f"procedure for the IMT ({_said_concept(code)}) not known as a resection (value set "
                              "tumor-resection-procedures, or mCODE's cancer-related surgical procedure profile): not "
                              "counted as surgery; if it was one, code or profile it so", "history.surgery_done")
