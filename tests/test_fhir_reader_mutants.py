@@ -985,8 +985,8 @@ def test_the_observation_codes_to_fetch_are_exactly_those_the_reader_reads():
     assert (SNOMED, "399387003") in OBSERVATION_CODES
 
 
-# SNOMED CT body structures and the site each one is, as the module's table and its sources (mCODE's examples,
-# DICOM CID 4031) name them: a chart coding its IMT in any of them gets that site, never "other".
+# SNOMED CT body structures and the site each one is, as the shipped rulebook's tumor-site-*.yaml value sets list
+# them (each code with its source there): a chart coding its IMT in any of them gets that site, never "other".
 BODY_SITES = {
     "thoracic": {"39607008": "lung", "31094006": "lobe of lung", "86598002": "apex of lung", "955009": "bronchus",
                  "44567001": "trachea", "72410000": "mediastinum", "816094009": "chest", "113197003": "rib",

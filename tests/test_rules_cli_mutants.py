@@ -679,6 +679,27 @@ def test_diff_of_a_value_set_change(capsys, tmp_path):
                                     "no patient's assessment changes"]
 
 
+def test_diff_from_a_rulebook_older_than_a_requirement_made_since(capsys, tmp_path, shipped):
+    """The old side is read as it was (as an archived rulebook is): a copy of 0.2.1, before the tumor-site value
+    sets were required, compares with the shipped rulebook, which has them added. The new side meets every
+    requirement."""
+    from imt_cds.core.terminology import TUMOR_SITE_VALUE_SETS
+
+    old = copy_rulebook(tmp_path / "old")
+    for name in TUMOR_SITE_VALUE_SETS.values():
+        (old / "terminology" / f"{name}.yaml").unlink()
+    edit(old, "rulebook.yaml", f"version: {shipped.version}\n", "version: 0.2.1\n")
+    status, out, err = command(capsys, "rules", "diff", old, SHIPPED)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [f"rulebook imt 0.2.1 -> imt {shipped.version}",
+                                *(f"  value set     {name}: added" for name in sorted(TUMOR_SITE_VALUE_SETS.values())),
+                                "no patient's assessment changes"]
+    status, out, err = command(capsys, "rules", "diff", SHIPPED, old)
+    assert (status, out) == (1, "")
+    assert ("terminology/tumor-site-thoracic.yaml: missing: the FHIR reader needs value set 'tumor-site-thoracic'"
+            in err)
+
+
 def test_diff_refuses_a_folder_that_is_not_there(capsys, tmp_path):
     missing = tmp_path / "none"
     assert command(capsys, "rules", "diff", missing, SHIPPED) == (

@@ -8,7 +8,7 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from rulebook_copies import copy_rulebook, load_problems
+from rulebook_copies import copy_rulebook, edit, load_problems
 
 from imt_cds.core.terminology import ValueSet, ValueSetCode, parse_value_set
 
@@ -42,6 +42,10 @@ _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
     "disease-worsened": "cancer disease status values that say the disease progressed",
     "alk-inhibitors": "medication codes of ALK tyrosine kinase inhibitors",
     "tumor-resection-procedures": "procedure codes of a surgical resection of a tumour",
+    "tumor-site-thoracic": "body sites (an IMT Condition's bodySite) read as tumor.site thoracic",
+    "tumor-site-abdominal-pelvic": "body sites (an IMT Condition's bodySite) read as tumor.site abdominal_pelvic",
+    "tumor-site-genitourinary": "body sites (an IMT Condition's bodySite) read as tumor.site genitourinary",
+    "tumor-site-head-neck": "body sites (an IMT Condition's bodySite) read as tumor.site head_neck",
 }
 
 
@@ -166,3 +170,39 @@ def test_a_text_pattern_that_is_not_a_regular_expression_is_named_by_its_place()
     value_set, [(message, where)] = parse_value_set(document, "terminology/local-imt.yaml")
     assert value_set is None and where == "text_patterns[1]"
     assert message.startswith("not a regular expression: "), message
+
+
+# The body sites of each tumor.site are value sets (tumor-site-*.yaml): a site's list is the rulebook's, not code.
+
+
+def test_a_body_site_listed_for_two_tumour_sites_is_refused_where_it_is_listed_again(tmp_path):
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/tumor-site-abdominal-pelvic.yaml", "codes:\n",
+         'codes:\n  - {system: "http://snomed.info/sct", code: "39607008", display: "Lung structure", '
+         'source: "a local list"}\n')
+    problems = [p for p in load_problems(directory) if "tumor.site" in p.message]
+    assert [(p.file, p.path, p.line, p.message) for p in problems] == [
+        ("terminology/tumor-site-abdominal-pelvic.yaml", "codes[0].code", 11,
+         "code http://snomed.info/sct|39607008 is in value set 'tumor-site-thoracic' too: a body site must be one "
+         "tumor.site")]
+
+
+def test_a_rulebook_copy_decides_the_site_of_a_body_site_it_adds(tmp_path):
+    """An institution adds a body structure (here SNOMED CT 62683002, mediastinal lymph node, as verified for
+    regional-lymph-node-sites.yaml) to a site: the reader takes the copy's table; the shipped one reads "other"."""
+    from datetime import date
+
+    from imt_cds import load_rulebook
+    from imt_cds.fhir import facts_from_resources
+
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/tumor-site-thoracic.yaml", "codes:\n",
+         'codes:\n  - {system: "http://snomed.info/sct", code: "62683002", display: "Mediastinal lymph node", '
+         'source: "a local list"}\n')
+    chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
+             {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]},
+              "bodySite": [{"coding": [{"system": "http://snomed.info/sct", "code": "62683002"}]}]}]
+    copy = load_rulebook(directory)
+    assert facts_from_resources(chart, date(2026, 1, 1), terminology=copy.terminology).facts.tumor.site == "thoracic"
+    assert facts_from_resources(chart, date(2026, 1, 1)).facts.tumor.site == "other"

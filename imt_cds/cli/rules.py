@@ -450,7 +450,10 @@ def _run_diff(args: argparse.Namespace) -> int:
             return 2
     old_seeds = args.old_seeds if args.old_seeds is not None else args.seeds
     new_seeds = args.new_seeds if args.new_seeds is not None else args.seeds
-    result = diff_rulebooks(load_rulebook(args.old, old_seeds), load_rulebook(args.new, new_seeds), args.examples)
+    # The old side is read as it was, as an archived rulebook is: it may predate a requirement made since (the
+    # tumor-site value sets of 0.2.2; a declared card indicator), and comparing it is how an author learns of it.
+    old = load_rulebook(args.old, old_seeds, archived=True)
+    result = diff_rulebooks(old, load_rulebook(args.new, new_seeds), args.examples)
     if args.format == "json":
         print(_compact(result.to_dict()))
         return 0 if result.ok else 1

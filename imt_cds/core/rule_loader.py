@@ -61,7 +61,14 @@ from .rulebook import (
     natural_key,
     strength_labels,
 )
-from .terminology import REQUIRED_VALUE_SETS, TERMINOLOGY_DIR, Terminology, ValueSet, parse_value_set
+from .terminology import (
+    REQUIRED_VALUE_SETS,
+    TERMINOLOGY_DIR,
+    TUMOR_SITE_VALUE_SETS,
+    Terminology,
+    ValueSet,
+    parse_value_set,
+)
 from .validation import parse_facts
 from .wording import display_value
 
@@ -215,12 +222,29 @@ class _Loader:
             if value_set is not None:
                 found[value_set.name] = value_set
                 raw[value_set.name] = data
-        if found:  # a rulebook that reads FHIR needs them all; one without any value set is a rules-only copy
-            # (a file that is there but wrong has had its problems reported: it is not missing as well)
+        # A rulebook that reads FHIR needs them all; one without any value set is a rules-only copy, and one rebuilt
+        # from an audit archive is only replayed (facts, no FHIR): a rulebook archived before a value set was
+        # required must still load. (A file that is there but wrong has had its problems reported: not missing too.)
+        if found and not self.archived:
             for missing in (n for n in REQUIRED_VALUE_SETS if n not in found and not (folder / f"{n}.yaml").is_file()):
                 self.report(f"{TERMINOLOGY_DIR}/{missing}.yaml",
                             f"missing: the FHIR reader needs value set {missing!r} ({REQUIRED_VALUE_SETS[missing]})")
+        self._one_site_each(found)
         return Terminology(MappingProxyType(found)), raw
+
+    def _one_site_each(self, found: Mapping[str, ValueSet]) -> None:
+        """A body site must be one tumor.site: a code listed in two tumor-site value sets is refused (which one the
+        reader took would depend on the order of a table in its code)."""
+        site_of: dict[tuple[str, str], str] = {}
+        for name in TUMOR_SITE_VALUE_SETS.values():
+            value_set = found.get(name)
+            if value_set is None:
+                continue  # (reported as missing, or a rules-only copy)
+            for index, code in enumerate(value_set.codes):
+                other = site_of.setdefault((code.system, code.code), name)
+                if other != name:
+                    self.report(value_set.file, f"code {code.system}|{code.code} is in value set {other!r} too: a "
+                                                "body site must be one tumor.site", path=f"codes[{index}].code")
 
     # -- the drug table --
 

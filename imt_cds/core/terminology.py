@@ -35,6 +35,7 @@ __all__ = [
     "METHOD_SYSTEM",
     "Coding",
     "REQUIRED_VALUE_SETS",
+    "TUMOR_SITE_VALUE_SETS",
     "Terminology",
     "ValueSet",
     "ValueSetCode",
@@ -59,6 +60,16 @@ FACT_STANDARD_ELEMENTS = MappingProxyType({
 _MEMO_TEXTS = 1024  # texts whose verdict a value set remembers (see ValueSet._named)
 _MEMO_TEXT_CHARS = 500  # longer texts are searched every time
 
+# Each tumor.site the FHIR reader can read from a body site, and the value set of the body sites that are it. A body
+# site is read by its first coding in one of them (the loader refuses a code listed in two); one with SNOMED CT codes
+# in none of them is "other".
+TUMOR_SITE_VALUE_SETS = MappingProxyType({
+    "thoracic": "tumor-site-thoracic",
+    "abdominal_pelvic": "tumor-site-abdominal-pelvic",
+    "genitourinary": "tumor-site-genitourinary",
+    "head_neck": "tumor-site-head-neck",
+})
+
 # The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
 REQUIRED_VALUE_SETS = MappingProxyType({
     "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
@@ -72,6 +83,8 @@ REQUIRED_VALUE_SETS = MappingProxyType({
     "disease-worsened": "cancer disease status values that say the disease progressed",
     "alk-inhibitors": "medication codes of ALK tyrosine kinase inhibitors",
     "tumor-resection-procedures": "procedure codes of a surgical resection of a tumour",
+    **{name: f"body sites (an IMT Condition's bodySite) read as tumor.site {site}"
+       for site, name in TUMOR_SITE_VALUE_SETS.items()},
 })
 
 

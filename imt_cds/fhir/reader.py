@@ -48,7 +48,14 @@ from ..core.errors import ChartRefusedError, InputProblem, InvalidInputError
 from ..core.fact_fields import fact_fields
 from ..core.facts import PatientFacts
 from ..core.rulebook import Drug
-from ..core.terminology import FACT_STANDARD_ELEMENTS, FACT_SYSTEM, METHOD_SYSTEM, Coding, Terminology
+from ..core.terminology import (
+    FACT_STANDARD_ELEMENTS,
+    FACT_SYSTEM,
+    METHOD_SYSTEM,
+    TUMOR_SITE_VALUE_SETS,
+    Coding,
+    Terminology,
+)
 from ..core.validation import parse_facts
 
 __all__ = [
@@ -132,25 +139,6 @@ GENE_BY_HGNC = MappingProxyType({
 })
 HGNC_BY_SYMBOL = MappingProxyType({symbol: hgnc for hgnc, (_, symbol) in GENE_BY_HGNC.items()})
 
-# SNOMED CT body structures -> tumor.site. Codes as used by mCODE's examples and DICOM's "Common Anatomic Region"
-# value set (CID 4031); a code not listed here maps to "other" (never to a guess).
-SITE_BY_SNOMED = MappingProxyType({
-    **dict.fromkeys(("39607008", "31094006", "86598002", "955009", "44567001", "72410000", "816094009", "113197003",
-                     "56873002", "80891009"), "thoracic"),
-    # lung, lobe of lung, apex of lung, bronchus, trachea, mediastinum, chest, rib, sternum, heart
-    **dict.fromkeys(("818981001", "818983003", "113345001", "818982008", "816092008", "10200004", "69695003",
-                     "15776009", "78961009", "71854001", "14742008", "30315005", "38848004", "21306003", "34516001",
-                     "34402009", "28231008", "34707002", "63337009"), "abdominal_pelvic"),
-    # abdomen (x3), abdomen and pelvis, pelvis, liver, stomach, pancreas, spleen, colon, large intestine, small
-    # intestine, duodenum, jejunum, ileum, rectum, gallbladder, biliary tract, lower trunk
-    **dict.fromkeys(("89837001", "64033007", "87953007", "13648007", "41216001", "431491007", "110639002"),
-                    "genitourinary"),
-    # urinary bladder, kidney, ureter, urethra, prostate, upper urinary tract, uterus and fallopian tubes
-    **dict.fromkeys(("69536005", "45048000", "774007", "4596009", "363654007", "2095001", "45289007", "91609006",
-                     "70925003", "371398005", "661005", "54019009"), "head_neck"),
-    # head, neck, head and neck, larynx, orbit, paranasal sinus, parotid, mandible, maxilla, eye region, jaw region,
-    # submandibular gland
-})
 MAX_CHART_BYTES = 64 * 1024 * 1024  # a FHIR chart file read by the CLI (a patient's facts are limited to 1 MB)
 _FINAL = ("final", "amended", "corrected")
 _READ_TYPES = ("Condition", "Observation", "Procedure", "MedicationStatement", "MedicationRequest",
@@ -799,8 +787,9 @@ class _Reader:
             self.skip(where, "epithelioid morphology recognised from the Condition's text only (no verified code "
                              "exists): confirm it", "tumor.epithelioid_morphology", kind="weak")
         for body_site in site_concepts:
-            codes = [c.code for c in _codings(body_site) if c.system == SNOMED]
-            site = next((SITE_BY_SNOMED[c] for c in codes if c in SITE_BY_SNOMED), "other" if codes else None)
+            codings = [c for c in _codings(body_site) if c.system == SNOMED]
+            site = next((site for coding in codings for site, name in TUMOR_SITE_VALUE_SETS.items()
+                         if self.terminology[name].has(*coding)), "other" if codings else None)
             if site is not None:
                 self.offer("tumor.site", site, where)
 
