@@ -87,6 +87,10 @@ TNM_M_PROFILE = "mcode-tnm-distant-metastases-category"
 RELATED_EXTENSION = "http://hl7.org/fhir/StructureDefinition/condition-related"
 MORPHOLOGY_EXTENSION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior"
 
+# LOINC codes as the published examples write them: 69548-6 "Genetic variant assessment", LA9633-4 "Present",
+# 48018-6 "Gene studied [ID]" (Genomics Reporting 3.0.0 Observation-ROS1-Fusion-var), LA9634-2 "Absent" (mCODE
+# 4.0.0's pertinent-negative NRAS/KIT/BRAF variant), 21889-1 "Size Tumor" with component 33728-7 (mCODE 4.0.0's
+# tumour sizes, e.g. in its Bundle-mcode-patient-bundle-jenny-m: tests/fixtures/mcode-4.0.0).
 VARIANT = "69548-6"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
@@ -132,6 +136,9 @@ OBSERVATION_CODES = (
 )
 
 # HGNC identifiers of the genes the rules look at -> (the facts' gene, the gene's symbol); NTRK1/2/3 all count as NTRK.
+# Each verified with its symbol: ALK and ROS1 in the published examples (mCODE 4.0.0's MET-ALK fusion, Genomics
+# Reporting 3.0.0's ROS1 fusion: tests/fixtures); the other five in HGNC's complete set (status Approved; a copy
+# in CogDisResLab/MultiomicMenu hgnc_complete_set.txt@35f44657), RET also in HL7 CodeX GenomeX's examples.
 GENE_BY_HGNC = MappingProxyType({
     "HGNC:427": ("alk", "ALK"), "HGNC:10261": ("ros1", "ROS1"), "HGNC:8031": ("ntrk", "NTRK1"),
     "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
