@@ -61,8 +61,8 @@ _MEMO_TEXTS = 1024  # texts whose verdict a value set remembers (see ValueSet._n
 _MEMO_TEXT_CHARS = 500  # longer texts are searched every time
 
 # Each tumor.site the FHIR reader can read from a body site, and the value set of the body sites that are it. A body
-# site is read by its first coding in one of them (the loader refuses a code listed in two); one with SNOMED CT codes
-# in none of them is "other".
+# site is read by its first coding (of any system) in one of them (the loader refuses a code listed in two); one with
+# SNOMED CT codes in none of them is "other".
 TUMOR_SITE_VALUE_SETS = MappingProxyType({
     "thoracic": "tumor-site-thoracic",
     "abdominal_pelvic": "tumor-site-abdominal-pelvic",

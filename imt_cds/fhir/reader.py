@@ -794,9 +794,11 @@ class _Reader:
             self.skip(where, "epithelioid morphology recognised from the Condition's text only (no verified code "
                              "exists): confirm it", "tumor.epithelioid_morphology", kind="weak")
         for body_site in site_concepts:
-            codings = [c for c in _codings(body_site) if c.system == SNOMED]
+            codings = _codings(body_site)  # (any system a tumor-site value set lists: a copy may add its own)
             site = next((site for coding in codings for site, name in TUMOR_SITE_VALUE_SETS.items()
-                         if self.terminology[name].has(*coding)), "other" if codings else None)
+                         if self.terminology[name].has(*coding)), None)
+            if site is None and any(coding.system == SNOMED for coding in codings):
+                site = "other"  # a SNOMED CT body structure that no tumor-site value set places: not a guess
             if site is not None:
                 self.offer("tumor.site", site, where)
 
