@@ -187,6 +187,21 @@ def test_a_body_site_listed_for_two_tumour_sites_is_refused_where_it_is_listed_a
          "tumor.site")]
 
 
+def test_a_body_site_listed_twice_is_refused_even_when_another_site_value_set_is_missing(tmp_path):
+    directory = copy_rulebook(tmp_path / "copy")
+    (directory / "terminology" / "tumor-site-thoracic.yaml").unlink()  # the first: the others are still checked
+    edit(directory, "terminology/tumor-site-abdominal-pelvic.yaml", "codes:\n",
+         'codes:\n  - {system: "http://snomed.info/sct", code: "89837001", display: "Urinary bladder structure", '
+         'source: "a local list"}\n')
+    assert sorted((p.file, p.path, p.message) for p in load_problems(directory)) == [
+        ("terminology/tumor-site-genitourinary.yaml", "codes[0].code",
+         "code http://snomed.info/sct|89837001 is in value set 'tumor-site-abdominal-pelvic' too: a body site must be "
+         "one tumor.site"),
+        ("terminology/tumor-site-thoracic.yaml", None,
+         "missing: the FHIR reader needs value set 'tumor-site-thoracic' (body sites (an IMT Condition's bodySite) "
+         "read as tumor.site thoracic)")]
+
+
 def test_a_rulebook_copy_decides_the_site_of_a_body_site_it_adds(tmp_path):
     """An institution adds a body structure (here SNOMED CT 62683002, mediastinal lymph node, as verified for
     regional-lymph-node-sites.yaml) to a site: the reader takes the copy's table; the shipped one reads "other"."""
