@@ -202,52 +202,48 @@ def test_a_body_site_listed_twice_is_refused_even_when_another_site_value_set_is
          "read as tumor.site thoracic)")]
 
 
-def test_a_rulebook_copy_decides_the_site_of_a_body_site_it_adds(tmp_path):
-    """An institution adds a body structure (here SNOMED CT 62683002, mediastinal lymph node, as verified for
-    regional-lymph-node-sites.yaml) to a site: the reader takes the copy's table; the shipped one reads "other"."""
+def site_read(terminology, *codings):
+    """The tumor.site read from a chart whose IMT Condition's body site has these (system, code) codings."""
     from datetime import date
 
-    from imt_cds import load_rulebook
     from imt_cds.fhir import facts_from_resources
+
+    chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
+             {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]},
+              "bodySite": [{"coding": [{"system": system, "code": code} for system, code in codings]}]}]
+    return facts_from_resources(chart, date(2026, 1, 1), terminology=terminology).facts.tumor.site
+
+
+def test_a_rulebook_copy_decides_the_site_of_a_body_site_it_adds(tmp_path, rulebook):
+    """An institution adds a body structure (here SNOMED CT 62683002, mediastinal lymph node, as verified for
+    regional-lymph-node-sites.yaml) to a site: the reader takes the copy's table; the shipped one reads "other"."""
+    from imt_cds import load_rulebook
 
     directory = copy_rulebook(tmp_path / "copy")
     edit(directory, "terminology/tumor-site-thoracic.yaml", "codes:\n",
          'codes:\n  - {system: "http://snomed.info/sct", code: "62683002", display: "Mediastinal lymph node", '
          'source: "a local list"}\n')
-    chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
-             {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
-              "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]},
-              "bodySite": [{"coding": [{"system": "http://snomed.info/sct", "code": "62683002"}]}]}]
-    copy = load_rulebook(directory)
-    assert facts_from_resources(chart, date(2026, 1, 1), terminology=copy.terminology).facts.tumor.site == "thoracic"
-    assert facts_from_resources(chart, date(2026, 1, 1)).facts.tumor.site == "other"
+    node = ("http://snomed.info/sct", "62683002")
+    assert site_read(load_rulebook(directory).terminology, node) == "thoracic"
+    assert site_read(rulebook.terminology, node) == "other"
 
 
 def test_a_rulebook_copy_may_place_body_sites_of_another_code_system(tmp_path):
     """A site's value set may list codes of any system (an institution's own body-site codes): such a code is read
     as its site; one of that system that no value set lists leaves the site unknown (only a SNOMED CT body structure
     that none places is "other")."""
-    from datetime import date
-
     from imt_cds import load_rulebook
-    from imt_cds.fhir import facts_from_resources
 
     directory = copy_rulebook(tmp_path / "copy")
     edit(directory, "terminology/tumor-site-head-neck.yaml", "codes:\n",
          'codes:\n  - {system: "http://example.org/body-sites", code: "NECK-2", display: "Neck, level II", '
          'source: "the institution list"}\n')
     terminology = load_rulebook(directory).terminology
-
-    def site(*codings):
-        chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
-                 {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
-                  "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]},
-                  "bodySite": [{"coding": [{"system": system, "code": code} for system, code in codings]}]}]
-        return facts_from_resources(chart, date(2026, 1, 1), terminology=terminology).facts.tumor.site
-
-    assert site(("http://example.org/body-sites", "NECK-2")) == "head_neck"
-    assert site(("http://example.org/body-sites", "NECK-3")) == "unknown"
+    local = "http://example.org/body-sites"
+    assert site_read(terminology, (local, "NECK-2")) == "head_neck"
+    assert site_read(terminology, (local, "NECK-3")) == "unknown"
     # the first coding a value set places decides, whichever its system
-    assert site(("http://example.org/body-sites", "NECK-2"), ("http://snomed.info/sct", "39607008")) == "head_neck"
-    assert site(("http://example.org/body-sites", "NECK-3"), ("http://snomed.info/sct", "39607008")) == "thoracic"
-    assert site(("http://example.org/body-sites", "NECK-3"), ("http://snomed.info/sct", "12345")) == "other"
+    assert site_read(terminology, (local, "NECK-2"), ("http://snomed.info/sct", "39607008")) == "head_neck"
+    assert site_read(terminology, (local, "NECK-3"), ("http://snomed.info/sct", "39607008")) == "thoracic"
+    assert site_read(terminology, (local, "NECK-3"), ("http://snomed.info/sct", "12345")) == "other"
