@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("docs/safety/hazard-log.md", "SECURITY.md", "README.md", "rules/README.md")
+DOCUMENTS = ("docs/safety/hazard-log.md", "SECURITY.md", "README.md", "rules/README.md", "docs/performance.md")
 TOKEN = re.compile(r"`([^`\s]+)`")
 FILE = re.compile(r"(?:tests/)?(test_\w+\.py)(?:::(\w+(?:\.\.\.)?))?")
 NAME = re.compile(r"(::)?(test_\w+(?:\.\.\.)?)")
