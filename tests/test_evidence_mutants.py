@@ -106,6 +106,13 @@ def test_a_source_without_a_citation_does_not_stop_the_other_sources_from_loadin
     assert found[1] == "evidence.yaml: RICH2022:c01: unknown source 'RICH2022'; known: PDQ-PULM-IMT"
 
 
+def test_a_seed_entry_whose_source_is_not_text_is_reported_like_an_unknown_one(tmp_path):
+    # (a list is not a key of the sources: looking it up used to raise TypeError, a traceback for a registry typo)
+    found = _problems(tmp_path, lambda t: t.replace("- id: RICH2022:c06\n  source: RICH2022\n",
+                                                    "- id: RICH2022:c06\n  source: [RICH2022]\n"))
+    assert found == ["evidence.yaml: RICH2022:c06: unknown source ['RICH2022']; known: PDQ-PULM-IMT, RICH2022"]
+
+
 def test_a_seed_entry_naming_an_unknown_source_lists_every_known_one(tmp_path):
     found = _problems(tmp_path, lambda t: t.replace("- id: RICH2022:c06\n  source: RICH2022\n",
                                                     "- id: RICH2022:c06\n  source: RICH\n"))

@@ -198,7 +198,7 @@ def _load_entry(
         problems.append(f"{where}: malformed id (expected e.g. RICH2022:c06 or EXT-LOVLY2014)")
     if "quote" in raw:  # a seed entry
         source_key = raw.get("source")
-        if source_key not in sources:
+        if not isinstance(source_key, str) or source_key not in sources:
             problems.append(f"{where}: unknown source {source_key!r}; known: {', '.join(sorted(sources))}")
             return None
         if not entry_id.startswith(f"{source_key}:"):
