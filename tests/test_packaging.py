@@ -77,6 +77,7 @@ def test_a_wheel_installed_outside_the_checkout_evaluates_a_patient(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "imt_cds/_data/rules/rulebook.yaml" in names
     assert "imt_cds/_data/seeds/002_f2ee5d647c6cfe07.txt" in names
+    assert "imt_cds/py.typed" in names  # (PEP 561: an application's type checker reads the package's annotations)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

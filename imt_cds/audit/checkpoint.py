@@ -28,7 +28,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -152,6 +152,7 @@ def read_checkpoint(data: bytes, public_pem: bytes, source: str = "the checkpoin
             raise CheckpointError(f"{source}: {name} must be 64 lowercase hex digits, got {value!r}")
     if not isinstance(signed_at, str) or not isinstance(signature, str):
         raise CheckpointError(f"{source}: signed_at and signature must be text")
+    head, key_id = cast(str, head), cast(str, key_id)  # (both checked to be text above)
     checkpoint = Checkpoint(records, head, signed_at, key_id, signature)
     if key_id != _key_id(public_key):
         raise CheckpointSignatureError(f"{source} was signed by key {key_id[:16]}, not by {key_source} "

@@ -37,11 +37,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from ..core.assessment import Assessment, rfc3339
+from ..core.assessment import Provenance, rfc3339
 
 __all__ = [
     "GENESIS_HASH",
@@ -49,6 +49,7 @@ __all__ = [
     "AuditRecord",
     "ChainBreak",
     "ChainReport",
+    "Recordable",
     "StoredRow",
     "canonical_bytes",
     "new_record_content",
@@ -65,7 +66,22 @@ def canonical_bytes(content: Mapping[str, Any]) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
 
 
-def new_record_content(assessment: Assessment, *, store_input: bool = True) -> dict[str, Any]:
+class Recordable(Protocol):
+    """What ``new_record_content`` reads of an assessment: an ``Assessment``, or what ``imt-cds batch`` keeps of one
+    it has written to its output (its document and input as text, not the objects)."""
+
+    @property
+    def patient_id(self) -> str | None: ...
+
+    @property
+    def provenance(self) -> Provenance: ...
+
+    def canonical_input_json(self) -> bytes: ...
+
+    def to_json(self) -> str: ...
+
+
+def new_record_content(assessment: Recordable, *, store_input: bool = True) -> dict[str, Any]:
     """Everything a record holds about one assessment, before the store gives it its place in the chain."""
     provenance = assessment.provenance
     return {
@@ -136,7 +152,7 @@ class AuditRecord:
     def input(self) -> Mapping[str, Any] | None:
         """The canonical input (None when the record was made with ``store_input=False``)."""
         text = self.content["input_json"]
-        return None if text is None else orjson.loads(text)  # type: ignore[no-any-return]
+        return None if text is None else orjson.loads(text)
 
     @property
     def input_sha256(self) -> str:

@@ -317,7 +317,7 @@ def _examples(formula: Any, p: SymbolicPatient, encodings: tuple[Encoding, Encod
     before, after = encodings
     engines = (Engine(before.rulebook), Engine(after.rulebook))
     codes = sorted(set(before.rulebook.finding_codes) | set(after.rulebook.finding_codes))
-    found = []
+    found: list[dict[str, Any]] = []
     other_classes: list[Any] = []
     other_changes: list[Any] = []
     while len(found) < limit:

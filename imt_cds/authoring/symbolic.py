@@ -307,7 +307,7 @@ def _probes(constants: set[Fraction]) -> list[Fraction]:
     return probes + ordered[-1:]
 
 
-def real(value: float) -> Any:
+def real(value: float | Fraction) -> Any:
     """A number as an exact z3 rational (thresholds and patient values compare exactly)."""
     fraction = Fraction(value).limit_denominator(10**12) if value == value else Fraction(0)
     return z3.RealVal(f"{fraction.numerator}/{fraction.denominator}")

@@ -67,7 +67,8 @@ class Check:
     confirmed_by_engine: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"name": self.name, "description": self.description, "status": self.status, "detail": self.detail}
+        data: dict[str, Any] = {"name": self.name, "description": self.description, "status": self.status,
+                                "detail": self.detail}
         if self.counterexample is not None:
             data["counterexample"] = self.counterexample
             if self.counterexample_after is not None:
@@ -80,8 +81,9 @@ class Check:
 class _Property:
     number: int
     text: str
-    # (encoding, p, q) -> the formula of a violation; q is None for one-patient properties
-    violation: Callable[[Encoding, SymbolicPatient, SymbolicPatient | None], Any] | None
+    # (encoding, p, q) -> the formula of a violation; q is None for one-patient properties (typed Any: a two-patient
+    # property's formula reads q, which its check always gives)
+    violation: Callable[[Encoding, SymbolicPatient, Any], Any] | None
     # (before, after) -> True when the concrete assessments violate the property
     concrete: Callable[[Assessment, Assessment | None], bool] | None
     # for two-patient properties: the fields that may differ between the patients
@@ -228,7 +230,7 @@ def verify(rulebook: Rulebook) -> list[Check]:
 
 def _satisfiable(formula: Any, *patients: SymbolicPatient) -> bool:
     """Whether some valid patients satisfy the formula."""
-    return solver_for(formula, *patients).check() == z3.sat
+    return bool(solver_for(formula, *patients).check() == z3.sat)
 
 
 def _counterexample(formula: Any, *patients: SymbolicPatient) -> Any | None:

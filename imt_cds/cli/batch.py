@@ -42,13 +42,13 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -57,6 +57,9 @@ from ..core.errors import AuditError, EngineError, ImtCdsError, InvalidInputErro
 from ..core.wording import plural
 from .audit import add_audit_options, check_audit_target
 from .common import EPILOG, EXIT_INVALID_INPUT, EXIT_OK, EXIT_SOME_LINES_INVALID, jobs, rules_option
+
+if TYPE_CHECKING:  # (imported by _engine when a run needs one)
+    from ..core.engine import Engine
 
 __all__ = ["DETAILS", "BatchPathError", "BatchSummary", "check_paths", "evaluate_line", "run_batch"]
 
@@ -135,7 +138,7 @@ class _UnitResult:
 
 
 @lru_cache(maxsize=4)
-def _engine(rules: str | None):  # type: ignore[no-untyped-def]
+def _engine(rules: str | None) -> Engine:
     # One engine per (process, rulebook). Worker processes forked after the parent built it inherit it.
     from ..core.engine import Engine
 
@@ -376,7 +379,8 @@ def run_batch(source: str, destination: str | None, jobs: int = 1, rules: Path |
             tasks = [_Task(source, unit, rules_key, detail, store is not None, _before_line) for unit in units]
             bar = _Progress(total, show)
             writer = _Writer(destination, store, rulebook)
-            results = _run_parallel(tasks, jobs) if jobs > 1 else (_work_unit(task) for task in tasks)
+            results: Generator[_UnitResult, None, None] = (
+                _run_parallel(tasks, jobs) if jobs > 1 else (_work_unit(task) for task in tasks))
             counts = [0, 0, 0, 0]
             try:
                 for task, result in zip(tasks, results, strict=True):
@@ -472,7 +476,7 @@ def _new_pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context())
 
 
-def _run_parallel(tasks: list[_Task], jobs: int) -> Iterator[_UnitResult]:
+def _run_parallel(tasks: list[_Task], jobs: int) -> Generator[_UnitResult, None, None]:
     """Yield each task's result in input order, running them in a pool of ``jobs`` processes.
 
     When the pool breaks (a worker died), every task already done keeps its result; the tasks that were running

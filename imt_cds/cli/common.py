@@ -11,9 +11,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..core.errors import ChartRefusedError, InvalidInputError
+
+if TYPE_CHECKING:  # (engine_for imports it when called, not this module when imported)
+    from ..core.engine import Engine
 
 __all__ = [
     "EPILOG",
@@ -79,7 +82,7 @@ def jobs(text: str) -> int:
     return value or (os.cpu_count() or 1)
 
 
-def engine_for(rules: Path | None):  # type: ignore[no-untyped-def]
+def engine_for(rules: Path | None) -> Engine:
     from ..core.engine import Engine, default_engine
 
     return default_engine() if rules is None else Engine(rules)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,6 +20,9 @@ from .common import (
     report_invalid,
     rules_option,
 )
+
+if TYPE_CHECKING:  # (the FHIR reader is imported when a chart is read)
+    from ..fhir.reader import FhirFacts
 
 __all__ = ["register"]
 
@@ -102,7 +105,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _facts_from_fhir(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _facts_from_fhir(args: argparse.Namespace) -> FhirFacts:
     """Facts from a FHIR Bundle file (``FhirFacts``), read with the rulebook's value sets; what could not be used goes
     to stderr. ``ChartRefusedError`` (an ``InvalidInputError``) when whose data it is cannot be established."""
     from ..core.validation import load_json_object

@@ -34,7 +34,9 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    # (argparse's stubs overload this on the namespace's type; one signature serves every call here)
+    def parse_known_args(  # type: ignore[override]
+            self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         # A sub-command's parser sees its arguments first: it refuses what it does not know itself, so the error
         # names its own options and its own --help (argparse would leave them to the top-level parser).
         parsed, extras = super().parse_known_args(args, namespace)

@@ -10,10 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import EvidenceError, RulebookError
 from .common import EXIT_INVALID_INPUT, read_input, report_invalid, rules_option
+
+if TYPE_CHECKING:  # (each command imports what it uses when it runs)
+    from ..authoring.rule_examples import ExampleOutcome
+    from ..authoring.verification import Check
+    from ..core.assessment import Assessment
+    from ..core.engine import Engine
+    from ..core.rulebook import Rulebook
 
 __all__ = ["register"]
 
@@ -123,7 +130,7 @@ def _rules_option(parser: argparse.ArgumentParser) -> None:
     rules_option(parser, seeds=True)
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> Rulebook:
     from ..core.rule_loader import load_rulebook
 
     return load_rulebook(args.rules, args.seeds)
@@ -266,8 +273,8 @@ def _run_lint(args: argparse.Namespace) -> int:
         print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
         return 1
     except EvidenceError as exc:
-        for problem in exc.problems:
-            print(problem)
+        for evidence_problem in exc.problems:
+            print(evidence_problem)
         print(f"{len(exc.problems)} evidence problem{'s' if len(exc.problems) != 1 else ''} found", file=sys.stderr)
         return 1
     print(f"rulebook {rulebook.name} {rulebook.version}: {len(rulebook.rules)} rules, no problems")
@@ -277,7 +284,7 @@ def _run_lint(args: argparse.Namespace) -> int:
 # --- test ---------------------------------------------------------------------------------------------------------
 
 
-def _engine_for(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _engine_for(args: argparse.Namespace) -> Engine:
     from ..core.engine import Engine
 
     return Engine(_load(args))
@@ -319,7 +326,7 @@ def _run_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _why_not(engine, assessment, code: str) -> str:  # type: ignore[no-untyped-def]
+def _why_not(engine: Engine, assessment: Assessment, code: str) -> str:
     """Why an assessment lacks a finding code, indented under a failing example."""
     from ..authoring.explain import explain
 
@@ -327,7 +334,7 @@ def _why_not(engine, assessment, code: str) -> str:  # type: ignore[no-untyped-d
     return "\n".join("      " + line for line in text.splitlines()[1:])
 
 
-def _write_junit(path: Path, outcomes) -> None:  # type: ignore[no-untyped-def]
+def _write_junit(path: Path, outcomes: list[ExampleOutcome]) -> None:
     import xml.etree.ElementTree as ET
 
     failures = sum(1 for o in outcomes if not o.passed)
@@ -418,7 +425,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _verify_summary(checks) -> str:  # type: ignore[no-untyped-def]
+def _verify_summary(checks: list[Check]) -> str:
     """"N of M checks hold", counting only the checks that could be decided here, and saying how many could not."""
     from ..core.wording import plural
 
@@ -469,14 +476,14 @@ def _run_diff(args: argparse.Namespace) -> int:
             print(f"    ERROR: {change.error}")
     for name, old, new in result.parameters:
         print(f"  parameter     {name}: {old} -> {new}")
-    for evidence_id, change in result.evidence:
-        print(f"  evidence      {evidence_id}: {change}")
+    for evidence_id, what in result.evidence:
+        print(f"  evidence      {evidence_id}: {what}")
     for line in result.metadata:
         print(f"  metadata      {line}")
-    for name, change in result.drugs:
-        print(f"  drug          {name}: {change}")
-    for name, change in result.value_sets:
-        print(f"  value set     {name}: {change}")
+    for name, what in result.drugs:
+        print(f"  drug          {name}: {what}")
+    for name, what in result.value_sets:
+        print(f"  value set     {name}: {what}")
     for error in result.errors:
         print(f"  ERROR: {error}")
     if result.changed_classes == 0:

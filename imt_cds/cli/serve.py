@@ -202,7 +202,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_START
     server_config = uvicorn.Config(app, log_level=args.log_level, server_header=False, proxy_headers=False,
                                    http=protocol, loop="auto",
-                                   timeout_keep_alive=limits.keep_alive_timeout, ws="none", lifespan="on")
+                                   # (uvicorn types it int; it is a delay given to the event loop, and a
+                                   # fraction of a second is what --keep-alive-timeout may ask for; the
+                                   # ignore is allowed to be unused, for a uvicorn that types it float)
+                                   timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type,unused-ignore]
+                                   ws="none", lifespan="on")
     server = uvicorn.Server(server_config)
 
     def stop(number: int, frame: object) -> None:

@@ -66,7 +66,7 @@ def line_of(text: str | bytes, path: str | None) -> int | None:
         return None
     if node is None:
         return None
-    line = node.start_mark.line + 1
+    line: int = node.start_mark.line + 1
     for part in _parts(path or ""):
         child = None
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import FrozenInstanceError
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -228,16 +228,26 @@ class Provenance(NamedTuple):
         return data
 
 
-class _lazy:  # noqa: N801 - used as a decorator, like functools.cached_property
-    """Like ``functools.cached_property`` without its per-access lock (Python 3.11): values here are immutable and
-    deterministic, so two threads computing one at the same time is harmless, and the lock is measurable."""
+_Value = TypeVar("_Value")
 
-    def __init__(self, function: Any):
+
+class _lazy(Generic[_Value]):  # noqa: N801 - used as a decorator, like functools.cached_property
+    """Like ``functools.cached_property`` without its per-access lock (Python 3.11): values here are immutable and
+    deterministic, so two threads computing one at the same time is harmless, and the lock is measurable. (Generic, so
+    that a type checker sees each attribute's type, not ``Any``.)"""
+
+    def __init__(self, function: Callable[[Any], _Value]):
         self.function = function
         self.name = function.__name__
         self.__doc__ = function.__doc__
 
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
+    @overload
+    def __get__(self, instance: None, owner: Any = None) -> _lazy[_Value]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: Any = None) -> _Value: ...
+
+    def __get__(self, instance: object | None, owner: Any = None) -> _lazy[_Value] | _Value:
         if instance is None:
             return self
         value = self.function(instance)
@@ -278,7 +288,7 @@ class _FindingTemplate(NamedTuple):
     kind: str
     title: str
     summary: str
-    indicator: str
+    indicator: str | None  # (None only in a rulebook rebuilt from an 0.1.0 audit archive)
     ref: RuleRef
     evidence: tuple[EvidenceEntry, ...]
 
@@ -307,7 +317,7 @@ class OutputTemplates:
         self.codes = {name: tuple(spec.code for spec in er.produces) for name, er in program.rules.items()}
         self.trace_shapes = {name: trace_shape(er) for name, er in program.rules.items()
                              if er.rule is not None and er.suppression is None}
-        self.provenance_static = {
+        self.provenance_static: dict[str, Any] = {
             "rulebook_name": rulebook.name,
             "rulebook_version": rulebook.version,
             "rulebook_sha256": rulebook.sha256,
@@ -338,6 +348,19 @@ class Assessment:
     sorted by code), ``derived_facts``, ``suppressed``, ``trace``, ``provenance``; shortcuts ``codes``,
     ``findings``, ``finding(code)``, ``derived_names``, ``suppressed_codes``.
     """
+
+    # Set once by __init__ through __dict__ (__setattr__ refuses every assignment); declared for type checkers.
+    facts: PatientFacts
+    patient_id: str | None
+    input_sha256: str
+    diagnosis: Mapping[str, Any] | None
+    _templates: OutputTemplates
+    _leaves: list[str]
+    _firings: Sequence[Firing]
+    _fired: dict[str, list[EngineRule]]
+    _produced_sets: dict[str, set[str]]
+    _suppressed_by: dict[str, dict[str, dict[str | None, None]]]
+    _moment: datetime
 
     def __init__(self, templates: OutputTemplates, facts: PatientFacts, leaves: list[str], firings: Sequence[Firing],
                  input_sha256: str, evaluated_at: datetime, diagnosis: Mapping[str, Any] | None = None):
@@ -386,7 +409,7 @@ class Assessment:
     @property
     def rulebook(self) -> Rulebook:
         """The rulebook this assessment was made with."""
-        return self._templates.program.rulebook  # type: ignore[no-any-return]
+        return self._templates.program.rulebook
 
     def canonical_input_json(self) -> bytes:
         """The canonical JSON of the validated input (what ``provenance.input_sha256`` is the hash of)."""
@@ -475,7 +498,8 @@ class Assessment:
     def _rationale_shape(self) -> _RationaleShape | None:
         """What ``rationale()`` gives but the two functions: None when a finding comes from two rules."""
         fields = self._templates.finding_fields
-        recommendations, risk_flags = [], []
+        recommendations: list[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]]] = []
+        risk_flags: list[tuple[Mapping[str, Any], tuple[ReasonTemplate, ...]]] = []
         for code, rule_ids in self._emitted.items():
             if len(rule_ids) > 1:
                 return None
@@ -666,7 +690,8 @@ class Assessment:
         writer = self._templates.json
         leaves = self._leaves
         fired = self._fired
-        recommendations, risk_flags = [], []
+        recommendations: list[str] = []
+        risk_flags: list[str] = []
         finding_writer = writer.finding_writer
         for code, rule_ids in self._emitted.items():
             first = rule_ids[0]
@@ -689,8 +714,8 @@ class Assessment:
         derived_writer = writer.derived_writer
         for rule_id in self._deriving_rules:
             branches = fired[rule_id]
-            if len(branches) == 1 and (write := derived_writer.get(branches[0].name)) is not None:
-                derived.append(write(leaves))
+            if len(branches) == 1 and (write_derived := derived_writer.get(branches[0].name)) is not None:
+                derived.append(write_derived(leaves))
             else:
                 derived.append(writer.derived_head[rule_id] + writer.because(self._branches(rule_id, None), leaves,
                                                                              self._reasons_of) + "}")
@@ -726,7 +751,7 @@ class Assessment:
         writer = self._templates.json
         branches = self._branches(rule_id, code)
         if len(branches) == 1 and (found := writer.finding_writer.get((branches[0], code))) is not None:
-            return found[0](self._leaves)  # type: ignore[no-any-return]
+            return found[0](self._leaves)
         return (writer.finding_head[(rule_id, code)] + writer.because(branches, self._leaves, self._reasons_of)
                 + "}")
 

@@ -154,9 +154,9 @@ class JsonTemplates:
         self.finding_writer: dict[tuple[str, str], tuple[Callable[[Sequence[str]], str], bool]] = {}
         self.derived_writer: dict[str, Callable[[Sequence[str]], str]] = {}
         for name, engine_rule in program.rules.items():
-            rule = engine_rule.rule
+            of_rule = engine_rule.rule
             items = self.because_plan[name]
-            if rule is None or engine_rule.suppression is not None or any(i.derived in multi_reason for i in items):
+            if of_rule is None or engine_rule.suppression is not None or any(i.derived in multi_reason for i in items):
                 continue
             because: list[str | int] = ["["]
             for n, (_, head, index, tail, _) in enumerate(items):
@@ -165,10 +165,10 @@ class JsonTemplates:
             because.append("]")
             for spec in engine_rule.produces:
                 self.finding_writer[(name, spec.code)] = (
-                    _filler([self.finding_head[(rule.id, spec.code)], *because, "}"]),
+                    _filler([self.finding_head[(of_rule.id, spec.code)], *because, "}"]),
                     spec.kind in _RECOMMENDATION_KINDS)
-            if engine_rule.derives is not None and rule.id in self.derived_head:
-                self.derived_writer[name] = _filler([self.derived_head[rule.id], *because, "}"])
+            if engine_rule.derives is not None and of_rule.id in self.derived_head:
+                self.derived_writer[name] = _filler([self.derived_head[of_rule.id], *because, "}"])
         static = {
             "rulebook": {"name": rulebook.name, "version": rulebook.version, "sha256": rulebook.sha256},
             "parameters": rulebook.parameter_values,

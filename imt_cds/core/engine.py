@@ -31,7 +31,7 @@ import itertools
 import platform
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
@@ -220,6 +220,7 @@ class Engine:
         leaves = render_leaves(values)
         digest = input_sha256(patient, leaves)
         when = evaluated_at or datetime.now(timezone.utc)
+        firings: Sequence[Firing] | None
         if self._cache is None:
             firings = self._ruleset.run(patient, values, leaves)
         else:

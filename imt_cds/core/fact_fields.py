@@ -116,14 +116,16 @@ def _describe(path: str, annotation: Any, info: Any) -> FactField:
     if annotation is bool:
         return FactField(path, "tristate" if nullable else "boolean", nullable, default)
     if annotation is float:
-        low, low_exclusive, high = None, False, None
+        low: float | None = None
+        high: float | None = None
+        low_exclusive = False
         for m in metadata:
             if isinstance(m, annotated_types.Ge):
-                low = m.ge
+                low = typing.cast(float, m.ge)  # (annotated_types types a bound as a protocol; the facts' are numbers)
             elif isinstance(m, annotated_types.Gt):
-                low, low_exclusive = m.gt, True
+                low, low_exclusive = typing.cast(float, m.gt), True
             elif isinstance(m, annotated_types.Le):
-                high = m.le
+                high = typing.cast(float, m.le)
         return FactField(path, "number", nullable, default, minimum=low, minimum_exclusive=low_exclusive,
                          maximum=high, unit=_UNITS.get(path))
     if annotation is str:

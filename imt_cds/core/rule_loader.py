@@ -325,8 +325,8 @@ class _Loader:
             return  # a value-set code whose drug entry is malformed (reported) would be reported again here
         by_code = {d.rxnorm: d for d in drugs.values() if d.rxnorm is not None}
         for code, display in listed.items():
-            drug = by_code.get(code)
-            if drug is None or drug.name != display or "alk" not in drug.targets:
+            coded = by_code.get(code)
+            if coded is None or coded.name != display or "alk" not in coded.targets:
                 self.report(value_set.file, f"RxNorm {code} ({display}) is an ALK inhibitor here but not in "
                                             f"{DRUGS_FILE} with that code and target alk", path="codes")
 
@@ -463,12 +463,12 @@ class _Loader:
             report("when", "missing condition ('when'); use 'when: always' for a rule that always applies")
         if shape == "then":
             findings = self._findings(data["then"], ctx, report)
-            return [Rule(**common, when=when, findings=findings)]  # type: ignore[arg-type]
+            return [Rule(**common, when=when, findings=findings)]
         if shape == "derives":
-            return [Rule(**common, when=when, derives=data["derives"])]  # type: ignore[arg-type]
+            return [Rule(**common, when=when, derives=data["derives"])]
         if when is not None and not (isinstance(when, DerivedTest) and when.present):
             report("when", "a suppression's condition must be one derived fact ({derived: NAME})")
-        return [Rule(**common, when=when, suppresses=tuple(data["suppresses"]))]  # type: ignore[arg-type]
+        return [Rule(**common, when=when, suppresses=tuple(data["suppresses"]))]
 
     def _reason_rules(self, file: str, index: int | None, raw_reasons: list[dict[str, Any]], fact: str,
                       common: dict[str, Any], parameters: Mapping[str, Parameter]) -> list[Rule]:

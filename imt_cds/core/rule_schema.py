@@ -235,7 +235,9 @@ class RecordedFindingDocument(FindingDocument):
     """A finding as the first rulebooks wrote it (0.1.0, before findings declared their card indicator): read
     only when a rulebook is rebuilt from an audit archive to replay the records made with it."""
 
-    indicator: Indicator | None = Field(None, description=f"one of {', '.join(INDICATORS)} (the card's severity)")
+    # (optional here, unlike in FindingDocument: the narrowing a type checker expects is the other way round)
+    indicator: Indicator | None = Field(  # type: ignore[assignment]
+        None, description=f"one of {', '.join(INDICATORS)} (the card's severity)")
 
 
 class RecordedRuleDocument(RuleDocument):

@@ -380,7 +380,7 @@ def _problems(exc: ValidationError, data: Any) -> list[InputProblem]:
     return problems
 
 
-def _problem(error: dict[str, Any], loc: tuple[Any, ...], data: Any) -> InputProblem:
+def _problem(error: Mapping[str, Any], loc: tuple[Any, ...], data: Any) -> InputProblem:
     kind = error["type"]
     value = error.get("input")
     if kind == "extra_forbidden":

@@ -706,11 +706,12 @@ class _Reader:
         except _Malformed as exc:
             # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
             # so when the reader knew which such fact the resource bears on, nothing is evaluated.
-            blocked = [path for path in self.bearing if _cannot_be_unknown(path)]
+            bearing: tuple[str, ...] = self.bearing  # (as the reader left it, not the () set above)
+            blocked = [path for path in bearing if _cannot_be_unknown(path)]
             # Progression is decided from two resources: an unreadable one matters only beside the other kind.
             if resource["resourceType"].startswith("Medication"):  # (whether it is an ALK inhibitor may be unread)
                 self.unreadable.setdefault("inhibitor", []).append(label)
-            elif _DISEASE_STATUS in self.bearing:
+            elif _DISEASE_STATUS in bearing:
                 self.unreadable.setdefault("progression", []).append(label)
             if blocked:
                 self.problems.append(FhirProblem(
@@ -1159,14 +1160,14 @@ class _Reader:
             if not any(c.code == GENE_STUDIED for c in _codings(_concept(component, "code"))):
                 continue
             concept = _concept(component, "valueCodeableConcept")
-            hgnc = [c for c in _codings(concept) if c.system in HGNC_SYSTEMS]
-            for coding in hgnc:
+            hgnc_codings = [c for c in _codings(concept) if c.system in HGNC_SYSTEMS]
+            for coding in hgnc_codings:
                 gene = coding.code if coding.code.startswith("HGNC:") else f"HGNC:{coding.code}"
                 genes.append(gene)
                 display = _display(concept, coding)
                 if display:
                     self.symbols[gene] = display
-            if not hgnc:  # a gene named by its symbol only: weaker than a code, used and reported
+            if not hgnc_codings:  # a gene named by its symbol only: weaker than a code, used and reported
                 symbol = (_text_of(concept) or "").strip().upper()
                 if symbol in HGNC_BY_SYMBOL:
                     genes.append(HGNC_BY_SYMBOL[symbol])
@@ -1206,9 +1207,9 @@ class _Reader:
                 partners = [g for g in genes if g != hgnc and GENE_BY_HGNC.get(g, (None,))[0] != gene]
                 if len(partners) == 1:
                     known = GENE_BY_HGNC.get(partners[0])
-                    symbol = self.symbols.get(partners[0]) or (known[1] if known else None)
-                    if symbol:
-                        self.offer(f"molecular.{gene}.fusion_partner", symbol, where)
+                    partner = self.symbols.get(partners[0]) or (known[1] if known else None)
+                    if partner:
+                        self.offer(f"molecular.{gene}.fusion_partner", partner, where)
                 elif len(partners) > 1:
                     self.skip(where, f"several partner genes for {gene.upper()}; the partner is left unknown",
                               f"molecular.{gene}.fusion_partner")
@@ -1298,7 +1299,8 @@ class _Reader:
         if len(offered) == 1 or len({_key(c.value) for c in offered}) == 1:  # (most facts have one source)
             return offered
         dated = [c for c in offered if c.when is not None]
-        latest = [c for c in dated if not any(c.when.before(other.when) for other in dated)]  # type: ignore[union-attr]
+        latest = [c for c in dated if not any(c.when.before(other.when)  # type: ignore[union-attr, arg-type]
+                                              for other in dated)]  # (every c.when is a _Period here)
         standing = latest + [c for c in offered if c.when is None]
         if len({_key(c.value) for c in standing}) == 1:
             for candidate in offered:

@@ -251,8 +251,8 @@ class _FindingText:
         self.links = tuple((link["label"], link["url"], link["type"]) for link in citation_links(self.evidence_entries))
 
     def made_from(self, finding: Mapping[str, Any]) -> bool:
-        return (self.title == finding["title"] and self.strength == finding["strength"]
-                and self.evidence_entries == finding["evidence"])
+        return bool(self.title == finding["title"] and self.strength == finding["strength"]
+                    and self.evidence_entries == finding["evidence"])
 
 
 # The rulebook's text of each finding, escaped once rather than on every hook call (it is the same in every document
@@ -473,7 +473,7 @@ def fact_line(path: str, value: Any, sources: Mapping[str, Sequence[str]]) -> st
     return f"- {_code(path)} is {_bold_value(value)}{_origin(path, sources)}"
 
 
-class _Origins(dict):  # type: ignore[type-arg]
+class _Origins(dict):
     """The resources each fact was read from, and why a fact no resource gave is unknown when resources about it
     were there (conflicting, malformed...): a card must never say no resource recorded it then."""
 

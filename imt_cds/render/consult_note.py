@@ -80,11 +80,11 @@ def render_consult_note(assessment: Assessment, sources: Mapping[str, Sequence[s
             lines.extend(_wrap(f"- {label} [rule {fact.rule.id} v{fact.rule.version}], because: "
                                + "; ".join(reason_text(r.to_dict()) for r in fact.because), "  ", "    "))
 
-    sources = _sources(assessment.findings)
-    if sources:
+    quoted = _sources(assessment.findings)
+    if quoted:
         lines.append("")
         lines.append("SOURCES QUOTED")
-        for key, citation in sources:
+        for key, citation in quoted:
             lines.extend(_wrap(f"- {key}: {citation}", "  ", "    "))
 
     p = assessment.provenance

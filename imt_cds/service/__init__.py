@@ -17,6 +17,8 @@ no side effects; FastAPI, uvicorn, httpx and PyJWT are needed only to build and 
 (``pip install 'imt-cds[service]'``).
 """
 
+from typing import Any
+
 from .auth import AuthSettings, TrustedIssuer
 from .config import ServiceConfig
 from .errors import ServiceConfigError, ServiceError
@@ -24,7 +26,7 @@ from .errors import ServiceConfigError, ServiceError
 __all__ = ["AuthSettings", "ServiceConfig", "ServiceConfigError", "ServiceError", "TrustedIssuer", "create_app"]
 
 
-def create_app(config: ServiceConfig):  # type: ignore[no-untyped-def]
+def create_app(config: ServiceConfig) -> Any:
     """The FastAPI application for ``config`` (see ``imt_cds.service.app``)."""
     from .app import create_app as build
 

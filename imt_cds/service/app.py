@@ -193,7 +193,7 @@ def create_app(config: ServiceConfig) -> Any:
         claims = await authenticate(request, [url + "/feedback", url])
         service = find_service(service_id)
         items = parse_feedback(await json_body(request))
-        client = {k: claims[k] for k in ("iss", "sub", "tenant") if claims and k in claims}
+        client: dict[str, Any] = {k: claims[k] for k in ("iss", "sub", "tenant") if claims and k in claims}
         rows = [stored_row(service.id, item, cards.get(item["card"]), client) for item in items]
         stored = await request.app.state.sink.record(rows)  # in a thread: a locked store never stalls the loop
         return json_response({"stored": stored})
@@ -258,7 +258,7 @@ def _open_audit_store(config: ServiceConfig) -> None:
         raise AuditStoreUnavailableError(str(exc)) from exc
 
 
-def _json_cors_middleware() -> type:
+def _json_cors_middleware() -> Any:  # (a subclass of Starlette's CORSMiddleware)
     """Starlette's CORS middleware, but a refused preflight is answered as every other error is, in JSON (it says
     "Disallowed CORS origin" in plain text): a 400 ``cds_bad_request`` naming what was not allowed (the origin, the
     method, the headers), with the headers Starlette sends (the CORS ones it grants, none for another origin)."""

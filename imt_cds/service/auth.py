@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from .errors import ServiceConfigError, ServiceError, UnauthorizedError, log_value
@@ -251,13 +251,14 @@ class Authenticator:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise UnauthorizedError("the JWT jti must be a non-empty string")
+        seen_key = (cast(str, iss), jti)  # (iss named a trusted issuer above: it is text)
         if self._replay_blocks:  # a database round trip: off the event loop
-            fresh = await asyncio.to_thread(self.replays.add, (iss, jti), float(exp) + leeway, now)
+            fresh = await asyncio.to_thread(self.replays.add, seen_key, float(exp) + leeway, now)
         else:
-            fresh = self.replays.add((iss, jti), float(exp) + leeway, now)
+            fresh = self.replays.add(seen_key, float(exp) + leeway, now)
         if not fresh:
             raise UnauthorizedError(f"JWT jti {_shown(jti)} was already used: a replayed token is refused")
-        return claims  # type: ignore[no-any-return]
+        return claims
 
     async def _key(self, issuer: TrustedIssuer, kid: Any) -> Any:
         if issuer.jwks_url is None:
@@ -343,6 +344,8 @@ def _pick(keyset: _KeySet, kid: Any) -> Any:
 def _curve(key: Any) -> str | None:
     """The JWK name of an EC key's curve (P-384), read from the key itself; None for a key without a curve."""
     name = getattr(getattr(key.key, "curve", None), "name", None)
+    if not isinstance(name, str):
+        return None
     return {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(name, name)
 
 

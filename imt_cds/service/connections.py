@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ServiceConfigError
 
@@ -101,7 +102,7 @@ def open_file_budget(limits: ConnectionLimits, workers: int) -> int:
 
 
 def guarded_protocol(limits: ConnectionLimits, max_connections: int,
-                     parser: str = "auto") -> Callable[..., asyncio.Protocol]:
+                     parser: str = "auto") -> type[asyncio.Protocol]:
     """A uvicorn ``http`` protocol class (pass as ``uvicorn.Config(http=...)``) enforcing ``limits``: on uvicorn's
     httptools protocol (the C parser, several times cheaper per request than h11) when httptools is installed, on
     its h11 protocol otherwise (``parser`` "httptools" or "h11" chooses; "auto" prefers httptools)."""
@@ -128,11 +129,12 @@ class _Deadlines:
     _max_connections: int
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
-    connections: set[asyncio.Protocol]
-    cycle: object
+    # (uvicorn's, typed there by each protocol its own way: the set of open connections, the request cycle or None)
+    connections: set[Any]
+    cycle: Any
 
     # Cooperative: placed before the uvicorn protocol in the bases, these wrap its own connection_made/_lost.
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._opened()
 
@@ -195,7 +197,7 @@ class _Deadlines:
         raise NotImplementedError
 
     def _make_room(self) -> None:
-        open_now = [c for c in self.connections if not c.transport.is_closing()]  # type: ignore[attr-defined]
+        open_now = [c for c in self.connections if not c.transport.is_closing()]
         if len(open_now) <= self._max_connections:
             return  # the excess are closing already
         idle = [c for c in open_now if c is not self and isinstance(c, _Deadlines) and c._idle()]
@@ -210,7 +212,7 @@ class _Deadlines:
             self.transport.abort()
 
 
-def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> Callable[..., asyncio.Protocol]:
+def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
@@ -272,7 +274,7 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> Callab
     return GuardedHttpToolsProtocol
 
 
-def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> Callable[..., asyncio.Protocol]:
+def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> type[asyncio.Protocol]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 

@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -223,7 +223,7 @@ def _optional_text(value: Any) -> bool:
     return value is None or (type(value) is str and value.isascii())
 
 
-def _object(value: Any) -> bool:
+def _object(value: Any) -> TypeGuard[dict[str, Any]]:
     return type(value) is dict and all(type(key) is str and key.isascii() for key in value)
 
 

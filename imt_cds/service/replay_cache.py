@@ -119,6 +119,7 @@ class SqlReplayCache:
                 raise ServiceUnavailableError("the token replay check is unavailable; try again") from exc
 
     def _open(self) -> Any:
+        connection: Any  # (a psycopg or a sqlite3 connection: the same calls serve both)
         if self._postgres:
             import psycopg
 

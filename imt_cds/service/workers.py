@@ -49,7 +49,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -747,11 +747,12 @@ def _open_audit_store(settings: WorkerSettings) -> Any:
     ``--request-timeout``)."""
     from ..audit.backends import is_postgres_target
 
-    if is_postgres_target(settings.audit):
+    target = cast(str, settings.audit)  # (only called when the service has an audit store)
+    if is_postgres_target(target):
         from ..audit.postgres import PostgresAuditStore
 
-        return PostgresAuditStore(settings.audit, store_input=settings.audit_input,
+        return PostgresAuditStore(target, store_input=settings.audit_input,
                                   lock_timeout=settings.store_timeout)
     from ..audit.sqlite import SQLiteAuditStore
 
-    return SQLiteAuditStore(settings.audit, store_input=settings.audit_input, timeout=settings.store_timeout)
+    return SQLiteAuditStore(target, store_input=settings.audit_input, timeout=settings.store_timeout)
