@@ -102,8 +102,8 @@ class _Unit:
 
 @dataclass(frozen=True)
 class _Pending:
-    """What the parent needs to record one assessment after writing it: duck-types the parts of ``Assessment`` that
-    ``new_record_content`` reads."""
+    """What the parent needs to record one assessment after writing it: what ``new_record_content`` reads of an
+    ``Assessment`` (``audit.record.Recordable``), kept as its texts."""
 
     line: int
     offset: int  # where the line starts in its unit's part file
