@@ -1,5 +1,5 @@
 """The package's annotations hold: mypy, pinned in the test extra, checks ``imt_cds`` as ``[tool.mypy]`` of
-pyproject.toml asks (bodies of unannotated functions too, no ``Any`` returned where a type is declared, no
+pyproject.toml asks (strict: every function annotated, no ``Any`` returned where a type is declared, no
 ``type: ignore`` left without a use). The wheel ships ``imt_cds/py.typed`` (PEP 561), so an embedding application's
 type checker reads these annotations (tests/test_packaging.py checks the wheel holds it): a wrong one would
 mislead it.

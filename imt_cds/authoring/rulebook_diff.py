@@ -156,8 +156,7 @@ def _metadata(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
             for key in ("indicator", "gene", "drugs") if was is not None else ():
                 a, b = getattr(was, key), getattr(spec, key)
                 if a != b:
-                    show = (lambda v: ", ".join(v) or "none") if key == "drugs" else (lambda v: v or "none")
-                    result.metadata.append(f"{rule.id} {spec.code} {key}: {show(a)} -> {show(b)}")
+                    result.metadata.append(f"{rule.id} {spec.code} {key}: {_shown(key, a)} -> {_shown(key, b)}")
     for name in sorted(old.drugs.keys() | new.drugs.keys()):
         a, b = old.drugs.get(name), new.drugs.get(name)
         if a is None or b is None:
@@ -167,6 +166,13 @@ def _metadata(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
                                    "rxnorm_source") if getattr(a, key) != getattr(b, key)]
         if changed:
             result.drugs.append((name, "changed " + ", ".join(changed)))
+
+
+def _shown(key: str, value: Any) -> str:
+    """A finding's indicator, gene or drugs as the metadata lines write them ("none" for none)."""
+    if key == "drugs":
+        return ", ".join(value) or "none"
+    return str(value or "none")
 
 
 def _value_sets(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:

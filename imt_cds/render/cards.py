@@ -473,7 +473,7 @@ def fact_line(path: str, value: Any, sources: Mapping[str, Sequence[str]]) -> st
     return f"- {_code(path)} is {_bold_value(value)}{_origin(path, sources)}"
 
 
-class _Origins(dict):
+class _Origins(dict[str, Sequence[str]]):
     """The resources each fact was read from, and why a fact no resource gave is unknown when resources about it
     were there (conflicting, malformed...): a card must never say no resource recorded it then."""
 
