@@ -13,6 +13,9 @@ connections and never finishes its headers holds them forever and, past the proc
   deadlines. At the cap, a new connection closes the oldest connection that has no request in progress (a
   half-open one, or an idle kept-alive one), so a flood of half-open connections costs legitimate clients nothing;
   only when every connection is busy with a request is the new one refused.
+  Both also refuse, before the body is read, a request head RFC 9112 says a server must refuse
+  (``request_head_problem``: no or several Host headers, a body length a proxy could read differently, a transfer
+  coding but chunked), answered after the requests pipelined before it, and close the connection.
 - ``open_file_budget``: raises the process's soft RLIMIT_NOFILE so the cap fits under it, or refuses a cap that
   cannot fit.
 - ``RepeatedLogFilter``: the same diagnostic (same logger, level and message template) at most ``burst`` times per
@@ -25,7 +28,9 @@ Nothing here runs at import; each server builds its own protocol class and filte
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -33,9 +38,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ServiceConfigError
+from .errors import ServiceConfigError, http_reason, log_value
 
-__all__ = ["ConnectionLimits", "RepeatedLogFilter", "guarded_protocol", "open_file_budget"]
+__all__ = ["ConnectionLimits", "RepeatedLogFilter", "guarded_protocol", "open_file_budget", "request_head_problem"]
 
 log = logging.getLogger("imt_cds.service.connections")
 
@@ -44,16 +49,52 @@ DEFAULT_MAX_CONNECTIONS = 1000
 # handles (a few per worker), the audit store, log files, outgoing FHIR connections while prefetching.
 _RESERVED_FILES = 256
 _RESERVED_FILES_PER_WORKER = 8
-# The service answers every error as JSON (errors.error_body), these two written by the protocol itself too.
-_TIMEOUT_BODY = (b'{"error":{"code":"cds_request_timeout","status":408,"message":"the request did not arrive in '
-                 b'time"}}')
-_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                     b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
-_INVALID_BODY = (b'{"error":{"code":"cds_bad_request","status":400,"message":"invalid HTTP request (the request line '
-                 b'or headers could not be parsed)"}}')
-_INVALID_RESPONSE = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                     b"content-length: %d\r\n\r\n%s" % (len(_INVALID_BODY), _INVALID_BODY))
+# The service answers every error as JSON (errors.error_body); these the protocol writes itself, as the same JSON.
+def _protocol_answer(status: int, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "status": status, "message": message}}, separators=(",", ":"))
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+            % (status, http_reason(status).encode(), len(body), body.encode()))
 
+
+_TIMEOUT_RESPONSE = _protocol_answer(408, "cds_request_timeout", "the request did not arrive in time")
+_INVALID_RESPONSE = _protocol_answer(400, "cds_bad_request",
+                                     "invalid HTTP request (the request line or headers could not be parsed)")
+_REFUSAL_CODES = {400: "cds_bad_request", 501: "cds_not_implemented"}
+# A Host header's value (RFC 9110 section 7.2: uri-host [ ":" port ], RFC 3986's IP-literal, IPv4address or
+# reg-name; empty is allowed, for a target without an authority).
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+
+
+def request_head_problem(http_version: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """What makes a request's head unacceptable before its body is read, as (status, message), or None.
+
+    Both HTTP parsers let through requests that RFC 9112 says a server must refuse, and whose framing a proxy in
+    front of the service may read differently (request smuggling): a body length given two ways, or a transfer
+    coding the parser ignored. ``headers`` are (lower-case name, value) pairs as received."""
+    hosts = [value for name, value in headers if name == b"host"]
+    codings_given = [value for name, value in headers if name == b"transfer-encoding"]
+    if len(hosts) > 1:
+        return 400, f"a request carries one Host header; this one has {len(hosts)} (RFC 9112, section 3.2)"
+    if not hosts and http_version == "1.1":
+        return 400, "an HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)"
+    if hosts and not _HOST_VALUE.fullmatch(hosts[0]):
+        return 400, "the Host header is not a host name or address with an optional port (RFC 9110, section 7.2)"
+    if not codings_given:
+        return None
+    if http_version != "1.1":
+        return 400, (f"an HTTP/{http_version} request cannot use Transfer-Encoding: its length cannot be trusted "
+                     f"(RFC 9112, section 6.1)")
+    if any(name == b"content-length" for name, _ in headers):
+        return 400, ("a request carries both Transfer-Encoding and Content-Length: its length cannot be trusted "
+                     "(RFC 9112, section 6.1)")
+    codings = [coding.strip().lower() for value in codings_given for coding in value.split(b",") if coding.strip()]
+    if codings[-1:] != [b"chunked"] or codings.count(b"chunked") > 1:
+        return 400, ("Transfer-Encoding must end with chunked, once, in a request: its length cannot be "
+                     "determined otherwise (RFC 9112, section 6.3)")
+    if len(codings) > 1:
+        others = ", ".join(coding.decode("latin-1") for coding in codings[:-1])
+        return 501, f"the transfer coding {log_value(others, 100)} is not supported: send the body chunked only"
+    return None
 
 @dataclass(frozen=True)
 class ConnectionLimits:
@@ -125,6 +166,7 @@ class _Deadlines:
     _deadline: asyncio.TimerHandle | None = None
     _awaiting: str = ""  # what the running deadline waits for ("" none)
     _opened_at: float = 0.0
+    _refusal: bytes | None = None  # the answer to a request whose head was refused (request_head_problem)
     _limits: ConnectionLimits
     _max_connections: int
     loop: asyncio.AbstractEventLoop
@@ -188,10 +230,22 @@ class _Deadlines:
         return cycle is not None and bool(getattr(cycle, "response_complete"))
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn's answer to a request it cannot parse, as JSON like every other error of the service.
+        # uvicorn's answer to a request it cannot parse, as JSON like every other error of the service (a refused
+        # head says why).
         if not self.transport.is_closing():
-            self.transport.write(_INVALID_RESPONSE)
+            self.transport.write(self._refusal or _INVALID_RESPONSE)
             self.transport.close()
+
+    def _refuse_head(self, http_version: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """Check a request's head as it completes; on a problem keep its answer (the parser's error path then
+        writes it, after the answers to requests pipelined before it) and return the message."""
+        problem = request_head_problem(http_version, headers)
+        if problem is None:
+            return None
+        status, message = problem
+        self._refusal = _protocol_answer(status, _REFUSAL_CODES[status], message)
+        log.warning("imt-cds: refused a request before reading its body: %s", message, extra={"log_key": status})
+        return message
 
     def _idle(self) -> bool:
         raise NotImplementedError
@@ -212,6 +266,10 @@ class _Deadlines:
             self.transport.abort()
 
 
+class _RefusedHead(Exception):
+    """Raised from the httptools parser's callback to end parsing at a refused request head."""
+
+
 def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -228,6 +286,11 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> type[a
                 self._arm(limits.header_timeout, "headers")
 
         def on_headers_complete(self) -> None:
+            message = self._refuse_head(self.parser.get_http_version(), self.headers)
+            if message is not None:
+                # The parser turns this into its error: uvicorn then calls send_400_response, which waits for
+                # the requests read before this one to be answered (below), and nothing more is read.
+                raise _RefusedHead(message)
             super().on_headers_complete()
             if not self.transport.is_closing():
                 self._arm(limits.body_timeout, "body")
@@ -278,9 +341,32 @@ def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> type[asyncio
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    class CheckedConnection(h11.Connection):
+        """h11's server side of a connection that also refuses what ``request_head_problem`` refuses (h11 refuses
+        some of it itself: a missing or second Host, a transfer coding but chunked)."""
+
+        def __init__(self, protocol: _Deadlines, max_incomplete_event_size: int | None):
+            if max_incomplete_event_size is None:
+                super().__init__(h11.SERVER)
+            else:
+                super().__init__(h11.SERVER, max_incomplete_event_size)
+            self._protocol = protocol
+
+        def next_event(self) -> Any:
+            event = super().next_event()
+            if isinstance(event, h11.Request):
+                message = self._protocol._refuse_head(event.http_version.decode("ascii"), event.headers)
+                if message is not None:
+                    raise h11.RemoteProtocolError(message)  # uvicorn then calls send_400_response
+            return event
+
     class GuardedH11Protocol(_Deadlines, H11Protocol):
         _limits = limits
         _max_connections = max_connections
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn = CheckedConnection(self, self.config.h11_max_incomplete_event_size)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)

@@ -1,0 +1,172 @@
+"""A request head that RFC 9112 says a server must refuse is refused, before its body is read, with both parsers.
+
+Both HTTP parsers let some of these through: httptools answered an HTTP/1.1 request without a Host header, or with
+two, and evaluated a body sent with ``Transfer-Encoding: gzip, chunked`` as if the gzip step were not there; h11
+read a request with both ``Transfer-Encoding`` and ``Content-Length`` by the first, and both took
+``Transfer-Encoding`` in an HTTP/1.0 request. A proxy in front of the service may read such framing differently
+(request smuggling). Now each is a JSON 400 (501 for a transfer coding other than chunked) saying what is wrong,
+and the connection closes. Real servers on loopback; the check itself (``request_head_problem``) is tested apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+from service_support import example_resources, hook_request, prefetch_for, running_service
+
+from imt_cds.service.connections import request_head_problem
+
+VIEW = b"/cds-services/imt-patient-view"
+BODY = json.dumps(hook_request("patient-view", prefetch=prefetch_for(example_resources()))).encode()
+CHUNKED_BODY = b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+
+
+def call(*header_lines: bytes, version: bytes = b"1.1", body: bytes = CHUNKED_BODY) -> bytes:
+    """A patient-view call with a full chart (a 200 with cards when accepted) and the given header lines."""
+    head = b"POST " + VIEW + b" HTTP/" + version + b"\r\nContent-Type: application/json\r\n"
+    return head + b"".join(line + b"\r\n" for line in header_lines) + b"\r\n" + body
+
+
+HOST = b"Host: 127.0.0.1"
+PLAIN_LENGTH = b"Content-Length: %d" % len(BODY)
+
+# (what is sent, status, the message when the service's own check refuses it; None: the parser's own refusal)
+REFUSED = {
+    "HTTP/1.1 without Host": (call(PLAIN_LENGTH, body=BODY), 400, "must carry a Host header"),
+    "two Host headers": (call(HOST, b"Host: 127.0.0.2", PLAIN_LENGTH, body=BODY), 400, "this one has 2"),
+    "a Host that is not one": (call(b"Host: a b/c", PLAIN_LENGTH, body=BODY), 400, "Host header is not a host name"),
+    "gzip, chunked": (call(HOST, b"Transfer-Encoding: gzip, chunked"), 501, "transfer coding gzip is not supported"),
+    "gzip then chunked on two lines": (call(HOST, b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked"), 501,
+                                       "transfer coding gzip is not supported"),
+    "Transfer-Encoding in HTTP/1.0": (call(b"Transfer-Encoding: chunked", version=b"1.0"), 400,
+                                      "HTTP/1.0 request cannot use Transfer-Encoding"),
+    "Transfer-Encoding and Content-Length": (call(HOST, b"Transfer-Encoding: chunked", b"Content-Length: 5"), 400,
+                                             "both Transfer-Encoding and Content-Length"),
+}
+# h11 refuses these itself, before the service's check sees them: a 400 with the parser's generic message.
+H11_OWN = {"HTTP/1.1 without Host", "two Host headers", "gzip, chunked", "gzip then chunked on two lines"}
+# httptools (llhttp) refuses this one itself.
+HTTPTOOLS_OWN = {"Transfer-Encoding and Content-Length"}
+
+ACCEPTED = {
+    "HTTP/1.1 with Host": call(HOST, PLAIN_LENGTH, body=BODY),
+    "chunked": call(HOST, b"Transfer-Encoding: chunked"),
+    "HTTP/1.0 without Host": call(PLAIN_LENGTH, version=b"1.0", body=BODY),
+    "an IPv6 Host with a port": call(b"Host: [::1]:8080", PLAIN_LENGTH, body=BODY),
+    "an empty Host": call(b"Host:", PLAIN_LENGTH, body=BODY),
+}
+
+
+def exchange(url: str, data: bytes) -> list[bytes]:
+    """Send ``data`` on a new connection; every response until the server closes it (the test fails on a timeout:
+    a refused request must close its connection)."""
+    parts = urlsplit(url)
+    stream = b""
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as connection:
+        connection.sendall(data)
+        while chunk := connection.recv(65536):
+            stream += chunk
+    answers = []
+    while stream:
+        head, rest = stream.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?im)^content-length: *([0-9]+)", head)[1])  # type: ignore[index]
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        stream = rest[length:]
+    return answers
+
+
+def status_and_error(answer: bytes) -> tuple[int, dict]:
+    head, body = answer.split(b"\r\n\r\n", 1)
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def service(request):
+    with running_service("--allow-unauthenticated", "--workers", "1", "--keep-alive-timeout", "2",
+                         "--http-parser", request.param) as running:
+        running.parser = request.param  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_request_head_a_server_must_refuse_is_refused_and_its_connection_closed(service, case):
+    data, status, message = REFUSED[case]
+    own = H11_OWN if service.parser == "h11" else HTTPTOOLS_OWN
+    answers = exchange(service.url, data)  # returns only once the server has closed the connection
+    assert len(answers) == 1, answers
+    got, body = status_and_error(answers[0])
+    if case in own:
+        assert (got, body["error"]["code"]) == (400, "cds_bad_request"), answers[0]
+        return
+    assert got == status, answers[0]
+    assert body["error"] == {"code": "cds_bad_request" if status == 400 else "cds_not_implemented",
+                             "status": status, "message": body["error"]["message"]}
+    assert message in body["error"]["message"], body
+    assert "refused a request before reading its body: " in service.log_text()
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_well_formed_heads_are_still_served(service, case):
+    # A second request closes the connection (an HTTP/1.0 one is closed after its answer: the second is not read).
+    data = ACCEPTED[case] + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    answers = exchange(service.url, data)
+    expected = 1 if b" HTTP/1.0\r\n" in ACCEPTED[case] else 2
+    assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * expected, answers
+    assert json.loads(answers[0].split(b"\r\n\r\n", 1)[1])["cards"]
+
+
+def test_calls_pipelined_before_a_refused_head_are_answered_first(service):
+    answers = exchange(service.url, call(HOST, PLAIN_LENGTH, body=BODY) + call(PLAIN_LENGTH, body=BODY))
+    assert len(answers) == 2, answers
+    assert answers[0].startswith(b"HTTP/1.1 200 OK") and json.loads(answers[0].split(b"\r\n\r\n", 1)[1])["cards"]
+    status, body = status_and_error(answers[1])
+    assert (status, body["error"]["code"]) == (400, "cds_bad_request")
+    if service.parser == "httptools":
+        assert "must carry a Host header" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(("version", "headers", "expected"), [
+    ("1.1", [(b"host", b"example.org")], None),
+    ("1.1", [(b"host", b"localhost:8000")], None),
+    ("1.1", [(b"host", b"127.0.0.1:80")], None),
+    ("1.1", [(b"host", b"[::1]")], None),
+    ("1.1", [(b"host", b"[v1.fe80::a+en1]:443")], None),
+    ("1.1", [(b"host", b"xn--bcher-kva.example:")], None),  # an empty port is allowed (RFC 3986)
+    ("1.1", [(b"host", b"")], None),
+    ("1.0", [], None),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"chunked")], None),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"Chunked")], None),  # codings are case-insensitive
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b" chunked ,")], None),  # empty list elements are allowed
+    ("1.1", [(b"host", b"a"), (b"content-length", b"5")], None),
+    ("1.1", [], 400),
+    ("1.1", [(b"host", b"a"), (b"host", b"a")], 400),
+    ("1.0", [(b"host", b"a"), (b"host", b"b")], 400),
+    ("1.1", [(b"host", b"a b")], 400),
+    ("1.1", [(b"host", b"a/b")], 400),
+    ("1.1", [(b"host", b"user@a")], 400),
+    ("1.1", [(b"host", b"a:80x")], 400),
+    ("1.1", [(b"host", b"[::1")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"gzip")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"chunked, gzip")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"chunked, chunked")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"chunked"), (b"content-length", b"5")], 400),
+    ("1.0", [(b"transfer-encoding", b"chunked")], 400),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"gzip, chunked")], 501),
+    ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"x-custom"), (b"transfer-encoding", b"chunked")], 501),
+])
+def test_the_head_check(version, headers, expected):
+    problem = request_head_problem(version, headers)
+    assert (problem[0] if problem else None) == expected, problem
+
+
+def test_the_head_check_names_the_unsupported_codings_shortened():
+    status, message = request_head_problem("1.1", [(b"host", b"a"), (b"transfer-encoding", b"gzip, br, chunked")])
+    assert (status, message) == (501, "the transfer coding gzip, br is not supported: send the body chunked only")
+    _, long_message = request_head_problem("1.1", [(b"host", b"a"), (b"transfer-encoding", b"x" * 5000 + b",chunked")])
+    assert len(long_message) < 200 and "[5000 characters]" in long_message
