@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from service_support import example_resources, hook_request, prefetch_for, running_service
 
-from imt_cds.service.connections import request_head_problem
+from imt_cds.service.connections import MAX_TARGET_BYTES, request_head_problem
 
 VIEW = b"/cds-services/imt-patient-view"
 BODY = json.dumps(hook_request("patient-view", prefetch=prefetch_for(example_resources()))).encode()
@@ -47,6 +47,9 @@ REFUSED = {
     "Transfer-Encoding and Content-Length": (call(HOST, b"Transfer-Encoding: chunked", b"Content-Length: 5"), 400,
                                              "both Transfer-Encoding and Content-Length"),
 }
+LONG_PATH = b"/rules/" + b"R" * (MAX_TARGET_BYTES - 6)  # one byte over
+REFUSED["a request target over 8 KiB"] = (b"GET " + LONG_PATH + b" HTTP/1.1\r\n" + HOST + b"\r\n\r\n", 414,
+                                          f"target is {MAX_TARGET_BYTES + 1} bytes long: at most 8192")
 # h11 refuses these itself, before the service's check sees them: a 400 with the parser's generic message.
 H11_OWN = {"HTTP/1.1 without Host", "two Host headers", "gzip, chunked", "gzip then chunked on two lines"}
 # httptools (llhttp) refuses this one itself.
@@ -59,6 +62,9 @@ ACCEPTED = {
     "an IPv6 Host with a port": call(b"Host: [::1]:8080", PLAIN_LENGTH, body=BODY),
     "an empty Host": call(b"Host:", PLAIN_LENGTH, body=BODY),
 }
+# A target of 8 KiB exactly is read (a 404: no such rule), not refused.
+LONGEST_PATH = (b"GET /rules/" + b"R" * (MAX_TARGET_BYTES - 7) + b" HTTP/1.1\r\n" + HOST
+                + b"\r\nConnection: close\r\n\r\n")
 
 
 def exchange(url: str, data: bytes) -> list[bytes]:
@@ -103,10 +109,11 @@ def test_a_request_head_a_server_must_refuse_is_refused_and_its_connection_close
         assert (got, body["error"]["code"]) == (400, "cds_bad_request"), answers[0]
         return
     assert got == status, answers[0]
-    assert body["error"] == {"code": "cds_bad_request" if status == 400 else "cds_not_implemented",
-                             "status": status, "message": body["error"]["message"]}
+    code = {400: "cds_bad_request", 414: "cds_uri_too_long", 501: "cds_not_implemented"}[status]
+    assert body["error"] == {"code": code, "status": status, "message": body["error"]["message"]}
     assert message in body["error"]["message"], body
-    assert "refused a request before reading its body: " in service.log_text()
+    said = [line for line in service.log_text().splitlines() if "refused a request before reading its body: " in line]
+    assert any(message in line for line in said), said  # the log says why too (each reason: at most 5 a minute)
 
 
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
@@ -117,6 +124,11 @@ def test_well_formed_heads_are_still_served(service, case):
     expected = 1 if b" HTTP/1.0\r\n" in ACCEPTED[case] else 2
     assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * expected, answers
     assert json.loads(answers[0].split(b"\r\n\r\n", 1)[1])["cards"]
+
+
+def test_a_request_target_of_8_kib_is_read(service):
+    answers = exchange(service.url, LONGEST_PATH)
+    assert len(answers) == 1 and status_and_error(answers[0])[1]["error"]["code"] == "cds_not_found", answers
 
 
 def test_calls_pipelined_before_a_refused_head_are_answered_first(service):
@@ -161,12 +173,20 @@ def test_calls_pipelined_before_a_refused_head_are_answered_first(service):
     ("1.1", [(b"host", b"a"), (b"transfer-encoding", b"x-custom"), (b"transfer-encoding", b"chunked")], 501),
 ])
 def test_the_head_check(version, headers, expected):
-    problem = request_head_problem(version, headers)
+    problem = request_head_problem(version, b"/cds-services", headers)
     assert (problem[0] if problem else None) == expected, problem
 
 
+def test_the_target_is_at_most_8_kib():
+    host = [(b"host", b"a")]
+    assert request_head_problem("1.1", b"/" * MAX_TARGET_BYTES, host) is None
+    assert request_head_problem("1.1", b"/" * (MAX_TARGET_BYTES + 1), host) == (
+        414, "the request target is 8193 bytes long: at most 8192 are read (RFC 9112, section 3)")
+
+
 def test_the_head_check_names_the_unsupported_codings_shortened():
-    status, message = request_head_problem("1.1", [(b"host", b"a"), (b"transfer-encoding", b"gzip, br, chunked")])
+    host = (b"host", b"a")
+    status, message = request_head_problem("1.1", b"/", [host, (b"transfer-encoding", b"gzip, br, chunked")])
     assert (status, message) == (501, "the transfer coding gzip, br is not supported: send the body chunked only")
-    _, long_message = request_head_problem("1.1", [(b"host", b"a"), (b"transfer-encoding", b"x" * 5000 + b",chunked")])
+    _, long_message = request_head_problem("1.1", b"/", [host, (b"transfer-encoding", b"x" * 5000 + b",chunked")])
     assert len(long_message) < 200 and "[5000 characters]" in long_message

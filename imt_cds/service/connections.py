@@ -14,8 +14,9 @@ connections and never finishes its headers holds them forever and, past the proc
   half-open one, or an idle kept-alive one), so a flood of half-open connections costs legitimate clients nothing;
   only when every connection is busy with a request is the new one refused.
   Both also refuse, before the body is read, a request head RFC 9112 says a server must refuse
-  (``request_head_problem``: no or several Host headers, a body length a proxy could read differently, a transfer
-  coding but chunked), answered after the requests pipelined before it, and close the connection.
+  (``request_head_problem``: a request target over 8 KiB, no or several Host headers, a body length a proxy
+  could read differently, a transfer coding but chunked), answered after the requests pipelined before it, and
+  close the connection.
 - ``open_file_budget``: raises the process's soft RLIMIT_NOFILE so the cap fits under it, or refuses a cap that
   cannot fit.
 - ``RepeatedLogFilter``: the same diagnostic (same logger, level and message template) at most ``burst`` times per
@@ -40,7 +41,8 @@ from typing import Any
 
 from .errors import ServiceConfigError, http_reason, log_value
 
-__all__ = ["ConnectionLimits", "RepeatedLogFilter", "guarded_protocol", "open_file_budget", "request_head_problem"]
+__all__ = ["MAX_TARGET_BYTES", "ConnectionLimits", "RepeatedLogFilter", "guarded_protocol", "open_file_budget",
+           "request_head_problem"]
 
 log = logging.getLogger("imt_cds.service.connections")
 
@@ -59,18 +61,25 @@ def _protocol_answer(status: int, code: str, message: str) -> bytes:
 _TIMEOUT_RESPONSE = _protocol_answer(408, "cds_request_timeout", "the request did not arrive in time")
 _INVALID_RESPONSE = _protocol_answer(400, "cds_bad_request",
                                      "invalid HTTP request (the request line or headers could not be parsed)")
-_REFUSAL_CODES = {400: "cds_bad_request", 501: "cds_not_implemented"}
+_REFUSAL_CODES = {400: "cds_bad_request", 414: "cds_uri_too_long", 501: "cds_not_implemented"}
+# The longest request target read: the service's own paths are short, and 8 KiB is what common proxies pass.
+MAX_TARGET_BYTES = 8192
 # A Host header's value (RFC 9110 section 7.2: uri-host [ ":" port ], RFC 3986's IP-literal, IPv4address or
 # reg-name; empty is allowed, for a target without an authority).
 _HOST_VALUE = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
 
-def request_head_problem(http_version: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+def request_head_problem(http_version: str, target: bytes,
+                         headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, str] | None:
     """What makes a request's head unacceptable before its body is read, as (status, message), or None.
 
     Both HTTP parsers let through requests that RFC 9112 says a server must refuse, and whose framing a proxy in
     front of the service may read differently (request smuggling): a body length given two ways, or a transfer
-    coding the parser ignored. ``headers`` are (lower-case name, value) pairs as received."""
+    coding the parser ignored. ``target`` is the request target as sent (path and query); ``headers`` are
+    (lower-case name, value) pairs as received."""
+    if len(target) > MAX_TARGET_BYTES:
+        return 414, (f"the request target is {len(target)} bytes long: at most {MAX_TARGET_BYTES} are read "
+                     f"(RFC 9112, section 3)")
     hosts = [value for name, value in headers if name == b"host"]
     codings_given = [value for name, value in headers if name == b"transfer-encoding"]
     if len(hosts) > 1:
@@ -236,10 +245,10 @@ class _Deadlines:
             self.transport.write(self._refusal or _INVALID_RESPONSE)
             self.transport.close()
 
-    def _refuse_head(self, http_version: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    def _refuse_head(self, http_version: str, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """Check a request's head as it completes; on a problem keep its answer (the parser's error path then
         writes it, after the answers to requests pipelined before it) and return the message."""
-        problem = request_head_problem(http_version, headers)
+        problem = request_head_problem(http_version, target, headers)
         if problem is None:
             return None
         status, message = problem
@@ -286,7 +295,7 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> type[a
                 self._arm(limits.header_timeout, "headers")
 
         def on_headers_complete(self) -> None:
-            message = self._refuse_head(self.parser.get_http_version(), self.headers)
+            message = self._refuse_head(self.parser.get_http_version(), self.url, self.headers)
             if message is not None:
                 # The parser turns this into its error: uvicorn then calls send_400_response, which waits for
                 # the requests read before this one to be answered (below), and nothing more is read.
@@ -355,7 +364,8 @@ def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> type[asyncio
         def next_event(self) -> Any:
             event = super().next_event()
             if isinstance(event, h11.Request):
-                message = self._protocol._refuse_head(event.http_version.decode("ascii"), event.headers)
+                message = self._protocol._refuse_head(event.http_version.decode("ascii"), event.target,
+                                                      event.headers)
                 if message is not None:
                     raise h11.RemoteProtocolError(message)  # uvicorn then calls send_400_response
             return event
