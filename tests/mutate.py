@@ -50,7 +50,7 @@ from pathlib import Path
 # What the children would otherwise import once per mutant. Importing them here is safe: none of them starts a
 # thread or opens a file at import, and none imports imt_cds (checked below, before the first fork).
 _PRELOAD = (
-    "pytest", "hypothesis", "pydantic", "durable.lang", "yaml", "orjson", "fastapi", "starlette.testclient", "httpx",
+    "pytest", "hypothesis", "pydantic", "durable.lang", "yaml", "orjson", "fastapi", "httpx",
     "uvicorn", "jwt", "cryptography.hazmat.primitives.asymmetric.ec", "psycopg", "z3", "fhir.resources",
     "fhirpathpy", "PIL.Image", "coverage", "anyio.pytest_plugin", "hypothesis.extra.pytestplugin",
 )
