@@ -15,8 +15,8 @@ connections and never finishes its headers holds them forever and, past the proc
   only when every connection is busy with a request is the new one refused.
   Both also refuse, before the body is read, a request head RFC 9112 says a server must refuse
   (``request_head_problem``: a request target over 8 KiB, no or several Host headers, a body length a proxy
-  could read differently, a transfer coding but chunked), answered after the requests pipelined before it, and
-  close the connection.
+  could read differently, a transfer coding but chunked) and a head over 32 KiB, answered after the requests
+  pipelined before it, and close the connection.
 - ``open_file_budget``: raises the process's soft RLIMIT_NOFILE so the cap fits under it, or refuses a cap that
   cannot fit.
 - ``RepeatedLogFilter``: the same diagnostic (same logger, level and message template) at most ``burst`` times per
@@ -41,8 +41,8 @@ from typing import Any
 
 from .errors import ServiceConfigError, http_reason, log_value
 
-__all__ = ["MAX_TARGET_BYTES", "ConnectionLimits", "RepeatedLogFilter", "guarded_protocol", "open_file_budget",
-           "request_head_problem"]
+__all__ = ["MAX_HEAD_BYTES", "MAX_TARGET_BYTES", "ConnectionLimits", "RepeatedLogFilter", "guarded_protocol",
+           "open_file_budget", "request_head_problem"]
 
 log = logging.getLogger("imt_cds.service.connections")
 
@@ -61,12 +61,20 @@ def _protocol_answer(status: int, code: str, message: str) -> bytes:
 _TIMEOUT_RESPONSE = _protocol_answer(408, "cds_request_timeout", "the request did not arrive in time")
 _INVALID_RESPONSE = _protocol_answer(400, "cds_bad_request",
                                      "invalid HTTP request (the request line or headers could not be parsed)")
-_REFUSAL_CODES = {400: "cds_bad_request", 414: "cds_uri_too_long", 501: "cds_not_implemented"}
+_REFUSAL_CODES = {400: "cds_bad_request", 414: "cds_uri_too_long", 431: "cds_headers_too_large",
+                  501: "cds_not_implemented"}
 # The longest request target read: the service's own paths are short, and 8 KiB is what common proxies pass.
 MAX_TARGET_BYTES = 8192
+# The most of a request's head (request line and headers) held while it arrives: a bearer token is at most 8 KiB
+# (auth.py), the target as much. httptools sets no bound of its own: one connection could make the server hold
+# gigabytes of header within the header deadline.
+MAX_HEAD_BYTES = 32768
 # A Host header's value (RFC 9110 section 7.2: uri-host [ ":" port ], RFC 3986's IP-literal, IPv4address or
 # reg-name; empty is allowed, for a target without an authority).
 _HOST_VALUE = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+
+
+_HEAD_TOO_LARGE = f"the request line and headers are over {MAX_HEAD_BYTES // 1024} KiB"
 
 
 def request_head_problem(http_version: str, target: bytes,
@@ -251,10 +259,13 @@ class _Deadlines:
         problem = request_head_problem(http_version, target, headers)
         if problem is None:
             return None
-        status, message = problem
+        self._keep_refusal(*problem)
+        return problem[1]
+
+    def _keep_refusal(self, status: int, message: str) -> None:
+        """Keep the answer a refused request gets (written by ``send_400_response``), and log why."""
         self._refusal = _protocol_answer(status, _REFUSAL_CODES[status], message)
         log.warning("imt-cds: refused a request before reading its body: %s", message, extra={"log_key": status})
-        return message
 
     def _idle(self) -> bool:
         raise NotImplementedError
@@ -291,8 +302,26 @@ def _guarded_httptools(limits: ConnectionLimits, max_connections: int) -> type[a
         # the worker timeout bounds the rest).
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._head_bytes = 0
+            self._head_began_in_this_read = True
             if self._deadline is None or self._awaiting == "idle":
                 self._arm(limits.header_timeout, "headers")
+
+        # The head's size, counted by whole reads: a read in which a head is still incomplete, and which did not
+        # begin it, is head bytes only (the read that began it may hold the end of a request before it, so it is
+        # not counted: the bound is MAX_HEAD_BYTES plus one read).
+        _head_bytes = 0
+        _head_began_in_this_read = False
+
+        def data_received(self, data: bytes) -> None:
+            self._head_began_in_this_read = False
+            super().data_received(data)
+            if self._awaiting != "headers" or self._head_began_in_this_read or self.transport.is_closing():
+                return
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._keep_refusal(431, _HEAD_TOO_LARGE)
+                self.send_400_response(_HEAD_TOO_LARGE)  # after the requests pipelined before it, as any refusal
 
         def on_headers_complete(self) -> None:
             message = self._refuse_head(self.parser.get_http_version(), self.url, self.headers)
@@ -354,15 +383,18 @@ def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> type[asyncio
         """h11's server side of a connection that also refuses what ``request_head_problem`` refuses (h11 refuses
         some of it itself: a missing or second Host, a transfer coding but chunked)."""
 
-        def __init__(self, protocol: _Deadlines, max_incomplete_event_size: int | None):
-            if max_incomplete_event_size is None:
-                super().__init__(h11.SERVER)
-            else:
-                super().__init__(h11.SERVER, max_incomplete_event_size)
+        def __init__(self, protocol: _Deadlines):
+            # h11 holds at most this much of a request's head (its own answer past it: a 400).
+            super().__init__(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
             self._protocol = protocol
 
         def next_event(self) -> Any:
-            event = super().next_event()
+            try:
+                event = super().next_event()
+            except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint == 431:  # h11's bound on a head: answered in the service's words
+                    self._protocol._keep_refusal(431, _HEAD_TOO_LARGE)
+                raise
             if isinstance(event, h11.Request):
                 message = self._protocol._refuse_head(event.http_version.decode("ascii"), event.target,
                                                       event.headers)
@@ -376,7 +408,7 @@ def _guarded_h11(limits: ConnectionLimits, max_connections: int) -> type[asyncio
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.conn = CheckedConnection(self, self.config.h11_max_incomplete_event_size)
+            self.conn = CheckedConnection(self)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)

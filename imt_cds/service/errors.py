@@ -18,6 +18,10 @@ They extend the library's hierarchy (``imt_cds.errors``) under one branch::
         └── EvaluationFailedError      "cds_evaluation_failed"  500  the evaluation raised (engine failure, ...)
 
 Every error is answered as ``{"error": {"code", "message", "status"}}`` (plus ``details`` where there are some).
+The HTTP protocol (``connections``) writes a few answers itself, in the same shape, before a request reaches the
+app: ``cds_bad_request`` 400 (unparseable, or a head RFC 9112 refuses), ``cds_request_timeout`` 408,
+``cds_uri_too_long`` 414, ``cds_headers_too_large`` 431, ``cds_not_implemented`` 501 (a transfer coding but
+chunked).
 What a body may say is decided here, not by whoever raised the error: ``public_body`` gives a 401 one fixed message
 whatever the reason (the reason goes to the log: a client must not learn which check failed or which issuers are
 trusted), and a 5xx a fixed message per code (its message may hold paths or exception text: log only). The 4xx
