@@ -255,3 +255,45 @@ def test_a_head_of_24_kib_arriving_in_many_reads_is_served(service):
         service.url, [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", *lines, b"\r\n"],
         pause=0.01)
     assert received.startswith(b"HTTP/1.1 200 OK"), received[:300]
+
+
+def test_the_bound_is_32_kib_exactly(service):
+    # httptools' head is counted from the read after the one that began it (here: the request line alone); h11
+    # bounds its whole buffer, the request line included.
+    request_line = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    bound = 32 * 1024  # as README says (not the module's constant: a wrong constant would move the test with it)
+    size = bound if service.parser == "httptools" else bound - len(request_line)
+    lines = b"".join(b"X-Pad-%03d: %s\r\n" % (number, b"a" * 1000) for number in range(size // 1013))
+    padding = lines + b"X-Last: " + b"a" * (size - len(lines) - 8)  # a header line left open
+    assert len(padding) == size
+    address = urlsplit(service.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(request_line)
+        time.sleep(0.2)
+        connection.sendall(padding)
+        connection.settimeout(1.0)
+        with pytest.raises(TimeoutError):  # the bound itself is held: nothing answered, nothing closed
+            connection.recv(1)
+        connection.settimeout(10)
+        connection.sendall(b"a")  # one byte over
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 431 "), received[:200]
+
+
+def test_the_end_of_a_large_request_read_with_the_start_of_the_next_is_not_counted_as_its_head(service):
+    # One read holds a 40 KB call and the first line of the next request: only what arrives after that read is
+    # head bytes (counting the whole read refused the next request as too large).
+    large = BODY + b" " * (40_000 - len(BODY))
+    first = call(HOST, b"Content-Length: %d" % len(large), body=large)
+    address = urlsplit(service.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(first + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.3)
+        connection.sendall(b"Connection: close\r\n\r\n")
+        stream = b""
+        while chunk := connection.recv(65536):
+            stream += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", stream)
+    assert statuses == [b"200", b"200"], stream[:300]
