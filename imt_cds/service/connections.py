@@ -51,6 +51,8 @@ DEFAULT_MAX_CONNECTIONS = 1000
 # handles (a few per worker), the audit store, log files, outgoing FHIR connections while prefetching.
 _RESERVED_FILES = 256
 _RESERVED_FILES_PER_WORKER = 8
+
+
 # The service answers every error as JSON (errors.error_body); these the protocol writes itself, as the same JSON.
 def _protocol_answer(status: int, code: str, message: str) -> bytes:
     body = json.dumps({"error": {"code": code, "status": status, "message": message}}, separators=(",", ":"))
@@ -69,12 +71,10 @@ MAX_TARGET_BYTES = 8192
 # (auth.py), the target as much. httptools sets no bound of its own: one connection could make the server hold
 # gigabytes of header within the header deadline.
 MAX_HEAD_BYTES = 32768
+_HEAD_TOO_LARGE = f"the request line and headers are over {MAX_HEAD_BYTES // 1024} KiB"
 # A Host header's value (RFC 9110 section 7.2: uri-host [ ":" port ], RFC 3986's IP-literal, IPv4address or
 # reg-name; empty is allowed, for a target without an authority).
 _HOST_VALUE = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=%]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
-
-
-_HEAD_TOO_LARGE = f"the request line and headers are over {MAX_HEAD_BYTES // 1024} KiB"
 
 
 def request_head_problem(http_version: str, target: bytes,
@@ -112,6 +112,7 @@ def request_head_problem(http_version: str, target: bytes,
         others = ", ".join(coding.decode("latin-1") for coding in codings[:-1])
         return 501, f"the transfer coding {log_value(others, 100)} is not supported: send the body chunked only"
     return None
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:
