@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -148,6 +149,18 @@ def running_service(*args: str, public_url: str | None = None, ready_timeout: fl
         log_text = service.log_text()
         shutil.rmtree(log_dir, ignore_errors=True)
         assert not leftover, f"processes {leftover} outlived the service:\n{log_text}"
+
+
+def responses_in(stream: bytes) -> list[bytes]:
+    """The HTTP responses (head and Content-Length body each) of everything a server sent on one connection."""
+    responses = []
+    while stream:
+        head, rest = stream.split(b"\r\n\r\n", 1)
+        length = re.search(rb"(?im)^content-length: *([0-9]+)", head)
+        assert length is not None, f"a response without Content-Length: {head!r}"
+        responses.append(head + b"\r\n\r\n" + rest[:int(length[1])])
+        stream = rest[int(length[1]):]
+    return responses
 
 
 def _alive(pid: int) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -28,7 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from service_support import FhirServer, Signer, bearer, example_resources, hook_request, prefetch_for, running_service
+from service_support import (FhirServer, Signer, bearer, example_resources, hook_request, prefetch_for,
+                             responses_in, running_service)
 
 from imt_cds.service.auth import AuthSettings, Authenticator, TrustedIssuer
 from imt_cds.service.connections import RepeatedLogFilter
@@ -183,12 +183,7 @@ def test_requests_pipelined_before_a_malformed_one_are_answered_in_order_then_th
         stream = b""  # everything the server sends until it closes (answers may come in one read or several)
         while chunk := connection.recv(65536):
             stream += chunk
-    answers = []
-    while stream:
-        head, rest = stream.split(b"\r\n\r\n", 1)
-        length = int(re.search(rb"(?im)^content-length: *([0-9]+)", head)[1])  # type: ignore[index]
-        answers.append(head + b"\r\n\r\n" + rest[:length])
-        stream = rest[length:]
+    answers = responses_in(stream)
     assert len(answers) == 3, answers
     statuses = [answer.split(b"\r\n", 1)[0] for answer in answers]
     assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request"]

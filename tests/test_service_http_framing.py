@@ -17,7 +17,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from service_support import example_resources, hook_request, prefetch_for, running_service
+from service_support import example_resources, hook_request, prefetch_for, responses_in, running_service
 
 from imt_cds.service.connections import MAX_TARGET_BYTES, request_head_problem
 
@@ -77,13 +77,7 @@ def exchange(url: str, data: bytes) -> list[bytes]:
         connection.sendall(data)
         while chunk := connection.recv(65536):
             stream += chunk
-    answers = []
-    while stream:
-        head, rest = stream.split(b"\r\n\r\n", 1)
-        length = int(re.search(rb"(?im)^content-length: *([0-9]+)", head)[1])  # type: ignore[index]
-        answers.append(head + b"\r\n\r\n" + rest[:length])
-        stream = rest[length:]
-    return answers
+    return responses_in(stream)
 
 
 def status_and_error(answer: bytes) -> tuple[int, dict]:
