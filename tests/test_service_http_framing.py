@@ -71,13 +71,8 @@ LONGEST_PATH = (b"GET /rules/" + b"R" * (MAX_TARGET_BYTES - 7) + b" HTTP/1.1\r\n
 def exchange(url: str, data: bytes) -> list[bytes]:
     """Send ``data`` on a new connection; every response until the server closes it (the test fails on a timeout:
     a refused request must close its connection)."""
-    parts = urlsplit(url)
-    stream = b""
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as connection:
-        connection.sendall(data)
-        while chunk := connection.recv(65536):
-            stream += chunk
-    return responses_in(stream)
+    received, _ = send_head_in_parts(url, [data], pause=0)
+    return responses_in(received)
 
 
 def status_and_error(answer: bytes) -> tuple[int, dict]:
