@@ -363,6 +363,30 @@ def test_a_prefetched_patient_other_than_the_one_in_context_is_refused(client):
     assert "is not the patient in context" in response.json()["error"]["message"]
 
 
+def test_a_chart_with_modifier_extensions_is_not_read_as_if_it_had_none(client):
+    """A Patient that carries a modifier extension refuses the call (400); a resection that carries one stops the
+    evaluation (the one critical card), since left out, surgery would read "no"."""
+    negated = [{"url": "https://example.org/fhir/StructureDefinition/negated", "valueBoolean": True}]
+    resources = example_resources()
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    patient["modifierExtension"] = negated
+    response = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(resources)))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"].startswith(
+        f"Patient/{EXAMPLE_PATIENT} carries modifierExtension https://example.org/fhir/StructureDefinition/negated, "
+        "which this reader does not understand")
+    resources = example_resources()
+    resources.append({"resourceType": "Procedure", "id": "resection", "status": "completed",
+                      "modifierExtension": negated, "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+                      "code": {"text": "resection"},
+                      "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/"
+                                           "mcode-cancer-related-surgical-procedure"]}})
+    response = post(client, PATIENT_VIEW, hook_request("patient-view", prefetch=prefetch_for(resources)))
+    (only,) = response.json()["cards"]
+    assert only["source"]["topic"]["code"] == "FHIR_INPUT_CONFLICT" and "Procedure/resection" in only["detail"]
+    assert "which this reader does not understand" in only["detail"]
+
+
 # --- the spec's example requests ----------------------------------------------------------------------------------
 
 

@@ -131,9 +131,10 @@ class ChartRefusedError(InvalidInputError):
     """A FHIR chart that is not evaluated because whose data it is, or what it says of the patient, cannot be
     established: more than one patient, no Patient, a Patient without a valid id, a Patient other than the one the
     caller named, two different resources of one name, a Patient record that another replaces (or whose links
-    cannot be read), or a death record that cannot be read. ``reason`` is one of ``several_patients``,
-    ``no_patient``, ``patient_without_id``, ``other_patient``, ``conflicting_copies``, ``patient_replaced``,
-    ``patient_link_unreadable``, ``deceased_unreadable``."""
+    cannot be read), a Patient that carries a modifier element (``modifierExtension``, ``implicitRules``), or a death
+    record that cannot be read. ``reason`` is one of ``several_patients``, ``no_patient``, ``patient_without_id``,
+    ``other_patient``, ``conflicting_copies``, ``patient_replaced``, ``patient_link_unreadable``,
+    ``patient_not_understood``, ``deceased_unreadable``."""
 
     code = "chart_refused"
     heading = "FHIR chart refused; nothing was evaluated"

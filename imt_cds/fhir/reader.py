@@ -6,7 +6,8 @@ fact is taken from it, in this order:
 1. **Whose data.** The chart must hold exactly one patient (one Patient resource, by id or, without an id, by its
    Bundle ``fullUrl``), and, when the caller names one (CDS Hooks ``context.patientId``), that very patient.
    Otherwise ``ChartRefusedError`` (nothing is read); also when two different resources bear one name (two
-   versions), and when another record replaces the Patient's (``Patient.link`` ``replaced-by``). Every other
+   versions), when another record replaces the Patient's (``Patient.link`` ``replaced-by``), and when the Patient
+   carries a modifier element (``modifierExtension``, ``implicitRules``: see below). Every other
    resource is used only when its ``subject`` (or ``patient``) reference resolves to that Patient: relative
    (``Patient/p1``), absolute (``https://x/Patient/p1``, on the chart's server when its fullUrls name one),
    versioned, or through a Bundle entry's ``fullUrl`` (``urn:uuid:...``). A resource about anyone else, or about no
@@ -29,12 +30,16 @@ after the evaluation date is not used.
 
 The reader works on the JSON as sent (no FHIR model library): each element it uses is checked for its FHIR shape,
 a resource with a malformed element is reported and skipped, and FHIR it does not need (primitive extensions such
-as ``_birthDate``, unknown elements, other resource types) is left alone. The codes it recognises are the
+as ``_birthDate``, unknown elements, other resource types) is left alone. A resource that carries a modifier element
+(``modifierExtension`` on it, on its Bundle entry or on a BackboneElement the reader reads, or ``implicitRules``),
+which FHIR says may change what it means, is not used, as a malformed one is; one this reader would not have used
+anyway is left unsaid. The codes it recognises are the
 rulebook's value sets (``rules/terminology/``); where the facts come from is the table in the README.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Iterable, Mapping
@@ -328,6 +333,7 @@ class _Item:
     label: str
     full_url: str | None = None
     problem: str | None = None  # why it cannot be read at all
+    entry_modifiers: tuple[str, ...] = ()  # modifier elements of the Bundle entry that holds it (see _modifiers)
 
 
 @dataclass
@@ -346,12 +352,12 @@ class _Chart:
         labels: set[str] = set()
         readable = 0
 
-        def add(resource: Mapping[str, Any], full_url: Any = None) -> None:
+        def add(resource: Mapping[str, Any], full_url: Any = None, entry_modifiers: tuple[str, ...] = ()) -> None:
             """A resource (an object with a resourceType that is text), named as ``resource_label`` names it."""
             nonlocal readable
             label = resource_label(resource, len(items))
             url = full_url if isinstance(full_url, str) and full_url else None
-            items.append(_Item(resource, label, url))
+            items.append(_Item(resource, label, url, None, entry_modifiers))
             labels.add(label)
             readable += 1
             if url is not None:
@@ -406,7 +412,7 @@ class _Chart:
                         items.append(_Item(None, place(position), None,
                                            "a Bundle inside a Bundle is not read; skipped"))
                     else:
-                        add(resource, entry.get("fullUrl"))
+                        add(resource, entry.get("fullUrl"), _entry_modifiers(entry))
         bases = frozenset(url.rstrip("/").rsplit("/", 2)[0] for url in aliases
                           if url.startswith(("http://", "https://")) and url.rstrip("/").count("/") >= 4)
         return cls(items, aliases, outcomes, bases, len(labels) < readable)
@@ -439,11 +445,80 @@ def _is_resource(value: Any) -> bool:
     return isinstance(value, _OBJECT) and isinstance(value.get("resourceType"), str)
 
 
+# --- modifier elements: what may change a resource's meaning ------------------------------------------------------
+#
+# FHIR lets a resource (and each BackboneElement in it) carry ``modifierExtension``: "additional information ... that
+# modifies the understanding of the element in which it is contained", usually a negation or a qualification (a
+# condition of a family member, a drug not to be given, a result the specimen made unreliable), and "applications
+# processing a resource are required to check for modifier extensions" (R4, DomainResource and BackboneElement
+# definitions). ``implicitRules`` is a modifier too: rules "which must be understood when processing the content".
+# This reader understands none of them, so a resource that carries one is never read as if it did not.
+
+# The BackboneElements inside a resource that this reader reads (Observation.component for sizes, genes and
+# significance; Patient.link). A modifier on an element it does not read (e.g. Observation.referenceRange) changes
+# nothing it uses.
+_READ_BACKBONE_ELEMENTS = ("component", "link")
+
+
+def _modifier_words(element: Mapping[str, Any], where: str) -> list[str]:
+    """The modifier elements an object carries itself, in words ("modifierExtension https://x", "implicitRules
+    https://y"); ``where`` prefixes them ("component[0]."). An empty list of extensions carries none."""
+    found = []
+    extensions = element.get("modifierExtension")
+    if extensions is not None and extensions != []:
+        urls = [e.get("url") for e in extensions if isinstance(e, _OBJECT)] if isinstance(extensions, list) else []
+        named = [_short(url) for url in urls if isinstance(url, str) and url] or ["(without a url)"]
+        found += [f"{where}modifierExtension {url}" for url in named]
+    rules = element.get("implicitRules")
+    if rules is not None:
+        found.append(f"{where}implicitRules {_short(rules) if isinstance(rules, str) else '(not text)'}")
+    return found
+
+
+def _entry_modifiers(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """The modifier elements of a Bundle entry (and of its search, request and response): they modify the entry,
+    and so the resource it holds."""
+    found = _modifier_words(entry, "Bundle entry's ") if "modifierExtension" in entry else []
+    for part in ("search", "request", "response"):
+        element = entry.get(part)
+        if element is not None and isinstance(element, _OBJECT) and "modifierExtension" in element:
+            found += _modifier_words(element, f"Bundle entry's {part}.")
+    return tuple(found)
+
+
+def _modifiers(item: _Item) -> str | None:
+    """The modifier elements that may change what a resource means, in words, or None (the usual resource: two
+    dictionary lookups, and one more per BackboneElement read): its own, its entry's, those of the BackboneElements
+    this reader reads, and those of its contained resources (a MedicationStatement's contained Medication)."""
+    resource = item.resource
+    assert resource is not None
+    found = list(item.entry_modifiers)
+    if "modifierExtension" in resource or "implicitRules" in resource:
+        found += _modifier_words(resource, "")
+    for key in _READ_BACKBONE_ELEMENTS:
+        elements = resource.get(key)
+        if elements is not None and type(elements) is list:
+            for index, element in enumerate(elements):
+                if isinstance(element, _OBJECT) and "modifierExtension" in element:
+                    found += _modifier_words(element, f"{key}[{index}].")
+    contained = resource.get("contained")
+    if contained is not None and isinstance(contained, list):
+        for index, inner in enumerate(contained):
+            if isinstance(inner, _OBJECT):
+                found += _modifier_words(inner, f"contained[{index}].")
+    return "; ".join(found) if found else None
+
+
 # --- reading ------------------------------------------------------------------------------------------------------
 
 
 class _Malformed(Exception):
     """An element of a resource does not have its FHIR shape: the resource is skipped."""
+
+
+class _NotUnderstood(_Malformed):
+    """A resource the reader reads beside another (a referenced Medication) carries a modifier element: the resource
+    that needs it is skipped, as if malformed."""
 
 
 @dataclass(frozen=True)
@@ -466,6 +541,14 @@ class _Candidate:
     source: str
     when: _Period | None = None
     note: str = ""  # what was found, in words (for messages)
+
+
+# What reading one resource may change in a _Reader: kept and put back around a resource that is not read as it
+# stands (_Reader._not_understood). The other fields are the chart and its settings, the patient (settled before any
+# resource is read), caches, and the bookkeeping of that very mechanism; a test holds every field to one of the two.
+_READING_STATE = ("candidates", "problems", "methods", "symbols", "imt_conditions", "other_conditions",
+                  "other_primaries", "imt_secondaries", "alk_inhibitors", "progressions", "unattributed",
+                  "unattributed_surgeries", "significance", "unreadable", "doubted")
 
 
 @dataclass
@@ -491,7 +574,12 @@ class _Reader:
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
     significance: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # variant -> significance said
     bearing: tuple[str, ...] = ()  # the facts the resource being read was recognised to bear on (see _guarded)
-    unreadable: dict[str, list[str]] = field(default_factory=dict)  # "inhibitor"/"progression" -> malformed ones
+    # "inhibitor"/"progression" -> the records of that kind not used (malformed, or not understood): (label, how said)
+    unreadable: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # label -> the modifier elements it carries, in words (see _modifiers): resources not read as they stand
+    not_understood: dict[str, str] = field(default_factory=dict)
+    # variant label -> why a statement of its clinical significance could not be read as it stands (see _implication)
+    doubted: dict[str, str] = field(default_factory=dict)
 
     def offer(self, path: str, value: Any, source: str, when: _Period | None = None, note: str = "") -> None:
         if when is not None and self._after_today(when, source, path):
@@ -534,8 +622,14 @@ class _Reader:
                 self.skip(item.label, f"about {_short(about[1])}, not {self.patient_label}; not used")
                 continue
             resources.append((item.label, item.resource))
+            modifiers = _modifiers(item)
+            if modifiers is not None:
+                self.not_understood[item.label] = modifiers
             if kind == "Observation" and item.resource.get("derivedFrom") is not None:
-                implications.append(item.resource)
+                if modifiers is None:
+                    implications.append(item.resource)
+                else:
+                    self._doubt_variants(item.label, item.resource, modifiers)
         self._links(patient)
         deceased = self._deceased(patient)
         if deceased is not None:
@@ -613,6 +707,12 @@ class _Reader:
         if expected is not None and rid != expected:
             raise ChartRefusedError("other_patient", f"the chart's patient is {key}, not the patient in context "
                                     f"(Patient/{expected}): nothing is evaluated on another patient's record", key)
+        modifiers = _modifiers(item)
+        if modifiers is not None:
+            raise ChartRefusedError("patient_not_understood", f"{_short(key)} carries {modifiers}, which this reader "
+                                    "does not understand: FHIR says such an element may change what the record "
+                                    "means, so whose record it is, and whether it is in use, cannot be established; "
+                                    "nothing is evaluated", modifiers)
         self.patient_label = key
         # Every name the chart may use for its patient: "Patient/<id>", its fullUrl, and (without an id) the label
         # a fullUrl reference resolves to.
@@ -701,24 +801,59 @@ class _Reader:
 
     def _guarded(self, label: str, resource: Mapping[str, Any], reader: Any) -> None:
         self.bearing = ()
+        modifiers = self.not_understood.get(label)
+        if modifiers is not None:
+            self._not_understood(label, resource, reader, modifiers)
+            return
         try:
             reader(resource, label)
         except _Malformed as exc:
-            # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
-            # so when the reader knew which such fact the resource bears on, nothing is evaluated.
-            bearing: tuple[str, ...] = self.bearing  # (as the reader left it, not the () set above)
-            blocked = [path for path in bearing if _cannot_be_unknown(path)]
-            # Progression is decided from two resources: an unreadable one matters only beside the other kind.
-            if resource["resourceType"].startswith("Medication"):  # (whether it is an ALK inhibitor may be unread)
-                self.unreadable.setdefault("inhibitor", []).append(label)
-            elif _DISEASE_STATUS in bearing:
-                self.unreadable.setdefault("progression", []).append(label)
-            if blocked:
-                self.problems.append(FhirProblem(
-                    label, f"malformed {resource['resourceType']} ({exc}) about {', '.join(blocked)}, which cannot "
-                    "be left unknown, so nothing is evaluated", "error", blocked[0], "unreadable"))
+            if isinstance(exc, _NotUnderstood):
+                said, record = f"{resource['resourceType']} whose {exc}", f"record whose {exc}"
             else:
-                self.skip(label, f"malformed {resource['resourceType']} ({exc}); skipped")
+                said, record = f"malformed {resource['resourceType']} ({exc})", "malformed record"
+            self._unusable(label, resource, said, record, self.bearing)  # (the bearing as the reader left it)
+
+    def _unusable(self, label: str, resource: Mapping[str, Any], said: str, record: str,
+                  bearing: tuple[str, ...]) -> None:
+        """A resource that is not used, of which the reader knew the facts it bears on (``bearing``). ``said``: the
+        resource and why, in words ("malformed Procedure (...)"); ``record``: the same without the resource type
+        ("malformed record"), for what _progression says of a medication record or a disease status."""
+        # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
+        # so when the reader knew which such fact the resource bears on, nothing is evaluated.
+        blocked = [path for path in bearing if _cannot_be_unknown(path)]
+        # Progression is decided from two resources: an unreadable one matters only beside the other kind.
+        if resource["resourceType"].startswith("Medication"):  # (whether it is an ALK inhibitor may be unread)
+            self.unreadable.setdefault("inhibitor", []).append((label, record))
+        elif _DISEASE_STATUS in bearing:
+            self.unreadable.setdefault("progression", []).append((label, record))
+        if blocked:
+            self.problems.append(FhirProblem(
+                label, f"{said} about {', '.join(blocked)}, which cannot be left unknown, so nothing is evaluated",
+                "error", blocked[0], "unreadable"))
+        else:
+            self.skip(label, f"{said}; skipped")
+
+    def _not_understood(self, label: str, resource: Mapping[str, Any], reader: Any, modifiers: str) -> None:
+        """A resource that carries a modifier element (``_modifiers``) is not used, and what it would have said decides
+        what that costs. It is read on the reader's state as it stands, which is then put back as it was: one that
+        bears on a yes/no fact that cannot be left unknown stops the evaluation, as an unreadable one does; one that
+        would have said anything else is reported; one this reader would not have used at all is left unsaid (a
+        lipaemic CA-125 is nothing to it)."""
+        kept = {name: copy.deepcopy(getattr(self, name)) for name in _READING_STATE}
+        try:
+            reader(resource, label)
+        except _Malformed:
+            pass
+        changed = {name for name in _READING_STATE if getattr(self, name) != kept[name]}
+        offered = tuple(path for path, found in self.candidates.items() if found != kept["candidates"].get(path))
+        for name, value in kept.items():
+            setattr(self, name, value)
+        if changed:
+            why = (f"carries {modifiers}, which this reader does not understand (FHIR: such an element may change "
+                   "what the resource means)")
+            self._unusable(label, resource, f"{resource['resourceType']} that {why}", f"record that {why}",
+                           tuple(dict.fromkeys(self.bearing + offered)))
 
     # -- resource types --
 
@@ -942,6 +1077,10 @@ class _Reader:
         label = self._resolve(reference)
         for item in self.chart.items:
             if item.label == label and item.resource is not None and item.resource["resourceType"] == "Medication":
+                modifiers = _modifiers(item)
+                if modifiers is not None:
+                    raise _NotUnderstood(f"medication {_short(label)} carries {modifiers}, which this reader does "
+                                         "not understand (FHIR: such an element may change what the resource means)")
                 return _concept(item.resource, "code")
         return None
 
@@ -1077,13 +1216,14 @@ class _Reader:
 
     def _progression(self) -> None:
         """Progression on an ALK inhibitor: a disease status "worse" no earlier than an ALK inhibitor was given."""
-        # A malformed medication record (an ALK inhibitor, for all that can be read) beside a progression, or a
-        # malformed disease status beside an ALK inhibitor, could have made progression "yes"; left out, "no".
+        # A medication record not used (an ALK inhibitor, for all that can be read) beside a progression, or a
+        # disease status not used beside an ALK inhibitor, could have made progression "yes"; left out, "no".
         for kind, other in (("inhibitor", self.progressions), ("progression", self.alk_inhibitors)):
-            for where in self.unreadable.get(kind, []):
+            for where, record in self.unreadable.get(kind, []):
                 if other:
+                    what = "medication record" if kind == "inhibitor" else "disease status"
                     self.problems.append(FhirProblem(
-                        where, f"malformed {'medication record' if kind == 'inhibitor' else 'disease status'} beside "
+                        where, f"{record.replace('record', what, 1)} beside "
                         f"{'a progression' if kind == 'inhibitor' else 'an ALK inhibitor'}: progression on an ALK "
                         "inhibitor cannot be established, so nothing is evaluated", "error",
                         _PROGRESSION, "unreadable"))
@@ -1116,15 +1256,27 @@ class _Reader:
         return [source for started, source in self.alk_inhibitors
                 if started is None or when is None or not when.before(started)]
 
+    def _doubt_variants(self, label: str, observation: Mapping[str, Any], modifiers: str) -> None:
+        """An Observation derived from variants (an implication) that carries a modifier element: what it says of
+        their clinical significance cannot be read as it stands, and left out, a "benign" would be lost (a variant
+        with no such statement reads as the tumour's fusion), so a Present variant it names is not read as one."""
+        try:
+            said, named = _significance_said(observation), _references(observation, "derivedFrom")
+        except _Malformed:
+            return  # (as an unreadable implication is: left to the variant's own reading)
+        if not said:
+            return  # (a therapeutic implication, say, that states no clinical significance: nothing lost)
+        for reference in named:
+            self.doubted[self._resolve(reference)] = (
+                f"a statement about it ({_short(label)}) that carries {modifiers}, which this reader does not "
+                "understand")
+
     def _implication(self, observation: Mapping[str, Any]) -> None:
         """A clinical significance said of variants by another Observation (Genomics Reporting's implications, or an
         Observation coded 53037-8), by its ``derivedFrom`` (``read`` calls it only for those that have one).
         Unreadable ones are left to the variant's own reading."""
         try:
-            said = [component for component in _objects(observation, "component")
-                    if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
-            if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(observation, "code"))):
-                said.append(observation)
+            said = _significance_said(observation)
             if said:
                 for reference in _references(observation, "derivedFrom"):
                     self.significance.setdefault(self._resolve(reference), []).extend(said)
@@ -1134,6 +1286,8 @@ class _Reader:
     def _not_a_tumour_fusion(self, observation: Mapping[str, Any], where: str, genes: list[str]) -> str | None:
         """Why a "Present" variant is not the tumour's fusion (germline, not stated pathogenic, a change of sequence
         or copy number with nothing saying fusion), or None."""
+        if where in self.doubted:
+            return self.doubted[where]
         for component in _objects(observation, "component"):
             codes = [c.code for c in _codings(_concept(component, "code"))]
             if GENOMIC_SOURCE in codes:
@@ -1369,6 +1523,16 @@ class _Reader:
 
 
 # --- FHIR shapes, checked -----------------------------------------------------------------------------------------
+
+
+def _significance_said(observation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Where an Observation states a clinical significance (53037-8): its components that do, and itself when its
+    code is that."""
+    said = [component for component in _objects(observation, "component")
+            if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
+    if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(observation, "code"))):
+        said.append(observation)
+    return said
 
 
 def _cannot_be_unknown(path: str) -> bool:

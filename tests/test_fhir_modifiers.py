@@ -1,0 +1,327 @@
+"""A resource that carries a modifier element is never read as if it did not (hazard log H15).
+
+FHIR lets a resource, and each BackboneElement in it, carry ``modifierExtension``: information "that modifies the
+understanding of the element in which it is contained", usually a negation or a qualification, which "applications
+processing a resource are required to check for" (R4, DomainResource and BackboneElement); ``implicitRules`` is a
+modifier too. The reader understands none: the Patient that carries one refuses the chart; any other resource is not
+used, and when it bears on a yes/no fact that cannot be unknown, nothing is evaluated. The small charts are those of
+test_fhir_safety.py; the published charts of tests/fixtures/fhir-charts/ (unmodified on disk; one resource at a time
+is given a modifier extension here) check that not using a resource is exactly reading the chart without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from imt_cds import load_rulebook
+from imt_cds.core.errors import ChartRefusedError
+from imt_cds.fhir import reader
+from imt_cds.fhir.reader import facts_from_bundle, resource_label
+from test_fhir_safety import (
+    ALK_GENE,
+    PATIENT,
+    SURGERY,
+    chart,
+    fact,
+    loinc_component,
+    m_category,
+    medication,
+    read,
+    size,
+    variant,
+    worse,
+)
+
+NEGATED = {"url": "https://example.org/fhir/StructureDefinition/negated", "valueBoolean": True}
+WHY = "which this reader does not understand (FHIR: such an element may change what the resource means)"
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "fhir-charts"
+
+
+def modified(resource: dict, element: str = "modifierExtension", value=None) -> dict:
+    return {**copy.deepcopy(resource), element: [NEGATED] if value is None else value}
+
+
+# --- the patient --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"modifierExtension": [NEGATED]}, f"modifierExtension {NEGATED['url']}"),
+    ({"implicitRules": "https://example.org/rules"}, "implicitRules https://example.org/rules"),
+    ({"modifierExtension": [{"valueBoolean": True}]}, "modifierExtension (without a url)"),
+    ({"link": [{"other": {"reference": "Patient/p0"}, "type": "seealso", "modifierExtension": [NEGATED]}]},
+     f"link[0].modifierExtension {NEGATED['url']}"),
+])
+def test_not_understood_a_patient_that_carries_a_modifier_element_refuses_the_chart(change, said):
+    with pytest.raises(ChartRefusedError) as raised:
+        read(chart(patient={**PATIENT, **change}))
+    assert raised.value.reason == "patient_not_understood"
+    assert raised.value.problems[0].message == (
+        f"Patient/p1 carries {said}, which this reader does not understand: FHIR says such an element may change what "
+        "the record means, so whose record it is, and whether it is in use, cannot be established; nothing is "
+        "evaluated")
+    # Empty, or on an element the reader does not read (Patient.contact), it changes nothing the reader uses.
+    assert read(chart(patient={**PATIENT, "modifierExtension": []})).ok
+    assert read(chart(patient={**PATIENT, "contact": [{"modifierExtension": [NEGATED]}]})).ok
+
+
+def bundle(*resources, entry_change=None, changed=0):
+    """A Bundle of the resources; ``entry_change`` is added to the entry of resource ``changed``."""
+    entries = [{"fullUrl": f"urn:uuid:{i}", "resource": r} for i, r in enumerate(chart(*resources))]
+    if entry_change:
+        entries[changed].update(copy.deepcopy(entry_change))
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+@pytest.mark.parametrize(("entry_change", "said"), [
+    ({"modifierExtension": [NEGATED]}, "Bundle entry's modifierExtension"),
+    ({"request": {"method": "PUT", "url": "Patient/p1", "modifierExtension": [NEGATED]}},
+     "Bundle entry's request.modifierExtension"),
+])
+def test_not_understood_the_bundle_entry_of_a_resource_modifies_it(entry_change, said):
+    with pytest.raises(ChartRefusedError, match=f"Patient/p1 carries {said} {NEGATED['url']}, which") as raised:
+        facts_from_bundle(bundle(entry_change=entry_change), reader_on())
+    assert raised.value.reason == "patient_not_understood"
+    result = facts_from_bundle(bundle(size("s", 3.5), entry_change=entry_change, changed=2), reader_on())
+    assert result.ok and result.facts.tumor.size_cm is None
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Observation/s", f"Observation that carries {said} {NEGATED['url']}, {WHY}; skipped")]
+    assert facts_from_bundle(bundle(size("s", 3.5)), reader_on()).facts.tumor.size_cm == 3.5
+
+
+def reader_on() -> date:
+    from test_fhir_safety import ON
+
+    return ON
+
+
+# --- a resource about a fact that may be unknown: not used, and said -----------------------------------------------
+
+
+def _size_component_modified():
+    resource = size("s", 3.5)
+    resource["component"][0]["modifierExtension"] = [NEGATED]
+    return resource
+
+
+@pytest.mark.parametrize(("resource", "said"), [
+    (modified(size("s", 3.5)), f"modifierExtension {NEGATED['url']}"),  # (each of these is used when plain)
+    (_size_component_modified(), f"component[0].modifierExtension {NEGATED['url']}"),
+    (modified(size("s", 3.5), "implicitRules", "https://example.org/rules"), "implicitRules https://example.org/rules"),
+    (modified(variant("s", ALK_GENE)), f"modifierExtension {NEGATED['url']}"),
+    (modified(m_category("s", "http://snomed.info/sct", "1229903009")), f"modifierExtension {NEGATED['url']}"),
+    (modified(fact("s", "tumor.resectability", valueString="unresectable")), f"modifierExtension {NEGATED['url']}"),
+    (modified(medication("s")), f"modifierExtension {NEGATED['url']}"),  # an ALK inhibitor, with no progression
+])
+def test_not_understood_a_resource_that_carries_a_modifier_element_is_not_used_and_said(resource, said):
+    result = read(chart(resource))
+    without = read(chart())
+    assert result.ok and result.facts == without.facts  # as if the chart did not hold it
+    (problem,) = [p for p in result.problems if p.where == resource_label(resource, 2)]
+    assert (problem.severity, problem.kind, problem.message) == (
+        "warning", "skipped", f"{resource['resourceType']} that carries {said}, {WHY}; skipped")
+    plain = json.loads(json.dumps(resource).replace(', "modifierExtension": [' + json.dumps(NEGATED) + "]", "")
+                       .replace(', "implicitRules": "https://example.org/rules"', ""))
+    assert "modifierExtension" not in json.dumps(plain) and "implicitRules" not in plain
+    assert read(chart(plain)).facts != without.facts or plain["resourceType"] == "MedicationStatement"
+
+
+def test_not_understood_beside_a_resource_about_the_same_fact_the_other_alone_is_read():
+    """Not used, a second tumour size leaves the first standing (no conflict with a value that was never read)."""
+    result = read(chart(size("first", 3.5), modified(size("second", 5))))
+    assert result.ok and result.facts.tumor.size_cm == 3.5 and result.sources["tumor.size_cm"] == ("Observation/first",)
+    assert [p.where for p in result.problems] == ["Observation/second"]
+    assert read(chart(size("first", 3.5), size("second", 5))).facts.tumor.size_cm is None  # (read, they conflict)
+
+
+def test_not_understood_a_resource_the_reader_would_not_use_is_left_unsaid():
+    """A lipaemic CA-125 (a modifier extension of the kind a laboratory module defines) is nothing to the reader."""
+    ca125 = modified({"resourceType": "Observation", "id": "ca125", "status": "final",
+                      "subject": {"reference": "Patient/p1"},
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "10334-1"}]},
+                      "valueQuantity": {"value": 356, "unit": "U/mL"}})
+    result = read(chart(ca125))
+    assert result.ok and result.problems == () and result.facts == read(chart()).facts
+
+
+def test_not_understood_an_imt_condition_that_carries_one_is_no_diagnosis():
+    result = read(chart(imt=modified(chart()[1])))
+    assert (result.eligibility.eligible, result.eligibility.reason) == (False, "no_imt_diagnosis")
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Condition/imt", f"Condition that carries modifierExtension {NEGATED['url']}, {WHY}; skipped")]
+
+
+# --- a resource about a yes/no fact: nothing is evaluated ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("resource", "path"), [
+    (modified(SURGERY), "history.surgery_done"),
+    (modified(fact("s", "history.recurrence", valueBoolean=True)), "history.recurrence"),
+    (modified(fact("s", "history.recurrence", valueBoolean=False)), "history.recurrence"),
+])
+def test_not_understood_one_about_a_yes_no_fact_stops_the_evaluation(resource, path):
+    """Left out, the fact would read "no" (the contract has no unknown for it), whatever the modifier meant."""
+    result = read(chart(resource))
+    assert result.facts is None and result.eligibility.eligible
+    assert [(p.where, p.severity, p.kind, p.path, p.message) for p in result.problems] == [
+        (resource_label(resource, 2), "error", "unreadable", path,
+         f"{resource['resourceType']} that carries modifierExtension {NEGATED['url']}, {WHY} about {path}, which "
+         "cannot be left unknown, so nothing is evaluated")]
+
+
+def test_not_understood_what_it_would_have_said_counts_not_only_what_its_reader_announced():
+    """A second IMT Condition whose clinical status says recurrence bears on history.recurrence by what it would have
+    offered (the Condition reader announces no fact beforehand, as the fact Observations and resections do): left
+    out, recurrence would read "no"."""
+    recurred = copy.deepcopy(chart()[1])
+    recurred["id"] = "imt-2"
+    recurred["clinicalStatus"]["coding"][0]["code"] = "recurrence"
+    assert read(chart(recurred)).facts.history.recurrence is True
+    result = read(chart(modified(recurred)))
+    assert result.facts is None
+    assert [(p.where, p.severity, p.path) for p in result.problems] == [
+        ("Condition/imt-2", "error", "history.recurrence")]
+
+
+def test_not_understood_a_medication_or_disease_status_beside_the_other_stops_the_evaluation():
+    blocked = read(chart(modified(medication("crizotinib")), worse("worse")))
+    assert blocked.facts is None
+    assert [(p.where, p.severity, p.path, p.message) for p in blocked.problems if p.severity == "error"] == [
+        ("MedicationStatement/crizotinib", "error", "history.progressed_on_alk_inhibitor",
+         f"medication record that carries modifierExtension {NEGATED['url']}, {WHY} beside a progression: progression "
+         "on an ALK inhibitor cannot be established, so nothing is evaluated")]
+    blocked = read(chart(medication("crizotinib"), modified(worse("worse"))))
+    assert blocked.facts is None
+    assert [(p.where, p.severity, p.message) for p in blocked.problems if p.severity == "error"] == [
+        ("Observation/worse", "error", f"disease status that carries modifierExtension {NEGATED['url']}, {WHY} beside "
+         "an ALK inhibitor: progression on an ALK inhibitor cannot be established, so nothing is evaluated")]
+    # Each alone changes nothing that cannot be unknown; a medication that is no ALK inhibitor, nothing at all.
+    assert read(chart(modified(worse("worse")))).ok
+    other_drug = read(chart(modified(medication("imatinib", code="282388")), worse("worse")))
+    assert other_drug.ok and not any(p.where == "MedicationStatement/imatinib" for p in other_drug.problems)
+
+
+@pytest.mark.parametrize("where", ["contained", "chart"])
+def test_not_understood_a_referenced_medication_that_carries_one_makes_its_record_unusable(where):
+    drug = {"resourceType": "Medication", "id": "m", "modifierExtension": [NEGATED],
+            "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1148495"}]}}
+    record = medication("crizotinib")
+    del record["medicationCodeableConcept"]
+    if where == "contained":
+        record.update(contained=[drug], medicationReference={"reference": "#m"})
+        said = f"MedicationStatement that carries contained[0].modifierExtension {NEGATED['url']}, {WHY}"
+        resources = [record]
+    else:
+        record.update(medicationReference={"reference": "Medication/m"})
+        said = (f"MedicationStatement whose medication Medication/m carries modifierExtension {NEGATED['url']}, "
+                f"{WHY}")
+        resources = [record, drug]
+    result = read(chart(*resources, worse("worse")))
+    assert result.facts is None
+    assert [p.message for p in result.problems if p.severity == "error"] == [
+        f"medication record{said.removeprefix('MedicationStatement')} beside a progression: progression on an ALK "
+        "inhibitor cannot be established, so nothing is evaluated"]
+    (warning,) = [p for p in read(chart(*resources)).problems]
+    assert warning.message == f"{said}; skipped"
+    # Without the modifier, the same records are an ALK inhibitor given, then progression on it.
+    del drug["modifierExtension"]
+    assert read(chart(*resources, worse("worse"))).facts.history.progressed_on_alk_inhibitor is True
+
+
+def test_not_understood_a_significance_statement_that_carries_one_leaves_the_fusion_unknown():
+    """Genomics Reporting states a variant's clinical significance in an implication Observation derivedFrom it:
+    left out, a "benign" would be lost and the variant read as the tumour's fusion."""
+    benign = {"resourceType": "Observation", "id": "implication", "status": "final",
+              "subject": {"reference": "Patient/p1"}, "derivedFrom": [{"reference": "Observation/v"}],
+              "code": {"coding": [{"system": "http://loinc.org", "code": "81252-9"}]},
+              "component": [loinc_component("53037-8", "LA6675-8", "Benign")]}
+    assert read(chart(variant("v", ALK_GENE), benign)).facts.molecular.alk.status == "unknown"
+    result = read(chart(variant("v", ALK_GENE), modified(benign)))
+    assert result.ok and result.facts.molecular.alk.status == "unknown"
+    assert [p.message for p in result.problems if p.where == "Observation/v"] == [
+        f"ALK variant present with a statement about it (Observation/implication) that carries modifierExtension "
+        f"{NEGATED['url']}, which this reader does not understand: not read as the tumour's fusion (status left "
+        "unknown)"]
+    pathogenic = copy.deepcopy(benign)
+    pathogenic["component"] = [loinc_component("53037-8", "LA6668-3", "Pathogenic")]
+    assert read(chart(variant("v", ALK_GENE), pathogenic)).facts.molecular.alk.status == "positive"
+    assert read(chart(variant("v", ALK_GENE), modified(pathogenic))).facts.molecular.alk.status == "unknown"
+
+
+# --- published charts: not used is exactly not there ---------------------------------------------------------------
+
+
+SHIPPED = load_rulebook()
+
+
+def _read(bundle_json):
+    return facts_from_bundle(bundle_json, date(2026, 12, 1), terminology=SHIPPED.terminology, drugs=SHIPPED.drugs,
+                             diagnosis_attested=True)
+
+
+def _published_charts() -> list[tuple[str, dict]]:
+    """The corpus's Bundles that are read (not refused as published: several patients, or none)."""
+    charts = []
+    for entry in json.loads((CORPUS / "_index.json").read_text()):
+        data = json.loads((CORPUS / entry["file"]).read_text())
+        if data.get("resourceType") == "Bundle":
+            try:
+                _read(data)
+            except ChartRefusedError:
+                continue
+            charts.append((entry["file"], data))
+    return charts
+
+
+PUBLISHED = _published_charts()
+
+
+def test_not_understood_in_published_charts_a_resource_not_used_is_one_not_there():
+    """Resources the reader reads in published charts (read as if their IMT diagnosis were attested, so that the facts
+    are read), given a modifier extension one at a time: the chart reads as it does without that resource, or nothing
+    is evaluated and every error that reading without it does not have names that resource. Each outcome must occur,
+    so that a corpus that no longer exercised one would fail here."""
+    outcomes = {"not used": 0, "unsaid": 0, "stops the evaluation": 0}
+    for name, published in PUBLISHED:
+        entries = published.get("entry") or []
+        read_here = [i for i, e in enumerate(entries) if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+                     and e["resource"].get("resourceType") in reader._READ_TYPES]
+        for position in read_here:
+            label = resource_label(entries[position]["resource"], position)
+            same = [i for i in read_here if resource_label(entries[i]["resource"], i) == label]  # (copies: all)
+            without = {**published, "entry": [e for i, e in enumerate(entries) if i not in same]}
+            for i in same:  # (in place and then put back: a Synthea chart is too large to copy for each)
+                entries[i]["resource"]["modifierExtension"] = [NEGATED]
+            try:
+                got = _read(published)
+            finally:
+                for i in same:
+                    del entries[i]["resource"]["modifierExtension"]
+            expected = _read(without)
+            said = [p for p in got.problems if p.where == label and NEGATED["url"] in p.message]
+            if got.facts is None and expected.facts is not None:
+                new_errors = [p for p in got.problems if p.severity == "error" and p not in expected.problems]
+                assert new_errors and {p.where for p in new_errors} == {label}, (name, position, new_errors)
+                outcomes["stops the evaluation"] += 1
+            else:
+                assert (got.eligibility, got.facts) == (expected.eligibility, expected.facts), (name, position)
+                outcomes["not used" if said else "unsaid"] += 1
+    assert outcomes["not used"] >= 20 and outcomes["unsaid"] >= 20 and outcomes["stops the evaluation"] >= 1, outcomes
+
+
+# --- the reader's state: what one resource may change is all put back ---------------------------------------------
+
+
+def test_not_understood_every_field_of_the_reader_is_reading_state_or_not():
+    """A field added to the reader must be put back around a resource not used (_READING_STATE) or be one that
+    reading a resource does not change: a field in neither list fails here, so it cannot be forgotten."""
+    not_state = {"on", "terminology", "chart", "drugs", "patient_label", "patient_keys", "resolved", "bearing",
+                 "not_understood"}
+    fields = {f.name for f in dataclasses.fields(reader._Reader)}
+    assert fields == set(reader._READING_STATE) | not_state
+    assert not set(reader._READING_STATE) & not_state
