@@ -721,6 +721,25 @@ def test_progression_an_alk_inhibitor_only_proposed_or_planned_was_not_given():
         assert any("not an order" in p.message for p in result.problems)
     ordered = {**medication("crizotinib", "MedicationRequest"), "intent": "order"}
     assert read(chart(ordered, worse("worse"))).facts.history.progressed_on_alk_inhibitor is True
+    assert read(chart({**ordered, "doNotPerform": False}, worse("worse"))).facts.history.progressed_on_alk_inhibitor
+
+
+def test_progression_an_alk_inhibitor_ordered_not_to_be_given_was_not_given():
+    """MedicationRequest.doNotPerform true forbids the drug (a modifier element of FHIR R4): a worsening after it is
+    no progression on it, and a value that is not true or false cannot be read (beside a progression: an error)."""
+    forbidden = {**medication("crizotinib", "MedicationRequest"), "intent": "order", "doNotPerform": True}
+    result = read(chart(forbidden, worse("worse")))
+    assert result.facts.history.progressed_on_alk_inhibitor is False
+    assert [(p.where, p.message) for p in result.problems if p.where == "MedicationRequest/crizotinib"] == [
+        ("MedicationRequest/crizotinib", "ALK inhibitor ordered not to be given (doNotPerform true); not counted as "
+         "given")]
+    unreadable = read(chart({**forbidden, "doNotPerform": "true"}, worse("worse")))
+    assert unreadable.facts is None
+    assert [p.message for p in unreadable.problems if p.severity == "error"] == [
+        "malformed medication record beside a progression: progression on an ALK inhibitor cannot be established, so "
+        "nothing is evaluated"]
+    assert any(p.message == "malformed MedicationRequest (doNotPerform must be true or false, found text); skipped"
+               for p in unreadable.problems)
 
 
 def named(resource_id, concept, kind="MedicationStatement", **extra):

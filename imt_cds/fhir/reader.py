@@ -1032,10 +1032,17 @@ class _Reader:
             if by_name is None:
                 return
         status = resource.get("status")
+        # MedicationRequest.doNotPerform true is a prohibition ("do not give crizotinib"), a modifier element: read as
+        # an order, a drug never given would make a later worsening progression on it.
+        prohibited = resource.get("doNotPerform") if resource["resourceType"] == "MedicationRequest" else None
+        if prohibited is not None and not isinstance(prohibited, bool):
+            raise _Malformed(f"doNotPerform must be true or false, found {_kind(prohibited)}")
         if status not in _MEDICATION_TAKEN[resource["resourceType"]]:
             self.skip(where, f"ALK inhibitor with status {_short(status)!r}; not counted as given")
         elif resource["resourceType"] == "MedicationRequest" and resource.get("intent") in _NOT_ORDERED:
             self.skip(where, f"ALK inhibitor with intent {resource['intent']!r} (not an order); not counted as given")
+        elif prohibited:
+            self.skip(where, "ALK inhibitor ordered not to be given (doNotPerform true); not counted as given")
         else:
             when = _when(resource, "effective", "authoredOn")
             if when is None or not self._after_today(when, where):
