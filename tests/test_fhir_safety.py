@@ -589,6 +589,18 @@ def test_wrong_patient_a_record_another_replaces_is_refused_and_one_that_refers_
         assert plain.ok and plain.problems == (), kind
 
 
+@pytest.mark.parametrize(("active", "said"), [(False, "marked inactive (active false)"),
+                                             ("false", "marked with an active flag that is not true or false (text)")])
+def test_wrong_patient_a_record_marked_inactive_is_read_and_said(active, said):
+    """Patient.active false may mean a retired record or only a patient not seen for a while: read, with a warning."""
+    result = read(chart(patient={**PATIENT, "active": active}))
+    assert result.ok and result.facts == read(chart()).facts
+    assert [(p.where, p.severity, p.kind, p.message) for p in result.problems] == [
+        ("Patient/p1", "warning", "incomplete", f"Patient/p1 is {said}: the record may not be the one in use (a merged "
+         "or retired record), or only not seen for a while; check that this is the record in use")]
+    assert read(chart(patient={**PATIENT, "active": True})).problems == ()
+
+
 def test_wrong_patient_a_link_whose_type_is_withheld_is_read_and_said():
     """The mCODE Extraction Framework's published masked bundle withholds its Patient's link (data-absent-reason
     "masked", as de-identified extracts do): a deliberate blank, not a malformed link, so the chart is read, with a

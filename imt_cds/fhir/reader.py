@@ -631,6 +631,7 @@ class _Reader:
                 else:
                     self._doubt_variants(item.label, item.resource, modifiers)
         self._links(patient)
+        self._in_use(patient)
         deceased = self._deceased(patient)
         if deceased is not None:
             return self._not_eligible("deceased", deceased)
@@ -764,6 +765,18 @@ class _Reader:
                     self.patient_label, f"{self.patient_label} refers to {said} for more of this patient's "
                     "information (Patient.link refer); the chart may be incomplete (what that record holds is not "
                     "evaluated)", "warning", None, "incomplete"))
+
+    def _in_use(self, patient: Mapping[str, Any]) -> None:
+        """Patient.active false (a modifier element: the record may not be the one in use) is said, not refused:
+        many systems set it for patients not seen for a while, who are the patients a chart is opened for again."""
+        active = patient.get("active")
+        if active is False or (active is not None and not isinstance(active, bool)):
+            said = "marked inactive (active false)" if active is False else (
+                f"marked with an active flag that is not true or false ({_kind(active)})")
+            self.problems.append(FhirProblem(
+                self.patient_label, f"{self.patient_label} is {said}: the record may not be the one in use (a merged "
+                "or retired record), or only not seen for a while; check that this is the record in use", "warning",
+                None, "incomplete"))
 
     def _deceased(self, patient: Mapping[str, Any]) -> str | None:
         flag, when = patient.get("deceasedBoolean"), patient.get("deceasedDateTime")
