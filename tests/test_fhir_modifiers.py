@@ -25,6 +25,7 @@ from imt_cds.fhir import reader
 from imt_cds.fhir.reader import facts_from_bundle, resource_label
 from test_fhir_safety import (
     ALK_GENE,
+    ON,
     PATIENT,
     SURGERY,
     chart,
@@ -85,19 +86,13 @@ def bundle(*resources, entry_change=None, changed=0):
 ])
 def test_not_understood_the_bundle_entry_of_a_resource_modifies_it(entry_change, said):
     with pytest.raises(ChartRefusedError, match=f"Patient/p1 carries {said} {NEGATED['url']}, which") as raised:
-        facts_from_bundle(bundle(entry_change=entry_change), reader_on())
+        facts_from_bundle(bundle(entry_change=entry_change), ON)
     assert raised.value.reason == "patient_not_understood"
-    result = facts_from_bundle(bundle(size("s", 3.5), entry_change=entry_change, changed=2), reader_on())
+    result = facts_from_bundle(bundle(size("s", 3.5), entry_change=entry_change, changed=2), ON)
     assert result.ok and result.facts.tumor.size_cm is None
     assert [(p.where, p.message) for p in result.problems] == [
         ("Observation/s", f"Observation that carries {said} {NEGATED['url']}, {WHY}; skipped")]
-    assert facts_from_bundle(bundle(size("s", 3.5)), reader_on()).facts.tumor.size_cm == 3.5
-
-
-def reader_on() -> date:
-    from test_fhir_safety import ON
-
-    return ON
+    assert facts_from_bundle(bundle(size("s", 3.5)), ON).facts.tumor.size_cm == 3.5
 
 
 # --- a resource about a fact that may be unknown: not used, and said -----------------------------------------------

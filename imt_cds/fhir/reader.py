@@ -487,9 +487,9 @@ def _entry_modifiers(entry: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _modifiers(item: _Item) -> str | None:
-    """The modifier elements that may change what a resource means, in words, or None (the usual resource: two
-    dictionary lookups, and one more per BackboneElement read): its own, its entry's, those of the BackboneElements
-    this reader reads, and those of its contained resources (a MedicationStatement's contained Medication)."""
+    """The modifier elements that may change what a resource means, in words, or None (the usual resource: a few
+    dictionary lookups): its own, its entry's, those of the BackboneElements this reader reads, and those of its
+    contained resources (a MedicationStatement's contained Medication)."""
     resource = item.resource
     assert resource is not None
     found = list(item.entry_modifiers)
@@ -574,8 +574,9 @@ class _Reader:
     resolved: dict[str, str] = field(default_factory=dict)  # reference -> what it resolves to (for this chart)
     significance: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)  # variant -> significance said
     bearing: tuple[str, ...] = ()  # the facts the resource being read was recognised to bear on (see _guarded)
-    # "inhibitor"/"progression" -> the records of that kind not used (malformed, or not understood): (label, how said)
-    unreadable: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # "inhibitor"/"progression" -> the records of that kind not used (malformed, or not understood): their labels, and
+    # the words around their kind (see _unusable)
+    unreadable: dict[str, list[tuple[str, tuple[str, str]]]] = field(default_factory=dict)
     # label -> the modifier elements it carries, in words (see _modifiers): resources not read as they stand
     not_understood: dict[str, str] = field(default_factory=dict)
     # variant label -> why a statement of its clinical significance could not be read as it stands (see _implication)
@@ -822,24 +823,24 @@ class _Reader:
             reader(resource, label)
         except _Malformed as exc:
             if isinstance(exc, _NotUnderstood):
-                said, record = f"{resource['resourceType']} whose {exc}", f"record whose {exc}"
+                said, around = f"{resource['resourceType']} whose {exc}", ("", f" whose {exc}")
             else:
-                said, record = f"malformed {resource['resourceType']} ({exc})", "malformed record"
-            self._unusable(label, resource, said, record, self.bearing)  # (the bearing as the reader left it)
+                said, around = f"malformed {resource['resourceType']} ({exc})", ("malformed ", "")
+            self._unusable(label, resource, said, around, self.bearing)  # (the bearing as the reader left it)
 
-    def _unusable(self, label: str, resource: Mapping[str, Any], said: str, record: str,
+    def _unusable(self, label: str, resource: Mapping[str, Any], said: str, around: tuple[str, str],
                   bearing: tuple[str, ...]) -> None:
         """A resource that is not used, of which the reader knew the facts it bears on (``bearing``). ``said``: the
-        resource and why, in words ("malformed Procedure (...)"); ``record``: the same without the resource type
-        ("malformed record"), for what _progression says of a medication record or a disease status."""
+        resource and why, in words ("malformed Procedure (...)"); ``around``: the words before and after a record's
+        kind ("malformed ", ""), for what _progression says of a medication record or a disease status."""
         # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
         # so when the reader knew which such fact the resource bears on, nothing is evaluated.
         blocked = [path for path in bearing if _cannot_be_unknown(path)]
         # Progression is decided from two resources: an unreadable one matters only beside the other kind.
         if resource["resourceType"].startswith("Medication"):  # (whether it is an ALK inhibitor may be unread)
-            self.unreadable.setdefault("inhibitor", []).append((label, record))
+            self.unreadable.setdefault("inhibitor", []).append((label, around))
         elif _DISEASE_STATUS in bearing:
-            self.unreadable.setdefault("progression", []).append((label, record))
+            self.unreadable.setdefault("progression", []).append((label, around))
         if blocked:
             self.problems.append(FhirProblem(
                 label, f"{said} about {', '.join(blocked)}, which cannot be left unknown, so nothing is evaluated",
@@ -858,14 +859,14 @@ class _Reader:
             reader(resource, label)
         except _Malformed:
             pass
-        changed = {name for name in _READING_STATE if getattr(self, name) != kept[name]}
+        changed = any(getattr(self, name) != kept[name] for name in _READING_STATE)
         offered = tuple(path for path, found in self.candidates.items() if found != kept["candidates"].get(path))
         for name, value in kept.items():
             setattr(self, name, value)
         if changed:
             why = (f"carries {modifiers}, which this reader does not understand (FHIR: such an element may change "
                    "what the resource means)")
-            self._unusable(label, resource, f"{resource['resourceType']} that {why}", f"record that {why}",
+            self._unusable(label, resource, f"{resource['resourceType']} that {why}", ("", f" that {why}"),
                            tuple(dict.fromkeys(self.bearing + offered)))
 
     # -- resource types --
@@ -1239,11 +1240,11 @@ class _Reader:
         # A medication record not used (an ALK inhibitor, for all that can be read) beside a progression, or a
         # disease status not used beside an ALK inhibitor, could have made progression "yes"; left out, "no".
         for kind, other in (("inhibitor", self.progressions), ("progression", self.alk_inhibitors)):
-            for where, record in self.unreadable.get(kind, []):
+            for where, (before, after) in self.unreadable.get(kind, []):
                 if other:
                     what = "medication record" if kind == "inhibitor" else "disease status"
                     self.problems.append(FhirProblem(
-                        where, f"{record.replace('record', what, 1)} beside "
+                        where, f"{before}{what}{after} beside "
                         f"{'a progression' if kind == 'inhibitor' else 'an ALK inhibitor'}: progression on an ALK "
                         "inhibitor cannot be established, so nothing is evaluated", "error",
                         _PROGRESSION, "unreadable"))
