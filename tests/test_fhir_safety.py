@@ -1294,6 +1294,46 @@ def test_wrong_cancer_a_primary_cancer_the_patient_does_not_have_is_no_other_can
         assert read(chart(other, size("s", 6))).facts.tumor.size_cm is None, status
 
 
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def coded_cancer(resource_id, code, **elements):
+    """A Condition as most EHRs send one: coded in ICD-10-CM, no mCODE profile."""
+    return {"resourceType": "Condition", "id": resource_id, "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": ICD10CM, "code": code}]}, **elements}
+
+
+@pytest.mark.parametrize("code", ["C84.60", "C34.90", "C50.811"])  # ALK+ ALCL, lung, breast (mCODE's list)
+def test_wrong_cancer_another_primary_is_known_by_its_icd_10_cm_code_without_a_profile(code):
+    """An ALK-positive anaplastic large cell lymphoma or an ALK-positive lung cancer, coded but not profiled: an ALK
+    fusion that names no cancer may be theirs, and is not read as the IMT's."""
+    result = read(chart(coded_cancer("other", code), variant("v", ALK_GENE), size("s", 6)))
+    assert result.facts.molecular.alk.status == "unknown"
+    assert result.facts.tumor.size_cm is None
+    assert [(p.where, p.message, p.path) for p in result.problems] == [
+        ("Observation/v", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
+         "(Condition/other); not used: name its cancer", "molecular.alk.status"),
+        ("Observation/s", "tumor size that names no cancer (focus), in a chart that holds another primary cancer "
+         "(Condition/other); not used: name its cancer", "tumor.size_cm")]
+    named = read(chart(coded_cancer("other", code), focused(variant("v", ALK_GENE), "Condition/imt")))
+    assert (named.facts.molecular.alk.status, named.problems) == ("positive", ())
+
+
+@pytest.mark.parametrize("condition", [
+    coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "refuted"}]}),
+    coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
+    coded_cancer("other", "C78.01"),  # a secondary malignant neoplasm (of the lung): not another primary
+    coded_cancer("other", "D00.00"),  # a carcinoma in situ (mCODE's CarcinomaInSituDisorderVS, not a malignant one)
+    coded_cancer("other", "C34.9"),  # a header code mCODE does not list (the documented limit)
+    {**coded_cancer("other", "C84.60"), "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
+                                                            "code": "C84.60"}]}},  # WHO ICD-10: not ICD-10-CM
+    {**coded_cancer("other", "C84.60"), "code": {"text": "C84.60"}},
+])
+def test_wrong_cancer_a_condition_not_coded_as_a_primary_cancer_the_patient_has_is_none(condition):
+    result = read(chart(condition, variant("v", ALK_GENE)))
+    assert (result.facts.molecular.alk.status, result.problems) == ("positive", ())
+
+
 def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_is_not_used():
     flat = size("s", 6)
     flat["valueQuantity"] = flat.pop("component")[0]["valueQuantity"]

@@ -907,8 +907,12 @@ class _Reader:
         related = _related(condition)
         if not matched and not named and not secondary:
             self.other_conditions.add(where)  # another disease: nothing of it is read
-            if PRIMARY_PROFILE in profiles and not {"refuted", "entered-in-error"} & set(verification):
-                self.other_primaries.add(where)  # (a cancer the patient is said not to have is none)
+            # Another primary cancer by its profile or by its code: a chart seldom profiles its Conditions, and an
+            # ICD-10-CM-coded lung cancer's ALK fusion must not be read as the IMT's. (A cancer the patient is said
+            # not to have is none.)
+            if (PRIMARY_PROFILE in profiles or self.terminology["primary-cancer-conditions"].matching(_codings(code))) \
+                    and not {"refuted", "entered-in-error"} & set(verification):
+                self.other_primaries.add(where)
             return
         if {"refuted", "entered-in-error"} & set(verification):
             self.skip(where, f"verification status {'/'.join(verification)}; not used")
