@@ -42,6 +42,10 @@ CHARTS = single_patient_charts()
 LUNG_CANCER = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
                "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"]},
                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254637007"}]}}
+# The same, as most EHRs send it: no profile, coded in ICD-10-CM (C34.90, a code of mCODE's primary malignant
+# neoplasms, the rulebook's value set primary-cancer-conditions).
+CODED_LUNG_CANCER = {"resourceType": "Condition", "id": "nsclc", "subject": {"reference": f"Patient/{EXAMPLE_PATIENT}"},
+                     "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C34.90"}]}}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,8 @@ def test_the_imt_example_still_gets_its_cards_and_a_deceased_imt_patient_none(cl
     assert response.json() == {"cards": []}
 
 
-def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(client):
+@pytest.mark.parametrize("lung_cancer", [LUNG_CANCER, CODED_LUNG_CANCER], ids=["profiled", "icd-10-cm"])
+def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(client, lung_cancer):
     """The example chart with a lung cancer in the conditions prefetch: its ALK fusion, tumour size and metastasis
     name no cancer and may be the lung cancer's. No ALK inhibitor card; ALK testing, staging and a size are asked
     for, and the record's card says why each was not used."""
@@ -95,7 +100,7 @@ def test_beside_another_primary_cancer_what_names_no_cancer_is_not_the_imts(clie
     cards = client.post(PATIENT_VIEW, json=hook_request("patient-view", prefetch=prefetch_for(resources))).json()[
         "cards"]
     assert any("crizotinib" in card["summary"].lower() for card in cards)  # (the example alone: an ALK inhibitor)
-    request = hook_request("patient-view", prefetch=prefetch_for([*resources, LUNG_CANCER]))
+    request = hook_request("patient-view", prefetch=prefetch_for([*resources, lung_cancer]))
     response = client.post(PATIENT_VIEW, json=request)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
