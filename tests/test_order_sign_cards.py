@@ -42,6 +42,17 @@ def test_only_medication_orders_are_read_and_every_one_after_another_resource(ru
         ("MedicationRequest/d1", "Alectinib 150 mg", "alectinib")]
 
 
+def test_an_order_not_to_give_the_drug_is_no_order_of_it(rulebook):
+    # MedicationRequest.doNotPerform true negates the request ("do not give crizotinib"): a card about crizotinib
+    # being ordered would be wrong. Only a true boolean negates: anything else is read as the order it looks like.
+    prohibition = {**order("d1", "Crizotinib 250 MG"), "doNotPerform": True}
+    assert read(rulebook, prohibition, order("d2", "Alectinib 150 mg")) == [
+        ("MedicationRequest/d2", "Alectinib 150 mg", "alectinib")]
+    for value in (False, "true", None):
+        assert read(rulebook, {**order("d1", "Crizotinib 250 MG"), "doNotPerform": value}) == [
+            ("MedicationRequest/d1", "Crizotinib 250 MG", "crizotinib")], value
+
+
 def test_a_medication_reference_is_read_by_its_display_and_only_its_own_contained_medication(rulebook):
     by_display = {"resourceType": "MedicationRequest", "id": "d2",
                   "medicationReference": {"reference": "Medication/m9", "display": "Lorlatinib 25 MG"}}

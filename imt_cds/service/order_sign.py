@@ -1,6 +1,7 @@
 """``imt-order-sign``: targeted-drug orders checked against the patient's alterations and the labelled ages.
 
-For each draft MedicationRequest (or DSTU2 MedicationOrder) in ``context.draftOrders`` that names a drug of the
+For each draft MedicationRequest (or DSTU2 MedicationOrder) in ``context.draftOrders``, not one with
+``doNotPerform: true`` (an order *not* to give the drug), that names a drug of the
 rulebook's drug table (``drugs.yaml``: by RxNorm code first, then by name; see ``drugs``), the check reads the patient's
 facts (from the same FHIR record as ``imt-patient-view``) and warns, with the reason, when:
 
@@ -55,6 +56,10 @@ def targeted_orders(draft_orders: Any, drugs: Mapping[str, Drug]) -> list[Target
     found = []
     for index, resource in enumerate(bundle_resources(draft_orders)):
         if not isinstance(resource, Mapping) or resource.get("resourceType") not in _MEDICATION_ORDERS:
+            continue
+        if resource.get("doNotPerform") is True:
+            # "Do not give crizotinib" (a modifier of R4's MedicationRequest: true negates the order): no drug is
+            # being ordered, and a card saying it was would be wrong. Any other value is checked as an order.
             continue
         texts, codings = _medication_texts(resource)
         drug = find_drug(drugs, texts, codings)
