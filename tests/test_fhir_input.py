@@ -210,6 +210,27 @@ def test_published_mcode_and_genomics_reporting_examples_are_read():
     assert read.facts.molecular.alk.status == "unknown"  # NRAS/KIT/BRAF: not ours
 
 
+def test_the_published_breast_cancer_without_its_profile_is_still_another_cancer():
+    """An EHR seldom profiles its Conditions: mCODE's published breast cancer Condition, its profile taken away, is
+    another primary cancer by its code (SNOMED CT 353431000119107, the code mCODE's example gives it), and the
+    findings that name no cancer are not used, exactly as beside the profiled one."""
+    jenny = json.loads((FIXTURES / "mcode-4.0.0/Bundle-mcode-patient-bundle-jenny-m.json").read_text())
+    profiled = facts_from_resources([jenny, imt_condition("cancer-patient-jenny-m")], ON)
+    unprofiled = copy.deepcopy(jenny)
+    (breast,) = [e["resource"] for e in unprofiled["entry"] if e["resource"]["resourceType"] == "Condition"]
+    del breast["meta"]
+    read = facts_from_resources([unprofiled, imt_condition("cancer-patient-jenny-m")], ON)
+    assert read.facts == profiled.facts and read.problems == profiled.problems
+    assert (read.facts.tumor.size_cm, read.facts.tumor.distant_disease) == (None, None)
+    # A cancer coded otherwise, unprofiled, is not known to be one: its findings read as the IMT's (the limit that
+    # README and the hazard log state).
+    # (254837009 "Malignant neoplasm of breast": mCODE's examples give it to a relative's history, not to a
+    # PrimaryCancerCondition, so the value set does not list it)
+    breast["code"]["coding"][0]["code"] = "254837009"
+    read = facts_from_resources([unprofiled, imt_condition("cancer-patient-jenny-m")], ON)
+    assert (read.facts.tumor.size_cm, read.facts.tumor.distant_disease) == (2.5, False)
+
+
 def _fact_observation(resource_id, subject, path="tumor.resectability", **value):
     return {"resourceType": "Observation", "id": resource_id, "status": "final",
             "code": {"coding": [{"system": "urn:imt-cds:fact", "code": path}]},
