@@ -103,3 +103,28 @@ def test_the_command_line_says_why_in_one_line_with_its_exit_code(entry):
         word = {"deceased": "deceased", "no_imt_diagnosis": "no IMT diagnosis"}[reason]
         assert "imt-cds: not evaluated: " in run.stderr and word in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("name, patient", [("fhir-r4-examples__Condition-f002.json", "f001"),
+                                           ("fhir-r4-examples__Condition-f202.json", "f201")])
+def test_a_published_cancer_condition_without_a_profile_is_another_primary_cancer_beside_the_imt(name, patient):
+    """FHIR R4's own examples code a lung cancer (SNOMED CT 254637007, active) and a head and neck malignancy
+    (363346000, resolved) without mCODE's profile, as EHRs do. Beside an IMT of the same patient, an ALK fusion that
+    names no cancer may be theirs: it is not used, and the message names the published Condition."""
+    cancer = json.loads((CORPUS / name).read_text())
+    subject = {"reference": f"Patient/{patient}"}
+    imt = {"resourceType": "Condition", "id": "imt", "subject": subject,
+           "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
+    alk = {"resourceType": "Observation", "id": "alk", "status": "final", "subject": subject,
+           "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+           "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
+           "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                          "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org",
+                                                               "code": "HGNC:427"}]}}]}
+    chart = [{"resourceType": "Patient", "id": patient, "birthDate": "2010-01-01"}, imt, alk]
+    assert facts_from_resources(chart, ON).facts.molecular.alk.status == "positive"  # the IMT alone
+    read = facts_from_resources([*chart, cancer], ON)
+    assert read.facts.molecular.alk.status == "unknown"
+    assert [(p.where, p.message) for p in read.problems] == [
+        ("Observation/alk", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
+                            f"(Condition/{cancer['id']}); not used: name its cancer")]
