@@ -105,6 +105,16 @@ def test_the_command_line_says_why_in_one_line_with_its_exit_code(entry):
     assert "Traceback" not in run.stderr
 
 
+def _alk_variant(subject: dict) -> dict:
+    """An ALK fusion ("Present", LOINC 69548-6; the gene by its HGNC code) that names no cancer (no focus)."""
+    return {"resourceType": "Observation", "id": "alk", "status": "final", "subject": subject,
+            "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+            "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                           "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org",
+                                                                "code": "HGNC:427"}]}}]}
+
+
 @pytest.mark.parametrize("name, patient", [("fhir-r4-examples__Condition-f002.json", "f001"),
                                            ("fhir-r4-examples__Condition-f202.json", "f201")])
 def test_a_published_cancer_condition_without_a_profile_is_another_primary_cancer_beside_the_imt(name, patient):
@@ -115,16 +125,32 @@ def test_a_published_cancer_condition_without_a_profile_is_another_primary_cance
     subject = {"reference": f"Patient/{patient}"}
     imt = {"resourceType": "Condition", "id": "imt", "subject": subject,
            "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
-    alk = {"resourceType": "Observation", "id": "alk", "status": "final", "subject": subject,
-           "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
-           "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
-           "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
-                          "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org",
-                                                               "code": "HGNC:427"}]}}]}
-    chart = [{"resourceType": "Patient", "id": patient, "birthDate": "2010-01-01"}, imt, alk]
+    chart = [{"resourceType": "Patient", "id": patient, "birthDate": "2010-01-01"}, imt, _alk_variant(subject)]
     assert facts_from_resources(chart, ON).facts.molecular.alk.status == "positive"  # the IMT alone
     read = facts_from_resources([*chart, cancer], ON)
     assert read.facts.molecular.alk.status == "unknown"
     assert [(p.where, p.message) for p in read.problems] == [
         ("Observation/alk", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
                             f"(Condition/{cancer['id']}); not used: name its cancer")]
+
+
+@pytest.mark.parametrize("name", ["synthea-smart-r4__Darin_Skiles_31c343e9-5d7f-444e-9be4-56b1a6ec6146.json",
+                                  "synthea-smart-r4__Lavelle_Kuvalis_9f0fb46c-c9f5-4c50-a983-9f87bf591ce9.json"])
+def test_a_published_synthea_patient_with_colon_cancer_and_an_imt_gets_no_unattributed_alk_fusion(name):
+    """Synthea writes its Conditions as an EHR export does, coded, unprofiled: a patient's (resolved) colon cancer,
+    SNOMED CT 93761005 or 109838007, is another primary cancer beside an IMT added to the unmodified chart, so an ALK
+    fusion that names no cancer is not read as the IMT's."""
+    bundle = json.loads((CORPUS / name).read_text())
+    (patient,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    (colon,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition"
+                and {c.get("code") for c in e["resource"]["code"]["coding"]} & {"93761005", "109838007"}]
+    subject = {"reference": patient["fullUrl"]}  # (Synthea refers to resources by their urn:uuid fullUrl)
+    imt = {"resourceType": "Condition", "id": "imt", "subject": subject,
+           "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
+    read = facts_from_resources([bundle, imt, _alk_variant(subject)], ON)
+    assert read.facts.molecular.alk.status == "unknown"
+    assert [(p.where, p.message) for p in read.problems if p.where == "Observation/alk"] == [
+        ("Observation/alk", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
+                            f"(Condition/{colon['id']}); not used: name its cancer")]
+    without = {**bundle, "entry": [e for e in bundle["entry"] if e["resource"] is not colon]}
+    assert facts_from_resources([without, imt, _alk_variant(subject)], ON).facts.molecular.alk.status == "positive"
