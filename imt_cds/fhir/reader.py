@@ -565,7 +565,7 @@ class _Reader:
     patient_keys: set[str] = field(default_factory=set)  # every name the patient goes by (labels, fullUrl)
     imt_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> matched codes (or "text")
     other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
-    other_primaries: set[str] = field(default_factory=set)  # of those, the ones profiled as mCODE primary cancers
+    other_primaries: set[str] = field(default_factory=set)  # of those, the primary cancers (by profile or code)
     imt_secondaries: set[str] = field(default_factory=set)  # secondary tumours that are the IMT's (see _secondary)
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
@@ -907,9 +907,9 @@ class _Reader:
         related = _related(condition)
         if not matched and not named and not secondary:
             self.other_conditions.add(where)  # another disease: nothing of it is read
-            # Another primary cancer by its profile or by its code: a chart seldom profiles its Conditions, and an
-            # ICD-10-CM-coded lung cancer's ALK fusion must not be read as the IMT's. (A cancer the patient is said
-            # not to have is none.)
+            # Another primary cancer by its profile or by its code: a chart seldom profiles its Conditions, and a
+            # coded lung cancer's ALK fusion must not be read as the IMT's. (A cancer the patient is said not to have
+            # is none.)
             if (PRIMARY_PROFILE in profiles or self.terminology["primary-cancer-conditions"].matching(_codings(code))) \
                     and not {"refuted", "entered-in-error"} & set(verification):
                 self.other_primaries.add(where)
