@@ -1334,6 +1334,52 @@ def test_wrong_cancer_a_condition_not_coded_as_a_primary_cancer_the_patient_has_
     assert (result.facts.molecular.alk.status, result.problems) == ("positive", ())
 
 
+def named_condition(text=None, display=None):
+    """A Condition known only by its words: a text, or a display on a code of a local system."""
+    code = {"text": text} if text is not None else {"coding": [{"system": "urn:oid:1.2.3.4", "code": "X1",
+                                                                "display": display}]}
+    return {"resourceType": "Condition", "id": "other", "subject": {"reference": "Patient/p1"}, "code": code}
+
+
+@pytest.mark.parametrize("condition", [
+    named_condition("Anaplastic large cell lymphoma, ALK positive"),
+    named_condition("ALK-negative anaplastic large cell lymphoma"),  # ("negative" alone vetoes nothing)
+    named_condition("Non-Hodgkin lymphoma"),
+    named_condition("NSCLC - non-small cell lung cancer"),
+    named_condition("Neuroblastoma, high-risk"),
+    named_condition("Rhabdomyosarcoma of the bladder"),
+    named_condition("Acute lymphoblastic leukaemia in remission"),
+    named_condition("Adenocarcinoma of lung"),
+    named_condition("Ｌｙｍｐｈｏｍａ"),  # (fullwidth letters, read as a clinician sees them)
+    named_condition(display="Anaplastic large cell lymphoma (disorder)"),  # a code not listed, its display
+])
+def test_wrong_cancer_another_primary_is_known_by_the_words_that_name_it(condition):
+    result = read(chart(condition, variant("v", ALK_GENE)))
+    assert result.facts.molecular.alk.status == "unknown"
+    assert [(p.where, p.message) for p in result.problems] == [
+        ("Observation/v", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
+         "(Condition/other); not used: name its cancer")]
+
+
+@pytest.mark.parametrize("condition", [
+    named_condition("Family history of breast cancer"),
+    named_condition("Mother with leukemia"),
+    named_condition("Breast cancer screening"),
+    named_condition("No evidence of lymphoma"),
+    named_condition("Lymphoma ruled out"),
+    named_condition("At risk of cancer"),
+    named_condition("Ductal carcinoma in situ"),
+    named_condition("Myofibroblastoma of the breast"),  # benign
+    named_condition("Malignant hypertension"),
+    named_condition("Inflammatory myofibroblastic sarcoma"),  # the IMT itself, by another of its names
+    named_condition(display="Osteoblastoma (disorder)"),  # benign
+])
+def test_wrong_cancer_words_that_name_no_cancer_of_the_patient_make_no_other_cancer(condition):
+    result = read(chart(condition, variant("v", ALK_GENE)))
+    assert (result.facts.molecular.alk.status, [p for p in result.problems if p.where == "Observation/v"]) == (
+        "positive", [])
+
+
 def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_is_not_used():
     flat = size("s", 6)
     flat["valueQuantity"] = flat.pop("component")[0]["valueQuantity"]

@@ -32,7 +32,7 @@ def test_a_value_set_without_a_description_has_an_empty_one():
 # and what it decides, so that the author knows what reading a chart loses without it.
 _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
     "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
-    "primary-cancer-conditions": "Condition codes of a primary cancer: one that is not the IMT is another cancer",
+    "primary-cancer-conditions": "Condition codes (and texts) of a primary cancer: one not the IMT is another cancer",
     "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
     "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
     "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",

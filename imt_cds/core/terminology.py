@@ -73,7 +73,7 @@ TUMOR_SITE_VALUE_SETS = MappingProxyType({
 # The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
 REQUIRED_VALUE_SETS = MappingProxyType({
     "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
-    "primary-cancer-conditions": "Condition codes of a primary cancer: one that is not the IMT is another cancer",
+    "primary-cancer-conditions": "Condition codes (and texts) of a primary cancer: one not the IMT is another cancer",
     "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
     "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
     "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",

@@ -907,11 +907,13 @@ class _Reader:
         related = _related(condition)
         if not matched and not named and not secondary:
             self.other_conditions.add(where)  # another disease: nothing of it is read
-            # Another primary cancer by its profile or by its code: a chart seldom profiles its Conditions, and a
-            # coded lung cancer's ALK fusion must not be read as the IMT's. (A cancer the patient is said not to have
-            # is none.)
-            if (PRIMARY_PROFILE in profiles or self.terminology["primary-cancer-conditions"].matching(_codings(code))) \
-                    and not {"refuted", "entered-in-error"} & set(verification):
+            # Another primary cancer by its profile, its code or the words that name it: a chart seldom profiles its
+            # Conditions, and a lung cancer's ALK fusion must not be read as the IMT's. (A cancer the patient is said
+            # not to have is none.)
+            primary = self.terminology["primary-cancer-conditions"]
+            cancer = (PRIMARY_PROFILE in profiles or bool(primary.matching(_codings(code)))
+                      or primary.names_in_text(_text_of(code)))
+            if cancer and not {"refuted", "entered-in-error"} & set(verification):
                 self.other_primaries.add(where)
             return
         if {"refuted", "entered-in-error"} & set(verification):
