@@ -222,11 +222,14 @@ def test_the_published_breast_cancer_without_its_profile_is_still_another_cancer
     read = facts_from_resources([unprofiled, imt_condition("cancer-patient-jenny-m")], ON)
     assert read.facts == profiled.facts and read.problems == profiled.problems
     assert (read.facts.tumor.size_cm, read.facts.tumor.distant_disease) == (None, None)
-    # A cancer coded otherwise, unprofiled, is not known to be one: its findings read as the IMT's (the limit that
-    # README and the hazard log state).
-    # (254837009 "Malignant neoplasm of breast": mCODE's examples give it to a relative's history, not to a
-    # PrimaryCancerCondition, so the value set does not list it)
+    # Coded otherwise, its display still names it (the value set's words: "malignant neoplasm"); with neither a
+    # listed code nor words, unprofiled, it is not known to be a cancer: its findings read as the IMT's (the limit
+    # that README and the hazard log state). (254837009 "Malignant neoplasm of breast": mCODE's examples give it to
+    # a relative's history, not to a PrimaryCancerCondition, so the value set does not list it.)
     breast["code"]["coding"][0]["code"] = "254837009"
+    read = facts_from_resources([unprofiled, imt_condition("cancer-patient-jenny-m")], ON)
+    assert read.facts == profiled.facts and read.problems == profiled.problems
+    del breast["code"]["coding"][0]["display"]
     read = facts_from_resources([unprofiled, imt_condition("cancer-patient-jenny-m")], ON)
     assert (read.facts.tumor.size_cm, read.facts.tumor.distant_disease) == (2.5, False)
 

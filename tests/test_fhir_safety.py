@@ -1352,6 +1352,9 @@ def named_condition(text=None, display=None):
     named_condition("Adenocarcinoma of lung"),
     named_condition("Ｌｙｍｐｈｏｍａ"),  # (fullwidth letters, read as a clinician sees them)
     named_condition(display="Anaplastic large cell lymphoma (disorder)"),  # a code not listed, its display
+    named_condition(display="Malignant neoplasm of breast (disorder)"),  # SNOMED CT's way of naming most cancers
+    named_condition("Malignant tumor of colon"),
+    named_condition("Secondary acute myeloid leukaemia"),  # (therapy-related: a primary of its own)
 ])
 def test_wrong_cancer_another_primary_is_known_by_the_words_that_name_it(condition):
     result = read(chart(condition, variant("v", ALK_GENE)))
@@ -1373,6 +1376,7 @@ def test_wrong_cancer_another_primary_is_known_by_the_words_that_name_it(conditi
     named_condition("Malignant hypertension"),
     named_condition("Inflammatory myofibroblastic sarcoma"),  # the IMT itself, by another of its names
     named_condition(display="Osteoblastoma (disorder)"),  # benign
+    named_condition(display="Secondary malignant neoplasm of brain (disorder)"),  # a metastasis, maybe the IMT's
 ])
 def test_wrong_cancer_words_that_name_no_cancer_of_the_patient_make_no_other_cancer(condition):
     result = read(chart(condition, variant("v", ALK_GENE)))
