@@ -145,8 +145,8 @@ OBSERVATION_CODES = (
 # Reporting 3.0.0's ROS1 fusion: tests/fixtures); all seven in HGNC's complete set (status Approved; a copy in
 # CogDisResLab/MultiomicMenu hgnc_complete_set.txt@35f44657), RET also in HL7 CodeX GenomeX's examples; and all but
 # NTRK2 in a published FHIR IG, the Medical Informatics Initiative's MTB module v2026.0.1, ValueSet
-# https://www.medizininformatik-initiative.de/fhir/ext/modul-mtb/ValueSet/mii-vs-mtb-panel-tcm-ngs ("stable HGNC
-# IDs, displays = current HGNC symbols", system http://www.genenames.org/geneId).
+# https://www.medizininformatik-initiative.de/fhir/ext/modul-mtb/ValueSet/mii-vs-mtb-panel-tcm-ngs (its description,
+# translated: stable HGNC IDs, displays the current HGNC symbols; system http://www.genenames.org/geneId).
 GENE_BY_HGNC = MappingProxyType({
     "HGNC:427": ("alk", "ALK"), "HGNC:10261": ("ros1", "ROS1"), "HGNC:8031": ("ntrk", "NTRK1"),
     "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
