@@ -105,14 +105,18 @@ def test_the_command_line_says_why_in_one_line_with_its_exit_code(entry):
     assert "Traceback" not in run.stderr
 
 
-def _alk_variant(subject: dict) -> dict:
-    """An ALK fusion ("Present", LOINC 69548-6; the gene by its HGNC code) that names no cancer (no focus)."""
-    return {"resourceType": "Observation", "id": "alk", "status": "final", "subject": subject,
-            "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
-            "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
-            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
-                           "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org",
-                                                                "code": "HGNC:427"}]}}]}
+def _imt_and_alk_fusion(subject: dict) -> list[dict]:
+    """An IMT Condition (ICD-O-3 8825/1) and an ALK fusion ("Present", LOINC 69548-6; the gene by its HGNC code)
+    that names no cancer (no focus), both of the patient ``subject`` refers to."""
+    imt = {"resourceType": "Condition", "id": "imt", "subject": subject,
+           "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
+    alk = {"resourceType": "Observation", "id": "alk", "status": "final", "subject": subject,
+           "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+           "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
+           "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                          "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org",
+                                                               "code": "HGNC:427"}]}}]}
+    return [imt, alk]
 
 
 @pytest.mark.parametrize("name, patient", [("fhir-r4-examples__Condition-f002.json", "f001"),
@@ -122,10 +126,8 @@ def test_a_published_cancer_condition_without_a_profile_is_another_primary_cance
     (363346000, resolved) without mCODE's profile, as EHRs do. Beside an IMT of the same patient, an ALK fusion that
     names no cancer may be theirs: it is not used, and the message names the published Condition."""
     cancer = json.loads((CORPUS / name).read_text())
-    subject = {"reference": f"Patient/{patient}"}
-    imt = {"resourceType": "Condition", "id": "imt", "subject": subject,
-           "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
-    chart = [{"resourceType": "Patient", "id": patient, "birthDate": "2010-01-01"}, imt, _alk_variant(subject)]
+    chart = [{"resourceType": "Patient", "id": patient, "birthDate": "2010-01-01"},
+             *_imt_and_alk_fusion({"reference": f"Patient/{patient}"})]
     assert facts_from_resources(chart, ON).facts.molecular.alk.status == "positive"  # the IMT alone
     read = facts_from_resources([*chart, cancer], ON)
     assert read.facts.molecular.alk.status == "unknown"
@@ -144,13 +146,11 @@ def test_a_published_synthea_patient_with_colon_cancer_and_an_imt_gets_no_unattr
     (patient,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
     (colon,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition"
                 and {c.get("code") for c in e["resource"]["code"]["coding"]} & {"93761005", "109838007"}]
-    subject = {"reference": patient["fullUrl"]}  # (Synthea refers to resources by their urn:uuid fullUrl)
-    imt = {"resourceType": "Condition", "id": "imt", "subject": subject,
-           "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}}
-    read = facts_from_resources([bundle, imt, _alk_variant(subject)], ON)
+    added = _imt_and_alk_fusion({"reference": patient["fullUrl"]})  # (Synthea refers by urn:uuid fullUrl)
+    read = facts_from_resources([bundle, *added], ON)
     assert read.facts.molecular.alk.status == "unknown"
     assert [(p.where, p.message) for p in read.problems if p.where == "Observation/alk"] == [
         ("Observation/alk", "ALK variant that names no cancer (focus), in a chart that holds another primary cancer "
                             f"(Condition/{colon['id']}); not used: name its cancer")]
     without = {**bundle, "entry": [e for e in bundle["entry"] if e["resource"] is not colon]}
-    assert facts_from_resources([without, imt, _alk_variant(subject)], ON).facts.molecular.alk.status == "positive"
+    assert facts_from_resources([without, *added], ON).facts.molecular.alk.status == "positive"

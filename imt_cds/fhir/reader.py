@@ -568,7 +568,7 @@ class _Reader:
     patient_keys: set[str] = field(default_factory=set)  # every name the patient goes by (labels, fullUrl)
     imt_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> matched codes (or "text")
     other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
-    other_primaries: set[str] = field(default_factory=set)  # of those, the primary cancers (by profile or code)
+    other_primaries: set[str] = field(default_factory=set)  # of those, the primary cancers (profile, code or words)
     imt_secondaries: set[str] = field(default_factory=set)  # secondary tumours that are the IMT's (see _secondary)
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
