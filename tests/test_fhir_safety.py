@@ -1303,7 +1303,11 @@ def coded_cancer(resource_id, code, **elements):
             "code": {"coding": [{"system": ICD10CM, "code": code}]}, **elements}
 
 
-@pytest.mark.parametrize("code", ["C84.60", "C34.90", "C50.811"])  # ALK+ ALCL, lung, breast (mCODE's list)
+@pytest.mark.parametrize("code", [
+    "C84.60", "C34.90", "C50.811",  # ALK+ ALCL, lung, breast (mCODE's list)
+    "C84.6A", "C88.41",  # ALK+ ALCL in remission, MALT lymphoma (added by ICD-10-CM since mCODE's list)
+    "C34.9", "C84", "C84.6",  # header codes (not billable), every code under them listed
+])
 def test_wrong_cancer_another_primary_is_known_by_its_icd_10_cm_code_without_a_profile(code):
     """An ALK-positive anaplastic large cell lymphoma or an ALK-positive lung cancer, coded but not profiled: an ALK
     fusion that names no cancer may be theirs, and is not read as the IMT's."""
@@ -1324,7 +1328,8 @@ def test_wrong_cancer_another_primary_is_known_by_its_icd_10_cm_code_without_a_p
     coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
     coded_cancer("other", "C78.01"),  # a secondary malignant neoplasm (of the lung): not another primary
     coded_cancer("other", "D00.00"),  # a carcinoma in situ (mCODE's CarcinomaInSituDisorderVS, not a malignant one)
-    coded_cancer("other", "C34.9"),  # a header code mCODE does not list (the documented limit)
+    coded_cancer("other", "C44"),  # a header over the skin's codes, most of which mCODE leaves out
+    coded_cancer("other", "C78"),  # a header of secondary malignant neoplasms
     {**coded_cancer("other", "C84.60"), "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
                                                             "code": "C84.60"}]}},  # WHO ICD-10: not ICD-10-CM
     {**coded_cancer("other", "C84.60"), "code": {"text": "C84.60"}},
