@@ -1323,6 +1323,21 @@ def test_wrong_cancer_another_primary_is_known_by_its_icd_10_cm_code_without_a_p
     assert (named.facts.molecular.alk.status, named.problems) == ("positive", ())
 
 
+def who_coded_cancer(code):
+    """A Condition coded in WHO ICD-10 (the international edition), no mCODE profile."""
+    return {**coded_cancer("other", code), "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
+                                                                "code": code}]}}
+
+
+@pytest.mark.parametrize("code", ["C84.6", "C34.9", "C49.2", "C91.0", "C80.9", "C97"])
+def test_wrong_cancer_another_primary_is_known_by_its_who_icd_10_code_without_a_profile(code):
+    """Charts from outside the US code in WHO ICD-10: an ALK-positive anaplastic large cell lymphoma (C84.6), a lung
+    cancer, a sarcoma, a leukaemia, an unknown primary or multiple primaries are other cancers there too."""
+    result = read(chart(who_coded_cancer(code), variant("v", ALK_GENE)))
+    assert result.facts.molecular.alk.status == "unknown"
+    assert [(p.where, p.path) for p in result.problems] == [("Observation/v", "molecular.alk.status")]
+
+
 @pytest.mark.parametrize("condition", [
     coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "refuted"}]}),
     coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
@@ -1330,8 +1345,9 @@ def test_wrong_cancer_another_primary_is_known_by_its_icd_10_cm_code_without_a_p
     coded_cancer("other", "D00.00"),  # a carcinoma in situ (mCODE's CarcinomaInSituDisorderVS, not a malignant one)
     coded_cancer("other", "C44"),  # a header over the skin's codes, most of which mCODE leaves out
     coded_cancer("other", "C78"),  # a header of secondary malignant neoplasms
-    {**coded_cancer("other", "C84.60"), "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
-                                                            "code": "C84.60"}]}},  # WHO ICD-10: not ICD-10-CM
+    who_coded_cancer("C84.60"),  # an ICD-10-CM code under WHO ICD-10's system, where it does not exist
+    who_coded_cancer("C78.0"),  # WHO ICD-10's secondary malignant neoplasm of lung
+    who_coded_cancer("C44.9"),  # WHO ICD-10's malignant neoplasm of skin, unspecified (the skin, as in ICD-10-CM)
     {**coded_cancer("other", "C84.60"), "code": {"text": "C84.60"}},
 ])
 def test_wrong_cancer_a_condition_not_coded_as_a_primary_cancer_the_patient_has_is_none(condition):
