@@ -196,6 +196,32 @@ def test_value_sets_added_removed_and_changed_are_listed_code_by_code(tmp_path, 
         ("aaa-added", "removed"), ("epithelioid-imt", "changed -urn:test|EIMS, text patterns changed")]
 
 
+def _add_codes(directory, codes):
+    lines = "".join(f'  - system: "{system}"\n    code: "{code}"\n    display: "{code}"\n    source: "the test"\n'
+                    for system, code in codes)
+    edit(directory, "terminology/epithelioid-imt.yaml", "codes: []", "codes:\n" + lines.rstrip("\n"))
+
+
+def test_a_value_set_change_lists_up_to_ten_codes_and_counts_more_by_code_system(tmp_path, shipped):
+    ten = [("urn:test", f"X{i:03}") for i in range(10)]
+    directory = copy_rulebook(tmp_path / "ten")
+    _add_codes(directory, ten)
+    listed = diff(shipped, directory)
+    assert listed.value_sets == [("epithelioid-imt", "changed " + ", ".join(f"+urn:test|X{i:03}" for i in range(10)))]
+    assert listed.value_set_codes == {"epithelioid-imt": ([f"urn:test|X{i:03}" for i in range(10)], [])}
+    directory = copy_rulebook(tmp_path / "eleven")
+    _add_codes(directory, ten + [("urn:other", "Y")])
+    counted = diff(shipped, directory)
+    assert counted.value_sets == [("epithelioid-imt", "changed +11 codes (urn:other 1, urn:test 10)")]
+    every = ["urn:other|Y"] + [f"urn:test|X{i:03}" for i in range(10)]
+    assert counted.value_set_codes == {"epithelioid-imt": (every, [])}
+    # the other way round: removed, counted; the JSON report lists every code
+    back = diff_rulebooks(load_rulebook(directory), shipped, examples=0)
+    assert back.value_sets == [("epithelioid-imt", "changed -11 codes (urn:other 1, urn:test 10)")]
+    assert back.to_dict()["value_sets"] == [{"name": "epithelioid-imt", "change": back.value_sets[0][1],
+                                             "added_codes": [], "removed_codes": every}]
+
+
 def test_the_json_report_says_everything_the_diff_found():
     from imt_cds.authoring.rulebook_diff import RulebookDiff
 

@@ -679,6 +679,25 @@ def test_diff_of_a_value_set_change(capsys, tmp_path):
                                     "no patient's assessment changes"]
 
 
+@pytest.mark.parametrize("count", [10, 11])
+def test_diff_of_a_value_set_change_too_long_to_list_says_where_every_code_is(capsys, tmp_path, count):
+    directory = bumped(copy_rulebook(tmp_path))
+    codes = "".join(f'  - system: "urn:oid:1.2.3"\n    code: "L{i:02}"\n    display: "L{i}"\n    source: "the site"\n'
+                    for i in range(count))
+    edit(directory, "terminology/imt-diagnosis.yaml", "codes:\n", "codes:\n" + codes)
+    status, out, _ = command(capsys, "rules", "diff", SHIPPED, directory)
+    assert status == 0
+    every = [f"urn:oid:1.2.3|L{i:02}" for i in range(count)]
+    if count == 10:
+        expected = ["  value set     imt-diagnosis: changed " + ", ".join("+" + code for code in every)]
+    else:
+        expected = ["  value set     imt-diagnosis: changed +11 codes (urn:oid:1.2.3 11)",
+                    "                (counted, not listed: --format json lists every code added and removed)"]
+    assert out.splitlines()[1:] == expected + ["no patient's assessment changes"]
+    status, out, _ = command(capsys, "rules", "diff", SHIPPED, directory, "--format", "json")
+    assert json.loads(out)["value_sets"][0]["added_codes"] == every
+
+
 def test_diff_from_a_rulebook_older_than_a_requirement_made_since(capsys, tmp_path, shipped):
     """The old side is read as it was (as an archived rulebook is): a copy of 0.2.1, before the tumor-site value
     sets were required, compares with the shipped rulebook, which has them added. The new side meets every

@@ -16,6 +16,7 @@ real engines. When the count would take too many solver calls it is reported as 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,9 @@ class RulebookDiff:
     metadata: list[str] = field(default_factory=list)  # "R32b FLAG_OFF_LABEL_AGE indicator: critical -> warning"
     drugs: list[tuple[str, str]] = field(default_factory=list)  # (drug, added | removed | what changed)
     value_sets: list[tuple[str, str]] = field(default_factory=list)  # (value set, added | removed | what changed)
+    # Every code added to or removed from a value set that changed, as "system|code" (what changed may only count
+    # them: a site's terminology update adds hundreds).
+    value_set_codes: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     changed_classes: int = 0
     count_is_exact: bool = True
@@ -74,11 +78,22 @@ class RulebookDiff:
             "evidence": [{"id": i, "change": c} for i, c in self.evidence],
             "metadata": list(self.metadata),
             "drugs": [{"name": n, "change": c} for n, c in self.drugs],
-            "value_sets": [{"name": n, "change": c} for n, c in self.value_sets],
+            "value_sets": [{"name": n, "change": c} | self._codes_of(n) for n, c in self.value_sets],
             "outcome": {"changed_classes": self.changed_classes, "exact": self.count_is_exact,
                         "over_fields": list(self.class_fields), "classes_of_these_fields": self.total_classes,
                         "examples": self.examples},
         }
+
+
+    def _codes_of(self, value_set: str) -> dict[str, list[str]]:
+        if value_set not in self.value_set_codes:
+            return {}
+        added, removed = self.value_set_codes[value_set]
+        return {"added_codes": added, "removed_codes": removed}
+
+
+# A value set's change lists its codes one by one up to this many; beyond, it counts them by code system.
+MAX_CODES_LISTED = 10
 
 
 def _version_tuple(version: str | None) -> tuple[int, ...]:
@@ -186,12 +201,25 @@ def _value_sets(old: Rulebook, new: Rulebook, result: RulebookDiff) -> None:
             continue
         a_codes = {(c.system, c.code) for c in a.codes}
         b_codes = {(c.system, c.code) for c in b.codes}
-        changes = [f"+{system}|{code}" for system, code in sorted(b_codes - a_codes)]
-        changes += [f"-{system}|{code}" for system, code in sorted(a_codes - b_codes)]
+        added, removed = sorted(b_codes - a_codes), sorted(a_codes - b_codes)
+        if len(added) + len(removed) <= MAX_CODES_LISTED:
+            changes = [f"+{system}|{code}" for system, code in added]
+            changes += [f"-{system}|{code}" for system, code in removed]
+        else:
+            changes = [f"{sign}{len(codes)} codes ({_per_system(codes)})"
+                       for sign, codes in (("+", added), ("-", removed)) if codes]
         if (a.text_patterns, a.text_exclusions) != (b.text_patterns, b.text_exclusions):
             changes.append("text patterns changed")
         if changes:
             result.value_sets.append((name, "changed " + ", ".join(changes)))
+            result.value_set_codes[name] = ([f"{system}|{code}" for system, code in added],
+                                            [f"{system}|{code}" for system, code in removed])
+
+
+def _per_system(codes: list[tuple[str, str]]) -> str:
+    """How many of the codes each code system has: "http://hl7.org/fhir/sid/icd-10 498, ..."."""
+    counts = Counter(system for system, _ in codes)
+    return ", ".join(f"{system} {count}" for system, count in sorted(counts.items()))
 
 
 # --- outcome over the input space ---------------------------------------------------------------------------------

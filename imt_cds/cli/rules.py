@@ -448,7 +448,7 @@ def _verify_summary(checks: list[Check]) -> str:
 
 
 def _run_diff(args: argparse.Namespace) -> int:
-    from ..authoring.rulebook_diff import diff_rulebooks
+    from ..authoring.rulebook_diff import MAX_CODES_LISTED, diff_rulebooks
     from ..core.rule_loader import load_rulebook
 
     for name, directory in (("OLD_DIR", args.old), ("NEW_DIR", args.new)):
@@ -484,6 +484,9 @@ def _run_diff(args: argparse.Namespace) -> int:
         print(f"  drug          {name}: {what}")
     for name, what in result.value_sets:
         print(f"  value set     {name}: {what}")
+        added, removed = result.value_set_codes.get(name, ((), ()))
+        if len(added) + len(removed) > MAX_CODES_LISTED:
+            print("                (counted, not listed: --format json lists every code added and removed)")
     for error in result.errors:
         print(f"  ERROR: {error}")
     if result.changed_classes == 0:
