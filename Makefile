@@ -6,16 +6,19 @@
 #                 under IMT_CDS_STRICT=1, as in CI, such a skip is a failure)
 # Stamps: .venv/.interpreter (which Python built .venv: another PYTHON rebuilds it), .venv/.runtime (the package),
 # .venv/.installed (the package with its test extra).
+# Versions: both install the versions of .ci/constraints.txt, the set the suite last passed with, so that a release
+# of a dependency cannot change a run unannounced; `make constraints` refreshes that file on purpose.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 INTERPRETER := $(VENV)/.interpreter
 RUNTIME     := $(VENV)/.runtime
 STAMP       := $(VENV)/.installed
+CONSTRAINTS := .ci/constraints.txt
 # The real interpreter behind PYTHON (through any venv's symlink) and its version: what the interpreter stamp holds.
 PYTHON_ID = $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable), *sys.version_info[:3])' 2>/dev/null)
 
-.PHONY: demo test bench clean FORCE
+.PHONY: demo test bench clean constraints FORCE
 
 # Always checked, rewritten only when PYTHON names another interpreter than the one that built .venv; the stamps
 # below depend on it, so a rewrite rebuilds everything.
@@ -27,13 +30,24 @@ $(INTERPRETER): FORCE
 	    && echo "$(PYTHON_ID)" > $@; \
 	fi
 
-$(RUNTIME): $(INTERPRETER) pyproject.toml
-	$(PY) -m pip install --quiet -e .
+$(RUNTIME): $(INTERPRETER) pyproject.toml $(CONSTRAINTS)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e .
 	@touch $@
 
 $(STAMP): $(RUNTIME)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	@touch $@
+
+# The newest versions pyproject.toml's ranges allow, installed in a fresh environment and written to .ci/constraints.txt
+# (its comment kept). Run `make test` afterwards: the next .venv install uses them.
+CONSTRAINTS_VENV ?= /tmp/imt-cds-constraints-venv
+constraints:
+	rm -rf $(CONSTRAINTS_VENV) && $(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet -e '.[test]'
+	grep '^#' $(CONSTRAINTS) > $(CONSTRAINTS).new
+	$(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable >> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf $(CONSTRAINTS_VENV)
 
 demo: $(RUNTIME)
 	@for f in examples/*.json; do \

@@ -82,7 +82,9 @@ def test_a_wheel_installed_outside_the_checkout_evaluates_a_patient(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], check=True, timeout=900)
+    # The dependencies at the versions the suite is run with (.ci/constraints.txt), as pip resolves them for a wheel.
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(ROOT / ".ci" / "constraints.txt"),
+                    str(wheel)], check=True, timeout=900)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     code = (
         "import imt_cds, pathlib; assert 'site-packages' in imt_cds.__file__, imt_cds.__file__; "

@@ -114,8 +114,41 @@ def make_dry_run(target: str, venv: Path) -> str:
 def test_make_demo_installs_the_runtime_only_and_make_test_adds_the_test_extra(tmp_path):
     demo = make_dry_run("demo", tmp_path / "venv")
     test = make_dry_run("test", tmp_path / "venv")
-    assert "pip install --quiet -e .\n" in demo and "[test]" not in demo
-    assert "pip install --quiet -e '.[test]'" in test and "bash tests/system_setup.sh" in test
+    assert "pip install --quiet -c .ci/constraints.txt -e .\n" in demo and "[test]" not in demo
+    assert "pip install --quiet -c .ci/constraints.txt -e '.[test]'" in test and "bash tests/system_setup.sh" in test
+
+
+def _pins() -> dict[str, str]:
+    """.ci/constraints.txt as {normalised distribution name: version}."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned with ==: {line!r}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_constraints_pin_every_dependency_within_the_range_pyproject_allows():
+    """CI installs .ci/constraints.txt's versions: a dependency added to pyproject.toml without a pin would be
+    installed at whatever version was newest that day, and a pin outside its range would make pip refuse."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    pins = _pins()
+    for text in declared:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in .ci/constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (text, pins[name])
 
 
 @pytest.mark.slow

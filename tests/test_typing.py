@@ -5,7 +5,8 @@ type checker reads these annotations (tests/test_packaging.py checks the wheel h
 mislead it.
 
 The package's dependencies (pydantic, FastAPI, uvicorn, psycopg...) carry their own annotations, which mypy reads as
-installed: after upgrading one, a failure here may be its typing, not this package's."""
+installed (at the versions of .ci/constraints.txt in CI): after `make constraints` upgrades one, a failure here may
+be its typing, not this package's."""
 
 from __future__ import annotations
 
