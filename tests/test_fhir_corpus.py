@@ -154,3 +154,28 @@ def test_a_published_synthea_patient_with_colon_cancer_and_an_imt_gets_no_unattr
                             f"(Condition/{colon['id']}); not used: name its cancer")]
     without = {**bundle, "entry": [e for e in bundle["entry"] if e["resource"] is not colon]}
     assert facts_from_resources([without, *added], ON).facts.molecular.alk.status == "positive"
+
+
+def test_a_published_synthea_secondary_colon_tumour_beside_an_imt_is_the_imts_distant_disease():
+    """Synthea codes a metastasis as EHR exports do, without mCODE's profile: one published patient's only cancer
+    Condition is SNOMED CT 94260004 "Secondary malignant neoplasm of colon" (active, confirmed). That Condition,
+    unmodified, beside an IMT and no other primary cancer is the IMT's distant disease, with a weak warning that says
+    so; it is no other primary cancer, so an ALK fusion is still the IMT's. (The published patient is deceased, which
+    stops any evaluation: the chart is a Bundle of a living patient under the same fullUrl, and that Condition.)"""
+    name = "synthea-smart-r4__Micah_Schinner_d4d72610-ec40-42ed-b34f-09e286181ee9.json"
+    bundle = json.loads((CORPUS / name).read_text())
+    (patient,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    (metastasis,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition"
+                     and {c.get("code") for c in e["resource"]["code"]["coding"]} == {"94260004"}]
+    living = {"fullUrl": patient["fullUrl"], "resource": {"resourceType": "Patient", "id": patient["resource"]["id"],
+                                                         "birthDate": "2012-05-01"}}
+    added = _imt_and_alk_fusion({"reference": patient["fullUrl"]})
+    chart = {"resourceType": "Bundle", "type": "collection", "entry": [living, metastasis]}
+    read = facts_from_resources([chart, *added], ON)
+    where = f"Condition/{metastasis['resource']['id']}"
+    assert read.facts.tumor.distant_disease is True
+    assert read.sources["tumor.distant_disease"] == (where,)
+    assert read.facts.molecular.alk.status == "positive"
+    assert [(p.kind, p.path) for p in read.problems] == [("weak", "tumor.distant_disease")]
+    without = {**chart, "entry": [living]}
+    assert facts_from_resources([without, *added], ON).facts.tumor.distant_disease is None

@@ -932,11 +932,13 @@ def test_mcodes_history_of_metastatic_cancer_reads_its_boolean():
 
 
 def test_profiles_are_read_only_from_a_list_of_texts():
+    # (a code whose words name no metastasis: known as a secondary tumour by its profile or not at all)
     for meta in ({"profile": SECONDARY_PROFILE}, "x", {"profile": [5]}):
-        met = secondary("met", meta=meta)
+        met = secondary("met", meta=meta, code={"text": "lung nodule"})
         result = read(chart(met))
         assert result.facts.tumor.distant_disease is None, meta  # not known as secondary: another Condition
-    mixed = secondary("met", meta={"profile": [5, "http://example.org/x", SECONDARY_PROFILE]})
+    mixed = secondary("met", meta={"profile": [5, "http://example.org/x", SECONDARY_PROFILE]},
+                      code={"text": "lung nodule"})
     assert read(chart(mixed)).facts.tumor.distant_disease is True
 
 

@@ -331,6 +331,89 @@ def test_stage_a_metastasis_of_another_cancer_is_not_the_imts():
     assert read(chart(brain, LUNG_CANCER)).facts.tumor.distant_disease is True
 
 
+def unprofiled(resource_id, code=None, text=None, when="2026-02-12", **extra):
+    """A secondary tumour as an EHR records one: coded (or worded) as such, without mCODE's profile, no body site,
+    naming no primary."""
+    concept = {"text": text} if code is None else {"coding": [{"system": code[0], "code": code[1]}]}
+    return {"resourceType": "Condition", "id": resource_id, "subject": {"reference": "Patient/p1"}, "code": concept,
+            "onsetDateTime": when, **extra}
+
+
+ICD10CM_CODE = "http://hl7.org/fhir/sid/icd-10-cm"
+WHO_ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+@pytest.mark.parametrize("code, text", [
+    ((ICD10CM_CODE, "C78.01"), None), ((ICD10CM_CODE, "C79.51"), None), ((ICD10CM_CODE, "C79"), None),
+    ((ICD10CM_CODE, "C79.63"), None),  # ICD-10-CM: lung, bone, a header, a code added since mCODE's list
+    ((WHO_ICD10, "C78.0"), None), ((WHO_ICD10, "C79.3"), None),  # WHO ICD-10: lung, brain
+    ((SNOMED, "94225005"), None), ((SNOMED, "128462008"), None),  # SNOMED CT: brain (mCODE's example), the root
+    (None, "Lung metastases"), (None, "Metastatic disease to the liver"),
+    (None, "Secondary malignant neoplasm of liver"), (None, "Liver secondaries"),
+    (None, "Lymphangitic metastases of the lung"),  # (spread through the lung's lymphatics: not a lymph node)
+])
+def test_stage_a_metastasis_without_the_profile_is_known_by_its_code_or_words(code, text):
+    """An EHR seldom profiles a metastasis: coded or named as one, a later one outranks an earlier M0 as a profiled
+    one does, and a weak warning says what it was read from."""
+    result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-01-10"), unprofiled("met", code, text)))
+    assert result.facts.tumor.distant_disease is True
+    assert result.sources["tumor.distant_disease"] == ("Condition/met",)
+    assert [(p.where, p.kind, p.path) for p in result.problems] == [
+        ("Condition/met", "weak", "tumor.distant_disease"), ("Observation/m0", "superseded", "tumor.distant_disease")]
+    assert result.problems[0].message == (
+        "secondary tumour known by its code or words (not mCODE's SecondaryCancerCondition profile) and naming no "
+        "primary: read as the IMT's distant disease; confirm it")
+
+
+@pytest.mark.parametrize("code, text", [
+    ((ICD10CM_CODE, "C77.3"), None),  # a lymph node (axilla), which may be regional
+    ((ICD10CM_CODE, "C7B.02"), None),  # a secondary carcinoid tumour of liver: its primary is named, not an IMT
+    (None, "No distant metastases"), (None, "Metastasis ruled out"), (None, "Non-metastatic"),
+    (None, "Suspected lung metastasis"), (None, "Possible liver metastases"), (None, "Lung metastasis?"),
+    (None, "Metastasis in a lymph gland"), (None, "Metastatic nodal disease"),
+    (None, "Family history of metastatic disease"),
+    (None, "Metastatic lung cancer"),  # another primary cancer, which is not the IMT's metastasis
+])
+def test_stage_words_or_codes_that_place_no_metastasis_outside_the_lymph_nodes_make_no_secondary(code, text):
+    result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-01-10"), unprofiled("met", code, text)))
+    assert "Condition/met" not in result.sources.get("tumor.distant_disease", ())
+    assert not [p for p in result.problems if p.where == "Condition/met"]
+
+
+def test_stage_a_metastasis_without_the_profile_that_names_the_imt_as_its_primary_needs_no_warning():
+    named = unprofiled("met", (ICD10CM_CODE, "C78.01"), extension=[{
+        "url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+        "valueReference": {"reference": "Condition/imt"}}])
+    result = read(chart(named, LUNG_CANCER))  # (its primary named: another cancer in the chart does not matter)
+    assert result.facts.tumor.distant_disease is True
+    assert result.sources["tumor.distant_disease"] == ("Condition/met",)
+    assert [p for p in result.problems if p.where == "Condition/met"] == []
+
+
+def test_stage_a_metastasis_without_the_profile_beside_another_primary_is_not_the_imts_wherever_it_is_listed():
+    # (listed before the other cancer: secondary tumours are read once every primary is known)
+    for resources in ((unprofiled("met", (ICD10CM_CODE, "C78.01")), LUNG_CANCER),
+                      (LUNG_CANCER, unprofiled("met", (ICD10CM_CODE, "C78.01")))):
+        result = read(chart(*resources))
+        assert result.facts.tumor.distant_disease is None
+        assert [(p.where, p.message) for p in result.problems] == [(
+            "Condition/met", "secondary tumour that names no primary (extension condition-related), in a chart that "
+            "holds another primary cancer (Condition/nsclc); not used for staging: name its primary")]
+
+
+@pytest.mark.parametrize("status, said", [
+    ({"verificationStatus": {"coding": [{"code": "refuted"}]}}, "verification status refuted; not used"),
+    ({"verificationStatus": {"coding": [{"code": "provisional"}]}},
+     "secondary tumour not confirmed (verification status provisional); not used for staging"),
+    ({"clinicalStatus": {"coding": [{"code": "resolved"}]}}, "clinical status resolved; not used"),
+])
+def test_stage_a_metastasis_without_the_profile_refuted_provisional_or_resolved_is_not_used(status, said):
+    result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-01-10"),
+                        unprofiled("met", (ICD10CM_CODE, "C78.01"), **status)))
+    assert result.facts.tumor.distant_disease is False
+    assert [(p.where, p.message) for p in result.problems] == [("Condition/met", said)]
+
+
 def test_stage_mcodes_history_of_metastatic_cancer_is_read():
     mcode = ROOT / "tests" / "fixtures" / "mcode-4.0.0"
     history = json.loads((mcode / "Observation-history-of-cancer-metastatic-to-liver.json")
@@ -1341,18 +1424,29 @@ def test_wrong_cancer_another_primary_is_known_by_its_who_icd_10_code_without_a_
 @pytest.mark.parametrize("condition", [
     coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "refuted"}]}),
     coded_cancer("other", "C84.60", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
-    coded_cancer("other", "C78.01"),  # a secondary malignant neoplasm (of the lung): not another primary
     coded_cancer("other", "D00.00"),  # a carcinoma in situ (mCODE's CarcinomaInSituDisorderVS, not a malignant one)
     coded_cancer("other", "C44"),  # a header over the skin's codes, most of which mCODE leaves out
-    coded_cancer("other", "C78"),  # a header of secondary malignant neoplasms
     who_coded_cancer("C84.60"),  # an ICD-10-CM code under WHO ICD-10's system, where it does not exist
-    who_coded_cancer("C78.0"),  # WHO ICD-10's secondary malignant neoplasm of lung
     who_coded_cancer("C44.9"),  # WHO ICD-10's malignant neoplasm of skin, unspecified (the skin, as in ICD-10-CM)
     {**coded_cancer("other", "C84.60"), "code": {"text": "C84.60"}},
 ])
 def test_wrong_cancer_a_condition_not_coded_as_a_primary_cancer_the_patient_has_is_none(condition):
     result = read(chart(condition, variant("v", ALK_GENE)))
     assert (result.facts.molecular.alk.status, result.problems) == ("positive", ())
+
+
+@pytest.mark.parametrize("condition", [
+    coded_cancer("other", "C78.01"),  # ICD-10-CM: secondary malignant neoplasm of right lung
+    coded_cancer("other", "C78"),  # its header
+    who_coded_cancer("C78.0"),  # WHO ICD-10: secondary malignant neoplasm of lung
+])
+def test_wrong_cancer_a_secondary_tumour_is_no_other_primary_cancer(condition):
+    """A metastasis coded without a profile is the IMT's when it names no primary (the stage tests below): it makes no
+    other primary cancer, so the fusion that names no cancer is still the IMT's."""
+    result = read(chart(condition, variant("v", ALK_GENE)))
+    assert result.facts.molecular.alk.status == "positive"
+    assert result.facts.tumor.distant_disease is True
+    assert [p.kind for p in result.problems] == ["weak"]
 
 
 def named_condition(text=None, display=None):

@@ -33,6 +33,7 @@ def test_a_value_set_without_a_description_has_an_empty_one():
 _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
     "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
     "primary-cancer-conditions": "Condition codes (and texts) of a primary cancer: one not the IMT is another cancer",
+    "secondary-cancer-conditions": "Condition codes (and texts) of a secondary tumour outside the lymph nodes",
     "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
     "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
     "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",

@@ -27,9 +27,10 @@ evidence registry and the ``alk-inhibitors`` value set).
 it: a rulebook that ran once must load again as it ran, so the two requirements added for rule authors after the
 first rulebook (0.1.0) was recorded are not applied there: findings may lack their card indicator (they get none,
 and their documents carry none, as then), and a number in a text may equal a parameter; nor is it asked for the
-value sets the FHIR reader needs (0.2.2 made the tumour sites' ones required, 0.2.3 the primary cancers': a replay
-reads no FHIR). None of these changes what a rule decides; every other check applies, and the archive must still
-rebuild to the sha256 its records name. ``rules diff`` reads its OLD rulebook the same way.
+value sets the FHIR reader needs (0.2.2 made the tumour sites' ones required, 0.2.3 the primary cancers', 0.2.4
+the secondary tumours': a replay reads no FHIR). None of these changes what a rule decides; every other check
+applies, and the archive must still rebuild to the sha256 its records name. ``rules diff`` reads its OLD rulebook
+the same way.
 """
 
 from __future__ import annotations

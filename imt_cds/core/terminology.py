@@ -74,6 +74,7 @@ TUMOR_SITE_VALUE_SETS = MappingProxyType({
 REQUIRED_VALUE_SETS = MappingProxyType({
     "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
     "primary-cancer-conditions": "Condition codes (and texts) of a primary cancer: one not the IMT is another cancer",
+    "secondary-cancer-conditions": "Condition codes (and texts) of a secondary tumour outside the lymph nodes",
     "epithelioid-imt": "morphology codes of epithelioid inflammatory myofibroblastic sarcoma",
     "tnm-distant-metastases-observation": "Observation codes of a TNM distant-metastases (M) category",
     "distant-metastasis-absent": "M-category values that say no distant metastasis (cM0)",

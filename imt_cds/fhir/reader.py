@@ -642,7 +642,7 @@ class _Reader:
         # Conditions first: which of them are the IMT (the surgery and disease-status readers ask); secondary tumours
         # last, so that the primary each names is known by then.
         conditions = [(label, r) for label, r in resources if r["resourceType"] == "Condition"]
-        for label, resource in sorted(conditions, key=lambda pair: SECONDARY_PROFILE in _profiles(pair[1])):
+        for label, resource in sorted(conditions, key=lambda pair: self._read_last(pair[1])):
             self._guarded(label, resource, self._condition)
         diagnosis = self._diagnosis(diagnosis_attested)
         if diagnosis is None:
@@ -893,6 +893,37 @@ class _Reader:
             return
         self.offer("age_years", _age_in_years(parsed, self.on), where)
 
+    def _read_last(self, condition: Mapping[str, Any]) -> bool:
+        """Whether a Condition is a secondary tumour, read after every other Condition: its reading asks which ones are
+        the IMT and which are other primary cancers. (One too malformed to tell is read in its place, and reported
+        there.)"""
+        try:
+            profiles = _profiles(condition)
+            if SECONDARY_PROFILE in profiles:
+                return True
+            code, morphology = _concept(condition, "code"), _morphology(condition)
+            imt = self.terminology["imt-diagnosis"]
+            if imt.matching(_codings(code) + _codings(morphology)) or imt.names_in_text(_text_of(code)) or \
+                    imt.names_in_text(_text_of(morphology)):
+                return False
+            return self._other_cancer(code, profiles) == "secondary"
+        except _Malformed:
+            return False
+
+    def _other_cancer(self, code: Mapping[str, Any] | None, profiles: str) -> str | None:
+        """What a Condition that is not the IMT (nor profiled as a secondary tumour) is: "primary", another primary
+        cancer (mCODE's profile, a code of primary-cancer-conditions or the words that name one: a chart seldom
+        profiles its Conditions, and a lung cancer's ALK fusion must not be read as the IMT's); else "secondary", a
+        secondary tumour outside the lymph nodes (a code of secondary-cancer-conditions or the words that name one:
+        a metastasis recorded without mCODE's profile is still one); else None."""
+        primary = self.terminology["primary-cancer-conditions"]
+        if PRIMARY_PROFILE in profiles or primary.matching(_codings(code)) or primary.names_in_text(_text_of(code)):
+            return "primary"
+        secondary = self.terminology["secondary-cancer-conditions"]
+        if secondary.matching(_codings(code)) or secondary.names_in_text(_text_of(code)):
+            return "secondary"
+        return None
+
     def _condition(self, condition: Mapping[str, Any], where: str) -> None:
         verification = _status(condition, "verificationStatus")
         clinical = _status(condition, "clinicalStatus")
@@ -903,22 +934,20 @@ class _Reader:
         matched = imt.matching(_codings(code) + _codings(morphology))
         named = not matched and (imt.names_in_text(_text_of(code)) or imt.names_in_text(_text_of(morphology)))
         secondary = SECONDARY_PROFILE in profiles
+        unprofiled = False  # a secondary tumour known by its code or words, not by mCODE's profile
         # The shape of every element used below, checked before anything is recorded: a malformed Condition is
         # skipped whole, never half-read.
         site_concepts = _concepts(condition, "bodySite")
         site_codings = [coding for site in site_concepts for coding in _codings(site)]
         related = _related(condition)
         if not matched and not named and not secondary:
-            self.other_conditions.add(where)  # another disease: nothing of it is read
-            # Another primary cancer by its profile, its code or the words that name it: a chart seldom profiles its
-            # Conditions, and a lung cancer's ALK fusion must not be read as the IMT's. (A cancer the patient is said
-            # not to have is none.)
-            primary = self.terminology["primary-cancer-conditions"]
-            cancer = (PRIMARY_PROFILE in profiles or bool(primary.matching(_codings(code)))
-                      or primary.names_in_text(_text_of(code)))
-            if cancer and not {"refuted", "entered-in-error"} & set(verification):
-                self.other_primaries.add(where)
-            return
+            kind = self._other_cancer(code, profiles)
+            if kind != "secondary":
+                self.other_conditions.add(where)  # another disease: nothing of it is read
+                if kind == "primary" and not {"refuted", "entered-in-error"} & set(verification):
+                    self.other_primaries.add(where)  # (a cancer the patient is said not to have is none)
+                return
+            secondary = unprofiled = True  # read below as a profiled one is
         if {"refuted", "entered-in-error"} & set(verification):
             self.skip(where, f"verification status {'/'.join(verification)}; not used")
             return
@@ -937,7 +966,7 @@ class _Reader:
             return
         if not matched and not named:
             self.other_conditions.add(where)
-            self._secondary(condition, where, clinical, verification, site_codings, related)
+            self._secondary(condition, where, clinical, verification, site_codings, related, unprofiled)
             return
         self.imt_conditions[where] = tuple(f"{c.system}|{c.code}" for c in matched) if matched else ("text",)
         if secondary:
@@ -962,7 +991,7 @@ class _Reader:
                 self.offer("tumor.site", site, where)
 
     def _secondary(self, condition: Mapping[str, Any], where: str, clinical: list[str], verification: list[str],
-                   sites: list[Coding], references: list[str]) -> None:
+                   sites: list[Coding], references: list[str], unprofiled: bool = False) -> None:
         path = "tumor.distant_disease"
         related = [self._resolve(r) for r in references]
         if related and not any(r in self.imt_conditions for r in related):
@@ -988,6 +1017,10 @@ class _Reader:
                              "disease (stage the patient explicitly)", path)
             return
         self.offer(path, True, where, _when(condition, "onset", "recordedDate"), "a secondary (metastatic) tumour")
+        if unprofiled and not related:
+            self.skip(where, "secondary tumour known by its code or words (not mCODE's SecondaryCancerCondition "
+                             "profile) and naming no primary: read as the IMT's distant disease; confirm it", path,
+                      kind="weak")
 
     def _procedure(self, procedure: Mapping[str, Any], where: str) -> None:
         code = _concept(procedure, "code")
