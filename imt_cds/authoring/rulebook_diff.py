@@ -84,7 +84,6 @@ class RulebookDiff:
                         "examples": self.examples},
         }
 
-
     def _codes_of(self, value_set: str) -> dict[str, list[str]]:
         if value_set not in self.value_set_codes:
             return {}

@@ -901,14 +901,19 @@ class _Reader:
             profiles = _profiles(condition)
             if SECONDARY_PROFILE in profiles:
                 return True
-            code, morphology = _concept(condition, "code"), _morphology(condition)
-            imt = self.terminology["imt-diagnosis"]
-            if imt.matching(_codings(code) + _codings(morphology)) or imt.names_in_text(_text_of(code)) or \
-                    imt.names_in_text(_text_of(morphology)):
-                return False
-            return self._other_cancer(code, profiles) == "secondary"
+            code = _concept(condition, "code")
+            matched, named = self._names_the_imt(code, _morphology(condition))
+            return not matched and not named and self._other_cancer(code, profiles) == "secondary"
         except _Malformed:
             return False
+
+    def _names_the_imt(self, code: Mapping[str, Any] | None,
+                       morphology: Mapping[str, Any] | None) -> tuple[tuple[Coding, ...], bool]:
+        """The codes of imt-diagnosis a Condition carries (in its code or its morphology), and, when it carries none,
+        whether its words name the IMT."""
+        imt = self.terminology["imt-diagnosis"]
+        matched = imt.matching(_codings(code) + _codings(morphology))
+        return matched, not matched and (imt.names_in_text(_text_of(code)) or imt.names_in_text(_text_of(morphology)))
 
     def _other_cancer(self, code: Mapping[str, Any] | None, profiles: str) -> str | None:
         """What a Condition that is not the IMT (nor profiled as a secondary tumour) is: "primary", another primary
@@ -930,9 +935,7 @@ class _Reader:
         code = _concept(condition, "code")
         morphology = _morphology(condition)
         profiles = _profiles(condition)
-        imt = self.terminology["imt-diagnosis"]
-        matched = imt.matching(_codings(code) + _codings(morphology))
-        named = not matched and (imt.names_in_text(_text_of(code)) or imt.names_in_text(_text_of(morphology)))
+        matched, named = self._names_the_imt(code, morphology)
         secondary = SECONDARY_PROFILE in profiles
         unprofiled = False  # a secondary tumour known by its code or words, not by mCODE's profile
         # The shape of every element used below, checked before anything is recorded: a malformed Condition is
