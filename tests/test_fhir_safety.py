@@ -371,7 +371,8 @@ def test_stage_a_metastasis_without_the_profile_is_known_by_its_code_or_words(co
     (None, "No distant metastases"), (None, "Metastasis ruled out"), (None, "Non-metastatic"),
     (None, "Suspected lung metastasis"), (None, "Possible liver metastases"), (None, "Lung metastasis?"),
     (None, "Metastasis in a lymph gland"), (None, "Metastatic nodal disease"),
-    (None, "Family history of metastatic disease"),
+    (None, "Family history of metastatic disease"), (None, "Metastatic work-up"),
+    (None, "Evaluation for metastases"), (None, "Liver lesion: abscess vs metastasis"),
     (None, "Metastatic lung cancer"),  # another primary cancer, which is not the IMT's metastasis
 ])
 def test_stage_words_or_codes_that_place_no_metastasis_outside_the_lymph_nodes_make_no_secondary(code, text):
