@@ -415,6 +415,81 @@ def test_stage_a_metastasis_without_the_profile_refuted_provisional_or_resolved_
     assert [(p.where, p.message) for p in result.problems] == [("Condition/met", said)]
 
 
+def metastatic_imt(text=None, coding=None, morphology_text=None, **extra):
+    """The IMT's own Condition (coded 8825/1) whose code carries words or a second coding, or whose mCODE morphology
+    carries words."""
+    imt = copy.deepcopy(IMT)
+    if text is not None:
+        imt["code"]["text"] = text
+    if coding is not None:
+        imt["code"]["coding"].append({"system": coding[0], "code": coding[1]})
+    if morphology_text is not None:
+        imt["extension"] = [{"url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior",
+                             "valueCodeableConcept": {"text": morphology_text}}]
+    return {**imt, **extra}
+
+
+METASTATIC_IMT_WARNING = ("the IMT's Condition names a metastasis in its code or words: read as distant disease; "
+                          "confirm it (an M category says it best)")
+
+
+@pytest.mark.parametrize("said", [
+    {"text": "Metastatic inflammatory myofibroblastic tumour"},
+    {"text": "Inflammatory myofibroblastic tumor of lung with liver metastases"},
+    {"coding": (ICD10CM_CODE, "C78.7")},  # a liver metastasis, coded beside the IMT's own code
+    {"morphology_text": "Inflammatory myofibroblastic tumour, metastatic"},
+])
+def test_stage_the_imts_own_condition_naming_a_metastasis_is_distant_disease(said):
+    """A problem list says "metastatic IMT" more often than it records an M category: the chart's own word is read,
+    weakly, and never left for an M0 to contradict in silence."""
+    result = read(chart(imt=metastatic_imt(**said)))
+    assert result.facts.tumor.distant_disease is True
+    assert result.sources["tumor.distant_disease"] == ("Condition/imt",)
+    assert [(p.where, p.kind, p.message) for p in result.problems] == [
+        ("Condition/imt", "weak", METASTATIC_IMT_WARNING)]
+
+
+@pytest.mark.parametrize("when", ["2025-06-01", "2026-11-01"])
+def test_stage_an_m0_of_any_date_beside_the_imts_own_word_metastatic_is_a_conflict(when):
+    """The Condition's dates are the tumour's, not those of its spread: the word stands beside an M category of any
+    date, so an M0 leaves distant disease unknown (and staging requested); an M1 agrees."""
+    imt = metastatic_imt("Metastatic inflammatory myofibroblastic tumour", onsetDateTime="2025-01-01",
+                         recordedDate="2025-01-02")
+    result = read(chart(m_category("m0", SNOMED, "1229901006", when), imt=imt))
+    assert result.facts.tumor.distant_disease is None
+    conflicts = [p for p in result.problems if p.kind == "conflict"]
+    assert [(p.where, p.path) for p in conflicts] == [("Condition/imt, Observation/m0", "tumor.distant_disease")]
+    assert "the IMT's Condition names a metastasis (Condition/imt (undated))" in conflicts[0].message
+    assert not [p for p in result.problems if p.kind == "superseded"]
+    assessment = Engine().evaluate(result.facts)
+    assert "R07" in {finding.rule.id for finding in assessment.recommendations}
+    agreeing = read(chart(m_category("m1", SNOMED, "1229903009", when), imt=imt))
+    assert agreeing.facts.tumor.distant_disease is True
+    assert agreeing.sources["tumor.distant_disease"] == ("Condition/imt", "Observation/m1")
+
+
+@pytest.mark.parametrize("text", [
+    "Inflammatory myofibroblastic tumour, no metastases", "Inflammatory myofibroblastic tumour, non-metastatic",
+    "Inflammatory myofibroblastic tumour with nodal metastases", "Inflammatory myofibroblastic tumour with lymph node "
+    "metastasis", "Inflammatory myofibroblastic tumour; possible lung metastases", "IMT: metastatic work-up",
+])
+def test_stage_the_imts_own_words_that_place_no_metastasis_outside_the_lymph_nodes_leave_the_stage_alone(text):
+    result = read(chart(m_category("m0", SNOMED, "1229901006"), imt=metastatic_imt(text)))
+    assert result.facts.tumor.distant_disease is False
+    assert result.sources["tumor.distant_disease"] == ("Observation/m0",)
+    assert not result.problems
+
+
+def test_stage_the_imts_own_word_metastatic_in_remission_is_not_used_for_staging():
+    remission = metastatic_imt("Metastatic inflammatory myofibroblastic tumour", clinicalStatus={"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "remission"}]})
+    result = read(chart(m_category("m0", SNOMED, "1229901006"), imt=remission))
+    assert result.facts.tumor.distant_disease is False
+    assert [(p.where, p.message) for p in result.problems] == [(
+        "Condition/imt", "the IMT's Condition names a metastasis, with clinical status remission; not used for "
+        "staging")]
+
+
 def test_stage_mcodes_history_of_metastatic_cancer_is_read():
     mcode = ROOT / "tests" / "fixtures" / "mcode-4.0.0"
     history = json.loads((mcode / "Observation-history-of-cancer-metastatic-to-liver.json")

@@ -977,6 +977,8 @@ class _Reader:
             return
         if set(clinical) & {"recurrence", "relapse"}:
             self.offer("history.recurrence", True, where, note=f"clinical status {'/'.join(clinical)}")
+        if self._names_a_metastasis(code, morphology):
+            self._metastatic_imt(where, clinical)
         epithelioid = self.terminology["epithelioid-imt"]
         if epithelioid.matching(_codings(code) + _codings(morphology)):
             self.offer("tumor.epithelioid_morphology", True, where)
@@ -992,6 +994,29 @@ class _Reader:
                 site = "other"  # a SNOMED CT body structure that no tumor-site value set places: not a guess
             if site is not None:
                 self.offer("tumor.site", site, where)
+
+    def _names_a_metastasis(self, code: Mapping[str, Any] | None, morphology: Mapping[str, Any] | None) -> bool:
+        """Whether the IMT's own Condition says the tumour has spread: a code of secondary-cancer-conditions beside
+        its IMT code, or the value set's words ("metastatic inflammatory myofibroblastic tumour", "IMT with lung
+        metastases") in its code's or its morphology's text; the value set's vetoes (negated, hedged, in a lymph
+        node) apply."""
+        secondary = self.terminology["secondary-cancer-conditions"]
+        return bool(secondary.matching(_codings(code))) or any(
+            secondary.names_in_text(_text_of(concept)) for concept in (code, morphology))
+
+    def _metastatic_imt(self, where: str, clinical: list[str]) -> None:
+        path = "tumor.distant_disease"
+        if set(clinical) & {"inactive", "remission"}:
+            self.skip(where, f"the IMT's Condition names a metastasis, with clinical status {'/'.join(clinical)}; "
+                             "not used for staging", path)
+            return
+        # Undated on purpose: the Condition's onset and recordedDate are the tumour's, not the day its spread was
+        # written, so they cannot put this before or after an M category. Undated, it stands beside the latest
+        # dated finding: an M0 of any date is then a conflict (distant disease left unknown, staging requested),
+        # never a later finding that silently outranks the chart's own word "metastatic".
+        self.offer(path, True, where, None, "the IMT's Condition names a metastasis")
+        self.skip(where, "the IMT's Condition names a metastasis in its code or words: read as distant disease; "
+                         "confirm it (an M category says it best)", path, kind="weak")
 
     def _secondary(self, condition: Mapping[str, Any], where: str, clinical: list[str], verification: list[str],
                    sites: list[Coding], references: list[str], unprofiled: bool = False) -> None:
