@@ -436,6 +436,7 @@ METASTATIC_IMT_WARNING = ("the IMT's Condition names a metastasis in its code or
 @pytest.mark.parametrize("said", [
     {"text": "Metastatic inflammatory myofibroblastic tumour"},
     {"text": "Inflammatory myofibroblastic tumor of lung with liver metastases"},
+    {"text": "Distant metastasis of inflammatory myofibroblastic tumor"},  # (the words of a metastasis, unprofiled)
     {"coding": (ICD10CM_CODE, "C78.7")},  # a liver metastasis, coded beside the IMT's own code
     {"morphology_text": "Inflammatory myofibroblastic tumour, metastatic"},
 ])
