@@ -924,10 +924,7 @@ class _Reader:
         primary = self.terminology["primary-cancer-conditions"]
         if PRIMARY_PROFILE in profiles or primary.matching(_codings(code)) or primary.names_in_text(_text_of(code)):
             return "primary"
-        secondary = self.terminology["secondary-cancer-conditions"]
-        if secondary.matching(_codings(code)) or secondary.names_in_text(_text_of(code)):
-            return "secondary"
-        return None
+        return "secondary" if self._names_a_metastasis(code, None) else None
 
     def _condition(self, condition: Mapping[str, Any], where: str) -> None:
         verification = _status(condition, "verificationStatus")
@@ -996,10 +993,10 @@ class _Reader:
                 self.offer("tumor.site", site, where)
 
     def _names_a_metastasis(self, code: Mapping[str, Any] | None, morphology: Mapping[str, Any] | None) -> bool:
-        """Whether the IMT's own Condition says the tumour has spread: a code of secondary-cancer-conditions beside
-        its IMT code, or the value set's words ("metastatic inflammatory myofibroblastic tumour", "IMT with lung
-        metastases") in its code's or its morphology's text; the value set's vetoes (negated, hedged, in a lymph
-        node) apply."""
+        """Whether a Condition's code (and mCODE morphology, when given) names a metastasis: a code of
+        secondary-cancer-conditions, or the value set's words ("lung metastases", "metastatic inflammatory
+        myofibroblastic tumour") in its text, unless the value set's vetoes (negated, hedged, in a lymph node) say
+        otherwise. Of another Condition, it makes a secondary tumour; of the IMT's own, the tumour's spread."""
         secondary = self.terminology["secondary-cancer-conditions"]
         return bool(secondary.matching(_codings(code))) or any(
             secondary.names_in_text(_text_of(concept)) for concept in (code, morphology))
