@@ -374,6 +374,7 @@ def test_stage_a_metastasis_without_the_profile_is_known_by_its_code_or_words(co
     (None, "Family history of metastatic disease"), (None, "Metastatic work-up"),
     (None, "Evaluation for metastases"), (None, "Liver lesion: abscess vs metastasis"),
     (None, "Metastatic lung cancer"),  # another primary cancer, which is not the IMT's metastasis
+    (None, "Rare distant metastases"), (None, "Tumour with metastatic potential"),
 ])
 def test_stage_words_or_codes_that_place_no_metastasis_outside_the_lymph_nodes_make_no_secondary(code, text):
     result = read(chart(m_category("m0", SNOMED, "1229901006", "2026-01-10"), unprofiled("met", code, text)))
@@ -473,6 +474,10 @@ def test_stage_an_m0_of_any_date_beside_the_imts_own_word_metastatic_is_a_confli
     "Inflammatory myofibroblastic tumour, no metastases", "Inflammatory myofibroblastic tumour, non-metastatic",
     "Inflammatory myofibroblastic tumour with nodal metastases", "Inflammatory myofibroblastic tumour with lymph node "
     "metastasis", "Inflammatory myofibroblastic tumour; possible lung metastases", "IMT: metastatic work-up",
+    # what the tumour may do, not what it did (WHO's category of IMT; a review's words)
+    "Inflammatory myofibroblastic tumour, intermediate (rarely metastasizing)",
+    "Inflammatory myofibroblastic tumour with metastatic potential",
+    "Inflammatory myofibroblastic tumour (low metastatic rate)",
 ])
 def test_stage_the_imts_own_words_that_place_no_metastasis_outside_the_lymph_nodes_leave_the_stage_alone(text):
     result = read(chart(m_category("m0", SNOMED, "1229901006"), imt=metastatic_imt(text)))
