@@ -25,8 +25,9 @@ When the chart passes, the facts are read, each traced to the resources it came 
 with no resource behind it stays unknown, and when resources disagree the fact is left unknown and the conflict
 reported (a yes/no fact that cannot be unknown makes it an error: nothing is evaluated; so does a resource about
 such a fact that cannot be read, since left out the fact would read "no"). Findings that have a date are ordered by
-it (a later distant metastasis outranks an earlier cM0); only findings of the same time conflict; a finding dated
-after the evaluation date is not used.
+it (a later distant metastasis outranks an earlier cM0); only findings of the same time conflict, and an undated
+finding stands beside the latest dated ones (it conflicts with them when they disagree); a finding dated after the
+evaluation date is not used.
 
 The reader works on the JSON as sent (no FHIR model library): each element it uses is checked for its FHIR shape,
 a resource with a malformed element is reported and skipped, and FHIR it does not need (primitive extensions such
@@ -995,8 +996,9 @@ class _Reader:
     def _names_a_metastasis(self, code: Mapping[str, Any] | None, morphology: Mapping[str, Any] | None) -> bool:
         """Whether a Condition's code (and mCODE morphology, when given) names a metastasis: a code of
         secondary-cancer-conditions, or the value set's words ("lung metastases", "metastatic inflammatory
-        myofibroblastic tumour") in its text, unless the value set's vetoes (negated, hedged, in a lymph node) say
-        otherwise. Of another Condition, it makes a secondary tumour; of the IMT's own, the tumour's spread."""
+        myofibroblastic tumour") in its text, unless the value set's vetoes say otherwise (negated, hedged, what a
+        tumour may do rather than did, in a lymph node). Of another Condition, it makes a secondary tumour; of the
+        IMT's own, the tumour's spread."""
         secondary = self.terminology["secondary-cancer-conditions"]
         return bool(secondary.matching(_codings(code))) or any(
             secondary.names_in_text(_text_of(concept)) for concept in (code, morphology))
