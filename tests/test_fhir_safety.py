@@ -1595,6 +1595,48 @@ def test_stage_a_tumour_size_without_its_dimension_or_with_units_that_disagree_i
         ("tumor size whose unit 'cm' and code 'mm' disagree; not used", "tumor.size_cm")]
 
 
+def _history_of_metastases(resource_id, value, when):
+    return {"resourceType": "Observation", "id": resource_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": SNOMED, "code": "1287652008"}]}, "effectiveDateTime": when,
+            "valueBoolean": value}
+
+
+@pytest.mark.parametrize(("latest", "path"), [
+    ({**m_category("m1", SNOMED, M1, when="2026-01-10"), "valueCodeableConcept": {"coding": M1}},
+     "tumor.distant_disease"),
+    (_history_of_metastases("m1", "yes", "2026-01-10"), "tumor.distant_disease"),
+    (size("s2", "5"), "tumor.size_cm"),
+])
+def test_stage_a_malformed_finding_is_not_replaced_by_an_earlier_one(latest, path):
+    """Hazard H4 (wrong stage): a malformed staging finding of this year beside last year's cM0 (or a malformed size
+    beside another, undated as sizes are) leaves the fact unknown: what it says cannot be read, and the earlier one
+    does not stand in its place. Staging is then requested."""
+    earlier = {"tumor.distant_disease": m_category("m0", SNOMED, M0, when="2025-01-10"),
+               "tumor.size_cm": size("s1", 3.5)}[path]
+    result = read(chart(earlier, latest))
+    assert result.ok
+    tumor = result.facts.tumor
+    assert (tumor.distant_disease if path == "tumor.distant_disease" else tumor.size_cm) is None
+    assert [(p.where.split(", "), p.kind) for p in result.problems] == [
+        ([resource_label(latest, 3)], "skipped"), ([resource_label(latest, 3), resource_label(earlier, 2)], "conflict")]
+    assert result.problems[0].message.startswith("malformed Observation (")
+    assert result.problems[1].message.startswith(f"{path} left unknown: what {resource_label(latest, 3)}")
+    if path == "tumor.distant_disease":
+        assert "R07" in {f.rule.id for f in Engine().evaluate(result.facts).recommendations}
+        # Earlier than one that is read, a malformed finding is outranked as any finding is.
+        older = {**latest, "id": "old", "effectiveDateTime": "2024-01-10"}
+        assert read(chart(older, earlier)).facts.tumor.distant_disease is False
+    assert read(chart(earlier)).ok  # (alone, the earlier finding is read)
+
+
+def test_stage_a_malformed_finding_dated_after_the_evaluation_date_is_not_one():
+    """Read, it would not be used (a wrong date, H4): not read, it leaves the earlier cM0 standing too."""
+    future = {**m_category("m1", SNOMED, M1, when="2027-03-01"), "valueCodeableConcept": {"coding": M1}}
+    result = read(chart(m_category("m0", SNOMED, M0, when="2025-01-10"), future))
+    assert result.ok and result.facts.tumor.distant_disease is False
+    assert [p.kind for p in result.problems] == ["skipped"]
+
+
 def test_wrong_diagnosis_an_abated_imt_condition_without_a_clinical_status_does_not_count():
     """FHIR's con-4: an abated Condition is inactive, in remission or resolved; a resolved one is not used."""
     abated = {k: v for k, v in IMT.items() if k != "clinicalStatus"}

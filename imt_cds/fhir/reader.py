@@ -34,8 +34,10 @@ a resource with a malformed element is reported and skipped, and FHIR it does no
 as ``_birthDate``, unknown elements, other resource types) is left alone. A resource that carries a modifier element
 (``modifierExtension`` on it, on its Bundle entry or on a BackboneElement the reader reads, or ``implicitRules``),
 which FHIR says may change what it means, is not used, as a malformed one is; one this reader would not have used
-anyway is left unsaid. The codes it recognises are the
-rulebook's value sets (``rules/terminology/``); where the facts come from is the table in the README.
+anyway is left unsaid. Such a finding (of staging, of size, a fact Observation) is not taken as absent either: it
+stands as a finding of its date that agrees with no other, so that an earlier one never stands in its place. The
+codes it recognises are the rulebook's value sets (``rules/terminology/``); where the facts come from is the table
+in the README.
 """
 
 from __future__ import annotations
@@ -547,6 +549,22 @@ class _Candidate:
     note: str = ""  # what was found, in words (for messages)
 
 
+class _Unread:
+    """The value of a finding that is not used (malformed, or carrying a modifier element) about a fact that may be
+    unknown: what it says cannot be told, so it agrees with no value. Where it stands (the latest finding, or one of
+    the same time or undated) the fact is left unknown; a later finding outranks it as any other. Taken as absent
+    instead, it would let an earlier finding stand in its place: an old cM0 read as the stage beside the later M1
+    that carries a modifier extension."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "(not read)"
+
+
+_UNREAD = _Unread()
+
+
 # What reading one resource may change in a _Reader: kept and put back around a resource that is not read as it
 # stands (_Reader._not_understood). The other fields are the chart and its settings, the patient (settled before any
 # resource is read), caches, and the bookkeeping of that very mechanism; a test holds every field to one of the two.
@@ -830,13 +848,15 @@ class _Reader:
                 said, around = f"{resource['resourceType']} whose {exc}", ("", f" whose {exc}")
             else:
                 said, around = f"malformed {resource['resourceType']} ({exc})", ("malformed ", "")
-            self._unusable(label, resource, said, around, self.bearing)  # (the bearing as the reader left it)
+            # (the bearing as the reader left it; what it would have said of each of those facts cannot be told)
+            self._unusable(label, resource, said, around, self.bearing, self._unread_at(resource, self.bearing))
 
     def _unusable(self, label: str, resource: Mapping[str, Any], said: str, around: tuple[str, str],
-                  bearing: tuple[str, ...]) -> None:
+                  bearing: tuple[str, ...], unread: Mapping[str, list[_Period | None]]) -> None:
         """A resource that is not used, of which the reader knew the facts it bears on (``bearing``). ``said``: the
         resource and why, in words ("malformed Procedure (...)"); ``around``: the words before and after a record's
-        kind ("malformed ", ""), for what _progression says of a medication record or a disease status."""
+        kind ("malformed ", ""), for what _progression says of a medication record or a disease status; ``unread``:
+        the facts it would have been read as a finding about, each with the dates of those findings."""
         # Skipped, a resource that says a yes/no fact would leave it "no" by default: a changed recommendation,
         # so when the reader knew which such fact the resource bears on, nothing is evaluated.
         blocked = [path for path in bearing if _cannot_be_unknown(path)]
@@ -851,6 +871,19 @@ class _Reader:
                 "error", blocked[0], "unreadable"))
         else:
             self.skip(label, f"{said}; skipped")
+        # Of a fact that may be unknown, the finding stands as one that agrees with nothing (see _Unread).
+        for path, whens in unread.items():
+            if not _cannot_be_unknown(path):
+                for when in whens:
+                    if when is None or when.start <= self.on + _FUTURE_SLACK:
+                        self.candidates.setdefault(path, []).append(_Candidate(_UNREAD, label, when, _UNREAD_NOTE))
+
+    @staticmethod
+    def _unread_at(resource: Mapping[str, Any], bearing: tuple[str, ...]) -> dict[str, list[_Period | None]]:
+        """The facts a resource that could not be read bears on (those of the contract), each with the date its
+        finding would have had, as far as it can be read."""
+        fields = fact_fields()
+        return {path: [_finding_date(resource)] for path in bearing if path in fields}
 
     def _not_understood(self, label: str, resource: Mapping[str, Any], reader: Any, modifiers: str) -> None:
         """A resource that carries a modifier element (``_modifiers``) is not used, and what it would have said decides
@@ -861,17 +894,24 @@ class _Reader:
         kept = {name: copy.deepcopy(getattr(self, name)) for name in _READING_STATE}
         try:
             reader(resource, label)
+            malformed = False
         except _Malformed:
-            pass
+            malformed = True
         changed = any(getattr(self, name) != kept[name] for name in _READING_STATE)
-        offered = tuple(path for path, found in self.candidates.items() if found != kept["candidates"].get(path))
+        # The findings it would have offered, fact by fact, with their dates (offering only ever appends); and,
+        # when it could not be read to the end either, a finding about each fact its reader announced.
+        unread = {path: [c.when for c in found[len(kept["candidates"].get(path, ())):]]
+                  for path, found in self.candidates.items() if found != kept["candidates"].get(path)}
+        if malformed:
+            unread = {**self._unread_at(resource, self.bearing), **unread}
         for name, value in kept.items():
             setattr(self, name, value)
-        if changed:
+        # (malformed after announcing a fact, it changed nothing yet; unsaid, a yes/no fact would read "no")
+        if changed or (malformed and self.bearing):
             why = (f"carries {modifiers}, which this reader does not understand (FHIR: such an element may change "
                    "what the resource means)")
             self._unusable(label, resource, f"{resource['resourceType']} that {why}", ("", f" that {why}"),
-                           tuple(dict.fromkeys(self.bearing + offered)))
+                           tuple(dict.fromkeys(self.bearing + tuple(unread))), unread)
 
     # -- resource types --
 
@@ -1258,6 +1298,7 @@ class _Reader:
 
     def _m_category(self, observation: Mapping[str, Any], where: str) -> None:
         path = "tumor.distant_disease"
+        self.bearing = (path,)
         not_the_imts = self._not_the_imts(observation, "M category")
         if not_the_imts is not None:
             self.skip(where, not_the_imts, path)
@@ -1276,6 +1317,7 @@ class _Reader:
     def _metastatic_history(self, observation: Mapping[str, Any], where: str) -> None:
         """mCODE's history of metastatic cancer: its code says the history (e.g. "history of cancer metastatic to
         liver"); ``valueBoolean`` false says there is none, and no value or true that there is."""
+        self.bearing = ("tumor.distant_disease",)
         value = observation.get("valueBoolean")
         if value is not None and not isinstance(value, bool):
             raise _Malformed(f"valueBoolean must be true or false, found {_kind(value)}")
@@ -1459,6 +1501,7 @@ class _Reader:
                               f"molecular.{gene}.fusion_partner")
 
     def _tumor_size(self, observation: Mapping[str, Any], where: str) -> None:
+        self.bearing = ("tumor.size_cm",)
         not_the_imts = self._not_the_imts(observation, "tumor size")
         if not_the_imts is not None:
             self.skip(where, not_the_imts, "tumor.size_cm")
@@ -1542,18 +1585,32 @@ class _Reader:
         ones (earlier ones are reported as superseded), or None when findings of the same time disagree."""
         if len(offered) == 1 or len({_key(c.value) for c in offered}) == 1:  # (most facts have one source)
             return offered
-        dated = [c for c in offered if c.when is not None]
-        latest = [c for c in dated if not any(c.when.before(other.when)  # type: ignore[union-attr, arg-type]
-                                              for other in dated)]  # (every c.when is a _Period here)
-        standing = latest + [c for c in offered if c.when is None]
+        standing = _latest(offered)
         if len({_key(c.value) for c in standing}) == 1:
-            for candidate in offered:
-                if candidate not in standing:
+            for candidate in offered if standing[0].value is not _UNREAD else ():  # (that one is said in result_data)
+                if candidate not in standing and candidate.value is not _UNREAD:
                     self.problems.append(FhirProblem(
                         candidate.source, f"{_said(candidate)} is superseded by the later "
                         f"{'; '.join(_said(c) for c in standing)}", "warning", path, "superseded"))
             return standing
         return None
+
+    def _left_unread(self, path: str, offered: list[_Candidate], standing: list[_Candidate] | None) -> bool:
+        """Whether a fact is left unknown because a finding that is not used stands among those that decide it (see
+        _Unread), said when a finding that was read is not used for it."""
+        latest = standing if standing is not None else _latest(offered)
+        unread = [c for c in latest if c.value is _UNREAD]
+        if not unread:
+            return False
+        read = [c for c in offered if c.value is not _UNREAD]
+        if read:
+            not_read = "; ".join(f"{c.source}{f' on {c.when}' if c.when else ' (undated)'}" for c in unread)
+            earlier = "; an earlier finding does not stand in place of a later one not read" if standing else ""
+            self.problems.append(FhirProblem(
+                ", ".join(dict.fromkeys(c.source for c in unread + read)),
+                f"{path} left unknown: what {not_read} says is not read (see its own message), and it may differ from "
+                f"{'; '.join(_said(c) for c in read)}{earlier}", "warning", path, "conflict"))
+        return True
 
     def result_data(self) -> tuple[dict[str, Any], dict[str, tuple[str, ...]], list[FhirProblem]]:
         data: dict[str, Any] = {}
@@ -1563,6 +1620,8 @@ class _Reader:
             self.offer(f"molecular.{gene}.methods", sorted({m for m, _ in found}), found[0][1])
         for path, offered in self.candidates.items():
             standing = self._settle(path, offered)
+            if self._left_unread(path, offered, standing):
+                continue
             if standing is None:
                 refs = tuple(dict.fromkeys(c.source for c in offered))
                 shown = "; ".join(_said(c) for c in offered)
@@ -1885,6 +1944,23 @@ def _anniversary(birth: date, years: int) -> date:
         return birth.replace(year=birth.year + years)
     except ValueError:  # born on 29 February
         return birth.replace(year=birth.year + years, day=28)
+
+
+def _latest(offered: list[_Candidate]) -> list[_Candidate]:
+    """The findings that decide a fact: the latest-dated ones and the undated ones."""
+    dated = [c for c in offered if c.when is not None]
+    latest = [c for c in dated if not any(c.when.before(other.when)  # type: ignore[union-attr, arg-type]
+                                          for other in dated)]  # (every c.when is a _Period here)
+    return latest + [c for c in offered if c.when is None]
+
+
+def _finding_date(resource: Mapping[str, Any]) -> _Period | None:
+    """When an Observation not used would have held, as far as it can be read (else undated: it then stands beside
+    the latest findings). The readers that announce the facts they bear on are all of Observations."""
+    return _when(resource, "effective", "issued") if resource.get("resourceType") == "Observation" else None
+
+
+_UNREAD_NOTE = "a finding not used"
 
 
 def _said(candidate: _Candidate) -> str:
