@@ -1629,6 +1629,28 @@ def test_stage_a_malformed_finding_is_not_replaced_by_an_earlier_one(latest, pat
     assert read(chart(earlier)).ok  # (alone, the earlier finding is read)
 
 
+@pytest.mark.parametrize("break_it", [
+    lambda r: r.update(valueCodeableConcept={"coding": "LA9633-4"}),  # (coding must be a list)
+    lambda r: r.update(method={"coding": {"system": "urn:imt-cds:method", "code": "FISH"}}),
+    lambda r: r.update(focus={"reference": "Condition/imt"}),  # (focus must be a list)
+])
+def test_genotype_a_malformed_variant_of_a_known_gene_leaves_its_status_unknown_beside_another(break_it):
+    """A variant whose gene is read but not the rest (its value, method or focus) says something of that gene that
+    cannot be told: beside an ALK-negative result the status is unknown (it read negative), and a gene it does not
+    name is untouched."""
+    broken = variant("broken", ALK_GENE)
+    break_it(broken)
+    negative = variant("negative", ALK_GENE, present=False)
+    result = read(chart(negative, broken))
+    assert result.ok and result.facts.molecular.alk.status == "unknown"
+    assert [(p.where, p.kind, p.path) for p in result.problems] == [
+        ("Observation/broken", "skipped", None),
+        ("Observation/broken, Observation/negative", "conflict", "molecular.alk.status")]
+    assert read(chart(negative)).facts.molecular.alk.status == "negative"
+    ros1 = variant("ros1", {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:10261"}]}, present=False)
+    assert read(chart(ros1, broken)).facts.molecular.ros1.status == "negative"
+
+
 def test_stage_a_malformed_finding_dated_after_the_evaluation_date_is_not_one():
     """Read, it would not be used (a wrong date, H4): not read, it leaves the earlier cM0 standing too."""
     future = {**m_category("m1", SNOMED, M1, when="2027-03-01"), "valueCodeableConcept": {"coding": M1}}

@@ -34,7 +34,7 @@ a resource with a malformed element is reported and skipped, and FHIR it does no
 as ``_birthDate``, unknown elements, other resource types) is left alone. A resource that carries a modifier element
 (``modifierExtension`` on it, on its Bundle entry or on a BackboneElement the reader reads, or ``implicitRules``),
 which FHIR says may change what it means, is not used, as a malformed one is; one this reader would not have used
-anyway is left unsaid. Such a finding (of staging, of size, a fact Observation) is not taken as absent either: it
+anyway is left unsaid. Such a finding (of staging, of size, a variant, a fact Observation) is not taken as absent: it
 stands as a finding of its date that agrees with no other, so that an earlier one never stands in its place. The
 codes it recognises are the rulebook's value sets (``rules/terminology/``); where the facts come from is the table
 in the README.
@@ -1439,7 +1439,6 @@ class _Reader:
         return None
 
     def _variant(self, observation: Mapping[str, Any], where: str) -> None:
-        value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
         genes: list[str] = []  # HGNC ids studied
         by_text: list[str] = []
         for component in _objects(observation, "component"):
@@ -1461,6 +1460,9 @@ class _Reader:
         ours = [g for g in genes if g in GENE_BY_HGNC]
         if not ours:
             return
+        # Its genes known, what follows it says of their status (so, malformed, it is a finding not read: _Unread).
+        self.bearing = tuple(dict.fromkeys(f"molecular.{GENE_BY_HGNC[hgnc][0]}.status" for hgnc in ours))
+        value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
         not_the_imts = self._not_the_imts(observation, "variant")
         if not_the_imts is not None:
             for hgnc in ours:
@@ -1956,7 +1958,8 @@ def _latest(offered: list[_Candidate]) -> list[_Candidate]:
 
 def _finding_date(resource: Mapping[str, Any]) -> _Period | None:
     """When an Observation not used would have held, as far as it can be read (else undated: it then stands beside
-    the latest findings). The readers that announce the facts they bear on are all of Observations."""
+    the latest findings). The readers that announce a fact that may be unknown are all of Observations (a
+    resection's is a yes/no fact, which no finding not read is offered for)."""
     return _when(resource, "effective", "issued") if resource.get("resourceType") == "Observation" else None
 
 
