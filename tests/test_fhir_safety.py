@@ -1651,6 +1651,35 @@ def test_genotype_a_malformed_variant_of_a_known_gene_leaves_its_status_unknown_
     assert read(chart(ros1, broken)).facts.molecular.ros1.status == "negative"
 
 
+@pytest.mark.parametrize("break_it", [
+    lambda r: r.update(clinicalStatus={"coding": "active"}),  # (coding must be a list)
+    lambda r: r.update(bodySite={"text": "liver"}),  # (bodySite must be a list)
+    lambda r: r.update(verificationStatus={"coding": [{"system": 5, "code": "confirmed"}]}),
+])
+@pytest.mark.parametrize("profiled", [True, False])
+def test_stage_a_malformed_secondary_tumour_is_not_replaced_by_an_earlier_m0(break_it, profiled):
+    """A metastasis recorded this year (mCODE's profile, or known by its words) whose status or site cannot be read:
+    last year's cM0 does not stand in its place (it read M0); one recorded before the cM0 is outranked by it. (One
+    whose extensions cannot be read is not known as a metastasis: mCODE's morphology, which may name the IMT, is an
+    extension.)"""
+    broken = secondary("liver-met", when="2026-01-10")
+    if not profiled:
+        del broken["meta"]
+        broken["code"] = {"text": "Liver metastases"}
+    break_it(broken)
+    m0 = m_category("m0", SNOMED, M0, when="2025-01-10")
+    result = read(chart(m0, broken))
+    assert result.ok and result.facts.tumor.distant_disease is None
+    assert [(p.where, p.kind) for p in result.problems] == [
+        ("Condition/liver-met", "skipped"), ("Condition/liver-met, Observation/m0", "conflict")]
+    assert result.problems[0].message.startswith("malformed Condition (")
+    older = read(chart(m0, {**broken, "onsetDateTime": "2024-01-10"}))
+    assert older.ok and older.facts.tumor.distant_disease is False
+    # Another disease's malformed Condition bears on no stage.
+    other = {**broken, "meta": {}, "code": {"text": "Asthma"}}
+    assert read(chart(m0, other)).facts.tumor.distant_disease is False
+
+
 def test_stage_a_malformed_finding_dated_after_the_evaluation_date_is_not_one():
     """Read, it would not be used (a wrong date, H4): not read, it leaves the earlier cM0 standing too."""
     future = {**m_category("m1", SNOMED, M1, when="2027-03-01"), "valueCodeableConcept": {"coding": M1}}

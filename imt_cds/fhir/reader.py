@@ -34,10 +34,10 @@ a resource with a malformed element is reported and skipped, and FHIR it does no
 as ``_birthDate``, unknown elements, other resource types) is left alone. A resource that carries a modifier element
 (``modifierExtension`` on it, on its Bundle entry or on a BackboneElement the reader reads, or ``implicitRules``),
 which FHIR says may change what it means, is not used, as a malformed one is; one this reader would not have used
-anyway is left unsaid. Such a finding (of staging, of size, a variant, a fact Observation) is not taken as absent: it
-stands as a finding of its date that agrees with no other, so that an earlier one never stands in its place. The
-codes it recognises are the rulebook's value sets (``rules/terminology/``); where the facts come from is the table
-in the README.
+anyway is left unsaid. Such a finding (of staging, a secondary tumour, a size, a variant, a fact Observation) is
+not taken as absent: it stands as a finding of its date that agrees with no other, so that an earlier one never
+stands in its place. The codes it recognises are the rulebook's value sets (``rules/terminology/``); where the facts
+come from is the table in the README.
 """
 
 from __future__ import annotations
@@ -968,21 +968,24 @@ class _Reader:
         return "secondary" if self._names_a_metastasis(code, None) else None
 
     def _condition(self, condition: Mapping[str, Any], where: str) -> None:
-        verification = _status(condition, "verificationStatus")
-        clinical = _status(condition, "clinicalStatus")
         code = _concept(condition, "code")
         morphology = _morphology(condition)
         profiles = _profiles(condition)
         matched, named = self._names_the_imt(code, morphology)
         secondary = SECONDARY_PROFILE in profiles
         unprofiled = False  # a secondary tumour known by its code or words, not by mCODE's profile
+        kind = None if matched or named or secondary else self._other_cancer(code, profiles)
+        if secondary or kind == "secondary":
+            # Known as a metastasis, what follows it says of distant disease (malformed: a finding not read, _Unread)
+            self.bearing = ("tumor.distant_disease",)
         # The shape of every element used below, checked before anything is recorded: a malformed Condition is
         # skipped whole, never half-read.
+        verification = _status(condition, "verificationStatus")
+        clinical = _status(condition, "clinicalStatus")
         site_concepts = _concepts(condition, "bodySite")
         site_codings = [coding for site in site_concepts for coding in _codings(site)]
         related = _related(condition)
         if not matched and not named and not secondary:
-            kind = self._other_cancer(code, profiles)
             if kind != "secondary":
                 self.other_conditions.add(where)  # another disease: nothing of it is read
                 if kind == "primary" and not {"refuted", "entered-in-error"} & set(verification):
@@ -1957,10 +1960,14 @@ def _latest(offered: list[_Candidate]) -> list[_Candidate]:
 
 
 def _finding_date(resource: Mapping[str, Any]) -> _Period | None:
-    """When an Observation not used would have held, as far as it can be read (else undated: it then stands beside
-    the latest findings). The readers that announce a fact that may be unknown are all of Observations (a
-    resection's is a yes/no fact, which no finding not read is offered for)."""
-    return _when(resource, "effective", "issued") if resource.get("resourceType") == "Observation" else None
+    """When a finding not used would have held, as the reader dates its kind, as far as it can be read (else
+    undated: it then stands beside the latest findings). The readers that announce a fact that may be unknown are
+    those of Observations and of secondary tumours (a resection's is a yes/no fact, which no finding not read is
+    offered for)."""
+    kind = resource.get("resourceType")
+    if kind == "Observation":
+        return _when(resource, "effective", "issued")
+    return _when(resource, "onset", "recordedDate") if kind == "Condition" else None
 
 
 _UNREAD_NOTE = "a finding not used"
