@@ -563,6 +563,7 @@ class _Unread:
 
 
 _UNREAD = _Unread()
+_UNREAD_NOTE = "a finding not used"  # (how a message that lists the findings of a fact shows one)
 
 
 # What reading one resource may change in a _Reader: kept and put back around a resource that is not read as it
@@ -1592,11 +1593,12 @@ class _Reader:
             return offered
         standing = _latest(offered)
         if len({_key(c.value) for c in standing}) == 1:
-            for candidate in offered if standing[0].value is not _UNREAD else ():  # (that one is said in result_data)
-                if candidate not in standing and candidate.value is not _UNREAD:
-                    self.problems.append(FhirProblem(
-                        candidate.source, f"{_said(candidate)} is superseded by the later "
-                        f"{'; '.join(_said(c) for c in standing)}", "warning", path, "superseded"))
+            if standing[0].value is not _UNREAD:  # (a finding not read that stands is said by _left_unread)
+                for candidate in offered:
+                    if candidate not in standing and candidate.value is not _UNREAD:
+                        self.problems.append(FhirProblem(
+                            candidate.source, f"{_said(candidate)} is superseded by the later "
+                            f"{'; '.join(_said(c) for c in standing)}", "warning", path, "superseded"))
             return standing
         return None
 
@@ -1960,17 +1962,15 @@ def _latest(offered: list[_Candidate]) -> list[_Candidate]:
 
 
 def _finding_date(resource: Mapping[str, Any]) -> _Period | None:
-    """When a finding not used would have held, as the reader dates its kind, as far as it can be read (else
-    undated: it then stands beside the latest findings). The readers that announce a fact that may be unknown are
-    those of Observations and of secondary tumours (a resection's is a yes/no fact, which no finding not read is
-    offered for)."""
+    """When a finding not used would have held, as far as it can be read: as the reader dates a staging finding (an
+    Observation's effective or issued date, a Condition's onset or recorded date), else undated; an undated one
+    stands beside the latest findings. (Sizes and variants are read undated: beside them, a finding not read
+    stands whatever its date.) The readers that announce a fact that may be unknown are those of Observations and
+    of secondary tumours; a resection's is a yes/no fact, for which no finding not read is offered."""
     kind = resource.get("resourceType")
     if kind == "Observation":
         return _when(resource, "effective", "issued")
     return _when(resource, "onset", "recordedDate") if kind == "Condition" else None
-
-
-_UNREAD_NOTE = "a finding not used"
 
 
 def _said(candidate: _Candidate) -> str:
