@@ -1607,8 +1607,8 @@ class _Reader:
         _Unread), said when a finding that was read is not used for it."""
         latest = standing if standing is not None else _latest(offered)
         unread = [c for c in latest if c.value is _UNREAD]
-        if not unread:
-            return False
+        if not unread or len({_key(c.value) for c in latest if c.value is not _UNREAD}) > 1:
+            return False  # (findings read that disagree among themselves: a conflict as any, which lists this one)
         read = [c for c in offered if c.value is not _UNREAD]
         if read:
             not_read = "; ".join(f"{c.source}{f' on {c.when}' if c.when else ' (undated)'}" for c in unread)
