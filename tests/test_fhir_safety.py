@@ -1322,6 +1322,28 @@ def test_wrong_cancer_an_m_category_that_names_no_cancer_beside_another_primary_
     assert result.facts.tumor.distant_disease is True and result.problems == ()
 
 
+@pytest.mark.parametrize("break_it", [
+    lambda r: r.update(bodySite={"text": "lung"}),  # (bodySite must be a list)
+    lambda r: r.update(clinicalStatus={"coding": "active"}),
+    lambda r: r.update(verificationStatus={"coding": [{"system": 5, "code": "confirmed"}]}),
+])
+def test_wrong_cancer_a_malformed_primary_cancer_still_holds_its_findings_that_name_no_cancer(break_it):
+    """Another primary cancer whose code or profile is read but whose site or statuses are not: skipped as malformed
+    (it used to be forgotten, and its cM1 that names no cancer read as the IMT's distant disease), it is still
+    another primary cancer of the chart. Refuted, it is none."""
+    broken = copy.deepcopy(LUNG_CANCER)
+    break_it(broken)
+    result = read(chart(broken, m_category("m", SNOMED, M1)))
+    assert result.ok and result.facts.tumor.distant_disease is None
+    assert [(p.where, p.kind) for p in result.problems] == [
+        ("Condition/nsclc", "skipped"), ("Observation/m", "skipped")]
+    assert result.problems[0].message.startswith("malformed Condition (")
+    assert "another primary cancer (Condition/nsclc)" in result.problems[1].message
+    refuted = {**broken, "verificationStatus": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "refuted"}]}}
+    assert read(chart(refuted, m_category("m", SNOMED, M1))).facts.tumor.distant_disease is True
+
+
 def test_wrong_cancer_a_history_of_metastatic_cancer_beside_another_primary_is_not_the_imts_but_none_is():
     mcode = ROOT / "tests" / "fixtures" / "mcode-4.0.0"
     history = json.loads((mcode / "Observation-history-of-cancer-metastatic-to-liver.json").read_text())

@@ -979,8 +979,12 @@ class _Reader:
         if secondary or kind == "secondary":
             # Known as a metastasis, what follows it says of distant disease (malformed: a finding not read, _Unread)
             self.bearing = ("tumor.distant_disease",)
+        if kind == "primary" and self._said_to_have(condition):
+            # Another primary cancer, known by its code or profile, is counted as one before the rest of it is read:
+            # skipped as malformed, it would leave its findings that name no cancer to be read as the IMT's (H13).
+            self.other_primaries.add(where)
         # The shape of every element used below, checked before anything is recorded: a malformed Condition is
-        # skipped whole, never half-read.
+        # skipped whole, never half-read (but for the other primary cancer above, the cautious reading).
         verification = _status(condition, "verificationStatus")
         clinical = _status(condition, "clinicalStatus")
         site_concepts = _concepts(condition, "bodySite")
@@ -989,8 +993,6 @@ class _Reader:
         if not matched and not named and not secondary:
             if kind != "secondary":
                 self.other_conditions.add(where)  # another disease: nothing of it is read
-                if kind == "primary" and not {"refuted", "entered-in-error"} & set(verification):
-                    self.other_primaries.add(where)  # (a cancer the patient is said not to have is none)
                 return
             secondary = unprofiled = True  # read below as a profiled one is
         if {"refuted", "entered-in-error"} & set(verification):
@@ -1036,6 +1038,15 @@ class _Reader:
                 site = "other"  # a SNOMED CT body structure that no tumor-site value set places: not a guess
             if site is not None:
                 self.offer("tumor.site", site, where)
+
+    @staticmethod
+    def _said_to_have(condition: Mapping[str, Any]) -> bool:
+        """Whether a Condition may be one the patient has: not refuted nor entered in error (a cancer the patient is
+        said not to have is none); one whose verification status cannot be read may be."""
+        try:
+            return not {"refuted", "entered-in-error"} & set(_status(condition, "verificationStatus"))
+        except _Malformed:
+            return True
 
     def _names_a_metastasis(self, code: Mapping[str, Any] | None, morphology: Mapping[str, Any] | None) -> bool:
         """Whether a Condition's code (and mCODE morphology, when given) names a metastasis: a code of
