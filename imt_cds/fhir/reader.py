@@ -905,8 +905,12 @@ class _Reader:
                   for path, found in self.candidates.items() if found != kept["candidates"].get(path)}
         if malformed:
             unread = {**self._unread_at(resource, self.bearing), **unread}
+        # Another primary cancer it would have been stays one: whatever the modifier means, the chart may hold that
+        # cancer, so a finding that names no cancer is not read as the IMT's (H13), as beside a malformed one.
+        primaries = self.other_primaries - kept["other_primaries"]
         for name, value in kept.items():
             setattr(self, name, value)
+        self.other_primaries |= primaries
         # (malformed after announcing a fact, it changed nothing yet; unsaid, a yes/no fact would read "no")
         if changed or (malformed and self.bearing):
             why = (f"carries {modifiers}, which this reader does not understand (FHIR: such an element may change "
