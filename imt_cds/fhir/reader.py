@@ -168,6 +168,7 @@ _MEDICATION_TAKEN = {  # statuses that say the drug was (being) given
 }
 _PROGRESSION = "history.progressed_on_alk_inhibitor"
 _DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+_SAID_NOT_TO_HAVE = frozenset({"refuted", "entered-in-error"})  # Condition verification statuses: not the patient's
 _DISEASE_STATUS = "(a disease status)"  # what a disease status bears on: progression, only beside an ALK inhibitor
 _NOT_ORDERED = ("proposal", "plan", "option")  # MedicationRequest intents that are no order for the patient
 _HISTORY = re.compile(r"/_history/[^/]*$")
@@ -999,7 +1000,7 @@ class _Reader:
                 self.other_conditions.add(where)  # another disease: nothing of it is read
                 return
             secondary = unprofiled = True  # read below as a profiled one is
-        if {"refuted", "entered-in-error"} & set(verification):
+        if _SAID_NOT_TO_HAVE & set(verification):
             self.skip(where, f"verification status {'/'.join(verification)}; not used")
             return
         if _unconfirmed(condition, verification) and not secondary:
@@ -1048,7 +1049,7 @@ class _Reader:
         """Whether a Condition may be one the patient has: not refuted nor entered in error (a cancer the patient is
         said not to have is none); one whose verification status cannot be read may be."""
         try:
-            return not {"refuted", "entered-in-error"} & set(_status(condition, "verificationStatus"))
+            return not _SAID_NOT_TO_HAVE & set(_status(condition, "verificationStatus"))
         except _Malformed:
             return True
 
