@@ -201,13 +201,14 @@ def test_every_public_module_level_record_is_frozen():
 
 
 def test_the_frozen_tables_still_read_as_before():
-    from imt_cds.fhir.reader import GENE_BY_HGNC
-    from imt_cds.render.fhir_output import INDICATOR_PRIORITY
+    from imt_cds import load_rulebook
     from imt_cds.core.rulebook import FINDING_PREFIXES
+    from imt_cds.render.fhir_output import INDICATOR_PRIORITY
 
+    genes = load_rulebook().terminology.genes
     assert FINDING_PREFIXES["REC_"] == "recommendation"
-    assert len(INDICATOR_PRIORITY) == 3 and GENE_BY_HGNC["HGNC:427"] == ("alk", "ALK")
+    assert len(INDICATOR_PRIORITY) == 3 and genes["HGNC:427"] == ("alk", "ALK")
     with pytest.raises(TypeError):
-        GENE_BY_HGNC["HGNC:1"] = ("x", "X")  # type: ignore[index]
+        genes["HGNC:1"] = ("x", "X")  # type: ignore[index]
     with pytest.raises(TypeError):
         FINDING_PREFIXES["X_"] = "anything"  # type: ignore[index]

@@ -48,6 +48,15 @@ _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
     "tumor-site-abdominal-pelvic": "body sites (an IMT Condition's bodySite) read as tumor.site abdominal_pelvic",
     "tumor-site-genitourinary": "body sites (an IMT Condition's bodySite) read as tumor.site genitourinary",
     "tumor-site-head-neck": "body sites (an IMT Condition's bodySite) read as tumor.site head_neck",
+    "gene-alk": "HGNC gene ids (a variant's gene studied) read as molecular.alk",
+    "gene-ros1": "HGNC gene ids (a variant's gene studied) read as molecular.ros1",
+    "gene-ntrk": "HGNC gene ids (a variant's gene studied) read as molecular.ntrk",
+    "gene-ret": "HGNC gene ids (a variant's gene studied) read as molecular.ret",
+    "gene-pdgfrb": "HGNC gene ids (a variant's gene studied) read as molecular.pdgfrb",
+    "variant-sequence-changes": "DNA change types and molecular consequences of a change of sequence or copy number: a "
+                                "Present variant described only so is not read as the tumour's fusion",
+    "variant-fusions": "DNA change types and molecular consequences (codes or words), and variant names, that say a "
+                       "variant is a fusion",
 }
 
 
@@ -249,3 +258,150 @@ def test_a_rulebook_copy_may_place_body_sites_of_another_code_system(tmp_path):
     assert site_read(terminology, (local, "NECK-2"), ("http://snomed.info/sct", "39607008")) == "head_neck"
     assert site_read(terminology, (local, "NECK-3"), ("http://snomed.info/sct", "39607008")) == "thoracic"
     assert site_read(terminology, (local, "NECK-3"), ("http://snomed.info/sct", "12345")) == "other"
+
+
+# The genes of the facts (gene-*.yaml) and what says a variant is a fusion or a sequence change (variant-*.yaml) are
+# value sets too: the reader holds no gene table and no list of DNA change types of its own.
+
+
+def test_the_gene_value_sets_are_one_for_each_gene_of_the_facts(rulebook):
+    from imt_cds.core.fact_fields import fusion_genes
+    from imt_cds.core.terminology import GENE_VALUE_SETS
+
+    assert tuple(GENE_VALUE_SETS) == fusion_genes()
+    assert dict(rulebook.terminology.genes) == {
+        "HGNC:427": ("alk", "ALK"), "HGNC:10261": ("ros1", "ROS1"), "HGNC:8031": ("ntrk", "NTRK1"),
+        "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
+        "HGNC:8804": ("pdgfrb", "PDGFRB")}
+    assert rulebook.terminology.gene_by_symbol["NTRK2"] == "HGNC:8032"
+
+
+def test_a_gene_listed_for_two_genes_of_the_facts_is_refused(tmp_path):
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/gene-ros1.yaml", "codes:\n",
+         'codes:\n  - {system: "http://www.genenames.org/geneId", code: "HGNC:427", display: "ALK", '
+         'source: "a local list"}\n')
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("terminology/gene-ros1.yaml", "codes[0].code",
+         "code http://www.genenames.org/geneId|HGNC:427 is in value set 'gene-alk' too: a gene must be one gene of "
+         "the facts")]
+
+
+@pytest.mark.parametrize("system, code", [("http://www.genenames.org", "HGNC:427"),
+                                          ("http://www.genenames.org/geneId", "427"),
+                                          ("http://www.genenames.org/geneId", "HGNC:0427"),
+                                          ("http://example.org/genes", "ALK-LOCAL")])
+def test_a_gene_value_set_lists_hgnc_ids_only(tmp_path, system, code):
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/gene-alk.yaml", '    code: "HGNC:427"\n', f'    code: "{code}"\n')
+    edit(directory, "terminology/gene-alk.yaml", '  - system: "http://www.genenames.org/geneId"\n',
+         f'  - system: "{system}"\n')
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("terminology/gene-alk.yaml", "codes[0].code",
+         f"code {system}|{code} is no HGNC gene id: a gene value set lists codes of http://www.genenames.org/geneId "
+         "such as HGNC:427")]
+
+
+@pytest.mark.parametrize("display", ["ALK receptor tyrosine kinase", " ALK", "ALK\\n", "-ALK"])
+def test_a_gene_value_sets_display_is_the_genes_symbol(tmp_path, display):
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/gene-alk.yaml", '    display: "ALK"\n', f'    display: "{display}"\n')
+    shown = display.replace("\\n", "\n")
+    assert [(p.file, p.path, p.message) for p in load_problems(directory)] == [
+        ("terminology/gene-alk.yaml", "codes[0].display",
+         f"display {shown!r} is no gene symbol: a gene value set's display is the gene's HGNC symbol, such as ALK")]
+
+
+def variant_read(terminology, gene: dict, *components):
+    """The molecular facts read from a chart with one Present variant of ``gene`` and these components."""
+    from datetime import date
+
+    from imt_cds.fhir import facts_from_resources
+
+    chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
+             {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}},
+             {"resourceType": "Observation", "id": "v", "status": "final", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+              "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
+              "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+                             "valueCodeableConcept": gene}, *components]}]
+    return facts_from_resources(chart, date(2026, 1, 1), terminology=terminology).facts.molecular
+
+
+def change_type(system: str, code: str, text: str | None = None) -> dict:
+    value: dict = {"coding": [{"system": system, "code": code}]}
+    if text is not None:
+        value["text"] = text
+    return {"code": {"coding": [{"system": "http://loinc.org", "code": "48019-4"}]}, "valueCodeableConcept": value}
+
+
+SO_SYSTEM = "http://www.sequenceontology.org"
+NTRK2 = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:8032"}]}
+
+
+def test_a_rulebook_copy_decides_which_genes_are_read_as_a_gene_of_the_facts(tmp_path, rulebook):
+    """A copy without NTRK2 in gene-ntrk does not read an NTRK2 fusion as an NTRK one, by code or by symbol; the
+    shipped rulebook does, by the id in any system charts write and by the symbol its display gives."""
+    from imt_cds import load_rulebook
+
+    directory = copy_rulebook(tmp_path / "copy")
+    text = (directory / "terminology" / "gene-ntrk.yaml").read_text()
+    start = text.index('  - system: "http://www.genenames.org/geneId"\n    code: "HGNC:8032"')
+    end = text.index("  - system:", start + 1)
+    (directory / "terminology" / "gene-ntrk.yaml").write_text(text[:start] + text[end:])
+    copy = load_rulebook(directory).terminology
+    by_symbol = {"text": "ntrk2"}
+    assert variant_read(rulebook.terminology, NTRK2).ntrk.status == "positive"
+    assert variant_read(rulebook.terminology, by_symbol).ntrk.status == "positive"
+    assert variant_read(copy, NTRK2).ntrk.status == "unknown"
+    assert variant_read(copy, by_symbol).ntrk.status == "unknown"
+    assert variant_read(copy, {"coding": [{"system": "https://www.genenames.org", "code": "8031"}]}).ntrk.status \
+        == "positive"
+
+
+def test_a_rulebook_copy_decides_which_dna_change_types_are_a_sequence_change_and_which_say_fusion(tmp_path, rulebook):
+    """A laboratory's own change-type code added to variant-sequence-changes makes a Present ALK variant described
+    only by it no fusion; a word added to variant-fusions makes one that says it a fusion again."""
+    from imt_cds import load_rulebook
+
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/variant-sequence-changes.yaml", "codes:\n",
+         'codes:\n  - {system: "http://example.org/lab-change-types", code: "PM", display: "point mutation", '
+         'source: "the laboratory list"}\n')
+    edit(directory, "terminology/variant-fusions.yaml", "text_patterns:\n", 'text_patterns:\n  - "chim(a|ä)r"\n')
+    copy = load_rulebook(directory).terminology
+    alk = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:427"}]}
+    local = change_type("http://example.org/lab-change-types", "PM")
+    assert variant_read(rulebook.terminology, alk, local).alk.status == "positive"
+    assert variant_read(copy, alk, local).alk.status == "unknown"
+    # A Sequence Ontology id is read by its code, whatever the system's spelling; another system's code by both.
+    for system in ("http://sequenceontology.org", "http://www.sequenceontology.org/"):
+        assert variant_read(copy, alk, change_type(system, "SO:1000002")).alk.status == "unknown"
+    assert variant_read(copy, alk, change_type("http://example.org/other", "PM")).alk.status == "positive"
+    worded = {"code": {"coding": [{"system": "http://loinc.org", "code": "81252-9"}]},
+              "valueCodeableConcept": {"text": "EML4-ALK, chimäres Transkript"}}
+    assert variant_read(copy, alk, local, worded).alk.status == "positive"
+    assert variant_read(rulebook.terminology, alk, change_type(SO_SYSTEM, "SO:1000002"), worded).alk.status \
+        == "unknown"
+    worded["valueCodeableConcept"]["text"] = "EML4-ALK, Transkript"
+    assert variant_read(copy, alk, local, worded).alk.status == "unknown"
+
+
+def test_a_partner_gene_coded_without_a_display_is_named_by_its_gene_value_sets_symbol(rulebook):
+    from datetime import date
+
+    from imt_cds.fhir import facts_from_resources
+
+    genes = [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+              "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org", "code": code}]}}
+             for code in ("HGNC:427", "HGNC:8033")]
+    chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
+             {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}},
+             {"resourceType": "Observation", "id": "v", "status": "final", "subject": {"reference": "Patient/p1"},
+              "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+              "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
+              "component": genes}]
+    molecular = facts_from_resources(chart, date(2026, 1, 1), terminology=rulebook.terminology).facts.molecular
+    assert (molecular.alk.fusion_partner, molecular.ntrk.fusion_partner) == ("NTRK3", "ALK")

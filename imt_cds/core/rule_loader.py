@@ -38,7 +38,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -65,6 +65,8 @@ from .rulebook import (
     strength_labels,
 )
 from .terminology import (
+    GENE_VALUE_SETS,
+    HGNC_GENE_ID,
     REQUIRED_VALUE_SETS,
     TERMINOLOGY_DIR,
     TUMOR_SITE_VALUE_SETS,
@@ -82,6 +84,8 @@ PARAMETERS_FILE = "parameters.yaml"
 DRUGS_FILE = "drugs.yaml"
 _UNREADABLE = object()  # what _Loader.read returns for a file it could not read or parse (already reported)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_HGNC_ID = re.compile(r"HGNC:[1-9][0-9]*")
+_GENE_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]*")  # (HGNC symbols: letters, digits, "-", "@", "."; no space)
 # A number standing on its own ("under 2 years", "3.9 cm"), not part of a name such as R1, ROS1 or RANBP2-ALK.
 _NUMBER = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+)?(?![\w])")
 
@@ -232,22 +236,41 @@ class _Loader:
             for missing in (n for n in REQUIRED_VALUE_SETS if n not in found and not (folder / f"{n}.yaml").is_file()):
                 self.report(f"{TERMINOLOGY_DIR}/{missing}.yaml",
                             f"missing: the FHIR reader needs value set {missing!r} ({REQUIRED_VALUE_SETS[missing]})")
-        self._one_site_each(found)
+        self._one_set_each(found, TUMOR_SITE_VALUE_SETS.values(), "a body site must be one tumor.site")
+        self._one_set_each(found, GENE_VALUE_SETS.values(), "a gene must be one gene of the facts")
+        self._genes_by_hgnc_id(found)
         return Terminology(MappingProxyType(found)), raw
 
-    def _one_site_each(self, found: Mapping[str, ValueSet]) -> None:
-        """A body site must be one tumor.site: a code listed in two tumor-site value sets is refused (which one the
-        reader took would depend on the order of a table in its code)."""
-        site_of: dict[tuple[str, str], str] = {}
-        for name in TUMOR_SITE_VALUE_SETS.values():
+    def _one_set_each(self, found: Mapping[str, ValueSet], names: Iterable[str], why: str) -> None:
+        """A body site must be one tumor.site, a gene one gene of the facts: a code listed in two value sets of the
+        group is refused (which one the reader took would depend on the order of a table in its code)."""
+        set_of: dict[tuple[str, str], str] = {}
+        for name in names:
             value_set = found.get(name)
             if value_set is None:
                 continue  # (reported as missing, or a rules-only copy)
             for index, code in enumerate(value_set.codes):
-                other = site_of.setdefault((code.system, code.code), name)
+                other = set_of.setdefault((code.system, code.code), name)
                 if other != name:
-                    self.report(value_set.file, f"code {code.system}|{code.code} is in value set {other!r} too: a "
-                                                "body site must be one tumor.site", path=f"codes[{index}].code")
+                    self.report(value_set.file, f"code {code.system}|{code.code} is in value set {other!r} too: {why}",
+                                path=f"codes[{index}].code")
+
+    def _genes_by_hgnc_id(self, found: Mapping[str, ValueSet]) -> None:
+        """A gene value set lists HGNC gene ids, each with its HGNC symbol as display: the FHIR reader reads a gene
+        by its id in any of the systems charts write it in, and by its symbol when a chart has text only."""
+        for name in GENE_VALUE_SETS.values():
+            value_set = found.get(name)
+            if value_set is None:
+                continue  # (reported as missing, or a rules-only copy)
+            for index, code in enumerate(value_set.codes):
+                if code.system != HGNC_GENE_ID or not _HGNC_ID.fullmatch(code.code):
+                    self.report(value_set.file, f"code {code.system}|{code.code} is no HGNC gene id: a gene value "
+                                                f"set lists codes of {HGNC_GENE_ID} such as HGNC:427",
+                                path=f"codes[{index}].code")
+                if not _GENE_SYMBOL.fullmatch(code.display):
+                    self.report(value_set.file, f"display {code.display!r} is no gene symbol: a gene value set's "
+                                                "display is the gene's HGNC symbol, such as ALK",
+                                path=f"codes[{index}].display")
 
     # -- the drug table --
 

@@ -32,9 +32,12 @@ from typing import Any, NamedTuple
 __all__ = [
     "FACT_STANDARD_ELEMENTS",
     "FACT_SYSTEM",
+    "GENE_VALUE_SETS",
+    "HGNC_GENE_ID",
     "METHOD_SYSTEM",
     "Coding",
     "REQUIRED_VALUE_SETS",
+    "SEQUENCE_ONTOLOGY",
     "TUMOR_SITE_VALUE_SETS",
     "Terminology",
     "ValueSet",
@@ -70,6 +73,19 @@ TUMOR_SITE_VALUE_SETS = MappingProxyType({
     "head_neck": "tumor-site-head-neck",
 })
 
+# The genes the facts record (molecular.<gene>), and the value set of the HGNC gene ids read as each (NTRK1, NTRK2 and
+# NTRK3 are all "ntrk"). A gene id is in one of them only (the loader refuses one listed in two), and each code's
+# display is its HGNC symbol, by which a chart that names a gene in text only is read.
+GENE_VALUE_SETS = MappingProxyType({
+    "alk": "gene-alk",
+    "ros1": "gene-ros1",
+    "ntrk": "gene-ntrk",
+    "ret": "gene-ret",
+    "pdgfrb": "gene-pdgfrb",
+})
+HGNC_GENE_ID = "http://www.genenames.org/geneId"  # the gene value sets' system (the MII value sets' for HGNC ids)
+SEQUENCE_ONTOLOGY = "http://www.sequenceontology.org"  # the system of the variant value sets' Sequence Ontology codes
+
 # The value sets the FHIR reader needs, and what each one decides. A rulebook without one of them cannot read FHIR.
 REQUIRED_VALUE_SETS = MappingProxyType({
     "imt-diagnosis": "Condition codes (and texts) that establish an IMT diagnosis: the eligibility gate",
@@ -87,6 +103,12 @@ REQUIRED_VALUE_SETS = MappingProxyType({
     "tumor-resection-procedures": "procedure codes of a surgical resection of a tumour",
     **{name: f"body sites (an IMT Condition's bodySite) read as tumor.site {site}"
        for site, name in TUMOR_SITE_VALUE_SETS.items()},
+    **{name: f"HGNC gene ids (a variant's gene studied) read as molecular.{gene}"
+       for gene, name in GENE_VALUE_SETS.items()},
+    "variant-sequence-changes": "DNA change types and molecular consequences of a change of sequence or copy number: "
+                                "a Present variant described only so is not read as the tumour's fusion",
+    "variant-fusions": "DNA change types and molecular consequences (codes or words), and variant names, that say a "
+                       "variant is a fusion",
 })
 
 
@@ -167,9 +189,22 @@ def as_read(text: str) -> str:
 
 @dataclass(frozen=True)
 class Terminology:
-    """The rulebook's value sets by name."""
+    """The rulebook's value sets by name, and the genes of its gene value sets."""
 
     value_sets: Mapping[str, ValueSet]
+    # HGNC gene id -> (the facts' gene, its HGNC symbol), and HGNC symbol -> gene id: the gene value sets indexed
+    # once, as the FHIR reader asks for every gene a variant names.
+    genes: Mapping[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
+    gene_by_symbol: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        genes: dict[str, tuple[str, str]] = {}
+        for gene, name in GENE_VALUE_SETS.items():
+            for code in self.value_sets[name].codes if name in self.value_sets else ():
+                genes.setdefault(code.code, (gene, code.display))  # (a code in two sets: refused by the loader)
+        object.__setattr__(self, "genes", MappingProxyType(genes))
+        object.__setattr__(self, "gene_by_symbol", MappingProxyType(
+            {symbol.upper(): hgnc for hgnc, (_, symbol) in genes.items()}))
 
     def __getitem__(self, name: str) -> ValueSet:
         try:

@@ -59,10 +59,13 @@ from ..core.rulebook import Drug
 from ..core.terminology import (
     FACT_STANDARD_ELEMENTS,
     FACT_SYSTEM,
+    HGNC_GENE_ID,
     METHOD_SYSTEM,
+    SEQUENCE_ONTOLOGY,
     TUMOR_SITE_VALUE_SETS,
     Coding,
     Terminology,
+    ValueSet,
 )
 from ..core.validation import parse_facts
 
@@ -86,7 +89,10 @@ _OBJECT = (dict, Mapping)
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
-HGNC_SYSTEMS = ("http://www.genenames.org", "http://www.genenames.org/geneId", "https://www.genenames.org")
+# The systems charts write HGNC gene ids in, read as one (Genomics Reporting's and mCODE's examples write the first;
+# the Medical Informatics Initiative's value sets, and the rulebook's gene value sets, the second); an id is written
+# "HGNC:427" or "427".
+HGNC_SYSTEMS = ("http://www.genenames.org", HGNC_GENE_ID, "https://www.genenames.org")
 
 SECONDARY_PROFILE = "mcode-secondary-cancer-condition"
 PRIMARY_PROFILE = "mcode-primary-cancer-condition"  # (mCODE 4.0.0: Condition-primary-cancer-condition-nsclc)
@@ -117,21 +123,12 @@ TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastas
 # 48004-6 DNA change (c.HGVS), 48005-3 Amino acid change (pHGVS), 48019-4 DNA change type, the molecular consequence
 # coded "molecular-consequence" in its tbd-codes-cs, 81252-9 Discrete genetic variant) and as the MII molecular
 # genetics module writes a fusion's transcript (95123-6 "Gene fusion transcript details", its FGFR2-DBP example, a
-# Genomics Reporting STU3 Variant). Sequence Ontology codes: of a sequence or copy-number change, those of the
-# published examples (tests/fixtures: SO:1000002 substitution, SO:0000159 deletion, SO:0001583 missense_variant,
-# SO:0001587 stop_gained, SO:0001742 copy_number_gain, SO:0001743 copy_number_loss; Genomics Reporting's CGExamples:
-# SO:0000667 insertion) and those FHIR's GenomicStudy page names (SO:0001483 SNV, SO:0002007 MNV, SO:1000032 delins,
-# SO:0001019 copy_number_variation), with SO:1000035 duplication (a published DNA change type example, and Ensembl
-# VEP's table); of a fusion, SO:0001565 gene_fusion (GenomicStudy; the MII example) and SO:0002062 complex chromosomal
-# rearrangement (mCODE's MET-ALK example). An inversion (SO:1000036) may be either (EML4-ALK is one; Genomics
-# Reporting's example of it is a single base), so it says neither.
+# Genomics Reporting STU3 Variant). Which DNA change types and molecular consequences are a change of sequence or copy
+# number, and which codes and words say fusion, are the rulebook's value sets variant-sequence-changes and
+# variant-fusions (Sequence Ontology codes are read by their code alone: charts write that system in several ways).
 HGVS_CHANGES = MappingProxyType({"48004-6": "c.HGVS", "48005-3": "p.HGVS"})
 CHANGE_TYPE, DISCRETE_VARIANT, FUSION_TRANSCRIPT = "48019-4", "81252-9", "95123-6"
 MOLECULAR_CONSEQUENCE = "molecular-consequence"
-SEQUENCE_CHANGES = frozenset(("SO:1000002", "SO:0000159", "SO:0000667", "SO:1000032", "SO:1000035", "SO:0001483",
-                              "SO:0002007", "SO:0001583", "SO:0001587", "SO:0001742", "SO:0001743", "SO:0001019"))
-FUSION_CHANGES = frozenset(("SO:0001565", "SO:0002062"))
-_SAYS_FUSION = re.compile(r"fusion|rearrang|translocat|::", re.IGNORECASE)  # ("::": HGVS writes a fusion EML4::ALK)
 
 # The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the M category,
 # mCODE's history of metastatic cancer and cancer disease status (the codes of the shipped value sets
@@ -142,20 +139,6 @@ OBSERVATION_CODES = (
     (LOINC, "21907-1"), (LOINC, "21901-4"), (LOINC, "21913-9"), (SNOMED, "1287652008"), (SNOMED, "1098951000119108"),
     (LOINC, "97509-4"), (FACT_SYSTEM, ""),
 )
-
-# HGNC identifiers of the genes the rules look at -> (the facts' gene, the gene's symbol); NTRK1/2/3 all count as NTRK.
-# Each verified with its symbol: ALK and ROS1 in the published examples (mCODE 4.0.0's MET-ALK fusion, Genomics
-# Reporting 3.0.0's ROS1 fusion: tests/fixtures); all seven in HGNC's complete set (status Approved; a copy in
-# CogDisResLab/MultiomicMenu hgnc_complete_set.txt@35f44657), RET also in HL7 CodeX GenomeX's examples; and all but
-# NTRK2 in a published FHIR IG, the Medical Informatics Initiative's MTB module v2026.0.1, ValueSet
-# https://www.medizininformatik-initiative.de/fhir/ext/modul-mtb/ValueSet/mii-vs-mtb-panel-tcm-ngs (its description,
-# translated: stable HGNC IDs, displays the current HGNC symbols; system http://www.genenames.org/geneId).
-GENE_BY_HGNC = MappingProxyType({
-    "HGNC:427": ("alk", "ALK"), "HGNC:10261": ("ros1", "ROS1"), "HGNC:8031": ("ntrk", "NTRK1"),
-    "HGNC:8032": ("ntrk", "NTRK2"), "HGNC:8033": ("ntrk", "NTRK3"), "HGNC:9967": ("ret", "RET"),
-    "HGNC:8804": ("pdgfrb", "PDGFRB"),
-})
-HGNC_BY_SYMBOL = MappingProxyType({symbol: hgnc for hgnc, (_, symbol) in GENE_BY_HGNC.items()})
 
 MAX_CHART_BYTES = 64 * 1024 * 1024  # a FHIR chart file read by the CLI (a patient's facts are limited to 1 MB)
 _FINAL = ("final", "amended", "corrected")
@@ -1453,14 +1436,16 @@ class _Reader:
             value = _concept(statement, "valueCodeableConcept")
             if value is not None and not any(c.code in PATHOGENIC for c in _codings(value)):
                 return f"clinical significance {_said_concept(value)}, not pathogenic or likely pathogenic"
-        change = _sequence_change(observation)
-        if change is not None and len(set(genes)) == 1 and not _says_fusion(observation):
+        terms = self.terminology
+        change = _sequence_change(observation, terms["variant-sequence-changes"])
+        if change is not None and len(set(genes)) == 1 and not _says_fusion(observation, terms["variant-fusions"]):
             return f"{change} and nothing saying it is a fusion (no partner gene, fusion transcript or fusion type)"
         return None
 
     def _variant(self, observation: Mapping[str, Any], where: str) -> None:
         genes: list[str] = []  # HGNC ids studied
         by_text: list[str] = []
+        known = self.terminology.genes  # HGNC id -> (the facts' gene, its symbol): the rulebook's gene value sets
         for component in _objects(observation, "component"):
             if not any(c.code == GENE_STUDIED for c in _codings(_concept(component, "code"))):
                 continue
@@ -1474,26 +1459,26 @@ class _Reader:
                     self.symbols[gene] = display
             if not hgnc_codings:  # a gene named by its symbol only: weaker than a code, used and reported
                 symbol = (_text_of(concept) or "").strip().upper()
-                if symbol in HGNC_BY_SYMBOL:
-                    genes.append(HGNC_BY_SYMBOL[symbol])
+                if symbol in self.terminology.gene_by_symbol:
+                    genes.append(self.terminology.gene_by_symbol[symbol])
                     by_text.append(symbol)
-        ours = [g for g in genes if g in GENE_BY_HGNC]
+        ours = [g for g in genes if g in known]
         if not ours:
             return
         # Its genes known, what follows it says of their status (so, malformed, it is a finding not read: _Unread).
-        self.bearing = tuple(dict.fromkeys(f"molecular.{GENE_BY_HGNC[hgnc][0]}.status" for hgnc in ours))
+        self.bearing = tuple(dict.fromkeys(f"molecular.{known[hgnc][0]}.status" for hgnc in ours))
         value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
         not_the_imts = self._not_the_imts(observation, "variant")
         if not_the_imts is not None:
             for hgnc in ours:
-                self.skip(where, f"{GENE_BY_HGNC[hgnc][1]} {not_the_imts}", f"molecular.{GENE_BY_HGNC[hgnc][0]}.status")
+                self.skip(where, f"{known[hgnc][1]} {not_the_imts}", f"molecular.{known[hgnc][0]}.status")
             return
         if PRESENT in value and ABSENT not in value:
             status = "positive"
             why_not = self._not_a_tumour_fusion(observation, where, genes)
             if why_not is not None:
                 for hgnc in ours:
-                    gene, symbol = GENE_BY_HGNC[hgnc]
+                    gene, symbol = known[hgnc]
                     self.skip(where, f"{symbol} variant present with {why_not}: not read as the tumour's fusion "
                                      "(status left unknown)", f"molecular.{gene}.status")
                 return
@@ -1507,15 +1492,14 @@ class _Reader:
                              "the result", kind="weak")
         methods = [c.code for c in _codings(_concept(observation, "method")) if c.system == METHOD_SYSTEM]
         for hgnc in ours:
-            gene = GENE_BY_HGNC[hgnc][0]
+            gene = known[hgnc][0]
             self.offer(f"molecular.{gene}.status", status, where)
             for method in methods:
                 self.methods.setdefault(gene, []).append((method, where))
             if status == "positive":
-                partners = [g for g in genes if g != hgnc and GENE_BY_HGNC.get(g, (None,))[0] != gene]
+                partners = [g for g in genes if g != hgnc and known.get(g, (None,))[0] != gene]
                 if len(partners) == 1:
-                    known = GENE_BY_HGNC.get(partners[0])
-                    partner = self.symbols.get(partners[0]) or (known[1] if known else None)
+                    partner = self.symbols.get(partners[0]) or (known[partners[0]][1] if partners[0] in known else None)
                     if partner:
                         self.offer(f"molecular.{gene}.fusion_partner", partner, where)
                 elif len(partners) > 1:
@@ -1800,9 +1784,17 @@ def _verification_said(condition: Mapping[str, Any], verification: list[str]) ->
     return f"{_short(text)!r} (text, no code)" if text else "without a code"
 
 
-def _sequence_change(observation: Mapping[str, Any]) -> str | None:
+def _in_change_set(value_set: ValueSet, coding: Coding) -> bool:
+    """Whether a DNA change type or molecular consequence is in a variant value set (a Sequence Ontology id by its
+    code alone: charts write the system with and without "www." and a trailing slash)."""
+    if coding.code.startswith("SO:"):
+        return value_set.has(SEQUENCE_ONTOLOGY, coding.code)
+    return value_set.has(coding.system, coding.code)
+
+
+def _sequence_change(observation: Mapping[str, Any], sequence_changes: ValueSet) -> str | None:
     """How a variant Observation describes a change of sequence or copy number (a c. or p.HGVS, or a DNA change type
-    or molecular consequence coded as one), in words, or None."""
+    or molecular consequence coded from ``sequence_changes``), in words, or None."""
     for component in _objects(observation, "component"):
         codes = [c.code for c in _codings(_concept(component, "code"))]
         value = _concept(component, "valueCodeableConcept")
@@ -1814,26 +1806,26 @@ def _sequence_change(observation: Mapping[str, Any]) -> str | None:
                 if shown is not None:
                     return f"a sequence change ({HGVS_CHANGES[code]} {shown})"
             elif code in (CHANGE_TYPE, MOLECULAR_CONSEQUENCE) and any(
-                    c.code in SEQUENCE_CHANGES for c in _codings(value)):
+                    _in_change_set(sequence_changes, c) for c in _codings(value)):
                 kind = "DNA change type" if code == CHANGE_TYPE else "molecular consequence"
                 return f"{kind} {_said_concept(value)}"
     return None
 
 
-def _says_fusion(observation: Mapping[str, Any]) -> bool:
+def _says_fusion(observation: Mapping[str, Any], fusions: ValueSet) -> bool:
     """Whether a variant Observation says it is a fusion: a fusion transcript, a DNA change type or molecular
-    consequence of a fusion (by code, or in words), or a discrete variant named as one ("EML4::ALK", "EML4-ALK
-    fusion")."""
+    consequence of a fusion (coded from ``fusions``, or in its words), or a discrete variant named as one
+    ("EML4::ALK", "EML4-ALK fusion")."""
     for component in _objects(observation, "component"):
         codes = [c.code for c in _codings(_concept(component, "code"))]
         if FUSION_TRANSCRIPT in codes:
             return True
         if any(code in (CHANGE_TYPE, MOLECULAR_CONSEQUENCE, DISCRETE_VARIANT) for code in codes):
             value = _concept(component, "valueCodeableConcept")
-            coded = [c.code for c in _codings(value)]
+            coded = _codings(value)
             written = component.get("valueString")
-            words = [_text_of(value) or "", *coded, *([written] if isinstance(written, str) else [])]
-            if any(code in FUSION_CHANGES for code in coded) or any(_SAYS_FUSION.search(w) for w in words):
+            words = [_text_of(value) or "", *(c.code for c in coded), *([written] if isinstance(written, str) else [])]
+            if any(_in_change_set(fusions, c) for c in coded) or any(fusions.names_in_text(w) for w in words):
                 return True
     return False
 
