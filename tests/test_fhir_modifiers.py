@@ -222,6 +222,19 @@ def test_not_understood_another_primary_cancer_still_holds_its_findings_that_nam
     assert read(chart(m_category("m", SNOMED, M1))).facts.tumor.distant_disease is True
 
 
+def test_not_understood_a_condition_that_cannot_be_read_either_may_still_be_another_cancer():
+    """A Condition that carries a modifier element and whose code cannot be read: what it is cannot be told, so, as a
+    malformed one without the element, it may be another cancer of the chart, and a cM1 that names no cancer is not
+    read as the IMT's."""
+    broken = modified({**LUNG_CANCER, "code": {"coding": {"system": SNOMED, "code": "254637007"}}})
+    result = read(chart(broken, m_category("m", SNOMED, M1)))
+    assert result.ok and result.facts.tumor.distant_disease is None
+    assert [(p.where, p.kind) for p in result.problems] == [
+        ("Condition/nsclc", "skipped"), ("Observation/m", "skipped")]
+    assert "a Condition that cannot be read, which may be another cancer (Condition/nsclc)" in \
+        result.problems[1].message
+
+
 def test_not_understood_a_resource_the_reader_would_not_use_is_left_unsaid():
     """A lipaemic CA-125 (a modifier extension of the kind a laboratory module defines) is nothing to the reader."""
     ca125 = modified({"resourceType": "Observation", "id": "ca125", "status": "final",

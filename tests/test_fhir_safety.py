@@ -1344,6 +1344,49 @@ def test_wrong_cancer_a_malformed_primary_cancer_still_holds_its_findings_that_n
     assert read(chart(refuted, m_category("m", SNOMED, M1))).facts.tumor.distant_disease is True
 
 
+@pytest.mark.parametrize("break_it", [
+    lambda r: r.update(code={"coding": {"system": SNOMED, "code": "254637007"}}),  # (coding must be a list)
+    lambda r: r.update(code={"coding": [{"system": SNOMED, "code": 254637007}]}),  # (a code is a string)
+    lambda r: r.update(code="254637007"),
+    lambda r: r.update(extension={"url": "x"}),  # (mCODE's morphology is an extension: must be a list)
+])
+def test_wrong_cancer_a_condition_whose_code_cannot_be_read_may_be_another_cancer(break_it):
+    """A Condition whose code (or extensions) cannot be read cannot be told from another primary cancer:
+    skipped as malformed, it used to be forgotten, and a lung cancer's cM1 that names no cancer, its tumour size, its
+    surgery were read as the IMT's. Now findings that name no cancer are not used beside it, as beside another
+    primary cancer, and a surgery that names no reason stops the evaluation. Refuted, it is none."""
+    broken = copy.deepcopy(LUNG_CANCER)
+    break_it(broken)
+    result = read(chart(broken, m_category("m", SNOMED, M1), size("s", 6)))
+    assert result.ok and result.facts.tumor.distant_disease is None and result.facts.tumor.size_cm is None
+    assert [(p.where, p.kind) for p in result.problems] == [
+        ("Condition/nsclc", "skipped"), ("Observation/m", "skipped"), ("Observation/s", "skipped")]
+    assert result.problems[0].message.startswith("malformed Condition (")
+    assert result.problems[1].message == (
+        "M category that names no cancer (focus), in a chart that holds a Condition that cannot be read, which may be "
+        "another cancer (Condition/nsclc); not used: name its cancer")
+    # A secondary tumour that names no primary may be that cancer's, as beside another primary cancer.
+    result = read(chart(broken, secondary("met")))
+    assert result.facts.tumor.distant_disease is None
+    assert "holds a Condition that cannot be read, which may be another cancer (Condition/nsclc)" in \
+        result.problems[-1].message
+    unnamed_progression = {key: value for key, value in worse("worse").items() if key != "focus"}
+    for finding in (SURGERY, unnamed_progression):  # (yes/no facts: left out or taken, either could be wrong)
+        result = read(chart(broken, medication("crizotinib"), finding))
+        assert not result.ok
+        assert [(p.where, p.severity, p.kind) for p in result.problems][-1] == (
+            f"{finding['resourceType']}/{finding['id']}", "error", "unattributed")
+    refuted = {**broken, "verificationStatus": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "refuted"}]}}
+    assert read(chart(refuted, m_category("m", SNOMED, M1))).facts.tumor.distant_disease is True
+    # Beside another primary cancer that is read, a message names both.
+    other = {**LUNG_CANCER, "id": "crc"}
+    result = read(chart(broken, other, m_category("m", SNOMED, M1)))
+    assert result.problems[-1].message == (
+        "M category that names no cancer (focus), in a chart that holds another primary cancer (Condition/crc) and a "
+        "Condition that cannot be read, which may be another cancer (Condition/nsclc); not used: name its cancer")
+
+
 def test_wrong_cancer_a_history_of_metastatic_cancer_beside_another_primary_is_not_the_imts_but_none_is():
     mcode = ROOT / "tests" / "fixtures" / "mcode-4.0.0"
     history = json.loads((mcode / "Observation-history-of-cancer-metastatic-to-liver.json").read_text())

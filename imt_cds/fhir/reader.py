@@ -554,8 +554,8 @@ _UNREAD_NOTE = "a finding not used"  # (how a message that lists the findings of
 # stands (_Reader._not_understood). The other fields are the chart and its settings, the patient (settled before any
 # resource is read), caches, and the bookkeeping of that very mechanism; a test holds every field to one of the two.
 _READING_STATE = ("candidates", "problems", "methods", "symbols", "imt_conditions", "other_conditions",
-                  "other_primaries", "imt_secondaries", "alk_inhibitors", "progressions", "unattributed",
-                  "unattributed_surgeries", "significance", "unreadable", "doubted")
+                  "other_primaries", "unknown_conditions", "imt_secondaries", "alk_inhibitors", "progressions",
+                  "unattributed", "unattributed_surgeries", "significance", "unreadable", "doubted")
 
 
 @dataclass
@@ -573,6 +573,9 @@ class _Reader:
     imt_conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> matched codes (or "text")
     other_conditions: set[str] = field(default_factory=set)  # labels of Conditions about something else
     other_primaries: set[str] = field(default_factory=set)  # of those, the primary cancers (profile, code or words)
+    # Conditions whose code or extensions (mCODE's morphology) cannot be read, so what they are cannot be told: each
+    # may be another cancer (H13)
+    unknown_conditions: set[str] = field(default_factory=set)
     imt_secondaries: set[str] = field(default_factory=set)  # secondary tumours that are the IMT's (see _secondary)
     alk_inhibitors: list[tuple[_Period | None, str]] = field(default_factory=list)
     progressions: list[tuple[_Period | None, str]] = field(default_factory=list)
@@ -892,9 +895,11 @@ class _Reader:
         # Another primary cancer it would have been stays one: whatever the modifier means, the chart may hold that
         # cancer, so a finding that names no cancer is not read as the IMT's (H13), as beside a malformed one.
         primaries = self.other_primaries - kept["other_primaries"]
+        unknown = self.unknown_conditions - kept["unknown_conditions"]
         for name, value in kept.items():
             setattr(self, name, value)
         self.other_primaries |= primaries
+        self.unknown_conditions |= unknown
         # (malformed after announcing a fact, it changed nothing yet; unsaid, a yes/no fact would read "no")
         if changed or (malformed and self.bearing):
             why = (f"carries {modifiers}, which this reader does not understand (FHIR: such an element may change "
@@ -957,13 +962,21 @@ class _Reader:
         return "secondary" if self._names_a_metastasis(code, None) else None
 
     def _condition(self, condition: Mapping[str, Any], where: str) -> None:
-        code = _concept(condition, "code")
-        morphology = _morphology(condition)
-        profiles = _profiles(condition)
-        matched, named = self._names_the_imt(code, morphology)
-        secondary = SECONDARY_PROFILE in profiles
+        try:
+            code = _concept(condition, "code")
+            morphology = _morphology(condition)
+            profiles = _profiles(condition)
+            matched, named = self._names_the_imt(code, morphology)
+            secondary = SECONDARY_PROFILE in profiles
+            kind = None if matched or named or secondary else self._other_cancer(code, profiles)
+        except _Malformed:
+            # What it is cannot be read, so it may be another cancer: skipped as malformed and forgotten, it would
+            # leave that cancer's findings that name no cancer to be read as the IMT's (H13), as another primary
+            # cancer whose site cannot be read would.
+            if self._said_to_have(condition):
+                self.unknown_conditions.add(where)
+            raise
         unprofiled = False  # a secondary tumour known by its code or words, not by mCODE's profile
-        kind = None if matched or named or secondary else self._other_cancer(code, profiles)
         if secondary or kind == "secondary":
             # Known as a metastasis, what follows it says of distant disease (malformed: a finding not read, _Unread)
             self.bearing = ("tumor.distant_disease",)
@@ -1067,10 +1080,10 @@ class _Reader:
         if related and not any(r in self.imt_conditions for r in related):
             self.skip(where, f"secondary tumour of {', '.join(related)}, not of the IMT; not used for staging", path)
             return
-        if not related and self.other_primaries:
+        if not related and self._beside_another_cancer():
             # With another primary cancer in the chart, a metastasis that names no primary may be that cancer's.
             self.skip(where, "secondary tumour that names no primary (extension condition-related), in a chart that "
-                             f"holds another primary cancer ({self._other_primaries()}); not used for staging: name "
+                             f"holds {self._other_cancers()}; not used for staging: name "
                              "its primary", path)
             return
         self.imt_secondaries.add(where)  # the IMT's, confirmed or not: a finding about it is about the IMT
@@ -1110,7 +1123,7 @@ class _Reader:
             self.skip(where, f"surgery for {', '.join(str(r) for r in reasons)}, not for the IMT; not used",
                       "history.surgery_done")
             return
-        if not reasons and self.other_primaries:
+        if not reasons and self._beside_another_cancer():
             self.unattributed_surgeries.append(where)  # (decided once every resource is read: _surgery)
             return
         self.offer("history.surgery_done", True, where)
@@ -1136,8 +1149,8 @@ class _Reader:
         the IMT was operated on, nothing is evaluated."""
         path = "history.surgery_done"
         for where in self.unattributed_surgeries:
-            said = (f"surgery that names no reason (reasonReference), in a chart that holds another primary cancer "
-                    f"({self._other_primaries()})")
+            said = (f"surgery that names no reason (reasonReference), in a chart that holds "
+                    f"{self._other_cancers()}")
             if path in self.candidates:
                 self.skip(where, f"{said}; not used", path)
             else:
@@ -1267,8 +1280,18 @@ class _Reader:
             if system == FACT_SYSTEM:
                 self._project_fact(value, observation, where)
 
-    def _other_primaries(self) -> str:
-        return ", ".join(sorted(self.other_primaries))
+    def _beside_another_cancer(self) -> bool:
+        """Whether the chart holds a Condition that may be a cancer other than the IMT: then a finding that names no
+        cancer may be that one's."""
+        return bool(self.other_primaries or self.unknown_conditions)
+
+    def _other_cancers(self) -> str:
+        """The Conditions that may be another cancer, as a message says them."""
+        said = [f"another primary cancer ({', '.join(sorted(self.other_primaries))})"] if self.other_primaries else []
+        if self.unknown_conditions:
+            said.append(f"a Condition that cannot be read, which may be another cancer "
+                        f"({', '.join(sorted(self.unknown_conditions))})")
+        return " and ".join(said)
 
     def _cancer_named(self, observation: Mapping[str, Any]) -> tuple[str, list[str]]:
         """Which cancer a finding is about, by its ``focus`` (resolved): "imt" when it names the IMT's Condition or
@@ -1289,14 +1312,14 @@ class _Reader:
         (``of_the_patient``). In a chart whose only cancer is the IMT, a finding needs no focus. (mCODE's staging
         Observations name their cancer in ``focus``: CancerStageCommonRules, focus only
         Reference(PrimaryCancerCondition), must support.)"""
-        if "focus" not in observation and not self.other_primaries:
+        if "focus" not in observation and not (self.other_primaries or self.unknown_conditions):
             return None  # the usual chart, answered without resolving anything (every tumour size comes here)
         whose, focus = self._cancer_named(observation)
         if whose == "other":
             return f"{what} of {', '.join(focus)}, not of the IMT; not used"
-        if whose == "unnamed" and self.other_primaries and not of_the_patient:
-            return (f"{what} that names no cancer (focus), in a chart that holds another primary cancer "
-                    f"({self._other_primaries()}); not used: name its cancer")
+        if whose == "unnamed" and self._beside_another_cancer() and not of_the_patient:
+            return (f"{what} that names no cancer (focus), in a chart that holds {self._other_cancers()}; not used: "
+                    "name its cancer")
         return None
 
     def _m_category(self, observation: Mapping[str, Any], where: str) -> None:
@@ -1341,7 +1364,7 @@ class _Reader:
             return
         # Naming no cancer, the IMT's when it is the chart's only one; beside another, whose cannot be told (and
         # progression, a yes/no fact, cannot be left unknown: see _progression).
-        attributed = whose == "imt" or not self.other_primaries
+        attributed = whose == "imt" or not self._beside_another_cancer()
         self.bearing = (_DISEASE_STATUS,)
         values = _codings(_concept(observation, "valueCodeableConcept"))
         if self.terminology["disease-worsened"].matching(values):
@@ -1374,8 +1397,8 @@ class _Reader:
                                  "progression on prior therapy is not set from it",
                           "history.progressed_on_alk_inhibitor")
         for when, where in self.unattributed:
-            said = (f"disease progression that names no cancer (focus), in a chart that holds another primary cancer "
-                    f"({self._other_primaries()})")
+            said = (f"disease progression that names no cancer (focus), in a chart that holds "
+                    f"{self._other_cancers()}")
             given = self._given_before(when)
             if given and not established:
                 # Left out, progression would read "no"; taken, it may be the other cancer's: either could change
