@@ -1717,6 +1717,32 @@ def test_genotype_a_malformed_variant_of_a_known_gene_leaves_its_status_unknown_
 
 
 @pytest.mark.parametrize("break_it", [
+    lambda r: r["component"][0].update(valueCodeableConcept={"coding": {"code": "HGNC:427"}}),  # (must be a list)
+    lambda r: r["component"][0].update(code="48018-6"),
+    lambda r: r.update(component={"code": {"text": "gene studied"}}),
+    lambda r: r["component"].insert(0, {"code": {"coding": [{"system": "http://loinc.org", "code": 48018}]}}),
+])
+def test_genotype_a_variant_whose_genes_cannot_be_read_leaves_each_gene_read_beside_it_unknown(break_it):
+    """A variant Observation whose genes cannot be read may be a result about any gene of the facts: beside an
+    ALK-negative result (and a ROS1-negative one) it leaves each unknown (they read negative), with a conflict that
+    names it; alone, it changes nothing (every gene unknown, as before). (Results of a gene are not ranked by date:
+    two that disagree are a conflict.)"""
+    broken = variant("broken", ALK_GENE)
+    break_it(broken)
+    negative = variant("negative", ALK_GENE, present=False)
+    ros1 = variant("ros1", {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:10261"}]}, present=False)
+    result = read(chart(negative, ros1, broken))
+    assert result.ok
+    assert (result.facts.molecular.alk.status, result.facts.molecular.ros1.status) == ("unknown", "unknown")
+    assert [(p.where, p.kind, p.path) for p in result.problems] == [
+        ("Observation/broken", "skipped", None),
+        ("Observation/broken, Observation/negative", "conflict", "molecular.alk.status"),
+        ("Observation/broken, Observation/ros1", "conflict", "molecular.ros1.status")]
+    assert read(chart(negative, ros1)).facts.molecular.alk.status == "negative"
+    assert read(chart(broken)).facts == read(chart()).facts
+
+
+@pytest.mark.parametrize("break_it", [
     lambda r: r.update(clinicalStatus={"coding": "active"}),  # (coding must be a list)
     lambda r: r.update(bodySite={"text": "liver"}),  # (bodySite must be a list)
     lambda r: r.update(verificationStatus={"coding": [{"system": 5, "code": "confirmed"}]}),

@@ -1469,22 +1469,28 @@ class _Reader:
         genes: list[str] = []  # HGNC ids studied
         by_text: list[str] = []
         known = self.terminology.genes  # HGNC id -> (the facts' gene, its symbol): the rulebook's gene value sets
-        for component in _objects(observation, "component"):
-            if not any(c.code == GENE_STUDIED for c in _codings(_concept(component, "code"))):
-                continue
-            concept = _concept(component, "valueCodeableConcept")
-            hgnc_codings = [c for c in _codings(concept) if c.system in HGNC_SYSTEMS]
-            for coding in hgnc_codings:
-                gene = coding.code if coding.code.startswith("HGNC:") else f"HGNC:{coding.code}"
-                genes.append(gene)
-                display = _display(concept, coding)
-                if display:
-                    self.symbols[gene] = display
-            if not hgnc_codings:  # a gene named by its symbol only: weaker than a code, used and reported
-                symbol = (_text_of(concept) or "").strip().upper()
-                if symbol in self.terminology.gene_by_symbol:
-                    genes.append(self.terminology.gene_by_symbol[symbol])
-                    by_text.append(symbol)
+        try:
+            for component in _objects(observation, "component"):
+                if not any(c.code == GENE_STUDIED for c in _codings(_concept(component, "code"))):
+                    continue
+                concept = _concept(component, "valueCodeableConcept")
+                hgnc_codings = [c for c in _codings(concept) if c.system in HGNC_SYSTEMS]
+                for coding in hgnc_codings:
+                    gene = coding.code if coding.code.startswith("HGNC:") else f"HGNC:{coding.code}"
+                    genes.append(gene)
+                    display = _display(concept, coding)
+                    if display:
+                        self.symbols[gene] = display
+                if not hgnc_codings:  # a gene named by its symbol only: weaker than a code, used and reported
+                    symbol = (_text_of(concept) or "").strip().upper()
+                    if symbol in self.terminology.gene_by_symbol:
+                        genes.append(self.terminology.gene_by_symbol[symbol])
+                        by_text.append(symbol)
+        except _Malformed:
+            # Its genes unread, it may be a result about any gene of the facts: a finding not read about each
+            # (_Unread), so that another result of that gene does not stand alone in its place.
+            self.bearing = tuple(dict.fromkeys(f"molecular.{gene}.status" for gene, _ in known.values()))
+            raise
         ours = [g for g in genes if g in known]
         if not ours:
             return
