@@ -105,7 +105,7 @@ def test_the_trace_lists_every_firing_in_order(engine):
 def test_provenance_names_rulebook_parameters_versions_and_input_hash(engine):
     assessment = engine.evaluate(ALK_ADVANCED)
     provenance = assessment.to_dict()["provenance"]
-    assert provenance["rulebook"] == {"name": "imt", "version": "0.2.6", "sha256": engine.rulebook.sha256}
+    assert provenance["rulebook"] == {"name": "imt", "version": "0.2.7", "sha256": engine.rulebook.sha256}
     assert provenance["parameters"]["crizotinib_min_age_years"] == 1
     assert provenance["engine"]["durable_rules"] == "2.0.28"
     assert set(provenance["engine"]) == {"imt_cds", "durable_rules", "python"}

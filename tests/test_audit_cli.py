@@ -280,7 +280,7 @@ def test_the_same_commands_work_on_a_postgresql_store():
         shown = ok("audit", "show", "last", "--db", target).stdout
         assert shown.startswith("IMT decision support - assessment of EX-03")
         listed = ok("audit", "list", "--db", target).stdout
-        assert listed.count("imt 0.2.6") == 3
+        assert listed.count("imt 0.2.7") == 3
         disable_append_only(target)
         raw_sql(target, "DELETE FROM audit_records WHERE seq = 2")
         result = run("audit", "verify", "--db", target)

@@ -215,7 +215,7 @@ def test_diff_shows_a_value_set_change_and_asks_for_a_rulebook_version_bump(tmp_
     assert "value set     imt-diagnosis: changed +urn:oid:1.2.3|IMT-LOCAL" in result.stdout
     assert (result.returncode == 1
             and "the rulebook changed but its version in rulebook.yaml was not bumped" in result.stdout)
-    edit(directory, "rulebook.yaml", "version: 0.2.6", "version: 0.2.7")
+    edit(directory, "rulebook.yaml", "version: 0.2.7", "version: 0.2.8")
     assert run("rules", "diff", ROOT / "rules", directory).returncode == 0
 
 
@@ -233,7 +233,7 @@ def test_diff_refuses_a_changed_rule_without_a_version_bump(tmp_path):
 def test_diff_counts_the_patient_classes_a_threshold_change_affects(tmp_path):
     directory = copy_rulebook(tmp_path)
     set_parameters(directory, {"size_risk_threshold_cm": 4.5})
-    edit(directory, "rulebook.yaml", "version: 0.2.6", "version: 0.2.7")
+    edit(directory, "rulebook.yaml", "version: 0.2.7", "version: 0.2.8")
     result = run("rules", "diff", ROOT / "rules", directory, "--format", "json")
     assert result.returncode == 0
     report = json.loads(result.stdout)
@@ -308,15 +308,15 @@ def test_explain_from_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("command, says", [
     (("rules", "list"), "Respiratory symptoms when first seen"),
-    (("rules", "lint"), "rulebook imt 0.2.7: 55 rules, no problems"),
+    (("rules", "lint"), "rulebook imt 0.2.8: 55 rules, no problems"),
     (("rules", "test"), "154 of 154 examples pass"),
-    (("rules", "verify"), "verifying rulebook imt 0.2.7"),
+    (("rules", "verify"), "verifying rulebook imt 0.2.8"),
 ])
 def test_every_rules_command_accepts_a_working_copy(tmp_path, command, says):
     # The copy differs from the shipped rulebook in what each command shows (version, a title, one more example),
     # so the output proves the command read the copy, not the shipped rules.
     directory = copy_rulebook(tmp_path)
-    edit(directory, "rulebook.yaml", "version: 0.2.6", "version: 0.2.7")
+    edit(directory, "rulebook.yaml", "version: 0.2.7", "version: 0.2.8")
     edit(directory, "flags/R15-respiratory-symptoms.yaml", "title: Respiratory symptoms at presentation",
          "title: Respiratory symptoms when first seen")
     edit(directory, "flags/R15-respiratory-symptoms.yaml", "  - name: not recorded\n",

@@ -79,13 +79,13 @@ def test_an_unknown_code_is_refused_with_the_nearest_ones(engine):
         explain(engine, {}, "REC_CRIZOTINIB")
     (problem,) = refused.value.problems
     assert (problem.path, problem.value) == ("code", "REC_CRIZOTINIB")
-    assert problem.message.startswith("'REC_CRIZOTINIB' is not a finding code of rulebook imt 0.2.6; did you mean "
+    assert problem.message.startswith("'REC_CRIZOTINIB' is not a finding code of rulebook imt 0.2.7; did you mean "
                                       "REC_CRIZOTINIB_ALK")
     assert problem.message.endswith("?")
     with pytest.raises(InvalidInputError) as refused:
         explain(engine, {}, "ZZZZZZZZZZZZZZZZZZZZ")
     assert refused.value.problems[0].message == ("'ZZZZZZZZZZZZZZZZZZZZ' is not a finding code of rulebook imt "
-                                                 "0.2.6")
+                                                 "0.2.7")
 
 
 def test_an_assessment_of_another_rulebook_is_refused(tmp_path, engine):
@@ -298,7 +298,7 @@ def test_several_other_producers_and_several_close_codes_are_listed_with_commas(
     with pytest.raises(InvalidInputError) as refused:
         explain(engine, {}, "REQUEST_AGE_")  # four codes are close; the three closest are offered
     assert refused.value.problems[0].message == (
-        "'REQUEST_AGE_' is not a finding code of rulebook imt 0.2.6; did you mean REQUEST_AGE, REQUEST_MARGIN_STATUS, "
+        "'REQUEST_AGE_' is not a finding code of rulebook imt 0.2.7; did you mean REQUEST_AGE, REQUEST_MARGIN_STATUS, "
         "REQUEST_ALK_TESTING?")
 
 

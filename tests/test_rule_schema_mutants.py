@@ -57,7 +57,7 @@ def test_a_malformed_rule_id_and_finding_code_say_what_they_must_look_like(tmp_p
 
 def test_a_manifest_without_a_version_is_refused_not_loaded(tmp_path):
     directory = copy_rulebook(tmp_path)
-    edit(directory, "rulebook.yaml", "version: 0.2.6\n", "")
+    edit(directory, "rulebook.yaml", "version: 0.2.7\n", "")
     [problem] = load_problems(directory)
     assert (problem.file, problem.path, problem.message) == (
         "rulebook.yaml", "version", "missing 'version': it must be a quoted MAJOR.MINOR.PATCH string such as '1.0.0'")

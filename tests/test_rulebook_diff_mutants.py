@@ -17,7 +17,7 @@ from imt_cds.authoring.rulebook_diff import RuleChange, diff_rulebooks
 from imt_cds.core._resources import seeds_dir
 
 NEW_FLAG = ("{fact: symptoms.respiratory, is: true}", [("{symptoms: {respiratory: true}}", True), ({}, False)])
-NOT_BUMPED = "the rulebook changed but its version in rulebook.yaml was not bumped (still 0.2.6)"
+NOT_BUMPED = "the rulebook changed but its version in rulebook.yaml was not bumped (still 0.2.7)"
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def diff(shipped, directory):
     return diff_rulebooks(shipped, load_rulebook(directory), examples=0)
 
 
-def bump_rulebook(directory, version="0.2.7"):
-    edit(directory, "rulebook.yaml", "version: 0.2.6", f"version: {version}")
+def bump_rulebook(directory, version="0.2.8"):
+    edit(directory, "rulebook.yaml", "version: 0.2.7", f"version: {version}")
 
 
 def test_every_kind_of_rule_change_is_listed_in_id_order_with_its_versions(tmp_path, shipped):
@@ -57,7 +57,7 @@ def test_every_kind_of_rule_change_is_listed_in_id_order_with_its_versions(tmp_p
     assert result.errors == [NOT_BUMPED] and not result.ok
     bump_rulebook(directory)
     result = diff(shipped, directory)
-    assert (result.old, result.new) == ("imt 0.2.6", "imt 0.2.7")
+    assert (result.old, result.new) == ("imt 0.2.7", "imt 0.2.8")
     assert result.errors == [] and not result.ok  # R17's own error stays
     assert result.to_dict()["rules"][3] == {
         "rule": "R17", "change": "changed", "old_version": "1.1.0", "new_version": "1.1.0",

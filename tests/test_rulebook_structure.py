@@ -112,7 +112,7 @@ def test_a_malformed_rule_is_reported_once_not_again_by_every_rule_that_uses_it(
 
 def test_a_manifest_version_must_be_a_semantic_version(tmp_path):
     directory = copy_rulebook(tmp_path)
-    edit(directory, "rulebook.yaml", "version: 0.2.6", "version: 0.2")
+    edit(directory, "rulebook.yaml", "version: 0.2.7", "version: 0.2")
     problem = only(load_problems(directory))
     assert (problem.file, problem.path, problem.line) == ("rulebook.yaml", "version", 3)
     assert "got 0.2" in problem.message

@@ -57,6 +57,10 @@ _WHAT_EACH_REQUIRED_VALUE_SET_DECIDES = {
                                 "Present variant described only so is not read as the tumour's fusion",
     "variant-fusions": "DNA change types and molecular consequences (codes or words), and variant names, that say a "
                        "variant is a fusion",
+    "variant-somatic-origin": "genomic source classes of a tumour's own variant: a Present variant stated of another "
+                              "origin (germline) is not read as the tumour's fusion",
+    "variant-pathogenic-significance": "clinical significances that keep a Present variant the tumour's fusion: one "
+                                       "stated otherwise (benign, uncertain) is not read as one",
 }
 
 
@@ -405,3 +409,33 @@ def test_a_partner_gene_coded_without_a_display_is_named_by_its_gene_value_sets_
               "component": genes}]
     molecular = facts_from_resources(chart, date(2026, 1, 1), terminology=rulebook.terminology).facts.molecular
     assert (molecular.alk.fusion_partner, molecular.ntrk.fusion_partner) == ("NTRK3", "ALK")
+
+
+def loinc_component(code: str, value_system: str, value_code: str) -> dict:
+    return {"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueCodeableConcept": {"coding": [{"system": value_system, "code": value_code}]}}
+
+
+def test_a_rulebook_copy_decides_which_origins_and_significances_keep_a_variant_the_tumours_fusion(tmp_path, rulebook):
+    """A laboratory's own code for a somatic origin, or for a significance its team counts as pathogenic, added to
+    variant-somatic-origin or variant-pathogenic-significance: the copy reads a Present ALK variant stating it as the
+    tumour's fusion; the shipped rulebook does not (its status unknown). The shipped codes are matched by system and
+    code: LOINC's Somatic under another system is no somatic origin."""
+    from imt_cds import load_rulebook
+
+    directory = copy_rulebook(tmp_path / "copy")
+    local = "http://example.org/lab-answers"
+    for name, code in (("variant-somatic-origin", "SOM"), ("variant-pathogenic-significance", "P5")):
+        edit(directory, f"terminology/{name}.yaml", "codes:\n",
+             f'codes:\n  - {{system: "{local}", code: "{code}", display: "{code}", source: "the laboratory list"}}\n')
+    copy = load_rulebook(directory).terminology
+    alk = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:427"}]}
+    for stated in (loinc_component("48002-0", local, "SOM"), loinc_component("53037-8", local, "P5")):
+        assert variant_read(copy, alk, stated).alk.status == "positive", stated
+        assert variant_read(rulebook.terminology, alk, stated).alk.status == "unknown", stated
+    for shipped in (loinc_component("48002-0", "http://loinc.org", "LA6684-0"),
+                    loinc_component("53037-8", "http://loinc.org", "LA6668-3"),
+                    loinc_component("53037-8", "http://loinc.org", "LA26332-9")):
+        assert variant_read(rulebook.terminology, alk, shipped).alk.status == "positive", shipped
+    elsewhere = loinc_component("48002-0", "http://example.org/other", "LA6684-0")
+    assert variant_read(rulebook.terminology, alk, elsewhere).alk.status == "unknown"

@@ -109,6 +109,10 @@ REQUIRED_VALUE_SETS = MappingProxyType({
                                 "a Present variant described only so is not read as the tumour's fusion",
     "variant-fusions": "DNA change types and molecular consequences (codes or words), and variant names, that say a "
                        "variant is a fusion",
+    "variant-somatic-origin": "genomic source classes of a tumour's own variant: a Present variant stated of another "
+                              "origin (germline) is not read as the tumour's fusion",
+    "variant-pathogenic-significance": "clinical significances that keep a Present variant the tumour's fusion: one "
+                                       "stated otherwise (benign, uncertain) is not read as one",
 })
 
 

@@ -109,12 +109,10 @@ VARIANT = "69548-6"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
 # Genomics Reporting (HL7/genomics-reporting input/fsh): a variant's genomic source class (CGFindings.fsh, component
-# 48002-0; LA6684-0 Somatic, CGExamples.fsh) and an implication's clinical significance (CGImplications.fsh,
-# component 53037-8; LA6668-3 Pathogenic, CGExamples.fsh; LA26332-9 Likely Pathogenic,
-# examples/somaticReportPDFexamples.fsh). A tumour's fusion is somatic and pathogenic: a "Present" stated otherwise
-# (germline, benign, of uncertain significance) is not read as one.
-GENOMIC_SOURCE, SOMATIC = "48002-0", "LA6684-0"
-CLINICAL_SIGNIFICANCE, PATHOGENIC = "53037-8", ("LA6668-3", "LA26332-9")
+# 48002-0) and an implication's clinical significance (CGImplications.fsh, component 53037-8). A tumour's fusion is
+# somatic and pathogenic: a "Present" stated otherwise (germline, benign, of uncertain significance) is not read as
+# one. Which values say so are the rulebook's value sets variant-somatic-origin and variant-pathogenic-significance.
+GENOMIC_SOURCE, CLINICAL_SIGNIFICANCE = "48002-0", "53037-8"
 TUMOR_SIZE, LONGEST_DIMENSION = "21889-1", "33728-7"
 TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastases category Observation
 # What a variant is, beside its genes: a "Present" of one of the rules' genes is read as the tumour's fusion unless it
@@ -1446,20 +1444,21 @@ class _Reader:
         or copy number with nothing saying fusion), or None."""
         if where in self.doubted:
             return self.doubted[where]
+        terms = self.terminology
+        somatic, pathogenic = terms["variant-somatic-origin"], terms["variant-pathogenic-significance"]
         for component in _objects(observation, "component"):
             codes = [c.code for c in _codings(_concept(component, "code"))]
             if GENOMIC_SOURCE in codes:
                 value = _concept(component, "valueCodeableConcept")
-                sources = [c.code for c in _codings(value)]
-                if sources and SOMATIC not in sources:
+                sources = _codings(value)
+                if sources and not somatic.matching(sources):
                     return f"genomic source {_said_concept(value)}, not somatic"
         stated = [component for component in _objects(observation, "component")
                   if any(c.code == CLINICAL_SIGNIFICANCE for c in _codings(_concept(component, "code")))]
         for statement in stated + self.significance.get(where, []):
             value = _concept(statement, "valueCodeableConcept")
-            if value is not None and not any(c.code in PATHOGENIC for c in _codings(value)):
+            if value is not None and not pathogenic.matching(_codings(value)):
                 return f"clinical significance {_said_concept(value)}, not pathogenic or likely pathogenic"
-        terms = self.terminology
         change = _sequence_change(observation, terms["variant-sequence-changes"])
         if change is not None and len(set(genes)) == 1 and not _says_fusion(observation, terms["variant-fusions"]):
             return f"{change} and nothing saying it is a fusion (no partner gene, fusion transcript or fusion type)"
