@@ -890,8 +890,9 @@ class _Reader:
                   for path, found in self.candidates.items() if found != kept["candidates"].get(path)}
         if malformed:
             unread = {**self._unread_at(resource, self.bearing), **unread}
-        # Another primary cancer it would have been stays one: whatever the modifier means, the chart may hold that
-        # cancer, so a finding that names no cancer is not read as the IMT's (H13), as beside a malformed one.
+        # Another primary cancer it would have been stays one (and a Condition that cannot be read, which may be one):
+        # whatever the modifier means, the chart may hold that cancer, so a finding that names no cancer is not read
+        # as the IMT's (H13), as beside a malformed one.
         primaries = self.other_primaries - kept["other_primaries"]
         unknown = self.unknown_conditions - kept["unknown_conditions"]
         for name, value in kept.items():
