@@ -36,8 +36,11 @@ as ``_birthDate``, unknown elements, other resource types) is left alone. A reso
 which FHIR says may change what it means, is not used, as a malformed one is; one this reader would not have used
 anyway is left unsaid. Such a finding (of staging, a secondary tumour, a size, a variant, a fact Observation) is
 not taken as absent: it stands as a finding of its date that agrees with no other, so that an earlier one never
-stands in its place. The codes it recognises are the rulebook's value sets (``rules/terminology/``); where the facts
-come from is the table in the README.
+stands in its place (a variant whose genes cannot be read, beside the result of each gene of the facts). A Condition
+that cannot be read far enough to tell what it is may be another cancer, so findings that name no cancer are not
+read as the IMT's beside it. The codes it recognises, the genes of the facts and the words that say a variant is a
+fusion among them, are the rulebook's value sets (``rules/terminology/``); where the facts come from is the table in
+the README.
 """
 
 from __future__ import annotations
