@@ -439,3 +439,15 @@ def test_a_rulebook_copy_decides_which_origins_and_significances_keep_a_variant_
         assert variant_read(rulebook.terminology, alk, shipped).alk.status == "positive", shipped
     elsewhere = loinc_component("48002-0", "http://example.org/other", "LA6684-0")
     assert variant_read(rulebook.terminology, alk, elsewhere).alk.status == "unknown"
+
+
+def test_a_gene_is_read_by_its_symbol_whatever_the_case_of_the_value_sets_display(tmp_path):
+    """HGNC symbols mix cases ("C1orf112"), and a chart's text is read case-blind: a copy whose display is written
+    "Alk" still reads a gene named "ALK" in text only."""
+    from imt_cds import load_rulebook
+
+    directory = copy_rulebook(tmp_path / "copy")
+    edit(directory, "terminology/gene-alk.yaml", '    display: "ALK"\n', '    display: "Alk"\n')
+    terminology = load_rulebook(directory).terminology
+    assert variant_read(terminology, {"text": "ALK"}).alk.status == "positive"
+    assert variant_read(terminology, {"text": "alk"}).alk.status == "positive"
