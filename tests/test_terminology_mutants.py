@@ -393,21 +393,9 @@ def test_a_rulebook_copy_decides_which_dna_change_types_are_a_sequence_change_an
 
 
 def test_a_partner_gene_coded_without_a_display_is_named_by_its_gene_value_sets_symbol(rulebook):
-    from datetime import date
-
-    from imt_cds.fhir import facts_from_resources
-
-    genes = [{"code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
-              "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org", "code": code}]}}
-             for code in ("HGNC:427", "HGNC:8033")]
-    chart = [{"resourceType": "Patient", "id": "p1", "birthDate": "2015-01-01"},
-             {"resourceType": "Condition", "id": "imt", "subject": {"reference": "Patient/p1"},
-              "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8825/1"}]}},
-             {"resourceType": "Observation", "id": "v", "status": "final", "subject": {"reference": "Patient/p1"},
-              "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
-              "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
-              "component": genes}]
-    molecular = facts_from_resources(chart, date(2026, 1, 1), terminology=rulebook.terminology).facts.molecular
+    alk = {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:427"}]}
+    ntrk3 = loinc_component("48018-6", "http://www.genenames.org", "HGNC:8033")  # the second gene studied
+    molecular = variant_read(rulebook.terminology, alk, ntrk3)
     assert (molecular.alk.fusion_partner, molecular.ntrk.fusion_partner) == ("NTRK3", "ALK")
 
 

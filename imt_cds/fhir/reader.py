@@ -1314,7 +1314,7 @@ class _Reader:
         (``of_the_patient``). In a chart whose only cancer is the IMT, a finding needs no focus. (mCODE's staging
         Observations name their cancer in ``focus``: CancerStageCommonRules, focus only
         Reference(PrimaryCancerCondition), must support.)"""
-        if "focus" not in observation and not (self.other_primaries or self.unknown_conditions):
+        if "focus" not in observation and not self._beside_another_cancer():
             return None  # the usual chart, answered without resolving anything (every tumour size comes here)
         whose, focus = self._cancer_named(observation)
         if whose == "other":
