@@ -12,6 +12,7 @@ from strategies import random_patient
 
 from imt_cds import Engine
 from imt_cds.core.compiler import ANCHOR, compile_rulebook, engine_number
+from imt_cds.core.conditions import DerivedTest
 from imt_cds.core.engine import DEFAULT_MAX_FIRINGS, _DurableRuleset
 
 
@@ -49,16 +50,38 @@ def test_no_pattern_compares_one_fact_with_another(engine):
                 assert not isinstance(operand, (dict, list)), name
 
 
-def test_negated_derived_facts_only_appear_in_later_strata_behind_a_marker(engine):
+def test_negated_derived_facts_are_read_from_the_marker_of_a_later_stratum(engine):
+    # A negated derived fact is final only once every rule deriving it has run: the rule testing it waits for the
+    # marker of a later stratum, which says whether the fact holds. No engine rule joins a $not pattern.
     negating = 0
     for name, engine_rule in engine.program.rules.items():
         patterns = dict(_patterns(engine.program.ruleset[name]))
-        if any(alias.endswith("$not") for alias in patterns):
+        assert not any(alias.endswith("$not") for alias in patterns), name
+        negated = [lit.name for lit in engine_rule.conjunction if isinstance(lit, DerivedTest) and not lit.present]
+        if negated:
             negating += 1
             assert engine_rule.stratum >= 1
-            assert patterns["s"] == {"$and": [{"t": "stratum"}, {"n": engine_rule.stratum}]}
+            marker = patterns["s"]["$and"]
+            assert marker[:2] == [{"t": "stratum"}, {"n": engine_rule.stratum}], name
+            assert all({fact: False} in marker for fact in negated), name
+            assert all(fact in engine.program.marker_facts[engine_rule.stratum - 1] for fact in negated), name
     assert negating == 9  # D06, R32a, R32b, R33, R34, R35 (two engine rules), R36a, R36b: the DATA_BLOCK gates
     assert engine.program.strata == 2
+    assert engine.program.marker_facts == (("ADVANCED_DISEASE", "AGE_KNOWN", "DATA_BLOCK"),)
+
+
+def test_a_derived_fact_settled_below_a_rules_stratum_is_a_marker_field_and_one_of_its_own_stratum_a_pattern(
+        engine):
+    # R32a (stratum 1) needs ALK_INHIBITOR_ELIGIBLE, which D06 derives in stratum 1 too:
+    # that fact is joined as a pattern (it may come after the marker); AGE_KNOWN, derived in stratum 0, is final by
+    # then and is read from the marker, as is the absence of DATA_BLOCK. Stratum-0 rules join their derived facts.
+    r32a = dict(_patterns(engine.program.ruleset["R32a.0"]))
+    assert {"AGE_KNOWN": True} in r32a["s"]["$and"] and {"DATA_BLOCK": False} in r32a["s"]["$and"]
+    joined = [body["$and"][1] for alias, body in r32a.items() if alias.startswith("d")]
+    assert joined == [{"name": "ALK_INHIBITOR_ELIGIBLE"}]
+    r10 = dict(_patterns(engine.program.ruleset["R10.0"]))
+    assert "s" not in r10 and r10["d0"] == {"$and": [{"t": "derived"}, {"name": "ADVANCED_DISEASE"}]}
+    assert sum(len(rule["all"]) for rule in engine.program.ruleset.values()) == 89  # was 113 with joins and $nots
 
 
 def test_some_rule_matches_every_patient(engine):
@@ -204,6 +227,31 @@ def test_a_branch_the_engine_cannot_hold_is_refused_with_its_size(rulebook):
         assert (problem.rule, problem.path) == ("R37", "when")
         assert problem.message == (f"condition branch R37.0 needs {slots} engine expression slots (limit 30); "
                                    "split the rule")
+
+
+def test_a_branch_reading_more_settled_facts_than_a_marker_can_hold_is_refused(rulebook):
+    # The derived facts a rule of stratum k reads from marker k are tests of the marker's one pattern, which holds
+    # 30 of the engine's expression slots (t and n take two): past them, a clear refusal, not the engine's error 113.
+    import pytest
+
+    from imt_cds.core.conditions import All
+    from imt_cds.core.errors import RulebookError
+
+    d01 = rulebook.rule("D01")
+    for count in (28, 29):
+        extra = [dataclasses.replace(d01, id=f"D{60 + i}", derives=f"EXTRA_{i}") for i in range(count)]
+        gate = dataclasses.replace(rulebook.rule("R37"), when=All(tuple(
+            DerivedTest(f"EXTRA_{i}", present=False) for i in range(count))))
+        rules = (*(gate if r.id == "R37" else r for r in rulebook.rules), *extra)
+        if count == 28:
+            (branch,) = compile_rulebook(dataclasses.replace(rulebook, rules=rules)).branches("R37")
+            assert branch.stratum == 1 and len(branch.definition["all"][0]["s"]["$and"]) == 30
+            continue
+        with pytest.raises(RulebookError) as caught:
+            compile_rulebook(dataclasses.replace(rulebook, rules=rules))
+        (problem,) = caught.value.problems
+        assert (problem.rule, problem.path) == ("R37", "when")
+        assert problem.message == "condition branch R37.0 tests 29 derived facts (limit 28); split the rule"
 
 
 def test_each_reason_names_the_rulebook_parameter_its_test_compares_with(engine):

@@ -14,7 +14,7 @@ def _marker(definition):
     first = definition["all"][0]
     if "s" not in first:
         return 0
-    (kind, number) = first["s"]["$and"]
+    (kind, number, *settled_facts) = first["s"]["$and"]  # (then the derived facts it reads from the marker)
     assert kind == {"t": "stratum"}
     return number["n"]
 

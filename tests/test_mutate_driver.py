@@ -109,8 +109,8 @@ def test_the_ids_are_mutmuts_own():
     mutants = {number: (line, mutated)
                for number, line, _, mutated in mutate.mutants_of(ROOT / "imt_cds/core/engine.py")}
     assert "DEFAULT_MAX_FIRINGS = 10001" in mutants[1][1]
-    assert "message.index('\"', 3)" in mutants[61][1]
-    assert "@lru_cache(maxsize=2)" in mutants[118][1]
+    assert "message.index('\"', 3)" in mutants[74][1]
+    assert "@lru_cache(maxsize=2)" in mutants[131][1]
 
 
 @pytest.mark.slow

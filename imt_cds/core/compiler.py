@@ -13,11 +13,17 @@ construct becomes engine rules, and which engine defect (engineering/durable-rul
 - **Derived facts are engine facts** asserted by the actions of their rules and matched by other rules: forward
   chaining happens in the engine. Asserting one twice would raise inside the action, so the engine module asserts
   each distinct derived fact once per evaluation.
-- **Negation of derived facts is stratified.** durable-rules has no truth maintenance: a ``$not`` is decided when
-  the rule is evaluated, so it depends on assertion order. Each rule gets a stratum: one more than the strata of
-  the facts it negates. Rules of stratum k > 0 also match a marker fact ``{t: stratum, n: k}`` that the engine
-  module asserts only after everything below k has run to completion, so every negated fact is final when tested.
-  A negation cycle is a rulebook error.
+- **Negation of derived facts is stratified.** durable-rules has no truth maintenance: a ``$not`` would be decided
+  when the rule is evaluated, so it would depend on assertion order. Each rule gets a stratum: one more than the
+  strata of the facts it negates. Rules of stratum k > 0 also match a marker fact ``{t: stratum, n: k}`` that the
+  engine module asserts only after everything below k has run to completion. A negation cycle is a rulebook error.
+- **The marker says which settled derived facts hold.** A derived fact all of whose rules are in strata below k is
+  final when marker k is asserted, so the marker carries it as a field (``"DATA_BLOCK": false``) and a rule of
+  stratum k tests that field instead of joining the fact (or a ``$not`` of it) as a pattern of its own: every
+  negation is read so, and no ``$not`` is compiled. Same matches, fewer patterns: durable-rules allocates and
+  zeroes ~8 KiB per pattern of the ruleset in every new session, whatever the patient (docs/performance.md). A
+  derived fact that a rule of the same stratum derives is still joined. Derived names are upper-case (the schema's
+  ``DERIVED_NAME``), so no field of a marker is ``sid``, ``t`` or ``n``.
 - **Suppression is done by rules:** a suppressible rule's action also asserts a *candidate* fact; the suppression
   rule joins candidates with its derived fact (two facts, no property compared between them: no cross-fact join
   condition, which the engine can crash on) and its firing marks the candidate suppressed.
@@ -87,6 +93,8 @@ class Program:
     ruleset: Mapping[str, Any]
     rules: Mapping[str, EngineRule]
     strata: int  # number of strata; markers 1..strata-1 are asserted in turn
+    # marker_facts[k - 1]: the settled derived facts marker k says hold or not (each a field, true or false)
+    marker_facts: tuple[tuple[str, ...], ...]
     encode_patient: Callable[[tuple[Any, ...], list[str], str], str]  # (leaf values, their JSON, session id)
 
     def __post_init__(self) -> None:
@@ -125,6 +133,7 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
         if rule.when is None:
             continue
         stratum = strata[rule.id]
+        settled = _settled(rulebook, strata, rule, stratum)
         order = _literal_order(rule)
         # the suppression whose candidate fact this rule's findings assert (the last one, if several name it)
         suppressors = rulebook.suppressors(rule.id)
@@ -146,7 +155,7 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
                     index += 1
                     engine_rules.append(
                         _engine_rule(name, rule, stratum, conjunction, findings, candidate_for, order, fields,
-                                     parameters, problems)
+                                     parameters, problems, settled)
                     )
     if not any(r.rule is not None and not r.conjunction and not r.suppression for r in engine_rules):
         engine_rules.append(_anchor())
@@ -185,8 +194,20 @@ def _program(rulebook: Rulebook, engine_rules: list[EngineRule], strata: int,
         ruleset=MappingProxyType({r.name: dict(r.definition) for r in engine_rules}),
         rules=MappingProxyType({r.name: r for r in engine_rules}),
         strata=strata,
+        marker_facts=tuple(
+            tuple(sorted({name for r in engine_rules if r.stratum == k for name in _marker_fields(r.definition)}))
+            for k in range(1, strata)
+        ),
         encode_patient=_patient_encoder(fields),
     )
+
+
+def _marker_fields(definition: Mapping[str, Any]) -> list[str]:
+    """The derived facts an engine rule reads from its stratum's marker (the fields it tests beside t and n)."""
+    for pattern in definition["all"]:
+        if "s" in pattern:
+            return [name for test in pattern["s"]["$and"][2:] for name in test]
+    return []
 
 
 # --- strata -------------------------------------------------------------------------------------------------------
@@ -222,18 +243,36 @@ def _strata(rulebook: Rulebook) -> dict[str, int]:
     return strata
 
 
+def _settled(rulebook: Rulebook, strata: Mapping[str, int], rule: Rule, stratum: int) -> frozenset[str]:
+    """The derived facts a rule tests that only rules of strata below its own derive: final at its marker."""
+    if stratum == 0:
+        return frozenset()
+    return frozenset(lit.name for lit in rule.literals if isinstance(lit, DerivedTest)
+                     and all(strata[producer.id] < stratum for producer in rulebook.deriving(lit.name)))
+
+
 # --- engine rules -------------------------------------------------------------------------------------------------
 
 
 def _engine_rule(name: str, rule: Rule, stratum: int, conjunction: Conjunction, findings: tuple[FindingSpec, ...],
                  candidate_for: str | None, order: Mapping[Atom | DerivedTest, int], fields: Mapping[str, FactField],
-                 parameters: Mapping[str, float], problems: list[RulebookProblem]) -> EngineRule:
+                 parameters: Mapping[str, float], problems: list[RulebookProblem],
+                 settled: frozenset[str]) -> EngineRule:
     atoms = [lit for lit in conjunction if isinstance(lit, Atom)]
-    present = [lit for lit in conjunction if isinstance(lit, DerivedTest) and lit.present]
-    absent = [lit for lit in conjunction if isinstance(lit, DerivedTest) and not lit.present]
+    # Derived facts settled below this stratum are read from its marker; the others are joined as facts.
+    derived = [lit for lit in conjunction if isinstance(lit, DerivedTest)]
+    from_marker = [lit for lit in derived if lit.name in settled]
+    present = [lit for lit in derived if lit.present and lit.name not in settled]
+    absent = [lit for lit in derived if not lit.present and lit.name not in settled]
     patterns: list[dict[str, Any]] = []
     if stratum > 0:
-        patterns.append({"s": {"$and": [{"t": STRATUM}, {"n": stratum}]}})
+        marker_tests: list[dict[str, Any]] = [{"t": STRATUM}, {"n": stratum}]
+        marker_tests.extend({lit.name: lit.present} for lit in from_marker)
+        if len(marker_tests) > _MAX_SLOTS:
+            problems.append(RulebookProblem(rule.file, f"condition branch {name} tests {len(from_marker)} derived "
+                                                       f"facts (limit {_MAX_SLOTS - 2}); split the rule", rule.id,
+                                            "when"))
+        patterns.append({"s": {"$and": marker_tests}})
     if atoms or not (present or absent):
         tests = [_compile_atom(atom, fields[atom.path], parameters) for atom in atoms]
         slots = 1 + sum(_slots(t) for t in tests)
@@ -243,10 +282,8 @@ def _engine_rule(name: str, rule: Rule, stratum: int, conjunction: Conjunction, 
         patterns.append(_pattern("p", PATIENT, tests))
     for i, lit in enumerate(present):
         patterns.append(_pattern(f"d{i}", DERIVED, [{"name": lit.name}]))
-    for i, lit in enumerate(absent):
-        if stratum == 0:  # cannot happen: negation forces stratum >= 1; guard the invariant the engine relies on
-            raise AssertionError(f"{name}: negation in stratum 0")
-        patterns.append({f"n{i}$not": {"$and": [{"t": DERIVED}, {"name": lit.name}]}})
+    if absent:  # cannot happen: a negated fact's rules are all in lower strata; guard the invariant relied on
+        raise AssertionError(f"{name}: negation of {absent[0].name}, which is not settled below stratum {stratum}")
 
     asserts: list[str] = []
     if rule.derives:

@@ -21,6 +21,8 @@ It drives durable-rules' C entry points directly instead of through ``durable.en
 - **A loop guard** bounds the number of firings per evaluation.
 - **Derived facts are asserted once each** (asserting an identical fact twice raises inside the action and
   silently skips the rest of it).
+- **A stratum's marker says which settled derived facts hold** (compiler.py): one holds when a rule deriving it has
+  fired in this evaluation, read from this session's own firings once everything below the stratum has run.
 
 Above the engine, ``Engine`` is the public entry point: validate, run, build the assessment.
 """
@@ -69,7 +71,14 @@ class _DurableRuleset:
         self._actions = {
             name: (rule.asserts, rule.suppression is not None) for name, rule in program.rules.items()
         }
-        self._markers = tuple('{"sid":"%s","t":"' + STRATUM + f'","n":{k}}}' for k in range(1, program.strata))
+        # Marker k: its head (a "%s" for the session id) and, for each settled derived fact it reports, the field
+        # written when the fact holds and when it does not (compiler.py: the rules of stratum k test these fields).
+        self._markers = tuple(
+            ('{"sid":"%s","t":"' + STRATUM + f'","n":{k}',
+             tuple((name, f',"{name}":true', f',"{name}":false') for name in names))
+            for k, names in enumerate(program.marker_facts, 1)
+        )
+        self._derives = {name: rule.derives for name, rule in program.rules.items() if rule.derives is not None}
         try:
             self._handle = _dre.create_ruleset(program.rulebook.name, program.ruleset_json())
         except _dre.error as exc:
@@ -92,7 +101,7 @@ class _DurableRuleset:
                 for marker in self._markers:  # stratum k starts only once everything below it has run
                     if state.failure is not None:
                         break
-                    state.assert_and_drain(marker % sid)
+                    state.assert_and_drain(self.marker_fact(marker, sid, state.firings))
             finally:
                 try:
                     _dre.delete_state(self._handle, sid)
@@ -103,6 +112,14 @@ class _DurableRuleset:
                     state.failure if isinstance(state.failure, BaseException) else None
                 )
             return state.firings
+
+    def marker_fact(self, marker: tuple[str, tuple[tuple[str, str, str], ...]], sid: str,
+                    firings: Sequence[Firing]) -> str:
+        """A stratum's marker fact: each settled derived fact it reports holds when a rule deriving it has fired."""
+        head, fields = marker
+        derives = self._derives
+        held = {derives[name] for name, _ in firings if name in derives}
+        return head % sid + "".join(true if fact in held else false for fact, true, false in fields) + "}"
 
 
 class _Run:

@@ -47,7 +47,7 @@ def c_engine_split(engine: Engine, facts: list, rounds: int, calls: int) -> tupl
     program = engine.program
     handle = engine._ruleset._handle
     actions = engine._ruleset._actions
-    markers = engine._ruleset._markers
+    ruleset = engine._ruleset
     values = [leaf_values(f) for f in facts]
     leaves = [render_leaves(v) for v in values]
     clock = time.perf_counter_ns
@@ -58,7 +58,9 @@ def c_engine_split(engine: Engine, facts: list, rounds: int, calls: int) -> tupl
             sid = f"p{round_}-{i}"
             text = program.encode_patient(values[i % len(values)], leaves[i % len(values)], sid)
             asserted: set[str] = set()
-            for fact in [text, *(m % sid for m in markers)]:
+            fired: list[tuple[str, None]] = []
+            for marker in [None, *ruleset._markers]:  # the patient, then each stratum's marker (built from the firings)
+                fact = text if marker is None else ruleset.marker_fact(marker, sid, fired)
                 t = clock()
                 result, state = dre.assert_fact(handle, fact)
                 c_total += clock() - t
@@ -70,7 +72,9 @@ def c_engine_split(engine: Engine, facts: list, rounds: int, calls: int) -> tupl
                 message = started[1] if started else None
                 while message is not None:
                     t = clock()
-                    templates = actions[message[2:message.index('"', 2)]][0]
+                    name = message[2:message.index('"', 2)]
+                    fired.append((name, None))
+                    templates = actions[name][0]
                     py_total += clock() - t
                     for template in templates:
                         if template not in asserted:
