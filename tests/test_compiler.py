@@ -254,6 +254,22 @@ def test_a_branch_reading_more_settled_facts_than_a_marker_can_hold_is_refused(r
         assert problem.message == "condition branch R37.0 tests 29 derived facts (limit 28); split the rule"
 
 
+def test_a_negation_the_marker_cannot_settle_is_an_invariant_broken_not_a_rule_left_out(rulebook):
+    # The loader refuses a derived fact no rule derives; a rulebook built in code that negates one (with a fact
+    # that is derived, so that the rule has a joined pattern to keep) must not compile into a rule that silently
+    # drops the negation.
+    import pytest
+
+    from imt_cds.core.conditions import All
+
+    gate = dataclasses.replace(rulebook.rule("R37"), when=All((DerivedTest("AGE_KNOWN"),
+                                                               DerivedTest("NO_RULE_DERIVES_IT", present=False))))
+    rules = tuple(gate if r.id == "R37" else r for r in rulebook.rules)
+    with pytest.raises(AssertionError) as caught:
+        compile_rulebook(dataclasses.replace(rulebook, rules=rules))
+    assert str(caught.value) == "R37.0: negation of NO_RULE_DERIVES_IT, which is not settled below stratum 0"
+
+
 def test_each_reason_names_the_rulebook_parameter_its_test_compares_with(engine):
     from imt_cds.core.conditions import Atom, ParamRef
 
