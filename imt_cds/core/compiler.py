@@ -123,6 +123,7 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
     strata = _strata(rulebook)
     engine_rules: list[EngineRule] = []
     problems: list[RulebookProblem] = []
+    marker_facts: dict[int, set[str]] = {}  # stratum -> the settled derived facts its marker reports
 
     for rule in rulebook.rules:
         if rule.reasons:  # a grouping rule (D04): its reason rules carry the conditions
@@ -134,6 +135,8 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
             continue
         stratum = strata[rule.id]
         settled = _settled(rulebook, strata, rule, stratum)
+        if settled:
+            marker_facts.setdefault(stratum, set()).update(settled)
         order = _literal_order(rule)
         # the suppression whose candidate fact this rule's findings assert (the last one, if several name it)
         suppressors = rulebook.suppressors(rule.id)
@@ -161,7 +164,7 @@ def compile_rulebook(rulebook: Rulebook) -> Program:
         engine_rules.append(_anchor())
     if problems:
         raise RulebookError(problems)
-    return _program(rulebook, engine_rules, max(strata.values(), default=0) + 1, fields)
+    return _program(rulebook, engine_rules, max(strata.values(), default=0) + 1, fields, marker_facts)
 
 
 def compile_probe(rulebook: Rulebook) -> tuple[Program, dict[str, Atom]]:
@@ -187,27 +190,16 @@ def _anchor() -> EngineRule:
     return EngineRule(ANCHOR, None, 0, (), (), definition={"all": [_pattern("p", PATIENT, [])]})
 
 
-def _program(rulebook: Rulebook, engine_rules: list[EngineRule], strata: int,
-             fields: Mapping[str, FactField]) -> Program:
+def _program(rulebook: Rulebook, engine_rules: list[EngineRule], strata: int, fields: Mapping[str, FactField],
+             marker_facts: Mapping[int, set[str]] | None = None) -> Program:
     return Program(
         rulebook=rulebook,
         ruleset=MappingProxyType({r.name: dict(r.definition) for r in engine_rules}),
         rules=MappingProxyType({r.name: r for r in engine_rules}),
         strata=strata,
-        marker_facts=tuple(
-            tuple(sorted({name for r in engine_rules if r.stratum == k for name in _marker_fields(r.definition)}))
-            for k in range(1, strata)
-        ),
+        marker_facts=tuple(tuple(sorted((marker_facts or {}).get(k, ()))) for k in range(1, strata)),
         encode_patient=_patient_encoder(fields),
     )
-
-
-def _marker_fields(definition: Mapping[str, Any]) -> list[str]:
-    """The derived facts an engine rule reads from its stratum's marker (the fields it tests beside t and n)."""
-    for pattern in definition["all"]:
-        if "s" in pattern:
-            return [name for test in pattern["s"]["$and"][2:] for name in test]
-    return []
 
 
 # --- strata -------------------------------------------------------------------------------------------------------
