@@ -270,6 +270,26 @@ def test_a_negation_the_marker_cannot_settle_is_an_invariant_broken_not_a_rule_l
     assert str(caught.value) == "R37.0: negation of NO_RULE_DERIVES_IT, which is not settled below stratum 0"
 
 
+def test_a_third_stratum_reads_from_its_marker_what_the_second_derived(rulebook):
+    # R37 rebuilt to negate ALK_INHIBITOR_ELIGIBLE, which D06 derives in stratum 1: R37 runs in stratum 2 and reads
+    # that fact (and ADVANCED_DISEASE, from stratum 0) from marker 2, which the engine asserts once stratum 1 is done.
+    from imt_cds.core.conditions import All
+
+    gate = dataclasses.replace(rulebook.rule("R37"), when=All((
+        DerivedTest("ADVANCED_DISEASE"), DerivedTest("ALK_INHIBITOR_ELIGIBLE", present=False))))
+    three = dataclasses.replace(rulebook, rules=tuple(gate if r.id == "R37" else r for r in rulebook.rules))
+    engine = Engine(three)
+    assert engine.program.strata == 3 and {er.stratum for er in engine.program.branches("R37")} == {2}
+    assert engine.program.marker_facts[1] == ("ADVANCED_DISEASE", "ALK_INHIBITOR_ELIGIBLE")
+    unresectable = {"age_years": 8, "tumor": {"resectability": "unresectable"}}
+    eligible = engine.evaluate({**unresectable, "molecular": {"alk": {"status": "positive"}}})
+    assert "REC_CRIZOTINIB_ALK" in eligible.codes and "FLAG_NO_APPROVED_TARGETED_AGENT" not in eligible.codes
+    not_eligible = engine.evaluate({**unresectable, "molecular": {"alk": {"status": "negative"}}})
+    assert "FLAG_NO_APPROVED_TARGETED_AGENT" in not_eligible.codes
+    local = engine.evaluate({"age_years": 8, "tumor": {"resectability": "resectable", "distant_disease": False}})
+    assert "FLAG_NO_APPROVED_TARGETED_AGENT" not in local.codes  # not advanced: the marker's true is tested too
+
+
 def test_each_reason_names_the_rulebook_parameter_its_test_compares_with(engine):
     from imt_cds.core.conditions import Atom, ParamRef
 
