@@ -351,3 +351,47 @@ def test_negated_tests_of_open_ended_fields_hold_exactly_as_the_rules_readme_rea
 def test_a_rulebook_without_rules_compiles_to_the_anchor_alone_in_one_stratum(rulebook):
     program = compile_rulebook(dataclasses.replace(rulebook, rules=()))
     assert (list(program.rules), program.strata) == ([ANCHOR], 1)  # no rule, so no stratum marker to assert
+
+
+def _named(program):
+    """The fields the patterns of a program test, read by this file's own walker."""
+    return {field for rule in program.ruleset.values() for _, body in _patterns(rule)
+            for _, field, _ in _leaves(body)} - {"t", "n", "name", "by"}
+
+
+def _patient_fields(program, facts):
+    from imt_cds.core.fact_fields import leaf_values
+    from imt_cds.core.validation import parse_facts, render_leaves
+
+    values = leaf_values(parse_facts(facts))
+    return set(orjson.loads(program.encode_patient(values, render_leaves(values), "s"))) - {"sid", "t"}
+
+
+def test_the_patient_fact_carries_exactly_the_fields_some_pattern_tests(rulebook, engine):
+    # Every field a pattern names must be in the fact (a missing key never matches, not even a test for null); a
+    # field no pattern names is left out (the engine copies the fact into the message of every rule that fires).
+    # Markers' fields (derived names) are not the patient's.
+    program = engine.program
+    named = _named(program) - set(program.marker_facts[0])
+    assert _patient_fields(program, {}) == named
+    assert {"molecular.alk.status", "age_years", "tumor.size_cm"} <= named  # an equality, a $neq, a $gt
+    assert "tumor.site" not in named and "molecular.ros1.fusion_partner" not in named  # no shipped rule tests them
+    # A rulebook whose rule tests them: the fact carries them, and the rule fires on them. The rule negates a
+    # derived fact, so it is of stratum 1 and its patient pattern comes after its marker's.
+    from imt_cds.core.conditions import All, Atom
+
+    site = Atom("tumor.site", "is", "thoracic")
+    partner = Atom("molecular.ros1.fusion_partner", "is_not", None)  # compiles to a $neq
+    r37 = dataclasses.replace(rulebook.rule("R37"), when=All((DerivedTest("CONTRADICTION", present=False), site,
+                                                              partner)))
+    wider = Engine(dataclasses.replace(rulebook, rules=tuple(r37 if r.id == "R37" else r for r in rulebook.rules)))
+    assert [alias for alias, _ in _patterns(wider.program.ruleset["R37.0"])] == ["s", "p"]
+    assert _patient_fields(wider.program, {}) == named | {"tumor.site", "molecular.ros1.fusion_partner"}
+    thoracic = {"tumor": {"site": "thoracic"}, "molecular": {"ros1": {"status": "positive", "fusion_partner": "TPM3"}}}
+    assert "FLAG_NO_APPROVED_TARGETED_AGENT" in wider.evaluate(thoracic).codes
+    assert "FLAG_NO_APPROVED_TARGETED_AGENT" not in wider.evaluate({"tumor": {"site": "thoracic"}}).codes
+    # The probe's program (one rule per fact test) sends the fields its own patterns test.
+    from imt_cds.core.compiler import compile_probe
+
+    probe, _ = compile_probe(wider.rulebook)
+    assert _patient_fields(probe, {}) == _named(probe) == named | {"tumor.site", "molecular.ros1.fusion_partner"}
