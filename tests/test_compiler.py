@@ -395,3 +395,14 @@ def test_the_patient_fact_carries_exactly_the_fields_some_pattern_tests(rulebook
 
     probe, _ = compile_probe(wider.rulebook)
     assert _patient_fields(probe, {}) == _named(probe) == named | {"tumor.site", "molecular.ros1.fusion_partner"}
+
+
+def test_the_fields_sent_are_read_from_a_definition_at_any_depth():
+    # The compiler writes "all" rules only; were it to write another shape, the fields it tests must still be sent
+    # (a field left out would make its tests silently never match).
+    from imt_cds.core.compiler import _named_fields
+
+    definition = {"any": [{"p": {"$and": [{"t": "patient"}, {"$or": [{"a.b": 1}, {"$lt": {"c.d": 2}}]}]}},
+                          {"$not": {"p": {"e": None}}}]}
+    named = _named_fields([definition, {"all": [{"p": {"f.g": True}}]}])
+    assert {"a.b", "c.d", "e", "f.g"} <= named

@@ -206,25 +206,23 @@ def _program(rulebook: Rulebook, engine_rules: list[EngineRule], strata: int, fi
 
 
 def _named_fields(definitions: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """The fact fields the patterns of engine rules test (read from the definitions the engine is given, so that
-    the patient fact cannot lack a field a pattern names, whatever built the pattern)."""
+    """Every name the engine rules' definitions hold, at any depth: among them, every fact field a pattern tests.
+    Read from the definitions the engine is given, whatever built them and however they nest (``all``, ``$and``,
+    ``$or``, an operator's ``{field: operand}``), so that the patient fact cannot lack a field a pattern names. The
+    other names (``all``, aliases, operators, ``t``) are no field's, and the encoder sends fields only."""
     named: set[str] = set()
 
-    def visit(test: Any) -> None:
-        if isinstance(test, list):
-            for item in test:
+    def visit(node: Any) -> None:
+        if isinstance(node, Mapping):
+            named.update(node)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for item in node:
                 visit(item)
-        elif isinstance(test, Mapping):
-            for key, value in test.items():
-                if key.startswith("$"):
-                    visit(value)  # $and/$or: a list of tests; $neq/$gt/...: {field: operand}
-                else:
-                    named.add(key)
 
     for definition in definitions:
-        for pattern in definition.get("all", ()):
-            for body in pattern.values():
-                visit(body)
+        visit(definition)
     return frozenset(named)
 
 
