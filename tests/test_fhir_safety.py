@@ -679,6 +679,32 @@ def test_wrong_patient_two_different_versions_of_one_resource_refuse_the_chart(c
     assert any(p.where == "entry[0]" and "not a FHIR resource" in p.message for p in twice.problems)
 
 
+def test_wrong_cancer_two_different_resources_under_one_full_url_refuse_the_chart():
+    """A reference to a fullUrl that two different resources bear (FHIR bdl-7 says a Bundle's fullUrls are unique)
+    would resolve to whichever was sent first: here the metastasis would be the IMT's (distant disease) or the lung
+    cancer's, by the order of the entries. Refused in either order, naming both."""
+    met = secondary("met", extension=[{"url": "http://hl7.org/fhir/StructureDefinition/condition-related",
+                                       "valueReference": {"reference": "urn:uuid:0f1e"}}])
+    entries = [{"resource": r, **({"fullUrl": "urn:uuid:0f1e"} if r["id"] in ("imt", "nsclc") else {})}
+               for r in chart(LUNG_CANCER, met)]
+    for order in (entries, [entries[0], entries[2], entries[1], entries[3]]):
+        with pytest.raises(ChartRefusedError) as raised:
+            facts_from_bundle({"resourceType": "Bundle", "type": "collection", "entry": order}, ON)
+        assert raised.value.reason == "conflicting_copies"
+        assert [p.message for p in raised.value.problems] == [
+            "the chart holds two different resources (Condition/imt, Condition/nsclc) under one fullUrl, "
+            "urn:uuid:0f1e; which one a reference to it means cannot be established, so nothing is evaluated (a "
+            "Bundle's fullUrls must be unique)"]
+    # One resource under its fullUrl in two searches (two Bundles of a prefetch) is one resource, also without an id
+    # (its two entries then bear two names, entry[i], and one content).
+    anonymous = {key: value for key, value in met.items() if key != "id"}
+    searches = [{"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"fullUrl": "urn:uuid:0f1e", "resource": copy.deepcopy(IMT)},
+        {"fullUrl": "urn:uuid:9a9a", "resource": copy.deepcopy(anonymous)}]} for _ in range(2)]
+    result = facts_from_resources([copy.deepcopy(PATIENT), *searches], ON)
+    assert result.ok and result.facts.tumor.distant_disease is True
+
+
 @pytest.mark.parametrize("base", ["https://ehr.example/fhir", "http://ehr.example/fhir", "https://ehr.example"])
 def test_wrong_patient_a_reference_to_another_server_or_of_another_shape_is_not_the_patient(base):
     surgery = {"resourceType": "Procedure", "id": "s", "status": "completed",

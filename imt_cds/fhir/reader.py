@@ -334,11 +334,15 @@ class _Chart:
     outcomes: list[tuple[str, Mapping[str, Any]]]  # the server's OperationOutcomes
     bases: frozenset[str]  # server bases of the absolute fullUrls ("https://ehr/fhir")
     copies: bool  # whether two items bear one label (see without_copies)
+    # (fullUrl, label, label): two different resources under one fullUrl (see without_copies)
+    shared_urls: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def gather(cls, values: Iterable[Any]) -> _Chart:
         items: list[_Item] = []
         aliases: dict[str, str] = {}
+        bearer: dict[str, _Item] = {}  # fullUrl -> the first item under it
+        shared_urls: list[tuple[str, str, str]] = []
         outcomes: list[tuple[str, Mapping[str, Any]]] = []
         labels: set[str] = set()
         readable = 0
@@ -348,11 +352,16 @@ class _Chart:
             nonlocal readable
             label = resource_label(resource, len(items))
             url = full_url if isinstance(full_url, str) and full_url else None
-            items.append(_Item(resource, label, url, None, entry_modifiers))
+            item = _Item(resource, label, url, None, entry_modifiers)
+            items.append(item)
             labels.add(label)
             readable += 1
             if url is not None:
                 aliases.setdefault(url, label)
+                first = bearer.setdefault(url, item)
+                if first.label != label and first.resource != resource:  # (one resource in two searches is one)
+                    one, other = sorted((first.label, label))
+                    shared_urls.append((url, one, other))
             if resource["resourceType"] == "OperationOutcome":
                 outcomes.append((label, resource))
 
@@ -406,12 +415,20 @@ class _Chart:
                         add(resource, entry.get("fullUrl"), _entry_modifiers(entry))
         bases = frozenset(url.rstrip("/").rsplit("/", 2)[0] for url in aliases
                           if url.startswith(("http://", "https://")) and url.rstrip("/").count("/") >= 4)
-        return cls(items, aliases, outcomes, bases, len(labels) < readable)
+        return cls(items, aliases, outcomes, bases, len(labels) < readable, tuple(sorted(shared_urls)))
 
     def without_copies(self) -> _Chart:
         """The chart with each resource once: identical copies (one resource in two prefetch searches) are read
         once; different contents under one name (two versions of a resource, or two servers' resources of the same
         id) refuse the chart, since which one is meant cannot be established."""
+        if self.shared_urls:
+            # A reference to the fullUrl resolves to whichever came first: which resource it means (the IMT or
+            # another cancer, the patient or someone else) would depend on the order the server sent them in.
+            url, one, other = self.shared_urls[0]
+            raise ChartRefusedError("conflicting_copies", f"the chart holds two different resources ({one}, {other}) "
+                                    f"under one fullUrl, {_short(url)}; which one a reference to it means cannot be "
+                                    "established, so nothing is evaluated (a Bundle's fullUrls must be unique)",
+                                    _short(url))
         if not self.copies:
             return self
         seen: dict[str, _Item] = {}
