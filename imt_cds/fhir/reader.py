@@ -340,8 +340,7 @@ class _Chart:
     @classmethod
     def gather(cls, values: Iterable[Any]) -> _Chart:
         items: list[_Item] = []
-        aliases: dict[str, str] = {}
-        bearer: dict[str, _Item] = {}  # fullUrl -> the first item under it
+        bearer: dict[str, _Item] = {}  # fullUrl -> the first item under it (a reference to it names that one)
         shared_urls: list[tuple[str, str, str]] = []
         outcomes: list[tuple[str, Mapping[str, Any]]] = []
         labels: set[str] = set()
@@ -357,7 +356,6 @@ class _Chart:
             labels.add(label)
             readable += 1
             if url is not None:
-                aliases.setdefault(url, label)
                 first = bearer.setdefault(url, item)
                 if first.label != label and first.resource != resource:  # (one resource in two searches is one)
                     one, other = sorted((first.label, label))
@@ -413,6 +411,7 @@ class _Chart:
                                            "a Bundle inside a Bundle is not read; skipped"))
                     else:
                         add(resource, entry.get("fullUrl"), _entry_modifiers(entry))
+        aliases = {url: first.label for url, first in bearer.items()}
         bases = frozenset(url.rstrip("/").rsplit("/", 2)[0] for url in aliases
                           if url.startswith(("http://", "https://")) and url.rstrip("/").count("/") >= 4)
         return cls(items, aliases, outcomes, bases, len(labels) < readable, tuple(sorted(shared_urls)))
@@ -420,7 +419,8 @@ class _Chart:
     def without_copies(self) -> _Chart:
         """The chart with each resource once: identical copies (one resource in two prefetch searches) are read
         once; different contents under one name (two versions of a resource, or two servers' resources of the same
-        id) refuse the chart, since which one is meant cannot be established."""
+        id), or two different resources under one fullUrl, refuse the chart, since which one is meant cannot be
+        established."""
         if self.shared_urls:
             # A reference to the fullUrl resolves to whichever came first: which resource it means (the IMT or
             # another cancer, the patient or someone else) would depend on the order the server sent them in.
