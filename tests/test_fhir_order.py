@@ -11,8 +11,11 @@ be the same for every order. Hypothesis shuffles:
   metastasis outranks an earlier M0 and the other way round, findings of the same time conflict, a secondary tumour
   and a worsening name the IMT, another primary cancer holds its unnamed findings, a medication and its progression.
 
+The same holds when a chart's entries come split among several Bundles, as a prefetch of several searches sends
+them (a reference by fullUrl then crosses Bundles).
+
 What is not compared: the words of a message and the order of a problem's resources (a conflict lists its findings
-in the order read), and an entry's position in its Bundle, which names a resource without an id.
+in the order read), and an entry's place, which names a resource without an id (``Bundle/x.entry[3]``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from test_fhir_safety import (
 
 from imt_cds import load_rulebook
 from imt_cds.core.errors import InvalidInputError
-from imt_cds.fhir.reader import facts_from_bundle
+from imt_cds.fhir.reader import facts_from_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINOLOGY = load_rulebook().terminology
@@ -79,13 +82,13 @@ CHARTS = {**PUBLISHED, **{name: _bundle(resources) for name, resources in OVER_T
 
 
 def _positionless(text):
-    return re.sub(r"entry\[\d+\]", "entry[*]", text)
+    return re.sub(r"(Bundle/[^ ,;()]*\.)?entry\[\d+\]", "entry[*]", text)
 
 
-def reading(bundle, attested):
-    """What must not depend on the order of the chart's resources."""
+def reading(bundles, attested):
+    """What must not depend on the order of the chart's resources, nor on the Bundles they come in."""
     try:
-        result = facts_from_bundle(bundle, ON, terminology=TERMINOLOGY, diagnosis_attested=attested)
+        result = facts_from_resources(bundles, ON, terminology=TERMINOLOGY, diagnosis_attested=attested)
     except InvalidInputError as refusal:
         return "refused", type(refusal).__name__, _positionless(str(refusal))
     return (
@@ -96,7 +99,7 @@ def reading(bundle, attested):
     )
 
 
-AS_GIVEN = {(name, attested): reading(bundle, attested)
+AS_GIVEN = {(name, attested): reading([bundle], attested)
             for name, bundle in CHARTS.items() for attested in (False, True)}
 SHUFFLABLE = sorted(name for name, bundle in CHARTS.items()
                     if bundle.get("resourceType") == "Bundle" and len(bundle.get("entry") or ()) > 1)
@@ -137,4 +140,15 @@ def test_a_charts_reading_does_not_depend_on_the_order_of_its_resources(name, at
     bundle = CHARTS[name]
     entries = list(bundle["entry"])
     random.shuffle(entries)
-    assert reading({**bundle, "entry": entries}, attested) == AS_GIVEN[(name, attested)]
+    assert reading([{**bundle, "entry": entries}], attested) == AS_GIVEN[(name, attested)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(SHUFFLABLE), st.booleans(), st.randoms(use_true_random=False), st.integers(2, 4))
+def test_a_charts_reading_is_the_same_with_its_entries_split_among_several_bundles(name, attested, random, parts):
+    bundle = CHARTS[name]
+    split: list[list] = [[] for _ in range(parts)]
+    for entry in bundle["entry"]:
+        split[random.randrange(parts)].append(entry)
+    searches = [{**bundle, "id": f"search-{n}", "entry": entries} for n, entries in enumerate(split)]
+    assert reading(searches, attested) == AS_GIVEN[(name, attested)]
