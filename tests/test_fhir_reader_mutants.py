@@ -418,7 +418,8 @@ def test_a_size_observation_without_the_longest_dimension_says_why_it_is_not_use
     result = read(chart(size("s", {"value": 3, "unit": "cm"}, dimension="33729-5")))
     assert result.facts.tumor.size_cm is None
     assert [(p.where, p.message, p.path) for p in result.problems] == [
-        ("Observation/s", "tumor size without a longest-dimension component (33728-7); not used", "tumor.size_cm")]
+        ("Observation/s", "tumor size without a longest-dimension component (LOINC 33728-7); not used",
+         "tumor.size_cm")]
 
 
 # --- the project's own code system --------------------------------------------------------------------------------

@@ -1201,6 +1201,76 @@ def test_fusion_a_sequence_change_beside_anything_saying_fusion_is_read_as_the_f
         assert not [p for p in result.problems if p.path == "molecular.alk.status"]
 
 
+LOCAL = "http://hospital.example.org/codes"  # a laboratory's own code system, whose codes may look like LOINC's
+
+
+def recoded(resource, old, new_system):
+    """``resource`` with every coding of code ``old`` moved to ``new_system`` (the same code, another code system)."""
+    text = json.dumps(resource).replace(f'{{"system": "http://loinc.org", "code": "{old}"}}',
+                                        f'{{"system": "{new_system}", "code": "{old}"}}')
+    assert text != json.dumps(resource)
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("code, present", [("48018-6", True), ("48018-6", False), ("LA9633-4", True),
+                                           ("LA9634-2", False)])
+def test_codes_a_variant_coded_from_another_code_system_makes_no_finding(code, present):
+    # A code means nothing without its system: a gene studied, Present or Absent of a laboratory's own code system
+    # is not LOINC's, so the result says nothing of ALK (not positive, not negative: unknown, and asked for).
+    result = read(chart(recoded(variant("v", ALK_GENE, present=present), code, LOCAL)))
+    assert result.ok and result.facts.molecular.alk.status == "unknown"
+    assert read(chart(variant("v", ALK_GENE, present=present))).facts.molecular.alk.status == (
+        "positive" if present else "negative")
+
+
+def test_codes_the_other_answer_of_any_code_system_is_still_a_doubt():
+    # Present from LOINC beside the code of Absent from another system (or the other way round) is no clear answer.
+    for present, other in ((True, "LA9634-2"), (False, "LA9633-4")):
+        doubted = variant("v", ALK_GENE, present=present)
+        doubted["valueCodeableConcept"]["coding"].append({"system": LOCAL, "code": other})
+        result = read(chart(doubted))
+        assert result.facts.molecular.alk.status == "unknown"
+        assert "variant Observation is neither clearly Present nor Absent; not used" in [
+            p.message for p in result.problems if p.where == "Observation/v"]
+
+
+def test_codes_a_tumour_size_whose_longest_dimension_is_of_another_code_system_is_not_read():
+    result = read(chart(recoded(size("s", 3), "33728-7", LOCAL)))
+    assert result.facts.tumor.size_cm is None
+    assert [(p.message, p.path) for p in result.problems if p.where == "Observation/s"] == [
+        ("tumor size without a longest-dimension component (LOINC 33728-7); not used", "tumor.size_cm")]
+    assert read(chart(size("s", 3))).facts.tumor.size_cm == 3.0
+
+
+@pytest.mark.parametrize("fusion", [
+    component("48018-6", {"coding": [{"system": "http://www.genenames.org", "code": "HGNC:7029"}]}, system=LOCAL),
+    component("48019-4", so("SO:0001565", "gene_fusion"), system=LOCAL),
+    component("95123-6", {"coding": [{"system": "http://www.genenames.org/geneId", "code": "HGNC:7029::HGNC:427"}]},
+              system=LOCAL),
+    component("81252-9", valueString="EML4::ALK", system=LOCAL),
+])
+def test_codes_what_says_fusion_from_another_code_system_does_not_outweigh_a_sequence_change(fusion):
+    # Only LOINC's codes say fusion: the same codes of another system leave the point mutation what it is.
+    described = variant("v", ALK_GENE)
+    described["component"] += [component("48004-6", valueString="NM_004304.5:c.3522C>A"), fusion]
+    assert read(chart(described)).facts.molecular.alk.status == "unknown"
+    loinc = json.loads(json.dumps(fusion).replace(LOCAL, "http://loinc.org"))
+    described["component"][-1] = loinc
+    assert read(chart(described)).facts.molecular.alk.status == "positive"
+
+
+@pytest.mark.parametrize("doubt", [
+    loinc_component("48002-0", "LA6683-2", "Germline"),
+    loinc_component("53037-8", "LA26333-7", "Uncertain significance"),
+    component("48004-6", valueString="NM_004304.5:c.3522C>A"),
+    component("48019-4", so("SO:1000002", "substitution")),
+])
+def test_codes_a_doubt_from_another_code_system_is_still_a_doubt(doubt):
+    # What only doubts a finding is read by its code whatever its system: another system's code never hides it.
+    doubted = variant("v", ALK_GENE)
+    doubted["component"].append(json.loads(json.dumps(doubt).replace("http://loinc.org", LOCAL, 1)))
+    assert doubted["component"][-1]["code"]["coding"][0]["system"] == LOCAL
+    assert read(chart(doubted)).facts.molecular.alk.status == "unknown"
 @pytest.mark.parametrize("code", ["SO:1000002", "SO:0000159", "SO:0000667", "SO:1000032", "SO:1000035", "SO:0001483",
                                   "SO:0002007", "SO:0001583", "SO:0001587", "SO:0001742", "SO:0001743", "SO:0001019"])
 def test_fusion_each_sequence_ontology_change_of_sequence_or_copy_number_is_read_by_its_code_alone(code):

@@ -130,6 +130,14 @@ TNM_M_CATEGORY = "399387003"  # SNOMED: the code of mCODE's TNM distant-metastas
 HGVS_CHANGES = MappingProxyType({"48004-6": "c.HGVS", "48005-3": "p.HGVS"})
 CHANGE_TYPE, DISCRETE_VARIANT, FUSION_TRANSCRIPT = "48019-4", "81252-9", "95123-6"
 MOLECULAR_CONSEQUENCE = "molecular-consequence"
+# A code means nothing without its system ("48018-6" of a laboratory's own code system is not LOINC's "Gene
+# studied"), so what makes a finding is read with LOINC's system, as every published example writes these codes: the
+# gene studied, Present and Absent, the longest dimension, and what says a variant is a fusion. What only raises a
+# doubt about a finding (a genomic source, a clinical significance, a change of sequence) is read by its code alone,
+# whatever its system: a code of another system never makes a finding, and never hides a doubt. The molecular
+# consequence is read by its code alone either way: Genomics Reporting 3.0.0 writes it in its TbdCodes code system
+# (http://hl7.org/fhir/uv/genomics-reporting/CodeSystem/tbd-codes-cs, its oncology Bundles in tests/fixtures) and
+# mCODE's gene fusion example (genomic-variant-fusion, BCR-ABL1) in the placeholder http://loinc.org-requested-cs.
 
 # The Observation codes (system, code) worth fetching for the rules: tumor size, genomic variants, the M category,
 # mCODE's history of metastatic cancer and cancer disease status (the codes of the shipped value sets
@@ -1468,7 +1476,7 @@ class _Reader:
         terms = self.terminology
         somatic, pathogenic = terms["variant-somatic-origin"], terms["variant-pathogenic-significance"]
         for component in _objects(observation, "component"):
-            codes = [c.code for c in _codings(_concept(component, "code"))]
+            codes = [c.code for c in _codings(_concept(component, "code"))]  # (a doubt: by its code alone)
             if GENOMIC_SOURCE in codes:
                 value = _concept(component, "valueCodeableConcept")
                 sources = _codings(value)
@@ -1491,7 +1499,7 @@ class _Reader:
         known = self.terminology.genes  # HGNC id -> (the facts' gene, its symbol): the rulebook's gene value sets
         try:
             for component in _objects(observation, "component"):
-                if not any(c.code == GENE_STUDIED for c in _codings(_concept(component, "code"))):
+                if (LOINC, GENE_STUDIED) not in _codings(_concept(component, "code")):
                     continue
                 concept = _concept(component, "valueCodeableConcept")
                 hgnc_codings = [c for c in _codings(concept) if c.system in HGNC_SYSTEMS]
@@ -1516,13 +1524,15 @@ class _Reader:
             return
         # Its genes known, what follows it says of their status (so, malformed, it is a finding not read: _Unread).
         self.bearing = tuple(dict.fromkeys(f"molecular.{known[hgnc][0]}.status" for hgnc in ours))
-        value = [c.code for c in _codings(_concept(observation, "valueCodeableConcept"))]
+        value = _codings(_concept(observation, "valueCodeableConcept"))
+        read = {c.code for c in value if c.system == LOINC}  # what makes the finding: LOINC's answer
+        said = {c.code for c in value}  # what may doubt it: the other answer's code, of any system
         not_the_imts = self._not_the_imts(observation, "variant")
         if not_the_imts is not None:
             for hgnc in ours:
                 self.skip(where, f"{known[hgnc][1]} {not_the_imts}", f"molecular.{known[hgnc][0]}.status")
             return
-        if PRESENT in value and ABSENT not in value:
+        if PRESENT in read and ABSENT not in said:
             status = "positive"
             why_not = self._not_a_tumour_fusion(observation, where, genes)
             if why_not is not None:
@@ -1531,7 +1541,7 @@ class _Reader:
                     self.skip(where, f"{symbol} variant present with {why_not}: not read as the tumour's fusion "
                                      "(status left unknown)", f"molecular.{gene}.status")
                 return
-        elif ABSENT in value and PRESENT not in value:
+        elif ABSENT in read and PRESENT not in said:
             status = "negative"
         else:
             self.skip(where, "variant Observation is neither clearly Present nor Absent; not used")
@@ -1562,10 +1572,7 @@ class _Reader:
             self.skip(where, not_the_imts, "tumor.size_cm")
             return
         for component in _objects(observation, "component"):
-            for coding in _codings(_concept(component, "code")):
-                if coding.code == LONGEST_DIMENSION:
-                    break
-            else:
+            if (LOINC, LONGEST_DIMENSION) not in _codings(_concept(component, "code")):
                 continue
             quantity = component.get("valueQuantity")
             if not isinstance(quantity, _OBJECT) or quantity.get("value") is None:
@@ -1594,7 +1601,7 @@ class _Reader:
             except OverflowError:
                 raise _Malformed("valueQuantity.value is out of range") from None
             return
-        self.skip(where, f"tumor size without a longest-dimension component ({LONGEST_DIMENSION}); not used",
+        self.skip(where, f"tumor size without a longest-dimension component (LOINC {LONGEST_DIMENSION}); not used",
                   "tumor.size_cm")
 
     def _project_fact(self, path: str, observation: Mapping[str, Any], where: str) -> None:
@@ -1833,6 +1840,13 @@ def _verification_said(condition: Mapping[str, Any], verification: list[str]) ->
     return f"{_short(text)!r} (text, no code)" if text else "without a code"
 
 
+def _variant_component_codes(component: Mapping[str, Any]) -> list[str]:
+    """The codes of a variant component's code that may say it is a fusion: LOINC's with LOINC's system, and the
+    molecular consequence by its code (see MOLECULAR_CONSEQUENCE)."""
+    return [c.code for c in _codings(_concept(component, "code"))
+            if c.system == LOINC or c.code == MOLECULAR_CONSEQUENCE]
+
+
 def _in_change_set(value_set: ValueSet, coding: Coding) -> bool:
     """Whether a DNA change type or molecular consequence is in a variant value set (a Sequence Ontology id by its
     code alone: charts write the system with and without "www." and a trailing slash)."""
@@ -1845,7 +1859,7 @@ def _sequence_change(observation: Mapping[str, Any], sequence_changes: ValueSet)
     """How a variant Observation describes a change of sequence or copy number (a c. or p.HGVS, or a DNA change type
     or molecular consequence coded from ``sequence_changes``), in words, or None."""
     for component in _objects(observation, "component"):
-        codes = [c.code for c in _codings(_concept(component, "code"))]
+        codes = [c.code for c in _codings(_concept(component, "code"))]  # (a doubt: by its code alone)
         value = _concept(component, "valueCodeableConcept")
         for code in codes:
             if code in HGVS_CHANGES:
@@ -1866,7 +1880,7 @@ def _says_fusion(observation: Mapping[str, Any], fusions: ValueSet) -> bool:
     consequence of a fusion (coded from ``fusions``, or in its words), or a discrete variant named as one
     ("EML4::ALK", "EML4-ALK fusion")."""
     for component in _objects(observation, "component"):
-        codes = [c.code for c in _codings(_concept(component, "code"))]
+        codes = _variant_component_codes(component)
         if FUSION_TRANSCRIPT in codes:
             return True
         if any(code in (CHANGE_TYPE, MOLECULAR_CONSEQUENCE, DISCRETE_VARIANT) for code in codes):
