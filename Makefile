@@ -113,7 +113,7 @@ MUTATION_TESTS_imt_cds/audit/checkpoint.py := tests/test_checkpoint_mutants.py t
     -k 'not command_line and not exit_2 and not never_signed and not usage_error'
 MUTATION_TESTS_imt_cds/fhir/reader.py        := tests/test_fhir_reader_mutants.py tests/test_fhir_input.py tests/test_fhir_safety.py \
     tests/test_fhir_invariants.py tests/test_fhir_codesystems.py tests/test_fhir_corpus.py tests/test_fhir_fuzz.py \
-    tests/test_evaluate_fhir.py tests/test_fhir_order.py
+    tests/test_evaluate_fhir.py tests/test_fhir_order.py tests/test_fhir_equivalence.py
 MUTATION_TESTS_imt_cds/render/fhir_output.py := tests/test_fhir_output_mutants.py tests/test_fhir_output.py \
     tests/test_audit_first_release.py tests/test_audit_release_stores.py
 # The replica and restart tests exercise the replay cache's store, not auth.py, and take half a minute; the one
