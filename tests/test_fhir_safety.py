@@ -1234,6 +1234,21 @@ def test_codes_the_other_answer_of_any_code_system_is_still_a_doubt():
             p.message for p in result.problems if p.where == "Observation/v"]
 
 
+def test_codes_a_tumour_size_whose_unit_code_is_of_another_code_system_is_not_read():
+    # A Quantity's code is UCUM's cm or mm only when its system is UCUM's (or, leniently, when it names none).
+    result = read(chart(size("s", 3, system="http://hospital.example.org/units")))
+    assert result.facts.tumor.size_cm is None
+    assert [(p.message, p.path) for p in result.problems if p.where == "Observation/s"] == [
+        ("tumor size whose unit code 'cm' is of the code system 'http://hospital.example.org/units'; only UCUM's cm "
+         "and mm are understood", "tumor.size_cm")]
+    malformed = read(chart(size("s", 3, system=7)))
+    assert malformed.facts.tumor.size_cm is None
+    assert any(p.where == "Observation/s" and "valueQuantity.system must be text, found a number" in p.message
+               for p in malformed.problems)
+    for understood in ({"system": "http://unitsofmeasure.org"}, {}):
+        assert read(chart(size("s", 3, **understood))).facts.tumor.size_cm == 3.0
+
+
 def test_codes_a_tumour_size_whose_longest_dimension_is_of_another_code_system_is_not_read():
     result = read(chart(recoded(size("s", 3), "33728-7", LOCAL)))
     assert result.facts.tumor.size_cm is None

@@ -171,6 +171,7 @@ _FUTURE_SLACK = timedelta(days=1)
 _NUMBER = (int, float)
 _CM_PER_UNIT = MappingProxyType({"cm": 1.0, "mm": 0.1})  # tumour size units understood
 _CM_UNITS = ("cm", "mm")  # the same, as a tuple: "in" compares any JSON value (a list is no dict key)
+UCUM = "http://unitsofmeasure.org"  # a Quantity's code is a unit of UCUM only when its system says so (or none does)
 
 
 # --- results ------------------------------------------------------------------------------------------------------
@@ -1584,6 +1585,13 @@ class _Reader:
             if quantity.get("comparator") is not None:
                 self.skip(where, f"tumor size given as a bound ({_short(quantity['comparator'])} {value}), not a "
                                  "measurement; not used", "tumor.size_cm")
+                return
+            if quantity.get("system") is not None and not isinstance(quantity["system"], str):
+                raise _Malformed(f"valueQuantity.system must be text, found {_kind(quantity['system'])}")
+            if quantity.get("code") is not None and quantity.get("system") not in (None, UCUM):
+                self.skip(where, f"tumor size whose unit code {_short(quantity['code'])!r} is of the code system "
+                                 f"{_short(quantity['system'])!r}; only UCUM's cm and mm are understood",
+                          "tumor.size_cm")
                 return
             unit = quantity.get("code") or quantity.get("unit")
             code, written = quantity.get("code"), quantity.get("unit")
