@@ -2,7 +2,8 @@
 
 FHIR lets a chart say the same thing in several ways, and EHRs use them all. Each rewriting below keeps a chart's
 meaning by FHIR's own rules, so whether it is evaluated, its facts, which resources each fact came from and what is
-reported about it (each problem's severity, fact, kind and resources) must stay the same:
+reported about it (each problem's severity, fact, kind and resources) must stay the same; not the words of a message,
+which quote the chart's codes and displays as it writes them:
 
 - *narrative and metadata*: a `text` narrative and `meta.lastUpdated` / `meta.versionId` on every resource;
 - *extensions*: an extension of a URL nobody knows on every resource, CodeableConcept and Coding (not a
@@ -120,14 +121,28 @@ def served(name):
         for key in DATED:
             if isinstance(resource.get(key), str) and len(resource[key]) == 10:
                 resource[key] += "T09:30:00Z"
-        entries.append({"fullUrl": f"{SERVER}/{resource['resourceType']}/{resource['id']}", "resource": resource})
+        if "id" in resource:
+            entries.append({"fullUrl": f"{SERVER}/{resource['resourceType']}/{resource['id']}", "resource": resource})
+        else:  # (a resource the server has not stored: no fullUrl of its own)
+            entries.append({"resource": resource})
     return {**CHARTS[name], "entry": entries}
 
 
 SERVED = {f"{name}, served": served(name) for name in OVER_TIME}
 ALL_CHARTS = {**CHARTS, **SERVED}
-AS_READ = {**AS_GIVEN, **{(name, attested): reading([chart], attested)
-                          for name, chart in SERVED.items() for attested in (False, True)}}
+
+
+def meaning(read):
+    """test_fhir_order.py's reading without the words of its messages."""
+    if read[0] == "refused":
+        return read[:2]
+    *rest, problems = read
+    return (*rest, [problem[:4] for problem in problems])
+
+
+AS_READ = {key: meaning(read) for key, read in AS_GIVEN.items()}
+AS_READ.update({(name, attested): meaning(reading([chart], attested))
+                for name, chart in SERVED.items() for attested in (False, True)})
 
 
 REWRITES: dict[str, Rewrite] = {rewrite.__name__: rewrite for rewrite in (
@@ -162,7 +177,7 @@ def absolute_references(bundle: dict[str, Any]) -> dict[str, Any]:
 def test_a_chart_over_time_served_reads_as_written_by_hand():
     # The served charts say what the charts they come from say (their sources are the same resources).
     for name in OVER_TIME:
-        as_served, as_written = AS_READ[(f"{name}, served", False)], AS_GIVEN[(name, False)]
+        as_served, as_written = AS_READ[(f"{name}, served", False)], AS_READ[(name, False)]
         assert as_served[:4] == as_written[:4]  # evaluated, the facts and their sources
         assert [problem[:3] for problem in as_served[4]] == [problem[:3] for problem in as_written[4]]
 
@@ -185,4 +200,4 @@ def test_a_charts_reading_does_not_depend_on_how_it_is_written(name, attested, r
         chart = rewritten(chart, REWRITES[rewrite])
     if absolute:
         chart = absolute_references(chart)
-    assert reading([chart], attested) == AS_READ[(name, attested)]
+    assert meaning(reading([chart], attested)) == AS_READ[(name, attested)]

@@ -2,8 +2,9 @@
 
 A FHIR server returns a search's matches in whatever order it likes, and a CDS Hooks prefetch puts several searches
 side by side, so the same chart reaches the service in any order. Whether it is evaluated, its facts, which
-resources each fact came from and what is reported about it (each problem's severity, fact, kind and resources) must
-be the same for every order. Hypothesis shuffles:
+resources each fact came from (in the same order) and what is reported about it (each problem's severity, fact, kind,
+resources and words) must be the same for every order: a message that lists several findings lists them by date, then
+by what they say, then by resource. Hypothesis shuffles:
 
 - the published charts of tests/fixtures/fhir-charts (sources in its README) and the IMT example, each read as it is
   and with the IMT diagnosis attested (so that the charts of other diseases are read through too);
@@ -14,8 +15,8 @@ be the same for every order. Hypothesis shuffles:
 The same holds when a chart's entries come split among several Bundles, as a prefetch of several searches sends
 them (a reference by fullUrl then crosses Bundles).
 
-What is not compared: the words of a message and the order of a problem's resources (a conflict lists its findings
-in the order read), and an entry's place, which names a resource without an id (``Bundle/x.entry[3]``).
+What is not compared: the order of the problems (they are reported as resources are read), and an entry's place,
+which names a resource without an id (``Bundle/x.entry[3]``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _bundle(resources):
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
 
 
+def _without_id(resource):
+    """A resource the chart names by its place (``Bundle.entry[3]``), as a server may send one it has not stored."""
+    return {key: value for key, value in resource.items() if key != "id"}
+
+
 def _of(primary):
     return [{"url": RELATED, "valueReference": {"reference": primary}}]
 
@@ -70,6 +76,11 @@ OVER_TIME = {
                                                        m_category("m1", SNOMED, M1, "2025-11-02")),
     "findings of the same time conflict": chart(m_category("m0", SNOMED, M0, "2026-02"),
                                                 secondary("brain", "12738006", "2026-02-12")),
+    "findings of the same time and kind conflict": chart(m_category("zz-m0", SNOMED, M0, "2026-02-01"),
+                                                         m_category("aa-m1", SNOMED, M1, "2026-02-01"),
+                                                         secondary("brain", "12738006", "2026-02-01")),
+    "findings of the same time without ids conflict": chart(*(_without_id(m_category(name, SNOMED, code, "2026-02-01"))
+                                                              for name, code in (("m0", M0), ("m1", M1)))),
     "a secondary tumour and its M category name the IMT beside another primary": chart(
         LUNG_CANCER, secondary("lung-met", extension=_of("Condition/imt")),
         focused(m_category("m", SNOMED, M1), "Condition/lung-met"), secondary("liver-met", "93870000", "2026-03-04",
@@ -94,8 +105,9 @@ def reading(bundles, attested):
     return (
         result.eligibility.eligible, result.eligibility.reason,
         result.facts.model_dump(mode="json") if result.facts is not None else None,
-        {path: sorted(_positionless(s) for s in sources) for path, sources in result.sources.items()},
-        sorted((p.severity, p.path or "", p.kind, sorted(_positionless(p.where).split(", "))) for p in result.problems),
+        {path: [_positionless(s) for s in sources] for path, sources in result.sources.items()},
+        sorted((p.severity, p.path or "", p.kind, _positionless(p.where), _positionless(p.message))
+               for p in result.problems),
     )
 
 
@@ -121,13 +133,16 @@ def test_the_charts_are_read_and_the_ones_over_time_say_what_they_are_about():
         return AS_GIVEN[(name, False)][2]
 
     def kinds(name):
-        return {(kind, path) for _, path, kind, _ in AS_GIVEN[(name, False)][4]}
+        return {(kind, path) for _, path, kind, *_ in AS_GIVEN[(name, False)][4]}
 
     assert facts("a later metastasis outranks an earlier M0")["tumor"]["distant_disease"] is True
     assert facts("a later M0 outranks an earlier metastasis")["tumor"]["distant_disease"] is False
     assert {("superseded", "tumor.distant_disease")} <= kinds("a later M0 outranks an earlier metastasis")
     assert facts("findings of the same time conflict")["tumor"]["distant_disease"] is None
     assert ("conflict", "tumor.distant_disease") in kinds("findings of the same time conflict")
+    assert facts("findings of the same time and kind conflict")["tumor"]["distant_disease"] is None
+    assert ("conflict", "tumor.distant_disease") in kinds("findings of the same time and kind conflict")
+    assert ("conflict", "tumor.distant_disease") in kinds("findings of the same time without ids conflict")
     assert facts("a secondary tumour and its M category name the IMT beside another primary")["tumor"][
         "distant_disease"] is True
     assert facts("a progression on crizotinib, one of the IMT's and one of the other cancer's")["history"][

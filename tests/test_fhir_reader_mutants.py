@@ -737,9 +737,9 @@ def test_a_yes_no_conflict_stops_evaluation_and_says_which_resources_disagree():
     assert result.facts is None and not result.ok and result.eligibility.eligible
     (error,) = result.problems
     assert (error.where, error.severity, error.path, error.kind) == (
-        "Procedure/s, Observation/no", "error", "history.surgery_done", "conflict")
-    assert error.message == ("conflicting values for history.surgery_done: True (Procedure/s (undated)); False "
-                             "(Observation/no (undated)); it cannot be left unknown, so nothing is evaluated")
+        "Observation/no, Procedure/s", "error", "history.surgery_done", "conflict")
+    assert error.message == ("conflicting values for history.surgery_done: False (Observation/no (undated)); True "
+                             "(Procedure/s (undated)); it cannot be left unknown, so nothing is evaluated")
     assert result.sources == {"patient_id": ("Patient/p1",), "age_years": ("Patient/p1",)}
     assert result.patient == "Patient/p1"
 

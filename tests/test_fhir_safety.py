@@ -460,14 +460,15 @@ def test_stage_an_m0_of_any_date_beside_the_imts_own_word_metastatic_is_a_confli
     result = read(chart(m_category("m0", SNOMED, "1229901006", when), imt=imt))
     assert result.facts.tumor.distant_disease is None
     conflicts = [p for p in result.problems if p.kind == "conflict"]
-    assert [(p.where, p.path) for p in conflicts] == [("Condition/imt, Observation/m0", "tumor.distant_disease")]
+    # (the findings listed by date, the undated last)
+    assert [(p.where, p.path) for p in conflicts] == [("Observation/m0, Condition/imt", "tumor.distant_disease")]
     assert "the IMT's Condition names a metastasis (Condition/imt (undated))" in conflicts[0].message
     assert not [p for p in result.problems if p.kind == "superseded"]
     assessment = Engine().evaluate(result.facts)
     assert "R07" in {finding.rule.id for finding in assessment.recommendations}
     agreeing = read(chart(m_category("m1", SNOMED, "1229903009", when), imt=imt))
     assert agreeing.facts.tumor.distant_disease is True
-    assert agreeing.sources["tumor.distant_disease"] == ("Condition/imt", "Observation/m1")
+    assert agreeing.sources["tumor.distant_disease"] == ("Observation/m1", "Condition/imt")
 
 
 @pytest.mark.parametrize("text", [

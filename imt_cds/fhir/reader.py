@@ -1689,7 +1689,10 @@ class _Reader:
         errors = []
         for gene, found in self.methods.items():
             self.offer(f"molecular.{gene}.methods", sorted({m for m, _ in found}), found[0][1])
-        for path, offered in self.candidates.items():
+        for path, findings in self.candidates.items():
+            # In the order of time (_in_time_order), not of the entries: a server returns a search's matches in any
+            # order, and the same chart must read, and be said, the same.
+            offered = sorted(findings, key=_in_time_order) if len(findings) > 1 else findings
             standing = self._settle(path, offered)
             if self._left_unread(path, offered, standing):
                 continue
@@ -2030,6 +2033,17 @@ def _anniversary(birth: date, years: int) -> date:
         return birth.replace(year=birth.year + years)
     except ValueError:  # born on 29 February
         return birth.replace(year=birth.year + years, day=28)
+
+
+def _in_time_order(candidate: _Candidate) -> tuple[date, date, str, str]:
+    """A finding's place when the findings of a fact are listed: by date (undated last), then by what it says (case
+    aside), then by the name of its resource (a resource without an id is named by its place in the chart, so what it
+    says comes first)."""
+    when = candidate.when
+    said = (candidate.note or repr(candidate.value)).casefold()
+    if when is None:
+        return date.max, date.max, said, candidate.source
+    return when.start, when.end, said, candidate.source
 
 
 def _latest(offered: list[_Candidate]) -> list[_Candidate]:
