@@ -1586,13 +1586,14 @@ class _Reader:
                 self.skip(where, f"tumor size given as a bound ({_short(quantity['comparator'])} {value}), not a "
                                  "measurement; not used", "tumor.size_cm")
                 return
-            if quantity.get("system") is not None and not isinstance(quantity["system"], str):
-                raise _Malformed(f"valueQuantity.system must be text, found {_kind(quantity['system'])}")
-            if quantity.get("code") is not None and quantity.get("system") not in (None, UCUM):
-                self.skip(where, f"tumor size whose unit code {_short(quantity['code'])!r} is of the code system "
-                                 f"{_short(quantity['system'])!r}; only UCUM's cm and mm are understood",
-                          "tumor.size_cm")
-                return
+            system = quantity.get("system")
+            if system is not None and system != UCUM:
+                if not isinstance(system, str):
+                    raise _Malformed(f"valueQuantity.system must be text, found {_kind(system)}")
+                if quantity.get("code") is not None:
+                    self.skip(where, f"tumor size whose unit code {_short(quantity['code'])!r} is of the code system "
+                                     f"{_short(system)!r}; only UCUM's cm and mm are understood", "tumor.size_cm")
+                    return
             unit = quantity.get("code") or quantity.get("unit")
             code, written = quantity.get("code"), quantity.get("unit")
             if code != written and code in _CM_UNITS and written in _CM_UNITS:  # (both text: only texts are in it)
@@ -2036,14 +2037,15 @@ def _anniversary(birth: date, years: int) -> date:
 
 
 def _in_time_order(candidate: _Candidate) -> tuple[date, date, str, str]:
-    """A finding's place when the findings of a fact are listed: by date (undated last), then by what it says (case
-    aside), then by the name of its resource (a resource without an id is named by its place in the chart, so what it
-    says comes first)."""
+    """A finding's place when the findings of a fact are listed: by date (undated last), then by the name of its
+    resource. A resource without an id is named by its place in the chart, which changes with the order of the
+    entries, so what it says comes before its name (and it comes after the named ones of its date)."""
     when = candidate.when
-    said = (candidate.note or repr(candidate.value)).casefold()
+    source = candidate.source
+    said = (candidate.note or repr(candidate.value)) if "entry[" in source else ""
     if when is None:
-        return date.max, date.max, said, candidate.source
-    return when.start, when.end, said, candidate.source
+        return date.max, date.max, said, source
+    return when.start, when.end, said, source
 
 
 def _latest(offered: list[_Candidate]) -> list[_Candidate]:
