@@ -153,9 +153,9 @@ def test_not_understood_beside_a_finding_of_the_same_time_the_fact_is_left_unkno
     # Beside findings read that disagree among themselves, a conflict as any, which lists it.
     three = read(chart(size("first", 3.5), size("third", 4.5), modified(size("second", 5))))
     assert three.facts.tumor.size_cm is None
-    assert [p.message for p in three.problems if p.kind == "conflict"] == [
-        "conflicting values for tumor.size_cm: 3.5 (Observation/first (undated)); 4.5 (Observation/third (undated)); "
-        "a finding not used (Observation/second (undated)); left unknown"]
+    assert [p.message for p in three.problems if p.kind == "conflict"] == [  # (listed by name: all are undated)
+        "conflicting values for tumor.size_cm: 3.5 (Observation/first (undated)); a finding not used "
+        "(Observation/second (undated)); 4.5 (Observation/third (undated)); left unknown"]
     # An M category of the same day: whether the patient has distant disease cannot be told.
     same_day = read(chart(m_category("m0", SNOMED, M0), modified(m_category("m1", SNOMED, M1))))
     assert same_day.ok and same_day.facts.tumor.distant_disease is None
