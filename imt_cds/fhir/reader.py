@@ -317,11 +317,21 @@ def bundle_resources(value: Any) -> list[Any]:
     return [item.resource for item in _Chart.gather([value]).items if item.resource is not None]
 
 
+_BY_PLACE = "entry["  # what names a resource without an id: its place (resource_label, _named_by_place)
+
+
 def resource_label(resource: Mapping[str, Any], index: int) -> str:
     """How a resource is named in messages and sources: ``Type/id``, or ``Type/entry[i]`` for one without an id
     (``index``: its place among the resources read)."""
     rid = resource.get("id")
-    return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) and rid else f'entry[{index}]'}"
+    return f"{resource.get('resourceType')}/{rid if isinstance(rid, str) and rid else f'{_BY_PLACE}{index}]'}"
+
+
+def _named_by_place(label: str) -> bool:
+    """Whether ``resource_label`` named a resource by its place in the chart (it has no id), a name that changes
+    with the order of the entries. (An id holding "entry[" is not a FHIR id, whose characters are letters, digits,
+    '-' and '.'; such a resource is ordered as one without an id, which only orders it by what it says first.)"""
+    return label.partition("/")[2].startswith(_BY_PLACE)
 
 
 # --- the chart: resources with their names -------------------------------------------------------------------------
@@ -2042,7 +2052,7 @@ def _in_time_order(candidate: _Candidate) -> tuple[date, date, str, str]:
     entries, so what it says comes before its name (and it comes after the named ones of its date)."""
     when = candidate.when
     source = candidate.source
-    said = (candidate.note or repr(candidate.value)) if "entry[" in source else ""
+    said = (candidate.note or repr(candidate.value)) if _named_by_place(source) else ""
     if when is None:
         return date.max, date.max, said, source
     return when.start, when.end, said, source
