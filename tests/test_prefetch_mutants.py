@@ -493,3 +493,103 @@ def test_the_default_fetch_deadline_is_the_documented_one():
     default = {f.name: f.default for f in dataclasses.fields(ServiceConfig)}["fhir_deadline"]
     assert default == documented == 20.0
     assert collect_resources.__kwdefaults__["deadline"] == default  # the library's default is the service's
+
+
+class _RawAnswers:
+    """A loopback server answering every GET with 200 and ``body``, with a Content-Length or, when ``length`` is
+    false, without one (HTTP/1.0: the body ends when the connection closes, so its size is known only by reading)."""
+
+    def __init__(self, body: bytes, *, length: bool = True, address: str = "127.0.0.1"):
+        import socket
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hosts = self.hosts = []  # the Host header of each request, in order
+        paths = self.paths = []  # and its path
+
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if length else "HTTP/1.0"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                hosts.append(self.headers.get("Host"))
+                paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                if length:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._http = Server((address, 0), Handler)
+        host = f"[{address}]" if ":" in address else address
+        self.base = f"http://{host}:{self._http.server_address[1]}/fhir"
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def _refusal_logged(base, caplog, max_bytes=1 << 20):
+    request = hook_request("patient-view", prefetch={}, fhirServer=base)
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service.prefetch"), \
+            pytest.raises(PrefetchUnavailableError):
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[base], timeout=5, max_pages=5,
+                                      max_bytes=max_bytes, private_networks=["127.0.0.0/8"]))
+    return caplog.records[-1].getMessage()
+
+
+def test_an_answer_without_a_content_length_is_cut_off_at_the_byte_cap_while_read(caplog):
+    import json
+
+    patient = json.dumps({"resourceType": "Patient", "id": EXAMPLE_PATIENT, "name": [{"text": "x" * 5000}]}).encode()
+    with _RawAnswers(patient, length=False) as server:
+        line = _refusal_logged(server.base, caplog, max_bytes=1000)
+    assert (f"imt-cds: fetching patient from {server.base} failed: the answers are larger than the 1000-byte cap; "
+            "stopped reading (requested: ") in line
+
+
+def test_an_answer_that_is_not_json_is_refused_by_name(caplog):
+    with _RawAnswers(b"<html>Service Unavailable</html>") as server:
+        line = _refusal_logged(server.base, caplog)
+    assert (f"imt-cds: fetching patient from {server.base} failed: {server.base}/Patient/{EXAMPLE_PATIENT} did not "
+            "answer with JSON (requested: ") in line
+
+
+def test_a_fhir_server_whose_name_does_not_resolve_is_logged_as_such(caplog):
+    base = "http://no-such-host.invalid/fhir"  # .invalid never resolves (RFC 6761, section 6.4)
+    line = _refusal_logged(base, caplog)
+    assert line.startswith(f"imt-cds: fetching patient from {base} failed: cannot resolve no-such-host.invalid: ")
+
+
+def test_the_host_header_names_an_ipv6_server_in_brackets_with_its_port():
+    import json
+
+    patient = json.dumps({"resourceType": "Patient", "id": EXAMPLE_PATIENT}).encode()
+    with _RawAnswers(patient, address="::1") as server:
+        request = hook_request("patient-view", prefetch={}, fhirServer=server.base)
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[server.base], timeout=5,
+                                      max_pages=5, max_bytes=1 << 20, private_networks=["::1/128"]))
+    port = server.base.split("]:", 1)[1].split("/", 1)[0]
+    assert server.hosts and set(server.hosts) == {f"[::1]:{port}"}
+
+
+def test_a_fhir_server_whose_path_ends_in_a_capital_x_is_fetched_under_that_path():
+    import json
+
+    patient = json.dumps({"resourceType": "Patient", "id": EXAMPLE_PATIENT}).encode()
+    with _RawAnswers(patient) as server:
+        base = server.base + "X"  # .../fhirX
+        request = hook_request("patient-view", prefetch={}, fhirServer=base)
+        asyncio.run(collect_resources(SERVICES[0].prefetch, request, allowed_servers=[base], timeout=5,
+                                      max_pages=5, max_bytes=1 << 20, private_networks=["127.0.0.0/8"]))
+    assert server.paths and all(path.startswith("/fhirX/") for path in server.paths)
