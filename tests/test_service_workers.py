@@ -696,3 +696,31 @@ def test_a_worker_that_does_not_start_in_time_is_killed_and_the_start_refused(tm
     while set(worker_pids_below(os.getpid())) - before:
         assert time.monotonic() < deadline, "the worker that did not start was left running"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_job_no_worker_can_be_handed_fails_after_size_plus_three_tries(monkeypatch, size):
+    # Fault injection: every worker's pipe is broken when a job is handed to it (what a worker that died a moment
+    # before looks like: the write fails). Each try retires that worker and starts a real replacement, which is tried
+    # in its turn; after size + 3 tries the job fails (503) instead of going round the replacements for as long as
+    # its timeout, and no worker ever got it.
+    from imt_cds.service.errors import WorkerTimeoutError
+    from imt_cds.service.workers import _Worker
+
+    tried: list[int] = []
+
+    def broken_pipe(worker, job):
+        tried.append(worker.pid)
+        return False
+
+    async def scenario(pool):
+        monkeypatch.setattr(_Worker, "send", broken_pipe)
+        started = time.monotonic()
+        with pytest.raises(WorkerTimeoutError) as refused:
+            await pool.run(FACTS_JOB)
+        return refused.value, time.monotonic() - started
+
+    refused, took = in_pool(scenario, depth=1, size=size, timeout=45.0)
+    assert refused.message == "no live evaluation worker could take the request"
+    assert len(tried) == size + 3 and len(set(tried)) == size + 3  # each try a different worker: a replacement
+    assert took < 40  # the bound, not the 45 s timeout, ended it
