@@ -6,6 +6,7 @@ imt-cds-worker), and stopped and killed with signals: the service has no endpoin
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -724,3 +725,25 @@ def test_a_job_no_worker_can_be_handed_fails_after_size_plus_three_tries(monkeyp
     assert refused.message == "no live evaluation worker could take the request"
     assert len(tried) == size + 3 and len(set(tried)) == size + 3  # each try a different worker: a replacement
     assert took < 40  # the bound, not the 45 s timeout, ended it
+
+
+def test_a_worker_dead_while_idle_whose_pipe_end_goes_unseen_is_replaced_by_the_backstop(caplog):
+    # Fault injection: the task reading the worker's pipe is stopped, so the end of the pipe, which normally tells
+    # the pool at once, is never seen. The pool's watch (every 0.5 s) still finds the worker dead while idle,
+    # replaces it and says so; the next job is served by the replacement.
+    async def scenario(pool):
+        (victim,) = pool.load()["pids"]
+        (worker,) = pool._workers
+        worker.listener.cancel()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while pool.load()["pids"] in ([victim], []) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return victim, pool.load()["pids"], await pool.run(FACTS_JOB)
+
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service"):
+        victim, now, answer = in_pool(scenario, depth=1)
+    assert len(now) == 1 and victim not in now
+    assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    said = [r.getMessage() for r in caplog.records if "died while idle" in r.getMessage()]
+    assert said == [f"imt-cds: evaluation worker {victim} died while idle (exit code {-signal.SIGKILL})"]
