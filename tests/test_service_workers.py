@@ -700,7 +700,7 @@ def test_a_worker_that_does_not_start_in_time_is_killed_and_the_start_refused(tm
 
 
 @pytest.mark.parametrize("size", [1, 2])
-def test_a_job_no_worker_can_be_handed_fails_after_size_plus_three_tries(monkeypatch, size):
+def test_a_job_no_worker_can_be_handed_fails_after_size_plus_three_tries(monkeypatch, caplog, size):
     # Fault injection: every worker's pipe is broken when a job is handed to it (what a worker that died a moment
     # before looks like: the write fails). Each try retires that worker and starts a real replacement, which is tried
     # in its turn; after size + 3 tries the job fails (503) instead of going round the replacements for as long as
@@ -721,8 +721,11 @@ def test_a_job_no_worker_can_be_handed_fails_after_size_plus_three_tries(monkeyp
             await pool.run(FACTS_JOB)
         return refused.value, time.monotonic() - started
 
-    refused, took = in_pool(scenario, depth=1, size=size, timeout=45.0)
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service"):
+        refused, took = in_pool(scenario, depth=1, size=size, timeout=45.0)
     assert refused.message == "no live evaluation worker could take the request"
+    # Each was retired before the pool stopped it: the end of its pipe that follows is no death to report.
+    assert not [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
     assert len(tried) == size + 3 and len(set(tried)) == size + 3  # each try a different worker: a replacement
     assert took < 40  # the bound, not the 45 s timeout, ended it
 
@@ -746,4 +749,23 @@ def test_a_worker_dead_while_idle_whose_pipe_end_goes_unseen_is_replaced_by_the_
     assert len(now) == 1 and victim not in now
     assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
     said = [r.getMessage() for r in caplog.records if "died while idle" in r.getMessage()]
+    assert said == [f"imt-cds: evaluation worker {victim} died while idle (exit code {-signal.SIGKILL})"]
+
+
+def test_a_worker_killed_while_idle_is_seen_by_its_pipes_end_replaced_and_said_once(caplog):
+    # The usual way the pool learns of an idle worker's death: the end of its pipe, at once (the watch above is the
+    # backstop). Said once, whichever of the two saw it first.
+    async def scenario(pool):
+        (victim,) = pool.load()["pids"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while pool.load()["pids"] in ([victim], []) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # a second report (the watch's, after the pipe's) would come within its 0.5 s
+        return victim, pool.load()["pids"], pool.crashes
+
+    with caplog.at_level(logging.WARNING, logger="imt_cds.service"):
+        victim, now, crashes = in_pool(scenario, depth=1)
+    assert len(now) == 1 and victim not in now and crashes == 0  # no request was being served: not a crash
+    said = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
     assert said == [f"imt-cds: evaluation worker {victim} died while idle (exit code {-signal.SIGKILL})"]
