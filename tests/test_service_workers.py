@@ -769,3 +769,30 @@ def test_a_worker_killed_while_idle_is_seen_by_its_pipes_end_replaced_and_said_o
     assert len(now) == 1 and victim not in now and crashes == 0  # no request was being served: not a crash
     said = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
     assert said == [f"imt-cds: evaluation worker {victim} died while idle (exit code {-signal.SIGKILL})"]
+
+
+def _dead(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_job_handed_to_a_worker_dead_a_moment_before_goes_to_its_replacement():
+    # The worker is killed and the event loop held (a blocking wait) until the process is gone, so the pool has not
+    # yet read the end of its pipe when the job comes: writing the job fails (a broken pipe), which proves it never
+    # reached the worker, so it is handed to the replacement instead of failing (no request is lost to a worker that
+    # was already dead).
+    async def scenario(pool):
+        (victim,) = pool.load()["pids"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _dead(victim) and time.monotonic() < deadline:
+            time.sleep(0.01)  # (blocking on purpose: the loop must not see the pipe's end first)
+        answer = await pool.run(FACTS_JOB)
+        return victim, answer, pool.crashes, pool.load()["pids"]
+
+    victim, answer, crashes, now = in_pool(scenario, depth=1)
+    assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
+    assert crashes == 0 and len(now) == 1 and victim not in now
