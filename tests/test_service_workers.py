@@ -796,3 +796,18 @@ def test_a_job_handed_to_a_worker_dead_a_moment_before_goes_to_its_replacement()
     victim, answer, crashes, now = in_pool(scenario, depth=1)
     assert answer["fhir"]["facts"]["patient_id"] == "imt-example-1"
     assert crashes == 0 and len(now) == 1 and victim not in now
+
+
+def test_a_worker_dead_but_not_yet_replaced_is_not_counted_live():
+    # /healthz and /readyz count live workers: one that died a moment ago, before the pool has seen it (the event
+    # loop held until the process is gone), is not among them.
+    async def scenario(pool):
+        (victim,) = pool.load()["pids"]
+        before = pool.live_workers
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _dead(victim) and time.monotonic() < deadline:
+            time.sleep(0.01)  # (blocking on purpose: neither the pipe's end nor the watch is seen meanwhile)
+        return before, pool.live_workers
+
+    assert in_pool(scenario, depth=1) == (1, 0)
