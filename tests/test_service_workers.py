@@ -811,3 +811,35 @@ def test_a_worker_dead_but_not_yet_replaced_is_not_counted_live():
         return before, pool.live_workers
 
     assert in_pool(scenario, depth=1) == (1, 0)
+
+
+def test_a_worker_that_dies_while_starting_refuses_the_start_with_its_exit_code(tmp_path):
+    # The worker blocks at its start on a FIFO rule file (as above) and is killed there: the start is refused at
+    # once, naming how the worker ended, instead of waiting out the start timeout.
+    from imt_cds import load_rulebook
+    from imt_cds.service import workers
+    from imt_cds.service.errors import ServiceConfigError
+
+    directory = copy_rulebook(tmp_path / "rules")
+    rulebook = load_rulebook(directory)
+    os.mkfifo(directory / "zz-never-written.yaml")
+    before = set(worker_pids_below(os.getpid()))
+    pool = workers.WorkerPool(workers.WorkerSettings(rules=str(directory), cache_size=0), 1, rulebook=rulebook)
+
+    async def scenario():
+        starting = asyncio.create_task(pool.start())
+        deadline = time.monotonic() + 30
+        while not (new := set(worker_pids_below(os.getpid())) - before):
+            assert time.monotonic() < deadline, "no worker process started"
+            await asyncio.sleep(0.05)
+        (victim,) = new
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        with pytest.raises(ServiceConfigError) as refused:
+            await starting
+        return refused.value, time.monotonic() - killed
+
+    refused, after = asyncio.run(scenario())
+    assert str(refused) == f"an evaluation worker died while starting (exit code {-signal.SIGKILL})"
+    assert after < 20  # not the start timeout (120 s)
+    assert pool.live_workers == 0
