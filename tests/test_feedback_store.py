@@ -50,3 +50,14 @@ def test_the_card_index_keeps_the_newest_cards_up_to_its_bound():
         None, None, ("imt-order-sign", "check-2", "CODE_2"), ("imt-order-sign", "check-2", "CODE_3"),
         ("imt-order-sign", "check-2", "CODE_4")]  # the oldest two gone, the three newest kept
     assert index.get("never-issued") is None
+
+
+def test_without_its_driver_feedback_in_postgresql_says_what_to_install(monkeypatch):
+    import sys
+
+    from imt_cds.service.errors import ServiceConfigError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails as if it were not installed
+    with pytest.raises(ServiceConfigError) as caught:
+        open_feedback_sink("postgresql://cds@db.example.org/audit", None)
+    assert str(caught.value) == "feedback in PostgreSQL needs psycopg 3: pip install 'imt-cds[postgres]'"
