@@ -61,3 +61,28 @@ def test_without_its_driver_feedback_in_postgresql_says_what_to_install(monkeypa
     with pytest.raises(ServiceConfigError) as caught:
         open_feedback_sink("postgresql://cds@db.example.org/audit", None)
     assert str(caught.value) == "feedback in PostgreSQL needs psycopg 3: pip install 'imt-cds[postgres]'"
+
+
+def test_a_write_that_waits_past_the_timeout_for_this_processs_other_writes_is_refused_and_stores_nothing(target):
+    # Feedback writes of one server are made one at a time (a lock of the sink's); one that cannot have its turn
+    # within the lock timeout is refused (503, try again) naming why, and stores nothing. The other write is stood
+    # for by holding that lock: a real one would hold it for as long as the database makes it wait, and which of two
+    # real writes ran out of time first would be a race.
+    from imt_cds.service.feedback import FeedbackUnavailableError
+
+    open_store(target).close()
+    sink = open_feedback_sink(target, None, lock_timeout=0.3)
+    try:
+        sink._lock.acquire()
+        try:
+            with pytest.raises(FeedbackUnavailableError) as refused:
+                sink.record(feedback_rows())
+        finally:
+            sink._lock.release()
+        assert str(refused.value) == ("the feedback store cannot take the write now (other feedback writes held it "
+                                      "for 0.3 s): nothing was stored, try again later")
+        assert sink.record(feedback_rows()) == 2
+    finally:
+        sink.close()
+    (rows,) = raw_sql(target, "SELECT card FROM cds_feedback")
+    assert len(rows) == 2  # the refused write left nothing
