@@ -141,9 +141,9 @@ def running_service(*args: str, public_url: str | None = None, ready_timeout: fl
                 process.kill()
                 process.wait(10)
         deadline = time.monotonic() + 10  # the fork server and resource tracker follow their parent out
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        leftover = [pid for pid in workers if _alive(pid)]
+        leftover = [pid for pid in workers if process_alive(pid)]
         for pid in leftover:  # only ever the service's own processes, by pid
             os.kill(pid, signal.SIGKILL)
         log_text = service.log_text()
@@ -163,7 +163,8 @@ def responses_in(stream: bytes) -> list[bytes]:
     return responses
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process runs (not ended, nor a zombie waiting for its parent to read how it ended)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:

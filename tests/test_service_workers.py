@@ -25,6 +25,7 @@ from service_support import (
     example_resources,
     hook_request,
     prefetch_for,
+    process_alive,
     running_service,
     worker_pids,
     worker_pids_below,
@@ -771,14 +772,6 @@ def test_a_worker_killed_while_idle_is_seen_by_its_pipes_end_replaced_and_said_o
     assert said == [f"imt-cds: evaluation worker {victim} died while idle (exit code {-signal.SIGKILL})"]
 
 
-def _dead(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
 def test_a_job_handed_to_a_worker_dead_a_moment_before_goes_to_its_replacement():
     # The worker is killed and the event loop held (a blocking wait) until the process is gone, so the pool has not
     # yet read the end of its pipe when the job comes: writing the job fails (a broken pipe), which proves it never
@@ -788,7 +781,7 @@ def test_a_job_handed_to_a_worker_dead_a_moment_before_goes_to_its_replacement()
         (victim,) = pool.load()["pids"]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not _dead(victim) and time.monotonic() < deadline:
+        while process_alive(victim) and time.monotonic() < deadline:
             time.sleep(0.01)  # (blocking on purpose: the loop must not see the pipe's end first)
         answer = await pool.run(FACTS_JOB)
         return victim, answer, pool.crashes, pool.load()["pids"]
@@ -806,7 +799,7 @@ def test_a_worker_dead_but_not_yet_replaced_is_not_counted_live():
         before = pool.live_workers
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not _dead(victim) and time.monotonic() < deadline:
+        while process_alive(victim) and time.monotonic() < deadline:
             time.sleep(0.01)  # (blocking on purpose: neither the pipe's end nor the watch is seen meanwhile)
         return before, pool.live_workers
 
