@@ -1596,18 +1596,17 @@ class _Reader:
                 self.skip(where, f"tumor size given as a bound ({_short(quantity['comparator'])} {value}), not a "
                                  "measurement; not used", "tumor.size_cm")
                 return
-            system = quantity.get("system")
+            code, written, system = quantity.get("code"), quantity.get("unit"), quantity.get("system")
             if system is not None and system != UCUM:
                 if not isinstance(system, str):
                     raise _Malformed(f"valueQuantity.system must be text, found {_kind(system)}")
-                if quantity.get("code") is not None:
-                    self.skip(where, f"tumor size whose unit code {_short(quantity['code'])!r} is of the code system "
+                if code is not None:
+                    self.skip(where, f"tumor size whose unit code {_short(code)!r} is of the code system "
                                      f"{_short(system)!r}; only UCUM's cm and mm are understood", "tumor.size_cm")
                     return
-            unit = quantity.get("code") or quantity.get("unit")
-            code, written = quantity.get("code"), quantity.get("unit")
+            unit = code or written
             if code != written and code in _CM_UNITS and written in _CM_UNITS:  # (both text: only texts are in it)
-                self.skip(where, f"tumor size whose unit {quantity['unit']!r} and code {quantity['code']!r} disagree; "
+                self.skip(where, f"tumor size whose unit {written!r} and code {code!r} disagree; "
                                  "not used", "tumor.size_cm")
                 return
             factor = _CM_PER_UNIT.get(str(unit))
